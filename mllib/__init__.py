@@ -1,0 +1,37 @@
+"""mllib: train, evaluate and serve a model.py from one CLI, locally, in Docker or on GPU agents.
+
+What model code uses: Param, log_metric, log_metrics, log_artifact, artifact_dir, create.
+What notebooks and scripts call: train, evaluate, predict, rerun (the CLI's own functions).
+"""
+
+from mllib._version import __version__
+from mllib.errors import MllibError
+from mllib.params import Param, create
+from mllib.tracking import artifact_dir, current_run, log_artifact, log_metric, log_metrics
+
+__all__ = [
+    "MllibError",
+    "Param",
+    "__version__",
+    "artifact_dir",
+    "create",
+    "current_run",
+    "evaluate",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "predict",
+    "rerun",
+    "train",
+]
+
+_API = {"train", "evaluate", "predict", "rerun"}
+
+
+def __getattr__(name: str):
+    # The run API pulls in the registry and runtimes; load it only when a notebook asks for it.
+    if name in _API:
+        from mllib.runs import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mllib' has no attribute {name!r}")

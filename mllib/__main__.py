@@ -1,0 +1,5 @@
+import sys
+
+from mllib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""The command line, a thin layer over mllib's Python API. Entry point: main()."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from mllib.errors import EXIT_CANCELLED, MllibError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `mllib`; known errors print one clear message (MLLIB_DEBUG=1 shows the traceback)."""
+    from mllib.cli import output
+    from mllib.cli.app import app, command_names
+    from mllib.cli.argv import rewrite
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = rewrite(args, command_names())
+        app(args=args, prog_name="mllib", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except MllibError as exc:
+        if os.environ.get("MLLIB_DEBUG"):
+            raise
+        console = output.err()
+        console.print(f"[red]Error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            console.print(exc.hint, style="dim", highlight=False, markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    return 0

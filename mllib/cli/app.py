@@ -1,0 +1,29 @@
+"""The `mllib` command: every command group joined in one place."""
+
+from __future__ import annotations
+
+import typer
+
+from mllib.cli import init as init_cmd
+from mllib.cli import model_commands, runs
+
+app = typer.Typer(
+    name="mllib",
+    help="Train, evaluate and serve a model.py: locally, in Docker, or on your GPU hosts.\n\n"
+    "Both spellings work: `mllib train model.py --lr=0.01` and `mllib model.py --train --lr=0.01`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.train)
+app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.evaluate)
+app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predict)
+app.command()(init_cmd.init)
+app.add_typer(runs.app, name="runs")
+
+
+def command_names() -> set[str]:
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    return names | {g.name for g in app.registered_groups if g.name}

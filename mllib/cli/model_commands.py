@@ -1,0 +1,237 @@
+"""`mllib train`, `mllib evaluate`, `mllib predict`: run a model.py's methods as recorded runs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from mllib.cli import output
+from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM, UsageError
+
+# Model params (--learning_rate=0.01) are not known to the CLI framework: they arrive in ctx.args.
+MODEL_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="The model file, or FILE:CLASS. Default: `model` in mllib.toml, else model.py.",
+        show_default=False,
+    ),
+]
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="Run on this machine (the default); reads .env.local.")
+]
+RemoteOpt = Annotated[
+    bool, typer.Option("--remote", help="Run on an agent host; reads .env.remote.")
+]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime", help="Where a local run executes: process or docker.", show_default=False
+    ),
+]
+DetachOpt = Annotated[
+    bool, typer.Option("--detach", help="Start in the background and print the run id.")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="A param as NAME=VALUE (same as --NAME=VALUE).", show_default=False
+    ),
+]
+HelpOpt = Annotated[
+    bool, typer.Option("--help", "-h", help="Show this help and the model's params.")
+]
+
+
+def _target_and_params(ctx: typer.Context, model: str | None, param: list[str] | None, help_: bool):
+    from mllib.params import param_table, parse_cli_params
+    from mllib.runs.launch import locate_model
+
+    if help_:
+        output.out().print(ctx.get_help(), markup=False, highlight=False)
+        try:
+            target = locate_model(model)
+        except Exception as exc:  # no model here: the command help alone is still useful
+            output.out().print(
+                f"\n(No model params shown: {str(exc).splitlines()[0]})", markup=False
+            )
+        else:
+            output.out().print(
+                f"\nParams of {target.info.ref}:\n{param_table(target.info.params)}", markup=False
+            )
+        raise typer.Exit(0)
+    target = locate_model(model)
+    extra = list(ctx.args)
+    for item in param or []:
+        extra += ["--param", item]
+    return target, parse_cli_params(extra, target.info.params)
+
+
+def _where(local: bool, remote: bool) -> bool:
+    if local and remote:
+        raise UsageError("Choose one of --local and --remote")
+    return remote
+
+
+def _announce(record) -> None:
+    output.err().print(
+        f"[bold]Run {record.id}[/] · {record.model} · {record.action} · "
+        f"{record.runtime} runtime ({record.runtime_note})"
+    )
+
+
+def _finish(record, detach: bool) -> None:
+    """Print the run's outcome and exit with the code that matches it."""
+    from mllib.cli.runs import summary_lines
+
+    console = output.err()
+    if detach:
+        console.print(f"Started run [bold]{record.id}[/] in the background.")
+        console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
+        console.print(f"  Stop it:    mllib runs cancel {record.id}")
+        print(record.id)
+        return
+    for line in summary_lines(record):
+        console.print(line)
+    if record.status == "succeeded":
+        return
+    if record.status == "cancelled":
+        raise typer.Exit(EXIT_CANCELLED)
+    raise typer.Exit(EXIT_SYSTEM if record.failure_class == "system_error" else EXIT_FAILED)
+
+
+def train(
+    ctx: typer.Context,
+    model: ModelArg = None,
+    local: LocalOpt = False,
+    remote: RemoteOpt = False,
+    runtime: RuntimeOpt = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Evaluate in the same run after training.")
+    ] = False,
+    detach: DetachOpt = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed for random, numpy and torch (default: mllib.toml `seed`, else 0).",
+            show_default=False,
+        ),
+    ] = None,
+    param: ParamOpt = None,
+    help_: HelpOpt = False,
+) -> None:
+    """Train a model and record the run (params, metrics, model, logs).
+
+    Params go after the model file as --NAME=VALUE, e.g. `mllib train model.py --learning_rate=0.01`.
+    """
+    from mllib.runs import api
+
+    target, params = _target_and_params(ctx, model, param, help_)
+    record = api.train(
+        params=params,
+        evaluate=evaluate,
+        runtime=runtime,
+        remote=_where(local, remote),
+        detach=detach,
+        seed=seed,
+        target=target,
+        on_prepared=_announce,
+    )
+    _finish(record, detach)
+
+
+def evaluate(
+    ctx: typer.Context,
+    model: ModelArg = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="The training run to evaluate. Default: the newest successful one with the same params.",
+            show_default=False,
+        ),
+    ] = None,
+    local: LocalOpt = False,
+    remote: RemoteOpt = False,
+    runtime: RuntimeOpt = None,
+    detach: DetachOpt = False,
+    param: ParamOpt = None,
+    help_: HelpOpt = False,
+) -> None:
+    """Evaluate a trained model; its evaluate() result is recorded as a new run."""
+    from mllib.runs import api
+
+    target, params = _target_and_params(ctx, model, param, help_)
+    record = api.evaluate(
+        run=run,
+        params=params,
+        runtime=runtime,
+        remote=_where(local, remote),
+        detach=detach,
+        target=target,
+        on_prepared=_announce,
+    )
+    _finish(record, detach)
+
+
+def predict(
+    ctx: typer.Context,
+    model: ModelArg = None,
+    input_: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="The request as JSON, @FILE for a JSON file, or - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help="The training run whose model predicts. Default: the newest successful one with the same params.",
+            show_default=False,
+        ),
+    ] = None,
+    runtime: RuntimeOpt = None,
+    param: ParamOpt = None,
+    help_: HelpOpt = False,
+) -> None:
+    """Predict with a trained model and print the result as JSON on stdout."""
+    from mllib.encoding import to_json_bytes
+    from mllib.runs import api
+
+    target, params = _target_and_params(ctx, model, param, help_)
+    request = _read_request(input_)
+    result = api.predict(request, run=run, params=params, runtime=runtime, target=target)
+    sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
+    sys.stdout.flush()
+
+
+def _read_request(text: str | None) -> Any:
+    from mllib.encoding import from_json
+
+    if text is None:
+        raise UsageError(
+            "predict needs --input",
+            hint="""For example: --input '{"x": 1}' or --input @request.json""",
+        )
+    source = "--input"
+    if text == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text, source = handle.read(), path
+        except OSError as exc:
+            raise UsageError(f"Cannot read the request file {path}: {exc.strerror}") from None
+    try:
+        return from_json(text)
+    except ValueError as exc:
+        raise UsageError(f"The request from {source} is not valid JSON: {exc}") from None

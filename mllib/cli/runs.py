@@ -1,0 +1,285 @@
+"""`mllib runs ...`: list, show, compare, logs, plot, cancel, rerun and export runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+from mllib.cli.output import fmt_duration, fmt_value, status_text
+
+app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+
+
+def _ws():
+    from mllib.runs.control import reconcile
+    from mllib.workspace import Workspace
+
+    ws = Workspace.find()
+    reconcile(ws)
+    return ws
+
+
+def summary_lines(record) -> list[str]:
+    """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
+    from mllib.runs.views import show
+    from mllib.workspace import Workspace
+
+    ws = Workspace.find(record.project_dir)
+    data = show(ws, record.id)
+    lines = [
+        f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
+    ]
+    if record.failure_class:
+        lines.append(f"  [red]{record.failure_class}[/]: {record.error}")
+    if data["metrics"]:
+        lines.append(
+            "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
+        )
+    if data["eval_metrics"]:
+        lines.append(
+            "  eval:    "
+            + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["eval_metrics"].items())
+        )
+    if data["model_version"]:
+        lines.append(f"  model:   {record.model} version {data['model_version']}")
+    lines.append(f"  details: mllib runs show {record.id}")
+    return lines
+
+
+def _mark(status: str) -> str:
+    return {"succeeded": "[green]✔[/]", "failed": "[red]✘[/]", "cancelled": "[yellow]■[/]"}.get(
+        status, "•"
+    )
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 20,
+    json_: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    from rich.table import Table
+
+    from mllib.runs.views import list_dicts
+
+    runs = list_dicts(_ws(), status=status, limit=limit)
+    if json_:
+        output.print_json(runs)
+        return
+    if not runs:
+        output.err().print("No runs yet. Start one with `mllib train model.py`.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL"):
+        table.add_column(column)
+    for r in runs:
+        status_cell = status_text(r["status"]) + (
+            f" ({r['failure_class']})" if r["failure_class"] else ""
+        )
+        evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        table.add_row(
+            r["id"],
+            r["model"],
+            r["action"],
+            status_cell,
+            r["created_at"][:19].replace("T", " "),
+            fmt_duration(r["duration_s"]),
+            evals,
+        )
+    output.out().print(table)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
+    from rich.table import Table
+
+    from mllib.runs.views import show as show_run
+
+    data = show_run(_ws(), run_id)
+    if json_:
+        output.print_json(data)
+        return
+    console = output.out()
+    console.print(
+        f"[bold]Run {data['id']}[/]  {status_text(data['status'])}"
+        + (f" ([red]{data['failure_class']}[/])" if data["failure_class"] else "")
+    )
+    if data["error"]:
+        console.print(f"  error:    {data['error']}", markup=False)
+    rows = [
+        (
+            "model",
+            f"{data['model']} ({data['model_file']})"
+            + (f", version {data['model_version']}" if data["model_version"] else ""),
+        ),
+        ("action", data["action"]),
+        ("runtime", data["runtime"]),
+        ("created", data["created_at"]),
+        ("duration", fmt_duration(data["duration_s"])),
+        ("seed", data["seed"]),
+        ("code hash", data["code_hash"]),
+        ("evaluated", data["source_run_id"]),
+        ("rerun of", data["rerun_of"]),
+        ("log", data["log_path"]),
+    ]
+    for key, value in rows:
+        if value is not None:
+            console.print(f"  {key + ':':<10} {value}", markup=False)
+    if data["params"]:
+        console.print("[bold]Params[/]")
+        for k, v in data["params"].items():
+            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+    if data["metric_summary"]:
+        table = Table("METRIC", "LAST", "MIN", "MAX", "POINTS", box=None, title_justify="left")
+        for name, s in data["metric_summary"].items():
+            table.add_row(
+                name,
+                fmt_value(s["last"]),
+                fmt_value(s["min"]),
+                fmt_value(s["max"]),
+                str(s["count"]),
+            )
+        console.print("[bold]Metrics[/]")
+        console.print(table)
+    if data["eval_metrics"]:
+        console.print("[bold]Evaluation[/]")
+        for k, v in data["eval_metrics"].items():
+            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+    if data["artifacts"]:
+        console.print("[bold]Artifacts[/]")
+        for a in data["artifacts"]:
+            console.print(
+                f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
+                markup=False,
+            )
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Params and metrics of runs side by side: differences highlighted, the best value per metric marked."""
+    from rich.table import Table
+
+    from mllib.errors import UsageError
+    from mllib.runs.views import compare as compare_runs
+
+    if len(run_ids) < 2:
+        raise UsageError("compare needs at least two run ids")
+    data = compare_runs(_ws(), run_ids)
+    if json_:
+        output.print_json(data)
+        return
+    table = Table("", *data["runs"], box=None)
+    for section in ("params", "metrics", "eval_metrics"):
+        if not data[section]:
+            continue
+        table.add_row(f"[bold]{section.replace('_', ' ')}[/]")
+        for key, values in data[section].items():
+            differs = key in data["differs"][section]
+            best = data["best"].get(key) if section != "params" else None
+            cells = []
+            for run_id in data["runs"]:
+                text = fmt_value(values.get(run_id))
+                if best == run_id and differs:
+                    text = f"[bold green]{text} ★[/]"
+                elif differs:
+                    text = f"[yellow]{text}[/]"
+                cells.append(text)
+            table.add_row(f"  {key}", *cells)
+    output.out().print(table)
+    output.err().print(
+        "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
+    )
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
+    ] = False,
+) -> None:
+    """Print a run's output (stdout and stderr); --follow attaches to a running one."""
+    from mllib.runs.logs import follow_log
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+    ws = _ws()
+    try:
+        status = follow_log(ws, run_id, write, follow=follow)
+    except KeyboardInterrupt:
+        output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
+        raise typer.Exit(0) from None
+    if follow:
+        output.err().print(f"Run {run_id} {status_text(status)}")
+
+
+@app.command()
+def plot(
+    run_ids: Annotated[list[str], typer.Argument(help="One or more run ids.")],
+    metric: Annotated[str, typer.Option("--metric", "-m", help="The metric to draw.")],
+    output_: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write a PNG instead (needs matplotlib).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Draw metric curves of runs in the terminal."""
+    from mllib.runs.plot import plot as draw
+
+    print(draw(_ws(), run_ids, metric, output=output_))
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")]) -> None:
+    """Stop a queued or running run and every process it started."""
+    from mllib.runs.control import cancel as cancel_run
+
+    record = cancel_run(_ws(), run_id)
+    output.err().print(f"Run {record.id} {status_text(record.status)}")
+
+
+@app.command()
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
+) -> None:
+    """Run a recorded run again: same code (as recorded), params, seed and runtime."""
+    from mllib.cli.model_commands import _announce, _finish
+    from mllib.runs import api
+
+    record = api.rerun(run_id, detach=detach, on_prepared=_announce)
+    _finish(record, detach)
+
+
+@app.command()
+def artifacts(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    output_dir: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),
+    ],
+) -> None:
+    """Copy a run's artifacts and model out of the store into a folder."""
+    from mllib.runs.export import export_artifacts
+
+    for path in export_artifacts(_ws(), run_id, output_dir):
+        print(path)

@@ -1,0 +1,76 @@
+"""The code of a run: the project's files (minus ignored ones) stored as a tree in the store.
+
+Its hash is the run's code hash; the stored tree lets `mllib runs rerun` reproduce a run after the
+files changed, and will let remote agents receive only files they lack. Env files are never
+included (they may hold secrets), nor large files, which belong in datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllib.config import Config
+from mllib.store import BlobStore, Tree, put_files
+
+ALWAYS_EXCLUDED = [
+    ".mllib/",
+    ".git/",
+    ".hg/",
+    "__pycache__/",
+    "*.py[cod]",
+    ".venv/",
+    "venv/",
+    ".ipynb_checkpoints/",
+    "node_modules/",
+    ".env",
+    ".env.*",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    ".mypy_cache/",
+    ".DS_Store",
+]
+IGNORE_FILES = (".gitignore", ".mllibignore")
+
+
+@dataclass(frozen=True)
+class CodeFiles:
+    paths: list[str]
+    skipped_large: list[tuple[str, int]]
+
+
+def project_files(root: Path, config: Config) -> CodeFiles:
+    """The files of a project a run's code consists of, and the large ones left out."""
+    import pathspec
+
+    lines = list(ALWAYS_EXCLUDED) + list(config.get("code.exclude", [], list))
+    for name in IGNORE_FILES:
+        if (root / name).is_file():
+            lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    max_bytes = int(config.get("code.max_file_mb", 20.0, float) * 1024 * 1024)
+    paths, large = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = sorted(
+            d for d in dirnames if not spec.match_file(f"{(rel_dir / d).as_posix()}/")
+        )
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            full = Path(dirpath) / name
+            if spec.match_file(rel) or not full.is_file() or full.is_symlink():
+                continue
+            size = full.stat().st_size
+            if size > max_bytes:
+                large.append((rel, size))
+            else:
+                paths.append(rel)
+    return CodeFiles(sorted(paths), large)
+
+
+def snapshot(store: BlobStore, root: Path, config: Config) -> tuple[Tree, CodeFiles]:
+    """Store the project's code; the tree's sha256 is the code hash."""
+    files = project_files(root, config)
+    return put_files(store, root, files.paths), files

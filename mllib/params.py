@@ -1,0 +1,249 @@
+"""Model params: `mllib.Param(default)` declarations, parsing `--name=value`, conversion and precedence.
+
+Precedence, highest first: command line > the env variable named by `env=` (the real environment,
+then the env file) > `[params]` in mllib.toml > the declared default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mllib.errors import ParamError
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+
+
+class Param:
+    """A tunable value declared in a model's `__init__`: `self.learning_rate = mllib.Param(0.1)`.
+
+    Inside a run mllib replaces it with the resolved value; in a notebook use `mllib.create(MyModel)`.
+    """
+
+    __slots__ = ("default", "env", "help")
+
+    def __init__(self, default: Any, *, env: str | None = None, help: str | None = None) -> None:
+        self.default = default
+        self.env = env
+        self.help = help
+
+    def __repr__(self) -> str:
+        env = f", env={self.env!r}" if self.env else ""
+        return f"Param({self.default!r}{env})"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What is known of one declared param (from the class itself or read from its source)."""
+
+    name: str
+    default: Any
+    type_name: str  # bool, int, float, str, list, dict, or "any" when the default is None/unknown
+    env: str | None = None
+    help: str | None = None
+    default_text: str | None = None  # source text of a default that could not be evaluated
+
+    @classmethod
+    def from_param(cls, name: str, param: Param) -> ParamSpec:
+        return cls(name, param.default, type_name_of(param.default), param.env, param.help)
+
+    @property
+    def shown_default(self) -> str:
+        return self.default_text if self.default_text is not None else json.dumps(self.default)
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """Final param values and where each came from (cli, env, config, default)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+
+
+def type_name_of(value: Any) -> str:
+    return TYPE_NAMES.get(type(value), "any")
+
+
+def convert(name: str, raw: Any, type_name: str) -> Any:
+    """Convert `raw` (a string from the command line or environment, or a typed value) to `type_name`."""
+    try:
+        return _convert(raw, type_name)
+    except (ValueError, TypeError):
+        raise ParamError(
+            f"Param `{name}` got {raw!r}, which is not a valid {type_name}",
+            hint=_type_hint(type_name),
+        ) from None
+
+
+def _convert(raw: Any, type_name: str) -> Any:
+    if type_name == "any":
+        return raw
+    if not isinstance(raw, str):
+        return _convert_typed(raw, type_name)
+    text = raw.strip()
+    if type_name == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(raw)
+    if type_name == "int":
+        return int(text)
+    if type_name == "float":
+        return float(text)
+    if type_name == "str":
+        return raw
+    value = json.loads(text)  # list / dict
+    return _convert_typed(value, type_name)
+
+
+def _convert_typed(value: Any, type_name: str) -> Any:
+    if type_name == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    expected = {v: k for k, v in TYPE_NAMES.items()}[type_name]
+    if type(value) is not expected:
+        raise TypeError(value)
+    return value
+
+
+def _type_hint(type_name: str) -> str:
+    return {
+        "bool": "Use true/false, 1/0 or yes/no.",
+        "int": "Use a whole number such as 10.",
+        "float": "Use a number such as 0.001 or 1e-3.",
+        "list": "Use a JSON list such as [1, 2] (quote it in the shell: '[1, 2]').",
+        "dict": 'Use a JSON object such as {"a": 1} (quote it in the shell).',
+    }.get(type_name, "")
+
+
+def param_table(specs: Mapping[str, ParamSpec]) -> str:
+    """A plain listing of declared params, used in errors and `--help`."""
+    if not specs:
+        return "  (this model declares no params)"
+    width = max(len(n) for n in specs) + 2
+    lines = []
+    for spec in specs.values():
+        env = f"  env {spec.env}" if spec.env else ""
+        lines.append(
+            f"  --{spec.name:<{width}} {spec.type_name:<5}  default {spec.shown_default}{env}"
+        )
+    return "\n".join(lines)
+
+
+def resolve(
+    specs: Mapping[str, ParamSpec],
+    cli: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> ResolvedParams:
+    """Apply precedence (cli > env > config > default) and convert every value to its declared type."""
+    environ = os.environ if environ is None else environ
+    config = config or {}
+    check_known(specs, cli)
+    check_known(specs, config, where="in [params] of mllib.toml")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, spec in specs.items():
+        if name in cli:
+            raw, source = cli[name], "cli"
+        elif spec.env and spec.env in environ:
+            raw, source = environ[spec.env], "env"
+        elif name in config:
+            raw, source = config[name], "config"
+        else:
+            values[name], sources[name] = spec.default, "default"
+            continue
+        values[name] = convert(name, raw, spec.type_name)
+        sources[name] = source
+    return ResolvedParams(values, sources)
+
+
+def check_known(
+    specs: Mapping[str, ParamSpec], given: Iterable[str], where: str = "on the command line"
+) -> None:
+    unknown = [name for name in given if name not in specs]
+    if unknown:
+        names = ", ".join(f"`{n}`" for n in unknown)
+        raise ParamError(
+            f"Unknown param {names} {where}. The model declares:\n{param_table(specs)}",
+            hint="Check the spelling, or declare it in __init__ with mllib.Param(default).",
+        )
+
+
+def parse_cli_params(
+    args: list[str], specs: Mapping[str, ParamSpec] | None = None
+) -> dict[str, str]:
+    """Parse `--name=value`, `--name value`, `--flag`/`--no-flag` (bools) and `-p name=value` into raw strings."""
+    raw: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-p", "--param"):
+            if i + 1 >= len(args) or "=" not in args[i + 1]:
+                raise ParamError(f"{arg} needs NAME=VALUE, e.g. {arg} learning_rate=0.01")
+            name, value = args[i + 1].split("=", 1)
+            raw[_norm(name)] = value
+            i += 2
+            continue
+        if not arg.startswith("--") or arg == "--":
+            raise ParamError(
+                f"Unexpected argument {arg!r}",
+                hint="Params are given as --name=value, e.g. --learning_rate=0.01.",
+            )
+        body = arg[2:]
+        if "=" in body:
+            name, value = body.split("=", 1)
+            raw[_norm(name)] = value
+            i += 1
+            continue
+        name = _norm(body)
+        spec_type = specs[name].type_name if specs and name in specs else None
+        negated = name.startswith("no_") and specs is not None and name[3:] in specs
+        if negated and specs[name[3:]].type_name == "bool":
+            raw[name[3:]] = "false"
+            i += 1
+        elif spec_type == "bool" and (i + 1 >= len(args) or args[i + 1].startswith("-")):
+            raw[name] = "true"
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw[name] = args[i + 1]
+            i += 2
+        else:
+            raise ParamError(f"Param --{name} has no value", hint=f"Write --{name}=VALUE.")
+    return raw
+
+
+def _norm(name: str) -> str:
+    return name.strip().replace("-", "_")
+
+
+def declared_params(obj: object) -> dict[str, ParamSpec]:
+    """The Param attributes of a freshly constructed model instance, in declaration order."""
+    return {
+        name: ParamSpec.from_param(name, value)
+        for name, value in vars(obj).items()
+        if isinstance(value, Param)
+    }
+
+
+def apply(obj: object, resolved: ResolvedParams) -> None:
+    """Replace each Param attribute of `obj` with its resolved value."""
+    for name, value in resolved.values.items():
+        setattr(obj, name, value)
+
+
+def create(cls: type, /, **overrides: Any) -> Any:
+    """Construct a model with its params resolved, outside a run (notebooks, plain scripts, tests).
+
+    >>> model = mllib.create(MyModel, learning_rate=0.01)  # doctest: +SKIP
+    """
+    obj = cls()
+    resolved = resolve(declared_params(obj), overrides)
+    apply(obj, resolved)
+    return obj

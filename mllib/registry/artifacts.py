@@ -1,0 +1,57 @@
+"""Artifacts of runs (files in the content-addressed store) and the model versions they become."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mllib.registry.db import Registry
+from mllib.registry.runs import now
+
+
+def add_artifact(reg: Registry, run_id: str, path: str, kind: str, sha256: str, size: int) -> None:
+    with reg.transaction():
+        reg.db["artifacts"].upsert(
+            {
+                "run_id": run_id,
+                "path": path,
+                "kind": kind,
+                "sha256": sha256,
+                "size": size,
+                "created_at": now(),
+            },
+            pk=("run_id", "path"),
+        )
+
+
+def list_artifacts(reg: Registry, run_id: str) -> list[dict[str, Any]]:
+    return reg.query(
+        "SELECT path, kind, sha256, size FROM artifacts WHERE run_id = ? ORDER BY kind DESC, path",
+        (run_id,),
+    )
+
+
+def model_artifact(reg: Registry, run_id: str) -> dict[str, Any] | None:
+    rows = reg.query("SELECT * FROM artifacts WHERE run_id = ? AND kind = 'model'", (run_id,))
+    return rows[0] if rows else None
+
+
+def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
+    """Record a new version of model `name` made by `run_id`; returns the version number."""
+    with reg.transaction():
+        row = reg.conn.execute("SELECT MAX(version) FROM models WHERE name = ?", (name,)).fetchone()
+        version = (row[0] or 0) + 1
+        reg.db["models"].insert(
+            {
+                "name": name,
+                "version": version,
+                "run_id": run_id,
+                "sha256": sha256,
+                "created_at": now(),
+            }
+        )
+    return version
+
+
+def model_version_of(reg: Registry, run_id: str) -> dict[str, Any] | None:
+    rows = reg.query("SELECT name, version, sha256 FROM models WHERE run_id = ?", (run_id,))
+    return rows[0] if rows else None

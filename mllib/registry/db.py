@@ -1,0 +1,80 @@
+"""The registry's SQLite connection: WAL, a long busy timeout, and write transactions that lock up front.
+
+Writes use BEGIN IMMEDIATE so two processes never both read then try to upgrade to a write lock
+(SQLite answers that deadlock with "database is locked" at once, without waiting).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+BUSY_TIMEOUT_S = 60.0
+
+
+class Registry:
+    """An open registry database. Cheap to open; one per process or thread is typical.
+
+    >>> reg = Registry.open(Path(".mllib/registry.db"))  # doctest: +SKIP
+    >>> with reg.transaction():  # doctest: +SKIP
+    ...     reg.db["runs"].update("abc", {"status": "running"})
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        import sqlite_utils
+
+        self.path = path
+        self.conn = conn
+        self.db: sqlite_utils.Database = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path) -> Registry:
+        """Open (creating and migrating if needed) the registry at `path`."""
+        from mllib.registry.schema import migrate
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        registry = cls(path, conn)
+        migrate(registry)
+        return registry
+
+    @contextmanager
+    def transaction(self) -> Iterator[Registry]:
+        """A write transaction holding the write lock from its start; nested calls join the outer one."""
+        with self._lock:
+            if self.conn.in_transaction:
+                yield self
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.conn.execute(sql, params)
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()

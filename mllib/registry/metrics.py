@@ -1,0 +1,68 @@
+"""Metric points (step series) and evaluation metrics of runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mllib.registry.db import Registry
+
+
+def insert_points(
+    reg: Registry, run_id: str, points: Iterable[tuple[int, str, int, float | None, float]]
+) -> int:
+    """Insert (seq, name, step, value, ts) points in one transaction; points already present are skipped."""
+    rows = [(run_id, *p) for p in points]
+    if not rows:
+        return 0
+    with reg.transaction():
+        reg.conn.executemany(
+            "INSERT OR IGNORE INTO metrics (run_id, seq, name, step, value, ts) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
+
+
+def set_eval_metrics(reg: Registry, run_id: str, metrics: Mapping[str, float]) -> None:
+    with reg.transaction():
+        reg.db["eval_metrics"].upsert_all(
+            [{"run_id": run_id, "name": k, "value": v} for k, v in metrics.items()],
+            pk=("run_id", "name"),
+        )
+
+
+def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float]:
+    rows = reg.query(
+        "SELECT name, value FROM eval_metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
+    )
+    return {r["name"]: r["value"] for r in rows}
+
+
+def metric_summary(reg: Registry, run_id: str) -> dict[str, dict[str, Any]]:
+    """Per metric: last value (highest step, then latest logged), min, max and number of points."""
+    rows = reg.query(
+        """
+        SELECT name, MIN(value) AS min, MAX(value) AS max, COUNT(*) AS count,
+          (SELECT m2.value FROM metrics m2 WHERE m2.run_id = m.run_id AND m2.name = m.name
+           ORDER BY m2.step DESC, m2.seq DESC LIMIT 1) AS last,
+          MAX(step) AS last_step
+        FROM metrics m WHERE run_id = ? GROUP BY name ORDER BY MIN(seq)
+        """,
+        (run_id,),
+    )
+    return {r.pop("name"): r for r in rows}
+
+
+def metric_series(reg: Registry, run_id: str, name: str) -> list[tuple[int, float | None]]:
+    rows = reg.query(
+        "SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step, seq",
+        (run_id, name),
+    )
+    return [(r["step"], r["value"]) for r in rows]
+
+
+def metric_names(reg: Registry, run_id: str) -> list[str]:
+    return [
+        r["name"]
+        for r in reg.query("SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))
+    ]

@@ -1,0 +1,212 @@
+"""Runs in the registry: creating them whole, moving them through their states, finding them again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from mllib.errors import NotFoundError, UsageError
+from mllib.registry.db import Registry
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def now() -> str:
+    """UTC time as ISO 8601 text, which sorts correctly as a string."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def params_hash(values: Mapping[str, Any]) -> str:
+    """A stable hash of resolved params, to find earlier runs with the same ones."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunRecord:
+    """One row of the runs table."""
+
+    id: str
+    model: str
+    action: str
+    status: str
+    created_at: str
+    model_class: str | None = None
+    model_file: str | None = None
+    project_dir: str | None = None
+    failure_class: str | None = None
+    error: str | None = None
+    runtime: str | None = None
+    runtime_note: str | None = None
+    env_target: str | None = None
+    host: str | None = None
+    user: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    code_hash: str | None = None
+    params_hash: str | None = None
+    seed: int | None = None
+    source_run_id: str | None = None
+    rerun_of: str | None = None
+    run_dir: str | None = None
+    log_path: str | None = None
+    supervisor_pid: int | None = None
+    supervisor_ctime: float | None = None
+    worker_pid: int | None = None
+    worker_ctime: float | None = None
+    exit_code: int | None = None
+    phase: str | None = None
+    attempt: int | None = None
+    mllib_version: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = _parse(self.ended_at) if self.ended_at else datetime.now(UTC)
+        return (end - _parse(self.started_at)).total_seconds()
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def create_run(
+    reg: Registry, record: RunRecord, params: Mapping[str, Any], sources: Mapping[str, str]
+) -> None:
+    """Insert a run and its params in one transaction, so a run is never half-recorded."""
+    with reg.transaction():
+        reg.db["runs"].insert({k: v for k, v in record.__dict__.items() if v is not None})
+        set_params(reg, record.id, params, sources)
+
+
+def set_params(
+    reg: Registry, run_id: str, params: Mapping[str, Any], sources: Mapping[str, str]
+) -> None:
+    from mllib.params import type_name_of
+
+    rows = [
+        {
+            "run_id": run_id,
+            "name": name,
+            "value": json.dumps(value),
+            "type": type_name_of(value),
+            "source": sources.get(name, "default"),
+        }
+        for name, value in params.items()
+    ]
+    with reg.transaction():
+        reg.db["params"].upsert_all(rows, pk=("run_id", "name"))
+
+
+def update_run(reg: Registry, run_id: str, **values: Any) -> None:
+    with reg.transaction():
+        reg.db["runs"].update(run_id, values)
+
+
+def finish_run(
+    reg: Registry,
+    run_id: str,
+    status: str,
+    failure_class: str | None,
+    error: str | None,
+    **values: Any,
+) -> bool:
+    """Move an active run to its final state; False if it had already ended (another process won)."""
+    with reg.transaction():
+        row = reg.conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row[0] in TERMINAL:
+            return False
+        reg.db["runs"].update(
+            run_id,
+            {
+                "status": status,
+                "failure_class": failure_class,
+                "error": error,
+                "ended_at": now(),
+                **values,
+            },
+        )
+        return True
+
+
+def get_run(reg: Registry, run_id: str) -> RunRecord:
+    """A run by id or unique id prefix (at least 4 characters)."""
+    rows = reg.query("SELECT * FROM runs WHERE id = ?", (run_id,))
+    if not rows and len(run_id) >= 4:
+        rows = reg.query(
+            "SELECT * FROM runs WHERE id LIKE ? LIMIT 3", (run_id.replace("%", "") + "%",)
+        )
+        if len(rows) > 1:
+            raise UsageError(
+                f"Run id prefix {run_id!r} matches several runs",
+                hint="Give more characters of the id.",
+            )
+    if not rows:
+        raise NotFoundError(
+            f"No run {run_id!r} in this registry", hint="List runs with `mllib runs list`."
+        )
+    return RunRecord.from_row(rows[0])
+
+
+def list_runs(
+    reg: Registry, *, status: str | None = None, model: str | None = None, limit: int | None = 20
+) -> list[RunRecord]:
+    """Runs, newest first."""
+    where, args = [], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if model:
+        where.append("model = ?")
+        args.append(model)
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY created_at DESC, rowid DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [RunRecord.from_row(r) for r in reg.query(sql, args)]
+
+
+def active_runs(reg: Registry) -> list[RunRecord]:
+    rows = reg.query("SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at")
+    return [RunRecord.from_row(r) for r in rows]
+
+
+def get_params(reg: Registry, run_id: str) -> dict[str, Any]:
+    rows = reg.query("SELECT name, value FROM params WHERE run_id = ? ORDER BY rowid", (run_id,))
+    return {r["name"]: json.loads(r["value"]) for r in rows}
+
+
+def get_param_sources(reg: Registry, run_id: str) -> dict[str, str]:
+    rows = reg.query("SELECT name, source FROM params WHERE run_id = ? ORDER BY rowid", (run_id,))
+    return {r["name"]: r["source"] for r in rows}
+
+
+def find_trained_run(reg: Registry, model: str, p_hash: str | None) -> RunRecord | None:
+    """The newest successful training run of `model` (with these params, when a hash is given)."""
+    sql = "SELECT * FROM runs WHERE model = ? AND status = 'succeeded' AND action LIKE 'train%'"
+    args: list[Any] = [model]
+    if p_hash is not None:
+        sql += " AND params_hash = ?"
+        args.append(p_hash)
+    rows = reg.query(sql + " ORDER BY created_at DESC, rowid DESC LIMIT 1", args)
+    return RunRecord.from_row(rows[0]) if rows else None

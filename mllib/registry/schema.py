@@ -1,0 +1,114 @@
+"""The registry's tables, created and changed only by numbered migrations (sqlite-utils Migrations)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from mllib.registry.db import Registry
+
+_migrations = None
+
+
+def _build():
+    from sqlite_utils import Migrations
+
+    migrations = Migrations("mllib.registry")
+
+    @migrations(name="0001_runs_params_metrics_artifacts_models")
+    def initial(db: sqlite_utils.Database) -> None:
+        db["runs"].create(
+            {
+                "id": str,
+                "model": str,
+                "model_class": str,
+                "model_file": str,
+                "project_dir": str,
+                "action": str,
+                "status": str,
+                "failure_class": str,
+                "error": str,
+                "runtime": str,
+                "runtime_note": str,
+                "env_target": str,
+                "host": str,
+                "user": str,
+                "created_at": str,
+                "started_at": str,
+                "ended_at": str,
+                "code_hash": str,
+                "params_hash": str,
+                "seed": int,
+                "source_run_id": str,
+                "rerun_of": str,
+                "run_dir": str,
+                "log_path": str,
+                "supervisor_pid": int,
+                "supervisor_ctime": float,
+                "worker_pid": int,
+                "worker_ctime": float,
+                "exit_code": int,
+                "phase": str,
+                "attempt": int,
+                "mllib_version": str,
+            },
+            pk="id",
+            not_null={"model", "action", "status", "created_at"},
+        )
+        db["runs"].create_index(["status"])
+        db["runs"].create_index(["model", "created_at"])
+        db["params"].create(
+            {"run_id": str, "name": str, "value": str, "type": str, "source": str},
+            pk=("run_id", "name"),
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        # seq numbers a run's points in logging order, so re-reading events never duplicates one.
+        db["metrics"].create(
+            {"run_id": str, "seq": int, "name": str, "step": int, "value": float, "ts": float},
+            pk=("run_id", "seq"),
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        db["metrics"].create_index(["run_id", "name", "step"])
+        db["eval_metrics"].create(
+            {"run_id": str, "name": str, "value": float},
+            pk=("run_id", "name"),
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        db["artifacts"].create(
+            {
+                "run_id": str,
+                "path": str,
+                "kind": str,
+                "sha256": str,
+                "size": int,
+                "created_at": str,
+            },
+            pk=("run_id", "path"),
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        db["models"].create(
+            {"name": str, "version": int, "run_id": str, "sha256": str, "created_at": str},
+            pk=("name", "version"),
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        db["models"].create_index(["run_id"], unique=True)
+
+    return migrations
+
+
+def migrations():
+    """The registry's migration set (built on first use, so importing this module stays cheap)."""
+    global _migrations
+    if _migrations is None:
+        _migrations = _build()
+    return _migrations
+
+
+def migrate(registry: Registry) -> None:
+    """Apply pending migrations, one process at a time."""
+    if not migrations().pending(registry.db):
+        return
+    with registry.transaction():
+        migrations().apply(registry.db)

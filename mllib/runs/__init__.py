@@ -1,0 +1,1 @@
+"""Runs: preparing, supervising, recording and inspecting executions of model code."""

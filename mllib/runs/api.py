@@ -1,0 +1,163 @@
+"""The Python API of runs; each CLI command is a thin layer over one of these functions.
+
+>>> run = mllib.train("model.py", {"learning_rate": 0.01}, evaluate=True)  # doctest: +SKIP
+>>> run.status, mllib.runs_api.show(run.id)["eval_metrics"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mllib.registry.runs import RunRecord, get_params, get_run
+from mllib.runs.launch import (
+    ModelTarget,
+    find_source_run,
+    locate_model,
+    prepare_run,
+    select_runtime,
+    spawn_supervisor,
+)
+from mllib.runs.supervisor import supervise
+
+Echo = Callable[[bytes], None]
+
+
+def _stdout_echo(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+
+
+def start(target: ModelTarget, record: RunRecord, *, detach: bool, echo: Echo | None) -> RunRecord:
+    """Run a prepared run to its end here, or hand it to a background supervisor."""
+    if detach:
+        spawn_supervisor(target.ws, record.id)
+        return get_run(target.ws.registry, record.id)
+    return supervise(target.ws, record.id, echo=echo)
+
+
+def train(
+    model: str | Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    evaluate: bool = False,
+    runtime: str | None = None,
+    remote: bool = False,
+    detach: bool = False,
+    seed: int | None = None,
+    echo: Echo | None = _stdout_echo,
+    target: ModelTarget | None = None,
+    on_prepared: Callable[[RunRecord], None] | None = None,
+) -> RunRecord:
+    """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record."""
+    target = target or locate_model(model)
+    name, note = select_runtime(target.ws, runtime, remote)
+    actions = ["train", "evaluate"] if evaluate else ["train"]
+    record = prepare_run(
+        target,
+        actions,
+        dict(params or {}),
+        runtime=name,
+        runtime_note=note,
+        env_target="remote" if remote else "local",
+        seed=seed,
+    )
+    if on_prepared:
+        on_prepared(record)
+    return start(target, record, detach=detach, echo=echo)
+
+
+def evaluate(
+    model: str | Path | None = None,
+    run: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    runtime: str | None = None,
+    remote: bool = False,
+    detach: bool = False,
+    echo: Echo | None = _stdout_echo,
+    target: ModelTarget | None = None,
+    on_prepared: Callable[[RunRecord], None] | None = None,
+) -> RunRecord:
+    """Evaluate a trained run (`run`, else the newest successful one with the same params) as a new run."""
+    target = target or locate_model(model)
+    env_target = "remote" if remote else "local"
+    name, note = select_runtime(target.ws, runtime, remote)
+    source = find_source_run(target, run, dict(params or {}), env_target)
+    record = prepare_run(
+        target,
+        ["evaluate"],
+        {},
+        runtime=name,
+        runtime_note=note,
+        env_target=env_target,
+        seed=source.seed,
+        source_run=source,
+    )
+    if on_prepared:
+        on_prepared(record)
+    return start(target, record, detach=detach, echo=echo)
+
+
+def predict(
+    request: Any,
+    model: str | Path | None = None,
+    run: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    runtime: str | None = None,
+    target: ModelTarget | None = None,
+) -> Any:
+    """Call the trained model's predict(request) in a worker and return the JSON-ready result."""
+    from mllib.runs.predict import predict_with_run
+
+    target = target or locate_model(model)
+    name, _ = select_runtime(target.ws, runtime, False)
+    source = find_source_run(target, run, dict(params or {}), "local")
+    return predict_with_run(target.ws, source, request, runtime=name)
+
+
+def rerun(
+    run_id: str,
+    *,
+    detach: bool = False,
+    echo: Echo | None = _stdout_echo,
+    start_dir: str | Path | None = None,
+    on_prepared: Callable[[RunRecord], None] | None = None,
+) -> RunRecord:
+    """Run a recorded run again with its recorded code, params, seed and runtime; returns the new run."""
+    from mllib.discovery import ModelInfo
+    from mllib.params import ParamSpec, type_name_of
+    from mllib.workspace import Workspace
+
+    ws = Workspace.find(start_dir)
+    original = get_run(ws.registry, run_id)
+    values = get_params(ws.registry, original.id)
+    # The recorded run, not today's source, says what to run: the code may have changed since.
+    specs = {k: ParamSpec(k, v, type_name_of(v)) for k, v in values.items()}
+    info = ModelInfo(
+        ws.project.root / (original.model_file or "model.py"),
+        original.model_class or original.model,
+        specs,
+    )
+    target = ModelTarget(ws, info)
+    actions = original.action.split("+")
+    source = None
+    if "train" not in actions and original.source_run_id:
+        source = get_run(ws.registry, original.source_run_id)
+    record = prepare_run(
+        target,
+        actions,
+        values if source is None else {},
+        runtime=original.runtime or "process",
+        runtime_note=f"as in run {original.id}",
+        env_target=original.env_target or "local",
+        seed=original.seed,
+        source_run=source,
+        rerun_of=original,
+    )
+    if on_prepared:
+        on_prepared(record)
+    return start(target, record, detach=detach, echo=echo)

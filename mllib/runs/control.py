@@ -1,0 +1,55 @@
+"""Cancelling runs, and settling runs whose supervisor died (terminal closed, process killed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from mllib.registry.runs import RunRecord, active_runs, finish_run, get_run
+from mllib.runs.failure import SYSTEM_ERROR
+from mllib.runtime.processes import is_alive, kill_tree
+from mllib.workspace import Workspace
+
+
+def cancel(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
+    """Stop a queued or running run and everything it started; returns its final record."""
+    run = get_run(ws.registry, run_id)
+    if run.finished:
+        return run
+    if is_alive(run.supervisor_pid, run.supervisor_ctime) and run.supervisor_pid != os.getpid():
+        os.kill(run.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = get_run(ws.registry, run.id)
+            if run.finished or not is_alive(run.supervisor_pid, run.supervisor_ctime):
+                break
+            time.sleep(0.1)
+    run = get_run(ws.registry, run.id)
+    if not run.finished:  # the supervisor is gone: finish its job
+        _stop_worker(run)
+        finish_run(ws.registry, run.id, "cancelled", None, "cancelled")
+    return get_run(ws.registry, run.id)
+
+
+def _stop_worker(run: RunRecord) -> None:
+    if is_alive(run.worker_pid, run.worker_ctime):
+        kill_tree(run.worker_pid, 5.0)
+
+
+def reconcile(ws: Workspace) -> list[str]:
+    """Fail active runs whose supervisor no longer exists, ending their workers; returns their ids."""
+    settled = []
+    for run in active_runs(ws.registry):
+        if is_alive(run.supervisor_pid, run.supervisor_ctime):
+            continue
+        run = get_run(ws.registry, run.id)  # it may have finished meanwhile
+        if run.finished or is_alive(run.supervisor_pid, run.supervisor_ctime):
+            continue
+        _stop_worker(run)
+        message = (
+            f"the mllib process supervising this run (pid {run.supervisor_pid}) ended unexpectedly"
+        )
+        if finish_run(ws.registry, run.id, "failed", SYSTEM_ERROR, message):
+            settled.append(run.id)
+    return settled

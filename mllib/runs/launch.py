@@ -1,0 +1,267 @@
+"""Preparing a run whole (model located, params checked, code stored, record and spec written) and
+starting it attached or detached. Nothing is recorded until every check has passed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mllib._version import __version__
+from mllib.code_snapshot import snapshot
+from mllib.discovery import ModelInfo, find_model, split_ref
+from mllib.errors import NotFoundError, RuntimeUnavailableError, UsageError
+from mllib.params import ResolvedParams, resolve
+from mllib.registry.artifacts import model_artifact
+from mllib.registry.runs import (
+    RunRecord,
+    create_run,
+    get_run,
+    new_run_id,
+    now,
+    params_hash,
+    update_run,
+)
+from mllib.runs.spec import INPUT_MODEL_DIR, RunSpec
+from mllib.runtime import RUNTIMES
+from mllib.runtime.processes import create_time
+from mllib.store import materialize_tree
+from mllib.workspace import Workspace
+
+DEFAULT_MODEL_FILE = "model.py"
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """The model a command works on, in its workspace."""
+
+    ws: Workspace
+    info: ModelInfo
+
+    @property
+    def is_configured(self) -> bool:
+        """Whether this is the project's model (mllib.toml `model`, or the only one when unset)."""
+        configured = self.ws.project.config.model
+        return configured is None or split_ref(configured)[1] in (None, self.info.class_name)
+
+    @property
+    def name(self) -> str:
+        """The registry name: mllib.toml `name` for the project's model, else the class name."""
+        return (self.is_configured and self.ws.project.config.name) or self.info.class_name
+
+    @property
+    def rel_file(self) -> str:
+        return self.info.file.relative_to(self.ws.project.root).as_posix()
+
+
+def locate_model(model: str | Path | None = None) -> ModelTarget:
+    """Find the model: `model.py`, `model.py:Class`, or (None) mllib.toml's `model` or ./model.py."""
+    if model is None:
+        ws = Workspace.find()
+        model = ws.project.config.model or DEFAULT_MODEL_FILE
+        base = ws.project.root
+    else:
+        base = Path.cwd()
+    file_part, class_name = split_ref(str(model))
+    path = (base / file_part).resolve()
+    if not path.exists() and not file_part.endswith(".py"):
+        raise NotFoundError(
+            f"No model file {file_part!r}", hint="Give the path of a model.py file."
+        )
+    ws = Workspace.find(path)
+    configured = ws.project.config.model
+    if class_name is None and configured:
+        cfg_file, cfg_class = split_ref(configured)
+        if (ws.project.root / cfg_file).resolve() == path:
+            class_name = cfg_class
+    return ModelTarget(ws, find_model(path, class_name))
+
+
+def select_runtime(ws: Workspace, requested: str | None, remote: bool) -> tuple[str, str]:
+    """The runtime for a run and the reason it was chosen (said once to the user)."""
+    if remote:
+        raise RuntimeUnavailableError(
+            "No agents are configured, so --remote has nowhere to run",
+            hint="Remote agents arrive with `mllib agents add`; use --local meanwhile.",
+        )
+    if requested:
+        if requested not in RUNTIMES:
+            raise UsageError(
+                f"Unknown runtime {requested!r}", hint=f"Choose one of: {', '.join(RUNTIMES)}."
+            )
+        return requested, f"--runtime {requested}"
+    configured = ws.project.config.get("runtime.local", "auto", str)
+    if configured != "auto":
+        if configured not in RUNTIMES:
+            raise UsageError(f"mllib.toml: [runtime] local = {configured!r} is not a runtime")
+        return configured, f"[runtime] local = {configured!r} in mllib.toml"
+    return "process", "default"
+
+
+def resolve_params(
+    target: ModelTarget, cli_params: dict[str, Any], env_target: str
+) -> ResolvedParams:
+    """Params as the run will see them: command line > env (real, then env file) > mllib.toml > default."""
+    environ = {**target.ws.project.env_values(env_target), **os.environ}
+    return resolve(target.info.params, cli_params, environ=environ, config=config_params(target))
+
+
+def config_params(target: ModelTarget) -> dict[str, Any]:
+    """`[params]` of mllib.toml: checked strictly for the project's model, only matching names for others."""
+    params = target.ws.project.config.params
+    if target.is_configured:
+        return params
+    return {k: v for k, v in params.items() if k in target.info.params}
+
+
+def prepare_run(
+    target: ModelTarget,
+    actions: list[str],
+    cli_params: dict[str, Any],
+    *,
+    runtime: str,
+    runtime_note: str,
+    env_target: str = "local",
+    seed: int | None = None,
+    source_run: RunRecord | None = None,
+    rerun_of: RunRecord | None = None,
+) -> RunRecord:
+    """Check everything, then record a queued run and write its folder. Raises before writing anything."""
+    ws = target.ws
+    if source_run is not None:
+        resolved = ResolvedParams(_params_of(ws, source_run), {})
+    else:
+        resolved = resolve_params(target, cli_params, env_target)
+    model_tree = model_artifact(ws.registry, source_run.id) if source_run else None
+    if source_run is not None and model_tree is None:
+        raise NotFoundError(
+            f"Run {source_run.id} has no saved model", hint="Evaluate a successful training run."
+        )
+    tree, files = snapshot(ws.store, ws.project.root, ws.project.config)
+    for rel, size in files.skipped_large:
+        print(
+            f"mllib: {rel} ({size / 1e6:.0f} MB) is not part of the code snapshot; upload data as a dataset",
+            file=sys.stderr,
+        )
+    run_id = new_run_id()
+    run_dir = ws.run_dir(run_id)
+    typed_cli = {k: resolved.values[k] for k, src in resolved.sources.items() if src == "cli"}
+    spec = RunSpec(
+        run_id=run_id,
+        actions=actions,
+        model_file=target.rel_file,
+        model_class=target.info.class_name,
+        cli_params=typed_cli if source_run is None else {},
+        config_params=config_params(target) if source_run is None else {},
+        seed=ws.project.config.seed if seed is None else seed,
+        input_model=INPUT_MODEL_DIR if source_run else None,
+    )
+    try:
+        spec.write(run_dir)
+        if model_tree is not None:
+            materialize_tree(ws.store, model_tree["sha256"], run_dir / INPUT_MODEL_DIR)
+        if rerun_of is not None and rerun_of.code_hash and rerun_of.code_hash != tree.sha256:
+            from mllib.runs.supervisor import CODE_DIR
+
+            materialize_tree(ws.store, rerun_of.code_hash, run_dir / CODE_DIR)
+        record = RunRecord(
+            id=run_id,
+            model=target.name,
+            action="+".join(actions),
+            status="queued",
+            created_at=now(),
+            model_class=target.info.class_name,
+            model_file=target.rel_file,
+            project_dir=str(ws.project.root),
+            runtime=runtime,
+            runtime_note=runtime_note,
+            env_target=env_target,
+            host="local",
+            user=_user(),
+            code_hash=rerun_of.code_hash if rerun_of and rerun_of.code_hash else tree.sha256,
+            params_hash=params_hash(resolved.values),
+            seed=spec.seed,
+            source_run_id=source_run.id if source_run else None,
+            rerun_of=rerun_of.id if rerun_of else None,
+            run_dir=str(run_dir),
+            log_path=str(run_dir / "output.log"),
+            supervisor_pid=os.getpid(),
+            supervisor_ctime=create_time(os.getpid()),
+            attempt=1,
+            mllib_version=__version__,
+        )
+        create_run(ws.registry, record, resolved.values, resolved.sources)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return record
+
+
+def _params_of(ws: Workspace, run: RunRecord) -> dict[str, Any]:
+    from mllib.registry.runs import get_params
+
+    return get_params(ws.registry, run.id)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def spawn_supervisor(ws: Workspace, run_id: str) -> int:
+    """Start the run's supervisor in the background (its own session); returns its pid."""
+    run_dir = ws.run_dir(run_id)
+    with open(run_dir / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mllib.runs",
+                "supervise",
+                "--project",
+                str(ws.project.root),
+                run_id,
+            ],
+            cwd=ws.project.root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    update_run(ws.registry, run_id, supervisor_pid=proc.pid, supervisor_ctime=create_time(proc.pid))
+    return proc.pid
+
+
+def find_source_run(
+    target: ModelTarget, run_id: str | None, cli_params: dict[str, Any], env_target: str
+) -> RunRecord:
+    """The training run to evaluate or predict with: the one given, else the newest with the same params."""
+    from mllib.registry.runs import find_trained_run
+
+    ws = target.ws
+    if run_id:
+        run = get_run(ws.registry, run_id)
+        if run.status != "succeeded" or not run.action.startswith("train"):
+            raise UsageError(
+                f"Run {run.id} is a {run.status} {run.action} run, not a successful training run",
+                hint="Pick one from `mllib runs list --status succeeded`.",
+            )
+        return run
+    resolved = resolve_params(target, cli_params, env_target)
+    run = find_trained_run(ws.registry, target.name, params_hash(resolved.values))
+    if run is None:
+        shown = ", ".join(f"{k}={v!r}" for k, v in resolved.values.items()) or "no params"
+        raise NotFoundError(
+            f"No successful training run of {target.name} with these params ({shown})",
+            hint=f"Train one first: `mllib train {target.rel_file}` (with the same params), or pass --run RUN_ID.",
+        )
+    return run

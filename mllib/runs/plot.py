@@ -1,0 +1,75 @@
+"""Metric curves of runs: in the terminal with plotext, or to a PNG with matplotlib when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mllib.errors import NotFoundError, UsageError
+from mllib.registry.metrics import metric_names, metric_series
+from mllib.registry.runs import get_run
+from mllib.workspace import Workspace
+
+
+def series(
+    ws: Workspace, run_ids: list[str], metric: str
+) -> dict[str, list[tuple[int, float | None]]]:
+    """Each run's (step, value) points of `metric`; an error names the metrics a run does have."""
+    found = {}
+    for run_id in run_ids:
+        run = get_run(ws.registry, run_id)
+        points = metric_series(ws.registry, run.id, metric)
+        if not points:
+            names = ", ".join(metric_names(ws.registry, run.id)) or "none"
+            raise NotFoundError(f"Run {run.id} has no metric {metric!r} (its metrics: {names})")
+        found[run.id] = points
+    return found
+
+
+def plot(
+    ws: Workspace,
+    run_ids: list[str],
+    metric: str,
+    *,
+    output: Path | None = None,
+    width: int | None = None,
+) -> str:
+    """Draw the curves; returns the terminal drawing, or a line saying where the PNG was written."""
+    data = series(ws, run_ids, metric)
+    if output is not None:
+        return _png(data, metric, output)
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.theme("clear")
+    if width:
+        plt.plot_size(width, 20)
+    for run_id, points in data.items():
+        xs = [s for s, v in points if v is not None]
+        ys = [v for _, v in points if v is not None]
+        plt.plot(xs, ys, label=run_id, marker="braille")
+    plt.title(metric)
+    plt.xlabel("step")
+    return plt.build()
+
+
+def _png(data: dict[str, list[tuple[int, float | None]]], metric: str, output: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as mpl
+    except ImportError:
+        raise UsageError("Writing a PNG needs matplotlib", hint="pip install matplotlib") from None
+    fig, ax = mpl.subplots(figsize=(8, 4.5))
+    for run_id, points in data.items():
+        ax.plot(
+            [s for s, v in points if v is not None],
+            [v for _, v in points if v is not None],
+            label=run_id,
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.legend()
+    fig.savefig(output, dpi=120, bbox_inches="tight")
+    mpl.close(fig)
+    return f"Wrote {output}"

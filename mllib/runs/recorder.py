@@ -1,0 +1,50 @@
+"""Turns a run's event stream into registry rows, in batches, while the run goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mllib.registry import Registry
+from mllib.registry.metrics import insert_points, set_eval_metrics
+from mllib.registry.runs import set_params, update_run
+from mllib.runs.events import EventReader
+
+
+class Recorder:
+    """Reads new events on each poll(); remembers the error and model events for the final status."""
+
+    def __init__(self, registry: Registry, run_id: str, events_path: Path) -> None:
+        self.registry = registry
+        self.run_id = run_id
+        self.reader = EventReader(events_path)
+        self.error: dict[str, Any] | None = None
+        self.model_saved = False
+        self.cancelled = False
+        self.eval_metrics: dict[str, float] = {}
+
+    def poll(self) -> None:
+        points = []
+        for event in self.reader.read():
+            kind = event.get("type")
+            if kind == "metric":
+                points.append(
+                    (event["seq"], event["name"], event["step"], event["value"], event["ts"])
+                )
+                continue
+            insert_points(self.registry, self.run_id, points)  # keep order with other events
+            points = []
+            if kind == "params":
+                set_params(self.registry, self.run_id, event["values"], event.get("sources", {}))
+            elif kind == "phase":
+                update_run(self.registry, self.run_id, phase=event["phase"])
+            elif kind == "eval_metrics":
+                self.eval_metrics = event["metrics"]
+                set_eval_metrics(self.registry, self.run_id, self.eval_metrics)
+            elif kind == "model_saved":
+                self.model_saved = True
+            elif kind == "error":
+                self.error = event
+            elif kind == "cancelled":
+                self.cancelled = True
+        insert_points(self.registry, self.run_id, points)

@@ -1,0 +1,39 @@
+"""RunSpec: everything the worker needs to know about a run, stored as spec.json in the run folder.
+
+Paths in it are relative (to the code folder or the run folder) so the same spec works wherever
+a runtime mounts or copies those folders. Secrets never go here; they arrive as environment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPEC_FILE = "spec.json"
+MODEL_DIR = "model"  # where train saves the model, relative to the run folder
+ARTIFACT_DIR = "artifacts"
+INPUT_MODEL_DIR = "input/model"  # where evaluate/predict find a trained model
+REQUEST_FILE = "input/request.json"
+PREDICTION_FILE = "output/prediction.json"
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    actions: list[str]  # "train", "evaluate", "predict" in that order
+    model_file: str  # relative to the code folder
+    model_class: str
+    cli_params: dict[str, Any] = field(default_factory=dict)
+    config_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    input_model: str | None = None
+
+    def write(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunSpec:
+        return cls(**json.loads((run_dir / SPEC_FILE).read_text()))

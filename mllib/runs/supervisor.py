@@ -1,0 +1,170 @@
+"""Supervising one run: start the worker through its runtime, stream and store its output, record its
+events, and give it a final status. The same code runs attached (in the CLI process) or detached
+(in a background process started by `--detach`); only where the output is echoed differs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mllib.errors import MllibError
+from mllib.registry.artifacts import register_model
+from mllib.registry.runs import RunRecord, finish_run, get_run, now, update_run
+from mllib.runs.events import EVENTS_FILE
+from mllib.runs.failure import SYSTEM_ERROR, Outcome, classify
+from mllib.runs.outputs import collect_outputs
+from mllib.runtime import get_runtime
+from mllib.runtime.base import Job
+from mllib.runtime.processes import create_time
+from mllib.workspace import Workspace
+
+LOG_FILE = "output.log"
+CODE_DIR = (
+    "code"  # a materialized code snapshot, present when a rerun's code differs from the project's
+)
+POLL_S = 0.2
+
+
+def job_for(ws: Workspace, run: RunRecord) -> Job:
+    """The Job a run's runtime executes: folders and environment (env file values are read now)."""
+    run_dir = Path(run.run_dir or ws.run_dir(run.id))
+    snapshot = run_dir / CODE_DIR
+    env = {
+        **ws.project.env_values(run.env_target or "local"),
+        "MLLIB_RUN_ID": run.id,
+        "PYTHONHASHSEED": str(run.seed or 0),
+    }
+    return Job(
+        run_id=run.id,
+        run_dir=run_dir,
+        code_dir=snapshot if snapshot.is_dir() else ws.project.root,
+        work_dir=ws.project.root,
+        env=env,
+    )
+
+
+class _CancelFlag:
+    """Set by SIGINT/SIGTERM/SIGHUP; a second signal asks to stop without a grace period."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.forced = threading.Event()
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested.is_set():
+            self.forced.set()
+        self.requested.set()
+
+
+@contextmanager
+def _cancel_on_signals(flag: _CancelFlag) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, flag) for s in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def supervise(
+    ws: Workspace,
+    run_id: str,
+    *,
+    echo: Callable[[bytes], None] | None = None,
+    cancel_grace_s: float | None = None,
+) -> RunRecord:
+    """Run `run_id` to its end and return its final record. Ctrl-C or SIGTERM cancels it."""
+    registry = ws.registry
+    run = get_run(registry, run_id)
+    grace = (
+        cancel_grace_s
+        if cancel_grace_s is not None
+        else ws.project.config.get("runtime.cancel_grace_s", 10.0)
+    )
+    flag = _CancelFlag()
+    with _cancel_on_signals(flag):
+        update_run(
+            registry, run.id, supervisor_pid=os.getpid(), supervisor_ctime=create_time(os.getpid())
+        )
+        if flag.requested.is_set():
+            finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
+            return get_run(registry, run.id)
+        job = job_for(ws, run)
+        try:
+            handle = get_runtime(run.runtime or "process").start(job)
+        except MllibError as exc:
+            finish_run(
+                registry,
+                run.id,
+                "failed",
+                SYSTEM_ERROR,
+                f"the {run.runtime} runtime could not start: {exc}",
+            )
+            return get_run(registry, run.id)
+        pid = getattr(handle, "pid", None)
+        update_run(
+            registry,
+            run.id,
+            status="running",
+            started_at=now(),
+            worker_pid=pid,
+            worker_ctime=create_time(pid) if pid else None,
+        )
+        outcome = _follow(ws, run, job, handle, flag, grace, echo)
+    return _finish(ws, run, job.run_dir, outcome)
+
+
+def _follow(ws, run, job, handle, flag, grace, echo) -> tuple[Outcome, bool]:
+    from mllib.runs.recorder import Recorder
+
+    recorder = Recorder(ws.registry, run.id, job.run_dir / EVENTS_FILE)
+    pump = threading.Thread(target=_pump, args=(handle, job.run_dir / LOG_FILE, echo), daemon=True)
+    pump.start()
+    cancelled = False
+    while True:
+        status = handle.wait(POLL_S)
+        recorder.poll()
+        if status is not None:
+            break
+        if flag.requested.is_set() and not cancelled:
+            cancelled = True
+            handle.cancel(0 if flag.forced.is_set() else grace)
+    pump.join(timeout=10)
+    recorder.poll()
+    outcome = classify(status, recorder.error, cancelled)
+    return outcome, recorder.model_saved
+
+
+def _pump(handle, log_path: Path, echo: Callable[[bytes], None] | None) -> None:
+    with open(log_path, "ab") as log:
+        for chunk in handle.output():
+            log.write(chunk)
+            log.flush()
+            if echo is not None:
+                try:
+                    echo(chunk)
+                except (OSError, ValueError):  # the terminal went away; keep logging
+                    echo = None
+
+
+def _finish(
+    ws: Workspace, run: RunRecord, run_dir: Path, result: tuple[Outcome, bool]
+) -> RunRecord:
+    outcome, model_saved = result
+    registry = ws.registry
+    model_sha = collect_outputs(registry, ws.store, run.id, run_dir, with_model=model_saved)
+    if finish_run(
+        registry, run.id, outcome.status, outcome.failure_class, outcome.message, phase=None
+    ):
+        if outcome.status == "succeeded" and model_sha:
+            register_model(registry, run.model, run.id, model_sha)
+    return get_run(registry, run.id)

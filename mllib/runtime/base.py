@@ -1,0 +1,85 @@
+"""The runtime interface: a runtime decides only *where* the worker entrypoint runs.
+
+Everything else (the registry, logs, metrics, artifacts, cancellation policy) lives once above the
+runtimes, in mllib.runs.supervisor. A runtime starts `python -m mllib.worker` for a Job and hands
+back a RunHandle to stream its output, wait for it and stop it.
+
+>>> runtime = get_runtime("process")  # doctest: +SKIP
+>>> handle = runtime.start(job)  # doctest: +SKIP
+>>> for chunk in handle.output():  # doctest: +SKIP
+...     sys.stdout.buffer.write(chunk)
+>>> handle.wait()  # doctest: +SKIP
+ExitStatus(code=0, signal=None, oom=False, detail=None)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+WORKER_MODULE = "mllib.worker"
+
+
+@dataclass
+class Job:
+    """One execution of the worker: which run folder, which code, where, with what environment."""
+
+    run_id: str
+    run_dir: Path  # holds spec.json; receives events, the model and artifacts
+    code_dir: Path  # the model file is found relative to this
+    work_dir: Path  # the working directory: the project root, where relative data paths resolve
+    env: dict[str, str] = field(default_factory=dict)  # added to the runtime's own environment
+    data_mounts: dict[str, Path] = field(default_factory=dict)  # env var -> host path the run reads
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the worker ended: an exit code, or the signal that killed it."""
+
+    code: int | None
+    signal: int | None = None
+    oom: bool = False
+    detail: str | None = None
+
+
+class RunHandle(Protocol):
+    ident: str  # a pid or container id, for display and records
+
+    def output(self) -> Iterator[bytes]:
+        """The worker's stdout and stderr, merged, as it is produced, until it exits."""
+
+    def wait(self, timeout: float | None = None) -> ExitStatus | None:
+        """The exit status, or None if still running after `timeout` seconds."""
+
+    def cancel(self, grace_s: float) -> None:
+        """Stop the worker and everything it started: SIGTERM, then SIGKILL after `grace_s`."""
+
+
+class Runtime(Protocol):
+    name: str
+
+    def available(self) -> str | None:
+        """None when usable here, else the reason it is not."""
+
+    def start(self, job: Job) -> RunHandle: ...
+
+
+def worker_argv(python: str, run_dir: str | Path, code_dir: str | Path) -> list[str]:
+    """The one command line every runtime runs."""
+    return [
+        python,
+        "-u",
+        "-m",
+        WORKER_MODULE,
+        "--run-dir",
+        str(run_dir),
+        "--code-dir",
+        str(code_dir),
+    ]
+
+
+def host_python() -> str:
+    return sys.executable

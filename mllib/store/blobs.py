@@ -1,0 +1,129 @@
+"""Blobs named by the sha256 of their content, behind a small interface a server or S3 can implement.
+
+Writes go to a temporary file and are renamed into place only once whole and hashed, so a crash
+never leaves a blob whose name does not match its content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+COPY_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class Blob:
+    sha256: str
+    size: int
+
+
+class BlobStore(Protocol):
+    """Where content-addressed bytes live.
+
+    >>> store = LocalBlobStore(Path(".mllib/store"))  # doctest: +SKIP
+    >>> blob = store.put_bytes(b"hello")  # doctest: +SKIP
+    >>> store.get_bytes(blob.sha256)  # doctest: +SKIP
+    b'hello'
+    """
+
+    def has(self, sha256: str) -> bool: ...
+    def put_file(self, path: Path, *, move: bool = False) -> Blob: ...
+    def put_bytes(self, data: bytes) -> Blob: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def get_bytes(self, sha256: str) -> bytes: ...
+    def copy_to(self, sha256: str, dest: Path) -> None: ...
+
+
+class LocalBlobStore:
+    """A BlobStore in a local folder: objects/ab/cdef... plus tmp/ for writes in progress."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+
+    def _ensure(self) -> None:
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.objects / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def _commit(self, tmp_path: Path, sha256: str) -> None:
+        final = self.path(sha256)
+        if final.exists():
+            tmp_path.unlink()
+            return
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp_path, 0o444)
+        os.replace(tmp_path, final)
+
+    def put_file(self, path: Path, *, move: bool = False) -> Blob:
+        """Store a file's content; with `move`, the file is moved in when that avoids a copy."""
+        self._ensure()
+        digest, size = hash_file(path)
+        if self.has(digest):
+            if move:
+                path.unlink()
+            return Blob(digest, size)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+        os.close(fd)
+        tmp_path = Path(tmp_name)
+        try:
+            if move:
+                os.replace(path, tmp_path)
+            else:
+                shutil.copyfile(path, tmp_path)
+            self._commit(tmp_path, digest)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        return Blob(digest, size)
+
+    def put_bytes(self, data: bytes) -> Blob:
+        self._ensure()
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            self._commit(Path(tmp_name), digest)
+        return Blob(digest, len(data))
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path(sha256), "rb")
+
+    def get_bytes(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def copy_to(self, sha256: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path(sha256), dest)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter_chunks(handle):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def iter_chunks(handle: BinaryIO, size: int = COPY_BUFFER) -> Iterator[bytes]:
+    while chunk := handle.read(size):
+        yield chunk

@@ -1,0 +1,5 @@
+import sys
+
+from mllib.worker.main import main
+
+sys.exit(main())

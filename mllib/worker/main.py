@@ -1,0 +1,210 @@
+"""Run one model action (train, evaluate, predict) in this process and report through the event stream.
+
+Runtimes start this as `python -m mllib.worker --run-dir RUN_DIR --code-dir CODE_DIR`, unchanged
+whether it runs as a child process, in a container or on an agent host. Exit codes: 0 success,
+1 user error, 3 internal (system) error, 143 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import random
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mllib import tracking
+from mllib.encoding import from_json, to_json_bytes
+from mllib.errors import MllibError
+from mllib.params import apply, declared_params, resolve
+from mllib.persistence import has_custom_persistence, load_model, save_model
+from mllib.runs.events import EVENTS_FILE, EventWriter
+from mllib.runs.spec import ARTIFACT_DIR, MODEL_DIR, PREDICTION_FILE, REQUEST_FILE, RunSpec
+from mllib.worker.tracebacks import user_traceback
+
+EXIT_USER_ERROR = 1
+EXIT_SYSTEM_ERROR = 3
+EXIT_CANCELLED = 143
+
+
+class UserCodeError(Exception):
+    """An exception raised by the user's code; `__cause__` holds the original."""
+
+
+class Cancelled(BaseException):
+    """Raised in the worker when the supervisor asks it to stop (SIGTERM)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Cancelled()
+
+
+def call_user(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call into model code, marking anything it raises as the user's (except a cancel)."""
+    try:
+        return fn(*args)
+    except Cancelled:
+        raise
+    except BaseException as exc:
+        raise UserCodeError(str(exc)) from exc
+
+
+def import_model_module(path: Path) -> Any:
+    """Import the model file as a module named after it, so pickles refer to `model.MyModel`."""
+    name = path.stem
+    if name in sys.modules or name in sys.stdlib_module_names or not name.isidentifier():
+        name = "mllib_user_" + re.sub(r"\W", "_", name)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise MllibError(f"Cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    call_user(spec.loader.exec_module, module)
+    return module
+
+
+def seed_libraries(seed: int) -> None:
+    """Seed the random generators of libraries the model imported."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def _check_eval_result(result: Any) -> dict[str, float]:
+    if not isinstance(result, dict):
+        raise MllibError(
+            f"evaluate() must return a dict of metric name -> number, got {type(result).__name__}",
+            hint="For example: return {'accuracy': 0.93}",
+        )
+    checked = {}
+    for name, value in result.items():
+        if isinstance(value, str | bytes | bool) or value is None:
+            raise MllibError(
+                f"evaluate() returned {name!r}: {value!r} ({type(value).__name__}), which is not a number",
+                hint="Every value of evaluate()'s dict must be a number.",
+            )
+        try:
+            checked[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise MllibError(
+                f"evaluate() returned {name!r} of type {type(value).__name__}, which is not a number",
+                hint="Every value of evaluate()'s dict must be a number.",
+            ) from None
+    return checked
+
+
+def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> None:
+    """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
+    random.seed(spec.seed)
+    module = import_model_module(code_dir / spec.model_file)
+    seed_libraries(spec.seed)
+    cls = getattr(module, spec.model_class, None)
+    if cls is None:
+        raise MllibError(f"{spec.model_file} defines no class {spec.model_class!r}")
+    obj = None
+    if "train" in spec.actions:
+        obj = call_user(cls)
+        resolved = resolve(declared_params(obj), spec.cli_params, config=spec.config_params)
+        apply(obj, resolved)
+        writer.emit("params", values=resolved.values, sources=resolved.sources)
+        if tracking._active is not None:
+            tracking._active.params = dict(resolved.values)
+        writer.emit("phase", phase="train")
+        call_user(obj.train)
+        writer.emit("phase", phase="save")
+        # A custom save() is the user's code; pickling problems are reported by save_model itself.
+        save = call_user if has_custom_persistence(cls) else _call
+        fmt = save(save_model, obj, run_dir / MODEL_DIR)
+        writer.emit("model_saved", format=fmt)
+    if obj is None and spec.input_model:
+        obj = call_user(load_model, cls, run_dir / spec.input_model)
+    if "evaluate" in spec.actions:
+        if not callable(getattr(obj, "evaluate", None)):
+            raise MllibError(
+                f"{spec.model_class} has no evaluate() method", hint="Add evaluate(self) -> dict."
+            )
+        writer.emit("phase", phase="evaluate")
+        metrics = _check_eval_result(call_user(obj.evaluate))
+        writer.emit("eval_metrics", metrics=metrics)
+    if "predict" in spec.actions:
+        request = from_json((run_dir / REQUEST_FILE).read_bytes())
+        result = call_user(obj.predict, request)
+        out = run_dir / PREDICTION_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(to_json_bytes(result))
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mllib.worker")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--code-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    run_dir, code_dir = args.run_dir.resolve(), args.code_dir.resolve()
+    spec = RunSpec.read(run_dir)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    writer = EventWriter(run_dir / EVENTS_FILE)
+    (run_dir / ARTIFACT_DIR).mkdir(parents=True, exist_ok=True)
+    tracking._set_active(tracking.ActiveRun(spec.run_id, run_dir / ARTIFACT_DIR, writer))
+    code = 0
+    try:
+        run(spec, run_dir, code_dir, writer)
+    except Cancelled:
+        writer.emit("cancelled")
+        code = EXIT_CANCELLED
+    except UserCodeError as wrapped:
+        exc = wrapped.__cause__ or wrapped
+        code = _report_user_error(writer, exc)
+    except MllibError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        writer.emit("error", failure_class="user_error", message=str(exc), traceback=None)
+        code = EXIT_USER_ERROR
+    except BaseException as exc:  # a bug in mllib itself, or the machine failing us
+        text = "".join(traceback.format_exception(exc))
+        print(f"mllib internal error:\n{text}", file=sys.stderr)
+        writer.emit(
+            "error",
+            failure_class="system_error",
+            message=f"{type(exc).__name__}: {exc}",
+            traceback=text,
+        )
+        code = EXIT_SYSTEM_ERROR
+    finally:
+        tracking._set_active(None)
+        writer.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _report_user_error(writer: EventWriter, exc: BaseException) -> int:
+    text = user_traceback(exc)
+    print(text, file=sys.stderr, end="")
+    message = "".join(traceback.format_exception_only(exc)).strip()
+    if isinstance(exc, MemoryError):
+        writer.emit(
+            "error",
+            failure_class="system_error",
+            message=f"Out of memory: {message}",
+            traceback=text,
+        )
+        return EXIT_SYSTEM_ERROR
+    if isinstance(exc, SystemExit):
+        message = f"model code called sys.exit({exc.code!r}); return from the method instead"
+    elif isinstance(exc, KeyboardInterrupt):
+        message = "model code raised KeyboardInterrupt"
+    writer.emit("error", failure_class="user_error", message=message, traceback=text)
+    return EXIT_USER_ERROR

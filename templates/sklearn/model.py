@@ -1,0 +1,56 @@
+"""A scikit-learn model for mllib: logistic regression on a generated classification problem.
+
+Needs scikit-learn (`pip install 'mllib[sklearn]'`). Try it:  mllib train model.py --evaluate --C=0.5
+"""
+
+import mllib
+
+
+class Classifier:
+    def __init__(self):
+        self.C = mllib.Param(1.0)
+        self.max_iter = mllib.Param(200)
+        self.n_samples = mllib.Param(2000)
+        self.n_features = mllib.Param(20)
+        self.data_seed = mllib.Param(42)
+        self.model = None
+
+    def _data(self):
+        from sklearn.datasets import make_classification
+        from sklearn.model_selection import train_test_split
+
+        X, y = make_classification(
+            n_samples=self.n_samples, n_features=self.n_features, n_informative=8, random_state=self.data_seed
+        )
+        return train_test_split(X, y, test_size=0.25, random_state=self.data_seed)
+
+    def train(self):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import log_loss
+        from sklearn.model_selection import cross_val_score
+
+        X_train, _, y_train, _ = self._data()
+        self.model = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        for fold, score in enumerate(cross_val_score(self.model, X_train, y_train, cv=5)):
+            mllib.log_metric("cv_accuracy", score, step=fold)
+        self.model.fit(X_train, y_train)
+        mllib.log_metric("train_log_loss", log_loss(y_train, self.model.predict_proba(X_train)))
+
+    def evaluate(self):
+        from sklearn.metrics import accuracy_score, f1_score
+
+        _, X_test, _, y_test = self._data()
+        predicted = self.model.predict(X_test)
+        return {"accuracy": accuracy_score(y_test, predicted), "f1": f1_score(y_test, predicted)}
+
+    def predict(self, request):
+        import numpy as np
+
+        features = np.asarray(request["features"], dtype=float)
+        single = features.ndim == 1
+        rows = features.reshape(1, -1) if single else features
+        labels = self.model.predict(rows)
+        probability = self.model.predict_proba(rows)[:, 1]
+        if single:
+            return {"label": labels[0], "probability": probability[0]}
+        return {"label": labels, "probability": probability}
