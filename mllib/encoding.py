@@ -24,11 +24,8 @@ def _default(value: Any) -> Any:
             return value.tolist()
         if hasattr(value, "isoformat"):
             return value.isoformat()
-    if module == "numpy":
-        if hasattr(
-            value, "tolist"
-        ):  # numpy scalars orjson does not take (float16, object arrays...)
-            return value.tolist()
+    if module == "numpy" and hasattr(value, "tolist"):  # values orjson does not take natively
+        return value.tolist()
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     if hasattr(value, "__float__") and type(value).__name__ == "Decimal":

@@ -162,9 +162,9 @@ def _finish(
     outcome, model_saved = result
     registry = ws.registry
     model_sha = collect_outputs(registry, ws.store, run.id, run_dir, with_model=model_saved)
-    if finish_run(
+    finished = finish_run(
         registry, run.id, outcome.status, outcome.failure_class, outcome.message, phase=None
-    ):
-        if outcome.status == "succeeded" and model_sha:
-            register_model(registry, run.model, run.id, model_sha)
+    )
+    if finished and outcome.status == "succeeded" and model_sha:
+        register_model(registry, run.model, run.id, model_sha)
     return get_run(registry, run.id)
