@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine, then run the whole suite.
+# Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+ensure_python_env "dev"
+
+cd "$MLLIB_ROOT"
+say "Lint"
+"$VENV/bin/ruff" check mllib agents tests benchmarks
+"$VENV/bin/ruff" format --check mllib agents tests benchmarks
+
+say "Tests"
+exec "$VENV/bin/python" -m pytest "$@"
