@@ -1,4 +1,9 @@
-"""The registry's tables, created and changed only by numbered migrations (sqlite-utils Migrations)."""
+"""The registry's tables, created and changed only by numbered migrations (sqlite-utils Migrations).
+
+Each feature owns a migration set in its own package (runs here; datasets, serving, agents in
+theirs) listed in MIGRATION_SETS; within a set, migrations are numbered and never edited once
+released. Sets are applied in the order listed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ if TYPE_CHECKING:
     import sqlite_utils
 
     from mllib.registry.db import Registry
+
+# "module:function" returning a sqlite_utils.Migrations; imported only when a registry is opened.
+MIGRATION_SETS = [
+    "mllib.registry.schema:migrations",
+]
 
 _migrations = None
 
@@ -106,9 +116,21 @@ def migrations():
     return _migrations
 
 
+def all_migration_sets() -> list:
+    import importlib
+
+    sets = []
+    for ref in MIGRATION_SETS:
+        module, _, name = ref.partition(":")
+        sets.append(getattr(importlib.import_module(module), name)())
+    return sets
+
+
 def migrate(registry: Registry) -> None:
-    """Apply pending migrations, one process at a time."""
-    if not migrations().pending(registry.db):
+    """Apply pending migrations of every set, one process at a time."""
+    sets = all_migration_sets()
+    if not any(m.pending(registry.db) for m in sets):
         return
     with registry.transaction():
-        migrations().apply(registry.db)
+        for m in sets:
+            m.apply(registry.db)
