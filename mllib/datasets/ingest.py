@@ -1,0 +1,95 @@
+"""Uploading a local file or folder into the chunk store, resuming from an interrupted attempt.
+
+Files an earlier attempt finished (same size and mtime) are taken from its journal without being
+read again; a file it was cut off in is read again, and chunks already in the store are skipped,
+so only what is missing is written.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from mllib.datasets.chunker import Chunker, TransferStats, read_full
+from mllib.datasets.chunkstore import ChunkStore
+from mllib.datasets.errors import DatasetChangedError
+from mllib.datasets.format import human_bytes
+from mllib.datasets.journal import UploadJournal
+from mllib.datasets.manifest import CHUNK_SIZE, FileEntry
+from mllib.datasets.progress import Progress
+from mllib.datasets.scan import SourceFile
+
+
+def ingest_files(
+    store: ChunkStore,
+    files: list[SourceFile],
+    journal: UploadJournal,
+    progress: Progress,
+    stats: TransferStats,
+    label: str,
+) -> list[FileEntry]:
+    """Store every file's chunks; returns their manifest entries, in the order given."""
+    finished = {r["file"]["path"]: r for r in journal.records if "file" in r}
+    resumable = {f.rel: _resumable(store, f, finished.get(f.rel)) for f in files}
+    reused = sum(f.size for f in files if resumable[f.rel])
+    if reused:
+        count = sum(1 for e in resumable.values() if e)
+        progress.note(
+            f"Resuming an interrupted upload: {count} file(s), {human_bytes(reused)} already done"
+        )
+    progress.start(label, sum(f.size for f in files), reused)
+    entries: list[FileEntry] = []
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+
+    def on_chunk(digest: str, size: int, stored: bool) -> None:
+        if stored:
+            journal.append({"chunk": digest})
+        progress.advance(size)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mllib-hash") as hasher:
+        for source in files:
+            done = resumable[source.rel]
+            if done is not None:
+                entries.append(done)
+                stats.files_resumed += 1
+                stats.bytes_resumed += source.size
+                continue
+            chunker = Chunker(store, stats, hasher, on_chunk)
+            with open(source.path, "rb", buffering=0) as handle:
+                _advise_sequential(handle.fileno())
+                while n := read_full(handle, view):
+                    chunker.add(view[:n])
+                    if n < CHUNK_SIZE:
+                        break
+            _check_unchanged(source, chunker.size)
+            entry = chunker.entry(source.rel, source.executable)
+            journal.append({"file": entry.as_dict(), "mtime_ns": source.mtime_ns})
+            entries.append(entry)
+    return entries
+
+
+def _resumable(store: ChunkStore, source: SourceFile, record: dict | None) -> FileEntry | None:
+    """The entry an earlier attempt journaled for this file, if the file and its chunks are unchanged."""
+    if record is None or record.get("mtime_ns") != source.mtime_ns:
+        return None
+    data = record["file"]
+    if data["size"] != source.size or store.missing(data["chunks"]):
+        return None
+    return FileEntry(
+        data["path"], data["size"], data["sha256"], tuple(data["chunks"]), source.executable
+    )
+
+
+def _check_unchanged(source: SourceFile, read: int) -> None:
+    st = os.stat(source.path)
+    if read != source.size or st.st_size != source.size or st.st_mtime_ns != source.mtime_ns:
+        raise DatasetChangedError(
+            f"{source.rel} changed while it was being uploaded",
+            hint="Upload again once the file is complete; what was stored is reused.",
+        )
+
+
+def _advise_sequential(fd: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
