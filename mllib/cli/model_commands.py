@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -39,6 +41,15 @@ ParamOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--param", "-p", help="A param as NAME=VALUE (same as --NAME=VALUE).", show_default=False
+    ),
+]
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="A dataset for the run as KEY=NAME[@VERSION]: `train=mnist@3` sets TRAIN_DATA to its "
+        "read-only path (an upper-case KEY is the variable itself). Repeatable.",
+        show_default=False,
     ),
 ]
 HelpOpt = Annotated[
@@ -83,6 +94,20 @@ def _announce(record) -> None:
     )
 
 
+@contextmanager
+def _data_progress() -> Iterator[tuple[Any, Callable[[Any], None]]]:
+    """Progress for materialising datasets, ended before the run's own output starts."""
+    from mllib.cli.progress import TransferProgress
+
+    with TransferProgress() as progress:
+
+        def prepared(record) -> None:
+            progress.close()
+            _announce(record)
+
+        yield progress, prepared
+
+
 def _finish(record, detach: bool) -> None:
     """Print the run's outcome and exit with the code that matches it."""
     from mllib.cli.runs import summary_lines
@@ -121,6 +146,7 @@ def train(
             show_default=False,
         ),
     ] = None,
+    data: DataOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -131,16 +157,19 @@ def train(
     from mllib.runs import api
 
     target, params = _target_and_params(ctx, model, param, help_)
-    record = api.train(
-        params=params,
-        evaluate=evaluate,
-        runtime=runtime,
-        remote=_where(local, remote),
-        detach=detach,
-        seed=seed,
-        target=target,
-        on_prepared=_announce,
-    )
+    with _data_progress() as (progress, prepared):
+        record = api.train(
+            params=params,
+            evaluate=evaluate,
+            runtime=runtime,
+            remote=_where(local, remote),
+            detach=detach,
+            seed=seed,
+            data=data,
+            target=target,
+            on_prepared=prepared,
+            progress=progress,
+        )
     _finish(record, detach)
 
 
@@ -159,6 +188,7 @@ def evaluate(
     remote: RemoteOpt = False,
     runtime: RuntimeOpt = None,
     detach: DetachOpt = False,
+    data: DataOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -166,15 +196,18 @@ def evaluate(
     from mllib.runs import api
 
     target, params = _target_and_params(ctx, model, param, help_)
-    record = api.evaluate(
-        run=run,
-        params=params,
-        runtime=runtime,
-        remote=_where(local, remote),
-        detach=detach,
-        target=target,
-        on_prepared=_announce,
-    )
+    with _data_progress() as (progress, prepared):
+        record = api.evaluate(
+            run=run,
+            params=params,
+            runtime=runtime,
+            remote=_where(local, remote),
+            detach=detach,
+            data=data,
+            target=target,
+            on_prepared=prepared,
+            progress=progress,
+        )
     _finish(record, detach)
 
 

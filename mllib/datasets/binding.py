@@ -30,11 +30,15 @@ class Binding:
 
 
 def resolve_bindings(
-    ws: Workspace, data: Sequence[str] | None = None, *, inherit_from: str | None = None
+    ws: Workspace,
+    data: Sequence[str] | None = None,
+    *,
+    inherit_from: str | None = None,
+    with_config: bool = True,
 ) -> list[Binding]:
-    """The dataset versions a run gets: `[data]` in mllib.toml, then the run it continues
+    """The dataset versions a run gets: `[data]` in mllib.toml, then those of the run it continues
     (`inherit_from`: an evaluated training run, or a rerun's original), then `--data` items."""
-    refs: dict[str, DatasetRef] = dict(config_bindings(ws.project.config))
+    refs: dict[str, DatasetRef] = dict(config_bindings(ws.project.config)) if with_config else {}
     if inherit_from is not None:
         for link in recorded(ws, inherit_from):
             refs[link["env"]] = DatasetRef(link["name"], link["version"])
@@ -61,19 +65,23 @@ def materialize_bindings(
     ws: Workspace, bindings: Iterable[Binding], progress: Progress | None = None
 ) -> dict[str, Path]:
     """Build (or reuse) each version's read-only copy; env variable -> path."""
-    return _materialize(
-        ws, [(b.env, b.version.sha256, b.version.kind, b.version.entry) for b in bindings], progress
-    )
+    items = [
+        (b.version.ref, b.env, b.version.sha256, b.version.kind, b.version.entry) for b in bindings
+    ]
+    return _materialize(ws, items, progress)
 
 
 def _materialize(
-    ws: Workspace, items: Iterable[tuple[str, str, str, str | None]], progress: Progress | None
+    ws: Workspace,
+    items: Iterable[tuple[str, str, str, str, str | None]],
+    progress: Progress | None,
 ) -> dict[str, Path]:
+    """(ref, env, sha256, kind, entry) items -> env variable -> materialised path."""
     store = dataset_store(ws.project.store_path)
     cache = cache_dir(ws.project.config, ws.project.state_dir)
     paths = {}
-    for env, digest, kind, entry in items:
-        materialize(store, digest, cache, progress)
+    for ref, env, digest, kind, entry in items:
+        materialize(store, digest, cache, progress, label=ref)
         paths[env] = data_path(cache, digest, kind, entry)
     return paths
 
@@ -103,6 +111,7 @@ def run_data_mounts(ws: Workspace, run_id: str) -> dict[str, Path]:
             f"Dataset version(s) {', '.join(gone)} used by run {run_id} were removed",
             hint="Upload the data again and start a new run with --data.",
         )
-    return _materialize(
-        ws, [(x["env"], x["sha256"], x["kind"], x["entry"]) for x in links], progress=None
-    )
+    items = [
+        (f"{x['name']}@{x['version']}", x["env"], x["sha256"], x["kind"], x["entry"]) for x in links
+    ]
+    return _materialize(ws, items, progress=None)

@@ -49,7 +49,11 @@ def data_path(cache: Path, digest: str, kind: str, entry: str | None) -> Path:
 
 
 def materialize(
-    store: ChunkStore, digest: str, cache: Path, progress: Progress | None = None
+    store: ChunkStore,
+    digest: str,
+    cache: Path,
+    progress: Progress | None = None,
+    label: str | None = None,
 ) -> Path:
     """The read-only folder holding version `digest`'s files, built if absent or touched."""
     target, stamp = cache / digest, cache / f"{digest}.ok"
@@ -64,7 +68,9 @@ def materialize(
         remove_tree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=cache))
         try:
-            listing = _write(store, manifest, tmp, progress or NoProgress(), digest)
+            progress = progress or NoProgress()
+            progress.start(f"Preparing {label or 'dataset ' + digest[:12]}", manifest.size)
+            listing = _write(store, manifest, tmp, progress)
             _seal_folders(tmp)
             os.rename(tmp, target)
             os.chmod(target, DIR_MODE)
@@ -76,9 +82,8 @@ def materialize(
 
 
 def _write(
-    store: ChunkStore, manifest: Manifest, root: Path, progress: Progress, digest: str
+    store: ChunkStore, manifest: Manifest, root: Path, progress: Progress
 ) -> dict[str, list[int]]:
-    progress.start(f"Preparing dataset {digest[:12]}", manifest.size)
     listing: dict[str, list[int]] = {}
     for entry in manifest.files:
         target = root.joinpath(*safe_relative(entry.path).parts)

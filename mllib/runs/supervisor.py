@@ -30,12 +30,20 @@ CODE_DIR = (
 POLL_S = 0.2
 
 
-def job_for(ws: Workspace, run: RunRecord) -> Job:
-    """The Job a run's runtime executes: folders and environment (env file values are read now)."""
+def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
+    """The Job a run's runtime executes: folders and environment (env file values are read now).
+
+    Datasets the run records are materialised (or found intact) and given both as env variables
+    (host paths, for the process runtime) and as data_mounts for runtimes that mount them.
+    """
+    from mllib.datasets.binding import run_data_mounts
+
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
+    mounts = run_data_mounts(ws, run.id) if with_data else {}
     env = {
         **ws.project.env_values(run.env_target or "local"),
+        **{name: str(path) for name, path in mounts.items()},
         "MLLIB_RUN_ID": run.id,
         "PYTHONHASHSEED": str(run.seed or 0),
     }
@@ -45,6 +53,7 @@ def job_for(ws: Workspace, run: RunRecord) -> Job:
         code_dir=snapshot if snapshot.is_dir() else ws.project.root,
         work_dir=ws.project.root,
         env=env,
+        data_mounts=mounts,
     )
 
 
@@ -98,7 +107,13 @@ def supervise(
         if flag.requested.is_set():
             finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
             return get_run(registry, run.id)
-        job = job_for(ws, run)
+        try:
+            job = job_for(ws, run)
+        except MllibError as exc:
+            finish_run(
+                registry, run.id, "failed", SYSTEM_ERROR, f"could not prepare the run: {exc}"
+            )
+            return get_run(registry, run.id)
         try:
             handle = get_runtime(run.runtime or "process").start(job)
         except MllibError as exc:
