@@ -37,6 +37,7 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Upload a file, folder or URL as a new version of a dataset; prints NAME@VERSION.
 
@@ -77,7 +78,10 @@ def upload(
         console.print(
             f"  Resumed an interrupted upload: {_bytes(stats.bytes_resumed)} were not sent again."
         )
-    print(v.ref)
+    if json_:
+        output.print_json(result.as_dict())
+    else:
+        print(v.ref)
 
 
 @app.command("list")

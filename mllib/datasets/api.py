@@ -12,7 +12,7 @@ import getpass
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ class UploadResult:
     version: Version
     created: bool  # False: the latest version already held exactly this content
     stats: TransferStats
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `mllib data upload --json` object."""
+        return {**_version_dict(self.version), "created": self.created, **asdict(self.stats)}
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class Download:
 
     def run(self) -> FileEntry:
         import httpx
-        from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
         timeout = httpx.Timeout(self.settings.timeout_s)
         headers = {"Accept-Encoding": "identity", "User-Agent": f"mllib/{__version__}"}
@@ -117,7 +117,7 @@ class Download:
         ):
             retrying = Retrying(
                 retry=retry_if_exception_type(_Transient),
-                wait=wait_exponential_jitter(initial=0.5, max=30),
+                wait=wait_exponential(multiplier=0.5, max=30) + wait_random(0, 0.5),
                 stop=lambda state: self.failures > self.settings.retries,
                 before_sleep=self._say_retry,
                 reraise=True,

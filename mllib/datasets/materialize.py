@@ -133,6 +133,8 @@ def _write_stamp(stamp: Path, listing: dict[str, list[int]]) -> None:
 def _intact(target: Path, stamp: Path) -> bool:
     """Whether a materialised version is complete and untouched (one stat per file)."""
     try:
+        if target.is_symlink() or not target.is_dir():
+            return False
         listing = json.loads(stamp.read_text())
         for rel, (size, mtime_ns) in listing.items():
             st = os.stat(target / rel, follow_symlinks=False)
