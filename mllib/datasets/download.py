@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mllib._version import __version__
-from mllib.datasets.chunker import ChunkBuffer, Chunker, TransferStats
+from mllib.datasets.chunker import ChunkBuffer, Chunker, Pipeline, TransferStats
 from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.errors import SourceError, too_large
 from mllib.datasets.format import human_bytes
@@ -113,7 +112,7 @@ class Download:
         headers = {"Accept-Encoding": "identity", "User-Agent": f"mllib/{__version__}"}
         with (
             httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client,
-            ThreadPoolExecutor(1, thread_name_prefix="mllib-hash") as hasher,
+            Pipeline() as pipe,
         ):
             retrying = Retrying(
                 retry=retry_if_exception_type(_Transient),
@@ -125,7 +124,7 @@ class Download:
             try:
                 for attempt in retrying:
                     with attempt:
-                        return self._attempt(client, hasher)
+                        return self._attempt(client, pipe)
             except _Transient as exc:
                 raise SourceError(
                     f"Downloading {redact(self.url)} failed: {exc}",
@@ -139,17 +138,21 @@ class Download:
         wait = state.next_action.sleep if state.next_action else 0
         self.progress.note(f"{exc}; retrying in {wait:.1f} s")
 
-    def _attempt(self, client: httpx.Client, hasher: ThreadPoolExecutor) -> FileEntry:
+    def _attempt(self, client: httpx.Client, pipe: Pipeline) -> FileEntry:
         import httpx
 
         before = len(self._chunks())
         try:
             while True:
                 try:
-                    return self._fetch(client, hasher)
+                    return self._fetch(client, pipe)
                 except _Restart as exc:
+                    pipe.settle()
                     self.progress.note(f"{exc}; starting the download over")
                     self.journal.restart()
+                except BaseException:
+                    pipe.settle()  # chunk writes of this attempt land (or fail) before a retry
+                    raise
         except httpx.TransportError as exc:
             self._count_failure(before)
             raise _Transient(_describe(exc)) from exc
@@ -167,7 +170,7 @@ class Download:
         found = [r["remote"] for r in self.journal.records if "remote" in r]
         return _Remote(**found[-1]) if found else None
 
-    def _fetch(self, client: httpx.Client, hasher: ThreadPoolExecutor) -> FileEntry:
+    def _fetch(self, client: httpx.Client, pipe: Pipeline) -> FileEntry:
         done, remote = self._chunks(), self._remote()
         offset = len(done) * CHUNK_SIZE
         headers = {}
@@ -195,19 +198,23 @@ class Download:
                 total = remote.length
             if total is not None and total > self.settings.max_size:
                 raise too_large(redact(self.url), total, self.settings.max_size)
-            chunker = Chunker(self.store, self.stats, hasher, self._journal_chunk)
+            chunker = Chunker(self.store, self.stats, pipe, self._journal_chunk)
             self.progress.start(self.label, total, 0)
             self._replay(chunker, [r["chunk"] for r in done] if offset else [])
             buffer = ChunkBuffer(chunker)
-            received = offset
-            for piece in resp.iter_raw(READ_SIZE):
-                received += len(piece)
-                if received > self.settings.max_size:
-                    raise too_large(redact(self.url), None, self.settings.max_size)
-                buffer.feed(piece)
-                self.progress.advance(len(piece))
-            if total is not None and received != total:
-                raise _Transient(f"the connection ended after {received} of {total} bytes")
+            try:
+                received = offset
+                for piece in resp.iter_raw(READ_SIZE):
+                    received += len(piece)
+                    if received > self.settings.max_size:
+                        raise too_large(redact(self.url), None, self.settings.max_size)
+                    buffer.feed(piece)
+                    self.progress.advance(len(piece))
+                if total is not None and received != total:
+                    raise _Transient(f"the connection ended after {received} of {total} bytes")
+            except BaseException:
+                buffer.discard()
+                raise
             buffer.close()
         return chunker.entry(_file_name(resp, self.url))
 

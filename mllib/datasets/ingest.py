@@ -8,9 +8,8 @@ so only what is missing is written.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-from mllib.datasets.chunker import Chunker, TransferStats, read_full
+from mllib.datasets.chunker import Chunker, Pipeline, TransferStats, read_full
 from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.errors import DatasetChangedError
 from mllib.datasets.format import human_bytes
@@ -39,15 +38,13 @@ def ingest_files(
         )
     progress.start(label, sum(f.size for f in files), reused)
     entries: list[FileEntry] = []
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
 
     def on_chunk(digest: str, size: int, stored: bool) -> None:
         if stored:
             journal.append({"chunk": digest})
         progress.advance(size)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="mllib-hash") as hasher:
+    with Pipeline() as pipe:
         for source in files:
             done = resumable[source.rel]
             if done is not None:
@@ -55,18 +52,27 @@ def ingest_files(
                 stats.files_resumed += 1
                 stats.bytes_resumed += source.size
                 continue
-            chunker = Chunker(store, stats, hasher, on_chunk)
-            with open(source.path, "rb", buffering=0) as handle:
-                _advise_sequential(handle.fileno())
-                while n := read_full(handle, view):
-                    chunker.add(view[:n])
-                    if n < CHUNK_SIZE:
-                        break
-            _check_unchanged(source, chunker.size)
+            chunker = Chunker(store, stats, pipe, on_chunk)
+            _read_into(source, chunker, pipe)
             entry = chunker.entry(source.rel, source.executable)
+            _check_unchanged(source, chunker.size)
             journal.append({"file": entry.as_dict(), "mtime_ns": source.mtime_ns})
             entries.append(entry)
     return entries
+
+
+def _read_into(source: SourceFile, chunker: Chunker, pipe: Pipeline) -> None:
+    with open(source.path, "rb", buffering=0) as handle:
+        _advise_sequential(handle.fileno())
+        while True:
+            buffer = pipe.take()
+            n = read_full(handle, memoryview(buffer))
+            if not n:
+                pipe.give(buffer)
+                return
+            chunker.add(memoryview(buffer)[:n], buffer)
+            if n < CHUNK_SIZE:
+                return
 
 
 def _resumable(store: ChunkStore, source: SourceFile, record: dict | None) -> FileEntry | None:

@@ -138,13 +138,13 @@ class CommandPeer:
         with subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         ) as proc:
-            assert proc.stdin is not None
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
             try:
-                sent = write_frames(source, digests, proc.stdin, progress)
-                proc.stdin.close()
+                with proc.stdin:
+                    sent = write_frames(source, digests, proc.stdin, progress)
             except BrokenPipeError:
                 sent = -1
-            out, err = proc.communicate()
+            out, err = proc.stdout.read(), proc.stderr.read()
         if proc.returncode != 0 or sent < 0:
             raise DatasetChangedError(
                 f"The peer's `receive` step failed: {err.decode(errors='replace').strip()}"
