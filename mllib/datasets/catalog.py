@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mllib.datasets.refs import DatasetRef
@@ -19,15 +20,15 @@ from mllib.registry.runs import now
 if TYPE_CHECKING:
     import sqlite_utils
 
-_migrations = None
 
-
-def _build():
+@cache
+def migrations():
+    """The datasets migration set (listed in mllib.registry.schema.MIGRATION_SETS)."""
     from sqlite_utils import Migrations
 
-    migrations = Migrations("mllib.datasets")
+    migrations_ = Migrations("mllib.datasets")
 
-    @migrations(name="0001_datasets_run_datasets")
+    @migrations_(name="0001_datasets_run_datasets")
     def initial(db: sqlite_utils.Database) -> None:
         db["datasets"].create(
             {
@@ -55,15 +56,7 @@ def _build():
         )
         db["run_datasets"].create_index(["name", "version"])
 
-    return migrations
-
-
-def migrations():
-    """The datasets migration set (listed in mllib.registry.schema.MIGRATION_SETS)."""
-    global _migrations
-    if _migrations is None:
-        _migrations = _build()
-    return _migrations
+    return migrations_
 
 
 @dataclass(frozen=True)
