@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from mllib.datasets.progress import NoProgress, Progress
 from mllib.datasets.refs import check_name, parse_ref
 from mllib.datasets.scan import scan
 from mllib.datasets.settings import DataSettings, cache_dir
+from mllib.errors import UsageError
 from mllib.workspace import Workspace
 
 
@@ -79,7 +81,7 @@ def upload(
     stats = TransferStats()
     try:
         with upload_lock(store):
-            src = _source(str(source), name, store, settings)
+            src = _source(str(source), name, store, settings, _state_dirs(ws))
             journal = UploadJournal.open(store.root / UPLOADS_DIR, name, src.key, src.header)
             try:
                 entries = src.ingest(journal, progress or NoProgress(), stats)
@@ -108,8 +110,22 @@ class _Source:
     ingest: Callable[[UploadJournal, Progress, TransferStats], list[FileEntry]]
 
 
-def _source(text: str, name: str, store: LocalChunkStore, settings: DataSettings) -> _Source:
+def _state_dirs(ws: Workspace) -> list[Path]:
+    """mllib's own folders, never part of an upload of the project folder."""
+    project = ws.project
+    cache = cache_dir(project.config, project.state_dir)
+    return [project.state_dir, project.store_path, project.runs_dir, cache]
+
+
+def _source(
+    text: str, name: str, store: LocalChunkStore, settings: DataSettings, skip: list[Path]
+) -> _Source:
     """What is uploaded; a local source is scanned and checked against the size cap here."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) and not is_url(text):
+        raise UsageError(
+            f"{text.split('://')[0]}:// URLs are not supported",
+            hint="Upload an http(s) URL, a file or a folder.",
+        )
     if is_url(text):
         label = redact(text)
 
@@ -122,7 +138,7 @@ def _source(text: str, name: str, store: LocalChunkStore, settings: DataSettings
         url_id = hashlib.sha256(text.encode()).hexdigest()
         return _Source(label, text, {"source": label, "source_id": url_id}, FILE, fetch)
     path = Path(text).expanduser()
-    kind, files = scan(path)
+    kind, files = scan(path, skip)
     total = sum(f.size for f in files)
     if total > settings.max_size:
         raise too_large(str(path), total, settings.max_size)

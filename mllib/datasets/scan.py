@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,18 @@ class SourceFile:
     executable: bool
 
 
-def scan(source: Path) -> tuple[str, list[SourceFile]]:
-    """("file", [one]) for a file, ("folder", files sorted by path) for a folder."""
+def scan(source: Path, skip: Iterable[Path] = ()) -> tuple[str, list[SourceFile]]:
+    """("file", [one]) for a file, ("folder", files sorted by path) for a folder.
+
+    Folders in `skip` (mllib's own state, when a project folder is uploaded) are left out.
+    """
     from mllib.datasets.manifest import FILE, FOLDER
 
     if not source.exists():
         kind = "broken symlink" if source.is_symlink() else "file or folder"
         raise NotFoundError(f"No {kind} {str(source)!r} to upload")
     if source.is_dir():
-        files = _walk(source.resolve())
+        files = _walk(source.resolve(), {p.resolve() for p in skip})
         if not files:
             raise UsageError(f"{source} holds no files to upload")
         return FOLDER, files
@@ -42,12 +46,14 @@ def scan(source: Path) -> tuple[str, list[SourceFile]]:
     return FILE, [_source_file(_name(source.name), source, st)]
 
 
-def _walk(root: Path) -> list[SourceFile]:
+def _walk(root: Path, skip: set[Path]) -> list[SourceFile]:
     found: list[SourceFile] = []
     active: set[Path] = set()
 
     def visit(folder: Path, rel: str) -> None:
         real = folder.resolve()
+        if real in skip:
+            return
         if real in active:
             raise UsageError(f"Symlink loop at {rel or '.'!r} in {root}")
         active.add(real)

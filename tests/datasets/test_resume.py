@@ -78,6 +78,8 @@ def test_a_url_upload_cut_off_resumes_with_a_range_request(project: Path, server
     server.behaviour.stall_after = 2 * CHUNK_SIZE + 100
     proc = _start_upload(project, server.url("/d.bin"), "d")
     wait_for(lambda: journal_chunks(project) >= 2 or proc.poll() is not None)
+    twice = mllib_cli(project, "data", "upload", server.url("/d.bin"), "--name", "d")
+    assert twice.returncode == 2 and "Another upload of 'd'" in twice.stderr
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
 

@@ -180,3 +180,19 @@ def test_size_cap_refuses_a_local_upload_before_reading_it(project: Path) -> Non
     assert not (project / ".mllib" / "store" / "datasets" / "uploads").exists()
     allowed = mllib_cli(project, "data", "upload", "data", "--name", "d", "--max-size-gb", "0.01")
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_uploading_the_project_folder_leaves_mllib_state_out(ws, project: Path) -> None:
+    (project / "notes.txt").write_text("n")
+    (project / "a.bin").write_bytes(pattern(1000))
+    datasets.upload(project / "a.bin", "first", ws=ws)  # .mllib now exists, with a store
+
+    datasets.upload(project, "everything", ws=ws)
+
+    paths = [f["path"] for f in datasets.show("everything", ws=ws)["files"]]
+    assert paths == ["a.bin", "mllib.toml", "notes.txt"]
+
+
+def test_other_url_schemes_are_refused_clearly(ws) -> None:
+    with pytest.raises(UsageError, match="ftp:// URLs are not supported"):
+        datasets.upload("ftp://example.org/data.csv", "f", ws=ws)
