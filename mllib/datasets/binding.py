@@ -4,7 +4,9 @@ Each binding sets one env variable (see refs.env_var_for: `train` -> TRAIN_DATA)
 materialised, read-only copy of the version: the file itself for a one-file dataset, the folder
 otherwise. The same variable feeds a `mllib.Param(..., env="TRAIN_DATA")`, overriding any
 `.env.local` value, and reaches runtimes as Job.data_mounts (env variable -> host path) so a
-container runtime can mount it read-only and rewrite the variable.
+container runtime can mount it read-only and rewrite the variable. A remote runtime instead
+sends each DatasetUse to its agent (mllib.datasets.transfer.sync_version) and sets the variable
+to the path the agent answers.
 """
 
 from __future__ import annotations
@@ -24,9 +26,22 @@ from mllib.workspace import Workspace
 
 
 @dataclass(frozen=True)
-class Binding:
+class DatasetUse:
+    """One dataset version a run reads, and the env variable it arrives in."""
+
     env: str
-    version: Version
+    ref: str  # name@version, for messages
+    sha256: str  # the version's manifest digest
+    kind: str  # file or folder
+    entry: str | None  # a one-file version's file name
+
+    @classmethod
+    def of(cls, env: str, version: Version) -> DatasetUse:
+        return cls(env, version.ref, version.sha256, version.kind, version.entry)
+
+    def path_in(self, cache: Path) -> Path:
+        """Where the run reads it, once materialised under `cache`."""
+        return data_path(cache, self.sha256, self.kind, self.entry)
 
 
 def resolve_bindings(
@@ -35,13 +50,14 @@ def resolve_bindings(
     *,
     inherit_from: str | None = None,
     with_config: bool = True,
-) -> list[Binding]:
+) -> list[DatasetUse]:
     """The dataset versions a run gets: `[data]` in mllib.toml, then those of the run it continues
     (`inherit_from`: an evaluated training run, or a rerun's original), then `--data` items."""
     refs: dict[str, DatasetRef] = dict(config_bindings(ws.project.config)) if with_config else {}
     if inherit_from is not None:
-        for link in recorded(ws, inherit_from):
-            refs[link["env"]] = DatasetRef(link["name"], link["version"])
+        for use in dataset_uses(ws, inherit_from):
+            name, _, version = use.ref.partition("@")
+            refs[use.env] = DatasetRef(name, int(version))
     given: set[str] = set()
     for item in data or []:
         env, ref = parse_binding(item)
@@ -49,50 +65,43 @@ def resolve_bindings(
             raise UsageError(f"--data sets {env} twice", hint="Give each data key once.")
         given.add(env)
         refs[env] = ref
-    return [Binding(env, get_version(ws.registry, ref)) for env, ref in sorted(refs.items())]
+    return [DatasetUse.of(env, get_version(ws.registry, ref)) for env, ref in sorted(refs.items())]
 
 
-def binding_env(ws: Workspace, bindings: Iterable[Binding]) -> dict[str, str]:
-    """env variable -> the path the run will read (known before anything is materialised)."""
-    cache = cache_dir(ws.project.config, ws.project.state_dir)
-    return {
-        b.env: str(data_path(cache, b.version.sha256, b.version.kind, b.version.entry))
-        for b in bindings
-    }
+def _cache(ws: Workspace) -> Path:
+    return cache_dir(ws.project.config, ws.project.state_dir)
 
 
-def materialize_bindings(
-    ws: Workspace, bindings: Iterable[Binding], progress: Progress | None = None
+def binding_env(ws: Workspace, uses: Iterable[DatasetUse]) -> dict[str, str]:
+    """env variable -> the local path the run will read (known before anything is materialised)."""
+    return {use.env: str(use.path_in(_cache(ws))) for use in uses}
+
+
+def materialize_uses(
+    ws: Workspace, uses: Iterable[DatasetUse], progress: Progress | None = None
 ) -> dict[str, Path]:
-    """Build (or reuse) each version's read-only copy; env variable -> path."""
-    items = [
-        (b.version.ref, b.env, b.version.sha256, b.version.kind, b.version.entry) for b in bindings
-    ]
-    return _materialize(ws, items, progress)
-
-
-def _materialize(
-    ws: Workspace,
-    items: Iterable[tuple[str, str, str, str, str | None]],
-    progress: Progress | None,
-) -> dict[str, Path]:
-    """(ref, env, sha256, kind, entry) items -> env variable -> materialised path."""
+    """Build (or find intact) each version's read-only local copy; env variable -> path."""
     store = dataset_store(ws.project.store_path)
-    cache = cache_dir(ws.project.config, ws.project.state_dir)
+    cache = _cache(ws)
     paths = {}
-    for ref, env, digest, kind, entry in items:
-        materialize(store, digest, cache, progress, label=ref)
-        paths[env] = data_path(cache, digest, kind, entry)
+    for use in uses:
+        materialize(store, use.sha256, cache, progress, label=use.ref)
+        paths[use.env] = use.path_in(cache)
     return paths
 
 
-def record_bindings(ws: Workspace, run_id: str, bindings: Iterable[Binding]) -> None:
-    link_run(ws.registry, run_id, [(b.env, b.version) for b in bindings])
+def record_uses(ws: Workspace, run_id: str, uses: Iterable[DatasetUse]) -> None:
+    """Link a run to the versions it reads (joins the transaction that records the run)."""
+    links = []
+    for use in uses:
+        name, _, version = use.ref.partition("@")
+        links.append((use.env, name, int(version), use.sha256))
+    link_run(ws.registry, run_id, links)
 
 
-def recorded(ws: Workspace, run_id: str) -> list[dict]:
-    """What a run read: env, name, version, sha256, kind, entry."""
-    return ws.registry.query(
+def dataset_uses(ws: Workspace, run_id: str) -> list[DatasetUse]:
+    """The versions a recorded run reads; a NotFoundError if one has been removed since."""
+    rows = ws.registry.query(
         """
         SELECT l.env, l.name, l.version, l.sha256, d.kind, d.entry, d.deleted_at
         FROM run_datasets l JOIN datasets d ON d.name = l.name AND d.version = l.version
@@ -100,18 +109,13 @@ def recorded(ws: Workspace, run_id: str) -> list[dict]:
         """,
         (run_id,),
     )
-
-
-def run_data_mounts(ws: Workspace, run_id: str) -> dict[str, Path]:
-    """For a run about to start: env variable -> materialised path of each dataset it records."""
-    links = recorded(ws, run_id)
-    gone = [f"{link['name']}@{link['version']}" for link in links if link["deleted_at"]]
+    gone = [f"{r['name']}@{r['version']}" for r in rows if r["deleted_at"]]
     if gone:
         raise NotFoundError(
             f"Dataset version(s) {', '.join(gone)} used by run {run_id} were removed",
             hint="Upload the data again and start a new run with --data.",
         )
-    items = [
-        (f"{x['name']}@{x['version']}", x["env"], x["sha256"], x["kind"], x["entry"]) for x in links
+    return [
+        DatasetUse(r["env"], f"{r['name']}@{r['version']}", r["sha256"], r["kind"], r["entry"])
+        for r in rows
     ]
-    return _materialize(ws, items, progress=None)

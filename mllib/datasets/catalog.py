@@ -165,23 +165,17 @@ def live_digests(reg: Registry) -> set[str]:
     return {r["sha256"] for r in reg.query(f"SELECT DISTINCT sha256 FROM datasets WHERE {_LIVE}")}
 
 
-def link_run(reg: Registry, run_id: str, bindings: Iterable[tuple[str, Version]]) -> None:
-    """Record which dataset versions a run reads, under which env variable (joins an open transaction)."""
+def link_run(reg: Registry, run_id: str, links: Iterable[tuple[str, str, int, str]]) -> None:
+    """Record which dataset versions a run reads: (env, name, version, sha256) each.
+
+    Joins an open transaction, so a run and its links are recorded together.
+    """
+    rows = [
+        {"run_id": run_id, "env": env, "name": name, "version": version, "sha256": sha256}
+        for env, name, version, sha256 in links
+    ]
     with reg.transaction():
-        reg.db["run_datasets"].insert_all(
-            [
-                {
-                    "run_id": run_id,
-                    "env": env,
-                    "name": v.name,
-                    "version": v.version,
-                    "sha256": v.sha256,
-                }
-                for env, v in bindings
-            ],
-            pk=("run_id", "env"),
-            replace=True,
-        )
+        reg.db["run_datasets"].insert_all(rows, pk=("run_id", "env"), replace=True)
 
 
 def run_links(reg: Registry, run_id: str) -> list[dict[str, Any]]:

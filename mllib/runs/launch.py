@@ -148,8 +148,8 @@ def prepare_run(
     """
     from mllib.datasets.binding import (
         binding_env,
-        materialize_bindings,
-        record_bindings,
+        materialize_uses,
+        record_uses,
         resolve_bindings,
     )
 
@@ -162,7 +162,8 @@ def prepare_run(
         resolved = ResolvedParams(_params_of(ws, source_run), {})
     else:
         resolved = resolve_params(target, cli_params, env_target, binding_env(ws, bindings))
-    materialize_bindings(ws, bindings, progress)
+    if env_target == "local":  # an agent materialises its own copy from the chunks it is sent
+        materialize_uses(ws, bindings, progress)
     model_tree = model_artifact(ws.registry, source_run.id) if source_run else None
     if source_run is not None and model_tree is None:
         raise NotFoundError(
@@ -223,7 +224,7 @@ def prepare_run(
         )
         with ws.registry.transaction():
             create_run(ws.registry, record, resolved.values, resolved.sources)
-            record_bindings(ws, run_id, bindings)
+            record_uses(ws, run_id, bindings)
     except BaseException:
         import shutil
 

@@ -34,13 +34,15 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     """The Job a run's runtime executes: folders and environment (env file values are read now).
 
     Datasets the run records are materialised (or found intact) and given both as env variables
-    (host paths, for the process runtime) and as data_mounts for runtimes that mount them.
+    (host paths, for the process runtime) and as data_mounts for runtimes that mount them. A
+    remote run's datasets are left to its runtime (see mllib.datasets.binding.dataset_uses).
     """
-    from mllib.datasets.binding import run_data_mounts
+    from mllib.datasets.binding import dataset_uses, materialize_uses
 
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
-    mounts = run_data_mounts(ws, run.id) if with_data else {}
+    local = with_data and (run.env_target or "local") == "local"
+    mounts = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     env = {
         **ws.project.env_values(run.env_target or "local"),
         **{name: str(path) for name, path in mounts.items()},

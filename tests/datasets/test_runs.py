@@ -159,7 +159,7 @@ def test_a_dataset_in_use_by_an_active_run_cannot_be_removed(project: Path) -> N
     # The run keeps its record of what it read.
     assert _show(project, run_id)["datasets"][0]["name"] == "images"
     again = mllib_cli(project, "runs", "rerun", run_id)
-    assert again.returncode == 4 and "No dataset images@1" in again.stderr
+    assert again.returncode == 4 and "images@1 used by run" in again.stderr
 
 
 def test_a_touched_copy_is_rebuilt_before_the_next_run(project: Path) -> None:
