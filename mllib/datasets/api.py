@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 import getpass
 import hashlib
 import os
@@ -38,7 +39,7 @@ from mllib.datasets.progress import NoProgress, Progress
 from mllib.datasets.refs import check_name, parse_ref
 from mllib.datasets.scan import scan
 from mllib.datasets.settings import DataSettings, cache_dir
-from mllib.errors import UsageError
+from mllib.errors import MllibError, UsageError
 from mllib.workspace import Workspace
 
 
@@ -94,6 +95,14 @@ def upload(
                     journal.close()  # kept: the same command resumes from it
                 raise
             journal.discard()
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise MllibError(
+            f"The disk holding the dataset store ({store.root}) is full",
+            hint="Free space (`mllib data rm` unused datasets), then run the same command again "
+            "to resume.",
+        ) from None
     except BaseException as exc:
         if _permanent(exc):
             _collect(ws, store)  # leave nothing behind of an upload that can never succeed

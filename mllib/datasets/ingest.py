@@ -17,6 +17,7 @@ from mllib.datasets.journal import UploadJournal
 from mllib.datasets.manifest import CHUNK_SIZE, FileEntry
 from mllib.datasets.progress import Progress
 from mllib.datasets.scan import SourceFile
+from mllib.errors import UsageError
 
 
 def ingest_files(
@@ -62,7 +63,11 @@ def ingest_files(
 
 
 def _read_into(source: SourceFile, chunker: Chunker, pipe: Pipeline) -> None:
-    with open(source.path, "rb", buffering=0) as handle:
+    try:
+        handle = open(source.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise UsageError(f"Cannot read {source.rel}: {exc.strerror}") from None
+    with handle:
         _advise_sequential(handle.fileno())
         while True:
             buffer = pipe.take()

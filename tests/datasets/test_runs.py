@@ -184,3 +184,21 @@ def test_unknown_datasets_and_bad_data_options_are_clear_errors(project: Path) -
     bad = mllib_cli(project, "train", "model.py", "--data", "nonsense")
     assert bad.returncode == 2 and "is not KEY=NAME[@VERSION]" in bad.stderr
     assert _runs(project) == []
+
+
+def test_runtimes_get_the_datasets_as_data_mounts(project: Path) -> None:
+    from mllib.registry.runs import get_run
+    from mllib.runs.supervisor import job_for
+
+    _project(project)
+    version = upload_json(project, "images", "--name", "images")
+    assert mllib_cli(project, "train", "model.py", "--data", "IMAGES=images").returncode == 0
+    ws = Workspace.find(project)
+    try:
+        job = job_for(ws, get_run(ws.registry, _last_run(project)["id"]))
+    finally:
+        ws.registry.close()
+
+    copy = project / ".mllib" / "data" / version["sha256"]
+    assert job.data_mounts == {"IMAGES": copy}
+    assert job.env["IMAGES"] == str(copy)
