@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 ensure_python_env "dev"
+ensure_torch
 
 cd "$MLLIB_ROOT"
 say "Lint"

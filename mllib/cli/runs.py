@@ -245,7 +245,12 @@ def plot(
     """Draw metric curves of runs in the terminal."""
     from mllib.runs.plot import plot as draw
 
-    print(draw(_ws(), run_ids, metric, output=output_))
+    console = output.out()
+    color = not output.plain() and console.is_terminal
+    drawing = draw(
+        _ws(), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+    )
+    print(drawing)
 
 
 @app.command()
