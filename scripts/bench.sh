@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|all]
+# Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+ensure_python_env "dev"
+cd "$MLLIB_ROOT"
+
+BENCH_VENV="$MLLIB_ROOT/.venv-bench"
+ensure_bench_env() {
+  if [ ! -x "$BENCH_VENV/bin/mlflow" ]; then
+    say "Installing MLflow into $BENCH_VENV (benchmark baseline only)"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/python" -m pip install -q --disable-pip-version-check mlflow 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  fi
+}
+
+bench_startup() {
+  ensure_bench_env
+  say "Startup: mllib --help vs mlflow --help"
+  "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
+}
+
+bench_metrics() {
+  ensure_bench_env
+  say "Metric logging: 100,000 points, mllib vs MLflow (SQLite backends)"
+  "$VENV/bin/python" benchmarks/metric_logging.py --impl mllib --points 100000
+  "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
+}
+
+case "${1:-all}" in
+  startup) bench_startup ;;
+  metrics) bench_metrics ;;
+  all) bench_startup; bench_metrics ;;
+  *) die "unknown benchmark '$1' (startup, metrics, all)" ;;
+esac
