@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
-# Run a benchmark in its full mode: `bash scripts/bench.sh data`. Safe to run again.
-# (The test suite runs each in a short mode; these are the figures the README reports.)
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|data|all]
+# Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
-case "${1:-}" in
-  data) shift; exec "$VENV/bin/python" benchmarks/bench_datasets.py "$@" ;;
-  *) die "usage: bash scripts/bench.sh data [--short] [--dir DIR]" ;;
+BENCH_VENV="$MLLIB_ROOT/.venv-bench"
+ensure_bench_env() {
+  if [ ! -x "$BENCH_VENV/bin/mlflow" ]; then
+    say "Installing MLflow into $BENCH_VENV (benchmark baseline only)"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/python" -m pip install -q --disable-pip-version-check mlflow 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  fi
+}
+
+bench_startup() {
+  ensure_bench_env
+  say "Startup: mllib --help vs mlflow --help"
+  "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
+}
+
+bench_metrics() {
+  ensure_bench_env
+  say "Metric logging: 100,000 points, mllib vs MLflow (SQLite backends)"
+  "$VENV/bin/python" benchmarks/metric_logging.py --impl mllib --points 100000
+  "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
+}
+
+bench_data() {
+  say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9"
+  "$VENV/bin/python" benchmarks/bench_datasets.py "$@"
+}
+
+case "${1:-all}" in
+  startup) bench_startup ;;
+  metrics) bench_metrics ;;
+  data) shift; bench_data "$@" ;;
+  all) bench_startup; bench_metrics; bench_data ;;
+  *) die "unknown benchmark '$1' (startup, metrics, data, all)" ;;
 esac

@@ -4,6 +4,11 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 ensure_python_env "dev"
+ensure_torch
+
+say "Docker engine and mllib's offline base image (built once, then cached)"
+bash "$MLLIB_ROOT/scripts/lib/docker-engine.sh"
+"$VENV/bin/python" -c "from mllib.runtime.base_image import build_base_image; print(build_base_image())"
 
 cd "$MLLIB_ROOT"
 say "Lint"

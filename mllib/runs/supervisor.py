@@ -43,8 +43,11 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     snapshot = run_dir / CODE_DIR
     local = with_data and (run.env_target or "local") == "local"
     mounts = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
+    # The real environment beats the env file, in every runtime (containers see neither otherwise);
+    # datasets given to the run beat both.
+    env_file = ws.project.env_values(run.env_target or "local")
     env = {
-        **ws.project.env_values(run.env_target or "local"),
+        **{key: os.environ.get(key, value) for key, value in env_file.items()},
         **{name: str(path) for name, path in mounts.items()},
         "MLLIB_RUN_ID": run.id,
         "PYTHONHASHSEED": str(run.seed or 0),
