@@ -31,7 +31,7 @@ bench_metrics() {
 
 bench_data() {
   say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9"
-  "$VENV/bin/python" benchmarks/bench_datasets.py "$@"
+  "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
 }
 
 case "${1:-all}" in

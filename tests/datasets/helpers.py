@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from mllib.datasets.manifest import CHUNK_SIZE
+from tests.conftest import Result, run_cli, wait_for
 
 MIB = 1024 * 1024
-__all__ = ["CHUNK_SIZE", "MIB"]
+__all__ = ["CHUNK_SIZE", "MIB", "wait_for"]
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -28,19 +24,9 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
-def mllib_cli(project: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    """The real `mllib` command in `project`, plain output (CI mode)."""
-    env = {**os.environ, "CI": "true", "COLUMNS": "200", **kw.pop("env", {})}
-    return subprocess.run(
-        [sys.executable, "-m", "mllib", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=kw.pop("timeout", 120),
-        check=False,
-        **kw,
-    )
+def mllib_cli(project: Path, *args: str, **kw) -> Result:
+    """The real `mllib` command in `project`, in CI mode (plain progress lines)."""
+    return run_cli(list(args), project, env={"CI": "true", **kw.pop("env", {})}, **kw)
 
 
 def stored_chunks(project: Path) -> set[str]:
@@ -56,14 +42,6 @@ def journal_chunks(project: Path) -> int:
     for path in (project / ".mllib" / "store" / "datasets" / "uploads").glob("*.jsonl"):
         count += path.read_bytes().count(b'{"chunk"')
     return count
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.001) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for a condition")
-        time.sleep(interval)
 
 
 def upload_json(project: Path, *args: str) -> dict:

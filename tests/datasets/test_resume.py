@@ -47,7 +47,7 @@ def test_a_file_upload_killed_with_sigkill_resumes_sending_only_missing_chunks(
     data = pattern(CHUNKS * CHUNK_SIZE)
     (project / "big.bin").write_bytes(data)
     proc = _start_upload(project, "big.bin", "big")
-    wait_for(lambda: journal_chunks(project) >= 3 or proc.poll() is not None)
+    wait_for(lambda: journal_chunks(project) >= 3 or proc.poll() is not None, interval=0.001)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
 
@@ -77,7 +77,7 @@ def test_a_url_upload_cut_off_resumes_with_a_range_request(project: Path, server
     server.files["/d.bin"] = data
     server.behaviour.stall_after = 2 * CHUNK_SIZE + 100
     proc = _start_upload(project, server.url("/d.bin"), "d")
-    wait_for(lambda: journal_chunks(project) >= 2 or proc.poll() is not None)
+    wait_for(lambda: journal_chunks(project) >= 2 or proc.poll() is not None, interval=0.001)
     twice = mllib_cli(project, "data", "upload", server.url("/d.bin"), "--name", "d")
     assert twice.returncode == 2 and "Another upload of 'd'" in twice.stderr
     proc.send_signal(sig)
