@@ -89,12 +89,18 @@ def list_(json_: JsonOpt = False) -> None:
     """List datasets with their latest version."""
     from rich.table import Table
 
-    from mllib.datasets import list_datasets
+    from mllib.datasets import list_datasets, pending
 
     rows = list_datasets()
     if json_:
         output.print_json(rows)
         return
+    for upload in pending():
+        output.err().print(
+            f"Interrupted upload of {upload['name']} from {upload['source']} "
+            f"({upload['chunks']} chunk(s) stored): run the same `mllib data upload` to resume.",
+            markup=False,
+        )
     if not rows:
         output.err().print("No datasets yet. Upload one with `mllib data upload PATH --name NAME`.")
         return

@@ -32,7 +32,7 @@ from mllib.datasets.errors import (
 )
 from mllib.datasets.gc import Collected, collect, upload_lock
 from mllib.datasets.ingest import ingest_files
-from mllib.datasets.journal import UPLOADS_DIR, UploadJournal
+from mllib.datasets.journal import UPLOADS_DIR, UploadJournal, pending_uploads
 from mllib.datasets.manifest import FILE, FileEntry, Manifest
 from mllib.datasets.materialize import load_manifest
 from mllib.datasets.progress import NoProgress, Progress
@@ -219,6 +219,12 @@ def list_datasets(ws: Workspace | None = None) -> list[dict[str, Any]]:
     return [
         {**_version_dict(v), "versions": count} for v, count in catalog.list_latest(ws.registry)
     ]
+
+
+def pending(ws: Workspace | None = None) -> list[dict[str, Any]]:
+    """Uploads cut off before they finished, which the same command resumes."""
+    ws = ws or Workspace.find()
+    return pending_uploads(dataset_store(ws.project.store_path).root / UPLOADS_DIR)
 
 
 def show(ref: str, ws: Workspace | None = None) -> dict[str, Any]:

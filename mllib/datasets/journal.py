@@ -132,3 +132,27 @@ def pinned_chunks(folder: Path, max_age_s: float) -> Iterator[str]:
                 yield record["chunk"]
             elif "file" in record:
                 yield from record["file"]["chunks"]
+
+
+def pending_uploads(folder: Path) -> list[dict[str, Any]]:
+    """Interrupted uploads: `name`, `source`, `chunks` journaled so far, `started_at` (mtime)."""
+    found = []
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        try:
+            lines = path.read_bytes().splitlines()
+            header = json.loads(lines[0]) if lines else {}
+            started = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        chunks = sum(1 for line in lines[1:] if line.startswith(b'{"chunk"'))
+        files = sum(1 for line in lines[1:] if line.startswith(b'{"file"'))
+        found.append(
+            {
+                "name": header.get("name"),
+                "source": header.get("source"),
+                "chunks": chunks,
+                "files": files,
+                "updated_at": started,
+            }
+        )
+    return found

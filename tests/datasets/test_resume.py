@@ -54,6 +54,8 @@ def test_a_file_upload_killed_with_sigkill_resumes_sending_only_missing_chunks(
     assert proc.returncode == -signal.SIGKILL, "the upload finished before it could be killed"
     assert _no_versions(project)  # never a partial version
     present = len(stored_chunks(project))
+    listed = mllib_cli(project, "data", "list")
+    assert f"Interrupted upload of big from {project / 'big.bin'}" in listed.stderr
     assert 3 <= present < CHUNKS
 
     cli = mllib_cli(project, "data", "upload", "big.bin", "--name", "big")
