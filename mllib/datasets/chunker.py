@@ -34,7 +34,9 @@ class TransferStats:
     bytes_resumed: int = 0
 
 
-OnChunk = Callable[[str, int, bool], None]  # digest, size, newly stored (called on the writer)
+OnChunk = Callable[
+    [str, int, int, bool], None
+]  # digest, offset, size, newly stored (on the writer)
 
 
 class Pipeline:
@@ -47,6 +49,7 @@ class Pipeline:
         for _ in range(POOL):
             self._free.put(bytearray(chunk_size))
         self._pending: list[Future] = []
+        self._failed = False  # after a failed write, later ones are skipped: chunks land in order
 
     def __enter__(self) -> Pipeline:
         return self
@@ -74,7 +77,11 @@ class Pipeline:
 
         def job() -> None:
             try:
-                fn()
+                if not self._failed:
+                    fn()
+            except BaseException:
+                self._failed = True
+                raise
             finally:
                 if buffer is not None:
                     self.give(buffer)
@@ -124,12 +131,13 @@ class Chunker:
         pending = self.pipe.hasher.submit(self.whole.update, view)
         digest = hashlib.sha256(view).hexdigest()
         pending.result()
+        offset = self.size
         self.chunks.append(digest)
         self.size += len(view)
-        self.pipe.write(lambda: self._store(view, digest), buffer)
+        self.pipe.write(lambda: self._store(view, digest, offset), buffer)
         return digest
 
-    def _store(self, view: memoryview, digest: str) -> None:
+    def _store(self, view: memoryview, digest: str, offset: int) -> None:
         stored = self.store.put(view, digest)
         nbytes = len(view)
         if stored:
@@ -139,7 +147,7 @@ class Chunker:
             self.stats.chunks_skipped += 1
             self.stats.bytes_skipped += nbytes
         if self.on_chunk:
-            self.on_chunk(digest, nbytes, stored)
+            self.on_chunk(digest, offset, nbytes, stored)
 
     def replay(self, digest: str, data: bytes) -> None:
         """A chunk already stored by an interrupted transfer: count it into the file's hash only."""

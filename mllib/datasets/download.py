@@ -164,7 +164,12 @@ class Download:
         self.failures = 1 if len(self._chunks()) > chunks_before else self.failures + 1
 
     def _chunks(self) -> list[dict]:
-        return [r for r in self.journal.records if "chunk" in r]
+        """The journaled full chunks from byte 0 on, without a gap: where a resume starts."""
+        done = []
+        for record in self.journal.records:
+            if "chunk" in record and record.get("at") == len(done) * CHUNK_SIZE:
+                done.append(record)
+        return done
 
     def _remote(self) -> _Remote | None:
         found = [r["remote"] for r in self.journal.records if "remote" in r]
@@ -218,9 +223,9 @@ class Download:
             buffer.close()
         return chunker.entry(_file_name(resp, self.url))
 
-    def _journal_chunk(self, digest: str, size: int, stored: bool) -> None:
+    def _journal_chunk(self, digest: str, offset: int, size: int, stored: bool) -> None:
         if size == CHUNK_SIZE:  # a resume point; a short last chunk is simply fetched again
-            self.journal.append({"chunk": digest})
+            self.journal.append({"chunk": digest, "at": offset})
 
     def _replay(self, chunker: Chunker, digests: list[str]) -> None:
         """Count the chunks of an interrupted download into the file's hash, verifying each."""

@@ -40,7 +40,7 @@ def ingest_files(
     progress.start(label, sum(f.size for f in files), reused)
     entries: list[FileEntry] = []
 
-    def on_chunk(digest: str, size: int, stored: bool) -> None:
+    def on_chunk(digest: str, offset: int, size: int, stored: bool) -> None:
         if stored:
             journal.append({"chunk": digest})
         progress.advance(size)

@@ -136,3 +136,35 @@ def test_a_close_delimited_body_of_unknown_length_is_stored_whole(ws, server) ->
     server.behaviour.content_length = False
     datasets.upload(server.url("/stream"), "s", ws=ws)
     assert datasets.show("s", ws=ws)["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_resume_never_skips_a_gap_in_what_was_journaled(ws, server) -> None:
+    """A chunk whose write failed leaves a gap: the download resumes from the gap, not the end."""
+    import hashlib as h
+
+    from mllib.datasets.chunkstore import dataset_store
+    from mllib.datasets.journal import UPLOADS_DIR, UploadJournal
+
+    data = pattern(SIZE)
+    server.files["/d.bin"] = data
+    url = server.url("/d.bin")
+    store = dataset_store(ws.project.store_path)
+    chunks = [data[i : i + CHUNK_SIZE] for i in range(0, 3 * CHUNK_SIZE, CHUNK_SIZE)]
+    digests = [h.sha256(c).hexdigest() for c in chunks]
+    for chunk, digest in zip(chunks, digests, strict=True):
+        store.put(chunk, digest)
+    url_id = h.sha256(url.encode()).hexdigest()
+    header = {"source": url, "source_id": url_id}
+    journal = UploadJournal.open(store.root / UPLOADS_DIR, "d", url, header)
+    etag = f'"{h.sha256(data).hexdigest()[:16]}"'
+    journal.append(
+        {"remote": {"etag": etag, "last_modified": None, "length": SIZE, "ranges": True}}
+    )
+    journal.append({"chunk": digests[0], "at": 0})
+    journal.append({"chunk": digests[2], "at": 2 * CHUNK_SIZE})  # chunk 1 never journaled
+    journal.close()
+
+    datasets.upload(url, "d", ws=ws)
+
+    assert server.requests[0]["range"] == f"bytes={CHUNK_SIZE}-"
+    assert datasets.show("d", ws=ws)["files"][0]["sha256"] == h.sha256(data).hexdigest()
