@@ -62,7 +62,12 @@ def sync_version(
     manifest = load_manifest(store, digest)
     wanted = [*manifest.chunk_digests, digest]  # the manifest last: a peer holding it has it all
     lacking = peer.missing(wanted)
-    sent = peer.send(store, lacking, progress or NoProgress()) if lacking else 0
+    progress = progress or NoProgress()
+    sent = 0
+    if lacking:
+        total = sum(store.size(d) or 0 for d in lacking)
+        progress.start(f"Sending dataset {digest[:12]}", total)
+        sent = peer.send(store, lacking, progress)
     return SyncResult(peer.materialize(digest), len(lacking), sent, len(wanted) - len(lacking))
 
 
