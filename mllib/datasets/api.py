@@ -77,6 +77,8 @@ def upload(
     check_name(name)
     settings = DataSettings.from_config(ws.project.config)
     if max_size_gb is not None:
+        if max_size_gb <= 0:
+            raise UsageError(f"--max-size-gb must be positive, got {max_size_gb:g}")
         settings = replace(settings, max_size=int(max_size_gb * 1e9))
     store = dataset_store(ws.project.store_path)
     stats = TransferStats()
