@@ -9,6 +9,7 @@ and makes the reader wait when writes fall behind.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import queue
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,7 @@ from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.manifest import CHUNK_SIZE, FileEntry
 
 POOL = 3  # chunk buffers: one being read, one being written, one spare
+Buffer = mmap.mmap
 
 
 @dataclass
@@ -45,9 +47,9 @@ class Pipeline:
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="mllib-hash")
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="mllib-write")
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(POOL):
-            self._free.put(bytearray(chunk_size))
+        self._free: queue.Queue[Buffer] = queue.Queue()
+        for _ in range(POOL):  # page-aligned, so the store can write them with O_DIRECT
+            self._free.put(mmap.mmap(-1, chunk_size))
         self._pending: list[Future] = []
         self._failed = False  # after a failed write, later ones are skipped: chunks land in order
 
@@ -60,7 +62,7 @@ class Pipeline:
         self.writer.shutdown(wait=True)  # writes in flight finish: each chunk is whole or absent
         self.hasher.shutdown(wait=True)
 
-    def take(self) -> bytearray:
+    def take(self) -> Buffer:
         """A free buffer; waits while the writer is behind, and raises what the writer raised."""
         while True:
             self._raise_failures()
@@ -69,10 +71,10 @@ class Pipeline:
             except queue.Empty:
                 continue
 
-    def give(self, buffer: bytearray) -> None:
+    def give(self, buffer: Buffer) -> None:
         self._free.put(buffer)
 
-    def write(self, fn: Callable[[], None], buffer: bytearray | None) -> None:
+    def write(self, fn: Callable[[], None], buffer: Buffer | None) -> None:
         """Run `fn` on the writer thread, then hand `buffer` back to the pool."""
 
         def job() -> None:
@@ -125,7 +127,7 @@ class Chunker:
         self.chunks: list[str] = []
         self.size = 0
 
-    def add(self, view: memoryview, buffer: bytearray | None = None) -> str:
+    def add(self, view: memoryview, buffer: Buffer | None = None) -> str:
         """One whole chunk (CHUNK_SIZE bytes, or fewer for a file's last one), held in `buffer`
         (from the pipeline's pool, returned to it once written)."""
         pending = self.pipe.hasher.submit(self.whole.update, view)
