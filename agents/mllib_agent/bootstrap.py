@@ -68,7 +68,11 @@ def ensure_lib(root, payload, sha):
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             with tarfile.open(payload) as tar:
-                tar.extractall(tmp, filter="data")
+                for member in tar.getmembers():  # Python < 3.11.4 has no extraction filters
+                    parts = member.name.split("/")
+                    if not member.isfile() or member.name.startswith("/") or ".." in parts:
+                        fail(12, f"the agent payload holds an unsafe entry: {member.name}")
+                tar.extractall(tmp)
         except (OSError, tarfile.TarError) as exc:
             fail(12, f"the agent payload could not be unpacked: {exc}")
         os.replace(tmp, lib)

@@ -27,10 +27,18 @@ def install_feed(conn) -> None:
     ]
     for table, (column, events) in TABLES.items():
         for event in events:
+            # No conflict clause in the body: the firing statement's (INSERT OR IGNORE, an
+            # upsert) would override it. Update the row if there is one, else insert it.
+            run = f"NEW.{column}"
             statements.append(
-                f"CREATE TRIGGER IF NOT EXISTS sync_{table}_{event.lower()} AFTER {event} ON {table} "
-                f"BEGIN INSERT OR REPLACE INTO sync_feed (run_id, change) VALUES (NEW.{column}, "
-                "(SELECT COALESCE(MAX(change), 0) + 1 FROM sync_feed)); END"
+                f"CREATE TRIGGER IF NOT EXISTS feed_{table}_{event.lower()} AFTER {event} ON {table} "
+                "BEGIN "
+                "UPDATE sync_feed SET change = (SELECT MAX(change) FROM sync_feed) + 1 "
+                f"WHERE run_id = {run}; "
+                "INSERT INTO sync_feed (run_id, change) SELECT "
+                f"{run}, COALESCE((SELECT MAX(change) FROM sync_feed), 0) + 1 "
+                f"WHERE NOT EXISTS (SELECT 1 FROM sync_feed WHERE run_id = {run}); "
+                "END"
             )
     conn.execute("BEGIN IMMEDIATE")
     try:

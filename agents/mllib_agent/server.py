@@ -146,11 +146,9 @@ class Agent:
             if input_model:
                 materialize_tree(self.store, input_model, run_dir / spec["input_model"])
             runtime, note = select_runtime(rws, None, False)
-            record = RunRecord(
-                **{k: v for k, v in run.items() if k in RunRecord.__dataclass_fields__},
-            )
-            record.status = "queued"
-            record.created_at = record.created_at or now()
+            fields = {k: v for k, v in run.items() if k in RunRecord.__dataclass_fields__}
+            fields["created_at"] = fields.get("created_at") or now()
+            record = RunRecord(**{**fields, "status": "queued"})
             record.runtime, record.runtime_note = runtime, note
             record.host, record.project_dir = agent, str(work)
             record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
