@@ -237,8 +237,10 @@ class RemoteRun:
 
     # -- connection --------------------------------------------------------------------------------
     def _connect(self, name: str) -> AgentClient | None:
-        if self.agent is not None and self.agent.spec.name == name and self.agent.conn.alive:
-            return self.agent
+        if self.agent is not None and self.agent.spec.name == name:
+            if self.agent.conn.alive:
+                return self.agent
+            self._lost(AgentUnreachable(f"the SSH connection to agent {name} dropped"), pause=False)
         self._close()
         try:
             self.agent = open_agent(get_agent(name, self.ws.project.config))
@@ -250,14 +252,15 @@ class RemoteRun:
             self.lost_since = None
         return self.agent
 
-    def _lost(self, exc: Exception) -> None:
+    def _lost(self, exc: Exception, *, pause: bool = True) -> None:
         if self.lost_since is None:
             self.lost_since = time.monotonic()
             self.notify(
                 f"lost the connection to the agent ({exc}); the run goes on there, reconnecting…"
             )
         self._close()
-        self._sleep(RECONNECT_PAUSE_S)
+        if pause:
+            self._sleep(RECONNECT_PAUSE_S)
 
     def _give_up_if_lost_too_long(self, attempt: dict) -> None:
         if self.lost_since is None:

@@ -151,16 +151,25 @@ LogLevel VERBOSE
             return None
 
     def connection_pids(self) -> list[int]:
-        """The per-connection sshd processes (children of this host's listening sshd)."""
+        """The per-connection sshd processes (monitor and session) under this host's sshd;
+        not the commands they run, so detached runs are left alone."""
         import psutil
 
         pid = self.sshd_pid
         if not pid:
             return []
         try:
-            return [p.pid for p in psutil.Process(pid).children(recursive=False)]
+            children = psutil.Process(pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        found = []
+        for child in children:
+            try:
+                if child.name() == "sshd":
+                    found.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return found
 
     def cut_connections(self) -> int:
         """Kill every open SSH connection to this host (SIGKILL its per-connection sshd)."""
@@ -186,8 +195,11 @@ LogLevel VERBOSE
 
         uid = pwd.getpwnam(self.user).pw_uid
         found = []
-        for proc in psutil.process_iter(["uids", "cmdline"]):
+        for proc in psutil.process_iter(["uids", "cmdline", "status"]):
             try:
+                # Zombies are gone already (this machine's init may never reap them).
+                if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
                 if proc.info["uids"] and proc.info["uids"].real == uid:
                     found.append(proc)
             except psutil.NoSuchProcess:
