@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from sshlab import Lab, missing_prerequisite  # noqa: E402
+from sshlab import Lab, missing_prerequisite
 
 MODEL = """
 import time

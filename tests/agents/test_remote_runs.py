@@ -37,12 +37,12 @@ def test_remote_run_is_recorded_like_a_local_one_with_identical_results(agents, 
         i: json.loads(mllib("runs", "show", i, "--json", cwd=root).stdout)
         for i in (remote_id, local_id)
     }
-    r, l = shown[remote_id], shown[local_id]
-    assert r["status"] == l["status"] == "succeeded"
+    r, here = shown[remote_id], shown[local_id]
+    assert r["status"] == here["status"] == "succeeded"
     for key in ("params", "eval_metrics", "metrics", "metric_summary", "code_hash", "seed"):
-        assert r[key] == l[key], key
-    assert [a["sha256"] for a in r["artifacts"]] == [a["sha256"] for a in l["artifacts"]]
-    assert r["model_version"] == 1 and l["model_version"] == 2
+        assert r[key] == here[key], key
+    assert [a["sha256"] for a in r["artifacts"]] == [a["sha256"] for a in here["artifacts"]]
+    assert r["model_version"] == 1 and here["model_version"] == 2
     assert r["runtime"] == "ssh"
     assert run_record(root, remote_id).host in agents
     log = Path(r["log_path"]).read_text()
