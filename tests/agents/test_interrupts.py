@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import pytest
 from helpers import detached_run, popen_mllib, run_record, wait_finished, workspace
 from sshlab import wait_for
 
@@ -21,6 +22,9 @@ def test_ctrl_c_without_a_terminal_cancels_the_remote_run(agents, project, lab):
     wait_for(lambda: all(not h.processes() for h in lab.hosts), timeout=30, what="no process left")
 
 
+# Detaching hands the run to a background process this one never waits for (by design), which
+# Popen reports as a ResourceWarning when its handle is dropped.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_ctrl_c_then_detach_keeps_the_run_going(agents, project, lab):
     from mllib import train
 
