@@ -11,7 +11,6 @@ openssh-server and python3-venv, as scripts/test.sh installs), then alternates t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -27,11 +26,9 @@ from sshlab import Lab, missing_prerequisite
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from mllib.store.blobs import hash_file
+
+    return hash_file(path)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

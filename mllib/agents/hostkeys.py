@@ -96,24 +96,31 @@ def changed_key_error(agent: str, label: str, exc: paramiko.BadHostKeyException)
 
 def forget(host: str, port: int) -> bool:
     """Remove the recorded key(s) of host:port from mllib's known_hosts; True if one was there."""
-    import paramiko
-
     path = ensure_file()
-    keys = paramiko.HostKeys(str(path))
     label = host_label(host, port)
-    found = keys.lookup(label) is not None
-    if found:
-        # HostKeys has no removal by (possibly hashed) name: rebuild without the matching entries.
-        kept = [e for e in keys._entries if not any(_matches(h, label) for h in e.hostnames)]
-        keys._entries = kept
-        keys.save(str(path))
-        os.chmod(path, 0o600)
-    return found
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not _names_host(line, label)]
+    if len(kept) == len(lines):
+        return False
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(kept)
+    os.replace(tmp, path)
+    return True
 
 
-def _matches(entry: str, label: str) -> bool:
+def _names_host(line: str, label: str) -> bool:
+    """Whether a known_hosts line is for `label` (plain or hashed `|1|` names)."""
     import paramiko
 
-    if entry.startswith("|1|"):
-        return paramiko.HostKeys.hash_host(label, entry) == entry
-    return entry == label
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return False
+    for name in fields[0].split(","):
+        if name.startswith("|1|"):
+            if paramiko.HostKeys.hash_host(label, name) == name:
+                return True
+        elif name == label:
+            return True
+    return False

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-_migrations = None
 
-
-def _build():
+@cache
+def migrations():
+    """This set (built on first use, when a registry is opened)."""
     from sqlite_utils import Migrations
 
     migrations = Migrations("mllib.agents")
@@ -41,10 +42,3 @@ def _build():
         )
 
     return migrations
-
-
-def migrations():
-    global _migrations
-    if _migrations is None:
-        _migrations = _build()
-    return _migrations

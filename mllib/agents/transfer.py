@@ -11,7 +11,6 @@ Downloads fetch what the local store lacks with prefetching reads and verify bef
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import secrets
@@ -22,6 +21,7 @@ from typing import BinaryIO
 
 from mllib.agents.rpc import AgentClient
 from mllib.store import BlobStore, read_tree
+from mllib.store.blobs import hash_file
 
 WRITE_SIZE = 1 << 20  # paramiko splits it into pipelined 32 KiB requests
 COMMIT_BATCH = 500
@@ -86,11 +86,11 @@ def fetch_blobs(agent: AgentClient, store: BlobStore, shas: Iterable[str]) -> in
         try:
             with os.fdopen(fd, "wb") as handle:
                 agent.conn.sftp.getfo(paths[sha], handle)
-            digest = _sha256_of(tmp)
+            digest, size = hash_file(tmp)
             if digest != sha:
                 raise OSError(f"blob {sha} arrived corrupt (sha256 {digest})")
-            received += tmp.stat().st_size
             store.put_file(tmp, move=True)
+            received += size
         finally:
             tmp.unlink(missing_ok=True)
     return received
@@ -100,11 +100,3 @@ def fetch_tree(agent: AgentClient, store: BlobStore, tree_sha: str) -> int:
     received = fetch_blobs(agent, store, [tree_sha])
     tree = read_tree(store, tree_sha)
     return received + fetch_blobs(agent, store, [f.sha256 for f in tree.files])
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

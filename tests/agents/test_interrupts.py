@@ -16,7 +16,7 @@ def test_ctrl_c_without_a_terminal_cancels_the_remote_run(agents, project, lab):
     proc = popen_mllib("train", "model.py", "--remote", "--steps=300", "--sleep_s=0.1", cwd=project)
     wait_for(lambda: any(h.worker_pids() for h in lab.hosts), what="the remote worker", timeout=60)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=90)
+    _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     assert "cancelled" in err
     wait_for(lambda: all(not h.processes() for h in lab.hosts), timeout=30, what="no process left")
@@ -47,7 +47,9 @@ def test_ctrl_c_then_detach_keeps_the_run_going(agents, project, lab):
     final = wait_finished(project, record.id)
     assert final.status == "succeeded"
     log = (project / ".mllib" / "runs" / record.id / "output.log").read_text()
-    assert [x for x in log.splitlines() if x.startswith("step ")] == [f"step {i}" for i in range(25)]
+    assert [x for x in log.splitlines() if x.startswith("step ")] == [
+        f"step {i}" for i in range(25)
+    ]
 
 
 def test_unreachable_agent_fails_the_attempt_and_the_run_moves(agents, project, lab):

@@ -170,3 +170,27 @@ def test_sync_twice_changes_nothing(agents, project):
     results = sync_agents(ws)
     assert all(r.get("runs") == 0 for r in results.values()), results
     assert table_dump(project, run_id) == before
+
+
+def test_a_run_whose_local_follower_died_is_picked_up_again(agents, project):
+    """The terminal that followed the run is gone (its process killed): `runs logs --follow`
+    from a new terminal starts a new follower, and the run ends recorded with its whole log."""
+    import os
+    import signal
+
+    from mllib.agents.supervise import lock_holder
+
+    run_id = detached_run(project, "--steps=20", "--sleep_s=0.1")
+    run_dir = project / ".mllib" / "runs" / run_id
+    follower = wait_for(lambda: lock_holder(run_dir), what="the background follower")
+    wait_for(lambda: run_record(project, run_id).status == "running", what="the run to start")
+    os.kill(follower, signal.SIGKILL)
+    follow = mllib("runs", "logs", run_id, "--follow", cwd=project)
+    assert follow.returncode == 0, follow.stderr
+    assert "succeeded" in follow.stderr
+    record = run_record(project, run_id)
+    assert record.status == "succeeded"
+    log = Path(record.log_path).read_text()
+    assert [x for x in log.splitlines() if x.startswith("step ")] == [
+        f"step {i}" for i in range(20)
+    ]
