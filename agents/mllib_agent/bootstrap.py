@@ -6,6 +6,7 @@ already done, so running it again is cheap. Prints one JSON line; exit code 10 m
 (python3-venv missing), 11 a failed dependency install, 12 a bad payload.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -107,11 +108,24 @@ def main():
     for sub in ("lib", "incoming", "store"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     os.chmod(root, 0o700)
+    with open(os.path.join(root, "install.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two clients updating at once take turns
+        install(root, args, started)
+
+
+def install(root, args, started):
+    installed = os.path.join(root, "installed")
+    if os.path.exists(installed):
+        with open(installed) as handle:
+            if handle.read().strip() == args["version"]:  # the other client just did it
+                os.unlink(args["payload"])
+                print(json.dumps({"ok": True, "deps_installed": False, "seconds": 0}))
+                return
     python = ensure_venv(root)
     deps_installed = ensure_deps(root, python, args["deps"], args["deps_stamp"])
     lib = ensure_lib(root, args["payload"], args["payload_sha"])
     link_lib(python, lib)
-    write_atomic(os.path.join(root, "installed"), args["version"])
+    write_atomic(installed, args["version"])
     os.unlink(args["payload"])
     prune(root, args["payload_sha"])
     print(

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import posixpath
+import secrets
 import tarfile
 from dataclasses import dataclass
 from functools import cache
@@ -160,7 +161,10 @@ def ensure_installed(conn: Connection, *, force: bool = False) -> dict | None:
     python = host_python(conn)
     for sub in ("", "incoming"):
         _mkdir(conn, posixpath.join(root, sub) if sub else root)
-    remote_payload = posixpath.join(root, "incoming", f"payload-{pay.sha256[:16]}.tar.gz")
+    # A unique name: two clients updating the same host at once must not write one file.
+    remote_payload = posixpath.join(
+        root, "incoming", f"payload-{pay.sha256[:16]}-{secrets.token_hex(4)}.tar.gz"
+    )
     with conn.sftp.open(remote_payload, "wb") as handle:
         handle.set_pipelined(True)
         handle.write(pay.data)

@@ -14,7 +14,7 @@ from mllib.agents.connection import AgentUnreachable
 from mllib.agents.hostkeys import HostKeyError
 from mllib.agents.remote import start_on
 from mllib.agents.rpc import AgentClient, open_agent
-from mllib.errors import RuntimeUnavailableError
+from mllib.errors import MllibError, RuntimeUnavailableError
 from mllib.registry.runs import RunRecord
 from mllib.workspace import Workspace
 
@@ -57,7 +57,7 @@ def place(
             host_key_errors.append(exc)
             reasons[spec.name] = exc.message
             continue
-        except AgentUnreachable as exc:
+        except MllibError as exc:  # unreachable, or the agent could not be installed/updated
             reasons[spec.name] = exc.message
             continue
         try:
