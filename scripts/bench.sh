@@ -1,12 +1,45 @@
 #!/usr/bin/env bash
-# Run a benchmark in full mode (the test suite runs each in a short mode).
-#   bash scripts/bench.sh agents     # SFTP upload to an agent vs scp, 200 MB
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|all]
+# Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
-case "${1:-}" in
-  agents) ensure_sshd_tools; exec "$VENV/bin/python" benchmarks/agents_transfer.py "${@:2}" ;;
-  *) die "usage: scripts/bench.sh agents [ARGS]" ;;
+
+BENCH_VENV="$MLLIB_ROOT/.venv-bench"
+ensure_bench_env() {
+  if [ ! -x "$BENCH_VENV/bin/mlflow" ]; then
+    say "Installing MLflow into $BENCH_VENV (benchmark baseline only)"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/python" -m pip install -q --disable-pip-version-check mlflow 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  fi
+}
+
+bench_startup() {
+  ensure_bench_env
+  say "Startup: mllib --help vs mlflow --help"
+  "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
+}
+
+bench_metrics() {
+  ensure_bench_env
+  say "Metric logging: 100,000 points, mllib vs MLflow (SQLite backends)"
+  "$VENV/bin/python" benchmarks/metric_logging.py --impl mllib --points 100000
+  "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
+}
+
+bench_agents() {
+  ensure_sshd_tools
+  say "Sending 200 MB to an agent: mllib's SFTP path vs scp (loopback)"
+  "$VENV/bin/python" benchmarks/agents_transfer.py "$@"
+}
+
+case "${1:-all}" in
+  startup) bench_startup ;;
+  metrics) bench_metrics ;;
+  agents) bench_agents "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, all)" ;;
 esac

@@ -6,6 +6,11 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 ensure_sshd_tools
+ensure_torch
+
+say "Docker engine and mllib's offline base image (built once, then cached)"
+bash "$MLLIB_ROOT/scripts/lib/docker-engine.sh"
+"$VENV/bin/python" -c "from mllib.runtime.base_image import build_base_image; print(build_base_image())"
 
 cd "$MLLIB_ROOT"
 say "Lint"

@@ -19,6 +19,27 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 60.0
 
 
+def import_sqlite_utils():
+    """Import sqlite_utils without letting it import pandas and numpy (~0.3 s) when installed.
+
+    sqlite-utils only uses them to map their types on insert, which the registry never does. A
+    process that already imported them is unaffected; afterwards they import normally.
+    """
+    import sys
+
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return sqlite_utils
+
+
 class Registry:
     """An open registry database. Cheap to open; one per process or thread is typical.
 
@@ -28,8 +49,7 @@ class Registry:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        import sqlite_utils
-
+        sqlite_utils = import_sqlite_utils()
         self.path = path
         self.conn = conn
         self.db: sqlite_utils.Database = sqlite_utils.Database(conn)

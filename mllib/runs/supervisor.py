@@ -34,8 +34,10 @@ def job_for(ws: Workspace, run: RunRecord) -> Job:
     """The Job a run's runtime executes: folders and environment (env file values are read now)."""
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
+    # The real environment beats the env file, in every runtime (containers see neither otherwise).
+    env_file = ws.project.env_values(run.env_target or "local")
     env = {
-        **ws.project.env_values(run.env_target or "local"),
+        **{key: os.environ.get(key, value) for key, value in env_file.items()},
         "MLLIB_RUN_ID": run.id,
         "PYTHONHASHSEED": str(run.seed or 0),
     }

@@ -43,8 +43,11 @@ class ProcessHandle:
 
     def output(self) -> Iterator[bytes]:
         assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(65536):
-            yield chunk
+        try:
+            while chunk := self.proc.stdout.read1(65536):
+                yield chunk
+        finally:
+            self.proc.stdout.close()
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         try:
