@@ -86,6 +86,9 @@ def test_worker_killed_with_sigkill_is_retried_on_the_other_agent(agents, projec
     import json
 
     data = json.loads(shown.stdout)
+    assert [a["agent"] for a in data["attempts"]] == [first, record.host]
+    text = mllib("runs", "show", run_id, cwd=project).stdout
+    assert "Attempts" in text and f"1. {first} failed" in text
     assert data["metric_summary"]["loss"]["count"] == 30  # only the successful attempt's points
     log = Path(record.log_path).read_text()
     assert "attempt 2 of 2" in log and log.count("done") == 1
