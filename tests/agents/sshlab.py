@@ -206,10 +206,16 @@ LogLevel VERBOSE
                 continue
         return found
 
+    def _pids_running(self, module: str) -> list[int]:
+        return [p.pid for p in self.processes() if module in (p.info["cmdline"] or [])]
+
     def worker_pids(self) -> list[int]:
-        return [
-            p.pid for p in self.processes() if "mllib.worker" in " ".join(p.info["cmdline"] or [])
-        ]
+        """The runs' workers (`python -m mllib.worker`) on this host."""
+        return self._pids_running("mllib.worker")
+
+    def supervisor_pids(self) -> list[int]:
+        """mllib's run supervisors (`python -m mllib.runs supervise`) on this host."""
+        return self._pids_running("mllib.runs")
 
     def destroy(self) -> None:
         self.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers import (
     detached_run,
     mllib,
@@ -53,7 +54,7 @@ def test_remote_run_is_recorded_like_a_local_one_with_identical_results(agents, 
 
 
 def test_runs_spread_over_two_agents_and_a_third_waits(agents, project):
-    ids = [detached_run(project, "--steps=12", "--sleep_s=0.25") for _ in range(3)]
+    ids = [detached_run(project, "--steps=20", "--sleep_s=0.25") for _ in range(3)]
     records = [wait_finished(project, i) for i in ids]
     assert [r.status for r in records] == ["succeeded"] * 3
     assert {r.host for r in records} == set(agents)
@@ -61,11 +62,17 @@ def test_runs_spread_over_two_agents_and_a_third_waits(agents, project):
     assert "waiting for a free agent slot" in logs
 
 
-def test_worker_killed_with_sigkill_is_retried_on_the_other_agent(agents, project, lab):
+@pytest.mark.parametrize("victim", ["worker", "supervisor"])
+def test_killed_with_sigkill_on_the_agent_is_retried_on_the_other_agent(
+    agents, project, lab, victim
+):
+    """The run's worker, or mllib's supervisor on the agent, is killed with SIGKILL mid-run."""
     run_id = detached_run(project, "--steps=30", "--sleep_s=0.1")
     hosts = {f"h{i}": h for i, h in enumerate(lab.hosts)}
     first = wait_for(lambda: run_record(project, run_id).host, what="placement")
-    pid = wait_for(lambda: hosts[first].worker_pids(), what="the remote worker")[0]
+    host = hosts[first]
+    wait_for(lambda: host.worker_pids(), what="the remote worker")
+    pid = (host.worker_pids() if victim == "worker" else host.supervisor_pids())[0]
     import os
     import signal
 
@@ -81,7 +88,7 @@ def test_worker_killed_with_sigkill_is_retried_on_the_other_agent(agents, projec
         (first, "failed", "system_error"),
         (record.host, "succeeded", None),
     ]
-    assert "SIGKILL" in rows[0]["reason"]
+    assert ("SIGKILL" if victim == "worker" else "ended unexpectedly") in rows[0]["reason"]
     shown = mllib("runs", "show", run_id, "--json", cwd=project)
     import json
 
