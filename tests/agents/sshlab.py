@@ -221,7 +221,9 @@ LogLevel VERBOSE
         self.stop()
         for proc in self.processes():
             _kill(proc.pid)
-        subprocess.run(["userdel", "--remove", self.user], capture_output=True)
+        # --force: a zombie of the user's (this machine's init may never reap them) would
+        # otherwise make userdel refuse; its group and home go too.
+        subprocess.run(["userdel", "--force", "--remove", self.user], capture_output=True)
 
 
 def _kill(pid: int) -> None:
@@ -262,6 +264,18 @@ class Lab:
         return {"host": "127.0.0.1", "port": host.port, "user": host.user, "key": str(self.key)}
 
     def close(self) -> None:
+        """Remove everything the lab made, and say so loudly if anything is left behind."""
         for host in self.hosts:
             host.destroy()
         shutil.rmtree(self.base, ignore_errors=True)
+        left = []
+        for host in self.hosts:
+            try:
+                pwd.getpwnam(host.user)
+                left.append(f"user {host.user}")
+            except KeyError:
+                pass
+        if self.base.exists():
+            left.append(str(self.base))
+        if left:
+            raise RuntimeError(f"the SSH test lab left behind: {', '.join(left)}")
