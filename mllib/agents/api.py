@@ -11,6 +11,7 @@ from typing import Any
 
 from mllib.agents import hostkeys, install
 from mllib.agents.config import (
+    AGENTS_FILE,
     AgentSpec,
     check_name,
     delete_agent,
@@ -100,7 +101,7 @@ def _report(spec: AgentSpec, info: dict[str, Any], *, installed: bool) -> dict[s
 
 def remove_agent(name: str, config: Config | None = None) -> None:
     spec = get_agent(name, config)
-    if spec.source != "agents.json" and not spec.source.endswith("agents.json"):
+    if not spec.source.endswith(AGENTS_FILE):
         raise UsageError(
             f"Agent {name} is declared in {spec.source}", hint="Remove it from that file instead."
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,11 +72,14 @@ class Connection:
         if stdin is not None:
             chan.sendall(stdin)
         chan.shutdown_write()
+        err: list[bytes] = []  # read stderr alongside, so a chatty command never blocks on it
+        reader = threading.Thread(target=lambda: err.append(chan.makefile_stderr("rb").read()))
+        reader.start()
         out = chan.makefile("rb").read()
-        err = chan.makefile_stderr("rb").read()
+        reader.join()
         code = chan.recv_exit_status()
         chan.close()
-        return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        return Result(code, out.decode(errors="replace"), b"".join(err).decode(errors="replace"))
 
     def open_channel(self, argv: list[str]) -> paramiko.Channel:
         chan = self.transport.open_session(timeout=CONNECT_TIMEOUT_S)
