@@ -71,3 +71,62 @@ def test_unreachable_agent_fails_the_attempt_and_the_run_moves(agents, project, 
     rows = attempts(workspace(project).registry, run_id)
     assert rows[0]["agent"] == first and rows[0]["failure_class"] == "system_error"
     assert "unreachable" in rows[0]["reason"]
+
+
+def test_ctrl_c_in_a_terminal_asks_detach_or_cancel(agents, project, lab):
+    """The real CLI on a pseudo-terminal: Ctrl-C shows the question; answering c cancels."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = os.openpty()
+
+    def controlling_tty() -> None:  # runs in the child after setsid
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mllib",
+            "train",
+            "model.py",
+            "--remote",
+            "--steps=300",
+            "--sleep_s=0.1",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=project,
+        env={**os.environ, "NO_COLOR": "1"},
+        start_new_session=True,
+        preexec_fn=controlling_tty,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def screen_has(text: str) -> bool:
+        import select
+
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                seen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return text.encode() in seen
+
+    try:
+        wait_for(lambda: screen_has("step 2"), what="the run's output", timeout=60)
+        os.write(master, b"\x03")  # Ctrl-C
+        wait_for(lambda: screen_has("[d]etach"), what="the question", timeout=30)
+        os.write(master, b"c\n")
+        assert proc.wait(timeout=90) == 130
+        wait_for(lambda: screen_has("cancelled"), what="the outcome", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    wait_for(lambda: all(not h.processes() for h in lab.hosts), timeout=30, what="no process left")
