@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|data|all]
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|data|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
@@ -29,6 +30,12 @@ bench_metrics() {
   "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
 }
 
+bench_agents() {
+  ensure_sshd_tools
+  say "Sending 200 MB to an agent: mllib's SFTP path vs scp (loopback)"
+  "$VENV/bin/python" benchmarks/agents_transfer.py "$@"
+}
+
 bench_data() {
   say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9"
   "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
@@ -37,7 +44,8 @@ bench_data() {
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
-  data) shift; bench_data "$@" ;;
-  all) bench_startup; bench_metrics; bench_data ;;
-  *) die "unknown benchmark '$1' (startup, metrics, data, all)" ;;
+  agents) bench_agents "${@:2}" ;;
+  data) bench_data "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, all)" ;;
 esac

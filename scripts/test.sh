@@ -3,7 +3,9 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
+ensure_sshd_tools
 ensure_torch
 
 say "Docker engine and mllib's offline base image (built once, then cached)"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mllib._version import __version__
 from mllib.code_snapshot import snapshot
 from mllib.discovery import ModelInfo, find_model, split_ref
-from mllib.errors import NotFoundError, RuntimeUnavailableError, UsageError
+from mllib.errors import NotFoundError, UsageError
 from mllib.params import ResolvedParams, resolve
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import (
@@ -86,17 +86,23 @@ def locate_model(model: str | Path | None = None) -> ModelTarget:
     return ModelTarget(ws, find_model(path, class_name))
 
 
-def select_runtime(ws: Workspace, requested: str | None, remote: bool) -> tuple[str, str]:
+def select_runtime(
+    ws: Workspace, requested: str | None, remote: bool, agent: str | None = None
+) -> tuple[str, str]:
     """The runtime for a run and the reason it was chosen (said once to the user)."""
-    if remote:
-        raise RuntimeUnavailableError(
-            "No agents are configured, so --remote has nowhere to run",
-            hint="Remote agents arrive with `mllib agents add`; use --local meanwhile.",
-        )
+    from mllib.agents import REMOTE_RUNTIME
+
+    if remote or agent or requested == REMOTE_RUNTIME:
+        from mllib.agents.placement import candidates
+
+        candidates(ws, agent)  # raises when there is no agent (or no agent of that name)
+        where = f"agent {agent} (--agent)" if agent else "an agent with a free slot"
+        return REMOTE_RUNTIME, f"--remote: on {where}"
     if requested:
         if requested not in RUNTIMES:
             raise UsageError(
-                f"Unknown runtime {requested!r}", hint=f"Choose one of: {', '.join(RUNTIMES)}."
+                f"Unknown runtime {requested!r}",
+                hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
         return requested, f"--runtime {requested}"
     configured = ws.project.config.get("runtime.local", "auto", str)
@@ -140,11 +146,14 @@ def prepare_run(
     rerun_of: RunRecord | None = None,
     data: Sequence[str] | None = None,
     progress: Progress | None = None,
+    host: str | None = "local",
 ) -> RunRecord:
     """Check everything, then record a queued run and write its folder. Raises before writing anything.
 
+    `host` is where it runs: "local", or for a remote run its agent (None until placed).
     `data` holds `KEY=NAME[@VERSION]` items (`--data`); with `[data]` of mllib.toml and the
-    datasets of the run it continues, they are materialised read-only before the run is recorded.
+    datasets of the run it continues, they are materialised read-only before the run is recorded
+    (for a local run; an agent materialises its own copy).
     """
     from mllib.datasets.binding import (
         binding_env,
@@ -208,7 +217,7 @@ def prepare_run(
             runtime=runtime,
             runtime_note=runtime_note,
             env_target=env_target,
-            host="local",
+            host=host,
             user=_user(),
             code_hash=rerun_of.code_hash if rerun_of and rerun_of.code_hash else tree.sha256,
             params_hash=params_hash(resolved.values),
