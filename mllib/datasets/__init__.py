@@ -3,7 +3,8 @@ versioned in the registry, and handed read-only to runs.
 
 What notebooks and scripts call: upload, list_datasets, show, remove, pending (the `mllib data`
 commands).
-What runtimes and agents use: materialize, sync_version (see mllib.datasets.transfer).
+What runs and agents use: mllib.datasets.binding (a run's versions, materialised) and
+mllib.datasets.remote (a remote run's chunks sent to its agent, materialised there).
 """
 
 from mllib.datasets.api import (

@@ -4,9 +4,8 @@ Each binding sets one env variable (see refs.env_var_for: `train` -> TRAIN_DATA)
 materialised, read-only copy of the version: the file itself for a one-file dataset, the folder
 otherwise. The same variable feeds a `mllib.Param(..., env="TRAIN_DATA")`, overriding any
 `.env.local` value, and reaches runtimes as Job.data_mounts (env variable -> host path) so a
-container runtime can mount it read-only and rewrite the variable. A remote runtime instead
-sends each DatasetUse to its agent (mllib.datasets.transfer.sync_version) and sets the variable
-to the path the agent answers.
+container runtime can mount it read-only and rewrite the variable. A remote run's versions are
+sent to its agent and materialised there instead (mllib.datasets.remote).
 """
 
 from __future__ import annotations
