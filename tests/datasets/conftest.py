@@ -9,13 +9,14 @@ import pytest
 
 from mllib.workspace import Workspace
 from tests.datasets.fileserver import FileServer
+from tests.datasets.helpers import write_config
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "mllib.toml").write_text('name = "demo"\n')
+    write_config(root)
     return root
 
 

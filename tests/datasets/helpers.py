@@ -24,6 +24,14 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
+def write_config(project: Path, **data: object) -> None:
+    """mllib.toml with these `[data]` settings; runs use the process runtime (the Docker one has
+    its own dataset test in the runtime contract)."""
+    lines = ['name = "demo"', "", "[runtime]", 'local = "process"', "", "[data]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in data.items()]
+    (project / "mllib.toml").write_text("\n".join(lines) + "\n")
+
+
 def mllib_cli(project: Path, *args: str, **kw) -> Result:
     """The real `mllib` command in `project`, in CI mode (plain progress lines)."""
     return run_cli(list(args), project, env={"CI": "true", **kw.pop("env", {})}, **kw)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mllib.runs import views
 from mllib.workspace import Workspace
-from tests.datasets.helpers import mllib_cli, upload_json, wait_for
+from tests.datasets.helpers import mllib_cli, upload_json, wait_for, write_config
 
 MODEL = """
 import os
@@ -102,7 +102,7 @@ def test_data_in_mllib_toml_binds_a_one_file_dataset_to_every_run(project: Path)
     _project(project)
     (project / "train.csv").write_text("from a dataset\n")
     upload_json(project, "train.csv", "--name", "lines")
-    (project / "mllib.toml").write_text('name = "demo"\n[data]\ntrain = "lines@1"\n')
+    write_config(project, train="lines@1")
 
     run = mllib_cli(project, "train", "model.py", "--evaluate")
 

@@ -10,7 +10,15 @@ import pytest
 
 from mllib import datasets
 from mllib.errors import NotFoundError, UsageError
-from tests.datasets.helpers import CHUNK_SIZE, MIB, mllib_cli, pattern, stored_chunks, upload_json
+from tests.datasets.helpers import (
+    CHUNK_SIZE,
+    MIB,
+    mllib_cli,
+    pattern,
+    stored_chunks,
+    upload_json,
+    write_config,
+)
 
 
 def test_a_file_becomes_version_1_whose_sha256_matches_the_file(ws, project: Path) -> None:
@@ -167,7 +175,7 @@ def test_upload_json_reports_what_was_stored(project: Path) -> None:
 
 
 def test_size_cap_refuses_a_local_upload_before_reading_it(project: Path) -> None:
-    (project / "mllib.toml").write_text('name = "demo"\n[data]\nmax_size_gb = 0.001\n')  # 1 MB
+    write_config(project, max_size_gb=0.001)  # 1 MB
     (project / "data").mkdir()
     (project / "data" / "a.bin").write_bytes(pattern(600_000))
     (project / "data" / "b.bin").write_bytes(pattern(600_000, seed=1))

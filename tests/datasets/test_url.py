@@ -12,14 +12,9 @@ import pytest
 
 from mllib import datasets
 from mllib.datasets.errors import DatasetTooLargeError, SourceError
-from tests.datasets.helpers import CHUNK_SIZE, mllib_cli, pattern, stored_chunks
+from tests.datasets.helpers import CHUNK_SIZE, mllib_cli, pattern, stored_chunks, write_config
 
 SIZE = 3 * CHUNK_SIZE + 1000
-
-
-def _write_config(project: Path, **data: object) -> None:
-    lines = ['name = "demo"', "[data]", *(f"{k} = {v}" for k, v in data.items())]
-    (project / "mllib.toml").write_text("\n".join(lines) + "\n")
 
 
 def test_a_url_is_streamed_into_a_one_file_version(ws, server) -> None:
@@ -66,7 +61,7 @@ def test_without_range_support_a_dropped_download_restarts_cleanly(ws, server) -
 def test_a_changed_file_on_the_server_restarts_instead_of_splicing(ws, server, project) -> None:
     server.files["/d.bin"] = pattern(SIZE, seed=1)
     server.behaviour.drop_after = 2 * CHUNK_SIZE + 500
-    _write_config(project, retries=0)
+    write_config(project, retries=0)
     with pytest.raises(SourceError, match="RemoteProtocolError") as failed:
         datasets.upload(server.url("/d.bin"), "d", ws=type(ws).find(project))
     assert failed.value.resumable
@@ -98,7 +93,7 @@ def test_a_4xx_is_a_clear_error_without_retries(project: Path, server) -> None:
 
 
 def test_a_server_that_never_answers_times_out_and_gives_up(project: Path, server) -> None:
-    _write_config(project, timeout_s=0.3, retries=1)
+    write_config(project, timeout_s=0.3, retries=1)
     server.behaviour.hang = True
     cli = mllib_cli(project, "data", "upload", server.url("/slow"), "--name", "s")
     assert cli.returncode == 1
@@ -107,7 +102,7 @@ def test_a_server_that_never_answers_times_out_and_gives_up(project: Path, serve
 
 
 def test_size_cap_from_content_length_refuses_before_the_body(project: Path, server) -> None:
-    _write_config(project, max_size_gb=0.01)  # 10 MB
+    write_config(project, max_size_gb=0.01)  # 10 MB
     server.files["/big.bin"] = pattern(SIZE)
     cli = mllib_cli(project, "data", "upload", server.url("/big.bin"), "--name", "big")
     assert cli.returncode == 2
@@ -118,7 +113,7 @@ def test_size_cap_from_content_length_refuses_before_the_body(project: Path, ser
 
 
 def test_size_cap_without_content_length_is_enforced_while_streaming(ws, server, project) -> None:
-    _write_config(project, max_size_gb=0.02)  # 20 MB: two chunks fit, the third crosses it
+    write_config(project, max_size_gb=0.02)  # 20 MB: two chunks fit, the third crosses it
     server.files["/big.bin"] = pattern(SIZE)
     server.behaviour.content_length = False
 
