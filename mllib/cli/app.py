@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from mllib.cli import deploy, keys, loadtest, model_commands, runs, serve
 from mllib.cli import init as init_cmd
-from mllib.cli import model_commands, runs
 
 app = typer.Typer(
     name="mllib",
@@ -22,6 +22,10 @@ app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.evalua
 app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
+app.command(context_settings=model_commands.MODEL_COMMAND)(serve.serve)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(keys.app, name="keys")
+app.command()(loadtest.loadtest)
 
 
 def command_names() -> set[str]:

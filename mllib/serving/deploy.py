@@ -1,0 +1,432 @@
+"""Deployments: `mllib deploy`, `rollback`, `stop`, with the deploy rules applied and every
+attempt, refusal and override written to the audit log.
+
+A deploy starts the new server beside the one it replaces, on the same port (SO_REUSEPORT), waits
+until every worker has loaded the model, then stops the old one: the URL never changes and never
+refuses a connection. A server that fails to start is stopped and recorded as failed; the old one
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
+from mllib.registry.runs import get_run, now
+from mllib.serving import audit, policy, process, records
+from mllib.serving.clock import Clock, SystemClock, human_duration
+from mllib.serving.paths import deployment_dir
+from mllib.serving.records import Deployment
+from mllib.serving.servable import Servable, from_run, materialize, resolve
+from mllib.serving.serverspec import SPEC_FILE, ServerSpec, read_status
+from mllib.serving.settings import EnvSettings, Settings
+from mllib.workspace import Workspace
+
+LOG_FILE = "server.log"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class DeployContext:
+    """Who deploys what where, under which rules and clock (one object, passed everywhere)."""
+
+    ws: Workspace
+    settings: Settings
+    clock: Clock
+    user: str
+
+    @classmethod
+    def create(
+        cls, ws: Workspace | None = None, *, clock: Clock | None = None, user: str | None = None
+    ) -> DeployContext:
+        from mllib.runs.launch import current_user
+
+        ws = ws or Workspace.find()
+        return cls(
+            ws,
+            Settings.from_config(ws.project.config),
+            clock or SystemClock(),
+            user or current_user(),
+        )
+
+    def audit(self, **fields) -> None:
+        audit.record(self.ws.registry, self.clock, user=self.user, **fields)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    deployment: Deployment
+    noop: bool = False
+    forced: list[str] | None = None  # the rules a --force overrode
+    replaced: Deployment | None = None
+    cooldown_s: float | None = None  # the cooldown a rollback started
+
+
+class DeployFailedError(MllibError):
+    """The new server did not become ready; the previous deployment (if any) still serves."""
+
+    exit_code = 3
+
+
+def deploy(
+    ctx: DeployContext,
+    ref: str,
+    env: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Deploy `ref` (MODEL, MODEL:VERSION or a run id) to `env` under the deploy rules."""
+    env_settings = ctx.settings.deploy.env(env)
+    if force and not (reason and reason.strip()):
+        raise UsageError(
+            "--force needs --reason TEXT: overrides are audited with their reason",
+            hint=f"For example: mllib deploy {ref} --env {env} --force --reason 'hotfix for ...'",
+        )
+    servable = resolve(ctx.ws, ref)
+    reconcile(ctx.ws)
+    current = records.live(ctx.ws.registry, env)
+    common = dict(env=env, model=servable.model, version=servable.version)
+    if current and current.artifact == servable.artifact and not force:
+        ctx.audit(
+            action="deploy",
+            result="noop",
+            deployment_id=current.id,
+            reason="already live",
+            **common,
+        )
+        return Outcome(current, noop=True)
+    forced = None
+    if env == "prod":
+        refusals = _prod_refusals(ctx, servable)
+        if refusals and not force:
+            message = " ".join(r.message for r in refusals)
+            ctx.audit(
+                action="deploy",
+                result="refused",
+                reason=message,
+                detail={"rules": [r.rule for r in refusals]},
+                **common,
+            )
+            raise PolicyError(f"Refused: {message}", hint=_refusal_hint(refusals, servable, env))
+        if force:
+            _check_admin(ctx)
+            forced = [r.rule for r in refusals]
+        else:
+            policy.draw(ctx.ws.registry, ctx.clock, ctx.settings.deploy, ctx.user)
+    return _roll_out(
+        ctx,
+        servable,
+        env_settings,
+        current,
+        action="deploy",
+        forced=forced,
+        reason=reason,
+        progress=progress,
+    )
+
+
+def rollback(
+    ctx: DeployContext, env: str, *, reason: str | None = None, progress: Progress | None = None
+) -> Outcome:
+    """Put back the artifact that was live on `env` before the current one. Never refused, but on
+    prod it is a strike: the user's cooldown for this model doubles."""
+    env_settings = ctx.settings.deploy.env(env)
+    reconcile(ctx.ws)
+    current = records.live(ctx.ws.registry, env)
+    if current is None:
+        raise NotFoundError(f"Nothing is live on {env}, so there is nothing to roll back")
+    previous = records.previous_artifact(ctx.ws.registry, env, current)
+    if previous is None:
+        raise NotFoundError(
+            f"No earlier version was live on {env} before {current.label}; nothing to roll back to",
+            hint=f"Stop it instead: mllib deploy stop --env {env}",
+        )
+    servable = from_run(ctx.ws, get_run(ctx.ws.registry, previous.run_id))
+    cooldown = None
+    try:
+        outcome = _roll_out(
+            ctx,
+            servable,
+            env_settings,
+            current,
+            action="rollback",
+            forced=None,
+            reason=reason,
+            progress=progress,
+        )
+    finally:
+        if env == "prod":
+            cooldown = policy.strike(
+                ctx.ws.registry, ctx.clock, ctx.settings.deploy, ctx.user, current.model
+            )
+    return Outcome(outcome.deployment, replaced=outcome.replaced, cooldown_s=cooldown)
+
+
+def stop(ctx: DeployContext, env: str, *, progress: Progress | None = None) -> list[Deployment]:
+    """Stop every server of `env`; returns the deployments stopped."""
+    ctx.settings.deploy.env(env)
+    reconcile(ctx.ws)
+    running = records.running(ctx.ws.registry, env)
+    if not running:
+        raise NotFoundError(f"Nothing is running on {env}", hint="See `mllib deploy status`.")
+    for dep in running:
+        if progress:
+            progress(f"Stopping {dep.label} on {env} (pid {dep.pid})")
+        _stop_server(ctx, dep, state="stopped")
+        ctx.audit(
+            action="stop",
+            result="ok",
+            env=env,
+            model=dep.model,
+            version=dep.version,
+            deployment_id=dep.id,
+        )
+    return [records.get(ctx.ws.registry, d.id) for d in running]
+
+
+def reconcile(ws: Workspace) -> None:
+    """Mark deployments whose server process is gone as crashed."""
+    from mllib.runtime.processes import is_alive
+
+    for dep in records.running(ws.registry):
+        if dep.pid and not is_alive(dep.pid, dep.pid_ctime):
+            status = read_status(Path(dep.dir)) if dep.dir else {}
+            error = status.get("error") or "the server process exited"
+            records.update(ws.registry, dep.id, state="crashed", error=error, stopped_at=now())
+
+
+def _prod_refusals(ctx: DeployContext, servable: Servable) -> list[policy.Refusal]:
+    reg, clock, rules = ctx.ws.registry, ctx.clock, ctx.settings.deploy
+    staging = records.live(reg, "staging")
+    checks = [
+        policy.staging_gate(
+            reg,
+            clock,
+            rules,
+            servable,
+            staging_live=bool(staging and staging.artifact == servable.artifact),
+        ),
+        policy.cooldown_check(reg, clock, ctx.user, servable.model),
+        policy.budget_check(reg, clock, rules, ctx.user),
+    ]
+    return [c for c in checks if c is not None]
+
+
+def _refusal_hint(refusals: list[policy.Refusal], servable: Servable, env: str) -> str:
+    lines = []
+    commands = [c for r in refusals for c in r.commands]
+    if commands:
+        lines.append("Run, in order:")
+        lines += [f"  {c}" for c in commands]
+    if any(r.rule != "staging" for r in refusals):
+        lines.append("Wait for it, or (admins) override, audited:")
+    else:
+        lines.append("An admin can override, audited:")
+    lines.append(f"  mllib deploy {servable.ref} --env {env} --force --reason 'why'")
+    return "\n".join(lines)
+
+
+def _check_admin(ctx: DeployContext) -> None:
+    admins = ctx.settings.deploy.admins
+    if admins and ctx.user not in admins:
+        ctx.audit(action="deploy", result="refused", reason="--force by a non-admin")
+        raise PolicyError(
+            f"Refused: only {', '.join(admins)} may override the deploy rules with --force",
+            hint="[deploy] admins in mllib.toml lists them.",
+        )
+
+
+def _roll_out(
+    ctx: DeployContext,
+    servable: Servable,
+    env: EnvSettings,
+    current: Deployment | None,
+    *,
+    action: str,
+    forced: list[str] | None,
+    reason: str | None,
+    progress: Progress | None,
+) -> Outcome:
+    say = progress or (lambda message: None)
+    ws, reg = ctx.ws, ctx.ws.registry
+    say(f"Preparing {servable.label} (run {servable.run_id})")
+    bundle = materialize(ws, servable)
+    port = _port_for(ws, env, current)
+    dep = Deployment(
+        id=records.new_deployment_id(),
+        env=env.name,
+        action=action,
+        state="starting",
+        model=servable.model,
+        version=servable.version,
+        run_id=servable.run_id,
+        model_sha256=servable.model_sha256,
+        code_hash=servable.code_hash,
+        artifact=servable.artifact,
+        host=env.host,
+        port=port,
+        workers=env.workers,
+        api_servers=env.api_servers,
+        user=ctx.user,
+        forced=1 if forced is not None else 0,
+        reason=reason,
+        previous_id=current.id if current else None,
+        created_at=now(),
+    )
+    folder = deployment_dir(ws, dep.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = _server_spec(ctx, servable, env, port, bundle, folder, dep.id, reuse=True)
+    dep.url = f"http://{'127.0.0.1' if env.host in ('0.0.0.0', '::') else env.host}:{port}"
+    dep.dir, dep.log_path = str(folder), str(folder / LOG_FILE)
+    spec.write(folder / SPEC_FILE)
+    records.insert(reg, dep)
+    common = dict(
+        env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
+    )
+    say(f"Starting {env.workers} worker(s) on port {port}")
+    from mllib.runtime.processes import create_time
+
+    pid = process.start(
+        folder / SPEC_FILE,
+        folder / LOG_FILE,
+        cwd=ws.project.root,
+        env=ws.project.env_values("local"),
+        marker=dep.id,
+    )
+    records.update(reg, dep.id, pid=pid, pid_ctime=create_time(pid))
+    error = _wait_ready(folder, pid, ctx.settings.deploy.ready_timeout_s)
+    if error:
+        process.stop(pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+        records.update(reg, dep.id, state="failed", error=error, stopped_at=now())
+        ctx.audit(action=action, result="failed", reason=error, **common)
+        if env.name == "prod" and action == "deploy":
+            policy.strike(reg, ctx.clock, ctx.settings.deploy, ctx.user, servable.model)
+        still = f"; {current.label} still serves {env.name}" if current else ""
+        raise DeployFailedError(
+            f"{servable.label} did not start on {env.name}: {error}{still}",
+            hint=f"Its log: mllib deploy logs --env {env.name} (or {folder / LOG_FILE})",
+        )
+    records.update(reg, dep.id, state="live", live_at=now())
+    say(f"{servable.label} is live at {dep.url}")
+    if current:
+        say(f"Stopping {current.label} (replaced)")
+        _stop_server(ctx, current, state="stopped", replaced_by=dep.id)
+    result = "forced" if forced is not None else "ok"
+    detail = {"overrode": forced} if forced else None
+    ctx.audit(action=action, result=result, reason=reason, detail=detail, **common)
+    return Outcome(records.get(reg, dep.id), forced=forced, replaced=current)
+
+
+def _server_spec(
+    ctx: DeployContext,
+    servable: Servable,
+    env: EnvSettings,
+    port: int,
+    bundle: Path,
+    folder: Path,
+    deployment_id: str,
+    *,
+    reuse: bool,
+) -> ServerSpec:
+    serve, keys = ctx.settings.serve, ctx.settings.keys
+    return ServerSpec(
+        bundle_dir=str(bundle),
+        model_file=servable.model_file,
+        model_class=servable.model_class,
+        model=servable.model,
+        version=str(servable.version) if servable.version else f"run:{servable.run_id}",
+        run_id=servable.run_id,
+        env=env.name,
+        state_dir=str(folder),
+        host=env.host,
+        port=port,
+        workers=env.workers,
+        api_servers=env.api_servers,
+        timeout_s=serve.timeout_s,
+        max_body_bytes=int(serve.max_body_mb * 1e6),
+        drain_s=serve.drain_s,
+        restart_workers=serve.restart_workers,
+        registry_path=str(ctx.ws.project.registry_path) if env.require_keys else None,
+        key_refresh_s=keys.refresh_s,
+        flag_interval_s=keys.flag_interval_s,
+        deployment=deployment_id,
+        reuse_port=reuse,
+        show_errors=env.name != "prod",
+    )
+
+
+def _port_for(ws: Workspace, env: EnvSettings, current: Deployment | None) -> int:
+    """The configured port, else the one the environment used last, else a free one. A port not
+    held by this environment's own live server must be free (never share a stranger's)."""
+    port = (
+        env.port or (current.port if current else None) or records.last_port(ws.registry, env.name)
+    )
+    if port and current and current.port == port:
+        return port
+    if port:
+        if not port_free(env.host, port):
+            raise UsageError(
+                f"Port {port} for {env.name} is in use by another program",
+                hint=f"Free it, or set another with [deploy.{env.name}] port in mllib.toml.",
+            )
+        return port
+    return free_port(env.host)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:
+    """None once the server says every worker is ready; else why it will not be."""
+    import time
+
+    from mllib.runtime.processes import is_alive
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = read_status(folder)
+        if status.get("pid") == pid and status.get("state") == "ready":
+            return None
+        if status.get("state") == "failed":
+            return status.get("error") or "the model could not be loaded"
+        if not is_alive(pid):
+            status = read_status(folder)
+            return status.get("error") or f"the server exited at start-up ({_log_tail(folder)})"
+        time.sleep(0.05)
+    return f"not ready after {human_duration(timeout_s)} ([deploy] ready_timeout_s)"
+
+
+def _log_tail(folder: Path, lines: int = 3) -> str:
+    from mllib.serving.logs import pretty
+
+    path = folder / LOG_FILE
+    if not path.exists():
+        return "no log"
+    tail = path.read_bytes().splitlines()[-lines:]
+    return " | ".join(pretty(line) for line in tail)
+
+
+def _stop_server(
+    ctx: DeployContext, dep: Deployment, *, state: str, replaced_by: str | None = None
+) -> None:
+    if dep.pid:
+        process.stop(dep.pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+    records.update(ctx.ws.registry, dep.id, state=state, stopped_at=now(), replaced_by=replaced_by)
