@@ -280,7 +280,8 @@ def _roll_out(
     )
     folder = deployment_dir(ws, dep.id)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = _server_spec(ctx, servable, env, port, bundle, folder, dep.id, reuse=True)
+    spec = _server_spec(ctx, servable, env, port, bundle, folder, dep.id)
+    spec.listen_when_ready = current is not None  # take over the port only once it can answer
     dep.url = f"http://{'127.0.0.1' if env.host in ('0.0.0.0', '::') else env.host}:{port}"
     dep.dir, dep.log_path = str(folder), str(folder / LOG_FILE)
     spec.write(folder / SPEC_FILE)
@@ -330,8 +331,6 @@ def _server_spec(
     bundle: Path,
     folder: Path,
     deployment_id: str,
-    *,
-    reuse: bool,
 ) -> ServerSpec:
     serve, keys = ctx.settings.serve, ctx.settings.keys
     return ServerSpec(
@@ -355,7 +354,7 @@ def _server_spec(
         key_refresh_s=keys.refresh_s,
         flag_interval_s=keys.flag_interval_s,
         deployment=deployment_id,
-        reuse_port=reuse,
+        reuse_port=True,
         show_errors=env.name != "prod",
     )
 

@@ -11,6 +11,7 @@ own); whatever is left of this process's children after that is killed on the wa
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -38,8 +39,20 @@ from mllib.serving.state import WorkerBoard
 from mllib.serving.transport import PipeTransport, request_queue
 
 EXIT_LOAD_FAILED = 3
+ACCEPT_DRAIN_S = 0.3  # between closing the listener and closing idle connections
 log = logging.getLogger("mllib.serving")
 LOCAL_HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
+
+
+class _NoManager:
+    """Stands in for the Manager LitServe shuts down at the end."""
+
+    def shutdown(self) -> None:
+        pass
+
+
+class LoadFailed(Exception):
+    """A worker could not load the model."""
 
 
 class MllibLitServer(ls.LitServer):
@@ -66,20 +79,27 @@ class MllibLitServer(ls.LitServer):
         document(self.app, spec)
 
     def _init_manager(self, num_api_servers: int) -> Any:
-        # The Manager process inherits this: Ctrl-C in a terminal reaches the whole process
-        # group, and a Manager that died of it would break the graceful shutdown.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            manager = super()._init_manager(num_api_servers)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        for path in self.litapi_request_queues:
-            self.litapi_request_queues[path] = request_queue()
-        self._transport = PipeTransport(num_api_servers)
-        # Only this process waits on it; a Manager proxy would break once the Manager stops.
+        """What LitServe keeps in a `multiprocessing.Manager` process, without that process.
+
+        Its queues are replaced by pipes (see transport.py); worker readiness and liveness are
+        on the WorkerBoard; the shutdown flag is only waited on here. A Manager process would
+        also inherit the listening socket and keep it open after the API servers stop, so
+        connections routed to it would wait there and then be reset.
+        """
+        self.transport_config.num_consumers = num_api_servers
+        self.workers_setup_status = {}  # LitServe's bookkeeping; the WorkerBoard is the truth
         self._shutdown_event = threading.Event()
+        for lit_api in self.litapi_connector:
+            self.litapi_request_queues[lit_api.api_path] = request_queue()
+        self._logger_connector.run(self)
+        self._transport = PipeTransport(num_api_servers)
         logs.configure(self.spec.log_format, self.spec.labels)  # LitServe reset its logger
-        return manager
+        return _NoManager()
+
+    def load_failed(self, error: str) -> None:
+        log.error(f"the model could not be loaded: {error}", extra={"event": "load_failed"})
+        write_status(Path(self.spec.state_dir), "failed", error=error)
+        self.exit_code = EXIT_LOAD_FAILED
 
     def _perform_graceful_shutdown(
         self, manager: Any, uvicorn_workers: Any, reason: str = "normal"
@@ -89,7 +109,26 @@ class MllibLitServer(ls.LitServer):
         super()._perform_graceful_shutdown(manager, uvicorn_workers, reason)
 
     def verify_worker_status(self) -> None:
-        """Start the API servers at once: /health reports loading meanwhile."""
+        """Start the API servers at once (/health says loading meanwhile), unless this server
+        takes over a port from another: then it listens only once every worker is ready, so no
+        request is routed to it before it can answer."""
+        if not self.spec.listen_when_ready:
+            return
+        while not self.board.all_ready():
+            if self.board.any_failed():
+                raise LoadFailed(self.board.error)
+            time.sleep(0.05)
+
+    def _start_server(
+        self, port: int, num: int, log_level: str, sockets: list, *args: Any, **kwargs: Any
+    ) -> Any:
+        with _draining_api_servers():
+            workers = super()._start_server(port, num, log_level, sockets, *args, **kwargs)
+        # The API servers hold the listening socket now. Once they stop, it must close, so the
+        # kernel stops routing connections to it (it may share the port with a newer server).
+        for sock in sockets:
+            sock.close()
+        return workers
 
     def _start_worker_monitoring(self, manager: Any, uvicorn_workers: Any) -> None:
         super()._start_worker_monitoring(manager, uvicorn_workers)
@@ -101,10 +140,7 @@ class MllibLitServer(ls.LitServer):
         ready = False
         while not self._shutdown_event.is_set():
             if self.board.any_failed():
-                error = self.board.error
-                log.error(f"the model could not be loaded: {error}", extra={"event": "load_failed"})
-                write_status(state_dir, "failed", error=error)
-                self.exit_code = EXIT_LOAD_FAILED
+                self.load_failed(self.board.error)
                 self._shutdown_event.set()
                 return
             if not ready and self.board.all_ready():
@@ -112,6 +148,33 @@ class MllibLitServer(ls.LitServer):
                 write_status(state_dir, "ready", url=url_of(self.spec))
                 log.info(f"ready at {url_of(self.spec)}", extra={"event": "ready"})
             time.sleep(0.05)
+
+
+class DrainingUvicorn(ls.server._Server):
+    """An API server that stops accepting first and only then shuts down.
+
+    uvicorn's shutdown closes the listening socket and, in the same step, closes every connection
+    without a request yet: one accepted a moment earlier loses its request. Pausing in between lets
+    those requests arrive and be answered, while the kernel sends new connections to the
+    listener of the deployment that replaces this one.
+    """
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await asyncio.sleep(ACCEPT_DRAIN_S)
+        await super().shutdown(sockets)
+
+
+@contextmanager
+def _draining_api_servers() -> Iterator[None]:
+    """LitServe builds its API servers from `litserve.server._Server`: use DrainingUvicorn."""
+    original = ls.server._Server
+    ls.server._Server = DrainingUvicorn
+    try:
+        yield
+    finally:
+        ls.server._Server = original
 
 
 @contextmanager
@@ -223,6 +286,8 @@ def run_server(spec: ServerSpec) -> int:
             )
     except KeyboardInterrupt:
         pass
+    except LoadFailed as exc:
+        server.load_failed(str(exc))
     finally:
         _end_children(grace_s=2.0)
         if server.exit_code == 0:

@@ -43,7 +43,8 @@ class ServerSpec:
     flag_interval_s: float = 300.0
     log_format: str = logs.JSON
     deployment: str = "dev"
-    reuse_port: bool = False  # share the port with the deployment this one replaces
+    reuse_port: bool = False  # may share the port with the deployment it replaces
+    listen_when_ready: bool = False  # listen only once every worker has loaded the model
     show_errors: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
