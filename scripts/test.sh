@@ -3,8 +3,10 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/serving.sh"
 ensure_python_env "dev"
 ensure_torch
+ensure_wrk
 
 cd "$MLLIB_ROOT"
 say "Lint"

@@ -29,3 +29,22 @@ def test_metric_logging_benchmark_records_every_point():
     result = _run("metric_logging.py", "--impl", "mllib", "--points", "5000")
     assert result["points"] == 5000  # the script checks the registry holds all of them
     assert result["end_to_end_us_per_point"] >= result["log_metric_us_per_point"] > 0
+
+
+def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("wrk") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true and wrk is not installed (scripts/test.sh installs it)")
+        pytest.skip("wrk is not installed: apt-get install wrk (with CI=true this fails instead)")
+    result = _run("serving.py", "--duration", "1")
+    for server in ("bare_litserve", "mllib_prod"):
+        for row in (result[server]["c8"], result[server]["c64"]):
+            assert row["rps"] > 0 and row["requests"] > 0
+            assert row["non_2xx"] == 0 and row["socket_errors"] == 0
+    assert result["mllib_prod"]["c64"]["connections"] == 64
+    assert result["mllib_prod"]["log_lines"] >= result["mllib_prod"]["c8"]["requests"]

@@ -53,9 +53,9 @@ def _leftovers(tag: str) -> list:
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == tag:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            mine = proc.pid != os.getpid() and proc.environ().get(MARKER) == tag
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found

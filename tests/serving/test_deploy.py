@@ -27,7 +27,9 @@ from tests.conftest import wait_for
 
 @pytest.fixture(scope="module")
 def ctx(served_project):
-    context = DeployContext.create(Workspace.find(served_project.root), clock=FakeClock(time.time()), user="alice")
+    context = DeployContext.create(
+        Workspace.find(served_project.root), clock=FakeClock(time.time()), user="alice"
+    )
     yield context
     for env in ("staging", "prod"):  # whatever a failed test left running
         for dep in records.running(context.ws.registry, env):
@@ -40,7 +42,11 @@ def post(url: str, body: dict, key: str | None = None) -> httpx.Response:
 
 
 def actions(ctx, **match) -> list[dict]:
-    return [r for r in audit.history(ctx.ws.registry, limit=500) if all(r[k] == v for k, v in match.items())]
+    return [
+        r
+        for r in audit.history(ctx.ws.registry, limit=500)
+        if all(r[k] == v for k, v in match.items())
+    ]
 
 
 def test_prod_refuses_a_version_that_did_not_pass_staging_and_names_the_commands(ctx):
@@ -91,9 +97,15 @@ def test_loadtests_refuse_prod_and_record_staging_results(ctx):
     assert result.p50_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
     assert sum(count for _, count in result.histogram) == result.requests
     row = ctx.ws.registry.query("SELECT * FROM loadtests WHERE id = ?", (result.id,))[0]
-    assert row["passed"] == 1 and row["artifact"] == records.live(ctx.ws.registry, "staging").artifact
-    strict = dataclasses.replace(ctx.settings, loadtest=dataclasses.replace(ctx.settings.loadtest, pass_min_requests=10**9))
-    failing = loadtest(dataclasses.replace(ctx, settings=strict), "staging", duration_s=0.3, concurrency=1)
+    assert (
+        row["passed"] == 1 and row["artifact"] == records.live(ctx.ws.registry, "staging").artifact
+    )
+    strict = dataclasses.replace(
+        ctx.settings, loadtest=dataclasses.replace(ctx.settings.loadtest, pass_min_requests=10**9)
+    )
+    failing = loadtest(
+        dataclasses.replace(ctx, settings=strict), "staging", duration_s=0.3, concurrency=1
+    )
     assert not failing.passed and "needed" in failing.failed_checks[0]
 
 
@@ -108,7 +120,9 @@ def test_prod_needs_a_key_once_the_version_passed_staging(ctx):
     assert post(dep.url, {"x": [1]}, key.token).status_code == 200
     wrong = key.token[:-4] + "abcd"
     assert post(dep.url, {"x": [1]}, wrong).status_code == 401
-    staging_key = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="staging", user="alice")
+    staging_key = keys.create_key(
+        ctx.ws.registry, ctx.clock, ctx.settings.keys, env="staging", user="alice"
+    )
     assert post(dep.url, {"x": [1]}, staging_key.token).status_code == 401
     stored = ctx.ws.registry.query("SELECT * FROM api_keys WHERE id = ?", (key.id,))[0]
     assert key.token.split("_", 2)[2] not in str(stored), "only a hash of the secret is stored"
@@ -116,8 +130,12 @@ def test_prod_needs_a_key_once_the_version_passed_staging(ctx):
 
 def test_a_burst_from_one_key_gets_429_while_another_key_keeps_getting_200(ctx):
     url = records.live(ctx.ws.registry, "prod").url
-    greedy = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="bob", rps=2, burst=4)
-    polite = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="carol", rps=1000)
+    greedy = keys.create_key(
+        ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="bob", rps=2, burst=4
+    )
+    polite = keys.create_key(
+        ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="carol", rps=1000
+    )
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:  # new connections: both API servers take part
         greedy_replies = list(pool.map(lambda _: post(url, {"x": [1]}, greedy.token), range(40)))
@@ -131,7 +149,9 @@ def test_a_burst_from_one_key_gets_429_while_another_key_keeps_getting_200(ctx):
     assert int(limited[0].headers["retry-after"]) >= 1
     assert "mllib loadtest --env staging" in limited[0].json()["hint"]
     assert [r.status_code for r in polite_replies] == [200] * 20
-    flagged = wait_for(lambda: actions(ctx, action="key_burst", key_id=greedy.id), what="the burst flag")
+    flagged = wait_for(
+        lambda: actions(ctx, action="key_burst", key_id=greedy.id), what="the burst flag"
+    )
     assert flagged[0]["result"] == "flagged" and flagged[0]["env"] == "prod"
     assert not actions(ctx, action="key_burst", key_id=polite.id)
 
@@ -141,7 +161,11 @@ def test_a_revoked_key_is_refused_within_the_refresh_interval(ctx):
     key = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="alice")
     assert post(url, {"x": [1]}, key.token).status_code == 200
     keys.revoke_key(ctx.ws.registry, ctx.clock, key.id, user="alice")
-    refused = wait_for(lambda: (r := post(url, {"x": [1]}, key.token)).status_code == 401 and r, timeout=5, what="revoke")
+    refused = wait_for(
+        lambda: (r := post(url, {"x": [1]}, key.token)).status_code == 401 and r,
+        timeout=5,
+        what="revoke",
+    )
     assert refused.json()["error"] == "This API key was revoked."
 
 
@@ -197,7 +221,10 @@ def test_rollback_puts_the_previous_version_back_and_starts_a_cooldown(ctx):
     assert post(url, {"x": [1]}, key.token).json()["bias"] == 0.0
     with pytest.raises(PolicyError) as refused:
         deploy(ctx, "served:2", "prod")
-    assert "alice is in a cooldown for prod deploys of served for another 10m00s" in refused.value.message
+    assert (
+        "alice is in a cooldown for prod deploys of served for another 10m00s"
+        in refused.value.message
+    )
     ctx.clock.advance(300)
     with pytest.raises(PolicyError, match="for another 5m00s"):
         deploy(ctx, "served:2", "prod")
@@ -217,12 +244,20 @@ def test_force_overrides_the_rules_only_with_a_reason_and_is_audited(ctx):
         ctx.settings, deploy=dataclasses.replace(ctx.settings.deploy, admins=["dana"])
     )
     with pytest.raises(PolicyError, match="only dana may override"):
-        deploy(dataclasses.replace(ctx, settings=admins_only), "served:1", "prod", force=True, reason="x")
+        deploy(
+            dataclasses.replace(ctx, settings=admins_only),
+            "served:1",
+            "prod",
+            force=True,
+            reason="x",
+        )
 
 
 def test_status_reads_live_traffic_from_the_servers_metrics(ctx):
     dep = records.live(ctx.ws.registry, "prod")
-    key = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="alice", rps=1000)
+    key = keys.create_key(
+        ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="alice", rps=1000
+    )
     done = threading.Event()
 
     def traffic():
@@ -256,7 +291,16 @@ def test_deployment_logs_are_one_json_line_per_request(ctx):
     requests = [line for line in lines if line.get("event") == "request"]
     assert requests
     for line in requests:
-        assert {"time", "env", "model", "version", "status", "latency_ms", "key_id", "request_id"} <= set(line)
+        assert {
+            "time",
+            "env",
+            "model",
+            "version",
+            "status",
+            "latency_ms",
+            "key_id",
+            "request_id",
+        } <= set(line)
         assert line["env"] == "prod" and line["model"] == "served" and line["version"] == "2"
     assert any(line["status"] == 200 and line["key_id"] for line in requests)
     assert requests[-1]["status"] == 401 and requests[-1]["key_id"] is None
@@ -267,7 +311,9 @@ def test_stop_ends_every_process_even_when_a_request_hangs(ctx):
     (stopped,) = stop(ctx, "prod")
     assert stopped.state == "stopped" and not process.members(prod.pid, prod.id)
     staging = records.live(ctx.ws.registry, "staging")
-    hanging = threading.Thread(target=lambda: _swallow(lambda: post(staging.url, {"x": [1], "sleep": 30})))
+    hanging = threading.Thread(
+        target=lambda: _swallow(lambda: post(staging.url, {"x": [1], "sleep": 30}))
+    )
     hanging.start()
     time.sleep(0.3)
     impatient = dataclasses.replace(

@@ -48,7 +48,9 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def total(parsed: dict, name: str, **labels: str) -> float:
     return sum(
-        v for (n, lbls), v in parsed.items() if n == name and all((k, labels[k]) in lbls for k in labels)
+        v
+        for (n, lbls), v in parsed.items()
+        if n == name and all((k, labels[k]) in lbls for k in labels)
     )
 
 
@@ -119,13 +121,17 @@ def test_metrics_add_up_every_api_server_and_worker(dev):
     after = samples(httpx.get(f"{dev.url}/metrics", timeout=5).text)
     labels = {"env": "dev", "model": "served", "version": "4"}
     ok = "mllib_requests_total"
-    assert total(after, ok, status="200", **labels) - total(before, ok, status="200", **labels) == 40
+    assert (
+        total(after, ok, status="200", **labels) - total(before, ok, status="200", **labels) == 40
+    )
     predicted = "mllib_predict_duration_seconds_count"
     assert total(after, predicted, **labels) - total(before, predicted, **labels) == 40
     latency = "mllib_request_duration_seconds_count"
     assert total(after, latency, **labels) - total(before, latency, **labels) == 40
     assert total(after, ok, status="500", **labels) >= 2  # the failing requests above
-    metric_files = list((dev.project.root / ".mllib/serving/dev" / str(dev.port) / "metrics").iterdir())
+    metric_files = list(
+        (dev.project.root / ".mllib/serving/dev" / str(dev.port) / "metrics").iterdir()
+    )
     writers = {int(p.stem.rsplit("_", 1)[1]) for p in metric_files if p.stem[-1].isdigit()}
     assert pids <= writers, "each worker wrote its own metric files, added up by /metrics"
 
@@ -156,7 +162,9 @@ def test_a_dead_worker_makes_health_unhealthy_until_it_is_replaced(dev):
         what="the worker to be restarted",
     )
     thread.join(timeout=30)
-    assert crashed["r"].status_code == 504  # its request was lost with the worker: a timeout, not a hang
+    assert (
+        crashed["r"].status_code == 504
+    )  # its request was lost with the worker: a timeout, not a hang
 
 
 def test_ctrl_c_stops_the_server_and_every_process_it_started(dev):
@@ -165,7 +173,13 @@ def test_ctrl_c_stops_the_server_and_every_process_it_started(dev):
     members = [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid]
     assert len(members) >= 5  # main, Manager, 2 workers, 2 API servers (and the resource tracker)
     assert dev.stop(signal.SIGINT) == 0
-    wait_for(lambda: not [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid and _alive(p)], timeout=20, what="every process to end")
+    wait_for(
+        lambda: (
+            not [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid and _alive(p)]
+        ),
+        timeout=20,
+        what="every process to end",
+    )
     assert "Shutting down" in dev.output()
 
 
