@@ -115,7 +115,7 @@ def status(
         "ERRORS",
         "SINCE",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("MODEL", "URL"))
     for r in rows:
         stats = r.get("stats") or {}
         table.add_row(
