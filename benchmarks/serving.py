@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -156,26 +156,18 @@ def mllib_cli(*args: str, cwd: Path) -> str:
     ).stdout
 
 
-def measure(
-    name: str, url: str, body: str, args, key: str | None = None, concurrencies=(8,)
-) -> dict:
-    wrk(url, body, connections=8, duration=min(2, args.duration), key=key)  # warm-up
-    result = {
-        f"c{c}": wrk(url, body, connections=c, duration=args.duration, key=key)
-        for c in concurrencies
-    }
-    if not args.json:
-        for c, row in result.items():
-            print(
-                f"  {name:<22} {c:>4}  {row['rps']:>9,.0f} req/s  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms  non-2xx {row['non_2xx']}",
-                flush=True,
-            )
-    return result
+def median_row(rows: list[dict]) -> dict:
+    """The round with the median req/s, plus every round's req/s."""
+    ordered = sorted(rows, key=lambda r: r["rps"])
+    return {**ordered[len(ordered) // 2], "rounds_rps": [r["rps"] for r in rows]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measurements per server, interleaved"
+    )
     parser.add_argument("--workers", type=int, default=1, help="inference workers, on both servers")
     parser.add_argument(
         "--mlflow", help="path of an mlflow executable (its venv has mlflow + sklearn)"
@@ -185,119 +177,125 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="mllib-bench-serve-"))
-    results: dict = {"duration_s": args.duration, "workers": args.workers, "cpus": os.cpu_count()}
+    results: dict = {
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+    }
+    say = (lambda *a, **k: None) if args.json else print
     try:
-        project = tmp / "proj"
-        mllib_cli("init", str(project), "--template", "sklearn", cwd=tmp)
-        (project / "mllib.toml").write_text(
-            (project / "mllib.toml").read_text()
-            + f"\n[deploy]\nworkers = {args.workers}\napi_servers = {args.workers}\n"
-        )
-        mllib_cli("train", "model.py", cwd=project)
-        from mllib.serving import keys
-        from mllib.serving.deploy import DeployContext, deploy, stop
-        from mllib.serving.servable import materialize, resolve
-        from mllib.workspace import Workspace
-
-        ctx = DeployContext.create(Workspace.find(project))
-        servable = resolve(ctx.ws, "classifier")
-        bundle = materialize(ctx.ws, servable)
-        if not args.json:
-            print(
-                f"sklearn LogisticRegression, {args.workers} worker(s), wrk {args.duration:g}s per row, {os.cpu_count()} CPUs"
+        with ExitStack() as stack:
+            targets = start_servers(stack, tmp, args)
+            say(
+                f"sklearn LogisticRegression, {args.workers} worker(s); wrk {args.duration:g}s per row,"
+                f" median of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs"
             )
-
-        port = free_port()
-        argv = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bare_litserve.py"),
-            str(bundle),
-            servable.model_file,
-            servable.model_class,
-            str(port),
-            str(args.workers),
-        ]
-        with background(argv, tmp / "bare.log", cwd=project) as proc:
-            url = f"http://127.0.0.1:{port}/predict"
-            wait_until_up(url, proc, MLLIB_BODY, None)
-            results["bare_litserve"] = measure(
-                "bare LitServe", url, MLLIB_BODY, args, concurrencies=(8, 64)
-            )
-
-        dep = deploy(ctx, "classifier", "prod", force=True, reason="benchmark").deployment
-        try:
-            key = keys.create_key(
-                ctx.ws.registry,
-                ctx.clock,
-                ctx.settings.keys,
-                env="prod",
-                user=ctx.user,
-                rps=1e9,
-                burst=1e9,
-            ).token
-            url = f"{dep.url}/predict"
-            wait_until_up(url, None, MLLIB_BODY, key)
-            results["mllib_prod"] = measure(
-                "mllib prod path", url, MLLIB_BODY, args, key=key, concurrencies=(8, 64)
-            )
-            with open(dep.log_path, "rb") as log:
-                results["mllib_prod"]["log_lines"] = sum(1 for _ in log)
-        finally:
-            stop(ctx, "prod")
-
-        if args.mlflow:
-            model_dir = tmp / "mlflow-model"
-            python = str(Path(args.mlflow).parent / "python")
-            subprocess.run(
-                [python, str(ROOT / "benchmarks" / "mlflow_model.py"), str(model_dir)],
-                check=True,
-                capture_output=True,
-            )
-            port = free_port()
-            argv = [
-                args.mlflow,
-                "models",
-                "serve",
-                "-m",
-                str(model_dir),
-                "-p",
-                str(port),
-                "--env-manager",
-                "local",
-                "-w",
-                str(args.workers),
-            ]
-            bin_dir = str(Path(args.mlflow).parent)  # mlflow starts `uvicorn` from PATH
-            env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-            with background(argv, tmp / "mlflow.log", env=env) as proc:
-                url = f"http://127.0.0.1:{port}/invocations"
-                wait_until_up(url, proc, MLFLOW_BODY, None, timeout=180)
-                results["mlflow"] = measure("mlflow models serve", url, MLFLOW_BODY, args)
-                results["mlflow_dataframe"] = measure(
-                    "  (dataframe_split)", url, MLFLOW_DF_BODY, args
+            plan = [(name, 8) for name in targets] + [("bare_litserve", 64), ("mllib_prod", 64)]
+            rows: dict[tuple[str, int], list[dict]] = {step: [] for step in plan}
+            for url, body, key in targets.values():  # warm-up
+                wrk(url, body, connections=8, duration=min(2, args.duration), key=key)
+            for round_ in range(args.rounds):
+                for name, connections in plan[round_ % len(plan) :] + plan[: round_ % len(plan)]:
+                    url, body, key = targets[name]
+                    rows[(name, connections)].append(
+                        wrk(url, body, connections=connections, duration=args.duration, key=key)
+                    )
+            for (name, connections), measured in rows.items():
+                row = median_row(measured)
+                results.setdefault(name, {})[f"c{connections}"] = row
+                say(
+                    f"  {LABELS[name]:<30} c={connections:<3} {row['rps']:>8,.0f} req/s"
+                    f"  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms  non-2xx {row['non_2xx']}"
+                    f"  (rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_rps'])})"
                 )
-
-        mine, bare = results["mllib_prod"]["c8"]["rps"], results["bare_litserve"]["c8"]["rps"]
-        results["ratio_vs_bare_litserve"] = round(mine / bare, 2)
-        if "mlflow" in results:
-            results["ratio_vs_mlflow"] = round(mine / results["mlflow"]["c8"]["rps"], 2)
-            results["ratio_vs_mlflow_dataframe"] = round(
-                mine / results["mlflow_dataframe"]["c8"]["rps"], 2
-            )
+            results["mllib_prod"]["log_lines"] = sum(1 for _ in open(targets.log_path, "rb"))  # noqa: SIM115
+        mine = results["mllib_prod"]["c8"]["rps"]
+        for name in targets.names:
+            if name != "mllib_prod":
+                results[f"ratio_vs_{name}"] = round(mine / results[name]["c8"]["rps"], 2)
         if args.json:
             print(json.dumps(results, indent=2))
-        else:
-            print(
-                f"mllib prod path / bare LitServe at c=8: {results['ratio_vs_bare_litserve']:.2f}x"
-            )
-            if "ratio_vs_mlflow" in results:
+            return
+        for name in targets.names:
+            if name != "mllib_prod":
                 print(
-                    f"mllib prod path / mlflow models serve at c=8: {results['ratio_vs_mlflow']:.2f}x"
-                    f" (inputs), {results['ratio_vs_mlflow_dataframe']:.2f}x (dataframe_split)"
+                    f"mllib prod path / {LABELS[name].strip()} at c=8: {results[f'ratio_vs_{name}']:.2f}x"
                 )
-            print(f"mllib prod path p99 at c=64: {results['mllib_prod']['c64']['p99_ms']:.1f}ms")
+        print(f"mllib prod path p99 at c=64: {results['mllib_prod']['c64']['p99_ms']:.1f}ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+LABELS = {
+    "bare_litserve": "bare LitServe",
+    "mllib_prod": "mllib prod path",
+    "mlflow": "mlflow models serve (inputs)",
+    "mlflow_dataframe": "mlflow models serve (dataframe)",
+}
+
+
+class Targets(dict):
+    """name -> (url, body, key), in the order measured."""
+
+    log_path: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return list(self)
+
+
+def start_servers(stack: ExitStack, tmp: Path, args) -> Targets:
+    """The bare LitServe server, mllib's prod deployment and (with --mlflow) mlflow, all up."""
+    targets = Targets()
+    project = tmp / "proj"
+    mllib_cli("init", str(project), "--template", "sklearn", cwd=tmp)
+    (project / "mllib.toml").write_text(
+        (project / "mllib.toml").read_text()
+        + f"\n[deploy]\nworkers = {args.workers}\napi_servers = {args.workers}\n"
+    )
+    mllib_cli("train", "model.py", cwd=project)
+    from mllib.serving import keys
+    from mllib.serving.deploy import DeployContext, deploy, stop
+    from mllib.serving.servable import materialize, resolve
+    from mllib.workspace import Workspace
+
+    ctx = DeployContext.create(Workspace.find(project))
+    servable = resolve(ctx.ws, "classifier")
+    bundle = materialize(ctx.ws, servable)
+
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "benchmarks" / "bare_litserve.py"), str(bundle)]
+    argv += [servable.model_file, servable.model_class, str(port), str(args.workers)]
+    proc = stack.enter_context(background(argv, tmp / "bare.log", cwd=project))
+    targets["bare_litserve"] = (f"http://127.0.0.1:{port}/predict", MLLIB_BODY, None)
+    wait_until_up(targets["bare_litserve"][0], proc, MLLIB_BODY, None)
+
+    dep = deploy(ctx, "classifier", "prod", force=True, reason="benchmark").deployment
+    stack.callback(stop, ctx, "prod")
+    key = keys.create_key(
+        ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user=ctx.user, rps=1e9, burst=1e9
+    ).token
+    targets["mllib_prod"] = (f"{dep.url}/predict", MLLIB_BODY, key)
+    targets.log_path = dep.log_path
+    wait_until_up(targets["mllib_prod"][0], None, MLLIB_BODY, key)
+
+    if args.mlflow:
+        model_dir = tmp / "mlflow-model"
+        python = str(Path(args.mlflow).parent / "python")
+        script = str(ROOT / "benchmarks" / "mlflow_model.py")
+        subprocess.run([python, script, str(model_dir)], check=True, capture_output=True)
+        port = free_port()
+        argv = [args.mlflow, "models", "serve", "-m", str(model_dir), "-p", str(port)]
+        argv += ["--env-manager", "local", "-w", str(args.workers)]
+        bin_dir = str(Path(args.mlflow).parent)  # mlflow starts `uvicorn` from PATH
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        proc = stack.enter_context(background(argv, tmp / "mlflow.log", env=env))
+        url = f"http://127.0.0.1:{port}/invocations"
+        wait_until_up(url, proc, MLFLOW_BODY, None, timeout=180)
+        targets["mlflow"] = (url, MLFLOW_BODY, None)
+        targets["mlflow_dataframe"] = (url, MLFLOW_DF_BODY, None)
+    return targets
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,11 @@ class Gateway:
         self.buffer = self.server.response_buffer
         self.uids = itertools.count()
         self.static = {"time": "", **self.labels, "deployment": self.deployment}
+        self.log = logs.LineWriter(self.log_format)
+        # API servers end with os._exit: multiprocessing runs its finalizers, not atexit's.
+        Finalize(self, self.log.close, exitpriority=10)
+        if self.verifier is not None:
+            self.verifier.start()
 
 
 class ServingMiddleware:
@@ -87,6 +93,8 @@ class ServingMiddleware:
         self.gw = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, self._on_lifespan(send))
         if scope["type"] == "http":
             path = scope["path"]
             if path == "/predict":
@@ -98,6 +106,14 @@ class ServingMiddleware:
                     send, 200, metrics.render(), [(b"content-type", metrics.CONTENT_TYPE.encode())]
                 )
         await self.app(scope, receive, send)
+
+    def _on_lifespan(self, send: Send) -> Send:
+        async def forward(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self.gw._pid == os.getpid():
+                self.gw.log.close()  # every request's line is written before the server exits
+            await send(message)
+
+        return forward
 
     async def health(self, send: Send) -> None:
         state = check_health(self.gw.board)
@@ -138,7 +154,7 @@ class ServingMiddleware:
             key_id=key_id,
             request_id=request_id,
         )
-        logs.write_line(line, gw.log_format)
+        gw.log.write(line)
 
     async def _predict(
         self,
@@ -228,7 +244,7 @@ class ServingMiddleware:
         if gw.registry_path is None:
             return
         detail = {"rps": rps, "burst": burst, "deployment": gw.deployment}
-        logs.write_line(
+        gw.log.write(
             {
                 **gw.static,
                 "time": logs.now_iso(),
@@ -236,8 +252,7 @@ class ServingMiddleware:
                 "event": "key_flagged",
                 "key_id": key_id,
                 "message": f"key {key_id} burst past its limit of {rps:g} requests/s",
-            },
-            gw.log_format,
+            }
         )
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, flag_key, gw.registry_path, key_id, gw.labels["env"], detail)

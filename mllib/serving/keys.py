@@ -183,40 +183,65 @@ class Verdict:
 class KeyVerifier:
     """Checks `Authorization: Bearer KEY` against the registry's keys for one environment.
 
-    Keeps the keys in memory and re-reads them every `refresh_s` (so a revoke lands within it);
-    an id it has not seen is looked up at once, so a key works the moment it is created.
+    A background thread re-reads the keys every `refresh_s` (so a revoke lands within it) and
+    the check itself only reads memory; an id not seen yet is looked up at once, so a key works
+    the moment it is created, and ids that do not exist are remembered for `refresh_s`.
     """
+
+    _COLUMNS = "SELECT rowid, id, salt, hash, rps, burst, revoked_at FROM api_keys WHERE env = ?"
 
     def __init__(self, registry_path: Path, env: str, refresh_s: float) -> None:
         self.registry_path = registry_path
         self.env = env
         self.refresh_s = refresh_s
         self._keys: dict[str, KnownKey] = {}
-        self._loaded_at = -1e18
+        self._missing: dict[str, float] = {}
         self._conn: sqlite3.Connection | None = None
 
-    def _query(self, sql: str, args: tuple) -> list[tuple]:
-        if self._conn is None:  # opened in the process that uses it (API servers are forked)
-            self._conn = sqlite3.connect(self.registry_path, timeout=5, check_same_thread=False)
-        return self._conn.execute(sql, args).fetchall()
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.registry_path, timeout=5)
 
-    _COLUMNS = "SELECT rowid, id, salt, hash, rps, burst, revoked_at FROM api_keys WHERE env = ?"
+    @staticmethod
+    def _key(row: tuple) -> KnownKey:
+        return KnownKey(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
 
-    def _refresh(self, now: float) -> None:
-        rows = self._query(self._COLUMNS, (self.env,))
-        self._keys = {r[1]: KnownKey(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows}
-        self._loaded_at = now
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute(self._COLUMNS, (self.env,)).fetchall()
+        self._keys = {r[1]: self._key(r) for r in rows}
+
+    def start(self) -> None:
+        """Load the keys, then keep them fresh from a daemon thread (in the process using them)."""
+        import threading
+
+        self._conn = self._connect()
+        self.refresh(self._conn)
+        threading.Thread(target=self._refresher, name="mllib-keys", daemon=True).start()
+
+    def _refresher(self) -> None:
+        conn = self._connect()
+        while True:
+            time.sleep(self.refresh_s)
+            try:
+                self.refresh(conn)
+            except sqlite3.Error:
+                continue  # keep the keys known so far; try again next time
 
     def _lookup(self, key_id: str) -> KnownKey | None:
-        now = time.monotonic()
-        if now - self._loaded_at >= self.refresh_s:
-            self._refresh(now)
         key = self._keys.get(key_id)
-        if key is None:
-            rows = self._query(self._COLUMNS + " AND id = ?", (self.env, key_id))
-            if rows:
-                r = rows[0]
-                key = self._keys[key_id] = KnownKey(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+        if key is not None:
+            return key
+        now = time.monotonic()
+        if self._missing.get(key_id, -1e18) > now:
+            return None
+        if self._conn is None:
+            self._conn = self._connect()
+        rows = self._conn.execute(self._COLUMNS + " AND id = ?", (self.env, key_id)).fetchall()
+        if not rows:
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            self._missing[key_id] = now + self.refresh_s
+            return None
+        key = self._keys[key_id] = self._key(rows[0])
         return key
 
     def verify(self, authorization: str | None) -> Verdict:

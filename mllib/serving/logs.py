@@ -29,7 +29,50 @@ def now_iso() -> str:
 
 def write_line(fields: dict[str, Any], fmt: str) -> None:
     """Write one log line to stderr in one system call."""
-    os.write(2, (orjson.dumps(fields) if fmt == JSON else _text(fields).encode()) + b"\n")
+    os.write(2, encode(fields, fmt))
+
+
+def encode(fields: dict[str, Any], fmt: str) -> bytes:
+    return (orjson.dumps(fields) if fmt == JSON else _text(fields).encode()) + b"\n"
+
+
+class LineWriter:
+    """Request log lines written to stderr by a background thread, many per system call.
+
+    An API server must not wait on the disk: a write to a busy file system can take long
+    enough to stall every request the event loop holds. Lines are written whole, in order,
+    at most `interval_s` after they were logged; `close()` writes what is left.
+    """
+
+    def __init__(self, fmt: str, interval_s: float = 0.05) -> None:
+        import collections
+        import threading
+
+        self.fmt = fmt
+        self.interval_s = interval_s
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mllib-log", daemon=True)
+        self._thread.start()
+
+    def write(self, fields: dict[str, Any]) -> None:
+        self._lines.append(encode(fields, self.fmt))
+
+    def _flush(self) -> None:
+        lines = []
+        while self._lines:
+            lines.append(self._lines.popleft())
+        if lines:
+            os.write(2, b"".join(lines))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._flush()
+        self._flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _text(fields: dict[str, Any]) -> str:

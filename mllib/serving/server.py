@@ -76,6 +76,7 @@ class MllibLitServer(ls.LitServer):
         self.spec = spec
         self.board = api.board
         self.exit_code = 0
+        self._sockets: list[socket.socket] = []
         document(self.app, spec)
 
     def _init_manager(self, num_api_servers: int) -> Any:
@@ -106,6 +107,7 @@ class MllibLitServer(ls.LitServer):
     ) -> None:
         # LitServe's monitor would otherwise restart the workers this shutdown terminates.
         self._shutdown_event.set()
+        self._close_sockets()
         super()._perform_graceful_shutdown(manager, uvicorn_workers, reason)
 
     def verify_worker_status(self) -> None:
@@ -124,11 +126,22 @@ class MllibLitServer(ls.LitServer):
     ) -> Any:
         with _draining_api_servers():
             workers = super()._start_server(port, num, log_level, sockets, *args, **kwargs)
-        # The API servers hold the listening socket now. Once they stop, it must close, so the
-        # kernel stops routing connections to it (it may share the port with a newer server).
-        for sock in sockets:
-            sock.close()
+        self._sockets = list(sockets)  # closed here once the API servers listen (see _watch)
         return workers
+
+    def _listening(self) -> bool:
+        """Whether an API server listens on the socket; then this process lets go of it, so it
+        closes when they stop and the kernel routes no connection to it (a newer server may
+        share the port)."""
+        if not all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in self._sockets):
+            return False
+        self._close_sockets()
+        return True
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
     def _start_worker_monitoring(self, manager: Any, uvicorn_workers: Any) -> None:
         super()._start_worker_monitoring(manager, uvicorn_workers)
@@ -143,7 +156,7 @@ class MllibLitServer(ls.LitServer):
                 self.load_failed(self.board.error)
                 self._shutdown_event.set()
                 return
-            if not ready and self.board.all_ready():
+            if not ready and self.board.all_ready() and self._listening():
                 ready = True
                 write_status(state_dir, "ready", url=url_of(self.spec))
                 log.info(f"ready at {url_of(self.spec)}", extra={"event": "ready"})

@@ -41,7 +41,7 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true and wrk is not installed (scripts/test.sh installs it)")
         pytest.skip("wrk is not installed: apt-get install wrk (with CI=true this fails instead)")
-    result = _run("serving.py", "--duration", "1")
+    result = _run("serving.py", "--duration", "1", "--rounds", "1")
     for server in ("bare_litserve", "mllib_prod"):
         for row in (result[server]["c8"], result[server]["c64"]):
             assert row["rps"] > 0 and row["requests"] > 0
