@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|serve|all]
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|serve|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
+source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
@@ -30,17 +31,24 @@ bench_metrics() {
   "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
 }
 
+bench_agents() {
+  ensure_sshd_tools
+  say "Sending 200 MB to an agent: mllib's SFTP path vs scp (loopback)"
+  "$VENV/bin/python" benchmarks/agents_transfer.py "$@"
+}
+
 bench_serve() {
   ensure_bench_env
   ensure_wrk
   say "Serving: mllib's prod path vs bare LitServe vs mlflow models serve (sklearn template, wrk)"
-  "$VENV/bin/python" benchmarks/serving.py --duration 10 --mlflow "$BENCH_VENV/bin/mlflow"
+  "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow"
 }
 
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
+  agents) bench_agents "${@:2}" ;;
   serve) bench_serve ;;
-  all) bench_startup; bench_metrics; bench_serve ;;
-  *) die "unknown benchmark '$1' (startup, metrics, serve, all)" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_serve ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, serve, all)" ;;
 esac

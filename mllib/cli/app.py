@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mllib.cli import deploy, keys, loadtest, model_commands, runs, serve
+from mllib.cli import agents, deploy, keys, loadtest, model_commands, runs, serve
 from mllib.cli import init as init_cmd
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command(context_settings=model_commands.MODEL_COMMAND)(serve.serve)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(keys.app, name="keys")
 app.command()(loadtest.loadtest)
+app.add_typer(agents.app, name="agents")
 
 
 def command_names() -> set[str]:

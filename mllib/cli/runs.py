@@ -79,19 +79,21 @@ def list_(
         output.err().print("No runs yet. Start one with `mllib train model.py`.")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL"):
-        table.add_column(column)
+    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("EVAL")
     for r in runs:
         status_cell = status_text(r["status"]) + (
             f" ({r['failure_class']})" if r["failure_class"] else ""
         )
         evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        created = r["created_at"][5:16].replace("T", " ")  # MM-DD HH:MM, UTC
         table.add_row(
             r["id"],
             r["model"],
             r["action"],
             status_cell,
-            r["created_at"][:19].replace("T", " "),
+            created,
             fmt_duration(r["duration_s"]),
             evals,
         )
@@ -127,6 +129,7 @@ def show(
         ),
         ("action", data["action"]),
         ("runtime", data["runtime"]),
+        ("host", data["host"] if data["host"] not in (None, "local") else None),
         ("created", data["created_at"]),
         ("duration", fmt_duration(data["duration_s"])),
         ("seed", data["seed"]),
@@ -138,6 +141,11 @@ def show(
     for key, value in rows:
         if value is not None:
             console.print(f"  {key + ':':<10} {value}", markup=False)
+    if len(data["attempts"]) > 1:
+        console.print("[bold]Attempts[/]")
+        for a in data["attempts"]:
+            why = f": {a['reason']}" if a["reason"] else ""
+            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}", markup=False)
     if data["params"]:
         console.print("[bold]Params[/]")
         for k, v in data["params"].items():

@@ -19,7 +19,11 @@ def test_train_records_params_metrics_artifacts_and_model(model_project: Project
         "last": 0.25,
         "last_step": 3,
     }
-    assert {a["path"] for a in run["artifacts"]} == {"model", "artifacts/notes.json"}
+    assert {a["path"] for a in run["artifacts"]} == {
+        "model",
+        "artifacts/notes.json",
+        "artifacts/reports/summary.txt",
+    }
     assert run["model_version"] == 1 and len(run["code_hash"]) == 64
     assert "params lr=0.5 epochs=4" in result.stdout  # the model's output streams to the terminal
 

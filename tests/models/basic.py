@@ -31,6 +31,9 @@ class Basic:
             mllib.log_metrics({"weight": self.weight})
         with open(os.path.join(mllib.artifact_dir(), "notes.json"), "w") as handle:
             json.dump({"epochs": self.epochs}, handle)
+        with open("summary.txt", "w") as handle:  # written elsewhere, then kept with log_artifact
+            handle.write(f"weight={self.weight}\n")
+        mllib.log_artifact("summary.txt", name="reports/summary.txt")
 
     def evaluate(self):
         if self.fail_in == "evaluate":
