@@ -170,7 +170,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="inference workers, on both servers")
     parser.add_argument(
-        "--mlflow", help="path of an mlflow executable (its venv has mlflow + sklearn)"
+        "--mlflow",
+        action="append",
+        default=[],
+        help="path of an mlflow executable (its venv has mlflow + sklearn); may be repeated",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -187,9 +190,11 @@ def main() -> None:
     try:
         with ExitStack() as stack:
             targets = start_servers(stack, tmp, args)
+            results["load_before"] = [round(x, 2) for x in os.getloadavg()]
             say(
                 f"sklearn LogisticRegression, {args.workers} worker(s); wrk {args.duration:g}s per row,"
-                f" median of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs"
+                f" median of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs,"
+                f" load average {results['load_before'][0]:.2f} at the start"
             )
             plan = [(name, 8) for name in targets] + [("bare_litserve", 64), ("mllib_prod", 64)]
             rows: dict[tuple[str, int], list[dict]] = {step: [] for step in plan}
@@ -205,11 +210,12 @@ def main() -> None:
                 row = median_row(measured)
                 results.setdefault(name, {})[f"c{connections}"] = row
                 say(
-                    f"  {LABELS[name]:<30} c={connections:<3} {row['rps']:>8,.0f} req/s"
+                    f"  {LABELS[name]:<28} c={connections:<3} {row['rps']:>8,.0f} req/s"
                     f"  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms  non-2xx {row['non_2xx']}"
                     f"  (rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_rps'])})"
                 )
             results["mllib_prod"]["log_lines"] = sum(1 for _ in open(targets.log_path, "rb"))  # noqa: SIM115
+        results["load_after"] = [round(x, 2) for x in os.getloadavg()]
         mine = results["mllib_prod"]["c8"]["rps"]
         for name in targets.names:
             if name != "mllib_prod":
@@ -223,16 +229,14 @@ def main() -> None:
                     f"mllib prod path / {LABELS[name].strip()} at c=8: {results[f'ratio_vs_{name}']:.2f}x"
                 )
         print(f"mllib prod path p99 at c=64: {results['mllib_prod']['c64']['p99_ms']:.1f}ms")
+        print(
+            f"load average at the end: {results['load_after'][0]:.2f} (other work on the machine)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-LABELS = {
-    "bare_litserve": "bare LitServe",
-    "mllib_prod": "mllib prod path",
-    "mlflow": "mlflow models serve (inputs)",
-    "mlflow_dataframe": "mlflow models serve (dataframe)",
-}
+LABELS = {"bare_litserve": "bare LitServe", "mllib_prod": "mllib prod path"}
 
 
 class Targets(dict):
@@ -280,21 +284,30 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> Targets:
     targets.log_path = dep.log_path
     wait_until_up(targets["mllib_prod"][0], None, MLLIB_BODY, key)
 
-    if args.mlflow:
-        model_dir = tmp / "mlflow-model"
-        python = str(Path(args.mlflow).parent / "python")
+    for mlflow in args.mlflow:
+        python = str(Path(mlflow).parent / "python")
+        version = subprocess.run(
+            [python, "-c", "import mlflow; print(mlflow.__version__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        model_dir = tmp / f"mlflow-model-{version}"
         script = str(ROOT / "benchmarks" / "mlflow_model.py")
         subprocess.run([python, script, str(model_dir)], check=True, capture_output=True)
         port = free_port()
-        argv = [args.mlflow, "models", "serve", "-m", str(model_dir), "-p", str(port)]
+        argv = [mlflow, "models", "serve", "-m", str(model_dir), "-p", str(port)]
         argv += ["--env-manager", "local", "-w", str(args.workers)]
-        bin_dir = str(Path(args.mlflow).parent)  # mlflow starts `uvicorn` from PATH
+        bin_dir = str(Path(mlflow).parent)  # mlflow starts uvicorn or gunicorn from PATH
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-        proc = stack.enter_context(background(argv, tmp / "mlflow.log", env=env))
+        proc = stack.enter_context(background(argv, tmp / f"mlflow-{version}.log", env=env))
         url = f"http://127.0.0.1:{port}/invocations"
         wait_until_up(url, proc, MLFLOW_BODY, None, timeout=180)
-        targets["mlflow"] = (url, MLFLOW_BODY, None)
-        targets["mlflow_dataframe"] = (url, MLFLOW_DF_BODY, None)
+        name = f"mlflow_{version}"
+        targets[name] = (url, MLFLOW_BODY, None)
+        targets[f"{name}_dataframe"] = (url, MLFLOW_DF_BODY, None)
+        LABELS[name] = f"mlflow {version} (inputs)"
+        LABELS[f"{name}_dataframe"] = f"mlflow {version} (dataframe)"
     return targets
 
 

@@ -65,4 +65,8 @@ def serve(
         console.print("  Ctrl-C stops it.")
 
     code = run_dev(spec, target, announce)
+    if code:
+        output.err().print(
+            f"[red]Error:[/] the model could not be loaded (see above); run {spec.run_id}"
+        )
     raise typer.Exit(code)

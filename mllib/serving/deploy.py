@@ -9,8 +9,9 @@ keeps serving.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
 from mllib.serving import audit, policy, process, records
 from mllib.serving.clock import Clock, SystemClock, human_duration
-from mllib.serving.paths import deployment_dir
+from mllib.serving.paths import deployment_dir, serving_dir
+from mllib.serving.ports import port_for
 from mllib.serving.records import Deployment
 from mllib.serving.servable import Servable, from_run, materialize, resolve
 from mllib.serving.serverspec import SPEC_FILE, ServerSpec, read_status
@@ -88,6 +90,20 @@ def deploy(
             hint=f"For example: mllib deploy {ref} --env {env} --force --reason 'hotfix for ...'",
         )
     servable = resolve(ctx.ws, ref)
+    with env_lock(ctx.ws, env):
+        return _deploy(ctx, servable, env_settings, force=force, reason=reason, progress=progress)
+
+
+def _deploy(
+    ctx: DeployContext,
+    servable: Servable,
+    env_settings: EnvSettings,
+    *,
+    force: bool,
+    reason: str | None,
+    progress: Progress | None,
+) -> Outcome:
+    env = env_settings.name
     reconcile(ctx.ws)
     current = records.live(ctx.ws.registry, env)
     common = dict(env=env, model=servable.model, version=servable.version)
@@ -130,12 +146,48 @@ def deploy(
     )
 
 
+@contextmanager
+def env_lock(ws: Workspace, env: str) -> Iterator[None]:
+    """One deploy, rollback or stop of an environment at a time (across processes)."""
+    import fcntl
+
+    path = serving_dir(ws) / "locks" / f"{env}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MllibError(
+                f"Another deploy, rollback or stop of {env} is in progress ({holder})",
+                hint="Wait for it to finish, then try again.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def rollback(
     ctx: DeployContext, env: str, *, reason: str | None = None, progress: Progress | None = None
 ) -> Outcome:
     """Put back the artifact that was live on `env` before the current one. Never refused, but on
     prod it is a strike: the user's cooldown for this model doubles."""
     env_settings = ctx.settings.deploy.env(env)
+    with env_lock(ctx.ws, env):
+        return _rollback(ctx, env_settings, reason=reason, progress=progress)
+
+
+def _rollback(
+    ctx: DeployContext, env_settings: EnvSettings, *, reason: str | None, progress: Progress | None
+) -> Outcome:
+    env = env_settings.name
     reconcile(ctx.ws)
     current = records.live(ctx.ws.registry, env)
     if current is None:
@@ -170,10 +222,18 @@ def rollback(
 def stop(ctx: DeployContext, env: str, *, progress: Progress | None = None) -> list[Deployment]:
     """Stop every server of `env`; returns the deployments stopped."""
     ctx.settings.deploy.env(env)
-    reconcile(ctx.ws)
-    running = records.running(ctx.ws.registry, env)
-    if not running:
-        raise NotFoundError(f"Nothing is running on {env}", hint="See `mllib deploy status`.")
+    with env_lock(ctx.ws, env):
+        reconcile(ctx.ws)
+        running = records.running(ctx.ws.registry, env)
+        if not running:
+            raise NotFoundError(f"Nothing is running on {env}", hint="See `mllib deploy status`.")
+        _stop_all(ctx, env, running, progress)
+    return [records.get(ctx.ws.registry, d.id) for d in running]
+
+
+def _stop_all(
+    ctx: DeployContext, env: str, running: list[Deployment], progress: Progress | None
+) -> None:
     for dep in running:
         if progress:
             progress(f"Stopping {dep.label} on {env} (pid {dep.pid})")
@@ -186,7 +246,6 @@ def stop(ctx: DeployContext, env: str, *, progress: Progress | None = None) -> l
             version=dep.version,
             deployment_id=dep.id,
         )
-    return [records.get(ctx.ws.registry, d.id) for d in running]
 
 
 def reconcile(ws: Workspace) -> None:
@@ -256,7 +315,7 @@ def _roll_out(
     ws, reg = ctx.ws, ctx.ws.registry
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ws, servable)
-    port = _port_for(ws, env, current)
+    port = port_for(ws, env, current)
     dep = Deployment(
         id=records.new_deployment_id(),
         env=env.name,
@@ -357,40 +416,6 @@ def _server_spec(
         reuse_port=True,
         show_errors=env.name != "prod",
     )
-
-
-def _port_for(ws: Workspace, env: EnvSettings, current: Deployment | None) -> int:
-    """The configured port, else the one the environment used last, else a free one. A port not
-    held by this environment's own live server must be free (never share a stranger's)."""
-    port = (
-        env.port or (current.port if current else None) or records.last_port(ws.registry, env.name)
-    )
-    if port and current and current.port == port:
-        return port
-    if port:
-        if not port_free(env.host, port):
-            raise UsageError(
-                f"Port {port} for {env.name} is in use by another program",
-                hint=f"Free it, or set another with [deploy.{env.name}] port in mllib.toml.",
-            )
-        return port
-    return free_port(env.host)
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:

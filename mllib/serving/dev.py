@@ -11,8 +11,8 @@ from typing import Any
 from mllib.errors import UsageError
 from mllib.runs.launch import ModelTarget, find_source_run
 from mllib.serving import logs
-from mllib.serving.deploy import port_free
 from mllib.serving.paths import serving_dir
+from mllib.serving.ports import port_free
 from mllib.serving.servable import from_run, materialize
 from mllib.serving.serverspec import ServerSpec
 from mllib.serving.settings import Settings

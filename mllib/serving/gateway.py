@@ -79,6 +79,7 @@ class Gateway:
         self.consumer = self.server.app.response_queue_id
         self.buffer = self.server.response_buffer
         self.uids = itertools.count()
+        self.id_prefix = secrets.token_hex(5)  # request ids: this prefix and a counter
         self.static = {"time": "", **self.labels, "deployment": self.deployment}
         self.log = logs.LineWriter(self.log_format)
         # API servers end with os._exit: multiprocessing runs its finalizers, not atexit's.
@@ -129,7 +130,7 @@ class ServingMiddleware:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        request_id = given if _REQUEST_ID.fullmatch(given) else f"{gw.id_prefix}{next(gw.uids):x}"
         extra = [(b"x-request-id", request_id.encode())]
         key_id = None
         reason: str | None = None

@@ -97,10 +97,12 @@ class ModelAPI(ls.LitAPI):
         try:
             self._model_predict = load_predictor(self.worker_spec)
         except BaseException as exc:
+            # Reported here, once, with the user's traceback; the server's main process sees the
+            # failure on the board and stops. (Raising would make LitServe log it all again.)
             message, trace = describe_load_error(exc)
             log.error(message, extra={"event": "load_failed", "traceback": trace or ""})
             self.board.fail(worker, message)
-            raise
+            return
         from mllib.serving.metrics import PredictMetrics
 
         self._predict_timer = PredictMetrics(self.worker_spec.labels).seconds
@@ -117,7 +119,6 @@ class ModelAPI(ls.LitAPI):
         return from_json(request)
 
     def predict(self, x: Any) -> Any:
-        assert self._model_predict is not None, "setup() did not run"
         return self._model_predict(x)
 
     def encode_response(self, output: Any) -> bytes:
@@ -125,6 +126,8 @@ class ModelAPI(ls.LitAPI):
 
     def answer(self, request_id: str, body: bytes) -> tuple[int, bytes]:
         """The HTTP status and body for one request; never raises."""
+        if self._model_predict is None:
+            return 503, error_body("The model could not be loaded.", request_id)
         try:
             request = self.decode_request(body)
         except ValueError as exc:

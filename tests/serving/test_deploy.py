@@ -366,3 +366,13 @@ def test_prod_deploys_draw_from_a_per_user_budget_that_refills(ctx):
     assert "in 30m00s" in policy.budget_check(reg, clock, rules, "frank").message
     clock.advance(1800)
     assert policy.budget_check(reg, clock, rules, "frank") is None
+
+
+def test_one_deploy_rollback_or_stop_of_an_environment_at_a_time(ctx):
+    from mllib.errors import MllibError
+    from mllib.serving.deploy import env_lock
+
+    with env_lock(ctx.ws, "staging"), pytest.raises(MllibError, match="of staging is in progress"):
+        deploy(ctx, "served:1", "staging")
+    with env_lock(ctx.ws, "prod"), pytest.raises(MllibError, match="of prod is in progress"):
+        stop(ctx, "prod")

@@ -6,7 +6,6 @@ import json
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -214,4 +213,11 @@ def test_serving_a_file_with_no_trained_run_says_what_to_do(served_project):
     assert "mllib train model.py" in result.output
 
 
-_ = Path
+def test_a_model_that_cannot_be_loaded_stops_the_server_with_its_traceback(served_project):
+    server = DevServer(served_project, "model.py", "--run", served_project.runs["v3"])
+    assert server.proc.wait(timeout=90) == 3
+    output = server.output()
+    assert "loading the model raised RuntimeError: this model refuses to load" in output
+    assert 'raise RuntimeError("this model refuses to load")' in output
+    assert "Error: the model could not be loaded" in output
+    assert "Error setting up worker" not in output  # reported once, not again by LitServe
