@@ -7,20 +7,13 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.model_commands import HelpOpt, ModelArg, ParamOpt, _target_and_params
+from mllib.cli.model_commands import HelpOpt, ModelArg, ParamOpt, _target_and_params, run_option
 
 
 def serve(
     ctx: typer.Context,
     model: ModelArg = None,
-    run: Annotated[
-        str | None,
-        typer.Option(
-            "--run",
-            help="The training run to serve. Default: the newest successful one with the same params.",
-            show_default=False,
-        ),
-    ] = None,
+    run: run_option("The training run to serve.") = None,
     port: Annotated[
         int | None,
         typer.Option(

@@ -23,7 +23,7 @@ from mllib.serving.paths import deployment_dir, serving_dir
 from mllib.serving.ports import port_for
 from mllib.serving.records import Deployment
 from mllib.serving.servable import Servable, from_run, materialize, resolve
-from mllib.serving.serverspec import SPEC_FILE, ServerSpec, read_status
+from mllib.serving.serverspec import SPEC_FILE, ServerSpec, read_status, spec_for, url_of
 from mllib.serving.settings import EnvSettings, Settings
 from mllib.workspace import Workspace
 
@@ -341,7 +341,7 @@ def _roll_out(
     folder.mkdir(parents=True, exist_ok=True)
     spec = _server_spec(ctx, servable, env, port, bundle, folder, dep.id)
     spec.listen_when_ready = current is not None  # take over the port only once it can answer
-    dep.url = f"http://{'127.0.0.1' if env.host in ('0.0.0.0', '::') else env.host}:{port}"
+    dep.url = url_of(spec)
     dep.dir, dep.log_path = str(folder), str(folder / LOG_FILE)
     spec.write(folder / SPEC_FILE)
     records.insert(reg, dep)
@@ -391,24 +391,17 @@ def _server_spec(
     folder: Path,
     deployment_id: str,
 ) -> ServerSpec:
-    serve, keys = ctx.settings.serve, ctx.settings.keys
-    return ServerSpec(
-        bundle_dir=str(bundle),
-        model_file=servable.model_file,
-        model_class=servable.model_class,
-        model=servable.model,
-        version=str(servable.version) if servable.version else f"run:{servable.run_id}",
-        run_id=servable.run_id,
+    keys = ctx.settings.keys
+    return spec_for(
+        servable,
+        bundle,
+        ctx.settings.serve,
         env=env.name,
-        state_dir=str(folder),
+        state_dir=folder,
         host=env.host,
         port=port,
         workers=env.workers,
         api_servers=env.api_servers,
-        timeout_s=serve.timeout_s,
-        max_body_bytes=int(serve.max_body_mb * 1e6),
-        drain_s=serve.drain_s,
-        restart_workers=serve.restart_workers,
         registry_path=str(ctx.ws.project.registry_path) if env.require_keys else None,
         key_refresh_s=keys.refresh_s,
         flag_interval_s=keys.flag_interval_s,

@@ -14,7 +14,7 @@ from mllib.serving import logs
 from mllib.serving.paths import serving_dir
 from mllib.serving.ports import port_free
 from mllib.serving.servable import from_run, materialize
-from mllib.serving.serverspec import ServerSpec
+from mllib.serving.serverspec import ServerSpec, spec_for
 from mllib.serving.settings import Settings
 
 
@@ -38,24 +38,16 @@ def dev_spec(
     if not port_free(settings.host, port):
         raise UsageError(f"Port {port} is already in use", hint="Pass another with --port.")
     bundle = materialize(ws, servable)
-    count = settings.workers if workers is None else workers
-    return ServerSpec(
-        bundle_dir=str(bundle),
-        model_file=servable.model_file,
-        model_class=servable.model_class,
-        model=servable.model,
-        version=str(servable.version) if servable.version else f"run:{servable.run_id}",
-        run_id=servable.run_id,
+    return spec_for(
+        servable,
+        bundle,
+        settings,
         env="dev",
-        state_dir=str(serving_dir(ws) / "dev" / str(port)),
+        state_dir=serving_dir(ws) / "dev" / str(port),
         host=settings.host,
         port=port,
-        workers=count,
+        workers=settings.workers if workers is None else workers,
         api_servers=settings.api_servers,
-        timeout_s=settings.timeout_s,
-        max_body_bytes=int(settings.max_body_mb * 1e6),
-        drain_s=settings.drain_s,
-        restart_workers=settings.restart_workers,
         log_format=log_format,
         deployment="dev",
     )

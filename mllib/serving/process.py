@@ -70,7 +70,6 @@ class Stopped:
 
 def stop(pid: int, *, marker: str, grace_s: float) -> Stopped:
     """SIGTERM the server (a graceful drain), then SIGKILL whatever is left after `grace_s`."""
-    import psutil
 
     try:
         os.kill(pid, signal.SIGTERM)
@@ -86,11 +85,18 @@ def stop(pid: int, *, marker: str, grace_s: float) -> Stopped:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    for proc in left:
+    kill_all(left)
+    _reap()
+    return Stopped(False, len(left))
+
+
+def kill_all(procs: list) -> None:
+    """SIGKILL these psutil processes and wait (briefly) until they are gone."""
+    import psutil
+
+    for proc in procs:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(left, timeout=5)
-    _reap()
-    return Stopped(False, len(left))
+    psutil.wait_procs(procs, timeout=5)

@@ -33,6 +33,7 @@ from mllib.serving import logs, metrics
 from mllib.serving.gateway import Gateway, ServingMiddleware
 from mllib.serving.modelapi import ModelAPI, WorkerSpec
 from mllib.serving.openapi import document
+from mllib.serving.process import kill_all
 from mllib.serving.ratelimit import SharedBuckets
 from mllib.serving.serverspec import ServerSpec, url_of, write_status
 from mllib.serving.state import WorkerBoard
@@ -244,12 +245,7 @@ def _end_children(grace_s: float) -> None:
     tracker = resource_tracker._resource_tracker._pid  # ends by itself once this process exits
     children = [c for c in psutil.Process().children(recursive=True) if c.pid != tracker]
     _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    kill_all(alive)
 
 
 def run_server(spec: ServerSpec) -> int:

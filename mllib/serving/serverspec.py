@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mllib.serving import logs
+from mllib.serving.servable import Servable
+from mllib.serving.settings import ServeSettings
 
 SPEC_FILE = "server.json"
 STATUS_FILE = "status.json"
@@ -79,3 +81,38 @@ def url_of(spec: ServerSpec) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{spec.port}"
+
+
+def spec_for(
+    servable: Servable,
+    bundle: Path,
+    serve: ServeSettings,
+    *,
+    env: str,
+    state_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    api_servers: int,
+    **extra: Any,
+) -> ServerSpec:
+    """The spec serving `servable` from its materialized `bundle`, with [serve]'s limits."""
+    return ServerSpec(
+        bundle_dir=str(bundle),
+        model_file=servable.model_file,
+        model_class=servable.model_class,
+        model=servable.model,
+        version=str(servable.version) if servable.version else f"run:{servable.run_id}",
+        run_id=servable.run_id,
+        env=env,
+        state_dir=str(state_dir),
+        host=host,
+        port=port,
+        workers=workers,
+        api_servers=api_servers,
+        timeout_s=serve.timeout_s,
+        max_body_bytes=int(serve.max_body_mb * 1e6),
+        drain_s=serve.drain_s,
+        restart_workers=serve.restart_workers,
+        **extra,
+    )
