@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -117,9 +119,18 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
     ]:
         assert expected in seen
 
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "mllib", "deploy", "logs", "--env", "prod", "--follow"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    httpx.post(f"{url}/predict", json={"x": [4]}, headers={"X-Request-ID": "followed-1"})
     for env in ("prod", "staging"):
         stopped = cli(project, "deploy", "stop", "--env", env)
         assert stopped.returncode == 0 and "Stopped served v2" in stopped.output
+    followed, _ = follow.communicate(timeout=30)  # --follow ends with the server
+    assert follow.returncode == 0 and "id=followed-1" in followed
     assert {r["state"] for r in cli(project, "deploy", "status", "--json").json()} == {"stopped"}
     assert cli(project, "deploy", "stop", "--env", "prod").returncode == 4
 
