@@ -359,7 +359,13 @@ def _roll_out(
         marker=dep.id,
     )
     records.update(reg, dep.id, pid=pid, pid_ctime=create_time(pid))
-    error = _wait_ready(folder, pid, ctx.settings.deploy.ready_timeout_s)
+    try:
+        error = _wait_ready(folder, pid, ctx.settings.deploy.ready_timeout_s)
+    except KeyboardInterrupt:  # the deploy was interrupted: leave nothing half-started behind
+        process.stop(pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+        records.update(reg, dep.id, state="failed", error="interrupted", stopped_at=now())
+        ctx.audit(action=action, result="failed", reason="interrupted", **common)
+        raise
     if error:
         process.stop(pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
         records.update(reg, dep.id, state="failed", error=error, stopped_at=now())
