@@ -14,6 +14,11 @@ from mllib.serving.deploy import LOG_FILE, DeployContext, reconcile
 from mllib.serving.metrics import Totals, parse, quantile
 from mllib.serving.settings import ENVS
 
+FIELDS = (
+    "env", "state", "url", "model", "version", "run_id", "workers", "api_servers",
+    "deployment_id", "pid", "user", "created_at", "live_at", "error", "log_path",
+)  # fmt: skip
+
 
 def _scrape(url: str) -> Totals | None:
     import httpx
@@ -60,37 +65,10 @@ def status(
     rows = []
     for name in envs:
         dep = records.live(ctx.ws.registry, name) or records.latest(ctx.ws.registry, name)
-        if dep is None:
-            rows.append(
-                {
-                    "env": name,
-                    "state": "none",
-                    "url": None,
-                    "model": None,
-                    "version": None,
-                    "workers": None,
-                }
-            )
-            continue
-        rows.append(
-            {
-                "env": name,
-                "state": dep.state,
-                "url": dep.url,
-                "model": dep.model,
-                "version": dep.version,
-                "run_id": dep.run_id,
-                "workers": dep.workers,
-                "api_servers": dep.api_servers,
-                "deployment_id": dep.id,
-                "pid": dep.pid,
-                "user": dep.user,
-                "created_at": dep.created_at,
-                "live_at": dep.live_at,
-                "error": dep.error,
-                "log_path": dep.log_path,
-            }
-        )
+        row = {**dict.fromkeys(FIELDS), "env": name, "state": "none"}
+        if dep is not None:
+            row.update({f: getattr(dep, "id" if f == "deployment_id" else f) for f in FIELDS[1:]})
+        rows.append(row)
     live = [r for r in rows if r["state"] == "live"]
     first = {r["env"]: _scrape(r["url"]) for r in live}
     if live:
