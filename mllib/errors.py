@@ -8,6 +8,9 @@ EXIT_FAILED = 1  # a run failed in the user's code, or a general error
 EXIT_USAGE = 2  # bad command line, params or configuration
 EXIT_SYSTEM = 3  # the runtime or worker failed (killed, out of memory, engine unavailable)
 EXIT_NOT_FOUND = 4  # a run, model or file that was asked for does not exist
+EXIT_REFUSED = (
+    5  # refused by a deploy rule or guard (staging first, budget, cooldown, prod load tests)
+)
 EXIT_CANCELLED = 130  # cancelled (Ctrl-C or `mllib runs cancel`)
 
 
@@ -47,6 +50,12 @@ class NotFoundError(MllibError):
     """A run, model version or file that was asked for does not exist."""
 
     exit_code = EXIT_NOT_FOUND
+
+
+class PolicyError(MllibError):
+    """A deploy rule or guard refused the action; the message says why and what to run instead."""
+
+    exit_code = EXIT_REFUSED
 
 
 class RuntimeUnavailableError(MllibError):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|data|all]
+# Benchmarks, each beside its named baseline in one run.
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|serve|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
@@ -41,11 +43,19 @@ bench_data() {
   "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
 }
 
+bench_serve() {
+  ensure_bench_env
+  ensure_wrk
+  say "Serving: mllib's prod path vs bare LitServe vs mlflow models serve (sklearn template, wrk)"
+  "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow"
+}
+
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
   agents) bench_agents "${@:2}" ;;
   data) bench_data "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, all)" ;;
+  serve) bench_serve ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_serve ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, serve, all)" ;;
 esac

@@ -3,10 +3,12 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 ensure_python_env "dev"
 ensure_sshd_tools
 ensure_torch
+ensure_wrk
 
 say "Docker engine and mllib's offline base image (built once, then cached)"
 bash "$MLLIB_ROOT/scripts/lib/docker-engine.sh"

@@ -33,7 +33,17 @@ print("\\nMODULES=" + json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["runs", "--help"], ["train", "--help"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["runs", "--help"],
+        ["train", "--help"],
+        [],
+        ["deploy", "--help"],
+        ["keys", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_module(args, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],

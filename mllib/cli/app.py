@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mllib.cli import agents, data, model_commands, runs
+from mllib.cli import agents, data, deploy, keys, loadtest, model_commands, runs, serve
 from mllib.cli import init as init_cmd
 
 app = typer.Typer(
@@ -22,6 +22,10 @@ app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.evalua
 app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
+app.command(context_settings=model_commands.MODEL_COMMAND)(serve.serve)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(keys.app, name="keys")
+app.command()(loadtest.loadtest)
 app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 

@@ -56,6 +56,20 @@ DataOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def run_option(what: str) -> Any:
+    """`--run RUN_ID` for commands that use a trained run (`what` says which run it is)."""
+    return Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            help=f"{what} Default: the newest successful training run with the same params.",
+            show_default=False,
+        ),
+    ]
+
+
 HelpOpt = Annotated[
     bool, typer.Option("--help", "-h", help="Show this help and the model's params.")
 ]
@@ -198,14 +212,7 @@ def train(
 def evaluate(
     ctx: typer.Context,
     model: ModelArg = None,
-    run: Annotated[
-        str | None,
-        typer.Option(
-            "--run",
-            help="The training run to evaluate. Default: the newest successful one with the same params.",
-            show_default=False,
-        ),
-    ] = None,
+    run: run_option("The training run to evaluate.") = None,
     local: LocalOpt = False,
     remote: RemoteOpt = False,
     agent: AgentOpt = None,
@@ -248,14 +255,7 @@ def predict(
             show_default=False,
         ),
     ] = None,
-    run: Annotated[
-        str | None,
-        typer.Option(
-            "--run",
-            help="The training run whose model predicts. Default: the newest successful one with the same params.",
-            show_default=False,
-        ),
-    ] = None,
+    run: run_option("The training run whose model predicts.") = None,
     runtime: RuntimeOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,

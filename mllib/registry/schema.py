@@ -19,6 +19,7 @@ MIGRATION_SETS = [
     "mllib.registry.schema:migrations",
     "mllib.agents.schema:migrations",
     "mllib.datasets.catalog:migrations",
+    "mllib.serving.schema:migrations",
 ]
 
 _migrations = None

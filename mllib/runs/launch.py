@@ -218,7 +218,7 @@ def prepare_run(
             runtime_note=runtime_note,
             env_target=env_target,
             host=host,
-            user=_user(),
+            user=current_user(),
             code_hash=rerun_of.code_hash if rerun_of and rerun_of.code_hash else tree.sha256,
             params_hash=params_hash(resolved.values),
             seed=spec.seed,
@@ -248,7 +248,8 @@ def _params_of(ws: Workspace, run: RunRecord) -> dict[str, Any]:
     return get_params(ws.registry, run.id)
 
 
-def _user() -> str:
+def current_user() -> str:
+    """The OS user (who runs and deploys, until mllib has accounts)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):

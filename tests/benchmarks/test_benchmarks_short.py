@@ -39,3 +39,22 @@ def test_dataset_benchmark_meets_its_memory_and_transfer_goals():
     assert result["goals"]["re-upload stores 0 bytes"], result["rss"]
     assert result["goals"]["resume re-sends <= 1 chunk"], result["resume"]
     assert 25 <= result["resume"]["killed_at_pct"] <= 75
+
+
+def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("wrk") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true and wrk is not installed (scripts/test.sh installs it)")
+        pytest.skip("wrk is not installed: apt-get install wrk (with CI=true this fails instead)")
+    result = _run("serving.py", "--duration", "1", "--rounds", "1")
+    for server in ("bare_litserve", "mllib_prod"):
+        for row in (result[server]["c8"], result[server]["c64"]):
+            assert row["rps"] > 0 and row["requests"] > 0
+            assert row["non_2xx"] == 0 and row["socket_errors"] == 0
+    assert result["mllib_prod"]["c64"]["connections"] == 64
+    assert result["mllib_prod"]["log_lines"] >= result["mllib_prod"]["c8"]["requests"]

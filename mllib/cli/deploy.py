@@ -1,0 +1,246 @@
+"""`mllib deploy MODEL --env E` and `mllib deploy status|rollback|stop|logs|history`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from mllib.cli import output
+
+DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
+
+
+class DeployGroup(TyperGroup):
+    """`mllib deploy MODEL --env E` is `mllib deploy ship MODEL --env E`; subcommands stay as they are."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [DEPLOY, *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=DeployGroup,
+    no_args_is_help=True,
+    help="Deploy a trained model as a managed server: staging first, then prod.\n\n"
+    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys; the commands below inspect "
+    "and control deployments. The rules (staging before prod, a per-user budget, cooldowns after "
+    "rollbacks) are in the README.",
+)
+
+EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _ctx():
+    from mllib.serving.deploy import DeployContext
+
+    return DeployContext.create()
+
+
+def _say(message: str) -> None:
+    output.err().print(f"  {message}", markup=False, highlight=False)
+
+
+@app.command(DEPLOY, hidden=True)
+def ship(
+    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]|RUN_ID", help="What to deploy.")],
+    env: EnvOpt,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Override the deploy rules (admins; needs --reason; audited)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (recorded in the audit log).", show_default=False),
+    ] = None,
+) -> None:
+    """Deploy MODEL[:VERSION] or a run id to staging or prod."""
+    from mllib.serving.deploy import deploy
+
+    ctx = _ctx()
+    outcome = deploy(ctx, ref, env, force=force, reason=reason, progress=_say)
+    dep = outcome.deployment
+    console = output.err()
+    if outcome.noop:
+        console.print(
+            f"Refused as a no-op: {dep.label} (the same model and code) is already live on {env} "
+            f"at {dep.url}. Nothing was changed."
+        )
+        return
+    if outcome.forced:
+        console.print(f"[yellow]Overrode {', '.join(outcome.forced)} (audited: {reason})[/]")
+    console.print(f"[green]✔[/] {dep.label} is live on [bold]{env}[/] at {dep.url}")
+    if env == "staging":
+        console.print("  Next: mllib loadtest --env staging, then mllib deploy ... --env prod")
+    else:
+        console.print("  Requests need a key: mllib keys create --env prod")
+
+
+@app.command()
+def status(
+    env: Annotated[
+        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
+    ] = None,
+    json_: JsonOpt = False,
+    window: Annotated[
+        float, typer.Option("--window", help="Seconds to measure live traffic over.")
+    ] = 1.0,
+) -> None:
+    """What runs where, with live requests/s, p50/p99 latency and error rate."""
+    from rich.table import Table
+
+    from mllib.serving.status import status as read_status
+
+    rows = read_status(_ctx(), env, window_s=window)
+    if json_:
+        output.print_json(rows)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "ENV",
+        "STATE",
+        "MODEL",
+        "URL",
+        "WORKERS",
+        "REQ/S",
+        "P50",
+        "P99",
+        "ERRORS",
+        "SINCE",
+    ):
+        table.add_column(column, no_wrap=column in ("MODEL", "URL"))
+    for r in rows:
+        stats = r.get("stats") or {}
+        table.add_row(
+            r["env"],
+            _state(r["state"]),
+            f"{r['model']} v{r['version']}" if r["model"] else "-",
+            r["url"] or "-",
+            str(r["workers"] or "-"),
+            _num(stats.get("rps"), "{:.1f}"),
+            _num(stats.get("p50_ms"), "{:.1f}ms"),
+            _num(stats.get("p99_ms"), "{:.1f}ms"),
+            _num(stats.get("error_rate"), "{:.2%}"),
+            (r.get("live_at") or r.get("created_at") or "-")[:19].replace("T", " "),
+        )
+    output.out().print(table)
+    for r in rows:
+        if r["state"] in ("failed", "crashed") and r.get("error"):
+            output.err().print(f"{r['env']}: {r['error']}", markup=False)
+
+
+def _state(state: str) -> str:
+    style = {"live": "green", "starting": "cyan", "failed": "red", "crashed": "red"}.get(
+        state, "dim"
+    )
+    return f"[{style}]{state}[/]"
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+@app.command()
+def rollback(
+    env: EnvOpt,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (audited).", show_default=False)
+    ] = None,
+) -> None:
+    """Put back the version that was live before the current one (on prod: the cooldown doubles)."""
+    from mllib.serving.clock import human_duration
+    from mllib.serving.deploy import rollback as do_rollback
+
+    outcome = do_rollback(_ctx(), env, reason=reason, progress=_say)
+    console = output.err()
+    console.print(
+        f"[green]✔[/] Rolled {env} back to {outcome.deployment.label} at {outcome.deployment.url}"
+    )
+    if outcome.cooldown_s:
+        console.print(
+            f"  Your next prod deploy of {outcome.deployment.model} waits {human_duration(outcome.cooldown_s)}."
+        )
+
+
+@app.command()
+def stop(env: EnvOpt) -> None:
+    """Stop the environment's server and every process it started."""
+    from mllib.serving.deploy import stop as do_stop
+
+    for dep in do_stop(_ctx(), env, progress=_say):
+        output.err().print(f"Stopped {dep.label} on {env}.")
+
+
+@app.command()
+def logs(
+    env: EnvOpt,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the raw JSON lines (for log shippers).")
+    ] = False,
+) -> None:
+    """The server log of the environment's deployment: one JSON line per request, plus errors."""
+    from mllib.serving.logs import follow as read_lines
+    from mllib.serving.logs import pretty
+    from mllib.serving.status import log_source
+
+    path, alive = log_source(_ctx(), env)
+    try:
+        for line in read_lines(path, follow=follow, alive=alive):
+            sys.stdout.write((line.decode("utf-8", "replace") if json_ else pretty(line)) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def history(
+    env: Annotated[
+        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 30,
+    json_: JsonOpt = False,
+) -> None:
+    """The audit log: deploys, rollbacks, stops, refusals, overrides, load tests, key events."""
+    from rich.table import Table
+
+    from mllib.serving.audit import history as read_history
+
+    rows = read_history(_ctx().ws.registry, env=env, limit=limit)
+    if json_:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.err().print("Nothing deployed yet.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("TIME", "USER", "ENV", "ACTION", "RESULT", "MODEL", "DETAIL"):
+        table.add_column(column)
+    for r in rows:
+        model = (
+            f"{r['model']} v{r['version']}"
+            if r["model"]
+            else (f"key {r['key_id']}" if r["key_id"] else "")
+        )
+        style = {"refused": "yellow", "failed": "red", "forced": "magenta", "flagged": "red"}.get(
+            r["result"], ""
+        )
+        table.add_row(
+            r["at"][:19].replace("T", " "),
+            r["user"] or "-",
+            r["env"] or "-",
+            r["action"],
+            f"[{style}]{r['result']}[/]" if style else r["result"],
+            model,
+            r["reason"] or "",
+        )
+    output.out().print(table)

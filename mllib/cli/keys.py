@@ -1,0 +1,116 @@
+"""`mllib keys create|list|revoke`: API keys for deployments (prod always needs one)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+
+app = typer.Typer(
+    help="API keys for deployed models (sent as `Authorization: Bearer KEY`).", no_args_is_help=True
+)
+
+EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+
+
+def _ctx():
+    from mllib.serving.deploy import DeployContext
+
+    return DeployContext.create()
+
+
+@app.command()
+def create(
+    env: EnvOpt,
+    rps: Annotated[
+        float | None,
+        typer.Option(
+            "--rps",
+            help="This key's rate limit in requests/s (default: [keys] default_rps).",
+            show_default=False,
+        ),
+    ] = None,
+    burst: Annotated[
+        float | None,
+        typer.Option(
+            "--burst",
+            help="Requests it may send at once (default: rps × [keys] burst_s).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="What the key is for.", show_default=False)
+    ] = None,
+) -> None:
+    """Create a key and print it once (only its hash is kept)."""
+    from mllib.serving.keys import create_key
+
+    ctx = _ctx()
+    key = create_key(
+        ctx.ws.registry,
+        ctx.clock,
+        ctx.settings.keys,
+        env=env,
+        user=ctx.user,
+        rps=rps,
+        burst=burst,
+        name=name,
+    )
+    output.err().print(
+        f"Created key [bold]{key.id}[/] for {env}: {key.rps:g} requests/s, bursts of {key.burst:g}.\n"
+        "This is the only time the key is shown; store it now (only its hash is kept)."
+    )
+    print(key.token)
+
+
+@app.command("list")
+def list_(
+    env: Annotated[
+        str | None, typer.Option("--env", help="Only keys of this environment.", show_default=False)
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List keys (ids, limits, state; never the keys themselves)."""
+    from rich.table import Table
+
+    from mllib.serving.keys import list_keys
+
+    rows = list_keys(_ctx().ws.registry, env)
+    if json_:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.err().print("No keys yet. Create one with `mllib keys create --env prod`.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "ENV", "NAME", "RPS", "BURST", "STATE", "CREATED", "BY", "FLAGGED"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["env"],
+            r["name"] or "",
+            f"{r['rps']:g}",
+            f"{r['burst']:g}",
+            r["state"],
+            r["created_at"][:19].replace("T", " "),
+            r["created_by"] or "",
+            f"{r['flags']}× (last {r['flagged_at'][:19].replace('T', ' ')})"
+            if r["flagged_at"]
+            else "",
+        )
+    output.out().print(table)
+
+
+@app.command()
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `mllib keys list`).")],
+) -> None:
+    """Revoke a key: servers refuse it within [keys] refresh_s (1 s by default)."""
+    from mllib.serving.keys import revoke_key
+
+    ctx = _ctx()
+    row = revoke_key(ctx.ws.registry, ctx.clock, key_id, user=ctx.user)
+    output.err().print(f"Revoked key {row['id']} ({row['env']}).")

@@ -1,0 +1,65 @@
+"""`mllib serve model.py`: the trained model's predict over HTTP on localhost, for development."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+from mllib.cli.model_commands import HelpOpt, ModelArg, ParamOpt, _target_and_params, run_option
+
+
+def serve(
+    ctx: typer.Context,
+    model: ModelArg = None,
+    run: run_option("The training run to serve.") = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", help="Port on localhost (default: [serve] port, 8000).", show_default=False
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="Worker processes (default: [serve] workers, 1).", show_default=False
+        ),
+    ] = None,
+    json_logs: Annotated[
+        bool,
+        typer.Option("--json-logs", help="Log JSON lines (as deployments do) instead of text."),
+    ] = False,
+    param: ParamOpt = None,
+    help_: HelpOpt = False,
+) -> None:
+    """Serve a trained model: POST /predict, GET /health, GET /metrics, docs at /docs. Ctrl-C stops."""
+    from mllib.serving.dev import dev_spec
+    from mllib.serving.dev import serve as run_dev
+    from mllib.serving.logs import JSON, TEXT
+
+    target, params = _target_and_params(ctx, model, param, help_)
+    spec = dev_spec(
+        target,
+        run=run,
+        params=params,
+        port=port,
+        workers=workers,
+        log_format=JSON if json_logs else TEXT,
+    )
+
+    def announce(spec) -> None:
+        url = f"http://{spec.host}:{spec.port}"
+        console = output.err()
+        console.print(f"[bold]Serving {spec.model} v{spec.version}[/] (run {spec.run_id}) at {url}")
+        console.print(
+            f"  POST {url}/predict · GET {url}/health · GET {url}/metrics · docs {url}/docs"
+        )
+        console.print("  Ctrl-C stops it.")
+
+    code = run_dev(spec, target, announce)
+    if code:
+        output.err().print(
+            f"[red]Error:[/] the model could not be loaded (see above); run {spec.run_id}"
+        )
+    raise typer.Exit(code)

@@ -1,0 +1,163 @@
+"""Prometheus metrics that add up across all of a server's processes.
+
+LitServe's own logger path never reaches /metrics (its values land in one logger process), and a
+default registry in each API server only counts that process's requests. So every process writes
+to prometheus_client's multiprocess files in the server's own metrics folder, and /metrics adds
+them up: HTTP metrics from the API servers, predict timings from the workers.
+`PROMETHEUS_MULTIPROC_DIR` must be set before prometheus_client is imported (`use_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+LABELS = ("env", "model", "version")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def use_dir(path: Path) -> None:
+    """Start this server's metrics afresh in `path`; children inherit the setting."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+class HttpMetrics:
+    """What an API server records per /predict request (children per status cached)."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self._labels = [labels[name] for name in LABELS]
+        self.requests = Counter(
+            "mllib_requests",
+            "Requests to /predict, by HTTP status.",
+            [*LABELS, "status"],
+            registry=None,
+        )
+        self.errors = Counter(
+            "mllib_request_errors",
+            "Requests to /predict that did not succeed, by reason.",
+            [*LABELS, "reason"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "mllib_request_duration_seconds",
+            "Time from the request's arrival to its response, for /predict.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        ).labels(*self._labels)
+        self._by_status: dict[int, Any] = {}
+        self._by_reason: dict[str, Any] = {}
+
+    def record(self, status: int, seconds: float, reason: str | None) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(*self._labels, str(status))
+        child.inc()
+        self.latency.observe(seconds)
+        if reason:
+            err = self._by_reason.get(reason)
+            if err is None:
+                err = self._by_reason[reason] = self.errors.labels(*self._labels, reason)
+            err.inc()
+
+
+class PredictMetrics:
+    """What a worker records: how long the model's predict() took."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        from prometheus_client import Histogram
+
+        self.seconds = Histogram(
+            "mllib_predict_duration_seconds",
+            "Time spent in the model's predict().",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        ).labels(*(labels[name] for name in LABELS))
+
+
+def publish_info(labels: dict[str, str], run_id: str, deployment: str) -> None:
+    """A constant series naming what this server serves (for dashboards joining on labels)."""
+    from prometheus_client import Gauge
+
+    Gauge(
+        "mllib_model_info",
+        "What this server serves.",
+        [*LABELS, "run_id", "deployment"],
+        multiprocess_mode="max",
+        registry=None,
+    ).labels(*(labels[name] for name in LABELS), run_id, deployment).set(1)
+
+
+def render() -> bytes:
+    """Prometheus text of every process's metrics, added up."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative figures read from one scrape of /metrics."""
+
+    requests: float
+    server_errors: float  # 5xx
+    buckets: tuple[tuple[float, float], ...]  # (upper bound s, cumulative count)
+
+    def minus(self, earlier: Totals) -> Totals:
+        previous = dict(earlier.buckets)
+        return Totals(
+            self.requests - earlier.requests,
+            self.server_errors - earlier.server_errors,
+            tuple((le, count - previous.get(le, 0.0)) for le, count in self.buckets),
+        )
+
+
+def parse(text: str) -> Totals:
+    """Request and error counts and the latency histogram from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mllib_requests_total":
+                requests += sample.value
+                if sample.labels.get("status", "").startswith("5"):
+                    errors += sample.value
+            elif sample.name == "mllib_request_duration_seconds_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return Totals(requests, errors, tuple(sorted(buckets.items())))
+
+
+def quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
+    """The q-quantile (seconds) from cumulative histogram buckets, interpolated as Prometheus does."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            span = count - lower_count
+            fraction = (rank - lower_count) / span if span > 0 else 0.0
+            return lower_bound + (bound - lower_bound) * fraction
+        lower_bound, lower_count = bound, count
+    return lower_bound

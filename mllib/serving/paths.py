@@ -1,0 +1,21 @@
+"""Where serving keeps its files: beside the registry, like run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mllib.workspace import Workspace
+
+
+def serving_dir(ws: Workspace) -> Path:
+    return ws.project.registry_path.parent / "serving"
+
+
+def bundles_dir(ws: Workspace) -> Path:
+    """Materialized model + code snapshots, one folder per artifact, shared by servers."""
+    return serving_dir(ws) / "bundles"
+
+
+def deployment_dir(ws: Workspace, deployment_id: str) -> Path:
+    """A deployment's spec, log, readiness file and metrics."""
+    return serving_dir(ws) / "deployments" / deployment_id

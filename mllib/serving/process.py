@@ -1,0 +1,102 @@
+"""A deployment's server as a background process group: started in its own session, stopped
+gracefully, and killed whole when it does not stop in time.
+
+LitServe's main process has no SIGTERM handler of its own and its API servers can hang for 30 s
+on shutdown after load; our server process turns SIGTERM into its graceful shutdown, and the
+stop here escalates to SIGKILL for the whole group (and any process carrying the deployment's
+marker in its environment) after a grace period, so a stop always ends every process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "MLLIB_DEPLOYMENT"
+_children: dict[int, subprocess.Popen] = {}  # started by this process: reaped when they end
+
+
+def start(spec_path: Path, log_path: Path, *, cwd: Path, env: dict[str, str], marker: str) -> int:
+    """Start `python -m mllib.serving.server SPEC` in a new session; returns its pid (= group id)."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mllib.serving.server", str(spec_path)],
+            cwd=cwd,
+            env={**os.environ, **env, MARKER: marker, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+def _reap() -> None:
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+def members(pgid: int, marker: str | None = None) -> list:
+    """Live processes of group `pgid`, plus any (outside it) whose environment carries `marker`."""
+    import psutil
+
+    _reap()
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.pid) == pgid or (
+                marker and proc.pid != os.getpid() and proc.environ().get(MARKER) == marker
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Stopped:
+    graceful: bool
+    killed: int  # processes that needed SIGKILL
+
+
+def stop(pid: int, *, marker: str, grace_s: float) -> Stopped:
+    """SIGTERM the server (a graceful drain), then SIGKILL whatever is left after `grace_s`."""
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not members(pid, marker):
+            return Stopped(True, 0)
+        time.sleep(0.1)
+    left = members(pid, marker)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    kill_all(left)
+    _reap()
+    return Stopped(False, len(left))
+
+
+def kill_all(procs: list) -> None:
+    """SIGKILL these psutil processes and wait (briefly) until they are gone."""
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)

@@ -1,0 +1,167 @@
+"""Every number of serving, deploys, keys and load tests, read from mllib.toml with its default.
+
+[serve] is the dev server, [deploy] the deployments and their rules ([deploy.staging] and
+[deploy.prod] override per environment), [keys] the API keys, [loadtest] the load tests.
+mllib.toml.example documents each key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
+
+from mllib.config import Config
+from mllib.errors import ConfigError, UsageError
+
+ENVS = ("staging", "prod")
+T = TypeVar("T")
+
+
+def _load(cls: type[T], config: Config, section: str, **overrides: Any) -> T:
+    """Fill dataclass `cls` from `[section]`, each key type-checked against its default."""
+    values = {}
+    known = set()
+    for f in fields(cls):  # type: ignore[arg-type]
+        known.add(f.name)
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+            continue
+        values[f.name] = config.get(f"{section}.{f.name}", default)
+    table = config.get(section, {}, dict)
+    unknown = sorted(k for k in table if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{config.where}: unknown key(s) in [{section}]: {', '.join(unknown)}",
+            hint=f"Known keys: {', '.join(sorted(known))}. See mllib.toml.example.",
+        )
+    obj = cls(**values)
+    for f in fields(cls):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{config.where}: `{section}.{f.name}` must not be negative")
+    return obj
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """[serve]: the dev server (`mllib serve`), and the defaults deployments start from."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1  # inference worker processes, each with its own copy of the model
+    api_servers: int = 1  # HTTP processes in front of them
+    timeout_s: float = 30.0  # a request waiting longer for its prediction gets 504
+    max_body_mb: float = 10.0
+    drain_s: float = 5.0  # on stop, in-flight requests get this long to finish
+    restart_workers: bool = True  # a worker that dies is started again (503 meanwhile)
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """[deploy.staging] / [deploy.prod]: where and how one environment runs."""
+
+    name: str
+    host: str
+    port: int  # 0: a free port on the first deploy, then the environment keeps it
+    workers: int
+    api_servers: int
+    require_keys: bool
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """[deploy]: deployments and the rules that put a cost on careless deploys."""
+
+    host: str = "127.0.0.1"
+    workers: int = 1
+    api_servers: int = 1
+    ready_timeout_s: float = 180.0
+    stop_grace_s: float = 20.0  # after SIGINT, then SIGKILL for whatever is left
+    staging_window_s: float = 86400.0  # a staging load test counts for prod this long
+    budget_burst: float = 3.0  # prod deploys a user may make back to back
+    budget_refill_s: float = 14400.0  # one prod deploy comes back every this many seconds
+    cooldown_base_s: float = 600.0  # cooldown after a first rollback or failed prod deploy
+    cooldown_max_s: float = 86400.0  # doubling stops here
+    quiet_period_s: float = 86400.0  # this long without a strike and the cooldown starts over
+    admins: list = field(default_factory=list)  # who may --force; empty: anyone (audited)
+    staging: dict = field(default_factory=dict)
+    prod: dict = field(default_factory=dict)
+
+    def env(self, name: str) -> EnvSettings:
+        if name not in ENVS:
+            raise UsageError(
+                f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
+            )
+        table = self.staging if name == "staging" else self.prod
+        known = {"host", "port", "workers", "api_servers", "require_keys"}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(
+                f"mllib.toml: unknown key(s) in [deploy.{name}]: {', '.join(unknown)}",
+                hint=f"Known keys: {', '.join(sorted(known))}.",
+            )
+        require = table.get("require_keys", name == "prod")
+        if name == "prod" and require is not True:
+            raise ConfigError(
+                "mllib.toml: [deploy.prod] require_keys cannot be turned off",
+                hint="Production always needs API keys; create them with `mllib keys create --env prod`.",
+            )
+        env = EnvSettings(
+            name=name,
+            host=table.get("host", self.host),
+            port=table.get("port", 0),
+            workers=table.get("workers", self.workers),
+            api_servers=table.get("api_servers", self.api_servers),
+            require_keys=bool(require),
+        )
+        for key in ("port", "workers", "api_servers"):
+            value = getattr(env, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"mllib.toml: [deploy.{name}] {key} must be a whole number")
+        if env.workers < 1 or env.api_servers < 1:
+            raise ConfigError(f"mllib.toml: [deploy.{name}] workers and api_servers must be ≥ 1")
+        return env
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """[keys]: API keys and their rate limits."""
+
+    default_rps: float = 10.0  # requests per second a new key may make, on average
+    burst_s: float = 2.0  # a key may burst this many seconds' worth of requests at once
+    refresh_s: float = 1.0  # servers re-read keys this often (a revoke takes effect within it)
+    flag_interval_s: float = 300.0  # a key bursting past its limit is flagged at most this often
+
+
+@dataclass(frozen=True)
+class LoadtestSettings:
+    """[loadtest]: the supported way to load-test, and what passing means."""
+
+    duration_s: float = 10.0
+    concurrency: int = 8
+    max_concurrency: int = 64
+    max_rps: float = 2000.0
+    max_duration_s: float = 300.0
+    request_timeout_s: float = 10.0
+    input: str = ""  # the request body as JSON, or @file.json
+    pass_max_error_rate: float = 0.01
+    pass_max_p99_ms: float = 100.0
+    pass_min_requests: int = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    serve: ServeSettings
+    deploy: DeploySettings
+    keys: KeySettings
+    loadtest: LoadtestSettings
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        return cls(
+            serve=_load(ServeSettings, config, "serve"),
+            deploy=_load(DeploySettings, config, "deploy"),
+            keys=_load(KeySettings, config, "keys"),
+            loadtest=_load(LoadtestSettings, config, "loadtest"),
+        )

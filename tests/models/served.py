@@ -1,0 +1,49 @@
+"""A model for serving tests: numpy and pandas results, and requests that make predict fail,
+return something JSON cannot hold, sleep, or kill its worker. Loading it can be slowed or broken."""
+
+import os
+import time
+
+import mllib
+
+
+class Opaque:
+    """Not JSON-serialisable."""
+
+
+class Served:
+    def __init__(self):
+        self.bias = mllib.Param(0.0)
+        self.load_delay = mllib.Param(0.0)
+        self.broken = mllib.Param(False)
+        self.weights = None
+
+    def train(self):
+        self.weights = [1.0, 2.0]
+
+    def __setstate__(self, state):  # runs when a server loads the saved model
+        self.__dict__.update(state)
+        if self.broken:
+            raise RuntimeError("this model refuses to load")
+        time.sleep(self.load_delay)
+
+    def predict(self, request):
+        import numpy as np
+        import pandas as pd
+
+        if request.get("fail"):
+            raise ValueError("asked to fail")
+        if request.get("opaque"):
+            return {"value": Opaque()}
+        if request.get("crash"):
+            os._exit(13)
+        if request.get("sleep"):
+            time.sleep(request["sleep"])
+        x = np.asarray(request["x"], dtype=float)
+        return {
+            "y": x * 2 + self.bias,
+            "total": np.float32(x.sum()),
+            "rows": pd.DataFrame({"x": x, "big": x > 1}),
+            "bias": self.bias,
+            "worker_pid": os.getpid(),
+        }

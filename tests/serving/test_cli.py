@@ -1,0 +1,144 @@
+"""The serving commands as a user runs them: real `mllib` subprocesses, real servers, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.serving.conftest import cli
+
+
+@pytest.fixture(scope="module")
+def project(served_project):
+    yield served_project
+    for env in ("staging", "prod"):  # nothing may be left running, even after a failure
+        cli(served_project, "deploy", "stop", "--env", env)
+
+
+def test_prod_first_is_refused_with_exit_5_and_the_commands_to_run(project):
+    result = cli(project, "deploy", "served", "--env", "prod")
+    assert result.returncode == 5, result.output
+    assert "Refused: served v4 has not passed a load test on staging" in result.output
+    assert (
+        "  mllib deploy served:4 --env staging\n  mllib loadtest --env staging\n" in result.output
+    )
+
+
+def test_loadtest_against_prod_is_refused(project):
+    result = cli(project, "loadtest", "--env", "prod")
+    assert result.returncode == 5
+    assert "load tests never target prod" in result.output
+    assert "mllib loadtest --env staging" in result.output
+
+
+def test_keys_are_printed_once_listed_without_secrets_and_revoked(project):
+    created = cli(project, "keys", "create", "--env", "prod", "--rps", "3", "--name", "ci")
+    assert created.returncode == 0, created.output
+    token = created.stdout.strip()
+    assert token.startswith("mlk_") and "only time the key is shown" in created.stderr
+    key_id = token.split("_")[1]
+    listed = cli(project, "keys", "list", "--json").json()
+    (row,) = [r for r in listed if r["id"] == key_id]
+    assert (
+        row["rps"] == 3.0
+        and row["burst"] == 6.0
+        and row["state"] == "active"
+        and row["name"] == "ci"
+    )
+    assert token.split("_", 2)[2] not in cli(project, "keys", "list").output
+    assert cli(project, "keys", "revoke", key_id).returncode == 0
+    assert cli(project, "keys", "list", "--json").json()[0]["state"] == "revoked"
+    assert cli(project, "keys", "revoke", "nosuchkey").returncode == 4
+
+
+def test_staging_loadtest_prod_key_predict_status_history_stop(project):
+    staged = cli(project, "deploy", "served:2", "--env", "staging")
+    assert staged.returncode == 0, staged.output
+    assert "served v2 is live on staging at http://127.0.0.1:" in staged.output
+    again = cli(project, "deploy", "served:2", "--env", "staging")
+    assert again.returncode == 0 and "Refused as a no-op" in again.output
+
+    tested = cli(project, "loadtest", "--env", "staging", "--duration", "1", "--concurrency", "2")
+    assert tested.returncode == 0, tested.output
+    for text in (
+        "passed",
+        "throughput",
+        "req/s",
+        "p50",
+        "p95",
+        "p99",
+        "errors",
+        "latency histogram",
+        "█",
+    ):
+        assert text in tested.output
+    assert "[  1.0s / 1s]" in tested.stderr  # plain progress lines with NO_COLOR
+
+    shipped = cli(project, "deploy", "served:2", "--env", "prod")
+    assert shipped.returncode == 0, shipped.output
+    token = cli(project, "keys", "create", "--env", "prod").stdout.strip()
+    envs = {
+        row["env"]: row
+        for row in cli(project, "deploy", "status", "--json", "--window", "0.2").json()
+    }
+    assert {k: envs["prod"][k] for k in ("env", "model", "version", "workers", "state")} == {
+        "env": "prod",
+        "model": "served",
+        "version": 2,
+        "workers": 1,
+        "state": "live",
+    }
+    url = envs["prod"]["url"]
+    answer = httpx.post(
+        f"{url}/predict", json={"x": [3]}, headers={"authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200 and answer.json()["y"] == [7.0]
+
+    table = cli(project, "deploy", "status").stdout
+    assert "prod" in table and "served v2" in table and url in table
+
+    logs = cli(project, "deploy", "logs", "--env", "prod", "--json")
+    request = [
+        json.loads(line) for line in logs.stdout.splitlines() if '"event":"request"' in line
+    ][-1]
+    assert request["status"] == 200 and request["key_id"] == token.split("_")[1]
+    assert " 200 POST /predict " in cli(project, "deploy", "logs", "--env", "prod").stdout
+
+    history = cli(project, "deploy", "history", "--json").json()
+    seen = [(r["env"], r["action"], r["result"]) for r in reversed(history)]
+    for expected in [
+        ("prod", "deploy", "refused"),
+        ("staging", "deploy", "ok"),
+        ("staging", "deploy", "noop"),
+        ("staging", "loadtest", "passed"),
+        ("prod", "deploy", "ok"),
+    ]:
+        assert expected in seen
+
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "mllib", "deploy", "logs", "--env", "prod", "--follow"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    httpx.post(f"{url}/predict", json={"x": [4]}, headers={"X-Request-ID": "followed-1"})
+    for env in ("prod", "staging"):
+        stopped = cli(project, "deploy", "stop", "--env", env)
+        assert stopped.returncode == 0 and "Stopped served v2" in stopped.output
+    followed, _ = follow.communicate(timeout=30)  # --follow ends with the server
+    assert follow.returncode == 0 and "id=followed-1" in followed
+    assert {r["state"] for r in cli(project, "deploy", "status", "--json").json()} == {"stopped"}
+    assert cli(project, "deploy", "stop", "--env", "prod").returncode == 4
+
+
+def test_deploying_something_unknown_says_what_exists(project):
+    result = cli(project, "deploy", "nosuch:1", "--env", "staging")
+    assert result.returncode == 4
+    assert "No version 1 of model 'nosuch'" in result.output
+    assert "Models here: served (v1..v4)" in result.output
+    bad_env = cli(project, "deploy", "served", "--env", "qa")
+    assert bad_env.returncode == 2 and "Choose --env staging or --env prod" in bad_env.output

@@ -1,0 +1,223 @@
+"""`mllib serve`: a real dev server (2 API servers, 2 workers) on a loopback port, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import wait_for
+from tests.serving.conftest import DevServer, cli
+
+
+@pytest.fixture(scope="module")
+def dev(served_project):
+    """The v4 run (2 s to load) served with `mllib serve model.py --run`."""
+    server = DevServer(served_project, "model.py", "--run", served_project.runs["v4"])
+    server.project = served_project
+    yield server
+    server.stop()
+
+
+def get(url: str, **kwargs) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5, **kwargs)
+    except httpx.TransportError:
+        return None
+
+
+def predict(dev, body, **kwargs) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{dev.url}/predict", content=content, timeout=10, **kwargs)
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, parsed with prometheus_client's own parser."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(parsed: dict, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for (n, lbls), v in parsed.items()
+        if n == name and all((k, labels[k]) in lbls for k in labels)
+    )
+
+
+def test_health_says_loading_until_every_worker_has_loaded_the_model(dev):
+    first = wait_for(lambda: get(f"{dev.url}/health"), timeout=60, what="the dev server to answer")
+    assert first.status_code == 503, first.text
+    assert first.json()["status"] == "loading"
+    assert "loading the model" in first.json()["detail"]
+    ready = wait_for(
+        lambda: (r := get(f"{dev.url}/health")) is not None and r.status_code == 200 and r,
+        timeout=60,
+        what="/health to turn 200",
+    )
+    assert ready.json() == {"status": "ok", "env": "dev", "model": "served", "version": "4"}
+
+
+def test_predict_answers_numpy_and_pandas_values_as_json(dev):
+    response = predict(dev, {"x": [1, 2, 3]}, headers={"x-request-id": "req-42"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"] == "req-42"
+    body = response.json()
+    assert body["y"] == [2.0, 4.0, 6.0]
+    assert body["total"] == 6.0
+    assert body["rows"] == [
+        {"x": 1.0, "big": False},
+        {"x": 2.0, "big": True},
+        {"x": 3.0, "big": True},
+    ]
+
+
+def test_a_body_that_is_not_json_gets_400_saying_so(dev):
+    response = predict(dev, b"{not json")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("The request body is not valid JSON")
+    assert response.json()["error_id"]
+
+
+def test_predict_raising_gets_500_with_an_error_id_and_the_server_keeps_serving(dev):
+    response = predict(dev, {"fail": True})
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "predict() raised ValueError: asked to fail"
+    error_id = body["error_id"]
+    assert response.headers["x-request-id"] == error_id
+    log = wait_for(lambda: error_id in dev.output() and dev.output(), what="the error in the log")
+    entry = log[log.index(f"request {error_id}") :]
+    assert "Traceback (most recent call last)" in entry
+    assert 'in predict\n    raise ValueError("asked to fail")' in entry
+    assert predict(dev, {"x": [1]}).status_code == 200
+
+
+def test_a_result_json_cannot_hold_gets_500_naming_its_type(dev):
+    response = predict(dev, {"opaque": True})
+    assert response.status_code == 500
+    assert "values of type model.Opaque are not JSON-serialisable" in response.json()["error"]
+
+
+def test_metrics_add_up_every_api_server_and_worker(dev):
+    before = samples(httpx.get(f"{dev.url}/metrics", timeout=5).text)
+
+    def one(_):  # a new connection each time, so both API servers take some
+        return predict(dev, {"x": [1], "sleep": 0.02}).json()["worker_pid"]
+
+    with ThreadPoolExecutor(8) as pool:
+        pids = set(pool.map(one, range(40)))
+    assert len(pids) == 2, "both workers should have served"
+    after = samples(httpx.get(f"{dev.url}/metrics", timeout=5).text)
+    labels = {"env": "dev", "model": "served", "version": "4"}
+    ok = "mllib_requests_total"
+    assert (
+        total(after, ok, status="200", **labels) - total(before, ok, status="200", **labels) == 40
+    )
+    predicted = "mllib_predict_duration_seconds_count"
+    assert total(after, predicted, **labels) - total(before, predicted, **labels) == 40
+    latency = "mllib_request_duration_seconds_count"
+    assert total(after, latency, **labels) - total(before, latency, **labels) == 40
+    assert total(after, ok, status="500", **labels) >= 2  # the failing requests above
+    metric_files = list(
+        (dev.project.root / ".mllib/serving/dev" / str(dev.port) / "metrics").iterdir()
+    )
+    writers = {int(p.stem.rsplit("_", 1)[1]) for p in metric_files if p.stem[-1].isdigit()}
+    assert pids <= writers, "each worker wrote its own metric files, added up by /metrics"
+
+
+def test_openapi_documents_predict_and_the_docs_page_answers(dev):
+    schema = httpx.get(f"{dev.url}/openapi.json", timeout=5).json()
+    responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "500", "503"} <= set(responses)
+    assert "/health" in schema["paths"] and "/metrics" in schema["paths"]
+    docs = httpx.get(f"{dev.url}/docs", timeout=5)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_a_dead_worker_makes_health_unhealthy_until_it_is_replaced(dev):
+    crashed = {}
+    thread = threading.Thread(target=lambda: crashed.update(r=predict(dev, {"crash": True})))
+    thread.start()
+    unhealthy = wait_for(
+        lambda: (r := get(f"{dev.url}/health")) is not None and r.status_code == 503 and r,
+        timeout=20,
+        what="/health to report the dead worker",
+    )
+    assert unhealthy.json()["status"] in ("unhealthy", "loading")
+    assert predict(dev, {"x": [2]}).status_code == 200  # the other worker goes on serving
+    wait_for(
+        lambda: (r := get(f"{dev.url}/health")) is not None and r.status_code == 200,
+        timeout=60,
+        what="the worker to be restarted",
+    )
+    thread.join(timeout=30)
+    assert (
+        crashed["r"].status_code == 504
+    )  # its request was lost with the worker: a timeout, not a hang
+
+
+def test_ctrl_c_stops_the_server_and_every_process_it_started(dev):
+    import psutil
+
+    members = [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid]
+    assert len(members) >= 5  # main, Manager, 2 workers, 2 API servers (and the resource tracker)
+    assert dev.stop(signal.SIGINT) == 0
+    wait_for(
+        lambda: (
+            not [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid and _alive(p)]
+        ),
+        timeout=20,
+        what="every process to end",
+    )
+    assert "Shutting down" in dev.output()
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_the_original_spelling_reaches_serve(served_project):
+    result = cli(served_project, "model.py", "--serve", "--port", "80")
+    assert result.returncode == 2
+    assert "--port must be between 1024 and 65535" in result.output
+
+
+def test_serving_a_file_with_no_trained_run_says_what_to_do(served_project):
+    result = cli(served_project, "serve", "model.py", "--bias=7")
+    assert result.returncode == 4
+    assert "No successful training run of served" in result.output
+    assert "mllib train model.py" in result.output
+
+
+def test_a_model_that_cannot_be_loaded_stops_the_server_with_its_traceback(served_project):
+    server = DevServer(served_project, "model.py", "--run", served_project.runs["v3"])
+    assert server.proc.wait(timeout=90) == 3
+    output = server.output()
+    assert "loading the model raised RuntimeError: this model refuses to load" in output
+    assert 'raise RuntimeError("this model refuses to load")' in output
+    assert "Error: the model could not be loaded" in output
+    assert "Error setting up worker" not in output  # reported once, not again by LitServe

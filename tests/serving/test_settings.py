@@ -1,0 +1,59 @@
+"""mllib.toml's serving sections: every number configurable, documented, and checked."""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mllib.config import Config
+from mllib.errors import ConfigError
+from mllib.serving.settings import (
+    DeploySettings,
+    KeySettings,
+    LoadtestSettings,
+    ServeSettings,
+    Settings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_file_documents_every_setting_with_its_default():
+    example = tomllib.loads((ROOT / "mllib.toml.example").read_text())
+    for section, cls in [
+        ("serve", ServeSettings),
+        ("deploy", DeploySettings),
+        ("keys", KeySettings),
+        ("loadtest", LoadtestSettings),
+    ]:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert set(example[section]) == names, section
+        defaults = cls()
+        for name, value in example[section].items():
+            if name not in ("staging", "prod", "input"):
+                assert getattr(defaults, name) == value, f"[{section}] {name}"
+    settings = Settings.from_config(Config(Path("mllib.toml"), example))
+    assert settings.deploy.env("staging").require_keys is False
+    assert settings.deploy.env("prod").require_keys is True
+
+
+def test_overrides_are_read_and_typos_or_bad_values_are_errors():
+    config = Config(
+        Path("mllib.toml"),
+        {"deploy": {"cooldown_base_s": 60, "prod": {"port": 9100, "workers": 2}}},
+    )
+    settings = Settings.from_config(config)
+    assert settings.deploy.cooldown_base_s == 60
+    prod = settings.deploy.env("prod")
+    assert (prod.port, prod.workers, prod.api_servers) == (9100, 2, 1)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[deploy\]: cooldown_s"):
+        Settings.from_config(Config(Path("mllib.toml"), {"deploy": {"cooldown_s": 1}}))
+    with pytest.raises(ConfigError, match="must be a number"):
+        Settings.from_config(Config(Path("mllib.toml"), {"keys": {"default_rps": "fast"}}))
+    with pytest.raises(ConfigError, match="must not be negative"):
+        Settings.from_config(Config(Path("mllib.toml"), {"loadtest": {"max_rps": -1}}))
+    with pytest.raises(ConfigError, match="require_keys cannot be turned off"):
+        Settings.from_config(
+            Config(Path("mllib.toml"), {"deploy": {"prod": {"require_keys": False}}})
+        ).deploy.env("prod")
