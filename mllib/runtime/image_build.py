@@ -1,0 +1,196 @@
+"""Building images from a build context mllib writes itself (never a user's Dockerfile).
+
+``build_image`` streams the engine's build output to ``progress`` and turns a failure into an
+:class:`ImageBuildError` naming the failing step and the line that says why; it never leaves a
+build container behind. ``ca_files`` and ``pip_dockerfile_lines`` are the pieces every
+pip-installing image shares: the host's CA bundle trusted, the host's pip settings as build args.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
+from mllib.runtime.host_settings import HOST_CA_BUNDLE
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+Progress = Callable[[str], None]
+VENV = "/opt/venv"
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STEP = re.compile(r"^Step \d+/\d+ : (?P<instruction>.*)$")
+# Output that means the package index (not the requirement) failed: a system error.
+_NETWORK_TROUBLE = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "Temporary failure in name resolution",
+    "Max retries exceeded",
+    "Connection refused",
+    "Could not fetch URL",
+    "ReadTimeoutError",
+    "ProxyError",
+)
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """Where a build stopped: the Dockerfile step, the engine's message and the output before it."""
+
+    tag: str
+    step: str
+    detail: str
+    output: Sequence[str]
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The lines of the failing step's output that say what went wrong (pip's ERROR: lines)."""
+        lines = [line.strip() for line in self.output if line.strip()]
+        errors = [line for line in lines if line.startswith(("ERROR:", "error:", "E: "))]
+        return errors or lines[-1:]
+
+    @property
+    def network_trouble(self) -> bool:
+        return any(marker in line for line in self.output for marker in _NETWORK_TROUBLE)
+
+
+# Turns a failure into (message, hint, failure class); the default blames the engine or index.
+Explain = Callable[[BuildFailure], tuple[str, str, str]]
+
+
+def explain_failure(failure: BuildFailure) -> tuple[str, str, str]:
+    """The default explanation: every failure is a system error, with a hint for proxies."""
+    where = f" at `{failure.step}`" if failure.step else ""
+    why = failure.error_lines[0] if failure.error_lines else failure.detail
+    message = f"building {failure.tag} failed{where}: {why}"
+    if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.output):
+        hint = (
+            "The build does not trust the TLS proxy's certificate: give it the host's CA bundle "
+            f"(pip's `cert` setting, REQUESTS_CA_BUNDLE, or {HOST_CA_BUNDLE})."
+        )
+    else:
+        hint = "Check that the base image exists and the package index is reachable."
+    return message, hint, SYSTEM_ERROR
+
+
+def build_image(
+    client: DockerClient,
+    tag: str,
+    files: Mapping[str, bytes],
+    *,
+    buildargs: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    network_mode: str | None = None,
+    progress: Progress | None = None,
+    explain: Explain = explain_failure,
+    cancelled: Callable[[], bool] | None = None,
+) -> str:
+    """Build `files` (a Dockerfile and what it copies) as `tag`; return the image id.
+
+    Every output line goes to `progress`. A failure raises ImageBuildError with `explain`'s
+    message, hint and failure class. `cancelled` is polled between output lines: when it turns
+    true the build stream is closed, which makes the engine abandon the build.
+    """
+    import docker.errors
+
+    say = progress or (lambda _line: None)
+    step, output, image = "", [], None
+    try:
+        stream = client.api.build(
+            fileobj=tar_context(files),
+            custom_context=True,
+            tag=tag,
+            buildargs=dict(buildargs or {}),
+            rm=True,
+            forcerm=True,  # the failing step's container goes too
+            decode=True,
+            network_mode=network_mode,
+            labels=dict(labels or {}),
+        )
+        for chunk in stream:
+            if cancelled is not None and cancelled():
+                stream.close()
+                raise ImageBuildError(f"building {tag} was cancelled")
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                failure = BuildFailure(tag, step, _ANSI.sub("", detail).strip(), output)
+                message, hint, failure_class = explain(failure)
+                raise ImageBuildError(message, hint=hint, failure_class=failure_class)
+            for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
+                if match := _STEP.match(line.strip()):
+                    step, output = match["instruction"], []
+                elif line.strip():
+                    output = [*output[-199:], line]
+                if line.strip():
+                    say(line.rstrip())
+            if aux := chunk.get("aux"):
+                image = aux.get("ID", image)
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}") from exc
+    return str(image or client.images.get(tag).id)
+
+
+def ca_files(ca_bundle: str | None) -> dict[str, bytes]:
+    """The host's CA bundle as single certificates for the image's trust store (context paths)."""
+    certs = _split_pem(Path(ca_bundle).read_bytes()) if ca_bundle else []
+    return {f"mllib-ca/host-{number:03d}.crt": cert for number, cert in enumerate(certs)}
+
+
+def pip_dockerfile_lines(*, with_ca: bool) -> list[str]:
+    """Dockerfile lines that trust the host's CAs and take the host's pip settings as build args."""
+    ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
+    lines = []
+    if with_ca:
+        lines += [
+            "COPY mllib-ca/ /usr/local/share/ca-certificates/mllib-host/",
+            "RUN update-ca-certificates >/dev/null",
+        ]
+    return [
+        *lines,
+        f"ENV SSL_CERT_FILE={ca_bundle} REQUESTS_CA_BUNDLE={ca_bundle} PIP_CERT={ca_bundle}",
+        "ARG PIP_INDEX_URL",
+        "ARG PIP_EXTRA_INDEX_URL",
+        "ARG PIP_FIND_LINKS",
+        "ARG PIP_TRUSTED_HOST",
+    ]
+
+
+def venv_env_line(venv: str = VENV) -> str:
+    return f"ENV VIRTUAL_ENV={venv} PATH={venv}/bin:{IMAGE_PATH}"
+
+
+def tar_context(files: Mapping[str, bytes]) -> io.BytesIO:
+    """An uncompressed tar of `files` (context path -> content) with fixed metadata."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _split_pem(bundle: bytes) -> list[bytes]:
+    """Split a PEM bundle into single certificates, as update-ca-certificates expects."""
+    pattern = rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----"
+    return [cert + b"\n" for cert in re.findall(pattern, bundle, re.S)]
+
+
+@contextlib.contextmanager
+def host_lock(name: str) -> Iterator[None]:
+    """Hold a host-wide lock named `name`, so concurrent callers build an image once, not twice."""
+    os.makedirs("/run/lock", exist_ok=True)
+    with open(f"/run/lock/{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
