@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mllib.runtime.engine import BaseImageError
+from mllib.runtime.engine import SYSTEM_ERROR, BaseImageError
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -139,7 +139,9 @@ def pip_config_values(
     return _parse_pip_config(config_list, env), skipped
 
 
-def refuse_credentials(setting: str, url: str, why: str = "") -> None:
+def refuse_credentials(
+    setting: str, url: str, why: str = "", *, failure_class: str = SYSTEM_ERROR
+) -> None:
     """Raise BaseImageError when `url` carries a user or password, without echoing them."""
     parts = urlsplit(url)
     if parts.username or parts.password:
@@ -149,7 +151,8 @@ def refuse_credentials(setting: str, url: str, why: str = "") -> None:
         )
         raise BaseImageError(
             f"the {setting} {masked} carries credentials, which mllib will not put into an "
-            f"image: {why}. Use a {setting} that needs no credentials (a local mirror or proxy)."
+            f"image: {why}. Use a {setting} that needs no credentials (a local mirror or proxy).",
+            failure_class=failure_class,
         )
 
 

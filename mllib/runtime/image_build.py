@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import re
 import tarfile
@@ -104,6 +105,12 @@ def build_image(
 
     say = progress or (lambda _line: None)
     step, output, image = "", [], None
+    if labels:  # one LABEL step, where the API's `labels` would add one step per label
+        pairs = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
+        files = {
+            **files,
+            "Dockerfile": files["Dockerfile"].rstrip(b"\n") + f"\nLABEL {pairs}\n".encode(),
+        }
     try:
         stream = client.api.build(
             fileobj=tar_context(files),
@@ -114,7 +121,6 @@ def build_image(
             forcerm=True,  # the failing step's container goes too
             decode=True,
             network_mode=network_mode,
-            labels=dict(labels or {}),
         )
         for chunk in stream:
             if cancelled is not None and cancelled():

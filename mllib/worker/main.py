@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_CANCELLED
     except UserCodeError as wrapped:
         exc = wrapped.__cause__ or wrapped
-        code = _report_user_error(writer, exc)
+        code = _report_user_error(writer, exc, code_dir)
     except MllibError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         writer.emit("error", failure_class="user_error", message=str(exc), traceback=None)
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _report_user_error(writer: EventWriter, exc: BaseException) -> int:
-    text = user_traceback(exc)
+def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
+    text = user_traceback(exc, code_dir)
     print(text, file=sys.stderr, end="")
     message = "".join(traceback.format_exception_only(exc)).strip()
     if isinstance(exc, MemoryError):
