@@ -268,3 +268,16 @@ def _engine_is_local() -> bool:
 
 def _digest(**parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def build_project_image(start: str | Path = ".", *, progress: Progress | None = None) -> str:
+    """Build (or find) the image of the project at or above `start`; returns its tag."""
+    from mllib.project import Project
+    from mllib.runtime.engine import docker_client
+
+    project = Project.find(start)
+    client = docker_client(timeout=600)
+    try:
+        return ensure_image(client, project.root, project.config, progress=progress)
+    finally:
+        client.close()
