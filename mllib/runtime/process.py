@@ -44,8 +44,9 @@ class ProcessHandle:
 
     def output(self) -> Iterator[bytes]:
         assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(65536):
-            yield chunk
+        with self.proc.stdout:  # closed at the end, so no pipe outlives the run
+            while chunk := self.proc.stdout.read1(65536):
+                yield chunk
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         try:
