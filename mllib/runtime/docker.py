@@ -43,6 +43,7 @@ from mllib.runtime.engine import (
     DockerRuntimeError,
     docker_client,
     engine_problem,
+    import_docker,
 )
 from mllib.runtime.gpus import nvidia_gpus
 from mllib.runtime.host_settings import host_proxies
@@ -252,8 +253,7 @@ class DockerHandle:
     # --- the lifecycle, on its own thread -------------------------------------------------
 
     def _lifecycle(self) -> None:
-        import docker.errors
-
+        docker = import_docker()  # before any `import docker...`: see import_docker
         client = None
         status = ExitStatus(_EXIT_SYSTEM_ERROR)
         try:

@@ -31,6 +31,7 @@ VENV = "/opt/venv"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step \d+/\d+ : (?P<instruction>.*)$")
+_STEP_RESULT = re.compile(r"^ ---> (?P<id>[0-9a-f]{12,64})$")
 # Output that means the package index (not the requirement) failed: a system error.
 _NETWORK_TROUBLE = (
     "CERTIFICATE_VERIFY_FAILED",
@@ -104,7 +105,7 @@ def build_image(
     import docker.errors
 
     say = progress or (lambda _line: None)
-    step, output, image = "", [], None
+    step, output, image, last_layer = "", [], None, None
     if labels:  # one LABEL step, where the API's `labels` would add one step per label
         pairs = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
         files = {
@@ -125,8 +126,10 @@ def build_image(
         for chunk in stream:
             if cancelled is not None and cancelled():
                 stream.close()
+                _discard(client, last_layer)
                 raise ImageBuildError(f"building {tag} was cancelled")
             if "error" in chunk:
+                _discard(client, last_layer)
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 failure = BuildFailure(tag, step, _ANSI.sub("", detail).strip(), output)
                 message, hint, failure_class = explain(failure)
@@ -134,6 +137,8 @@ def build_image(
             for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
                 if match := _STEP.match(line.strip()):
                     step, output = match["instruction"], []
+                elif match := _STEP_RESULT.match(line.rstrip()):
+                    last_layer = match["id"]
                 elif line.strip():
                     output = [*output[-199:], line]
                 if line.strip():
@@ -143,6 +148,19 @@ def build_image(
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}") from exc
     return str(image or client.images.get(tag).id)
+
+
+def _discard(client: DockerClient, layer: str | None) -> None:
+    """Remove what a failed build left: its last step's image, unless tagged or still a parent."""
+    import docker.errors
+
+    if layer is None:
+        return
+    try:
+        if not client.images.get(layer).tags:
+            client.images.remove(layer)
+    except docker.errors.APIError:
+        pass  # a cached layer other images build on: it is not ours to remove
 
 
 def ca_files(ca_bundle: str | None) -> dict[str, bytes]:
@@ -197,6 +215,11 @@ def _split_pem(bundle: bytes) -> list[bytes]:
 def host_lock(name: str) -> Iterator[None]:
     """Hold a host-wide lock named `name`, so concurrent callers build an image once, not twice."""
     os.makedirs("/run/lock", exist_ok=True)
-    with open(f"/run/lock/{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(f"/run/lock/{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        with contextlib.suppress(PermissionError):
+            os.fchmod(fd, 0o666)  # every user's runs build through the same engine
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)

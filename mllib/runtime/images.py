@@ -222,12 +222,12 @@ def _explainer(plan: ImagePlan) -> Callable[[BuildFailure], tuple[str, str, str]
     def explain(failure: BuildFailure) -> tuple[str, str, str]:
         if f"{_CONTEXT}/requirements.txt" not in failure.step or failure.network_trouble:
             return explain_failure(failure)
-        text = " ".join(failure.error_lines)
+        text = failure.error_lines[-1].removeprefix("ERROR: ")  # pip's last word is the reason
         culprits = [r for r in plan.requirements if _mentions(text, r)]
         where = "; ".join(f"{r.origin}: {r.text}" for r in culprits)
         message = f"pip could not install the project's dependencies: {text}"
         if where:
-            message += f" (from {where})"
+            message += f" (at {where})"
         hint = (
             "Fix the requirement (requirements.txt, pyproject.toml or [runtime] packages in "
             "mllib.toml), or use --runtime process to run without an image."

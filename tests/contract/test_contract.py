@@ -15,7 +15,7 @@ import pytest
 from mllib.registry.runs import get_run
 from mllib.runs import views
 from mllib.workspace import Workspace
-from tests.contract.conftest import Project, wait_for
+from tests.contract.harness import Project, wait_for
 
 
 def _show(project: Project, run_id: str) -> dict:

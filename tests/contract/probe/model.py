@@ -48,13 +48,14 @@ class Probe:
         logged.write_text("logged with log_artifact\n")
         mllib.log_artifact(str(logged))
         if self.mode == "write_data":
-            self._try_write(Path(self.data_path).parent / "written-by-run.txt")
+            self._try_write(Path(self.data_path))
         Path("written-in-project.txt").write_text("hello\n")
         self.weights = [random.random() for _ in range(3)]
 
     def _try_write(self, path):
         try:
-            path.write_text("x")
+            with open(path, "a") as handle:
+                handle.write("appended by the run\n")
             result = "written"
         except OSError as exc:
             result = type(exc).__name__ + ": " + exc.strerror
