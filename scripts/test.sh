@@ -3,7 +3,11 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
+ensure_docker_engine
+ensure_base_image
+ensure_torch
 
 cd "$MLLIB_ROOT"
 say "Lint"

@@ -7,6 +7,7 @@ Writes use BEGIN IMMEDIATE so two processes never both read then try to upgrade 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,26 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 60.0
 
 
+def _import_sqlite_utils() -> Any:
+    """sqlite_utils without the numpy/pandas it imports when installed (0.1-0.3 s per command).
+
+    They only teach it to store numpy and pandas values, and the registry stores plain ones.
+    Already imported libraries are used as they are.
+    """
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import numpy` -> ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
 class Registry:
     """An open registry database. Cheap to open; one per process or thread is typical.
 
@@ -28,7 +49,7 @@ class Registry:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        import sqlite_utils
+        sqlite_utils = _import_sqlite_utils()
 
         self.path = path
         self.conn = conn
