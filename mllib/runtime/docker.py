@@ -62,6 +62,7 @@ RUN_LABEL = "org.mllib.run"
 RESERVED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/mllib",
             "/opt/venv", "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/lib")  # fmt: skip
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
+API_TIMEOUT_S = 600  # for each engine call; waiting for the container and its logs has none
 _EXIT_USER_ERROR, _EXIT_SYSTEM_ERROR, _EXIT_CANCELLED = 1, 3, 143
 _DONE = object()
 
@@ -257,7 +258,7 @@ class DockerHandle:
         client = None
         status = ExitStatus(_EXIT_SYSTEM_ERROR)
         try:
-            client = docker_client(timeout=600)
+            client = docker_client(timeout=API_TIMEOUT_S)
             status = self._run(client)
         except DockerRuntimeError as exc:
             status = self._fail(exc.failure_class, str(exc))
@@ -297,7 +298,7 @@ class DockerHandle:
         container = self._container
         pump = threading.Thread(target=self._pump_logs, args=(container,), daemon=True)
         pump.start()
-        result = container.wait()
+        result = container.wait(timeout=None)  # as long as the run takes
         pump.join(timeout=30)
         container.reload()
         state = container.attrs.get("State", {})

@@ -195,6 +195,18 @@ def test_out_of_memory_is_a_system_error_saying_how_to_raise_the_limit(
     )
 
 
+def test_a_run_may_outlast_the_engine_api_timeout(
+    docker_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mllib.runtime.docker
+
+    monkeypatch.setattr(mllib.runtime.docker, "API_TIMEOUT_S", 1)
+
+    run = docker_project.train({"mode": "nap"})  # sleeps 3 s, three times the timeout
+
+    assert run.status == "succeeded", run.error
+
+
 def test_cancel_during_the_image_build_stops_it(docker_project: Project) -> None:
     # An index that never answers keeps pip (and so the build) busy until it is cancelled.
     (docker_project.root / "requirements.txt").write_text(

@@ -16,7 +16,7 @@ class Probe:
     def __init__(self):
         self.lr = mllib.Param(0.1)
         self.epochs = mllib.Param(3)
-        self.mode = mllib.Param("ok")  # ok | raise | sigkill | sleep | oom | write_data
+        self.mode = mllib.Param("ok")  # ok | raise | sigkill | sleep | nap | oom | write_data
         self.data_path = mllib.Param("data/train.txt", env="DATA_PATH")
         self.extra = mllib.Param("default", env="EXTRA")
         self.tag = mllib.Param("none")
@@ -31,6 +31,8 @@ class Probe:
         if self.mode == "oom":
             hoard = [bytearray(64 * 1024 * 1024) for _ in range(64)]
             print(len(hoard))
+        if self.mode == "nap":
+            time.sleep(3)
         if self.mode == "sleep":
             print("sleeping", flush=True)
             while True:
