@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mllib.config import Config
-from mllib.errors import ConfigError
+from mllib.errors import ConfigError, UsageError
 from mllib.project import Project
 from mllib.runtime.base import ExitStatus, Job, worker_argv
 from mllib.runtime.engine import (
@@ -115,7 +115,10 @@ class DockerRuntime:
         return engine_problem()
 
     def start(self, job: Job) -> DockerHandle:
+        from mllib.runtime.images import image_settings
+
         config = Project.find(job.work_dir).config
+        image_settings(config)  # bad settings fail the start, before anything runs
         handle = DockerHandle(job, config, ContainerSettings.from_config(config))
         handle.begin()
         return handle
@@ -262,6 +265,8 @@ class DockerHandle:
             status = self._run(client)
         except DockerRuntimeError as exc:
             status = self._fail(exc.failure_class, str(exc))
+        except UsageError as exc:  # a bad setting found while building (mllib.toml, requirements)
+            status = self._fail(USER_ERROR, str(exc))
         except docker.errors.APIError as exc:
             status = self._fail(SYSTEM_ERROR, _engine_message(exc))
         except Exception as exc:  # the engine connection broke, or a bug: never hang the run

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllib.config import Config
+from mllib.errors import ConfigError
 from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem, build_base_image
 from mllib.runtime.engine import (
     SYSTEM_ERROR,
@@ -62,6 +65,7 @@ DEFAULT_REPOSITORY = "mllib/env"
 # Bump when the Dockerfiles below change, so images built by an older recipe are not reused.
 RECIPE = "1"
 _CONTEXT = "/tmp/mllib-build"
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
 
 Progress = Callable[[str], None]
 
@@ -86,6 +90,12 @@ def image_settings(config: Config) -> tuple[str, str]:
     """(base image, repository) from `[runtime]` of mllib.toml."""
     base = config.get("runtime.base_image", DEFAULT_TAG, str)
     repository = config.get("runtime.image_repository", DEFAULT_REPOSITORY, str)
+    if not _REPOSITORY.match(repository):
+        raise ConfigError(
+            f"{config.where}: [runtime] image_repository = {repository!r} is not a Docker "
+            "repository name",
+            hint='Use lowercase letters, digits and . _ - /, e.g. "myteam/my-model".',
+        )
     return base, repository
 
 
@@ -150,6 +160,7 @@ def _build_deps(
         f"mllib: building {plan.deps_tag} FROM {plan.base} with {names} "
         "(pinned to this machine's versions; once per set of dependencies)"
     )
+    _compare_pythons(client, plan, say)
     settings = pip_build_settings()
     certs = ca_files(settings.get("ca_bundle"))
     wheels = local_wheels(plan.pins, *local_pip_locations()) if _engine_is_local() else []
@@ -214,6 +225,18 @@ def _build_final(
         progress=say,
         cancelled=cancelled,
     )
+
+
+def _compare_pythons(client: DockerClient, plan: ImagePlan, say: Progress) -> None:
+    """Say so when the image's Python is another minor version than this one (results may differ)."""
+    labels = client.images.get(plan.base_id).labels or {}
+    image_python = labels.get("org.mllib.python", "")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if image_python and not (image_python + ".").startswith(here + "."):
+        say(
+            f"mllib: note: {plan.base} has Python {image_python} and this machine {here}: "
+            "pinned versions may not exist for it, and results can differ from local runs"
+        )
 
 
 def _explainer(plan: ImagePlan) -> Callable[[BuildFailure], tuple[str, str, str]]:

@@ -89,7 +89,11 @@ def worker_requirements() -> list[Requirement]:
     from packaging.utils import canonicalize_name
 
     declared = {}
-    for text in metadata.requires("mllib") or []:
+    try:
+        requires = metadata.requires("mllib") or []
+    except metadata.PackageNotFoundError:  # mllib imported from a checkout, not installed
+        requires = []
+    for text in requires:
         parsed = Parsed(text)
         if parsed.marker is None:
             declared[canonicalize_name(parsed.name)] = text

@@ -196,3 +196,13 @@ def test_gpu_request_without_nvidia_runtime_is_a_system_error_saying_what_to_do(
     assert (run.status, run.failure_class) == ("failed", "system_error")
     assert "NVIDIA Container Toolkit" in run.error and 'gpus = "none"' in run.error
     assert "1 NVIDIA GPU passed to the container" in run.runtime_note
+
+
+def test_image_repository_must_be_a_docker_name() -> None:
+    from mllib.runtime.images import image_settings
+
+    config = Config(None, {"runtime": {"image_repository": "My Team/Model"}})
+
+    with pytest.raises(ConfigError, match="is not a Docker repository name"):
+        image_settings(config)
+    assert image_settings(Config(None, {}))[1] == "mllib/env"
