@@ -310,8 +310,11 @@ class DockerHandle:
         return self._exit_status(int(result.get("StatusCode", -1)), bool(state.get("OOMKilled")))
 
     def _pump_logs(self, container: Container) -> None:
-        for chunk in container.logs(stream=True, follow=True):
-            self._chunks.put(chunk)
+        try:
+            for chunk in container.logs(stream=True, follow=True):
+                self._chunks.put(chunk)
+        except Exception as exc:  # the engine went away: the exit status will say more
+            self._chunks.put(f"mllib: the container's output stopped: {exc}\n".encode())
 
     def _progress(self, line: str) -> None:
         if self.job.progress is not None:

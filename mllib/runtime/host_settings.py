@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mllib.runtime.engine import SYSTEM_ERROR, BaseImageError
+from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -56,7 +56,7 @@ def pip_build_settings(
     pip when None) and ``environ`` defaults to ``os.environ``.
 
     An index URL that carries credentials (``user:password@``) is refused with
-    :class:`BaseImageError`: the legacy builder records build-arg values in ``docker history``
+    :class:`ImageBuildError`: the legacy builder records build-arg values in ``docker history``
     and has no build secrets, so a credential would end up in the image for anyone to read.
     """
     env = os.environ if environ is None else environ
@@ -142,14 +142,14 @@ def pip_config_values(
 def refuse_credentials(
     setting: str, url: str, why: str = "", *, failure_class: str = SYSTEM_ERROR
 ) -> None:
-    """Raise BaseImageError when `url` carries a user or password, without echoing them."""
+    """Raise ImageBuildError when `url` carries a user or password, without echoing them."""
     parts = urlsplit(url)
     if parts.username or parts.password:
         masked = urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
         why = why or (
             "build args are recorded in `docker history` and this builder has no build secrets"
         )
-        raise BaseImageError(
+        raise ImageBuildError(
             f"the {setting} {masked} carries credentials, which mllib will not put into an "
             f"image: {why}. Use a {setting} that needs no credentials (a local mirror or proxy).",
             failure_class=failure_class,

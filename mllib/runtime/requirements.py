@@ -177,7 +177,7 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         if not pending:
             start = number
         if line.endswith("\\"):
-            pending += line[:-1] + " "
+            pending += line[:-1].rstrip() + " "
             continue
         line, pending = (pending + line).strip(), ""
         if line:

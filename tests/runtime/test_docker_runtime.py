@@ -140,6 +140,8 @@ def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: Project
     assert "requirements.txt:2" in run["error"]
     log = (docker_project.root / ".mllib" / "runs" / run["id"] / "output.log").read_text()
     assert "Step " in log and "pip install" in log  # the build is in the run's log
+    assert "docker runtime ([runtime] local = 'docker'" in result.stderr  # said once, with why
+    assert "Step 1/" in result.stderr  # progress shown (plain lines: stderr is no terminal)
 
 
 def test_unreachable_engine_is_a_system_error(docker_project: Project, tmp_path: Path) -> None:
