@@ -45,10 +45,10 @@ def to_json_bytes(value: Any) -> bytes:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc)
-    if text.startswith("Type is not JSON serializable: "):
-        return f"values of type {text.split(': ', 1)[1]} are not JSON-serialisable"
-    return text
+    cause = exc.__cause__  # what _default raised: the full name of the type it could not convert
+    if isinstance(cause, TypeError) and cause.args:
+        return f"values of type {cause.args[0]} are not JSON-serialisable"
+    return str(exc)
 
 
 def from_json(data: bytes | str) -> Any:

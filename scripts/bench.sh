@@ -1,18 +1,46 @@
 #!/usr/bin/env bash
-# Benchmarks in full mode (the test suite runs them in a short mode). Safe to run again.
-#   bash scripts/bench.sh docker [--reps N]   the Docker runtime's overhead over `docker run`
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|docker|all]
+# Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
-case "${1:-}" in
-  docker)
-    shift
-    ensure_docker_engine
-    ensure_base_image
-    exec "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
-    ;;
-  *) die "usage: bash scripts/bench.sh docker [--reps N]" ;;
+BENCH_VENV="$MLLIB_ROOT/.venv-bench"
+ensure_bench_env() {
+  if [ ! -x "$BENCH_VENV/bin/mlflow" ]; then
+    say "Installing MLflow into $BENCH_VENV (benchmark baseline only)"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/python" -m pip install -q --disable-pip-version-check mlflow 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  fi
+}
+
+bench_startup() {
+  ensure_bench_env
+  say "Startup: mllib --help vs mlflow --help"
+  "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
+}
+
+bench_metrics() {
+  ensure_bench_env
+  say "Metric logging: 100,000 points, mllib vs MLflow (SQLite backends)"
+  "$VENV/bin/python" benchmarks/metric_logging.py --impl mllib --points 100000
+  "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
+}
+
+bench_docker() {
+  ensure_docker_engine
+  ensure_base_image
+  say "Docker runtime: mllib train (minimal, image cached) vs docker run python -c pass"
+  "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
+}
+
+case "${1:-all}" in
+  startup) bench_startup ;;
+  metrics) bench_metrics ;;
+  docker) bench_docker "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_docker ;;
+  *) die "unknown benchmark '$1' (startup, metrics, docker, all)" ;;
 esac

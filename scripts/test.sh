@@ -5,9 +5,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
+ensure_torch
 ensure_docker_engine
 ensure_base_image
-ensure_torch
 
 cd "$MLLIB_ROOT"
 say "Lint"

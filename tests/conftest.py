@@ -1,10 +1,17 @@
-"""Fixtures shared by every test folder: a real Docker engine, and cleaning up what tests make."""
+"""Shared fixtures: a project folder with a model, the real `mllib` command run as a subprocess, and
+a real Docker engine (with cleanup of the images tests build)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,6 +21,114 @@ from mllib.runtime.engine import docker_client as connect
 
 if TYPE_CHECKING:
     from docker import DockerClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read a developer's registry settings; output is plain and wide."""
+    for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+) -> Result:
+    """Run the real `mllib` command (python -m mllib) and capture its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mllib", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Project:
+    root: Path
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def mllib(self, *args: str, **kwargs) -> Result:
+        return run_cli(list(args), self.root, **kwargs)
+
+    def last_run(self) -> dict:
+        runs = self.mllib("runs", "list", "--json", "--limit", "1").json()
+        assert runs, "no run was recorded"
+        return self.mllib("runs", "show", runs[0]["id"], "--json").json()
+
+    def show(self, run_id: str) -> dict:
+        return self.mllib("runs", "show", run_id, "--json").json()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """An empty project folder; write a model.py into it with project.write()."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    return Project(root)
+
+
+@pytest.fixture
+def model_project(project: Project) -> Project:
+    """A project holding tests/models/basic.py as model.py."""
+    project.write("model.py", (ROOT / "tests" / "models" / "basic.py").read_text())
+    return project
+
+
+def model_source(name: str) -> str:
+    return (ROOT / "tests" / "models" / f"{name}.py").read_text()
+
+
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+):
+    """Poll until `condition()` is truthy; fail the test with `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- a real Docker engine ------------------------------------------------------------------
 
 
 def docker_unavailable(reason: str) -> None:

@@ -81,19 +81,21 @@ def list_(
         output.err().print("No runs yet. Start one with `mllib train model.py`.")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL"):
-        table.add_column(column)
+    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("EVAL")
     for r in runs:
         status_cell = status_text(r["status"]) + (
             f" ({r['failure_class']})" if r["failure_class"] else ""
         )
         evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        created = r["created_at"][5:16].replace("T", " ")  # MM-DD HH:MM, UTC
         table.add_row(
             r["id"],
             r["model"],
             r["action"],
             status_cell,
-            r["created_at"][:19].replace("T", " "),
+            created,
             fmt_duration(r["duration_s"]),
             evals,
         )
@@ -247,7 +249,12 @@ def plot(
     """Draw metric curves of runs in the terminal."""
     from mllib.runs.plot import plot as draw
 
-    print(draw(_ws(), run_ids, metric, output=output_))
+    console = output.out()
+    color = not output.plain() and console.is_terminal
+    drawing = draw(
+        _ws(), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+    )
+    print(drawing)
 
 
 @app.command()

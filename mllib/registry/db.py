@@ -7,7 +7,6 @@ Writes use BEGIN IMMEDIATE so two processes never both read then try to upgrade 
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,23 +19,24 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 60.0
 
 
-def _import_sqlite_utils() -> Any:
-    """sqlite_utils without the numpy/pandas it imports when installed (0.1-0.3 s per command).
+def import_sqlite_utils():
+    """Import sqlite_utils without letting it import pandas and numpy (~0.3 s) when installed.
 
-    They only teach it to store numpy and pandas values, and the registry stores plain ones.
-    Already imported libraries are used as they are.
+    sqlite-utils only uses them to map their types on insert, which the registry never does. A
+    process that already imported them is unaffected; afterwards they import normally.
     """
+    import sys
+
     if "sqlite_utils" in sys.modules:
         return sys.modules["sqlite_utils"]
-    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
     for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # `import numpy` -> ImportError
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
     try:
         import sqlite_utils
     finally:
         for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
+            del sys.modules[name]
     return sqlite_utils
 
 
@@ -49,8 +49,7 @@ class Registry:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        sqlite_utils = _import_sqlite_utils()
-
+        sqlite_utils = import_sqlite_utils()
         self.path = path
         self.conn = conn
         self.db: sqlite_utils.Database = sqlite_utils.Database(conn)

@@ -23,9 +23,9 @@ _migrations = None
 
 
 def _build():
-    from sqlite_utils import Migrations
+    from mllib.registry.db import import_sqlite_utils
 
-    migrations = Migrations("mllib.registry")
+    migrations = import_sqlite_utils().Migrations("mllib.registry")
 
     @migrations(name="0001_runs_params_metrics_artifacts_models")
     def initial(db: sqlite_utils.Database) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mllib.registry.runs import RunRecord, get_params, get_run
+from mllib.registry.runs import RunRecord, finish_run, get_params, get_run
 from mllib.runs.launch import (
     ModelTarget,
     find_source_run,
@@ -32,10 +32,14 @@ def _stdout_echo(chunk: bytes) -> None:
 
 def start(target: ModelTarget, record: RunRecord, *, detach: bool, echo: Echo | None) -> RunRecord:
     """Run a prepared run to its end here, or hand it to a background supervisor."""
-    if detach:
-        spawn_supervisor(target.ws, record.id)
-        return get_run(target.ws.registry, record.id)
-    return supervise(target.ws, record.id, echo=echo)
+    try:
+        if detach:
+            spawn_supervisor(target.ws, record.id)
+            return get_run(target.ws.registry, record.id)
+        return supervise(target.ws, record.id, echo=echo)
+    except KeyboardInterrupt:  # before the supervisor took over Ctrl-C: nothing ran yet
+        finish_run(target.ws.registry, record.id, "cancelled", None, "cancelled before it started")
+        raise
 
 
 def train(

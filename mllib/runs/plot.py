@@ -32,24 +32,25 @@ def plot(
     *,
     output: Path | None = None,
     width: int | None = None,
+    color: bool = False,
 ) -> str:
     """Draw the curves; returns the terminal drawing, or a line saying where the PNG was written."""
     data = series(ws, run_ids, metric)
     if output is not None:
         return _png(data, metric, output)
-    import plotext as plt
+    import plotext
 
-    plt.clear_figure()
-    plt.theme("clear")
-    if width:
-        plt.plot_size(width, 20)
+    fig = plotext.figure
+    fig.clear()
+    fig.plot_size(width or 100, 24)
     for run_id, points in data.items():
-        xs = [s for s, v in points if v is not None]
-        ys = [v for _, v in points if v is not None]
-        plt.plot(xs, ys, label=run_id, marker="braille")
-    plt.title(metric)
-    plt.xlabel("step")
-    return plt.build()
+        xs = [step for step, value in points if value is not None]
+        ys = [value for _, value in points if value is not None]
+        fig.draw(fig.signal(xs, ys, marker="hd").lines().label(run_id))
+    fig.title(metric)
+    fig.label("step", "x")
+    drawing = str(fig.build())
+    return plotext.uncolorize(drawing) if not color else drawing
 
 
 def _png(data: dict[str, list[tuple[int, float | None]]], metric: str, output: Path) -> str:

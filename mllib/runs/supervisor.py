@@ -42,8 +42,10 @@ def job_for(ws: Workspace, run: RunRecord) -> Job:
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
     code_dir = snapshot if snapshot.is_dir() else ws.project.root
+    # The real environment beats the env file, in every runtime (containers see neither otherwise).
+    env_file = ws.project.env_values(run.env_target or "local")
     variables = {
-        **ws.project.env_values(run.env_target or "local"),
+        **{key: os.environ.get(key, value) for key, value in env_file.items()},
         **_param_variables(code_dir, run),
     }
     env = {**variables, "MLLIB_RUN_ID": run.id, "PYTHONHASHSEED": str(run.seed or 0)}

@@ -22,8 +22,7 @@ class ProcessRuntime:
         return None
 
     def start(self, job: Job) -> ProcessHandle:
-        data = {name: str(path) for name, path in job.data_mounts.items()}
-        env = {**os.environ, **data, **job.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **job.env, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             worker_argv(self.python, job.run_dir, job.code_dir),
             cwd=job.work_dir,
@@ -44,9 +43,11 @@ class ProcessHandle:
 
     def output(self) -> Iterator[bytes]:
         assert self.proc.stdout is not None
-        with self.proc.stdout:  # closed at the end, so no pipe outlives the run
+        try:
             while chunk := self.proc.stdout.read1(65536):
                 yield chunk
+        finally:
+            self.proc.stdout.close()
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
         try:

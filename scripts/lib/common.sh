@@ -43,3 +43,13 @@ ensure_python_env() {
     echo "$want" > "$stamp"
   fi
 }
+
+# ensure_torch: the CPU build of torch the pytorch template's tests use (a bare `torch` requirement
+# would pull a multi-GB CUDA build; 2.13.0 comes from local disk on our machines).
+ensure_torch() {
+  "$VENV/bin/python" -c "import torch" 2>/dev/null && return 0
+  say "Installing torch 2.13.0 (CPU) for the pytorch template"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  "$VENV/bin/python" -c "import torch" || die "installing torch failed (see above)"
+}

@@ -21,15 +21,3 @@ ensure_base_image() {
   docker_engine_answers || return 0
   "$VENV/bin/mllib" runtime build-base >&2 || die "building mllib's base image failed (see above)"
 }
-
-# ensure_torch: torch in the venv, for the pytorch template's parity test. MLLIB_TORCH_SPEC picks
-# the build (default: the CPU build this machine's package index provides).
-ensure_torch() {
-  local spec="${MLLIB_TORCH_SPEC:-torch==2.13.0}"
-  "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("torch")' 2>/dev/null && return 0
-  say "Installing $spec into $VENV (for the pytorch template's tests)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$spec" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-  "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("torch")' 2>/dev/null \
-    || die "installing $spec failed (see above)"
-}

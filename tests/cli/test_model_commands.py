@@ -1,0 +1,137 @@
+"""`mllib train/evaluate` end to end through the real command: spellings, params, help, usage errors."""
+
+from tests.conftest import Project
+
+
+def test_train_records_params_metrics_artifacts_and_model(model_project: Project):
+    result = model_project.mllib(
+        "train", "model.py", "--learning_rate=0.5", "--epochs", "4", "--local"
+    )
+    assert result.returncode == 0, result.output
+    run = model_project.last_run()
+    assert run["status"] == "succeeded" and run["failure_class"] is None
+    assert run["params"]["learning_rate"] == 0.5 and run["params"]["epochs"] == 4
+    assert run["metrics"] == {"loss": 0.25, "weight": 2.0}
+    assert run["metric_summary"]["loss"] == {
+        "min": 0.25,
+        "max": 1.0,
+        "count": 4,
+        "last": 0.25,
+        "last_step": 3,
+    }
+    assert {a["path"] for a in run["artifacts"]} == {
+        "model",
+        "artifacts/notes.json",
+        "artifacts/reports/summary.txt",
+    }
+    assert run["model_version"] == 1 and len(run["code_hash"]) == 64
+    assert "params lr=0.5 epochs=4" in result.stdout  # the model's output streams to the terminal
+
+
+def test_original_spelling_is_the_same_command(model_project: Project):
+    result = model_project.mllib("model.py", "--train", "--learning_rate=0.25", "--local")
+    assert result.returncode == 0, result.output
+    run = model_project.last_run()
+    assert run["action"] == "train" and run["params"]["learning_rate"] == 0.25
+    result = model_project.mllib("model.py", "--evaluate", "--learning_rate=0.25")
+    assert result.returncode == 0, result.output
+    evaluation = model_project.last_run()
+    assert evaluation["action"] == "evaluate" and evaluation["source_run_id"] == run["id"]
+    assert evaluation["eval_metrics"] == {"accuracy": 0.75, "loss": 1 / 3}
+
+
+def test_train_with_evaluate_is_one_run(model_project: Project):
+    assert model_project.mllib("model.py", "--train", "--evaluate").returncode == 0
+    runs = model_project.mllib("runs", "list", "--json").json()
+    assert len(runs) == 1 and runs[0]["action"] == "train+evaluate"
+    assert runs[0]["eval_metrics"]["accuracy"] == 0.3
+
+
+def test_evaluate_uses_the_newest_training_run_with_the_same_params(model_project: Project):
+    model_project.mllib("train", "model.py", "--epochs=2")
+    model_project.mllib("train", "model.py", "--epochs=5")
+    newer_two = model_project.mllib("train", "model.py", "--epochs=2")
+    assert newer_two.returncode == 0
+    two_id = model_project.last_run()["id"]
+    assert model_project.mllib("evaluate", "model.py", "--epochs=2").returncode == 0
+    assert model_project.last_run()["source_run_id"] == two_id
+    missing = model_project.mllib("evaluate", "model.py", "--epochs=9")
+    assert missing.returncode == 4
+    assert (
+        "No successful training run" in missing.stderr and "mllib train model.py" in missing.stderr
+    )
+
+
+def test_evaluate_a_given_run(model_project: Project):
+    model_project.mllib("train", "model.py", "--epochs=2")
+    first = model_project.last_run()["id"]
+    model_project.mllib("train", "model.py", "--epochs=6")
+    assert model_project.mllib("evaluate", "model.py", "--run", first[:6]).returncode == 0
+    assert model_project.last_run()["source_run_id"] == first
+
+
+def test_help_lists_the_models_params_without_running_it(model_project: Project):
+    model_project.write(
+        "model.py", "raise SystemExit('ran!')\n" + (model_project.root / "model.py").read_text()
+    )
+    result = model_project.mllib("train", "model.py", "--help")
+    assert result.returncode == 0, result.output
+    assert "ran!" not in result.output
+    for text in (
+        "--learning_rate",
+        "float",
+        "0.1",
+        "--epochs",
+        "int",
+        "--layers",
+        "list",
+        "--data_path",
+        "env DATA_PATH",
+    ):
+        assert text in result.stdout
+    assert model_project.mllib("model.py", "--train", "--help").stdout == result.stdout
+
+
+def test_unknown_param_and_bad_value_are_usage_errors(model_project: Project):
+    unknown = model_project.mllib("train", "model.py", "--learning_rat=0.1")
+    assert unknown.returncode == 2
+    assert "Unknown param `learning_rat`" in unknown.stderr and "--learning_rate" in unknown.stderr
+    bad = model_project.mllib("train", "model.py", "--epochs=three")
+    assert bad.returncode == 2
+    assert "`epochs`" in bad.stderr and "'three'" in bad.stderr and "int" in bad.stderr
+    assert model_project.mllib("runs", "list", "--json").json() == []  # nothing half-recorded
+
+
+def test_usage_errors_for_the_command_line_itself(model_project: Project):
+    assert model_project.mllib("model.py").returncode == 2
+    both = model_project.mllib("train", "model.py", "--local", "--remote")
+    assert both.returncode == 2 and "--local" in both.stderr
+    remote = model_project.mllib("train", "model.py", "--remote")
+    assert remote.returncode == 3 and "No agents are configured" in remote.stderr
+    runtime = model_project.mllib("train", "model.py", "--runtime", "kubernetes")
+    assert runtime.returncode == 2 and "Unknown runtime" in runtime.stderr
+
+
+def test_model_discovery_errors(project: Project):
+    project.write(
+        "model.py",
+        "class A:\n    def train(self): ...\n    def predict(self, r): ...\nclass B(object):\n    def train(self): ...\n    def predict(self, r): ...\n",
+    )
+    ambiguous = project.mllib("train", "model.py")
+    assert ambiguous.returncode == 2 and "2 model classes (A, B)" in ambiguous.stderr
+    project.write("mllib.toml", 'model = "model.py:B"\n')
+    assert project.mllib("train", "model.py").returncode == 0
+    assert project.last_run()["model"] == "B"
+    assert project.mllib("train", "model.py:A").returncode == 0
+    assert project.last_run()["model"] == "A"
+    missing = project.mllib("train", "other.py")
+    assert missing.returncode == 4 and "does not exist" in missing.stderr
+
+
+def test_bad_mllib_toml_is_a_usage_error(model_project: Project):
+    model_project.write("mllib.toml", "[runtime\n")
+    result = model_project.mllib("train", "model.py")
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
+    model_project.write("mllib.toml", "[paramz]\nx = 1\n")
+    result = model_project.mllib("train", "model.py")
+    assert result.returncode == 2 and "unknown key(s) paramz" in result.stderr

@@ -1,0 +1,84 @@
+"""`mllib runs list/show/compare/logs/plot/rerun/artifacts` as a user reads them."""
+
+import json
+
+from tests.conftest import Project
+
+
+def _train(project: Project, *args: str) -> str:
+    result = project.mllib("train", "model.py", "--evaluate", *args)
+    assert result.returncode == 0, result.output
+    return project.last_run()["id"]
+
+
+def test_list_filters_and_orders_newest_first(model_project: Project):
+    first = _train(model_project, "--epochs=2")
+    model_project.mllib("train", "model.py", "--fail_in=train")
+    third = _train(model_project, "--epochs=4")
+    runs = model_project.mllib("runs", "list", "--json").json()
+    assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
+    assert runs[0]["id"] == third and runs[2]["id"] == first
+    assert {"id", "status", "failure_class", "params", "eval_metrics"} <= set(runs[0])
+    failed = model_project.mllib("runs", "list", "--status", "failed", "--json").json()
+    assert len(failed) == 1 and failed[0]["failure_class"] == "user_error"
+    assert len(model_project.mllib("runs", "list", "--limit", "1", "--json").json()) == 1
+    table = model_project.mllib("runs", "list").stdout
+    assert first in table and "user_error" in table
+
+
+def test_compare_shows_differences_and_the_best_run(model_project: Project):
+    low = _train(model_project, "--learning_rate=0.1")
+    high = _train(model_project, "--learning_rate=0.3")
+    data = model_project.mllib("runs", "compare", low, high, "--json").json()
+    assert data["params"]["learning_rate"] == {low: 0.1, high: 0.3}
+    assert data["differs"]["params"] == ["learning_rate"]
+    assert data["best"]["accuracy"] == high  # higher is better
+    assert "loss" in data["eval_metrics"] and data["best"]["loss"] in (low, high)
+    text = model_project.mllib("runs", "compare", low, high).stdout
+    assert "learning_rate" in text and "★" in text
+    assert model_project.mllib("runs", "compare", low).returncode == 2
+
+
+def test_logs_show_and_plot(model_project: Project):
+    run_id = _train(model_project, "--epochs=5")
+    assert "params lr=0.1 epochs=5" in model_project.mllib("runs", "logs", run_id).stdout
+    shown = model_project.mllib("runs", "show", run_id)
+    for text in (
+        "succeeded",
+        "learning_rate = 0.1",
+        "loss",
+        "accuracy",
+        "artifacts/notes.json",
+        "code hash",
+    ):
+        assert text in shown.stdout
+    plot = model_project.mllib("runs", "plot", run_id, "--metric", "loss")
+    assert plot.returncode == 0 and "loss" in plot.stdout and len(plot.stdout.splitlines()) > 10
+    missing = model_project.mllib("runs", "plot", run_id, "--metric", "acc")
+    assert missing.returncode == 4 and "its metrics: loss, weight" in missing.stderr
+    assert model_project.mllib("runs", "show", "zzzzzzzz").returncode == 4
+
+
+def test_rerun_reproduces_a_run_after_the_code_changed(model_project: Project):
+    original = _train(model_project, "--epochs=4", "--learning_rate=0.2")
+    before = model_project.show(original)
+    model_project.write(
+        "model.py",
+        (model_project.root / "model.py")
+        .read_text()
+        .replace("self.weight += self.learning_rate", "self.weight += 100"),
+    )
+    result = model_project.mllib("runs", "rerun", original)
+    assert result.returncode == 0, result.output
+    again = model_project.last_run()
+    assert again["rerun_of"] == original and again["code_hash"] == before["code_hash"]
+    assert again["params"] == before["params"]
+    assert again["metrics"] == before["metrics"] and again["eval_metrics"] == before["eval_metrics"]
+
+
+def test_artifacts_export(model_project: Project, tmp_path):
+    run_id = _train(model_project, "--epochs=3")
+    result = model_project.mllib("runs", "artifacts", run_id, "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.output
+    assert json.loads((tmp_path / "out" / "artifacts" / "notes.json").read_text()) == {"epochs": 3}
+    assert (tmp_path / "out" / "model" / "model.pkl").is_file()

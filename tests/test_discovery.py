@@ -1,0 +1,90 @@
+"""Finding the model class and its params by reading model.py, without running it."""
+
+import pytest
+
+from mllib.discovery import find_model
+from mllib.errors import ModelDiscoveryError, NotFoundError
+
+ONE = """
+import mllib
+RATE = 0.3
+
+class Helper:
+    pass
+
+class Model:
+    def __init__(self):
+        self.lr = mllib.Param(RATE)
+        self.n = mllib.Param(default=4, env="N")
+        self.odd = mllib.Param(compute_default())
+        self.plain = 5
+    def train(self): ...
+    def evaluate(self): ...
+    def predict(self, r): ...
+"""
+
+
+def test_a_single_model_class_is_found_with_its_params(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(ONE)
+    info = find_model(path)
+    assert info.class_name == "Model"
+    assert list(info.params) == ["lr", "n", "odd"]
+    assert info.params["lr"].default == 0.3 and info.params["lr"].type_name == "float"
+    assert info.params["n"].env == "N" and info.params["n"].type_name == "int"
+    assert (
+        info.params["odd"].type_name == "any"
+        and info.params["odd"].shown_default == "compute_default()"
+    )
+
+
+def test_reading_the_file_never_runs_it(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text("raise SystemExit('executed!')\n" + ONE)
+    assert find_model(path).class_name == "Model"
+
+
+def test_two_model_classes_are_ambiguous_and_the_error_says_how_to_pick(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(
+        ONE + "\nclass Other:\n    def train(self): ...\n    def predict(self, r): ...\n"
+    )
+    with pytest.raises(ModelDiscoveryError) as info:
+        find_model(path)
+    assert "Model" in str(info.value) and "Other" in str(info.value)
+    assert 'model = "model.py:Model"' in str(info.value)
+    assert find_model(path, "Other").class_name == "Other"
+
+
+def test_a_base_class_extended_in_the_same_file_is_not_a_candidate(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(
+        ONE
+        + "\nclass Tuned(Model):\n    def __init__(self):\n        super().__init__()\n        self.extra = mllib.Param(True)\n"
+    )
+    info = find_model(path)
+    assert info.class_name == "Tuned"
+    assert set(info.params) == {"lr", "n", "odd", "extra"}
+
+
+def test_no_model_class_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text("class NotAModel:\n    def fit(self): ...\n")
+    with pytest.raises(ModelDiscoveryError, match="defines train\\(\\) and predict\\(\\)"):
+        find_model(path)
+
+
+def test_a_missing_class_name_lists_the_classes(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(ONE)
+    with pytest.raises(ModelDiscoveryError, match="classes found: Helper, Model"):
+        find_model(path, "Nope")
+
+
+def test_missing_file_and_syntax_error(tmp_path):
+    with pytest.raises(NotFoundError):
+        find_model(tmp_path / "absent.py")
+    bad = tmp_path / "model.py"
+    bad.write_text("class Model(:\n")
+    with pytest.raises(ModelDiscoveryError, match=r"model\.py:1: syntax error"):
+        find_model(bad)

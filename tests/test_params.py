@@ -1,0 +1,105 @@
+"""Param conversion, precedence and command-line parsing (the rules a user relies on)."""
+
+import pytest
+
+from mllib.errors import ParamError
+from mllib.params import ParamSpec, convert, parse_cli_params, resolve
+
+SPECS = {
+    "lr": ParamSpec("lr", 0.1, "float"),
+    "epochs": ParamSpec("epochs", 5, "int"),
+    "shuffle": ParamSpec("shuffle", True, "bool"),
+    "name": ParamSpec("name", "a", "str"),
+    "layers": ParamSpec("layers", [1], "list"),
+    "data": ParamSpec("data", "d.csv", "str", env="TRAIN_DATA"),
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("Y", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
+def test_bool_accepts_common_spellings(raw, expected):
+    assert convert("shuffle", raw, "bool") is expected
+
+
+def test_values_convert_to_the_default_type():
+    assert convert("lr", "1e-3", "float") == 0.001
+    assert convert("epochs", "12", "int") == 12
+    assert convert("layers", "[16, 8]", "list") == [16, 8]
+    assert convert("cfg", '{"a": 1}', "dict") == {"a": 1}
+    assert convert("lr", 3, "float") == 3.0 and isinstance(convert("lr", 3, "float"), float)
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_name"),
+    [("abc", "int"), ("1.5", "int"), ("maybe", "bool"), ("x", "float"), ("[1", "list")],
+)
+def test_a_bad_value_names_the_param_the_value_and_the_type(raw, type_name):
+    with pytest.raises(ParamError) as info:
+        convert("thing", raw, type_name)
+    message = str(info.value)
+    assert "`thing`" in message and repr(raw) in message and type_name in message
+
+
+def test_precedence_cli_over_env_over_config_over_default():
+    environ = {"TRAIN_DATA": "env.csv"}
+    config = {"lr": 0.5, "epochs": 7, "data": "config.csv"}
+    resolved = resolve(SPECS, {"lr": "0.01"}, environ=environ, config=config)
+    assert resolved.values["lr"] == 0.01 and resolved.sources["lr"] == "cli"
+    assert resolved.values["data"] == "env.csv" and resolved.sources["data"] == "env"
+    assert resolved.values["epochs"] == 7 and resolved.sources["epochs"] == "config"
+    assert resolved.values["shuffle"] is True and resolved.sources["shuffle"] == "default"
+    assert resolve(SPECS, {"data": "cli.csv"}, environ=environ).values["data"] == "cli.csv"
+
+
+def test_unknown_param_lists_declared_params_with_defaults_and_types():
+    with pytest.raises(ParamError) as info:
+        resolve(SPECS, {"learning_rate": "1"}, environ={})
+    message = str(info.value)
+    assert "learning_rate" in message
+    for line in ("--lr", "float", "0.1", "--epochs", "int", "--data", "TRAIN_DATA"):
+        assert line in message
+    assert info.value.exit_code == 2
+
+
+def test_unknown_key_in_config_params_is_reported_as_such():
+    with pytest.raises(ParamError, match=r"in \[params\] of mllib.toml"):
+        resolve(SPECS, {}, environ={}, config={"lrr": 1})
+
+
+def test_command_line_forms():
+    args = [
+        "--lr=0.2",
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--name=x=y",
+        "-p",
+        "layers=[2]",
+        "--data-path-unused=1",
+    ]
+    parsed = parse_cli_params(args, SPECS)
+    assert parsed == {
+        "lr": "0.2",
+        "epochs": "3",
+        "shuffle": "false",
+        "name": "x=y",
+        "layers": "[2]",
+        "data_path_unused": "1",
+    }
+    assert parse_cli_params(["--shuffle", "--lr=1"], SPECS)["shuffle"] == "true"
+
+
+@pytest.mark.parametrize("args", [["stray"], ["--epochs"], ["-p", "novalue"]])
+def test_malformed_command_line_is_a_usage_error(args):
+    with pytest.raises(ParamError):
+        parse_cli_params(args, SPECS)

@@ -1,0 +1,48 @@
+"""`mllib --help` (and group helps) must not import heavy libraries: the CLI stays fast to start."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = [
+    "torch",
+    "docker",
+    "paramiko",
+    "litserve",
+    "textual",
+    "sqlite_utils",
+    "numpy",
+    "pandas",
+    "sklearn",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "cloudpickle",
+    "plotext",
+    "psutil",
+]
+PROBE = """
+import json, sys
+from mllib.cli import main
+sys.argv = ["mllib", *json.loads(sys.argv[1])]
+code = main()
+print("\\nMODULES=" + json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["runs", "--help"], ["train", "--help"], []])
+def test_help_imports_no_heavy_module(args, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("MODULES="))
+    loaded = {m.split(".")[0] for m in json.loads(line.removeprefix("MODULES="))}
+    assert "Usage" in result.stdout
+    assert sorted(loaded & set(HEAVY)) == []
