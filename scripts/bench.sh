@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|docker|all]
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|docker|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
@@ -30,6 +31,12 @@ bench_metrics() {
   "$BENCH_VENV/bin/python" benchmarks/metric_logging.py --impl mlflow --points 100000 --per-call-points 1000
 }
 
+bench_agents() {
+  ensure_sshd_tools
+  say "Sending 200 MB to an agent: mllib's SFTP path vs scp (loopback)"
+  "$VENV/bin/python" benchmarks/agents_transfer.py "$@"
+}
+
 bench_docker() {
   ensure_docker_engine
   ensure_base_image
@@ -40,7 +47,8 @@ bench_docker() {
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
+  agents) bench_agents "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_docker ;;
-  *) die "unknown benchmark '$1' (startup, metrics, docker, all)" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_docker ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, docker, all)" ;;
 esac

@@ -3,8 +3,10 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/test_params.py -x). Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
+ensure_sshd_tools
 ensure_torch
 ensure_docker_engine
 ensure_base_image

@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never read a developer's registry settings; output is plain and wide."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read a developer's registry settings or agents; output is plain and wide."""
     for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "mllib-home"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
 

@@ -32,6 +32,10 @@ RuntimeOpt = Annotated[
         "--runtime", help="Where a local run executes: process or docker.", show_default=False
     ),
 ]
+AgentOpt = Annotated[
+    str | None,
+    typer.Option("--agent", help="Run on this agent (implies --remote).", show_default=False),
+]
 DetachOpt = Annotated[
     bool, typer.Option("--detach", help="Start in the background and print the run id.")
 ]
@@ -85,12 +89,27 @@ def _announce(record) -> None:
     )
 
 
+def ask_detach_or_cancel() -> str:
+    """Ctrl-C during a remote run: the run can go on without this terminal, so ask."""
+    if not sys.stdin.isatty():
+        return "cancel"
+    try:
+        answer = typer.prompt(
+            "\nThe run goes on on its agent. [d]etach (keep it running) or [c]ancel it?",
+            default="d",
+            err=True,
+        )
+    except (EOFError, typer.Abort):
+        return "detach"
+    return "cancel" if answer.strip().lower().startswith("c") else "detach"
+
+
 def _finish(record, detach: bool) -> None:
     """Print the run's outcome and exit with the code that matches it."""
     from mllib.cli.runs import summary_lines
 
     console = output.err()
-    if detach:
+    if detach or not record.finished:
         console.print(f"Started run [bold]{record.id}[/] in the background.")
         console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
         console.print(f"  Stop it:    mllib runs cancel {record.id}")
@@ -110,6 +129,7 @@ def train(
     model: ModelArg = None,
     local: LocalOpt = False,
     remote: RemoteOpt = False,
+    agent: AgentOpt = None,
     runtime: RuntimeOpt = None,
     evaluate: Annotated[
         bool, typer.Option("--evaluate", help="Evaluate in the same run after training.")
@@ -138,10 +158,12 @@ def train(
         evaluate=evaluate,
         runtime=runtime,
         remote=_where(local, remote),
+        agent=agent,
         detach=detach,
         seed=seed,
         target=target,
         on_prepared=_announce,
+        on_interrupt=ask_detach_or_cancel,
     )
     _finish(record, detach)
 
@@ -159,6 +181,7 @@ def evaluate(
     ] = None,
     local: LocalOpt = False,
     remote: RemoteOpt = False,
+    agent: AgentOpt = None,
     runtime: RuntimeOpt = None,
     detach: DetachOpt = False,
     param: ParamOpt = None,
@@ -173,9 +196,11 @@ def evaluate(
         params=params,
         runtime=runtime,
         remote=_where(local, remote),
+        agent=agent,
         detach=detach,
         target=target,
         on_prepared=_announce,
+        on_interrupt=ask_detach_or_cancel,
     )
     _finish(record, detach)
 

@@ -131,6 +131,7 @@ def show(
         ),
         ("action", data["action"]),
         ("runtime", data["runtime"]),
+        ("host", data["host"] if data["host"] not in (None, "local") else None),
         ("created", data["created_at"]),
         ("duration", fmt_duration(data["duration_s"])),
         ("seed", data["seed"]),
@@ -142,6 +143,11 @@ def show(
     for key, value in rows:
         if value is not None:
             console.print(f"  {key + ':':<10} {value}", markup=False)
+    if len(data["attempts"]) > 1:
+        console.print("[bold]Attempts[/]")
+        for a in data["attempts"]:
+            why = f": {a['reason']}" if a["reason"] else ""
+            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}", markup=False)
     if data["params"]:
         console.print("[bold]Params[/]")
         for k, v in data["params"].items():

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # "module:function" returning a sqlite_utils.Migrations; imported only when a registry is opened.
 MIGRATION_SETS = [
     "mllib.registry.schema:migrations",
+    "mllib.agents.schema:migrations",
 ]
 
 _migrations = None

@@ -30,16 +30,30 @@ def _stdout_echo(chunk: bytes) -> None:
     sys.stdout.flush()
 
 
-def start(target: ModelTarget, record: RunRecord, *, detach: bool, echo: Echo | None) -> RunRecord:
+def start(
+    target: ModelTarget,
+    record: RunRecord,
+    *,
+    detach: bool,
+    echo: Echo | None,
+    on_interrupt: Callable[[], str] | None = None,
+) -> RunRecord:
     """Run a prepared run to its end here, or hand it to a background supervisor."""
     try:
         if detach:
             spawn_supervisor(target.ws, record.id)
             return get_run(target.ws.registry, record.id)
-        return supervise(target.ws, record.id, echo=echo)
+        return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
     except KeyboardInterrupt:  # before the supervisor took over Ctrl-C: nothing ran yet
         finish_run(target.ws.registry, record.id, "cancelled", None, "cancelled before it started")
         raise
+
+
+def _pin(target: ModelTarget, record: RunRecord, agent: str | None) -> None:
+    if agent:
+        from mllib.agents.retry import pin
+
+        pin(target.ws.registry, record.id, agent)
 
 
 def train(
@@ -49,15 +63,20 @@ def train(
     evaluate: bool = False,
     runtime: str | None = None,
     remote: bool = False,
+    agent: str | None = None,
     detach: bool = False,
     seed: int | None = None,
     echo: Echo | None = _stdout_echo,
     target: ModelTarget | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
-    """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record."""
+    """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record.
+
+    `remote=True` runs it on an agent with a free slot, `agent=NAME` on that agent."""
     target = target or locate_model(model)
-    name, note = select_runtime(target.ws, runtime, remote)
+    remote = remote or agent is not None
+    name, note = select_runtime(target.ws, runtime, remote, agent)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     record = prepare_run(
         target,
@@ -67,10 +86,12 @@ def train(
         runtime_note=note,
         env_target="remote" if remote else "local",
         seed=seed,
+        host=None if remote else "local",
     )
+    _pin(target, record, agent)
     if on_prepared:
         on_prepared(record)
-    return start(target, record, detach=detach, echo=echo)
+    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
 
 
 def evaluate(
@@ -80,15 +101,18 @@ def evaluate(
     *,
     runtime: str | None = None,
     remote: bool = False,
+    agent: str | None = None,
     detach: bool = False,
     echo: Echo | None = _stdout_echo,
     target: ModelTarget | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
     """Evaluate a trained run (`run`, else the newest successful one with the same params) as a new run."""
     target = target or locate_model(model)
+    remote = remote or agent is not None
     env_target = "remote" if remote else "local"
-    name, note = select_runtime(target.ws, runtime, remote)
+    name, note = select_runtime(target.ws, runtime, remote, agent)
     source = find_source_run(target, run, dict(params or {}), env_target)
     record = prepare_run(
         target,
@@ -99,10 +123,12 @@ def evaluate(
         env_target=env_target,
         seed=source.seed,
         source_run=source,
+        host=None if remote else "local",
     )
+    _pin(target, record, agent)
     if on_prepared:
         on_prepared(record)
-    return start(target, record, detach=detach, echo=echo)
+    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
 
 
 def predict(
@@ -161,6 +187,7 @@ def rerun(
         seed=original.seed,
         source_run=source,
         rerun_of=original,
+        host="local" if original.host in (None, "local") else None,
     )
     if on_prepared:
         on_prepared(record)

@@ -14,9 +14,15 @@ from mllib.workspace import Workspace
 
 def cancel(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
     """Stop a queued or running run and everything it started; returns its final record."""
+    from mllib.agents import REMOTE_RUNTIME
+
     run = get_run(ws.registry, run_id)
     if run.finished:
         return run
+    if run.runtime == REMOTE_RUNTIME:
+        from mllib.agents.supervise import cancel_remote
+
+        return cancel_remote(ws, run, timeout_s=timeout_s)
     if is_alive(run.supervisor_pid, run.supervisor_ctime) and run.supervisor_pid != os.getpid():
         os.kill(run.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -45,10 +51,20 @@ def _stop_worker(run: RunRecord) -> None:
 
 
 def reconcile(ws: Workspace) -> list[str]:
-    """Fail active runs whose supervisor no longer exists, ending their workers; returns their ids."""
+    """Fail active runs whose supervisor no longer exists, ending their workers; returns their ids.
+
+    A remote run goes on on its agent without us: a new background follower picks it up instead.
+    """
+    from mllib.agents import REMOTE_RUNTIME
+
     settled = []
     for run in active_runs(ws.registry):
         if is_alive(run.supervisor_pid, run.supervisor_ctime):
+            continue
+        if run.runtime == REMOTE_RUNTIME:
+            from mllib.agents.supervise import adopt
+
+            adopt(ws, run)
             continue
         run = get_run(ws.registry, run.id)  # it may have finished meanwhile
         if run.finished or is_alive(run.supervisor_pid, run.supervisor_ctime):

@@ -15,7 +15,7 @@ from typing import Any
 from mllib._version import __version__
 from mllib.code_snapshot import snapshot
 from mllib.discovery import ModelInfo, find_model, split_ref
-from mllib.errors import NotFoundError, RuntimeUnavailableError, UsageError
+from mllib.errors import NotFoundError, UsageError
 from mllib.params import ResolvedParams, resolve
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import (
@@ -82,21 +82,27 @@ def locate_model(model: str | Path | None = None) -> ModelTarget:
     return ModelTarget(ws, find_model(path, class_name))
 
 
-def select_runtime(ws: Workspace, requested: str | None, remote: bool) -> tuple[str, str]:
+def select_runtime(
+    ws: Workspace, requested: str | None, remote: bool, agent: str | None = None
+) -> tuple[str, str]:
     """The runtime for a run and the reason it was chosen (said once to the user).
 
     `[runtime] local = "auto"` (the default) picks docker when a Docker engine answers (a socket
     connect: the docker SDK is not imported), else process.
     """
-    if remote:
-        raise RuntimeUnavailableError(
-            "No agents are configured, so --remote has nowhere to run",
-            hint="Remote agents arrive with `mllib agents add`; use --local meanwhile.",
-        )
+    from mllib.agents import REMOTE_RUNTIME
+
+    if remote or agent or requested == REMOTE_RUNTIME:
+        from mllib.agents.placement import candidates
+
+        candidates(ws, agent)  # raises when there is no agent (or no agent of that name)
+        where = f"agent {agent} (--agent)" if agent else "an agent with a free slot"
+        return REMOTE_RUNTIME, f"--remote: on {where}"
     if requested:
         if requested not in RUNTIMES:
             raise UsageError(
-                f"Unknown runtime {requested!r}", hint=f"Choose one of: {', '.join(RUNTIMES)}."
+                f"Unknown runtime {requested!r}",
+                hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
         return requested, _with_gpu_note(requested, f"--runtime {requested}")
     configured = ws.project.config.get("runtime.local", "auto", str)
@@ -152,8 +158,12 @@ def prepare_run(
     seed: int | None = None,
     source_run: RunRecord | None = None,
     rerun_of: RunRecord | None = None,
+    host: str | None = "local",
 ) -> RunRecord:
-    """Check everything, then record a queued run and write its folder. Raises before writing anything."""
+    """Check everything, then record a queued run and write its folder. Raises before writing anything.
+
+    `host` is where it runs: "local", or for a remote run its agent (None until placed).
+    """
     ws = target.ws
     if source_run is not None:
         resolved = ResolvedParams(_params_of(ws, source_run), {})
@@ -203,7 +213,7 @@ def prepare_run(
             runtime=runtime,
             runtime_note=runtime_note,
             env_target=env_target,
-            host="local",
+            host=host,
             user=_user(),
             code_hash=rerun_of.code_hash if rerun_of and rerun_of.code_hash else tree.sha256,
             params_hash=params_hash(resolved.values),

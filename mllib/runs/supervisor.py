@@ -104,10 +104,18 @@ def supervise(
     *,
     echo: Callable[[bytes], None] | None = None,
     cancel_grace_s: float | None = None,
+    on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
-    """Run `run_id` to its end and return its final record. Ctrl-C or SIGTERM cancels it."""
+    """Run `run_id` to its end and return its final record. Ctrl-C or SIGTERM cancels it
+    (a remote run asks `on_interrupt` whether to "detach" or "cancel")."""
+    from mllib.agents import REMOTE_RUNTIME
+
     registry = ws.registry
     run = get_run(registry, run_id)
+    if run.runtime == REMOTE_RUNTIME:
+        from mllib.agents.supervise import supervise_remote
+
+        return supervise_remote(ws, run, echo=echo, on_interrupt=on_interrupt)
     grace = (
         cancel_grace_s
         if cancel_grace_s is not None

@@ -51,8 +51,22 @@ def run_dict(ws: Workspace, run: RunRecord, *, detail: bool = True) -> dict[str,
             "log_path": run.log_path,
             "model_file": run.model_file,
             "user": run.user,
+            "host": run.host,
+            "attempts": _attempts(ws, run),
         }
     return data
+
+
+def _attempts(ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
+    """A remote run's attempts (agent, status, reason); [] for a local run."""
+    from mllib.agents import REMOTE_RUNTIME
+
+    if run.runtime != REMOTE_RUNTIME:
+        return []
+    from mllib.agents.retry import attempts
+
+    keys = ("attempt", "agent", "status", "failure_class", "reason", "started_at", "ended_at")
+    return [{k: a[k] for k in keys} for a in attempts(ws.registry, run.id)]
 
 
 def show(ws: Workspace, run_id: str) -> dict[str, Any]:

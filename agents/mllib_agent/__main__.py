@@ -1,0 +1,5 @@
+import sys
+
+from mllib_agent.server import main
+
+sys.exit(main())

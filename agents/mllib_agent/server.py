@@ -1,0 +1,259 @@
+"""`python -m mllib_agent serve --root ROOT`: answer JSON-line requests on stdin/stdout.
+
+One request per line, `{"id": N, "method": NAME, "params": {...}}`; one answer per line,
+`{"id": N, "result": ...}` or `{"id": N, "error": {"type": ..., "message": ...}}`. The process
+lives as long as the SSH channel; runs it starts are detached (own session, output to files) and
+outlive it. Bulk bytes never pass through here: they go over SFTP into `incoming/` (then
+`commit` verifies and stores them) or are read from the paths this server names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mllib_agent import PROTOCOL, feed
+
+
+class Agent:
+    """The handlers; each public method `h_NAME` answers method NAME."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        os.environ["MLLIB_REGISTRY"] = str(root / "registry.db")
+        os.environ["MLLIB_STORE"] = str(root / "store")
+        from mllib.config import Config
+        from mllib.project import Project
+        from mllib.store import LocalBlobStore
+        from mllib.workspace import Workspace
+
+        self.ws = Workspace(Project(root, Config()))
+        self.store = LocalBlobStore(root / "store")
+        self.incoming = root / "incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        feed.install_feed(self.ws.registry.conn)
+
+    # -- about the host ------------------------------------------------------------------------
+    def h_hello(self) -> dict[str, Any]:
+        installed = (self.root / "installed").read_text().strip()
+        return {
+            "protocol": PROTOCOL,
+            "version": installed,
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "incoming": str(self.incoming),
+        }
+
+    def h_info(self) -> dict[str, Any]:
+        from mllib.registry.runs import active_runs
+        from mllib.runs.control import reconcile
+        from mllib.runtime import RUNTIMES, get_runtime
+
+        reconcile(self.ws)
+        runtimes = {}
+        for name in RUNTIMES:
+            try:
+                runtimes[name] = get_runtime(name).available()
+            except Exception as exc:  # a runtime that cannot even load is unavailable
+                runtimes[name] = f"{type(exc).__name__}: {exc}"
+        usage = shutil.disk_usage(self.root)
+        return {
+            **self.h_hello(),
+            "gpus": gpu_names(),
+            "disk_free_bytes": usage.free,
+            "runtimes": runtimes,
+            "docker": runtimes.get("docker", "the docker runtime is not part of this mllib")
+            is None,
+            "docker_cli": shutil.which("docker"),
+            "active_runs": [r.id for r in active_runs(self.ws.registry)],
+        }
+
+    # -- blobs -----------------------------------------------------------------------------------
+    def h_missing(self, shas: list[str]) -> list[str]:
+        return [s for s in dict.fromkeys(shas) if not self.store.has(s)]
+
+    def h_commit(self, items: list[dict[str, str]]) -> int:
+        """Move uploaded files from incoming/ into the store, checking each one's sha256."""
+        stored = 0
+        for item in items:
+            path = self.incoming / Path(item["name"]).name
+            blob = self.store.put_file(path, move=True)
+            if blob.sha256 != item["sha256"]:
+                raise ValueError(
+                    f"upload {item['name']} is corrupt: sha256 {blob.sha256}, "
+                    f"expected {item['sha256']}"
+                )
+            stored += 1
+        return stored
+
+    def h_blob_paths(self, shas: list[str]) -> dict[str, str]:
+        missing = [s for s in shas if not self.store.has(s)]
+        if missing:
+            raise FileNotFoundError(f"the agent's store lacks {', '.join(missing[:3])}")
+        return {s: str(self.store.path(s)) for s in shas}
+
+    # -- runs -------------------------------------------------------------------------------------
+    def h_start(
+        self,
+        run: dict[str, Any],
+        params: dict[str, Any],
+        sources: dict[str, str],
+        spec: dict[str, Any],
+        code_tree: str,
+        input_model: str | None,
+        env: dict[str, str],
+        slots: int,
+        agent: str,
+    ) -> dict[str, Any]:
+        """Start a run under mllib's own supervisor, detached; `busy` when every slot is taken."""
+        from mllib._version import __version__
+        from mllib.config import load_config
+        from mllib.project import Project
+        from mllib.registry.runs import RunRecord, active_runs, create_run, now
+        from mllib.runs.control import reconcile
+        from mllib.runs.launch import select_runtime, spawn_supervisor
+        from mllib.runs.spec import RunSpec
+        from mllib.store import materialize_tree
+        from mllib.workspace import Workspace
+
+        run_id = run["id"]
+        with self._start_lock():
+            reconcile(self.ws)
+            reg = self.ws.registry
+            active = [r.id for r in active_runs(reg) if r.id != run_id]
+            if len(active) >= slots:
+                return {"busy": True, "active": active}
+            with reg.transaction():
+                feed.forget_run(reg.conn, run_id)  # an earlier attempt of this run, here
+            work = self.root / "work" / run_id
+            shutil.rmtree(work, ignore_errors=True)
+            materialize_tree(self.store, code_tree, work)
+            write_env_file(work / ".env.remote", env)
+            project = Project(work, load_config(work / "mllib.toml"))
+            rws = Workspace(project)
+            run_dir = rws.run_dir(run_id)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            RunSpec(**spec).write(run_dir)
+            if input_model:
+                materialize_tree(self.store, input_model, run_dir / spec["input_model"])
+            runtime, note = select_runtime(rws, None, False)
+            fields = {k: v for k, v in run.items() if k in RunRecord.__dataclass_fields__}
+            fields["created_at"] = fields.get("created_at") or now()
+            record = RunRecord(**{**fields, "status": "queued"})
+            record.runtime, record.runtime_note = runtime, note
+            record.host, record.project_dir = agent, str(work)
+            record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
+            record.supervisor_pid, record.mllib_version = os.getpid(), __version__
+            create_run(rws.registry, record, params, sources)
+            pid = spawn_supervisor(rws, run_id)
+        return {
+            "started": True,
+            "runtime": runtime,
+            "note": note,
+            "supervisor_pid": pid,
+            "log_path": record.log_path,
+        }
+
+    def h_status(self, run_id: str) -> dict[str, Any] | None:
+        from mllib.runs.control import reconcile
+
+        reconcile(self.ws)
+        rows = self.ws.registry.query("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def h_cancel(self, run_id: str, timeout_s: float = 30.0) -> dict[str, Any] | None:
+        from mllib.runs.control import cancel
+
+        if self.h_status(run_id) is None:
+            return None
+        cancel(self.ws, run_id, timeout_s=timeout_s)
+        return self.h_status(run_id)
+
+    def h_changes(self, since: int, limit: int = 200) -> list[list[Any]]:
+        from mllib.runs.control import reconcile
+
+        reconcile(self.ws)
+        return feed.changes(self.ws.registry.conn, since, limit)
+
+    def h_pull(self, runs: dict[str, int]) -> dict[str, Any]:
+        with self.ws.registry._lock:
+            return {
+                rid: feed.bundle(self.ws.registry.conn, rid, have) for rid, have in runs.items()
+            }
+
+    @contextlib.contextmanager
+    def _start_lock(self):
+        with open(self.root / "start.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gpu_names() -> list[str] | None:
+    """The host's NVIDIA GPUs as nvidia-smi names them; None when there is no nvidia-smi."""
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """The run's .env.remote values (they may hold secrets: 0600, never logged)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        for key, value in env.items():
+            handle.write(f"{key}={json.dumps(value, ensure_ascii=False)}\n")
+
+
+def serve(agent: Agent, inp, out) -> None:
+    for line in inp:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            handler = getattr(agent, "h_" + request["method"])
+            answer = {"id": request.get("id"), "result": handler(**request.get("params", {}))}
+        except Exception as exc:
+            answer = {
+                "id": request.get("id"),
+                "error": {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "traceback": traceback.format_exc(),
+                },
+            }
+        out.write(json.dumps(answer, default=str).encode() + b"\n")
+        out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mllib_agent")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--root", required=True, type=Path)
+    args = parser.parse_args(argv)
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # nothing but answers may reach the channel's stdout
+    agent = Agent(args.root.resolve())
+    out.write(json.dumps({"ready": True, **agent.h_hello()}).encode() + b"\n")
+    out.flush()
+    serve(agent, sys.stdin.buffer, out)
+    return 0

@@ -1,0 +1,144 @@
+"""Which agents exist: `mllib agents add` writes ~/.mllib/agents.json; mllib.toml may declare more.
+
+`MLLIB_HOME` (default ~/.mllib) holds mllib's per-user state: agents.json and known_hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mllib.config import Config
+from mllib.errors import ConfigError, NotFoundError, UsageError
+
+AGENTS_FILE = "agents.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def mllib_home() -> Path:
+    """Per-user state: `MLLIB_HOME`, else ~/.mllib."""
+    return Path(os.environ.get("MLLIB_HOME") or Path.home() / ".mllib").expanduser()
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How to reach one agent host and what it offers.
+
+    >>> AgentSpec("gpu1", host="10.0.0.5", user="ml", gpus=2)  # doctest: +SKIP
+    """
+
+    name: str
+    host: str
+    port: int = 22
+    user: str | None = None  # default: the local user name
+    key: str | None = None  # a private key file; default: ssh-agent and ~/.ssh/id_*
+    gpus: int | None = None  # None: count them with nvidia-smi on the host
+    python: str = "python3"  # the host's interpreter that builds the agent's venv
+    root: str | None = None  # where the agent lives on the host; default ~/.mllib-agent
+    source: str = "agents.json"  # or the mllib.toml that declared it
+
+    @property
+    def address(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def slots(self, detected_gpus: int | None) -> int:
+        """Runs the agent takes at once: its GPUs (configured, else detected), at least one."""
+        count = self.gpus if self.gpus is not None else detected_gpus
+        return max(1, count or 0)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("source")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"Invalid agent name {name!r}",
+            hint="Use letters, digits, '-', '_' and '.', starting with a letter or digit.",
+        )
+    return name
+
+
+def _spec_from(data: dict[str, Any], source: str) -> AgentSpec:
+    known = {f.name for f in fields(AgentSpec)} - {"source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown agent key(s) {', '.join(unknown)}",
+            hint=f"Agent keys: {', '.join(sorted(known))}.",
+        )
+    for key in ("name", "host"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"{source}: every agent needs a `{key}` string")
+    for key in ("port", "gpus"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
+            raise ConfigError(f"{source}: agent {data['name']!r}: `{key}` must be an integer")
+    check_name(data["name"])
+    return AgentSpec(**{k: v for k, v in data.items() if k in known}, source=source)
+
+
+def _file() -> Path:
+    return mllib_home() / AGENTS_FILE
+
+
+def _read_file() -> list[AgentSpec]:
+    path = _file()
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())["agents"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a valid agents file: {exc}") from exc
+    return [_spec_from(row, str(path)) for row in rows]
+
+
+def _write_file(specs: list[AgentSpec]) -> None:
+    path = _file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"agents": [s.to_json() for s in specs]}, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def load_agents(config: Config | None = None) -> list[AgentSpec]:
+    """Agents from agents.json, then those of mllib.toml `[[agents]]` (which win on a name clash)."""
+    by_name = {s.name: s for s in _read_file()}
+    if config is not None:
+        declared = config.get("agents", [], list)
+        for row in declared:
+            if not isinstance(row, dict):
+                raise ConfigError(f"{config.where}: `agents` must be an array of tables [[agents]]")
+            spec = _spec_from(dict(row), config.where)
+            by_name[spec.name] = spec
+    return list(by_name.values())
+
+
+def get_agent(name: str, config: Config | None = None) -> AgentSpec:
+    for spec in load_agents(config):
+        if spec.name == name:
+            return spec
+    raise NotFoundError(f"No agent named {name!r}", hint="List agents with `mllib agents list`.")
+
+
+def save_agent(spec: AgentSpec) -> None:
+    """Add or replace `spec` in agents.json."""
+    specs = [s for s in _read_file() if s.name != spec.name]
+    _write_file([*specs, spec])
+
+
+def delete_agent(name: str) -> bool:
+    specs = _read_file()
+    kept = [s for s in specs if s.name != name]
+    if len(kept) == len(specs):
+        return False
+    _write_file(kept)
+    return True

@@ -1,0 +1,66 @@
+"""Starting one attempt of a recorded run on an agent: send what it lacks, then start it detached."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mllib.agents.rpc import AgentClient
+from mllib.agents.transfer import send_tree
+from mllib.errors import MllibError
+from mllib.registry.artifacts import model_artifact
+from mllib.registry.runs import RunRecord, get_param_sources, get_params
+from mllib.runs.spec import RunSpec
+from mllib.workspace import Workspace
+
+# The run's own columns the agent records as they are here (paths and pids are its own).
+RUN_FIELDS = (
+    "id",
+    "model",
+    "action",
+    "model_class",
+    "model_file",
+    "env_target",
+    "user",
+    "code_hash",
+    "params_hash",
+    "seed",
+    "source_run_id",
+    "rerun_of",
+    "created_at",
+)
+
+
+def start_on(
+    ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int
+) -> dict[str, Any]:
+    """Send the run's code (and input model) blobs the agent lacks, then ask it to start the run.
+
+    Returns the agent's answer: `{"started": True, "runtime": ..., ...}` or `{"busy": True, ...}`.
+    """
+    if not run.code_hash:
+        raise MllibError(f"Run {run.id} has no stored code snapshot to send")
+    send_tree(agent, ws.store, run.code_hash)
+    input_model = None
+    if run.source_run_id:
+        artifact = model_artifact(ws.registry, run.source_run_id)
+        if artifact is None:
+            raise MllibError(f"Run {run.source_run_id} has no saved model to evaluate")
+        send_tree(agent, ws.store, artifact["sha256"])
+        input_model = artifact["sha256"]
+    spec = RunSpec.read(Path(run.run_dir or ws.run_dir(run.id)))
+    fields = {name: getattr(run, name) for name in RUN_FIELDS}
+    return agent.call(
+        "start",
+        run={**fields, "attempt": attempt},
+        params=get_params(ws.registry, run.id),
+        sources=get_param_sources(ws.registry, run.id),
+        spec=asdict(spec),
+        code_tree=run.code_hash,
+        input_model=input_model,
+        env=ws.project.env_values(run.env_target or "remote"),
+        slots=slots,
+        agent=agent.spec.name,
+        timeout=300,
+    )

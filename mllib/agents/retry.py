@@ -1,0 +1,94 @@
+"""Attempts of remote runs and the retry policy: only system errors are retried, on another agent
+when there is one, up to `[retry] max_attempts`, after an exponentially growing pause."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mllib.config import Config
+from mllib.registry import Registry
+from mllib.registry.runs import now
+from mllib.runs.failure import SYSTEM_ERROR
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 300.0
+DEFAULT_UNREACHABLE_AFTER_S = 120.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_s: float = DEFAULT_BACKOFF_S
+    unreachable_after_s: float = DEFAULT_UNREACHABLE_AFTER_S
+
+    @classmethod
+    def from_config(cls, config: Config) -> RetryPolicy:
+        """`[retry] max_attempts`, `backoff_s` (first pause, doubled each time), `unreachable_after_s`."""
+        return cls(
+            max(1, config.get("retry.max_attempts", DEFAULT_MAX_ATTEMPTS, int)),
+            config.get("retry.backoff_s", DEFAULT_BACKOFF_S, float),
+            config.get("retry.unreachable_after_s", DEFAULT_UNREACHABLE_AFTER_S, float),
+        )
+
+    def pause_after(self, attempt: int) -> float:
+        return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
+
+    def retries(self, attempt: int, failure_class: str | None) -> bool:
+        return failure_class == SYSTEM_ERROR and attempt < self.max_attempts
+
+
+def current_attempt(reg: Registry, run_id: str) -> dict[str, Any] | None:
+    rows = reg.query(
+        "SELECT * FROM agent_attempts WHERE run_id = ? ORDER BY attempt DESC LIMIT 1", (run_id,)
+    )
+    return rows[0] if rows else None
+
+
+def attempts(reg: Registry, run_id: str) -> list[dict[str, Any]]:
+    return reg.query("SELECT * FROM agent_attempts WHERE run_id = ? ORDER BY attempt", (run_id,))
+
+
+def begin_attempt(reg: Registry, run_id: str, attempt: int, agent: str, log_start: int) -> None:
+    with reg.transaction():
+        reg.db["agent_attempts"].upsert(
+            {
+                "run_id": run_id,
+                "attempt": attempt,
+                "agent": agent,
+                "status": "running",
+                "started_at": now(),
+                "log_start": log_start,
+            },
+            pk=("run_id", "attempt"),
+        )
+
+
+def end_attempt(
+    reg: Registry,
+    run_id: str,
+    attempt: int,
+    status: str,
+    failure_class: str | None,
+    reason: str | None,
+    ended_at: str | None = None,
+) -> bool:
+    """Close a running attempt; False when it had already ended (so callers act once)."""
+    with reg.transaction():
+        cur = reg.conn.execute(
+            "UPDATE agent_attempts SET status = ?, failure_class = ?, reason = ?, ended_at = ? "
+            "WHERE run_id = ? AND attempt = ? AND status = 'running'",
+            (status, failure_class, reason, ended_at or now(), run_id, attempt),
+        )
+        return cur.rowcount == 1
+
+
+def pinned_agent(reg: Registry, run_id: str) -> str | None:
+    rows = reg.query("SELECT agent FROM agent_pins WHERE run_id = ?", (run_id,))
+    return rows[0]["agent"] if rows else None
+
+
+def pin(reg: Registry, run_id: str, agent: str) -> None:
+    with reg.transaction():
+        reg.db["agent_pins"].upsert({"run_id": run_id, "agent": agent}, pk="run_id")

@@ -1,0 +1,194 @@
+"""`mllib agents ...`: add, list, check, remove and sync remote GPU agents."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+
+app = typer.Typer(
+    help="Remote GPU agents: hosts that run `--remote` runs over SSH.", no_args_is_help=True
+)
+
+NameArg = Annotated[str, typer.Argument(help="The agent's name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _config():
+    from mllib.project import Project
+
+    return Project.find().config
+
+
+def ask_host_key(label: str, key_type: str, fingerprint: str) -> bool:
+    """First contact in a terminal: show the fingerprint and ask, as ssh does."""
+    console = output.err()
+    console.print(f"The authenticity of agent host {label} can't be established.", markup=False)
+    console.print(f"{key_type} key fingerprint is {fingerprint}.", markup=False)
+    return typer.confirm("Trust this key and continue connecting?", default=False, err=True)
+
+
+def confirm_callback():
+    return ask_host_key if sys.stdin.isatty() else None
+
+
+@app.command()
+def add(
+    name: NameArg,
+    host: Annotated[str, typer.Option("--host", help="Host name or address.")],
+    port: Annotated[int, typer.Option("--port", help="SSH port.")] = 22,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Login user (default: yours).", show_default=False)
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Private key file (default: ssh-agent, ~/.ssh/id_*).", show_default=False
+        ),
+    ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus", help="GPUs to use (default: counted with nvidia-smi).", show_default=False
+        ),
+    ] = None,
+    python: Annotated[str, typer.Option("--python", help="The host's Python 3.11+.")] = "python3",
+    trust_host_key: Annotated[
+        bool,
+        typer.Option(
+            "--trust-host-key", help="Accept an unknown host key without asking (scripts)."
+        ),
+    ] = False,
+) -> None:
+    """Add an agent: log in (verifying its host key), install the agent program, record it."""
+    from mllib.agents.api import add_agent
+
+    output.err().print(
+        f"Connecting to {host}:{port} and installing the agent (first time: a minute)…"
+    )
+    report = add_agent(
+        name,
+        host,
+        port=port,
+        user=user,
+        key=key,
+        gpus=gpus,
+        python=python,
+        trust_host_key=trust_host_key,
+        confirm=confirm_callback(),
+    )
+    output.err().print(f"[green]✔[/] Agent [bold]{name}[/] added")
+    _print_report(report)
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """List agents (from `mllib agents add` and mllib.toml [[agents]])."""
+    from rich.table import Table
+
+    from mllib.agents.api import list_agents
+
+    agents = list_agents(_config())
+    if json_:
+        output.print_json(agents)
+        return
+    if not agents:
+        output.err().print("No agents yet. Add one with `mllib agents add NAME --host HOST`.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "ADDRESS", "GPUS", "KEY", "FROM"):
+        table.add_column(column)
+    for a in agents:
+        address = f"{a.get('user') + '@' if a.get('user') else ''}{a['host']}:{a['port']}"
+        gpus = str(a["gpus"]) if a.get("gpus") is not None else "auto"
+        table.add_row(a["name"], address, gpus, a.get("key") or "-", a["source"])
+    output.out().print(table)
+
+
+@app.command()
+def check(name: NameArg, json_: JsonOpt = False) -> None:
+    """Reach an agent: Python version, GPUs, free disk, Docker, running runs (updates it if needed)."""
+    from mllib.agents.api import check_agent
+    from mllib.errors import EXIT_SYSTEM
+
+    report = check_agent(name, _config())
+    if json_:
+        output.print_json(report)
+    elif report["reachable"]:
+        output.err().print(
+            f"[green]✔[/] Agent [bold]{name}[/] is reachable ({report['seconds']} s)"
+        )
+        _print_report(report)
+    else:
+        output.err().print(
+            f"[red]✘[/] Agent [bold]{name}[/] ({report['address']}): {report['error']}"
+        )
+    if not report["reachable"]:
+        raise typer.Exit(EXIT_SYSTEM)
+
+
+def _print_report(r: dict) -> None:
+    console = output.out()
+    rows = [
+        ("address", r["address"]),
+        ("python", r["python"]),
+        (
+            "gpus",
+            f"{r['gpus']} ({r['gpus_from']}){': ' + ', '.join(r['gpu_names']) if r['gpu_names'] else ''}",
+        ),
+        ("slots", r["slots"]),
+        ("disk free", f"{r['disk_free_gb']} GB"),
+        ("docker", "available" if r["docker"] else "not available (runs use the process runtime)"),
+        ("active runs", ", ".join(r["active_runs"]) or "none"),
+        ("agent", r["agent_version"] + (" (installed/updated now)" if r["updated_now"] else "")),
+    ]
+    for key, value in rows:
+        console.print(f"  {key + ':':<12} {value}", markup=False)
+
+
+@app.command()
+def remove(name: NameArg) -> None:
+    """Forget an agent (its host keeps the agent program and its runs' records)."""
+    from mllib.agents.api import remove_agent
+
+    remove_agent(name, _config())
+    output.err().print(f"Agent {name} removed.")
+
+
+@app.command()
+def sync(
+    name: Annotated[str | None, typer.Argument(help="One agent (default: all).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Pull run records, metrics, logs and artifacts from agents into this project's registry."""
+    from mllib.agents.api import sync_agents
+    from mllib.workspace import Workspace
+
+    results = sync_agents(Workspace.find(), name)
+    if json_:
+        output.print_json(results)
+        return
+    for agent, r in results.items():
+        if "error" in r:
+            output.err().print(f"[red]✘[/] {agent}: {r['error']}")
+        else:
+            output.err().print(
+                f"[green]✔[/] {agent}: {r['runs']} run(s), {r['metric_points']} metric point(s), "
+                f"{r['bytes_fetched']:,} bytes of artifacts"
+            )
+
+
+@app.command("forget-host-key")
+def forget_host_key(name: NameArg) -> None:
+    """Drop an agent's recorded host key; only after checking that a changed key is legitimate."""
+    from mllib.agents.api import forget_host_key as forget
+
+    found = forget(name, _config())
+    output.err().print(
+        f"Forgot the host key of {name}; the next connection asks again."
+        if found
+        else f"No recorded host key for {name}."
+    )
