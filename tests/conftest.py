@@ -25,11 +25,28 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def _session_images() -> Iterator[str]:
+    """The image repository of this test session: runs in Docker tag their images there, and
+    whatever it holds is removed at the end (the engine is shared with everyone else)."""
+    repository = f"mllib-test-{uuid.uuid4().hex[:10]}/env"
+    yield repository
+    try:
+        client = connect(timeout=120)
+    except DockerRuntimeError:
+        return
+    try:
+        remove_images(client, repository)
+    finally:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _session_images: str) -> None:
     """Tests never read a developer's registry settings or agents; output is plain and wide."""
     for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLIB_IMAGE_REPOSITORY", _session_images)
     monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "mllib-home"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
@@ -163,15 +180,13 @@ def base_image(docker_client: DockerClient) -> str:
 
 
 @pytest.fixture(scope="session")
-def image_repository(docker_client: DockerClient, base_image: str) -> Iterator[str]:
-    """A repository name for project images unique to this test session; its images go at the end.
+def image_repository(docker_client: DockerClient, base_image: str, _session_images: str) -> str:
+    """This session's image repository, for tests that need a reachable engine and base image.
 
-    Tests write it as `[runtime] image_repository`, so they never touch images of other sessions
-    or of real projects (project images share the engine with everyone else).
+    Every test runs with MLLIB_IMAGE_REPOSITORY set to it; tests also write it as `[runtime]
+    image_repository`, so they never touch images of other sessions or of real projects.
     """
-    repository = f"mllib-test-{uuid.uuid4().hex[:10]}/env"
-    yield repository
-    remove_images(docker_client, repository)
+    return _session_images
 
 
 def remove_images(client: DockerClient, repository: str) -> None:

@@ -289,6 +289,7 @@ class DockerHandle:
             client,
             self.job.work_dir,
             self.config,
+            code_dir=self.job.code_dir,
             progress=self._progress,
             cancelled=self._cancel.is_set,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -87,9 +88,11 @@ class ImagePlan:
 
 
 def image_settings(config: Config) -> tuple[str, str]:
-    """(base image, repository) from `[runtime]` of mllib.toml."""
+    """(base image, repository): `[runtime]` of mllib.toml; MLLIB_IMAGE_REPOSITORY wins."""
     base = config.get("runtime.base_image", DEFAULT_TAG, str)
-    repository = config.get("runtime.image_repository", DEFAULT_REPOSITORY, str)
+    repository = os.environ.get("MLLIB_IMAGE_REPOSITORY") or config.get(
+        "runtime.image_repository", DEFAULT_REPOSITORY, str
+    )
     if not _REPOSITORY.match(repository):
         raise ConfigError(
             f"{config.where}: [runtime] image_repository = {repository!r} is not a Docker "
@@ -100,12 +103,26 @@ def image_settings(config: Config) -> tuple[str, str]:
 
 
 def plan_image(
-    client: DockerClient, root: Path, config: Config, *, progress: Progress | None = None
+    client: DockerClient,
+    root: Path,
+    config: Config,
+    *,
+    code_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> ImagePlan:
-    """The image plan for the project at `root`, building the default base image if it is missing."""
+    """The image plan for the project at `root`, building the default base image if it is missing.
+
+    `code_dir` (default: `root`) is the code the run executes; the packages it imports are
+    added unless `[runtime] detect_imports = false`.
+    """
     base, repository = image_settings(config)
     base_id = image_id(client, base) or _missing_base(base, progress)
-    requirements = (*project_requirements(root, config), *worker_requirements())
+    declared = project_requirements(root, config)
+    requirements = (
+        *declared,
+        *_detected(code_dir or root, config, declared),
+        *worker_requirements(),
+    )
     pins = host_pins(r.text for r in requirements if not r.is_option)
     # The CA bundle from PIP_CERT and friends, without the ~0.3 s `pip config list` a build runs.
     ca_bundle = pip_build_settings(config_list="").get("ca_bundle")
@@ -133,12 +150,13 @@ def ensure_image(
     root: Path,
     config: Config,
     *,
+    code_dir: Path | None = None,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> str:
     """The tag of the project's image, built first when it does not exist yet."""
     say = progress or (lambda _line: None)
-    plan = plan_image(client, root, config, progress=say)
+    plan = plan_image(client, root, config, code_dir=code_dir, progress=say)
     if image_id(client, plan.tag):
         return plan.tag
     start = time.monotonic()
@@ -225,6 +243,17 @@ def _build_final(
         progress=say,
         cancelled=cancelled,
     )
+
+
+def _detected(code_dir: Path, config: Config, declared: list[Requirement]) -> list[Requirement]:
+    """Requirements for the installed packages the code imports and `declared` lacks."""
+    if not config.get("runtime.detect_imports", True, bool):
+        return []
+    from mllib.runtime.imports import imported_distributions
+
+    names = {r.name for r in declared if not r.is_option}
+    found = [Requirement(dist, why) for dist, why in imported_distributions(code_dir).items()]
+    return [r for r in found if r.name not in names]
 
 
 def _compare_pythons(client: DockerClient, plan: ImagePlan, say: Progress) -> None:
