@@ -198,11 +198,14 @@ def test_gpu_request_without_nvidia_runtime_is_a_system_error_saying_what_to_do(
     assert "1 NVIDIA GPU passed to the container" in run.runtime_note
 
 
-def test_image_repository_must_be_a_docker_name() -> None:
+def test_image_repository_must_be_a_docker_name(monkeypatch: pytest.MonkeyPatch) -> None:
     from mllib.runtime.images import image_settings
 
+    monkeypatch.delenv("MLLIB_IMAGE_REPOSITORY")
     config = Config(None, {"runtime": {"image_repository": "My Team/Model"}})
 
     with pytest.raises(ConfigError, match="is not a Docker repository name"):
         image_settings(config)
     assert image_settings(Config(None, {}))[1] == "mllib/env"
+    monkeypatch.setenv("MLLIB_IMAGE_REPOSITORY", "team/override")
+    assert image_settings(config)[1] == "team/override"
