@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.harness import (
-    Project,
+    ProbeProject,
     RuntimeUnderTest,
     docker_leftovers,
     make_project,
@@ -34,5 +34,5 @@ def runtime(request: pytest.FixtureRequest) -> RuntimeUnderTest:
 
 
 @pytest.fixture
-def project(tmp_path: Path, runtime: RuntimeUnderTest) -> Project:
+def project(tmp_path: Path, runtime: RuntimeUnderTest) -> ProbeProject:
     return make_project(tmp_path, runtime)

@@ -7,21 +7,16 @@ run is still running; the contract fixture in conftest.py lists the runtimes.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import mllib
 from mllib.registry.runs import RunRecord
+from tests.conftest import Result, run_cli
 
 PROBE = Path(__file__).parent / "probe"
-DEADLINE_S = 60
 
 
 @dataclass
@@ -34,7 +29,7 @@ class RuntimeUnderTest:
 
 
 @dataclass
-class Project:
+class ProbeProject:
     """A copy of the probe project, set up for one runtime."""
 
     root: Path
@@ -51,15 +46,9 @@ class Project:
         options.setdefault("echo", lambda _chunk: None)
         return mllib.train(self.model, params or {}, **options)
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, **options: Any) -> Result:
         """Run `mllib ARGS` in the project folder, as a user would."""
-        return subprocess.run(
-            [sys.executable, "-m", "mllib", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(list(args), self.root, **options)
 
 
 def make_project(
@@ -68,7 +57,7 @@ def make_project(
     *,
     env: dict[str, str] | None = None,
     runtime_settings: dict[str, Any] | None = None,
-) -> Project:
+) -> ProbeProject:
     """Copy the probe model into `folder`/project with mllib.toml and .env.local for `runtime`."""
     root = folder / "project"
     shutil.copytree(PROBE, root)
@@ -87,23 +76,13 @@ def make_project(
         **(env or {}),
     }
     (root / ".env.local").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
-    return Project(root, runtime, outside)
+    return ProbeProject(root, runtime, outside)
 
 
 def toml_value(value: Any) -> str:
     import json
 
     return json.dumps(value)
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll `condition` until it returns something truthy; fail saying `what` never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def process_leftovers(run: RunRecord) -> list[str]:

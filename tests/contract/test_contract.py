@@ -15,18 +15,19 @@ import pytest
 from mllib.registry.runs import get_run
 from mllib.runs import views
 from mllib.workspace import Workspace
-from tests.contract.harness import Project, wait_for
+from tests.conftest import wait_for
+from tests.contract.harness import ProbeProject
 
 
-def _show(project: Project, run_id: str) -> dict:
+def _show(project: ProbeProject, run_id: str) -> dict:
     return views.show(Workspace.find(project.root), run_id)
 
 
-def _blob(project: Project, sha256: str) -> bytes:
+def _blob(project: ProbeProject, sha256: str) -> bytes:
     return Workspace.find(project.root).store.get_bytes(sha256)
 
 
-def test_params_follow_precedence_and_reach_the_model(project: Project) -> None:
+def test_params_follow_precedence_and_reach_the_model(project: ProbeProject) -> None:
     run = project.train({"lr": "0.5"})
 
     shown = _show(project, run.id)
@@ -42,7 +43,7 @@ def test_params_follow_precedence_and_reach_the_model(project: Project) -> None:
     assert shown["metric_summary"]["loss"]["max"] == 0.5  # step 0 logs lr itself
 
 
-def test_environment_contract(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXTRA", "from-the-shell")  # a param's env= variable: the shell wins
 
     run = project.train(seed=7)
@@ -62,7 +63,7 @@ def test_environment_contract(project: Project, monkeypatch: pytest.MonkeyPatch)
     assert (project.root / "written-in-project.txt").read_text() == "hello\n"
 
 
-def test_metric_series_are_recorded(project: Project) -> None:
+def test_metric_series_are_recorded(project: ProbeProject) -> None:
     run = project.train({"epochs": "4", "lr": "1.0"})
 
     summary = _show(project, run.id)["metric_summary"]
@@ -70,7 +71,7 @@ def test_metric_series_are_recorded(project: Project) -> None:
     assert summary["b"]["last"] == 2.0
 
 
-def test_artifacts_are_stored_with_their_content_hash(project: Project) -> None:
+def test_artifacts_are_stored_with_their_content_hash(project: ProbeProject) -> None:
     run = project.train({"lr": "0.25"})
 
     artifacts = {a["path"]: a for a in _show(project, run.id)["artifacts"]}
@@ -82,7 +83,7 @@ def test_artifacts_are_stored_with_their_content_hash(project: Project) -> None:
     assert artifacts["model"]["kind"] == "model"
 
 
-def test_registry_record_and_model_round_trip(project: Project) -> None:
+def test_registry_record_and_model_round_trip(project: ProbeProject) -> None:
     import mllib
 
     run = project.train()
@@ -101,7 +102,7 @@ def test_registry_record_and_model_round_trip(project: Project) -> None:
     )
 
 
-def test_user_error_shows_the_users_traceback(project: Project) -> None:
+def test_user_error_shows_the_users_traceback(project: ProbeProject) -> None:
     result = project.cli("train", "model.py", "--mode=raise")
 
     assert result.returncode == 1, result.stderr
@@ -115,7 +116,7 @@ def test_user_error_shows_the_users_traceback(project: Project) -> None:
     assert "mllib/worker" not in log  # mllib's own frames are left out
 
 
-def test_sigkill_is_a_system_error(project: Project) -> None:
+def test_sigkill_is_a_system_error(project: ProbeProject) -> None:
     result = project.cli("train", "model.py", "--mode=sigkill")
 
     assert result.returncode == 3, result.stderr
@@ -124,12 +125,14 @@ def test_sigkill_is_a_system_error(project: Project) -> None:
     assert "SIGKILL" in run["error"]
 
 
-def test_cancel_leaves_nothing_running(project: Project) -> None:
+def test_cancel_leaves_nothing_running(project: ProbeProject) -> None:
     started = project.cli("train", "model.py", "--mode=sleep", "--detach")
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip().splitlines()[-1]
     log = project.root / ".mllib" / "runs" / run_id / "output.log"
-    wait_for(lambda: log.is_file() and "sleeping" in log.read_text(), "the run to start")
+    wait_for(
+        lambda: log.is_file() and "sleeping" in log.read_text(), timeout=60, what="the run to start"
+    )
 
     cancelled = project.cli("runs", "cancel", run_id)
 
@@ -139,7 +142,7 @@ def test_cancel_leaves_nothing_running(project: Project) -> None:
     assert project.runtime.still_running(run) == []
 
 
-def test_ctrl_c_cancels_and_leaves_nothing_running(project: Project) -> None:
+def test_ctrl_c_cancels_and_leaves_nothing_running(project: ProbeProject) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mllib", "train", "model.py", "--mode=sleep"],
         cwd=project.root,
@@ -151,7 +154,8 @@ def test_ctrl_c_cancels_and_leaves_nothing_running(project: Project) -> None:
         runs = project.root / ".mllib" / "runs"
         wait_for(
             lambda: any("sleeping" in p.read_text() for p in runs.glob("*/output.log")),
-            "the run to start",
+            timeout=60,
+            what="the run to start",
         )
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
@@ -163,7 +167,7 @@ def test_ctrl_c_cancels_and_leaves_nothing_running(project: Project) -> None:
     assert project.runtime.still_running(run) == []
 
 
-def test_logs_hold_stdout_and_stderr(project: Project) -> None:
+def test_logs_hold_stdout_and_stderr(project: ProbeProject) -> None:
     run = project.train()
 
     logs = project.cli("runs", "logs", run.id)
@@ -173,11 +177,11 @@ def test_logs_hold_stdout_and_stderr(project: Project) -> None:
     assert "train says hello on stderr" in logs.stdout
 
 
-def _latest(project: Project) -> dict:
+def _latest(project: ProbeProject) -> dict:
     return views.list_dicts(Workspace.find(project.root), limit=1)[0]
 
 
-def test_runtime_is_recorded_with_its_reason(project: Project) -> None:
+def test_runtime_is_recorded_with_its_reason(project: ProbeProject) -> None:
     run = project.train()
 
     assert run.runtime == project.runtime.name

@@ -24,12 +24,12 @@ from mllib.registry.runs import get_run
 from mllib.runs import views
 from mllib.runtime.images import ensure_image, plan_image
 from mllib.workspace import Workspace
+from tests.conftest import wait_for
 from tests.contract.harness import (
-    Project,
+    ProbeProject,
     RuntimeUnderTest,
     docker_leftovers,
     make_project,
-    wait_for,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +39,9 @@ BUILD_DIR = "/tmp/mllib-build"
 
 
 @pytest.fixture
-def docker_project(tmp_path: Path, docker_client: DockerClient, image_repository: str) -> Project:
+def docker_project(
+    tmp_path: Path, docker_client: DockerClient, image_repository: str
+) -> ProbeProject:
     runtime = RuntimeUnderTest(
         "docker",
         lambda run: docker_leftovers(docker_client, run.id),
@@ -59,7 +61,9 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     temp = set(Path("/tmp").glob("mllib-wheel*"))
     yield
     # The engine removes a cancelled build's container itself, a moment after the build stops.
-    wait_for(lambda: not _build_containers(client), "the image builds' containers to go")
+    wait_for(
+        lambda: not _build_containers(client), timeout=60, what="the image builds' containers to go"
+    )
     assert {v.name for v in client.volumes.list()} <= volumes
     assert set(Path("/tmp").glob("mllib-wheel*")) <= temp
 
@@ -72,11 +76,11 @@ def _build_containers(client: DockerClient) -> list[str]:
     ]
 
 
-def _latest(project: Project) -> dict:
+def _latest(project: ProbeProject) -> dict:
     return views.list_dicts(Workspace.find(project.root), limit=1)[0]
 
 
-def _toml(project: Project, **settings: object) -> None:
+def _toml(project: ProbeProject, **settings: object) -> None:
     """Add keys to the project's [runtime] table."""
     from tests.contract.harness import toml_value
 
@@ -89,7 +93,7 @@ def _toml(project: Project, **settings: object) -> None:
 
 
 def test_unchanged_dependencies_build_nothing(
-    docker_project: Project, docker_client: DockerClient
+    docker_project: ProbeProject, docker_client: DockerClient
 ) -> None:
     project = MllibProject.find(docker_project.root)
     first = ensure_image(docker_client, project.root, project.config)
@@ -105,7 +109,7 @@ def test_unchanged_dependencies_build_nothing(
 
 
 def test_image_pins_the_hosts_versions(
-    docker_project: Project, docker_client: DockerClient
+    docker_project: ProbeProject, docker_client: DockerClient
 ) -> None:
     project = MllibProject.find(docker_project.root)
     tag = ensure_image(docker_client, project.root, project.config)
@@ -124,7 +128,7 @@ def test_image_pins_the_hosts_versions(
     assert output.decode().split() == host
 
 
-def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: Project) -> None:
+def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: ProbeProject) -> None:
     (docker_project.root / "requirements.txt").write_text(
         "cloudpickle\nmllib-no-such-package-for-tests==0.0.1\n"
     )
@@ -144,7 +148,7 @@ def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: Project
     assert "Step 1/" in result.stderr  # progress shown (plain lines: stderr is no terminal)
 
 
-def test_unreachable_engine_is_a_system_error(docker_project: Project, tmp_path: Path) -> None:
+def test_unreachable_engine_is_a_system_error(docker_project: ProbeProject, tmp_path: Path) -> None:
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
 
     result = subprocess.run(
@@ -162,7 +166,9 @@ def test_unreachable_engine_is_a_system_error(docker_project: Project, tmp_path:
     assert "no Docker engine answers" in run["error"]
 
 
-def test_missing_base_image_is_a_system_error_saying_what_to_do(docker_project: Project) -> None:
+def test_missing_base_image_is_a_system_error_saying_what_to_do(
+    docker_project: ProbeProject,
+) -> None:
     _toml(docker_project, base_image="mllib-test-absent/base:nope")
 
     result = docker_project.cli("train", "model.py")
@@ -178,7 +184,7 @@ def test_missing_base_image_is_a_system_error_saying_what_to_do(docker_project: 
 
 
 def test_out_of_memory_is_a_system_error_saying_how_to_raise_the_limit(
-    docker_project: Project,
+    docker_project: ProbeProject,
 ) -> None:
     _toml(docker_project, memory="128m")
 
@@ -198,7 +204,7 @@ def test_out_of_memory_is_a_system_error_saying_how_to_raise_the_limit(
 
 
 def test_a_run_may_outlast_the_engine_api_timeout(
-    docker_project: Project, monkeypatch: pytest.MonkeyPatch
+    docker_project: ProbeProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mllib.runtime.docker
 
@@ -209,7 +215,7 @@ def test_a_run_may_outlast_the_engine_api_timeout(
     assert run.status == "succeeded", run.error
 
 
-def test_cancel_during_the_image_build_stops_it(docker_project: Project) -> None:
+def test_cancel_during_the_image_build_stops_it(docker_project: ProbeProject) -> None:
     # An index that never answers keeps pip (and so the build) busy until it is cancelled.
     (docker_project.root / "requirements.txt").write_text(
         "--index-url http://10.255.255.1/simple\ncloudpickle==0.0.0.1\n"
@@ -224,7 +230,8 @@ def test_cancel_during_the_image_build_stops_it(docker_project: Project) -> None
         runs = docker_project.root / ".mllib" / "runs"
         wait_for(
             lambda: any("pip install" in p.read_text() for p in runs.glob("*/output.log")),
-            "the build to reach pip",
+            timeout=60,
+            what="the build to reach pip",
         )
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -236,15 +243,17 @@ def test_cancel_during_the_image_build_stops_it(docker_project: Project) -> None
     assert _latest(docker_project)["status"] == "cancelled"
 
 
-def test_orphaned_container_is_removed_when_runs_are_listed(docker_project: Project) -> None:
+def test_orphaned_container_is_removed_when_runs_are_listed(docker_project: ProbeProject) -> None:
     started = docker_project.cli("train", "model.py", "--mode=sleep", "--detach")
     run_id = started.stdout.strip().splitlines()[-1]
     registry = Workspace.find(docker_project.root).registry
     log = docker_project.root / ".mllib" / "runs" / run_id / "output.log"
-    wait_for(lambda: log.is_file() and "sleeping" in log.read_text(), "the run to start")
+    wait_for(
+        lambda: log.is_file() and "sleeping" in log.read_text(), timeout=60, what="the run to start"
+    )
     run = get_run(registry, run_id)
     os.kill(run.supervisor_pid, signal.SIGKILL)  # the supervisor dies; its container lives on
-    wait_for(lambda: not _alive(run.supervisor_pid), "the supervisor to die")
+    wait_for(lambda: not _alive(run.supervisor_pid), timeout=60, what="the supervisor to die")
     assert docker_project.runtime.still_running(run) != []
 
     listed = docker_project.cli("runs", "list")
@@ -306,7 +315,7 @@ def test_files_written_back_belong_to_the_invoking_user(
     assert {(p.stat().st_uid, p.stat().st_gid) for p in written} == {(uid, gid)}
 
 
-def test_data_paths_are_mounted_read_only(docker_project: Project) -> None:
+def test_data_paths_are_mounted_read_only(docker_project: ProbeProject) -> None:
     run = docker_project.train({"mode": "write_data"})
 
     assert run.status == "succeeded", run.error
