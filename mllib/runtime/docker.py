@@ -5,10 +5,15 @@ A run becomes one container of the image mllib builds from the project's depende
 
     /mllib/run      the run folder (spec, events, model, artifacts), read-write
     /mllib/code     the code the run executes (the project, or a rerun's recorded snapshot)
-    /mllib/project  the project folder, the working directory (relative data paths resolve here)
+    /mllib/project  the project folder, read-write; it is also mounted at its host path, the
+                    working directory, so relative and absolute paths into the project (and
+                    os.getcwd()) mean what they mean on the host
     data paths      env values naming files or folders outside the project, read-only, at the
                     same path as on the host (under /mllib/data/VAR when that path is a system
                     folder of the image, and the variable is rewritten to match)
+
+A host path is used as is unless it is, or is inside, a folder the image needs (/usr, /etc,
+/opt/venv, /mllib...), or is a whole top-level folder such as /tmp or /home.
 
 The container gets the run's environment (the env file's variables, those named by a param's
 `env=`, the host's proxy settings), NVIDIA GPUs when nvidia-smi lists some, and the memory,
@@ -58,9 +63,11 @@ CODE_DIR = "/mllib/code"
 PROJECT_DIR = "/mllib/project"
 DATA_DIR = "/mllib/data"
 RUN_LABEL = "org.mllib.run"
-# Image folders a data mount must not cover; data there is mounted under DATA_DIR instead.
-RESERVED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/mllib",
-            "/opt/venv", "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/lib")  # fmt: skip
+# Host paths that cannot appear at the same path in the container: the image's own folders
+# (and anything inside them), and top-level folders a mount would hide whole.
+IMAGE_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/mllib",
+                 "/opt/venv", "/proc", "/run", "/sbin", "/sys", "/usr", "/var/lib")  # fmt: skip
+TOP_FOLDERS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 API_TIMEOUT_S = 600  # for each engine call; waiting for the container and its logs has none
 _EXIT_USER_ERROR, _EXIT_SYSTEM_ERROR, _EXIT_CANCELLED = 1, 3, 143
@@ -155,7 +162,10 @@ def container_options(
         CODE_DIR: Mount(CODE_DIR, str(job.code_dir), type="bind"),
         PROJECT_DIR: Mount(PROJECT_DIR, str(job.work_dir), type="bind"),
     }
-    for name, host_path in job.data_mounts.items():
+    project = PurePosixPath(job.work_dir)
+    working_dir = str(project) if same_path_ok(project) else PROJECT_DIR
+    mounts.setdefault(working_dir, Mount(working_dir, str(job.work_dir), type="bind"))
+    for name, host_path in job.data_mounts.items():  # read-only, even inside the project
         target = data_target(name, Path(host_path))
         mounts.setdefault(target, Mount(target, str(host_path), type="bind", read_only=True))
         env[name] = target
@@ -175,7 +185,7 @@ def container_options(
         "name": f"mllib-{_safe(job.run_id)}-{secrets.token_hex(3)}",
         "labels": {RUN_LABEL: job.run_id, "org.mllib.project": str(job.work_dir)},
         "user": f"{uid}:{gid}",
-        "working_dir": PROJECT_DIR,
+        "working_dir": working_dir,
         "environment": env,
         "mounts": list(mounts.values()),
         "init": True,  # forwards signals and reaps the worker's children; PID 1 ignores SIGKILL
@@ -192,15 +202,17 @@ def container_options(
     return options
 
 
+def same_path_ok(path: PurePosixPath) -> bool:
+    """Whether a host path can be mounted at the same path in the container (see above)."""
+    if path == path.parent or str(path) in TOP_FOLDERS:
+        return False
+    return not any(path.is_relative_to(folder) for folder in IMAGE_FOLDERS)
+
+
 def data_target(name: str, host_path: Path) -> str:
     """Where a data path appears in the container: the same path, unless the image needs it."""
     path = PurePosixPath(host_path)
-    if (
-        any(path == PurePosixPath(r) or path.is_relative_to(r) for r in RESERVED)
-        or path == path.parent
-    ):
-        return f"{DATA_DIR}/{name}/{path.name}"
-    return str(path)
+    return str(path) if same_path_ok(path) else f"{DATA_DIR}/{name}/{path.name}"
 
 
 class DockerHandle:

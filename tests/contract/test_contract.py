@@ -57,10 +57,20 @@ def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyP
         "SECRET_SETTING": "s3cret",
         "EXTRA": "from-the-shell",
         "DATA_PATH": str(project.outside / "train.txt"),  # readable where the host has it
+        "cwd": str(project.root),  # paths into the project mean what they mean on the host
     }
     assert shown["params"]["extra"] == "from-the-shell"
     assert shown["metrics"]["data_chars"] == len("outside data\nsecond line\nthird\n")
     assert (project.root / "written-in-project.txt").read_text() == "hello\n"
+
+
+def test_an_absolute_path_into_the_project_works_as_a_param(project: ProbeProject) -> None:
+    inside = project.root / "data" / "train.txt"
+
+    run = project.train({"data_path": str(inside)})
+
+    assert run.status == "succeeded", run.error
+    assert _show(project, run.id)["metrics"]["data_chars"] == len(inside.read_text())
 
 
 def test_metric_series_are_recorded(project: ProbeProject) -> None:

@@ -71,10 +71,13 @@ def test_container_runs_the_worker_as_the_invoking_user_with_fixed_paths(tmp_pat
 
     assert options["user"] == f"{os.getuid()}:{os.getgid()}"
     assert options["command"][-4:] == ["--run-dir", "/mllib/run", "--code-dir", "/mllib/code"]
-    assert options["working_dir"] == "/mllib/project"
     mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in options["mounts"]}
     assert mounts["/mllib/run"] == (str(job.run_dir), False)
     assert mounts["/mllib/code"] == (str(job.code_dir), False)
+    assert mounts["/mllib/project"] == (str(job.work_dir), False)
+    # The project is also where it is on the host, and runs there: paths mean the same.
+    assert options["working_dir"] == str(job.work_dir)
+    assert mounts[str(job.work_dir)] == (str(job.work_dir), False)
     assert mounts[str(data)] == (str(data), True)  # same path as on the host, read-only
     assert mounts["/mllib/data/SYSTEM/dict"] == ("/usr/share/dict", True)
     env = options["environment"]
@@ -90,14 +93,26 @@ def test_container_runs_the_worker_as_the_invoking_user_with_fixed_paths(tmp_pat
     [
         ("/srv/data/train.csv", "/srv/data/train.csv"),
         ("/tmp/x", "/tmp/x"),
+        ("/root/data", "/root/data"),
         ("/usr/share/dict", "/mllib/data/V/dict"),
         ("/opt/venv/lib", "/mllib/data/V/lib"),
         ("/mllib/run", "/mllib/data/V/run"),
         ("/etc", "/mllib/data/V/etc"),
+        ("/tmp", "/mllib/data/V/tmp"),
+        ("/home", "/mllib/data/V/home"),
     ],
 )
 def test_data_mount_targets(path: str, target: str) -> None:
     assert data_target("V", Path(path)) == target
+
+
+def test_a_project_in_an_image_folder_runs_from_mllib_project(tmp_path: Path) -> None:
+    job = _job(tmp_path, work_dir=Path("/usr/src/project"))
+
+    options = container_options(job, ContainerSettings(), "img")
+
+    assert options["working_dir"] == "/mllib/project"
+    assert "/usr/src/project" not in {m["Target"] for m in options["mounts"]}
 
 
 def test_which_env_values_are_data_paths(tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ class Probe:
         out = Path(mllib.artifact_dir())
         (out / "notes.txt").write_text(f"lr={self.lr}\n")
         names = ("MLLIB_RUN_ID", "PYTHONHASHSEED", "SECRET_SETTING", "EXTRA", "DATA_PATH")
-        (out / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in names}))
+        seen = {k: os.environ.get(k) for k in names}
+        (out / "env.json").write_text(json.dumps({**seen, "cwd": os.getcwd()}))
         logged = Path(tempfile.mkdtemp()) / "logged.txt"
         logged.write_text("logged with log_artifact\n")
         mllib.log_artifact(str(logged))
