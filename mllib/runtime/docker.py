@@ -70,6 +70,7 @@ IMAGE_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/
 TOP_FOLDERS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 API_TIMEOUT_S = 600  # for each engine call; waiting for the container and its logs has none
+CANCEL_WAIT_S = 20.0  # how long a cancelled run waits for its image build to wind down
 _EXIT_USER_ERROR, _EXIT_SYSTEM_ERROR, _EXIT_CANCELLED = 1, 3, 143
 _DONE = object()
 
@@ -249,22 +250,25 @@ class DockerHandle:
     def cancel(self, grace_s: float) -> None:
         """Stop the container (SIGTERM, SIGKILL after `grace_s`), or the image build before it.
 
-        Returns at once; wait() reports the end once the container is gone.
+        Returns at once; wait() reports the end once the container or the build is gone.
         """
-        self._cancel.set()
+        self._cancel.set()  # an image build in progress is cut off (see build_image)
         with self._lock:
             container = self._container if self._started else None
-            if container is None:
-                # No container yet and none will be created: the build stops at its next line.
-                self._finish(ExitStatus(_EXIT_CANCELLED))
-                return
-        threading.Thread(target=_stop, args=(container, grace_s), daemon=True).start()
+        if container is not None:
+            threading.Thread(target=_stop, args=(container, grace_s), daemon=True).start()
+        else:  # waiting on another build's lock, or building the base image: do not wait long
+            timer = threading.Timer(CANCEL_WAIT_S, self._finish, (ExitStatus(_EXIT_CANCELLED),))
+            timer.daemon = True
+            timer.start()
 
     def _finish(self, status: ExitStatus) -> None:
-        if not self._done.is_set():
-            self._status = status
-            self._chunks.put(_DONE)
-            self._done.set()
+        """Report the end once (the lifecycle and a cancel's timer may both try)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._status = status
+                self._chunks.put(_DONE)
+                self._done.set()
 
     # --- the lifecycle, on its own thread -------------------------------------------------
 
@@ -291,8 +295,7 @@ class DockerHandle:
                     self._chunks.put(f"mllib: could not remove {self.ident}: {exc}\n".encode())
             if client is not None:
                 client.close()
-            with self._lock:
-                self._finish(status)
+            self._finish(status)
 
     def _run(self, client: DockerClient) -> ExitStatus:
         from mllib.runtime.images import ensure_image
@@ -303,7 +306,7 @@ class DockerHandle:
             self.config,
             code_dir=self.job.code_dir,
             progress=self._progress,
-            cancelled=self._cancel.is_set,
+            cancel=self._cancel,
         )
         options = container_options(self.job, self.settings, image)
         with self._lock:

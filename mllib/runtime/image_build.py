@@ -14,11 +14,14 @@ import io
 import json
 import os
 import re
+import socket
 import tarfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
 from mllib.runtime.host_settings import HOST_CA_BUNDLE
@@ -94,24 +97,26 @@ def build_image(
     network_mode: str | None = None,
     progress: Progress | None = None,
     explain: Explain = explain_failure,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Build `files` (a Dockerfile and what it copies) as `tag`; return the image id.
 
     Every output line goes to `progress`. A failure raises ImageBuildError with `explain`'s
-    message, hint and failure class. `cancelled` is polled between output lines: when it turns
-    true the build stream is closed, which makes the engine abandon the build.
+    message, hint and failure class. Setting `cancel` cuts the build's connection at once,
+    which makes the engine abandon the build; either way the layers it made are removed.
     """
     import docker.errors
 
-    say = progress or (lambda _line: None)
-    step, output, image, last_layer = "", [], None, None
     if labels:  # one LABEL step, where the API's `labels` would add one step per label
         pairs = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
         files = {
             **files,
             "Dockerfile": files["Dockerfile"].rstrip(b"\n") + f"\nLABEL {pairs}\n".encode(),
         }
+    state = _BuildState(progress or (lambda _line: None))
+    responses: list[Any] = []
+    hook = _keep_build_response(responses)
+    client.api.hooks["response"].append(hook)
     try:
         stream = client.api.build(
             fileobj=tar_context(files),
@@ -123,44 +128,106 @@ def build_image(
             decode=True,
             network_mode=network_mode,
         )
-        for chunk in stream:
-            if cancelled is not None and cancelled():
-                stream.close()
-                _discard(client, last_layer)
-                raise ImageBuildError(f"building {tag} was cancelled")
-            if "error" in chunk:
-                _discard(client, last_layer)
-                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                failure = BuildFailure(tag, step, _ANSI.sub("", detail).strip(), output)
-                message, hint, failure_class = explain(failure)
-                raise ImageBuildError(message, hint=hint, failure_class=failure_class)
-            for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
-                if match := _STEP.match(line.strip()):
-                    step, output = match["instruction"], []
-                elif match := _STEP_RESULT.match(line.rstrip()):
-                    last_layer = match["id"]
-                elif line.strip():
-                    output = [*output[-199:], line]
-                if line.strip():
-                    say(line.rstrip())
-            if aux := chunk.get("aux"):
-                image = aux.get("ID", image)
     except docker.errors.APIError as exc:
         raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}") from exc
-    return str(image or client.images.get(tag).id)
+    finally:
+        client.api.hooks["response"].remove(hook)
+    finished = threading.Event()
+    if cancel is not None and responses:
+        threading.Thread(
+            target=_cut_when_cancelled, args=(cancel, finished, responses[0]), daemon=True
+        ).start()
+    try:
+        for chunk in stream:
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                failure = BuildFailure(tag, state.step, _ANSI.sub("", detail).strip(), state.output)
+                message, hint, failure_class = explain(failure)
+                raise ImageBuildError(message, hint=hint, failure_class=failure_class)
+            state.read(chunk)
+        if cancel is not None and cancel.is_set():
+            raise ImageBuildError(f"building {tag} was cancelled")
+        return str(state.image or client.images.get(tag).id)
+    except Exception as exc:
+        _discard(client, state.last_layer)
+        if isinstance(exc, ImageBuildError):
+            raise
+        if cancel is not None and cancel.is_set():
+            raise ImageBuildError(f"building {tag} was cancelled") from exc
+        if isinstance(exc, docker.errors.APIError):
+            raise ImageBuildError(f"building {tag} failed: {exc.explanation or exc}") from exc
+        raise
+    finally:
+        finished.set()
 
 
-def _discard(client: DockerClient, layer: str | None) -> None:
-    """Remove what a failed build left: its last step's image, unless tagged or still a parent."""
+class _BuildState:
+    """What the build stream has said so far: the current step, its output, the layers made."""
+
+    def __init__(self, say: Progress) -> None:
+        self.say = say
+        self.step = ""
+        self.output: list[str] = []
+        self.last_layer: str | None = None
+        self.image: str | None = None
+
+    def read(self, chunk: Mapping[str, Any]) -> None:
+        for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
+            if match := _STEP.match(line.strip()):
+                self.step, self.output = match["instruction"], []
+            elif match := _STEP_RESULT.match(line.rstrip()):
+                self.last_layer = match["id"]
+            elif line.strip():
+                self.output = [*self.output[-199:], line]
+            if line.strip():
+                self.say(line.rstrip())
+        if aux := chunk.get("aux"):
+            self.image = aux.get("ID", self.image)
+
+
+def _keep_build_response(responses: list[Any]) -> Callable[..., Any]:
+    """A requests response hook keeping the build's streaming response, so it can be cut."""
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> Any:
+        if response.request.path_url.split("?")[0].endswith("/build"):
+            responses.append(response)
+        return response
+
+    return hook
+
+
+def _cut_when_cancelled(cancel: threading.Event, finished: threading.Event, response: Any) -> None:
+    """Shut the build's socket down when `cancel` is set: the engine then stops the build."""
+    while not finished.is_set():
+        if cancel.wait(0.1):
+            sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return
+
+
+def _discard(client: DockerClient, layer: str | None, wait_s: float = 15.0) -> None:
+    """Remove what a failed or cancelled build left: its last step's image and the untagged
+    ones below it, once the engine has removed the step's container; a tagged image, or a
+    cached layer other images build on, is left alone."""
     import docker.errors
 
     if layer is None:
         return
-    try:
-        if not client.images.get(layer).tags:
-            client.images.remove(layer)
-    except docker.errors.APIError:
-        pass  # a cached layer other images build on: it is not ours to remove
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if not client.images.get(layer).tags:
+                client.images.remove(layer)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            # An abandoned step's container lingers a moment; child images mean: not ours.
+            if "container" not in str(exc) or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 def ca_files(ca_bundle: str | None) -> dict[str, bytes]:

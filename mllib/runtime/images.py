@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def ensure_image(
     *,
     code_dir: Path | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """The tag of the project's image, built first when it does not exist yet."""
     say = progress or (lambda _line: None)
@@ -164,14 +165,14 @@ def ensure_image(
         if image_id(client, plan.tag):  # a concurrent run built it while we waited
             return plan.tag
         if not image_id(client, plan.deps_tag):
-            _build_deps(client, plan, say, cancelled)
-        _build_final(client, plan, say, cancelled)
+            _build_deps(client, plan, say, cancel)
+        _build_final(client, plan, say, cancel)
     say(f"mllib: image {plan.tag} is ready ({time.monotonic() - start:.1f} s)")
     return plan.tag
 
 
 def _build_deps(
-    client: DockerClient, plan: ImagePlan, say: Progress, cancelled: Callable[[], bool] | None
+    client: DockerClient, plan: ImagePlan, say: Progress, cancel: threading.Event | None
 ) -> None:
     names = ", ".join(sorted({r.name for r in plan.packages})) or "none"
     say(
@@ -215,12 +216,12 @@ def _build_deps(
             network_mode="host" if url else None,  # the wheels are served on the host's loopback
             progress=say,
             explain=_explainer(plan),
-            cancelled=cancelled,
+            cancel=cancel,
         )
 
 
 def _build_final(
-    client: DockerClient, plan: ImagePlan, say: Progress, cancelled: Callable[[], bool] | None
+    client: DockerClient, plan: ImagePlan, say: Progress, cancel: threading.Event | None
 ) -> None:
     say(f"mllib: building {plan.tag}: installing this mllib into {plan.deps_tag}")
     with tempfile.TemporaryDirectory(prefix="mllib-wheel-") as folder:
@@ -241,7 +242,7 @@ def _build_final(
         files,
         labels={"org.mllib.image": "run", "org.mllib.deps": plan.deps_tag},
         progress=say,
-        cancelled=cancelled,
+        cancel=cancel,
     )
 
 

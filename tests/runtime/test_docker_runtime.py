@@ -57,6 +57,7 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     client = request.getfixturevalue("docker_client")
     volumes = {v.name for v in client.volumes.list()}
+    dangling = _dangling_mllib_layers(client)
     temp = set(Path("/tmp").glob("mllib-wheel*"))
     yield
     # The engine removes a cancelled build's container itself, a moment after the build stops.
@@ -64,7 +65,14 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         lambda: not _build_containers(client), timeout=60, what="the image builds' containers to go"
     )
     assert {v.name for v in client.volumes.list()} <= volumes
+    assert _dangling_mllib_layers(client) <= dangling  # failed or cancelled builds leave none
     assert set(Path("/tmp").glob("mllib-wheel*")) <= temp
+
+
+def _dangling_mllib_layers(client: DockerClient) -> set[str]:
+    """Untagged images built on mllib's base image (they inherit its labels)."""
+    found = client.images.list(filters={"dangling": True, "label": "org.mllib.base"})
+    return {image.id for image in found}
 
 
 def _build_containers(client: DockerClient) -> list[str]:
