@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|docker|all]
+# Benchmarks, each beside its named baseline in one run. Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -37,6 +37,11 @@ bench_agents() {
   "$VENV/bin/python" benchmarks/agents_transfer.py "$@"
 }
 
+bench_data() {
+  say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9"
+  "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
+}
+
 bench_docker() {
   ensure_docker_engine
   ensure_base_image
@@ -48,7 +53,8 @@ case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
   agents) bench_agents "${@:2}" ;;
+  data) bench_data "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_docker ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, docker, all)" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, all)" ;;
 esac

@@ -113,8 +113,13 @@ class Agent:
         env: dict[str, str],
         slots: int,
         agent: str,
+        datasets: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Start a run under mllib's own supervisor, detached; `busy` when every slot is taken."""
+        """Start a run under mllib's own supervisor, detached; `busy` when every slot is taken.
+
+        `datasets` (their chunks already sent) are materialised read-only here and handed to the
+        run in the variables they name.
+        """
         from mllib._version import __version__
         from mllib.config import load_config
         from mllib.project import Project
@@ -126,6 +131,10 @@ class Agent:
         from mllib.workspace import Workspace
 
         run_id = run["id"]
+        if datasets:
+            from mllib.datasets.remote import materialize_on_agent
+
+            env = {**env, **materialize_on_agent(self.root / "store", self.root / "data", datasets)}
         with self._start_lock():
             reconcile(self.ws)
             reg = self.ws.registry

@@ -8,6 +8,7 @@ from typing import Any
 
 from mllib.agents.rpc import AgentClient
 from mllib.agents.transfer import send_tree
+from mllib.datasets.remote import send_datasets
 from mllib.errors import MllibError
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord, get_param_sources, get_params
@@ -35,7 +36,8 @@ RUN_FIELDS = (
 def start_on(
     ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int
 ) -> dict[str, Any]:
-    """Send the run's code (and input model) blobs the agent lacks, then ask it to start the run.
+    """Send the run's code (and input model) blobs and the chunks of its datasets the agent
+    lacks, then ask it to start the run.
 
     Returns the agent's answer: `{"started": True, "runtime": ..., ...}` or `{"busy": True, ...}`.
     """
@@ -49,9 +51,10 @@ def start_on(
             raise MllibError(f"Run {run.source_run_id} has no saved model to evaluate")
         send_tree(agent, ws.store, artifact["sha256"])
         input_model = artifact["sha256"]
+    datasets, data_notes = send_datasets(ws, run.id, agent)
     spec = RunSpec.read(Path(run.run_dir or ws.run_dir(run.id)))
     fields = {name: getattr(run, name) for name in RUN_FIELDS}
-    return agent.call(
+    answer = agent.call(
         "start",
         run={**fields, "attempt": attempt},
         params=get_params(ws.registry, run.id),
@@ -60,7 +63,9 @@ def start_on(
         code_tree=run.code_hash,
         input_model=input_model,
         env=ws.project.env_values(run.env_target or "remote"),
+        datasets=datasets,
         slots=slots,
         agent=agent.spec.name,
         timeout=300,
     )
+    return {**answer, "data_notes": data_notes}

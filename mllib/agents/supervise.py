@@ -216,6 +216,8 @@ class RemoteRun:
                 phase=None,
                 runtime_note=f"agent {name}, {answer['runtime']} runtime there ({answer['note']})",
             )
+        for note in answer.get("data_notes", []):
+            self.notify(note)
         self.notify(f"run {self.run_id} started on agent {name} ({answer['runtime']} runtime)")
 
     def _follow(self, attempt: dict) -> None:

@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     except MllibError as exc:
         if os.environ.get("MLLIB_DEBUG"):
             raise
+        from rich.markup import escape
+
         console = output.err()
-        console.print(f"[red]Error:[/] {exc.message}", highlight=False)
+        console.print(f"[red]Error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
             console.print(exc.hint, style="dim", highlight=False, markup=False)
         return exc.exit_code

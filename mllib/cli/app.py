@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mllib.cli import agents, model_commands, runs
+from mllib.cli import agents, data, model_commands, runs
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
 
@@ -24,6 +24,7 @@ app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predic
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
 app.add_typer(agents.app, name="agents")
+app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
 
 

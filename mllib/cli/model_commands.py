@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -43,6 +45,15 @@ ParamOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--param", "-p", help="A param as NAME=VALUE (same as --NAME=VALUE).", show_default=False
+    ),
+]
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="A dataset for the run as KEY=NAME[@VERSION]: `train=mnist@3` sets TRAIN_DATA to its "
+        "read-only path (an upper-case KEY is the variable itself). Repeatable.",
+        show_default=False,
     ),
 ]
 HelpOpt = Annotated[
@@ -87,6 +98,20 @@ def _announce(record) -> None:
         f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
         f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
     )
+
+
+@contextmanager
+def _data_progress() -> Iterator[tuple[Any, Callable[[Any], None]]]:
+    """Progress for materialising datasets, ended before the run's own output starts."""
+    from mllib.cli.progress import TransferProgress
+
+    with TransferProgress() as progress:
+
+        def prepared(record) -> None:
+            progress.close()
+            _announce(record)
+
+        yield progress, prepared
 
 
 def ask_detach_or_cancel() -> str:
@@ -143,6 +168,7 @@ def train(
             show_default=False,
         ),
     ] = None,
+    data: DataOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -153,18 +179,21 @@ def train(
     from mllib.runs import api
 
     target, params = _target_and_params(ctx, model, param, help_)
-    record = api.train(
-        params=params,
-        evaluate=evaluate,
-        runtime=runtime,
-        remote=_where(local, remote),
-        agent=agent,
-        detach=detach,
-        seed=seed,
-        target=target,
-        on_prepared=_announce,
-        on_interrupt=ask_detach_or_cancel,
-    )
+    with _data_progress() as (progress, prepared):
+        record = api.train(
+            params=params,
+            evaluate=evaluate,
+            runtime=runtime,
+            remote=_where(local, remote),
+            agent=agent,
+            detach=detach,
+            seed=seed,
+            data=data,
+            target=target,
+            on_prepared=prepared,
+            on_interrupt=ask_detach_or_cancel,
+            progress=progress,
+        )
     _finish(record, detach)
 
 
@@ -184,6 +213,7 @@ def evaluate(
     agent: AgentOpt = None,
     runtime: RuntimeOpt = None,
     detach: DetachOpt = False,
+    data: DataOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -191,17 +221,20 @@ def evaluate(
     from mllib.runs import api
 
     target, params = _target_and_params(ctx, model, param, help_)
-    record = api.evaluate(
-        run=run,
-        params=params,
-        runtime=runtime,
-        remote=_where(local, remote),
-        agent=agent,
-        detach=detach,
-        target=target,
-        on_prepared=_announce,
-        on_interrupt=ask_detach_or_cancel,
-    )
+    with _data_progress() as (progress, prepared):
+        record = api.evaluate(
+            run=run,
+            params=params,
+            runtime=runtime,
+            remote=_where(local, remote),
+            agent=agent,
+            detach=detach,
+            data=data,
+            target=target,
+            on_prepared=prepared,
+            on_interrupt=ask_detach_or_cancel,
+            progress=progress,
+        )
     _finish(record, detach)
 
 

@@ -168,6 +168,13 @@ def show(
         console.print("[bold]Evaluation[/]")
         for k, v in data["eval_metrics"].items():
             console.print(f"  {k} = {fmt_value(v)}", markup=False)
+    if data["datasets"]:
+        console.print("[bold]Datasets[/]")
+        for d in data["datasets"]:
+            console.print(
+                f"  {d['env']:<20} {d['name'] + '@' + str(d['version']):<30} {d['sha256'][:16]}",
+                markup=False,
+            )
     if data["artifacts"]:
         console.print("[bold]Artifacts[/]")
         for a in data["artifacts"]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 MIGRATION_SETS = [
     "mllib.registry.schema:migrations",
     "mllib.agents.schema:migrations",
+    "mllib.datasets.catalog:migrations",
 ]
 
 _migrations = None

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord, finish_run, get_params, get_run
 from mllib.runs.launch import (
@@ -21,6 +21,9 @@ from mllib.runs.launch import (
     spawn_supervisor,
 )
 from mllib.runs.supervisor import supervise
+
+if TYPE_CHECKING:
+    from mllib.datasets.progress import Progress
 
 Echo = Callable[[bytes], None]
 
@@ -66,14 +69,18 @@ def train(
     agent: str | None = None,
     detach: bool = False,
     seed: int | None = None,
+    data: Sequence[str] | None = None,
     echo: Echo | None = _stdout_echo,
     target: ModelTarget | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
     """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record.
 
-    `remote=True` runs it on an agent with a free slot, `agent=NAME` on that agent."""
+    `remote=True` runs it on an agent with a free slot, `agent=NAME` on that agent.
+    `data`: datasets as `KEY=NAME[@VERSION]` (`train=mnist@3` sets TRAIN_DATA to its read-only path).
+    """
     target = target or locate_model(model)
     remote = remote or agent is not None
     name, note = select_runtime(target.ws, runtime, remote, agent)
@@ -86,6 +93,8 @@ def train(
         runtime_note=note,
         env_target="remote" if remote else "local",
         seed=seed,
+        data=data,
+        progress=progress,
         host=None if remote else "local",
     )
     _pin(target, record, agent)
@@ -103,17 +112,25 @@ def evaluate(
     remote: bool = False,
     agent: str | None = None,
     detach: bool = False,
+    data: Sequence[str] | None = None,
     echo: Echo | None = _stdout_echo,
     target: ModelTarget | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
-    """Evaluate a trained run (`run`, else the newest successful one with the same params) as a new run."""
+    """Evaluate a trained run (`run`, else the newest successful one with the same params) as a new run.
+
+    The evaluation gets the training run's datasets, then `[data]` and `data` on top.
+    """
+    from mllib.datasets.binding import binding_env, resolve_bindings
+
     target = target or locate_model(model)
     remote = remote or agent is not None
     env_target = "remote" if remote else "local"
     name, note = select_runtime(target.ws, runtime, remote, agent)
-    source = find_source_run(target, run, dict(params or {}), env_target)
+    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
+    source = find_source_run(target, run, dict(params or {}), env_target, data_env)
     record = prepare_run(
         target,
         ["evaluate"],
@@ -123,6 +140,8 @@ def evaluate(
         env_target=env_target,
         seed=source.seed,
         source_run=source,
+        data=data,
+        progress=progress,
         host=None if remote else "local",
     )
     _pin(target, record, agent)

@@ -8,9 +8,10 @@ import getpass
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mllib._version import __version__
 from mllib.code_snapshot import snapshot
@@ -32,6 +33,9 @@ from mllib.runtime import RUNTIMES
 from mllib.runtime.processes import create_time
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mllib.datasets.progress import Progress
 
 DEFAULT_MODEL_FILE = "model.py"
 
@@ -132,10 +136,14 @@ def _with_gpu_note(runtime: str, note: str) -> str:
 
 
 def resolve_params(
-    target: ModelTarget, cli_params: dict[str, Any], env_target: str
+    target: ModelTarget,
+    cli_params: dict[str, Any],
+    env_target: str,
+    data_env: Mapping[str, str] | None = None,
 ) -> ResolvedParams:
-    """Params as the run will see them: command line > env (real, then env file) > mllib.toml > default."""
-    environ = {**target.ws.project.env_values(env_target), **os.environ}
+    """Params as the run will see them: command line > env (datasets given to the run, the real
+    environment, then the env file) > mllib.toml > default."""
+    environ = {**target.ws.project.env_values(env_target), **os.environ, **(data_env or {})}
     return resolve(target.info.params, cli_params, environ=environ, config=config_params(target))
 
 
@@ -158,17 +166,35 @@ def prepare_run(
     seed: int | None = None,
     source_run: RunRecord | None = None,
     rerun_of: RunRecord | None = None,
+    data: Sequence[str] | None = None,
+    progress: Progress | None = None,
     host: str | None = "local",
 ) -> RunRecord:
     """Check everything, then record a queued run and write its folder. Raises before writing anything.
 
     `host` is where it runs: "local", or for a remote run its agent (None until placed).
+    `data` holds `KEY=NAME[@VERSION]` items (`--data`); with `[data]` of mllib.toml and the
+    datasets of the run it continues, they are materialised read-only before the run is recorded
+    (for a local run; an agent materialises its own copy).
     """
+    from mllib.datasets.binding import (
+        binding_env,
+        materialize_uses,
+        record_uses,
+        resolve_bindings,
+    )
+
     ws = target.ws
+    if rerun_of is not None:  # exactly the versions the original read
+        bindings = resolve_bindings(ws, inherit_from=rerun_of.id, with_config=False)
+    else:
+        bindings = resolve_bindings(ws, data, inherit_from=source_run.id if source_run else None)
     if source_run is not None:
         resolved = ResolvedParams(_params_of(ws, source_run), {})
     else:
-        resolved = resolve_params(target, cli_params, env_target)
+        resolved = resolve_params(target, cli_params, env_target, binding_env(ws, bindings))
+    if env_target == "local":  # an agent materialises its own copy from the chunks it is sent
+        materialize_uses(ws, bindings, progress)
     model_tree = model_artifact(ws.registry, source_run.id) if source_run else None
     if source_run is not None and model_tree is None:
         raise NotFoundError(
@@ -227,7 +253,9 @@ def prepare_run(
             attempt=1,
             mllib_version=__version__,
         )
-        create_run(ws.registry, record, resolved.values, resolved.sources)
+        with ws.registry.transaction():
+            create_run(ws.registry, record, resolved.values, resolved.sources)
+            record_uses(ws, run_id, bindings)
     except BaseException:
         import shutil
 
@@ -274,9 +302,14 @@ def spawn_supervisor(ws: Workspace, run_id: str) -> int:
 
 
 def find_source_run(
-    target: ModelTarget, run_id: str | None, cli_params: dict[str, Any], env_target: str
+    target: ModelTarget,
+    run_id: str | None,
+    cli_params: dict[str, Any],
+    env_target: str,
+    data_env: Mapping[str, str] | None = None,
 ) -> RunRecord:
-    """The training run to evaluate or predict with: the one given, else the newest with the same params."""
+    """The training run to evaluate or predict with: the one given, else the newest with the same
+    params (`data_env`: the paths of the datasets given, as a training run's params saw them)."""
     from mllib.registry.runs import find_trained_run
 
     ws = target.ws
@@ -288,7 +321,7 @@ def find_source_run(
                 hint="Pick one from `mllib runs list --status succeeded`.",
             )
         return run
-    resolved = resolve_params(target, cli_params, env_target)
+    resolved = resolve_params(target, cli_params, env_target, data_env)
     run = find_trained_run(ws.registry, target.name, params_hash(resolved.values))
     if run is None:
         shown = ", ".join(f"{k}={v!r}" for k, v in resolved.values.items()) or "no params"

@@ -42,7 +42,7 @@ def predict_with_run(
         spec.write(run_dir)
         materialize_tree(ws.store, artifact["sha256"], run_dir / INPUT_MODEL_DIR)
         (run_dir / REQUEST_FILE).write_bytes(to_json_bytes(request))
-        job = job_for(ws, run)
+        job = job_for(ws, run, with_data=False)  # predict reads its request, not datasets
         job.run_dir, job.run_id = run_dir, spec.run_id
         handle = get_runtime(runtime).start(job)
         for chunk in handle.output():  # the model's own prints go to stderr; stdout is the answer

@@ -32,21 +32,30 @@ CODE_DIR = (
 POLL_S = 0.2
 
 
-def job_for(ws: Workspace, run: RunRecord) -> Job:
+def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     """The Job a run's runtime executes: folders and environment (env file values are read now).
 
-    The run's variables are the env file's, overridden by the real environment for the variables
-    the model's params read (`env=`), as when the params were resolved; those naming files or
-    folders outside the project become data mounts.
+    The run's variables are the env file's, overridden by the real environment (for them and for
+    the variables the model's params read with `env=`), as when the params were resolved.
+    Datasets the run records are materialised (or found intact) and given both as variables
+    (host paths, for the process runtime) and as data_mounts for runtimes that mount them; other
+    variables naming files or folders outside the project become data mounts too. A remote
+    run's datasets are left to its runtime (see mllib.datasets.binding.dataset_uses).
     """
+    from mllib.datasets.binding import dataset_uses, materialize_uses
+
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
     code_dir = snapshot if snapshot.is_dir() else ws.project.root
-    # The real environment beats the env file, in every runtime (containers see neither otherwise).
+    local = with_data and (run.env_target or "local") == "local"
+    datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
+    # The real environment beats the env file, in every runtime (containers see neither otherwise);
+    # datasets given to the run beat both.
     env_file = ws.project.env_values(run.env_target or "local")
     variables = {
         **{key: os.environ.get(key, value) for key, value in env_file.items()},
         **_param_variables(code_dir, run),
+        **{name: str(path) for name, path in datasets.items()},
     }
     env = {**variables, "MLLIB_RUN_ID": run.id, "PYTHONHASHSEED": str(run.seed or 0)}
     return Job(
@@ -55,7 +64,7 @@ def job_for(ws: Workspace, run: RunRecord) -> Job:
         code_dir=code_dir,
         work_dir=ws.project.root,
         env=env,
-        data_mounts=env_data_paths(variables, ws.project.root),
+        data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
     )
 
 
@@ -129,7 +138,13 @@ def supervise(
         if flag.requested.is_set():
             finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
             return get_run(registry, run.id)
-        job = job_for(ws, run)
+        try:
+            job = job_for(ws, run)
+        except MllibError as exc:
+            finish_run(
+                registry, run.id, "failed", SYSTEM_ERROR, f"could not prepare the run: {exc}"
+            )
+            return get_run(registry, run.id)
         progress = job.progress = PrepareProgress(job.run_dir / LOG_FILE, show=echo is not None)
         try:
             handle = get_runtime(run.runtime or "process").start(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mllib.datasets.catalog import run_links
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.metrics import get_eval_metrics, metric_summary
 from mllib.registry.runs import RunRecord, get_params, get_run, list_runs
@@ -42,6 +43,7 @@ def run_dict(ws: Workspace, run: RunRecord, *, detail: bool = True) -> dict[str,
             "metrics": {name: s["last"] for name, s in summary.items()},
             "metric_summary": summary,
             "artifacts": list_artifacts(reg, run.id),
+            "datasets": run_links(reg, run.id),
             "model_version": version["version"] if version else None,
             "code_hash": run.code_hash,
             "seed": run.seed,

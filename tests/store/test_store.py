@@ -44,3 +44,16 @@ def test_a_tree_hash_ignores_timestamps_and_keeps_the_executable_bit(tmp_path):
 def test_unsafe_manifest_paths_are_refused(path):
     with pytest.raises(ValueError):
         safe_relative(path)
+
+
+@pytest.mark.parametrize("size", [(1 << 20) + 123, 3 << 20, 4096])
+def test_large_aligned_buffers_are_stored_exactly(tmp_path, size):
+    import mmap
+
+    store = LocalBlobStore(tmp_path / "store")
+    buffer = mmap.mmap(-1, 4 << 20)  # page-aligned, as dataset chunks are: written with O_DIRECT
+    data = os.urandom(size)
+    buffer[:size] = data
+    blob = store.put_bytes(memoryview(buffer)[:size], sha256=hashlib.sha256(data).hexdigest())
+    assert store.get_bytes(blob.sha256) == data and blob.size == size
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []

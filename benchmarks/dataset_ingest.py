@@ -1,0 +1,263 @@
+"""Dataset ingest benchmarks, each side by side with its baseline in one run.
+
+    python benchmarks/dataset_ingest.py            # full: 1 GiB ingest, 4 GiB RSS, 1 GiB resume
+    python benchmarks/dataset_ingest.py --short    # small sizes, as the test suite runs it
+
+1. Ingest speed: `mllib.datasets.upload` of a file into an empty store vs `sha256sum` of the
+   same file (hashing is the floor of a content-addressed store). Page cache warm for both;
+   rounds alternate and the medians are reported, with CPU time (user+sys) beside wall time:
+   the store's writes cost kernel time that other jobs' I/O can inflate. Goal: >= 0.8x
+   sha256sum's throughput.
+2. Peak RSS of the `mllib data upload` process for a multi-GB sparse file whose every chunk
+   differs, and for a multi-GB URL streamed by a loopback server that generates it on the fly.
+   Goal: < 100 MB whatever the size.
+3. Re-uploading identical content: bytes written to the store. Goal: 0.
+4. Resume: an upload killed with SIGKILL at ~50%, then run again; bytes written twice
+   (complete chunks written again, plus the partial chunk the kill cut off). Goal: <= 1 chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from mllib.datasets.manifest import CHUNK_SIZE
+
+MIB = 1024 * 1024
+GOALS = {"speed_ratio": 0.8, "rss_mb": 100.0, "reupload_bytes": 0, "resent_chunks": 1}
+
+
+def make_file(path: Path, size: int, *, sparse: bool = False) -> None:
+    """`size` bytes whose every chunk differs; sparse: only an 8-byte header per chunk is written."""
+    block = os.urandom(MIB)
+    with open(path, "wb") as handle:
+        if sparse:
+            handle.truncate(size)
+        for offset in range(0, size, MIB):
+            handle.seek(offset)
+            if sparse:
+                if offset % CHUNK_SIZE == 0:
+                    handle.write(offset.to_bytes(8, "little"))
+            else:
+                handle.write((offset.to_bytes(8, "little") + block[8:])[: size - offset])
+
+
+def new_project(root: Path, name: str) -> Path:
+    project = root / name
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    (project / "mllib.toml").write_text('name = "bench"\n[data]\nmax_size_gb = 100\n')
+    return project
+
+
+def cli(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mllib", "data", *args],
+        cwd=project,
+        env={**os.environ, "CI": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_cli(project: Path, *args: str) -> tuple[dict, float, float]:
+    """(the --json result, wall seconds, peak RSS in MB) of one `mllib data` command."""
+    started = time.perf_counter()
+    proc = cli(project, *args, "--json")
+    with proc.stdout:  # type: ignore[union-attr]
+        out = proc.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"mllib data {' '.join(args)} failed ({proc.returncode})")
+    return json.loads(out), time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def bench_speed(root: Path, size: int, rounds: int) -> dict:
+    from mllib import datasets
+    from mllib.workspace import Workspace
+
+    path = root / "speed.bin"
+    make_file(path, size)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+    warm = new_project(root, "warm-up")  # imports and first-use costs, outside the timing
+    (warm / "x").write_text("x")
+    ws = Workspace.find(warm)
+    datasets.upload(warm / "x", "x", ws=ws)
+    ws.registry.close()
+    ours, theirs, our_cpu, their_cpu = [], [], [], []
+    for i in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(["sha256sum", str(path)], stdout=subprocess.DEVNULL, check=True)
+        theirs.append(time.perf_counter() - started)
+        their_cpu.append(_cpu(before, resource.getrusage(resource.RUSAGE_CHILDREN)))
+        project = new_project(root, f"speed{i}")
+        ws = Workspace.find(project)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        datasets.upload(path, "speed", ws=ws)
+        ours.append(time.perf_counter() - started)
+        our_cpu.append(_cpu(before, resource.getrusage(resource.RUSAGE_SELF)))
+        ws.registry.close()
+        shutil.rmtree(project)
+    path.unlink()
+    mine, base = statistics.median(ours), statistics.median(theirs)
+    return {
+        "size_mib": size // MIB,
+        "rounds": rounds,
+        "mllib_s": round(mine, 3),
+        "sha256sum_s": round(base, 3),
+        "mllib_mib_s": round(size / MIB / mine),
+        "sha256sum_mib_s": round(size / MIB / base),
+        "speed_ratio": round(base / mine, 2),
+        "mllib_cpu_s": round(statistics.median(our_cpu), 2),  # user+sys, all threads
+        "sha256sum_cpu_s": round(statistics.median(their_cpu), 2),
+    }
+
+
+def _cpu(before: resource.struct_rusage, after: resource.struct_rusage) -> float:
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_rss(root: Path, size: int) -> dict:
+    project = new_project(root, "rss")
+    path = root / "sparse.bin"
+    make_file(path, size, sparse=True)
+    result, wall, rss = run_cli(project, "upload", str(path), "--name", "rss")
+    again, _, _ = run_cli(project, "upload", str(path), "--name", "rss")
+    path.unlink()
+    shutil.rmtree(project)
+    url_rss, url_wall = bench_url_rss(root, size)
+    return {
+        "size_mib": size // MIB,
+        "file_rss_mb": round(rss, 1),
+        "file_wall_s": round(wall, 2),
+        "url_rss_mb": round(url_rss, 1),
+        "url_wall_s": round(url_wall, 2),
+        "rss_mb": round(max(rss, url_rss), 1),
+        "stored_first_mib": result["bytes_stored"] // MIB,
+        "reupload_bytes": again["bytes_stored"],
+    }
+
+
+def bench_url_rss(root: Path, size: int) -> tuple[float, float]:
+    """Peak RSS of uploading a URL whose body a loopback server generates on the fly."""
+    block = os.urandom(MIB)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for offset in range(0, size, MIB):
+                self.wfile.write((offset.to_bytes(8, "little") + block[8:])[: size - offset])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project = new_project(root, "url")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/generated.bin"
+        _, wall, rss = run_cli(project, "upload", url, "--name", "url")
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(project)
+    return rss, wall
+
+
+def bench_resume(root: Path, size: int) -> dict:
+    project = new_project(root, "resume")
+    path = root / "resume.bin"
+    make_file(path, size)
+    total_chunks = -(-size // CHUNK_SIZE)
+    uploads = project / ".mllib" / "store" / "datasets" / "uploads"
+    with cli(project, "upload", str(path), "--name", "resume") as proc:
+        deadline = time.monotonic() + 300
+        while _journaled(uploads) < total_chunks // 2 and proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("the upload made no progress")
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+    store = project / ".mllib" / "store" / "datasets"
+    complete = sum(p.stat().st_size for p in (store / "objects").glob("*/*"))
+    partial = sum(p.stat().st_size for p in (store / "tmp").glob("*"))
+    result, _, _ = run_cli(project, "upload", str(path), "--name", "resume")
+    resent = complete + partial + result["bytes_stored"] - size
+    path.unlink()
+    shutil.rmtree(project)
+    return {
+        "size_mib": size // MIB,
+        "killed_at_pct": round(100 * complete / size),
+        "second_run_stored_mib": round(result["bytes_stored"] / MIB, 1),
+        "second_run_skipped_mib": round(result["bytes_skipped"] / MIB, 1),
+        "resent_bytes": resent,
+        "resent_chunks": -(-resent // CHUNK_SIZE),
+    }
+
+
+def _journaled(folder: Path) -> int:
+    return sum(p.read_bytes().count(b'{"chunk"') for p in folder.glob("*.jsonl"))
+
+
+def run(short: bool, workdir: str | None = None) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="mllib-bench-data-", dir=workdir))
+    try:
+        speed_size, rss_size, resume_size = (
+            (64 * MIB, 256 * MIB, 128 * MIB) if short else (1024 * MIB, 4096 * MIB, 1024 * MIB)
+        )
+        return {
+            "mode": "short" if short else "full",
+            "speed": bench_speed(root, speed_size, 3 if short else 5),
+            "rss": bench_rss(root, rss_size),
+            "resume": bench_resume(root, resume_size),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def verdicts(figures: dict) -> dict[str, bool]:
+    return {
+        "speed_ratio >= 0.8": figures["speed"]["speed_ratio"] >= GOALS["speed_ratio"],
+        "peak RSS < 100 MB": figures["rss"]["rss_mb"] < GOALS["rss_mb"],
+        "re-upload stores 0 bytes": figures["rss"]["reupload_bytes"] == GOALS["reupload_bytes"],
+        "resume re-sends <= 1 chunk": figures["resume"]["resent_chunks"] <= GOALS["resent_chunks"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="small sizes (the test suite's mode)")
+    parser.add_argument("--dir", help="where to write the test files (default: the temp folder)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = parser.parse_args()
+    figures = run(args.short, args.dir)
+    checks = verdicts(figures)
+    if args.json:
+        print(json.dumps({**figures, "goals": checks}, indent=2))
+        return 0
+    print(json.dumps(figures, indent=2))
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

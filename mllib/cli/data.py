@@ -1,0 +1,183 @@
+"""`mllib data ...`: upload, list, show and remove datasets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+from mllib.errors import EXIT_CANCELLED
+
+app = typer.Typer(
+    help="Upload files, folders and URLs once as versioned datasets, and hand them to runs "
+    "with `--data KEY=NAME[@VERSION]`.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+SHOWN_FILES = 20
+
+
+def _bytes(n: int) -> str:
+    from mllib.datasets.format import human_bytes
+
+    return human_bytes(n)
+
+
+@app.command()
+def upload(
+    source: Annotated[str, typer.Argument(help="A file, a folder, or an http(s) URL.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The dataset's name.")],
+    max_size_gb: Annotated[
+        float | None,
+        typer.Option(
+            "--max-size-gb",
+            help="Refuse anything larger (default: [data] max_size_gb, else 10).",
+            show_default=False,
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Upload a file, folder or URL as a new version of a dataset; prints NAME@VERSION.
+
+    Only what the store lacks is written. Interrupted (Ctrl-C, crash, network drop)? Run the
+    same command again: it resumes and says how much it skipped.
+    """
+    from mllib.cli.progress import TransferProgress
+    from mllib.datasets import upload as upload_dataset
+
+    console = output.err()
+    try:
+        with TransferProgress() as progress:
+            result = upload_dataset(source, name, progress=progress, max_size_gb=max_size_gb)
+    except KeyboardInterrupt:
+        console.print(
+            "\nUpload interrupted. Run the same command again to resume: what was stored is kept."
+        )
+        raise typer.Exit(EXIT_CANCELLED) from None
+    v, stats = result.version, result.stats
+    skipped = stats.bytes_skipped + stats.bytes_resumed
+    if result.created:
+        console.print(
+            f"[green]✔[/] Uploaded [bold]{v.ref}[/] · {v.file_count} file(s) · {_bytes(v.size)}"
+            f" · sha256 {v.sha256[:16]}"
+        )
+    else:
+        console.print(
+            f"[bold]{v.ref}[/] already holds this content (sha256 {v.sha256[:16]}): no new version."
+        )
+    if stats.bytes_stored == 0:
+        console.print("  Stored 0 B: every chunk was already in the store.")
+    else:
+        console.print(
+            f"  Stored {_bytes(stats.bytes_stored)} in {stats.chunks_stored} new chunk(s)"
+            + (f"; skipped {_bytes(skipped)} already stored." if skipped else ".")
+        )
+    if stats.bytes_resumed:
+        console.print(
+            f"  Resumed an interrupted upload: {_bytes(stats.bytes_resumed)} were not sent again."
+        )
+    if json_:
+        output.print_json(result.as_dict())
+    else:
+        print(v.ref)
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """List datasets with their latest version."""
+    from rich.table import Table
+
+    from mllib.datasets import list_datasets, pending
+
+    rows = list_datasets()
+    if json_:
+        output.print_json(rows)
+        return
+    for upload in pending():
+        output.err().print(
+            f"Interrupted upload of {upload['name']} from {upload['source']} "
+            f"({upload['chunks']} chunk(s) stored): run the same `mllib data upload` to resume.",
+            markup=False,
+        )
+    if not rows:
+        output.err().print("No datasets yet. Upload one with `mllib data upload PATH --name NAME`.")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "LATEST", "VERSIONS", "KIND", "FILES", "SIZE", "CREATED", "SOURCE"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            str(r["version"]),
+            str(r["versions"]),
+            r["kind"],
+            str(r["file_count"]),
+            _bytes(r["size"]),
+            r["created_at"][:16].replace("T", " "),
+            r["source"] or "",
+        )
+    output.out().print(table)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Show one dataset version: content hash, size, files, and the runs that used it."""
+    from mllib.datasets import show as show_dataset
+
+    data = show_dataset(ref)
+    if json_:
+        output.print_json(data)
+        return
+    console = output.out()
+    console.print(f"[bold]Dataset {data['ref']}[/]  ({data['kind']})")
+    rows = [
+        ("sha256", data["sha256"]),
+        (
+            "size",
+            f"{_bytes(data['size'])} in {data['file_count']} file(s), {data['chunk_count']} chunk(s)",
+        ),
+        ("source", data["source"]),
+        ("created", f"{data['created_at']} by {data['user']}"),
+        ("versions", ", ".join(str(v) for v in data["versions"])),
+    ]
+    for key, value in rows:
+        console.print(f"  {key + ':':<9} {value}", markup=False)
+    console.print("[bold]Files[/]")
+    for f in data["files"][:SHOWN_FILES]:
+        console.print(
+            f"  {f['path']:<40} {_bytes(f['size']):>10}  {f['sha256'][:16]}", markup=False
+        )
+    if len(data["files"]) > SHOWN_FILES:
+        console.print(f"  … and {len(data['files']) - SHOWN_FILES} more (all with --json)")
+    if data["runs"]:
+        console.print("[bold]Used by runs[/]")
+        for r in data["runs"]:
+            console.print(f"  {r['run_id']}  as {r['env']}", markup=False)
+
+
+@app.command()
+def rm(
+    ref: Annotated[
+        str, typer.Argument(help="NAME@VERSION for one version, NAME for every version.")
+    ],
+) -> None:
+    """Remove a dataset version (or all of a dataset's versions) and free what nothing else uses.
+
+    Runs keep their record of what they read; version numbers are never reused.
+    """
+    from mllib.datasets import remove
+
+    result = remove(ref)
+    console = output.err()
+    console.print(f"Removed {', '.join(v.ref for v in result.removed)}.")
+    if result.collected.skipped:
+        console.print("  An upload is running: unused chunks are freed by a later `mllib data rm`.")
+    elif result.collected.chunks:
+        console.print(
+            f"  Freed {_bytes(result.collected.bytes)} ({result.collected.chunks} chunk(s))."
+        )

@@ -1,0 +1,142 @@
+"""Transfer progress on stderr: a rich bar (bytes, rate, ETA), or plain lines in CI and NO_COLOR mode.
+
+Implements mllib.datasets.progress.Progress; use it as a context manager around the transfer.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from mllib.cli import output
+
+PLAIN_EVERY_S = 5.0  # plain mode: a line at least this often, and at every further 10%
+
+
+def _fmt(n: float) -> str:
+    from mllib.datasets.format import human_bytes
+
+    return human_bytes(n)
+
+
+class TransferProgress:
+    """`with TransferProgress() as progress: upload(..., progress=progress)`.
+
+    Nothing is drawn until a transfer starts; `close()` ends the bar early (before a run's output).
+    """
+
+    def __init__(self) -> None:
+        self.plain = output.plain()
+        self.console = output.err()
+        self._bar = None
+        self._task = None
+        self._line: _PlainLine | None = None
+
+    def __enter__(self) -> TransferProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+        if self._line is not None:
+            self._line.finish()
+            self._line = None
+
+    def _rich_bar(self):
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        bar.start()
+        return bar
+
+    def start(self, description: str, total: int | None, done: int = 0) -> None:
+        if self.plain:
+            if self._line is not None and self._line.description != description:
+                self._line.finish()
+            self._line = _PlainLine(self.console, description, total, done)
+            return
+        if self._bar is None:
+            self._bar = self._rich_bar()
+        if self._task is None:
+            self._task = self._bar.add_task(description, total=total, completed=done)
+        else:
+            self._bar.reset(self._task, total=total, completed=done, description=description)
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, nbytes)
+        elif self._line is not None:
+            self._line.advance(nbytes)
+
+    def note(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False)
+
+
+class _PlainLine:
+    """Progress as occasional lines: at every 10% and at least every PLAIN_EVERY_S seconds."""
+
+    def __init__(self, console, description: str, total: int | None, done: int) -> None:
+        self.console = console
+        self.description = description
+        self.total = total
+        self.done = self.start_done = done
+        self.started = self.last_time = time.monotonic()
+        self.last_tenth = self._tenth()
+        self.finished = False
+
+    def _tenth(self) -> int:
+        return int(self.done * 10 / self.total) if self.total else 0
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if self.total is not None and self.done >= self.total:
+            self.finish()
+        elif self._tenth() > self.last_tenth or now - self.last_time >= PLAIN_EVERY_S:
+            self.last_tenth, self.last_time = self._tenth(), now
+            self._print()
+
+    def _print(self, final: bool = False) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = (self.done - self.start_done) / elapsed
+        of = (
+            f" / {_fmt(self.total)} ({self.done * 100 // max(self.total, 1)}%)"
+            if self.total
+            else ""
+        )
+        eta = ""
+        if not final and self.total and rate > 0:
+            eta = f", {max(self.total - self.done, 0) / rate:.0f} s left"
+        self.console.print(
+            f"{self.description}: {_fmt(self.done)}{of} at {_fmt(rate)}/s{eta}",
+            markup=False,
+            highlight=False,
+        )
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._print(final=True)

@@ -1,0 +1,87 @@
+"""Freeing what no dataset version needs: chunks, manifests, materialised folders, stale temp files.
+
+Uploads hold a shared lock on the chunk store for their whole length; collection takes it
+exclusively and without waiting, so it never deletes a chunk an upload has just found present
+and is about to rely on. Chunks of interrupted uploads stay (they are what a resume skips)
+until their journal is older than PENDING_DAYS.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllib.datasets.chunkstore import LocalChunkStore
+from mllib.datasets.journal import UPLOADS_DIR, pinned_chunks
+from mllib.datasets.manifest import Manifest
+from mllib.datasets.materialize import remove_materialized, remove_tree
+from mllib.datasets.settings import PENDING_DAYS
+
+LOCK_FILE = "gc.lock"
+STALE_S = 3600  # a temporary folder this old belongs to no live process
+
+
+@contextmanager
+def upload_lock(store: LocalChunkStore) -> Iterator[None]:
+    """Held (shared) by every upload: a collection waits until no upload runs."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Collected:
+    chunks: int = 0
+    bytes: int = 0
+    skipped: bool = False  # an upload was running: nothing was collected this time
+
+
+def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
+    """Delete chunks and manifests no live version (`live`: manifest digests) or pending upload needs."""
+    result = Collected()
+    if not store.root.is_dir():
+        return result
+    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            result.skipped = True
+            return result
+        keep = set(live)
+        for digest in live:
+            try:
+                keep.update(Manifest.from_bytes(store.read(digest)).chunk_digests)
+            except FileNotFoundError:
+                continue
+        keep.update(pinned_chunks(store.root / UPLOADS_DIR, PENDING_DAYS * 86400))
+        for digest in list(store.digests()):
+            if digest not in keep:
+                result.bytes += store.delete(digest)
+                result.chunks += 1
+        shutil.rmtree(store.blobs.tmp, ignore_errors=True)  # writes cut off by a kill
+        _collect_cache(cache, live)
+    finally:
+        os.close(fd)
+    return result
+
+
+def _collect_cache(cache: Path, live: set[str]) -> None:
+    if not cache.is_dir():
+        return
+    for entry in cache.iterdir():
+        digest = entry.name.split(".")[0]
+        if len(digest) == 64 and digest not in live:
+            remove_materialized(cache, digest)
+        elif entry.name.startswith(".") and time.time() - entry.stat().st_mtime > STALE_S:
+            remove_tree(entry)  # a materialisation cut off by a kill
