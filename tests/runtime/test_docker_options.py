@@ -224,3 +224,22 @@ def test_image_repository_must_be_a_docker_name(monkeypatch: pytest.MonkeyPatch)
     assert image_settings(Config(None, {}))[1] == "mllib/env"
     monkeypatch.setenv("MLLIB_IMAGE_REPOSITORY", "team/override")
     assert image_settings(config)[1] == "team/override"
+
+
+def test_the_process_runtime_names_data_mounts_by_their_variables(tmp_path: Path) -> None:
+    """Job.data_mounts means the same in every runtime: the variable names the data."""
+    from mllib.runtime.process import ProcessRuntime
+
+    data = tmp_path / "data.txt"
+    data.write_text("x\n")
+    job = _job(tmp_path, data_mounts={"ONLY_MOUNTED": data})
+    show_env = tmp_path / "show-env"  # stands in for python: prints the environment it gets
+    show_env.write_text("#!/bin/sh\nenv\n")
+    show_env.chmod(0o755)
+    runtime = ProcessRuntime(python=str(show_env))
+
+    handle = runtime.start(job)
+    printed = b"".join(handle.output()).decode()
+    handle.wait()
+
+    assert f"ONLY_MOUNTED={data}" in printed.splitlines()
