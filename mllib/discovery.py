@@ -1,7 +1,9 @@
 """Find the model class in a model.py and its declared params by reading the source, never running it.
 
 The CLI must validate params and print `--help` without importing the user's code (which may import
-torch or touch data); the worker later checks the same declarations on the real instance.
+torch or touch data); the worker later checks the same declarations on the real instance. Base
+classes imported from the project's own files (`from base import BaseModel`) are read too, so a
+model may inherit its methods and params from another file.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ from mllib.params import ParamSpec, type_name_of
 
 REQUIRED_METHODS = ("train", "predict")
 CONTRACT_METHODS = ("train", "evaluate", "predict")
+_MAX_IMPORT_DEPTH = 8  # re-exports followed at most this deep (and never in a cycle)
 
 
 @dataclass
 class ModelInfo:
-    """A model class as declared in its file."""
+    """A model class as declared in its file.
+
+    `complete` is False when a base class lives outside the project's files (a library class), so
+    mllib cannot know every method and param it brings; the run checks the real instance.
+    """
 
     file: Path
     class_name: str
     params: dict[str, ParamSpec] = field(default_factory=dict)
     methods: set[str] = field(default_factory=set)
+    complete: bool = True
 
     @property
     def ref(self) -> str:
@@ -33,10 +41,24 @@ class ModelInfo:
 
 
 @dataclass
+class _Module:
+    """One parsed source file: its classes, what it imports, and its literal constants."""
+
+    file: Path
+    classes: dict[str, _ClassDef]
+    imports: dict[str, tuple[str, str | None, int]]  # local name -> (module, attribute, level)
+    constants: dict[str, Any]
+
+
+@dataclass
 class _ClassDef:
     node: ast.ClassDef
-    bases: list[str]
+    module: _Module
     methods: set[str]
+
+    @property
+    def name(self) -> str:
+        return self.node.name
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -55,20 +77,8 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
             f"Model file {model_file} does not exist",
             hint="Give the path of your model.py, or create one with `mllib init`.",
         )
-    source = model_file.read_text(encoding="utf-8")
-    try:
-        tree = ast.parse(source, filename=str(model_file))
-    except SyntaxError as exc:
-        raise ModelDiscoveryError(
-            f"{model_file}:{exc.lineno}: syntax error: {exc.msg}",
-            hint="Fix the model file and try again.",
-        ) from None
-    constants = _module_constants(tree)
-    classes = {
-        node.name: _ClassDef(node, [_name_of(b) for b in node.bases], _methods(node))
-        for node in tree.body
-        if isinstance(node, ast.ClassDef)
-    }
+    reader = _Reader(model_file)
+    classes = reader.model.classes
     if class_name is not None:
         if class_name not in classes:
             found = ", ".join(classes) or "none"
@@ -76,15 +86,32 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
                 f"{model_file.name} has no class named {class_name!r} (classes found: {found})",
                 hint="Fix `model` in mllib.toml or the NAME in model.py:NAME.",
             )
-        return _info(model_file, class_name, classes, constants)
-    candidates = [n for n in classes if set(REQUIRED_METHODS) <= _all_methods(n, classes)]
-    # A base class in the same file that others extend is not itself the model.
-    leaves = [n for n in candidates if not any(n in classes[o].bases for o in candidates if o != n)]
+        return _info(reader, model_file, classes[class_name])
+    lineages = {name: reader.lineage(cls) for name, cls in classes.items()}
+    candidates = [
+        name
+        for name, (chain, _) in lineages.items()
+        if set(REQUIRED_METHODS) <= _all_methods(chain)
+    ]
+    # A base class that another candidate extends is not itself the model.
+    leaves = [
+        n
+        for n in candidates
+        if not any(classes[n] in lineages[o][0][1:] for o in candidates if o != n)
+    ]
     if not leaves:
+        partial = [name for name, (_, complete) in lineages.items() if not complete]
+        hint = "See `mllib init` for a working example."
+        if partial:
+            hint = (
+                f"If {partial[0]} gets train() and predict() from a library class, name it: "
+                f'`model = "{model_file.name}:{partial[0]}"` in mllib.toml, or pass '
+                f"{model_file.name}:{partial[0]} on the command line."
+            )
         raise ModelDiscoveryError(
             f"No model class found in {model_file.name}: a model class defines train() and predict() "
             "(and evaluate() to be evaluated)",
-            hint="See `mllib init` for a working example.",
+            hint=hint,
         )
     if len(leaves) > 1:
         names = ", ".join(leaves)
@@ -93,39 +120,163 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
             hint=f'Pick one with `model = "{model_file.name}:{leaves[0]}"` in mllib.toml, '
             f"or pass {model_file.name}:{leaves[0]} on the command line.",
         )
-    return _info(model_file, leaves[0], classes, constants)
+    return _info(reader, model_file, classes[leaves[0]])
 
 
-def _info(
-    file: Path, name: str, classes: dict[str, _ClassDef], constants: dict[str, Any]
-) -> ModelInfo:
+def _info(reader: _Reader, file: Path, cls: _ClassDef) -> ModelInfo:
+    chain, complete = reader.lineage(cls)
+    _check_constructor(cls, chain)
     params: dict[str, ParamSpec] = {}
-    for cls_name in reversed(_lineage(name, classes)):  # base classes first, so subclasses override
-        init = next(
-            (
-                n
-                for n in classes[cls_name].node.body
-                if isinstance(n, ast.FunctionDef) and n.name == "__init__"
-            ),
-            None,
-        )
+    for base in reversed(chain):  # base classes first, so subclasses override
+        init = _init_of(base)
         if init is not None:
-            params.update(_params_in(init, constants))
-    return ModelInfo(file, name, params, _all_methods(name, classes))
+            params.update(_params_in(init, base.module.constants))
+    return ModelInfo(file, cls.name, params, _all_methods(chain), complete)
 
 
-def _lineage(name: str, classes: dict[str, _ClassDef]) -> list[str]:
-    chain, todo = [], [name]
-    while todo:
-        current = todo.pop(0)
-        if current in classes and current not in chain:
+def _init_of(cls: _ClassDef) -> ast.FunctionDef | None:
+    return next(
+        (n for n in cls.node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
+        None,
+    )
+
+
+def _check_constructor(cls: _ClassDef, chain: list[_ClassDef]) -> None:
+    """mllib builds the model as `MyModel()`: an __init__ that needs arguments cannot work."""
+    init = next((i for i in map(_init_of, chain) if i is not None), None)
+    if init is None:
+        return
+    args = init.args
+    positional = [*args.posonlyargs, *args.args][1:]  # without self
+    required = [a.arg for a in positional[: len(positional) - len(args.defaults)]]
+    required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    if required:
+        names = ", ".join(required)
+        raise ModelDiscoveryError(
+            f"{cls.name}.__init__ needs argument(s) {names}, but mllib creates the model with "
+            f"none: {cls.name}()",
+            hint=f"Declare them as params in __init__ instead, e.g. "
+            f"`self.{required[0]} = mllib.Param(DEFAULT)` (a data path can come from the "
+            f'environment: `mllib.Param("data/train.csv", env="TRAIN_DATA")`).',
+        )
+
+
+class _Reader:
+    """Parses the model file and the project files its classes' bases come from, once each."""
+
+    def __init__(self, model_file: Path) -> None:
+        self.root = model_file.parent  # where the worker imports the project's modules from
+        try:
+            tree = ast.parse(model_file.read_bytes(), filename=str(model_file))
+        except SyntaxError as exc:
+            raise ModelDiscoveryError(
+                f"{model_file}:{exc.lineno}: syntax error: {exc.msg}",
+                hint="Fix the model file and try again.",
+            ) from None
+        self.model = self._module(model_file.resolve(), tree)
+        self._modules: dict[Path, _Module | None] = {model_file.resolve(): self.model}
+
+    def module(self, file: Path) -> _Module | None:
+        """Another file of the project, parsed; None when it cannot be read or parsed."""
+        file = file.resolve()
+        if file not in self._modules:
+            self._modules[file] = None  # guards against import cycles
+            try:
+                tree = ast.parse(file.read_bytes(), filename=str(file))
+            except (OSError, SyntaxError, ValueError):
+                return None
+            self._modules[file] = self._module(file, tree)
+        return self._modules[file]
+
+    @staticmethod
+    def _module(file: Path, tree: ast.Module) -> _Module:
+        module = _Module(file, {}, _imports(tree), _module_constants(tree))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                module.classes[node.name] = _ClassDef(node, module, _methods(node))
+        return module
+
+    def lineage(self, cls: _ClassDef) -> tuple[list[_ClassDef], bool]:
+        """The class and its readable bases, nearest first; False when some base is not readable."""
+        chain: list[_ClassDef] = []
+        complete = True
+        todo = [cls]
+        while todo:
+            current = todo.pop(0)
+            if any(current is c for c in chain):
+                continue
             chain.append(current)
-            todo.extend(classes[current].bases)
-    return chain
+            for base in current.node.bases:
+                if isinstance(base, ast.Name) and base.id == "object":
+                    continue
+                found = self._resolve(base, current.module, 0)
+                if found is None:
+                    complete = False
+                else:
+                    todo.append(found)
+        return chain, complete
+
+    def _resolve(self, node: ast.expr, module: _Module, depth: int) -> _ClassDef | None:
+        """The class a base-class expression names, when it is defined in the project's files."""
+        if depth > _MAX_IMPORT_DEPTH:
+            return None
+        if isinstance(node, ast.Name):
+            return self._lookup(node.id, module, depth)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            imported = module.imports.get(node.value.id)
+            if imported is None:
+                return None
+            name, attr, level = imported
+            target = self._find_module(f"{name}.{attr}" if attr else name, level, module.file)
+            return self._lookup(node.attr, target, depth + 1) if target else None
+        return None
+
+    def _lookup(self, name: str, module: _Module, depth: int) -> _ClassDef | None:
+        if depth > _MAX_IMPORT_DEPTH:
+            return None
+        if name in module.classes:
+            return module.classes[name]
+        imported = module.imports.get(name)
+        if imported is None or imported[1] is None:
+            return None
+        source, attr, level = imported
+        target = self._find_module(source, level, module.file)
+        return self._lookup(attr, target, depth + 1) if target else None
+
+    def _find_module(self, dotted: str, level: int, importer: Path) -> _Module | None:
+        """A module of the project (next to the model file), or relative to the importing file."""
+        if level > len(importer.parents):
+            return None
+        base = importer.parents[level - 1] if level else self.root
+        parts = [p for p in dotted.split(".") if p]
+        folder = base.joinpath(*parts)
+        candidates = [folder / "__init__.py"]
+        if parts:
+            candidates.insert(0, folder.with_suffix(".py"))
+        found = next((c for c in candidates if c.is_file()), None)
+        return self.module(found) if found else None
 
 
-def _all_methods(name: str, classes: dict[str, _ClassDef]) -> set[str]:
-    return set().union(*(classes[c].methods for c in _lineage(name, classes)))
+def _imports(tree: ast.Module) -> dict[str, tuple[str, str | None, int]]:
+    """Module-level `import a.b as c` and `from .a import B as C`: local name -> its origin."""
+    found: dict[str, tuple[str, str | None, int]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    found[alias.asname] = (alias.name, None, 0)
+                else:
+                    top = alias.name.split(".")[0]
+                    found[top] = (top, None, 0)
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name != "*":
+                    found[alias.asname or alias.name] = (node.module or "", alias.name, node.level)
+    return found
+
+
+def _all_methods(chain: list[_ClassDef]) -> set[str]:
+    return set().union(*(c.methods for c in chain))
 
 
 def _methods(node: ast.ClassDef) -> set[str]:

@@ -88,3 +88,96 @@ def test_missing_file_and_syntax_error(tmp_path):
     bad.write_text("class Model(:\n")
     with pytest.raises(ModelDiscoveryError, match=r"model\.py:1: syntax error"):
         find_model(bad)
+
+
+BASE = """
+import mllib
+DEFAULT_LR = 0.2
+
+class Base:
+    def __init__(self):
+        self.lr = mllib.Param(DEFAULT_LR)
+    def train(self): ...
+    def evaluate(self): ...
+"""
+
+
+@pytest.mark.parametrize(
+    "import_line, base",
+    [
+        ("from base import Base", "Base"),
+        ("from base import Base as Parent", "Parent"),
+        ("import base", "base.Base"),
+        ("import lib.base as lb", "lb.Base"),
+        ("from lib import Base", "Base"),  # re-exported by lib/__init__.py
+        ("from lib import base", "base.Base"),
+    ],
+)
+def test_a_base_class_from_another_project_file_gives_its_methods_and_params(
+    tmp_path, import_line, base
+):
+    (tmp_path / "base.py").write_text(BASE)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "base.py").write_text(BASE)
+    (tmp_path / "lib" / "__init__.py").write_text("from .base import Base\n")
+    path = tmp_path / "model.py"
+    path.write_text(
+        f"import mllib\n{import_line}\n\nclass Model({base}):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.epochs = mllib.Param(3)\n"
+        "    def predict(self, r): ...\n"
+    )
+    info = find_model(path)
+    assert info.class_name == "Model" and info.complete
+    assert list(info.params) == ["lr", "epochs"] and info.params["lr"].default == 0.2
+    assert {"train", "evaluate", "predict"} <= info.methods
+
+
+def test_a_library_base_class_leaves_the_model_incomplete_and_the_error_says_to_name_it(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(
+        "from somelib import Trainer\n\nclass Model(Trainer):\n    def predict(self, r): ...\n"
+    )
+    with pytest.raises(ModelDiscoveryError) as info:
+        find_model(path)
+    assert 'model = "model.py:Model"' in (info.value.hint or "")
+    named = find_model(path, "Model")
+    assert not named.complete and named.methods == {"predict"}
+
+
+def test_import_cycles_and_unparsable_project_files_do_not_break_discovery(tmp_path):
+    (tmp_path / "a.py").write_text("from b import Loop\n")  # a re-export cycle
+    (tmp_path / "b.py").write_text("from a import Loop\n")
+    (tmp_path / "broken.py").write_text("class Broken(:\n")
+    (tmp_path / "base.py").write_text("from model import Helper\nclass Base(Helper): ...\n")
+    path = tmp_path / "model.py"
+    path.write_text(
+        "from a import Loop\nfrom broken import Broken\nfrom base import Base\n\n"
+        "class Helper:\n    def train(self): ...\n\n"
+        "class Model(Base, Loop, Broken):\n    def predict(self, r): ...\n"
+    )
+    info = find_model(path)
+    assert info.class_name == "Model" and not info.complete and "train" in info.methods
+
+
+@pytest.mark.parametrize(
+    "signature, needed",
+    [("self, data_path", "data_path"), ("self, x, y=1, *, z", "x, z")],
+)
+def test_an_init_that_needs_arguments_is_refused_before_anything_runs(tmp_path, signature, needed):
+    path = tmp_path / "model.py"
+    path.write_text(
+        f"class Model:\n    def __init__({signature}): ...\n"
+        "    def train(self): ...\n    def predict(self, r): ...\n"
+    )
+    with pytest.raises(ModelDiscoveryError, match=f"needs argument\\(s\\) {needed}") as info:
+        find_model(path)
+    assert "mllib.Param" in info.value.hint
+
+
+def test_an_init_with_only_optional_arguments_is_fine(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(
+        "class Model:\n    def __init__(self, size=3, *args, verbose=False, **kw): ...\n"
+        "    def train(self): ...\n    def predict(self, r): ...\n"
+    )
+    assert find_model(path).class_name == "Model"

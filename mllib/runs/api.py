@@ -17,6 +17,7 @@ from mllib.runs.launch import (
     find_source_run,
     locate_model,
     prepare_run,
+    require_methods,
     select_runtime,
     spawn_supervisor,
 )
@@ -82,9 +83,10 @@ def train(
     `data`: datasets as `KEY=NAME[@VERSION]` (`train=mnist@3` sets TRAIN_DATA to its read-only path).
     """
     target = target or locate_model(model)
+    actions = ["train", "evaluate"] if evaluate else ["train"]
+    require_methods(target, *actions)
     remote = remote or agent is not None
     name, note = select_runtime(target.ws, runtime, remote, agent)
-    actions = ["train", "evaluate"] if evaluate else ["train"]
     record = prepare_run(
         target,
         actions,
@@ -126,6 +128,7 @@ def evaluate(
     from mllib.datasets.binding import binding_env, resolve_bindings
 
     target = target or locate_model(model)
+    require_methods(target, "evaluate")
     remote = remote or agent is not None
     env_target = "remote" if remote else "local"
     name, note = select_runtime(target.ws, runtime, remote, agent)
@@ -163,6 +166,7 @@ def predict(
     from mllib.runs.predict import predict_with_run
 
     target = target or locate_model(model)
+    require_methods(target, "predict")
     name, _ = select_runtime(target.ws, runtime, False)
     source = find_source_run(target, run, dict(params or {}), "local")
     return predict_with_run(target.ws, source, request, runtime=name)

@@ -86,6 +86,26 @@ def locate_model(model: str | Path | None = None) -> ModelTarget:
     return ModelTarget(ws, find_model(path, class_name))
 
 
+def require_methods(target: ModelTarget, *names: str) -> None:
+    """Refuse, before anything is recorded, an action the model class does not define.
+
+    A class with a base from a library (not the project's files) may get methods from it: the
+    worker checks the real instance then.
+    """
+    info = target.info
+    missing = [name for name in names if name not in info.methods]
+    if missing and info.complete:
+        first = missing[0]
+        example = "evaluate(self) -> dict" if first == "evaluate" else f"{first}(self, ...)"
+        raise UsageError(
+            f"{info.ref} has no {first}() method, so it cannot be {_ACTION_WORDS[first]}",
+            hint=f"Add `def {example}` to the class.",
+        )
+
+
+_ACTION_WORDS = {"train": "trained", "evaluate": "evaluated", "predict": "asked to predict"}
+
+
 def select_runtime(
     ws: Workspace, requested: str | None, remote: bool, agent: str | None = None
 ) -> tuple[str, str]:

@@ -135,3 +135,63 @@ def test_bad_mllib_toml_is_a_usage_error(model_project: Project):
     model_project.write("mllib.toml", "[paramz]\nx = 1\n")
     result = model_project.mllib("train", "model.py")
     assert result.returncode == 2 and "unknown key(s) paramz" in result.stderr
+
+
+def test_a_model_inheriting_from_another_project_file_trains_with_its_base_params(
+    project: Project,
+):
+    project.write(
+        "base.py",
+        """
+        import mllib
+
+        class Base:
+            def __init__(self):
+                self.lr = mllib.Param(0.1)
+
+            def train(self):
+                mllib.log_metric("lr", self.lr)
+        """,
+    )
+    project.write(
+        "model.py",
+        """
+        import mllib
+        from base import Base
+
+        class Model(Base):
+            def __init__(self):
+                super().__init__()
+                self.epochs = mllib.Param(3)
+
+            def predict(self, request):
+                return self.lr * self.epochs
+        """,
+    )
+    result = project.mllib("train", "model.py", "--lr=0.5", "--runtime", "process")
+    assert result.returncode == 0, result.output
+    run = project.last_run()
+    assert run["params"] == {"lr": 0.5, "epochs": 3} and run["metrics"] == {"lr": 0.5}
+    help_text = project.mllib("train", "model.py", "--help").stdout
+    assert "--lr" in help_text and "--epochs" in help_text
+    evaluate = project.mllib("evaluate", "model.py", "--lr=0.5")
+    assert evaluate.returncode == 2 and "has no evaluate() method" in evaluate.stderr
+    assert len(project.mllib("runs", "list", "--json").json()) == 1  # the refusal recorded nothing
+
+
+def test_an_init_needing_arguments_is_a_usage_error_before_any_run(project: Project):
+    project.write(
+        "model.py",
+        """
+        class Model:
+            def __init__(self, data_path):
+                self.data_path = data_path
+            def train(self): ...
+            def predict(self, request): ...
+        """,
+    )
+    result = project.mllib("train", "model.py", "--runtime", "process")
+    assert result.returncode == 2
+    assert "needs argument(s) data_path" in result.stderr and "mllib.Param" in result.stderr
+    assert project.mllib("runs", "list", "--json").json() == []
+
