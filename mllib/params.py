@@ -36,6 +36,31 @@ class Param:
         env = f", env={self.env!r}" if self.env else ""
         return f"Param({self.default!r}{env})"
 
+    def _unresolved(self, *args: Any) -> Any:
+        raise UnresolvedParamError(
+            f"{self!r} was used as a value before mllib resolved it: in a run, params get their "
+            "values when __init__ returns, so read them in train(), evaluate() or predict(), not "
+            "in __init__; elsewhere (a notebook, a load() classmethod) build the model with "
+            "mllib.create(MyModel) instead of MyModel()."
+        )
+
+
+class UnresolvedParamError(TypeError):
+    """A Param was used as its value (a path, a number, a flag) before mllib replaced it."""
+
+
+# Using a Param as a value in __init__ (open(self.path), range(self.epochs), if self.flag:,
+# self.lr * 2) fails with a message that says why, rather than a puzzling TypeError or, for a
+# truth test, silently taking the Param object as true.
+_VALUE_METHODS = (
+    "__fspath__ __bool__ __int__ __float__ __index__ __iter__ __len__ __getitem__ __contains__ "
+    "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __floordiv__ "
+    "__rfloordiv__ __mod__ __rmod__ __pow__ __rpow__ __neg__ __lt__ __le__ __gt__ __ge__"
+)
+for _name in _VALUE_METHODS.split():
+    setattr(Param, _name, Param._unresolved)
+del _name
+
 
 @dataclass(frozen=True)
 class ParamSpec:

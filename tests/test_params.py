@@ -1,7 +1,10 @@
 """Param conversion, precedence and command-line parsing (the rules a user relies on)."""
 
+import os
+
 import pytest
 
+import mllib
 from mllib.errors import ParamError
 from mllib.params import ParamSpec, convert, parse_cli_params, resolve
 
@@ -103,3 +106,37 @@ def test_command_line_forms():
 def test_malformed_command_line_is_a_usage_error(args):
     with pytest.raises(ParamError):
         parse_cli_params(args, SPECS)
+
+
+class ReadsParamsTooEarly:
+    def __init__(self, use):
+        self.path = mllib.Param("data.csv")
+        self.epochs = mllib.Param(3)
+        self.flag = mllib.Param(False)
+        use(self)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda m: os.fspath(m.path),  # what open() calls first
+        lambda m: range(m.epochs),
+        lambda m: bool(m.flag),
+        lambda m: m.epochs * 2,
+        lambda m: float(m.epochs),
+    ],
+)
+def test_a_param_used_as_a_value_in_init_says_why_it_is_not_resolved_yet(use):
+    with pytest.raises(TypeError, match="before mllib resolved it") as info:
+        ReadsParamsTooEarly(use)
+    assert "not in __init__" in str(info.value) and "mllib.create" in str(info.value)
+
+
+def test_create_resolves_params_so_the_instance_holds_plain_values():
+    class Plain:
+        def __init__(self):
+            self.epochs = mllib.Param(3)
+            self.flag = mllib.Param(False)
+
+    model = mllib.create(Plain, epochs="4")
+    assert model.epochs == 4 and model.flag is False and not model.flag
