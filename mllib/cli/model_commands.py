@@ -91,12 +91,41 @@ def _target_and_params(ctx: typer.Context, model: str | None, param: list[str] |
             output.out().print(
                 f"\nParams of {target.info.ref}:\n{param_table(target.info.params)}", markup=False
             )
+            for name, option in _shadowed_params(ctx, target.info.params).items():
+                output.out().print(
+                    f"  ({option} is mllib's own option: set the param `{name}` with "
+                    f"-p {name}=VALUE)",
+                    markup=False,
+                )
         raise typer.Exit(0)
     target = locate_model(model)
+    for name, option in _shadowed_params(ctx, target.info.params).items():
+        source = ctx.get_parameter_source(_option_dest(ctx, option))
+        if source is not None and source.name == "COMMANDLINE":
+            output.err().print(
+                f"Note: {option} is mllib's own option, not the model's param `{name}` (which "
+                f"keeps its value). To set the param, write -p {name}=VALUE.",
+                markup=False,
+            )
     extra = list(ctx.args)
     for item in param or []:
         extra += ["--param", item]
     return target, parse_cli_params(extra, target.info.params)
+
+
+def _shadowed_params(ctx: typer.Context, params) -> dict[str, str]:
+    """Model params whose --NAME is one of this command's own options: param name -> option."""
+    options = {
+        opt.lstrip("-").replace("-", "_"): opt
+        for p in ctx.command.params
+        for opt in p.opts
+        if opt.startswith("--")
+    }
+    return {name: options[name] for name in params if name in options}
+
+
+def _option_dest(ctx: typer.Context, option: str) -> str:
+    return next(p.name for p in ctx.command.params if option in p.opts)
 
 
 def _where(local: bool, remote: bool) -> bool:

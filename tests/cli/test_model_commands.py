@@ -195,3 +195,28 @@ def test_an_init_needing_arguments_is_a_usage_error_before_any_run(project: Proj
     assert "needs argument(s) data_path" in result.stderr and "mllib.Param" in result.stderr
     assert project.mllib("runs", "list", "--json").json() == []
 
+
+def test_a_param_named_like_an_option_is_set_with_p_and_the_option_says_so(project: Project):
+    project.write(
+        "model.py",
+        """
+        import mllib
+
+        class Model:
+            def __init__(self):
+                self.seed = mllib.Param(7)
+            def train(self):
+                print("model seed", self.seed)
+            def predict(self, request): ...
+        """,
+    )
+    option = project.mllib("train", "model.py", "--seed=3", "--runtime", "process")
+    assert option.returncode == 0, option.output
+    assert "--seed is mllib's own option" in option.stderr and "-p seed=VALUE" in option.stderr
+    run = project.last_run()
+    assert run["seed"] == 3 and run["params"] == {"seed": 7}
+    param = project.mllib("train", "model.py", "-p", "seed=5", "--runtime", "process")
+    assert param.returncode == 0 and "own option" not in param.stderr
+    assert project.last_run()["params"] == {"seed": 5} and "model seed 5" in param.stdout
+    help_text = project.mllib("train", "model.py", "--help").stdout
+    assert "set the param `seed` with -p seed=VALUE" in help_text
