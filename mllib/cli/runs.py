@@ -208,7 +208,7 @@ def compare(
         table.add_row(f"[bold]{section.replace('_', ' ')}[/]")
         for key, values in data[section].items():
             differs = key in data["differs"][section]
-            best = data["best"].get(key) if section != "params" else None
+            best = data["best"][section].get(key) if section != "params" else None
             cells = []
             for run_id in data["runs"]:
                 text = fmt_value(values.get(run_id))

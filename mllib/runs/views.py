@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from mllib.datasets.catalog import run_links
+from mllib.errors import UsageError
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.metrics import get_eval_metrics, metric_summary
-from mllib.registry.runs import RunRecord, get_params, get_run, list_runs
+from mllib.registry.runs import ACTIVE, TERMINAL, RunRecord, get_params, get_run, list_runs
 from mllib.workspace import Workspace
 
+STATUSES = (*ACTIVE, *TERMINAL)
 # Metrics whose names contain one of these are better when lower; all others when higher.
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "latency", "time")
 
@@ -78,6 +80,11 @@ def show(ws: Workspace, run_id: str) -> dict[str, Any]:
 def list_dicts(
     ws: Workspace, *, status: str | None = None, limit: int | None = 20
 ) -> list[dict[str, Any]]:
+    """Runs newest first (`status`: only those; `limit`: at most that many, None for all)."""
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"Unknown status {status!r}", hint=f"Use one of: {', '.join(STATUSES)}.")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
     return [
         run_dict(ws, r, detail=False) for r in list_runs(ws.registry, status=status, limit=limit)
     ]
@@ -99,9 +106,12 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
             "metrics": [m for m in metrics if len({r["metrics"].get(m) for r in runs}) > 1],
             "eval_metrics": [m for m in evals if len({r["eval_metrics"].get(m) for r in runs}) > 1],
         },
+        # Per section: a training metric and an evaluation metric may share a name ("loss").
         "best": {
-            **{m: _best({r["id"]: r["metrics"].get(m) for r in runs}, m) for m in metrics},
-            **{m: _best({r["id"]: r["eval_metrics"].get(m) for r in runs}, m) for m in evals},
+            "metrics": {m: _best({r["id"]: r["metrics"].get(m) for r in runs}, m) for m in metrics},
+            "eval_metrics": {
+                m: _best({r["id"]: r["eval_metrics"].get(m) for r in runs}, m) for m in evals
+            },
         },
     }
 

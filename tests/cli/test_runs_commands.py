@@ -24,6 +24,9 @@ def test_list_filters_and_orders_newest_first(model_project: Project):
     assert len(model_project.mllib("runs", "list", "--limit", "1", "--json").json()) == 1
     table = model_project.mllib("runs", "list").stdout
     assert first in table and "user_error" in table
+    typo = model_project.mllib("runs", "list", "--status", "succeded")
+    assert typo.returncode == 2 and "Use one of: queued, running, succeeded" in typo.stderr
+    assert model_project.mllib("runs", "list", "--limit", "0").returncode == 2
 
 
 def test_compare_shows_differences_and_the_best_run(model_project: Project):
@@ -32,11 +35,39 @@ def test_compare_shows_differences_and_the_best_run(model_project: Project):
     data = model_project.mllib("runs", "compare", low, high, "--json").json()
     assert data["params"]["learning_rate"] == {low: 0.1, high: 0.3}
     assert data["differs"]["params"] == ["learning_rate"]
-    assert data["best"]["accuracy"] == high  # higher is better
-    assert "loss" in data["eval_metrics"] and data["best"]["loss"] in (low, high)
+    assert data["best"]["eval_metrics"]["accuracy"] == high  # higher is better
     text = model_project.mllib("runs", "compare", low, high).stdout
     assert "learning_rate" in text and "★" in text
     assert model_project.mllib("runs", "compare", low).returncode == 2
+
+
+def test_compare_marks_the_best_training_and_evaluation_metric_of_one_name_apart(
+    project: Project,
+):
+    project.write(
+        "model.py",
+        """
+        import mllib
+
+        class Model:
+            def __init__(self):
+                self.lr = mllib.Param(0.1)
+            def train(self):
+                mllib.log_metric("loss", self.lr)
+            def evaluate(self):
+                return {"loss": 1 - self.lr}
+            def predict(self, request): ...
+        """,
+    )
+    ids = []
+    for lr in ("0.2", "0.6"):
+        result = project.mllib(
+            "train", "model.py", f"--lr={lr}", "--evaluate", "--runtime", "process"
+        )
+        assert result.returncode == 0, result.output
+        ids.append(project.last_run()["id"])
+    data = project.mllib("runs", "compare", *ids, "--json").json()
+    assert data["best"] == {"metrics": {"loss": ids[0]}, "eval_metrics": {"loss": ids[1]}}
 
 
 def test_logs_show_and_plot(model_project: Project):
