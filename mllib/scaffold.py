@@ -29,6 +29,8 @@ def init_project(dest: Path, template: str = "minimal", *, force: bool = False) 
     names = template_names()
     if template not in names:
         raise UsageError(f"No template {template!r}", hint=f"Choose one of: {', '.join(names)}.")
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is a file, not a folder", hint="Give a folder for the project.")
     source = templates_root() / template
     files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     targets = [dest / p.relative_to(source) for p in files]

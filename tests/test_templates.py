@@ -46,6 +46,16 @@ def test_init_refuses_to_overwrite(tmp_path):
     assert unknown.returncode == 2 and "minimal, pytorch, sklearn" in unknown.stderr
 
 
+def test_init_into_a_file_or_below_one_is_a_one_line_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    onto = run_cli(["init", "notes.txt"], tmp_path)
+    assert onto.returncode == 2 and "is a file, not a folder" in onto.stderr
+    below = run_cli(["init", "notes.txt/proj"], tmp_path)  # the OS refuses: still no traceback
+    assert below.returncode == 1, below.output
+    assert "Traceback" not in below.stderr and "Not a directory" in below.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
 def test_minimal_template_runs_as_a_plain_script_outside_mllib(tmp_path):
     assert run_cli(["init", "proj"], tmp_path).returncode == 0
     result = subprocess.run(

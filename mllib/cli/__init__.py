@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mllib.errors import EXIT_CANCELLED, MllibError
+from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, MllibError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             console.print(exc.hint, style="dim", highlight=False, markup=False)
         return exc.exit_code
+    except OSError as exc:  # a file or folder the command needed: still one line, not a traceback
+        if os.environ.get("MLLIB_DEBUG"):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        output.err().print(
+            f"Error: {exc.strerror or exc}{where}", highlight=False, markup=False, soft_wrap=True
+        )
+        output.err().print("MLLIB_DEBUG=1 shows where it happened.", style="dim")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
     return 0
