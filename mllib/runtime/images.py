@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllib.config import Config
-from mllib.errors import ConfigError
+from mllib.errors import ConfigError, NotFoundError
 from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem, build_base_image
 from mllib.runtime.engine import (
     SYSTEM_ERROR,
@@ -328,6 +328,10 @@ def build_project_image(start: str | Path = ".", *, progress: Progress | None = 
     from mllib.project import Project
     from mllib.runtime.engine import docker_client
 
+    if not Path(start).exists():
+        raise NotFoundError(
+            f"No project folder {str(start)!r}", hint="Give the project's folder (or a file in it)."
+        )
     project = Project.find(start)
     client = docker_client(timeout=600)
     try:

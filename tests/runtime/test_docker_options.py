@@ -243,3 +243,12 @@ def test_the_process_runtime_names_data_mounts_by_their_variables(tmp_path: Path
     handle.wait()
 
     assert f"ONLY_MOUNTED={data}" in printed.splitlines()
+
+
+def test_runtime_build_of_a_folder_that_does_not_exist_builds_nothing(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "mllib.toml").write_text("")  # a project here must not be built instead
+    result = run_cli(["runtime", "build", "no-such-folder"], tmp_path)
+    assert result.returncode == 4 and "No project folder 'no-such-folder'" in result.stderr
+    assert result.stdout == ""  # no image tag printed
