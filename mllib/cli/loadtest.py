@@ -83,10 +83,10 @@ def loadtest(
 
 
 class _Progress:
-    """A progress bar in a terminal; a plain line per second in CI or with NO_COLOR."""
+    """A progress bar in a terminal; a plain line per second elsewhere (CI, NO_COLOR, a log file)."""
 
     def __enter__(self) -> _Progress:
-        self.plain = output.plain()
+        self.plain = not output.animated()
         self.last = 0.0
         self.bar = None
         if not self.plain:

@@ -1,4 +1,5 @@
-"""Transfer progress on stderr: a rich bar (bytes, rate, ETA), or plain lines in CI and NO_COLOR mode.
+"""Transfer progress on stderr: a rich bar (bytes, rate, ETA), or plain lines in CI and NO_COLOR mode
+and when stderr is not a terminal.
 
 Implements mllib.datasets.progress.Progress; use it as a context manager around the transfer.
 """
@@ -26,7 +27,7 @@ class TransferProgress:
     """
 
     def __init__(self) -> None:
-        self.plain = output.plain()
+        self.plain = not output.animated()
         self.console = output.err()
         self._bar = None
         self._task = None

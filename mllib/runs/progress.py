@@ -41,10 +41,10 @@ class PrepareProgress:
     def _draw(self, line: str) -> None:
         from rich.text import Text
 
-        from mllib.cli.output import err, plain
+        from mllib.cli.output import animated, err
 
         console = err()
-        if plain() or not console.is_terminal:
+        if not animated():
             console.print(line, markup=False, highlight=False)
             return
         if _STEP.match(line):

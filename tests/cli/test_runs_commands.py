@@ -113,3 +113,43 @@ def test_artifacts_export(model_project: Project, tmp_path):
     assert result.returncode == 0, result.output
     assert json.loads((tmp_path / "out" / "artifacts" / "notes.json").read_text()) == {"epochs": 3}
     assert (tmp_path / "out" / "model" / "model.pkl").is_file()
+
+
+def test_tables_and_progress_piped_into_a_file_are_whole_lines(project: Project):
+    """Not a terminal, no CI, no NO_COLOR: tables are not cut to 80 columns, progress is plain."""
+    import os
+    import subprocess
+    import sys
+
+    name = "AModelClassWithAVeryLongNameThatWouldNotFitInEightyColumns"
+    project.write(
+        "model.py",
+        f"""
+        class {name}:
+            def train(self): ...
+            def evaluate(self):
+                return {{"accuracy_on_the_held_out_set": 0.5, "mean_squared_error": 0.25}}
+            def predict(self, request): ...
+        """,
+    )
+    project.write("data.csv", "x\n1\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "CI")}
+
+    def mllib(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mllib", *args],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert mllib("train", "model.py", "--evaluate", "--runtime", "process").returncode == 0
+    table = mllib("runs", "list").stdout
+    row = next(line for line in table.splitlines() if name in line)
+    assert "accuracy_on_the_held_out_set=0.5" in row and "…" not in table
+    upload = mllib("data", "upload", "data.csv", "--name", "tiny")
+    assert upload.returncode == 0, upload.stderr
+    assert "Uploading tiny: 4 B / 4 B (100%)" in upload.stderr
+    assert "\n✔ Uploaded tiny@1" in upload.stderr  # on its own line, after the progress
