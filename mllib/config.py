@@ -31,6 +31,28 @@ KNOWN_KEYS = {
     "keys": "API keys",
 }
 
+# The keys of the tables the core reads. Tables a feature reads through its own settings loader
+# ([data], [serve], [deploy], [keys], [loadtest]) are checked there; [params] holds the model's.
+TABLE_KEYS = {
+    "runtime": {
+        "local",
+        "cancel_grace_s",
+        "base_image",
+        "packages",
+        "detect_imports",
+        "image_repository",
+        "memory",
+        "cpus",
+        "shm_size",
+        "network",
+        "gpus",
+    },
+    "registry": {"path"},
+    "store": {"path"},
+    "code": {"exclude", "max_file_mb"},
+    "retry": {"max_attempts", "backoff_s", "unreachable_after_s"},
+}
+
 T = TypeVar("T")
 
 
@@ -116,4 +138,18 @@ def load_config(path: Path) -> Config:
             f"{path}: unknown key(s) {', '.join(unknown)}",
             hint=f"Known keys: {known}. See mllib.toml.example.",
         )
+    for table, keys in TABLE_KEYS.items():
+        if table not in data:
+            continue
+        if not isinstance(data[table], dict):
+            raise ConfigError(
+                f"{path}: `{table}` must be a table ([{table}]), got {data[table]!r}",
+                hint="See mllib.toml.example.",
+            )
+        unknown = sorted(set(data[table]) - keys)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key(s) in [{table}]: {', '.join(unknown)}",
+                hint=f"Known keys: {', '.join(sorted(keys))}. See mllib.toml.example.",
+            )
     return Config(path, data)

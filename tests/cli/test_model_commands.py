@@ -135,6 +135,25 @@ def test_bad_mllib_toml_is_a_usage_error(model_project: Project):
     model_project.write("mllib.toml", "[paramz]\nx = 1\n")
     result = model_project.mllib("train", "model.py")
     assert result.returncode == 2 and "unknown key(s) paramz" in result.stderr
+    # A typo inside a table is caught too, rather than silently running with the default.
+    model_project.write("mllib.toml", '[runtime]\nlcoal = "process"\nmemory = "1g"\n')
+    result = model_project.mllib("train", "model.py")
+    assert result.returncode == 2 and "unknown key(s) in [runtime]: lcoal" in result.stderr
+    assert "local" in result.stderr  # the known keys are listed
+    model_project.write("mllib.toml", "retry = 3\n")
+    result = model_project.mllib("train", "model.py")
+    assert result.returncode == 2 and "`retry` must be a table" in result.stderr
+    (model_project.root / "mllib.toml").unlink()
+    assert model_project.mllib("runs", "list", "--json").json() == []
+
+
+def test_every_key_of_the_example_config_is_accepted():
+    from pathlib import Path
+
+    from mllib.config import load_config
+
+    example = load_config(Path(__file__).resolve().parents[2] / "mllib.toml.example")
+    assert example.get("runtime.local", "", str) == "auto"
 
 
 def test_a_model_inheriting_from_another_project_file_trains_with_its_base_params(
