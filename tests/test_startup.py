@@ -56,3 +56,11 @@ def test_help_imports_no_heavy_module(args, tmp_path):
     loaded = {m.split(".")[0] for m in json.loads(line.removeprefix("MODULES="))}
     assert "Usage" in result.stdout
     assert sorted(loaded & set(HEAVY)) == []
+
+
+def test_version_flag_prints_the_version(tmp_path):
+    from mllib._version import __version__
+    from tests.conftest import run_cli
+
+    result = run_cli(["--version"], tmp_path)
+    assert result.returncode == 0 and result.stdout == f"mllib {__version__}\n"

@@ -18,6 +18,24 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from mllib._version import __version__
+
+        print(f"mllib {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print mllib's version.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Train, evaluate and serve a model.py: locally, in Docker, or on your GPU hosts."""
+
+
 app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.train)
 app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.evaluate)
 app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predict)
