@@ -341,6 +341,7 @@ def find_source_run(
                 f"Run {run.id} is a {run.status} {run.action} run, not a successful training run",
                 hint="Pick one from `mllib runs list --status succeeded`.",
             )
+        _check_same_params(target, run, cli_params)
         return run
     resolved = resolve_params(target, cli_params, env_target, data_env)
     run = find_trained_run(ws.registry, target.name, params_hash(resolved.values))
@@ -351,3 +352,22 @@ def find_source_run(
             hint=f"Train one first: `mllib train {target.rel_file}` (with the same params), or pass --run RUN_ID.",
         )
     return run
+
+
+def _check_same_params(target: ModelTarget, run: RunRecord, cli_params: dict[str, Any]) -> None:
+    """Params given with --run cannot change a trained model: refuse ones it was not trained with."""
+    if not cli_params:
+        return
+    from mllib.registry.runs import get_params
+
+    given = resolve(target.info.params, cli_params, environ={}, config={}).values
+    recorded = get_params(target.ws.registry, run.id)
+    differ = [name for name in cli_params if recorded.get(name) != given[name]]
+    if differ:
+        shown = ", ".join(f"{n}={recorded.get(n)!r}" for n in differ)
+        raise UsageError(
+            f"Run {run.id} was trained with {shown}; params given with --run cannot change a "
+            "trained model",
+            hint="Drop those params to use the run as it is, or drop --run to pick the newest "
+            "training run with these params.",
+        )

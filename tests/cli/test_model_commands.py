@@ -68,6 +68,12 @@ def test_evaluate_a_given_run(model_project: Project):
     model_project.mllib("train", "model.py", "--epochs=6")
     assert model_project.mllib("evaluate", "model.py", "--run", first[:6]).returncode == 0
     assert model_project.last_run()["source_run_id"] == first
+    same = model_project.mllib("evaluate", "model.py", "--run", first, "--epochs=2")
+    assert same.returncode == 0, same.output  # the params it was trained with: fine
+    other = model_project.mllib("evaluate", "model.py", "--run", first, "--epochs=9")
+    assert other.returncode == 2 and "was trained with epochs=2" in other.stderr
+    predict = model_project.mllib("predict", "model.py", "--run", first, "--epochs=9", "-i", "{}")
+    assert predict.returncode == 2 and "cannot change a trained model" in predict.stderr
 
 
 def test_help_lists_the_models_params_without_running_it(model_project: Project):
