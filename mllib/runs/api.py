@@ -1,7 +1,8 @@
 """The Python API of runs; each CLI command is a thin layer over one of these functions.
 
 >>> run = mllib.train("model.py", {"learning_rate": 0.01}, evaluate=True)  # doctest: +SKIP
->>> run.status, mllib.runs_api.show(run.id)["eval_metrics"]  # doctest: +SKIP
+>>> from mllib.runs import views; from mllib.workspace import Workspace  # doctest: +SKIP
+>>> run.status, views.show(Workspace.find(), run.id)["eval_metrics"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
