@@ -115,7 +115,7 @@ def list_(json_: JsonOpt = False) -> None:
             r["kind"],
             str(r["file_count"]),
             _bytes(r["size"]),
-            r["created_at"][:16].replace("T", " "),
+            output.fmt_time(r["created_at"]),
             r["source"] or "",
         )
     output.out().print(table)
@@ -142,7 +142,7 @@ def show(
             f"{_bytes(data['size'])} in {data['file_count']} file(s), {data['chunk_count']} chunk(s)",
         ),
         ("source", data["source"]),
-        ("created", f"{data['created_at']} by {data['user']}"),
+        ("created", f"{output.fmt_time(data['created_at'])} by {data['user']}"),
         ("versions", ", ".join(str(v) for v in data["versions"])),
     ]
     for key, value in rows:

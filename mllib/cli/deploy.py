@@ -128,7 +128,7 @@ def status(
             _num(stats.get("p50_ms"), "{:.1f}ms"),
             _num(stats.get("p99_ms"), "{:.1f}ms"),
             _num(stats.get("error_rate"), "{:.2%}"),
-            (r.get("live_at") or r.get("created_at") or "-")[:19].replace("T", " "),
+            output.fmt_time(r.get("live_at") or r.get("created_at")),
         )
     output.out().print(table)
     for r in rows:
@@ -235,7 +235,7 @@ def history(
             r["result"], ""
         )
         table.add_row(
-            r["at"][:19].replace("T", " "),
+            output.fmt_time(r["at"]),
             r["user"] or "-",
             r["env"] or "-",
             r["action"],

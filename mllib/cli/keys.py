@@ -95,11 +95,9 @@ def list_(
             f"{r['rps']:g}",
             f"{r['burst']:g}",
             r["state"],
-            r["created_at"][:19].replace("T", " "),
+            output.fmt_time(r["created_at"]),
             r["created_by"] or "",
-            f"{r['flags']}× (last {r['flagged_at'][:19].replace('T', ' ')})"
-            if r["flagged_at"]
-            else "",
+            f"{r['flags']}× (last {output.fmt_time(r['flagged_at'])})" if r["flagged_at"] else "",
         )
     output.out().print(table)
 

@@ -88,6 +88,19 @@ def fmt_value(value: Any) -> str:
     return json.dumps(value)
 
 
+def fmt_time(text: str | None) -> str:
+    """A registry time (ISO 8601, UTC) as this machine's local time: `2026-01-31 14:05:09`."""
+    if not text:
+        return "-"
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

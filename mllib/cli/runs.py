@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.output import fmt_duration, fmt_value, status_text
+from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
@@ -89,13 +89,12 @@ def list_(
             f" ({r['failure_class']})" if r["failure_class"] else ""
         )
         evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
-        created = r["created_at"][5:16].replace("T", " ")  # MM-DD HH:MM, UTC
         table.add_row(
             r["id"],
             r["model"],
             r["action"],
             status_cell,
-            created,
+            fmt_time(r["created_at"]),
             fmt_duration(r["duration_s"]),
             evals,
         )
@@ -132,7 +131,7 @@ def show(
         ("action", data["action"]),
         ("runtime", data["runtime"]),
         ("host", data["host"] if data["host"] not in (None, "local") else None),
-        ("created", data["created_at"]),
+        ("created", fmt_time(data["created_at"])),
         ("duration", fmt_duration(data["duration_s"])),
         ("seed", data["seed"]),
         ("code hash", data["code_hash"]),

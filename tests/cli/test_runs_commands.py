@@ -153,3 +153,18 @@ def test_tables_and_progress_piped_into_a_file_are_whole_lines(project: Project)
     assert upload.returncode == 0, upload.stderr
     assert "Uploading tiny: 4 B / 4 B (100%)" in upload.stderr
     assert "\n✔ Uploaded tiny@1" in upload.stderr  # on its own line, after the progress
+
+
+def test_times_are_shown_in_local_time_the_same_way_everywhere(monkeypatch):
+    import time
+
+    from mllib.cli.output import fmt_time
+
+    assert fmt_time(None) == "-"
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert fmt_time("2026-01-31T23:05:09.123456Z") == "2026-02-01 08:05:09"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
