@@ -87,7 +87,6 @@ def add(
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """List agents (from `mllib agents add` and mllib.toml [[agents]])."""
-    from rich.table import Table
 
     from mllib.agents.api import list_agents
 
@@ -98,14 +97,12 @@ def list_(json_: JsonOpt = False) -> None:
     if not agents:
         output.err().print("No agents yet. Add one with `mllib agents add NAME --host HOST`.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "ADDRESS", "GPUS", "KEY", "FROM"):
-        table.add_column(column)
+    table = output.table("NAME", "ADDRESS", "GPUS", "KEY", "FROM", whole=("NAME",))
     for a in agents:
         address = f"{a.get('user') + '@' if a.get('user') else ''}{a['host']}:{a['port']}"
         gpus = str(a["gpus"]) if a.get("gpus") is not None else "auto"
         table.add_row(a["name"], address, gpus, a.get("key") or "-", a["source"])
-    output.out().print(table)
+    output.print_table(table)
 
 
 @app.command()

@@ -87,7 +87,6 @@ def upload(
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """List datasets with their latest version."""
-    from rich.table import Table
 
     from mllib.datasets import list_datasets, pending
 
@@ -104,9 +103,9 @@ def list_(json_: JsonOpt = False) -> None:
     if not rows:
         output.err().print("No datasets yet. Upload one with `mllib data upload PATH --name NAME`.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "LATEST", "VERSIONS", "KIND", "FILES", "SIZE", "CREATED", "SOURCE"):
-        table.add_column(column)
+    table = output.table(
+        "NAME", "LATEST", "VERSIONS", "KIND", "FILES", "SIZE", "CREATED", "SOURCE", whole=("NAME",)
+    )
     for r in rows:
         table.add_row(
             r["name"],
@@ -118,7 +117,7 @@ def list_(json_: JsonOpt = False) -> None:
             output.fmt_time(r["created_at"]),
             r["source"] or "",
         )
-    output.out().print(table)
+    output.print_table(table)
 
 
 @app.command()

@@ -94,7 +94,6 @@ def status(
     ] = 1.0,
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
-    from rich.table import Table
 
     from mllib.serving.status import status as read_status
 
@@ -102,8 +101,7 @@ def status(
     if json_:
         output.print_json(rows)
         return
-    table = Table(box=None, pad_edge=False)
-    for column in (
+    table = output.table(
         "ENV",
         "STATE",
         "MODEL",
@@ -114,8 +112,8 @@ def status(
         "P99",
         "ERRORS",
         "SINCE",
-    ):
-        table.add_column(column, no_wrap=column in ("MODEL", "URL"))
+        whole=("MODEL", "URL"),
+    )
     for r in rows:
         stats = r.get("stats") or {}
         table.add_row(
@@ -130,7 +128,7 @@ def status(
             _num(stats.get("error_rate"), "{:.2%}"),
             output.fmt_time(r.get("live_at") or r.get("created_at")),
         )
-    output.out().print(table)
+    output.print_table(table)
     for r in rows:
         if r["state"] in ("failed", "crashed") and r.get("error"):
             output.err().print(f"{r['env']}: {r['error']}", markup=False)
@@ -211,7 +209,6 @@ def history(
     json_: JsonOpt = False,
 ) -> None:
     """The audit log: deploys, rollbacks, stops, refusals, overrides, load tests, key events."""
-    from rich.table import Table
 
     from mllib.serving.audit import history as read_history
 
@@ -222,9 +219,9 @@ def history(
     if not rows:
         output.err().print("Nothing deployed yet.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("TIME", "USER", "ENV", "ACTION", "RESULT", "MODEL", "DETAIL"):
-        table.add_column(column)
+    table = output.table(
+        "TIME", "USER", "ENV", "ACTION", "RESULT", "MODEL", "DETAIL", whole=("TIME",)
+    )
     for r in rows:
         model = (
             f"{r['model']} v{r['version']}"
@@ -243,4 +240,4 @@ def history(
             model,
             r["reason"] or "",
         )
-    output.out().print(table)
+    output.print_table(table)

@@ -73,7 +73,6 @@ def list_(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List keys (ids, limits, state; never the keys themselves)."""
-    from rich.table import Table
 
     from mllib.serving.keys import list_keys
 
@@ -84,9 +83,9 @@ def list_(
     if not rows:
         output.err().print("No keys yet. Create one with `mllib keys create --env prod`.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "ENV", "NAME", "RPS", "BURST", "STATE", "CREATED", "BY", "FLAGGED"):
-        table.add_column(column)
+    table = output.table(
+        "ID", "ENV", "NAME", "RPS", "BURST", "STATE", "CREATED", "BY", "FLAGGED", whole=("ID",)
+    )
     for r in rows:
         table.add_row(
             r["id"],
@@ -99,7 +98,7 @@ def list_(
             r["created_by"] or "",
             f"{r['flags']}× (last {output.fmt_time(r['flagged_at'])})" if r["flagged_at"] else "",
         )
-    output.out().print(table)
+    output.print_table(table)
 
 
 @app.command()

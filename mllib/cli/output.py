@@ -6,9 +6,12 @@ import json
 import os
 import sys
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def plain() -> bool:
@@ -63,6 +66,28 @@ def animated() -> bool:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def table(*columns: str, whole: tuple[str, ...] = ()) -> Table:
+    """The one table style of every listing: no borders, upper-case headers; cells of the `whole`
+    columns (ids, names, URLs a user copies) are never wrapped."""
+    from rich.table import Table
+
+    grid = Table(box=None, pad_edge=False)
+    for column in columns:
+        grid.add_column(column, no_wrap=column in whole)
+    return grid
+
+
+def print_table(grid: Table) -> None:
+    """Print a table on stdout; in a narrow terminal the other columns give way to whole ones."""
+    from rich.text import Text
+
+    for column in grid.columns:
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            column.min_width = max(Text.from_markup(str(c)).cell_len for c in cells)
+    out().print(grid)
 
 
 STATUS_STYLE = {

@@ -69,7 +69,6 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
-    from rich.table import Table
 
     from mllib.runs.views import list_dicts
 
@@ -80,10 +79,9 @@ def list_(
     if not runs:
         output.err().print("No runs yet. Start one with `mllib train model.py`.")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("EVAL")
+    table = output.table(
+        "ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL", whole=("ID",)
+    )
     for r in runs:
         status_cell = status_text(r["status"]) + (
             f" ({r['failure_class']})" if r["failure_class"] else ""
@@ -98,7 +96,7 @@ def list_(
             fmt_duration(r["duration_s"]),
             evals,
         )
-    output.out().print(table)
+    output.print_table(table)
 
 
 @app.command()
@@ -217,7 +215,7 @@ def compare(
                     text = f"[yellow]{text}[/]"
                 cells.append(text)
             table.add_row(f"  {key}", *cells)
-    output.out().print(table)
+    output.print_table(table)
     output.err().print(
         "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
     )

@@ -168,3 +168,9 @@ def test_times_are_shown_in_local_time_the_same_way_everywhere(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_narrow_terminal_never_cuts_a_run_id(model_project: Project):
+    run_id = _train(model_project, "--runtime", "process")
+    table = model_project.mllib("runs", "list", env={"COLUMNS": "50"}).stdout
+    assert run_id in table
