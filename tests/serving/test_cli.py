@@ -89,7 +89,7 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
         "env": "prod",
         "model": "served",
         "version": 2,
-        "workers": 1,
+        "workers": 2,
         "state": "live",
     }
     url = envs["prod"]["url"]
