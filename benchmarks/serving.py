@@ -53,13 +53,30 @@ class Target:
     url: str
     body: str
     processes: int  # processes serving it (not counting a supervisor that only waits)
+    pgid: int  # its process group: CPU time is summed over it
     key: str | None = None
     log_path: str | None = None
     c64: bool = True  # also measured at concurrency 64
 
 
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of the processes in group `pgid` so far."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return total
+
+
 def wrk(target: Target, *, connections: int, duration: float) -> dict:
-    """Run wrk against POST url; req/s, p50/p99 (ms), and how many answers were not 2xx."""
+    """Run wrk against POST url; req/s, p50/p99 (ms), how many answers were not 2xx, and the
+    server's CPU time per request (steadier than req/s on a machine shared with other work)."""
     headers = {"Content-Type": "application/json"}
     if target.key:
         headers["Authorization"] = f"Bearer {target.key}"
@@ -69,9 +86,11 @@ def wrk(target: Target, *, connections: int, duration: float) -> dict:
         script.write(lua)
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     try:
+        cpu_before = cpu_seconds(target.pgid)
         out = subprocess.run(
             [*argv, "-s", script.name, target.url], capture_output=True, text=True, check=True
         ).stdout
+        cpu = cpu_seconds(target.pgid) - cpu_before
     finally:
         os.unlink(script.name)
 
@@ -81,11 +100,13 @@ def wrk(target: Target, *, connections: int, duration: float) -> dict:
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": ms("50"),
         "p99_ms": ms("99"),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "cpu_us_per_request": round(cpu / max(1, requests) * 1e6, 1),
+        "requests": requests,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
         "connections": connections,
@@ -146,9 +167,16 @@ def mllib_cli(*args: str, cwd: Path) -> str:
 
 
 def median_row(rows: list[dict]) -> dict:
-    """The round with the median req/s, plus every round's req/s."""
+    """The round with the median req/s, plus every round's req/s; CPU per request is the median
+    over the rounds on its own."""
+    import statistics
+
     ordered = sorted(rows, key=lambda r: r["rps"])
-    return {**ordered[len(ordered) // 2], "rounds_rps": [r["rps"] for r in rows]}
+    return {
+        **ordered[len(ordered) // 2],
+        "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in rows),
+        "rounds_rps": [r["rps"] for r in rows],
+    }
 
 
 def main() -> None:
@@ -164,7 +192,8 @@ def main() -> None:
         "--mlflow",
         action="append",
         default=[],
-        help="path of an mlflow executable (its venv has mlflow + sklearn); may be repeated",
+        help="path of an mlflow executable (its venv has mlflow + sklearn); may be repeated,"
+        " e.g. once from a venv where uvicorn[standard] is installed too",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -191,9 +220,9 @@ def main() -> None:
                     row = median_row(measured[(name, connections)])
                     results.setdefault(name, {"label": target.label})[f"c{connections}"] = row
                     say(
-                        f"  {target.label:<34} c={connections:<3} {row['rps']:>8,.0f} req/s"
+                        f"  {target.label:<38} c={connections:<3} {row['rps']:>7,.0f} req/s"
                         f"  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms"
-                        f"  non-2xx {row['non_2xx']}"
+                        f"  {row['cpu_us_per_request']:5.0f}us CPU/req  non-2xx {row['non_2xx']}"
                         f"  (rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_rps'])})"
                     )
                 if target.log_path:
@@ -275,7 +304,8 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     argv += [str(materialize(ws, servable)), servable.model_file, servable.model_class]
     argv += [str(port), "1"]
     proc = stack.enter_context(background(argv, tmp / "bare.log", cwd=template))
-    bare = Target("bare LitServe, 1+1 processes", f"http://127.0.0.1:{port}/predict", MLLIB_BODY, 2)
+    url = f"http://127.0.0.1:{port}/predict"
+    bare = Target("bare LitServe, 1+1 processes", url, MLLIB_BODY, 2, proc.pid)
     wait_until_up(bare, proc)
     targets["bare_litserve"] = bare
 
@@ -310,7 +340,7 @@ def deploy_prod(
         label, processes = f"mllib prod, inline, {workers} process(es)", workers
     else:
         label, processes = f"mllib prod, worker, {workers}+1 processes", workers + 1
-    target = Target(label, f"{dep.url}/predict", MLLIB_BODY, processes, key, dep.log_path)
+    target = Target(label, f"{dep.url}/predict", MLLIB_BODY, processes, dep.pid, key, dep.log_path)
     wait_until_up(target, None)
     return target
 
@@ -318,13 +348,13 @@ def deploy_prod(
 def start_mlflow(stack: ExitStack, tmp: Path, mlflow: str, workers: int) -> dict[str, Target]:
     """`mlflow models serve -w WORKERS` of the same model, with both of its payload formats."""
     python = str(Path(mlflow).parent / "python")
-    version = subprocess.run(
-        [python, "-c", "import mlflow; print(mlflow.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    model_dir = tmp / f"mlflow-model-{version}"
+    probe = (
+        "import mlflow, importlib.util as u; print(mlflow.__version__, bool(u.find_spec('uvloop')))"
+    )
+    version, uvloop = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    model_dir = tmp / f"mlflow-model-{version}{uvloop}"
     if not model_dir.exists():
         script = str(ROOT / "benchmarks" / "mlflow_model.py")
         subprocess.run([python, script, str(model_dir)], check=True, capture_output=True)
@@ -333,13 +363,16 @@ def start_mlflow(stack: ExitStack, tmp: Path, mlflow: str, workers: int) -> dict
     argv += ["--env-manager", "local", "-w", str(workers)]
     bin_dir = str(Path(mlflow).parent)  # mlflow starts uvicorn or gunicorn from PATH
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    log = tmp / f"mlflow-{version}-{workers}.log"
+    # pip install mlflow brings plain uvicorn (asyncio, h11); with uvicorn[standard] installed
+    # beside it, uvicorn picks uvloop and httptools, as mllib's servers do.
+    flavour = "_std" if uvloop == "True" else ""
+    log = tmp / f"mlflow-{version}{flavour}-{workers}.log"
     proc = stack.enter_context(background(argv, log, env=env))
     url = f"http://127.0.0.1:{port}/invocations"
-    name = f"mlflow_{version}_{workers}"
-    label = f"mlflow {version} -w {workers}"
-    inputs = Target(f"{label}, inputs", url, MLFLOW_BODY, workers)
-    frame = Target(f"{label}, dataframe_split", url, MLFLOW_DF_BODY, workers, c64=False)
+    name = f"mlflow_{version}{flavour}_{workers}"
+    label = f"mlflow {version}{' +uvloop' if flavour else ''} -w {workers}"
+    inputs = Target(f"{label}, inputs", url, MLFLOW_BODY, workers, proc.pid)
+    frame = Target(f"{label}, dataframe", url, MLFLOW_DF_BODY, workers, proc.pid, c64=False)
     wait_until_up(inputs, proc, timeout=180)
     return {name: inputs, f"{name}_dataframe": frame}
 

@@ -348,7 +348,7 @@ def _roll_out(
     common = dict(
         env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
     )
-    say(f"Starting {env.workers} worker(s) on port {port}")
+    say(f"Starting {env.workers} {env.inference} worker(s) on port {port}")
     from mllib.runtime.processes import create_time
 
     pid = process.start(
