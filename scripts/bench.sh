@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|serve|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
+source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
@@ -56,12 +57,20 @@ bench_serve() {
     --mlflow "$BENCH_VENV-std/bin/mlflow" "$@"
 }
 
+bench_docker() {
+  ensure_docker_engine
+  ensure_base_image
+  say "Docker runtime: mllib train (minimal, image cached) vs docker run python -c pass"
+  "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
+}
+
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
   agents) bench_agents "${@:2}" ;;
   data) bench_data "${@:2}" ;;
+  docker) bench_docker "${@:2}" ;;
   serve) bench_serve "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_serve ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, serve, all)" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, all)" ;;
 esac

@@ -5,14 +5,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
+source "$(dirname "$0")/lib/docker-runtime.sh"
 ensure_python_env "dev"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk
-
-say "Docker engine and mllib's offline base image (built once, then cached)"
-bash "$MLLIB_ROOT/scripts/lib/docker-engine.sh"
-"$VENV/bin/python" -c "from mllib.runtime.base_image import build_base_image; print(build_base_image())"
+ensure_docker_engine
+ensure_base_image
 
 cd "$MLLIB_ROOT"
 say "Lint"

@@ -1,4 +1,5 @@
-"""Shared fixtures: a project folder with a model, and the real `mllib` command run as a subprocess."""
+"""Shared fixtures: a project folder with a model, the real `mllib` command run as a subprocess, and
+a real Docker engine (with cleanup of the images tests build)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,45 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from mllib.runtime.engine import DockerRuntimeError
+from mllib.runtime.engine import docker_client as connect
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def _session_images() -> Iterator[str]:
+    """The image repository of this test session: runs in Docker tag their images there, and
+    whatever it holds is removed at the end (the engine is shared with everyone else)."""
+    repository = f"mllib-test-{uuid.uuid4().hex[:10]}/env"
+    yield repository
+    try:
+        client = connect(timeout=120)
+    except DockerRuntimeError:
+        return
+    try:
+        remove_images(client, repository)
+    finally:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _session_images: str) -> None:
     """Tests never read a developer's registry settings or agents; output is plain and wide."""
     for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLIB_IMAGE_REPOSITORY", _session_images)
     monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "mllib-home"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
@@ -118,3 +144,59 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- a real Docker engine ------------------------------------------------------------------
+
+
+def docker_unavailable(reason: str) -> None:
+    """Fail under CI (CI=true), where an engine is required; skip elsewhere, saying why."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(f"{reason} (with CI=true this fails instead of skipping)")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[DockerClient]:
+    """A docker SDK client for a reachable engine: fails under CI=true, skips otherwise."""
+    try:
+        client = connect(timeout=120)
+        client.ping()
+    except DockerRuntimeError as exc:
+        docker_unavailable(str(exc))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: DockerClient) -> str:
+    """The offline base image's tag, built here if the engine lacks it (about a minute, once)."""
+    from mllib.runtime.base_image import DEFAULT_TAG, build_base_image
+
+    build_base_image(DEFAULT_TAG)
+    return DEFAULT_TAG
+
+
+@pytest.fixture(scope="session")
+def image_repository(docker_client: DockerClient, base_image: str, _session_images: str) -> str:
+    """This session's image repository, for tests that need a reachable engine and base image.
+
+    Every test runs with MLLIB_IMAGE_REPOSITORY set to it; tests also write it as `[runtime]
+    image_repository`, so they never touch images of other sessions or of real projects.
+    """
+    return _session_images
+
+
+def remove_images(client: DockerClient, repository: str) -> None:
+    """Remove the images tagged in `repository` and `repository-deps` (children first)."""
+    import docker.errors
+
+    for name in (repository, f"{repository}-deps"):
+        for image in client.images.list(name=name):
+            for tag in image.tags:
+                try:
+                    client.images.remove(tag, force=True)
+                except docker.errors.NotFound:
+                    pass

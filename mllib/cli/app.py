@@ -6,6 +6,7 @@ import typer
 
 from mllib.cli import agents, data, deploy, keys, loadtest, model_commands, runs, serve
 from mllib.cli import init as init_cmd
+from mllib.cli import runtime as runtime_cmd
 
 app = typer.Typer(
     name="mllib",
@@ -28,6 +29,7 @@ app.add_typer(keys.app, name="keys")
 app.command()(loadtest.loadtest)
 app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
+app.add_typer(runtime_cmd.app, name="runtime")
 
 
 def command_names() -> set[str]:

@@ -106,9 +106,11 @@ def _where(local: bool, remote: bool) -> bool:
 
 
 def _announce(record) -> None:
+    from rich.markup import escape
+
     output.err().print(
-        f"[bold]Run {record.id}[/] · {record.model} · {record.action} · "
-        f"{record.runtime} runtime ({record.runtime_note})"
+        f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
+        f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
     )
 
 

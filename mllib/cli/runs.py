@@ -36,7 +36,9 @@ def summary_lines(record) -> list[str]:
         f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
     ]
     if record.failure_class:
-        lines.append(f"  [red]{record.failure_class}[/]: {record.error}")
+        from rich.markup import escape
+
+        lines.append(f"  [red]{record.failure_class}[/]: {escape(record.error or '')}")
     if data["metrics"]:
         lines.append(
             "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())

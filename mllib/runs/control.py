@@ -39,8 +39,15 @@ def cancel(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
 
 
 def _stop_worker(run: RunRecord) -> None:
+    """End what a run whose supervisor is gone left running: its process tree, or its container."""
     if is_alive(run.worker_pid, run.worker_ctime):
         kill_tree(run.worker_pid, 5.0)
+    from mllib.runtime import RUNTIMES, get_runtime
+
+    if run.runtime in RUNTIMES:
+        reap = getattr(get_runtime(run.runtime), "reap", None)  # optional: see Runtime
+        if reap is not None:
+            reap(run.id, 5.0)
 
 
 def reconcile(ws: Workspace) -> list[str]:

@@ -89,7 +89,11 @@ def locate_model(model: str | Path | None = None) -> ModelTarget:
 def select_runtime(
     ws: Workspace, requested: str | None, remote: bool, agent: str | None = None
 ) -> tuple[str, str]:
-    """The runtime for a run and the reason it was chosen (said once to the user)."""
+    """The runtime for a run and the reason it was chosen (said once to the user).
+
+    `[runtime] local = "auto"` (the default) picks docker when a Docker engine answers (a socket
+    connect: the docker SDK is not imported), else process.
+    """
     from mllib.agents import REMOTE_RUNTIME
 
     if remote or agent or requested == REMOTE_RUNTIME:
@@ -104,13 +108,31 @@ def select_runtime(
                 f"Unknown runtime {requested!r}",
                 hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
-        return requested, f"--runtime {requested}"
+        return requested, _with_gpu_note(requested, f"--runtime {requested}")
     configured = ws.project.config.get("runtime.local", "auto", str)
     if configured != "auto":
         if configured not in RUNTIMES:
-            raise UsageError(f"mllib.toml: [runtime] local = {configured!r} is not a runtime")
-        return configured, f"[runtime] local = {configured!r} in mllib.toml"
-    return "process", "default"
+            raise UsageError(
+                f"mllib.toml: [runtime] local = {configured!r} is not a runtime",
+                hint=f"Use auto or one of: {', '.join(RUNTIMES)}.",
+            )
+        return configured, _with_gpu_note(configured, f"[runtime] local = {configured!r}")
+    from mllib.runtime.engine import engine_host, engine_problem
+
+    problem = engine_problem()
+    if problem is None:
+        return "docker", _with_gpu_note(
+            "docker", f"auto: a Docker engine answers at {engine_host()}"
+        )
+    return "process", f"auto: {problem}, so it runs as a local process"
+
+
+def _with_gpu_note(runtime: str, note: str) -> str:
+    if runtime != "docker":
+        return note
+    from mllib.runtime.gpus import gpu_note
+
+    return f"{note}; {gpu_note()}"
 
 
 def resolve_params(

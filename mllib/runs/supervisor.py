@@ -12,14 +12,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mllib.errors import MllibError
+from mllib.errors import MllibError, UsageError
 from mllib.registry.artifacts import register_model
 from mllib.registry.runs import RunRecord, finish_run, get_run, now, update_run
 from mllib.runs.events import EVENTS_FILE
-from mllib.runs.failure import SYSTEM_ERROR, Outcome, classify
+from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
+from mllib.runs.progress import PrepareProgress
 from mllib.runtime import get_runtime
 from mllib.runtime.base import Job
+from mllib.runtime.data_paths import env_data_paths
 from mllib.runtime.processes import create_time
 from mllib.workspace import Workspace
 
@@ -33,33 +35,49 @@ POLL_S = 0.2
 def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     """The Job a run's runtime executes: folders and environment (env file values are read now).
 
-    Datasets the run records are materialised (or found intact) and given both as env variables
-    (host paths, for the process runtime) and as data_mounts for runtimes that mount them. A
-    remote run's datasets are left to its runtime (see mllib.datasets.binding.dataset_uses).
+    The run's variables are the env file's, overridden by the real environment (for them and for
+    the variables the model's params read with `env=`), as when the params were resolved.
+    Datasets the run records are materialised (or found intact) and given both as variables
+    (host paths, for the process runtime) and as data_mounts for runtimes that mount them; other
+    variables naming files or folders outside the project become data mounts too. A remote
+    run's datasets are left to its runtime (see mllib.datasets.binding.dataset_uses).
     """
     from mllib.datasets.binding import dataset_uses, materialize_uses
 
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     snapshot = run_dir / CODE_DIR
+    code_dir = snapshot if snapshot.is_dir() else ws.project.root
     local = with_data and (run.env_target or "local") == "local"
-    mounts = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
+    datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     # The real environment beats the env file, in every runtime (containers see neither otherwise);
     # datasets given to the run beat both.
     env_file = ws.project.env_values(run.env_target or "local")
-    env = {
+    variables = {
         **{key: os.environ.get(key, value) for key, value in env_file.items()},
-        **{name: str(path) for name, path in mounts.items()},
-        "MLLIB_RUN_ID": run.id,
-        "PYTHONHASHSEED": str(run.seed or 0),
+        **_param_variables(code_dir, run),
+        **{name: str(path) for name, path in datasets.items()},
     }
+    env = {**variables, "MLLIB_RUN_ID": run.id, "PYTHONHASHSEED": str(run.seed or 0)}
     return Job(
         run_id=run.id,
         run_dir=run_dir,
-        code_dir=snapshot if snapshot.is_dir() else ws.project.root,
+        code_dir=code_dir,
         work_dir=ws.project.root,
         env=env,
-        data_mounts=mounts,
+        data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
     )
+
+
+def _param_variables(code_dir: Path, run: RunRecord) -> dict[str, str]:
+    """The real environment's values of the variables the model's params declare with `env=`."""
+    from mllib.discovery import find_model
+
+    try:
+        info = find_model(code_dir / (run.model_file or "model.py"), run.model_class)
+    except MllibError:
+        return {}
+    names = [spec.env for spec in info.params.values() if spec.env]
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 class _CancelFlag:
@@ -127,14 +145,17 @@ def supervise(
                 registry, run.id, "failed", SYSTEM_ERROR, f"could not prepare the run: {exc}"
             )
             return get_run(registry, run.id)
+        progress = job.progress = PrepareProgress(job.run_dir / LOG_FILE, show=echo is not None)
         try:
             handle = get_runtime(run.runtime or "process").start(job)
         except MllibError as exc:
+            progress.close()
+            default = USER_ERROR if isinstance(exc, UsageError) else SYSTEM_ERROR
             finish_run(
                 registry,
                 run.id,
                 "failed",
-                SYSTEM_ERROR,
+                getattr(exc, "failure_class", default),
                 f"the {run.runtime} runtime could not start: {exc}",
             )
             return get_run(registry, run.id)
@@ -147,34 +168,43 @@ def supervise(
             worker_pid=pid,
             worker_ctime=create_time(pid) if pid else None,
         )
-        outcome = _follow(ws, run, job, handle, flag, grace, echo)
+        outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
     return _finish(ws, run, job.run_dir, outcome)
 
 
-def _follow(ws, run, job, handle, flag, grace, echo) -> tuple[Outcome, bool]:
+def _follow(ws, run, job, handle, flag, grace, echo, progress) -> tuple[Outcome, bool]:
     from mllib.runs.recorder import Recorder
 
     recorder = Recorder(ws.registry, run.id, job.run_dir / EVENTS_FILE)
-    pump = threading.Thread(target=_pump, args=(handle, job.run_dir / LOG_FILE, echo), daemon=True)
+    pump = threading.Thread(
+        target=_pump, args=(handle, job.run_dir / LOG_FILE, echo, progress), daemon=True
+    )
     pump.start()
-    cancelled = False
+    cancelled = forced = False
     while True:
         status = handle.wait(POLL_S)
         recorder.poll()
         if status is not None:
             break
         if flag.requested.is_set() and not cancelled:
-            cancelled = True
-            handle.cancel(0 if flag.forced.is_set() else grace)
+            cancelled, forced = True, flag.forced.is_set()
+            handle.cancel(0 if forced else grace)
+        elif flag.forced.is_set() and not forced:  # a second Ctrl-C: no more grace
+            forced = True
+            handle.cancel(0)
     pump.join(timeout=10)
+    progress.close()
     recorder.poll()
     outcome = classify(status, recorder.error, cancelled)
     return outcome, recorder.model_saved
 
 
-def _pump(handle, log_path: Path, echo: Callable[[bytes], None] | None) -> None:
+def _pump(
+    handle, log_path: Path, echo: Callable[[bytes], None] | None, progress: PrepareProgress
+) -> None:
     with open(log_path, "ab") as log:
         for chunk in handle.output():
+            progress.close()  # the run's own output replaces the preparation spinner
             log.write(chunk)
             log.flush()
             if echo is not None:

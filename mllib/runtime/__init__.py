@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 RUNTIMES = {
     "process": "mllib.runtime.process:ProcessRuntime",
+    "docker": "mllib.runtime.docker:DockerRuntime",
 }
 
 

@@ -15,7 +15,7 @@ ExitStatus(code=0, signal=None, oom=False, detail=None)
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +32,11 @@ class Job:
     code_dir: Path  # the model file is found relative to this
     work_dir: Path  # the working directory: the project root, where relative data paths resolve
     env: dict[str, str] = field(default_factory=dict)  # added to the runtime's own environment
-    data_mounts: dict[str, Path] = field(default_factory=dict)  # env var -> host path the run reads
+    # env var -> host file or folder the run reads: the variable names it wherever the worker runs
+    # (the Docker runtime mounts it read-only and rewrites the variable when the path differs).
+    data_mounts: dict[str, Path] = field(default_factory=dict)
+    # Lines a runtime reports while it prepares the run (building an image); None: into output().
+    progress: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class RunHandle(Protocol):
 
 
 class Runtime(Protocol):
+    """Where the worker runs. A runtime may also define `reap(run_id, grace_s)`: end whatever a
+    run left running after its supervisor died (the Docker runtime removes its container)."""
+
     name: str
 
     def available(self) -> str | None:

@@ -22,7 +22,8 @@ class ProcessRuntime:
         return None
 
     def start(self, job: Job) -> ProcessHandle:
-        env = {**os.environ, **job.env, "PYTHONUNBUFFERED": "1"}
+        data = {name: str(path) for name, path in job.data_mounts.items()}  # see Job.data_mounts
+        env = {**os.environ, **data, **job.env, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             worker_argv(self.python, job.run_dir, job.code_dir),
             cwd=job.work_dir,

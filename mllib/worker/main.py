@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import random
 import re
 import signal
 import sys
@@ -25,6 +24,7 @@ from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
 from mllib.runs.events import EVENTS_FILE, EventWriter
 from mllib.runs.spec import ARTIFACT_DIR, MODEL_DIR, PREDICTION_FILE, REQUEST_FILE, RunSpec
+from mllib.worker.seeding import seed_libraries
 from mllib.worker.tracebacks import user_traceback
 
 EXIT_USER_ERROR = 1
@@ -71,15 +71,6 @@ def import_model_module(path: Path) -> Any:
     return module
 
 
-def seed_libraries(seed: int) -> None:
-    """Seed the random generators of libraries the model imported."""
-    random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
-
-
 def _check_eval_result(result: Any) -> dict[str, float]:
     if not isinstance(result, dict):
         raise MllibError(
@@ -105,9 +96,8 @@ def _check_eval_result(result: Any) -> dict[str, float]:
 
 def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> None:
     """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
-    random.seed(spec.seed)
+    seed_libraries(spec.seed)  # numpy and torch too, even when the model imports them later
     module = import_model_module(code_dir / spec.model_file)
-    seed_libraries(spec.seed)
     cls = getattr(module, spec.model_class, None)
     if cls is None:
         raise MllibError(f"{spec.model_file} defines no class {spec.model_class!r}")
@@ -167,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_CANCELLED
     except UserCodeError as wrapped:
         exc = wrapped.__cause__ or wrapped
-        code = _report_user_error(writer, exc)
+        code = _report_user_error(writer, exc, code_dir)
     except MllibError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         writer.emit("error", failure_class="user_error", message=str(exc), traceback=None)
@@ -190,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _report_user_error(writer: EventWriter, exc: BaseException) -> int:
-    text = user_traceback(exc)
+def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
+    text = user_traceback(exc, code_dir)
     print(text, file=sys.stderr, end="")
     message = "".join(traceback.format_exception_only(exc)).strip()
     if isinstance(exc, MemoryError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from pathlib import Path
 
@@ -12,15 +13,24 @@ def _internal(filename: str) -> bool:
     return filename.startswith(_MLLIB_DIR) or filename.startswith("<frozen importlib")
 
 
-def user_traceback(exc: BaseException) -> str:
-    """Format `exc` (and its chained causes) keeping only frames outside mllib."""
+def user_traceback(exc: BaseException, code_dir: Path | None = None) -> str:
+    """Format `exc` (and its chained causes) keeping only frames outside mllib.
+
+    When the code runs from a copy or mount of the user's folder (`code_dir`, with
+    MLLIB_HOST_CODE_DIR naming the original), frames show the original's paths, as in a local run.
+    """
+    shown = os.environ.get("MLLIB_HOST_CODE_DIR")
+    prefix = f"{code_dir}/" if code_dir is not None and shown else None
     te = traceback.TracebackException.from_exception(exc)
     seen = set()
     node: traceback.TracebackException | None = te
     while node is not None and id(node) not in seen:
         seen.add(id(node))
-        node.stack = traceback.StackSummary.from_list(
-            [f for f in node.stack if not _internal(f.filename)]
-        )
+        frames = [f for f in node.stack if not _internal(f.filename)]
+        for frame in frames:
+            if prefix and frame.filename.startswith(prefix):
+                _ = frame.line  # read the source line before the path stops pointing at it
+                frame.filename = f"{shown}/{frame.filename[len(prefix) :]}"
+        node.stack = traceback.StackSummary.from_list(frames)
         node = node.__cause__ or node.__context__
     return "".join(te.format())

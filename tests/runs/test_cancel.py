@@ -19,9 +19,19 @@ def _gone(pid: int) -> bool:
 
 
 def _start_sleeper(project: Project, *extra: str) -> subprocess.Popen:
+    """The process runtime's tree (tests/contract covers cancelling in every runtime)."""
     project.write("model.py", model_source("behaviours"))
     return subprocess.Popen(
-        [sys.executable, "-m", "mllib", "train", "model.py", "--behaviour=sleep", *extra],
+        [
+            sys.executable,
+            "-m",
+            "mllib",
+            "train",
+            "model.py",
+            "--behaviour=sleep",
+            "--runtime=process",
+            *extra,
+        ],
         cwd=project.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,0 +1,336 @@
+"""The image a project's runs use: built by mllib from its dependencies, named by their content.
+
+Two images, each tagged by a hash of what went into it, so an unchanged project builds nothing:
+
+- ``{repository}-deps:HASH`` FROM ``[runtime] base_image``: a venv at /opt/venv with the
+  project's requirements and the worker's, every package pinned to the version installed on
+  this machine (see mllib.runtime.requirements), the host's CA bundle trusted and its pip
+  index settings used. HASH covers the base image id, the requirements, the pins and the CAs.
+- ``{repository}:HASH`` FROM the deps image: the running mllib installed as a wheel. HASH
+  covers the deps image and mllib's source, so editing mllib rebuilds only this small layer.
+
+>>> tag = ensure_image(client, project.root, project.config, progress=print)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mllib.config import Config
+from mllib.errors import ConfigError
+from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem, build_base_image
+from mllib.runtime.engine import (
+    SYSTEM_ERROR,
+    USER_ERROR,
+    ImageBuildError,
+    engine_host,
+    image_id,
+)
+from mllib.runtime.host_settings import (
+    local_pip_locations,
+    pip_build_args,
+    pip_build_settings,
+)
+from mllib.runtime.image_build import (
+    VENV,
+    BuildFailure,
+    build_image,
+    ca_files,
+    explain_failure,
+    host_lock,
+    pip_dockerfile_lines,
+    venv_env_line,
+)
+from mllib.runtime.requirements import (
+    Requirement,
+    host_pins,
+    project_requirements,
+    worker_requirements,
+)
+from mllib.runtime.wheels import local_wheels, mllib_source_hash, mllib_wheel, serve_wheels
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DEFAULT_REPOSITORY = "mllib/env"
+# Bump when the Dockerfiles below change, so images built by an older recipe are not reused.
+RECIPE = "1"
+_CONTEXT = "/tmp/mllib-build"
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """What a project's image holds and the tags it goes by; computing it builds nothing."""
+
+    base: str
+    base_id: str
+    requirements: tuple[Requirement, ...]
+    pins: dict[str, str]
+    deps_tag: str
+    tag: str
+
+    @property
+    def packages(self) -> list[Requirement]:
+        return [r for r in self.requirements if not r.is_option]
+
+
+def image_settings(config: Config) -> tuple[str, str]:
+    """(base image, repository): `[runtime]` of mllib.toml; MLLIB_IMAGE_REPOSITORY wins."""
+    base = config.get("runtime.base_image", DEFAULT_TAG, str)
+    repository = os.environ.get("MLLIB_IMAGE_REPOSITORY") or config.get(
+        "runtime.image_repository", DEFAULT_REPOSITORY, str
+    )
+    if not _REPOSITORY.match(repository):
+        raise ConfigError(
+            f"{config.where}: [runtime] image_repository = {repository!r} is not a Docker "
+            "repository name",
+            hint='Use lowercase letters, digits and . _ - /, e.g. "myteam/my-model".',
+        )
+    return base, repository
+
+
+def plan_image(
+    client: DockerClient,
+    root: Path,
+    config: Config,
+    *,
+    code_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> ImagePlan:
+    """The image plan for the project at `root`, building the default base image if it is missing.
+
+    `code_dir` (default: `root`) is the code the run executes; the packages it imports are
+    added unless `[runtime] detect_imports = false`.
+    """
+    base, repository = image_settings(config)
+    base_id = image_id(client, base) or _missing_base(base, progress)
+    declared = project_requirements(root, config)
+    requirements = (
+        *declared,
+        *_detected(code_dir or root, config, declared),
+        *worker_requirements(),
+    )
+    pins = host_pins(r.text for r in requirements if not r.is_option)
+    # The CA bundle from PIP_CERT and friends, without the ~0.3 s `pip config list` a build runs.
+    ca_bundle = pip_build_settings(config_list="").get("ca_bundle")
+    ca_hash = hashlib.sha256(Path(ca_bundle).read_bytes()).hexdigest() if ca_bundle else None
+    deps_hash = _digest(
+        recipe=RECIPE,
+        base=base_id,
+        requirements=[r.text for r in requirements],
+        pins=pins,
+        ca=ca_hash,
+    )
+    final_hash = _digest(recipe=RECIPE, deps=deps_hash, mllib=mllib_source_hash())
+    return ImagePlan(
+        base=base,
+        base_id=base_id,
+        requirements=requirements,
+        pins=pins,
+        deps_tag=f"{repository}-deps:{deps_hash[:16]}",
+        tag=f"{repository}:{final_hash[:16]}",
+    )
+
+
+def ensure_image(
+    client: DockerClient,
+    root: Path,
+    config: Config,
+    *,
+    code_dir: Path | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """The tag of the project's image, built first when it does not exist yet."""
+    say = progress or (lambda _line: None)
+    plan = plan_image(client, root, config, code_dir=code_dir, progress=say)
+    if image_id(client, plan.tag):
+        return plan.tag
+    start = time.monotonic()
+    with host_lock("mllib-image-" + plan.tag.rsplit(":", 1)[1]):
+        if image_id(client, plan.tag):  # a concurrent run built it while we waited
+            return plan.tag
+        if not image_id(client, plan.deps_tag):
+            _build_deps(client, plan, say, cancel)
+        _build_final(client, plan, say, cancel)
+    say(f"mllib: image {plan.tag} is ready ({time.monotonic() - start:.1f} s)")
+    return plan.tag
+
+
+def _build_deps(
+    client: DockerClient, plan: ImagePlan, say: Progress, cancel: threading.Event | None
+) -> None:
+    names = ", ".join(sorted({r.name for r in plan.packages})) or "none"
+    say(
+        f"mllib: building {plan.deps_tag} FROM {plan.base} with {names} "
+        "(pinned to this machine's versions; once per set of dependencies)"
+    )
+    _compare_pythons(client, plan, say)
+    settings = pip_build_settings()
+    certs = ca_files(settings.get("ca_bundle"))
+    wheels = local_wheels(plan.pins, *local_pip_locations()) if _engine_is_local() else []
+    requirements = "".join(f"{r.text}\n" for r in plan.requirements)
+    constraints = "".join(f"{name}=={version}\n" for name, version in plan.pins.items())
+    dockerfile = [
+        f"FROM {plan.base}",
+        *pip_dockerfile_lines(with_ca=bool(certs)),
+        f"COPY requirements.txt constraints.txt {_CONTEXT}/",
+        f"RUN python3 -m venv {VENV} && {VENV}/bin/pip install --no-cache-dir --no-input"
+        f" --disable-pip-version-check -r {_CONTEXT}/requirements.txt"
+        f" -c {_CONTEXT}/constraints.txt && rm -rf {_CONTEXT}",
+        venv_env_line(),
+    ]
+    files = {
+        **certs,
+        "requirements.txt": requirements.encode(),
+        "constraints.txt": constraints.encode(),
+        "Dockerfile": ("\n".join(dockerfile) + "\n").encode(),
+    }
+    buildargs = pip_build_args(settings)
+    with serve_wheels(wheels) as url:
+        if url:
+            say(f"mllib: lending {len(wheels)} wheel(s) only this machine has to the build")
+            buildargs["PIP_FIND_LINKS"] = " ".join(
+                filter(None, (buildargs.get("PIP_FIND_LINKS"), url))
+            )
+        build_image(
+            client,
+            plan.deps_tag,
+            files,
+            buildargs=buildargs,
+            labels={"org.mllib.image": "deps", "org.mllib.base": plan.base},
+            network_mode="host" if url else None,  # the wheels are served on the host's loopback
+            progress=say,
+            explain=_explainer(plan),
+            cancel=cancel,
+        )
+
+
+def _build_final(
+    client: DockerClient, plan: ImagePlan, say: Progress, cancel: threading.Event | None
+) -> None:
+    say(f"mllib: building {plan.tag}: installing this mllib into {plan.deps_tag}")
+    with tempfile.TemporaryDirectory(prefix="mllib-wheel-") as folder:
+        wheel = mllib_wheel(Path(folder))
+        dockerfile = [
+            f"FROM {plan.deps_tag}",
+            f"COPY {wheel.name} {_CONTEXT}/",
+            f"RUN {VENV}/bin/pip install --no-cache-dir --no-input --disable-pip-version-check"
+            f" --no-deps {_CONTEXT}/{wheel.name} && rm -rf {_CONTEXT}",
+        ]
+        files = {
+            wheel.name: wheel.read_bytes(),
+            "Dockerfile": ("\n".join(dockerfile) + "\n").encode(),
+        }
+    build_image(
+        client,
+        plan.tag,
+        files,
+        labels={"org.mllib.image": "run", "org.mllib.deps": plan.deps_tag},
+        progress=say,
+        cancel=cancel,
+    )
+
+
+def _detected(code_dir: Path, config: Config, declared: list[Requirement]) -> list[Requirement]:
+    """Requirements for the installed packages the code imports and `declared` lacks."""
+    if not config.get("runtime.detect_imports", True, bool):
+        return []
+    from mllib.runtime.imports import imported_distributions
+
+    names = {r.name for r in declared if not r.is_option}
+    found = [Requirement(dist, why) for dist, why in imported_distributions(code_dir).items()]
+    return [r for r in found if r.name not in names]
+
+
+def _compare_pythons(client: DockerClient, plan: ImagePlan, say: Progress) -> None:
+    """Say so when the image's Python is another minor version than this one (results may differ)."""
+    labels = client.images.get(plan.base_id).labels or {}
+    image_python = labels.get("org.mllib.python", "")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if image_python and not (image_python + ".").startswith(here + "."):
+        say(
+            f"mllib: note: {plan.base} has Python {image_python} and this machine {here}: "
+            "pinned versions may not exist for it, and results can differ from local runs"
+        )
+
+
+def _explainer(plan: ImagePlan) -> Callable[[BuildFailure], tuple[str, str, str]]:
+    """Blame the user for a requirement pip cannot install, and name where it was written."""
+
+    def explain(failure: BuildFailure) -> tuple[str, str, str]:
+        if f"{_CONTEXT}/requirements.txt" not in failure.step or failure.network_trouble:
+            return explain_failure(failure)
+        text = failure.error_lines[-1].removeprefix("ERROR: ")  # pip's last word is the reason
+        culprits = [r for r in plan.requirements if _mentions(text, r)]
+        where = "; ".join(f"{r.origin}: {r.text}" for r in culprits)
+        message = f"pip could not install the project's dependencies: {text}"
+        if where:
+            message += f" (at {where})"
+        hint = (
+            "Fix the requirement (requirements.txt, pyproject.toml or [runtime] packages in "
+            "mllib.toml), or use --runtime process to run without an image."
+        )
+        return message, hint, USER_ERROR
+
+    return explain
+
+
+def _mentions(text: str, req: Requirement) -> bool:
+    lowered = text.lower().replace("_", "-")
+    if req.is_option:
+        return req.text.split()[-1].lower() in lowered
+    return req.name in lowered
+
+
+def _missing_base(base: str, progress: Progress | None) -> str:
+    """Build the default base image when it is missing and we can; otherwise say what to do."""
+    problem = base_build_problem() if base == DEFAULT_TAG else None
+    if base == DEFAULT_TAG and problem is None:
+        if progress:
+            progress(
+                f"mllib: building the base image {base} from Debian packages (about a minute, once)"
+            )
+        return build_base_image(base, progress=progress)
+    why = f": {problem}" if problem else ""
+    raise ImageBuildError(
+        f"the base image {base} is not in the Docker engine{why}",
+        hint="Build it with `mllib runtime build-base` (as root), set [runtime] base_image in "
+        "mllib.toml to an image you have, or use --runtime process.",
+        failure_class=SYSTEM_ERROR,
+    )
+
+
+def _engine_is_local() -> bool:
+    return engine_host().startswith("unix://")
+
+
+def _digest(**parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def build_project_image(start: str | Path = ".", *, progress: Progress | None = None) -> str:
+    """Build (or find) the image of the project at or above `start`; returns its tag."""
+    from mllib.project import Project
+    from mllib.runtime.engine import docker_client
+
+    project = Project.find(start)
+    client = docker_client(timeout=600)
+    try:
+        return ensure_image(client, project.root, project.config, progress=progress)
+    finally:
+        client.close()

@@ -1,0 +1,92 @@
+"""Parity, the point of the Docker runtime: every template, trained with the same params and
+seed, gives identical metrics and an identical model artifact under process and docker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mllib
+from mllib.registry.artifacts import model_artifact
+from mllib.registry.metrics import get_eval_metrics, metric_names, metric_series
+from mllib.registry.runs import get_params
+from mllib.scaffold import init_project
+from mllib.workspace import Workspace
+from tests.contract.harness import RuntimeUnderTest, make_project
+
+NEEDS = {"minimal": None, "sklearn": "sklearn", "pytorch": "torch"}
+
+
+def outcome(root: Path, run_id: str) -> dict[str, Any]:
+    """Everything a run produced that must not depend on where it ran."""
+    registry = Workspace.find(root).registry
+    return {
+        "params": get_params(registry, run_id),
+        "eval": get_eval_metrics(registry, run_id),
+        "series": {n: metric_series(registry, run_id, n) for n in metric_names(registry, run_id)},
+        "model": model_artifact(registry, run_id)["sha256"],
+    }
+
+
+def set_image_repository(root: Path, repository: str) -> None:
+    """Give the template's mllib.toml this session's image repository, in its [runtime] table."""
+    toml = root / "mllib.toml"
+    text = toml.read_text()
+    line = f'image_repository = "{repository}"\n'
+    text = (
+        text.replace("[runtime]\n", f"[runtime]\n{line}")
+        if "[runtime]\n" in text
+        else f"{text}\n[runtime]\n{line}"
+    )
+    toml.write_text(text)
+
+
+@pytest.mark.parametrize("template", sorted(NEEDS))
+def test_template_trains_identically_in_process_and_docker(
+    template: str, tmp_path: Path, image_repository: str
+) -> None:
+    module = NEEDS[template]
+    if module and importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed here, so the {template} template cannot train"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {message} (scripts/test.sh installs it)")
+        pytest.skip(message)
+    root = tmp_path / template
+    init_project(root, template)
+    set_image_repository(root, image_repository)
+    model = str(root / "model.py")
+
+    runs = {
+        name: mllib.train(model, evaluate=True, runtime=name, seed=3, echo=lambda _chunk: None)
+        for name in ("process", "docker")
+    }
+
+    assert {name: run.status for name, run in runs.items()} == {
+        "process": "succeeded",
+        "docker": "succeeded",
+    }
+    process, docker = (outcome(root, runs[name].id) for name in ("process", "docker"))
+    assert docker["params"] == process["params"]
+    assert docker["series"] == process["series"] and process["series"]
+    assert docker["eval"] == process["eval"] and process["eval"]
+    assert docker["model"] == process["model"]
+
+
+def test_probe_model_is_identical_under_both_runtimes(
+    tmp_path: Path, image_repository: str
+) -> None:
+    """The contract's probe model, whose pickle holds data read through a data mount."""
+    project = make_project(
+        tmp_path,
+        RuntimeUnderTest("docker", lambda run: [], {"image_repository": image_repository}),
+    )
+
+    runs = [project.train(runtime=name) for name in ("process", "docker")]
+
+    process, docker = (outcome(project.root, run.id) for run in runs)
+    assert [run.status for run in runs] == ["succeeded", "succeeded"]
+    assert docker == process
