@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from mllib.serving import logs, metrics
-from mllib.serving.inference import InlineInference, WorkerInference
+from mllib.serving.inference import InlineInference, Predictor, WorkerInference
 from mllib.serving.keys import KeyVerifier, flag_key
 from mllib.serving.modelapi import ModelAPI
 from mllib.serving.ratelimit import SharedBuckets
@@ -77,6 +77,7 @@ class Gateway:
             if self.registry_path
             else None
         )
+        self.predictor: Predictor
         if self.inference == INLINE:
             assert self.api is not None
             self.predictor = InlineInference(self.api, slot, self.timeout_s)

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 # Only server processes import this module, never the CLI's startup path.
 from litserve.utils import ResponseBufferItem  # noqa: TID253
@@ -25,6 +25,19 @@ from mllib.serving.modelapi import ModelAPI
 from mllib.serving.state import READY, WorkerBoard
 
 Reply = tuple[int, bytes]  # HTTP status and JSON body
+
+
+class Predictor(Protocol):
+    """What the gateway asks for a prediction, in either mode.
+
+    >>> await predictor.start(wait=False)  # doctest: +SKIP
+    >>> predictor.ready() and await predictor.answer("req-1", b'{"x": [1]}')  # doctest: +SKIP
+    (200, b'{"y":[2.0]}')
+    """
+
+    async def start(self, wait: bool) -> None: ...  # at the API server's start-up
+    def ready(self) -> bool: ...  # a model is loaded that can answer
+    async def answer(self, request_id: str, body: bytes) -> Reply | None: ...  # None: timed out
 
 
 class WorkerInference:

@@ -1,5 +1,6 @@
-"""The worker side of a server: a LitAPI that loads a trained run's model the way the run's worker
-does, and a LitServe loop that answers each request with a status and JSON bytes.
+"""The model side of a server: a LitAPI that loads a trained run's model the way the run's worker
+does (in a LitServe worker process, or inline in an API server), and a LitServe loop that answers
+each request with a status and JSON bytes (worker mode).
 
 Requests arrive as (request id, body bytes); the reply is (HTTP status, body bytes), encoded with
 mllib.encoding, the one encoder `mllib predict` uses too. A predict() that raises, or returns
