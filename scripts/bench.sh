@@ -11,11 +11,13 @@ ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
 BENCH_VENV="$MLLIB_ROOT/.venv-bench"
+# ensure_bench_env [VENV PACKAGES...]: MLflow (and PACKAGES) in a venv of their own, baselines only.
 ensure_bench_env() {
-  if [ ! -x "$BENCH_VENV/bin/mlflow" ]; then
-    say "Installing MLflow into $BENCH_VENV (benchmark baseline only)"
-    python3 -m venv "$BENCH_VENV"
-    "$BENCH_VENV/bin/python" -m pip install -q --disable-pip-version-check mlflow 2>&1 \
+  local venv="${1:-$BENCH_VENV}"
+  if [ ! -x "$venv/bin/mlflow" ]; then
+    say "Installing MLflow ${*:2} into $venv (benchmark baseline only)"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check mlflow "${@:2}" 2>&1 \
       | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
   fi
 }
@@ -46,9 +48,13 @@ bench_data() {
 
 bench_serve() {
   ensure_bench_env
+  # MLflow as `pip install mlflow` serves it (asyncio, h11), and with uvicorn[standard] beside it
+  # (uvloop, httptools: what mllib's servers run on).
+  ensure_bench_env "$BENCH_VENV-std" "uvicorn[standard]"
   ensure_wrk
   say "Serving: mllib's prod path vs bare LitServe vs mlflow models serve (sklearn template, wrk)"
-  "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow"
+  "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow" \
+    --mlflow "$BENCH_VENV-std/bin/mlflow" "$@"
 }
 
 bench_docker() {
@@ -64,7 +70,7 @@ case "${1:-all}" in
   agents) bench_agents "${@:2}" ;;
   data) bench_data "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
-  serve) bench_serve ;;
+  serve) bench_serve "${@:2}" ;;
   all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve ;;
   *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, all)" ;;
 esac

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import click
 import typer
@@ -94,55 +94,17 @@ def status(
     ] = 1.0,
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
-
+    from mllib.cli.deploy_status import print_status
     from mllib.serving.status import status as read_status
 
     rows = read_status(_ctx(), env, window_s=window)
     if json_:
         output.print_json(rows)
         return
-    table = output.table(
-        "ENV",
-        "STATE",
-        "MODEL",
-        "URL",
-        "WORKERS",
-        "REQ/S",
-        "P50",
-        "P99",
-        "ERRORS",
-        "SINCE",
-        whole=("MODEL", "URL"),
-    )
-    for r in rows:
-        stats = r.get("stats") or {}
-        table.add_row(
-            r["env"],
-            _state(r["state"]),
-            f"{r['model']} v{r['version']}" if r["model"] else "-",
-            r["url"] or "-",
-            str(r["workers"] or "-"),
-            _num(stats.get("rps"), "{:.1f}"),
-            _num(stats.get("p50_ms"), "{:.1f}ms"),
-            _num(stats.get("p99_ms"), "{:.1f}ms"),
-            _num(stats.get("error_rate"), "{:.2%}"),
-            output.fmt_time(r.get("live_at") or r.get("created_at")),
-        )
-    output.print_table(table)
+    print_status(rows, output.out())
     for r in rows:
         if r["state"] in ("failed", "crashed") and r.get("error"):
             output.err().print(f"{r['env']}: {r['error']}", markup=False)
-
-
-def _state(state: str) -> str:
-    style = {"live": "green", "starting": "cyan", "failed": "red", "crashed": "red"}.get(
-        state, "dim"
-    )
-    return f"[{style}]{state}[/]"
-
-
-def _num(value: Any, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
 
 
 @app.command()

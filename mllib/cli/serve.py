@@ -23,7 +23,18 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", help="Worker processes (default: [serve] workers, 1).", show_default=False
+            "--workers",
+            help="Processes holding the model (default: [serve] workers, 1).",
+            show_default=False,
+        ),
+    ] = None,
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            "--inference",
+            help="inline: the HTTP processes predict (CPU models); worker: LitServe worker"
+            " processes do (GPU models). Default: [serve] inference, inline.",
+            show_default=False,
         ),
     ] = None,
     json_logs: Annotated[
@@ -45,6 +56,7 @@ def serve(
         params=params,
         port=port,
         workers=workers,
+        inference=inference,
         log_format=JSON if json_logs else TEXT,
     )
 

@@ -23,13 +23,17 @@ def import_sqlite_utils():
     """Import sqlite_utils without letting it import pandas and numpy (~0.3 s) when installed.
 
     sqlite-utils only uses them to map their types on insert, which the registry never does. A
-    process that already imported them is unaffected; afterwards they import normally.
+    process that already imported them is unaffected; afterwards they import normally. Hiding a
+    module is seen by every thread, so it is done only while no other thread runs (an inline
+    model server's predict thread may be importing numpy right then).
     """
     import sys
+    import threading
 
     if "sqlite_utils" in sys.modules:
         return sys.modules["sqlite_utils"]
-    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    alone = threading.active_count() == 1
+    hidden = [name for name in ("pandas", "numpy") if alone and name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
     try:

@@ -348,7 +348,7 @@ def _roll_out(
     common = dict(
         env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
     )
-    say(f"Starting {env.workers} worker(s) on port {port}")
+    say(f"Starting {env.workers} {env.inference} worker(s) on port {port}")
     from mllib.runtime.processes import create_time
 
     pid = process.start(
@@ -408,6 +408,7 @@ def _server_spec(
         port=port,
         workers=env.workers,
         api_servers=env.api_servers,
+        inference=env.inference,
         registry_path=str(ctx.ws.project.registry_path) if env.require_keys else None,
         key_refresh_s=keys.refresh_s,
         flag_interval_s=keys.flag_interval_s,

@@ -15,7 +15,7 @@ from mllib.serving.paths import serving_dir
 from mllib.serving.ports import port_free
 from mllib.serving.servable import from_run, materialize
 from mllib.serving.serverspec import ServerSpec, spec_for
-from mllib.serving.settings import Settings
+from mllib.serving.settings import INFERENCE_MODES, Settings
 
 
 def dev_spec(
@@ -25,6 +25,7 @@ def dev_spec(
     params: dict[str, Any] | None = None,
     port: int | None = None,
     workers: int | None = None,
+    inference: str | None = None,
     log_format: str = logs.TEXT,
 ) -> ServerSpec:
     """Everything needed to serve the trained model of `target` (the run given, else the newest
@@ -37,6 +38,11 @@ def dev_spec(
         raise UsageError(f"--port must be between 1024 and 65535, got {port}")
     if not port_free(settings.host, port):
         raise UsageError(f"Port {port} is already in use", hint="Pass another with --port.")
+    if inference is not None and inference not in INFERENCE_MODES:
+        raise UsageError(
+            f"--inference must be inline or worker, not {inference!r}",
+            hint="inline: the HTTP processes predict (CPU models); worker: worker processes do.",
+        )
     bundle = materialize(ws, servable)
     return spec_for(
         servable,
@@ -48,6 +54,7 @@ def dev_spec(
         port=port,
         workers=settings.workers if workers is None else workers,
         api_servers=settings.api_servers,
+        inference=inference or settings.inference,
         log_format=log_format,
         deployment="dev",
     )

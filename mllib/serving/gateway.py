@@ -1,9 +1,9 @@
-"""The HTTP front of a server, as one pure-ASGI middleware in each LitServe API server.
+"""The HTTP front of a server: an ASGI app in front of LitServe's FastAPI app in each API server.
 
-It answers POST /predict itself: request id, API key, per-key rate limit, body size, hand-off to
-the workers through LitServe's request queue and response buffer, metrics and one JSON log line
-per request. It also answers GET /health (truthful: every worker loaded and alive, not draining)
-and GET /metrics (every process's metrics added up). Everything else (/docs, /openapi.json,
+It answers POST /predict itself: request id, API key, per-key rate limit, body size, the
+prediction (made in this process, or by a worker process: see inference.py), metrics and one
+JSON log line per request. It also answers GET /health (truthful: every worker loaded and alive,
+not draining) and GET /metrics (every process's metrics added up). Everything else (/docs, /openapi.json,
 /info) goes on to LitServe's FastAPI app. Skipping FastAPI's routing, validation and response
 encoding on the hot path is where much of the speed over a bare LitServe server comes from.
 """
@@ -13,24 +13,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import os
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-# Only server processes import this module, never the CLI's startup path.
-from litserve.utils import ResponseBufferItem  # noqa: TID253
-
 from mllib.serving import logs, metrics
+from mllib.serving.inference import InlineInference, Predictor, WorkerInference
 from mllib.serving.keys import KeyVerifier, flag_key
+from mllib.serving.modelapi import ModelAPI
 from mllib.serving.ratelimit import SharedBuckets
+from mllib.serving.settings import INLINE
 from mllib.serving.state import WorkerBoard, check_health
 
 Scope = dict[str, Any]
@@ -63,21 +62,27 @@ class Gateway:
     registry_path: Path | None = None  # with it, /predict needs a key of labels["env"]
     key_refresh_s: float = 1.0
     buckets: SharedBuckets | None = None
+    inference: str = INLINE  # where predictions are made (inference.py)
+    api: ModelAPI | None = None  # the model's LitAPI, loaded in this process when inline
     server: Any = None  # the LitServer, set once it exists
-    _pid: int = field(default=0, repr=False)
 
-    def per_process(self) -> None:
-        """Set up what each forked API server needs of its own (once, on its first request)."""
-        self._pid = os.getpid()
+    def per_process(self, slot: int, load_first: bool) -> None:
+        """Set up what API server number `slot` needs of its own, in its process before it
+        serves. Inline, it loads the model at start-up: before listening with `load_first`, else
+        while /health says loading."""
+        self.load_first = load_first
         self.metrics = metrics.HttpMetrics(self.labels)
         self.verifier = (
             KeyVerifier(self.registry_path, self.labels["env"], self.key_refresh_s)
             if self.registry_path
             else None
         )
-        self.queue = self.server._get_request_queue("/predict")
-        self.consumer = self.server.app.response_queue_id
-        self.buffer = self.server.response_buffer
+        self.predictor: Predictor
+        if self.inference == INLINE:
+            assert self.api is not None
+            self.predictor = InlineInference(self.api, slot, self.timeout_s)
+        else:
+            self.predictor = WorkerInference(self.server, self.board, self.timeout_s)
         self.uids = itertools.count()
         self.id_prefix = secrets.token_hex(5)  # request ids: this prefix and a counter
         self.static = {"time": "", **self.labels, "deployment": self.deployment}
@@ -110,7 +115,9 @@ class ServingMiddleware:
 
     def _on_lifespan(self, send: Send) -> Send:
         async def forward(message: dict[str, Any]) -> None:
-            if message["type"] == "lifespan.shutdown.complete" and self.gw._pid == os.getpid():
+            if message["type"] == "lifespan.startup.complete":
+                await self.gw.predictor.start(wait=self.gw.load_first)
+            elif message["type"] == "lifespan.shutdown.complete":
                 self.gw.log.close()  # every request's line is written before the server exits
             await send(message)
 
@@ -125,8 +132,6 @@ class ServingMiddleware:
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        if gw._pid != os.getpid():
-            gw.per_process()
         started = time.perf_counter()
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
@@ -206,7 +211,7 @@ class ServingMiddleware:
                 "too_large",
                 key_id,
             )
-        if not any(state == 2 for _, state in gw.board.snapshot()):
+        if not gw.predictor.ready():
             health = check_health(gw.board)
             message = f"The model is not ready ({health.status}): {health.detail}"
             return (
@@ -215,30 +220,13 @@ class ServingMiddleware:
                 "not_ready",
                 key_id,
             )
-        reply = await self._dispatch(request_id, body)
+        reply = await gw.predictor.answer(request_id, body)
         if reply is None:
             message = f"No prediction within {gw.timeout_s:g}s."
             return 504, _error(message, request_id), "timeout", key_id
         status, payload = reply
         reason = None if status < 400 else ("bad_request" if status < 500 else "predict_error")
         return status, payload, reason, key_id
-
-    async def _dispatch(self, request_id: str, body: bytes) -> tuple[int, bytes] | None:
-        """Put the request on LitServe's queue and wait for a worker's reply (None: timed out)."""
-        gw = self.gw
-        uid = next(gw.uids)
-        event = asyncio.Event()
-        gw.buffer[uid] = ResponseBufferItem(event=event)
-        gw.queue.put((gw.consumer, uid, time.monotonic(), (request_id, body)))
-        timer = asyncio.get_running_loop().call_later(gw.timeout_s, event.set)
-        try:
-            await event.wait()
-        finally:
-            timer.cancel()
-            item = gw.buffer.pop(uid, None)
-        if item is None or item.response is None:
-            return None
-        return item.response[0]
 
     def _flag(self, key_id: str, rps: float, burst: float) -> None:
         gw = self.gw

@@ -23,8 +23,20 @@ JSON, TEXT = "json", "text"
 LIBRARY_LOGGERS = ("litserve", "uvicorn", "uvicorn.error", "mllib")
 
 
+_second = (-1, "")  # the last whole second formatted, and its text (one tuple: thread-safe)
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now in UTC, ISO 8601 to the millisecond (2025-01-31T12:00:00.123Z); formats
+    each second once, since every request's log line needs it."""
+    global _second
+    now = time.time()
+    second, text = _second
+    if int(now) != second:
+        second = int(now)
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (second, text)
+    return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
 def write_line(fields: dict[str, Any], fmt: str) -> None:

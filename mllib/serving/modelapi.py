@@ -1,5 +1,6 @@
-"""The worker side of a server: a LitAPI that loads a trained run's model the way the run's worker
-does, and a LitServe loop that answers each request with a status and JSON bytes.
+"""The model side of a server: a LitAPI that loads a trained run's model the way the run's worker
+does (in a LitServe worker process, or inline in an API server), and a LitServe loop that answers
+each request with a status and JSON bytes (worker mode).
 
 Requests arrive as (request id, body bytes); the reply is (HTTP status, body bytes), encoded with
 mllib.encoding, the one encoder `mllib predict` uses too. A predict() that raises, or returns
@@ -89,13 +90,22 @@ class ModelAPI(ls.LitAPI):
         self._predict_timer: Any = None
 
     def setup(self, device: Any) -> None:
+        """In a LitServe inference worker process (worker mode)."""
         worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops workers, not Ctrl-C
         logs.configure(self.worker_spec.log_format, {**self.worker_spec.labels, "worker": worker})
+        self.load(worker)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model_predict is not None
+
+    def load(self, worker: int) -> None:
+        """Load the model in this process, reporting progress on the board as worker `worker`."""
         self.board.set_worker(worker, os.getpid(), LOADING)
         started = time.perf_counter()
         try:
-            self._model_predict = load_predictor(self.worker_spec)
+            predict = load_predictor(self.worker_spec)
         except BaseException as exc:
             # Reported here, once, with the user's traceback; the server's main process sees the
             # failure on the board and stops. (Raising would make LitServe log it all again.)
@@ -106,7 +116,8 @@ class ModelAPI(ls.LitAPI):
         from mllib.serving.metrics import PredictMetrics
 
         self._predict_timer = PredictMetrics(self.worker_spec.labels).seconds
-        # Everything loaded so far lives as long as the worker: keep the collector off it.
+        self._model_predict = predict
+        # Everything loaded so far lives as long as the process: keep the collector off it.
         gc.collect()
         gc.freeze()
         self.board.set_worker(worker, os.getpid(), READY)

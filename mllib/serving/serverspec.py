@@ -14,7 +14,7 @@ from typing import Any
 
 from mllib.serving import logs
 from mllib.serving.servable import Servable
-from mllib.serving.settings import ServeSettings
+from mllib.serving.settings import INLINE, ServeSettings, http_processes
 
 SPEC_FILE = "server.json"
 STATUS_FILE = "status.json"
@@ -34,8 +34,9 @@ class ServerSpec:
     state_dir: str  # status.json and metrics/ live here
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
-    api_servers: int = 1
+    inference: str = INLINE  # inline: the HTTP processes predict; worker: LitServe workers do
+    workers: int = 1  # processes holding the model
+    api_servers: int = 1  # HTTP processes (inline: = workers)
     timeout_s: float = 30.0
     max_body_bytes: int = 10_000_000
     drain_s: float = 5.0
@@ -94,6 +95,7 @@ def spec_for(
     port: int,
     workers: int,
     api_servers: int,
+    inference: str,
     **extra: Any,
 ) -> ServerSpec:
     """The spec serving `servable` from its materialized `bundle`, with [serve]'s limits."""
@@ -108,8 +110,9 @@ def spec_for(
         state_dir=str(state_dir),
         host=host,
         port=port,
+        inference=inference,
         workers=workers,
-        api_servers=api_servers,
+        api_servers=http_processes(inference, workers, api_servers),
         timeout_s=serve.timeout_s,
         max_body_bytes=int(serve.max_body_mb * 1e6),
         drain_s=serve.drain_s,

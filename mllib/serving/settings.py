@@ -7,14 +7,32 @@ mllib.toml.example documents each key.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from mllib.config import Config
 from mllib.errors import ConfigError, UsageError
 
 ENVS = ("staging", "prod")
+# Where predictions are made: in the HTTP processes themselves, or in LitServe worker processes.
+INLINE, WORKER = "inline", "worker"
+INFERENCE_MODES = (INLINE, WORKER)
 T = TypeVar("T")
+
+
+def check_inference(value: Any, where: str) -> str:
+    if value not in INFERENCE_MODES:
+        raise ConfigError(
+            f'{where} must be "inline" or "worker", not {value!r}',
+            hint="inline: each HTTP process holds the model (CPU models); worker: LitServe "
+            "worker processes behind a queue (GPU models).",
+        )
+    return value
+
+
+def http_processes(inference: str, workers: int, api_servers: int) -> int:
+    """HTTP processes a server runs: inline, each of the `workers` is one; else `api_servers`."""
+    return workers if inference == INLINE else api_servers
 
 
 def _load(cls: type[T], config: Config, section: str, **overrides: Any) -> T:
@@ -49,8 +67,9 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1  # inference worker processes, each with its own copy of the model
-    api_servers: int = 1  # HTTP processes in front of them
+    inference: str = INLINE  # inline or worker: where predict() runs
+    workers: int = 1  # processes that each hold a copy of the model (inline: HTTP processes)
+    api_servers: int = 1  # worker mode: HTTP processes in front of the workers
     timeout_s: float = 30.0  # a request waiting longer for its prediction gets 504
     max_body_mb: float = 10.0
     drain_s: float = 5.0  # on stop, in-flight requests get this long to finish
@@ -65,8 +84,9 @@ class EnvSettings:
     host: str
     port: int  # 0: a free port on the first deploy, then the environment keeps it
     workers: int
-    api_servers: int
+    api_servers: int  # HTTP processes (inline: = workers)
     require_keys: bool
+    inference: str = INLINE
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class DeploySettings:
     """[deploy]: deployments and the rules that put a cost on careless deploys."""
 
     host: str = "127.0.0.1"
+    inference: str = INLINE
     workers: int = 1
     api_servers: int = 1
     ready_timeout_s: float = 180.0
@@ -94,7 +115,7 @@ class DeploySettings:
                 f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
             )
         table = self.staging if name == "staging" else self.prod
-        known = {"host", "port", "workers", "api_servers", "require_keys"}
+        known = {"host", "port", "inference", "workers", "api_servers", "require_keys"}
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(
@@ -114,6 +135,9 @@ class DeploySettings:
             workers=table.get("workers", self.workers),
             api_servers=table.get("api_servers", self.api_servers),
             require_keys=bool(require),
+            inference=check_inference(
+                table.get("inference", self.inference), f"mllib.toml: [deploy.{name}] inference"
+            ),
         )
         for key in ("port", "workers", "api_servers"):
             value = getattr(env, key)
@@ -121,7 +145,7 @@ class DeploySettings:
                 raise ConfigError(f"mllib.toml: [deploy.{name}] {key} must be a whole number")
         if env.workers < 1 or env.api_servers < 1:
             raise ConfigError(f"mllib.toml: [deploy.{name}] workers and api_servers must be ≥ 1")
-        return env
+        return replace(env, api_servers=http_processes(env.inference, env.workers, env.api_servers))
 
 
 @dataclass(frozen=True)
@@ -159,8 +183,10 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
+        serve = _load(ServeSettings, config, "serve")
+        check_inference(serve.inference, f"{config.where}: [serve] inference")
         return cls(
-            serve=_load(ServeSettings, config, "serve"),
+            serve=serve,
             deploy=_load(DeploySettings, config, "deploy"),
             keys=_load(KeySettings, config, "keys"),
             loadtest=_load(LoadtestSettings, config, "loadtest"),

@@ -18,6 +18,7 @@ FIELDS = (
     "env", "state", "url", "model", "version", "run_id", "workers", "api_servers",
     "deployment_id", "pid", "user", "created_at", "live_at", "error", "log_path",
 )  # fmt: skip
+EXTRA = ("inference",)  # read from the deployment's server spec
 
 
 def _scrape(url: str) -> Totals | None:
@@ -29,6 +30,19 @@ def _scrape(url: str) -> Totals | None:
     except httpx.HTTPError:
         return None
     return parse(response.text)
+
+
+def _inference(dep: records.Deployment) -> str | None:
+    """inline or worker, as the deployment's server was told (None if its folder is gone).
+    Specs written before the setting existed ran LitServe workers."""
+    import json
+
+    from mllib.serving.serverspec import SPEC_FILE
+
+    try:
+        return json.loads((Path(dep.dir or "") / SPEC_FILE).read_text()).get("inference", "worker")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def live_stats(first: Totals | None, second: Totals | None, window_s: float) -> dict[str, Any]:
@@ -65,9 +79,10 @@ def status(
     rows = []
     for name in envs:
         dep = records.live(ctx.ws.registry, name) or records.latest(ctx.ws.registry, name)
-        row = {**dict.fromkeys(FIELDS), "env": name, "state": "none"}
+        row = {**dict.fromkeys(FIELDS + EXTRA), "env": name, "state": "none"}
         if dep is not None:
             row.update({f: getattr(dep, "id" if f == "deployment_id" else f) for f in FIELDS[1:]})
+            row["inference"] = _inference(dep)
         rows.append(row)
     live = [r for r in rows if r["state"] == "live"]
     first = {r["env"]: _scrape(r["url"]) for r in live}

@@ -64,3 +64,26 @@ def test_opening_the_registry_does_not_import_pandas_yet_pandas_still_imports(tm
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "(1,", "1)"]
+
+
+def test_sqlite_utils_import_hides_numpy_only_while_no_other_thread_runs():
+    """Hiding numpy from sqlite-utils sets sys.modules["numpy"] = None for every thread: a
+    thread importing numpy right then fails (a model server's predict thread did)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, threading
+from mllib.registry.db import import_sqlite_utils
+if sys.argv[1] == "thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait).start()
+import_sqlite_utils()
+print("numpy" in sys.modules)
+if sys.argv[1] == "thread":
+    stop.set()
+"""
+    alone = subprocess.run([sys.executable, "-c", script, "alone"], capture_output=True, text=True)
+    busy = subprocess.run([sys.executable, "-c", script, "thread"], capture_output=True, text=True)
+    assert alone.stdout.strip() == "False", alone.stderr  # the fast path: numpy never loaded
+    assert busy.stdout.strip() == "True", busy.stderr  # imported normally, never hidden

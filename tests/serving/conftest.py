@@ -35,6 +35,7 @@ stop_grace_s = 15
 budget_burst = 10.0
 
 [deploy.prod]
+workers = 2
 api_servers = 2
 
 [keys]
@@ -113,15 +114,20 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     return root, runs
 
 
-@pytest.fixture(scope="module")
-def served_project(trained_template, tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """This module's own copy of the trained project (registry, store and all)."""
+def copy_project(trained_template, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A copy of the trained project (registry, store and all) of one's own."""
     source, runs = trained_template
     root = tmp_path_factory.mktemp("served") / "proj"
     shutil.copytree(source, root)
     project = Project(root)
     project.runs = runs
     return project
+
+
+@pytest.fixture(scope="module")
+def served_project(trained_template, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """This module's own copy of the trained project."""
+    return copy_project(trained_template, tmp_path_factory)
 
 
 class DevServer:

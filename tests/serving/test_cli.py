@@ -89,7 +89,7 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
         "env": "prod",
         "model": "served",
         "version": 2,
-        "workers": 1,
+        "workers": 2,
         "state": "live",
     }
     url = envs["prod"]["url"]
@@ -98,8 +98,17 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
     )
     assert answer.status_code == 200 and answer.json()["y"] == [7.0]
 
-    table = cli(project, "deploy", "status").stdout
-    assert "prod" in table and "served v2" in table and url in table
+    narrow = cli(project, "deploy", "status", "--window", "0.2", env={"COLUMNS": "80"}).stdout
+    assert "served v2" in narrow and url in narrow and "workers 2 (inline)" in narrow
+    assert "req/s · p50" in narrow  # the live traffic of prod
+    assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 80, narrow
+    wide = cli(project, "deploy", "status", "--window", "0.2", env={"COLUMNS": "200"}).stdout
+    header, *lines = wide.splitlines()
+    assert header.split() == [
+        "ENV", "STATE", "MODEL", "URL", "WORKERS", "REQ/S", "P50", "P99", "ERRORS", "SINCE"
+    ]  # fmt: skip
+    assert any(line.split()[:4] == ["prod", "live", "served", "v2"] for line in lines), wide
+    assert "…" not in wide
 
     logs = cli(project, "deploy", "logs", "--env", "prod", "--json")
     request = [

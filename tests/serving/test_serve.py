@@ -1,4 +1,5 @@
-"""`mllib serve`: a real dev server (2 API servers, 2 workers) on a loopback port, real HTTP."""
+"""`mllib serve`: a real dev server on a loopback port, real HTTP, in both inference modes:
+inline (2 HTTP processes that each hold the model) and worker (2 API servers, 2 workers)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mllib.serving.settings import INFERENCE_MODES, INLINE
 from tests.conftest import wait_for
 from tests.serving.conftest import DevServer, cli
 
 
-@pytest.fixture(scope="module")
-def dev(served_project):
-    """The v4 run (2 s to load) served with `mllib serve model.py --run`."""
-    server = DevServer(served_project, "model.py", "--run", served_project.runs["v4"])
+@pytest.fixture(scope="module", params=INFERENCE_MODES)
+def dev(request, served_project):
+    """The v4 run (2 s to load) served with `mllib serve model.py --run ... --inference MODE`."""
+    run = served_project.runs["v4"]
+    server = DevServer(served_project, "model.py", "--run", run, "--inference", request.param)
     server.project = served_project
+    server.inference = request.param
     yield server
     server.stop()
 
@@ -146,7 +150,14 @@ def test_openapi_documents_predict_and_the_docs_page_answers(dev):
 
 def test_a_dead_worker_makes_health_unhealthy_until_it_is_replaced(dev):
     crashed = {}
-    thread = threading.Thread(target=lambda: crashed.update(r=predict(dev, {"crash": True})))
+
+    def crash() -> None:
+        try:
+            crashed["reply"] = predict(dev, {"crash": True})
+        except httpx.TransportError as exc:
+            crashed["error"] = exc
+
+    thread = threading.Thread(target=crash)
     thread.start()
     unhealthy = wait_for(
         lambda: (r := get(f"{dev.url}/health")) is not None and r.status_code == 503 and r,
@@ -161,16 +172,27 @@ def test_a_dead_worker_makes_health_unhealthy_until_it_is_replaced(dev):
         what="the worker to be restarted",
     )
     thread.join(timeout=30)
-    assert (
-        crashed["r"].status_code == 504
-    )  # its request was lost with the worker: a timeout, not a hang
+    if dev.inference == INLINE:  # the process that held the connection is gone: it is closed
+        assert isinstance(crashed["error"], httpx.RemoteProtocolError | httpx.ReadError)
+        assert "starting it again" in dev.output()
+    else:  # its request was lost with the worker: a timeout, not a hang
+        assert crashed["reply"].status_code == 504
+
+
+def test_a_prediction_slower_than_the_timeout_gets_504_and_the_server_goes_on(dev):
+    slow = predict(dev, {"x": [1], "sleep": 5})  # [serve] timeout_s = 4
+    assert slow.status_code == 504
+    assert slow.json()["error"] == "No prediction within 4s."
+    assert get(f"{dev.url}/health").status_code == 200
+    assert predict(dev, {"x": [1]}).status_code == 200
 
 
 def test_ctrl_c_stops_the_server_and_every_process_it_started(dev):
     import psutil
 
     members = [p for p in psutil.process_iter() if _pgid(p.pid) == dev.proc.pid]
-    assert len(members) >= 5  # main, Manager, 2 workers, 2 API servers (and the resource tracker)
+    # main and 2 API servers, plus 2 workers in worker mode (and the resource tracker)
+    assert len(members) >= (3 if dev.inference == INLINE else 5)
     assert dev.stop(signal.SIGINT) == 0
     wait_for(
         lambda: (

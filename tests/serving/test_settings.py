@@ -46,7 +46,20 @@ def test_overrides_are_read_and_typos_or_bad_values_are_errors():
     settings = Settings.from_config(config)
     assert settings.deploy.cooldown_base_s == 60
     prod = settings.deploy.env("prod")
-    assert (prod.port, prod.workers, prod.api_servers) == (9100, 2, 1)
+    # inline (the default), each worker is an HTTP process; api_servers is for worker mode
+    assert (prod.port, prod.inference, prod.workers, prod.api_servers) == (9100, "inline", 2, 2)
+    worker_mode = Config(
+        Path("mllib.toml"),
+        {"deploy": {"prod": {"inference": "worker", "workers": 2, "api_servers": 3}}},
+    )
+    prod = Settings.from_config(worker_mode).deploy.env("prod")
+    assert (prod.inference, prod.workers, prod.api_servers) == ("worker", 2, 3)
+    with pytest.raises(ConfigError, match=r'\[serve\] inference must be "inline" or "worker"'):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"inference": "gpu"}}))
+    with pytest.raises(ConfigError, match=r"\[deploy.staging\] inference must be"):
+        Settings.from_config(
+            Config(Path("mllib.toml"), {"deploy": {"staging": {"inference": "inlined"}}})
+        ).deploy.env("staging")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[deploy\]: cooldown_s"):
         Settings.from_config(Config(Path("mllib.toml"), {"deploy": {"cooldown_s": 1}}))
     with pytest.raises(ConfigError, match="must be a number"):
