@@ -115,16 +115,26 @@ def supervise(
     cancel_grace_s: float | None = None,
     on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
-    """Run `run_id` to its end and return its final record. Ctrl-C or SIGTERM cancels it
-    (a remote run asks `on_interrupt` whether to "detach" or "cancel")."""
-    from mllib.agents import REMOTE_RUNTIME
+    """Run `run_id` to its end through its backend (mllib.runs.backends) and return its final
+    record. Ctrl-C or SIGTERM cancels it (a remote run asks `on_interrupt` whether to "detach"
+    or "cancel")."""
+    from mllib.runs.backends import backend_for
 
+    run = get_run(ws.registry, run_id)
+    return backend_for(run).supervise(
+        ws, run, echo=echo, cancel_grace_s=cancel_grace_s, on_interrupt=on_interrupt
+    )
+
+
+def supervise_local(
+    ws: Workspace,
+    run: RunRecord,
+    *,
+    echo: Callable[[bytes], None] | None = None,
+    cancel_grace_s: float | None = None,
+) -> RunRecord:
+    """The local backend's supervision: the run's runtime on this machine, followed to its end."""
     registry = ws.registry
-    run = get_run(registry, run_id)
-    if run.runtime == REMOTE_RUNTIME:
-        from mllib.agents.supervise import supervise_remote
-
-        return supervise_remote(ws, run, echo=echo, on_interrupt=on_interrupt)
     grace = (
         cancel_grace_s
         if cancel_grace_s is not None
