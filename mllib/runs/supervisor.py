@@ -19,6 +19,7 @@ from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
 from mllib.runs.progress import PrepareProgress
+from mllib.runs.spec import SPEC_FILE, RunSpec
 from mllib.runtime import get_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
@@ -65,6 +66,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
         work_dir=ws.project.root,
         env=env,
         data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
+        gpus=RunSpec.read(run_dir).gpus if (run_dir / SPEC_FILE).is_file() else None,
     )
 
 
