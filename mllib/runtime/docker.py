@@ -16,7 +16,8 @@ A host path is used as is unless it is, or is inside, a folder the image needs (
 /opt/venv, /mllib...), or is a whole top-level folder such as /tmp or /home.
 
 The container gets the run's environment (the env file's variables, those named by a param's
-`env=`, the host's proxy settings), NVIDIA GPUs when nvidia-smi lists some, and the memory,
+`env=`, the host's proxy settings), NVIDIA GPUs when nvidia-smi lists some (all of them, or
+the run's own: Job.gpus), and the memory,
 CPU and shared-memory limits of `[runtime]` in mllib.toml. The container is never auto-removed:
 its logs are streamed, its exit waited for, its state read (to tell an out-of-memory kill), and
 only then is it removed, on success, failure and cancel alike.
