@@ -18,10 +18,30 @@ import shutil
 import subprocess
 import sys
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mllib_agent import PROTOCOL, feed
+from mllib_agent import PROTOCOL, feed, housekeeping
+
+
+@dataclass
+class StartRequest:
+    """What `start` is sent: the run's record, params and spec, the trees it runs (already sent),
+    its .env.remote values, the agent's slots and GPUs, and the store's size cap."""
+
+    run: dict[str, Any]
+    params: dict[str, Any]
+    sources: dict[str, str]
+    spec: dict[str, Any]
+    code_tree: str
+    input_model: str | None
+    env: dict[str, str]
+    slots: int
+    agent: str
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    gpus: int = 0  # the GPUs the agent's runs share out, one each (0: none)
+    cache_bytes: int | None = None
 
 
 class Agent:
@@ -79,7 +99,12 @@ class Agent:
 
     # -- blobs -----------------------------------------------------------------------------------
     def h_missing(self, shas: list[str]) -> list[str]:
-        return [s for s in dict.fromkeys(shas) if not self.store.has(s)]
+        """The blobs among `shas` the store lacks; those it has count as just used (see
+        housekeeping: the cache evicts the least recently used first)."""
+        wanted = list(dict.fromkeys(shas))
+        missing = [s for s in wanted if not self.store.has(s)]
+        housekeeping.mark_used(self.store, set(wanted) - set(missing))
+        return missing
 
     def h_commit(self, items: list[dict[str, str]]) -> int:
         """Move uploaded files from incoming/ into the store, checking each one's sha256."""
@@ -99,78 +124,125 @@ class Agent:
         missing = [s for s in shas if not self.store.has(s)]
         if missing:
             raise FileNotFoundError(f"the agent's store lacks {', '.join(missing[:3])}")
+        housekeeping.mark_used(self.store, shas)
         return {s: str(self.store.path(s)) for s in shas}
 
     # -- runs -------------------------------------------------------------------------------------
-    def h_start(
-        self,
-        run: dict[str, Any],
-        params: dict[str, Any],
-        sources: dict[str, str],
-        spec: dict[str, Any],
-        code_tree: str,
-        input_model: str | None,
-        env: dict[str, str],
-        slots: int,
-        agent: str,
-        datasets: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        """Start a run under mllib's own supervisor, detached; `busy` when every slot is taken.
+    def h_start(self, **request: Any) -> dict[str, Any]:
+        """Start a run (a StartRequest) under mllib's own supervisor, detached. Answers `busy`
+        when every slot is taken, and `missing` (send these again) when the store lost blobs
+        since they were sent; a start that fails leaves nothing behind.
 
-        `datasets` (their chunks already sent) are materialised read-only here and handed to the
-        run in the variables they name.
+        The run's datasets (their chunks already sent) are materialised read-only here and
+        handed to the run in the variables they name. With `gpus`, the run gets the GPU the
+        fewest other active runs hold. Afterwards the store is trimmed to `cache_bytes`.
         """
+        from mllib.registry.runs import active_runs
+        from mllib.runs.control import reconcile
+
+        req = StartRequest(**request)
+        run_id = req.run["id"]
+        with self._start_lock():
+            missing = self.h_missing(_inputs(self.store, req))
+            if missing:
+                return {"missing": missing}
+            reconcile(self.ws)
+            reg = self.ws.registry
+            active = [r for r in active_runs(reg) if r.id != run_id]
+            if len(active) >= req.slots:
+                return {"busy": True, "active": [r.id for r in active]}
+            gpu = free_gpu(active, req.gpus)
+            try:
+                answer = self._start(req, gpu)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the start's own error is the one to report
+                    self._undo_start(run_id)
+                raise
+            if req.cache_bytes is not None:
+                housekeeping.trim_cache(reg, self.store, req.cache_bytes)
+        return answer
+
+    def _start(self, req: StartRequest, gpu: int | None) -> dict[str, Any]:
         from mllib._version import __version__
         from mllib.config import load_config
         from mllib.project import Project
-        from mllib.registry.runs import RunRecord, active_runs, create_run, now
-        from mllib.runs.control import reconcile
+        from mllib.registry.runs import RunRecord, create_run, now
         from mllib.runs.launch import select_runtime, spawn_supervisor
         from mllib.runs.spec import RunSpec
         from mllib.store import materialize_tree
         from mllib.workspace import Workspace
 
-        run_id = run["id"]
-        if datasets:
+        run_id = req.run["id"]
+        env = req.env
+        if req.datasets:
             from mllib.datasets.remote import materialize_on_agent
 
-            env = {**env, **materialize_on_agent(self.root / "store", self.root / "data", datasets)}
-        with self._start_lock():
-            reconcile(self.ws)
-            reg = self.ws.registry
-            active = [r.id for r in active_runs(reg) if r.id != run_id]
-            if len(active) >= slots:
-                return {"busy": True, "active": active}
-            with reg.transaction():
-                feed.forget_run(reg.conn, run_id)  # an earlier attempt of this run, here
-            work = self.root / "work" / run_id
-            shutil.rmtree(work, ignore_errors=True)
-            materialize_tree(self.store, code_tree, work)
-            write_env_file(work / ".env.remote", env)
-            project = Project(work, load_config(work / "mllib.toml"))
-            rws = Workspace(project)
-            run_dir = rws.run_dir(run_id)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            RunSpec(**spec).write(run_dir)
-            if input_model:
-                materialize_tree(self.store, input_model, run_dir / spec["input_model"])
-            runtime, note = select_runtime(rws, None, False)
-            fields = {k: v for k, v in run.items() if k in RunRecord.__dataclass_fields__}
-            fields["created_at"] = fields.get("created_at") or now()
-            record = RunRecord(**{**fields, "status": "queued"})
-            record.runtime, record.runtime_note = runtime, note
-            record.host, record.project_dir = agent, str(work)
-            record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
-            record.supervisor_pid, record.mllib_version = os.getpid(), __version__
-            create_run(rws.registry, record, params, sources)
-            pid = spawn_supervisor(rws, run_id)
+            data = materialize_on_agent(self.root / "store", self.root / "data", req.datasets)
+            housekeeping.mark_copies_used(self.root / "data", [d["sha256"] for d in req.datasets])
+            env = {**env, **data}
+        reg = self.ws.registry
+        with reg.transaction():
+            feed.forget_run(reg.conn, run_id)  # an earlier attempt of this run, here
+        work = self.root / "work" / run_id
+        shutil.rmtree(work, ignore_errors=True)
+        materialize_tree(self.store, req.code_tree, work)
+        write_env_file(work / ".env.remote", env)
+        project = Project(work, load_config(work / "mllib.toml"))
+        rws = Workspace(project)
+        run_dir = rws.run_dir(run_id)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        gpus = None if gpu is None else [str(gpu)]
+        RunSpec(**{**req.spec, "gpus": gpus}).write(run_dir)
+        housekeeping.write_agent_file(run_dir, [d["sha256"] for d in req.datasets])
+        if req.input_model:
+            materialize_tree(self.store, req.input_model, run_dir / req.spec["input_model"])
+        runtime, note = select_runtime(rws, None, False, gpus=gpus)
+        fields = {k: v for k, v in req.run.items() if k in RunRecord.__dataclass_fields__}
+        fields["created_at"] = fields.get("created_at") or now()
+        record = RunRecord(**{**fields, "status": "queued"})
+        record.runtime, record.runtime_note = runtime, note
+        record.host, record.project_dir = req.agent, str(work)
+        record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
+        record.supervisor_pid, record.mllib_version = os.getpid(), __version__
+        create_run(rws.registry, record, req.params, req.sources)
+        pid = spawn_supervisor(rws, run_id)
         return {
             "started": True,
             "runtime": runtime,
             "note": note,
+            "gpus": gpus,
             "supervisor_pid": pid,
             "log_path": record.log_path,
         }
+
+    def _undo_start(self, run_id: str) -> None:
+        """A start that failed halfway leaves nothing behind: no record, folder or working copy."""
+        reg = self.ws.registry
+        with reg.transaction():
+            feed.forget_run(reg.conn, run_id)
+        for folder in (self.root / "work" / run_id, self.ws.run_dir(run_id)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def h_release(self, run_ids: list[str]) -> dict[str, Any]:
+        """mllib has synced these finished runs: remove their working copies and folders."""
+        with self._start_lock():
+            return housekeeping.release(self.root, self.ws.registry, run_ids)
+
+    def h_prune(self, older_than_s: float, cache_bytes: int | None = None) -> dict[str, Any]:
+        """Free disk: see housekeeping.prune. Reports what went and the disk's free bytes."""
+        from mllib.runs.control import reconcile
+
+        with self._start_lock():
+            reconcile(self.ws)
+            report = housekeeping.prune(
+                self.root,
+                self.ws.registry,
+                self.store,
+                older_than_s=older_than_s,
+                cap_bytes=cache_bytes,
+            )
+        report["disk_free_bytes"] = shutil.disk_usage(self.root).free
+        return report
 
     def h_status(self, run_id: str) -> dict[str, Any] | None:
         from mllib.runs.control import reconcile
@@ -207,6 +279,47 @@ class Agent:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _inputs(store, req: StartRequest) -> list[str]:
+    """Every blob a start reads: the code and input model trees and files, the datasets'
+    manifests and chunks (a manifest the store lacks stands for its chunks)."""
+    from mllib.datasets.chunkstore import LocalChunkStore
+    from mllib.datasets.errors import DatasetChangedError
+    from mllib.datasets.materialize import load_manifest
+    from mllib.store import read_tree
+
+    shas = []
+    for tree in filter(None, (req.code_tree, req.input_model)):
+        shas.append(tree)
+        if store.has(tree):
+            shas += [f.sha256 for f in read_tree(store, tree).files]
+    chunks = LocalChunkStore(store.root)
+    for use in req.datasets:
+        shas.append(use["sha256"])
+        try:
+            shas += load_manifest(chunks, use["sha256"]).chunk_digests
+        except DatasetChangedError:
+            continue  # missing: reported as such above
+    return shas
+
+
+def free_gpu(active: list, gpus: int) -> int | None:
+    """The GPU index (nvidia-smi's order) the fewest active runs hold; None without GPUs."""
+    from mllib.runs.spec import RunSpec
+
+    if gpus <= 0:
+        return None
+    holders = dict.fromkeys(range(gpus), 0)
+    for run in active:
+        try:
+            held = RunSpec.read(Path(run.run_dir)).gpus or []
+        except (OSError, ValueError, TypeError):
+            continue
+        for index in held:
+            if index.isdigit() and int(index) in holders:
+                holders[int(index)] += 1
+    return min(holders, key=lambda index: (holders[index], index))
 
 
 def gpu_names() -> list[str] | None:

@@ -15,6 +15,7 @@ from mllib.agents.config import (
     AgentSpec,
     check_name,
     delete_agent,
+    detected_gpus,
     get_agent,
     load_agents,
     save_agent,
@@ -23,6 +24,8 @@ from mllib.agents.connection import AgentUnreachable, connect
 from mllib.agents.rpc import AgentClient
 from mllib.config import Config
 from mllib.errors import UsageError
+
+DEFAULT_PRUNE_DAYS = 7.0
 
 
 def add_agent(
@@ -34,13 +37,18 @@ def add_agent(
     key: str | None = None,
     gpus: int | None = None,
     python: str = "python3",
+    cache_gb: float | None = None,
     trust_host_key: bool = False,
     confirm: hostkeys.Confirm | None = None,
 ) -> dict[str, Any]:
-    """Record an agent after logging in (host key trusted) and installing the agent program there."""
+    """Record an agent after logging in (host key trusted) and installing the agent program there.
+
+    `cache_gb` caps the agent's blob cache (code, models, dataset chunks; default 50 GB)."""
     check_name(name)
     if gpus is not None and gpus < 0:
         raise UsageError("--gpus must be 0 or more")
+    if cache_gb is not None and cache_gb < 0:
+        raise UsageError("--cache-gb must be 0 or more")
     if key is not None:
         from pathlib import Path
 
@@ -48,7 +56,9 @@ def add_agent(
         if not path.is_file():
             raise UsageError(f"No key file {key}", hint="Give the path of a private key file.")
         key = str(path.resolve())
-    spec = AgentSpec(name, host, port=port, user=user, key=key, gpus=gpus, python=python)
+    spec = AgentSpec(
+        name, host, port=port, user=user, key=key, gpus=gpus, python=python, cache_gb=cache_gb
+    )
     with connect(spec, trust_host_key=trust_host_key, confirm=confirm) as conn:
         installed = install.ensure_installed(conn)
         with AgentClient(conn) as agent:
@@ -78,7 +88,7 @@ def check_agent(name: str, config: Config | None = None) -> dict[str, Any]:
 
 
 def _report(spec: AgentSpec, info: dict[str, Any], *, installed: bool) -> dict[str, Any]:
-    detected = len(info["gpus"]) if info["gpus"] is not None else None
+    detected = detected_gpus(info)
     return {
         "name": spec.name,
         "address": spec.address,
@@ -86,7 +96,7 @@ def _report(spec: AgentSpec, info: dict[str, Any], *, installed: bool) -> dict[s
         "agent_version": info["version"],
         "updated_now": installed,
         "python": info["python"],
-        "gpus": spec.gpus if spec.gpus is not None else (detected or 0),
+        "gpus": spec.gpu_count(detected),
         "gpus_from": "configured"
         if spec.gpus is not None
         else ("nvidia-smi" if detected else "none found"),
@@ -94,6 +104,7 @@ def _report(spec: AgentSpec, info: dict[str, Any], *, installed: bool) -> dict[s
         "slots": spec.slots(detected),
         "disk_free_gb": round(info["disk_free_bytes"] / 1e9, 1),
         "docker": info["docker"],
+        "docker_problem": None if info["docker"] else info["runtimes"].get("docker"),
         "runtimes": {k: v or "available" for k, v in info["runtimes"].items()},
         "active_runs": info["active_runs"],
     }
@@ -112,6 +123,28 @@ def forget_host_key(name: str, config: Config | None = None) -> bool:
     """Drop the recorded host key of an agent (after checking a changed key is legitimate)."""
     spec = get_agent(name, config)
     return hostkeys.forget(spec.host, spec.port)
+
+
+def prune_agent(
+    name: str,
+    *,
+    older_than_days: float = DEFAULT_PRUNE_DAYS,
+    cache_gb: float | None = None,
+    config: Config | None = None,
+) -> dict[str, Any]:
+    """Free disk on an agent: the folders of runs that ended `older_than_days` ago (synced runs'
+    go at once after their sync), dataset copies no active run uses and none used since, stale
+    uploads, and cached blobs beyond `cache_gb` (default: the agent's cap), least recently used
+    first. Only rebuildable things go: a rerun sends the agent what it lacks again."""
+    from mllib.agents.rpc import open_agent
+
+    if older_than_days < 0 or (cache_gb is not None and cache_gb < 0):
+        raise UsageError("--older-than and --cache-gb must be 0 or more")
+    spec = get_agent(name, config)
+    cap = int(cache_gb * 1e9) if cache_gb is not None else spec.cache_bytes
+    with open_agent(spec) as agent:
+        report = agent.call("prune", older_than_s=older_than_days * 86400, cache_bytes=cap)
+    return {"name": name, "cache_cap_bytes": cap, **report}
 
 
 def sync_agents(ws, name: str | None = None) -> dict[str, Any]:
@@ -137,6 +170,7 @@ __all__ = [
     "check_agent",
     "forget_host_key",
     "list_agents",
+    "prune_agent",
     "remove_agent",
     "sync_agents",
 ]

@@ -16,6 +16,7 @@ from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError, UsageError
 
 AGENTS_FILE = "agents.json"
+DEFAULT_CACHE_GB = 50.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -39,21 +40,35 @@ class AgentSpec:
     gpus: int | None = None  # None: count them with nvidia-smi on the host
     python: str = "python3"  # the host's interpreter that builds the agent's venv
     root: str | None = None  # where the agent lives on the host; default ~/.mllib-agent
+    cache_gb: float | None = None  # the agent's blob cache cap (GB); default DEFAULT_CACHE_GB
     source: str = "agents.json"  # or the mllib.toml that declared it
 
     @property
     def address(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
+    def gpu_count(self, detected_gpus: int | None) -> int:
+        """The GPUs its runs share out, one each: the configured count, else those detected."""
+        return (self.gpus if self.gpus is not None else detected_gpus) or 0
+
     def slots(self, detected_gpus: int | None) -> int:
         """Runs the agent takes at once: its GPUs (configured, else detected), at least one."""
-        count = self.gpus if self.gpus is not None else detected_gpus
-        return max(1, count or 0)
+        return max(1, self.gpu_count(detected_gpus))
+
+    @property
+    def cache_bytes(self) -> int:
+        """The size the agent keeps its store (code, models, dataset chunks) within."""
+        return int((self.cache_gb if self.cache_gb is not None else DEFAULT_CACHE_GB) * 1e9)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("source")
         return {k: v for k, v in data.items() if v is not None}
+
+
+def detected_gpus(info: dict[str, Any]) -> int | None:
+    """The GPUs nvidia-smi lists on an agent (its `info` answer); None without nvidia-smi."""
+    return len(info["gpus"]) if info["gpus"] is not None else None
 
 
 def check_name(name: str) -> str:
@@ -79,6 +94,11 @@ def _spec_from(data: dict[str, Any], source: str) -> AgentSpec:
     for key in ("port", "gpus"):
         if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
             raise ConfigError(f"{source}: agent {data['name']!r}: `{key}` must be an integer")
+    cache = data.get("cache_gb")
+    if cache is not None and (
+        isinstance(cache, bool) or not isinstance(cache, int | float) or cache < 0
+    ):
+        raise ConfigError(f"{source}: agent {data['name']!r}: `cache_gb` must be a number >= 0")
     check_name(data["name"])
     return AgentSpec(**{k: v for k, v in data.items() if k in known}, source=source)
 

@@ -32,6 +32,8 @@ AGENT_REQUIREMENTS = [
     "python-dotenv",
     "pathspec",
 ]
+# The Docker runtime: the engine's SDK, and packaging to read requirements and wheel names.
+DOCKER_REQUIREMENTS = ["docker", "packaging"]
 MIN_PYTHON = (3, 11)
 
 
@@ -72,11 +74,11 @@ def agent_program_dir() -> Path:
 
 
 def requirements() -> list[str]:
-    """The agent's dependencies, pinned to the versions installed here (plus docker's SDK when
-    a docker runtime is registered, so an agent with an engine can use it)."""
+    """The agent's dependencies, pinned to the versions installed here (plus what the Docker
+    runtime needs when it is registered, so an agent with an engine can use it)."""
     from mllib.runtime import RUNTIMES
 
-    names = list(AGENT_REQUIREMENTS) + (["docker"] if "docker" in RUNTIMES else [])
+    names = list(AGENT_REQUIREMENTS) + (DOCKER_REQUIREMENTS if "docker" in RUNTIMES else [])
     pins = []
     for name in names:
         try:

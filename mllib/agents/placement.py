@@ -2,18 +2,23 @@
 
 Agents are asked for their active runs; the one with the most free slots is tried first (agents
 that just failed this run last). The agent itself refuses a start when its slots are full (it
-checks under a lock), so two launches racing for the last slot never both get it.
+checks under a lock), so two launches racing for the last slot never both get it. A start the
+agent takes but cannot carry out (its disk is full, its agent program is broken) is a
+`FailedStart`: the caller records it as a failed attempt and retries elsewhere. So is an agent
+that answers but cannot work (its program fails to install or to answer) when no other agent
+could take the run; while one is merely busy or unreachable, the run waits instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mllib.agents.config import AgentSpec, get_agent, load_agents
+from mllib.agents.config import AgentSpec, detected_gpus, get_agent, load_agents
 from mllib.agents.connection import AgentUnreachable
 from mllib.agents.hostkeys import HostKeyError
+from mllib.agents.install import AgentInstallError
 from mllib.agents.remote import start_on
-from mllib.agents.rpc import AgentClient, open_agent
+from mllib.agents.rpc import AgentBroken, AgentClient, AgentError, open_agent
 from mllib.errors import MllibError, RuntimeUnavailableError
 from mllib.registry.runs import RunRecord
 from mllib.workspace import Workspace
@@ -28,6 +33,12 @@ class Placed:
 @dataclass
 class NotPlaced:
     reasons: dict[str, str]  # agent name -> why it did not take the run now
+
+
+@dataclass
+class FailedStart:
+    agent: str
+    reason: str  # what went wrong there, for the attempt's record
 
 
 def candidates(ws: Workspace, pinned: str | None) -> list[AgentSpec]:
@@ -45,11 +56,13 @@ def candidates(ws: Workspace, pinned: str | None) -> list[AgentSpec]:
 
 def place(
     ws: Workspace, run: RunRecord, attempt: int, *, pinned: str | None, avoid: set[str]
-) -> Placed | NotPlaced:
-    """Start attempt `attempt` of `run` on the best agent that takes it, or say why none did."""
+) -> Placed | NotPlaced | FailedStart:
+    """Start attempt `attempt` of `run` on the best agent that takes it, say why none did, or
+    which agent failed to start it and why."""
     reasons: dict[str, str] = {}
-    probes: list[tuple[int, AgentSpec, AgentClient, int]] = []
+    probes: list[_Probe] = []
     host_key_errors = []
+    broken: list[FailedStart] = []  # agents that answer but cannot work
     for spec in candidates(ws, pinned):
         try:
             client = open_agent(spec)
@@ -57,37 +70,84 @@ def place(
             host_key_errors.append(exc)
             reasons[spec.name] = exc.message
             continue
-        except MllibError as exc:  # unreachable, or the agent could not be installed/updated
+        except (AgentInstallError, AgentBroken) as exc:
+            broken.append(FailedStart(spec.name, exc.message))
+            reasons[spec.name] = exc.message
+            continue
+        except MllibError as exc:  # unreachable now: it may come back
             reasons[spec.name] = exc.message
             continue
         try:
             info = client.call("info")
+        except (AgentError, AgentBroken) as exc:
+            client.close()
+            why = _agent_error(exc) if isinstance(exc, AgentError) else exc.message
+            broken.append(FailedStart(spec.name, why))
+            reasons[spec.name] = exc.message
+            continue
         except AgentUnreachable as exc:
             client.close()
             reasons[spec.name] = exc.message
             continue
-        detected = len(info["gpus"]) if info["gpus"] is not None else None
-        slots = spec.slots(detected)
-        probes.append((slots - len(info["active_runs"]), spec, client, slots))
+        probes.append(_Probe(spec, client, info))
     if host_key_errors and not probes:
         raise host_key_errors[0]
-    probes.sort(key=lambda p: (p[1].name in avoid, -p[0]))
-    placed = None
-    for free, spec, client, slots in probes:
-        if placed is not None or free <= 0:
-            if placed is None:
-                reasons[spec.name] = f"all {slots} slot(s) busy"
-            client.close()
-            continue
-        try:
-            answer = start_on(ws, run, client, attempt, slots)
-        except AgentUnreachable as exc:
-            reasons[spec.name] = exc.message
-            client.close()
-            continue
-        if answer.get("busy"):
-            reasons[spec.name] = f"all {slots} slot(s) busy"
-            client.close()
-            continue
-        placed = Placed(client, answer)
-    return placed or NotPlaced(reasons)
+    if broken and not probes:  # nothing to wait for: an attempt fails (and is retried)
+        return broken[0]
+    probes.sort(key=lambda p: (p.spec.name in avoid, -p.free))
+    outcome: Placed | FailedStart | None = None
+    for probe in probes:
+        if outcome is None and probe.free <= 0:
+            reasons[probe.spec.name] = f"all {probe.slots} slot(s) busy"
+        elif outcome is None:
+            outcome = _start(ws, run, attempt, probe, reasons)
+        if not (isinstance(outcome, Placed) and outcome.agent is probe.client):
+            probe.client.close()
+    return outcome or NotPlaced(reasons)
+
+
+@dataclass
+class _Probe:
+    """An agent that answered `info`, with its connection open."""
+
+    spec: AgentSpec
+    client: AgentClient
+    info: dict
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.gpu_count(detected_gpus(self.info))
+
+    @property
+    def slots(self) -> int:
+        return self.spec.slots(detected_gpus(self.info))
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.info["active_runs"])
+
+
+def _start(
+    ws: Workspace, run: RunRecord, attempt: int, probe: _Probe, reasons: dict[str, str]
+) -> Placed | FailedStart | None:
+    """Start on `probe`'s agent; None (with the reason noted) when it could not take the run now."""
+    name = probe.spec.name
+    try:
+        answer = start_on(ws, run, probe.client, attempt, probe.slots, gpus=probe.gpus)
+    except AgentError as exc:  # the agent answered, but could not start the run
+        return FailedStart(name, _agent_error(exc))
+    except AgentBroken as exc:  # its program died while starting the run
+        return FailedStart(name, exc.message)
+    except AgentUnreachable as exc:
+        reasons[name] = exc.message
+        return None
+    except MllibError as exc:  # the run's inputs could not be sent
+        return FailedStart(name, exc.message)
+    if answer.get("busy"):
+        reasons[name] = f"all {probe.slots} slot(s) busy"
+        return None
+    return Placed(probe.client, answer)
+
+
+def _agent_error(exc: AgentError) -> str:
+    return f"{exc.error.get('type')}: {exc.error.get('message')}"

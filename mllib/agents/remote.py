@@ -31,41 +31,56 @@ RUN_FIELDS = (
     "rerun_of",
     "created_at",
 )
+SEND_TRIES = 3
 
 
 def start_on(
-    ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int
+    ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int, *, gpus: int = 0
 ) -> dict[str, Any]:
     """Send the run's code (and input model) blobs and the chunks of its datasets the agent
-    lacks, then ask it to start the run.
+    lacks, then ask it to start the run on one of its `slots` (and `gpus`, one GPU each).
 
     Returns the agent's answer: `{"started": True, "runtime": ..., ...}` or `{"busy": True, ...}`.
+    Should the agent's cache lose a blob between sending and starting (another start or a prune
+    trimmed it), the agent says which and they are sent again.
     """
     if not run.code_hash:
         raise MllibError(f"Run {run.id} has no stored code snapshot to send")
-    send_tree(agent, ws.store, run.code_hash)
     input_model = None
     if run.source_run_id:
         artifact = model_artifact(ws.registry, run.source_run_id)
         if artifact is None:
             raise MllibError(f"Run {run.source_run_id} has no saved model to evaluate")
-        send_tree(agent, ws.store, artifact["sha256"])
         input_model = artifact["sha256"]
-    datasets, data_notes = send_datasets(ws, run.id, agent)
     spec = RunSpec.read(Path(run.run_dir or ws.run_dir(run.id)))
     fields = {name: getattr(run, name) for name in RUN_FIELDS}
-    answer = agent.call(
-        "start",
-        run={**fields, "attempt": attempt},
-        params=get_params(ws.registry, run.id),
-        sources=get_param_sources(ws.registry, run.id),
-        spec=asdict(spec),
-        code_tree=run.code_hash,
-        input_model=input_model,
-        env=ws.project.env_values(run.env_target or "remote"),
-        datasets=datasets,
-        slots=slots,
-        agent=agent.spec.name,
-        timeout=300,
+    data_notes: list[str] = []
+    for _ in range(SEND_TRIES):
+        send_tree(agent, ws.store, run.code_hash)
+        if input_model:
+            send_tree(agent, ws.store, input_model)
+        datasets, notes = send_datasets(ws, run.id, agent)
+        data_notes = data_notes or notes
+        answer = agent.call(
+            "start",
+            run={**fields, "attempt": attempt},
+            params=get_params(ws.registry, run.id),
+            sources=get_param_sources(ws.registry, run.id),
+            spec=asdict(spec),
+            code_tree=run.code_hash,
+            input_model=input_model,
+            env=ws.project.env_values(run.env_target or "remote"),
+            datasets=datasets,
+            slots=slots,
+            gpus=gpus,
+            agent=agent.spec.name,
+            cache_bytes=agent.spec.cache_bytes,
+            timeout=300,
+        )
+        if not answer.get("missing"):
+            return {**answer, "data_notes": data_notes}
+    raise MllibError(
+        f"Agent {agent.spec.name} kept losing the run's files before it could start "
+        f"({len(answer['missing'])} missing)",
+        hint="Its cache is too small for the run: raise the agent's cache_gb.",
     )
-    return {**answer, "data_notes": data_notes}

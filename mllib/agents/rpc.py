@@ -17,6 +17,7 @@ from mllib.agents.hostkeys import Confirm
 from mllib.errors import MllibError
 
 CALL_TIMEOUT_S = 60.0
+EXIT_STATUS_WAIT_S = 5.0
 
 
 class AgentError(MllibError):
@@ -27,6 +28,11 @@ class AgentError(MllibError):
             f"Agent {agent}: {method} failed: {error.get('type')}: {error.get('message')}"
         )
         self.error = error
+
+
+class AgentBroken(AgentUnreachable):
+    """The host answers over SSH, but the agent program there exits instead of serving (a broken
+    install, a full disk). Following a run treats it as unreachable; placement as a failure."""
 
 
 class AgentClient:
@@ -54,12 +60,22 @@ class AgentClient:
                 f"Agent {self.spec.name} stopped answering ({doing}): {exc}"
             ) from exc
         if not line:
+            # The exit status (or the channel's close, when the connection died) follows EOF.
+            self._chan.status_event.wait(EXIT_STATUS_WAIT_S)
             err = b""
-            if self._chan.recv_stderr_ready():
-                err = self._chan.recv_stderr(65536)
+            while self._chan.recv_stderr_ready():
+                err += self._chan.recv_stderr(65536)
+            detail = err.decode(errors="replace").strip()
+            if self._chan.exit_status != -1:  # the connection is fine; the program ended
+                last = detail.splitlines()[-1] if detail else "no output"
+                raise AgentBroken(
+                    f"Agent {self.spec.name}: its agent program exited with status "
+                    f"{self._chan.exit_status} ({doing}): {last}",
+                    hint=detail[-1500:] or None,
+                )
             raise AgentUnreachable(
                 f"Agent {self.spec.name} closed the connection ({doing})",
-                hint=err.decode(errors="replace").strip()[-1500:] or None,
+                hint=detail[-1500:] or None,
             )
         return json.loads(line)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mllib.agents.config import get_agent
 from mllib.agents.connection import AgentUnreachable
-from mllib.agents.placement import NotPlaced, place
+from mllib.agents.placement import FailedStart, NotPlaced, place
 from mllib.agents.retry import (
     RetryPolicy,
     begin_attempt,
@@ -151,12 +151,13 @@ class RemoteRun:
             if previous["status"] != "failed" or not self.policy.retries(
                 previous["attempt"], previous["failure_class"]
             ):
+                reason = previous["reason"]
+                if previous["status"] == "failed" and previous["attempt"] > 1:
+                    reason = (
+                        f"{reason} (attempt {previous['attempt']} of {self.policy.max_attempts})"
+                    )
                 finish_run(
-                    self.reg,
-                    self.run_id,
-                    previous["status"],
-                    previous["failure_class"],
-                    previous["reason"],
+                    self.reg, self.run_id, previous["status"], previous["failure_class"], reason
                 )
                 return
             pause = self.policy.pause_after(previous["attempt"]) - _age_s(previous["ended_at"])
@@ -173,6 +174,9 @@ class RemoteRun:
         avoid = {previous["agent"]} if previous else set()
         pinned = pinned_agent(self.reg, self.run_id)
         placed = place(self.ws, self.record(), number, pinned=pinned, avoid=avoid)
+        if isinstance(placed, FailedStart):
+            self._failed_start(number, placed, previous)
+            return
         if isinstance(placed, NotPlaced):
             if not self.said_waiting:
                 why = "; ".join(f"{k}: {v}" for k, v in placed.reasons.items())
@@ -188,37 +192,50 @@ class RemoteRun:
         self._close()
         self.agent = placed.agent
         name, answer = placed.agent.spec.name, placed.answer
-        log_path = Path(self.record().log_path or self.ws.run_dir(self.run_id) / "output.log")
         with self.reg.transaction():
-            if previous is not None:
-                for table in ("metrics", "eval_metrics", "artifacts"):
-                    self.reg.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (self.run_id,))
-                banner = (
-                    f"\n--- mllib: attempt {number} of {self.policy.max_attempts} on agent {name} "
-                    f"(attempt {previous['attempt']} on {previous['agent']}: {previous['reason']}) ---\n"
-                ).encode()
-                with open(log_path, "ab") as log:
-                    log.write(banner)
-                self._echo(banner)
-            begin_attempt(
-                self.reg,
-                self.run_id,
-                number,
-                name,
-                log_path.stat().st_size if log_path.exists() else 0,
-            )
+            self._begin(number, name, previous)
             update_run(
                 self.reg,
                 self.run_id,
                 status="running",
-                host=name,
-                attempt=number,
                 phase=None,
                 runtime_note=f"agent {name}, {answer['runtime']} runtime there ({answer['note']})",
             )
         for note in answer.get("data_notes", []):
             self.notify(note)
         self.notify(f"run {self.run_id} started on agent {name} ({answer['runtime']} runtime)")
+
+    def _begin(self, number: int, agent: str, previous: dict | None) -> None:
+        """Record attempt `number` on `agent` as begun (the run's log says why, after a failure)."""
+        log_path = Path(self.record().log_path or self.ws.run_dir(self.run_id) / "output.log")
+        if previous is not None:
+            for table in ("metrics", "eval_metrics", "artifacts"):
+                self.reg.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (self.run_id,))
+            banner = (
+                f"\n--- mllib: attempt {number} of {self.policy.max_attempts} on agent {agent} "
+                f"(attempt {previous['attempt']} on {previous['agent']}: {previous['reason']}) ---\n"
+            ).encode()
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:
+                log.write(banner)
+            self._echo(banner)
+        begin_attempt(
+            self.reg,
+            self.run_id,
+            number,
+            agent,
+            log_path.stat().st_size if log_path.exists() else 0,
+        )
+        update_run(self.reg, self.run_id, host=agent, attempt=number)
+
+    def _failed_start(self, number: int, failed: FailedStart, previous: dict | None) -> None:
+        """The agent took the run but could not start it: a failed attempt, retried like any
+        system error (on another agent when there is one, after the backoff)."""
+        reason = f"agent {failed.agent} could not start the run ({failed.reason})"
+        with self.reg.transaction():
+            self._begin(number, failed.agent, previous)
+            end_attempt(self.reg, self.run_id, number, "failed", SYSTEM_ERROR, reason)
+        self._close()
 
     def _follow(self, attempt: dict) -> None:
         agent = self._connect(attempt["agent"])

@@ -5,7 +5,8 @@ changed since this registry's cursor for that agent, pulls each one's rows (metr
 after the ones already here), fetches the artifacts of finished runs into the local store (only
 blobs it lacks) and completes the local log, then merges everything and moves the cursor in ONE
 transaction. Syncing twice changes nothing; a sync cut off anywhere leaves either nothing or a
-whole batch merged, and the next sync resumes from the cursor.
+whole batch merged, and the next sync resumes from the cursor. Once an ended attempt is merged,
+the agent is told to release its working copy and run folder (its records stay there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from mllib.agents.retry import RetryPolicy, end_attempt
 from mllib.agents.rpc import AgentClient
 from mllib.agents.transfer import fetch_blobs, fetch_tree
+from mllib.errors import MllibError
 from mllib.registry import Registry
 from mllib.registry.artifacts import model_artifact, model_version_of, register_model
 from mllib.registry.runs import TERMINAL, finish_run, get_run, now
@@ -150,16 +152,30 @@ def sync_agent(ws: Workspace, agent: AgentClient, *, batch: int = BATCH) -> Sync
             return report
         here = _running_here(reg, name, [rid for rid, _ in changed])
         bundles = _pull(agent, reg, list(here))
+        ended = []
         for rid, bundle in bundles.items():
             row = bundle["run"]
             if row["status"] in TERMINAL and row.get("attempt") == here[rid]["attempt"]:
                 report.bytes_fetched += _fetch_artifacts(agent, ws, bundle["artifacts"])
                 pull_log(agent, ws, rid, here[rid])
+                ended.append(rid)
         with reg.transaction():
             for rid, bundle in bundles.items():
                 _apply(reg, rid, bundle, here[rid], policy, report)
             cursor = changed[-1][1]
             _set_cursor(reg, name, cursor)
+        _release(agent, ended)
+
+
+def _release(agent: AgentClient, run_ids: list[str]) -> None:
+    """Everything of these ended attempts is here now: the agent may drop their working copies
+    and run folders. Best effort: what stays is `mllib agents prune`'s to remove."""
+    if not run_ids:
+        return
+    try:
+        agent.call("release", run_ids=run_ids)
+    except MllibError:
+        pass
 
 
 def _apply(

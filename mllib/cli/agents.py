@@ -56,6 +56,14 @@ def add(
         ),
     ] = None,
     python: Annotated[str, typer.Option("--python", help="The host's Python 3.11+.")] = "python3",
+    cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-gb",
+            help="Cap of the agent's cache of code, models and dataset chunks (default 50).",
+            show_default=False,
+        ),
+    ] = None,
     trust_host_key: Annotated[
         bool,
         typer.Option(
@@ -77,6 +85,7 @@ def add(
         key=key,
         gpus=gpus,
         python=python,
+        cache_gb=cache_gb,
         trust_host_key=trust_host_key,
         confirm=confirm_callback(),
     )
@@ -138,7 +147,12 @@ def _print_report(r: dict) -> None:
         ),
         ("slots", r["slots"]),
         ("disk free", f"{r['disk_free_gb']} GB"),
-        ("docker", "available" if r["docker"] else "not available (runs use the process runtime)"),
+        (
+            "docker",
+            "available"
+            if r["docker"]
+            else f"not available: {r['docker_problem']}; runs use the process runtime",
+        ),
         ("active runs", ", ".join(r["active_runs"]) or "none"),
         ("agent", r["agent_version"] + (" (installed/updated now)" if r["updated_now"] else "")),
     ]
@@ -176,6 +190,45 @@ def sync(
                 f"[green]✔[/] {agent}: {r['runs']} run(s), {r['metric_points']} metric point(s), "
                 f"{r['bytes_fetched']:,} bytes of artifacts"
             )
+
+
+@app.command()
+def prune(
+    name: NameArg,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            help="Remove the folders of runs that ended this many days ago, and dataset copies "
+            "unused as long.",
+        ),
+    ] = 7.0,
+    cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-gb",
+            help="Trim the agent's cache to this many GB (default: its cap).",
+            show_default=False,
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Free disk on an agent; a later run sends it again whatever it then lacks."""
+    from mllib.agents.api import prune_agent
+    from mllib.datasets.format import human_bytes
+
+    r = prune_agent(name, older_than_days=older_than, cache_gb=cache_gb, config=_config())
+    if json_:
+        output.print_json(r)
+        return
+    cache = r.get("cache", {})
+    output.err().print(
+        f"[green]✔[/] Agent [bold]{name}[/]: freed {human_bytes(r['freed_bytes'])}: "
+        f"{len(r['runs']['runs'])} run folder(s), {r['datasets']['copies']} dataset copy(ies), "
+        f"{r['incoming']['files']} stale upload(s), {cache.get('blobs', 0)} cached blob(s); cache "
+        f"{human_bytes(cache.get('store_bytes', 0))} of {human_bytes(r['cache_cap_bytes'])}, "
+        f"disk free {human_bytes(r['disk_free_bytes'])}"
+    )
 
 
 @app.command("forget-host-key")

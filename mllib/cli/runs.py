@@ -127,7 +127,10 @@ def show(
             + (f", version {data['model_version']}" if data["model_version"] else ""),
         ),
         ("action", data["action"]),
-        ("runtime", data["runtime"]),
+        (
+            "runtime",
+            data["runtime"] + (f" ({data['runtime_note']})" if data["runtime_note"] else ""),
+        ),
         ("host", data["host"] if data["host"] not in (None, "local") else None),
         ("created", fmt_time(data["created_at"])),
         ("duration", fmt_duration(data["duration_s"])),

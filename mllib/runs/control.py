@@ -14,15 +14,16 @@ from mllib.workspace import Workspace
 
 def cancel(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
     """Stop a queued or running run and everything it started; returns its final record."""
-    from mllib.agents import REMOTE_RUNTIME
+    from mllib.runs.backends import backend_for
 
     run = get_run(ws.registry, run_id)
     if run.finished:
         return run
-    if run.runtime == REMOTE_RUNTIME:
-        from mllib.agents.supervise import cancel_remote
+    return backend_for(run).cancel(ws, run, timeout_s=timeout_s)
 
-        return cancel_remote(ws, run, timeout_s=timeout_s)
+
+def cancel_local(ws: Workspace, run: RunRecord, *, timeout_s: float = 30.0) -> RunRecord:
+    """The local backend's cancel: through the run's supervisor, else by ending its worker."""
     if is_alive(run.supervisor_pid, run.supervisor_ctime) and run.supervisor_pid != os.getpid():
         os.kill(run.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -51,28 +52,27 @@ def _stop_worker(run: RunRecord) -> None:
 
 
 def reconcile(ws: Workspace) -> list[str]:
-    """Fail active runs whose supervisor no longer exists, ending their workers; returns their ids.
-
-    A remote run goes on on its agent without us: a new background follower picks it up instead.
-    """
-    from mllib.agents import REMOTE_RUNTIME
+    """Settle active runs whose supervisor no longer exists (through their backend); returns the
+    ids of those failed here. A local run is failed and its worker ended; a remote run goes on on
+    its agent without us, so a new background follower picks it up instead."""
+    from mllib.runs.backends import backend_for
 
     settled = []
     for run in active_runs(ws.registry):
         if is_alive(run.supervisor_pid, run.supervisor_ctime):
             continue
-        if run.runtime == REMOTE_RUNTIME:
-            from mllib.agents.supervise import adopt
-
-            adopt(ws, run)
-            continue
-        run = get_run(ws.registry, run.id)  # it may have finished meanwhile
-        if run.finished or is_alive(run.supervisor_pid, run.supervisor_ctime):
-            continue
-        _stop_worker(run)
-        message = (
-            f"the mllib process supervising this run (pid {run.supervisor_pid}) ended unexpectedly"
-        )
-        if finish_run(ws.registry, run.id, "failed", SYSTEM_ERROR, message):
+        if backend_for(run).settle(ws, run):
             settled.append(run.id)
     return settled
+
+
+def settle_local(ws: Workspace, run: RunRecord) -> bool:
+    """The local backend's settle: fail the run as a system error and end its worker."""
+    run = get_run(ws.registry, run.id)  # it may have finished meanwhile
+    if run.finished or is_alive(run.supervisor_pid, run.supervisor_ctime):
+        return False
+    _stop_worker(run)
+    message = (
+        f"the mllib process supervising this run (pid {run.supervisor_pid}) ended unexpectedly"
+    )
+    return finish_run(ws.registry, run.id, "failed", SYSTEM_ERROR, message)

@@ -107,12 +107,18 @@ _ACTION_WORDS = {"train": "trained", "evaluate": "evaluated", "predict": "asked 
 
 
 def select_runtime(
-    ws: Workspace, requested: str | None, remote: bool, agent: str | None = None
+    ws: Workspace,
+    requested: str | None,
+    remote: bool,
+    agent: str | None = None,
+    *,
+    gpus: list[str] | None = None,
 ) -> tuple[str, str]:
     """The runtime for a run and the reason it was chosen (said once to the user).
 
     `[runtime] local = "auto"` (the default) picks docker when a Docker engine answers (a socket
-    connect: the docker SDK is not imported), else process.
+    connect: the docker SDK is not imported), else process. `gpus`: the GPUs the run is given
+    (an agent's slot), for the note.
     """
     from mllib.agents import REMOTE_RUNTIME
 
@@ -128,7 +134,7 @@ def select_runtime(
                 f"Unknown runtime {requested!r}",
                 hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
-        return requested, _with_gpu_note(requested, f"--runtime {requested}")
+        return requested, _with_gpu_note(requested, f"--runtime {requested}", gpus)
     configured = ws.project.config.get("runtime.local", "auto", str)
     if configured != "auto":
         if configured not in RUNTIMES:
@@ -136,23 +142,27 @@ def select_runtime(
                 f"mllib.toml: [runtime] local = {configured!r} is not a runtime",
                 hint=f"Use auto or one of: {', '.join(RUNTIMES)}.",
             )
-        return configured, _with_gpu_note(configured, f"[runtime] local = {configured!r}")
+        return configured, _with_gpu_note(configured, f"[runtime] local = {configured!r}", gpus)
     from mllib.runtime.engine import engine_host, engine_problem
 
     problem = engine_problem()
     if problem is None:
         return "docker", _with_gpu_note(
-            "docker", f"auto: a Docker engine answers at {engine_host()}"
+            "docker", f"auto: a Docker engine answers at {engine_host()}", gpus
         )
-    return "process", f"auto: {problem}, so it runs as a local process"
+    return "process", _with_gpu_note(
+        "process", f"auto: {problem}, so it runs as a local process", gpus
+    )
 
 
-def _with_gpu_note(runtime: str, note: str) -> str:
-    if runtime != "docker":
-        return note
-    from mllib.runtime.gpus import gpu_note
+def _with_gpu_note(runtime: str, note: str, gpus: list[str] | None) -> str:
+    if runtime == "docker":
+        from mllib.runtime.gpus import gpu_note
 
-    return f"{note}; {gpu_note()}"
+        return f"{note}; {gpu_note(gpus)}"
+    if gpus is not None:
+        return f"{note}; GPU {','.join(gpus)} (CUDA_VISIBLE_DEVICES)"
+    return note
 
 
 def resolve_params(

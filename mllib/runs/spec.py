@@ -29,6 +29,9 @@ class RunSpec:
     config_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     input_model: str | None = None
+    # The GPUs the run is given, by index in nvidia-smi's order (an agent's slot); None: the
+    # runtime's default (every GPU the host has).
+    gpus: list[str] | None = None
 
     def write(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

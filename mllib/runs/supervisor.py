@@ -19,6 +19,7 @@ from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
 from mllib.runs.progress import PrepareProgress
+from mllib.runs.spec import SPEC_FILE, RunSpec
 from mllib.runtime import get_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
@@ -65,6 +66,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
         work_dir=ws.project.root,
         env=env,
         data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
+        gpus=RunSpec.read(run_dir).gpus if (run_dir / SPEC_FILE).is_file() else None,
     )
 
 
@@ -115,16 +117,26 @@ def supervise(
     cancel_grace_s: float | None = None,
     on_interrupt: Callable[[], str] | None = None,
 ) -> RunRecord:
-    """Run `run_id` to its end and return its final record. Ctrl-C or SIGTERM cancels it
-    (a remote run asks `on_interrupt` whether to "detach" or "cancel")."""
-    from mllib.agents import REMOTE_RUNTIME
+    """Run `run_id` to its end through its backend (mllib.runs.backends) and return its final
+    record. Ctrl-C or SIGTERM cancels it (a remote run asks `on_interrupt` whether to "detach"
+    or "cancel")."""
+    from mllib.runs.backends import backend_for
 
+    run = get_run(ws.registry, run_id)
+    return backend_for(run).supervise(
+        ws, run, echo=echo, cancel_grace_s=cancel_grace_s, on_interrupt=on_interrupt
+    )
+
+
+def supervise_local(
+    ws: Workspace,
+    run: RunRecord,
+    *,
+    echo: Callable[[bytes], None] | None = None,
+    cancel_grace_s: float | None = None,
+) -> RunRecord:
+    """The local backend's supervision: the run's runtime on this machine, followed to its end."""
     registry = ws.registry
-    run = get_run(registry, run_id)
-    if run.runtime == REMOTE_RUNTIME:
-        from mllib.agents.supervise import supervise_remote
-
-        return supervise_remote(ws, run, echo=echo, on_interrupt=on_interrupt)
     grace = (
         cancel_grace_s
         if cancel_grace_s is not None

@@ -37,6 +37,17 @@ class Job:
     data_mounts: dict[str, Path] = field(default_factory=dict)
     # Lines a runtime reports while it prepares the run (building an image); None: into output().
     progress: Callable[[str], None] | None = None
+    # The GPUs the run may use, by index in nvidia-smi's order (an agent gives each run its own);
+    # None: every GPU the host has. The process runtime sets CUDA_VISIBLE_DEVICES, the Docker
+    # runtime passes only these to the container.
+    gpus: list[str] | None = None
+
+    def gpu_env(self) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES (in nvidia-smi's order, which CUDA_DEVICE_ORDER makes CUDA's)
+        for a worker that sees the host's GPUs; empty when the run may use them all."""
+        if self.gpus is None:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ A host path is used as is unless it is, or is inside, a folder the image needs (
 /opt/venv, /mllib...), or is a whole top-level folder such as /tmp or /home.
 
 The container gets the run's environment (the env file's variables, those named by a param's
-`env=`, the host's proxy settings), NVIDIA GPUs when nvidia-smi lists some, and the memory,
+`env=`, the host's proxy settings), NVIDIA GPUs when nvidia-smi lists some (all of them, or
+the run's own: Job.gpus), and the memory,
 CPU and shared-memory limits of `[runtime]` in mllib.toml. The container is never auto-removed:
 its logs are streamed, its exit waited for, its state read (to tell an out-of-memory kill), and
 only then is it removed, on success, failure and cancel alike.
@@ -155,7 +156,7 @@ def container_options(
     gid: int | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of `client.containers.create` for `job` (no engine needed)."""
-    from docker.types import DeviceRequest, Mount
+    from docker.types import Mount
 
     env = dict(job.env)
     mounts = {
@@ -199,8 +200,19 @@ def container_options(
     if settings.cpus:
         options["nano_cpus"] = int(settings.cpus * 1e9)
     if settings.gpus == "auto" and nvidia_gpus():
-        options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        options["device_requests"] = [_device_request(job.gpus)]
+        if job.gpus is not None:  # the container sees only these, numbered from 0
+            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(job.gpus)
     return options
+
+
+def _device_request(gpus: list[str] | None) -> Any:
+    """All the host's GPUs, or only the run's own (by nvidia-smi index)."""
+    from docker.types import DeviceRequest
+
+    if gpus is None:
+        return DeviceRequest(count=-1, capabilities=[["gpu"]])
+    return DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
 
 
 def same_path_ok(path: PurePosixPath) -> bool:

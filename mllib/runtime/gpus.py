@@ -31,9 +31,12 @@ def _listed(path: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in result.stdout.splitlines() if line.startswith("GPU "))
 
 
-def gpu_note() -> str:
-    """One line for the run header: which GPUs a container gets, or that it runs on CPU."""
+def gpu_note(assigned: list[str] | None = None) -> str:
+    """One line for the run header: which GPUs a container gets (`assigned`: the run's own,
+    by index; None: all of them), or that it runs on CPU."""
     gpus = nvidia_gpus()
     if not gpus:
         return "no NVIDIA GPU here (nvidia-smi finds none), so it runs on CPU"
+    if assigned is not None:
+        return f"NVIDIA GPU {','.join(assigned)} of {len(gpus)} passed to the container"
     return f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''} passed to the container"

@@ -23,7 +23,7 @@ class ProcessRuntime:
 
     def start(self, job: Job) -> ProcessHandle:
         data = {name: str(path) for name, path in job.data_mounts.items()}  # see Job.data_mounts
-        env = {**os.environ, **data, **job.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **data, **job.env, **job.gpu_env(), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             worker_argv(self.python, job.run_dir, job.code_dir),
             cwd=job.work_dir,

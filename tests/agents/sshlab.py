@@ -7,6 +7,7 @@ removed by `Lab.close()`: sshd processes, every process of the users, the users,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,11 +117,62 @@ StrictModes no
 AllowUsers {self.user}
 Subsystem sftp internal-sftp
 PrintMotd no
+PermitUserEnvironment yes
 MaxStartups 100
 MaxSessions 100
 LogLevel VERBOSE
 """
         )
+
+    @property
+    def agent_root(self) -> Path:
+        return self.home / ".mllib-agent"
+
+    @property
+    def uid(self) -> int:
+        return pwd.getpwnam(self.user).pw_uid
+
+    @property
+    def gid(self) -> int:
+        return pwd.getpwnam(self.user).pw_gid
+
+    @contextmanager
+    def in_group(self, group: str) -> Iterator[None]:
+        """The host's user is a member of `group` (e.g. docker) for new logins while this lasts."""
+        _retry_on_lock(["gpasswd", "--add", self.user, group])
+        try:
+            yield
+        finally:
+            _retry_on_lock(["gpasswd", "--delete", self.user, group])
+
+    @contextmanager
+    def path_first(self, folder: Path) -> Iterator[None]:
+        """New logins find programs in `folder` first (~/.ssh/environment sets their PATH)."""
+        ssh_dir = self.home / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(ssh_dir, self.uid, self.gid)
+        environment = ssh_dir / "environment"
+        environment.write_text(f"PATH={folder}:/usr/local/bin:/usr/bin:/bin\n")
+        try:
+            yield
+        finally:
+            environment.unlink(missing_ok=True)
+
+    @contextmanager
+    def full_disk(self, folder: Path) -> Iterator[None]:
+        """`folder` (made the user's if missing) is a filesystem with no space left: a tmpfs
+        mounted over it and filled, unmounted afterwards."""
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, self.uid, self.gid)
+        options = f"size=64k,mode=0700,uid={self.uid},gid={self.gid}"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+        try:
+            with open(folder / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+                while filler.write(bytes(4096)):  # until ENOSPC
+                    pass
+            yield
+        finally:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
 
     def new_host_key(self) -> None:
         self.host_key.unlink(missing_ok=True)
@@ -224,6 +278,16 @@ LogLevel VERBOSE
         # --force: a zombie of the user's (this machine's init may never reap them) would
         # otherwise make userdel refuse; its group and home go too.
         subprocess.run(["userdel", "--force", "--remove", self.user], capture_output=True)
+
+
+def _retry_on_lock(command: list[str], tries: int = 50) -> None:
+    """Run a user/group tool; other test sessions may hold /etc/group's lock for a moment."""
+    for _ in range(tries):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
 
 
 def _kill(pid: int) -> None:

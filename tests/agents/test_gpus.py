@@ -41,3 +41,78 @@ def test_no_or_failing_nvidia_smi_means_no_gpus(tmp_path, monkeypatch):
     _fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
     assert gpu_names() is None
     assert AgentSpec("a", "h").slots(None) == 1  # a CPU-only agent takes one run at a time
+
+
+TWO_GPUS = """#!/bin/sh
+# A stand-in for nvidia-smi: this machine has no GPU, so these two GPUs are simulated.
+case "$*" in
+  *--query-gpu=name*) echo "NVIDIA H100 80GB HBM3"; echo "NVIDIA H100 80GB HBM3" ;;
+  *) echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"; echo "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-1)" ;;
+esac
+"""
+
+GPU_MODEL = """
+import os
+import time
+
+import mllib
+
+
+class WhichGpu:
+    def __init__(self):
+        self.sleep_s = mllib.Param(0.0)
+
+    def train(self):
+        gpu = os.environ["CUDA_VISIBLE_DEVICES"]
+        print(f"CUDA_VISIBLE_DEVICES={gpu} CUDA_DEVICE_ORDER={os.environ['CUDA_DEVICE_ORDER']}")
+        mllib.log_metric("gpu", int(gpu))
+        time.sleep(self.sleep_s)
+
+    def predict(self, request):
+        return request
+"""
+
+
+def test_two_runs_on_a_two_gpu_agent_get_a_gpu_each(lab, agents, project):
+    """The agent's host lists two (simulated) GPUs; its runs overlap, each sees its own."""
+    import shutil
+
+    from helpers import detached_run, run_record, wait_finished
+    from sshlab import wait_for
+
+    from mllib.agents.api import add_agent
+
+    host = lab.hosts[1]
+    bin_dir = lab.base / f"bin-{host.user}"  # where the agent's user may run it
+    bin_dir.mkdir(mode=0o755)
+    _fake_nvidia_smi(bin_dir, TWO_GPUS.removeprefix("#!/bin/sh\n"))
+    (project / "model.py").write_text(GPU_MODEL)
+    with host.path_first(bin_dir):
+        report = add_agent("gpu2", **lab.spec_args(host), trust_host_key=True)  # GPUs counted
+        assert (report["gpus"], report["gpus_from"], report["slots"]) == (2, "nvidia-smi", 2)
+        first = detached_run(project, "--agent", "gpu2", "--sleep_s=4")
+        wait_for(lambda: host.worker_pids(), what="the first run's worker", timeout=60)
+        second = detached_run(project, "--agent", "gpu2")
+        records = [wait_finished(project, run_id) for run_id in (first, second)]
+    shutil.rmtree(bin_dir)
+
+    assert [r.status for r in records] == ["succeeded", "succeeded"]
+    ws_metrics = {r.id: _metric(project, r.id, "gpu") for r in records}
+    assert sorted(ws_metrics.values()) == [0.0, 1.0]
+    for record in records:
+        gpu = int(ws_metrics[record.id])
+        assert (
+            f"CUDA_VISIBLE_DEVICES={gpu} CUDA_DEVICE_ORDER=PCI_BUS_ID"
+            in Path(record.log_path).read_text()
+        )
+        assert run_record(project, record.id).runtime_note.endswith(
+            f"GPU {gpu} (CUDA_VISIBLE_DEVICES))"
+        )
+
+
+def _metric(project, run_id, name):
+    from helpers import workspace
+
+    from mllib.runs import views
+
+    return views.show(workspace(project), run_id)["metrics"][name]

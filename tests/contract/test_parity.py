@@ -6,43 +6,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import mllib
-from mllib.registry.artifacts import model_artifact
-from mllib.registry.metrics import get_eval_metrics, metric_names, metric_series
-from mllib.registry.runs import get_params
 from mllib.scaffold import init_project
-from mllib.workspace import Workspace
-from tests.contract.harness import RuntimeUnderTest, make_project
+from tests.contract.harness import RuntimeUnderTest, make_project, outcome, set_image_repository
 
 NEEDS = {"minimal": None, "sklearn": "sklearn", "pytorch": "torch"}
-
-
-def outcome(root: Path, run_id: str) -> dict[str, Any]:
-    """Everything a run produced that must not depend on where it ran."""
-    registry = Workspace.find(root).registry
-    return {
-        "params": get_params(registry, run_id),
-        "eval": get_eval_metrics(registry, run_id),
-        "series": {n: metric_series(registry, run_id, n) for n in metric_names(registry, run_id)},
-        "model": model_artifact(registry, run_id)["sha256"],
-    }
-
-
-def set_image_repository(root: Path, repository: str) -> None:
-    """Give the template's mllib.toml this session's image repository, in its [runtime] table."""
-    toml = root / "mllib.toml"
-    text = toml.read_text()
-    line = f'image_repository = "{repository}"\n'
-    text = (
-        text.replace("[runtime]\n", f"[runtime]\n{line}")
-        if "[runtime]\n" in text
-        else f"{text}\n[runtime]\n{line}"
-    )
-    toml.write_text(text)
 
 
 @pytest.mark.parametrize("template", sorted(NEEDS))

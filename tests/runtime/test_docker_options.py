@@ -62,6 +62,17 @@ def test_a_simulated_gpu_is_requested(tmp_path: Path, simulated_gpu: None) -> No
     )
 
 
+def test_a_run_given_its_own_gpu_gets_only_that_one(tmp_path: Path, simulated_gpu: None) -> None:
+    """An agent's slot: the container is given GPU 1 alone, which it sees as its only GPU."""
+    options = container_options(_job(tmp_path, gpus=["1"]), ContainerSettings(), "img")
+
+    (request,) = options["device_requests"]
+    assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
+    assert "Count" not in request or not request["Count"]
+    assert options["environment"]["NVIDIA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in options["environment"]  # inside, it is GPU 0
+
+
 def test_container_runs_the_worker_as_the_invoking_user_with_fixed_paths(tmp_path: Path) -> None:
     data = tmp_path / "data.csv"
     data.write_text("x\n")

@@ -1,0 +1,222 @@
+"""Keeping an agent's disk in bounds without losing what a retried or rerun job re-uses.
+
+What a run leaves on the agent, and what becomes of it:
+
+- `work/<run>` (its working copy) and `runs/<run>` (spec, events, log): removed when mllib has
+  synced the finished run (`release`), or by `prune` once the run ended `older_than` ago.
+  Both are rebuilt from the store if the run is started here again.
+- `data/<version>` (read-only dataset copies): removed by `prune` when no active run uses them
+  and none started with them for `older_than`; rebuilt from the chunks in the store.
+- `store/` (code blobs, models, dataset chunks): the agent's cache, kept within a size cap by
+  evicting the least recently used blobs first. `missing` and `blob_paths` mark the blobs they
+  find as used, so whatever a job sends or fetches again stays longest. A finished run's outputs
+  are never evicted before its folder is released (mllib has synced them).
+- `incoming/` (uploads): files older than an hour belong to no live transfer.
+
+Each function takes the agent's root and workspace; the server calls them under its start lock,
+so no start sees the store change between checking and using it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+INCOMING_STALE_S = 3600.0
+FINISHED = ("succeeded", "failed", "cancelled")
+AGENT_FILE = "agent.json"  # in a run's folder: what the agent gave the run (dataset copies)
+
+
+def mark_used(store, shas: Iterable[str]) -> None:
+    """Record that these blobs were just used (their mtime orders the cache's eviction)."""
+    for sha in shas:
+        try:
+            os.utime(store.path(sha))
+        except (FileNotFoundError, ValueError):
+            continue
+
+
+def mark_copies_used(cache: Path, digests: Iterable[str]) -> None:
+    """Record that these dataset copies were just used (a copy's stamp's mtime)."""
+    for digest in digests:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(cache / f"{digest}.ok")
+
+
+def write_agent_file(run_dir: Path, datasets: list[str]) -> None:
+    (run_dir / AGENT_FILE).write_text(json.dumps({"datasets": datasets}) + "\n")
+
+
+def _agent_file(run_dir: str | None) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir or "") / AGENT_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under `path` (0 when it does not exist)."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def remove(path: Path) -> int:
+    """Delete a file or folder (read-only folders too); returns the bytes it held."""
+    if not path.exists() and not path.is_symlink():
+        return 0
+    size = tree_size(path)
+    if path.is_dir() and not path.is_symlink():
+        for folder, _dirs, _files in os.walk(path):
+            os.chmod(folder, 0o700)
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    return size
+
+
+def release(root: Path, reg, run_ids: Iterable[str]) -> dict[str, Any]:
+    """Remove the working copies and run folders of these runs, if they have finished here."""
+    released, freed = [], 0
+    for run_id in run_ids:
+        rows = reg.query("SELECT status FROM runs WHERE id = ?", (run_id,))
+        if not rows or rows[0]["status"] not in FINISHED:
+            continue
+        folders = [root / "work" / run_id, root / "runs" / run_id]
+        if not any(folder.exists() for folder in folders):
+            continue
+        freed += sum(remove(folder) for folder in folders)
+        released.append(run_id)
+    return {"runs": released, "freed_bytes": freed}
+
+
+def _held_outputs(reg, store) -> set[str]:
+    """Blobs of finished runs whose folders are still here: outputs mllib has not synced yet."""
+    from mllib.store import read_tree
+
+    held: set[str] = set()
+    rows = reg.query(
+        "SELECT a.sha256, a.kind, r.run_dir FROM artifacts a JOIN runs r ON r.id = a.run_id"
+    )
+    for row in rows:
+        if not row["run_dir"] or not Path(row["run_dir"]).is_dir():
+            continue
+        held.add(row["sha256"])
+        if row["kind"] == "model":
+            try:
+                held.update(f.sha256 for f in read_tree(store, row["sha256"]).files)
+            except (OSError, ValueError):
+                continue
+    return held
+
+
+def _blobs(store) -> Iterator[tuple[float, int, str, Path]]:
+    """(last use, size, sha256, path) of every blob in the store."""
+    if not store.objects.is_dir():
+        return
+    for prefix in os.scandir(store.objects):
+        if not prefix.is_dir():
+            continue
+        for entry in os.scandir(prefix.path):
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue
+            yield info.st_mtime, info.st_size, prefix.name + entry.name, Path(entry.path)
+
+
+def trim_cache(reg, store, cap_bytes: int) -> dict[str, int]:
+    """Evict least recently used blobs until the store holds at most `cap_bytes`."""
+    blobs = sorted(_blobs(store))
+    total = sum(size for _, size, _, _ in blobs)
+    evicted = freed = 0
+    if total > cap_bytes:
+        held = _held_outputs(reg, store)
+        for _used, size, sha, path in blobs:
+            if total <= cap_bytes:
+                break
+            if sha in held:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            freed += size
+            evicted += 1
+    return {"blobs": evicted, "freed_bytes": freed, "store_bytes": total}
+
+
+def _datasets_in_use(reg) -> set[str]:
+    from mllib.registry.runs import active_runs
+
+    used: set[str] = set()
+    for run in active_runs(reg):
+        used.update(_agent_file(run.run_dir).get("datasets", []))
+    return used
+
+
+def prune(root: Path, reg, store, *, older_than_s: float, cap_bytes: int | None) -> dict[str, Any]:
+    """Free what finished runs left: their folders ended `older_than_s` ago, dataset copies no
+    active run uses and none used since, stale uploads, and cached blobs over `cap_bytes`."""
+    cutoff = time.time() - older_than_s
+    report: dict[str, Any] = {}
+    finished = reg.query(f"SELECT id, ended_at FROM runs WHERE status IN {FINISHED}")
+    report["runs"] = release(
+        root, reg, [r["id"] for r in finished if _epoch(r["ended_at"]) < cutoff]
+    )
+    report["datasets"] = _prune_datasets(root / "data", _datasets_in_use(reg), cutoff)
+    report["incoming"] = _prune_folder(
+        root / "incoming", min(cutoff, time.time() - INCOMING_STALE_S)
+    )
+    if cap_bytes is not None:
+        report["cache"] = trim_cache(reg, store, cap_bytes)
+    report["freed_bytes"] = sum(part.get("freed_bytes", 0) for part in report.values())
+    return report
+
+
+def _prune_datasets(cache: Path, in_use: set[str], cutoff: float) -> dict[str, int]:
+    removed = freed = 0
+    if not cache.is_dir():
+        return {"copies": 0, "freed_bytes": 0}
+    for entry in list(cache.iterdir()):
+        digest = entry.name
+        if entry.suffix or digest.startswith(".") or digest in in_use:
+            continue  # stamps and locks go with their copy; temporary folders finish first
+        stamp = cache / f"{digest}.ok"
+        last_use = stamp.stat().st_mtime if stamp.exists() else entry.lstat().st_mtime
+        if last_use >= cutoff:
+            continue
+        stamp.unlink(missing_ok=True)
+        freed += remove(entry)
+        (cache / f"{digest}.lock").unlink(missing_ok=True)
+        removed += 1
+    return {"copies": removed, "freed_bytes": freed}
+
+
+def _prune_folder(folder: Path, cutoff: float) -> dict[str, int]:
+    removed = freed = 0
+    if folder.is_dir():
+        for entry in list(folder.iterdir()):
+            if entry.lstat().st_mtime < cutoff:
+                freed += remove(entry)
+                removed += 1
+    return {"files": removed, "freed_bytes": freed}
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
