@@ -5,16 +5,16 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from mllib.registry.schema import new_set
+
 if TYPE_CHECKING:
     import sqlite_utils
 
 
 @cache
-def migrations():
-    """This set (built on first use, when a registry is opened)."""
-    from sqlite_utils import Migrations
-
-    migrations = Migrations("mllib.agents")
+def migrations() -> sqlite_utils.Migrations:
+    """This feature's migration set (built on first use, when a registry is opened)."""
+    migrations = new_set("mllib.agents")
 
     @migrations(name="0001_attempts_sync_cursors_pins")
     def initial(db: sqlite_utils.Database) -> None:

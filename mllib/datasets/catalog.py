@@ -1,4 +1,4 @@
-"""Dataset versions and the runs that used them, in the registry (this feature's migration set).
+"""Dataset versions and the runs that used them, in the registry (tables: mllib.datasets.schema).
 
 A version row is written only after every chunk and the manifest are stored and checked.
 Removed versions keep their row with `deleted_at` set, so a version number is never reused and
@@ -9,54 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mllib.datasets.refs import DatasetRef
 from mllib.errors import NotFoundError
 from mllib.registry.db import Registry
 from mllib.registry.runs import now
-
-if TYPE_CHECKING:
-    import sqlite_utils
-
-
-@cache
-def migrations():
-    """The datasets migration set (listed in mllib.registry.schema.MIGRATION_SETS)."""
-    from sqlite_utils import Migrations
-
-    migrations_ = Migrations("mllib.datasets")
-
-    @migrations_(name="0001_datasets_run_datasets")
-    def initial(db: sqlite_utils.Database) -> None:
-        db["datasets"].create(
-            {
-                "name": str,
-                "version": int,
-                "sha256": str,  # the manifest's digest: names the content of the version
-                "kind": str,  # file or folder
-                "entry": str,  # a file version's file name (runs get <cache>/<sha256>/<entry>)
-                "size": int,
-                "file_count": int,
-                "chunk_count": int,
-                "source": str,  # the path or URL uploaded (URLs without credentials or query)
-                "created_at": str,
-                "user": str,
-                "deleted_at": str,
-            },
-            pk=("name", "version"),
-            not_null={"sha256", "kind", "size", "created_at"},
-        )
-        db["datasets"].create_index(["sha256"])
-        db["run_datasets"].create(
-            {"run_id": str, "env": str, "name": str, "version": int, "sha256": str},
-            pk=("run_id", "env"),
-            foreign_keys=[("run_id", "runs", "id")],
-        )
-        db["run_datasets"].create_index(["name", "version"])
-
-    return migrations_
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ released. Sets are applied in the order listed.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,17 +19,23 @@ if TYPE_CHECKING:
 MIGRATION_SETS = [
     "mllib.registry.schema:migrations",
     "mllib.agents.schema:migrations",
-    "mllib.datasets.catalog:migrations",
+    "mllib.datasets.schema:migrations",
     "mllib.serving.schema:migrations",
 ]
 
-_migrations = None
 
-
-def _build():
+def new_set(name: str) -> sqlite_utils.Migrations:
+    """An empty migration set named `name`, for a feature's `migrations()` to fill (sqlite-utils
+    imported the registry's way)."""
     from mllib.registry.db import import_sqlite_utils
 
-    migrations = import_sqlite_utils().Migrations("mllib.registry")
+    return import_sqlite_utils().Migrations(name)
+
+
+@cache
+def migrations() -> sqlite_utils.Migrations:
+    """The runs' migration set (built on first use, so importing this module stays cheap)."""
+    migrations = new_set("mllib.registry")
 
     @migrations(name="0001_runs_params_metrics_artifacts_models")
     def initial(db: sqlite_utils.Database) -> None:
@@ -109,14 +116,6 @@ def _build():
         db["models"].create_index(["run_id"], unique=True)
 
     return migrations
-
-
-def migrations():
-    """The registry's migration set (built on first use, so importing this module stays cheap)."""
-    global _migrations
-    if _migrations is None:
-        _migrations = _build()
-    return _migrations
 
 
 def all_migration_sets() -> list:

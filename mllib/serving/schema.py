@@ -4,18 +4,19 @@ state of the deploy rules (per-user budget, cooldowns). Numbered migrations, nev
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
+
+from mllib.registry.schema import new_set
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-_migrations = None
 
-
-def _build():
-    from sqlite_utils import Migrations
-
-    migrations = Migrations("mllib.serving")
+@cache
+def migrations() -> sqlite_utils.Migrations:
+    """This feature's migration set (built on first use, when a registry is opened)."""
+    migrations = new_set("mllib.serving")
 
     @migrations(name="0001_deployments_audit_keys_loadtests")
     def initial(db: sqlite_utils.Database) -> None:
@@ -134,11 +135,3 @@ def _build():
         )
 
     return migrations
-
-
-def migrations():
-    """This feature's migration set (built on first use)."""
-    global _migrations
-    if _migrations is None:
-        _migrations = _build()
-    return _migrations
