@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import detached_run, mllib, run_record
+from helpers import add_agent_cli, detached_run, mllib, run_record
 from sshlab import wait_for
 
 from mllib.agents.config import AgentSpec
@@ -23,22 +23,8 @@ SECRET = "t0p-s3cret-value"
 def test_a_python_with_shell_metacharacters_is_refused_before_anything_runs(lab, mllib_home):
     host = lab.hosts[0]
     marker = host.home / "injected"
-    args = lab.spec_args(host)
-    result = mllib(
-        "agents",
-        "add",
-        "a",
-        "--host",
-        args["host"],
-        "--port",
-        str(args["port"]),
-        "--user",
-        args["user"],
-        "--key",
-        args["key"],
-        "--trust-host-key",
-        "--python",
-        f"python3; touch {marker}",
+    result = add_agent_cli(
+        lab, host, "a", "--trust-host-key", "--python", f"python3; touch {marker}"
     )
     assert result.returncode == 2, result.stderr
     assert "Invalid `python`" in result.stderr and "absolute path" in result.stderr
