@@ -5,6 +5,9 @@ What a run leaves on the agent, and what becomes of it:
 - `work/<run>` (its working copy) and `runs/<run>` (spec, events, log): removed when mllib has
   synced the finished run (`release`), or by `prune` once the run ended `older_than` ago.
   Both are rebuilt from the store if the run is started here again.
+- `work/<run>/.env.remote` (the run's env-file values, secrets among them): removed as soon as
+  the run ends, by the process that supervised it (see runner.py), whether or not mllib ever
+  syncs the run; should that process be killed, the next `info`, `start` or `prune` does it.
 - `data/<version>` (read-only dataset copies): removed by `prune` when no active run uses them
   and none started with them for `older_than`; rebuilt from the chunks in the store.
 - `store/` (code blobs, models, dataset chunks): the agent's cache, kept within a size cap by
@@ -20,6 +23,7 @@ so no start sees the store change between checking and using it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -31,6 +35,49 @@ from typing import Any
 INCOMING_STALE_S = 3600.0
 FINISHED = ("succeeded", "failed", "cancelled")
 AGENT_FILE = "agent.json"  # in a run's folder: what the agent gave the run (dataset copies)
+ENV_FILE = ".env.remote"  # in a run's working copy
+
+
+@contextlib.contextmanager
+def start_lock(root: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the agent's start lock (True); with `wait=False`, False when another process holds it.
+
+    Starts, releases, prunes and env-file removals take it, so none sees another half done."""
+    with open(root / "start.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def drop_env_files(root: Path, reg, run_ids: Iterable[str] | None = None) -> list[str]:
+    """Delete the env files of runs that are not active here (ended, or never recorded): of
+    `run_ids`, or of every working copy. Call it under the start lock (a start writes the file
+    before it records the run). Returns the runs whose file went."""
+    from mllib.registry.runs import ACTIVE
+
+    work = root / "work"
+    names = (
+        list(run_ids)
+        if run_ids is not None
+        else [p.parent.name for p in work.glob(f"*/{ENV_FILE}")]
+    )
+    dropped = []
+    for run_id in names:
+        path = work / run_id / ENV_FILE
+        if not path.exists():
+            continue
+        rows = reg.query("SELECT status FROM runs WHERE id = ?", (run_id,))
+        if rows and rows[0]["status"] in ACTIVE:
+            continue
+        path.unlink(missing_ok=True)
+        dropped.append(run_id)
+    return dropped
 
 
 def mark_used(store, shas: Iterable[str]) -> None:

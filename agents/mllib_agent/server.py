@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -79,6 +78,9 @@ class Agent:
         from mllib.runtime import RUNTIMES, get_runtime
 
         reconcile(self.ws)
+        with self._start_lock(wait=False) as held:  # a start under way: the next info does it
+            if held:
+                housekeeping.drop_env_files(self.root, self.ws.registry)
         runtimes = {}
         for name in RUNTIMES:
             try:
@@ -148,6 +150,7 @@ class Agent:
                 return {"missing": missing}
             reconcile(self.ws)
             reg = self.ws.registry
+            housekeeping.drop_env_files(self.root, reg)  # of runs whose supervisor was killed
             active = [r for r in active_runs(reg) if r.id != run_id]
             if len(active) >= req.slots:
                 return {"busy": True, "active": [r.id for r in active]}
@@ -186,7 +189,7 @@ class Agent:
         work = self.root / "work" / run_id
         shutil.rmtree(work, ignore_errors=True)
         materialize_tree(self.store, req.code_tree, work)
-        write_env_file(work / ".env.remote", env)
+        write_env_file(work / housekeeping.ENV_FILE, env)  # runner.py removes it at the end
         project = Project(work, load_config(work / "mllib.toml"))
         rws = Workspace(project)
         run_dir = rws.run_dir(run_id)
@@ -205,7 +208,7 @@ class Agent:
         record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
         record.supervisor_pid, record.mllib_version = os.getpid(), __version__
         create_run(rws.registry, record, req.params, req.sources)
-        pid = spawn_supervisor(rws, run_id)
+        pid = spawn_supervisor(rws, run_id, module="mllib_agent.runner")
         return {
             "started": True,
             "runtime": runtime,
@@ -234,6 +237,7 @@ class Agent:
 
         with self._start_lock():
             reconcile(self.ws)
+            housekeeping.drop_env_files(self.root, self.ws.registry)
             report = housekeeping.prune(
                 self.root,
                 self.ws.registry,
@@ -271,14 +275,8 @@ class Agent:
                 rid: feed.bundle(self.ws.registry.conn, rid, have) for rid, have in runs.items()
             }
 
-    @contextlib.contextmanager
-    def _start_lock(self):
-        with open(self.root / "start.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _start_lock(self, *, wait: bool = True):
+        return housekeeping.start_lock(self.root, wait=wait)
 
 
 def _inputs(store, req: StartRequest) -> list[str]:
@@ -339,7 +337,8 @@ def gpu_names() -> list[str] | None:
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
-    """The run's .env.remote values (they may hold secrets: 0600, never logged)."""
+    """The run's .env.remote values (they may hold secrets: 0600, never logged; removed when
+    the run ends)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         for key, value in env.items():

@@ -18,6 +18,12 @@ from mllib.errors import ConfigError, NotFoundError, UsageError
 AGENTS_FILE = "agents.json"
 DEFAULT_CACHE_GB = 50.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# The shapes of the fields that reach the agent host (its login, paths and commands there):
+# no spaces, quotes or shell metacharacters, whatever quoting the commands get.
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")  # a name, an IPv4 or IPv6 address
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")  # a program name looked up on PATH
+ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@/-]*$")
 
 
 def mllib_home() -> Path:
@@ -42,6 +48,9 @@ class AgentSpec:
     root: str | None = None  # where the agent lives on the host; default ~/.mllib-agent
     cache_gb: float | None = None  # the agent's blob cache cap (GB); default DEFAULT_CACHE_GB
     source: str = "agents.json"  # or the mllib.toml that declared it
+
+    def __post_init__(self) -> None:
+        check_spec_fields(self)
 
     @property
     def address(self) -> str:
@@ -80,6 +89,56 @@ def check_name(name: str) -> str:
     return name
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problem(spec: AgentSpec, key: str) -> str | None:
+    """What is wrong with one field of `spec`, or None."""
+    value = getattr(spec, key)
+    if key in ("name", "host", "python"):
+        if not isinstance(value, str) or not value:
+            return "must be a non-empty string"
+    elif value is None or key == "source":
+        return None
+    if key == "name" and not NAME_RE.match(value):
+        return "may hold only letters, digits, '-', '_' and '.', starting with a letter or digit"
+    if key == "host" and not HOST_RE.match(value):
+        return "must be a host name or an IP address"
+    if key == "port" and not (_is_int(value) and 1 <= value <= 65535):
+        return "must be an integer from 1 to 65535"
+    if key == "gpus" and not (_is_int(value) and value >= 0):
+        return "must be an integer >= 0"
+    if key == "cache_gb" and not (
+        isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    ):
+        return "must be a number >= 0"
+    if key == "user" and not (isinstance(value, str) and USER_RE.match(value)):
+        return "must be a user name (letters, digits, '_', '.', '-')"
+    if key == "key" and not (isinstance(value, str) and value):
+        return "must be the path of a private key file"
+    if key == "python" and not (COMMAND_RE.match(value) or ABS_PATH_RE.match(value)):
+        return "must be a program name on the host's PATH (python3) or an absolute path"
+    if key == "root" and not (isinstance(value, str) and ABS_PATH_RE.match(value)):
+        return "must be an absolute path on the host (letters, digits, '/', '_', '.', '-')"
+    return None
+
+
+def check_spec_fields(spec: AgentSpec) -> None:
+    """Refuse an agent whose fields have the wrong type or shape (a number for `python`, a
+    command line in `root`): they reach the host's login and the commands run there."""
+    for item in fields(AgentSpec):
+        problem = _field_problem(spec, item.name)
+        if problem:
+            value = getattr(spec, item.name)
+            who = f"agent {spec.name!r}" if isinstance(spec.name, str) else "an agent"
+            raise UsageError(
+                f"Invalid `{item.name}` {value!r} for {who}: it {problem}",
+                hint=f"Give `{item.name}` a valid value (--{item.name.replace('_', '-')} of "
+                "`mllib agents add`, or the key in agents.json or [[agents]] of mllib.toml).",
+            )
+
+
 def _spec_from(data: dict[str, Any], source: str) -> AgentSpec:
     known = {f.name for f in fields(AgentSpec)} - {"source"}
     unknown = sorted(set(data) - known)
@@ -91,16 +150,10 @@ def _spec_from(data: dict[str, Any], source: str) -> AgentSpec:
     for key in ("name", "host"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ConfigError(f"{source}: every agent needs a `{key}` string")
-    for key in ("port", "gpus"):
-        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
-            raise ConfigError(f"{source}: agent {data['name']!r}: `{key}` must be an integer")
-    cache = data.get("cache_gb")
-    if cache is not None and (
-        isinstance(cache, bool) or not isinstance(cache, int | float) or cache < 0
-    ):
-        raise ConfigError(f"{source}: agent {data['name']!r}: `cache_gb` must be a number >= 0")
-    check_name(data["name"])
-    return AgentSpec(**{k: v for k, v in data.items() if k in known}, source=source)
+    try:
+        return AgentSpec(**{k: v for k, v in data.items() if k in known}, source=source)
+    except UsageError as exc:
+        raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
 def _file() -> Path:

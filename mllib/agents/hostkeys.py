@@ -1,15 +1,19 @@
 """SSH host keys: never accepted silently. mllib keeps its own known_hosts file (0600).
 
 First contact shows the key's fingerprint and asks (or `--trust-host-key` accepts it for
-scripts); a key that differs from the recorded one is refused with what to check.
+scripts); a key that differs from the recorded one is refused with what to check. Every change
+to the file happens under one lock (known_hosts.lock): a trusted key is appended as one line, so
+two first contacts at once (agents added in parallel, a sync beside a run) both keep theirs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     import paramiko
 
 KNOWN_HOSTS = "known_hosts"
+LOCK_FILE = "known_hosts.lock"
 
 # confirm(host_label, key_type, fingerprint) -> True to trust the key
 Confirm = Callable[[str, str, str], bool]
@@ -55,6 +60,39 @@ def ensure_file() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[Path]:
+    """Hold the lock every writer of the known_hosts file takes; yields the file's path."""
+    path = ensure_file()
+    fd = os.open(path.with_name(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def record(label: str, key: paramiko.PKey) -> None:
+    """Add `key` for `label` to the known_hosts file: one appended line, under the lock, after
+    reading the file again (another process may have recorded it meanwhile). The file stays 0600."""
+    import paramiko
+
+    line = f"{label} {key.get_name()} {key.get_base64()}\n"
+    with _locked() as path:
+        known = paramiko.HostKeys(str(path)).lookup(label) or {}
+        if known.get(key.get_name()) == key:
+            return
+        text = path.read_bytes()
+        if text and not text.endswith(b"\n"):  # a hand-edited file's last line
+            line = "\n" + line
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(path, 0o600)
+
+
 def load_into(client: paramiko.SSHClient) -> Path:
     path = ensure_file()
     client.load_host_keys(str(path))
@@ -76,8 +114,7 @@ def policy(agent: str, *, trust: bool, confirm: Confirm | None) -> paramiko.Miss
                     "on the host, then run again in a terminal and answer yes, or pass --trust-host-key.",
                 )
             client.get_host_keys().add(hostname, key.get_name(), key)
-            client.save_host_keys(str(ensure_file()))
-            os.chmod(known_hosts_path(), 0o600)
+            record(hostname, key)
 
     return AskPolicy()
 
@@ -96,17 +133,17 @@ def changed_key_error(agent: str, label: str, exc: paramiko.BadHostKeyException)
 
 def forget(host: str, port: int) -> bool:
     """Remove the recorded key(s) of host:port from mllib's known_hosts; True if one was there."""
-    path = ensure_file()
     label = host_label(host, port)
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if not _names_host(line, label)]
-    if len(kept) == len(lines):
-        return False
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(kept)
-    os.replace(tmp, path)
+    with _locked() as path:
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not _names_host(line, label)]
+        if len(kept) == len(lines):
+            return False
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.writelines(kept)
+        os.replace(tmp, path)
     return True
 
 

@@ -132,7 +132,8 @@ def host_python(conn: Connection) -> str:
     """The absolute path of the host's python3 (or the agent's configured `python`), checked >= 3.11."""
     name = conn.spec.python
     if not name.startswith("/"):
-        found = conn.run(["sh", "-c", f"command -v {name}"], timeout=30)
+        # The name is an argument of the remote shell, never part of its script.
+        found = conn.run(["sh", "-c", 'command -v -- "$1"', "sh", name], timeout=30)
         if found.code != 0 or not found.stdout.strip().startswith("/"):
             raise AgentInstallError(
                 f"Agent {conn.spec.name}: no {name} on the host's PATH",

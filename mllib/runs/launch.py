@@ -308,15 +308,18 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-def spawn_supervisor(ws: Workspace, run_id: str) -> int:
-    """Start the run's supervisor in the background (its own session); returns its pid."""
+def spawn_supervisor(ws: Workspace, run_id: str, *, module: str = "mllib.runs") -> int:
+    """Start the run's supervisor in the background (its own session); returns its pid.
+
+    `module` is run as `python -m MODULE supervise --project ROOT RUN_ID`: mllib.runs, or an
+    agent's wrapper around it (mllib_agent.runner)."""
     run_dir = ws.run_dir(run_id)
     with open(run_dir / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "mllib.runs",
+                module,
                 "supervise",
                 "--project",
                 str(ws.project.root),

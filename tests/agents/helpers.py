@@ -25,6 +25,25 @@ def mllib(
     )
 
 
+def add_agent_cli(lab, host, name: str = "a", *extra: str) -> subprocess.CompletedProcess:
+    """`mllib agents add NAME` for a lab host, with `extra` options."""
+    args = lab.spec_args(host)
+    return mllib(
+        "agents",
+        "add",
+        name,
+        "--host",
+        args["host"],
+        "--port",
+        str(args["port"]),
+        "--user",
+        args["user"],
+        "--key",
+        args["key"],
+        *extra,
+    )
+
+
 def popen_mllib(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.Popen(

@@ -268,8 +268,8 @@ LogLevel VERBOSE
         return self._pids_running("mllib.worker")
 
     def supervisor_pids(self) -> list[int]:
-        """mllib's run supervisors (`python -m mllib.runs supervise`) on this host."""
-        return self._pids_running("mllib.runs")
+        """mllib's run supervisors (`python -m mllib_agent.runner supervise`) on this host."""
+        return self._pids_running("mllib_agent.runner")
 
     def destroy(self) -> None:
         self.stop()

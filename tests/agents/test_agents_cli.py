@@ -9,27 +9,11 @@ import stat
 import subprocess
 
 import pytest
-from helpers import mllib
+from helpers import add_agent_cli, mllib
 
 from mllib.agents.hostkeys import HostKeyError, known_hosts_path
 
-
-def _add(lab, host, name="a", *extra):
-    args = lab.spec_args(host)
-    return mllib(
-        "agents",
-        "add",
-        name,
-        "--host",
-        args["host"],
-        "--port",
-        str(args["port"]),
-        "--user",
-        args["user"],
-        "--key",
-        args["key"],
-        *extra,
-    )
+_add = add_agent_cli
 
 
 def _fingerprint(host) -> str:

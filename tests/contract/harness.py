@@ -23,12 +23,77 @@ PROBE = Path(__file__).parent / "probe"
 
 
 @dataclass
+class AgentHost:
+    """Where the ssh runtime's runs go: one real agent host (tests/agents/sshlab.py), added as
+    agent `name`. Its files are readable here (the lab's hosts share this filesystem)."""
+
+    name: str
+    root: Path  # the agent's root on the host (~/.mllib-agent)
+    outside: Path  # a folder of the host's user, for data the runs read by absolute path
+
+
+@dataclass
 class RuntimeUnderTest:
-    """A runtime as the contract tests see it."""
+    """A runtime as the contract tests see it.
+
+    A local runtime runs in the project folder; the ssh runtime (`agent` set) runs on an agent
+    host, in the agent's working copy of the project, with .env.remote, and what a run reads by
+    absolute path must be on that host. The differences are properties here, each saying why, so
+    every scenario runs on every runtime.
+    """
 
     name: str
     still_running: Callable[[RunRecord], list[str]]  # what of a run still runs (pids, containers)
     settings: dict[str, Any] = field(default_factory=dict)  # its [runtime] keys in mllib.toml
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # other mllib.toml tables
+    agent: AgentHost | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What mllib.train() needs to use this runtime (the project's mllib.toml does the rest)."""
+        return {"remote": True} if self.agent else {}
+
+    @property
+    def cli_args(self) -> list[str]:
+        return ["--remote"] if self.agent else []
+
+    @property
+    def env_file(self) -> str:
+        """The env file its runs read: --remote runs read .env.remote."""
+        return ".env.remote" if self.agent else ".env.local"
+
+    @property
+    def local_runtime(self) -> str:
+        """The runtime that predicts with its runs' models: predict runs here, on the model
+        synced back from an agent."""
+        return "process" if self.agent else self.name
+
+    @property
+    def note_start(self) -> str:
+        """How the run's runtime_note starts: an agent's adds where and with what it ran."""
+        if self.agent:
+            return f"agent {self.agent.name}, process runtime there ([runtime] local = 'process'"
+        return f"[runtime] local = '{self.name}'"
+
+    def workdir(self, project_root: Path, run_id: str) -> Path:
+        """The folder the run works in: the project's, or the agent's working copy of it."""
+        return self.agent.root / "work" / run_id if self.agent else project_root
+
+    @property
+    def keeps_workdir(self) -> bool:
+        """False where the run's working folder goes when it ends: an agent removes its working
+        copy once the run is synced (its files written there go with it)."""
+        return self.agent is None
+
+    @property
+    def absolute_project_paths(self) -> bool:
+        """Whether this machine's absolute path into the project names the same file for the run:
+        not on an agent, whose run works in its own copy elsewhere (a relative path does)."""
+        return self.agent is None
+
+    def data_dir(self, project_root: Path) -> Path:
+        """Where datasets given to runs are copied: the project's state, or the agent's."""
+        return self.agent.root / "data" if self.agent else project_root / ".mllib" / "data"
 
 
 @dataclass
@@ -47,11 +112,15 @@ class ProbeProject:
         """Train (and evaluate) through the Python API, collecting the run's output."""
         options.setdefault("evaluate", True)
         options.setdefault("echo", lambda _chunk: None)
-        return mllib.train(self.model, params or {}, **options)
+        return mllib.train(self.model, params or {}, **self.runtime.options, **options)
 
     def cli(self, *args: str, **options: Any) -> Result:
         """Run `mllib ARGS` in the project folder, as a user would."""
         return run_cli(list(args), self.root, **options)
+
+    def run_cli(self, *args: str, **options: Any) -> Result:
+        """`mllib train|evaluate ARGS` on this project's runtime (--remote for ssh)."""
+        return self.cli(*args, *self.runtime.cli_args, **options)
 
 
 def make_project(
@@ -64,13 +133,21 @@ def make_project(
     """Copy the probe model into `folder`/project with mllib.toml and .env.local for `runtime`."""
     root = folder / "project"
     shutil.copytree(PROBE, root)
-    outside = folder / "outside"
-    outside.mkdir()
+    outside = runtime.agent.outside if runtime.agent else folder / "outside"
+    outside.mkdir(exist_ok=True)
     (outside / "train.txt").write_text("outside data\nsecond line\nthird\n")
+    if runtime.agent:  # the agent's user reads it
+        shutil.chown(outside / "train.txt", outside.stat().st_uid, outside.stat().st_gid)
     settings = {"local": runtime.name, "cancel_grace_s": 2.0, **runtime.settings}
     settings.update(runtime_settings or {})
     lines = ['name = "probe"', 'model = "model.py:Probe"', "", "[params]", 'tag = "from-config"']
-    lines += ["", "[runtime]", *(f"{key} = {toml_value(value)}" for key, value in settings.items())]
+    tables = {"runtime": settings, **runtime.tables}
+    for table, keys in tables.items():
+        lines += [
+            "",
+            f"[{table}]",
+            *(f"{key} = {toml_value(value)}" for key, value in keys.items()),
+        ]
     (root / "mllib.toml").write_text("\n".join(lines) + "\n")
     variables = {
         "SECRET_SETTING": "s3cret",
@@ -78,7 +155,7 @@ def make_project(
         "DATA_PATH": str(outside / "train.txt"),
         **(env or {}),
     }
-    (root / ".env.local").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
+    (root / runtime.env_file).write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
     return ProbeProject(root, runtime, outside)
 
 
@@ -92,6 +169,24 @@ def process_leftovers(run: RunRecord) -> list[str]:
     from mllib.runtime.processes import is_alive
 
     return [f"pid {run.worker_pid}"] if is_alive(run.worker_pid, run.worker_ctime) else []
+
+
+def agent_leftovers(host: Any, run: RunRecord, settle_s: float = 10.0) -> list[str]:
+    """Processes of `run` (its supervisor, worker, their children) still on the agent host, once
+    its supervisor had `settle_s` to exit after recording the end."""
+    import time
+
+    def found() -> list[str]:
+        return [
+            f"pid {p.pid} ({' '.join(p.info['cmdline'] or [])[:80]})"
+            for p in host.processes()
+            if any(run.id in arg for arg in p.info["cmdline"] or [])
+        ]
+
+    deadline = time.monotonic() + settle_s
+    while (left := found()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def docker_leftovers(client: Any, run_id: str) -> list[str]:

@@ -57,17 +57,20 @@ def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyP
         "SECRET_SETTING": "s3cret",
         "EXTRA": "from-the-shell",
         "DATA_PATH": str(project.outside / "train.txt"),  # readable where the host has it
-        "cwd": str(project.root),  # paths into the project mean what they mean on the host
+        # paths into the project mean what they mean on the host (an agent's working copy)
+        "cwd": str(project.runtime.workdir(project.root, run.id)),
     }
     assert shown["params"]["extra"] == "from-the-shell"
     assert shown["metrics"]["data_chars"] == len("outside data\nsecond line\nthird\n")
-    assert (project.root / "written-in-project.txt").read_text() == "hello\n"
+    if project.runtime.keeps_workdir:
+        assert (project.root / "written-in-project.txt").read_text() == "hello\n"
 
 
 def test_an_absolute_path_into_the_project_works_as_a_param(project: ProbeProject) -> None:
     inside = project.root / "data" / "train.txt"
+    given = str(inside) if project.runtime.absolute_project_paths else "data/train.txt"
 
-    run = project.train({"data_path": str(inside)})
+    run = project.train({"data_path": given})
 
     assert run.status == "succeeded", run.error
     assert _show(project, run.id)["metrics"]["data_chars"] == len(inside.read_text())
@@ -105,7 +108,9 @@ def test_registry_record_and_model_round_trip(project: ProbeProject) -> None:
     assert shown["model_version"] == 1
     assert shown["eval_metrics"]["chars"] == float(len("outside data\nsecond line\nthird\n"))
     assert shown["code_hash"] and shown["seed"] == 0
-    answer = mllib.predict({"x": 21}, project.model, run=run.id, runtime=project.runtime.name)
+    answer = mllib.predict(
+        {"x": 21}, project.model, run=run.id, runtime=project.runtime.local_runtime
+    )
     assert answer["y"] == 42
     assert (
         project.runtime.still_running(get_run(Workspace.find(project.root).registry, run.id)) == []
@@ -113,7 +118,7 @@ def test_registry_record_and_model_round_trip(project: ProbeProject) -> None:
 
 
 def test_user_error_shows_the_users_traceback(project: ProbeProject) -> None:
-    result = project.cli("train", "model.py", "--mode=raise")
+    result = project.run_cli("train", "model.py", "--mode=raise")
 
     assert result.returncode == 1, result.stderr
     run = _latest(project)
@@ -121,13 +126,13 @@ def test_user_error_shows_the_users_traceback(project: ProbeProject) -> None:
     assert run["failure_class"] == "user_error"
     assert run["error"] == "ValueError: bad value in train"
     log = (project.root / ".mllib" / "runs" / run["id"] / "output.log").read_text()
-    model_path = str(project.root / "model.py")
+    model_path = str(project.runtime.workdir(project.root, run["id"]) / "model.py")
     assert f'File "{model_path}", line' in log and "in _fail" in log
     assert "mllib/worker" not in log  # mllib's own frames are left out
 
 
 def test_sigkill_is_a_system_error(project: ProbeProject) -> None:
-    result = project.cli("train", "model.py", "--mode=sigkill")
+    result = project.run_cli("train", "model.py", "--mode=sigkill")
 
     assert result.returncode == 3, result.stderr
     run = _latest(project)
@@ -136,7 +141,7 @@ def test_sigkill_is_a_system_error(project: ProbeProject) -> None:
 
 
 def test_cancel_leaves_nothing_running(project: ProbeProject) -> None:
-    started = project.cli("train", "model.py", "--mode=sleep", "--detach")
+    started = project.run_cli("train", "model.py", "--mode=sleep", "--detach")
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip().splitlines()[-1]
     log = project.root / ".mllib" / "runs" / run_id / "output.log"
@@ -154,7 +159,15 @@ def test_cancel_leaves_nothing_running(project: ProbeProject) -> None:
 
 def test_ctrl_c_cancels_and_leaves_nothing_running(project: ProbeProject) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mllib", "train", "model.py", "--mode=sleep"],
+        [
+            sys.executable,
+            "-m",
+            "mllib",
+            "train",
+            "model.py",
+            "--mode=sleep",
+            *project.runtime.cli_args,
+        ],
         cwd=project.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -195,5 +208,5 @@ def test_runtime_is_recorded_with_its_reason(project: ProbeProject) -> None:
     run = project.train()
 
     assert run.runtime == project.runtime.name
-    assert run.runtime_note.startswith(f"[runtime] local = '{project.runtime.name}'")
+    assert run.runtime_note.startswith(project.runtime.note_start)
     assert os.path.isfile(run.log_path)

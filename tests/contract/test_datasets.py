@@ -19,7 +19,7 @@ def test_a_dataset_reaches_the_run_read_only_through_its_variable(project: Probe
 
     assert run.status == "succeeded", run.error
     shown = views.show(ws, run.id)
-    copy = project.root / ".mllib" / "data" / version.sha256 / "dataset.txt"
+    copy = project.runtime.data_dir(project.root) / version.sha256 / "dataset.txt"
     assert shown["metrics"]["data_chars"] == len("the dataset's text\n")  # not the env file's
     assert shown["datasets"] == [
         {"env": "DATA_PATH", "name": "text", "version": 1, "sha256": version.sha256}
@@ -30,6 +30,7 @@ def test_a_dataset_reaches_the_run_read_only_through_its_variable(project: Probe
         assert result == "OSError: Read-only file system"
         assert copy.read_text() == "the dataset's text\n"
     else:  # a read-only file, which only root can write through; the next run rebuilds it
+        # (an agent's user is not root: its run cannot)
         assert copy.stat().st_mode & 0o222 == 0 or result == "written"
         again = project.train({"mode": "ok"}, data=["DATA_PATH=text@1"])
         assert views.show(ws, again.id)["metrics"]["data_chars"] == len("the dataset's text\n")
