@@ -35,7 +35,13 @@ class Recorder:
             insert_points(self.registry, self.run_id, points)  # keep order with other events
             points = []
             if kind == "params":
-                set_params(self.registry, self.run_id, event["values"], event.get("sources", {}))
+                set_params(
+                    self.registry,
+                    self.run_id,
+                    event["values"],
+                    event.get("sources", {}),
+                    event.get("secret", ()),
+                )
             elif kind == "phase":
                 update_run(self.registry, self.run_id, phase=event["phase"])
             elif kind == "eval_metrics":
