@@ -20,6 +20,7 @@ from typing import Any
 from mllib import tracking
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError
+from mllib.metric_values import spell
 from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
 from mllib.runs.events import EVENTS_FILE, EventWriter
@@ -139,7 +140,7 @@ def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> No
             )
         writer.emit("phase", phase="evaluate")
         metrics = _check_eval_result(call_user(obj.evaluate))
-        writer.emit("eval_metrics", metrics=metrics)
+        writer.emit("eval_metrics", metrics={k: spell(v) for k, v in metrics.items()})
     if "predict" in spec.actions:
         request = from_json((run_dir / REQUEST_FILE).read_bytes())
         result = call_user(obj.predict, request)
