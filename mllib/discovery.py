@@ -339,8 +339,9 @@ def _spec(name: str, call: ast.Call, constants: dict[str, Any]) -> ParamSpec:
             text = ast.unparse(default_node)
     env = _optional_literal(keywords.get("env"))
     help_text = _optional_literal(keywords.get("help"))
+    declared = _declared_secret(keywords.get("secret"))
     type_name = type_name_of(default) if known else "any"
-    return ParamSpec(name, default, type_name, env, help_text, text)
+    return ParamSpec(name, default, type_name, env, help_text, text, declared_secret=declared)
 
 
 def _literal(node: ast.expr, constants: dict[str, Any]) -> Any:
@@ -350,6 +351,17 @@ def _literal(node: ast.expr, constants: dict[str, Any]) -> Any:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise ValueError(ast.unparse(node)) from None
+
+
+def _declared_secret(node: ast.expr | None) -> bool | None:
+    """`secret=` as written; one that is not a literal counts as True until the worker knows."""
+    if node is None:
+        return None
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return True
+    return None if value is None else bool(value)
 
 
 def _optional_literal(node: ast.expr | None) -> Any:

@@ -2,12 +2,17 @@
 
 Precedence, highest first: command line > the env variable named by `env=` (the real environment,
 then the env file) > `[params]` in mllib.toml > the declared default.
+
+Secret params (`secret=True`, or a name or `env=` variable that looks like a credential, see
+`looks_secret`) reach the model as they are, but everything mllib records or prints about them
+(the registry, run events, `--help`, messages) holds `SECRET_MARKER` instead of the value.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +22,16 @@ from mllib.errors import ParamError
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+SECRET_MARKER = "***"  # what the registry, events and messages hold instead of a secret's value
+SECRET_TYPE = "secret"  # the registry's `type` of a secret param's row
+
+# Words of a param name or `env=` variable that make it a secret by default (case-insensitive,
+# whole words between `_`, `-` or `.`): HF_TOKEN, db_password, OPENAI_API_KEY, aws_secret...
+_SECRET_WORDS = {"token", "secret", "password", "passwd", "passphrase", "credential"}
+_SECRET_WORDS |= {"credentials", "apikey"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("auth", "key")}
+# Tokenizer settings are not credentials: pad_token, eos_token, bos_token...
+_TOKENIZER_WORDS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "start", "end", "special"}
 
 
 class Param:
@@ -25,16 +40,25 @@ class Param:
     Inside a run mllib replaces it with the resolved value; in a notebook use `mllib.create(MyModel)`.
     """
 
-    __slots__ = ("default", "env", "help")
+    __slots__ = ("default", "env", "help", "secret")
 
-    def __init__(self, default: Any, *, env: str | None = None, help: str | None = None) -> None:
+    def __init__(
+        self,
+        default: Any,
+        *,
+        env: str | None = None,
+        help: str | None = None,
+        secret: bool | None = None,
+    ) -> None:
         self.default = default
         self.env = env
         self.help = help
+        self.secret = secret  # None: decided by the name (see looks_secret)
 
     def __repr__(self) -> str:
         env = f", env={self.env!r}" if self.env else ""
-        return f"Param({self.default!r}{env})"
+        default = SECRET_MARKER if is_secret(self.secret, "", self.env) else repr(self.default)
+        return f"Param({default}{env})"
 
     def _unresolved(self, *args: Any) -> Any:
         raise UnresolvedParamError(
@@ -62,6 +86,29 @@ for _name in _VALUE_METHODS.split():
 del _name
 
 
+def looks_secret(name: str | None) -> bool:
+    """Whether a param or variable name reads as a credential: a word TOKEN, SECRET, PASSWORD,
+    PASSWD, PASSPHRASE, CREDENTIAL(S) or APIKEY, or API_KEY, ACCESS_KEY, PRIVATE_KEY, AUTH_KEY
+    (case-insensitive; `pad_token`-style tokenizer settings are not)."""
+    if not name:
+        return False
+    words = [w for w in re.split(r"[_\-.\s]+", name.lower()) if w]
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        if word in _SECRET_WORDS and not (word == "token" and before in _TOKENIZER_WORDS):
+            return True
+        if (before, word) in _SECRET_PAIRS:
+            return True
+    return False
+
+
+def is_secret(declared: bool | None, name: str, env: str | None) -> bool:
+    """`secret=` as declared, else whether the param's name or env variable looks secret."""
+    if declared is not None:
+        return bool(declared)
+    return looks_secret(name) or looks_secret(env)
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """What is known of one declared param (from the class itself or read from its source)."""
@@ -72,35 +119,65 @@ class ParamSpec:
     env: str | None = None
     help: str | None = None
     default_text: str | None = None  # source text of a default that could not be evaluated
+    declared_secret: bool | None = None  # `secret=` as written; None: decided by the names
 
     @classmethod
     def from_param(cls, name: str, param: Param) -> ParamSpec:
-        return cls(name, param.default, type_name_of(param.default), param.env, param.help)
+        return cls(
+            name,
+            param.default,
+            type_name_of(param.default),
+            param.env,
+            param.help,
+            declared_secret=param.secret,
+        )
+
+    @property
+    def secret(self) -> bool:
+        return is_secret(self.declared_secret, self.name, self.env)
 
     @property
     def shown_default(self) -> str:
+        if self.secret:
+            return SECRET_MARKER
         return self.default_text if self.default_text is not None else json.dumps(self.default)
 
 
 @dataclass(frozen=True)
 class ResolvedParams:
-    """Final param values and where each came from (cli, env, config, default)."""
+    """Final param values, where each came from (cli, env, config, default) and which are secret."""
 
     values: dict[str, Any]
     sources: dict[str, str]
+    secret: frozenset[str] = frozenset()
+
+    @property
+    def recorded(self) -> dict[str, Any]:
+        """The values as mllib records and shows them: SECRET_MARKER for each secret."""
+        return {k: SECRET_MARKER if k in self.secret else v for k, v in self.values.items()}
+
+    def shown(self) -> str:
+        """`name=value, ...` for messages, secrets masked."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.recorded.items()) or "no params"
 
 
 def type_name_of(value: Any) -> str:
     return TYPE_NAMES.get(type(value), "any")
 
 
-def convert(name: str, raw: Any, type_name: str) -> Any:
-    """Convert `raw` (a string from the command line or environment, or a typed value) to `type_name`."""
+def convert(name: str, raw: Any, type_name: str, *, where: str = "", secret: bool = False) -> Any:
+    """Convert `raw` (a string from the command line or environment, or a typed value) to `type_name`.
+
+    `where` says where the value came from in the error ("in [params] of mllib.toml"); a
+    secret's value is not repeated there.
+    """
     try:
         return _convert(raw, type_name)
     except (ValueError, TypeError):
+        got = "a value" if secret else repr(raw)
+        where = f" {where}" if where else ""
         raise ParamError(
-            f"Param `{name}` got {raw!r}, which is not a valid {type_name}",
+            f"Param `{name}` got {got}{where}, which is not a valid {type_name}",
             hint=_type_hint(type_name),
         ) from None
 
@@ -154,8 +231,9 @@ def param_table(specs: Mapping[str, ParamSpec]) -> str:
     lines = []
     for spec in specs.values():
         env = f"  env {spec.env}" if spec.env else ""
+        secret = "  (secret: not recorded)" if spec.secret else ""
         lines.append(
-            f"  --{spec.name:<{width}} {spec.type_name:<5}  default {spec.shown_default}{env}"
+            f"  --{spec.name:<{width}} {spec.type_name:<5}  default {spec.shown_default}{env}{secret}"
         )
     return "\n".join(lines)
 
@@ -166,8 +244,12 @@ def resolve(
     *,
     environ: Mapping[str, str] | None = None,
     config: Mapping[str, Any] | None = None,
+    env_file: str | None = None,
 ) -> ResolvedParams:
-    """Apply precedence (cli > env > config > default) and convert every value to its declared type."""
+    """Apply precedence (cli > env > config > default) and convert every value to its declared type.
+
+    `env_file`: the env file the environment's values may come from, named in errors.
+    """
     environ = os.environ if environ is None else environ
     config = config or {}
     check_known(specs, cli)
@@ -176,17 +258,21 @@ def resolve(
     sources: dict[str, str] = {}
     for name, spec in specs.items():
         if name in cli:
-            raw, source = cli[name], "cli"
+            raw, source, where = cli[name], "cli", "on the command line"
         elif spec.env and spec.env in environ:
             raw, source = environ[spec.env], "env"
+            where = f"from the environment variable {spec.env}"
+            if env_file and os.environ.get(spec.env) != raw:
+                where = f"from {spec.env} in {env_file}"
         elif name in config:
-            raw, source = config[name], "config"
+            raw, source, where = config[name], "config", "in [params] of mllib.toml"
         else:
             values[name], sources[name] = spec.default, "default"
             continue
-        values[name] = convert(name, raw, spec.type_name)
+        values[name] = convert(name, raw, spec.type_name, where=where, secret=spec.secret)
         sources[name] = source
-    return ResolvedParams(values, sources)
+    secret = frozenset(name for name, spec in specs.items() if spec.secret)
+    return ResolvedParams(values, sources, secret)
 
 
 def check_known(

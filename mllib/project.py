@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,23 @@ class Project:
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
+    def secure_state(self) -> None:
+        """Make .mllib/ 0700 and a registry inside it 0600 (creating the folder, tightening what
+        an older mllib or the umask left open), when the registry or the store lives there. A
+        registry elsewhere (`[registry] path`) keeps the mode it was given."""
+        from mllib.filemodes import private_dir, private_file
+
+        state = self.state_dir
+        inside = [p for p in (self.registry_path, self.store_path) if p.is_relative_to(state)]
+        if not inside:
+            return
+        private_dir(state)
+        if self.registry_path.is_relative_to(state):
+            for suffix in ("", "-wal", "-shm"):
+                path = self.registry_path.with_name(self.registry_path.name + suffix)
+                if path.exists():
+                    private_file(path)
+
     @property
     def registry_path(self) -> Path:
         """`MLLIB_REGISTRY`, else `[registry] path`, else .mllib/registry.db."""
@@ -60,14 +78,31 @@ class Project:
         return self.root / ENV_FILES[target]
 
     def env_values(self, target: str) -> dict[str, str]:
-        """The variables of .env.local or .env.remote (dotenv format); {} when the file is absent."""
-        path = self.env_file(target)
-        if not path.is_file():
-            return {}
-        from dotenv import dotenv_values
+        """The variables of .env.local or .env.remote; {} when the file is absent."""
+        return read_env_file(self.env_file(target))
 
-        try:
-            values = dotenv_values(path)
-        except Exception as exc:  # dotenv raises plain errors on unreadable files
-            raise ConfigError(f"Cannot read {path}: {exc}") from exc
-        return {k: v for k, v in values.items() if v is not None}
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """An env file's variables, each value taken as written: dotenv format (quotes and, inside
+    double quotes, backslash escapes), but no `${VAR}` interpolation, so a secret holding `$`
+    arrives intact. {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, interpolate=False)
+    except Exception as exc:  # dotenv raises plain errors on unreadable files
+        raise ConfigError(f"Cannot read {path}: {exc}") from exc
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def format_env_file(values: Mapping[str, str]) -> str:
+    """Env file text that `read_env_file` reads back exactly (any quotes, `$`, backslashes and
+    newlines; a carriage return as `\\r`, which reading would turn into a newline), for env files
+    mllib writes itself."""
+    lines = []
+    for key, value in values.items():
+        quoted = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r")
+        lines.append(f'{key}="{quoted}"\n')
+    return "".join(lines)

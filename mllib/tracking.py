@@ -7,7 +7,6 @@ are left where they are, and artifact_dir() is a temporary folder; a one-line no
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import tempfile
@@ -51,7 +50,7 @@ def _notice(what: str, message: str) -> None:
         print(f"mllib: {message}", file=sys.stderr)
 
 
-def _number(name: str, value: Any, what: str = "log_metric") -> float | None:
+def _number(name: str, value: Any, what: str = "log_metric") -> float:
     if isinstance(value, str | bytes | bool) or value is None:
         raise SerializationError(
             f"{what}({name!r}, ...) needs a number, got {type(value).__name__} {value!r}"
@@ -62,7 +61,7 @@ def _number(name: str, value: Any, what: str = "log_metric") -> float | None:
         raise SerializationError(
             f"{what}({name!r}, ...) needs a number, got {type(value).__name__}"
         ) from None
-    return None if math.isnan(number) else number  # NaN is kept as "no value"
+    return number  # NaN and ±inf too: a diverged training shows as such
 
 
 def log_metric(name: str, value: float, step: int | None = None) -> None:

@@ -29,12 +29,14 @@ class Workspace:
     def registry(self) -> Registry:
         from mllib.registry import Registry
 
+        self.project.secure_state()
         return Registry.open(self.project.registry_path)
 
     @cached_property
     def store(self) -> LocalBlobStore:
         from mllib.store import LocalBlobStore
 
+        self.project.secure_state()
         return LocalBlobStore(self.project.store_path)
 
     def run_dir(self, run_id: str) -> Path:

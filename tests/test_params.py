@@ -6,7 +6,7 @@ import pytest
 
 import mllib
 from mllib.errors import ParamError
-from mllib.params import ParamSpec, convert, parse_cli_params, resolve
+from mllib.params import ParamSpec, convert, looks_secret, parse_cli_params, resolve
 
 SPECS = {
     "lr": ParamSpec("lr", 0.1, "float"),
@@ -140,3 +140,56 @@ def test_create_resolves_params_so_the_instance_holds_plain_values():
 
     model = mllib.create(Plain, epochs="4")
     assert model.epochs == 4 and model.flag is False and not model.flag
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("HF_TOKEN", "hf_token", "GITHUB_TOKEN", "db_password", "db_passwd", "aws_secret"),
+        *("OPENAI_API_KEY", "apikey", "ssh_private_key", "gcp_credentials", "key_passphrase"),
+    ],
+)
+def test_credential_like_names_are_secret(name):
+    assert looks_secret(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["pad_token", "eos_token", "max_tokens", "tokenizer", "learning_rate", "sort_key", "keyword"],
+)
+def test_other_names_are_not_secret(name):
+    assert not looks_secret(name)
+
+
+def test_secret_is_declared_or_read_from_the_names_and_can_be_opted_out():
+    specs = {
+        "hf_token": ParamSpec.from_param("hf_token", mllib.Param("")),
+        "db": ParamSpec.from_param("db", mllib.Param("", env="DB_PASSWORD")),
+        "seed_phrase": ParamSpec.from_param("seed_phrase", mllib.Param("x", secret=True)),
+        "note": ParamSpec.from_param("note", mllib.Param("n", env="NOTE_TOKEN", secret=False)),
+    }
+    resolved = resolve(specs, {"hf_token": "abc"}, environ={"DB_PASSWORD": "pw"}, config={})
+    assert resolved.values == {"hf_token": "abc", "db": "pw", "seed_phrase": "x", "note": "n"}
+    assert resolved.recorded == {"hf_token": "***", "db": "***", "seed_phrase": "***", "note": "n"}
+    assert "abc" not in resolved.shown() and "pw" not in resolved.shown()
+    assert repr(mllib.Param("s3cr3t", secret=True)) == "Param(***)"
+
+
+def test_a_bad_value_says_where_it_came_from_without_repeating_a_secret(monkeypatch):
+    specs = {
+        "epochs": ParamSpec("epochs", 1, "int", env="EPOCHS"),
+        "seed": ParamSpec("seed", 1, "int"),
+        "db_password": ParamSpec("db_password", 1, "int", env="DB_PASSWORD"),
+    }
+    with pytest.raises(ParamError, match=r"got 'abc' in \[params\] of mllib\.toml"):
+        resolve(specs, {}, environ={}, config={"seed": "abc"})
+    with pytest.raises(ParamError, match="got 'x' from the environment variable EPOCHS"):
+        resolve(specs, {}, environ={"EPOCHS": "x"}, config={})
+    monkeypatch.delenv("EPOCHS", raising=False)
+    with pytest.raises(ParamError, match=r"got 'y' from EPOCHS in \.env\.local"):
+        resolve(specs, {}, environ={"EPOCHS": "y"}, config={}, env_file=".env.local")
+    with pytest.raises(ParamError, match="got 'z' on the command line"):
+        resolve(specs, {"seed": "z"}, environ={}, config={})
+    with pytest.raises(ParamError) as info:
+        resolve(specs, {}, environ={"DB_PASSWORD": "hunter2"}, config={})
+    assert "hunter2" not in str(info.value) and "got a value from" in str(info.value)

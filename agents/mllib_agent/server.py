@@ -27,7 +27,9 @@ from mllib_agent import PROTOCOL, feed, housekeeping
 @dataclass
 class StartRequest:
     """What `start` is sent: the run's record, params and spec, the trees it runs (already sent),
-    its .env.remote values, the agent's slots and GPUs, and the store's size cap."""
+    its .env.remote values, the agent's slots and GPUs, and the store's size cap. `secret`: the
+    params recorded as a marker; `secret_params`: those given on the command line, for the
+    worker alone (a 0600 file it removes as it reads it)."""
 
     run: dict[str, Any]
     params: dict[str, Any]
@@ -41,6 +43,8 @@ class StartRequest:
     datasets: list[dict[str, Any]] = field(default_factory=list)
     gpus: int = 0  # the GPUs the agent's runs share out, one each (0: none)
     cache_bytes: int | None = None
+    secret: list[str] = field(default_factory=list)
+    secret_params: dict[str, Any] = field(default_factory=dict)
 
 
 class Agent:
@@ -171,7 +175,7 @@ class Agent:
         from mllib.project import Project
         from mllib.registry.runs import RunRecord, create_run, now
         from mllib.runs.launch import select_runtime, spawn_supervisor
-        from mllib.runs.spec import RunSpec
+        from mllib.runs.spec import RunSpec, write_secret_params
         from mllib.store import materialize_tree
         from mllib.workspace import Workspace
 
@@ -196,6 +200,7 @@ class Agent:
         shutil.rmtree(run_dir, ignore_errors=True)
         gpus = None if gpu is None else [str(gpu)]
         RunSpec(**{**req.spec, "gpus": gpus}).write(run_dir)
+        write_secret_params(run_dir, req.secret_params)
         housekeeping.write_agent_file(run_dir, [d["sha256"] for d in req.datasets])
         if req.input_model:
             materialize_tree(self.store, req.input_model, run_dir / req.spec["input_model"])
@@ -207,7 +212,7 @@ class Agent:
         record.host, record.project_dir = req.agent, str(work)
         record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
         record.supervisor_pid, record.mllib_version = os.getpid(), __version__
-        create_run(rws.registry, record, req.params, req.sources)
+        create_run(rws.registry, record, req.params, req.sources, req.secret)
         pid = spawn_supervisor(rws, run_id, module="mllib_agent.runner")
         return {
             "started": True,
@@ -338,11 +343,11 @@ def gpu_names() -> list[str] | None:
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
     """The run's .env.remote values (they may hold secrets: 0600, never logged; removed when
-    the run ends)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        for key, value in env.items():
-            handle.write(f"{key}={json.dumps(value, ensure_ascii=False)}\n")
+    the run ends), written so mllib reads each value back exactly as it was sent."""
+    from mllib.filemodes import write_private
+    from mllib.project import format_env_file
+
+    write_private(path, format_env_file(env))
 
 
 def serve(agent: Agent, inp, out) -> None:

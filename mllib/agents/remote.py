@@ -11,8 +11,8 @@ from mllib.agents.transfer import send_tree
 from mllib.datasets.remote import send_datasets
 from mllib.errors import MllibError
 from mllib.registry.artifacts import model_artifact
-from mllib.registry.runs import RunRecord, get_param_sources, get_params
-from mllib.runs.spec import RunSpec
+from mllib.registry.runs import RunRecord, recorded_params
+from mllib.runs.spec import RunSpec, read_secret_params
 from mllib.workspace import Workspace
 
 # The run's own columns the agent records as they are here (paths and pids are its own).
@@ -66,7 +66,9 @@ def start_on(
         if artifact is None:
             raise MllibError(f"Run {run.source_run_id} has no saved model to evaluate")
         input_model = artifact["sha256"]
-    spec = RunSpec.read(Path(run.run_dir or ws.run_dir(run.id)))
+    run_dir = Path(run.run_dir or ws.run_dir(run.id))
+    spec = RunSpec.read(run_dir)
+    params = recorded_params(ws.registry, run.id)
     fields = {name: getattr(run, name) for name in RUN_FIELDS}
     data_notes: list[str] = []
     for _ in range(SEND_TRIES):
@@ -78,8 +80,10 @@ def start_on(
         answer = agent.call(
             "start",
             run={**fields, "attempt": attempt},
-            params=get_params(ws.registry, run.id),
-            sources=get_param_sources(ws.registry, run.id),
+            params=params.values,
+            sources=params.sources,
+            secret=sorted(params.secret),
+            secret_params=read_secret_params(run_dir),
             spec=asdict(spec),
             code_tree=run.code_hash,
             input_model=input_model,

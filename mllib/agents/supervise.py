@@ -32,6 +32,7 @@ from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
 from mllib.registry.runs import RunRecord, finish_run, get_run, update_run
 from mllib.runs.failure import SYSTEM_ERROR
+from mllib.runs.spec import SECRETS_FILE
 from mllib.runtime.processes import create_time, is_alive
 from mllib.workspace import Workspace
 
@@ -122,6 +123,9 @@ class RemoteRun:
             while True:
                 record = self.record()
                 if record.finished:
+                    # No attempt needs the secret params given on the command line any more.
+                    run_dir = Path(record.run_dir or self.ws.run_dir(record.id))
+                    (run_dir / SECRETS_FILE).unlink(missing_ok=True)
                     return record, False
                 if self.flag.requested.is_set():
                     choice = self.on_interrupt() if self.on_interrupt else "cancel"

@@ -110,7 +110,28 @@ def _target_and_params(ctx: typer.Context, model: str | None, param: list[str] |
     extra = list(ctx.args)
     for item in param or []:
         extra += ["--param", item]
-    return target, parse_cli_params(extra, target.info.params)
+    params = parse_cli_params(extra, target.info.params)
+    _note_secrets(target.info.params, params)
+    return target, params
+
+
+def _note_secrets(specs, params) -> None:
+    """Secret params given on the command line work (and are not recorded), but the shell
+    keeps them in its history: say where they belong."""
+    for name in params:
+        spec = specs.get(name)
+        if spec is None or not spec.secret:
+            continue
+        where = (
+            f"put {spec.env}=... in .env.local (or export it)"
+            if spec.env
+            else 'declare it with mllib.Param(..., env="NAME") and put NAME=... in .env.local'
+        )
+        output.err().print(
+            f"Note: `{name}` is a secret param: mllib does not record its value, but your "
+            f"shell's history keeps what you type. Next time {where}.",
+            markup=False,
+        )
 
 
 def _shadowed_params(ctx: typer.Context, params) -> dict[str, str]:

@@ -64,7 +64,10 @@ def animated() -> bool:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from mllib.metric_values import json_safe
+
+    # JSON has no NaN or Infinity: they are spelled "NaN", "Infinity", "-Infinity".
+    sys.stdout.write(json.dumps(json_safe(data), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -62,9 +62,12 @@ class Registry:
     @classmethod
     def open(cls, path: Path) -> Registry:
         """Open (creating and migrating if needed) the registry at `path`."""
+        from mllib.filemodes import PRIVATE_DIR, private_file
         from mllib.registry.schema import migrate
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        if not path.exists():  # runs' params and errors may be sensitive: 0600 from the start
+            private_file(path)  # SQLite gives its -wal and -shm files the same mode
         conn = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mllib.metric_values import from_stored
 from mllib.registry.db import Registry
 
 
@@ -35,14 +37,19 @@ def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float]:
     rows = reg.query(
         "SELECT name, value FROM eval_metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
     )
-    return {r["name"]: r["value"] for r in rows}
+    return {r["name"]: from_stored(r["value"]) for r in rows}
 
 
 def metric_summary(reg: Registry, run_id: str) -> dict[str, dict[str, Any]]:
-    """Per metric: last value (highest step, then latest logged), min, max and number of points."""
+    """Per metric: last value (highest step, then latest logged), min, max and number of points.
+
+    min and max leave NaN points out (NaN when every point is NaN); last may be NaN.
+    """
     rows = reg.query(
         """
-        SELECT name, MIN(value) AS min, MAX(value) AS max, COUNT(*) AS count,
+        SELECT name, MIN(IIF(typeof(value) = 'text', NULL, value)) AS min,
+          MAX(IIF(typeof(value) = 'text', NULL, value)) AS max, COUNT(*) AS count,
+          SUM(typeof(value) = 'text') AS nans,
           (SELECT m2.value FROM metrics m2 WHERE m2.run_id = m.run_id AND m2.name = m.name
            ORDER BY m2.step DESC, m2.seq DESC LIMIT 1) AS last,
           MAX(step) AS last_step
@@ -50,7 +57,13 @@ def metric_summary(reg: Registry, run_id: str) -> dict[str, dict[str, Any]]:
         """,
         (run_id,),
     )
-    return {r.pop("name"): r for r in rows}
+    summary = {}
+    for row in rows:
+        if row.pop("nans") == row["count"]:
+            row["min"] = row["max"] = math.nan
+        row["last"] = from_stored(row["last"])
+        summary[row.pop("name")] = row
+    return summary
 
 
 def metric_series(reg: Registry, run_id: str, name: str) -> list[tuple[int, float | None]]:
@@ -58,7 +71,7 @@ def metric_series(reg: Registry, run_id: str, name: str) -> list[tuple[int, floa
         "SELECT step, value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step, seq",
         (run_id, name),
     )
-    return [(r["step"], r["value"]) for r in rows]
+    return [(r["step"], from_stored(r["value"])) for r in rows]
 
 
 def metric_names(reg: Registry, run_id: str) -> list[str]:

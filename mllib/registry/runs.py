@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mllib.errors import NotFoundError, UsageError
 from mllib.registry.db import Registry
+
+if TYPE_CHECKING:
+    from mllib.params import ResolvedParams
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -91,25 +94,34 @@ def _parse(text: str) -> datetime:
 
 
 def create_run(
-    reg: Registry, record: RunRecord, params: Mapping[str, Any], sources: Mapping[str, str]
+    reg: Registry,
+    record: RunRecord,
+    params: Mapping[str, Any],
+    sources: Mapping[str, str],
+    secret: Collection[str] = (),
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
     with reg.transaction():
         reg.db["runs"].insert({k: v for k, v in record.__dict__.items() if v is not None})
-        set_params(reg, record.id, params, sources)
+        set_params(reg, record.id, params, sources, secret)
 
 
 def set_params(
-    reg: Registry, run_id: str, params: Mapping[str, Any], sources: Mapping[str, str]
+    reg: Registry,
+    run_id: str,
+    params: Mapping[str, Any],
+    sources: Mapping[str, str],
+    secret: Collection[str] = (),
 ) -> None:
-    from mllib.params import type_name_of
+    """Record a run's params; those named in `secret` as SECRET_MARKER with the type `secret`."""
+    from mllib.params import SECRET_MARKER, SECRET_TYPE, type_name_of
 
     rows = [
         {
             "run_id": run_id,
             "name": name,
-            "value": json.dumps(value),
-            "type": type_name_of(value),
+            "value": json.dumps(SECRET_MARKER if name in secret else value),
+            "type": SECRET_TYPE if name in secret else type_name_of(value),
             "source": sources.get(name, "default"),
         }
         for name, value in params.items()
@@ -199,6 +211,25 @@ def get_params(reg: Registry, run_id: str) -> dict[str, Any]:
 def get_param_sources(reg: Registry, run_id: str) -> dict[str, str]:
     rows = reg.query("SELECT name, source FROM params WHERE run_id = ? ORDER BY rowid", (run_id,))
     return {r["name"]: r["source"] for r in rows}
+
+
+def get_secret_params(reg: Registry, run_id: str) -> set[str]:
+    """The names of a run's secret params (recorded as a marker, not their value)."""
+    from mllib.params import SECRET_TYPE
+
+    rows = reg.query("SELECT name FROM params WHERE run_id = ? AND type = ?", (run_id, SECRET_TYPE))
+    return {r["name"] for r in rows}
+
+
+def recorded_params(reg: Registry, run_id: str) -> ResolvedParams:
+    """A run's params as recorded: values (secrets as the marker), sources and secret names."""
+    from mllib.params import ResolvedParams
+
+    return ResolvedParams(
+        get_params(reg, run_id),
+        get_param_sources(reg, run_id),
+        frozenset(get_secret_params(reg, run_id)),
+    )
 
 
 def find_trained_run(reg: Registry, model: str, p_hash: str | None) -> RunRecord | None:

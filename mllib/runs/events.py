@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from mllib.metric_values import spell
+
 EVENTS_FILE = "events.jsonl"
 
 
@@ -33,7 +35,7 @@ class EventWriter:
         )
         self._flusher.start()
 
-    def metric(self, name: str, value: float | None, step: int) -> None:
+    def metric(self, name: str, value: float, step: int) -> None:
         with self._lock:
             self._seq += 1
             self._pending.append((name, value, step, self._seq, time.time()))
@@ -61,7 +63,7 @@ class EventWriter:
         self._file.write(
             b"".join(
                 orjson.dumps(
-                    {"type": "metric", "name": n, "value": v, "step": s, "seq": q, "ts": t}
+                    {"type": "metric", "name": n, "value": spell(v), "step": s, "seq": q, "ts": t}
                 )
                 + b"\n"
                 for n, v, s, q, t in pending

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from mllib.code_snapshot import snapshot
 from mllib.discovery import ModelInfo, find_model, split_ref
 from mllib.errors import NotFoundError, UsageError
 from mllib.params import ResolvedParams, resolve
+from mllib.project import ENV_FILES
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import (
     RunRecord,
@@ -26,9 +27,10 @@ from mllib.registry.runs import (
     new_run_id,
     now,
     params_hash,
+    recorded_params,
     update_run,
 )
-from mllib.runs.spec import INPUT_MODEL_DIR, RunSpec
+from mllib.runs.spec import INPUT_MODEL_DIR, RunSpec, write_secret_params
 from mllib.runtime import RUNTIMES
 from mllib.runtime.processes import create_time
 from mllib.store import materialize_tree
@@ -173,8 +175,15 @@ def resolve_params(
 ) -> ResolvedParams:
     """Params as the run will see them: command line > env (datasets given to the run, the real
     environment, then the env file) > mllib.toml > default."""
-    environ = {**target.ws.project.env_values(env_target), **os.environ, **(data_env or {})}
-    return resolve(target.info.params, cli_params, environ=environ, config=config_params(target))
+    project = target.ws.project
+    environ = {**project.env_values(env_target), **os.environ, **(data_env or {})}
+    return resolve(
+        target.info.params,
+        cli_params,
+        environ=environ,
+        config=config_params(target),
+        env_file=ENV_FILES[env_target],
+    )
 
 
 def config_params(target: ModelTarget) -> dict[str, Any]:
@@ -219,8 +228,10 @@ def prepare_run(
         bindings = resolve_bindings(ws, inherit_from=rerun_of.id, with_config=False)
     else:
         bindings = resolve_bindings(ws, data, inherit_from=source_run.id if source_run else None)
+    if rerun_of is not None:
+        target, cli_params = _rerun_secrets(target, cli_params, rerun_of)
     if source_run is not None:
-        resolved = ResolvedParams(_params_of(ws, source_run), {})
+        resolved = recorded_params(ws.registry, source_run.id)
     else:
         resolved = resolve_params(target, cli_params, env_target, binding_env(ws, bindings))
     if env_target == "local":  # an agent materialises its own copy from the chunks it is sent
@@ -238,7 +249,9 @@ def prepare_run(
         )
     run_id = new_run_id()
     run_dir = ws.run_dir(run_id)
-    typed_cli = {k: resolved.values[k] for k, src in resolved.sources.items() if src == "cli"}
+    cli_names = [k for k, src in resolved.sources.items() if src == "cli"]
+    typed_cli = {k: resolved.values[k] for k in cli_names if k not in resolved.secret}
+    secret_cli = {k: resolved.values[k] for k in cli_names if k in resolved.secret}
     spec = RunSpec(
         run_id=run_id,
         actions=actions,
@@ -251,6 +264,7 @@ def prepare_run(
     )
     try:
         spec.write(run_dir)
+        write_secret_params(run_dir, secret_cli if source_run is None else {})
         if model_tree is not None:
             materialize_tree(ws.store, model_tree["sha256"], run_dir / INPUT_MODEL_DIR)
         if rerun_of is not None and rerun_of.code_hash and rerun_of.code_hash != tree.sha256:
@@ -272,7 +286,7 @@ def prepare_run(
             host=host,
             user=current_user(),
             code_hash=rerun_of.code_hash if rerun_of and rerun_of.code_hash else tree.sha256,
-            params_hash=params_hash(resolved.values),
+            params_hash=params_hash(resolved.recorded),
             seed=spec.seed,
             source_run_id=source_run.id if source_run else None,
             rerun_of=rerun_of.id if rerun_of else None,
@@ -284,7 +298,7 @@ def prepare_run(
             mllib_version=__version__,
         )
         with ws.registry.transaction():
-            create_run(ws.registry, record, resolved.values, resolved.sources)
+            create_run(ws.registry, record, resolved.values, resolved.sources, resolved.secret)
             record_uses(ws, run_id, bindings)
     except BaseException:
         import shutil
@@ -294,10 +308,31 @@ def prepare_run(
     return record
 
 
-def _params_of(ws: Workspace, run: RunRecord) -> dict[str, Any]:
-    from mllib.registry.runs import get_params
+def _rerun_secrets(
+    target: ModelTarget, cli_params: dict[str, Any], original: RunRecord
+) -> tuple[ModelTarget, dict[str, Any]]:
+    """A rerun's secret params are resolved again (environment, env file, mllib.toml, default)
+    rather than given the marker they were recorded as; one given on the command line then is
+    not known any more, which is said."""
+    from mllib.registry.runs import get_param_sources, get_secret_params
 
-    return get_params(ws.registry, run.id)
+    secret = get_secret_params(target.ws.registry, original.id)
+    if not secret:
+        return target, cli_params
+    sources = get_param_sources(target.ws.registry, original.id)
+    for name in sorted(n for n in secret if sources.get(n) == "cli"):
+        print(
+            f"mllib: the secret param {name} of run {original.id} was given on the command line "
+            "and not recorded; this run takes it from the environment, the env file, mllib.toml "
+            "or its default",
+            file=sys.stderr,
+        )
+    specs = {
+        name: replace(spec, declared_secret=True) if name in secret else spec
+        for name, spec in target.info.params.items()
+    }
+    info = replace(target.info, params=specs)
+    return ModelTarget(target.ws, info), {k: v for k, v in cli_params.items() if k not in secret}
 
 
 def current_user() -> str:
@@ -357,11 +392,10 @@ def find_source_run(
         _check_same_params(target, run, cli_params)
         return run
     resolved = resolve_params(target, cli_params, env_target, data_env)
-    run = find_trained_run(ws.registry, target.name, params_hash(resolved.values))
+    run = find_trained_run(ws.registry, target.name, params_hash(resolved.recorded))
     if run is None:
-        shown = ", ".join(f"{k}={v!r}" for k, v in resolved.values.items()) or "no params"
         raise NotFoundError(
-            f"No successful training run of {target.name} with these params ({shown})",
+            f"No successful training run of {target.name} with these params ({resolved.shown()})",
             hint=f"Train one first: `mllib train {target.rel_file}` (with the same params), or pass --run RUN_ID.",
         )
     return run
@@ -373,9 +407,14 @@ def _check_same_params(target: ModelTarget, run: RunRecord, cli_params: dict[str
         return
     from mllib.registry.runs import get_params
 
-    given = resolve(target.info.params, cli_params, environ={}, config={}).values
+    given = resolve(target.info.params, cli_params, environ={}, config={})
     recorded = get_params(target.ws.registry, run.id)
-    differ = [name for name in cli_params if recorded.get(name) != given[name]]
+    # A secret's value is not recorded, so it cannot be compared: it is the model's own business.
+    differ = [
+        name
+        for name in cli_params
+        if name not in given.secret and recorded.get(name) != given.values[name]
+    ]
     if differ:
         shown = ", ".join(f"{n}={recorded.get(n)!r}" for n in differ)
         raise UsageError(

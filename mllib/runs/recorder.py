@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mllib.metric_values import to_stored
 from mllib.registry import Registry
 from mllib.registry.metrics import insert_points, set_eval_metrics
 from mllib.registry.runs import set_params, update_run
@@ -28,18 +29,23 @@ class Recorder:
         for event in self.reader.read():
             kind = event.get("type")
             if kind == "metric":
-                points.append(
-                    (event["seq"], event["name"], event["step"], event["value"], event["ts"])
-                )
+                value = to_stored(event["value"])
+                points.append((event["seq"], event["name"], event["step"], value, event["ts"]))
                 continue
             insert_points(self.registry, self.run_id, points)  # keep order with other events
             points = []
             if kind == "params":
-                set_params(self.registry, self.run_id, event["values"], event.get("sources", {}))
+                set_params(
+                    self.registry,
+                    self.run_id,
+                    event["values"],
+                    event.get("sources", {}),
+                    event.get("secret", ()),
+                )
             elif kind == "phase":
                 update_run(self.registry, self.run_id, phase=event["phase"])
             elif kind == "eval_metrics":
-                self.eval_metrics = event["metrics"]
+                self.eval_metrics = {k: to_stored(v) for k, v in event["metrics"].items()}
                 set_eval_metrics(self.registry, self.run_id, self.eval_metrics)
             elif kind == "model_saved":
                 self.model_saved = True

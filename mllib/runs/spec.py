@@ -1,17 +1,21 @@
 """RunSpec: everything the worker needs to know about a run, stored as spec.json in the run folder.
 
 Paths in it are relative (to the code folder or the run folder) so the same spec works wherever
-a runtime mounts or copies those folders. Secrets never go here; they arrive as environment.
+a runtime mounts or copies those folders. Secrets never go here: they arrive as environment,
+or (secret params given on the command line) in SECRETS_FILE, 0600, which the worker removes
+as it reads it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "spec.json"
+SECRETS_FILE = "secret_params.json"  # secret params given on the command line, for the worker
 MODEL_DIR = "model"  # where train saves the model, relative to the run folder
 ARTIFACT_DIR = "artifacts"
 INPUT_MODEL_DIR = "input/model"  # where evaluate/predict find a trained model
@@ -40,3 +44,25 @@ class RunSpec:
     @classmethod
     def read(cls, run_dir: Path) -> RunSpec:
         return cls(**json.loads((run_dir / SPEC_FILE).read_text()))
+
+
+def write_secret_params(run_dir: Path, values: dict[str, Any]) -> None:
+    """Hand secret params given on the command line to the worker, in a 0600 file of the run."""
+    from mllib.filemodes import write_private
+
+    if values:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_private(run_dir / SECRETS_FILE, json.dumps(values))
+
+
+def read_secret_params(run_dir: Path, *, remove: bool = False) -> dict[str, Any]:
+    """The secret params `write_secret_params` left for the run ({} when none); `remove`: the
+    worker takes them, so they stay on disk no longer than the run's start."""
+    path = run_dir / SECRETS_FILE
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    if remove:
+        os.unlink(path)
+    return values

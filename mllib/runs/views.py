@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mllib.datasets.catalog import run_links
@@ -104,8 +105,10 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
         "eval_metrics": {m: {r["id"]: r["eval_metrics"].get(m) for r in runs} for m in evals},
         "differs": {
             "params": [p for p in params if len({repr(r["params"].get(p)) for r in runs}) > 1],
-            "metrics": [m for m in metrics if len({r["metrics"].get(m) for r in runs}) > 1],
-            "eval_metrics": [m for m in evals if len({r["eval_metrics"].get(m) for r in runs}) > 1],
+            "metrics": [m for m in metrics if len({repr(r["metrics"].get(m)) for r in runs}) > 1],
+            "eval_metrics": [
+                m for m in evals if len({repr(r["eval_metrics"].get(m)) for r in runs}) > 1
+            ],
         },
         # Per section: a training metric and an evaluation metric may share a name ("loss").
         "best": {
@@ -125,7 +128,7 @@ def _union(dicts) -> list[str]:
 
 
 def _best(values: dict[str, float | None], metric: str) -> str | None:
-    present = {k: v for k, v in values.items() if v is not None}
+    present = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
     if not present:
         return None
     pick = min if lower_is_better(metric) else max

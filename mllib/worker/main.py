@@ -20,10 +20,18 @@ from typing import Any
 from mllib import tracking
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError
+from mllib.metric_values import spell
 from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
 from mllib.runs.events import EVENTS_FILE, EventWriter
-from mllib.runs.spec import ARTIFACT_DIR, MODEL_DIR, PREDICTION_FILE, REQUEST_FILE, RunSpec
+from mllib.runs.spec import (
+    ARTIFACT_DIR,
+    MODEL_DIR,
+    PREDICTION_FILE,
+    REQUEST_FILE,
+    RunSpec,
+    read_secret_params,
+)
 from mllib.worker.seeding import seed_libraries
 from mllib.worker.tracebacks import user_traceback
 
@@ -96,6 +104,7 @@ def _check_eval_result(result: Any) -> dict[str, float]:
 
 def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> None:
     """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
+    secret_cli = read_secret_params(run_dir, remove=True)  # on disk no longer than this
     seed_libraries(spec.seed)  # numpy and torch too, even when the model imports them later
     module = import_model_module(code_dir / spec.model_file)
     cls = getattr(module, spec.model_class, None)
@@ -104,17 +113,23 @@ def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> No
     obj = None
     if "train" in spec.actions:
         obj = call_user(cls)
-        resolved = resolve(declared_params(obj), spec.cli_params, config=spec.config_params)
+        cli = {**spec.cli_params, **secret_cli}
+        resolved = resolve(declared_params(obj), cli, config=spec.config_params)
         apply(obj, resolved)
-        writer.emit("params", values=resolved.values, sources=resolved.sources)
+        writer.emit(  # secrets as a marker: the event file and the registry never hold them
+            "params",
+            values=resolved.recorded,
+            sources=resolved.sources,
+            secret=sorted(resolved.secret),
+        )
         if tracking._active is not None:
-            tracking._active.params = dict(resolved.values)
+            tracking._active.params = dict(resolved.recorded)
         writer.emit("phase", phase="train")
         call_user(obj.train)
         writer.emit("phase", phase="save")
         # A custom save() is the user's code; pickling problems are reported by save_model itself.
         save = call_user if has_custom_persistence(cls) else _call
-        fmt = save(save_model, obj, run_dir / MODEL_DIR)
+        fmt = save(save_model, obj, run_dir / MODEL_DIR, resolved.secret)
         writer.emit("model_saved", format=fmt)
     if obj is None and spec.input_model:
         obj = call_user(load_model, cls, run_dir / spec.input_model)
@@ -125,7 +140,7 @@ def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> No
             )
         writer.emit("phase", phase="evaluate")
         metrics = _check_eval_result(call_user(obj.evaluate))
-        writer.emit("eval_metrics", metrics=metrics)
+        writer.emit("eval_metrics", metrics={k: spell(v) for k, v in metrics.items()})
     if "predict" in spec.actions:
         request = from_json((run_dir / REQUEST_FILE).read_bytes())
         result = call_user(obj.predict, request)
