@@ -38,6 +38,7 @@ def err() -> Console:
     return Console(
         stderr=True,
         highlight=False,
+        emoji=False,  # user text such as `model.py:M:` must print as written
         no_color=plain() or None,
         force_interactive=not plain(),
         width=_width(sys.stderr),
@@ -48,6 +49,7 @@ def err() -> Console:
 def out() -> Console:
     return Console(
         highlight=False,
+        emoji=False,
         no_color=plain() or None,
         force_interactive=not plain(),
         soft_wrap=True,
