@@ -62,10 +62,21 @@ def test_an_agent_with_docker_runs_in_a_container_with_identical_results(
     assert docker_client.containers.list(all=True, filters={"label": f"org.mllib.run={docker_run}"}) == []  # fmt: skip
     host = lab.hosts[1]
     assert not (host.agent_root / "work" / docker_run).exists()  # synced, so released
-    strangers = [
-        os.path.join(folder, name)
-        for folder, dirs, files in os.walk(host.agent_root)
-        for name in [".", *dirs, *files]
-        if os.lstat(os.path.join(folder, name)).st_uid != host.uid
-    ]
-    assert strangers == []  # the container wrote as the agent's user, never as root
+    assert (
+        _owned_by_others(host.agent_root, host.uid) == []
+    )  # written as the agent's user, never root
+
+
+def _owned_by_others(root: Path, uid: int) -> list[str]:
+    """Paths under `root` not owned by `uid` (files SQLite removes meanwhile, such as its -wal,
+    are passed over)."""
+    strangers = []
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = os.path.join(folder, name)
+            try:
+                if os.lstat(path).st_uid != uid:
+                    strangers.append(path)
+            except FileNotFoundError:
+                continue
+    return strangers
