@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mllib.registry.runs import RunRecord, finish_run, get_params, get_run
+from mllib.registry.runs import RunRecord, get_params, get_run
 from mllib.runs.launch import (
     ModelTarget,
     find_source_run,
@@ -42,23 +42,31 @@ def start(
     detach: bool,
     echo: Echo | None,
     on_interrupt: Callable[[], str] | None = None,
+    on_prepared: Callable[[RunRecord], None] | None = None,
+    agent: str | None = None,
 ) -> RunRecord:
-    """Run a prepared run to its end here, or hand it to a background supervisor."""
+    """Run a recorded run to its end here, or hand it to a background supervisor.
+
+    From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the supervisor
+    takes Ctrl-C over (it then cancels the run itself), and through the background supervisor if
+    one had already taken the run over.
+    """
+    from mllib.runs.control import cancel_interrupted
+
     try:
-        if detach:
-            spawn_supervisor(target.ws, record.id)
-            return get_run(target.ws.registry, record.id)
-        return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
-    except KeyboardInterrupt:  # before the supervisor took over Ctrl-C: nothing ran yet
-        finish_run(target.ws.registry, record.id, "cancelled", None, "cancelled before it started")
+        if agent:
+            from mllib.agents.retry import pin
+
+            pin(target.ws.registry, record.id, agent)
+        if on_prepared:
+            on_prepared(record)
+        if not detach:
+            return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
+        spawn_supervisor(target.ws, record.id)
+    except KeyboardInterrupt:
+        cancel_interrupted(target.ws, record.id)
         raise
-
-
-def _pin(target: ModelTarget, record: RunRecord, agent: str | None) -> None:
-    if agent:
-        from mllib.agents.retry import pin
-
-        pin(target.ws.registry, record.id, agent)
+    return get_run(target.ws.registry, record.id)
 
 
 def train(
@@ -100,10 +108,15 @@ def train(
         progress=progress,
         host=None if remote else "local",
     )
-    _pin(target, record, agent)
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
+    return start(
+        target,
+        record,
+        detach=detach,
+        echo=echo,
+        on_interrupt=on_interrupt,
+        on_prepared=on_prepared,
+        agent=agent,
+    )
 
 
 def evaluate(
@@ -148,10 +161,15 @@ def evaluate(
         progress=progress,
         host=None if remote else "local",
     )
-    _pin(target, record, agent)
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
+    return start(
+        target,
+        record,
+        detach=detach,
+        echo=echo,
+        on_interrupt=on_interrupt,
+        on_prepared=on_prepared,
+        agent=agent,
+    )
 
 
 def predict(
@@ -213,6 +231,4 @@ def rerun(
         rerun_of=original,
         host="local" if original.host in (None, "local") else None,
     )
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo)
+    return start(target, record, detach=detach, echo=echo, on_prepared=on_prepared)

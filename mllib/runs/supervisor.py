@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mllib.errors import MllibError, UsageError
 from mllib.registry.artifacts import register_model
-from mllib.registry.runs import RunRecord, finish_run, get_run, now, update_run
+from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, now, update_run
 from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
@@ -144,9 +144,8 @@ def supervise_local(
     )
     flag = _CancelFlag()
     with _cancel_on_signals(flag):
-        update_run(
-            registry, run.id, supervisor_pid=os.getpid(), supervisor_ctime=create_time(os.getpid())
-        )
+        if not claim_run(registry, run.id, os.getpid(), create_time(os.getpid())):
+            return get_run(registry, run.id)  # cancelled before this supervisor took over
         if flag.requested.is_set():
             finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
             return get_run(registry, run.id)
