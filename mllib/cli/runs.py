@@ -38,7 +38,8 @@ def summary_lines(record) -> list[str]:
     if record.failure_class:
         from rich.markup import escape
 
-        lines.append(f"  [red]{record.failure_class}[/]: {escape(record.error or '')}")
+        error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
+        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
     if data["metrics"]:
         lines.append(
             "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
@@ -119,7 +120,7 @@ def show(
         + (f" ([red]{data['failure_class']}[/])" if data["failure_class"] else "")
     )
     if data["error"]:
-        console.print(f"  error:    {data['error']}", markup=False)
+        console.print(f"  error:    {output.hanging(data['error'], 12)}", markup=False)
     rows = [
         (
             "model",
