@@ -300,9 +300,12 @@ def artifacts(
         Path,
         typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),
     ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files the folder already holds.")
+    ] = False,
 ) -> None:
     """Copy a run's artifacts and model out of the store into a folder."""
     from mllib.runs.export import export_artifacts
 
-    for path in export_artifacts(_ws(), run_id, output_dir):
+    for path in export_artifacts(_ws(), run_id, output_dir, force=force):
         print(path)

@@ -1,6 +1,7 @@
 """`mllib runs list/show/compare/logs/plot/rerun/artifacts` as a user reads them."""
 
 import json
+import shutil
 
 from tests.conftest import Project
 
@@ -113,6 +114,19 @@ def test_artifacts_export(model_project: Project, tmp_path):
     assert result.returncode == 0, result.output
     assert json.loads((tmp_path / "out" / "artifacts" / "notes.json").read_text()) == {"epochs": 3}
     assert (tmp_path / "out" / "model" / "model.pkl").is_file()
+
+    notes = tmp_path / "out" / "artifacts" / "notes.json"
+    notes.write_text("my own notes")
+    shutil.rmtree(tmp_path / "out" / "model")
+    again = model_project.mllib("runs", "artifacts", run_id, "--output", str(tmp_path / "out"))
+    assert again.returncode == 2 and str(notes) in again.stderr and "--force" in again.stderr
+    assert notes.read_text() == "my own notes"  # nothing was written, not even the model
+    assert not (tmp_path / "out" / "model").exists()
+    forced = model_project.mllib(
+        "runs", "artifacts", run_id, "--output", str(tmp_path / "out"), "--force"
+    )
+    assert forced.returncode == 0, forced.output
+    assert json.loads(notes.read_text()) == {"epochs": 3}
 
 
 def test_tables_and_progress_piped_into_a_file_are_whole_lines(project: Project):
