@@ -166,7 +166,12 @@ def _active(reg: Registry, run_id: str) -> bool:
 def get_run(reg: Registry, run_id: str) -> RunRecord:
     """A run by id or unique id prefix (at least 4 characters)."""
     rows = reg.query("SELECT * FROM runs WHERE id = ?", (run_id,))
-    if not rows and len(run_id) >= 4:
+    if not rows and len(run_id) < 4:  # not found (callers may try a name as a run id)
+        raise NotFoundError(
+            f"No run {run_id!r}: a run id prefix needs 4 or more characters",
+            hint="Give more characters of the id; `mllib runs list` shows them.",
+        )
+    if not rows:
         rows = reg.query(
             "SELECT * FROM runs WHERE id LIKE ? LIMIT 3", (run_id.replace("%", "") + "%",)
         )

@@ -188,3 +188,11 @@ def test_a_narrow_terminal_never_cuts_a_run_id(model_project: Project):
     run_id = _train(model_project, "--runtime", "process")
     table = model_project.mllib("runs", "list", env={"COLUMNS": "50"}).stdout
     assert run_id in table
+
+
+def test_a_run_id_prefix_under_4_characters_says_so(model_project: Project):
+    run_id = _train(model_project)
+    short = model_project.mllib("runs", "show", run_id[:3])
+    assert short.returncode == 4
+    assert f"No run '{run_id[:3]}': a run id prefix needs 4 or more characters" in short.stderr
+    assert model_project.mllib("runs", "show", run_id[:4]).returncode == 0
