@@ -71,7 +71,7 @@ def test_compare_marks_the_best_training_and_evaluation_metric_of_one_name_apart
     assert data["best"] == {"metrics": {"loss": ids[0]}, "eval_metrics": {"loss": ids[1]}}
 
 
-def test_logs_show_and_plot(model_project: Project):
+def test_logs_show_and_plot(model_project: Project, tmp_path):
     run_id = _train(model_project, "--epochs=5")
     assert "params lr=0.1 epochs=5" in model_project.mllib("runs", "logs", run_id).stdout
     shown = model_project.mllib("runs", "show", run_id)
@@ -88,6 +88,15 @@ def test_logs_show_and_plot(model_project: Project):
     assert plot.returncode == 0 and "loss" in plot.stdout and len(plot.stdout.splitlines()) > 10
     missing = model_project.mllib("runs", "plot", run_id, "--metric", "acc")
     assert missing.returncode == 4 and "its metrics: loss, weight" in missing.stderr
+    without = tmp_path / "no-matplotlib" / "matplotlib"  # matplotlib made absent, wherever it is
+    without.mkdir(parents=True)
+    (without / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    png = model_project.mllib(
+        "runs", "plot", run_id, "--metric", "loss", "--output", str(tmp_path / "loss.png"),
+        env={"PYTHONPATH": str(without.parent)},
+    )  # fmt: skip
+    assert png.returncode == 1 and "pip install matplotlib" in png.stderr
+    assert not (tmp_path / "loss.png").exists()
     assert model_project.mllib("runs", "show", "zzzzzzzz").returncode == 4
 
 
