@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,47 @@ def start(
     return get_run(target.ws.registry, record.id)
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """How train() and evaluate() record a run and start it: where, and who hears of it."""
+
+    runtime: str | None
+    remote: bool
+    agent: str | None
+    detach: bool
+    echo: Echo | None
+    on_prepared: Callable[[RunRecord], None] | None
+    on_interrupt: Callable[[], str] | None
+
+    @property
+    def env_target(self) -> str:
+        return "remote" if self.remote else "local"
+
+    def __call__(
+        self, target: ModelTarget, actions: list[str], params: dict[str, Any], **prepare: Any
+    ) -> RunRecord:
+        name, note = select_runtime(target.ws, self.runtime, self.remote, self.agent)
+        record = prepare_run(
+            target,
+            actions,
+            params,
+            runtime=name,
+            runtime_note=note,
+            env_target=self.env_target,
+            host=None if self.remote else "local",
+            **prepare,
+        )
+        return start(
+            target,
+            record,
+            detach=self.detach,
+            echo=self.echo,
+            on_interrupt=self.on_interrupt,
+            on_prepared=self.on_prepared,
+            agent=self.agent,
+        )
+
+
 def train(
     model: str | Path | None = None,
     params: Mapping[str, Any] | None = None,
@@ -94,29 +136,10 @@ def train(
     target = target or locate_model(model)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     require_methods(target, *actions)
-    remote = remote or agent is not None
-    name, note = select_runtime(target.ws, runtime, remote, agent)
-    record = prepare_run(
-        target,
-        actions,
-        dict(params or {}),
-        runtime=name,
-        runtime_note=note,
-        env_target="remote" if remote else "local",
-        seed=seed,
-        data=data,
-        progress=progress,
-        host=None if remote else "local",
+    launch = _Launch(
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
     )
-    return start(
-        target,
-        record,
-        detach=detach,
-        echo=echo,
-        on_interrupt=on_interrupt,
-        on_prepared=on_prepared,
-        agent=agent,
-    )
+    return launch(target, actions, dict(params or {}), seed=seed, data=data, progress=progress)
 
 
 def evaluate(
@@ -143,32 +166,13 @@ def evaluate(
 
     target = target or locate_model(model)
     require_methods(target, "evaluate")
-    remote = remote or agent is not None
-    env_target = "remote" if remote else "local"
-    name, note = select_runtime(target.ws, runtime, remote, agent)
-    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
-    source = find_source_run(target, run, dict(params or {}), env_target, data_env)
-    record = prepare_run(
-        target,
-        ["evaluate"],
-        {},
-        runtime=name,
-        runtime_note=note,
-        env_target=env_target,
-        seed=source.seed,
-        source_run=source,
-        data=data,
-        progress=progress,
-        host=None if remote else "local",
+    launch = _Launch(
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
     )
-    return start(
-        target,
-        record,
-        detach=detach,
-        echo=echo,
-        on_interrupt=on_interrupt,
-        on_prepared=on_prepared,
-        agent=agent,
+    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
+    source = find_source_run(target, run, dict(params or {}), launch.env_target, data_env)
+    return launch(
+        target, ["evaluate"], {}, seed=source.seed, source_run=source, data=data, progress=progress
     )
 
 
