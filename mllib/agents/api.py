@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mllib.agents import hostkeys, install
@@ -40,10 +41,12 @@ def add_agent(
     cache_gb: float | None = None,
     trust_host_key: bool = False,
     confirm: hostkeys.Confirm | None = None,
+    on_connect: Callable[[AgentSpec], None] | None = None,
 ) -> dict[str, Any]:
     """Record an agent after logging in (host key trusted) and installing the agent program there.
 
-    `cache_gb` caps the agent's blob cache (code, models, dataset chunks; default 50 GB)."""
+    `cache_gb` caps the agent's blob cache (code, models, dataset chunks; default 50 GB).
+    `on_connect` is called once the arguments are checked, just before connecting."""
     check_name(name)
     if gpus is not None and gpus < 0:
         raise UsageError("--gpus must be 0 or more")
@@ -59,6 +62,8 @@ def add_agent(
     spec = AgentSpec(
         name, host, port=port, user=user, key=key, gpus=gpus, python=python, cache_gb=cache_gb
     )
+    if on_connect is not None:
+        on_connect(spec)
     with connect(spec, trust_host_key=trust_host_key, confirm=confirm) as conn:
         installed = install.ensure_installed(conn)
         with AgentClient(conn) as agent:

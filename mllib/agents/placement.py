@@ -19,7 +19,7 @@ from mllib.agents.hostkeys import HostKeyError
 from mllib.agents.install import AgentInstallError
 from mllib.agents.remote import start_on
 from mllib.agents.rpc import AgentBroken, AgentClient, AgentError, open_agent
-from mllib.errors import MllibError, RuntimeUnavailableError
+from mllib.errors import ConfigError, MllibError
 from mllib.registry.runs import RunRecord
 from mllib.workspace import Workspace
 
@@ -47,9 +47,10 @@ def candidates(ws: Workspace, pinned: str | None) -> list[AgentSpec]:
         return [get_agent(pinned, config)]
     specs = load_agents(config)
     if not specs:
-        raise RuntimeUnavailableError(
+        raise ConfigError(  # the user's set-up to complete (exit 2), not a system failure
             "No agents are configured, so --remote has nowhere to run",
-            hint="Add one with `mllib agents add NAME --host HOST`, or declare [[agents]] in mllib.toml.",
+            hint="Add one with `mllib agents add NAME --host HOST`, or declare [[agents]] in "
+            "mllib.toml; or drop --remote to run here.",
         )
     return specs
 

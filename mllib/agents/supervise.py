@@ -30,7 +30,7 @@ from mllib.agents.retry import (
 from mllib.agents.rpc import AgentClient, open_agent
 from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
-from mllib.registry.runs import RunRecord, finish_run, get_run, update_run
+from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, update_run
 from mllib.runs.failure import SYSTEM_ERROR
 from mllib.runs.spec import SECRETS_FILE
 from mllib.runtime.processes import create_time, is_alive
@@ -360,12 +360,8 @@ def supervise_remote(
             return get_run(ws.registry, run.id)  # another process follows it
         flag = _CancelFlag()
         with _cancel_on_signals(flag):
-            update_run(
-                ws.registry,
-                run.id,
-                supervisor_pid=os.getpid(),
-                supervisor_ctime=create_time(os.getpid()),
-            )
+            if not claim_run(ws.registry, run.id, os.getpid(), create_time(os.getpid())):
+                return get_run(ws.registry, run.id)  # cancelled before this follower took over
             loop = RemoteRun(
                 ws, run.id, echo=echo, notify=notify, on_interrupt=on_interrupt, flag=flag
             )

@@ -74,9 +74,11 @@ def add(
     """Add an agent: log in (verifying its host key), install the agent program, record it."""
     from mllib.agents.api import add_agent
 
-    output.err().print(
-        f"Connecting to {host}:{port} and installing the agent (first time: a minute)…"
-    )
+    def connecting(spec) -> None:  # after the arguments were checked
+        output.err().print(
+            f"Connecting to {spec.host}:{spec.port} and installing the agent (first time: a minute)…"
+        )
+
     report = add_agent(
         name,
         host,
@@ -88,6 +90,7 @@ def add(
         cache_gb=cache_gb,
         trust_host_key=trust_host_key,
         confirm=confirm_callback(),
+        on_connect=connecting,
     )
     output.err().print(f"[green]✔[/] Agent [bold]{name}[/] added")
     _print_report(report)
@@ -181,6 +184,9 @@ def sync(
     results = sync_agents(Workspace.find(), name)
     if json_:
         output.print_json(results)
+        return
+    if not results:
+        output.err().print("No agents to sync. Add one with `mllib agents add NAME --host HOST`.")
         return
     for agent, r in results.items():
         if "error" in r:

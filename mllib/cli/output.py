@@ -138,3 +138,9 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def hanging(text: str, indent: int) -> str:
+    """`text` with its further lines (a stored error's hint) indented to sit under its first,
+    which follows a label `indent` characters wide."""
+    return text.replace("\n", "\n" + " " * indent)

@@ -38,7 +38,8 @@ def summary_lines(record) -> list[str]:
     if record.failure_class:
         from rich.markup import escape
 
-        lines.append(f"  [red]{record.failure_class}[/]: {escape(record.error or '')}")
+        error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
+        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
     if data["metrics"]:
         lines.append(
             "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
@@ -119,7 +120,7 @@ def show(
         + (f" ([red]{data['failure_class']}[/])" if data["failure_class"] else "")
     )
     if data["error"]:
-        console.print(f"  error:    {data['error']}", markup=False)
+        console.print(f"  error:    {output.hanging(data['error'], 12)}", markup=False)
     rows = [
         (
             "model",
@@ -299,9 +300,12 @@ def artifacts(
         Path,
         typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),
     ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files the folder already holds.")
+    ] = False,
 ) -> None:
     """Copy a run's artifacts and model out of the store into a folder."""
     from mllib.runs.export import export_artifacts
 
-    for path in export_artifacts(_ws(), run_id, output_dir):
+    for path in export_artifacts(_ws(), run_id, output_dir, force=force):
         print(path)

@@ -48,10 +48,16 @@ class UploadResult:
     version: Version
     created: bool  # False: the latest version already held exactly this content
     stats: TransferStats
+    versions: int  # how many versions the dataset now has, as `mllib data list` counts them
 
     def as_dict(self) -> dict[str, Any]:
-        """The `mllib data upload --json` object."""
-        return {**_version_dict(self.version), "created": self.created, **asdict(self.stats)}
+        """The `mllib data upload --json` object: `mllib data list`'s keys plus the transfer's."""
+        return {
+            **_version_dict(self.version),
+            "versions": self.versions,
+            "created": self.created,
+            **asdict(self.stats),
+        }
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,9 @@ def upload(
         if _permanent(exc):
             _collect(ws, store)  # leave nothing behind of an upload that can never succeed
         raise
-    return UploadResult(version, created, stats)
+    return UploadResult(
+        version, created, stats, len(catalog.versions_of(ws.registry, version.name))
+    )
 
 
 @dataclass(frozen=True)

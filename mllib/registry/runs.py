@@ -145,8 +145,7 @@ def finish_run(
 ) -> bool:
     """Move an active run to its final state; False if it had already ended (another process won)."""
     with reg.transaction():
-        row = reg.conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None or row[0] in TERMINAL:
+        if not _active(reg, run_id):
             return False
         reg.db["runs"].update(
             run_id,
@@ -161,10 +160,30 @@ def finish_run(
         return True
 
 
+def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool:
+    """Make process `pid` the supervisor of an active run; False if the run has already ended
+    (cancelled before this supervisor took over: it must not start it)."""
+    with reg.transaction():
+        if not _active(reg, run_id):
+            return False
+        reg.db["runs"].update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
+        return True
+
+
+def _active(reg: Registry, run_id: str) -> bool:
+    row = reg.conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row is not None and row[0] not in TERMINAL
+
+
 def get_run(reg: Registry, run_id: str) -> RunRecord:
     """A run by id or unique id prefix (at least 4 characters)."""
     rows = reg.query("SELECT * FROM runs WHERE id = ?", (run_id,))
-    if not rows and len(run_id) >= 4:
+    if not rows and len(run_id) < 4:  # not found (callers may try a name as a run id)
+        raise NotFoundError(
+            f"No run {run_id!r}: a run id prefix needs 4 or more characters",
+            hint="Give more characters of the id; `mllib runs list` shows them.",
+        )
+    if not rows:
         rows = reg.query(
             "SELECT * FROM runs WHERE id LIKE ? LIMIT 3", (run_id.replace("%", "") + "%",)
         )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mllib.registry.runs import RunRecord, finish_run, get_params, get_run
+from mllib.registry.runs import RunRecord, get_params, get_run
 from mllib.runs.launch import (
     ModelTarget,
     find_source_run,
@@ -42,23 +43,72 @@ def start(
     detach: bool,
     echo: Echo | None,
     on_interrupt: Callable[[], str] | None = None,
+    on_prepared: Callable[[RunRecord], None] | None = None,
+    agent: str | None = None,
 ) -> RunRecord:
-    """Run a prepared run to its end here, or hand it to a background supervisor."""
+    """Run a recorded run to its end here, or hand it to a background supervisor.
+
+    From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the supervisor
+    takes Ctrl-C over (it then cancels the run itself), and through the background supervisor if
+    one had already taken the run over.
+    """
+    from mllib.runs.control import cancel_interrupted
+
     try:
-        if detach:
-            spawn_supervisor(target.ws, record.id)
-            return get_run(target.ws.registry, record.id)
-        return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
-    except KeyboardInterrupt:  # before the supervisor took over Ctrl-C: nothing ran yet
-        finish_run(target.ws.registry, record.id, "cancelled", None, "cancelled before it started")
+        if agent:
+            from mllib.agents.retry import pin
+
+            pin(target.ws.registry, record.id, agent)
+        if on_prepared:
+            on_prepared(record)
+        if not detach:
+            return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
+        spawn_supervisor(target.ws, record.id)
+    except KeyboardInterrupt:
+        cancel_interrupted(target.ws, record.id)
         raise
+    return get_run(target.ws.registry, record.id)
 
 
-def _pin(target: ModelTarget, record: RunRecord, agent: str | None) -> None:
-    if agent:
-        from mllib.agents.retry import pin
+@dataclass(frozen=True)
+class _Launch:
+    """How train() and evaluate() record a run and start it: where, and who hears of it."""
 
-        pin(target.ws.registry, record.id, agent)
+    runtime: str | None
+    remote: bool
+    agent: str | None
+    detach: bool
+    echo: Echo | None
+    on_prepared: Callable[[RunRecord], None] | None
+    on_interrupt: Callable[[], str] | None
+
+    @property
+    def env_target(self) -> str:
+        return "remote" if self.remote else "local"
+
+    def __call__(
+        self, target: ModelTarget, actions: list[str], params: dict[str, Any], **prepare: Any
+    ) -> RunRecord:
+        name, note = select_runtime(target.ws, self.runtime, self.remote, self.agent)
+        record = prepare_run(
+            target,
+            actions,
+            params,
+            runtime=name,
+            runtime_note=note,
+            env_target=self.env_target,
+            host=None if self.remote else "local",
+            **prepare,
+        )
+        return start(
+            target,
+            record,
+            detach=self.detach,
+            echo=self.echo,
+            on_interrupt=self.on_interrupt,
+            on_prepared=self.on_prepared,
+            agent=self.agent,
+        )
 
 
 def train(
@@ -86,24 +136,10 @@ def train(
     target = target or locate_model(model)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     require_methods(target, *actions)
-    remote = remote or agent is not None
-    name, note = select_runtime(target.ws, runtime, remote, agent)
-    record = prepare_run(
-        target,
-        actions,
-        dict(params or {}),
-        runtime=name,
-        runtime_note=note,
-        env_target="remote" if remote else "local",
-        seed=seed,
-        data=data,
-        progress=progress,
-        host=None if remote else "local",
+    launch = _Launch(
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
     )
-    _pin(target, record, agent)
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
+    return launch(target, actions, dict(params or {}), seed=seed, data=data, progress=progress)
 
 
 def evaluate(
@@ -130,28 +166,14 @@ def evaluate(
 
     target = target or locate_model(model)
     require_methods(target, "evaluate")
-    remote = remote or agent is not None
-    env_target = "remote" if remote else "local"
-    name, note = select_runtime(target.ws, runtime, remote, agent)
-    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
-    source = find_source_run(target, run, dict(params or {}), env_target, data_env)
-    record = prepare_run(
-        target,
-        ["evaluate"],
-        {},
-        runtime=name,
-        runtime_note=note,
-        env_target=env_target,
-        seed=source.seed,
-        source_run=source,
-        data=data,
-        progress=progress,
-        host=None if remote else "local",
+    launch = _Launch(
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
     )
-    _pin(target, record, agent)
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo, on_interrupt=on_interrupt)
+    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
+    source = find_source_run(target, run, dict(params or {}), launch.env_target, data_env)
+    return launch(
+        target, ["evaluate"], {}, seed=source.seed, source_run=source, data=data, progress=progress
+    )
 
 
 def predict(
@@ -213,6 +235,4 @@ def rerun(
         rerun_of=original,
         host="local" if original.host in (None, "local") else None,
     )
-    if on_prepared:
-        on_prepared(record)
-    return start(target, record, detach=detach, echo=echo)
+    return start(target, record, detach=detach, echo=echo, on_prepared=on_prepared)

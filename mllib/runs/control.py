@@ -22,6 +22,18 @@ def cancel(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
     return backend_for(run).cancel(ws, run, timeout_s=timeout_s)
 
 
+def cancel_interrupted(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -> RunRecord:
+    """Ctrl-C in the process that recorded a run, before a supervisor took it over: the run ends
+    `cancelled`. While this process is still its supervisor it is finished here at once (a
+    background supervisor started meanwhile then finds it ended and starts nothing); one that
+    already took over is asked to cancel it, as `mllib runs cancel` does."""
+    with ws.registry.transaction():
+        run = get_run(ws.registry, run_id)
+        if run.supervisor_pid == os.getpid():
+            finish_run(ws.registry, run_id, "cancelled", None, "cancelled before it started")
+    return cancel(ws, run_id, timeout_s=timeout_s)
+
+
 def cancel_local(ws: Workspace, run: RunRecord, *, timeout_s: float = 30.0) -> RunRecord:
     """The local backend's cancel: through the run's supervisor, else by ending its worker."""
     if is_alive(run.supervisor_pid, run.supervisor_ctime) and run.supervisor_pid != os.getpid():

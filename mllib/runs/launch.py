@@ -23,6 +23,7 @@ from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import (
     RunRecord,
     create_run,
+    finish_run,
     get_run,
     new_run_id,
     now,
@@ -300,7 +301,11 @@ def prepare_run(
         with ws.registry.transaction():
             create_run(ws.registry, record, resolved.values, resolved.sources, resolved.secret)
             record_uses(ws, run_id, bindings)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and finish_run(
+            ws.registry, run_id, "cancelled", None, "cancelled before it started"
+        ):
+            raise  # Ctrl-C just after the run was recorded: it stays, cancelled
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import MllibError, NotFoundError
 from mllib.registry.metrics import metric_names, metric_series
 from mllib.registry.runs import get_run
 from mllib.workspace import Workspace
@@ -60,7 +60,9 @@ def _png(data: dict[str, list[tuple[int, float | None]]], metric: str, output: P
         matplotlib.use("Agg")
         import matplotlib.pyplot as mpl
     except ImportError:
-        raise UsageError("Writing a PNG needs matplotlib", hint="pip install matplotlib") from None
+        raise MllibError(  # an optional dependency to install (exit 1), not a usage error
+            "Writing a PNG needs matplotlib, which is not installed", hint="pip install matplotlib"
+        ) from None
     fig, ax = mpl.subplots(figsize=(8, 4.5))
     for run_id, points in data.items():
         ax.plot(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mllib.errors import MllibError, UsageError
 from mllib.registry.artifacts import register_model
-from mllib.registry.runs import RunRecord, finish_run, get_run, now, update_run
+from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, now, update_run
 from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
@@ -144,9 +144,8 @@ def supervise_local(
     )
     flag = _CancelFlag()
     with _cancel_on_signals(flag):
-        update_run(
-            registry, run.id, supervisor_pid=os.getpid(), supervisor_ctime=create_time(os.getpid())
-        )
+        if not claim_run(registry, run.id, os.getpid(), create_time(os.getpid())):
+            return get_run(registry, run.id)  # cancelled before this supervisor took over
         if flag.requested.is_set():
             finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
             return get_run(registry, run.id)
@@ -181,7 +180,7 @@ def supervise_local(
             worker_ctime=create_time(pid) if pid else None,
         )
         outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
-    return _finish(ws, run, job.run_dir, outcome)
+        return _finish(ws, run, job.run_dir, outcome)
 
 
 def _follow(ws, run, job, handle, flag, grace, echo, progress) -> tuple[Outcome, bool]:
@@ -229,12 +228,28 @@ def _pump(
 def _finish(
     ws: Workspace, run: RunRecord, run_dir: Path, result: tuple[Outcome, bool]
 ) -> RunRecord:
+    """Store what the run produced, then record its final status and model version together: a
+    run is recorded as succeeded only when its outputs are stored whole."""
     outcome, model_saved = result
     registry = ws.registry
-    model_sha = collect_outputs(registry, ws.store, run.id, run_dir, with_model=model_saved)
-    finished = finish_run(
-        registry, run.id, outcome.status, outcome.failure_class, outcome.message, phase=None
-    )
-    if finished and outcome.status == "succeeded" and model_sha:
-        register_model(registry, run.model, run.id, model_sha)
+    try:
+        model_sha = collect_outputs(registry, ws.store, run.id, run_dir, with_model=model_saved)
+    except Exception as exc:  # disk full, a read-only store, a file that vanished: say so
+        model_sha = None
+        outcome = _not_collected(outcome, exc, run_dir)
+    with registry.transaction():
+        finished = finish_run(
+            registry, run.id, outcome.status, outcome.failure_class, outcome.message, phase=None
+        )
+        if finished and outcome.status == "succeeded" and model_sha:
+            register_model(registry, run.model, run.id, model_sha)
     return get_run(registry, run.id)
+
+
+def _not_collected(outcome: Outcome, exc: Exception, run_dir: Path) -> Outcome:
+    """The outcome of a run whose outputs could not be stored: a system error, unless the run had
+    already failed or been cancelled (then that stays its outcome, with this as a note)."""
+    note = f"the run's outputs could not be stored: {exc} (what was not stored is in {run_dir})"
+    if outcome.status == "succeeded":
+        return Outcome("failed", SYSTEM_ERROR, note)
+    return Outcome(outcome.status, outcome.failure_class, f"{outcome.message}; {note}")

@@ -122,3 +122,18 @@ def test_agents_declared_in_mllib_toml(tmp_path, mllib_home):
     toml.write_text('[[agents]]\nname = "box"\nhost = "h"\nbogus = 1\n')
     with pytest.raises(ConfigError, match="bogus"):
         load_agents(load_config(toml))
+
+
+def test_add_checks_its_arguments_before_saying_it_connects(tmp_path, mllib_home):
+    bad_name = mllib("agents", "add", "no spaces", "--host", "127.0.0.1")
+    assert bad_name.returncode == 2 and "Invalid agent name 'no spaces'" in bad_name.stderr
+    no_key = mllib("agents", "add", "a", "--host", "127.0.0.1", "--key", str(tmp_path / "nokey"))
+    assert no_key.returncode == 2 and "No key file" in no_key.stderr
+    for refused in (bad_name, no_key):
+        assert "Connecting" not in refused.stderr
+
+
+def test_sync_without_agents_says_there_are_none(project, mllib_home):
+    result = mllib("agents", "sync")
+    assert result.returncode == 0
+    assert "No agents to sync" in result.stderr and "mllib agents add" in result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import pytest
 from helpers import detached_run, popen_mllib, run_record, wait_finished, workspace
@@ -34,9 +33,16 @@ def test_ctrl_c_then_detach_keeps_the_run_going(agents, project, lab):
         asked.append(True)
         return "detach"
 
+    def running_here() -> list:
+        ws = workspace(project)
+        try:
+            return ws.registry.query("SELECT id FROM runs WHERE status = 'running'")
+        finally:
+            ws.registry.close()
+
     def press_ctrl_c() -> None:
         wait_for(lambda: any(h.worker_pids() for h in lab.hosts), what="the worker", timeout=60)
-        time.sleep(0.2)
+        wait_for(running_here, what="the run to be recorded running here")
         signal.raise_signal(signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()

@@ -162,8 +162,9 @@ def test_rerun_and_evaluate_of_a_remote_run_go_remote(agents, project):
 
 def test_remote_without_agents_is_a_clear_error(project, mllib_home):
     result = mllib("train", "model.py", "--remote", cwd=project)
-    assert result.returncode == 3
+    assert result.returncode == 2  # the user's set-up to complete, not a system failure
     assert "No agents are configured" in result.stderr
+    assert "mllib agents add NAME --host HOST" in result.stderr and "[[agents]]" in result.stderr
     assert not (project / ".mllib" / "runs").exists() or not any(
         (project / ".mllib" / "runs").iterdir()
     )

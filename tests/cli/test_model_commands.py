@@ -113,7 +113,8 @@ def test_usage_errors_for_the_command_line_itself(model_project: Project):
     both = model_project.mllib("train", "model.py", "--local", "--remote")
     assert both.returncode == 2 and "--local" in both.stderr
     remote = model_project.mllib("train", "model.py", "--remote")
-    assert remote.returncode == 3 and "No agents are configured" in remote.stderr
+    assert remote.returncode == 2 and "No agents are configured" in remote.stderr
+    assert "mllib agents add NAME --host HOST" in remote.stderr
     runtime = model_project.mllib("train", "model.py", "--runtime", "kubernetes")
     assert runtime.returncode == 2 and "Unknown runtime" in runtime.stderr
 

@@ -1,6 +1,7 @@
 """`mllib runs list/show/compare/logs/plot/rerun/artifacts` as a user reads them."""
 
 import json
+import shutil
 
 from tests.conftest import Project
 
@@ -70,7 +71,7 @@ def test_compare_marks_the_best_training_and_evaluation_metric_of_one_name_apart
     assert data["best"] == {"metrics": {"loss": ids[0]}, "eval_metrics": {"loss": ids[1]}}
 
 
-def test_logs_show_and_plot(model_project: Project):
+def test_logs_show_and_plot(model_project: Project, tmp_path):
     run_id = _train(model_project, "--epochs=5")
     assert "params lr=0.1 epochs=5" in model_project.mllib("runs", "logs", run_id).stdout
     shown = model_project.mllib("runs", "show", run_id)
@@ -87,6 +88,15 @@ def test_logs_show_and_plot(model_project: Project):
     assert plot.returncode == 0 and "loss" in plot.stdout and len(plot.stdout.splitlines()) > 10
     missing = model_project.mllib("runs", "plot", run_id, "--metric", "acc")
     assert missing.returncode == 4 and "its metrics: loss, weight" in missing.stderr
+    without = tmp_path / "no-matplotlib" / "matplotlib"  # matplotlib made absent, wherever it is
+    without.mkdir(parents=True)
+    (without / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    png = model_project.mllib(
+        "runs", "plot", run_id, "--metric", "loss", "--output", str(tmp_path / "loss.png"),
+        env={"PYTHONPATH": str(without.parent)},
+    )  # fmt: skip
+    assert png.returncode == 1 and "pip install matplotlib" in png.stderr
+    assert not (tmp_path / "loss.png").exists()
     assert model_project.mllib("runs", "show", "zzzzzzzz").returncode == 4
 
 
@@ -113,6 +123,19 @@ def test_artifacts_export(model_project: Project, tmp_path):
     assert result.returncode == 0, result.output
     assert json.loads((tmp_path / "out" / "artifacts" / "notes.json").read_text()) == {"epochs": 3}
     assert (tmp_path / "out" / "model" / "model.pkl").is_file()
+
+    notes = tmp_path / "out" / "artifacts" / "notes.json"
+    notes.write_text("my own notes")
+    shutil.rmtree(tmp_path / "out" / "model")
+    again = model_project.mllib("runs", "artifacts", run_id, "--output", str(tmp_path / "out"))
+    assert again.returncode == 2 and str(notes) in again.stderr and "--force" in again.stderr
+    assert notes.read_text() == "my own notes"  # nothing was written, not even the model
+    assert not (tmp_path / "out" / "model").exists()
+    forced = model_project.mllib(
+        "runs", "artifacts", run_id, "--output", str(tmp_path / "out"), "--force"
+    )
+    assert forced.returncode == 0, forced.output
+    assert json.loads(notes.read_text()) == {"epochs": 3}
 
 
 def test_tables_and_progress_piped_into_a_file_are_whole_lines(project: Project):
@@ -174,3 +197,11 @@ def test_a_narrow_terminal_never_cuts_a_run_id(model_project: Project):
     run_id = _train(model_project, "--runtime", "process")
     table = model_project.mllib("runs", "list", env={"COLUMNS": "50"}).stdout
     assert run_id in table
+
+
+def test_a_run_id_prefix_under_4_characters_says_so(model_project: Project):
+    run_id = _train(model_project)
+    short = model_project.mllib("runs", "show", run_id[:3])
+    assert short.returncode == 4
+    assert f"No run '{run_id[:3]}': a run id prefix needs 4 or more characters" in short.stderr
+    assert model_project.mllib("runs", "show", run_id[:4]).returncode == 0

@@ -160,6 +160,9 @@ def test_rm_one_version_keeps_the_others_and_numbers_are_not_reused(project: Pat
     third = upload_json(project, "v.txt", "--name", "v")
 
     assert third["ref"] == "v@3"
+    [listed] = json.loads(mllib_cli(project, "data", "list", "--json").stdout)
+    assert third["versions"] == listed["versions"] == 2  # v@1 and v@3
+    assert set(listed) <= set(third)  # upload --json has every key of data list --json
     shown = json.loads(mllib_cli(project, "data", "show", "v", "--json").stdout)
     assert shown["versions"] == [1, 3]
     assert mllib_cli(project, "data", "show", "v@2").returncode == 4

@@ -54,3 +54,14 @@ def test_an_import_error_in_model_py_is_a_user_error(project: Project):
     assert project.mllib("train", "model.py").returncode == 1
     run = project.last_run()
     assert run["failure_class"] == "user_error" and "not_a_real_package" in run["error"]
+
+
+def test_an_errors_hint_is_indented_under_it_in_the_summary_and_in_show(model_project: Project):
+    result = model_project.mllib("train", "model.py", "--evaluate", "--fail_in=evaluate")
+    hint = "Every value of evaluate()'s dict must be a number."
+    summary = result.stderr.splitlines()
+    (first,) = [i for i, line in enumerate(summary) if line.startswith("  user_error: ")]
+    assert summary[first + 1] == " " * len("  user_error: ") + hint
+    shown = model_project.mllib("runs", "show", model_project.last_run()["id"]).stdout.splitlines()
+    (first,) = [i for i, line in enumerate(shown) if line.startswith("  error:    ")]
+    assert shown[first + 1] == " " * len("  error:    ") + hint

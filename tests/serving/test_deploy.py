@@ -102,7 +102,7 @@ def test_loadtests_refuse_prod_and_record_staging_results(ctx):
         loadtest(ctx, "prod", duration_s=1)
     result = loadtest(ctx, "staging", duration_s=1.0, concurrency=4)
     assert result.passed, result.failed_checks
-    assert result.requests >= 20 and result.errors == 0
+    assert result.requests >= ctx.settings.loadtest.pass_min_requests and result.errors == 0
     assert result.p50_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
     assert sum(count for _, count in result.histogram) == result.requests
     row = ctx.ws.registry.query("SELECT * FROM loadtests WHERE id = ?", (result.id,))[0]
@@ -220,7 +220,7 @@ def test_a_version_that_fails_to_load_is_recorded_and_the_old_one_keeps_serving(
 
 
 def test_rollback_puts_the_previous_version_back_and_starts_a_cooldown(ctx):
-    loadtest(ctx, "staging", duration_s=0.5, concurrency=2)  # v2 passes staging
+    assert loadtest(ctx, "staging", duration_s=0.5, concurrency=2).passed  # v2 passes staging
     deploy(ctx, "served:2", "prod")
     key = keys.create_key(ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="alice")
     url = records.live(ctx.ws.registry, "prod").url
@@ -268,24 +268,25 @@ def test_status_reads_live_traffic_from_the_servers_metrics(ctx):
     key = keys.create_key(
         ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user="alice", rps=1000
     )
-    done = threading.Event()
+    done, answered = threading.Event(), []
 
     def traffic():
         with httpx.Client(headers={"authorization": f"Bearer {key.token}"}) as client:
             while not done.is_set():
-                client.post(f"{dep.url}/predict", json={"x": [1]})
+                answered.append(client.post(f"{dep.url}/predict", json={"x": [1]}).status_code)
 
     thread = threading.Thread(target=traffic)
     thread.start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: answered, what="traffic to flow")
         (row,) = status(ctx, "prod", window_s=1.0)
     finally:
         done.set()
         thread.join()
     stats = row["stats"]
     assert row["state"] == "live" and row["version"] == 2 and row["api_servers"] == 2
-    assert stats["window"] == "window" and stats["rps"] > 5
+    assert stats["window"] == "window" and stats["rps"] > 0
+    assert set(answered) == {200}
     assert 0 < stats["p50_ms"] <= stats["p99_ms"]
     assert stats["error_rate"] == 0.0
 
@@ -316,34 +317,34 @@ def test_deployment_logs_are_one_json_line_per_request(ctx):
     assert requests[-1]["status"] == 401 and requests[-1]["key_id"] is None
 
 
-def test_stop_ends_every_process_even_when_a_request_hangs(ctx):
+def test_stop_ends_every_process_even_when_a_request_hangs(ctx, tmp_path):
     prod = records.live(ctx.ws.registry, "prod")
     (stopped,) = stop(ctx, "prod")
     assert stopped.state == "stopped" and not process.members(prod.pid, prod.id)
     staging = records.live(ctx.ws.registry, "staging")
-    hanging = threading.Thread(
-        target=lambda: _swallow(lambda: post(staging.url, {"x": [1], "sleep": 30}))
-    )
+    started, cut = tmp_path / "in-predict", []
+    body = {"x": [1], "sleep": 600, "started": str(started)}
+
+    def hang() -> None:
+        try:
+            httpx.post(f"{staging.url}/predict", json=body, timeout=300)
+        except httpx.HTTPError as exc:
+            cut.append(exc)
+
+    hanging = threading.Thread(target=hang)
     hanging.start()
-    time.sleep(0.3)
+    wait_for(started.exists, what="the request to reach predict()")
     impatient = dataclasses.replace(
         ctx.settings, deploy=dataclasses.replace(ctx.settings.deploy, stop_grace_s=0.3)
     )
-    started = time.monotonic()
     stop(dataclasses.replace(ctx, settings=impatient), "staging")
-    assert time.monotonic() - started < 10
     assert not process.members(staging.pid, staging.id)
-    hanging.join(timeout=15)
+    hanging.join(timeout=60)
+    assert not hanging.is_alive() and cut, "stop left the hanging request's server running"
+    assert not isinstance(cut[0], httpx.TimeoutException), "stop cut the request, not a timeout"
     with pytest.raises(NotFoundError, match="Nothing is running on staging"):
         stop(ctx, "staging")
     assert [r["action"] for r in actions(ctx, result="ok", action="stop")] == ["stop", "stop"]
-
-
-def _swallow(call) -> None:
-    try:
-        call()
-    except httpx.HTTPError:
-        pass
 
 
 def test_cooldown_doubles_with_each_strike_is_capped_and_resets_after_a_quiet_period(ctx):
