@@ -38,13 +38,13 @@ def run_env(ws: Workspace, run: RunRecord) -> dict[str, str]:
     """The variables the run gets on the agent: its env file's (.env.remote), and for the
     variables its params read with `env=`, this environment's values, which win (as they did
     when the params were resolved here, and as for a local run)."""
-    from mllib.runs.supervisor import CODE_DIR, _param_variables
+    from mllib.runs.supervisor import CODE_DIR, param_variables
 
     snapshot = Path(run.run_dir or ws.run_dir(run.id)) / CODE_DIR
     code_dir = snapshot if snapshot.is_dir() else ws.project.root
     return {
         **ws.project.env_values(run.env_target or "remote"),
-        **_param_variables(code_dir, run),
+        **param_variables(code_dir, run),
     }
 
 

@@ -55,7 +55,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     env_file = ws.project.env_values(run.env_target or "local")
     variables = {
         **{key: os.environ.get(key, value) for key, value in env_file.items()},
-        **_param_variables(code_dir, run),
+        **param_variables(code_dir, run),
         **{name: str(path) for name, path in datasets.items()},
     }
     env = {**variables, "MLLIB_RUN_ID": run.id, "PYTHONHASHSEED": str(run.seed or 0)}
@@ -70,7 +70,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     )
 
 
-def _param_variables(code_dir: Path, run: RunRecord) -> dict[str, str]:
+def param_variables(code_dir: Path, run: RunRecord) -> dict[str, str]:
     """The real environment's values of the variables the model's params declare with `env=`."""
     from mllib.discovery import find_model
 
