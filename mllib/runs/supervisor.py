@@ -52,9 +52,8 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     # The real environment beats the env file, in every runtime (containers see neither otherwise);
     # datasets given to the run beat both.
-    env_file = ws.project.env_values(run.env_target or "local")
     variables = {
-        **{key: os.environ.get(key, value) for key, value in env_file.items()},
+        **ws.project.env_under_shell(run.env_target or "local"),
         **param_variables(code_dir, run),
         **{name: str(path) for name, path in datasets.items()},
     }
