@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError, UsageError
 
 AGENTS_FILE = "agents.json"
+AGENTS_LOCK = "agents.lock"
 DEFAULT_CACHE_GB = 50.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # The shapes of the fields that reach the agent host (its login, paths and commands there):
@@ -172,14 +175,23 @@ def _read_file() -> list[AgentSpec]:
 
 
 def _write_file(specs: list[AgentSpec]) -> None:
+    """Replace agents.json whole (0600); only under `_changing()`."""
+    from mllib.filemodes import write_private
+
+    text = json.dumps({"agents": [s.to_json() for s in specs]}, indent=2)
+    write_private(_file(), text + "\n")
+
+
+@contextlib.contextmanager
+def _changing() -> Iterator[None]:
+    """Hold agents.lock while agents.json is read, changed and written back: two `mllib agents
+    add` at once both keep their agent."""
+    from mllib.filemodes import exclusive_lock, private_dir
+
     path = _file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"agents": [s.to_json() for s in specs]}, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    with exclusive_lock(path.with_name(AGENTS_LOCK)):
+        yield
 
 
 def load_agents(config: Config | None = None) -> list[AgentSpec]:
@@ -204,14 +216,17 @@ def get_agent(name: str, config: Config | None = None) -> AgentSpec:
 
 def save_agent(spec: AgentSpec) -> None:
     """Add or replace `spec` in agents.json."""
-    specs = [s for s in _read_file() if s.name != spec.name]
-    _write_file([*specs, spec])
+    with _changing():
+        specs = [s for s in _read_file() if s.name != spec.name]
+        _write_file([*specs, spec])
 
 
 def delete_agent(name: str) -> bool:
-    specs = _read_file()
-    kept = [s for s in specs if s.name != name]
-    if len(kept) == len(specs):
-        return False
-    _write_file(kept)
-    return True
+    """Remove agent `name` from agents.json; False if it was not there."""
+    with _changing():
+        specs = _read_file()
+        kept = [s for s in specs if s.name != name]
+        if len(kept) == len(specs):
+            return False
+        _write_file(kept)
+        return True
