@@ -121,6 +121,40 @@ def test_an_env_file_left_by_a_killed_supervisor_goes_at_the_next_contact(agents
     assert not env_file.exists()
 
 
+def test_a_remote_runs_secret_params_go_when_it_is_cancelled_with_no_follower(agents, project, lab):
+    """`--api_key=...` waits in a 0600 file of the run for any retry; a cancel with nobody
+    following the run (its follower killed) deletes it, as the end of a local run does."""
+    from mllib.agents.supervise import lock_holder
+    from mllib.runs.control import cancel
+    from mllib.workspace import Workspace
+
+    host = lab.hosts[0]
+    model = project / "model.py"
+    model.write_text(
+        model.read_text().replace(
+            "self.total = 0.0", 'self.total = 0.0\n        self.api_key = mllib.Param("")'
+        )
+    )
+    run_id = detached_run(
+        project, "--agent", "h0", "--steps=1000", "--sleep_s=0.2", f"--api_key={SECRET}"
+    )
+    secrets_file = project / ".mllib" / "runs" / run_id / "secret_params.json"
+    wait_for(host.worker_pids, timeout=60, what="the remote worker")
+    os.kill(run_record(project, run_id).supervisor_pid, signal.SIGKILL)
+    wait_for(lambda: lock_holder(secrets_file.parent) is None, what="the follower to be gone")
+    assert SECRET in secrets_file.read_text()
+
+    ws = Workspace.find(project)
+    try:
+        record = cancel(ws, run_id)
+    finally:
+        ws.registry.close()
+
+    assert record.status == "cancelled"
+    assert not secrets_file.exists()
+    wait_for(lambda: not host.worker_pids(), timeout=30, what="the remote worker to end")
+
+
 def _files(root: Path):
     for folder, _dirs, names in os.walk(root):
         if "/venv" in folder or "/lib/" in folder:
