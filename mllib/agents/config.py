@@ -195,16 +195,43 @@ def _changing() -> Iterator[None]:
 
 
 def load_agents(config: Config | None = None) -> list[AgentSpec]:
-    """Agents from agents.json, then those of mllib.toml `[[agents]]` (which win on a name clash)."""
-    by_name = {s.name: s for s in _read_file()}
+    """Agents from agents.json, then those of mllib.toml `[[agents]]` (which add to them; one
+    of the same name must reach the same place, see `_refuse_redirect`)."""
+    users = {s.name: s for s in _read_file()}
+    by_name = dict(users)
     if config is not None:
         declared = config.get("agents", [], list)
         for row in declared:
             if not isinstance(row, dict):
                 raise ConfigError(f"{config.where}: `agents` must be an array of tables [[agents]]")
             spec = _spec_from(dict(row), config.where)
+            _refuse_redirect(users.get(spec.name), spec)
             by_name[spec.name] = spec
     return list(by_name.values())
+
+
+_WHERE_FIELDS = ("host", "port", "user", "root")
+
+
+def _refuse_redirect(user_spec: AgentSpec | None, project_spec: AgentSpec) -> None:
+    """A project (a cloned repository) may not point one of the user's agents elsewhere: the
+    user's key and `.env.remote` secrets would go to another host, login or folder."""
+    if user_spec is None or all(
+        getattr(user_spec, f) == getattr(project_spec, f) for f in _WHERE_FIELDS
+    ):
+        return
+
+    def shown(spec: AgentSpec) -> str:
+        return ", ".join(f"{f}={getattr(spec, f)!r}" for f in _WHERE_FIELDS)
+
+    name = project_spec.name
+    raise ConfigError(
+        f"{project_spec.source} declares agent {name!r} ({shown(project_spec)}), but your "
+        f"agent {name!r} in {user_spec.source} is {shown(user_spec)}: mllib will not send your "
+        "key and secrets to a place a project names",
+        hint=f"Rename one: the [[agents]] entry in {project_spec.source}, or yours with "
+        f"`mllib agents remove {name}` and `mllib agents add NEW_NAME ...`.",
+    )
 
 
 def get_agent(name: str, config: Config | None = None) -> AgentSpec:
