@@ -409,6 +409,7 @@ def _server_spec(
         workers=env.workers,
         api_servers=env.api_servers,
         inference=env.inference,
+        max_batch=env.max_batch,
         registry_path=str(ctx.ws.project.registry_path) if env.require_keys else None,
         key_refresh_s=keys.refresh_s,
         flag_interval_s=keys.flag_interval_s,

@@ -57,6 +57,7 @@ def dev_spec(
         inference=inference or settings.inference,
         log_format=log_format,
         deployment="dev",
+        max_batch=settings.max_batch,
     )
 
 

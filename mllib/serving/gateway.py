@@ -63,6 +63,7 @@ class Gateway:
     key_refresh_s: float = 1.0
     buckets: SharedBuckets | None = None
     inference: str = INLINE  # where predictions are made (inference.py)
+    max_batch: int = 1  # inline: requests one predict_batch() call may answer
     api: ModelAPI | None = None  # the model's LitAPI, loaded in this process when inline
     server: Any = None  # the LitServer, set once it exists
 
@@ -80,7 +81,7 @@ class Gateway:
         self.predictor: Predictor
         if self.inference == INLINE:
             assert self.api is not None
-            self.predictor = InlineInference(self.api, slot, self.timeout_s)
+            self.predictor = InlineInference(self.api, slot, self.timeout_s, self.max_batch)
         else:
             self.predictor = WorkerInference(self.server, self.board, self.timeout_s)
         self.uids = itertools.count()

@@ -2,7 +2,9 @@
 LitServe's inference worker processes behind its request queue (worker).
 
 inline: every API server loads its own copy of the model and runs the LitAPI's decode, predict
-and encode on a predict thread of its own, one request at a time. No inter-process hop: for a
+and encode on a predict thread of its own, one request at a time, or, for a model with
+predict_batch, every request queued when the thread comes free in one call (up to max_batch;
+it never waits for more to arrive). No inter-process hop: for a
 CPU model that takes a fraction of a millisecond, the hop (pickling, two pipes, two process
 wake-ups) costs more than the prediction. worker: LitServe's worker processes, for GPU models
 and for models that should not share a process with the HTTP server.
@@ -80,27 +82,59 @@ class InlineInference:
 
     The event loop hands each request to the thread and goes on (reading requests, answering
     /health and /metrics, timing out a prediction that takes too long); the thread answers
-    one request at a time, as a worker process would.
+    one request at a time, as a worker process would, or the requests waiting together in one
+    predict_batch() call when the model has one and `max_batch` > 1.
     """
 
-    def __init__(self, api: ModelAPI, slot: int, timeout_s: float) -> None:
+    def __init__(self, api: ModelAPI, slot: int, timeout_s: float, max_batch: int = 1) -> None:
         self.api = api
         self.slot = slot
         self.timeout_s = timeout_s
+        self.max_batch = max_batch
+        self._answer = api.answer  # the job that may be batched (loading is not)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         threading.Thread(target=self._serve, name="mllib-predict", daemon=True).start()
 
     def _serve(self) -> None:
+        held = None  # a job taken while gathering a batch that cannot join it
         while True:
-            future, call, args = self._jobs.get()
-            if future.done():  # timed out while queued: its client has had its 504
+            job = held or self._jobs.get()
+            held = None
+            if job[1] is not self._answer or self.max_batch < 2 or not self.api.batches:
+                self._run(job)
                 continue
-            try:
-                result = call(*args)
-            except BaseException as exc:  # answer() never raises; load() may be interrupted
-                result = exc
-            self._loop.call_soon_threadsafe(_settle, future, result)
+            batch = [job]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more[1] is not self._answer:
+                    held = more
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+
+    def _run(self, job: tuple) -> None:
+        future, call, args = job
+        if future.done():  # timed out while queued: its client has had its 504
+            return
+        try:
+            result = call(*args)
+        except BaseException as exc:  # answer() never raises; load() may be interrupted
+            result = exc
+        self._loop.call_soon_threadsafe(_settle, future, result)
+
+    def _run_batch(self, batch: list[tuple]) -> None:
+        live = [(future, args) for future, _, args in batch if not future.done()]
+        if not live:
+            return
+        try:
+            results: list[Any] = self.api.answer_batch([args for _, args in live])
+        except BaseException as exc:  # answer_batch() never raises; kept as _run's guard
+            results = [exc] * len(live)
+        self._loop.call_soon_threadsafe(_settle_all, [future for future, _ in live], results)
 
     def _submit(self, call: Callable[..., Any], *args: Any) -> asyncio.Future:
         if self._loop is None:
@@ -120,12 +154,17 @@ class InlineInference:
 
     async def answer(self, request_id: str, body: bytes) -> Reply | None:
         """The model's reply (None: none within timeout_s; the prediction goes on meanwhile)."""
-        future = self._submit(self.api.answer, request_id, body)
+        future = self._submit(self._answer, request_id, body)
         timer = self._loop.call_later(self.timeout_s, _settle, future, None)
         try:
             return await future
         finally:
             timer.cancel()
+
+
+def _settle_all(futures: list[asyncio.Future], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        _settle(future, result)
 
 
 def _settle(future: asyncio.Future, result: Any) -> None:

@@ -120,7 +120,7 @@ class LineFormatter(logging.Formatter):
             **self.static,
             "message": record.getMessage(),
         }
-        for key in ("error_id", "worker"):
+        for key in ("error_id", "worker", "request_ids"):
             if hasattr(record, key):
                 fields[key] = getattr(record, key)
         if record.exc_info:

@@ -19,6 +19,7 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LABELS = ("env", "model", "version")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -73,18 +74,35 @@ class HttpMetrics:
 
 
 class PredictMetrics:
-    """What a worker records: how long the model's predict() took."""
+    """What a predicting process records: how long the model's predict() took (for a request
+    answered in a batch, the predict_batch() call it was part of), and the batch sizes."""
 
     def __init__(self, labels: dict[str, str]) -> None:
         from prometheus_client import Histogram
 
+        self._labels = [labels[name] for name in LABELS]
         self.seconds = Histogram(
             "mllib_predict_duration_seconds",
-            "Time spent in the model's predict().",
+            "Time spent in the model's predict(), or in the predict_batch() call a request was part of.",
             LABELS,
             buckets=LATENCY_BUCKETS,
             registry=None,
-        ).labels(*(labels[name] for name in LABELS))
+        ).labels(*self._labels)
+        self._batch_sizes: Any = None  # made on the first batch: only batching models have it
+
+    def batch(self, size: int) -> None:
+        """Count one predict_batch() call of `size` requests."""
+        if self._batch_sizes is None:
+            from prometheus_client import Histogram
+
+            self._batch_sizes = Histogram(
+                "mllib_predict_batch_size",
+                "Requests answered by one predict_batch() call.",
+                LABELS,
+                buckets=BATCH_BUCKETS,
+                registry=None,
+            ).labels(*self._labels)
+        self._batch_sizes.observe(size)
 
 
 def publish_info(labels: dict[str, str], run_id: str, deployment: str) -> None:

@@ -6,6 +6,9 @@ Requests arrive as (request id, body bytes); the reply is (HTTP status, body byt
 mllib.encoding, the one encoder `mllib predict` uses too. A predict() that raises, or returns
 something JSON cannot hold, is answered with a 500 naming the problem and the request id (which
 is also the error id in the server log); the worker goes on serving.
+
+A model class may also define `predict_batch(self, requests: list) -> list`: inline, the predict
+thread then answers the requests queued together with one call of it (`answer_batch`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class WorkerSpec:
 
 def load_predictor(spec: WorkerSpec) -> Callable[[Any], Any]:
     """Import the model file from the code snapshot, load the saved model, return its predict."""
+    return load_methods(spec)[0]
+
+
+def load_methods(spec: WorkerSpec) -> tuple[Callable[[Any], Any], Callable[[list], Any] | None]:
+    """The loaded model's predict, and its predict_batch where its class defines one."""
     from mllib.persistence import load_model
     from mllib.worker.main import call_user, import_model_module
 
@@ -62,7 +70,8 @@ def load_predictor(spec: WorkerSpec) -> Callable[[Any], Any]:
     predict = getattr(model, "predict", None)
     if not callable(predict):
         raise MllibError(f"{spec.model_class} has no predict(self, request) method")
-    return predict
+    predict_batch = getattr(model, "predict_batch", None)
+    return predict, predict_batch if callable(predict_batch) else None
 
 
 def describe_load_error(exc: BaseException) -> tuple[str, str | None]:
@@ -88,7 +97,8 @@ class ModelAPI(ls.LitAPI):
         self.worker_spec = spec
         self.board = board
         self._model_predict: Callable[[Any], Any] | None = None
-        self._predict_timer: Any = None
+        self._model_predict_batch: Callable[[list], Any] | None = None
+        self._metrics: Any = None
 
     def setup(self, device: Any) -> None:
         """In a LitServe inference worker process (worker mode)."""
@@ -101,12 +111,17 @@ class ModelAPI(ls.LitAPI):
     def loaded(self) -> bool:
         return self._model_predict is not None
 
+    @property
+    def batches(self) -> bool:
+        """The model defines predict_batch: queued requests can be answered together."""
+        return self._model_predict_batch is not None
+
     def load(self, worker: int) -> None:
         """Load the model in this process, reporting progress on the board as worker `worker`."""
         self.board.set_worker(worker, os.getpid(), LOADING)
         started = time.perf_counter()
         try:
-            predict = load_predictor(self.worker_spec)
+            predict, predict_batch = load_methods(self.worker_spec)
         except BaseException as exc:
             # Reported here, once, with the user's traceback; the server's main process sees the
             # failure on the board and stops. (Raising would make LitServe log it all again.)
@@ -116,7 +131,8 @@ class ModelAPI(ls.LitAPI):
             return
         from mllib.serving.metrics import PredictMetrics
 
-        self._predict_timer = PredictMetrics(self.worker_spec.labels).seconds
+        self._metrics = PredictMetrics(self.worker_spec.labels)
+        self._model_predict_batch = predict_batch
         self._model_predict = predict
         # Everything loaded so far lives as long as the process: keep the collector off it.
         gc.collect()
@@ -140,21 +156,67 @@ class ModelAPI(ls.LitAPI):
         """The HTTP status and body for one request; never raises."""
         if self._model_predict is None:
             return 503, error_body("The model could not be loaded.", request_id)
+        request, refused = self._decode(request_id, body)
+        if refused is not None:
+            return refused
+        return self._predict_one(request_id, request)
+
+    def answer_batch(self, jobs: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+        """The replies to several (request id, body), in order, with one predict_batch() call;
+        never raises. A body that is not JSON gets its 400 alone; if predict_batch raises or
+        returns a wrong count, each request is predicted on its own, so each gets its own 200
+        or 500."""
+        if self._model_predict_batch is None:
+            return [self.answer(request_id, body) for request_id, body in jobs]
+        replies: list[tuple[int, bytes] | None] = [None] * len(jobs)
+        decoded: list[tuple[int, Any]] = []  # (place in jobs, request)
+        for place, (request_id, body) in enumerate(jobs):
+            request, replies[place] = self._decode(request_id, body)
+            if replies[place] is None:
+                decoded.append((place, request))
+        if not decoded:
+            return replies  # type: ignore[return-value]
+        requests = [request for _, request in decoded]
+        started = time.perf_counter()
         try:
-            request = self.decode_request(body)
+            results = _as_results(self._model_predict_batch(requests), len(requests))
+        except BaseException as exc:  # the model's code: answer each request on its own
+            self._batch_failed(exc, [jobs[place][0] for place, _ in decoded])
+            for place, request in decoded:
+                replies[place] = self._predict_one(jobs[place][0], request)
+            return replies  # type: ignore[return-value]
+        seconds = time.perf_counter() - started
+        self._metrics.batch(len(requests))
+        for (place, _), result in zip(decoded, results, strict=True):
+            self._metrics.seconds.observe(seconds)
+            replies[place] = self._encode(jobs[place][0], result)
+        return replies  # type: ignore[return-value]
+
+    def _decode(self, request_id: str, body: bytes) -> tuple[Any, tuple[int, bytes] | None]:
+        """(the request, None), or (None, the 400 reply) for a body that is not JSON."""
+        try:
+            return self.decode_request(body), None
         except ValueError as exc:
-            return 400, error_body(
-                f"The request body is not valid JSON: {exc}",
-                request_id,
-                hint='Send one JSON document, for example {"x": 1}.',
+            return None, (
+                400,
+                error_body(
+                    f"The request body is not valid JSON: {exc}",
+                    request_id,
+                    hint='Send one JSON document, for example {"x": 1}.',
+                ),
             )
+
+    def _predict_one(self, request_id: str, request: Any) -> tuple[int, bytes]:
         started = time.perf_counter()
         try:
             result = self.predict(request)
         except BaseException as exc:  # the model's code; this worker must go on serving
             return 500, self._failed(exc, request_id)
         finally:
-            self._predict_timer.observe(time.perf_counter() - started)
+            self._metrics.seconds.observe(time.perf_counter() - started)
+        return self._encode(request_id, result)
+
+    def _encode(self, request_id: str, result: Any) -> tuple[int, bytes]:
         try:
             return 200, self.encode_response(result)
         except SerializationError as exc:
@@ -163,6 +225,19 @@ class ModelAPI(ls.LitAPI):
                 extra={"event": "encode_error", "error_id": request_id},
             )
             return 500, error_body(exc.message, request_id, hint=exc.hint)
+
+    def _batch_failed(self, exc: BaseException, request_ids: list[str]) -> None:
+        from mllib.worker.tracebacks import user_traceback
+
+        log.error(
+            f"predict_batch() failed for {len(request_ids)} requests ({type(exc).__name__}: "
+            f"{exc}); answering each with predict()",
+            extra={
+                "event": "predict_batch_error",
+                "request_ids": request_ids,
+                "traceback": user_traceback(exc),
+            },
+        )
 
     def _failed(self, exc: BaseException, request_id: str) -> bytes:
         from mllib.worker.tracebacks import user_traceback
@@ -182,6 +257,16 @@ class ModelAPI(ls.LitAPI):
         return error_body(
             message, request_id, hint="The server log has the traceback under this error id."
         )
+
+
+def _as_results(results: Any, count: int) -> list:
+    """predict_batch()'s results as a list of `count`, or a ValueError saying what is wrong."""
+    if isinstance(results, dict | str | bytes) or not hasattr(results, "__iter__"):
+        raise ValueError(f"predict_batch() must return a list, not {type(results).__name__}")
+    results = list(results)
+    if len(results) != count:
+        raise ValueError(f"predict_batch() returned {len(results)} results for {count} requests")
+    return results
 
 
 class ModelLoop(LitLoop):

@@ -339,6 +339,7 @@ def run_server(spec: ServerSpec) -> int:
         key_refresh_s=spec.key_refresh_s,
         buckets=SharedBuckets(flag_interval_s=spec.flag_interval_s) if spec.registry_path else None,
         inference=spec.inference,
+        max_batch=spec.max_batch,
         api=api,
     )
     server = MllibLitServer(api, spec, gateway)

@@ -41,6 +41,7 @@ class ServerSpec:
     max_body_bytes: int = 10_000_000
     drain_s: float = 5.0
     restart_workers: bool = True
+    max_batch: int = 1  # inline, requests a model's predict_batch() may answer at once
     registry_path: str | None = None  # set: /predict needs a key of this env
     key_refresh_s: float = 1.0
     flag_interval_s: float = 300.0

@@ -74,6 +74,7 @@ class ServeSettings:
     max_body_mb: float = 10.0
     drain_s: float = 5.0  # on stop, in-flight requests get this long to finish
     restart_workers: bool = True  # a worker that dies is started again (503 meanwhile)
+    max_batch: int = 32  # inline, a model with predict_batch answers up to this many at once
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class EnvSettings:
     api_servers: int  # HTTP processes (inline: = workers)
     require_keys: bool
     inference: str = INLINE
+    max_batch: int = 32
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class DeploySettings:
     inference: str = INLINE
     workers: int = 1
     api_servers: int = 1
+    max_batch: int = 32
     ready_timeout_s: float = 180.0
     stop_grace_s: float = 20.0  # after SIGINT, then SIGKILL for whatever is left
     staging_window_s: float = 86400.0  # a staging load test counts for prod this long
@@ -115,7 +118,7 @@ class DeploySettings:
                 f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
             )
         table = self.staging if name == "staging" else self.prod
-        known = {"host", "port", "inference", "workers", "api_servers", "require_keys"}
+        known = {"host", "port", "inference", "workers", "api_servers", "require_keys", "max_batch"}
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(
@@ -135,16 +138,19 @@ class DeploySettings:
             workers=table.get("workers", self.workers),
             api_servers=table.get("api_servers", self.api_servers),
             require_keys=bool(require),
+            max_batch=table.get("max_batch", self.max_batch),
             inference=check_inference(
                 table.get("inference", self.inference), f"mllib.toml: [deploy.{name}] inference"
             ),
         )
-        for key in ("port", "workers", "api_servers"):
+        for key in ("port", "workers", "api_servers", "max_batch"):
             value = getattr(env, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"mllib.toml: [deploy.{name}] {key} must be a whole number")
-        if env.workers < 1 or env.api_servers < 1:
-            raise ConfigError(f"mllib.toml: [deploy.{name}] workers and api_servers must be ≥ 1")
+        if env.workers < 1 or env.api_servers < 1 or env.max_batch < 1:
+            raise ConfigError(
+                f"mllib.toml: [deploy.{name}] workers, api_servers and max_batch must be ≥ 1"
+            )
         return replace(env, api_servers=http_processes(env.inference, env.workers, env.api_servers))
 
 
@@ -185,6 +191,8 @@ class Settings:
     def from_config(cls, config: Config) -> Settings:
         serve = _load(ServeSettings, config, "serve")
         check_inference(serve.inference, f"{config.where}: [serve] inference")
+        if serve.max_batch < 1:
+            raise ConfigError(f"{config.where}: [serve] max_batch must be ≥ 1 (1: no batching)")
         return cls(
             serve=serve,
             deploy=_load(DeploySettings, config, "deploy"),

@@ -48,6 +48,16 @@ def test_overrides_are_read_and_typos_or_bad_values_are_errors():
     prod = settings.deploy.env("prod")
     # inline (the default), each worker is an HTTP process; api_servers is for worker mode
     assert (prod.port, prod.inference, prod.workers, prod.api_servers) == (9100, "inline", 2, 2)
+    assert (prod.max_batch, settings.serve.max_batch) == (32, 32)
+    batching = Config(Path("mllib.toml"), {"deploy": {"max_batch": 8, "prod": {"max_batch": 4}}})
+    deploy = Settings.from_config(batching).deploy
+    assert (deploy.env("staging").max_batch, deploy.env("prod").max_batch) == (8, 4)
+    with pytest.raises(ConfigError, match=r"\[serve\] max_batch must be ≥ 1"):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"max_batch": 0}}))
+    with pytest.raises(ConfigError, match=r"\[deploy.prod\] workers, api_servers and max_batch"):
+        Settings.from_config(
+            Config(Path("mllib.toml"), {"deploy": {"prod": {"max_batch": 0}}})
+        ).deploy.env("prod")
     worker_mode = Config(
         Path("mllib.toml"),
         {"deploy": {"prod": {"inference": "worker", "workers": 2, "api_servers": 3}}},
