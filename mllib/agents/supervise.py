@@ -303,7 +303,7 @@ class RemoteRun:
         attempt = current_attempt(self.reg, self.run_id)
         note = "cancelled"
         if attempt is not None and attempt["status"] == "running":
-            grace = self.ws.project.config.get("runtime.cancel_grace_s", 10.0)
+            grace = self.ws.project.config.runtime.cancel_grace_s
             try:
                 agent = self._connect(attempt["agent"])
                 if agent is None:

@@ -138,7 +138,7 @@ def select_runtime(
                 hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
         return requested, _with_gpu_note(requested, f"--runtime {requested}", gpus)
-    configured = ws.project.config.get("runtime.local", "auto", str)
+    configured = ws.project.config.runtime.local
     if configured != "auto":
         if configured not in RUNTIMES:
             raise UsageError(

@@ -138,9 +138,7 @@ def supervise_local(
     """The local backend's supervision: the run's runtime on this machine, followed to its end."""
     registry = ws.registry
     grace = (
-        cancel_grace_s
-        if cancel_grace_s is not None
-        else ws.project.config.get("runtime.cancel_grace_s", 10.0)
+        cancel_grace_s if cancel_grace_s is not None else ws.project.config.runtime.cancel_grace_s
     )
     flag = _CancelFlag()
     with _cancel_on_signals(flag):
