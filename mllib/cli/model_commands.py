@@ -78,6 +78,32 @@ def ask_detach_or_cancel() -> str:
     return "cancel" if answer.strip().lower().startswith("c") else "detach"
 
 
+def _run(
+    launch: Callable[..., Any],
+    ctx: typer.Context,
+    model: str | None,
+    param: list[str] | None,
+    help_: bool,
+    remote: bool,
+    detach: bool,
+    **options: Any,
+) -> None:
+    """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
+    target, params = target_and_params(ctx, model, param, help_)
+    with _data_progress() as (progress, prepared):
+        record = launch(
+            params=params,
+            remote=remote,
+            detach=detach,
+            target=target,
+            on_prepared=prepared,
+            on_interrupt=ask_detach_or_cancel,
+            progress=progress,
+            **options,
+        )
+    finish(record, detach)
+
+
 def train(
     ctx: typer.Context,
     model: ModelArg = None,
@@ -107,23 +133,8 @@ def train(
     """
     from mllib.runs import api
 
-    target, params = target_and_params(ctx, model, param, help_)
-    with _data_progress() as (progress, prepared):
-        record = api.train(
-            params=params,
-            evaluate=evaluate,
-            runtime=runtime,
-            remote=_where(local, remote),
-            agent=agent,
-            detach=detach,
-            seed=seed,
-            data=data,
-            target=target,
-            on_prepared=prepared,
-            on_interrupt=ask_detach_or_cancel,
-            progress=progress,
-        )
-    finish(record, detach)
+    options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
+    _run(api.train, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 
 def evaluate(
@@ -142,22 +153,8 @@ def evaluate(
     """Evaluate a trained model; its evaluate() result is recorded as a new run."""
     from mllib.runs import api
 
-    target, params = target_and_params(ctx, model, param, help_)
-    with _data_progress() as (progress, prepared):
-        record = api.evaluate(
-            run=run,
-            params=params,
-            runtime=runtime,
-            remote=_where(local, remote),
-            agent=agent,
-            detach=detach,
-            data=data,
-            target=target,
-            on_prepared=prepared,
-            on_interrupt=ask_detach_or_cancel,
-            progress=progress,
-        )
-    finish(record, detach)
+    options = {"run": run, "runtime": runtime, "agent": agent, "data": data}
+    _run(api.evaluate, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 
 def predict(
