@@ -83,6 +83,11 @@ class Project:
         """The variables of .env.local or .env.remote; {} when the file is absent."""
         return read_env_file(self.env_file(target))
 
+    def env_under_shell(self, target: str) -> dict[str, str]:
+        """The env file's variables, each overridden by the real environment where it is set:
+        what runs, `mllib serve` and deployments see (the shell beats the env file)."""
+        return {key: os.environ.get(key, value) for key, value in self.env_values(target).items()}
+
 
 def read_env_file(path: Path) -> dict[str, str]:
     """An env file's variables, each value taken as written: dotenv format (quotes and, inside

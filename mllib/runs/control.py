@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 from mllib.registry.runs import RunRecord, active_runs, finish_run, get_run
 from mllib.runs.failure import SYSTEM_ERROR
+from mllib.runs.spec import discard_secret_params
 from mllib.runtime.processes import is_alive, kill_tree
 from mllib.workspace import Workspace
 
@@ -31,6 +33,7 @@ def cancel_interrupted(ws: Workspace, run_id: str, *, timeout_s: float = 30.0) -
         run = get_run(ws.registry, run_id)
         if run.supervisor_pid == os.getpid():
             finish_run(ws.registry, run_id, "cancelled", None, "cancelled before it started")
+            discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))
     return cancel(ws, run_id, timeout_s=timeout_s)
 
 
@@ -46,13 +49,15 @@ def cancel_local(ws: Workspace, run: RunRecord, *, timeout_s: float = 30.0) -> R
             time.sleep(0.1)
     run = get_run(ws.registry, run.id)
     if not run.finished:  # the supervisor is gone: finish its job
-        _stop_worker(run)
+        _stop_worker(ws, run)
         finish_run(ws.registry, run.id, "cancelled", None, "cancelled")
     return get_run(ws.registry, run.id)
 
 
-def _stop_worker(run: RunRecord) -> None:
-    """End what a run whose supervisor is gone left running: its process tree, or its container."""
+def _stop_worker(ws: Workspace, run: RunRecord) -> None:
+    """End what a run whose supervisor is gone left running: its process tree, or its container
+    (and the secret params a worker that never started did not take)."""
+    discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))
     if is_alive(run.worker_pid, run.worker_ctime):
         kill_tree(run.worker_pid, 5.0)
     from mllib.runtime import RUNTIMES, get_runtime
@@ -83,7 +88,7 @@ def settle_local(ws: Workspace, run: RunRecord) -> bool:
     run = get_run(ws.registry, run.id)  # it may have finished meanwhile
     if run.finished or is_alive(run.supervisor_pid, run.supervisor_ctime):
         return False
-    _stop_worker(run)
+    _stop_worker(ws, run)
     message = (
         f"the mllib process supervising this run (pid {run.supervisor_pid}) ended unexpectedly"
     )

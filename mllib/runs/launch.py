@@ -31,7 +31,12 @@ from mllib.registry.runs import (
     recorded_params,
     update_run,
 )
-from mllib.runs.spec import INPUT_MODEL_DIR, RunSpec, write_secret_params
+from mllib.runs.spec import (
+    INPUT_MODEL_DIR,
+    RunSpec,
+    discard_secret_params,
+    write_secret_params,
+)
 from mllib.runtime import RUNTIMES
 from mllib.runtime.processes import create_time
 from mllib.store import materialize_tree
@@ -305,6 +310,7 @@ def prepare_run(
         if isinstance(exc, KeyboardInterrupt) and finish_run(
             ws.registry, run_id, "cancelled", None, "cancelled before it started"
         ):
+            discard_secret_params(run_dir)
             raise  # Ctrl-C just after the run was recorded: it stays, cancelled
         import shutil
 

@@ -66,3 +66,9 @@ def read_secret_params(run_dir: Path, *, remove: bool = False) -> dict[str, Any]
     if remove:
         os.unlink(path)
     return values
+
+
+def discard_secret_params(run_dir: Path) -> None:
+    """Remove what `write_secret_params` left, for a run that ended before its worker took it
+    (cancelled while queued, a runtime that could not start): secrets outlive no run."""
+    (run_dir / SECRETS_FILE).unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
 from mllib.runs.outputs import collect_outputs
 from mllib.runs.progress import PrepareProgress
-from mllib.runs.spec import SPEC_FILE, RunSpec
+from mllib.runs.spec import SPEC_FILE, RunSpec, discard_secret_params
 from mllib.runtime import get_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
@@ -52,9 +52,8 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     # The real environment beats the env file, in every runtime (containers see neither otherwise);
     # datasets given to the run beat both.
-    env_file = ws.project.env_values(run.env_target or "local")
     variables = {
-        **{key: os.environ.get(key, value) for key, value in env_file.items()},
+        **ws.project.env_under_shell(run.env_target or "local"),
         **param_variables(code_dir, run),
         **{name: str(path) for name, path in datasets.items()},
     }
@@ -142,44 +141,47 @@ def supervise_local(
         cancel_grace_s if cancel_grace_s is not None else ws.project.config.runtime.cancel_grace_s
     )
     flag = CancelFlag()
-    with cancel_on_signals(flag):
-        if not claim_run(registry, run.id, os.getpid(), create_time(os.getpid())):
-            return get_run(registry, run.id)  # cancelled before this supervisor took over
-        if flag.requested.is_set():
-            finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
-            return get_run(registry, run.id)
-        try:
-            job = job_for(ws, run)
-        except MllibError as exc:
-            finish_run(
-                registry, run.id, "failed", SYSTEM_ERROR, f"could not prepare the run: {exc}"
-            )
-            return get_run(registry, run.id)
-        progress = job.progress = PrepareProgress(job.run_dir / LOG_FILE, show=echo is not None)
-        try:
-            handle = get_runtime(run.runtime or "process").start(job)
-        except MllibError as exc:
-            progress.close()
-            default = USER_ERROR if isinstance(exc, UsageError) else SYSTEM_ERROR
-            finish_run(
+    try:
+        with cancel_on_signals(flag):
+            if not claim_run(registry, run.id, os.getpid(), create_time(os.getpid())):
+                return get_run(registry, run.id)  # cancelled before this supervisor took over
+            if flag.requested.is_set():
+                finish_run(registry, run.id, "cancelled", None, "cancelled before it started")
+                return get_run(registry, run.id)
+            try:
+                job = job_for(ws, run)
+            except MllibError as exc:
+                finish_run(
+                    registry, run.id, "failed", SYSTEM_ERROR, f"could not prepare the run: {exc}"
+                )
+                return get_run(registry, run.id)
+            progress = job.progress = PrepareProgress(job.run_dir / LOG_FILE, show=echo is not None)
+            try:
+                handle = get_runtime(run.runtime or "process").start(job)
+            except MllibError as exc:
+                progress.close()
+                default = USER_ERROR if isinstance(exc, UsageError) else SYSTEM_ERROR
+                finish_run(
+                    registry,
+                    run.id,
+                    "failed",
+                    getattr(exc, "failure_class", default),
+                    f"the {run.runtime} runtime could not start: {exc}",
+                )
+                return get_run(registry, run.id)
+            pid = getattr(handle, "pid", None)
+            update_run(
                 registry,
                 run.id,
-                "failed",
-                getattr(exc, "failure_class", default),
-                f"the {run.runtime} runtime could not start: {exc}",
+                status="running",
+                started_at=now(),
+                worker_pid=pid,
+                worker_ctime=create_time(pid) if pid else None,
             )
-            return get_run(registry, run.id)
-        pid = getattr(handle, "pid", None)
-        update_run(
-            registry,
-            run.id,
-            status="running",
-            started_at=now(),
-            worker_pid=pid,
-            worker_ctime=create_time(pid) if pid else None,
-        )
-        outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
-        return _finish(ws, run, job.run_dir, outcome)
+            outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
+            return _finish(ws, run, job.run_dir, outcome)
+    finally:  # however the run ended, secret params given on its command line go with it
+        discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))
 
 
 def _follow(ws, run, job, handle, flag, grace, echo, progress) -> tuple[Outcome, bool]:

@@ -355,7 +355,7 @@ def _roll_out(
         folder / SPEC_FILE,
         folder / LOG_FILE,
         cwd=ws.project.root,
-        env=ws.project.env_values("local"),
+        env=ws.project.env_under_shell("local"),
         marker=dep.id,
     )
     records.update(reg, dep.id, pid=pid, pid_ctime=create_time(pid))

@@ -66,7 +66,7 @@ def serve(
     """Run the dev server in this process until Ctrl-C; returns its exit code."""
     from mllib.serving.server import run_server
 
-    os.environ.update(target.ws.project.env_values("local"))
+    os.environ.update(target.ws.project.env_under_shell("local"))
     if announce:
         announce(spec)
     return run_server(spec)

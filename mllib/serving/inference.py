@@ -94,6 +94,8 @@ class InlineInference:
     def _serve(self) -> None:
         while True:
             future, call, args = self._jobs.get()
+            if future.done():  # timed out while queued: its client has had its 504
+                continue
             try:
                 result = call(*args)
             except BaseException as exc:  # answer() never raises; load() may be interrupted

@@ -45,6 +45,7 @@ class WorkerSpec:
     labels: dict[str, str] = field(default_factory=dict)  # env, model, version
     log_format: str = logs.JSON
     show_errors: bool = True  # put predict()'s exception message in 500 replies (not on prod)
+    timeout_s: float | None = None  # a request queued longer has had its 504: not predicted
 
 
 def load_predictor(spec: WorkerSpec) -> Callable[[Any], Any]:
@@ -203,7 +204,10 @@ class ModelLoop(LitLoop):
                 continue
             if item is None:
                 return
-            response_queue_id, uid, _queued_at, (request_id, body) = item
+            response_queue_id, uid, queued_at, (request_id, body) = item
+            timeout = lit_api.worker_spec.timeout_s
+            if timeout is not None and time.monotonic() - queued_at > timeout:
+                continue  # its API server answered 504 and stopped waiting (one system clock)
             reply = lit_api.answer(request_id, body)
             transport.send(
                 (uid, (reply, LitAPIStatus.OK, LoopResponseType.REGULAR, worker_id)),

@@ -325,6 +325,7 @@ def run_server(spec: ServerSpec) -> int:
         labels=spec.labels,
         log_format=spec.log_format,
         show_errors=spec.show_errors,
+        timeout_s=spec.timeout_s,
     )
     api = ModelAPI(worker, board)
     gateway = Gateway(

@@ -45,11 +45,14 @@ def _inference(dep: records.Deployment) -> str | None:
         return None
 
 
+STATS_KEYS = ("rps", "p50_ms", "p99_ms", "error_rate", "requests_total", "window")
+
+
 def live_stats(first: Totals | None, second: Totals | None, window_s: float) -> dict[str, Any]:
     """req/s over the window; p50/p99 and error rate over the window when it saw requests, else
     since the server started (`window` says which)."""
     if second is None:
-        return {"reachable": False}
+        return dict.fromkeys(STATS_KEYS, None) | {"reachable": False}
     delta = second.minus(first) if first is not None else second
     scope, basis = ("window", delta) if delta.requests > 0 else ("since start", second)
 

@@ -187,6 +187,33 @@ def test_a_prediction_slower_than_the_timeout_gets_504_and_the_server_goes_on(de
     assert predict(dev, {"x": [1]}).status_code == 200
 
 
+@pytest.mark.parametrize("inference", INFERENCE_MODES)
+def test_requests_that_timed_out_waiting_are_not_predicted_after_their_504(
+    served_project, inference
+):
+    """One predicting thread or worker, three 5 s predictions queued at once: each gets its 504
+    at 4 s, and the request after them waits only for the one in predict(), not the two whose
+    clients have gone (predicting those too turned every later request into a 504)."""
+    server = DevServer(
+        served_project,
+        "model.py",
+        "--run",
+        served_project.runs["v1"],
+        "--inference",
+        inference,
+        "--workers",
+        "1",
+    )
+    try:
+        wait_for(lambda: (r := get(f"{server.url}/health")) and r.status_code == 200, timeout=90)
+        with ThreadPoolExecutor(3) as pool:
+            slow = list(pool.map(lambda _: predict(server, {"x": [1], "sleep": 5}), range(3)))
+        assert [r.status_code for r in slow] == [504, 504, 504]
+        assert predict(server, {"x": [1]}).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_ctrl_c_stops_the_server_and_every_process_it_started(dev):
     import psutil
 
