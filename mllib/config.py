@@ -15,7 +15,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Generic, TypeVar, get_args, get_origin, get_type_hints
 
 from mllib.errors import ConfigError
 
@@ -41,6 +41,61 @@ KNOWN_KEYS = {
 }
 
 T = TypeVar("T")
+
+
+# -- the core's tables ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """[runtime]: where runs execute locally, and the image and container of docker runs."""
+
+    local: str = "auto"  # auto, process or docker
+    cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
+    base_image: str = "mllib/base:bookworm-py3"
+    image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins
+    packages: list = field(default_factory=list)  # requirement strings added to the image
+    detect_imports: bool = True  # installed packages the code imports go into the image too
+    memory: str | int | None = None  # e.g. "8g"; none: no limit
+    cpus: float | None = None  # e.g. 2.5; none: no limit
+    shm_size: str | int = "1g"  # /dev/shm (PyTorch DataLoader workers share tensors through it)
+    network: str = "host"  # host: what a child process sees (localhost services, proxies)
+    gpus: str = "auto"  # auto: every GPU nvidia-smi lists; none: CPU only
+
+
+@dataclass(frozen=True)
+class CodeSettings:
+    """[code]: what a run's code snapshot holds."""
+
+    exclude: list = field(default_factory=list)  # gitignore patterns, beside .gitignore's
+    max_file_mb: float = 20.0  # larger files are left out (and listed)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """[retry]: system errors of remote runs are retried, on another agent when there is one."""
+
+    max_attempts: int = 3
+    backoff_s: float = 5.0  # the first pause; doubled after each attempt
+    unreachable_after_s: float = 120.0  # an agent silent this long fails its attempt
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
+
+    path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+
+
+class Table(Generic[T]):
+    """A table of mllib.toml as an attribute of Config, read into dataclass `cls` on access."""
+
+    def __init__(self, cls: type[T]) -> None:
+        self.cls = cls
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Config, owner: type | None = None) -> T:
+        return read_table(self.cls, config, self.name)
 
 
 @dataclass(frozen=True)
@@ -87,77 +142,16 @@ class Config:
     def params(self) -> dict[str, Any]:
         return self.section("params")
 
-    @property
-    def runtime(self) -> RuntimeSettings:
-        return read_table(RuntimeSettings, self, "runtime")
-
-    @property
-    def code(self) -> CodeSettings:
-        return read_table(CodeSettings, self, "code")
-
-    @property
-    def retry(self) -> RetrySettings:
-        return read_table(RetrySettings, self, "retry")
-
-    @property
-    def registry(self) -> PathSettings:
-        return read_table(PathSettings, self, "registry")
-
-    @property
-    def store(self) -> PathSettings:
-        return read_table(PathSettings, self, "store")
-
-
-# -- the core's tables ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """[runtime]: where runs execute locally, and the image and container of docker runs."""
-
-    local: str = "auto"  # auto, process or docker
-    cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
-    base_image: str = "mllib/base:bookworm-py3"
-    image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins
-    packages: list = field(default_factory=list)  # requirement strings added to the image
-    detect_imports: bool = True  # installed packages the code imports go into the image too
-    memory: str | int | None = None  # e.g. "8g"; none: no limit
-    cpus: float | None = None  # e.g. 2.5; none: no limit
-    shm_size: str | int = "1g"  # /dev/shm (PyTorch DataLoader workers share tensors through it)
-    network: str = "host"  # host: what a child process sees (localhost services, proxies)
-    gpus: str = "auto"  # auto: every GPU nvidia-smi lists; none: CPU only
-
-
-@dataclass(frozen=True)
-class CodeSettings:
-    """[code]: what a run's code snapshot holds."""
-
-    exclude: list = field(default_factory=list)  # gitignore patterns, beside .gitignore's
-    max_file_mb: float = 20.0  # larger files are left out (and listed)
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """[retry]: system errors of remote runs are retried, on another agent when there is one."""
-
-    max_attempts: int = 3
-    backoff_s: float = 5.0  # the first pause; doubled after each attempt
-    unreachable_after_s: float = 120.0  # an agent silent this long fails its attempt
-
-
-@dataclass(frozen=True)
-class PathSettings:
-    """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
-
-    path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+    # The core's tables, read (and checked) on access: `config.runtime.local`.
+    runtime = Table(RuntimeSettings)
+    code = Table(CodeSettings)
+    retry = Table(RetrySettings)
+    registry = Table(PathSettings)
+    store = Table(PathSettings)
 
 
 # The tables checked when mllib.toml is read; [params] holds the model's own keys.
-CORE_TABLES: dict[str, type] = {
-    "runtime": RuntimeSettings,
-    "code": CodeSettings,
-    "retry": RetrySettings,
-    "registry": PathSettings,
-    "store": PathSettings,
-}
+CORE_TABLES = {name: t.cls for name, t in vars(Config).items() if isinstance(t, Table)}
 
 
 def read_table(

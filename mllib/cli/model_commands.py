@@ -90,16 +90,10 @@ def _run(
 ) -> None:
     """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
     target, params = target_and_params(ctx, model, param, help_)
+    options |= {"params": params, "remote": remote, "detach": detach, "target": target}
     with _data_progress() as (progress, prepared):
         record = launch(
-            params=params,
-            remote=remote,
-            detach=detach,
-            target=target,
-            on_prepared=prepared,
-            on_interrupt=ask_detach_or_cancel,
-            progress=progress,
-            **options,
+            **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
     finish(record, detach)
 
