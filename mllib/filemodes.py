@@ -1,10 +1,15 @@
 """Folders and files that may hold credentials: created 0700 / 0600 whatever the umask, and
-tightened when mllib finds them looser (only those this user owns)."""
+tightened when mllib finds them looser (only those this user owns); written whole, and changed by
+one process at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -29,11 +34,36 @@ def private_file(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write `text` to a file only this user can read (0600 from its first byte)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), PRIVATE_FILE)  # an existing file keeps its mode otherwise
-        handle.write(text)
+    """Make `path` a file holding `text` that only this user can read (0600 from its first byte).
+
+    The text goes to a new temporary file beside it, which then replaces `path`: a reader sees
+    the old content or the new, never half, and a symlink planted at `path` is replaced, not
+    written through.
+    """
+    # mkstemp creates the file 0600 with O_EXCL | O_NOFOLLOW, under a name nobody can guess.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` (created 0600) for the block: every process that
+    changes the file it guards takes it, so none writes back a stale copy over another's change."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mllib.registry.runs import RunRecord
+from mllib.registry.runs import RunRecord, get_run
 from mllib.workspace import Workspace
 
 
@@ -29,13 +29,16 @@ class AgentsBackend:
         return supervise_remote(ws, run, echo=echo, on_interrupt=on_interrupt)
 
     def cancel(self, ws: Workspace, run: RunRecord, *, timeout_s: float) -> RunRecord:
-        from mllib.agents.supervise import cancel_remote
+        """Cancel through the run's follower, else directly; then no secret param outlives it."""
+        from mllib.agents.supervise import cancel_remote, discard_if_finished
 
-        return cancel_remote(ws, run, timeout_s=timeout_s)
+        return discard_if_finished(ws, cancel_remote(ws, run, timeout_s=timeout_s))
 
     def settle(self, ws: Workspace, run: RunRecord) -> bool:
-        """The run goes on on its agent: a new background follower picks it up (never failed)."""
-        from mllib.agents.supervise import adopt
+        """The run goes on on its agent: a new background follower picks it up (never failed).
+        One that has finished meanwhile needs none, only its secret params gone."""
+        from mllib.agents.supervise import adopt, discard_if_finished
 
-        adopt(ws, run)
+        if not discard_if_finished(ws, get_run(ws.registry, run.id)).finished:
+            adopt(ws, run)
         return False

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError, UsageError
 
 AGENTS_FILE = "agents.json"
+AGENTS_LOCK = "agents.lock"
 DEFAULT_CACHE_GB = 50.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # The shapes of the fields that reach the agent host (its login, paths and commands there):
@@ -172,27 +175,63 @@ def _read_file() -> list[AgentSpec]:
 
 
 def _write_file(specs: list[AgentSpec]) -> None:
+    """Replace agents.json whole (0600); only under `_changing()`."""
+    from mllib.filemodes import write_private
+
+    text = json.dumps({"agents": [s.to_json() for s in specs]}, indent=2)
+    write_private(_file(), text + "\n")
+
+
+@contextlib.contextmanager
+def _changing() -> Iterator[None]:
+    """Hold agents.lock while agents.json is read, changed and written back: two `mllib agents
+    add` at once both keep their agent."""
+    from mllib.filemodes import exclusive_lock, private_dir
+
     path = _file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"agents": [s.to_json() for s in specs]}, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    with exclusive_lock(path.with_name(AGENTS_LOCK)):
+        yield
 
 
 def load_agents(config: Config | None = None) -> list[AgentSpec]:
-    """Agents from agents.json, then those of mllib.toml `[[agents]]` (which win on a name clash)."""
-    by_name = {s.name: s for s in _read_file()}
+    """Agents from agents.json, then those of mllib.toml `[[agents]]` (which add to them; one
+    of the same name must reach the same place, see `_refuse_redirect`)."""
+    users = {s.name: s for s in _read_file()}
+    by_name = dict(users)
     if config is not None:
         declared = config.get("agents", [], list)
         for row in declared:
             if not isinstance(row, dict):
                 raise ConfigError(f"{config.where}: `agents` must be an array of tables [[agents]]")
             spec = _spec_from(dict(row), config.where)
+            _refuse_redirect(users.get(spec.name), spec)
             by_name[spec.name] = spec
     return list(by_name.values())
+
+
+_WHERE_FIELDS = ("host", "port", "user", "root")
+
+
+def _refuse_redirect(user_spec: AgentSpec | None, project_spec: AgentSpec) -> None:
+    """A project (a cloned repository) may not point one of the user's agents elsewhere: the
+    user's key and `.env.remote` secrets would go to another host, login or folder."""
+    if user_spec is None or all(
+        getattr(user_spec, f) == getattr(project_spec, f) for f in _WHERE_FIELDS
+    ):
+        return
+
+    def shown(spec: AgentSpec) -> str:
+        return ", ".join(f"{f}={getattr(spec, f)!r}" for f in _WHERE_FIELDS)
+
+    name = project_spec.name
+    raise ConfigError(
+        f"{project_spec.source} declares agent {name!r} ({shown(project_spec)}), but your "
+        f"agent {name!r} in {user_spec.source} is {shown(user_spec)}: mllib will not send your "
+        "key and secrets to a place a project names",
+        hint=f"Rename one: the [[agents]] entry in {project_spec.source}, or yours with "
+        f"`mllib agents remove {name}` and `mllib agents add NEW_NAME ...`.",
+    )
 
 
 def get_agent(name: str, config: Config | None = None) -> AgentSpec:
@@ -204,14 +243,17 @@ def get_agent(name: str, config: Config | None = None) -> AgentSpec:
 
 def save_agent(spec: AgentSpec) -> None:
     """Add or replace `spec` in agents.json."""
-    specs = [s for s in _read_file() if s.name != spec.name]
-    _write_file([*specs, spec])
+    with _changing():
+        specs = [s for s in _read_file() if s.name != spec.name]
+        _write_file([*specs, spec])
 
 
 def delete_agent(name: str) -> bool:
-    specs = _read_file()
-    kept = [s for s in specs if s.name != name]
-    if len(kept) == len(specs):
-        return False
-    _write_file(kept)
-    return True
+    """Remove agent `name` from agents.json; False if it was not there."""
+    with _changing():
+        specs = _read_file()
+        kept = [s for s in specs if s.name != name]
+        if len(kept) == len(specs):
+            return False
+        _write_file(kept)
+        return True

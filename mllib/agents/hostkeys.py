@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -63,13 +62,11 @@ def ensure_file() -> Path:
 @contextlib.contextmanager
 def _locked() -> Iterator[Path]:
     """Hold the lock every writer of the known_hosts file takes; yields the file's path."""
+    from mllib.filemodes import exclusive_lock
+
     path = ensure_file()
-    fd = os.open(path.with_name(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(path.with_name(LOCK_FILE)):
         yield path
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def record(label: str, key: paramiko.PKey) -> None:

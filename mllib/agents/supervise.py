@@ -32,7 +32,7 @@ from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
 from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, update_run
 from mllib.runs.failure import SYSTEM_ERROR
-from mllib.runs.spec import SECRETS_FILE
+from mllib.runs.spec import discard_secret_params
 from mllib.runtime.processes import create_time, is_alive
 from mllib.workspace import Workspace
 
@@ -123,10 +123,7 @@ class RemoteRun:
             while True:
                 record = self.record()
                 if record.finished:
-                    # No attempt needs the secret params given on the command line any more.
-                    run_dir = Path(record.run_dir or self.ws.run_dir(record.id))
-                    (run_dir / SECRETS_FILE).unlink(missing_ok=True)
-                    return record, False
+                    return discard_if_finished(self.ws, record), False
                 if self.flag.requested.is_set():
                     choice = self.on_interrupt() if self.on_interrupt else "cancel"
                     self.flag.requested.clear()
@@ -371,6 +368,14 @@ def supervise_remote(
         notify(f"detached; run {run.id} goes on. Follow it: mllib runs logs {run.id} --follow")
         return get_run(ws.registry, run.id)
     return record
+
+
+def discard_if_finished(ws: Workspace, run: RunRecord) -> RunRecord:
+    """Once a remote run has finished, no attempt needs the secret params given on the command
+    line any more: delete their local hand-over file. Returns `run`."""
+    if run.finished:
+        discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))
+    return run
 
 
 def adopt(ws: Workspace, run: RunRecord) -> bool:

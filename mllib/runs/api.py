@@ -89,7 +89,9 @@ class _Launch:
     def __call__(
         self, target: ModelTarget, actions: list[str], params: dict[str, Any], **prepare: Any
     ) -> RunRecord:
-        name, note = select_runtime(target.ws, self.runtime, self.remote, self.agent)
+        name, note = select_runtime(
+            target.ws, self.runtime, self.remote, self.agent, source=prepare.get("source_run")
+        )
         record = prepare_run(
             target,
             actions,
@@ -190,8 +192,8 @@ def predict(
 
     target = target or locate_model(model)
     require_methods(target, "predict")
-    name, _ = select_runtime(target.ws, runtime, False)
     source = find_source_run(target, run, dict(params or {}), "local")
+    name, _ = select_runtime(target.ws, runtime, False, source=source)
     return predict_with_run(target.ws, source, request, runtime=name)
 
 

@@ -121,12 +121,15 @@ def select_runtime(
     agent: str | None = None,
     *,
     gpus: list[str] | None = None,
+    source: RunRecord | None = None,
 ) -> tuple[str, str]:
     """The runtime for a run and the reason it was chosen (said once to the user).
 
-    `[runtime] local = "auto"` (the default) picks docker when a Docker engine answers (a socket
-    connect: the docker SDK is not imported), else process. `gpus`: the GPUs the run is given
-    (an agent's slot), for the note.
+    `source`: the training run an evaluation or prediction uses; unless a runtime is asked for,
+    a local one (process, or docker while an engine answers) is used again, so the model runs
+    where it was trained. `[runtime] local = "auto"` (the default) picks docker when a Docker
+    engine answers (a socket connect: the docker SDK is not imported), else process. `gpus`: the
+    GPUs the run is given (an agent's slot), for the note.
     """
     from mllib.agents import REMOTE_RUNTIME
 
@@ -143,6 +146,8 @@ def select_runtime(
                 hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
         return requested, _with_gpu_note(requested, f"--runtime {requested}", gpus)
+    if source is not None and _still_available(source.runtime):
+        return source.runtime, _with_gpu_note(source.runtime, f"as training run {source.id}", gpus)
     configured = ws.project.config.runtime.local
     if configured != "auto":
         if configured not in RUNTIMES:
@@ -161,6 +166,15 @@ def select_runtime(
     return "process", _with_gpu_note(
         "process", f"auto: {problem}, so it runs as a local process", gpus
     )
+
+
+def _still_available(runtime: str | None) -> bool:
+    """Whether a training run's recorded runtime can run here now (docker: an engine answers)."""
+    if runtime == "docker":
+        from mllib.runtime.engine import engine_problem
+
+        return engine_problem() is None
+    return runtime in RUNTIMES
 
 
 def _with_gpu_note(runtime: str, note: str, gpus: list[str] | None) -> str:

@@ -124,6 +124,46 @@ def test_agents_declared_in_mllib_toml(tmp_path, mllib_home):
         load_agents(load_config(toml))
 
 
+ADD_AGENTS = """
+import os, sys, time
+from mllib.agents.config import AgentSpec, delete_agent, save_agent
+
+go, prefix = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+for i in range(12):
+    save_agent(AgentSpec(f"{prefix}{i}", host="10.0.0.9"))
+    if i % 2:
+        delete_agent(f"{prefix}{i - 1}")
+"""
+
+
+def test_agents_added_and_removed_at_the_same_moment_are_all_kept(tmp_path, mllib_home):
+    """Four processes each add twelve agents and remove six, all at once: agents.json ends
+    with every agent kept, stays valid JSON and 0600, and leaves no temporary file."""
+    import sys
+
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ADD_AGENTS, str(go), prefix])
+        for prefix in ("a", "b", "c", "d")
+    ]
+    go.touch()
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0, 0, 0]
+
+    listed = mllib("agents", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    expected = {f"{p}{i}" for p in "abcd" for i in range(1, 12, 2)}
+    assert {agent["name"] for agent in json.loads(listed.stdout)} == expected
+    path = mllib_home / "agents.json"
+    assert len(json.loads(path.read_text())["agents"]) == len(expected)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in mllib_home.iterdir() if "agents" in p.name) == [
+        "agents.json",
+        "agents.lock",
+    ]
+
+
 def test_add_checks_its_arguments_before_saying_it_connects(tmp_path, mllib_home):
     bad_name = mllib("agents", "add", "no spaces", "--host", "127.0.0.1")
     assert bad_name.returncode == 2 and "Invalid agent name 'no spaces'" in bad_name.stderr

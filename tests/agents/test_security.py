@@ -4,6 +4,7 @@ no agent field reaches the host's shell as code, a run's env-file secrets go whe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -54,6 +55,47 @@ def test_a_malformed_agent_in_mllib_toml_is_a_usage_error_naming_the_field(
     result = mllib("agents", "list", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert f"Invalid `{field}`" in result.stderr and "mllib.toml" in result.stderr
+
+
+def test_a_project_cannot_point_a_users_agent_elsewhere(tmp_path, mllib_home):
+    """A cloned project's `[[agents]] name = "gpu1"` aimed at another host, port, login or
+    folder is refused (exit 2) naming both; the same definition is fine."""
+    from mllib.agents.config import save_agent
+
+    save_agent(AgentSpec("gpu1", host="10.0.0.5", user="ml"))
+    (tmp_path / "model.py").write_text(
+        "class M:\n    def train(self):\n        pass\n\n    def predict(self, request):\n"
+        "        return request\n"
+    )
+
+    def declare(**changed: object) -> None:
+        fields = {"name": "gpu1", "host": "10.0.0.5", "user": "ml", "gpus": 2, **changed}
+        lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+        (tmp_path / "mllib.toml").write_text("[[agents]]\n" + "\n".join(lines) + "\n")
+
+    declare()
+    listed = mllib("agents", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [(a["name"], a["host"], a["gpus"]) for a in json.loads(listed.stdout)] == [
+        ("gpu1", "10.0.0.5", 2)
+    ]
+
+    for field, value in (
+        ("host", "evil.example"),
+        ("port", 2222),
+        ("user", "root"),
+        ("root", "/x"),
+    ):
+        declare(**{field: value})
+        for args in (("agents", "list"), ("train", "model.py", "--agent", "gpu1")):
+            refused = mllib(*args, cwd=tmp_path)
+            assert refused.returncode == 2, refused.stderr
+            message = " ".join(refused.stderr.split())
+            assert "declares agent 'gpu1'" in message and "host='10.0.0.5'" in message
+            assert f"{field}={value!r}" in message and str(mllib_home) in message
+            assert "Rename one" in message
+    runs = tmp_path / ".mllib" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing was recorded
 
 
 def test_the_hosts_shell_never_runs_the_python_name_as_code(lab, mllib_home):
@@ -119,6 +161,40 @@ def test_an_env_file_left_by_a_killed_supervisor_goes_at_the_next_contact(agents
     assert checked.returncode == 0, checked.stderr
     assert _agent_status(host, run_id) == "failed"
     assert not env_file.exists()
+
+
+def test_a_remote_runs_secret_params_go_when_it_is_cancelled_with_no_follower(agents, project, lab):
+    """`--api_key=...` waits in a 0600 file of the run for any retry; a cancel with nobody
+    following the run (its follower killed) deletes it, as the end of a local run does."""
+    from mllib.agents.supervise import lock_holder
+    from mllib.runs.control import cancel
+    from mllib.workspace import Workspace
+
+    host = lab.hosts[0]
+    model = project / "model.py"
+    model.write_text(
+        model.read_text().replace(
+            "self.total = 0.0", 'self.total = 0.0\n        self.api_key = mllib.Param("")'
+        )
+    )
+    run_id = detached_run(
+        project, "--agent", "h0", "--steps=1000", "--sleep_s=0.2", f"--api_key={SECRET}"
+    )
+    secrets_file = project / ".mllib" / "runs" / run_id / "secret_params.json"
+    wait_for(host.worker_pids, timeout=60, what="the remote worker")
+    os.kill(run_record(project, run_id).supervisor_pid, signal.SIGKILL)
+    wait_for(lambda: lock_holder(secrets_file.parent) is None, what="the follower to be gone")
+    assert SECRET in secrets_file.read_text()
+
+    ws = Workspace.find(project)
+    try:
+        record = cancel(ws, run_id)
+    finally:
+        ws.registry.close()
+
+    assert record.status == "cancelled"
+    assert not secrets_file.exists()
+    wait_for(lambda: not host.worker_pids(), timeout=30, what="the remote worker to end")
 
 
 def _files(root: Path):

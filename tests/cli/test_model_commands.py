@@ -1,5 +1,9 @@
 """`mllib train/evaluate` end to end through the real command: spellings, params, help, usage errors."""
 
+import json
+import socket
+import zlib
+
 from tests.conftest import Project
 
 
@@ -246,3 +250,41 @@ def test_a_param_named_like_an_option_is_set_with_p_and_the_option_says_so(proje
     assert project.last_run()["params"] == {"seed": 5} and "model seed 5" in param.stdout
     help_text = project.mllib("train", "model.py", "--help").stdout
     assert "set the param `seed` with -p seed=VALUE" in help_text
+
+
+WHERE_MODEL = """
+import socket
+import zlib
+
+
+class Where:
+    def train(self):
+        pass
+
+    def evaluate(self):  # a container has a host name of its own
+        return {"host": float(zlib.crc32(socket.gethostname().encode()))}
+
+    def predict(self, request):
+        return {"host": socket.gethostname()}
+"""
+
+
+def test_evaluate_and_predict_run_where_the_training_run_ran(project: Project):
+    project.write("model.py", WHERE_MODEL)
+    # What a fresh run would pick; the training run is asked to run as a process instead.
+    project.write("mllib.toml", '[runtime]\nlocal = "docker"\n')
+    trained = project.mllib("train", "model.py", "--runtime", "process")
+    assert trained.returncode == 0, trained.output
+    run_id = project.last_run()["id"]
+
+    evaluated = project.mllib("evaluate", "model.py")
+    assert evaluated.returncode == 0, evaluated.output
+    assert f"process runtime (as training run {run_id})" in evaluated.stderr
+    evaluation = project.last_run()
+    assert evaluation["runtime"] == "process" and evaluation["source_run_id"] == run_id
+    assert evaluation["eval_metrics"] == {"host": zlib.crc32(socket.gethostname().encode())}
+
+    predicted = project.mllib("predict", "model.py", "--input", "{}")
+    assert predicted.returncode == 0, predicted.output
+    assert json.loads(predicted.stdout) == {"host": socket.gethostname()}
+    assert "docker build" not in predicted.output.lower()

@@ -13,6 +13,7 @@ import pytest
 from mllib.config import Config
 from mllib.errors import ConfigError
 from mllib.project import Project
+from mllib.registry.runs import RunRecord
 from mllib.runs.launch import select_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
@@ -195,6 +196,45 @@ def test_forced_and_configured_runtimes_win(tmp_path: Path, simulated_gpu: None)
     name, note = select_runtime(ws, None, remote=False)
     assert name == "docker"
     assert note == "[runtime] local = 'docker'; 1 NVIDIA GPU passed to the container"
+
+
+def _training_run(runtime: str) -> RunRecord:
+    return RunRecord("r1234", "Model", "train", "succeeded", "2024-01-01", runtime=runtime)
+
+
+def test_a_training_runs_local_runtime_is_used_again_unless_one_is_asked_for(
+    tmp_path: Path, docker_client: object
+) -> None:
+    ws = _workspace(tmp_path, '[runtime]\nlocal = "process"\n')
+
+    name, note = select_runtime(ws, None, remote=False, source=_training_run("docker"))
+    assert name == "docker" and note.startswith("as training run r1234; ")
+    assert select_runtime(ws, "process", remote=False, source=_training_run("docker")) == (
+        "process",
+        "--runtime process",
+    )
+
+
+def test_a_docker_training_run_without_an_engine_now_falls_back_to_the_usual_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+
+    name, note = select_runtime(
+        _workspace(tmp_path), None, remote=False, source=_training_run("docker")
+    )
+
+    assert name == "process"
+    assert note.startswith(f"auto: no Docker engine answers at unix://{tmp_path}/absent.sock")
+
+
+def test_a_remote_training_run_keeps_the_local_rule(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path, '[runtime]\nlocal = "process"\n')
+
+    assert select_runtime(ws, None, remote=False, source=_training_run("ssh")) == (
+        "process",
+        "[runtime] local = 'process'",
+    )
 
 
 def test_help_imports_no_docker_sdk() -> None:
