@@ -45,12 +45,12 @@ def project_files(root: Path, config: Config) -> CodeFiles:
     """The files of a project a run's code consists of, and the large ones left out."""
     import pathspec
 
-    lines = list(ALWAYS_EXCLUDED) + list(config.get("code.exclude", [], list))
+    lines = list(ALWAYS_EXCLUDED) + list(config.code.exclude)
     for name in IGNORE_FILES:
         if (root / name).is_file():
             lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
     spec = pathspec.GitIgnoreSpec.from_lines(lines)
-    max_bytes = int(config.get("code.max_file_mb", 20.0, float) * 1024 * 1024)
+    max_bytes = int(config.code.max_file_mb * 1024 * 1024)
     paths, large = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)

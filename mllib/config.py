@@ -1,12 +1,21 @@
-"""mllib.toml: read once, validated, with typed lookups that name the offending key on error."""
+"""mllib.toml: read once, validated, with typed lookups that name the offending key on error.
+
+Every table of settings is a frozen dataclass read by `read_table`: its fields are the table's
+keys, their defaults the defaults, their annotations the types accepted; an unknown key is an
+error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
+[store]) are declared here and checked when the file is read; a feature's tables live with the
+feature ([data] in mllib.datasets.settings; [serve], [deploy], [keys], [loadtest] in
+mllib.serving.settings) and are checked when the feature reads them.
+"""
 
 from __future__ import annotations
 
 import tomllib
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, get_args, get_origin, get_type_hints
 
 from mllib.errors import ConfigError
 
@@ -31,29 +40,62 @@ KNOWN_KEYS = {
     "keys": "API keys",
 }
 
-# The keys of the tables the core reads. Tables a feature reads through its own settings loader
-# ([data], [serve], [deploy], [keys], [loadtest]) are checked there; [params] holds the model's.
-TABLE_KEYS = {
-    "runtime": {
-        "local",
-        "cancel_grace_s",
-        "base_image",
-        "packages",
-        "detect_imports",
-        "image_repository",
-        "memory",
-        "cpus",
-        "shm_size",
-        "network",
-        "gpus",
-    },
-    "registry": {"path"},
-    "store": {"path"},
-    "code": {"exclude", "max_file_mb"},
-    "retry": {"max_attempts", "backoff_s", "unreachable_after_s"},
-}
-
 T = TypeVar("T")
+
+
+# -- the core's tables ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """[runtime]: where runs execute locally, and the image and container of docker runs."""
+
+    local: str = "auto"  # auto, process or docker
+    cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
+    base_image: str = "mllib/base:bookworm-py3"
+    image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins
+    packages: list = field(default_factory=list)  # requirement strings added to the image
+    detect_imports: bool = True  # installed packages the code imports go into the image too
+    memory: str | int | None = None  # e.g. "8g"; none: no limit
+    cpus: float | None = None  # e.g. 2.5; none: no limit
+    shm_size: str | int = "1g"  # /dev/shm (PyTorch DataLoader workers share tensors through it)
+    network: str = "host"  # host: what a child process sees (localhost services, proxies)
+    gpus: str = "auto"  # auto: every GPU nvidia-smi lists; none: CPU only
+
+
+@dataclass(frozen=True)
+class CodeSettings:
+    """[code]: what a run's code snapshot holds."""
+
+    exclude: list = field(default_factory=list)  # gitignore patterns, beside .gitignore's
+    max_file_mb: float = 20.0  # larger files are left out (and listed)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """[retry]: system errors of remote runs are retried, on another agent when there is one."""
+
+    max_attempts: int = 3
+    backoff_s: float = 5.0  # the first pause; doubled after each attempt
+    unreachable_after_s: float = 120.0  # an agent silent this long fails its attempt
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
+
+    path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+
+
+class Table(Generic[T]):
+    """A table of mllib.toml as an attribute of Config, read into dataclass `cls` on access."""
+
+    def __init__(self, cls: type[T]) -> None:
+        self.cls = cls
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Config, owner: type | None = None) -> T:
+        return read_table(self.cls, config, self.name)
 
 
 @dataclass(frozen=True)
@@ -71,17 +113,9 @@ class Config:
                 return default
             node = node[part]
         expected = kind or (type(default) if default is not None else None)
-        if expected is float:
-            expected = (int, float)
-        if expected is not None and (
-            not isinstance(node, expected)
-            or (isinstance(node, bool) and expected in (int, (int, float)))
-        ):
-            raise ConfigError(
-                f"{self.where}: `{key}` must be {_type_words(expected)}, got {node!r}",
-                hint=f"Fix `{key}` in {self.where}.",
-            )
-        return node
+        if expected is None:
+            return node
+        return _checked(node, expected if isinstance(expected, tuple) else (expected,), key, self)
 
     def section(self, name: str) -> dict[str, Any]:
         """A table such as `[params]`, or {} when absent."""
@@ -108,17 +142,76 @@ class Config:
     def params(self) -> dict[str, Any]:
         return self.section("params")
 
+    # The core's tables, read (and checked) on access: `config.runtime.local`.
+    runtime = Table(RuntimeSettings)
+    code = Table(CodeSettings)
+    retry = Table(RetrySettings)
+    registry = Table(PathSettings)
+    store = Table(PathSettings)
 
-def _type_words(kind: type | tuple[type, ...]) -> str:
+
+# The tables checked when mllib.toml is read; [params] holds the model's own keys.
+CORE_TABLES = {name: t.cls for name, t in vars(Config).items() if isinstance(t, Table)}
+
+
+def read_table(
+    cls: type[T], config: Config, table: str, *, non_negative: bool = False, more: bool = False
+) -> T:
+    """Dataclass `cls` filled from `[table]` (a dotted name for a nested one, `deploy.prod`).
+
+    Each key is checked against its field's annotation (a field that is itself a dataclass is a
+    nested table); a key `cls` lacks is an error listing the known keys, unless `more` (the table
+    holds other things as well, as [data] holds dataset bindings). `non_negative` refuses
+    negative numbers."""
+    raw = config.get(table, {}, dict)
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(k for k in raw if k not in known)
+    if unknown and not more:
+        raise ConfigError(
+            f"{config.where}: unknown key(s) in [{table}]: {', '.join(unknown)}",
+            hint=f"Known keys: {', '.join(sorted(known))}. See mllib.toml.example.",
+        )
+    values = {}
+    for name in known & set(raw):
+        key, hint = f"{table}.{name}", hints[name]
+        if is_dataclass(hint):
+            values[name] = read_table(hint, config, key, non_negative=non_negative)  # type: ignore[arg-type]
+            continue
+        value = _checked(raw[name], _kinds(hint), key, config)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if non_negative and number and value < 0:
+            raise ConfigError(f"{config.where}: `{key}` must not be negative")
+        values[name] = value
+    return cls(**values)
+
+
+def _kinds(annotation: Any) -> tuple[type, ...]:
+    """The types a field's annotation accepts (`str | int | None` -> (str, int))."""
+    args = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return tuple(get_origin(a) or a for a in args if a is not type(None))
+
+
+def _checked(value: Any, kinds: tuple[type, ...], key: str, config: Config) -> Any:
+    """`value` when it is one of `kinds` (an integer counts as a float, a bool as no number)."""
+    numbers = (int, float) if float in kinds else ()
+    ok = bool in kinds if isinstance(value, bool) else isinstance(value, kinds + numbers)
+    if not ok:
+        raise ConfigError(
+            f"{config.where}: `{key}` must be {_type_words(kinds)}, got {value!r}",
+            hint=f"Fix `{key}` in {config.where}.",
+        )
+    if float in kinds and int not in kinds and type(value) is int:
+        return float(value)
+    return value
+
+
+def _type_words(kinds: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     names |= {dict: "a table", list: "a list"}
-    if isinstance(kind, tuple):
-        return (
-            "a number"
-            if set(kind) == {int, float}
-            else " or ".join(names.get(k, k.__name__) for k in kind)
-        )
-    return names.get(kind, kind.__name__)
+    if set(kinds) <= {int, float} and float in kinds:
+        return "a number"
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def load_config(path: Path) -> Config:
@@ -133,23 +226,11 @@ def load_config(path: Path) -> Config:
         ) from exc
     unknown = sorted(set(data) - set(KNOWN_KEYS))
     if unknown:
-        known = ", ".join(sorted(KNOWN_KEYS))
         raise ConfigError(
             f"{path}: unknown key(s) {', '.join(unknown)}",
-            hint=f"Known keys: {known}. See mllib.toml.example.",
+            hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}. See mllib.toml.example.",
         )
-    for table, keys in TABLE_KEYS.items():
-        if table not in data:
-            continue
-        if not isinstance(data[table], dict):
-            raise ConfigError(
-                f"{path}: `{table}` must be a table ([{table}]), got {data[table]!r}",
-                hint="See mllib.toml.example.",
-            )
-        unknown = sorted(set(data[table]) - keys)
-        if unknown:
-            raise ConfigError(
-                f"{path}: unknown key(s) in [{table}]: {', '.join(unknown)}",
-                hint=f"Known keys: {', '.join(sorted(keys))}. See mllib.toml.example.",
-            )
-    return Config(path, data)
+    config = Config(path, data)
+    for table, cls in CORE_TABLES.items():
+        read_table(cls, config, table)
+    return config

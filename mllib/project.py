@@ -31,8 +31,8 @@ class Project:
                 return cls(folder, load_config(folder / CONFIG_FILE))
         return cls(here, Config())
 
-    def _path_setting(self, env_var: str, key: str, default: Path) -> Path:
-        value = os.environ.get(env_var) or self.config.get(key, None, str)
+    def _path_setting(self, env_var: str, configured: str | None, default: Path) -> Path:
+        value = os.environ.get(env_var) or configured
         if not value:
             return default
         path = Path(value).expanduser()
@@ -62,12 +62,14 @@ class Project:
     @property
     def registry_path(self) -> Path:
         """`MLLIB_REGISTRY`, else `[registry] path`, else .mllib/registry.db."""
-        return self._path_setting("MLLIB_REGISTRY", "registry.path", self.state_dir / "registry.db")
+        return self._path_setting(
+            "MLLIB_REGISTRY", self.config.registry.path, self.state_dir / "registry.db"
+        )
 
     @property
     def store_path(self) -> Path:
         """`MLLIB_STORE`, else `[store] path`, else .mllib/store."""
-        return self._path_setting("MLLIB_STORE", "store.path", self.state_dir / "store")
+        return self._path_setting("MLLIB_STORE", self.config.store.path, self.state_dir / "store")
 
     @property
     def runs_dir(self) -> Path:

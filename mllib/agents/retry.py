@@ -6,31 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mllib.config import Config
+from mllib.config import Config, RetrySettings
 from mllib.registry import Registry
 from mllib.registry.runs import now
 from mllib.runs.failure import SYSTEM_ERROR
 
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
-DEFAULT_UNREACHABLE_AFTER_S = 120.0
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_s: float = DEFAULT_BACKOFF_S
-    unreachable_after_s: float = DEFAULT_UNREACHABLE_AFTER_S
+class RetryPolicy(RetrySettings):
+    """The `[retry]` settings, and the retry decisions they make."""
 
     @classmethod
     def from_config(cls, config: Config) -> RetryPolicy:
-        """`[retry] max_attempts`, `backoff_s` (first pause, doubled each time), `unreachable_after_s`."""
-        return cls(
-            max(1, config.get("retry.max_attempts", DEFAULT_MAX_ATTEMPTS, int)),
-            config.get("retry.backoff_s", DEFAULT_BACKOFF_S, float),
-            config.get("retry.unreachable_after_s", DEFAULT_UNREACHABLE_AFTER_S, float),
-        )
+        settings = config.retry
+        return cls(max(1, settings.max_attempts), settings.backoff_s, settings.unreachable_after_s)
 
     def pause_after(self, attempt: int) -> float:
         return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))

@@ -300,7 +300,7 @@ class RemoteRun:
         attempt = current_attempt(self.reg, self.run_id)
         note = "cancelled"
         if attempt is not None and attempt["status"] == "running":
-            grace = self.ws.project.config.get("runtime.cancel_grace_s", 10.0)
+            grace = self.ws.project.config.runtime.cancel_grace_s
             try:
                 agent = self._connect(attempt["agent"])
                 if agent is None:
@@ -349,14 +349,14 @@ def supervise_remote(
 ) -> RunRecord:
     """Follow `run` on its agent until it ends; Ctrl-C asks `on_interrupt` (default: cancel)."""
     from mllib.runs.launch import spawn_supervisor
-    from mllib.runs.supervisor import _cancel_on_signals, _CancelFlag
+    from mllib.runs.supervisor import CancelFlag, cancel_on_signals
 
     run_dir = Path(run.run_dir or ws.run_dir(run.id))
     with supervisor_lock(run_dir) as held:
         if not held:
             return get_run(ws.registry, run.id)  # another process follows it
-        flag = _CancelFlag()
-        with _cancel_on_signals(flag):
+        flag = CancelFlag()
+        with cancel_on_signals(flag):
             if not claim_run(ws.registry, run.id, os.getpid(), create_time(os.getpid())):
                 return get_run(ws.registry, run.id)  # cancelled before this follower took over
             loop = RemoteRun(

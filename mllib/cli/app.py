@@ -7,6 +7,7 @@ import typer
 from mllib.cli import agents, data, deploy, keys, loadtest, model_commands, runs, serve
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
+from mllib.cli.model_args import MODEL_COMMAND
 
 app = typer.Typer(
     name="mllib",
@@ -36,12 +37,12 @@ def _main(
     """Train, evaluate and serve a model.py: locally, in Docker, or on your GPU hosts."""
 
 
-app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.train)
-app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.evaluate)
-app.command(context_settings=model_commands.MODEL_COMMAND)(model_commands.predict)
+app.command(context_settings=MODEL_COMMAND)(model_commands.train)
+app.command(context_settings=MODEL_COMMAND)(model_commands.evaluate)
+app.command(context_settings=MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
-app.command(context_settings=model_commands.MODEL_COMMAND)(serve.serve)
+app.command(context_settings=MODEL_COMMAND)(serve.serve)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(keys.app, name="keys")
 app.command()(loadtest.loadtest)

@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from mllib.cli import output
+from mllib.cli.deploy_args import EnvOpt, deploy_context
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
 
@@ -32,14 +33,7 @@ app = typer.Typer(
     "rollbacks) are in the README.",
 )
 
-EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _ctx():
-    from mllib.serving.deploy import DeployContext
-
-    return DeployContext.create()
 
 
 def _say(message: str) -> None:
@@ -64,7 +58,7 @@ def ship(
     """Deploy MODEL[:VERSION] or a run id to staging or prod."""
     from mllib.serving.deploy import deploy
 
-    ctx = _ctx()
+    ctx = deploy_context()
     outcome = deploy(ctx, ref, env, force=force, reason=reason, progress=_say)
     dep = outcome.deployment
     console = output.err()
@@ -97,7 +91,7 @@ def status(
     from mllib.cli.deploy_status import print_status
     from mllib.serving.status import status as read_status
 
-    rows = read_status(_ctx(), env, window_s=window)
+    rows = read_status(deploy_context(), env, window_s=window)
     if json_:
         output.print_json(rows)
         return
@@ -118,7 +112,7 @@ def rollback(
     from mllib.serving.clock import human_duration
     from mllib.serving.deploy import rollback as do_rollback
 
-    outcome = do_rollback(_ctx(), env, reason=reason, progress=_say)
+    outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
     console.print(
         f"[green]✔[/] Rolled {env} back to {outcome.deployment.label} at {outcome.deployment.url}"
@@ -134,7 +128,7 @@ def stop(env: EnvOpt) -> None:
     """Stop the environment's server and every process it started."""
     from mllib.serving.deploy import stop as do_stop
 
-    for dep in do_stop(_ctx(), env, progress=_say):
+    for dep in do_stop(deploy_context(), env, progress=_say):
         output.err().print(f"Stopped {dep.label} on {env}.")
 
 
@@ -153,7 +147,7 @@ def logs(
     from mllib.serving.logs import pretty
     from mllib.serving.status import log_source
 
-    path, alive = log_source(_ctx(), env)
+    path, alive = log_source(deploy_context(), env)
     try:
         for line in read_lines(path, follow=follow, alive=alive):
             sys.stdout.write((line.decode("utf-8", "replace") if json_ else pretty(line)) + "\n")
@@ -174,7 +168,7 @@ def history(
 
     from mllib.serving.audit import history as read_history
 
-    rows = read_history(_ctx().ws.registry, env=env, limit=limit)
+    rows = read_history(deploy_context().ws.registry, env=env, limit=limit)
     if json_:
         output.print_json(rows)
         return

@@ -7,18 +7,11 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.deploy_args import EnvOpt, deploy_context
 
 app = typer.Typer(
     help="API keys for deployed models (sent as `Authorization: Bearer KEY`).", no_args_is_help=True
 )
-
-EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
-
-
-def _ctx():
-    from mllib.serving.deploy import DeployContext
-
-    return DeployContext.create()
 
 
 @app.command()
@@ -47,7 +40,7 @@ def create(
     """Create a key and print it once (only its hash is kept)."""
     from mllib.serving.keys import create_key
 
-    ctx = _ctx()
+    ctx = deploy_context()
     key = create_key(
         ctx.ws.registry,
         ctx.clock,
@@ -76,7 +69,7 @@ def list_(
 
     from mllib.serving.keys import list_keys
 
-    rows = list_keys(_ctx().ws.registry, env)
+    rows = list_keys(deploy_context().ws.registry, env)
     if json_:
         output.print_json(rows)
         return
@@ -108,6 +101,6 @@ def revoke(
     """Revoke a key: servers refuse it within [keys] refresh_s (1 s by default)."""
     from mllib.serving.keys import revoke_key
 
-    ctx = _ctx()
+    ctx = deploy_context()
     row = revoke_key(ctx.ws.registry, ctx.clock, key_id, user=ctx.user)
     output.err().print(f"Revoked key {row['id']} ({row['env']}).")

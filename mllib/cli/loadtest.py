@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.deploy_args import deploy_context
 
 
 def loadtest(
@@ -59,10 +60,9 @@ def loadtest(
 
     The result is recorded; a passing one lets that version go to prod.
     """
-    from mllib.serving.deploy import DeployContext
     from mllib.serving.loadtest import loadtest as run_loadtest
 
-    ctx = DeployContext.create()
+    ctx = deploy_context()
     with _Progress() as progress:
         result = run_loadtest(
             ctx,

@@ -9,19 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from mllib.cli import output
-from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM, UsageError
+from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.run_output import announce, finish
+from mllib.errors import UsageError
 
-# Model params (--learning_rate=0.01) are not known to the CLI framework: they arrive in ctx.args.
-MODEL_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
-
-ModelArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="The model file, or FILE:CLASS. Default: `model` in mllib.toml, else model.py.",
-        show_default=False,
-    ),
-]
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="Run on this machine (the default); reads .env.local.")
 ]
@@ -41,12 +32,6 @@ AgentOpt = Annotated[
 DetachOpt = Annotated[
     bool, typer.Option("--detach", help="Start in the background and print the run id.")
 ]
-ParamOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--param", "-p", help="A param as NAME=VALUE (same as --NAME=VALUE).", show_default=False
-    ),
-]
 DataOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -58,110 +43,10 @@ DataOpt = Annotated[
 ]
 
 
-def run_option(what: str) -> Any:
-    """`--run RUN_ID` for commands that use a trained run (`what` says which run it is)."""
-    return Annotated[
-        str | None,
-        typer.Option(
-            "--run",
-            help=f"{what} Default: the newest successful training run with the same params.",
-            show_default=False,
-        ),
-    ]
-
-
-HelpOpt = Annotated[
-    bool, typer.Option("--help", "-h", help="Show this help and the model's params.")
-]
-
-
-def _target_and_params(ctx: typer.Context, model: str | None, param: list[str] | None, help_: bool):
-    from mllib.params import param_table, parse_cli_params
-    from mllib.runs.launch import locate_model
-
-    if help_:
-        output.out().print(ctx.get_help(), markup=False, highlight=False)
-        try:
-            target = locate_model(model)
-        except Exception as exc:  # no model here: the command help alone is still useful
-            output.out().print(
-                f"\n(No model params shown: {str(exc).splitlines()[0]})", markup=False
-            )
-        else:
-            output.out().print(
-                f"\nParams of {target.info.ref}:\n{param_table(target.info.params)}", markup=False
-            )
-            for name, option in _shadowed_params(ctx, target.info.params).items():
-                output.out().print(
-                    f"  ({option} is mllib's own option: set the param `{name}` with "
-                    f"-p {name}=VALUE)",
-                    markup=False,
-                )
-        raise typer.Exit(0)
-    target = locate_model(model)
-    for name, option in _shadowed_params(ctx, target.info.params).items():
-        source = ctx.get_parameter_source(_option_dest(ctx, option))
-        if source is not None and source.name == "COMMANDLINE":
-            output.err().print(
-                f"Note: {option} is mllib's own option, not the model's param `{name}` (which "
-                f"keeps its value). To set the param, write -p {name}=VALUE.",
-                markup=False,
-            )
-    extra = list(ctx.args)
-    for item in param or []:
-        extra += ["--param", item]
-    params = parse_cli_params(extra, target.info.params)
-    _note_secrets(target.info.params, params)
-    return target, params
-
-
-def _note_secrets(specs, params) -> None:
-    """Secret params given on the command line work (and are not recorded), but the shell
-    keeps them in its history: say where they belong."""
-    for name in params:
-        spec = specs.get(name)
-        if spec is None or not spec.secret:
-            continue
-        where = (
-            f"put {spec.env}=... in .env.local (or export it)"
-            if spec.env
-            else 'declare it with mllib.Param(..., env="NAME") and put NAME=... in .env.local'
-        )
-        output.err().print(
-            f"Note: `{name}` is a secret param: mllib does not record its value, but your "
-            f"shell's history keeps what you type. Next time {where}.",
-            markup=False,
-        )
-
-
-def _shadowed_params(ctx: typer.Context, params) -> dict[str, str]:
-    """Model params whose --NAME is one of this command's own options: param name -> option."""
-    options = {
-        opt.lstrip("-").replace("-", "_"): opt
-        for p in ctx.command.params
-        for opt in p.opts
-        if opt.startswith("--")
-    }
-    return {name: options[name] for name in params if name in options}
-
-
-def _option_dest(ctx: typer.Context, option: str) -> str:
-    return next(p.name for p in ctx.command.params if option in p.opts)
-
-
 def _where(local: bool, remote: bool) -> bool:
     if local and remote:
         raise UsageError("Choose one of --local and --remote")
     return remote
-
-
-def _announce(record) -> None:
-    from rich.markup import escape
-
-    output.err().print(
-        f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
-        f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
-    )
 
 
 @contextmanager
@@ -173,7 +58,7 @@ def _data_progress() -> Iterator[tuple[Any, Callable[[Any], None]]]:
 
         def prepared(record) -> None:
             progress.close()
-            _announce(record)
+            announce(record)
 
         yield progress, prepared
 
@@ -193,24 +78,24 @@ def ask_detach_or_cancel() -> str:
     return "cancel" if answer.strip().lower().startswith("c") else "detach"
 
 
-def _finish(record, detach: bool) -> None:
-    """Print the run's outcome and exit with the code that matches it."""
-    from mllib.cli.runs import summary_lines
-
-    console = output.err()
-    if detach or not record.finished:
-        console.print(f"Started run [bold]{record.id}[/] in the background.")
-        console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
-        console.print(f"  Stop it:    mllib runs cancel {record.id}")
-        print(record.id)
-        return
-    for line in summary_lines(record):
-        console.print(line)
-    if record.status == "succeeded":
-        return
-    if record.status == "cancelled":
-        raise typer.Exit(EXIT_CANCELLED)
-    raise typer.Exit(EXIT_SYSTEM if record.failure_class == "system_error" else EXIT_FAILED)
+def _run(
+    launch: Callable[..., Any],
+    ctx: typer.Context,
+    model: str | None,
+    param: list[str] | None,
+    help_: bool,
+    remote: bool,
+    detach: bool,
+    **options: Any,
+) -> None:
+    """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
+    target, params = target_and_params(ctx, model, param, help_)
+    options |= {"params": params, "remote": remote, "detach": detach, "target": target}
+    with _data_progress() as (progress, prepared):
+        record = launch(
+            **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
+        )
+    finish(record, detach)
 
 
 def train(
@@ -242,23 +127,8 @@ def train(
     """
     from mllib.runs import api
 
-    target, params = _target_and_params(ctx, model, param, help_)
-    with _data_progress() as (progress, prepared):
-        record = api.train(
-            params=params,
-            evaluate=evaluate,
-            runtime=runtime,
-            remote=_where(local, remote),
-            agent=agent,
-            detach=detach,
-            seed=seed,
-            data=data,
-            target=target,
-            on_prepared=prepared,
-            on_interrupt=ask_detach_or_cancel,
-            progress=progress,
-        )
-    _finish(record, detach)
+    options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
+    _run(api.train, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 
 def evaluate(
@@ -277,22 +147,8 @@ def evaluate(
     """Evaluate a trained model; its evaluate() result is recorded as a new run."""
     from mllib.runs import api
 
-    target, params = _target_and_params(ctx, model, param, help_)
-    with _data_progress() as (progress, prepared):
-        record = api.evaluate(
-            run=run,
-            params=params,
-            runtime=runtime,
-            remote=_where(local, remote),
-            agent=agent,
-            detach=detach,
-            data=data,
-            target=target,
-            on_prepared=prepared,
-            on_interrupt=ask_detach_or_cancel,
-            progress=progress,
-        )
-    _finish(record, detach)
+    options = {"run": run, "runtime": runtime, "agent": agent, "data": data}
+    _run(api.evaluate, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 
 def predict(
@@ -316,7 +172,7 @@ def predict(
     from mllib.encoding import to_json_bytes
     from mllib.runs import api
 
-    target, params = _target_and_params(ctx, model, param, help_)
+    target, params = target_and_params(ctx, model, param, help_)
     request = _read_request(input_)
     result = api.predict(request, run=run, params=params, runtime=runtime, target=target)
     sys.stdout.buffer.write(to_json_bytes(result) + b"\n")

@@ -1,68 +1,20 @@
-"""Terminal output: rich consoles that respect NO_COLOR and CI=true (plain text, no animation)."""
+"""Terminal output of the CLI: tables, JSON and the formatting of values (the consoles, and
+whether to animate, are mllib.terminal's, shared with the library)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+# The consoles are mllib.terminal's; the CLI prints through them as output.err(), output.out().
+from mllib.terminal import animated as animated
+from mllib.terminal import err as err
+from mllib.terminal import out as out
+from mllib.terminal import plain as plain
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-
-def plain() -> bool:
-    """True in CI or when NO_COLOR is set: no colour, spinners or progress animation."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or "NO_COLOR" in os.environ
-
-
-# Output into a file or a pipe is not cut to rich's 80 columns: table cells stay whole and lines
-# unwrapped, so logs and `| grep` see everything. COLUMNS, when set, still decides.
-UNLIMITED_WIDTH = 10_000
-
-
-def _width(stream: Any) -> int | None:
-    try:
-        terminal = stream.isatty()
-    except (AttributeError, ValueError):  # closed or replaced stream
-        terminal = False
-    return None if terminal or os.environ.get("COLUMNS") else UNLIMITED_WIDTH
-
-
-@cache
-def err() -> Console:
-    """Messages for people (headers, summaries, errors) go to stderr, keeping stdout for results."""
-    return Console(
-        stderr=True,
-        highlight=False,
-        emoji=False,  # user text such as `model.py:M:` must print as written
-        no_color=plain() or None,
-        force_interactive=not plain(),
-        width=_width(sys.stderr),
-    )
-
-
-@cache
-def out() -> Console:
-    return Console(
-        highlight=False,
-        emoji=False,
-        no_color=plain() or None,
-        force_interactive=not plain(),
-        soft_wrap=True,
-        width=_width(sys.stdout),
-    )
-
-
-def animated() -> bool:
-    """Whether progress may be drawn as a live bar or spinner: a terminal, and not CI/NO_COLOR.
-
-    Elsewhere (CI, a log file, a pipe) progress is a few plain lines.
-    """
-    return not plain() and err().is_terminal
 
 
 def print_json(data: Any) -> None:

@@ -25,42 +25,6 @@ def _ws():
     return ws
 
 
-def summary_lines(record) -> list[str]:
-    """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
-    from mllib.runs.views import show
-    from mllib.workspace import Workspace
-
-    ws = Workspace.find(record.project_dir)
-    data = show(ws, record.id)
-    lines = [
-        f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
-    ]
-    if record.failure_class:
-        from rich.markup import escape
-
-        error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
-        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
-    if data["metrics"]:
-        lines.append(
-            "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
-        )
-    if data["eval_metrics"]:
-        lines.append(
-            "  eval:    "
-            + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["eval_metrics"].items())
-        )
-    if data["model_version"]:
-        lines.append(f"  model:   {record.model} version {data['model_version']}")
-    lines.append(f"  details: mllib runs show {record.id}")
-    return lines
-
-
-def _mark(status: str) -> str:
-    return {"succeeded": "[green]✔[/]", "failed": "[red]✘[/]", "cancelled": "[yellow]■[/]"}.get(
-        status, "•"
-    )
-
-
 @app.command("list")
 def list_(
     status: Annotated[
@@ -286,11 +250,11 @@ def rerun(
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
-    from mllib.cli.model_commands import _announce, _finish
+    from mllib.cli.run_output import announce, finish
     from mllib.runs import api
 
-    record = api.rerun(run_id, detach=detach, on_prepared=_announce)
-    _finish(record, detach)
+    record = api.rerun(run_id, detach=detach, on_prepared=announce)
+    finish(record, detach)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.model_commands import HelpOpt, ModelArg, ParamOpt, _target_and_params, run_option
+from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
 
 
 def serve(
@@ -49,7 +49,7 @@ def serve(
     from mllib.serving.dev import serve as run_dev
     from mllib.serving.logs import JSON, TEXT
 
-    target, params = _target_and_params(ctx, model, param, help_)
+    target, params = target_and_params(ctx, model, param, help_)
     spec = dev_spec(
         target,
         run=run,

@@ -85,7 +85,7 @@ def upload(
     if max_size_gb is not None:
         if max_size_gb <= 0:
             raise UsageError(f"--max-size-gb must be positive, got {max_size_gb:g}")
-        settings = replace(settings, max_size=int(max_size_gb * 1e9))
+        settings = replace(settings, max_size_gb=max_size_gb)
     store = dataset_store(ws.project.store_path)
     stats = TransferStats()
     try:

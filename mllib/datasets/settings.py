@@ -7,43 +7,45 @@ train = "mnist@3"         # anything else binds a dataset to a run: TRAIN_DATA=<
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mllib.config import Config
+from mllib.config import Config, read_table
 from mllib.datasets.refs import DatasetRef, env_var_for, parse_ref
 from mllib.errors import ConfigError, MllibError
 
-SETTINGS = {
-    "max_size_gb": 10.0,  # largest dataset version accepted, in GB (10^9 bytes)
-    "timeout_s": 30.0,  # connect/read timeout of URL downloads
-    "retries": 4,  # transient network failures in a row before a download gives up
-}
-CACHE_KEY = "cache_dir"  # where versions are materialised for runs (default .mllib/data)
 PENDING_DAYS = 7  # an interrupted upload older than this may be cleaned away by `data rm`
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    max_size: int = int(SETTINGS["max_size_gb"] * 1e9)
-    timeout_s: float = SETTINGS["timeout_s"]
-    retries: int = int(SETTINGS["retries"])
+    """[data]'s settings (its other keys bind datasets to runs)."""
+
+    max_size_gb: float = 10.0  # largest dataset version accepted, in GB (10^9 bytes)
+    timeout_s: float = 30.0  # connect/read timeout of URL downloads
+    retries: int = 4  # transient network failures in a row before a download gives up
+    cache_dir: str | None = None  # where versions are materialised for runs (default .mllib/data)
+
+    @property
+    def max_size(self) -> int:
+        return int(self.max_size_gb * 1e9)
 
     @classmethod
     def from_config(cls, config: Config) -> DataSettings:
-        max_gb = config.get("data.max_size_gb", SETTINGS["max_size_gb"], float)
-        timeout = config.get("data.timeout_s", SETTINGS["timeout_s"], float)
-        retries = config.get("data.retries", SETTINGS["retries"], int)
-        if max_gb <= 0 or timeout <= 0 or retries < 0:
+        settings = read_table(cls, config, "data", more=True)
+        if settings.max_size_gb <= 0 or settings.timeout_s <= 0 or settings.retries < 0:
             raise ConfigError(
                 f"{config.where}: [data] max_size_gb and timeout_s must be positive, retries >= 0"
             )
-        return cls(int(max_gb * 1e9), float(timeout), retries)
+        return settings
+
+
+SETTINGS = tuple(f.name for f in fields(DataSettings))
 
 
 def cache_dir(config: Config, state_dir: Path) -> Path:
     """Where materialised datasets live: `[data] cache_dir`, else .mllib/data."""
-    value = config.get(f"data.{CACHE_KEY}", None, str)
+    value = DataSettings.from_config(config).cache_dir
     if not value:
         return state_dir / "data"
     path = Path(value).expanduser()
@@ -54,13 +56,13 @@ def config_bindings(config: Config) -> dict[str, DatasetRef]:
     """The datasets `[data]` hands to every run: env variable -> reference."""
     bindings: dict[str, DatasetRef] = {}
     for key, value in config.section("data").items():
-        if key in SETTINGS or key == CACHE_KEY:
+        if key in SETTINGS:
             continue
         if not isinstance(value, str):
             raise ConfigError(
                 f"{config.where}: [data] {key} = {value!r} is neither a setting nor a dataset",
                 hint=f'Bind a dataset as {key} = "NAME[@VERSION]"; settings are '
-                f"{', '.join(SETTINGS)} and {CACHE_KEY}.",
+                f"{', '.join(SETTINGS)}.",
             )
         try:
             bindings[env_var_for(key)] = parse_ref(value)

@@ -44,6 +44,15 @@ def import_sqlite_utils():
     return sqlite_utils
 
 
+def where_equal(**columns: Any) -> tuple[str, list[Any]]:
+    """` WHERE a = ? AND b = ?` for the columns given a value ("" when none is), and its args:
+    the filters of a listing, e.g. `where_equal(status=status, model=model)`."""
+    given = {name: value for name, value in columns.items() if value}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{name} = ?" for name in given), list(given.values())
+
+
 class Registry:
     """An open registry database. Cheap to open; one per process or thread is typical.
 

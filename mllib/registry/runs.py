@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mllib.errors import NotFoundError, UsageError
-from mllib.registry.db import Registry
+from mllib.registry.db import Registry, where_equal
 
 if TYPE_CHECKING:
     from mllib.params import ResolvedParams
@@ -203,15 +203,8 @@ def list_runs(
     reg: Registry, *, status: str | None = None, model: str | None = None, limit: int | None = 20
 ) -> list[RunRecord]:
     """Runs, newest first."""
-    where, args = [], []
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    if model:
-        where.append("model = ?")
-        args.append(model)
-    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at DESC, rowid DESC"
+    where, args = where_equal(status=status, model=model)
+    sql = "SELECT * FROM runs" + where + " ORDER BY created_at DESC, rowid DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return [RunRecord.from_row(r) for r in reg.query(sql, args)]

@@ -148,7 +148,7 @@ def select_runtime(
         return requested, _with_gpu_note(requested, f"--runtime {requested}", gpus)
     if source is not None and _still_available(source.runtime):
         return source.runtime, _with_gpu_note(source.runtime, f"as training run {source.id}", gpus)
-    configured = ws.project.config.get("runtime.local", "auto", str)
+    configured = ws.project.config.runtime.local
     if configured != "auto":
         if configured not in RUNTIMES:
             raise UsageError(

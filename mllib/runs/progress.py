@@ -41,7 +41,7 @@ class PrepareProgress:
     def _draw(self, line: str) -> None:
         from rich.text import Text
 
-        from mllib.cli.output import animated, err
+        from mllib.terminal import animated, err
 
         console = err()
         if not animated():

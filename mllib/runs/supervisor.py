@@ -81,7 +81,7 @@ def param_variables(code_dir: Path, run: RunRecord) -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
-class _CancelFlag:
+class CancelFlag:
     """Set by SIGINT/SIGTERM/SIGHUP; a second signal asks to stop without a grace period."""
 
     def __init__(self) -> None:
@@ -95,7 +95,8 @@ class _CancelFlag:
 
 
 @contextmanager
-def _cancel_on_signals(flag: _CancelFlag) -> Iterator[None]:
+def cancel_on_signals(flag: CancelFlag) -> Iterator[None]:
+    """While inside, SIGINT/SIGTERM/SIGHUP set `flag` instead of stopping the process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -137,13 +138,11 @@ def supervise_local(
     """The local backend's supervision: the run's runtime on this machine, followed to its end."""
     registry = ws.registry
     grace = (
-        cancel_grace_s
-        if cancel_grace_s is not None
-        else ws.project.config.get("runtime.cancel_grace_s", 10.0)
+        cancel_grace_s if cancel_grace_s is not None else ws.project.config.runtime.cancel_grace_s
     )
-    flag = _CancelFlag()
+    flag = CancelFlag()
     try:
-        with _cancel_on_signals(flag):
+        with cancel_on_signals(flag):
             if not claim_run(registry, run.id, os.getpid(), create_time(os.getpid())):
                 return get_run(registry, run.id)  # cancelled before this supervisor took over
             if flag.requested.is_set():

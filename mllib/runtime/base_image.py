@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mllib.config import RuntimeSettings
 from mllib.runtime.engine import ENGINE_SCRIPT, BaseImageError, docker_client, image_id
 from mllib.runtime.host_settings import (
     host_debian_mirror,
@@ -57,7 +58,7 @@ __all__ = [
     "pip_build_settings",
 ]
 
-DEFAULT_TAG = "mllib/base:bookworm-py3"
+DEFAULT_TAG = RuntimeSettings.base_image  # what `[runtime] base_image` defaults to
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 

@@ -88,14 +88,13 @@ class ContainerSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> ContainerSettings:
-        memory = config.get("runtime.memory", None, (str, int))
-        cpus = config.get("runtime.cpus", None, (int, float))
+        runtime = config.runtime
         settings = cls(
-            memory=str(memory) if memory is not None else None,
-            cpus=float(cpus) if cpus is not None else None,
-            shm_size=str(config.get("runtime.shm_size", cls.shm_size, (str, int))),
-            network=config.get("runtime.network", cls.network, str),
-            gpus=config.get("runtime.gpus", cls.gpus, str),
+            memory=str(runtime.memory) if runtime.memory is not None else None,
+            cpus=runtime.cpus,
+            shm_size=str(runtime.shm_size),
+            network=runtime.network,
+            gpus=runtime.gpus,
         )
         settings.check(config.where)
         return settings

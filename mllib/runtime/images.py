@@ -63,7 +63,6 @@ from mllib.runtime.wheels import local_wheels, mllib_source_hash, mllib_wheel, s
 if TYPE_CHECKING:
     from docker import DockerClient
 
-DEFAULT_REPOSITORY = "mllib/env"
 # Bump when the Dockerfiles below change, so images built by an older recipe are not reused.
 RECIPE = "1"
 _CONTEXT = "/tmp/mllib-build"
@@ -90,10 +89,8 @@ class ImagePlan:
 
 def image_settings(config: Config) -> tuple[str, str]:
     """(base image, repository): `[runtime]` of mllib.toml; MLLIB_IMAGE_REPOSITORY wins."""
-    base = config.get("runtime.base_image", DEFAULT_TAG, str)
-    repository = os.environ.get("MLLIB_IMAGE_REPOSITORY") or config.get(
-        "runtime.image_repository", DEFAULT_REPOSITORY, str
-    )
+    base = config.runtime.base_image
+    repository = os.environ.get("MLLIB_IMAGE_REPOSITORY") or config.runtime.image_repository
     if not _REPOSITORY.match(repository):
         raise ConfigError(
             f"{config.where}: [runtime] image_repository = {repository!r} is not a Docker "
@@ -248,7 +245,7 @@ def _build_final(
 
 def _detected(code_dir: Path, config: Config, declared: list[Requirement]) -> list[Requirement]:
     """Requirements for the installed packages the code imports and `declared` lacks."""
-    if not config.get("runtime.detect_imports", True, bool):
+    if not config.runtime.detect_imports:
         return []
     from mllib.runtime.imports import imported_distributions
 

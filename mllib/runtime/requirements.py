@@ -68,7 +68,7 @@ def project_requirements(root: Path, config: Config) -> list[Requirement]:
     if (root / REQUIREMENTS_FILE).is_file():
         found += _requirements_file(root / REQUIREMENTS_FILE, root, seen=set())
     found += _pyproject_dependencies(root / "pyproject.toml", root)
-    packages = config.get("runtime.packages", [], list)
+    packages = config.runtime.packages
     for index, text in enumerate(packages):
         if not isinstance(text, str):
             raise ImageBuildError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mllib.registry.db import Registry
+from mllib.registry.db import Registry, where_equal
 from mllib.serving.clock import Clock, iso
 
 
@@ -52,15 +52,10 @@ def history(
     reg: Registry, *, env: str | None = None, limit: int = 50, action: str | None = None
 ) -> list[dict[str, Any]]:
     """Audit rows, newest first."""
-    where, args = [], []
-    if env:
-        where.append("env = ?")
-        args.append(env)
-    if action:
-        where.append("action = ?")
-        args.append(action)
-    sql = "SELECT * FROM audit_log" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = reg.query(sql + f" ORDER BY ts DESC, id DESC LIMIT {int(limit)}", args)
+    where, args = where_equal(env=env, action=action)
+    rows = reg.query(
+        f"SELECT * FROM audit_log{where} ORDER BY ts DESC, id DESC LIMIT {int(limit)}", args
+    )
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else None
     return rows

@@ -7,10 +7,10 @@ mllib.toml.example documents each key.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from mllib.config import Config
+from mllib.config import Config, read_table
 from mllib.errors import ConfigError, UsageError
 
 ENVS = ("staging", "prod")
@@ -30,35 +30,13 @@ def check_inference(value: Any, where: str) -> str:
     return value
 
 
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
 def http_processes(inference: str, workers: int, api_servers: int) -> int:
     """HTTP processes a server runs: inline, each of the `workers` is one; else `api_servers`."""
     return workers if inference == INLINE else api_servers
-
-
-def _load(cls: type[T], config: Config, section: str, **overrides: Any) -> T:
-    """Fill dataclass `cls` from `[section]`, each key type-checked against its default."""
-    values = {}
-    known = set()
-    for f in fields(cls):  # type: ignore[arg-type]
-        known.add(f.name)
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-            continue
-        values[f.name] = config.get(f"{section}.{f.name}", default)
-    table = config.get(section, {}, dict)
-    unknown = sorted(k for k in table if k not in known)
-    if unknown:
-        raise ConfigError(
-            f"{config.where}: unknown key(s) in [{section}]: {', '.join(unknown)}",
-            hint=f"Known keys: {', '.join(sorted(known))}. See mllib.toml.example.",
-        )
-    obj = cls(**values)
-    for f in fields(cls):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{config.where}: `{section}.{f.name}` must not be negative")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -92,6 +70,19 @@ class EnvSettings:
 
 
 @dataclass(frozen=True)
+class EnvTable:
+    """[deploy.staging] / [deploy.prod] as written: what an environment changes of [deploy]."""
+
+    host: str | None = None  # none: [deploy]'s
+    port: int = 0  # 0: a free port on the first deploy, then the environment keeps it
+    inference: str | None = None
+    workers: int | None = None
+    api_servers: int | None = None
+    require_keys: bool | None = None  # none: on for prod (always), off for staging
+    max_batch: int | None = None
+
+
+@dataclass(frozen=True)
 class DeploySettings:
     """[deploy]: deployments and the rules that put a cost on careless deploys."""
 
@@ -109,8 +100,8 @@ class DeploySettings:
     cooldown_max_s: float = 86400.0  # doubling stops here
     quiet_period_s: float = 86400.0  # this long without a strike and the cooldown starts over
     admins: list = field(default_factory=list)  # who may --force; empty: anyone (audited)
-    staging: dict = field(default_factory=dict)
-    prod: dict = field(default_factory=dict)
+    staging: EnvTable = field(default_factory=EnvTable)
+    prod: EnvTable = field(default_factory=EnvTable)
 
     def env(self, name: str) -> EnvSettings:
         if name not in ENVS:
@@ -118,14 +109,7 @@ class DeploySettings:
                 f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
             )
         table = self.staging if name == "staging" else self.prod
-        known = {"host", "port", "inference", "workers", "api_servers", "require_keys", "max_batch"}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(
-                f"mllib.toml: unknown key(s) in [deploy.{name}]: {', '.join(unknown)}",
-                hint=f"Known keys: {', '.join(sorted(known))}.",
-            )
-        require = table.get("require_keys", name == "prod")
+        require = _given(table.require_keys, name == "prod")
         if name == "prod" and require is not True:
             raise ConfigError(
                 "mllib.toml: [deploy.prod] require_keys cannot be turned off",
@@ -133,20 +117,16 @@ class DeploySettings:
             )
         env = EnvSettings(
             name=name,
-            host=table.get("host", self.host),
-            port=table.get("port", 0),
-            workers=table.get("workers", self.workers),
-            api_servers=table.get("api_servers", self.api_servers),
-            require_keys=bool(require),
-            max_batch=table.get("max_batch", self.max_batch),
+            host=_given(table.host, self.host),
+            port=table.port,
+            workers=_given(table.workers, self.workers),
+            api_servers=_given(table.api_servers, self.api_servers),
+            require_keys=require,
+            max_batch=_given(table.max_batch, self.max_batch),
             inference=check_inference(
-                table.get("inference", self.inference), f"mllib.toml: [deploy.{name}] inference"
+                _given(table.inference, self.inference), f"mllib.toml: [deploy.{name}] inference"
             ),
         )
-        for key in ("port", "workers", "api_servers", "max_batch"):
-            value = getattr(env, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"mllib.toml: [deploy.{name}] {key} must be a whole number")
         if env.workers < 1 or env.api_servers < 1 or env.max_batch < 1:
             raise ConfigError(
                 f"mllib.toml: [deploy.{name}] workers, api_servers and max_batch must be ≥ 1"
@@ -189,13 +169,13 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
-        serve = _load(ServeSettings, config, "serve")
+        serve = read_table(ServeSettings, config, "serve", non_negative=True)
         check_inference(serve.inference, f"{config.where}: [serve] inference")
         if serve.max_batch < 1:
             raise ConfigError(f"{config.where}: [serve] max_batch must be ≥ 1 (1: no batching)")
         return cls(
             serve=serve,
-            deploy=_load(DeploySettings, config, "deploy"),
-            keys=_load(KeySettings, config, "keys"),
-            loadtest=_load(LoadtestSettings, config, "loadtest"),
+            deploy=read_table(DeploySettings, config, "deploy", non_negative=True),
+            keys=read_table(KeySettings, config, "keys", non_negative=True),
+            loadtest=read_table(LoadtestSettings, config, "loadtest", non_negative=True),
         )

@@ -20,7 +20,7 @@ DRIVER = textwrap.dedent(
     import mllib.runs.api as api
     from mllib.registry.runs import get_run
 
-    moment = sys.argv[1]
+    moment, params = sys.argv[1], json.loads(sys.argv[2])
     seen = {}
 
     def ctrl_c():
@@ -43,7 +43,7 @@ DRIVER = textwrap.dedent(
 
     api.spawn_supervisor = spawn_then_ctrl_c
     try:
-        api.train("model.py", {"behaviour": "sleep"}, runtime="process",
+        api.train("model.py", params, runtime="process",
                   detach=moment != "header", on_prepared=on_prepared)
     except KeyboardInterrupt:
         print(json.dumps(seen))
@@ -52,18 +52,24 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("moment", ["header", "supervisor-started", "supervisor-took-over"])
-def test_ctrl_c_after_the_run_is_recorded_cancels_it(project: Project, moment: str):
-    project.write("model.py", model_source("behaviours"))
+def ctrl_c_during_train(project: Project, moment: str, params: dict) -> dict:
+    """Train model.py with `params` in a child process that gets a real SIGINT at `moment`;
+    what it saw: the run id, and the background supervisor's pid where one was started."""
     proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, moment],
+        [sys.executable, "-c", DRIVER, moment, json.dumps(params)],
         cwd=project.root,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 130, proc.stderr
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("moment", ["header", "supervisor-started", "supervisor-took-over"])
+def test_ctrl_c_after_the_run_is_recorded_cancels_it(project: Project, moment: str):
+    project.write("model.py", model_source("behaviours"))
+    seen = ctrl_c_during_train(project, moment, {"behaviour": "sleep"})
 
     run = project.show(seen["run"])  # showing it settles runs whose supervisor is gone
     assert (run["status"], run["failure_class"]) == ("cancelled", None), run["error"]

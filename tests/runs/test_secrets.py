@@ -4,17 +4,14 @@ anything mllib prints; reruns and evaluations resolve them again from the enviro
 from __future__ import annotations
 
 import hashlib
-import json
 import stat
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Project, model_source, wait_for
 from tests.runs.test_cancel import _gone
+from tests.runs.test_ctrl_c import ctrl_c_during_train
 
 # A secret with what dotenv would otherwise expand or unescape: $, ${...}, quotes, a backslash.
 HF_TOKEN = 'hf_S3CR3T$x${HOME}"q\\b'
@@ -128,56 +125,14 @@ def test_a_new_registry_is_private_wherever_it_is(tmp_path: Path):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-# A real SIGINT at an exact moment of a training given a secret on its command line: while its
-# header prints, or just after `--detach` started its background supervisor (tests/runs/test_ctrl_c.py).
-CTRL_C_BEFORE_THE_WORKER = textwrap.dedent(
-    """
-    import json, os, signal, sys, time
-    import mllib.runs.api as api
-
-    moment = sys.argv[1]
-    seen = {}
-
-    def ctrl_c():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)  # the KeyboardInterrupt arrives here
-
-    def on_prepared(record):
-        seen["run"] = record.id
-        if moment == "header":
-            ctrl_c()
-
-    spawn = api.spawn_supervisor
-
-    def spawn_then_ctrl_c(ws, run_id):
-        seen["supervisor"] = spawn(ws, run_id)
-        ctrl_c()
-
-    api.spawn_supervisor = spawn_then_ctrl_c
-    try:
-        api.train("model.py", {"api_key": "cli-key-S3CR3T"}, runtime="process",
-                  detach=moment != "header", on_prepared=on_prepared)
-    except KeyboardInterrupt:
-        print(json.dumps(seen))
-        sys.exit(130)
-    """
-)
-
-
 @pytest.mark.parametrize("moment", ["header", "supervisor-started"])
 def test_a_secret_from_the_command_line_does_not_outlive_a_run_cancelled_before_it_started(
     project: Project, moment: str
 ):
+    """A real SIGINT while the header prints, or just after `--detach` started its background
+    supervisor (tests/runs/test_ctrl_c.py)."""
     project.write("model.py", model_source("secrets"))
-    proc = subprocess.run(
-        [sys.executable, "-c", CTRL_C_BEFORE_THE_WORKER, moment],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 130, proc.stderr
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = ctrl_c_during_train(project, moment, {"api_key": "cli-key-S3CR3T"})
     if "supervisor" in seen:
         wait_for(lambda: _gone(seen["supervisor"]), timeout=30, what="the supervisor to exit")
 

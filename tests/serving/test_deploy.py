@@ -296,8 +296,10 @@ def test_deployment_logs_are_one_json_line_per_request(ctx):
 
     path, alive = log_source(ctx, "prod")
     assert alive()
-    assert post(records.live(ctx.ws.registry, "prod").url, {"x": [1]}).status_code == 401
-    wait_for(lambda: b'"status":401' in path.read_bytes(), what="the request's log line")
+    refused = post(records.live(ctx.ws.registry, "prod").url, {"x": [1]})
+    assert refused.status_code == 401
+    request_id = refused.json()["error_id"]  # the request's id, in its log line too
+    wait_for(lambda: request_id.encode() in path.read_bytes(), what="the request's log line")
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.startswith(b"{")]
     requests = [line for line in lines if line.get("event") == "request"]
     assert requests
@@ -314,7 +316,8 @@ def test_deployment_logs_are_one_json_line_per_request(ctx):
         } <= set(line)
         assert line["env"] == "prod" and line["model"] == "served" and line["version"] == "2"
     assert any(line["status"] == 200 and line["key_id"] for line in requests)
-    assert requests[-1]["status"] == 401 and requests[-1]["key_id"] is None
+    (mine,) = [line for line in requests if line["request_id"] == request_id]
+    assert mine["status"] == 401 and mine["key_id"] is None
 
 
 def test_stop_ends_every_process_even_when_a_request_hangs(ctx, tmp_path):

@@ -1,0 +1,19 @@
+"""What the commands about deployments share: `--env`, and the context they act in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from mllib.serving.deploy import DeployContext
+
+EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+
+
+def deploy_context() -> DeployContext:
+    """The project's deployments: its workspace and serving settings (read from mllib.toml)."""
+    from mllib.serving.deploy import DeployContext
+
+    return DeployContext.create()

@@ -1,0 +1,73 @@
+"""What a run's command prints around it: the line announcing it, and its outcome at the end."""
+
+from __future__ import annotations
+
+import typer
+
+from mllib.cli import output
+from mllib.cli.output import fmt_duration, fmt_value, status_text
+from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM
+
+
+def announce(record) -> None:
+    """The line that says a run has started: its id, model, action and where it runs."""
+    from rich.markup import escape
+
+    output.err().print(
+        f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
+        f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
+    )
+
+
+def finish(record, detach: bool) -> None:
+    """Print the run's outcome and exit with the code that matches it."""
+    console = output.err()
+    if detach or not record.finished:
+        console.print(f"Started run [bold]{record.id}[/] in the background.")
+        console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
+        console.print(f"  Stop it:    mllib runs cancel {record.id}")
+        print(record.id)
+        return
+    for line in summary_lines(record):
+        console.print(line)
+    if record.status == "succeeded":
+        return
+    if record.status == "cancelled":
+        raise typer.Exit(EXIT_CANCELLED)
+    raise typer.Exit(EXIT_SYSTEM if record.failure_class == "system_error" else EXIT_FAILED)
+
+
+def summary_lines(record) -> list[str]:
+    """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
+    from mllib.runs.views import show
+    from mllib.workspace import Workspace
+
+    ws = Workspace.find(record.project_dir)
+    data = show(ws, record.id)
+    lines = [
+        f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
+    ]
+    if record.failure_class:
+        from rich.markup import escape
+
+        error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
+        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
+    if data["metrics"]:
+        lines.append(
+            "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
+        )
+    if data["eval_metrics"]:
+        lines.append(
+            "  eval:    "
+            + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["eval_metrics"].items())
+        )
+    if data["model_version"]:
+        lines.append(f"  model:   {record.model} version {data['model_version']}")
+    lines.append(f"  details: mllib runs show {record.id}")
+    return lines
+
+
+def _mark(status: str) -> str:
+    return {"succeeded": "[green]✔[/]", "failed": "[red]✘[/]", "cancelled": "[yellow]■[/]"}.get(
+        status, "•"
+    )
