@@ -179,3 +179,19 @@ def test_the_sklearn_template_answers_a_batch_as_it_answers_each_request():
     assert isinstance(single[0]["label"], int) and isinstance(single[7]["label"], list)
     with pytest.raises(ValueError):  # a malformed request fails its batch; the server then
         model.predict_batch([requests[0], {"features": [1.0, 2.0]}])  # predicts one by one
+
+
+def test_worker_mode_ignores_predict_batch_and_calls_predict(server):
+    project = Project(server.gates.parent)
+    worker = DevServer(project, "model.py", "--inference", "worker")
+    try:
+        wait_for(
+            lambda: _health(worker.url) == 200,
+            timeout=90,
+            what=f"the worker-mode server to be ready:\n{worker.output()}",
+        )
+        response = httpx.post(f"{worker.url}/predict", json={"x": 4, "id": "w"}, timeout=10)
+        assert response.status_code == 200, response.text
+        assert (response.json()["y"], response.json()["by"]) == (8.0, "predict")
+    finally:
+        assert worker.stop() == 0
