@@ -13,6 +13,7 @@ and for models that should not share a process with the HTTP server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import queue
 import threading
@@ -124,7 +125,7 @@ class InlineInference:
             result = call(*args)
         except BaseException as exc:  # answer() never raises; load() may be interrupted
             result = exc
-        self._loop.call_soon_threadsafe(_settle, future, result)
+        self._reply(_settle, future, result)
 
     def _run_batch(self, batch: list[tuple]) -> None:
         live = [(future, args) for future, _, args in batch if not future.done()]
@@ -134,7 +135,12 @@ class InlineInference:
             results: list[Any] = self.api.answer_batch([args for _, args in live])
         except BaseException as exc:  # answer_batch() never raises; kept as _run's guard
             results = [exc] * len(live)
-        self._loop.call_soon_threadsafe(_settle_all, [future for future, _ in live], results)
+        self._reply(_settle_all, [future for future, _ in live], results)
+
+    def _reply(self, settle: Callable[..., None], *args: Any) -> None:
+        """Hand results to the event loop; at shutdown it may be closed, and nobody waits."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(settle, *args)
 
     def _submit(self, call: Callable[..., Any], *args: Any) -> asyncio.Future:
         if self._loop is None:
