@@ -26,9 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from rich.markup import escape
 
         console = output.err()
-        console.print(f"[red]Error:[/] {escape(exc.message)}", highlight=False)
+        # soft_wrap: a narrow terminal wraps the line itself; rich would break it mid-list
+        console.print(f"[red]Error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            console.print(exc.hint, style="dim", highlight=False, markup=False)
+            console.print(exc.hint, style="dim", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     except OSError as exc:  # a file or folder the command needed: still one line, not a traceback
         if os.environ.get("MLLIB_DEBUG"):

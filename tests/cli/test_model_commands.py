@@ -151,6 +151,9 @@ def test_bad_mllib_toml_is_a_usage_error(model_project: Project):
     result = model_project.mllib("train", "model.py")
     assert result.returncode == 2 and "unknown key(s) in [runtime]: lcoal" in result.stderr
     assert "local" in result.stderr  # the known keys are listed
+    # In a narrow terminal the message is one line for the terminal to wrap, not cut mid-list.
+    narrow = model_project.mllib("train", "model.py", env={"COLUMNS": "30"})
+    assert "unknown key(s) in [runtime]: lcoal" in narrow.stderr
     model_project.write("mllib.toml", "retry = 3\n")
     result = model_project.mllib("train", "model.py")
     assert result.returncode == 2 and "`retry` must be a table" in result.stderr
