@@ -1,7 +1,9 @@
 """The terminal: rich consoles that respect NO_COLOR and CI=true (plain text, no animation).
 
 The library draws its own progress (a run's image build) with these, and the CLI prints through
-them, so both make the same decisions about colour, width and animation.
+them, so both make the same decisions about colour, width and animation. Progress of any kind
+(transfers, a load test, an image build) is a `bar` or `spinner` where `animated()`, and plain
+`line`s elsewhere.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import os
 import sys
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
+    from rich.status import Status
 
 
 def plain() -> bool:
@@ -63,3 +69,27 @@ def animated() -> bool:
     Elsewhere (CI, a log file, a pipe) progress is a few plain lines.
     """
     return not plain() and err().is_terminal
+
+
+def bar(*columns: str | ProgressColumn, transient: bool = False) -> Progress:
+    """A live progress bar on stderr with these columns, already started; call `stop()` to end it.
+
+    For use where `animated()`; `transient` clears it when it stops instead of leaving it shown.
+    """
+    from rich.progress import Progress
+
+    live = Progress(*columns, console=err(), transient=transient)
+    live.start()
+    return live
+
+
+def spinner() -> Status:
+    """A live spinner on stderr, already started (text set with `update`); for use where `animated()`."""
+    status = err().status("", spinner="dots")
+    status.start()
+    return status
+
+
+def line(text: str, *, style: str | None = None) -> None:
+    """One line of progress on stderr, printed as written (brackets are not rich markup)."""
+    err().print(text, markup=False, highlight=False, style=style)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mllib import terminal
 from mllib.cli import output
 from mllib.cli.deploy_args import deploy_context
 
@@ -86,21 +87,18 @@ class _Progress:
     """A progress bar in a terminal; a plain line per second elsewhere (CI, NO_COLOR, a log file)."""
 
     def __enter__(self) -> _Progress:
-        self.plain = not output.animated()
         self.last = 0.0
         self.bar = None
-        if not self.plain:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        if terminal.animated():
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(
+            self.bar = terminal.bar(
                 TextColumn("load test"),
                 BarColumn(),
                 TextColumn("{task.fields[detail]}"),
                 TimeRemainingColumn(),
-                console=output.err(),
                 transient=True,
             )
-            self.bar.start()
             self.task = self.bar.add_task("", total=1.0, detail="")
         return self
 
@@ -111,7 +109,7 @@ class _Progress:
             self.bar.update(self.task, completed=elapsed / duration, detail=detail)
         elif elapsed - self.last >= 1.0 or elapsed >= duration:
             self.last = elapsed
-            output.err().print(f"[{elapsed:5.1f}s / {duration:g}s] {detail}", markup=False)
+            terminal.line(f"[{elapsed:5.1f}s / {duration:g}s] {detail}")
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from types import TracebackType
 
-from mllib.cli import output
+from mllib import terminal
 
 PLAIN_EVERY_S = 5.0  # plain mode: a line at least this often, and at every further 10%
 
@@ -20,6 +20,25 @@ def _fmt(n: float) -> str:
     return human_bytes(n)
 
 
+def _rich_bar():
+    """A transfer's live bar: what, how far, bytes, rate and time left."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return terminal.bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 class TransferProgress:
     """`with TransferProgress() as progress: upload(..., progress=progress)`.
 
@@ -27,8 +46,7 @@ class TransferProgress:
     """
 
     def __init__(self) -> None:
-        self.plain = not output.animated()
-        self.console = output.err()
+        self.plain = not terminal.animated()
         self._bar = None
         self._task = None
         self._line: _PlainLine | None = None
@@ -52,35 +70,14 @@ class TransferProgress:
             self._line.finish()
             self._line = None
 
-    def _rich_bar(self):
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-        bar.start()
-        return bar
-
     def start(self, description: str, total: int | None, done: int = 0) -> None:
         if self.plain:
             if self._line is not None and self._line.description != description:
                 self._line.finish()
-            self._line = _PlainLine(self.console, description, total, done)
+            self._line = _PlainLine(description, total, done)
             return
         if self._bar is None:
-            self._bar = self._rich_bar()
+            self._bar = _rich_bar()
         if self._task is None:
             self._task = self._bar.add_task(description, total=total, completed=done)
         else:
@@ -93,14 +90,13 @@ class TransferProgress:
             self._line.advance(nbytes)
 
     def note(self, message: str) -> None:
-        self.console.print(message, markup=False, highlight=False)
+        terminal.line(message)
 
 
 class _PlainLine:
     """Progress as occasional lines: at every 10% and at least every PLAIN_EVERY_S seconds."""
 
-    def __init__(self, console, description: str, total: int | None, done: int) -> None:
-        self.console = console
+    def __init__(self, description: str, total: int | None, done: int) -> None:
         self.description = description
         self.total = total
         self.done = self.start_done = done
@@ -131,11 +127,7 @@ class _PlainLine:
         eta = ""
         if not final and self.total and rate > 0:
             eta = f", {max(self.total - self.done, 0) / rate:.0f} s left"
-        self.console.print(
-            f"{self.description}: {_fmt(self.done)}{of} at {_fmt(rate)}/s{eta}",
-            markup=False,
-            highlight=False,
-        )
+        terminal.line(f"{self.description}: {_fmt(self.done)}{of} at {_fmt(rate)}/s{eta}")
 
     def finish(self) -> None:
         if not self.finished:

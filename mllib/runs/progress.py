@@ -41,18 +41,16 @@ class PrepareProgress:
     def _draw(self, line: str) -> None:
         from rich.text import Text
 
-        from mllib.terminal import animated, err
+        from mllib import terminal
 
-        console = err()
-        if not animated():
-            console.print(line, markup=False, highlight=False)
+        if not terminal.animated():
+            terminal.line(line)
             return
         if _STEP.match(line):
-            console.print(line, markup=False, highlight=False, style="dim")
+            terminal.line(line, style="dim")
         if self._status is None:
             self._started = time.monotonic()
-            self._status = console.status("", spinner="dots")
-            self._status.start()
+            self._status = terminal.spinner()
         elapsed = time.monotonic() - self._started
         shown = line if len(line) < 100 else line[:97] + "..."
         self._status.update(Text(f"Preparing the run ({elapsed:.0f} s): {shown}"))
