@@ -23,6 +23,7 @@ from mllib.runs.spec import SPEC_FILE, RunSpec, discard_secret_params
 from mllib.runtime import get_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
+from mllib.runtime.numeric_env import numeric_environment
 from mllib.runtime.processes import create_time
 from mllib.workspace import Workspace
 
@@ -51,13 +52,19 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     local = with_data and (run.env_target or "local") == "local"
     datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     # The real environment beats the env file, in every runtime (containers see neither otherwise);
-    # datasets given to the run beat both.
+    # datasets given to the run beat both. The numeric variables (BLAS kernel, thread counts) go
+    # to every runtime alike, so a container computes what a process computes.
     variables = {
         **ws.project.env_under_shell(run.env_target or "local"),
         **param_variables(code_dir, run),
         **{name: str(path) for name, path in datasets.items()},
     }
-    env = {**variables, "MLLIB_RUN_ID": run.id, "PYTHONHASHSEED": str(run.seed or 0)}
+    env = {
+        **numeric_environment(),
+        **variables,
+        "MLLIB_RUN_ID": run.id,
+        "PYTHONHASHSEED": str(run.seed or 0),
+    }
     return Job(
         run_id=run.id,
         run_dir=run_dir,
