@@ -294,7 +294,7 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
         targets[f"mllib_inline_{p}"] = deploy_prod(stack, template, tmp, "inline", p)
     targets["mllib_worker"] = deploy_prod(stack, template, tmp, "worker", 1)
 
-    from mllib.serving.servable import materialize, resolve
+    from mllib.serving.control.servable import materialize, resolve
     from mllib.workspace import Workspace
 
     ws = Workspace.find(template)
@@ -319,8 +319,8 @@ def deploy_prod(
     stack: ExitStack, template: Path, tmp: Path, inference: str, workers: int
 ) -> Target:
     """A prod deployment of the trained template (its own copy of the project) and a key."""
-    from mllib.serving import keys
-    from mllib.serving.deploy import DeployContext, deploy, stop
+    from mllib.serving.control import keys
+    from mllib.serving.control.deploy import DeployContext, deploy, stop
     from mllib.workspace import Workspace
 
     project = tmp / f"proj-{inference}-{workers}"
