@@ -4,7 +4,7 @@ serving the same predict, and (with --mlflow) `mlflow models serve` of the same 
 process counts.
 
 python benchmarks/serving.py [--duration 8] [--rounds 3] [--processes 1,2]
-                             [--mlflow .venv-bench/bin/mlflow] [--baseline-src DIR] [--json]
+                             [--mlflow .venv-bench/bin/mlflow] [--baseline-src DIR ...] [--json]
 
 Rows, for each process count P in --processes:
   mllib inline, P     P HTTP processes that each hold the model and predict (the default mode)
@@ -12,9 +12,9 @@ Rows, for each process count P in --processes:
 and once:
   mllib worker, 1+1   one API server handing requests to one LitServe worker (the former default)
   bare LitServe, 1+1  LitServe's defaults: one API server, one worker, its Manager process
-With --baseline-src DIR (another checkout's source, e.g. `git archive main`), its mllib prod
-path rows too (deployed through its own CLI, same venv), to compare a change with main in one
-run. Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
+With --baseline-src DIR (another checkout's source, e.g. `git archive main`; may be repeated),
+its mllib prod path rows too (deployed through its own CLI, same venv), to compare a change with
+main in one run. Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
 rounds; the median round is reported. Needs wrk (apt-get install wrk). The model is the sklearn
 template's LogisticRegression (20 features).
 """
@@ -59,6 +59,7 @@ class Target:
     key: str | None = None
     log_path: str | None = None
     c64: bool = True  # also measured at concurrency 64
+    baseline_for: str | None = None  # --baseline-src: the name of this checkout's same row
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src",
         metavar="DIR",
+        action="append",
+        default=[],
         help="also measure the mllib prod path of the checkout in DIR (its source tree, run with"
         " this venv) in the same interleaved rounds, e.g. main beside a change",
     )
@@ -288,9 +291,9 @@ def ratios(results: dict, targets: dict[str, Target], processes: list[int]) -> d
     out[f"{targets['mllib_inline_1'].label} / {targets['mllib_worker'].label}"] = rps(
         "mllib_inline_1"
     ) / rps("mllib_worker")
-    for name, target in targets.items():  # this checkout / the baseline checkout, c=8 and c=64
-        if name.startswith("baseline_"):
-            ours = name.removeprefix("baseline_")
+    for name, target in targets.items():  # this checkout / a baseline checkout, c=8 and c=64
+        if target.baseline_for:
+            ours = target.baseline_for
             for c in ("c8", "c64"):
                 label = f"{targets[ours].label} / {target.label}, {c.replace('c', 'c=')}"
                 out[label] = results[ours][c]["rps"] / results[name][c]["rps"]
@@ -307,14 +310,14 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     for p in args.processes:
         targets[f"mllib_inline_{p}"] = deploy_prod(stack, template, tmp, "inline", p)
     targets["mllib_worker"] = deploy_prod(stack, template, tmp, "worker", 1)
-    if args.baseline_src:
+    for src in map(Path, args.baseline_src):
         for name in [n for n in targets if n.startswith("mllib_")]:
             inference, workers = (
                 ("worker", 1) if name == "mllib_worker" else ("inline", targets[name].processes)
             )
-            targets[f"baseline_{name}"] = deploy_prod_from(
-                Path(args.baseline_src), template, tmp, inference, workers, stack
-            )
+            baseline = deploy_prod_from(src, template, tmp, inference, workers, stack)
+            baseline.baseline_for = name
+            targets[f"baseline_{src.name}_{name}"] = baseline
 
     from mllib.serving.control.servable import materialize, resolve
     from mllib.workspace import Workspace
@@ -371,7 +374,7 @@ def deploy_prod_from(
     src: Path, template: Path, tmp: Path, inference: str, workers: int, stack: ExitStack
 ) -> Target:
     """deploy_prod, by the mllib whose source is `src` (its CLI, with this venv's packages)."""
-    project = tmp / f"baseline-{inference}-{workers}"
+    project = tmp / f"baseline-{src.name}-{inference}-{workers}"
     shutil.copytree(template, project)
     config = project / "mllib.toml"
     config.write_text(
