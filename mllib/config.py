@@ -5,7 +5,7 @@ keys, their defaults the defaults, their annotations the types accepted; an unkn
 error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
 [store]) are declared here and checked when the file is read; a feature's tables live with the
 feature ([data] in mllib.datasets.settings; [serve], [deploy], [keys], [loadtest] in
-mllib.serving.settings) and are checked when the feature reads them.
+mllib.serving.control.settings) and are checked when the feature reads them.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def ship(
     ] = None,
 ) -> None:
     """Deploy MODEL[:VERSION] or a run id to staging or prod."""
-    from mllib.serving.deploy import deploy
+    from mllib.serving.control.deploy import deploy
 
     ctx = deploy_context()
     outcome = deploy(ctx, ref, env, force=force, reason=reason, progress=_say)
@@ -89,7 +89,7 @@ def status(
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
     from mllib.cli.deploy_status import print_status
-    from mllib.serving.status import status as read_status
+    from mllib.serving.control.status import status as read_status
 
     rows = read_status(deploy_context(), env, window_s=window)
     if json_:
@@ -110,7 +110,7 @@ def rollback(
 ) -> None:
     """Put back the version that was live before the current one (on prod: the cooldown doubles)."""
     from mllib.serving.clock import human_duration
-    from mllib.serving.deploy import rollback as do_rollback
+    from mllib.serving.control.deploy import rollback as do_rollback
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
@@ -126,7 +126,7 @@ def rollback(
 @app.command()
 def stop(env: EnvOpt) -> None:
     """Stop the environment's server and every process it started."""
-    from mllib.serving.deploy import stop as do_stop
+    from mllib.serving.control.deploy import stop as do_stop
 
     for dep in do_stop(deploy_context(), env, progress=_say):
         output.err().print(f"Stopped {dep.label} on {env}.")
@@ -143,9 +143,9 @@ def logs(
     ] = False,
 ) -> None:
     """The server log of the environment's deployment: one JSON line per request, plus errors."""
+    from mllib.serving.control.status import log_source
     from mllib.serving.logs import follow as read_lines
     from mllib.serving.logs import pretty
-    from mllib.serving.status import log_source
 
     path, alive = log_source(deploy_context(), env)
     try:

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from mllib.serving.deploy import DeployContext
+    from mllib.serving.control.deploy import DeployContext
 
 EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
 
 
 def deploy_context() -> DeployContext:
     """The project's deployments: its workspace and serving settings (read from mllib.toml)."""
-    from mllib.serving.deploy import DeployContext
+    from mllib.serving.control.deploy import DeployContext
 
     return DeployContext.create()

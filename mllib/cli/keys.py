@@ -38,7 +38,7 @@ def create(
     ] = None,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
-    from mllib.serving.keys import create_key
+    from mllib.serving.control.keys import create_key
 
     ctx = deploy_context()
     key = create_key(
@@ -67,7 +67,7 @@ def list_(
 ) -> None:
     """List keys (ids, limits, state; never the keys themselves)."""
 
-    from mllib.serving.keys import list_keys
+    from mllib.serving.control.keys import list_keys
 
     rows = list_keys(deploy_context().ws.registry, env)
     if json_:
@@ -99,7 +99,7 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `mllib keys list`).")],
 ) -> None:
     """Revoke a key: servers refuse it within [keys] refresh_s (1 s by default)."""
-    from mllib.serving.keys import revoke_key
+    from mllib.serving.control.keys import revoke_key
 
     ctx = deploy_context()
     row = revoke_key(ctx.ws.registry, ctx.clock, key_id, user=ctx.user)

@@ -61,7 +61,7 @@ def loadtest(
 
     The result is recorded; a passing one lets that version go to prod.
     """
-    from mllib.serving.loadtest import loadtest as run_loadtest
+    from mllib.serving.control.loadtest import loadtest as run_loadtest
 
     ctx = deploy_context()
     with _Progress() as progress:

@@ -45,8 +45,8 @@ def serve(
     help_: HelpOpt = False,
 ) -> None:
     """Serve a trained model: POST /predict, GET /health, GET /metrics, docs at /docs. Ctrl-C stops."""
-    from mllib.serving.dev import dev_spec
-    from mllib.serving.dev import serve as run_dev
+    from mllib.serving.control.dev import dev_spec
+    from mllib.serving.control.dev import serve as run_dev
     from mllib.serving.logs import JSON, TEXT
 
     target, params = target_and_params(ctx, model, param, help_)
@@ -62,8 +62,12 @@ def serve(
 
     def announce(spec) -> None:
         url = f"http://{spec.host}:{spec.port}"
+        servable = spec.servable
         console = output.err()
-        console.print(f"[bold]Serving {spec.model} v{spec.version}[/] (run {spec.run_id}) at {url}")
+        console.print(
+            f"[bold]Serving {servable.model} v{servable.version_label}[/] (run {servable.run_id})"
+            f" at {url}"
+        )
         console.print(
             f"  POST {url}/predict · GET {url}/health · GET {url}/metrics · docs {url}/docs"
         )
@@ -72,6 +76,6 @@ def serve(
     code = run_dev(spec, target, announce)
     if code:
         output.err().print(
-            f"[red]Error:[/] the model could not be loaded (see above); run {spec.run_id}"
+            f"[red]Error:[/] the model could not be loaded (see above); run {spec.servable.run_id}"
         )
     raise typer.Exit(code)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mllib.serving.settings import INFERENCE_MODES, INLINE
+from mllib.serving.spec import INFERENCE_MODES, INLINE
 from tests.conftest import wait_for
 from tests.serving.conftest import DevServer, cli
 

@@ -1,6 +1,6 @@
 """The model side of a server: a LitAPI that loads a trained run's model the way the run's worker
-does (in a LitServe worker process, or inline in an API server), and a LitServe loop that answers
-each request with a status and JSON bytes (worker mode).
+does (in a LitServe worker process, or inline in an API server), and answers each request with a
+status and JSON bytes.
 
 Requests arrive as (request id, body bytes); the reply is (HTTP status, body bytes), encoded with
 mllib.encoding, the one encoder `mllib predict` uses too. A predict() that raises, or returns
@@ -19,57 +19,44 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 # Only server processes import this module, never the CLI's startup path.
 import litserve as ls  # noqa: TID253
 import orjson
-from litserve.loops.base import LitLoop  # noqa: TID253
-from litserve.utils import LitAPIStatus, LoopResponseType  # noqa: TID253
 
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError, SerializationError
-from mllib.serving import logs
-from mllib.serving.state import LOADING, READY, WorkerBoard
+from mllib.serving.server import logwriter
+from mllib.serving.server.board import LOADING, READY, WorkerBoard
+from mllib.serving.server.litserve_internals import API_PATH, ModelLoop, current_worker_id
+from mllib.serving.spec import CODE_DIR, MODEL_DIR, ServerSpec
 
 log = logging.getLogger("mllib.serving")
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker loads and how it reports."""
-
-    bundle_dir: str  # holds code/ and model/
-    model_file: str  # relative to code/
-    model_class: str
-    labels: dict[str, str] = field(default_factory=dict)  # env, model, version
-    log_format: str = logs.JSON
-    show_errors: bool = True  # put predict()'s exception message in 500 replies (not on prod)
-    timeout_s: float | None = None  # a request queued longer has had its 504: not predicted
+def load_predictor(bundle: Path, model_file: str, model_class: str) -> Callable[[Any], Any]:
+    """Import the model file from the bundle's code snapshot, load the saved model, return its
+    predict."""
+    return load_methods(bundle, model_file, model_class)[0]
 
 
-def load_predictor(spec: WorkerSpec) -> Callable[[Any], Any]:
-    """Import the model file from the code snapshot, load the saved model, return its predict."""
-    return load_methods(spec)[0]
-
-
-def load_methods(spec: WorkerSpec) -> tuple[Callable[[Any], Any], Callable[[list], Any] | None]:
+def load_methods(
+    bundle: Path, model_file: str, model_class: str
+) -> tuple[Callable[[Any], Any], Callable[[list], Any] | None]:
     """The loaded model's predict, and its predict_batch where its class defines one."""
     from mllib.persistence import load_model
     from mllib.worker.main import call_user, import_model_module
 
-    bundle = Path(spec.bundle_dir)
-    module = import_model_module(bundle / "code" / spec.model_file)
-    cls = getattr(module, spec.model_class, None)
+    module = import_model_module(bundle / CODE_DIR / model_file)
+    cls = getattr(module, model_class, None)
     if cls is None:
-        raise MllibError(f"{spec.model_file} defines no class {spec.model_class!r}")
-    model = call_user(load_model, cls, bundle / "model")
+        raise MllibError(f"{model_file} defines no class {model_class!r}")
+    model = call_user(load_model, cls, bundle / MODEL_DIR)
     predict = getattr(model, "predict", None)
     if not callable(predict):
-        raise MllibError(f"{spec.model_class} has no predict(self, request) method")
+        raise MllibError(f"{model_class} has no predict(self, request) method")
     predict_batch = getattr(model, "predict_batch", None)
     return predict, predict_batch if callable(predict_batch) else None
 
@@ -90,11 +77,12 @@ def error_body(message: str, request_id: str, **extra: Any) -> bytes:
 
 
 class ModelAPI(ls.LitAPI):
-    """Serves one trained model version."""
+    """Serves one trained model version: the servable of `server_spec`, loaded from its bundle.
+    (Not `spec`: LitAPI's own `spec` is an API specification such as OpenAI's.)"""
 
-    def __init__(self, spec: WorkerSpec, board: WorkerBoard) -> None:
-        super().__init__(api_path="/predict", loop=ModelLoop())
-        self.worker_spec = spec
+    def __init__(self, server_spec: ServerSpec, board: WorkerBoard) -> None:
+        super().__init__(api_path=API_PATH, loop=ModelLoop())
+        self.server_spec = server_spec
         self.board = board
         self._model_predict: Callable[[Any], Any] | None = None
         self._model_predict_batch: Callable[[list], Any] | None = None
@@ -102,10 +90,16 @@ class ModelAPI(ls.LitAPI):
 
     def setup(self, device: Any) -> None:
         """In a LitServe inference worker process (worker mode)."""
-        worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
+        worker = current_worker_id()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops workers, not Ctrl-C
-        logs.configure(self.worker_spec.log_format, {**self.worker_spec.labels, "worker": worker})
+        spec = self.server_spec
+        logwriter.configure(spec.log_format, {**spec.labels, "worker": worker})
         self.load(worker)
+
+    @property
+    def queue_timeout_s(self) -> float:
+        """A request queued longer has had its 504 from its API server: it is not predicted."""
+        return self.server_spec.timeout_s
 
     @property
     def loaded(self) -> bool:
@@ -121,7 +115,10 @@ class ModelAPI(ls.LitAPI):
         self.board.set_worker(worker, os.getpid(), LOADING)
         started = time.perf_counter()
         try:
-            predict, predict_batch = load_methods(self.worker_spec)
+            spec = self.server_spec
+            predict, predict_batch = load_methods(
+                Path(spec.bundle_dir), spec.servable.model_file, spec.servable.model_class
+            )
         except BaseException as exc:
             # Reported here, once, with the user's traceback; the server's main process sees the
             # failure on the board and stops. (Raising would make LitServe log it all again.)
@@ -129,9 +126,9 @@ class ModelAPI(ls.LitAPI):
             log.error(message, extra={"event": "load_failed", "traceback": trace or ""})
             self.board.fail(worker, message)
             return
-        from mllib.serving.metrics import PredictMetrics
+        from mllib.serving.server.metrics import PredictMetrics
 
-        self._metrics = PredictMetrics(self.worker_spec.labels)
+        self._metrics = PredictMetrics(self.server_spec.labels)
         self._model_predict_batch = predict_batch
         self._model_predict = predict
         # Everything loaded so far lives as long as the process: keep the collector off it.
@@ -252,7 +249,7 @@ class ModelAPI(ls.LitAPI):
             },
         )
         message = f"predict() raised {kind}"
-        if self.worker_spec.show_errors:
+        if self.server_spec.show_errors:
             message += f": {exc}"
         return error_body(
             message, request_id, hint="The server log has the traceback under this error id."
@@ -267,34 +264,3 @@ def _as_results(results: Any, count: int) -> list:
     if len(results) != count:
         raise ValueError(f"predict_batch() returned {len(results)} results for {count} requests")
     return results
-
-
-class ModelLoop(LitLoop):
-    """Take (request id, body) from the queue, reply (status, body) on the API server's pipe."""
-
-    def run(
-        self,
-        lit_api: ModelAPI,
-        device: Any,
-        worker_id: int,
-        request_queue: Any,
-        transport: Any,
-        workers_setup_status: Any,
-        callback_runner: Any,
-    ) -> None:
-        while True:
-            try:
-                item = request_queue.get(timeout=1.0)
-            except Empty:
-                continue
-            if item is None:
-                return
-            response_queue_id, uid, queued_at, (request_id, body) = item
-            timeout = lit_api.worker_spec.timeout_s
-            if timeout is not None and time.monotonic() - queued_at > timeout:
-                continue  # its API server answered 504 and stopped waiting (one system clock)
-            reply = lit_api.answer(request_id, body)
-            transport.send(
-                (uid, (reply, LitAPIStatus.OK, LoopResponseType.REGULAR, worker_id)),
-                consumer_id=response_queue_id,
-            )

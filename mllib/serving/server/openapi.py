@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllib.serving.serverspec import ServerSpec
+from mllib.serving.spec import ServerSpec
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -32,10 +32,11 @@ def _error(description: str) -> dict[str, Any]:
 def document(app: Any, spec: ServerSpec) -> None:
     """Replace FastAPI's generated schema with one describing what this server really does."""
     schema = app.openapi()
+    servable = spec.servable
     schema["info"] = {
-        "title": f"{spec.model} v{spec.version} ({spec.env})",
-        "version": spec.version,
-        "description": f"The predict() of {spec.model_class} from run {spec.run_id}, served by mllib.",
+        "title": f"{servable.model} v{servable.version_label} ({spec.env})",
+        "version": servable.version_label,
+        "description": f"The predict() of {servable.model_class} from run {servable.run_id}, served by mllib.",
     }
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
@@ -65,7 +66,7 @@ def document(app: Any, spec: ServerSpec) -> None:
         ],
         "responses": responses,
     }
-    if spec.registry_path:
+    if spec.keys:
         components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
         predict["security"] = [{"apiKey": []}]
         responses["401"] = _error("No valid API key (create one with `mllib keys create`).")

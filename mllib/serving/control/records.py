@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from mllib.registry.db import Registry
+from mllib.registry.runs import now
+from mllib.serving.spec import ServerSpec
 
 ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 RUNNING = ("starting", "live")
@@ -50,6 +52,45 @@ class Deployment:
     replaced_by: str | None = None
     live_at: str | None = None
     stopped_at: str | None = None
+
+    @classmethod
+    def starting(
+        cls,
+        spec: ServerSpec,
+        *,
+        action: str,
+        user: str,
+        log_path: str,
+        forced: bool,
+        reason: str | None,
+        previous: Deployment | None,
+    ) -> Deployment:
+        """The row of a deployment whose server, described by `spec`, is about to start."""
+        servable = spec.servable
+        return cls(
+            id=spec.deployment,
+            env=spec.env,
+            action=action,
+            state="starting",
+            model=servable.model,
+            version=servable.version,
+            run_id=servable.run_id,
+            model_sha256=servable.model_sha256,
+            code_hash=servable.code_hash,
+            artifact=servable.artifact,
+            host=spec.host,
+            port=spec.port,
+            url=spec.url,
+            workers=spec.workers,
+            api_servers=spec.api_servers,
+            dir=spec.state_dir,
+            log_path=log_path,
+            user=user,
+            forced=int(forced),
+            reason=reason,
+            previous_id=previous.id if previous else None,
+            created_at=now(),
+        )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Deployment:

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-# Only server processes import this module, never the CLI's startup path.
-from litserve.utils import ResponseBufferItem  # noqa: TID253
-
-from mllib.serving.modelapi import ModelAPI
-from mllib.serving.state import READY, WorkerBoard
+from mllib.serving.server.board import READY, WorkerBoard
+from mllib.serving.server.litserve_internals import WorkerChannel
+from mllib.serving.server.modelapi import ModelAPI
 
 Reply = tuple[int, bytes]  # HTTP status and JSON body
 
@@ -44,16 +40,13 @@ class Predictor(Protocol):
 
 
 class WorkerInference:
-    """Requests go on LitServe's request queue; a worker's reply comes back on this API
-    server's pipe into LitServe's response buffer."""
+    """Requests go to LitServe's inference workers (through a WorkerChannel, which knows
+    LitServe's queue and response buffer); ready once one worker has loaded the model."""
 
     def __init__(self, server: Any, board: WorkerBoard, timeout_s: float) -> None:
         self.board = board
         self.timeout_s = timeout_s
-        self.queue = server._get_request_queue("/predict")
-        self.consumer = server.app.response_queue_id
-        self.buffer = server.response_buffer
-        self.uids = itertools.count()
+        self.channel = WorkerChannel(server)
 
     async def start(self, wait: bool) -> None:
         """Nothing to load here: the workers load the model."""
@@ -63,19 +56,7 @@ class WorkerInference:
 
     async def answer(self, request_id: str, body: bytes) -> Reply | None:
         """A worker's reply (None: none within timeout_s)."""
-        uid = next(self.uids)
-        event = asyncio.Event()
-        self.buffer[uid] = ResponseBufferItem(event=event)
-        self.queue.put((self.consumer, uid, time.monotonic(), (request_id, body)))
-        timer = asyncio.get_running_loop().call_later(self.timeout_s, event.set)
-        try:
-            await event.wait()
-        finally:
-            timer.cancel()
-            item = self.buffer.pop(uid, None)
-        if item is None or item.response is None:
-            return None
-        return item.response[0]
+        return await self.channel.ask(request_id, body, self.timeout_s)
 
 
 class InlineInference:

@@ -20,10 +20,10 @@ from typing import Any
 
 from mllib.errors import NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import now
-from mllib.serving import records
 from mllib.serving.clock import iso
-from mllib.serving.deploy import DeployContext, reconcile
-from mllib.serving.settings import LoadtestSettings
+from mllib.serving.control import records
+from mllib.serving.control.deploy import DeployContext, reconcile
+from mllib.serving.control.settings import LoadtestSettings
 
 HISTOGRAM_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.inf)
 

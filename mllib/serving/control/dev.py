@@ -11,11 +11,11 @@ from typing import Any
 from mllib.errors import UsageError
 from mllib.runs.launch import ModelTarget, find_source_run
 from mllib.serving import logs
-from mllib.serving.paths import serving_dir
-from mllib.serving.ports import port_free
-from mllib.serving.servable import from_run, materialize
-from mllib.serving.serverspec import ServerSpec, spec_for
-from mllib.serving.settings import INFERENCE_MODES, Settings
+from mllib.serving.control.paths import serving_dir
+from mllib.serving.control.ports import port_free
+from mllib.serving.control.servable import from_run, materialize, server_spec
+from mllib.serving.control.settings import Settings
+from mllib.serving.spec import INFERENCE_MODES, ServerSpec
 
 
 def dev_spec(
@@ -44,19 +44,18 @@ def dev_spec(
             hint="inline: the HTTP processes predict (CPU models); worker: worker processes do.",
         )
     bundle = materialize(ws, servable)
-    return spec_for(
+    return server_spec(
         servable,
         bundle,
         settings,
-        env="dev",
-        state_dir=serving_dir(ws) / "dev" / str(port),
-        host=settings.host,
-        port=port,
+        inference=inference or settings.inference,
         workers=settings.workers if workers is None else workers,
         api_servers=settings.api_servers,
-        inference=inference or settings.inference,
+        env="dev",
+        state_dir=str(serving_dir(ws) / "dev" / str(port)),
+        host=settings.host,
+        port=port,
         log_format=log_format,
-        deployment="dev",
         max_batch=settings.max_batch,
     )
 
@@ -65,7 +64,7 @@ def serve(
     spec: ServerSpec, target: ModelTarget, announce: Callable[[ServerSpec], None] | None = None
 ) -> int:
     """Run the dev server in this process until Ctrl-C; returns its exit code."""
-    from mllib.serving.server import run_server
+    from mllib.serving.server.main import run_server  # LitServe: only once it is needed
 
     os.environ.update(target.ws.project.env_under_shell("local"))
     if announce:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from mllib.workspace import Workspace
 
+LOG_FILE = "server.log"  # in a deployment's folder: every process of its server appends here
+
 
 def serving_dir(ws: Workspace) -> Path:
     return ws.project.registry_path.parent / "serving"
@@ -17,5 +19,5 @@ def bundles_dir(ws: Workspace) -> Path:
 
 
 def deployment_dir(ws: Workspace, deployment_id: str) -> Path:
-    """A deployment's spec, log, readiness file and metrics."""
+    """A deployment's folder: its server's spec, log (LOG_FILE), status.json and metrics."""
     return serving_dir(ws) / "deployments" / deployment_id

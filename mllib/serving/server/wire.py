@@ -1,19 +1,18 @@
-"""uvicorn's httptools protocol, writing each response in one system call.
+"""Each HTTP response in one system call.
 
 uvicorn writes a response's status line and headers as soon as the app sends
 `http.response.start`, and its body in a second write: two sends, two trips through the TCP
 stack and, often, two wake-ups of the client for one small JSON answer. Here the head is held
 until the body's write (or the end of the event loop's current pass, whichever comes first), and
 both go out together. Nothing else changes: flow control, keep-alive and closing are uvicorn's.
+(The API servers' uvicorn protocol writes through it: OneWriteHttpToolsProtocol, in
+litserve_internals.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-# Only server processes import this module, never the CLI's startup path.
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: TID253
 
 
 class HeldHeadTransport:
@@ -44,10 +43,3 @@ class HeldHeadTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
-
-
-class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a HeldHeadTransport."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(HeldHeadTransport(transport, self.loop))  # type: ignore[arg-type]

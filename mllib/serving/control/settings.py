@@ -12,11 +12,9 @@ from typing import Any, TypeVar
 
 from mllib.config import Config, read_table
 from mllib.errors import ConfigError, UsageError
+from mllib.serving.spec import INFERENCE_MODES, INLINE, http_processes
 
 ENVS = ("staging", "prod")
-# Where predictions are made: in the HTTP processes themselves, or in LitServe worker processes.
-INLINE, WORKER = "inline", "worker"
-INFERENCE_MODES = (INLINE, WORKER)
 T = TypeVar("T")
 
 
@@ -32,11 +30,6 @@ def check_inference(value: Any, where: str) -> str:
 
 def _given(value: T | None, default: T) -> T:
     return default if value is None else value
-
-
-def http_processes(inference: str, workers: int, api_servers: int) -> int:
-    """HTTP processes a server runs: inline, each of the `workers` is one; else `api_servers`."""
-    return workers if inference == INLINE else api_servers
 
 
 @dataclass(frozen=True)

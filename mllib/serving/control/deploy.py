@@ -17,17 +17,17 @@ from pathlib import Path
 
 from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
-from mllib.serving import audit, policy, process, records
+from mllib.serving import audit
 from mllib.serving.clock import Clock, SystemClock, human_duration
-from mllib.serving.paths import deployment_dir, serving_dir
-from mllib.serving.ports import port_for
-from mllib.serving.records import Deployment
-from mllib.serving.servable import Servable, from_run, materialize, resolve
-from mllib.serving.serverspec import SPEC_FILE, ServerSpec, read_status, spec_for, url_of
-from mllib.serving.settings import EnvSettings, Settings
+from mllib.serving.control import policy, process, records
+from mllib.serving.control.paths import LOG_FILE, deployment_dir, serving_dir
+from mllib.serving.control.ports import port_for
+from mllib.serving.control.records import Deployment
+from mllib.serving.control.servable import from_run, materialize, resolve, server_spec
+from mllib.serving.control.settings import EnvSettings, Settings
+from mllib.serving.spec import SPEC_FILE, KeyCheck, Servable, ServerSpec, read_status
 from mllib.workspace import Workspace
 
-LOG_FILE = "server.log"
 Progress = Callable[[str], None]
 
 
@@ -316,34 +316,29 @@ def _roll_out(
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ws, servable)
     port = port_for(ws, env, current)
-    dep = Deployment(
-        id=records.new_deployment_id(),
-        env=env.name,
-        action=action,
-        state="starting",
-        model=servable.model,
-        version=servable.version,
-        run_id=servable.run_id,
-        model_sha256=servable.model_sha256,
-        code_hash=servable.code_hash,
-        artifact=servable.artifact,
-        host=env.host,
-        port=port,
-        workers=env.workers,
-        api_servers=env.api_servers,
-        user=ctx.user,
-        forced=1 if forced is not None else 0,
-        reason=reason,
-        previous_id=current.id if current else None,
-        created_at=now(),
-    )
-    folder = deployment_dir(ws, dep.id)
+    deployment_id = records.new_deployment_id()
+    folder = deployment_dir(ws, deployment_id)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = _server_spec(ctx, servable, env, port, bundle, folder, dep.id)
-    spec.listen_when_ready = current is not None  # take over the port only once it can answer
-    dep.url = url_of(spec)
-    dep.dir, dep.log_path = str(folder), str(folder / LOG_FILE)
+    spec = _server_spec(
+        ctx,
+        servable,
+        env,
+        bundle,
+        port=port,
+        folder=folder,
+        deployment_id=deployment_id,
+        takes_over=current is not None,  # then it listens only once it can answer
+    )
     spec.write(folder / SPEC_FILE)
+    dep = Deployment.starting(
+        spec,
+        action=action,
+        user=ctx.user,
+        log_path=str(folder / LOG_FILE),
+        forced=forced is not None,
+        reason=reason,
+        previous=current,
+    )
     records.insert(reg, dep)
     common = dict(
         env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
@@ -392,29 +387,34 @@ def _server_spec(
     ctx: DeployContext,
     servable: Servable,
     env: EnvSettings,
-    port: int,
     bundle: Path,
+    *,
+    port: int,
     folder: Path,
     deployment_id: str,
+    takes_over: bool,
 ) -> ServerSpec:
+    """The spec of a deployment's server: [deploy.ENV]'s processes, keys where required, the
+    port shared with the deployment it replaces (listening only once it can answer)."""
     keys = ctx.settings.keys
-    return spec_for(
+    return server_spec(
         servable,
         bundle,
         ctx.settings.serve,
-        env=env.name,
-        state_dir=folder,
-        host=env.host,
-        port=port,
+        inference=env.inference,
         workers=env.workers,
         api_servers=env.api_servers,
-        inference=env.inference,
-        max_batch=env.max_batch,
-        registry_path=str(ctx.ws.project.registry_path) if env.require_keys else None,
-        key_refresh_s=keys.refresh_s,
-        flag_interval_s=keys.flag_interval_s,
+        env=env.name,
+        state_dir=str(folder),
         deployment=deployment_id,
+        host=env.host,
+        port=port,
+        max_batch=env.max_batch,
+        keys=KeyCheck(str(ctx.ws.project.registry_path), keys.refresh_s, keys.flag_interval_s)
+        if env.require_keys
+        else None,
         reuse_port=True,
+        listen_when_ready=takes_over,
         show_errors=env.name != "prod",
     )
 

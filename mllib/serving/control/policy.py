@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from mllib.registry.db import Registry
 from mllib.serving.clock import Clock, human_duration
-from mllib.serving.servable import Servable
-from mllib.serving.settings import DeploySettings
+from mllib.serving.control.settings import DeploySettings
+from mllib.serving.spec import Servable
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 
 from mllib.errors import UsageError
-from mllib.serving import records
-from mllib.serving.records import Deployment
-from mllib.serving.settings import EnvSettings
+from mllib.serving.control import records
+from mllib.serving.control.records import Deployment
+from mllib.serving.control.settings import EnvSettings
 from mllib.workspace import Workspace
 
 

@@ -1,145 +1,26 @@
-"""API keys for deployments: created once (the secret is shown only then), stored hashed, checked
-per request in constant time, revoked at any time.
-
-A key reads `mlk_<id>_<secret>`: the id is public (lists, logs, audit), the secret is 256 random
-bits. Only sha256(salt + secret) is stored. A slow password hash (bcrypt, argon2) protects
-low-entropy passwords against guessing; a 256-bit random secret cannot be guessed, and the check
-runs on every request, so a fast cryptographic hash is the right tool here.
+"""A server's side of API keys: checking `Authorization: Bearer KEY` on every request against the
+registry's keys for the server's environment, and flagging a key that bursts past its rate limit
+in the audit log. Keys are made and revoked by the control plane (control/keys.py); their format
+is mllib.serving.apikeys.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import math
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mllib.errors import NotFoundError, UsageError
 from mllib.registry.db import Registry
 from mllib.serving import audit
-from mllib.serving.clock import Clock, iso
-from mllib.serving.settings import ENVS, KeySettings
-
-PREFIX = "mlk"
-
-
-def hash_secret(salt: str, secret: str) -> str:
-    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
-
-
-def split_token(token: str) -> tuple[str, str] | None:
-    """(key id, secret) of a well-formed key, else None."""
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
-
-
-@dataclass(frozen=True)
-class NewKey:
-    id: str
-    env: str
-    token: str  # shown once, never stored
-    rps: float
-    burst: float
-
-
-def create_key(
-    reg: Registry,
-    clock: Clock,
-    settings: KeySettings,
-    *,
-    env: str,
-    user: str,
-    rps: float | None = None,
-    burst: float | None = None,
-    name: str | None = None,
-) -> NewKey:
-    """Make a key for `env`; the returned token is the only time its secret exists in clear."""
-    if env not in ENVS:
-        raise UsageError(f"Unknown environment {env!r}", hint="Choose --env staging or --env prod.")
-    rate = settings.default_rps if rps is None else rps
-    if rate <= 0:
-        raise UsageError("--rps must be a positive number of requests per second")
-    size = max(1.0, math.ceil(rate * settings.burst_s)) if burst is None else burst
-    if size < 1:
-        raise UsageError("--burst must be at least 1 request")
-    key_id = secrets.token_hex(5)
-    secret = secrets.token_urlsafe(32)
-    salt = secrets.token_hex(16)
-    with reg.transaction():
-        reg.db["api_keys"].insert(
-            {
-                "id": key_id,
-                "env": env,
-                "name": name,
-                "salt": salt,
-                "hash": hash_secret(salt, secret),
-                "rps": float(rate),
-                "burst": float(size),
-                "created_at": iso(clock.time()),
-                "created_by": user,
-                "flags": 0,
-            }
-        )
-        audit.record(
-            reg,
-            clock,
-            user=user,
-            action="key_create",
-            result="ok",
-            env=env,
-            key_id=key_id,
-            detail={"rps": rate, "burst": size, "name": name},
-        )
-    return NewKey(key_id, env, f"{PREFIX}_{key_id}_{secret}", float(rate), float(size))
-
-
-def list_keys(reg: Registry, env: str | None = None) -> list[dict[str, Any]]:
-    """Keys (never their hashes), newest first."""
-    sql = (
-        "SELECT id, env, name, rps, burst, created_at, created_by, revoked_at, revoked_by,"
-        " flagged_at, flags FROM api_keys"
-    )
-    args: tuple = ()
-    if env:
-        sql += " WHERE env = ?"
-        args = (env,)
-    rows = reg.query(sql + " ORDER BY created_at DESC", args)
-    for row in rows:
-        row["state"] = "revoked" if row["revoked_at"] else "active"
-    return rows
-
-
-def revoke_key(reg: Registry, clock: Clock, key_id: str, *, user: str) -> dict[str, Any]:
-    """Revoke a key; servers refuse it within [keys] refresh_s."""
-    key_id = key_id.removeprefix(f"{PREFIX}_").split("_")[0]
-    with reg.transaction():
-        rows = reg.query("SELECT id, env, revoked_at FROM api_keys WHERE id = ?", (key_id,))
-        if not rows:
-            raise NotFoundError(f"No API key {key_id!r}", hint="List keys with `mllib keys list`.")
-        row = rows[0]
-        if row["revoked_at"]:
-            raise UsageError(f"Key {key_id} was already revoked at {row['revoked_at']}")
-        reg.conn.execute(
-            "UPDATE api_keys SET revoked_at = ?, revoked_by = ? WHERE id = ?",
-            (iso(clock.time()), user, key_id),
-        )
-        audit.record(
-            reg, clock, user=user, action="key_revoke", result="ok", env=row["env"], key_id=key_id
-        )
-    return {**row, "revoked_at": iso(clock.time())}
+from mllib.serving.apikeys import hash_secret, split_token
+from mllib.serving.clock import SystemClock, iso
 
 
 def flag_key(registry_path: Path, key_id: str, env: str, detail: dict[str, Any]) -> None:
-    """Record in the audit log that a key burst past its rate limit (called by a server)."""
-    from mllib.serving.clock import SystemClock
-
+    """Record in the audit log that a key burst past its rate limit."""
     reg = Registry.open(registry_path)
     try:
         clock = SystemClock()

@@ -1,8 +1,9 @@
-"""What a server serves: a trained run's model and the code snapshot it was trained with.
+"""What a server serves, found and prepared: a trained run's model and the code snapshot it was
+trained with.
 
 `resolve` turns `MODEL`, `MODEL:VERSION` or a run id into a Servable; `materialize` writes its
 model tree and code tree into a cache folder (whole, or not at all) that every server process
-of that artifact loads from.
+of that artifact loads from; `server_spec` is the ServerSpec serving it under [serve]'s limits.
 """
 
 from __future__ import annotations
@@ -10,48 +11,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mllib.errors import NotFoundError, UsageError
 from mllib.registry.artifacts import model_artifact, model_version_of
 from mllib.registry.runs import RunRecord, get_run
-from mllib.serving.paths import bundles_dir
+from mllib.serving.control.paths import bundles_dir
+from mllib.serving.control.settings import ServeSettings
+from mllib.serving.spec import CODE_DIR, MODEL_DIR, Servable, ServerSpec, http_processes
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
 
 COMPLETE_MARK = ".complete"
-MODEL_DIR = "model"
-CODE_DIR = "code"
-
-
-@dataclass(frozen=True)
-class Servable:
-    """A trained model version, with everything needed to load it again."""
-
-    model: str
-    version: int | None
-    run_id: str
-    model_sha256: str
-    code_hash: str
-    model_file: str  # relative to the code snapshot
-    model_class: str
-
-    @property
-    def artifact(self) -> str:
-        """The identity of what is served: the same bytes of model and code are the same artifact."""
-        return f"{self.model_sha256}:{self.code_hash}"
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.model} v{self.version}" if self.version else f"{self.model} (run {self.run_id})"
-        )
-
-    @property
-    def ref(self) -> str:
-        """How to name it on the command line."""
-        return f"{self.model}:{self.version}" if self.version else self.run_id
 
 
 def from_run(ws: Workspace, run: RunRecord) -> Servable:
@@ -140,3 +112,29 @@ def materialize(ws: Workspace, servable: Servable) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def server_spec(
+    servable: Servable,
+    bundle: Path,
+    serve: ServeSettings,
+    *,
+    inference: str,
+    workers: int,
+    api_servers: int,
+    **fields: Any,
+) -> ServerSpec:
+    """The spec serving `servable` from its materialized `bundle`, with [serve]'s limits; `fields`
+    are the rest of ServerSpec (where, for which environment and deployment)."""
+    return ServerSpec(
+        servable=servable,
+        bundle_dir=str(bundle),
+        inference=inference,
+        workers=workers,
+        api_servers=http_processes(inference, workers, api_servers),
+        timeout_s=serve.timeout_s,
+        max_body_bytes=int(serve.max_body_mb * 1e6),
+        drain_s=serve.drain_s,
+        restart_workers=serve.restart_workers,
+        **fields,
+    )

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mllib.serving import records
-from mllib.serving.deploy import LOG_FILE, DeployContext, reconcile
-from mllib.serving.metrics import Totals, parse, quantile
-from mllib.serving.settings import ENVS
+from mllib.serving.control import records
+from mllib.serving.control.deploy import DeployContext, reconcile
+from mllib.serving.control.paths import LOG_FILE
+from mllib.serving.control.scrape import Totals, quantile, scrape
+from mllib.serving.control.settings import ENVS
+from mllib.serving.spec import SPEC_FILE
 
 FIELDS = (
     "env", "state", "url", "model", "version", "run_id", "workers", "api_servers",
@@ -21,23 +23,10 @@ FIELDS = (
 EXTRA = ("inference",)  # read from the deployment's server spec
 
 
-def _scrape(url: str) -> Totals | None:
-    import httpx
-
-    try:
-        response = httpx.get(f"{url}/metrics", timeout=2.0)
-        response.raise_for_status()
-    except httpx.HTTPError:
-        return None
-    return parse(response.text)
-
-
 def _inference(dep: records.Deployment) -> str | None:
     """inline or worker, as the deployment's server was told (None if its folder is gone).
     Specs written before the setting existed ran LitServe workers."""
     import json
-
-    from mllib.serving.serverspec import SPEC_FILE
 
     try:
         return json.loads((Path(dep.dir or "") / SPEC_FILE).read_text()).get("inference", "worker")
@@ -88,11 +77,11 @@ def status(
             row["inference"] = _inference(dep)
         rows.append(row)
     live = [r for r in rows if r["state"] == "live"]
-    first = {r["env"]: _scrape(r["url"]) for r in live}
+    first = {r["env"]: scrape(r["url"]) for r in live}
     if live:
         time.sleep(window_s)
     for row in live:
-        row["stats"] = live_stats(first[row["env"]], _scrape(row["url"]), window_s)
+        row["stats"] = live_stats(first[row["env"]], scrape(row["url"]), window_s)
     return rows
 
 

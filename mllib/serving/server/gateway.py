@@ -17,20 +17,21 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mllib.serving import logs, metrics
-from mllib.serving.inference import InlineInference, Predictor, WorkerInference
-from mllib.serving.keys import KeyVerifier, flag_key
-from mllib.serving.modelapi import ModelAPI
-from mllib.serving.ratelimit import SharedBuckets
-from mllib.serving.settings import INLINE
-from mllib.serving.state import WorkerBoard, check_health
+from mllib.serving import logs
+from mllib.serving.server import metrics
+from mllib.serving.server.board import WorkerBoard, check_health
+from mllib.serving.server.inference import InlineInference, Predictor, WorkerInference
+from mllib.serving.server.keycheck import KeyVerifier, flag_key
+from mllib.serving.server.logwriter import LineWriter
+from mllib.serving.server.modelapi import ModelAPI
+from mllib.serving.server.ratelimit import SharedBuckets
+from mllib.serving.spec import ServerSpec
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -49,45 +50,42 @@ UNAUTHORIZED = {
 }
 
 
-@dataclass
 class Gateway:
-    """Everything the middleware needs, built once in the server's main process before the fork."""
+    """Everything the middleware needs: made once in the server's main process before the fork
+    (the spec, the shared worker board and rate-limit buckets, the model's LitAPI), then set up
+    in each API server's own process by `per_process`."""
 
-    labels: dict[str, str]  # env, model, version
-    board: WorkerBoard
-    timeout_s: float
-    max_body_bytes: int
-    log_format: str
-    deployment: str
-    registry_path: Path | None = None  # with it, /predict needs a key of labels["env"]
-    key_refresh_s: float = 1.0
-    buckets: SharedBuckets | None = None
-    inference: str = INLINE  # where predictions are made (inference.py)
-    max_batch: int = 1  # inline: requests one predict_batch() call may answer
-    api: ModelAPI | None = None  # the model's LitAPI, loaded in this process when inline
-    server: Any = None  # the LitServer, set once it exists
+    def __init__(self, spec: ServerSpec, board: WorkerBoard, api: ModelAPI) -> None:
+        self.spec = spec
+        self.labels = spec.labels
+        self.board = board
+        self.api = api  # loaded in each API server's process when inline
+        self.buckets = (
+            SharedBuckets(flag_interval_s=spec.keys.flag_interval_s) if spec.keys else None
+        )
+        self.server: Any = None  # the LitServer, set once it exists (worker mode asks its workers)
 
     def per_process(self, slot: int, load_first: bool) -> None:
         """Set up what API server number `slot` needs of its own, in its process before it
         serves. Inline, it loads the model at start-up: before listening with `load_first`, else
         while /health says loading."""
+        spec = self.spec
         self.load_first = load_first
         self.metrics = metrics.HttpMetrics(self.labels)
         self.verifier = (
-            KeyVerifier(self.registry_path, self.labels["env"], self.key_refresh_s)
-            if self.registry_path
+            KeyVerifier(Path(spec.keys.registry_path), spec.env, spec.keys.refresh_s)
+            if spec.keys
             else None
         )
         self.predictor: Predictor
-        if self.inference == INLINE:
-            assert self.api is not None
-            self.predictor = InlineInference(self.api, slot, self.timeout_s, self.max_batch)
+        if spec.inline:
+            self.predictor = InlineInference(self.api, slot, spec.timeout_s, spec.max_batch)
         else:
-            self.predictor = WorkerInference(self.server, self.board, self.timeout_s)
+            self.predictor = WorkerInference(self.server, self.board, spec.timeout_s)
         self.uids = itertools.count()
         self.id_prefix = secrets.token_hex(5)  # request ids: this prefix and a counter
-        self.static = {"time": "", **self.labels, "deployment": self.deployment}
-        self.log = logs.LineWriter(self.log_format)
+        self.static = {"time": "", **self.labels, "deployment": spec.deployment}
+        self.log = LineWriter(spec.log_format)
         # API servers end with os._exit: multiprocessing runs its finalizers, not atexit's.
         Finalize(self, self.log.close, exitpriority=10)
         if self.verifier is not None:
@@ -95,6 +93,9 @@ class Gateway:
 
 
 class ServingMiddleware:
+    """The ASGI app each API server serves: /predict, /health and /metrics here, the rest on to
+    LitServe's FastAPI app."""
+
     def __init__(self, app: Callable, gateway: Gateway) -> None:
         self.app = app
         self.gw = gateway
@@ -203,9 +204,9 @@ class ServingMiddleware:
                     f"(bursts of {key.burst:g}). Retry after {wait}s."
                 )
                 return 429, _error(message, request_id, LOADTEST_HINT), "rate_limited", key_id
-        body = await _read_body(receive, gw.max_body_bytes)
+        body = await _read_body(receive, gw.spec.max_body_bytes)
         if body is None:
-            mb = gw.max_body_bytes / 1e6
+            mb = gw.spec.max_body_bytes / 1e6
             return (
                 413,
                 _error(f"The request body is larger than {mb:g} MB.", request_id),
@@ -223,7 +224,7 @@ class ServingMiddleware:
             )
         reply = await gw.predictor.answer(request_id, body)
         if reply is None:
-            message = f"No prediction within {gw.timeout_s:g}s."
+            message = f"No prediction within {gw.spec.timeout_s:g}s."
             return 504, _error(message, request_id), "timeout", key_id
         status, payload = reply
         reason = None if status < 400 else ("bad_request" if status < 500 else "predict_error")
@@ -231,9 +232,9 @@ class ServingMiddleware:
 
     def _flag(self, key_id: str, rps: float, burst: float) -> None:
         gw = self.gw
-        if gw.registry_path is None:
+        if gw.spec.keys is None:
             return
-        detail = {"rps": rps, "burst": burst, "deployment": gw.deployment}
+        detail = {"rps": rps, "burst": burst, "deployment": gw.spec.deployment}
         gw.log.write(
             {
                 **gw.static,
@@ -245,7 +246,8 @@ class ServingMiddleware:
             }
         )
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, flag_key, gw.registry_path, key_id, gw.labels["env"], detail)
+        registry = Path(gw.spec.keys.registry_path)
+        loop.run_in_executor(None, flag_key, registry, key_id, gw.spec.env, detail)
 
 
 def _error(message: str, request_id: str, hint: str | None = None) -> bytes:
