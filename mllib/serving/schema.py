@@ -134,4 +134,10 @@ def migrations() -> sqlite_utils.Migrations:
             pk=("user", "model"),
         )
 
+    @migrations(name="0002_replicas_admin_keys")
+    def replicas(db: sqlite_utils.Database) -> None:
+        db["api_keys"].add_column("admin", int, not_null_default=0)
+        db["deployments"].add_column("min_replicas", int)
+        db["deployments"].add_column("max_replicas", int)
+
     return migrations

@@ -264,7 +264,7 @@ def loadtest(
             "Refused: load tests never target prod; prod is for real traffic, with per-key rate limits",
             hint="Load-test the same version on staging: mllib loadtest --env staging",
         )
-    ctx.settings.deploy.env(env)
+    ctx.settings.env(env)
     if rps is not None and concurrency is not None:
         raise UsageError("Give --rps or --concurrency, not both")
     duration = settings.duration_s if duration_s is None else duration_s

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -83,6 +84,9 @@ class InlineInference:
         while True:
             job = held or self._jobs.get()
             held = None
+            if job[1] is None:
+                self._run_many(job[0])
+                continue
             if job[1] is not self._answer or self.max_batch < 2 or not self.api.batches:
                 self._run(job)
                 continue
@@ -118,6 +122,33 @@ class InlineInference:
             results = [exc] * len(live)
         self._reply(_settle_all, [future for future, _ in live], results)
 
+    def _run_many(self, many: _Many) -> None:
+        """Several requests handed over together (what the front sent in one write): in
+        predict_batch() calls of up to max_batch where the model has one, else one by one."""
+        if time.monotonic() > many.deadline:  # the front has answered 504 already
+            self._reply(many.done, [None] * len(many.items))
+            return
+        items, replies = many.items, []
+        try:
+            if self.max_batch > 1 and self.api.batches:
+                for at in range(0, len(items), self.max_batch):
+                    replies += self.api.answer_batch(items[at : at + self.max_batch])
+            else:
+                replies = [self.api.answer(request_id, body) for request_id, body in items]
+        except BaseException as exc:  # answer_batch() never raises; kept as _run's guard
+            replies = [(500, repr(exc).encode())] * len(items)
+        self._reply(many.done, replies)
+
+    def answer_many(
+        self, items: list[tuple[str, bytes]], done: Callable[[list[Reply | None]], None]
+    ) -> None:
+        """Answer `items` (request id, body) as one job of the predict thread: one hand-over
+        each way for all of them. `done` gets their replies in order, on the event loop (None:
+        the request waited past timeout_s and was not predicted)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._jobs.put((_Many(items, done, time.monotonic() + self.timeout_s), None, ()))
+
     def _reply(self, settle: Callable[..., None], *args: Any) -> None:
         """Hand results to the event loop; at shutdown it may be closed, and nobody waits."""
         with contextlib.suppress(RuntimeError):
@@ -147,6 +178,17 @@ class InlineInference:
             return await future
         finally:
             timer.cancel()
+
+
+class _Many:
+    """A hand-over of several requests at once (InlineInference.answer_many)."""
+
+    __slots__ = ("deadline", "done", "items")
+
+    def __init__(self, items: list, done: Callable[[list], None], deadline: float) -> None:
+        self.items = items
+        self.done = done
+        self.deadline = deadline
 
 
 def _settle_all(futures: list[asyncio.Future], results: list[Any]) -> None:
