@@ -140,4 +140,16 @@ def migrations() -> sqlite_utils.Migrations:
         db["deployments"].add_column("min_replicas", int)
         db["deployments"].add_column("max_replicas", int)
 
+    @migrations(name="0003_loadtests_server_figures")
+    def loadtest_figures(db: sqlite_utils.Database) -> None:
+        table = db["loadtests"]
+        for column, kind in (
+            ("rate_from", float),
+            ("skipped", int),
+            ("server", str),  # JSON: the server's own requests, errors, p50/p99
+            ("client", str),  # JSON: load workers, their CPU share, whether they were the limit
+            ("judged_on", str),  # client or server
+        ):
+            table.add_column(column, kind)
+
     return migrations
