@@ -11,7 +11,7 @@ from typing import Any
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from mllib.dashboard.compare import CompareScreen
 from mllib.dashboard.data import DashboardData, RunFilter
@@ -103,10 +103,11 @@ class DashboardApp(App):
     def action_pane(self, pane: str) -> None:
         if isinstance(self.screen, RunScreen | CompareScreen):
             self.pop_screen()
+        # Focus leaves the old pane first: a focused widget inside it would switch back to it.
+        self.set_focus(None)
         self.query_one(TabbedContent).active = pane
-        if pane == "runs":
-            self.runs.table.focus()
-        else:
+        self.query_one(f"#{pane}-table", DataTable).focus()
+        if pane != "runs":
             self.refresh_data()
 
     # -- screens

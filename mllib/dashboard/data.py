@@ -522,10 +522,17 @@ class Deployments:
 class DashboardData:
     """One project's data for the dashboard, and the actions it may take on it."""
 
-    def __init__(self, ws: Workspace, *, queue: QueueSource | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        queue: QueueSource | None = None,
+        reconcile_every_s: float | None = RECONCILE_EVERY_S,
+    ) -> None:
         self.ws = ws
         self.queue = queue or queue_source(ws)
         self.deployments = Deployments(self)
+        self.reconcile_every_s = reconcile_every_s  # None: never (tests of made-up running runs)
         self._reconciled = 0.0
 
     @classmethod
@@ -540,8 +547,9 @@ class DashboardData:
         return self.ws.project.root.name
 
     def reconcile(self, *, force: bool = False) -> None:
-        """Settle runs whose supervisor died, at most every RECONCILE_EVERY_S."""
-        if not force and time.monotonic() - self._reconciled < RECONCILE_EVERY_S:
+        """Settle runs whose supervisor died, at most every `reconcile_every_s`."""
+        every = self.reconcile_every_s
+        if not force and (every is None or time.monotonic() - self._reconciled < every):
             return
         from mllib.runs.control import reconcile
 

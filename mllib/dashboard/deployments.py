@@ -24,7 +24,7 @@ STATUS_EVERY_S = 5.0  # each read measures live traffic over a 1 s window
 class DeploymentsPane(Vertical):
     DEFAULT_CSS = """
     DeploymentsPane .heading { height: 1; padding: 0 1; text-style: bold; }
-    DeploymentsPane #deployments { height: auto; max-height: 8; }
+    DeploymentsPane #deployments-table { height: auto; max-height: 8; }
     DeploymentsPane #rules { height: auto; padding: 0 1; }
     DeploymentsPane #history { height: 1fr; }
     """
@@ -43,7 +43,7 @@ class DeploymentsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("Environments (s: stop, b: rollback the selected one)", classes="heading")
-        table: DataTable = DataTable(id="deployments", cursor_type="row")
+        table: DataTable = DataTable(id="deployments-table", cursor_type="row")
         for key in (
             "ENV",
             "STATE",
@@ -92,7 +92,7 @@ class DeploymentsPane(Vertical):
 
     def show(self, rows: list[dict], history: list[dict], rules) -> None:
         self.rows = rows
-        table = self.query_one("#deployments", DataTable)
+        table = self.query_one("#deployments-table", DataTable)
         current = table.cursor_row
         table.clear()
         for r in rows:
@@ -149,7 +149,7 @@ class DeploymentsPane(Vertical):
 
     @property
     def current_env(self) -> str | None:
-        table = self.query_one("#deployments", DataTable)
+        table = self.query_one("#deployments-table", DataTable)
         if not table.row_count:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value

@@ -19,7 +19,7 @@ from mllib.dashboard.text import fmt_duration, safe, status
 class QueuePane(Vertical):
     DEFAULT_CSS = """
     QueuePane .heading { height: 1; padding: 0 1; text-style: bold; }
-    QueuePane #queue { height: 1fr; }
+    QueuePane #queue-table { height: 1fr; }
     QueuePane #agents { height: 1fr; }
     """
     BINDINGS = [
@@ -35,7 +35,7 @@ class QueuePane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="queue-heading", classes="heading")
-        queue: DataTable = DataTable(id="queue", cursor_type="row")
+        queue: DataTable = DataTable(id="queue-table", cursor_type="row")
         for key in ("USER", "PRIORITY", "RUN", "MODEL", "STATUS", "WAITING", "WHERE"):
             queue.add_column(key, key=key.lower())
         yield queue
@@ -58,7 +58,7 @@ class QueuePane(Vertical):
         self._fill_agents(source.agents())
 
     def _fill_queue(self, items: list[QueueItem]) -> None:
-        table = self.query_one("#queue", DataTable)
+        table = self.query_one("#queue-table", DataTable)
         current = table.cursor_row
         table.clear()
         from datetime import datetime
@@ -118,7 +118,7 @@ class QueuePane(Vertical):
         self.app.background(self.data.queue.check_agents, "Agents", done=done, always=True)
 
     def action_open(self) -> None:
-        table = self.query_one("#queue", DataTable)
+        table = self.query_one("#queue-table", DataTable)
         if table.has_focus and table.row_count:
             run_id = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             if run_id:
@@ -126,5 +126,5 @@ class QueuePane(Vertical):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        if event.data_table.id == "queue":
+        if event.data_table.id == "queue-table":
             self.action_open()

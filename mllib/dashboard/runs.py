@@ -35,12 +35,13 @@ class RunsPane(Vertical):
 
     DEFAULT_CSS = """
     RunsPane #filter { border: none; height: 1; padding: 0 1; }
-    RunsPane #runs { height: 1fr; }
+    RunsPane #runs-table { height: 1fr; }
     RunsPane #runs-status { height: 1; color: $text-muted; padding: 0 1; }
     """
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
         Binding("slash", "filter", "Filter"),
+        Binding("escape", "leave_filter", "Back to the table", show=False),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
         Binding("m", "metric", "Metric"),
@@ -75,7 +76,7 @@ class RunsPane(Vertical):
             placeholder="/ filter: status:running model:NAME user:NAME or words in the id or model",
             id="filter",
         )
-        table: DataTable = DataTable(id="runs", cursor_type="row")
+        table: DataTable = DataTable(id="runs-table", cursor_type="row")
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         yield table
@@ -90,7 +91,7 @@ class RunsPane(Vertical):
 
     @property
     def table(self) -> DataTable:
-        return self.query_one("#runs", DataTable)
+        return self.query_one("#runs-table", DataTable)
 
     @property
     def current(self) -> str | None:
@@ -209,6 +210,9 @@ class RunsPane(Vertical):
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.table.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
