@@ -62,13 +62,18 @@ def draw(series: list[Series], width: int, height: int) -> Text:
     for row in range(rows):
         label = labels[0] if row == 0 else labels[1] if row == rows - 1 else ""
         text.append(f"{label:>{gutter - 1}}│", style="dim")
+        # one span per run of cells in the same colour (a span per cell costs ~10x to render)
+        run: list[str] = []
+        run_color: int | None = None
         for col in range(cols):
             cell = cells.get((row, col))
-            if cell is None:
-                text.append(" ")
-            else:
-                text.append(chr(0x2800 + cell[0]), style=COLORS[cell[1] % len(COLORS)])
-        text.append("\n")
+            color = None if cell is None else cell[1]
+            if color != run_color and run:
+                text.append("".join(run), style=_style(run_color))
+                run = []
+            run_color = color
+            run.append(" " if cell is None else chr(0x2800 + cell[0]))
+        text.append("".join(run) + "\n", style=_style(run_color))
     span = f"step {first}"
     end = str(last)
     text.append(" " * gutter + span + " " * max(1, cols - len(span) - len(end)) + end, style="dim")
@@ -78,6 +83,10 @@ def draw(series: list[Series], width: int, height: int) -> Text:
             text.append("━ ", style=COLORS[index % len(COLORS)])
             text.append(clean(one.label) + "  ")
     return text
+
+
+def _style(index: int | None) -> str:
+    return "" if index is None else COLORS[index % len(COLORS)]
 
 
 def _line(a: tuple[int, int], b: tuple[int, int], plot) -> None:

@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
 from mllib.dashboard.data import DashboardData, RunFilter, RunRow, RunsDelta
+from mllib.dashboard.table import LiveTable
 from mllib.dashboard.text import clean, fmt_duration, safe, sparkline, status
 from mllib.errors import MllibError
 
@@ -76,7 +77,7 @@ class RunsPane(Vertical):
             placeholder="/ filter: status:running model:NAME user:NAME or words in the id or model",
             id="filter",
         )
-        table: DataTable = DataTable(id="runs-table", cursor_type="row")
+        table = LiveTable(id="runs-table", cursor_type="row")
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         yield table
@@ -90,8 +91,8 @@ class RunsPane(Vertical):
         self.table.focus()
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one("#runs-table", DataTable)
+    def table(self) -> LiveTable:
+        return self.query_one("#runs-table", LiveTable)
 
     @property
     def current(self) -> str | None:
@@ -149,7 +150,7 @@ class RunsPane(Vertical):
         changed = {r.id for r in delta.changed}
         for row in self.rows.values():  # running rows' durations tick
             if row.active and row.id not in changed:
-                table.update_cell(row.id, "duration", self._duration(row, now))
+                table.update_row(row.id, {"duration": self._duration(row, now)})
         if added:
             current = self.current
             table.sort(
@@ -166,9 +167,8 @@ class RunsPane(Vertical):
     def _update(self, row: RunRow, now: float, *, only_metric: bool) -> None:
         table = self.table
         cells = dict(zip((k for k, _ in COLUMNS), self._cells(row, now), strict=True))
-        keys = ("value", "trend") if only_metric else cells
-        for key in keys:
-            table.update_cell(row.id, key, cells[key])
+        keys = ("value", "trend", "duration") if only_metric else cells
+        table.update_row(row.id, {key: cells[key] for key in keys})
 
     def _cells(self, row: RunRow, now: float) -> list[Text]:
         mark = MARK if row.id in self.marked else " "
