@@ -25,7 +25,7 @@ class LiveTable(DataTable):
             # Forget what was drawn for this row; other rows keep their cached lines.
             self._row_renderable_cache.discard((self._update_count, index))
             for cache in (self._cell_render_cache, self._row_render_cache):
-                for key in [k for k in cache.keys() if k[0] == row]:
+                for key in [k for k in cache.keys() if k[0] == row]:  # noqa: SIM118 - an LRUCache
                     cache.discard(key)
             self._line_cache.clear()
         except AttributeError:  # a Textual whose DataTable caches otherwise: the plain way
