@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -609,6 +608,3 @@ class DashboardData:
 
         record = rerun(run_id, detach=True, echo=None, start_dir=self.ws.project.root)
         return f"Started run {record.id} (a rerun of {run_id}) in the background"
-
-
-Action = Callable[[], str]

@@ -37,27 +37,43 @@ def draw(series: list[Series], width: int, height: int) -> Text:
     if cols < 4 or rows < 1:
         return Text("")
     dots_x, dots_y = cols * 2, rows * 4
-    cells: dict[tuple[int, int], list[int]] = {}  # (row, col) -> [bits, series index]
+    bits = [[0] * cols for _ in range(rows)]
+    owner = [[-1] * cols for _ in range(rows)]  # the series drawn last in each cell
 
-    def plot(x: int, y: int, index: int) -> None:
-        cell = cells.setdefault((y // 4, x // 2), [0, index])
-        cell[0] |= _DOTS[y % 4][x % 2]
-        cell[1] = index
+    def column(x: int, y0: int, y1: int, index: int) -> None:
+        """Light the dots of column x from y0 to y1 (either order)."""
+        if y0 > y1:
+            y0, y1 = y1, y0
+        col, bit_col = x // 2, x % 2
+        for y in range(y0, y1 + 1):
+            bits[y // 4][col] |= _DOTS[y % 4][bit_col]
+            owner[y // 4][col] = index
 
-    def scale(step: int, value: float) -> tuple[int, int]:
-        x = 0 if last == first else round((step - first) / (last - first) * (dots_x - 1))
-        y = dots_y // 2 if high == low else round((high - value) / (high - low) * (dots_y - 1))
-        return x, y
+    def scale_x(step: int) -> int:
+        return 0 if last == first else round((step - first) / (last - first) * (dots_x - 1))
+
+    def scale_y(value: float) -> int:
+        return dots_y // 2 if high == low else round((high - value) / (high - low) * (dots_y - 1))
 
     for index, one in enumerate(series):
-        previous = None
+        # Points are folded per dot column (its lowest, highest, first and last y), so a curve of
+        # 100,000 points costs what one of a few hundred does; consecutive columns are joined.
+        spans: dict[int, list[int]] = {}
         for step, value in zip(one.steps, one.values, strict=True):
-            x, y = scale(step, value)
-            if previous is None:
-                plot(x, y, index)
+            x, y = scale_x(step), scale_y(value)
+            span = spans.get(x)
+            if span is None:
+                spans[x] = [y, y, y, y]
             else:
-                _line(previous, (x, y), lambda a, b, i=index: plot(a, b, i))
-            previous = (x, y)
+                span[0], span[1], span[3] = min(span[0], y), max(span[1], y), y
+        previous = None
+        for x in sorted(spans):
+            low_y, high_y, first_y, last_y = spans[x]
+            column(x, low_y, high_y, index)
+            if previous is not None:
+                px, py = previous
+                _line((px, py), (x, first_y), lambda a, b, i=index: column(a, b, b, i))
+            previous = (x, last_y)
     text = Text(no_wrap=True, overflow="crop")
     for row in range(rows):
         label = labels[0] if row == 0 else labels[1] if row == rows - 1 else ""
@@ -66,13 +82,13 @@ def draw(series: list[Series], width: int, height: int) -> Text:
         run: list[str] = []
         run_color: int | None = None
         for col in range(cols):
-            cell = cells.get((row, col))
-            color = None if cell is None else cell[1]
+            cell = bits[row][col]
+            color = owner[row][col] if cell else None
             if color != run_color and run:
                 text.append("".join(run), style=_style(run_color))
                 run = []
             run_color = color
-            run.append(" " if cell is None else chr(0x2800 + cell[0]))
+            run.append(chr(0x2800 + cell) if cell else " ")
         text.append("".join(run) + "\n", style=_style(run_color))
     span = f"step {first}"
     end = str(last)

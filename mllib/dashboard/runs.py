@@ -70,6 +70,7 @@ class RunsPane(Vertical):
         self.marked: list[str] = []
         self.feed = data.runs_feed(self.filter, metric, limit)
         self.records_changed: set[str] = set()  # every run whose record changed in the last poll
+        self.pending: RunsDelta | None = None  # changes not drawn yet (a screen covers the table)
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -129,9 +130,20 @@ class RunsPane(Vertical):
         self._status()
 
     def refresh_data(self) -> RunsDelta:
-        """Apply what changed since the last refresh; returns it (the app passes it on)."""
+        """Apply what changed since the last refresh; returns it (the app passes it on). While
+        a run or compare screen covers the table, changes wait and are drawn on its return."""
         delta = self.feed.poll()
         self.records_changed = delta.records
+        self.pending = _merge(self.pending, delta)
+        if self.screen is not self.app.screen:
+            return delta
+        self._apply(self.pending)
+        self.pending = None
+        return delta
+
+    def _apply(self, delta: RunsDelta | None) -> None:
+        if delta is None:
+            return
         table = self.table
         now = self.clock()
         added = False
@@ -162,7 +174,6 @@ class RunsPane(Vertical):
                 table.move_cursor(row=table.get_row_index(current), animate=False)
         if delta.changed or delta.removed:
             self._status()
-        return delta
 
     def _update(self, row: RunRow, now: float, *, only_metric: bool) -> None:
         table = self.table
@@ -270,3 +281,23 @@ class RunsPane(Vertical):
     def action_copy_id(self) -> None:
         if self.current:
             self.app.copy_run_id(self.current)
+
+
+def _merge(earlier: RunsDelta | None, later: RunsDelta) -> RunsDelta:
+    """Two deltas as one: the later row of a run wins; a run removed after a change is removed."""
+    if earlier is None:
+        return later
+    changed = {r.id: r for r in earlier.changed}
+    removed = [i for i in earlier.removed if i not in {r.id for r in later.changed}]
+    for run_id in later.removed:
+        changed.pop(run_id, None)
+        removed.append(run_id)
+    metrics_only = (earlier.metrics_only | later.metrics_only) - earlier.records - later.records
+    changed.update({r.id: r for r in later.changed})
+    return RunsDelta(
+        list(changed.values()),
+        removed,
+        metrics_only,
+        earlier.records | later.records,
+        earlier.metrics | later.metrics,
+    )

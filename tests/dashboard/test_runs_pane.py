@@ -189,3 +189,25 @@ def test_cancel_asks_first_and_then_cancels_as_runs_cancel_does(seeded):
         assert any("dddd00000004 cancelled" in n.message for n in app._notifications)
 
     drive(app, steps)
+
+
+def test_changes_made_while_a_run_is_open_show_on_return(seeded):
+    app = make_app(seeded, metric="loss")
+
+    async def steps(pilot):
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, RunScreen)
+        create_run(
+            seeded.registry,
+            RunRecord("ffff00000006", "m", "train", "queued", "2026-03-01T12:59:00Z"),
+            {},
+            {},
+        )
+        update_run(seeded.registry, "aaaa00000001", status="cancelled")
+        await refresh(pilot)
+        await pilot.press("escape")
+        await refresh(pilot)
+        rows = cells(app.runs.table)
+        assert rows[0][0].strip() == "ffff00000006" and rows[-1][3] == "cancelled"
+
+    drive(app, steps)
