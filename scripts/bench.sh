@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
+source "$(dirname "$0")/lib/dashboard.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
@@ -64,6 +65,11 @@ bench_docker() {
   "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
 }
 
+bench_dashboard() {
+  say "Dashboard: CPU per refresh and RSS with 10,000 runs, 5 of them logging 1,000 points/s"
+  "$VENV/bin/python" benchmarks/dashboard.py "$@"
+}
+
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
@@ -71,6 +77,7 @@ case "${1:-all}" in
   data) bench_data "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
   serve) bench_serve "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, all)" ;;
+  dashboard) bench_dashboard "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, all)" ;;
 esac

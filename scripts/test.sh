@@ -6,10 +6,12 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
+source "$(dirname "$0")/lib/dashboard.sh"
 ensure_python_env "dev"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk
+ensure_tmux
 ensure_docker_engine
 ensure_base_image
 

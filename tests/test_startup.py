@@ -42,6 +42,8 @@ print("\\nMODULES=" + json.dumps(sorted(sys.modules)))
         [],
         ["deploy", "--help"],
         ["keys", "--help"],
+        ["dashboard", "--help"],
+        ["dash", "--help"],
     ],
 )
 def test_help_imports_no_heavy_module(args, tmp_path):

@@ -21,6 +21,7 @@ MIGRATION_SETS = [
     "mllib.agents.schema:migrations",
     "mllib.datasets.schema:migrations",
     "mllib.serving.schema:migrations",
+    "mllib.registry.changes:migrations",
 ]
 
 

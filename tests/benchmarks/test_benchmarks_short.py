@@ -65,3 +65,11 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
         "mllib prod, worker, 1+1 processes / bare LitServe, 1+1 processes",
         "mllib prod, inline, 1 process(es) / mllib prod, worker, 1+1 processes",
     }
+
+
+def test_dashboard_benchmark_meets_its_cpu_and_memory_goals():
+    result = _run("dashboard.py", "--short")
+    print(f"\ndashboard (short): runs {result['runs']} run screen {result['run screen']}")
+    assert result["rows_shown"] == 1000  # the window holds the newest 1,000 of them
+    assert result["goals"]["RSS < 150 MB"], result["peak_rss_mb"]
+    assert result["runs"]["cpu_ms_mean"] > 0 and result["run screen"]["cpu_ms_mean"] > 0
