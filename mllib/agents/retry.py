@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mllib.config import Config, RetrySettings
+from mllib.protocol.failure import SYSTEM_ERROR
 from mllib.registry import Registry
 from mllib.registry.runs import now
-from mllib.runs.failure import SYSTEM_ERROR
 
 MAX_BACKOFF_S = 300.0
 

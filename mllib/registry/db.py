@@ -13,35 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mllib.registry.sqlite import import_sqlite_utils
+
 if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_S = 60.0
-
-
-def import_sqlite_utils():
-    """Import sqlite_utils without letting it import pandas and numpy (~0.3 s) when installed.
-
-    sqlite-utils only uses them to map their types on insert, which the registry never does. A
-    process that already imported them is unaffected; afterwards they import normally. Hiding a
-    module is seen by every thread, so it is done only while no other thread runs (an inline
-    model server's predict thread may be importing numpy right then).
-    """
-    import sys
-    import threading
-
-    if "sqlite_utils" in sys.modules:
-        return sys.modules["sqlite_utils"]
-    alone = threading.active_count() == 1
-    hidden = [name for name in ("pandas", "numpy") if alone and name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-    try:
-        import sqlite_utils
-    finally:
-        for name in hidden:
-            del sys.modules[name]
-    return sqlite_utils
 
 
 def where_equal(**columns: Any) -> tuple[str, list[Any]]:
@@ -70,8 +47,10 @@ class Registry:
 
     @classmethod
     def open(cls, path: Path) -> Registry:
-        """Open (creating and migrating if needed) the registry at `path`."""
+        """Open (creating and migrating if needed) the registry at `path`: every migration set
+        mllib.plugins.MIGRATIONS names."""
         from mllib.filemodes import PRIVATE_DIR, private_file
+        from mllib.plugins import MIGRATIONS
         from mllib.registry.schema import migrate
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
@@ -86,7 +65,7 @@ class Registry:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         registry = cls(path, conn)
-        migrate(registry)
+        migrate(registry, MIGRATIONS)
         return registry
 
     @contextmanager

@@ -1,35 +1,30 @@
 """The registry's tables, created and changed only by numbered migrations (sqlite-utils Migrations).
 
 Each feature owns a migration set in its own package (runs here; datasets, serving, agents in
-theirs) listed in MIGRATION_SETS; within a set, migrations are numbered and never edited once
-released. Sets are applied in the order listed.
+theirs), named in mllib.plugins.MIGRATIONS, so the registry names no higher package; within a
+set, migrations are numbered and never edited once released. Sets are applied in the order
+listed there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING
+
+from mllib.registry.sqlite import import_sqlite_utils
 
 if TYPE_CHECKING:
     import sqlite_utils
 
     from mllib.registry.db import Registry
 
-# "module:function" returning a sqlite_utils.Migrations; imported only when a registry is opened.
-MIGRATION_SETS = [
-    "mllib.registry.schema:migrations",
-    "mllib.agents.schema:migrations",
-    "mllib.datasets.schema:migrations",
-    "mllib.serving.schema:migrations",
-]
-
 
 def new_set(name: str) -> sqlite_utils.Migrations:
     """An empty migration set named `name`, for a feature's `migrations()` to fill (sqlite-utils
     imported the registry's way)."""
-    from mllib.registry.db import import_sqlite_utils
-
-    return import_sqlite_utils().Migrations(name)
+    migrations: sqlite_utils.Migrations = import_sqlite_utils().Migrations(name)
+    return migrations
 
 
 @cache
@@ -118,19 +113,16 @@ def migrations() -> sqlite_utils.Migrations:
     return migrations
 
 
-def all_migration_sets() -> list:
-    import importlib
+def migration_sets(refs: Iterable[str]) -> list[sqlite_utils.Migrations]:
+    """The migration sets `refs` name ("module:function"), imported now."""
+    from mllib.plugins import load
 
-    sets = []
-    for ref in MIGRATION_SETS:
-        module, _, name = ref.partition(":")
-        sets.append(getattr(importlib.import_module(module), name)())
-    return sets
+    return [load(ref)() for ref in refs]
 
 
-def migrate(registry: Registry) -> None:
-    """Apply pending migrations of every set, one process at a time."""
-    sets = all_migration_sets()
+def migrate(registry: Registry, refs: Iterable[str]) -> None:
+    """Apply pending migrations of the sets `refs` name, in order, one process at a time."""
+    sets = migration_sets(refs)
     if not any(m.pending(registry.db) for m in sets):
         return
     with registry.transaction():
