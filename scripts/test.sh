@@ -21,5 +21,8 @@ say "Lint"
 say "Arrows between packages (README: Architecture)"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
+say "Types ([tool.mypy] in pyproject.toml)"
+"$VENV/bin/mypy"
+
 say "Tests"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -46,7 +46,7 @@ class EventWriter:
     def __init__(self, path: Path, *, batch: int = 2000, interval_s: float = 1.0) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, float | None, int, int, float]] = []
+        self._pending: list[tuple[str, float, int, int, float]] = []
         self._batch = batch
         self._seq = 0
         self._closed = threading.Event()

@@ -39,10 +39,9 @@ class Registry:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        sqlite_utils = import_sqlite_utils()
         self.path = path
         self.conn = conn
-        self.db: sqlite_utils.Database = sqlite_utils.Database(conn)
+        self.db: sqlite_utils.Database = import_sqlite_utils().Database(conn)
         self._lock = threading.RLock()
 
     @classmethod

@@ -34,7 +34,7 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations(name="0001_runs_params_metrics_artifacts_models")
     def initial(db: sqlite_utils.Database) -> None:
-        db["runs"].create(
+        db.table("runs").create(
             {
                 "id": str,
                 "model": str,
@@ -72,26 +72,26 @@ def migrations() -> sqlite_utils.Migrations:
             pk="id",
             not_null={"model", "action", "status", "created_at"},
         )
-        db["runs"].create_index(["status"])
-        db["runs"].create_index(["model", "created_at"])
-        db["params"].create(
+        db.table("runs").create_index(["status"])
+        db.table("runs").create_index(["model", "created_at"])
+        db.table("params").create(
             {"run_id": str, "name": str, "value": str, "type": str, "source": str},
             pk=("run_id", "name"),
             foreign_keys=[("run_id", "runs", "id")],
         )
         # seq numbers a run's points in logging order, so re-reading events never duplicates one.
-        db["metrics"].create(
+        db.table("metrics").create(
             {"run_id": str, "seq": int, "name": str, "step": int, "value": float, "ts": float},
             pk=("run_id", "seq"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["metrics"].create_index(["run_id", "name", "step"])
-        db["eval_metrics"].create(
+        db.table("metrics").create_index(["run_id", "name", "step"])
+        db.table("eval_metrics").create(
             {"run_id": str, "name": str, "value": float},
             pk=("run_id", "name"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["artifacts"].create(
+        db.table("artifacts").create(
             {
                 "run_id": str,
                 "path": str,
@@ -103,12 +103,12 @@ def migrations() -> sqlite_utils.Migrations:
             pk=("run_id", "path"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["models"].create(
+        db.table("models").create(
             {"name": str, "version": int, "run_id": str, "sha256": str, "created_at": str},
             pk=("name", "version"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["models"].create_index(["run_id"], unique=True)
+        db.table("models").create_index(["run_id"], unique=True)
 
     return migrations
 
