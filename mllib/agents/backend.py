@@ -84,10 +84,13 @@ class AgentsBackend(Backend["RemoteRun"]):
         return False
 
     def _supervisor(self, ws: Workspace, run: RunRecord) -> int | None:
+        """The follower holding the run's lock, else one just started that has yet to take it."""
         from mllib.agents.supervise import lock_holder
 
         holder = lock_holder(ws.run_folder(run).path)
-        return holder if holder is not None and is_alive(holder) else None
+        if holder is not None and is_alive(holder):
+            return holder
+        return super()._supervisor(ws, run)
 
     def _exclusive(self, folder: RunFolder) -> contextlib.AbstractContextManager[bool]:
         from mllib.agents.supervise import supervisor_lock

@@ -21,13 +21,7 @@ from typing import Any
 from mllib.agents.config import get_agent
 from mllib.agents.connection import AgentUnreachable
 from mllib.agents.placement import FailedStart, NotPlaced, place
-from mllib.agents.retry import (
-    RetryPolicy,
-    begin_attempt,
-    current_attempt,
-    end_attempt,
-    pinned_agent,
-)
+from mllib.agents.retry import begin_attempt, current_attempt, end_attempt, pinned_agent
 from mllib.agents.rpc import AgentClient, open_agent
 from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
@@ -35,6 +29,7 @@ from mllib.protocol.failure import SYSTEM_ERROR
 from mllib.protocol.folder import RunFolder
 from mllib.registry.runs import RunRecord, finish_run, get_run, update_run
 from mllib.runs.backend import Supervision
+from mllib.runs.retry import RetryPolicy
 
 POLL_S = 0.3
 SYNC_EVERY_S = 1.0
@@ -127,15 +122,13 @@ class RemoteRun:
                 previous["attempt"], previous["failure_class"]
             ):
                 reason = previous["reason"]
-                if previous["status"] == "failed" and previous["attempt"] > 1:
-                    reason = (
-                        f"{reason} (attempt {previous['attempt']} of {self.policy.max_attempts})"
-                    )
+                if previous["status"] == "failed":
+                    reason = self.policy.final_reason(reason, previous["attempt"])
                 finish_run(
                     self.reg, self.run_id, previous["status"], previous["failure_class"], reason
                 )
                 return
-            pause = self.policy.pause_after(previous["attempt"]) - _age_s(previous["ended_at"])
+            pause = self.policy.wait_s(previous["attempt"], previous["ended_at"])
             if pause > 0:
                 if self.said_retry != previous["attempt"]:
                     self.said_retry = previous["attempt"]
@@ -294,12 +287,3 @@ class RemoteRun:
             with contextlib.suppress(Exception):
                 self.agent.close()
             self.agent = None
-
-
-def _age_s(iso: str | None) -> float:
-    if not iso:
-        return 0.0
-    from datetime import UTC, datetime
-
-    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return (datetime.now(UTC) - then).total_seconds()

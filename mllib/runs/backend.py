@@ -21,6 +21,8 @@ as SkyPilot's `Backend.provision` wraps `_provision`:
 | `_supervisor`          | the run's recorded supervisor pid        | the holder of the follower lock      |
 | `_cancel_unsupervised` | end the worker its supervisor left       | cancel on the agent, from here       |
 | `_orphaned`            | fail it as a system_error                | start a new follower: it goes on     |
+| attempts and retries   | one attempt                              | system errors retried on another     |
+|                        |                                          | agent (mllib.runs.retry.RetryPolicy) |
 
 A server/queue backend would `_start` by enqueueing the run, `_poll` the job's state and `_stop`
 by asking the server; a new place for the worker itself (a Ray cluster) is not a backend but a
