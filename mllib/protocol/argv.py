@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +28,8 @@ def worker_argv(python: str, run_dir: str | Path, code_dir: str | Path) -> list[
 
 def parse_worker_argv(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     """The worker's side: (run folder, code folder), both resolved."""
+    import argparse  # here: the runtimes that import worker_argv never parse
+
     parser = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--code-dir", required=True, type=Path)
