@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,6 @@ class Registry:
         mllib.plugins.MIGRATIONS names."""
         from mllib.filemodes import PRIVATE_DIR, private_file
         from mllib.plugins import MIGRATIONS
-        from mllib.registry.schema import migrate
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         if not path.exists():  # runs' params and errors may be sensitive: 0600 from the start
@@ -64,8 +63,20 @@ class Registry:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         registry = cls(path, conn)
-        migrate(registry, MIGRATIONS)
+        registry.migrate(MIGRATIONS)
         return registry
+
+    def migrate(self, refs: Iterable[str]) -> None:
+        """Apply the pending migrations of the sets `refs` name ("module:function", see
+        mllib.registry.schema), in order, one process at a time."""
+        from mllib.registry.schema import migration_sets
+
+        sets = migration_sets(refs)
+        if not any(m.pending(self.db) for m in sets):
+            return
+        with self.transaction():
+            for m in sets:
+                m.apply(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[Registry]:

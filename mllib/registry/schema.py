@@ -17,8 +17,6 @@ from mllib.registry.sqlite import import_sqlite_utils
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from mllib.registry.db import Registry
-
 
 def new_set(name: str) -> sqlite_utils.Migrations:
     """An empty migration set named `name`, for a feature's `migrations()` to fill (sqlite-utils
@@ -118,13 +116,3 @@ def migration_sets(refs: Iterable[str]) -> list[sqlite_utils.Migrations]:
     from mllib.plugins import load
 
     return [load(ref)() for ref in refs]
-
-
-def migrate(registry: Registry, refs: Iterable[str]) -> None:
-    """Apply pending migrations of the sets `refs` name, in order, one process at a time."""
-    sets = migration_sets(refs)
-    if not any(m.pending(registry.db) for m in sets):
-        return
-    with registry.transaction():
-        for m in sets:
-            m.apply(registry.db)
