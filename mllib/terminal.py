@@ -3,19 +3,23 @@
 The library draws its own progress (a run's image build) with these, and the CLI prints through
 them, so both make the same decisions about colour, width and animation. Progress of any kind
 (transfers, a load test, an image build) is a `bar` or `spinner` where `animated()`, and plain
-`line`s elsewhere.
+`line`s elsewhere. What the library has to tell a person outside a command's result (a run went
+to an agent, a file was left out of a snapshot) goes through a `Notify` callback whose default is
+`notice`: one line on stderr, never printed by the library itself. rich is imported when
+something is first shown, so importing this module costs nothing (an agent host, where mllib's
+supervisor runs in the background and shows nothing, does not even install rich).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, ProgressColumn
     from rich.status import Status
 
@@ -24,6 +28,8 @@ def plain() -> bool:
     """True in CI or when NO_COLOR is set: no colour, spinners or progress animation."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or "NO_COLOR" in os.environ
 
+
+Notify = Callable[[str], None]  # how the library tells a person something: one line of text
 
 # Output into a file or a pipe is not cut to rich's 80 columns: table cells stay whole and lines
 # unwrapped, so logs and `| grep` see everything. COLUMNS, when set, still decides.
@@ -41,6 +47,8 @@ def _width(stream: Any) -> int | None:
 @cache
 def err() -> Console:
     """Messages for people (headers, summaries, errors) go to stderr, keeping stdout for results."""
+    from rich.console import Console
+
     return Console(
         stderr=True,
         highlight=False,
@@ -53,6 +61,8 @@ def err() -> Console:
 
 @cache
 def out() -> Console:
+    from rich.console import Console
+
     return Console(
         highlight=False,
         emoji=False,
@@ -93,3 +103,9 @@ def spinner() -> Status:
 def line(text: str, *, style: str | None = None) -> None:
     """One line of progress on stderr, printed as written (brackets are not rich markup)."""
     err().print(text, markup=False, highlight=False, style=style)
+
+
+def notice(message: str) -> None:
+    """The library's default `Notify`: `mllib: MESSAGE` as one line on stderr (written as is:
+    brackets are not rich markup, and the line is not wrapped)."""
+    err().print(f"mllib: {message}", markup=False, highlight=False, soft_wrap=True)

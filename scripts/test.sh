@@ -20,5 +20,11 @@ say "Lint"
 "$VENV/bin/ruff" check mllib agents tests benchmarks
 "$VENV/bin/ruff" format --check mllib agents tests benchmarks
 
+say "Arrows between packages (README: Architecture)"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_architecture.py
+
+say "Types ([tool.mypy] in pyproject.toml)"
+"$VENV/bin/mypy"
+
 say "Tests"
 exec "$VENV/bin/python" -m pytest "$@"

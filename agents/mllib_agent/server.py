@@ -173,9 +173,11 @@ class Agent:
         from mllib._version import __version__
         from mllib.config import load_config
         from mllib.project import Project
+        from mllib.protocol.folder import RunFolder
+        from mllib.protocol.spec import RunSpec
         from mllib.registry.runs import RunRecord, create_run, now
-        from mllib.runs.launch import select_runtime, spawn_supervisor
-        from mllib.runs.spec import RunSpec, write_secret_params
+        from mllib.runs.background import spawn_supervisor
+        from mllib.runs.runtime_choice import select_runtime
         from mllib.store import materialize_tree
         from mllib.workspace import Workspace
 
@@ -200,7 +202,7 @@ class Agent:
         shutil.rmtree(run_dir, ignore_errors=True)
         gpus = None if gpu is None else [str(gpu)]
         RunSpec(**{**req.spec, "gpus": gpus}).write(run_dir)
-        write_secret_params(run_dir, req.secret_params)
+        RunFolder(run_dir).write_secret_params(req.secret_params)
         housekeeping.write_agent_file(run_dir, [d["sha256"] for d in req.datasets])
         if req.input_model:
             materialize_tree(self.store, req.input_model, run_dir / req.spec["input_model"])
@@ -210,7 +212,7 @@ class Agent:
         record = RunRecord(**{**fields, "status": "queued"})
         record.runtime, record.runtime_note = runtime, note
         record.host, record.project_dir = req.agent, str(work)
-        record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
+        record.run_dir, record.log_path = str(run_dir), str(RunFolder(run_dir).log_file)
         record.supervisor_pid, record.mllib_version = os.getpid(), __version__
         create_run(rws.registry, record, req.params, req.sources, req.secret)
         pid = spawn_supervisor(rws, run_id, module="mllib_agent.runner")
@@ -309,7 +311,7 @@ def _inputs(store, req: StartRequest) -> list[str]:
 
 def free_gpu(active: list, gpus: int) -> int | None:
     """The GPU index (nvidia-smi's order) the fewest active runs hold; None without GPUs."""
-    from mllib.runs.spec import RunSpec
+    from mllib.protocol.spec import RunSpec
 
     if gpus <= 0:
         return None

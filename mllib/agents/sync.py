@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mllib.agents.retry import RetryPolicy, end_attempt
+from mllib.agents.retry import end_attempt
 from mllib.agents.rpc import AgentClient
 from mllib.agents.transfer import fetch_blobs, fetch_tree
 from mllib.errors import MllibError
 from mllib.registry import Registry
 from mllib.registry.artifacts import model_artifact, model_version_of, register_model
 from mllib.registry.runs import TERMINAL, finish_run, get_run, now
+from mllib.runs.retry import RetryPolicy
 from mllib.workspace import Workspace
 
 BATCH = 200
@@ -241,8 +242,8 @@ def _apply(
         report.retrying.append(run_id)
         return
     status, failure_class, error = row["status"], row.get("failure_class"), row.get("error")
-    if status == "failed" and attempt["attempt"] > 1:
-        error = f"{error} (attempt {attempt['attempt']} of {policy.max_attempts})"
+    if status == "failed":
+        error = policy.final_reason(error, attempt["attempt"])
     if finish_run(
         reg,
         run_id,

@@ -49,7 +49,7 @@ def target_and_params(ctx: typer.Context, model: str | None, param: list[str] | 
     """The model a command names and its params from the command line; `--help` prints the
     command's help with the model's params, and exits."""
     from mllib.params import param_table, parse_cli_params
-    from mllib.runs.launch import locate_model
+    from mllib.runs.target import locate_model
 
     if help_:
         output.out().print(ctx.get_help(), markup=False, highlight=False)

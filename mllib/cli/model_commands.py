@@ -95,7 +95,7 @@ def _run(
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(record, detach)
+    finish(target.ws, record, detach)
 
 
 def train(

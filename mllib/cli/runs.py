@@ -197,7 +197,7 @@ def logs(
     ] = False,
 ) -> None:
     """Print a run's output (stdout and stderr); --follow attaches to a running one."""
-    from mllib.runs.logs import follow_log
+    from mllib.runs.control import follow_log
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -252,9 +252,11 @@ def rerun(
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
     from mllib.cli.run_output import announce, finish
     from mllib.runs import api
+    from mllib.workspace import Workspace
 
-    record = api.rerun(run_id, detach=detach, on_prepared=announce)
-    finish(record, detach)
+    ws = Workspace.find()
+    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
+    finish(ws, record, detach)
 
 
 @app.command()

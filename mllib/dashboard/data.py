@@ -412,8 +412,8 @@ class LocalQueue:
         return self.agents()
 
     def _busy(self) -> dict[str, list[str]]:
-        from mllib.agents import REMOTE_RUNTIME
         from mllib.agents.retry import current_attempt
+        from mllib.plugins import REMOTE_RUNTIME
 
         busy: dict[str, list[str]] = {}
         for run in active_runs(self.ws.registry):

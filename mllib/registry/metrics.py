@@ -27,13 +27,13 @@ def insert_points(
 
 def set_eval_metrics(reg: Registry, run_id: str, metrics: Mapping[str, float]) -> None:
     with reg.transaction():
-        reg.db["eval_metrics"].upsert_all(
+        reg.db.table("eval_metrics").upsert_all(
             [{"run_id": run_id, "name": k, "value": v} for k, v in metrics.items()],
             pk=("run_id", "name"),
         )
 
 
-def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float]:
+def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float | None]:
     rows = reg.query(
         "SELECT name, value FROM eval_metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
     )

@@ -102,7 +102,7 @@ def create_run(
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
     with reg.transaction():
-        reg.db["runs"].insert({k: v for k, v in record.__dict__.items() if v is not None})
+        reg.db.table("runs").insert({k: v for k, v in record.__dict__.items() if v is not None})
         set_params(reg, record.id, params, sources, secret)
 
 
@@ -127,12 +127,12 @@ def set_params(
         for name, value in params.items()
     ]
     with reg.transaction():
-        reg.db["params"].upsert_all(rows, pk=("run_id", "name"))
+        reg.db.table("params").upsert_all(rows, pk=("run_id", "name"))
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:
     with reg.transaction():
-        reg.db["runs"].update(run_id, values)
+        reg.db.table("runs").update(run_id, values)
 
 
 def finish_run(
@@ -147,7 +147,7 @@ def finish_run(
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db["runs"].update(
+        reg.db.table("runs").update(
             run_id,
             {
                 "status": status,
@@ -166,7 +166,7 @@ def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db["runs"].update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
+        reg.db.table("runs").update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
         return True
 
 
@@ -220,7 +220,7 @@ def count_runs(
 ) -> int:
     """How many runs `list_runs` would list with no limit."""
     where, args = where_equal(status=status, model=model, user=user)
-    return reg.query("SELECT COUNT(*) AS n FROM runs" + where, args)[0]["n"]
+    return int(reg.query("SELECT COUNT(*) AS n FROM runs" + where, args)[0]["n"])
 
 
 def runs_by_id(reg: Registry, run_ids: Collection[str]) -> list[RunRecord]:

@@ -14,16 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord, get_params, get_run
-from mllib.runs.launch import (
-    ModelTarget,
-    find_source_run,
-    locate_model,
-    prepare_run,
-    require_methods,
-    select_runtime,
-    spawn_supervisor,
-)
-from mllib.runs.supervisor import supervise
+from mllib.runs.backend import backend_for
+from mllib.runs.prepare import prepare_run
+from mllib.runs.runtime_choice import select_runtime
+from mllib.runs.target import ModelTarget, find_source_run, locate_model, require_methods
+from mllib.workspace import Workspace
 
 if TYPE_CHECKING:
     from mllib.datasets.progress import Progress
@@ -46,28 +41,17 @@ def start(
     on_prepared: Callable[[RunRecord], None] | None = None,
     agent: str | None = None,
 ) -> RunRecord:
-    """Run a recorded run to its end here, or hand it to a background supervisor.
-
-    From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the supervisor
-    takes Ctrl-C over (it then cancels the run itself), and through the background supervisor if
-    one had already taken the run over.
-    """
-    from mllib.runs.control import cancel_interrupted
-
-    try:
-        if agent:
-            from mllib.agents.retry import pin
-
-            pin(target.ws.registry, record.id, agent)
-        if on_prepared:
-            on_prepared(record)
-        if not detach:
-            return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
-        spawn_supervisor(target.ws, record.id)
-    except KeyboardInterrupt:
-        cancel_interrupted(target.ws, record.id)
-        raise
-    return get_run(target.ws.registry, record.id)
+    """Hand a recorded run to its backend: run it to its end here, or in a background supervisor
+    (`detach`); `agent` pins it to that agent (see Backend.submit)."""
+    return backend_for(record).submit(
+        target.ws,
+        record,
+        detach=detach,
+        echo=echo,
+        on_interrupt=on_interrupt,
+        on_prepared=on_prepared,
+        pin=agent,
+    )
 
 
 @dataclass(frozen=True)
@@ -204,13 +188,14 @@ def rerun(
     echo: Echo | None = _stdout_echo,
     start_dir: str | Path | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    ws: Workspace | None = None,
 ) -> RunRecord:
-    """Run a recorded run again with its recorded code, params, seed and runtime; returns the new run."""
+    """Run a recorded run again with its recorded code, params, seed and runtime; returns the new
+    run. The run is looked up in `ws`, else the project at `start_dir` (default: here)."""
     from mllib.discovery import ModelInfo
     from mllib.params import ParamSpec, type_name_of
-    from mllib.workspace import Workspace
 
-    ws = Workspace.find(start_dir)
+    ws = ws or Workspace.find(start_dir)
     original = get_run(ws.registry, run_id)
     values = get_params(ws.registry, original.id)
     # The recorded run, not today's source, says what to run: the code may have changed since.

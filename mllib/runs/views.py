@@ -10,6 +10,7 @@ from mllib.errors import UsageError
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.metrics import get_eval_metrics, metric_summary
 from mllib.registry.runs import ACTIVE, TERMINAL, RunRecord, get_params, get_run, list_runs
+from mllib.runs.backend import backend_for
 from mllib.workspace import Workspace
 
 STATUSES = (*ACTIVE, *TERMINAL)
@@ -58,21 +59,20 @@ def run_dict(ws: Workspace, run: RunRecord, *, detail: bool = True) -> dict[str,
             "model_file": run.model_file,
             "user": run.user,
             "host": run.host,
-            "attempts": _attempts(ws, run),
+            "attempts": backend_for(run).attempts(ws, run),
         }
     return data
 
 
-def _attempts(ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
-    """A remote run's attempts (agent, status, reason); [] for a local run."""
-    from mllib.agents import REMOTE_RUNTIME
-
-    if run.runtime != REMOTE_RUNTIME:
-        return []
-    from mllib.agents.retry import attempts
-
-    keys = ("attempt", "agent", "status", "failure_class", "reason", "started_at", "ended_at")
-    return [{k: a[k] for k in keys} for a in attempts(ws.registry, run.id)]
+def outcome(ws: Workspace, run: RunRecord) -> dict[str, Any]:
+    """What a finished run left: its last metric values, evaluation and model version (the part
+    of `show` a run's summary line needs), for a record already at hand."""
+    version = model_version_of(ws.registry, run.id)
+    return {
+        "metrics": {name: s["last"] for name, s in metric_summary(ws.registry, run.id).items()},
+        "eval_metrics": get_eval_metrics(ws.registry, run.id),
+        "model_version": version["version"] if version else None,
+    }
 
 
 def show(ws: Workspace, run_id: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ only then is it removed, on success, failure and cancel alike.
 
 from __future__ import annotations
 
-import getpass
+import contextlib
 import math
 import os
 import queue
@@ -41,16 +41,21 @@ from typing import TYPE_CHECKING, Any
 
 from mllib.config import Config
 from mllib.errors import ConfigError, UsageError
+from mllib.identity import current_user
 from mllib.project import Project
-from mllib.runtime.base import ExitStatus, Job, worker_argv
-from mllib.runtime.engine import (
+from mllib.protocol.argv import worker_argv
+from mllib.protocol.events import report_failure
+from mllib.protocol.failure import (
+    EXIT_CANCELLED,
+    EXIT_SYSTEM_ERROR,
+    EXIT_USER_ERROR,
     SYSTEM_ERROR,
     USER_ERROR,
-    DockerRuntimeError,
-    docker_client,
-    engine_problem,
-    import_docker,
+    ExitStatus,
 )
+from mllib.protocol.folder import RunFolder
+from mllib.runtime.base import Job
+from mllib.runtime.engine import DockerRuntimeError, docker_client, engine_problem, import_docker
 from mllib.runtime.gpus import nvidia_gpus
 from mllib.runtime.host_settings import host_proxies
 from mllib.runtime.image_build import VENV
@@ -72,7 +77,6 @@ TOP_FOLDERS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 API_TIMEOUT_S = 600  # for each engine call; waiting for the container and its logs has none
 CANCEL_WAIT_S = 20.0  # how long a cancelled run waits for its image build to wind down
-_EXIT_USER_ERROR, _EXIT_SYSTEM_ERROR, _EXIT_CANCELLED = 1, 3, 143
 _DONE = object()
 
 
@@ -173,8 +177,8 @@ def container_options(
     env.update(
         PYTHONUNBUFFERED="1",
         HOME="/tmp",  # the uid may have no home (or passwd entry) in the image
-        USER=_user_name(),
-        LOGNAME=_user_name(),
+        USER=current_user(),
+        LOGNAME=current_user(),
         MLLIB_HOST_CODE_DIR=str(job.code_dir),  # tracebacks show the host's paths
         **host_proxies(),
     )
@@ -269,7 +273,7 @@ class DockerHandle:
         if container is not None:
             threading.Thread(target=_stop, args=(container, grace_s), daemon=True).start()
         else:  # waiting on another build's lock, or building the base image: do not wait long
-            timer = threading.Timer(CANCEL_WAIT_S, self._finish, (ExitStatus(_EXIT_CANCELLED),))
+            timer = threading.Timer(CANCEL_WAIT_S, self._finish, (ExitStatus(EXIT_CANCELLED),))
             timer.daemon = True
             timer.start()
 
@@ -286,7 +290,7 @@ class DockerHandle:
     def _lifecycle(self) -> None:
         docker = import_docker()  # before any `import docker...`: see import_docker
         client = None
-        status = ExitStatus(_EXIT_SYSTEM_ERROR)
+        status = ExitStatus(EXIT_SYSTEM_ERROR)
         try:
             client = docker_client(timeout=API_TIMEOUT_S)
             status = self._run(client)
@@ -322,7 +326,7 @@ class DockerHandle:
         options = container_options(self.job, self.settings, image)
         with self._lock:
             if self._cancel.is_set():
-                return ExitStatus(_EXIT_CANCELLED)
+                return ExitStatus(EXIT_CANCELLED)
             self._container = client.containers.create(**options)
             self.ident = self._container.name
             self._container.start()
@@ -371,18 +375,12 @@ class DockerHandle:
 
     def _fail(self, failure_class: str, message: str) -> ExitStatus:
         """Report a failure outside the worker the way the worker reports its own."""
-        from mllib.runs.events import EVENTS_FILE, EventWriter
-
         if self._cancel.is_set():  # a cancelled build or start is no failure
-            return ExitStatus(_EXIT_CANCELLED)
-        try:
-            writer = EventWriter(self.job.run_dir / EVENTS_FILE)
-            writer.emit("error", failure_class=failure_class, message=message, traceback=None)
-            writer.close()
-        except OSError:
-            pass
+            return ExitStatus(EXIT_CANCELLED)
+        with contextlib.suppress(OSError):
+            report_failure(RunFolder(self.job.run_dir).events_file, failure_class, message)
         self._chunks.put(f"mllib: {message}\n".encode())
-        code = _EXIT_USER_ERROR if failure_class == USER_ERROR else _EXIT_SYSTEM_ERROR
+        code = EXIT_USER_ERROR if failure_class == USER_ERROR else EXIT_SYSTEM_ERROR
         return ExitStatus(code, detail=message)
 
 
@@ -419,13 +417,6 @@ def _engine_message(exc: Exception) -> str:
             'NVIDIA Container Toolkit, or set [runtime] gpus = "none" to run on CPU.'
         )
     return f"the Docker engine could not run the container: {text}"
-
-
-def _user_name() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _safe(text: str) -> str:

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mllib.errors import EXIT_FAILED, EXIT_SYSTEM, MllibError
+from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 ENGINE_SCRIPT = "scripts/lib/docker-engine.sh"
-USER_ERROR = "user_error"
-SYSTEM_ERROR = "system_error"
 
 
 class DockerRuntimeError(MllibError):

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
+from mllib.protocol.failure import SYSTEM_ERROR
+from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.host_settings import HOST_CA_BUNDLE
 
 if TYPE_CHECKING:

@@ -29,14 +29,9 @@ from typing import TYPE_CHECKING
 
 from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError
+from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem, build_base_image
-from mllib.runtime.engine import (
-    SYSTEM_ERROR,
-    USER_ERROR,
-    ImageBuildError,
-    engine_host,
-    image_id,
-)
+from mllib.runtime.engine import ImageBuildError, engine_host, image_id
 from mllib.runtime.host_settings import (
     local_pip_locations,
     pip_build_args,

@@ -6,7 +6,9 @@ import os
 import subprocess
 from collections.abc import Iterator
 
-from mllib.runtime.base import ExitStatus, Job, host_python, worker_argv
+from mllib.protocol.argv import worker_argv
+from mllib.protocol.failure import ExitStatus
+from mllib.runtime.base import Job, host_python
 from mllib.runtime.processes import kill_tree
 
 

@@ -21,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 from mllib.config import Config
-from mllib.runtime.engine import USER_ERROR, ImageBuildError
+from mllib.protocol.failure import USER_ERROR
+from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.host_settings import refuse_credentials
 
 REQUIREMENTS_FILE = "requirements.txt"

@@ -44,7 +44,7 @@ class DeployContext:
     def create(
         cls, ws: Workspace | None = None, *, clock: Clock | None = None, user: str | None = None
     ) -> DeployContext:
-        from mllib.runs.launch import current_user
+        from mllib.identity import current_user
 
         ws = ws or Workspace.find()
         return cls(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mllib.errors import UsageError
-from mllib.runs.launch import ModelTarget, find_source_run
+from mllib.runs.target import ModelTarget, find_source_run
 from mllib.serving import logs
 from mllib.serving.control.paths import serving_dir
 from mllib.serving.control.ports import port_free

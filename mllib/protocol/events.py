@@ -3,6 +3,18 @@
 The worker never touches SQLite: it writes this file in its run folder, which is equally reachable
 from a child process, a container (bind mount) or an agent host. Metrics are buffered and written
 in batches by a background thread so logging costs the training loop well under a microsecond.
+
+Each line is an object with `type` (one of the kinds below) and `ts`:
+
+| type           | fields                                         | written when                       |
+|----------------|------------------------------------------------|------------------------------------|
+| `metric`       | name, value (metric_values.spell), step, seq   | log_metric (batched)               |
+| `params`       | values, sources, secret (names)                | params resolved, before train()    |
+| `phase`        | phase (train, save, evaluate)                  | each phase starts                  |
+| `eval_metrics` | metrics                                        | evaluate() returned                |
+| `model_saved`  | format                                         | the trained model is in the folder |
+| `error`        | failure_class, message, traceback              | the run failed (worker or runtime) |
+| `cancelled`    |                                                | the worker stopped on SIGTERM      |
 """
 
 from __future__ import annotations
@@ -19,6 +31,14 @@ from mllib.metric_values import spell
 
 EVENTS_FILE = "events.jsonl"
 
+METRIC = "metric"
+PARAMS = "params"
+PHASE = "phase"
+EVAL_METRICS = "eval_metrics"
+MODEL_SAVED = "model_saved"
+ERROR = "error"
+CANCELLED = "cancelled"
+
 
 class EventWriter:
     """Appends events to `path`; metrics are batched, every other event is written at once."""
@@ -26,7 +46,7 @@ class EventWriter:
     def __init__(self, path: Path, *, batch: int = 2000, interval_s: float = 1.0) -> None:
         self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, float | None, int, int, float]] = []
+        self._pending: list[tuple[str, float, int, int, float]] = []
         self._batch = batch
         self._seq = 0
         self._closed = threading.Event()
@@ -63,7 +83,7 @@ class EventWriter:
         self._file.write(
             b"".join(
                 orjson.dumps(
-                    {"type": "metric", "name": n, "value": spell(v), "step": s, "seq": q, "ts": t}
+                    {"type": METRIC, "name": n, "value": spell(v), "step": s, "seq": q, "ts": t}
                 )
                 + b"\n"
                 for n, v, s, q, t in pending
@@ -99,3 +119,13 @@ class EventReader:
         for line in data[:end].splitlines():
             if line.strip():
                 yield orjson.loads(line)
+
+
+def report_failure(events_file: Path, failure_class: str, message: str) -> None:
+    """Report a failure outside the worker (a runtime that could not build or start it) as the
+    worker reports its own: one `error` event, read by the supervisor like any other."""
+    writer = EventWriter(events_file)
+    try:
+        writer.emit(ERROR, failure_class=failure_class, message=message, traceback=None)
+    finally:
+        writer.close()
