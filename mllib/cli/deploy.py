@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -18,7 +17,7 @@ DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
 class DeployGroup(TyperGroup):
     """`mllib deploy MODEL --env E` is `mllib deploy ship MODEL --env E`; subcommands stay as they are."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [DEPLOY, *args]
         return super().parse_args(ctx, args)
