@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
@@ -21,6 +21,13 @@ class DeployGroup(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [DEPLOY, *args]
         return super().parse_args(ctx, args)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
+        """`mllib deploy <Tab>`: the subcommands, and the models and runs it can deploy."""
+        from typer._click.shell_completion import CompletionItem  # typer's click (bounded)
+
+        refs = [CompletionItem(v, help=h) for v, h in completion.model_refs(incomplete)]
+        return [*super().shell_complete(ctx, incomplete), *refs]
 
 
 app = typer.Typer(
@@ -41,7 +48,14 @@ def _say(message: str) -> None:
 
 @app.command(DEPLOY, hidden=True)
 def ship(
-    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]|RUN_ID", help="What to deploy.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL[:VERSION]|RUN_ID",
+            help="What to deploy.",
+            autocompletion=completion.model_refs,
+        ),
+    ],
     env: EnvOpt,
     force: Annotated[
         bool,
@@ -79,7 +93,13 @@ def ship(
 @app.command()
 def status(
     env: Annotated[
-        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
+        str | None,
+        typer.Option(
+            "--env",
+            help="Only this environment.",
+            show_default=False,
+            autocompletion=completion.environments,
+        ),
     ] = None,
     json_: JsonOpt = False,
     window: Annotated[
@@ -158,7 +178,13 @@ def logs(
 @app.command()
 def history(
     env: Annotated[
-        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
+        str | None,
+        typer.Option(
+            "--env",
+            help="Only this environment.",
+            show_default=False,
+            autocompletion=completion.environments,
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 30,
     json_: JsonOpt = False,

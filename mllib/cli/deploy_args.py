@@ -6,10 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mllib.cli import completion
+
 if TYPE_CHECKING:
     from mllib.serving.deploy import DeployContext
 
-EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+EnvOpt = Annotated[
+    str, typer.Option("--env", help="staging or prod.", autocompletion=completion.environments)
+]
 
 
 def deploy_context() -> DeployContext:

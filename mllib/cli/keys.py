@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
 
 app = typer.Typer(
@@ -61,7 +61,13 @@ def create(
 @app.command("list")
 def list_(
     env: Annotated[
-        str | None, typer.Option("--env", help="Only keys of this environment.", show_default=False)
+        str | None,
+        typer.Option(
+            "--env",
+            help="Only keys of this environment.",
+            show_default=False,
+            autocompletion=completion.environments,
+        ),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
