@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from mllib.cli import completion, output
-from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
 
@@ -92,15 +92,7 @@ def ship(
 
 @app.command()
 def status(
-    env: Annotated[
-        str | None,
-        typer.Option(
-            "--env",
-            help="Only this environment.",
-            show_default=False,
-            autocompletion=completion.environments,
-        ),
-    ] = None,
+    env: OnlyEnvOpt = None,
     json_: JsonOpt = False,
     window: Annotated[
         float, typer.Option("--window", help="Seconds to measure live traffic over.")
@@ -177,15 +169,7 @@ def logs(
 
 @app.command()
 def history(
-    env: Annotated[
-        str | None,
-        typer.Option(
-            "--env",
-            help="Only this environment.",
-            show_default=False,
-            autocompletion=completion.environments,
-        ),
-    ] = None,
+    env: OnlyEnvOpt = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 30,
     json_: JsonOpt = False,
 ) -> None:

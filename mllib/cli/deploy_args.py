@@ -14,6 +14,16 @@ if TYPE_CHECKING:
 EnvOpt = Annotated[
     str, typer.Option("--env", help="staging or prod.", autocompletion=completion.environments)
 ]
+# `--env` of the commands that list: all environments unless one is named.
+OnlyEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        help="Only this environment.",
+        show_default=False,
+        autocompletion=completion.environments,
+    ),
+]
 
 
 def deploy_context() -> DeployContext:
