@@ -17,6 +17,9 @@ TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 # here (HTTPS through a TLS-intercepting proxy), and use this machine's Python, never a download.
 export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
+# Compile .pyc files at install time as pip does: where PYTHONDONTWRITEBYTECODE is set, nothing
+# else ever writes them, and every `mllib` would compile its libraries again (2x its start-up).
+export UV_COMPILE_BYTECODE="${UV_COMPILE_BYTECODE:-1}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -99,10 +102,12 @@ ensure_python_env() {
   _env_stamp "$extras" >"$stamp"
 }
 
-# What an installed $VENV was made from: uv's version, pyproject.toml, uv.lock and the extras.
+# What an installed $VENV was made from: uv's version, pyproject.toml, uv.lock, the extras and
+# whether its bytecode was compiled.
 _env_stamp() {
-  printf '%s %s %s\n' "$UV_VERSION" \
-    "$(cat "$MLLIB_ROOT/pyproject.toml" "$MLLIB_ROOT/uv.lock" | sha256sum | cut -c1-16)" "$1"
+  printf '%s %s %s bytecode=%s\n' "$UV_VERSION" \
+    "$(cat "$MLLIB_ROOT/pyproject.toml" "$MLLIB_ROOT/uv.lock" | sha256sum | cut -c1-16)" "$1" \
+    "$UV_COMPILE_BYTECODE"
 }
 
 # ensure_torch: the CPU build of torch the pytorch template's tests use, never a multi-GB CUDA
