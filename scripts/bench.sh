@@ -25,7 +25,7 @@ ensure_bench_env() {
 
 bench_startup() {
   ensure_bench_env
-  say "Startup: mllib --help vs mlflow --help"
+  say "Startup: mllib --help and mllib runs list beside python + typer + rich, and mlflow --help"
   "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
 }
 

@@ -77,11 +77,12 @@ ensure_python_env() {
   local extras="$1" python="${PYTHON:-python3}" mode="${MLLIB_DEPS:-locked}"
   ensure_python "$python"
   ensure_uv
-  local stamp="$VENV/.mllib-installed" args=(sync --project "$MLLIB_ROOT" --python "$python")
+  local stamp="$VENV/.mllib-installed"
+  local args=(sync --project "$MLLIB_ROOT" --python "$python")
   local what="mllib${extras:+[${extras// /,}]}"
   case "$mode" in
-    locked) args+=(--locked) ;;
-    newest) args+=(--upgrade) ;;
+    locked) args+=(--locked --quiet) ;;
+    newest) args+=(--upgrade) ;;  # uv lists what changed
     *) die "MLLIB_DEPS must be locked or newest, not '$mode'" ;;
   esac
   for extra in $extras; do args+=(--extra "$extra"); done
@@ -132,7 +133,7 @@ sys.exit(m.version('torch') != '$TORCH_VERSION+cpu')" 2>/dev/null && return 0
   "$UV" export --project "$MLLIB_ROOT" --locked --all-extras --no-hashes --no-header \
     --no-emit-project --no-emit-package torch --quiet -o "$constraints" \
     || die "could not export uv.lock's versions (uv's error is above)"
-  "$UV" pip install --python "$VENV/bin/python" "${source[@]}" -c "$constraints" \
+  "$UV" pip install --quiet --python "$VENV/bin/python" "${source[@]}" -c "$constraints" \
     "torch==$TORCH_VERSION+cpu" || die "installing torch $TORCH_VERSION failed: uv's error is above"
   "$VENV/bin/python" -c "import torch" || die "torch was installed but does not import (see above)"
 }
