@@ -42,6 +42,7 @@ def set_up(
         "MLLIB_VENV": str(venv),
         "MLLIB_UV_VENV": str(uv.parent.parent),
         "MLLIB_DEPS": deps,
+        "UV_COMPILE_BYTECODE": "0",  # half a minute a venv, and nothing here runs much Python
     }
     return subprocess.run(
         ["bash", "-c", 'set -euo pipefail; source scripts/lib/common.sh; ensure_python_env ""'],
