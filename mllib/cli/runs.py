@@ -14,6 +14,9 @@ from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+RunIdArg = Annotated[
+    str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
+]
 
 
 def _ws():
@@ -66,9 +69,7 @@ def list_(
 
 @app.command()
 def show(
-    run_id: Annotated[
-        str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
-    ],
+    run_id: RunIdArg,
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
@@ -195,9 +196,7 @@ def compare(
 
 @app.command()
 def logs(
-    run_id: Annotated[
-        str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
-    ],
+    run_id: RunIdArg,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
     ] = False,
@@ -244,11 +243,7 @@ def plot(
 
 
 @app.command()
-def cancel(
-    run_id: Annotated[
-        str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
-    ],
-) -> None:
+def cancel(run_id: RunIdArg) -> None:
     """Stop a queued or running run and every process it started."""
     from mllib.runs.control import cancel as cancel_run
 
@@ -258,9 +253,7 @@ def cancel(
 
 @app.command()
 def rerun(
-    run_id: Annotated[
-        str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
-    ],
+    run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
@@ -273,9 +266,7 @@ def rerun(
 
 @app.command()
 def artifacts(
-    run_id: Annotated[
-        str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
-    ],
+    run_id: RunIdArg,
     output_dir: Annotated[
         Path,
         typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),
