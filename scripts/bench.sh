@@ -15,17 +15,18 @@ BENCH_VENV="$MLLIB_ROOT/.venv-bench"
 # ensure_bench_env [VENV PACKAGES...]: MLflow (and PACKAGES) in a venv of their own, baselines only.
 ensure_bench_env() {
   local venv="${1:-$BENCH_VENV}"
-  if [ ! -x "$venv/bin/mlflow" ]; then
-    say "Installing MLflow ${*:2} into $venv (benchmark baseline only)"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check mlflow "${@:2}" 2>&1 \
-      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-  fi
+  [ -x "$venv/bin/mlflow" ] && return 0
+  say "Installing MLflow ${*:2} into $venv (benchmark baseline only)"
+  "$UV" venv -q --seed --allow-existing --python "${PYTHON:-python3}" "$venv" \
+    || die "could not create $venv (uv's error is above)"
+  "$UV" pip install -q --python "$venv/bin/python" mlflow "${@:2}" \
+    || die "installing MLflow failed: uv's error is above"
+  [ -x "$venv/bin/mlflow" ] || die "MLflow was installed but $venv/bin/mlflow is missing"
 }
 
 bench_startup() {
   ensure_bench_env
-  say "Startup: mllib --help vs mlflow --help"
+  say "Startup: mllib --help and mllib runs list beside python + typer + rich, and mlflow --help"
   "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
 }
 

@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
+def uv() -> Path:
+    """The uv that scripts/lib/common.sh installs (in .venv-uv, or MLLIB_UV_VENV) and sets up with."""
+    path = Path(os.environ.get("MLLIB_UV_VENV", ROOT / ".venv-uv")) / "bin" / "uv"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run the tests through scripts/test.sh, which installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
 def _session_images() -> Iterator[str]:
     """The image repository of this test session: runs in Docker tag their images there, and
     whatever it holds is removed at the end (the engine is shared with everyone else)."""

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mllib.cli import output
+from mllib import terminal
+from mllib.cli import completion, output
 
 # Model params (--learning_rate=0.01) are not known to the CLI framework: they arrive in ctx.args.
 MODEL_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -36,6 +37,7 @@ def run_option(what: str) -> Any:
             "--run",
             help=f"{what} Default: the newest successful training run with the same params.",
             show_default=False,
+            autocompletion=completion.run_ids,
         ),
     ]
 
@@ -74,15 +76,15 @@ def target_and_params(ctx: typer.Context, model: str | None, param: list[str] | 
     for name, option in _shadowed_params(ctx, target.info.params).items():
         source = ctx.get_parameter_source(_option_dest(ctx, option))
         if source is not None and source.name == "COMMANDLINE":
-            output.err().print(
+            terminal.note(
                 f"Note: {option} is mllib's own option, not the model's param `{name}` (which "
-                f"keeps its value). To set the param, write -p {name}=VALUE.",
-                markup=False,
+                f"keeps its value). To set the param, write -p {name}=VALUE."
             )
     extra = list(ctx.args)
     for item in param or []:
         extra += ["--param", item]
-    params = parse_cli_params(extra, target.info.params)
+    own = [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
+    params = parse_cli_params(extra, target.info.params, options=own)
     _note_secrets(target.info.params, params)
     return target, params
 
@@ -99,10 +101,9 @@ def _note_secrets(specs, params) -> None:
             if spec.env
             else 'declare it with mllib.Param(..., env="NAME") and put NAME=... in .env.local'
         )
-        output.err().print(
+        terminal.note(
             f"Note: `{name}` is a secret param: mllib does not record its value, but your "
-            f"shell's history keeps what you type. Next time {where}.",
-            markup=False,
+            f"shell's history keeps what you type. Next time {where}."
         )
 
 

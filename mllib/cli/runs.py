@@ -8,12 +8,15 @@ from typing import Annotated
 
 import typer
 
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+RunIdArg = Annotated[
+    str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
+]
 
 
 def _ws():
@@ -66,7 +69,7 @@ def list_(
 
 @app.command()
 def show(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
@@ -151,7 +154,9 @@ def show(
 
 @app.command()
 def compare(
-    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="Two or more run ids.", autocompletion=completion.run_ids)
+    ],
     json_: JsonOpt = False,
 ) -> None:
     """Params and metrics of runs side by side: differences highlighted, the best value per metric marked."""
@@ -191,7 +196,7 @@ def compare(
 
 @app.command()
 def logs(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
     ] = False,
@@ -215,7 +220,9 @@ def logs(
 
 @app.command()
 def plot(
-    run_ids: Annotated[list[str], typer.Argument(help="One or more run ids.")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="One or more run ids.", autocompletion=completion.run_ids)
+    ],
     metric: Annotated[str, typer.Option("--metric", "-m", help="The metric to draw.")],
     output_: Annotated[
         Path | None,
@@ -236,7 +243,7 @@ def plot(
 
 
 @app.command()
-def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")]) -> None:
+def cancel(run_id: RunIdArg) -> None:
     """Stop a queued or running run and every process it started."""
     from mllib.runs.control import cancel as cancel_run
 
@@ -246,7 +253,7 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefi
 
 @app.command()
 def rerun(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
@@ -261,7 +268,7 @@ def rerun(
 
 @app.command()
 def artifacts(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     output_dir: Annotated[
         Path,
         typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),

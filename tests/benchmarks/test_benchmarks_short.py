@@ -19,10 +19,18 @@ def _run(script: str, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_startup_benchmark_reports_mllib_beside_a_bare_interpreter():
+def test_startup_benchmark_reports_help_and_runs_list_beside_the_typer_rich_floor():
     rows = _run("startup.py", "--runs", "2")
-    assert set(rows) == {"python -c pass", "mllib --help"}
-    assert all(row["median_s"] > 0 for row in rows.values())
+    assert set(rows) == {
+        "python -c pass",
+        'python -c "import typer, rich"',
+        "mllib --help",
+        "mllib runs list",
+    }
+    assert all(row["median_s"] > 0 and row["runs"] == 2 for row in rows.values())
+    for name in ("mllib --help", "mllib runs list"):
+        floor = rows['python -c "import typer, rich"']["median_s"]
+        assert rows[name]["over_floor_s"] == rows[name]["median_s"] - floor
 
 
 def test_metric_logging_benchmark_records_every_point():
