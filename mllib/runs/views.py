@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from mllib.datasets.catalog import run_links
 from mllib.errors import UsageError
+from mllib.metric_values import best_of
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.metrics import get_eval_metrics, metric_summary
 from mllib.registry.runs import ACTIVE, TERMINAL, RunRecord, get_params, get_run, list_runs
@@ -14,12 +14,6 @@ from mllib.runs.backend import backend_for
 from mllib.workspace import Workspace
 
 STATUSES = (*ACTIVE, *TERMINAL)
-# Metrics whose names contain one of these are better when lower; all others when higher.
-LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "latency", "time")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.lower() for word in LOWER_IS_BETTER)
 
 
 def run_dict(ws: Workspace, run: RunRecord, *, detail: bool = True) -> dict[str, Any]:
@@ -112,9 +106,11 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
         },
         # Per section: a training metric and an evaluation metric may share a name ("loss").
         "best": {
-            "metrics": {m: _best({r["id"]: r["metrics"].get(m) for r in runs}, m) for m in metrics},
+            "metrics": {
+                m: best_of({r["id"]: r["metrics"].get(m) for r in runs}, m) for m in metrics
+            },
             "eval_metrics": {
-                m: _best({r["id"]: r["eval_metrics"].get(m) for r in runs}, m) for m in evals
+                m: best_of({r["id"]: r["eval_metrics"].get(m) for r in runs}, m) for m in evals
             },
         },
     }
@@ -125,11 +121,3 @@ def _union(dicts) -> list[str]:
     for d in dicts:
         keys.update(dict.fromkeys(d))
     return list(keys)
-
-
-def _best(values: dict[str, float | None], metric: str) -> str | None:
-    present = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
-    if not present:
-        return None
-    pick = min if lower_is_better(metric) else max
-    return pick(present, key=present.__getitem__)
