@@ -142,7 +142,7 @@ def alias(
     ],
     name: Annotated[
         str | None,
-        typer.Argument(metavar="[ALIAS]", help="The alias, e.g. champion.", show_default=False),
+        typer.Argument(metavar="ALIAS", help="The alias, e.g. champion.", show_default=False),
     ] = None,
     rm: Annotated[bool, typer.Option("--rm", help="Remove the alias instead.")] = False,
 ) -> None:
