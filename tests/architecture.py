@@ -47,6 +47,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "runs": ("mllib.runs",),
     "agents": ("mllib.agents",),
     "serving": ("mllib.serving",),
+    "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -70,10 +71,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("datasets", "code_snapshot", "runtime"),
     "agents": ("runs",),
     "serving": ("runs", "worker"),
+    "models": ("serving",),
     "scaffold": (),
     "api": ("runs",),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "scaffold", "api"),
+    "cli": ("dashboard", "models", "scaffold", "api"),
     "agent program": ("runs",),
 }
 

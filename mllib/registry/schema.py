@@ -108,6 +108,25 @@ def migrations() -> sqlite_utils.Migrations:
         )
         db.table("models").create_index(["run_id"], unique=True)
 
+    @migrations(name="0002_model_aliases_and_evaluations")
+    def aliases(db: sqlite_utils.Database) -> None:
+        # NAME@ALIAS names one version of a model; an alias names at most one version at a time.
+        db.execute(
+            """
+            CREATE TABLE model_aliases (
+                name TEXT NOT NULL,
+                alias TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                set_at TEXT NOT NULL,
+                set_by TEXT,
+                PRIMARY KEY (name, alias),
+                FOREIGN KEY (name, version) REFERENCES models (name, version)
+            )
+            """
+        )
+        # A training run's evaluations are the runs whose source it is.
+        db.table("runs").create_index(["source_run_id"])
+
     return migrations
 
 
