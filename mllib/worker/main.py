@@ -133,12 +133,13 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
     if obj is None and spec.input_model:
         obj = call_user(load_model, cls, folder.path / spec.input_model)
     if "evaluate" in spec.actions:
-        if not callable(getattr(obj, "evaluate", None)):
+        method = _evaluation_method(obj)
+        if method is None:
             raise MllibError(
                 f"{spec.model_class} has no evaluate() method", hint="Add evaluate(self) -> dict."
             )
         writer.emit(events.PHASE, phase="evaluate")
-        metrics = _check_eval_result(call_user(obj.evaluate))
+        metrics = _check_eval_result(call_user(method))
         writer.emit(events.EVAL_METRICS, metrics={k: spell(v) for k, v in metrics.items()})
     if "predict" in spec.actions:
         request = from_json(folder.request_file.read_bytes())
@@ -146,6 +147,17 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
         out = folder.prediction_file
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(to_json_bytes(result))
+
+
+def _evaluation_method(obj: Any) -> Callable[[], Any] | None:
+    """The model's evaluate(), else its test() (the seed's spelling); None when it has neither."""
+    from mllib.discovery import EVALUATE_NAMES
+
+    for name in EVALUATE_NAMES:
+        method = getattr(obj, name, None)
+        if callable(method):
+            return method
+    return None
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
