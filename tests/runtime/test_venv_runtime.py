@@ -1,0 +1,167 @@
+"""The venv runtime: runs in a venv of the project's own dependencies, built by uv (or pip), cached
+by content, with requirements as pip reads them (hashes and constraints in force), and failures
+classed by whose fault they are. Real installers, real package indexes (the host's), real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mllib.runtime.installer import choose_installer
+from mllib.runtime.venvs import META_FILE
+from tests.conftest import Project
+
+MODEL = """
+import sys
+
+import mllib
+
+
+class Model:
+    def __init__(self):
+        self.n = mllib.Param(3)
+
+    def train(self):
+        import yaml
+
+        print("prefix", sys.prefix, flush=True)
+        self.doc = yaml.safe_dump({"n": self.n})
+        mllib.log_metric("n", self.n)
+
+    def evaluate(self):
+        return {"chars": len(self.doc)}
+
+    def predict(self, request):
+        return self.doc
+"""
+
+
+@pytest.fixture
+def venv_project(project: Project) -> Project:
+    project.write("model.py", MODEL)
+    project.write("requirements.txt", "PyYAML\n")
+    project.write("mllib.toml", '[runtime]\nlocal = "venv"\n')
+    return project
+
+
+def _log(project: Project, run: dict) -> str:
+    return Path(run["log_path"]).read_text()
+
+
+def test_a_venv_is_built_once_and_reused(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "fresh-cache"  # this test watches a build: not the session's cache
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+
+    first = venv_project.mllib("train", "model.py", "--evaluate")
+    second = venv_project.mllib("train", "model.py", "--n=4")
+
+    assert first.returncode == 0 and second.returncode == 0, first.output + second.output
+    runs = [venv_project.show(r["id"]) for r in venv_project.mllib("runs", "list", "--json").json()]
+    newer, older = runs
+    assert "venv runtime ([runtime] local = 'venv')" in first.stderr
+    assert "building the environment" in _log(venv_project, older)
+    assert "pyyaml" in _log(venv_project, older).lower()  # the installer's output is in the log
+    (env,) = [p.parent for p in cache.glob(f"*/{META_FILE}")]
+    assert f"prefix {env}" in _log(venv_project, older)  # the worker ran with the venv's python
+    assert f"prefix {env}" in _log(venv_project, newer)
+    assert "building the environment" not in _log(venv_project, newer)  # no installer ran
+    assert "Installed" not in _log(venv_project, newer)
+    assert json.loads((env / META_FILE).read_text())["packages"] == [
+        "cloudpickle",
+        "orjson",
+        "pyyaml",
+    ]
+    assert newer["metrics"] == {"n": 4.0} and older["eval_metrics"] == {"chars": 5.0}
+
+
+def test_a_module_the_project_never_declared_is_a_user_error_with_a_hint(
+    venv_project: Project,
+) -> None:
+    venv_project.write("requirements.txt", "\n")
+    venv_project.write("mllib.toml", '[runtime]\nlocal = "venv"\ndetect_imports = false\n')
+
+    result = venv_project.mllib("train", "model.py")
+
+    assert result.returncode == 1
+    run = venv_project.last_run()
+    assert (run["status"], run["failure_class"]) == ("failed", "user_error")
+    assert "No module named 'yaml'" in run["error"]
+    assert "add the package that provides 'yaml' to requirements.txt" in run["error"]
+
+
+def test_a_requirement_no_index_has_is_a_user_error_naming_its_line(
+    venv_project: Project,
+) -> None:
+    venv_project.write("requirements.txt", "PyYAML\nmllib-no-such-package-for-tests==0.0.1\n")
+
+    result = venv_project.mllib("train", "model.py")
+
+    assert result.returncode == 1, result.output
+    run = venv_project.last_run()
+    assert (run["status"], run["failure_class"]) == ("failed", "user_error")
+    assert "could not install the project's dependencies" in run["error"]
+    assert "requirements.txt:2: mllib-no-such-package-for-tests==0.0.1" in run["error"]
+
+
+def test_an_index_that_does_not_answer_is_a_system_error(venv_project: Project) -> None:
+    venv_project.write(
+        "requirements.txt", "--index-url http://127.0.0.1:9/simple\nmllib-never-there==1.0\n"
+    )
+
+    result = venv_project.mllib("train", "model.py")
+
+    assert result.returncode == 3, result.output
+    run = venv_project.last_run()
+    assert (run["status"], run["failure_class"]) == ("failed", "system_error")
+    assert "the package index could not be reached" in run["error"]
+
+
+def _lock(folder: Path, packages: list[str]) -> str:
+    """A requirements file locked with hashes by `uv pip compile --generate-hashes`."""
+    import importlib.metadata
+
+    installer = choose_installer({**os.environ, "MLLIB_INSTALLER": "uv"})
+    pins = "".join(f"{name}=={importlib.metadata.version(name)}\n" for name in packages)
+    (folder / "in.txt").write_text(pins)
+    compiled = subprocess.run(
+        [installer.uv or "uv", "pip", "compile", "--generate-hashes", "--python-version", "3.11",
+         "--no-header", *installer.options, "in.txt"],
+        cwd=folder, env={**os.environ, **installer.environ}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    (folder / "in.txt").unlink()
+    return compiled.stdout
+
+
+def test_a_hash_locked_requirements_file_is_installed_with_its_hashes_checked(
+    venv_project: Project,
+) -> None:
+    lock = _lock(venv_project.root, ["pyyaml"])
+    venv_project.write("requirements.txt", lock)
+    assert venv_project.mllib("train", "model.py").returncode == 0
+
+    tampered = re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, lock)  # a wheel nobody made
+    venv_project.write("requirements.txt", tampered)
+    result = venv_project.mllib("train", "model.py")
+
+    run = venv_project.last_run()
+    assert result.returncode == 1, result.output
+    assert (run["status"], run["failure_class"]) == ("failed", "user_error")
+    assert "hash" in run["error"].lower() and "requirements.txt:1: pyyaml==" in run["error"].lower()
+
+
+def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
+    venv_project.write("requirements.txt", "PyYAML\n--prefer-binary\n")  # another venv than uv's
+
+    result = venv_project.mllib("train", "model.py", env={"MLLIB_INSTALLER": "pip"})
+
+    assert result.returncode == 0, result.output
+    log = _log(venv_project, venv_project.last_run())
+    assert "with pip" in log and "Successfully installed" in log
