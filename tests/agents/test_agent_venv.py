@@ -11,35 +11,13 @@ from pathlib import Path
 
 from helpers import mllib, run_record
 
-MODEL = """
-import sys
-
-import mllib
-
-
-class Docs:
-    def __init__(self):
-        self.n = mllib.Param(2)
-
-    def train(self):
-        import yaml
-
-        print("prefix", sys.prefix, flush=True)
-        self.doc = yaml.safe_dump({"n": self.n})
-        mllib.log_metric("chars", len(self.doc))
-
-    def evaluate(self):
-        return {"n": self.n}
-
-    def predict(self, request):
-        return self.doc
-"""
+from tests.conftest import model_source
 
 
 def test_a_third_party_dependency_works_on_an_agent_without_docker_and_is_built_once(
     lab, agents, project: Path
 ) -> None:
-    (project / "model.py").write_text(MODEL)
+    (project / "model.py").write_text(model_source("yaml_docs"))
     (project / "requirements.txt").write_text("PyYAML\n")
     host = lab.hosts[0]
 
@@ -60,6 +38,7 @@ def test_a_third_party_dependency_works_on_an_agent_without_docker_and_is_built_
     (env,) = [p.parent for p in (host.agent_root / "envs").glob("*/mllib-env.json")]
     assert older["environment"]["runtime_id"] == newer["environment"]["runtime_id"] == env.name
     assert older["metrics"] == {"chars": 5.0} and newer["metrics"] == {"chars": 5.0}
+    assert older["eval_metrics"] == {"chars": 5.0}
     first_log = Path(older["log_path"]).read_text()
     second_log = Path(newer["log_path"]).read_text()
     assert "building the environment" in first_log and f"prefix {env}" in first_log
@@ -74,7 +53,7 @@ def test_a_third_party_dependency_works_on_an_agent_without_docker_and_is_built_
 
 
 def test_prune_frees_the_agents_unused_venvs(lab, agents, project: Path) -> None:
-    (project / "model.py").write_text(MODEL)
+    (project / "model.py").write_text(model_source("yaml_docs"))
     (project / "requirements.txt").write_text("PyYAML\n")
     assert (
         mllib("train", "model.py", "--agent", agents[0], cwd=project, timeout=600).returncode == 0

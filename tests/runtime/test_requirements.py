@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from mllib.config import Config
 from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.requirements import Requirement, host_pins, project_requirements
 from mllib.runtime.wheels import local_wheels, mllib_wheel, serve_wheels
+from tests.runtime.locks import uv_lock
 
 
 def _config(packages: list) -> Config:
@@ -66,22 +65,13 @@ def test_files_written_by_hand_are_read_as_pip_reads_them(tmp_path: Path) -> Non
 
 def test_a_lock_from_uv_pip_compile_keeps_its_hashes(tmp_path: Path) -> None:
     """The most common locked format, made by uv itself from the host's package sources."""
-    from mllib.runtime.installer import choose_installer
-
-    installer = choose_installer({**os.environ, "MLLIB_INSTALLER": "uv"})
-    (tmp_path / "in.txt").write_text(f"cloudpickle=={importlib.metadata.version('cloudpickle')}\n")
-    compiled = subprocess.run(
-        [installer.uv or "uv", "pip", "compile", "--generate-hashes", "--python-version", "3.11",
-         *installer.options, "in.txt", "-o", "requirements.txt"],
-        cwd=tmp_path, env={**os.environ, **installer.environ}, capture_output=True, text=True,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
+    (tmp_path / "requirements.txt").write_text(uv_lock(tmp_path, ["cloudpickle"]))
 
     found = project_requirements(tmp_path, _config([]))
 
     cloudpickle = next(r for r in found if r.name == "cloudpickle")
     assert cloudpickle.text == f"cloudpickle=={importlib.metadata.version('cloudpickle')}"
-    assert cloudpickle.origin == "requirements.txt:3" and cloudpickle.hashes
+    assert cloudpickle.origin.startswith("requirements.txt:") and cloudpickle.hashes
     assert all(h.startswith("sha256:") and len(h) == 71 for h in cloudpickle.hashes)
 
 

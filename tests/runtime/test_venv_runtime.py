@@ -5,45 +5,19 @@ classed by whose fault they are. Real installers, real package indexes (the host
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from mllib.runtime.installer import choose_installer
 from mllib.runtime.venvs import META_FILE
-from tests.conftest import Project
-
-MODEL = """
-import sys
-
-import mllib
-
-
-class Model:
-    def __init__(self):
-        self.n = mllib.Param(3)
-
-    def train(self):
-        import yaml
-
-        print("prefix", sys.prefix, flush=True)
-        self.doc = yaml.safe_dump({"n": self.n})
-        mllib.log_metric("n", self.n)
-
-    def evaluate(self):
-        return {"chars": len(self.doc)}
-
-    def predict(self, request):
-        return self.doc
-"""
+from tests.conftest import Project, model_source
+from tests.runtime.locks import uv_lock
 
 
 @pytest.fixture
 def venv_project(project: Project) -> Project:
-    project.write("model.py", MODEL)
+    project.write("model.py", model_source("yaml_docs"))
     project.write("requirements.txt", "PyYAML\n")
     project.write("mllib.toml", '[runtime]\nlocal = "venv"\n')
     return project
@@ -78,7 +52,7 @@ def test_a_venv_is_built_once_and_reused(
         "orjson",
         "pyyaml",
     ]
-    assert newer["metrics"] == {"n": 4.0} and older["eval_metrics"] == {"chars": 5.0}
+    assert newer["metrics"] == {"chars": 5.0} and older["eval_metrics"] == {"chars": 5.0}
 
 
 def test_a_module_the_project_never_declared_is_a_user_error_with_a_hint(
@@ -123,27 +97,10 @@ def test_an_index_that_does_not_answer_is_a_system_error(venv_project: Project) 
     assert "the package index could not be reached" in run["error"]
 
 
-def _lock(folder: Path, packages: list[str]) -> str:
-    """A requirements file locked with hashes by `uv pip compile --generate-hashes`."""
-    import importlib.metadata
-
-    installer = choose_installer({**os.environ, "MLLIB_INSTALLER": "uv"})
-    pins = "".join(f"{name}=={importlib.metadata.version(name)}\n" for name in packages)
-    (folder / "in.txt").write_text(pins)
-    compiled = subprocess.run(
-        [installer.uv or "uv", "pip", "compile", "--generate-hashes", "--python-version", "3.11",
-         "--no-header", *installer.options, "in.txt"],
-        cwd=folder, env={**os.environ, **installer.environ}, capture_output=True, text=True,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
-    (folder / "in.txt").unlink()
-    return compiled.stdout
-
-
 def test_a_hash_locked_requirements_file_is_installed_with_its_hashes_checked(
     venv_project: Project,
 ) -> None:
-    lock = _lock(venv_project.root, ["pyyaml"])
+    lock = uv_lock(venv_project.root, ["pyyaml"])
     venv_project.write("requirements.txt", lock)
     assert venv_project.mllib("train", "model.py").returncode == 0
 
@@ -165,3 +122,23 @@ def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
     assert result.returncode == 0, result.output
     log = _log(venv_project, venv_project.last_run())
     assert "with pip" in log and "Successfully installed" in log
+
+
+def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> None:
+    import platform
+
+    from mllib.runtime.venvs import find_interpreter
+
+    here = platform.python_version()
+    same_minor = ".".join([*here.split(".")[:2], "99"])  # another micro version: the same minor
+    assert find_interpreter(same_minor).note is None
+    assert find_interpreter(same_minor).version == here
+
+    missing = find_interpreter("3.99.1")  # no host has it, and uv never downloads one
+
+    assert missing.version == here  # this host's own, then
+    assert missing.note == (
+        f"this host has Python {here}, not 3.99 as the machine the run came from: pinned "
+        "versions may not exist for it, results can differ, and a model pickled under one minor "
+        "version may not load under the other"
+    )
