@@ -57,14 +57,18 @@ class Installer:
         constraints: Path | None,
         *,
         require_hashes: bool = False,
+        file_options: list[str] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """The command (and its environment) that installs `requirements`, within
         `constraints`, into a venv. A locked file (`require_hashes`) is installed as locked:
-        the host's global constraints (pip's `constraint` setting) do not apply to it."""
+        the host's global constraints (pip's `constraint` setting) do not apply to it.
+        `file_options`: the pip options the requirements file holds (pip reads them there; uv
+        is given those it reads only on its command line)."""
         files = ["-r", str(requirements), *(["-c", str(constraints)] if constraints else [])]
         hashes = ["--require-hashes"] if require_hashes else []
         if self.name == "uv":
             global_constraints = [] if require_hashes else list(self.constraints)
+            hashes += uv_command_line_options(file_options or [])
             # Bytecode compiled now, as pip does (else every run pays for it, or every first
             # run where PYTHONDONTWRITEBYTECODE is set).
             command = [self.uv or "uv", "pip", "install", "--python", venv_python,
@@ -73,6 +77,20 @@ class Installer:
         command = [venv_python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
                    "--progress-bar", "off", *hashes, *files]  # fmt: skip
         return command, {"PIP_CONSTRAINT": ""} if require_hashes else {}
+
+
+def uv_command_line_options(file_options: list[str]) -> list[str]:
+    """What uv needs on its command line for pip options it ignores in a requirements file:
+    --pre (prereleases allowed) and --trusted-host (an index without valid TLS)."""
+    found: list[str] = []
+    for option in file_options:
+        words = option.split()
+        if words == ["--pre"]:
+            found += ["--prerelease", "allow"]
+        for flag, value in zip(words[::2], words[1::2], strict=False):
+            if flag == "--trusted-host":
+                found += ["--allow-insecure-host", value]
+    return found
 
 
 def find_uv() -> str | None:

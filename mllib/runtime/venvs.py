@@ -184,7 +184,11 @@ def _build(
         for step in plan.install_steps():
             constraints = files / step.constraints if step.constraints else None
             command, environ = installer.install(
-                python, files / step.requirements, constraints, require_hashes=step.require_hashes
+                python,
+                files / step.requirements,
+                constraints,
+                require_hashes=step.require_hashes,
+                file_options=[r.text for r in plan.options],
             )
             run_installer(command, environ=environ, progress=say, cancel=cancel)
     except BaseException:

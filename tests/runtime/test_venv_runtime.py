@@ -5,11 +5,13 @@ classed by whose fault they are. Real installers, real package indexes (the host
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from mllib.runtime.installer import choose_installer
 from mllib.runtime.venvs import META_FILE
 from tests.conftest import Project, model_source
 from tests.runtime.locks import uv_lock
@@ -142,3 +144,21 @@ def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> 
         "versions may not exist for it, results can differ, and a model pickled under one minor "
         "version may not load under the other"
     )
+
+
+def test_pip_options_uv_ignores_in_a_file_reach_its_command_line(tmp_path: Path) -> None:
+    installer = choose_installer({**os.environ, "MLLIB_INSTALLER": "uv"})
+    options = ["--pre", "--trusted-host a.example --trusted-host b.example", "--only-binary :all:"]
+
+    command, _env = installer.install(
+        "python", tmp_path / "requirements.txt", None, file_options=options
+    )
+
+    assert command[-6:-2] == [
+        "--allow-insecure-host",
+        "a.example",
+        "--allow-insecure-host",
+        "b.example",
+    ]
+    assert "--prerelease" in command and command[command.index("--prerelease") + 1] == "allow"
+    assert command[-2:] == ["-r", str(tmp_path / "requirements.txt")]
