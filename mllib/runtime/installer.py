@@ -172,7 +172,9 @@ def run_installer(
     """Run an installer command, each line of its output to `progress`; a set `cancel` stops it.
 
     Raises InstallFailed (with the last lines) or InstallCancelled."""
-    proc = subprocess.Popen(
+    tail: list[str] = []
+    stop = threading.Event()
+    with subprocess.Popen(
         command,
         cwd=cwd,
         env={**os.environ, **environ},
@@ -182,21 +184,19 @@ def run_installer(
         text=True,
         errors="replace",
         start_new_session=True,
-    )
-    stop = threading.Event()
-    if cancel is not None:
-        threading.Thread(target=_kill_on_cancel, args=(proc, cancel, stop), daemon=True).start()
-    tail: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail = [*tail[-199:], line]
-                progress(line)
-        code = proc.wait()
-    finally:
-        stop.set()
+    ) as proc:  # its pipe closed and the process waited for, however this ends
+        if cancel is not None:
+            threading.Thread(target=_kill_on_cancel, args=(proc, cancel, stop), daemon=True).start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                if line:
+                    tail = [*tail[-199:], line]
+                    progress(line)
+            code = proc.wait()
+        finally:
+            stop.set()
     if cancel is not None and cancel.is_set():
         raise InstallCancelled()
     if code != 0:
