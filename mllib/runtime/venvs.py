@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from mllib.runtime.install_errors import python_mismatch
 
 RECIPE = "1"  # bump when the layout of a built venv changes
 META_FILE = "mllib-env.json"
+KEY = re.compile(r"[0-9a-f]{24}")  # how venvs are named (env_key)
 DEFAULT_CACHE_GB = 20.0
 Progress = Callable[[str], None]
 
@@ -135,11 +137,19 @@ def ensure_env(
     try:
         built = False
         if not _complete(path):
-            _lock(fd, fcntl.LOCK_EX, say, f"another run is building the environment {key}")
-            if not _complete(path):
-                _build(plan, interpreter, path, say, cancel)
-                built = True
-        fcntl.flock(fd, fcntl.LOCK_SH)  # held for the run (a shared lock; builds need it alone)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another run builds it: wait for its build, not its run
+                say(f"mllib: another run is building the environment {key}; waiting for it")
+                fcntl.flock(fd, fcntl.LOCK_SH)  # granted once that build is over
+            if not _complete(path):  # nobody built it (or that build failed): build it here
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _complete(path):
+                    _build(plan, interpreter, path, say, cancel)
+                    built = True
+        fcntl.flock(
+            fd, fcntl.LOCK_SH
+        )  # held for the run (shared; a build or removal needs it alone)
         meta = json.loads((path / META_FILE).read_text())
         os.utime(path / META_FILE)  # just used: evicted last
     except BaseException:
@@ -294,20 +304,12 @@ def remove(root: Path, key: str) -> bool:
 def _remove_incomplete(root: Path) -> None:
     """Venv folders a killed build left (no metadata) whose lock nobody holds."""
     for path in root.iterdir() if root.is_dir() else []:
-        if path.is_dir() and len(path.name) == 24 and not (path / META_FILE).exists():
+        if path.is_dir() and KEY.fullmatch(path.name) and not (path / META_FILE).exists():
             remove(root, path.name)
 
 
 def _complete(path: Path) -> bool:
     return (path / META_FILE).is_file() and (path / "bin" / "python").exists()
-
-
-def _lock(fd: int, kind: int, say: Progress, waiting: str) -> None:
-    try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-    except BlockingIOError:
-        say(f"mllib: {waiting}; waiting for it")
-        fcntl.flock(fd, kind)
 
 
 def _size(path: Path) -> int:

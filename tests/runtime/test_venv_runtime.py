@@ -162,3 +162,56 @@ def test_pip_options_uv_ignores_in_a_file_reach_its_command_line(tmp_path: Path)
     ]
     assert "--prerelease" in command and command[command.index("--prerelease") + 1] == "allow"
     assert command[-2:] == ["-r", str(tmp_path / "requirements.txt")]
+
+
+def test_runs_needing_the_same_new_venv_build_it_once_and_run_side_by_side(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second run waits for the first one's build, not for its run: both train at once."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(tmp_path / "fresh-cache"))
+    project.write(
+        "model.py",
+        """
+        import time
+
+        import mllib
+
+
+        class Slow:
+            def __init__(self):
+                self.name = mllib.Param("a")
+
+            def train(self):
+                with open(f"{self.name}.times", "w") as handle:
+                    handle.write(f"{time.time()}\\n")
+                    time.sleep(4)
+                    handle.write(f"{time.time()}\\n")
+
+            def predict(self, request):
+                return request
+        """,
+    )
+    project.write("requirements.txt", "PyYAML\n")
+    command = [sys.executable, "-m", "mllib", "train", "model.py", "--runtime", "venv"]
+    procs = [
+        subprocess.Popen([*command, f"--name={name}"], cwd=project.root, env=os.environ.copy(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]  # fmt: skip
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    logs = [Path(r["log_path"]).read_text() for r in map(project.show, _ids(project))]
+    assert sum("mllib: building the environment" in log for log in logs) == 1
+    assert sum("another run is building the environment" in log for log in logs) == 1
+    (a_start, a_end), (b_start, b_end) = (
+        [float(t) for t in (project.root / f"{n}.times").read_text().split()] for n in "ab"
+    )
+    assert a_start < b_end and b_start < a_end  # they trained at the same time
+
+
+def _ids(project: Project) -> list[str]:
+    return [r["id"] for r in project.mllib("runs", "list", "--json").json()]
