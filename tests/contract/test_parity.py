@@ -76,6 +76,7 @@ def _assert_identical(results: dict[str, Any]) -> None:
             assert result[key] == reference[key], f"{key} differs between process and {name}"
 
 
+@pytest.mark.timeout(900)  # the template's venv and image are built the first time
 @pytest.mark.parametrize("template", sorted(NEEDS))
 def test_template_trains_identically_in_every_local_runtime(
     template: str, tmp_path: Path, image_repository: str, monkeypatch: pytest.MonkeyPatch
@@ -103,6 +104,7 @@ def test_template_trains_identically_in_every_local_runtime(
     ] * len(LOCAL)
 
 
+@pytest.mark.timeout(900)  # the agent builds the template's venv (torch's, too) the first time
 @pytest.mark.parametrize("template", sorted(NEEDS))
 def test_template_trains_identically_on_agents_with_and_without_docker(
     template: str,
