@@ -30,7 +30,7 @@ RemoteOpt = Annotated[
 RuntimeOpt = Annotated[
     str | None,
     typer.Option(
-        "--runtime", help="Where a local run executes: process or docker.", show_default=False
+        "--runtime", help="Where a local run executes: process, venv or docker.", show_default=False
     ),
 ]
 AgentOpt = Annotated[

@@ -127,6 +127,16 @@ def migrations() -> sqlite_utils.Migrations:
         # A training run's evaluations are the runs whose source it is.
         db.table("runs").create_index(["source_run_id"])
 
+    @migrations(name="0003_run_environments")
+    def environments(db: sqlite_utils.Database) -> None:
+        # Where each run ran, as its worker saw it (mllib.worker.environment): JSON, and the
+        # hash of its installed packages (equal hashes, equal package sets).
+        db.table("run_environments").create(
+            {"run_id": str, "data": str, "packages_hash": str},
+            pk="run_id",
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+
     return migrations
 
 

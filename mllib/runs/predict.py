@@ -18,6 +18,7 @@ from mllib.protocol.spec import RunSpec
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord
 from mllib.runs.job import job_for
+from mllib.runs.prepare import PLANNED_RUNTIMES, write_env_plan
 from mllib.runtime import get_runtime
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
@@ -50,6 +51,8 @@ def predict_with_run(
         job = job_for(ws, run, with_data=False)  # predict reads its request, not datasets
         job.run_dir, job.run_id = folder.path, spec.run_id
         job.code_dir = folder.code_dir(ws.project.root)
+        if runtime in PLANNED_RUNTIMES:  # what serving the model needs, not what training did
+            write_env_plan(ws, folder, spec.actions, job.code_dir)
         handle = get_runtime(runtime).start(job)
         for chunk in handle.output():  # the model's own prints go to stderr; stdout is the answer
             sys.stderr.buffer.write(chunk)

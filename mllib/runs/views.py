@@ -9,6 +9,7 @@ from mllib.datasets.catalog import run_links
 from mllib.errors import UsageError
 from mllib.metric_values import best_of
 from mllib.registry.artifacts import list_artifacts, model_version_of
+from mllib.registry.environments import get_environment
 from mllib.registry.evaluations import Evaluation, latest_evaluations
 from mllib.registry.metrics import get_eval_metrics, metric_summary
 from mllib.registry.runs import ACTIVE, TERMINAL, RunRecord, get_params, get_run, list_runs
@@ -68,8 +69,19 @@ def run_dict(
             "user": run.user,
             "host": run.host,
             "attempts": backend_for(run).attempts(ws, run),
+            "environment": get_environment(reg, run.id),
+            "submitted_python": _submitted_python(ws, run),
         }
     return data
+
+
+def _submitted_python(ws: Workspace, run: RunRecord) -> str | None:
+    """The Python version of the machine that submitted the run (its spec), when recorded."""
+    try:
+        spec = ws.run_folder(run).spec_or_none()
+    except (OSError, ValueError, TypeError):
+        return None
+    return spec.python if spec is not None else None
 
 
 def outcome(ws: Workspace, run: RunRecord) -> dict[str, Any]:
@@ -127,6 +139,7 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
                 m for m in evals if len({repr(r["compared_eval"].get(m)) for r in runs}) > 1
             ],
         },
+        "environment": compare_environments({r["id"]: r["environment"] for r in runs}),
         # Per section: a training metric and an evaluation metric may share a name ("loss").
         "best": {
             "metrics": {
@@ -137,6 +150,61 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
             },
         },
     }
+
+
+def compare_environments(envs: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Where runs' environments differ: `values` (key -> run id -> value, for Python, platform,
+    CPU, GPUs, runtime, the package set's hash and each numeric variable), `packages` (the
+    packages whose versions differ: name -> run id -> version), `differs` (the keys of `values`
+    that differ) and `warnings` (what may change results: Python, key packages, numeric
+    variables). Runs with no recorded environment are left out of the comparison."""
+    known = {run_id: env for run_id, env in envs.items() if env and "python" in env}
+    values: dict[str, dict[str, Any]] = {}
+    for key in ENV_KEYS:
+        values[key] = {run_id: _env_value(env, key) for run_id, env in known.items()}
+    numeric = _union((env.get("numeric_env") or {}) for env in known.values())
+    for name in sorted(numeric):
+        values[name] = {r: (e.get("numeric_env") or {}).get(name) for r, e in known.items()}
+    names = _union((env.get("packages") or {}) for env in known.values())
+    packages = {
+        name: {r: (e.get("packages") or {}).get(name) for r, e in known.items()}
+        for name in sorted(names)
+    }
+    packages = {name: v for name, v in packages.items() if len(set(v.values())) > 1}
+    differs = [key for key, v in values.items() if len({repr(x) for x in v.values()}) > 1]
+    warnings = []
+    if "python" in differs:
+        shown = ", ".join(sorted({str(v) for v in values["python"].values()}))
+        warnings.append(
+            f"the runs ran on different Pythons ({shown}): results and pickled models may differ"
+        )
+    for name in (n for n, v in packages.items() if n in KEY_PACKAGES and all(v.values())):
+        shown = ", ".join(f"{v or 'absent'} ({r})" for r, v in packages[name].items())
+        warnings.append(f"{name} differs: {shown}")
+    changed = [key for key in differs if key in numeric]
+    if changed:
+        warnings.append(
+            f"BLAS/threading variables differ ({', '.join(changed)}): results may differ in "
+            "their last bits"
+        )
+    return {"values": values, "packages": packages, "differs": differs, "warnings": warnings}
+
+
+# The environment keys `compare` lines up, and the packages whose versions change results.
+ENV_KEYS = ("python", "implementation", "platform", "cpu", "gpus", "runtime", "runtime_id",
+            "packages_hash")  # fmt: skip
+KEY_PACKAGES = {
+    "numpy", "scipy", "scikit-learn", "torch", "pandas", "tensorflow", "jax", "jaxlib",
+    "xgboost", "lightgbm", "catboost", "transformers", "cloudpickle",
+}  # fmt: skip
+
+
+def _env_value(env: dict[str, Any], key: str) -> Any:
+    if key == "gpus":
+        return ", ".join(
+            f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpus") or []
+        )
+    return env.get(key)
 
 
 def _union(dicts) -> list[str]:
