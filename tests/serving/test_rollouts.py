@@ -21,7 +21,8 @@ from mllib.serving import audit
 from mllib.serving.clock import FakeClock
 from mllib.serving.control import keys, process, records
 from mllib.serving.control.deploy import DeployContext, deploy, rollback
-from mllib.serving.control.rollout import Strategy, promote
+from mllib.serving.control.promote import promote
+from mllib.serving.control.rollout import Strategy
 from mllib.serving.control.status import status
 from mllib.workspace import Workspace
 from tests.conftest import wait_for

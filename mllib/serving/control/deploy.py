@@ -11,56 +11,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
+from mllib.errors import DeployFailedError, MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
-from mllib.serving import audit
-from mllib.serving.clock import Clock, SystemClock, human_duration
+from mllib.serving.clock import human_duration
 from mllib.serving.control import policy, process, records
+from mllib.serving.control.context import DeployContext, Progress
 from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
-from mllib.serving.control.fleet import FleetSpec, start_controller, takes_over
+from mllib.serving.control.fleet import start_controller, takes_over
 from mllib.serving.control.paths import LOG_FILE, deployment_dir, serving_dir
 from mllib.serving.control.ports import port_for
 from mllib.serving.control.records import Deployment
 from mllib.serving.control.rollout import Strategy, start_candidate
 from mllib.serving.control.rollout import abort as abort_candidate
-from mllib.serving.control.servable import from_run, materialize, resolve, server_spec
-from mllib.serving.control.settings import EnvSettings, Settings, check_replicas
-from mllib.serving.spec import KeyCheck, Servable, ServerSpec, read_status
+from mllib.serving.control.servable import from_run, materialize, resolve
+from mllib.serving.control.settings import EnvSettings, check_replicas
+from mllib.serving.control.specs import fleet_spec
+from mllib.serving.spec import Servable, read_status
 from mllib.workspace import Workspace
 
-Progress = Callable[[str], None]
-
-
-@dataclass
-class DeployContext:
-    """Who deploys what where, under which rules and clock (one object, passed everywhere)."""
-
-    ws: Workspace
-    settings: Settings
-    clock: Clock
-    user: str
-
-    @classmethod
-    def create(
-        cls, ws: Workspace | None = None, *, clock: Clock | None = None, user: str | None = None
-    ) -> DeployContext:
-        from mllib.runs.launch import current_user
-
-        ws = ws or Workspace.find()
-        return cls(
-            ws,
-            Settings.from_config(ws.project.config),
-            clock or SystemClock(),
-            user or current_user(),
-        )
-
-    def audit(self, **fields) -> None:
-        audit.record(self.ws.registry, self.clock, user=self.user, **fields)
+__all__ = [
+    "DeployContext",
+    "DeployFailedError",
+    "Outcome",
+    "deploy",
+    "reconcile",
+    "rollback",
+    "stop",
+]
 
 
 @dataclass(frozen=True)
@@ -74,26 +56,22 @@ class Outcome:
     rolled_back: str | None = None  # a rollout taken down (its label)
 
 
-class DeployFailedError(MllibError):
-    """The new server did not become ready; the previous deployment (if any) still serves."""
-
-    exit_code = 3
-
-
 def deploy(
     ctx: DeployContext,
     ref: str,
     env: str,
     *,
+    best: str | None = None,
     force: bool = False,
     reason: str | None = None,
     progress: Progress | None = None,
     strategy: Strategy | None = None,
     replicas: tuple[int | None, int | None] = (None, None),
 ) -> Outcome:
-    """Deploy `ref` (MODEL, MODEL:VERSION or a run id) to `env` under the deploy rules: in place
-    of what is live, or beside it for a share of requests (`strategy`: a canary, an A/B test,
-    a shadow). `replicas`: (min, max) over the settings'."""
+    """Deploy `ref` (MODEL, MODEL:VERSION, MODEL@ALIAS or a run id; MODEL with `best`: its
+    version with the best evaluation of that metric) to `env` under the deploy rules: in
+    place of what is live, or beside it for a share of requests (`strategy`: a canary, an
+    A/B test, a shadow). `replicas`: (min, max) over the settings'."""
     env_settings = ctx.settings.env(env)
     if force and not (reason and reason.strip()):
         raise UsageError(
@@ -113,7 +91,7 @@ def deploy(
         env_settings.max_replicas if high is None else high,
         "--min-replicas/--max-replicas",
     )
-    servable = resolve(ctx.ws, ref)
+    servable = resolve(ctx.ws, ref, best=best, notify=progress)
     with env_lock(ctx.ws, env):
         return _deploy(
             ctx,
@@ -487,74 +465,6 @@ def _roll_out(
     detail = {"overrode": forced} if forced else None
     ctx.audit(action=action, result=result, reason=reason, detail=detail, **common)
     return Outcome(records.get(reg, dep.id), forced=forced, replaced=current)
-
-
-def replica_spec(
-    ctx: DeployContext, servable: Servable, env: EnvSettings, bundle: Path, deployment_id: str
-) -> ServerSpec:
-    """What every replica of `servable` on `env` runs: [deploy.ENV]'s processes, keys where
-    required (also on a replica's own port), [serve]'s limits. Each replica's port, folder and
-    link are its own (the controller fills them in)."""
-    return server_spec(
-        servable,
-        bundle,
-        ctx.settings.serve,
-        inference=env.inference,
-        workers=env.workers,
-        api_servers=env.api_servers,
-        env=env.name,
-        state_dir="",
-        host="127.0.0.1",
-        port=0,
-        max_batch=env.max_batch,
-        keys=key_check(ctx) if env.require_keys else None,
-        show_errors=env.name != "prod",
-        deployment=deployment_id,
-    )
-
-
-def key_check(ctx: DeployContext) -> KeyCheck:
-    keys = ctx.settings.keys
-    return KeyCheck(str(ctx.ws.project.registry_path), keys.refresh_s, keys.flag_interval_s)
-
-
-def fleet_spec(
-    ctx: DeployContext,
-    servable: Servable,
-    env: EnvSettings,
-    bundle: Path,
-    *,
-    port: int,
-    folder: Path,
-    deployment_id: str,
-    replicas: tuple[int | None, int | None],
-) -> FleetSpec:
-    """The spec of a deployment's controller: its servers' spec, the environment's port (its
-    stable server shares it with the deployment it replaces), how it scales and judges rollouts."""
-    serve, rules = ctx.settings.serve, ctx.settings.deploy
-    low, high = replicas
-    low = env.min_replicas if low is None else low
-    high = env.max_replicas if high is None else high
-    check_replicas(low, high, "--min-replicas/--max-replicas")
-    return FleetSpec(
-        deployment=deployment_id,
-        env=env.name,
-        dir=str(folder),
-        registry_path=str(ctx.ws.project.registry_path),
-        user=ctx.user,
-        stable=replica_spec(ctx, servable, env, bundle, deployment_id),
-        host=env.host,
-        port=port,
-        scaling=serve.scaling(low, high),
-        rollout=ctx.settings.rollout,
-        cooldown={
-            "cooldown_base_s": rules.cooldown_base_s,
-            "cooldown_max_s": rules.cooldown_max_s,
-            "quiet_period_s": rules.quiet_period_s,
-        },
-        ready_timeout_s=rules.ready_timeout_s,
-        stop_grace_s=rules.stop_grace_s,
-    )
 
 
 def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:

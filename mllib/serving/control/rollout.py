@@ -1,8 +1,8 @@
 """Rollouts beside a live version: `mllib deploy MODEL:V --env prod --canary 10` (or `--ab 50
---sticky-by key|header:NAME`, or `--shadow`), `mllib deploy promote`, and rolling a candidate
-back. The deployment's controller carries them out (an order each, see fleet.py): it starts the
-candidate's server beside stable, routes its share to it, judges it, steps a promotion, takes it
-down; commands here check the rules, ask, and wait for the answer.
+--sticky-by key|header:NAME`, or `--shadow`) and rolling a candidate back (promote.py steps
+it to 100%). The deployment's controller carries them out (an order each, see fleet.py): it
+starts the candidate's server beside stable, routes its share to it, judges it, steps a
+promotion, takes it down; commands here check the rules, ask, and wait for the answer.
 
 >>> Strategy.of(canary=10).mode, Strategy.of(ab=50, sticky_by="header:X-User").sticky_by
 ('canary', 'header:x-user')
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mllib.errors import MllibError, NotFoundError, UsageError
+from mllib.errors import DeployFailedError, UsageError
 from mllib.serving.control import policy, records
 from mllib.serving.control.fleet import read_state, send_order
-from mllib.serving.control.judge import parse_steps
 from mllib.serving.routes import parse_sticky
 from mllib.serving.spec import Servable
 
@@ -79,8 +78,8 @@ def start_candidate(
 ) -> dict[str, Any]:
     """Ask the controller of `current` to run `servable` beside it; wait until the candidate
     takes requests (or why it could not). Returns what the controller reported."""
-    from mllib.serving.control.deploy import DeployFailedError, replica_spec
     from mllib.serving.control.servable import materialize
+    from mllib.serving.control.specs import replica_spec
 
     if current is None:
         raise UsageError(
@@ -97,7 +96,7 @@ def start_candidate(
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ctx.ws, servable)
     spec = replica_spec(ctx, servable, env, bundle, current.marker)
-    alive = _alive(current)
+    alive = controller_alive(current)
     say(f"Starting its server beside {current.label} ({_describe(strategy)})")
     send_order(
         folder,
@@ -150,7 +149,7 @@ def _describe(strategy: Strategy) -> str:
     return f"{strategy.percent:g}% of requests"
 
 
-def _alive(dep: records.Deployment) -> Any:
+def controller_alive(dep: records.Deployment) -> Any:
     from mllib.runtime.processes import is_alive
 
     return lambda: is_alive(dep.pid, dep.pid_ctime)
@@ -165,55 +164,6 @@ def live_candidate(ctx: Any, env: str) -> tuple[records.Deployment, dict[str, An
     return (current, candidate) if candidate else None
 
 
-def promote(
-    ctx: Any, env: str, *, steps: str | None = None, interval_s: float | None = None
-) -> dict[str, Any]:
-    """Move the candidate of `env` to 100% of requests, in steps (`10,50,100`) spaced
-    `interval_s` apart; refused while the canary is failing."""
-    from mllib.serving.control.deploy import env_lock, reconcile
-
-    rules = ctx.settings.rollout
-    try:
-        planned = parse_steps(steps or rules.promote_steps)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    interval = rules.promote_interval_s if interval_s is None else interval_s
-    if interval < 0:
-        raise UsageError("--interval must not be negative")
-    ctx.settings.env(env)
-    with env_lock(ctx.ws, env):
-        reconcile(ctx.ws)
-        found = live_candidate(ctx, env)
-        if found is None:
-            raise NotFoundError(
-                f"Nothing is being rolled out on {env} to promote",
-                hint=f"Start a canary: mllib deploy MODEL:VERSION --env {env} --canary 10",
-            )
-        current, candidate = found
-        servable = candidate["spec"]["servable"]
-        try:
-            answer = send_order(
-                Path(current.dir or ""),
-                "promote",
-                timeout_s=30.0,
-                alive=_alive(current),
-                steps=planned,
-                interval_s=interval,
-            )
-        except MllibError as exc:
-            ctx.audit(
-                action="promote", result="refused", env=env, model=servable["model"],
-                version=servable["version"], reason=exc.message,
-            )  # fmt: skip
-            raise
-        ctx.audit(
-            action="promote", result="ok", env=env, model=servable["model"],
-            version=servable["version"], deployment_id=current.id,
-            detail={"steps": planned, "interval_s": interval},
-        )  # fmt: skip
-    return {**answer, "model": servable["model"], "version": servable["version"]}
-
-
 def abort(ctx: Any, env: str, *, reason: str | None) -> dict[str, Any] | None:
     """Take the candidate of `env` down at once (None when it runs none); on prod a strike.
     Called under the environment's lock."""
@@ -225,7 +175,7 @@ def abort(ctx: Any, env: str, *, reason: str | None) -> dict[str, Any] | None:
         Path(current.dir or ""),
         "abort",
         timeout_s=30.0,
-        alive=_alive(current),
+        alive=controller_alive(current),
         reason=reason,
         user=ctx.user,
     )
