@@ -492,8 +492,12 @@ class Controller:
         assert candidate is not None
         self.candidate = None
         self.scalers.pop(candidate.variant, None)
-        self._retire_server(self.candidate_id, time.monotonic())
+        now = time.monotonic()
+        self._retire_server(self.candidate_id, now)
         self.candidate_id = None
+        if self.successor is not None:  # a promotion's stable server, still starting, goes too
+            self._retire_server(self.successor, now)
+            self.successor = None
         self._write_routes()
         servable = candidate.servable
         cooldown = None
