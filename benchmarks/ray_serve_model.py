@@ -1,8 +1,8 @@
 """The Ray Serve baseline for benchmarks/serving.py, at its best: its high-throughput mode
 (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, and `RAY_SERVE_ENABLE_HA_PROXY=1`: HAProxy sends requests
 straight to the replicas), `REPLICAS` replicas, `@serve.batch`, serving the same scikit-learn
-LogisticRegression as the other rows (same data, same params). Runs in the benchmark venv
-(.venv-bench), never in mllib's.
+LogisticRegression as the other rows (same data, same params). Runs in a venv of its own
+(.venv-bench-ray), never in mllib's.
 
 python benchmarks/ray_serve_model.py PORT REPLICAS
 Prints "ready" once it answers on http://127.0.0.1:PORT/predict; runs until killed.

