@@ -38,6 +38,7 @@ KNOWN_KEYS = {
     "deploy": "deployments",
     "loadtest": "load tests",
     "keys": "API keys",
+    "tune": "hyperparameter studies (mllib tune)",
 }
 
 T = TypeVar("T")

@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mllib.cli import agents, dashboard, data, deploy, keys, loadtest, model_commands, runs, serve
+from mllib.cli import (
+    agents,
+    dashboard,
+    data,
+    deploy,
+    keys,
+    loadtest,
+    model_commands,
+    runs,
+    serve,
+    tune,
+)
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
 from mllib.cli.model_args import MODEL_COMMAND
@@ -102,6 +113,7 @@ app.command(context_settings=MODEL_COMMAND)(model_commands.evaluate)
 app.command(context_settings=MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
+app.add_typer(tune.app, name="tune")
 app.command(context_settings=MODEL_COMMAND)(serve.serve)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(keys.app, name="keys")
