@@ -64,7 +64,7 @@ def start(
             hint="Give --metric NAME (a key of evaluate()'s dict, or a metric the model logs), "
             "or `metric` in [tune] of mllib.toml.",
         )
-    fixed = dict(fixed or {})
+    fixed = _typed_fixed(target, fixed or {})
     both = sorted(set(fixed) & set(space))
     if both:
         raise UsageError(
@@ -303,6 +303,25 @@ def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: 
             driver.adopt(trial, run, retry_of)
         else:
             driver.settle(trial, run, retry_of)
+
+
+def _typed_fixed(target: ModelTarget, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Params fixed for every trial, as their declared types (a study records them). A secret is
+    refused: the registry would hold it; it belongs in the env file, where every trial reads it."""
+    from mllib.params import convert
+
+    fixed = {}
+    for name, raw in given.items():
+        spec = target.info.params[name]
+        if spec.secret:
+            where = spec.env or "the variable its env= names"
+            raise UsageError(
+                f"`{name}` is a secret param: a study records its fixed params, so it cannot be "
+                "given on the command line",
+                hint=f"Put {where}=... in .env.local (or export it): every trial reads it there.",
+            )
+        fixed[name] = convert(name, raw, spec.type_name, where="on the command line")
+    return fixed
 
 
 def _new_name(ws: Workspace, model: str) -> str:

@@ -23,7 +23,7 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations(name="0001_studies_trials")
     def initial(db: sqlite_utils.Database) -> None:
-        db["studies"].create(
+        db.table("studies").create(
             {
                 "name": str,
                 "model": str,  # the registry name of the model its trials train
@@ -48,11 +48,11 @@ def migrations() -> sqlite_utils.Migrations:
         )
         # One row per trial that got a run: trial `number` of `study` is run `run_id`; a system
         # error retried as a new trial names the trial it repeats.
-        db["study_trials"].create(
+        db.table("study_trials").create(
             {"study": str, "number": int, "run_id": str, "retry_of": int, "created_at": str},
             pk=("study", "number"),
             foreign_keys=[("study", "studies", "name"), ("run_id", "runs", "id")],
         )
-        db["study_trials"].create_index(["run_id"], unique=True)
+        db.table("study_trials").create_index(["run_id"], unique=True)
 
     return migrations

@@ -41,7 +41,7 @@ class TuneSettings:
     pruner: str = "median"
     name: str | None = None
     seed: int | None = None  # the sampler's seed; default: the runs' seed (mllib.toml `seed`)
-    params: dict = field(default_factory=dict)  # NAME = "KIND:ARGS"
+    params: dict[str, Any] = field(default_factory=dict)  # NAME = "KIND:ARGS"
 
     @classmethod
     def from_config(cls, config: Config) -> TuneSettings:

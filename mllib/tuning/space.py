@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mllib.errors import UsageError
-from mllib.params import ParamError, ParamSpec, convert
+from mllib.errors import ParamError, UsageError
+from mllib.params import ParamSpec, convert
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -60,18 +60,9 @@ class Dimension:
 
     def distribution(self) -> BaseDistribution:
         """The Optuna distribution that samples this param (Optuna imported now)."""
-        from mllib.tuning.storage import import_optuna
+        from mllib.tuning.storage import distribution
 
-        d = import_optuna().distributions
-        if self.kind == "choice":
-            return d.CategoricalDistribution(self.choices)
-        if self.kind in ("int", "logint"):
-            assert self.low is not None and self.high is not None
-            return d.IntDistribution(
-                int(self.low), int(self.high), log=self.kind == "logint", step=self.step or 1
-            )
-        assert self.low is not None and self.high is not None
-        return d.FloatDistribution(float(self.low), float(self.high), log=self.kind == "loguniform")
+        return distribution(self.kind, self.low, self.high, self.step, self.choices)
 
 
 Space = dict[str, Dimension]

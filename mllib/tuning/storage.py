@@ -20,6 +20,11 @@ from mllib.filemodes import private_dir
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial, Trial
 
     from mllib.tuning.records import StudyRecord
     from mllib.workspace import Workspace
@@ -29,7 +34,8 @@ JOURNAL = "journal.log"
 
 def import_optuna() -> Any:
     """Optuna, with its log handler removed (its records go to Python's logging, shown with
-    `mllib -v`); a missing Optuna is one clear error naming the extra that brings it."""
+    `mllib -v`); a missing Optuna is one clear error naming the extra that brings it. The
+    functions below import it again by name after this, for its types."""
     try:
         import optuna
     except ImportError:
@@ -61,47 +67,50 @@ def tune_dir(ws: Workspace) -> Path:
     return path
 
 
-def journal_storage(ws: Workspace) -> optuna.storages.BaseStorage:
+def journal_storage(ws: Workspace) -> BaseStorage:
     """The project's Optuna storage: a JournalStorage on `.mllib/tune/journal.log`."""
-    optuna = import_optuna()
+    import_optuna()
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path = tune_dir(ws) / JOURNAL
     with quiet_warnings():
         # An open(O_EXCL) lock file: works on every filesystem (the symlink lock does not on some).
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        storage: optuna.storages.BaseStorage = optuna.storages.JournalStorage(backend)
-    return storage
+        return JournalStorage(backend)
 
 
-def sampler(name: str, seed: int | None, parallel: int) -> optuna.samplers.BaseSampler:
+def sampler(name: str, seed: int | None, parallel: int) -> BaseSampler:
     """The sampler `name` (tpe, random, cmaes), seeded; TPE lies about running trials (constant
     liar) when several run at once, so parallel trials do not all sample the same point."""
-    optuna = import_optuna()
+    import_optuna()
+    from optuna import samplers
+
     with quiet_warnings():
         if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
+            return samplers.RandomSampler(seed=seed)
         if name == "cmaes":
             try:
-                import cmaes  # noqa: F401  (Optuna's CMA-ES sampler imports it when sampling)
+                import cmaes  # type: ignore[import-not-found]  # noqa: F401  (Optuna's CMA-ES sampler uses it)
             except ImportError:
                 raise MllibError(
                     "--sampler cmaes needs the cmaes package",
                     hint="Install the tune extra: pip install 'mllib[tune]'.",
                 ) from None
-            return optuna.samplers.CmaEsSampler(seed=seed)
-        constant_liar = parallel > 1
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=constant_liar)
+            return samplers.CmaEsSampler(seed=seed)
+        return samplers.TPESampler(seed=seed, constant_liar=parallel > 1)
 
 
-def pruner(name: str) -> optuna.pruners.BasePruner:
+def pruner(name: str) -> BasePruner:
     """The pruner `name` (median, hyperband, none) with Optuna's defaults."""
-    optuna = import_optuna()
+    import_optuna()
+    from optuna import pruners
+
     if name == "median":
-        return optuna.pruners.MedianPruner()
+        return pruners.MedianPruner()
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()
+        return pruners.HyperbandPruner()
+    return pruners.NopPruner()
 
 
 def open_study(
@@ -112,23 +121,34 @@ def open_study(
     A sampler's state is not stored: a resumed study gets one seeded with the seed plus the
     number of trials it already has (`seed_offset`), so it does not draw the same points again.
     """
-    optuna = import_optuna()
+    import_optuna()
+    import optuna
+
     settings = study.settings
     seed = settings.get("seed")
     with quiet_warnings():
-        kwargs = {
-            "study_name": study.name,
-            "storage": journal_storage(ws),
-            "sampler": sampler(
-                settings["sampler"],
-                None if seed is None else seed + seed_offset,
-                settings["parallel"],
-            ),
-            "pruner": pruner(settings["pruner"]),
-        }
+        storage = journal_storage(ws)
+        chosen = sampler(
+            settings["sampler"], None if seed is None else seed + seed_offset, settings["parallel"]
+        )
         if create:
-            return optuna.create_study(direction=study.direction, **kwargs)
-        return optuna.load_study(**kwargs)
+            return optuna.create_study(
+                study_name=study.name,
+                storage=storage,
+                sampler=chosen,
+                pruner=pruner(settings["pruner"]),
+                direction=(
+                    optuna.study.StudyDirection.MINIMIZE
+                    if study.direction == "minimize"
+                    else optuna.study.StudyDirection.MAXIMIZE
+                ),
+            )
+        return optuna.load_study(
+            study_name=study.name,
+            storage=storage,
+            sampler=chosen,
+            pruner=pruner(settings["pruner"]),
+        )
 
 
 def load_study(ws: Workspace, name: str) -> optuna.Study:
@@ -138,9 +158,24 @@ def load_study(ws: Workspace, name: str) -> optuna.Study:
     return open_study(ws, get_study(ws.registry, name), create=False)
 
 
-def live_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial:
+def live_trial(study: optuna.Study, frozen: FrozenTrial) -> Trial:
     """A trial another process left running, as a Trial this one can report to and tell (what
     Optuna's own ask() builds, from the trial's storage id)."""
-    optuna = import_optuna()
-    trial: optuna.Trial = optuna.trial.Trial(study, frozen._trial_id)
-    return trial
+    import_optuna()
+    from optuna.trial import Trial
+
+    return Trial(study, frozen._trial_id)
+
+
+def distribution(kind: str, low: float | None, high: float | None, step: int | None,
+                 choices: tuple[Any, ...]) -> BaseDistribution:  # fmt: skip
+    """The Optuna distribution of a search-space dimension (mllib.tuning.space.Dimension)."""
+    import_optuna()
+    from optuna import distributions as d
+
+    if kind == "choice":
+        return d.CategoricalDistribution(choices)
+    assert low is not None and high is not None
+    if kind in ("int", "logint"):
+        return d.IntDistribution(int(low), int(high), log=kind == "logint", step=step or 1)
+    return d.FloatDistribution(float(low), float(high), log=kind == "loguniform")
