@@ -268,8 +268,8 @@ class Driver:
     def _report(self, item: Trial, *, final: bool = False) -> None:
         """Give the pruner the objective metric's new points; stop the trial when it says so
         (`final`: the run has ended, its last points are recorded for the pruner's medians)."""
-        if item.run_id is None or item.pruned is not None:
-            return
+        if item.run_id is None or item.pruned is not None or self.settings["pruner"] == "none":
+            return  # no pruner: nothing reads intermediate values (each report is a journal write)
         metric = self.study.metric
         fresh = False
         for seq, name, step, value in points_after(self.ws.registry, item.run_id, item.seq):
@@ -372,9 +372,7 @@ class Driver:
         return float(value)
 
     def _tell(self, item: Trial, state: Any, value: float | None = None) -> None:
-        with quiet_warnings():
-            if item.run_id is not None:
-                item.trial.set_user_attr("run_id", item.run_id)
+        with quiet_warnings():  # the trial's run is in the registry (study_trials)
             if value is not None and math.isnan(value):
                 self.optuna.tell(item.trial, state=self._states.FAIL)
                 return

@@ -81,3 +81,20 @@ def test_dashboard_benchmark_meets_its_cpu_and_memory_goals():
     assert result["rows_shown"] == 1000  # the window holds the newest 1,000 of them
     assert result["goals"]["RSS < 150 MB"], result["peak_rss_mb"]
     assert result["runs"]["cpu_ms_mean"] > 0 and result["run screen"]["cpu_ms_mean"] > 0
+
+
+def test_tune_benchmark_measures_dispatch_beside_optuna_and_parallel_trials():
+    # Figures are reported, not asserted (speed goals live in the full run, README Performance).
+    result = _run("tune.py", "--short")
+    dispatch = result["dispatch"]
+    print(f"\ntune (short): {json.dumps(dispatch)}")
+    assert dispatch["optuna_optimize_ms_per_trial"] > 0 and dispatch["mllib_ms_per_trial"] > 0
+    assert (
+        dispatch["ratio"]
+        == dispatch["mllib_ms_per_trial"] / dispatch["optuna_optimize_ms_per_trial"]
+    )
+    for row in result["process_runtime"].values():
+        assert row["complete"] == row["trials"] and row["trials_per_s"] > 0
+    sklearn = result["sklearn"]
+    assert sklearn["same_best_value"], sklearn  # the random sampler, same seed: the same trials
+    assert set(result["startup"]) >= {"python -c pass ms", "run, process runtime ms"}
