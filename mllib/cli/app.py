@@ -146,7 +146,8 @@ def _environment_names(cmd, prefix: str) -> None:
     Options that act and exit instead of setting a value (`--help`, `--version`, the completion
     options) read none: a stray MLLIB_VERSION in someone's environment must not turn every command
     into `--version`. An option named after a Python keyword (`json_`) reads MLLIB_..._JSON. The
-    hidden command that `mllib deploy MODEL` runs reads its group's names (MLLIB_DEPLOY_ENV).
+    hidden commands that `mllib deploy MODEL` and `mllib tune MODEL` run read their group's names
+    (MLLIB_DEPLOY_ENV, MLLIB_TUNE_TRIALS).
     """
     import typer.core
 
@@ -160,7 +161,9 @@ def _environment_names(cmd, prefix: str) -> None:
         elif param.envvar is None and param.name and param.name.endswith("_"):
             param.envvar = f"{prefix}_{param.name.rstrip('_').upper()}"
     for name, sub in getattr(cmd, "commands", {}).items():
-        stands_for_group = isinstance(cmd, deploy.DeployGroup) and name == deploy.DEPLOY
+        stands_for_group = (isinstance(cmd, deploy.DeployGroup) and name == deploy.DEPLOY) or (
+            isinstance(cmd, tune.TuneGroup) and name == tune.STUDY
+        )
         if stands_for_group:
             sub.context_settings["auto_envvar_prefix"] = prefix
         _environment_names(sub, prefix if stands_for_group else f"{prefix}_{name.upper()}")
