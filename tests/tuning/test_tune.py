@@ -38,6 +38,7 @@ class Quad:
         if self.mode == "sigkill_once" and not marker.exists():
             marker.write_text("")
             os.kill(os.getpid(), signal.SIGKILL)
+        print("training with x=%s" % self.x)
         for i in range(self.steps):
             mllib.log_metric("loss", (self.x - 2) ** 2 + 1.0 / (i + 1), step=i)
             time.sleep(self.sleep_s)
@@ -111,6 +112,13 @@ def test_a_study_runs_every_trial_as_a_run_and_finds_the_best_params(quad: Proje
     assert data["best_params"] == {**data["trials"][data["best_trial"]]["params"], "steps": 2}
     listed = quad.mllib("runs", "list", "--json").json()
     assert {r["id"] for r in listed} == {t["run_id"] for t in data["trials"]}
+    # runs compare and logs work on trials as on any run.
+    best_run = data["best_run_id"]
+    other = next(t["run_id"] for t in data["trials"] if t["run_id"] != best_run)
+    compared = quad.mllib("runs", "compare", best_run, other, "--json").json()
+    assert compared["best"]["eval_metrics"]["val_loss"] == best_run
+    logs = quad.mllib("runs", "logs", best_run)
+    assert f"training with x={data['best_params']['x']}" in logs.stdout
     assert quad.mllib("tune", "list", "--json").json()[0]["name"] == "quad"
     # The best params train again, as a plain run.
     again = quad.mllib("train", "model.py", "--from-study", "quad", "--evaluate")
@@ -149,6 +157,36 @@ def test_tune_table_in_mllib_toml_and_the_original_spelling(quad: Project):
     # A study name is taken once.
     again = quad.mllib("tune")
     assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_cmaes_and_hyperband_a_timeout_and_options_from_the_environment(
+    quad: Project, tmp_path: Path
+):
+    result = quad.mllib(
+        "tune", "model.py", "--param", "x=uniform:-4:4", "--metric", "loss", "--trials", "200",
+        "--sampler", "cmaes", "--pruner", "hyperband", "--timeout", "5s", "--name", "timed",
+        "--seed", "1", "--steps=2",
+        env={"MLLIB_TUNE_PARALLEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    data = study(quad, "timed")
+    assert data["settings"] == {
+        "trials": 200, "parallel": 2, "timeout_s": 5.0, "sampler": "cmaes",
+        "pruner": "hyperband", "seed": 1,
+    }  # fmt: skip
+    # No trial starts after 5 s: the study ends with what it has (each trial takes ~1 s here).
+    done = data["counts"]["complete"] + data["counts"]["pruned"]
+    assert data["status"] == "finished" and 2 <= done < 200 and data["counts"]["failed"] == 0
+    assert data["best_value"] == min(t["value"] for t in data["trials"] if t["value"] is not None)
+    # The history plot in the terminal; a PNG needs matplotlib (an optional dependency here).
+    shown = quad.mllib("tune", "show", "timed")
+    assert shown.returncode == 0 and "best so far" in shown.stdout and "──" in shown.stdout
+    png = quad.mllib("tune", "show", "timed", "--output", str(tmp_path / "history.png"))
+    assert png.returncode == 1 and "pip install matplotlib" in png.stderr
+    assert not (tmp_path / "history.png").exists()
+    bad = quad.mllib("tune", "model.py", "--param", "x=uniform:0:1", "--metric", "loss",
+                     "--sampler", "grid")  # fmt: skip
+    assert bad.returncode == 2 and "grid" in bad.stderr.splitlines()[0], bad.stderr
 
 
 @pytest.mark.parametrize(
