@@ -103,11 +103,13 @@ def optuna_loop(trials: int, work: Path) -> dict[str, Any]:
     path = str(work / "optuna.journal")
     storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=0))
+    cpu = _cpu_s()
     started = time.perf_counter()
     study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 2) ** 2, n_trials=trials)
     seconds = time.perf_counter() - started
+    cpu = _cpu_s() - cpu
     return {"trials": trials, "seconds": seconds, "ms_per_trial": 1000 * seconds / trials,
-            "best_value": study.best_value}  # fmt: skip
+            "cpu_ms_per_trial": 1000 * cpu / trials, "best_value": study.best_value}  # fmt: skip
 
 
 def mllib_study(
@@ -135,14 +137,27 @@ def mllib_study(
         space = options.pop("space", ["x=uniform:-5:5"])
         launch = Launch(runtime=runtime, remote=options.pop("remote", False), seed=0)
         api.start(target, space, settings, launch=launch)
+        cpu = _cpu_s()
         started = time.perf_counter()
         tally = api.run(target, name)
         seconds = time.perf_counter() - started
+        cpu = _cpu_s() - cpu
     finally:
         os.chdir(old)
     return {"trials": trials, "parallel": parallel, "seconds": seconds,
             "ms_per_trial": 1000 * seconds / trials, "trials_per_s": trials / seconds,
+            "cpu_ms_per_trial": 1000 * cpu / trials,
             "best_value": tally.best_value, "complete": tally.complete}  # fmt: skip
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process's threads and its ended children (the process
+    runtime's workers): what a run costs, whatever else shares the machine."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _project(work: Path, name: str, model: str) -> Path:
@@ -153,41 +168,51 @@ def _project(work: Path, name: str, model: str) -> Path:
     return root
 
 
-def _spawn_ms(args: list[str], repeat: int) -> float:
+def _spawn_ms(args: list[str], repeat: int) -> tuple[float, float]:
+    """Median wall ms of a command, and its mean CPU ms."""
     times = []
+    cpu = _cpu_s()
     for _ in range(repeat):
         started = time.perf_counter()
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times), 1000 * (_cpu_s() - cpu) / repeat
 
 
 def startup_breakdown(root: Path, repeat: int) -> dict[str, float]:
     """Where one trial's run goes: mllib's bookkeeping alone (null runtime), the process runtime's
-    whole run, and the parts of a worker process."""
+    whole run, and the parts of a worker process: median wall ms, and mean CPU ms (user + system,
+    the worker's included), which the machine's load moves far less."""
     from mllib.runs import api
 
     old = os.getcwd()
     os.chdir(root)
     try:
         times: dict[str, list[float]] = {"null": [], "process": []}
+        cpu = dict.fromkeys(times, 0.0)
         for _ in range(repeat):
             for runtime in times:
+                before = _cpu_s()
                 started = time.perf_counter()
                 record = api.train("model.py", {"x": 1.0}, runtime=runtime, echo=None)
                 times[runtime].append(time.perf_counter() - started)
+                cpu[runtime] += _cpu_s() - before
                 assert record.status == "succeeded", record.error
     finally:
         os.chdir(old)
     python = sys.executable
-    return {
+    found = {
         "run, null runtime (mllib's bookkeeping) ms": 1000 * statistics.median(times["null"]),
+        "run, null runtime CPU ms": 1000 * cpu["null"] / repeat,
         "run, process runtime ms": 1000 * statistics.median(times["process"]),
-        "python -c pass ms": _spawn_ms([python, "-c", "pass"], repeat),
-        "python -c 'import mllib.worker.main' ms": _spawn_ms(
-            [python, "-c", "import mllib.worker.main"], repeat
-        ),
+        "run, process runtime CPU ms": 1000 * cpu["process"] / repeat,
     }
+    for label, args in (
+        ("python -c pass", ["-c", "pass"]),
+        ("python -c 'import mllib.worker.main'", ["-c", "import mllib.worker.main"]),
+    ):
+        found[f"{label} ms"], found[f"{label} CPU ms"] = _spawn_ms([python, *args], repeat)
+    return found
 
 
 def sklearn_parallel(work: Path, trials: int, agents: bool) -> dict[str, Any]:
@@ -203,9 +228,15 @@ def sklearn_parallel(work: Path, trials: int, agents: bool) -> dict[str, Any]:
         "remote": agents,
     }
     runtime = None if agents else "process"
+    load = [os.getloadavg()[0]]  # the 1-minute load average before each and after both
     one = mllib_study(root, trials, runtime, 1, "sequential", **dict(options))
+    load.append(os.getloadavg()[0])
     four = mllib_study(root, trials, runtime, 4, "parallel", **dict(options))
+    load.append(os.getloadavg()[0])
     return {
+        "load_average": load,
+        "sequential_cpu_ms_per_trial": one["cpu_ms_per_trial"],
+        "parallel4_cpu_ms_per_trial": four["cpu_ms_per_trial"],
         "trials": trials,
         "where": "2 agents of the SSH lab, 2 slots each" if agents else "this machine",
         "cores": os.cpu_count(),
@@ -240,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="a few trials of each (the suite)")
     parser.add_argument("--agents", action="store_true", help="the sklearn part on lab agents")
+    parser.add_argument(
+        "--only", choices=("dispatch", "process", "sklearn"), help="measure one part only"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     n_dispatch, n_process, n_sklearn, repeat = (20, 6, 4, 2) if args.short else (200, 60, 16, 5)
@@ -248,30 +282,36 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MLLIB_HOME"] = str(work / "home")
     os.environ.setdefault("MLLIB_QUIET", "1")
     _register_null_runtime()
-    results: dict[str, Any] = {}
-    base = optuna_loop(n_dispatch, work)
-    dispatch_root = _project(work, "dispatch", TRIVIAL)
-    mine = mllib_study(dispatch_root, n_dispatch, "null", 1, "dispatch")
-    four = mllib_study(dispatch_root, n_dispatch, "null", 4, "dispatch-4")
-    results["dispatch"] = {
-        "optuna_optimize_ms_per_trial": base["ms_per_trial"],
-        "mllib_ms_per_trial": mine["ms_per_trial"],
-        "ratio": mine["ms_per_trial"] / base["ms_per_trial"],
-        "mllib_parallel4_ms_per_trial": four["ms_per_trial"],
-        "ratio_parallel4": four["ms_per_trial"] / base["ms_per_trial"],
-        "trials": n_dispatch,
-    }
-    process_root = _project(work, "process", TRIVIAL)
-    results["process_runtime"] = {
-        f"parallel {p}": mllib_study(process_root, n_process, "process", p, f"process-{p}")
-        for p in (1, 2)
-    }
-    results["startup"] = startup_breakdown(_project(work, "startup", TRIVIAL), repeat)
-    if args.agents:
-        with _with_agents():
-            results["sklearn"] = sklearn_parallel(work, n_sklearn, agents=True)
-    else:
-        results["sklearn"] = sklearn_parallel(work, n_sklearn, agents=False)
+    results: dict[str, Any] = {"load_average_at_start": os.getloadavg()[0]}
+    if args.only in (None, "dispatch"):
+        base = optuna_loop(n_dispatch, work)
+        dispatch_root = _project(work, "dispatch", TRIVIAL)
+        mine = mllib_study(dispatch_root, n_dispatch, "null", 1, "dispatch")
+        four = mllib_study(dispatch_root, n_dispatch, "null", 4, "dispatch-4")
+        results["dispatch"] = {
+            "optuna_optimize_ms_per_trial": base["ms_per_trial"],
+            "mllib_ms_per_trial": mine["ms_per_trial"],
+            "ratio": mine["ms_per_trial"] / base["ms_per_trial"],
+            "mllib_parallel4_ms_per_trial": four["ms_per_trial"],
+            "ratio_parallel4": four["ms_per_trial"] / base["ms_per_trial"],
+            "optuna_optimize_cpu_ms_per_trial": base["cpu_ms_per_trial"],
+            "mllib_cpu_ms_per_trial": mine["cpu_ms_per_trial"],
+            "cpu_ratio": mine["cpu_ms_per_trial"] / base["cpu_ms_per_trial"],
+            "trials": n_dispatch,
+        }
+    if args.only in (None, "process"):
+        process_root = _project(work, "process", TRIVIAL)
+        results["process_runtime"] = {
+            f"parallel {p}": mllib_study(process_root, n_process, "process", p, f"process-{p}")
+            for p in (1, 2)
+        }
+        results["startup"] = startup_breakdown(_project(work, "startup", TRIVIAL), repeat)
+    if args.only in (None, "sklearn"):
+        if args.agents:
+            with _with_agents():
+                results["sklearn"] = sklearn_parallel(work, n_sklearn, agents=True)
+        else:
+            results["sklearn"] = sklearn_parallel(work, n_sklearn, agents=False)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -280,24 +320,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(results: dict[str, Any]) -> None:
-    d = results["dispatch"]
+    if "dispatch" in results:
+        _print_dispatch(results["dispatch"])
+    if "process_runtime" in results:
+        _print_process(results)
+    if "sklearn" in results:
+        _print_sklearn(results["sklearn"])
+
+
+def _print_dispatch(d: dict[str, Any]) -> None:
     print(f"dispatch overhead per trial ({d['trials']} trials, TPE):")
     print(f"  optuna.optimize, trivial objective:  {d['optuna_optimize_ms_per_trial']:.2f} ms")
     print(f"  mllib tune, null runtime:            {d['mllib_ms_per_trial']:.2f} ms")
     print(f"  ratio: {d['ratio']:.2f}x (goal <= 2x)")
+    print(f"  CPU per trial: optuna.optimize {d['optuna_optimize_cpu_ms_per_trial']:.2f} ms, "
+          f"mllib tune {d['mllib_cpu_ms_per_trial']:.2f} ms ({d['cpu_ratio']:.2f}x)")  # fmt: skip
     print(f"  mllib tune, null runtime, 4 at once: {d['mllib_parallel4_ms_per_trial']:.2f} ms "
           f"({d['ratio_parallel4']:.2f}x)")  # fmt: skip
+
+
+def _print_process(results: dict[str, Any]) -> None:
     print("process runtime, trivial model:")
     for name, row in results["process_runtime"].items():
-        print(f"  {name}: {row['trials_per_s']:.1f} trials/s ({row['ms_per_trial']:.0f} ms/trial)")
+        print(f"  {name}: {row['trials_per_s']:.1f} trials/s ({row['ms_per_trial']:.0f} ms/trial, "
+              f"{row['cpu_ms_per_trial']:.0f} ms CPU/trial)")  # fmt: skip
     print("where a run's start-up goes (medians):")
     for name, ms in results["startup"].items():
         print(f"  {name}: {ms:.0f}")
-    s = results["sklearn"]
+
+
+def _print_sklearn(s: dict[str, Any]) -> None:
     print(f"sklearn template, {s['trials']} trials on {s['where']} ({s['cores']} cores):")
     print(f"  sequential {s['sequential_s']:.1f} s, 4 at once {s['parallel4_s']:.1f} s: "
           f"{s['ratio']:.2f}x (goal <= 0.35x with 4 free slots); same best value: "
-          f"{s['same_best_value']}")  # fmt: skip
+          f"{s['same_best_value']}; load average {', '.join(f'{x:.1f}' for x in s['load_average'])}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -93,8 +93,14 @@ def test_tune_benchmark_measures_dispatch_beside_optuna_and_parallel_trials():
         dispatch["ratio"]
         == dispatch["mllib_ms_per_trial"] / dispatch["optuna_optimize_ms_per_trial"]
     )
+    assert dispatch["cpu_ratio"] == (
+        dispatch["mllib_cpu_ms_per_trial"] / dispatch["optuna_optimize_cpu_ms_per_trial"]
+    )
     for row in result["process_runtime"].values():
         assert row["complete"] == row["trials"] and row["trials_per_s"] > 0
+        # A worker process per trial: its CPU is counted (a Python start-up alone is > 5 ms).
+        assert row["cpu_ms_per_trial"] > result["startup"]["python -c pass CPU ms"] > 5
     sklearn = result["sklearn"]
     assert sklearn["same_best_value"], sklearn  # the random sampler, same seed: the same trials
-    assert set(result["startup"]) >= {"python -c pass ms", "run, process runtime ms"}
+    assert len(sklearn["load_average"]) == 3
+    assert set(result["startup"]) >= {"python -c pass ms", "run, process runtime CPU ms"}
