@@ -48,6 +48,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "tuning": ("mllib.tuning",),
     "agents": ("mllib.agents",),
     "serving": ("mllib.serving",),
+    "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -72,10 +73,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "tuning": ("runs",),
     "agents": ("runs",),
     "serving": ("runs", "worker"),
+    "models": ("serving",),
     "scaffold": (),
     "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "scaffold", "api"),
+    "cli": ("dashboard", "models", "scaffold", "api"),
     "agent program": ("runs",),
 }
 

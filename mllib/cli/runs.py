@@ -10,6 +10,7 @@ import typer
 
 from mllib.cli import completion, output
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
+from mllib.display import evaluation_cell, evaluation_source
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
@@ -37,6 +38,7 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
+    from rich.markup import escape
 
     from mllib.runs.views import list_dicts
 
@@ -54,7 +56,9 @@ def list_(
         status_cell = status_text(r["status"]) + (
             f" ({r['failure_class']})" if r["failure_class"] else ""
         )
-        evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        # A training run shows its latest evaluation (own or a later `mllib evaluate`).
+        evaluation = r["evaluation"] or {"eval_metrics": r["eval_metrics"]}
+        evals = escape(evaluation_cell(evaluation, r["evaluations"]))
         table.add_row(
             r["id"],
             r["model"],
@@ -73,8 +77,10 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
+    from rich.markup import escape
     from rich.table import Table
 
+    from mllib.runs.views import environment_lines
     from mllib.runs.views import show as show_run
 
     data = show_run(_ws(), run_id)
@@ -132,10 +138,14 @@ def show(
             )
         console.print("[bold]Metrics[/]")
         console.print(table)
-    if data["eval_metrics"]:
+    evaluation = data["evaluation"]
+    if evaluation:
+        source = evaluation_source(evaluation, data["evaluations"], data["id"])
+        console.print(f"[bold]Evaluation[/] ({escape(source)})")
+    elif data["eval_metrics"]:
         console.print("[bold]Evaluation[/]")
-        for k, v in data["eval_metrics"].items():
-            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+    for k, v in (evaluation or data)["eval_metrics"].items():
+        console.print(f"  {k} = {fmt_value(v)}", markup=False)
     if data["datasets"]:
         console.print("[bold]Datasets[/]")
         for d in data["datasets"]:
@@ -150,6 +160,11 @@ def show(
                 f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
                 markup=False,
             )
+    lines = environment_lines(data["environment"], data["submitted_python"])
+    if lines:
+        console.print("[bold]Environment[/]")
+        for key, value in lines:
+            console.print(f"  {key + ':':<10} {value}", markup=False)
 
 
 @app.command()
@@ -188,10 +203,37 @@ def compare(
                     text = f"[yellow]{text}[/]"
                 cells.append(text)
             table.add_row(f"  {key}", *cells)
+        if section == "eval_metrics":
+            table.add_row("  evaluated by", *(_evaluated_by(data, r) for r in data["runs"]))
+    environment = data["environment"]
+    if environment["values"] and environment["values"]["python"]:
+        from rich.markup import escape
+
+        table.add_row("[bold]environment[/]")
+        packages = {
+            f"  {name}": versions
+            for name, versions in environment["packages"].items()
+            if all(versions.values())  # in every run, in other versions
+        }
+        rows = {f"  {key}": values for key, values in environment["values"].items()}
+        for key, values in {**rows, **packages}.items():
+            differs = len({repr(v) for v in values.values()}) > 1
+            cells = [escape(fmt_value(values.get(run_id))) for run_id in data["runs"]]
+            table.add_row(escape(key), *(f"[yellow]{c}[/]" if differs else c for c in cells))
     output.print_table(table)
     output.err().print(
         "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
     )
+    for warning in environment["warnings"]:
+        output.err().print(f"warning: {warning}", markup=False)
+
+
+def _evaluated_by(data: dict, run_id: str) -> str:
+    """Which run's evaluation a compared run's evaluation metrics come from."""
+    by, count = data["evaluated_by"][run_id], data["evaluations"][run_id]
+    if by is None:
+        return "-"
+    return ("this run" if by == run_id else by) + (f" (latest of {count})" if count > 1 else "")
 
 
 @app.command()

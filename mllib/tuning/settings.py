@@ -118,6 +118,6 @@ _FIELDS = {f.name for f in fields(TuneSettings)}
 def default_direction(metric: str) -> str:
     """minimize for names that read as a cost (loss, error, ...), maximize otherwise: the rule
     `runs compare` uses to mark the best value."""
-    from mllib.runs.views import lower_is_better
+    from mllib.metric_values import lower_is_better
 
     return "minimize" if lower_is_better(metric) else "maximize"

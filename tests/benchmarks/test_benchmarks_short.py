@@ -83,6 +83,17 @@ def test_dashboard_benchmark_meets_its_cpu_and_memory_goals():
     assert result["runs"]["cpu_ms_mean"] > 0 and result["run screen"]["cpu_ms_mean"] > 0
 
 
+def test_envs_benchmark_builds_with_uv_and_pip_and_times_the_cached_start():
+    # Speeds are reported, not asserted: the full run (bash scripts/bench.sh envs) measures them.
+    result = _run("envs.py", "--short")
+    print(
+        f"\nenvs (short): cold build {result['cold_build_s']}, cached {result['cached_resolution_s']}"
+    )
+    assert set(result["cold_build_s"]) == {"uv", "pip"}
+    assert all(seconds > 0 for seconds in result["cold_build_s"].values())
+    assert result["cached_resolution_s"]["median"] > 0 and result["train_s"]["venv"] > 0
+
+
 def test_tune_benchmark_measures_dispatch_beside_optuna_and_parallel_trials():
     # Figures are reported, not asserted (speed goals live in the full run, README Performance).
     result = _run("tune.py", "--short")
