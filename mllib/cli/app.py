@@ -166,6 +166,6 @@ def _environment_names(cmd, prefix: str) -> None:
         stands_for_group = (isinstance(cmd, deploy.DeployGroup) and name == deploy.DEPLOY) or (
             isinstance(cmd, tune.TuneGroup) and name == tune.STUDY
         )
-        if stands_for_group:
-            sub.context_settings["auto_envvar_prefix"] = prefix
+        if stands_for_group:  # a copy: commands may share one settings dict (MODEL_COMMAND)
+            sub.context_settings = {**sub.context_settings, "auto_envvar_prefix": prefix}
         _environment_names(sub, prefix if stands_for_group else f"{prefix}_{name.upper()}")
