@@ -252,6 +252,26 @@ def test_user_errors_stop_the_study_when_most_trials_fail(quad: Project):
     assert all(quad.show(t["run_id"])["failure_class"] == "user_error" for t in data["trials"])
 
 
+def test_a_trial_that_fails_with_a_user_error_is_recorded_and_the_study_goes_on(quad: Project):
+    # Seeded random sampling draws x > 0, which this model cannot train, for trials 1 and 4 only.
+    result = quad.mllib(
+        "tune", "model.py", "--param", "x=uniform:-3:1", "--metric", "val_loss", "--trials", "6",
+        "--sampler", "random", "--seed", "7", "--name", "some-fail", "--mode=fail_high",
+        "--steps=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    data = study(quad, "some-fail")
+    assert data["status"] == "finished"
+    assert data["counts"] == {"complete": 4, "pruned": 0, "failed": 2, "running": 0, "waiting": 0}
+    failed = [t for t in data["trials"] if t["state"] == "failed"]
+    assert [t["number"] for t in failed] == [1, 4]
+    for trial in failed:
+        assert trial["params"]["x"] > 0 and not trial["retried"]  # a user error is not retried
+        run = quad.show(trial["run_id"])
+        assert run["failure_class"] == "user_error" and "this x cannot be trained" in run["error"]
+    assert data["best_params"]["x"] <= 0
+
+
 def test_a_system_error_trial_is_tried_again_with_the_same_params(quad: Project):
     result = quad.mllib(
         "tune", "model.py", "--param", "x=choice:1.0,3.0", "--metric", "val_loss",
