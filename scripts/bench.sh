@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
-ensure_python_env "dev"
+ensure_python_env "dev ray"
 cd "$MLLIB_ROOT"
 
 BENCH_VENV="$MLLIB_ROOT/.venv-bench"

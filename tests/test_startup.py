@@ -23,6 +23,7 @@ HEAVY = [
     "cloudpickle",
     "plotext",
     "psutil",
+    "ray",  # an optional extra, installed in the test venv: imported only by Ray runs
 ]
 PROBE = """
 import json, sys
@@ -58,6 +59,7 @@ def _probe(args: list[str], cwd) -> tuple[str, set[str]]:
         ["keys", "--help"],
         ["dashboard", "--help"],
         ["dash", "--help"],
+        ["ray", "--help"],
     ],
 )
 def test_help_imports_no_heavy_module(args, tmp_path):
