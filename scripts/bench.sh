@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|ray|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -71,6 +71,11 @@ bench_dashboard() {
   "$VENV/bin/python" benchmarks/dashboard.py "$@"
 }
 
+bench_ray() {
+  say "Ray: submit → worker started on a warm head, mllib train --runtime ray vs a bare submit_job"
+  "$VENV/bin/python" benchmarks/ray_submit.py "$@"
+}
+
 bench_envs() {
   say "Project venvs: cold build with uv vs pip (sklearn template), and the cached start"
   "$VENV/bin/python" benchmarks/envs.py "$@"
@@ -85,6 +90,7 @@ case "${1:-all}" in
   serve) bench_serve "${@:2}" ;;
   dashboard) bench_dashboard "${@:2}" ;;
   envs) bench_envs "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, all)" ;;
+  ray) bench_ray "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_ray ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, ray, all)" ;;
 esac

@@ -15,11 +15,17 @@ share stay mllib's: the cluster only runs what it is given.
 
 from __future__ import annotations
 
-from mllib.protocol.failure import classify
-from mllib.registry.runs import RunRecord, update_run
+import json
+from typing import Any
+
+from mllib.protocol.failure import Outcome, classify
+from mllib.registry.runs import RunRecord, now, update_run
 from mllib.runs.backend import StartFailed, Supervision
 from mllib.runs.local import LocalBackend, Worker
 from mllib.runs.retry import RetryPolicy
+from mllib.workspace import Workspace
+
+ATTEMPTS_FILE = "attempts.json"  # in the run folder: each attempt's job, status and reason
 
 
 class ClusterBackend(LocalBackend):
@@ -35,8 +41,40 @@ class ClusterBackend(LocalBackend):
         if not self._secret_params:  # the worker takes the file: kept here for a retry
             self._secret_params = ctx.folder.read_secret_params()
         worker = super()._start(ctx)
-        update_run(ctx.ws.registry, ctx.run.id, attempt=ctx.record().attempt or 1)
+        attempt = ctx.record().attempt or 1
+        update_run(ctx.ws.registry, ctx.run.id, attempt=attempt)
+        self._note_attempt(ctx, attempt, worker)
         return worker
+
+    def attempts(self, ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
+        """Each attempt's job ("agent": where it ran), status and reason, for `runs show`."""
+        try:
+            found: list[dict[str, Any]] = json.loads(
+                (ws.run_folder(run).path / ATTEMPTS_FILE).read_text(encoding="utf-8")
+            )
+        except (OSError, ValueError):
+            return []
+        return found
+
+    def _note_attempt(
+        self, ctx: Supervision, attempt: int, worker: Worker | None, ended: Outcome | None = None
+    ) -> None:
+        """Record attempt `attempt` as begun on `worker`'s job, or as `ended`."""
+        found = self.attempts(ctx.ws, ctx.run)
+        if ended is None:
+            assert worker is not None
+            found.append(
+                {"attempt": attempt, "agent": worker.handle.ident, "status": "running",
+                 "failure_class": None, "reason": None, "started_at": now(), "ended_at": None}
+            )  # fmt: skip
+        elif found and found[-1]["attempt"] == attempt:
+            found[-1].update(
+                status=ended.status,
+                failure_class=ended.failure_class,
+                reason=ended.message,
+                ended_at=now(),
+            )
+        (ctx.folder.path / ATTEMPTS_FILE).write_text(json.dumps(found), encoding="utf-8")
 
     def _poll(self, ctx: Supervision, worker: Worker) -> bool:
         if not super()._poll(ctx, worker):
@@ -56,6 +94,7 @@ class ClusterBackend(LocalBackend):
         attempt = ctx.record().attempt or 1
         if not policy.retries(attempt, outcome.failure_class):
             return False
+        self._note_attempt(ctx, attempt, None, outcome)
         pause = policy.pause_after(attempt)
         note = (
             f"\n--- mllib: attempt {attempt} of {policy.max_attempts} failed ({outcome.message}); "
@@ -84,9 +123,15 @@ class ClusterBackend(LocalBackend):
             }
             return False
         vars(worker).update(vars(fresh))
+        self._note_attempt(ctx, attempt + 1, worker)
         return True
 
     def _finish(self, ctx: Supervision, worker: Worker, cancelled: bool) -> RunRecord:
         record = super()._finish(ctx, worker, cancelled)
         self._secret_params = {}
         return record
+
+    def _record(self, ctx: Supervision, outcome: Outcome, *, model: str | None = None) -> RunRecord:
+        """The last attempt's end is noted before the run's, so a finished run shows it."""
+        self._note_attempt(ctx, ctx.record().attempt or 1, None, outcome)
+        return super()._record(ctx, outcome, model=model)

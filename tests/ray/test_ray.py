@@ -47,6 +47,11 @@ def test_a_killed_job_is_retried_as_a_new_job(tmp_path: Path, ray_head: Any) -> 
     assert shown["metric_summary"]["loss"]["count"] == 3  # logged again, recorded once
     log = (Path(run_dir) / "output.log").read_text()
     assert "attempt 1 of 2 failed (the worker was killed by SIGKILL" in log
+    attempts = [(a["attempt"], a["status"], a["failure_class"]) for a in shown["attempts"]]
+    assert attempts == [(1, "failed", "system_error"), (2, "succeeded", None)]
+    assert shown["attempts"][0]["agent"] != shown["attempts"][1]["agent"]  # a new Ray job
+    shown_cli = project.cli("runs", "show", run_id)
+    assert "2. mllib-" in shown_cli.stdout and "succeeded" in shown_cli.stdout
     assert ray_leftovers(ray_head, run) == []
 
 
