@@ -55,6 +55,37 @@ def test_a_killed_job_is_retried_as_a_new_job(tmp_path: Path, ray_head: Any) -> 
     assert ray_leftovers(ray_head, run) == []
 
 
+def test_a_job_lost_with_its_supervisor_is_a_system_error_and_retried(
+    tmp_path: Path, ray_head: Any
+) -> None:
+    """Ray's job supervisor (the actor that holds the job on its node) killed, as a lost node
+    would lose it: Ray fails the job without the worker's exit, and ends the worker with it."""
+    import psutil
+
+    project = _project(tmp_path, ray_head, retry={"max_attempts": 2, "backoff_s": 0.5})
+    started = project.cli("train", "model.py", "--mode=nap", "--detach")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]
+    run_dir = str(project.root / ".mllib" / "runs" / run_id)
+    worker = wait_for(
+        lambda: find_process("mllib.worker", "--run-dir", run_dir), timeout=120, what="the worker"
+    )
+    supervisor = psutil.Process(worker).parent()
+    while supervisor is not None and "JobSupervisor" not in " ".join(supervisor.cmdline()):
+        supervisor = supervisor.parent()
+    assert supervisor is not None, "the worker runs under Ray's JobSupervisor actor"
+
+    supervisor.kill()
+
+    registry = Workspace.find(project.root).registry
+    wait_for(lambda: get_run(registry, run_id).finished, timeout=180, what="the run to end")
+    run = get_run(registry, run_id)
+    assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    first = views.show(Workspace.find(project.root), run_id)["attempts"][0]
+    assert (first["status"], first["failure_class"]) == ("failed", "system_error")
+    assert ray_leftovers(ray_head, run) == []
+
+
 def test_remote_goes_to_ray_when_mllib_toml_says_so(tmp_path: Path, ray_head: Any) -> None:
     project = _project(tmp_path, ray_head)
     toml = project.root / "mllib.toml"

@@ -262,7 +262,7 @@ class RayJob:
         if info.status.value == "STOPPED":  # stopped before its entrypoint ran
             return ExitStatus(None, signal.SIGTERM)
         message = first_line(Exception(info.message or "no message"))
-        return self._lost(f"the Ray job {self.ident} failed before the worker ran: {message}")
+        return self._lost(f"the Ray job {self.ident} was lost: {message}")
 
     def _unreachable(self, exc: Exception) -> ExitStatus | None:
         """The head did not answer (or forgot the job): lost once that has lasted lost_after_s."""
