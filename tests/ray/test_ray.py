@@ -27,8 +27,8 @@ def _project(tmp_path: Path, head: Any, **tables: dict[str, Any]):
     return make_project(tmp_path, runtime)
 
 
-def test_a_killed_job_is_retried_as_a_new_job(tmp_path: Path, ray_head: Any) -> None:
-    project = _project(tmp_path, ray_head, retry={"max_attempts": 2, "backoff_s": 0.5})
+def _napping_run(project: Any) -> tuple[str, str, int]:
+    """A detached run whose worker naps 3 s: its id, folder, and worker pid once it runs."""
     started = project.cli("train", "model.py", "--mode=nap", "--detach")
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip().splitlines()[-1]
@@ -36,6 +36,12 @@ def test_a_killed_job_is_retried_as_a_new_job(tmp_path: Path, ray_head: Any) -> 
     worker = wait_for(
         lambda: find_process("mllib.worker", "--run-dir", run_dir), timeout=120, what="the worker"
     )
+    return run_id, run_dir, worker
+
+
+def test_a_killed_job_is_retried_as_a_new_job(tmp_path: Path, ray_head: Any) -> None:
+    project = _project(tmp_path, ray_head, retry={"max_attempts": 2, "backoff_s": 0.5})
+    run_id, run_dir, worker = _napping_run(project)
 
     os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer or a lost node would
 
@@ -63,13 +69,7 @@ def test_a_job_lost_with_its_supervisor_is_a_system_error_and_retried(
     import psutil
 
     project = _project(tmp_path, ray_head, retry={"max_attempts": 2, "backoff_s": 0.5})
-    started = project.cli("train", "model.py", "--mode=nap", "--detach")
-    assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip().splitlines()[-1]
-    run_dir = str(project.root / ".mllib" / "runs" / run_id)
-    worker = wait_for(
-        lambda: find_process("mllib.worker", "--run-dir", run_dir), timeout=120, what="the worker"
-    )
+    run_id, _, worker = _napping_run(project)
     supervisor = psutil.Process(worker).parent()
     while supervisor is not None and "JobSupervisor" not in " ".join(supervisor.cmdline()):
         supervisor = supervisor.parent()
