@@ -26,6 +26,12 @@ MIGRATIONS: tuple[str, ...] = (
     "mllib.registry.changes:migrations",  # the runs' change feed (live views poll deltas)
 )
 
+# A team server's database adds these sets (`mllib server init`, `mllib server start`).
+SERVER_MIGRATIONS: tuple[str, ...] = (
+    "mllib.queue.schema:migrations",  # jobs
+    "mllib.server.accounts:migrations",  # users, tokens
+)
+
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.
 BACKENDS: dict[str, str] = {
     "local": "mllib.runs.local:LocalBackend",

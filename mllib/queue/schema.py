@@ -1,0 +1,48 @@
+"""The queue's table: one job per queued or running run, in the registry's own database, so a job
+and its run record commit in one transaction. Numbered migrations, never edited once released."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from mllib.registry.schema import new_set
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+@cache
+def migrations() -> sqlite_utils.Migrations:
+    """The queue's migration set (a team server's database applies it; mllib.plugins)."""
+    migrations_ = new_set("mllib.queue")
+
+    @migrations_(name="0001_jobs")
+    def initial(db: sqlite_utils.Database) -> None:
+        db["jobs"].create(
+            {
+                "run_id": str,
+                "user": str,
+                "priority": int,  # higher goes first among one user's jobs
+                "gpus": int,  # GPUs the run asks for (a CPU-only agent offers one slot)
+                "state": str,  # queued, running, done
+                "enqueued_at": float,  # seconds since the epoch: age breaks ties
+                "idem_key": str,  # the submitting client's idempotency key
+                "attempt": int,
+                "agent": str,  # where the current attempt runs
+                "claimed_at": float,
+                "lease_until": float,  # renewed by heartbeats; past it the attempt is lost
+                "not_before": float,  # a retry waits for its backoff
+            },
+            pk="run_id",
+            not_null={"user", "priority", "gpus", "state", "enqueued_at"},
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+        # The scheduler reads each waiting user's best job with one index seek.
+        db.execute(
+            'CREATE INDEX jobs_pick ON jobs (state, "user", priority DESC, enqueued_at, run_id)'
+        )
+        db.execute('CREATE UNIQUE INDEX jobs_idem ON jobs ("user", idem_key)')
+        db.execute("CREATE INDEX jobs_agent ON jobs (state, agent)")
+
+    return migrations_
