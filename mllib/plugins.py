@@ -36,11 +36,13 @@ SERVER_MIGRATIONS: tuple[str, ...] = (
 BACKENDS: dict[str, str] = {
     "local": "mllib.runs.local:LocalBackend",
     "agents": "mllib.agents.backend:AgentsBackend",
+    "server": "mllib.client.backend:ServerBackend",
 }
 
 REMOTE_RUNTIME = "ssh"  # the `runtime` recorded for a run that executes on an agent host
+SERVER_RUNTIME = "server"  # ... and for a run queued on a team server (its agents run it)
 # The backend of runs recorded with each runtime; runs of any other runtime have "local".
-RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents"}
+RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents", SERVER_RUNTIME: "server"}
 
 
 def load(ref: str) -> Any:

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from mllib.cli import agents, dashboard, data, deploy, keys, loadtest, model_commands, runs, serve
+from mllib.cli import (
+    account,
+    agents,
+    dashboard,
+    data,
+    deploy,
+    keys,
+    loadtest,
+    model_commands,
+    runs,
+    serve,
+    server,
+)
 from mllib.cli import init as init_cmd
+from mllib.cli import queue as queue_cmd
 from mllib.cli import runtime as runtime_cmd
 from mllib.cli.model_args import MODEL_COMMAND
 
@@ -49,6 +62,11 @@ app.command()(loadtest.loadtest)
 app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
+app.add_typer(server.app, name="server")
+app.command()(account.login)
+app.command()(account.whoami)
+app.command()(account.logout)
+app.command()(queue_cmd.queue)
 app.command()(dashboard.dashboard)
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 

@@ -118,6 +118,20 @@ def train(
         ),
     ] = None,
     data: DataOpt = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus", help="GPUs the run asks for on a team server (1).", show_default=False
+        ),
+    ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            "--priority",
+            help="Among your runs on a team server, higher goes first (0).",
+            show_default=False,
+        ),
+    ] = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -128,6 +142,7 @@ def train(
     from mllib.runs import api
 
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
+    options |= {"gpus": gpus, "priority": priority}
     _run(api.train, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 

@@ -40,9 +40,11 @@ def start(
     on_interrupt: Callable[[], str] | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
     agent: str | None = None,
+    queue: Mapping[str, int] | None = None,
 ) -> RunRecord:
     """Hand a recorded run to its backend: run it to its end here, or in a background supervisor
-    (`detach`); `agent` pins it to that agent (see Backend.submit)."""
+    (`detach`); `agent` pins it to that agent; `queue`: a team server's `gpus` and `priority`
+    (see Backend.submit)."""
     return backend_for(record).submit(
         target.ws,
         record,
@@ -51,6 +53,7 @@ def start(
         on_interrupt=on_interrupt,
         on_prepared=on_prepared,
         pin=agent,
+        queue=queue,
     )
 
 
@@ -65,6 +68,7 @@ class _Launch:
     echo: Echo | None
     on_prepared: Callable[[RunRecord], None] | None
     on_interrupt: Callable[[], str] | None
+    queue: Mapping[str, int] | None = None
 
     @property
     def env_target(self) -> str:
@@ -94,6 +98,7 @@ class _Launch:
             on_interrupt=self.on_interrupt,
             on_prepared=self.on_prepared,
             agent=self.agent,
+            queue=self.queue,
         )
 
 
@@ -113,17 +118,21 @@ def train(
     on_prepared: Callable[[RunRecord], None] | None = None,
     progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
+    gpus: int | None = None,
+    priority: int | None = None,
 ) -> RunRecord:
     """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record.
 
     `remote=True` runs it on an agent with a free slot, `agent=NAME` on that agent.
     `data`: datasets as `KEY=NAME[@VERSION]` (`train=mnist@3` sets TRAIN_DATA to its read-only path).
+    `gpus`, `priority`: what a run queued on a team server asks for (1 GPU, priority 0).
     """
     target = target or locate_model(model)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     require_methods(target, *actions)
+    queue = {k: v for k, v in (("gpus", gpus), ("priority", priority)) if v is not None}
     launch = _Launch(
-        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt, queue
     )
     return launch(target, actions, dict(params or {}), seed=seed, data=data, progress=progress)
 
