@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from mllib.server.context import ServerContext
 
 IDLE_WAIT_S = 1.0
+DOWN_S = 5.0  # an agent that did not answer gets no new job for this long
 
 
 def cancel_queued(reg: Registry, runs_dir: Path, run_id: str) -> bool:
@@ -63,6 +64,7 @@ class Dispatcher:
         self.clients: dict[str, AgentClient] = {}
         self.slots: dict[str, int] = {}  # agent -> runs it takes at once (its GPUs, at least 1)
         self.gpus: dict[str, int] = {}  # agent -> its GPUs (0: none)
+        self.down: dict[str, float] = {}  # agent -> when to try it again (it did not answer)
         self.locks: dict[str, threading.Lock] = {}
         self.stopping = threading.Event()
         self.last_follow = 0.0
@@ -155,9 +157,11 @@ class Dispatcher:
         for job in q.running(self.reg):
             if job.agent:
                 used[job.agent] = used.get(job.agent, 0) + job.slots
+        now_ = time.monotonic()
         return {
             spec.name: self.slots.get(spec.name, spec.slots(None)) - used.get(spec.name, 0)
             for spec in self.agents()
+            if self.down.get(spec.name, 0.0) <= now_  # one that stopped answering: later
         }
 
     def _quotas(self) -> dict[str, int | None]:
@@ -184,7 +188,9 @@ class Dispatcher:
             info = client.call("info")
         except (MllibError, OSError, EOFError) as exc:
             self._log(f"agent {name} unreachable: {exc}")
+            self.down[name] = time.monotonic() + DOWN_S
             return None
+        self.down.pop(name, None)
         spec = client.spec
         self.slots[name] = spec.slots(detected_gpus(info))
         self.gpus[name] = spec.gpu_count(detected_gpus(info))
@@ -197,6 +203,10 @@ class Dispatcher:
         from mllib.agents.remote import start_on
 
         job, agent = placement.job, placement.agent
+        client = self._client(agent)
+        if client is None:  # not an attempt: the job waits for an agent that answers
+            q.requeue(self.reg, job.run_id, job.attempt, time.time())
+            return
         run = get_run(self.reg, job.run_id)
         log = RunFolder(Path(run.run_dir or "")).log_file
         with self.reg.transaction():
@@ -204,10 +214,6 @@ class Dispatcher:
                 self.reg, run.id, job.attempt, agent, log.stat().st_size if log.exists() else 0
             )
             update_run(self.reg, run.id, host=agent, attempt=job.attempt)
-        client = self._client(agent)
-        if client is None:
-            self._attempt_failed(run.id, job.attempt, f"agent {agent} is unreachable")
-            return
         try:
             with self.locks[agent]:
                 answer = start_on(
@@ -278,6 +284,7 @@ class Dispatcher:
                             pull_log(client, self.ws, job.run_id, attempt)
             except (MllibError, OSError, EOFError) as exc:
                 self.clients.pop(agent, None)
+                self.down[agent] = time.monotonic() + DOWN_S
                 self._log(f"agent {agent} did not answer: {exc}")
                 continue
             q.renew(self.reg, [j.run_id for j in jobs], self.ctx.settings.lease_s)
@@ -303,6 +310,7 @@ class Dispatcher:
             )
             self._log(f"run {job.run_id}: {reason}")
             self.clients.pop(job.agent or "", None)
+            self.down[job.agent or ""] = time.monotonic() + DOWN_S
             self._attempt_failed(job.run_id, job.attempt, reason)
 
     # -- cancelling ----------------------------------------------------------------------------------
