@@ -86,6 +86,20 @@ class Cluster:
         assert self.pg_ctl
         self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
 
+    @classmethod
+    def attach(cls, url: str) -> Cluster:
+        """A cluster already running (its `url()`), to make databases in; not stopped here."""
+        from urllib.parse import parse_qs, urlparse
+
+        parts = urlparse(url)
+        cluster = cls.__new__(cls)
+        cluster.user = parts.username or "postgres"
+        cluster.socket = Path(parse_qs(parts.query)["host"][0])
+        cluster.root = cluster.socket.parent
+        cluster.data = cluster.root / "data"
+        cluster.pg_ctl = find_bin("pg_ctl")
+        return cluster
+
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{self.user}@/{db}?host={self.socket}"
 

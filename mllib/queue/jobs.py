@@ -48,6 +48,8 @@ class Job:
     claimed_at: float | None = None
     lease_until: float | None = None
     not_before: float = 0.0
+    spec: str | None = None
+    secrets: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -60,9 +62,10 @@ class Job:
         return max(1, self.gpus)
 
 
-def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None) -> Job:
+def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None, wake: bool = True) -> Job:
     """Queue `job` (joining the caller's transaction, which records its run). Refuses with
-    QuotaExceeded when the user already has `max_queued` jobs waiting."""
+    QuotaExceeded when the user already has `max_queued` jobs waiting. `wake=False`: the caller
+    notifies once for a batch (`notify`)."""
     with reg.transaction():
         if max_queued is not None:
             waiting = queued_count(reg, job.user)
@@ -73,9 +76,18 @@ def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None) -> Job:
                     retry_after_s=30,
                 )
         job.enqueued_at = job.enqueued_at or time.time()
-        reg.db["jobs"].insert({k: v for k, v in asdict(job).items() if v is not None})
-        notify(reg)
+        row = {k: v for k, v in asdict(job).items() if v is not None}
+        reg.conn.execute(
+            f"INSERT INTO jobs ({', '.join(_quoted(row))}) VALUES ({', '.join('?' for _ in row)})",
+            tuple(row.values()),
+        )
+        if wake:
+            notify(reg)
     return job
+
+
+def _quoted(names: Any) -> list[str]:
+    return [f'"{name}"' for name in names]
 
 
 def notify(reg: Registry) -> None:
@@ -103,16 +115,45 @@ def get_job(reg: Registry, run_id: str) -> Job | None:
     return Job.from_row(rows[0]) if rows else None
 
 
-def claim(reg: Registry, run_id: str, agent: str, lease_s: float) -> bool:
-    """Take a queued job for `agent`; False when another claimer took it first."""
+HALF_LIFE_S = 3600.0  # how fast what a user was given is forgotten
+
+
+def claim(reg: Registry, job: Job, agent: str, lease_s: float) -> bool:
+    """Take a queued job for `agent` (counting its slots in its user's usage); False when
+    another claimer took it first (on PostgreSQL one holding its row is skipped, not waited on)."""
     now = time.time()
     with reg.transaction():
+        if reg.is_postgres:
+            free = reg.conn.execute(
+                "SELECT run_id FROM jobs WHERE run_id = ? AND state = ? FOR UPDATE SKIP LOCKED",
+                (job.run_id, QUEUED),
+            ).fetchone()
+            if free is None:
+                return False
         cursor = reg.conn.execute(
             "UPDATE jobs SET state = ?, agent = ?, claimed_at = ?, lease_until = ? "
             "WHERE run_id = ? AND state = ?",
-            (RUNNING, agent, now, now + lease_s, run_id, QUEUED),
+            (RUNNING, agent, now, now + lease_s, job.run_id, QUEUED),
         )
-        return bool(cursor.rowcount == 1)
+        if cursor.rowcount != 1:
+            return False
+        reg.conn.execute(
+            'INSERT INTO queue_usage ("user", usage, updated_at) VALUES (?, ?, ?) '
+            'ON CONFLICT ("user") DO UPDATE SET usage = queue_usage.usage * '
+            "power(0.5, (excluded.updated_at - queue_usage.updated_at) / ?) + excluded.usage, "
+            "updated_at = excluded.updated_at",
+            (job.user, float(job.slots), now, HALF_LIFE_S),
+        )
+        return True
+
+
+def usage(reg: Registry, now: float | None = None) -> dict[str, float]:
+    """What each user was given lately: GPU slots claimed, halving every HALF_LIFE_S."""
+    now = now or time.time()
+    return {
+        r["user"]: float(r["usage"]) * 0.5 ** ((now - float(r["updated_at"])) / HALF_LIFE_S)
+        for r in reg.query('SELECT "user", usage, updated_at FROM queue_usage')
+    }
 
 
 def renew(reg: Registry, run_ids: list[str], lease_s: float) -> None:
@@ -148,10 +189,12 @@ def requeue(reg: Registry, run_id: str, attempt: int, not_before: float) -> None
 
 
 def done(reg: Registry, run_id: str) -> bool:
-    """The run ended (or was cancelled): its job leaves the queue. False when it already had."""
+    """The run ended (or was cancelled): its job leaves the queue, and its secrets go. False when
+    it already had."""
     with reg.transaction():
         cursor = reg.conn.execute(
-            "UPDATE jobs SET state = ?, lease_until = NULL WHERE run_id = ? AND state <> ?",
+            "UPDATE jobs SET state = ?, lease_until = NULL, secrets = NULL "
+            "WHERE run_id = ? AND state <> ?",
             (DONE, run_id, DONE),
         )
         return bool(cursor.rowcount == 1)

@@ -2,11 +2,12 @@
 agent with enough free GPUs that is fullest (best fit keeps whole agents free for big jobs).
 
 Among the users with a job waiting, the one holding the fewest running GPU slots goes first; a
-tie goes to the more urgent head job (priority), then the older. Each waiting user's best job is
-one index seek (`jobs_pick`), and the waiting users themselves are found by skipping through
-that index (a recursive query), so a decision costs a few dozen seeks however long the queue.
-On PostgreSQL the head row is read `FOR UPDATE SKIP LOCKED`: two dispatchers never wait on, or
-both take, the same job.
+tie goes to the user given the fewest slots lately (decaying usage, so over many claims each
+waiting user gets an equal share, whatever the order their runs arrived in), then to the more
+urgent head job (priority), then the older. The waiting users and each one's best job are read
+in one query (a skip through the `jobs_pick` index, then one seek per user), so a decision costs
+a few dozen index seeks however long the queue. On PostgreSQL the chosen row is taken `FOR
+UPDATE SKIP LOCKED`: two dispatchers never wait on, or both take, the same job.
 
 >>> pick(reg, {"gpu1": 2, "gpu2": 0}, max_running={"ana": 4})  # doctest: +SKIP
 Placement(job=Job(run_id='k3x9...', user='bo', ...), agent='gpu1')
@@ -18,21 +19,24 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mllib.queue.jobs import QUEUED, RUNNING, Job, claim
+from mllib.queue.jobs import RUNNING, Job, claim, usage
 from mllib.registry import Registry
 
-_WAITING_USERS = """
+_WAITING = """
 WITH RECURSIVE waiting(name) AS (
   SELECT MIN("user") FROM jobs WHERE state = 'queued'
   UNION ALL
   SELECT (SELECT MIN("user") FROM jobs WHERE state = 'queued' AND "user" > waiting.name)
   FROM waiting WHERE waiting.name IS NOT NULL
 )
-SELECT name FROM waiting WHERE name IS NOT NULL
 """
-_HEAD = (
-    'SELECT * FROM jobs WHERE state = ? AND "user" = ? AND gpus <= ? AND not_before <= ? '
-    "ORDER BY priority DESC, enqueued_at, run_id LIMIT 1"
+_WAITING_USERS = _WAITING + "SELECT name FROM waiting WHERE name IS NOT NULL"
+_HEADS = _WAITING + (
+    "SELECT j.* FROM waiting w JOIN jobs j ON j.run_id = ("
+    "SELECT h.run_id FROM jobs h WHERE h.state = 'queued' AND h.\"user\" = w.name "
+    "AND h.gpus <= ? AND h.not_before <= ? "
+    "ORDER BY h.priority DESC, h.enqueued_at, h.run_id LIMIT 1) "
+    "WHERE w.name IS NOT NULL"
 )
 
 
@@ -60,18 +64,22 @@ def order(reg: Registry, biggest: int, max_running: Mapping[str, int | None]) ->
     """Each waiting user's best job that fits in `biggest` free slots, in fair-share order;
     users at their `max_running` quota are left out."""
     held = running_slots(reg)
-    now = time.time()
-    lock = " FOR UPDATE SKIP LOCKED" if reg.is_postgres else ""
-    heads: list[tuple[tuple[int, int, float, str], Job]] = []
-    for user in waiting_users(reg):
-        slots, count = held.get(user, (0, 0))
-        limit = max_running.get(user)
+    given = usage(reg)
+    heads = []
+    for row in reg.query(_HEADS, (max(biggest, 1), time.time())):
+        job = Job.from_row(row)
+        slots, count = held.get(job.user, (0, 0))
+        limit = max_running.get(job.user)
         if limit is not None and count >= limit:
             continue
-        rows = reg.query(_HEAD + lock, (QUEUED, user, max(biggest, 1), now))
-        if rows:
-            job = Job.from_row(rows[0])
-            heads.append(((slots, -job.priority, job.enqueued_at, job.run_id), job))
+        key = (
+            slots,
+            round(given.get(job.user, 0.0), 6),
+            -job.priority,
+            job.enqueued_at,
+            job.run_id,
+        )
+        heads.append((key, job))
     return [job for _, job in sorted(heads, key=lambda pair: pair[0])]
 
 
@@ -95,7 +103,7 @@ def pick(
     with reg.transaction():
         for job in order(reg, max(free.values()), max_running or {}):
             agent = best_fit(free, job.slots)
-            if agent is not None and claim(reg, job.run_id, agent, lease_s):
+            if agent is not None and claim(reg, job, agent, lease_s):
                 job.state, job.agent = RUNNING, agent
                 return Placement(job, agent)
     return None

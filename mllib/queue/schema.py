@@ -33,6 +33,8 @@ def migrations() -> sqlite_utils.Migrations:
                 "claimed_at": float,
                 "lease_until": float,  # renewed by heartbeats; past it the attempt is lost
                 "not_before": float,  # a retry waits for its backoff
+                "spec": str,  # the worker's RunSpec (JSON), written to the run folder at dispatch
+                "secrets": str,  # JSON: the run's env and secret params; NULL once it ended
             },
             pk="run_id",
             not_null={"user", "priority", "gpus", "state", "enqueued_at"},
@@ -44,5 +46,7 @@ def migrations() -> sqlite_utils.Migrations:
         )
         db.execute('CREATE UNIQUE INDEX jobs_idem ON jobs ("user", idem_key)')
         db.execute("CREATE INDEX jobs_agent ON jobs (state, agent)")
+        # GPU slots each user was given, decaying (fair share among users tied on running slots).
+        db["queue_usage"].create({"user": str, "usage": float, "updated_at": float}, pk="user")
 
     return migrations_

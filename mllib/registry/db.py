@@ -131,6 +131,24 @@ class Registry:
             else:
                 self.conn.execute("COMMIT")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[Registry]:
+        """Inside a transaction, a part that can fail alone (rolled back to its start, the rest
+        kept); outside one, a transaction of its own."""
+        with self._lock:
+            if not self.conn.in_transaction:
+                with self.transaction():
+                    yield self
+                return
+            self.conn.execute("SAVEPOINT part")
+            try:
+                yield self
+            except BaseException:
+                self.conn.execute("ROLLBACK TO SAVEPOINT part")
+                self.conn.execute("RELEASE SAVEPOINT part")
+                raise
+            self.conn.execute("RELEASE SAVEPOINT part")
+
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         with self._lock:
             cursor = self.conn.execute(sql, params)

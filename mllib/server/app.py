@@ -16,7 +16,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
-from mllib.server.submit import Conflict, Submission, submit
+from mllib.server.submit import Conflict, Submission
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PREFIX = "/api/v1"
 STATUS = {AuthError: 401, NotFoundError: 404, Conflict: 409, QuotaExceeded: 429, UsageError: 400}
 MEAN_TTL_S = 10.0
+AUTH_TTL_S = 2.0
 
 
 def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> "FastAPI":
@@ -44,8 +45,13 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         description="Submit runs to a shared queue, follow them, and upload their code and data.",
         responses={code: {"model": api.Error} for code in (400, 401, 404, 429, 503)},
     )
+    from mllib.server.commits import GroupCommit
+
     bearer = HTTPBearer(auto_error=False)
+    commits = GroupCommit(ctx)
+    app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)
     mean_cache: dict[str, float | None] = {}
+    checked: dict[str, tuple[User, float]] = {}  # sha256(token) -> its user, until when
 
     @app.exception_handler(MllibError)
     def _known(request: Request, exc: MllibError) -> JSONResponse:
@@ -74,12 +80,23 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
     def user(credentials: Credentials) -> User:
+        """The request's user. A token checked in the last AUTH_TTL_S is not looked up again
+        (a revocation or a disabled user takes effect within that)."""
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise AuthError(
                 "This server needs a login token", hint="Log in with `mllib login URL`."
             )
+        token = credentials.credentials
+        key = hashlib.sha256(token.encode()).hexdigest()
+        known = checked.get(key)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
         with ctx.registry() as reg:
-            return authenticate(reg, credentials.credentials)
+            found = authenticate(reg, token)
+        if len(checked) > 10_000:
+            checked.clear()
+        checked[key] = (found, time.monotonic() + AUTH_TTL_S)
+        return found
 
     Who = Annotated[User, Depends(user)]
 
@@ -125,6 +142,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         assert credentials is not None
         with ctx.registry() as reg:
             revoke_token(reg, credentials.credentials)
+        checked.pop(hashlib.sha256(credentials.credentials.encode()).hexdigest(), None)
         return Response(status_code=204)
 
     @app.post(f"{PREFIX}/blobs/missing", response_model=api.Missing, tags=["blobs"])
@@ -162,16 +180,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         from mllib.queue.views import position
 
         sub = Submission(**{**body.model_dump(), "spec": body.spec.model_dump()})
+        limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
+        accepted = commits.submit(who, sub, limit)  # durable once this returns
         with ctx.registry() as reg:
-            accepted = submit(
-                reg,
-                ctx.store,
-                ctx.home.runs_dir,
-                who,
-                sub,
-                who.max_queued if who.max_queued is not None else ctx.settings.max_queued,
-            )
-            ctx.wake.set()
             place, wait = position(reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg))
         response.status_code = 201 if accepted.created else 200
         return api.SubmittedRun(

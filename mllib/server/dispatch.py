@@ -14,6 +14,7 @@ process), so an idle agent gets a new job at once, not at the next poll.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -24,12 +25,13 @@ from mllib.agents.retry import begin_attempt, current_attempt, end_attempt
 from mllib.errors import MllibError
 from mllib.protocol.failure import SYSTEM_ERROR
 from mllib.protocol.folder import RunFolder
+from mllib.protocol.spec import RunSpec
 from mllib.queue import jobs as q
 from mllib.queue.scheduler import Placement, pick
 from mllib.registry import Registry
 from mllib.registry.runs import finish_run, get_run, now, update_run
 from mllib.runs.retry import RetryPolicy
-from mllib.server.submit import discard_secrets, read_env
+from mllib.server.submit import job_secrets
 
 if TYPE_CHECKING:
     from mllib.agents.rpc import AgentClient
@@ -47,7 +49,6 @@ def cancel_queued(reg: Registry, runs_dir: Path, run_id: str) -> bool:
             return False
         q.done(reg, run_id)
         finish_run(reg, run_id, "cancelled", None, "cancelled while queued", phase=None)
-    discard_secrets(RunFolder(runs_dir / run_id))
     return True
 
 
@@ -214,27 +215,31 @@ class Dispatcher:
                 self.reg, run.id, job.attempt, agent, log.stat().st_size if log.exists() else 0
             )
             update_run(self.reg, run.id, host=agent, attempt=job.attempt)
+        folder = RunFolder(Path(run.run_dir or ""))
+        env, secret_params = job_secrets(job)
         try:
+            RunSpec(**json.loads(job.spec or "{}")).write(folder.path)
+            folder.write_secret_params(secret_params)  # for start_on to send; gone just after
             with self.locks[agent]:
                 answer = start_on(
                     self.ws, get_run(self.reg, run.id), client, job.attempt,
-                    self.slots.get(agent, 1) * 64, gpus=self.gpus.get(agent, 0),
-                    env=read_env(RunFolder(Path(run.run_dir or ""))) or {},
+                    self.slots.get(agent, 1) * 64, gpus=self.gpus.get(agent, 0), env=env,
                 )  # fmt: skip
-        except (MllibError, OSError, EOFError) as exc:
+        except (MllibError, OSError, EOFError, TypeError, ValueError) as exc:
             self.clients.pop(agent, None)
             self._attempt_failed(run.id, job.attempt, f"agent {agent} could not start it: {exc}")
             return
+        finally:
+            folder.discard_secret_params()
         if answer.get("busy"):  # the agent runs more than the server knows of: try again later
             with self.reg.transaction():
                 end_attempt(self.reg, run.id, job.attempt, "failed", SYSTEM_ERROR, "agent busy")
                 q.requeue(self.reg, run.id, job.attempt, time.time() + 2)
             return
-        update_run(
+        update_run(  # started_at comes from the agent: when its worker started
             self.reg,
             run.id,
             status="running",
-            started_at=now(),
             phase=None,
             runtime_note=f"agent {agent}, {answer['runtime']} runtime there ({answer['note']})",
         )
@@ -261,7 +266,6 @@ class Dispatcher:
             phase=None,
         )
         q.done(self.reg, run_id)
-        discard_secrets(RunFolder(self.ctx.home.runs_dir / run_id))
 
     # -- following -----------------------------------------------------------------------------------
     def _follow(self) -> None:
@@ -290,7 +294,6 @@ class Dispatcher:
             q.renew(self.reg, [j.run_id for j in jobs], self.ctx.settings.lease_s)
             for run_id in report.finished:
                 q.done(self.reg, run_id)
-                discard_secrets(RunFolder(self.ctx.home.runs_dir / run_id))
             for run_id in report.retrying:
                 attempt = current_attempt(self.reg, run_id)
                 with self.reg.transaction():
@@ -336,7 +339,6 @@ class Dispatcher:
             end_attempt(reg, run_id, job.attempt, "cancelled", None, note)
             finish_run(reg, run_id, "cancelled", None, note, phase=None)
             q.done(reg, run_id)
-        discard_secrets(RunFolder(self.ctx.home.runs_dir / run_id))
 
     def _log(self, line: str) -> None:
         import sys

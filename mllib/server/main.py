@@ -78,5 +78,6 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     try:
         uvicorn.Server(config).run()
     finally:
+        app.state.commits.stop()
         dispatcher.stop()
         ctx.close()

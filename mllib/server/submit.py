@@ -3,22 +3,22 @@ recorded on the server with its job, in one transaction, and acknowledged only o
 
 The client names the run (its own record carries the same id) and sends an idempotency key: a
 retried submission, after a timeout or a dropped connection, finds the job its first attempt made
-and answers with it, never a second run. Secrets the run needs (secret params given on the
-command line, the `.env.remote` values) go to the run's folder on the server (0600) for the
-dispatcher to hand to the agent, and leave with the run (mllib.server.dispatch).
+and answers with it, never a second run. Everything the run needs travels in that one
+transaction: its record and params, and its job with the worker's spec and the secrets it needs
+(secret params given on the command line, the `.env.remote` values), which the dispatcher hands
+to the agent and which the job drops when the run ends (mllib.queue.jobs.done). Nothing is
+written to disk but the database, so an acknowledged run is whole after any crash.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mllib._version import __version__
 from mllib.errors import MllibError, UsageError
-from mllib.filemodes import write_private
 from mllib.plugins import REMOTE_RUNTIME
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.spec import RunSpec
@@ -29,7 +29,6 @@ from mllib.server.accounts import User
 
 RUN_ID = re.compile(r"^[0-9a-z]{8,32}$")
 ACTIONS = ("train", "evaluate", "train+evaluate")
-ENV_FILE = "submitted.env.json"  # the run's environment from the client (0600, removed at its end)
 
 
 class Conflict(MllibError):
@@ -76,10 +75,8 @@ def submit(
     if existing is not None:
         return Accepted(get_run(reg, existing.run_id), existing, False)
     _check(store, sub)
-    folder = RunFolder(runs_dir / sub.run_id)
-    if folder.path.exists() and reg.query("SELECT id FROM runs WHERE id = ?", (sub.run_id,)):
-        raise Conflict(f"Run id {sub.run_id} is taken", hint="Submit again: a new id is chosen.")
     spec = RunSpec(**{**sub.spec, "run_id": sub.run_id})
+    folder = RunFolder(runs_dir / sub.run_id)
     record = RunRecord(
         id=sub.run_id,
         model=sub.model,
@@ -103,19 +100,37 @@ def submit(
         mllib_version=__version__,
     )
     job = Job(
-        sub.run_id, user.name, priority=sub.priority, gpus=sub.gpus, idem_key=sub.idempotency_key
+        sub.run_id,
+        user.name,
+        priority=sub.priority,
+        gpus=sub.gpus,
+        idem_key=sub.idempotency_key,
+        spec=json.dumps(asdict(spec)),
+        secrets=json.dumps({"env": sub.env, "secret_params": sub.secret_params}),
     )
     try:
-        spec.write(folder.path)
-        folder.write_secret_params(sub.secret_params)
-        write_private(folder.path / ENV_FILE, json.dumps(sub.env))
-        with reg.transaction():
+        with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
             create_run(reg, record, sub.params, sub.sources, set(sub.secret))
-            enqueue(reg, job, max_queued=max_queued)
-    except BaseException:
-        shutil.rmtree(folder.path, ignore_errors=True)
-        raise
+            enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
+    except Exception as exc:
+        if not _is_duplicate(exc):
+            raise
+        again = find_by_key(reg, user.name, sub.idempotency_key)  # a retry raced the first
+        if again is None:
+            raise Conflict(
+                f"Run id {sub.run_id} is taken", hint="Submit again: a new id is chosen."
+            ) from None
+        return Accepted(get_run(reg, again.run_id), again, False)
     return Accepted(record, job, True)
+
+
+def _is_duplicate(exc: Exception) -> bool:
+    """A unique key refused the insert (the run id, or the idempotency key)."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return type(exc).__name__ in ("UniqueViolation", "IntegrityError")
 
 
 def _check(store: Any, sub: Submission) -> None:
@@ -139,16 +154,7 @@ def _check(store: Any, sub: Submission) -> None:
         raise UsageError(f"The run's spec is not valid: {exc}") from None
 
 
-def read_env(folder: RunFolder) -> dict[str, str] | None:
-    """The environment a client submitted the run with, while the run lasts (None: none)."""
-    path = folder.path / ENV_FILE
-    if not path.is_file():
-        return None
-    values: dict[str, str] = json.loads(path.read_text())
-    return values
-
-
-def discard_secrets(folder: RunFolder) -> None:
-    """The run ended: its submitted environment and secret params go."""
-    (folder.path / ENV_FILE).unlink(missing_ok=True)
-    folder.discard_secret_params()
+def job_secrets(job: Job) -> tuple[dict[str, str], dict[str, Any]]:
+    """The env and secret params a queued job's run was submitted with ({} once it ended)."""
+    data = json.loads(job.secrets or "{}")
+    return data.get("env") or {}, data.get("secret_params") or {}
