@@ -26,6 +26,10 @@ from mllib.workspace import Workspace
 PG_POOL = 8
 
 
+def _broken(reg: Registry | None) -> bool:
+    return reg is not None and bool(getattr(reg.conn, "broken", False))
+
+
 def open_database(home: ServerHome, settings: ServerSettings) -> Registry:
     """One connection to the server's database, migrated (registry, queue, accounts)."""
     reg = Registry.connect(home.database_url(settings), SERVER_MIGRATIONS)
@@ -67,23 +71,36 @@ class ServerContext:
 
     @contextlib.contextmanager
     def registry(self) -> Iterator[Registry]:
-        """A connection for one request (waiting for one when all are in use); a connection a
-        database restart broke is replaced."""
+        """A connection for one request (waiting for one when all are in use). A connection a
+        database restart broke is dropped, and a new one opened in its place when needed."""
         with self._lock:
             if self._pool.empty() and len(self._opened) < self.pool_size:
-                self._release(self._new())
-        reg = self._pool.get()
+                self._release(self._new())  # may raise DatabaseUnavailable: nothing held
+        reg: Registry | None = self._pool.get()
         try:
+            if _broken(reg):
+                self._drop(reg)
+                reg = None
+                with self._lock:
+                    reg = self._new()
             yield reg
         except Exception:
-            broken = getattr(reg.conn, "broken", False)
-            if broken:
-                self._opened.remove(reg)
-                reg.close()
-                reg = self._new()
+            if reg is not None and _broken(reg):
+                self._drop(reg)
+                reg = None
             raise
         finally:
-            self._release(reg)
+            if reg is not None:
+                self._release(reg)
+
+    def _drop(self, reg: Registry | None) -> None:
+        if reg is None:
+            return
+        with self._lock:
+            if reg in self._opened:
+                self._opened.remove(reg)
+        with contextlib.suppress(Exception):
+            reg.close()
 
     @cached_property
     def store(self) -> LocalBlobStore:
