@@ -50,11 +50,12 @@ def configured_server(config: Any = None) -> str | None:
         url = config.get("server.url", None, str)
     if not url:
         url = _read().get("current")
-    return normalize(url) if url else None
+    return normalize(str(url)) if url else None
 
 
 def token_for(url: str) -> str | None:
-    return _read().get("tokens", {}).get(normalize(url))
+    token = _read().get("tokens", {}).get(normalize(url))
+    return str(token) if token else None
 
 
 def save_login(url: str, token: str) -> None:

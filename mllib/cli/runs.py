@@ -312,8 +312,13 @@ def cancel(
 def rerun(
     run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
+    local: LocalOpt = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
+    server = _server(local)
+    if server is not None:
+        _rerun_on_server(server, run_id, detach)
+        return
     from mllib.cli.run_output import announce, finish
     from mllib.runs import api
     from mllib.workspace import Workspace
@@ -321,6 +326,33 @@ def rerun(
     ws = Workspace.find()
     record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
     finish(ws, record, detach)
+
+
+def _rerun_on_server(server, run_id: str, detach: bool) -> None:
+    """Queue the run again there; follow its log unless `detach` (Ctrl-C detaches)."""
+    from mllib.client.backend import queued_note
+    from mllib.client.views import follow_log, rerun
+    from mllib.project import Project
+
+    with server.http:
+        answer = rerun(server, run_id, Project.find().env_values("remote"))
+        output.err().print(queued_note(answer, server.url), markup=False, highlight=False)
+        if detach:
+            print(answer["id"])
+            return
+
+        def write(chunk: bytes) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+        try:
+            status = follow_log(server, answer["id"], write, follow=True)
+        except KeyboardInterrupt:
+            output.err().print(f"\nDetached; run {answer['id']} goes on on the server.")
+            raise typer.Exit(0) from None
+    output.err().print(f"Run {answer['id']} {status_text(status)}")
+    if status != "succeeded":
+        raise typer.Exit(130 if status == "cancelled" else 1)
 
 
 @app.command()

@@ -38,6 +38,17 @@ def cancel(server: Server, run_id: str) -> dict[str, Any]:
     return data
 
 
+def rerun(server: Server, run_id: str, env: dict[str, str]) -> dict[str, Any]:
+    """Queue one of your runs again on the server (its code, params, seed); `env`: the
+    variables it gets (this project's .env.remote: a run's secrets are not kept on the server)."""
+    from mllib.registry.runs import new_run_id
+
+    new = new_run_id()
+    body = {"run_id": new, "idempotency_key": f"rerun-{new}", "env": env}
+    data: dict[str, Any] = server.post(f"/api/v1/runs/{run_id}/rerun", body)
+    return data
+
+
 def queue(server: Server, *, everyone: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = server.get("/api/v1/queue", params={"all": everyone})
     return data
@@ -55,7 +66,7 @@ def follow_log(
     offset = 0
     while True:
         response = server.request("GET", f"/api/v1/runs/{run_id}/log", params={"offset": offset})
-        status = response.headers.get("X-Run-Status", "")
+        status = str(response.headers.get("X-Run-Status", ""))
         if response.content:
             write(response.content)
             offset = int(response.headers["X-Log-Offset"])

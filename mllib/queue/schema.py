@@ -19,7 +19,7 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations_(name="0001_jobs")
     def initial(db: sqlite_utils.Database) -> None:
-        db["jobs"].create(
+        db.table("jobs").create(
             {
                 "run_id": str,
                 "user": str,
@@ -47,6 +47,8 @@ def migrations() -> sqlite_utils.Migrations:
         db.execute('CREATE UNIQUE INDEX jobs_idem ON jobs ("user", idem_key)')
         db.execute("CREATE INDEX jobs_agent ON jobs (state, agent)")
         # GPU slots each user was given, decaying (fair share among users tied on running slots).
-        db["queue_usage"].create({"user": str, "usage": float, "updated_at": float}, pk="user")
+        db.table("queue_usage").create(
+            {"user": str, "usage": float, "updated_at": float}, pk="user"
+        )
 
     return migrations_

@@ -55,7 +55,7 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations_(name="0001_users_tokens")
     def initial(db: sqlite_utils.Database) -> None:
-        db["users"].create(
+        db.table("users").create(
             {
                 "name": str,
                 "admin": int,
@@ -67,7 +67,7 @@ def migrations() -> sqlite_utils.Migrations:
             pk="name",
             not_null={"admin", "disabled", "created_at"},
         )
-        db["tokens"].create(
+        db.table("tokens").create(
             {
                 "id": str,
                 "user": str,
@@ -115,7 +115,7 @@ def add_user(
                 f"User {name!r} already exists",
                 hint=f"Give them a new token with `mllib server users token {name}`.",
             )
-        reg.db["users"].insert(
+        reg.db.table("users").insert(
             {
                 "name": name,
                 "admin": int(admin),
@@ -133,7 +133,7 @@ def issue_token(reg: Registry, name: str, *, expires_in_s: float | None = None) 
     get_user(reg, name)
     token_id, secret = secrets.token_hex(5), secrets.token_urlsafe(32)
     with reg.transaction():
-        reg.db["tokens"].insert(
+        reg.db.table("tokens").insert(
             {
                 "id": token_id,
                 "user": name,

@@ -71,6 +71,16 @@ class Missing(BaseModel):
     missing: list[str]
 
 
+class RerunBody(Strict):
+    """A rerun of one of your runs: its recorded code, params, seed and spec, under a new id.
+    `env` and `secret_params` are given again (a run's secrets are not kept once it ends)."""
+
+    run_id: str = Field(..., pattern=r"^[0-9a-z]{8,32}$")
+    idempotency_key: str = Field(..., min_length=8, max_length=128)
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_params: dict[str, Any] = Field(default_factory=dict)
+
+
 class CompareBody(Strict):
     run_ids: list[str] = Field(..., min_length=2, max_length=100)
 

@@ -263,6 +263,29 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                     cancel_queued(reg, ctx.home.runs_dir, run.id)
             return dict(json_safe(run_dict(ctx.workspace(reg), own_run(reg, who, run_id))))
 
+    @app.post(f"{PREFIX}/runs/{{run_id}}/rerun", response_model=api.SubmittedRun, tags=["runs"])
+    def rerun_run(
+        run_id: str, body: api.RerunBody, response: Response, who: Who
+    ) -> api.SubmittedRun:
+        """Queue one of your runs again with its recorded code, params, seed and spec."""
+        from mllib.queue.views import position
+        from mllib.server.submit import rerun_of
+
+        with ctx.registry() as reg:
+            sub = rerun_of(reg, own_run(reg, who, run_id), body.model_dump())
+        limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
+        accepted = commits.submit(who, sub, limit)
+        with ctx.registry() as reg:
+            place, wait = position(reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg))
+        response.status_code = 201 if accepted.created else 200
+        return api.SubmittedRun(
+            id=accepted.run.id,
+            status=accepted.run.status,
+            created=accepted.created,
+            position=place,
+            estimated_start_s=wait,
+        )
+
     @app.post(f"{PREFIX}/runs/compare", tags=["runs"])
     def compare_runs(body: api.CompareBody, who: Who) -> dict[str, Any]:
         """`runs compare --json` of runs you can see."""

@@ -83,6 +83,7 @@ class ServerContext:
                 reg = None
                 with self._lock:
                     reg = self._new()
+            assert reg is not None
             yield reg
         except Exception:
             if reg is not None and _broken(reg):

@@ -35,10 +35,10 @@ def init(
             changes["database"] = database
         chosen = ServerSettings(**{**current.__dict__, **changes})
     else:
-        chosen = ServerSettings(
-            **{k: v for k, v in settings.items() if v is not None},
-            **({"database": database} if database else {}),
-        )
+        given = {k: v for k, v in settings.items() if v is not None}
+        if database:
+            given["database"] = database
+        chosen = ServerSettings(**given)
     if not 1 <= chosen.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {chosen.port}")
     private_dir(home.root)

@@ -154,6 +154,44 @@ def _check(store: Any, sub: Submission) -> None:
         raise UsageError(f"The run's spec is not valid: {exc}") from None
 
 
+def rerun_of(reg: Registry, original: RunRecord, body: dict[str, Any]) -> Submission:
+    """A submission repeating `original`: its code tree, params and sources, seed, spec and
+    resources; `body` gives the new run's id, key, env and secret params."""
+    from mllib.queue.jobs import get_job
+    from mllib.registry.runs import recorded_params
+
+    job = get_job(reg, original.id)
+    if job is None or not job.spec or not original.code_hash:
+        raise UsageError(
+            f"Run {original.id} was not queued on this server; it cannot be rerun here"
+        )
+    params = recorded_params(reg, original.id)
+    spec = json.loads(job.spec)
+    spec.pop("run_id", None)
+    spec["gpus"] = None
+    return Submission(
+        run_id=body["run_id"],
+        idempotency_key=body["idempotency_key"],
+        model=original.model,
+        action=original.action,
+        model_class=original.model_class or original.model,
+        model_file=original.model_file or "model.py",
+        code_tree=original.code_hash,
+        spec=spec,
+        params=params.values,
+        sources=params.sources,
+        secret=sorted(params.secret),
+        secret_params=body.get("secret_params") or {},
+        env=body.get("env") or {},
+        seed=original.seed or 0,
+        params_hash=original.params_hash,
+        gpus=job.gpus,
+        priority=job.priority,
+        source_run_id=original.source_run_id,
+        rerun_of=original.id,
+    )
+
+
 def job_secrets(job: Job) -> tuple[dict[str, str], dict[str, Any]]:
     """The env and secret params a queued job's run was submitted with ({} once it ended)."""
     data = json.loads(job.secrets or "{}")

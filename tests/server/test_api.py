@@ -132,3 +132,18 @@ def test_an_unknown_param_is_refused_before_anything_is_sent(model_project: Proj
     login(model_project, team_server, "bo")
     result = model_project.mllib("train", "model.py", "--remote", "--nope=1")
     assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_a_run_is_rerun_on_the_server_with_its_recorded_params(model_project: Project, team_server):
+    login(model_project, team_server, "bo")
+    original = submit_detached(model_project, "--epochs=4", "--gpus", "2")
+    again = model_project.mllib("runs", "rerun", original, "--detach")
+    assert again.returncode == 0, again.output
+    rerun_id = again.stdout.strip().splitlines()[-1]
+    shown = model_project.mllib("runs", "show", rerun_id, "--json").json()
+    assert shown["rerun_of"] == original and shown["params"]["epochs"] == 4
+    queue = model_project.mllib("queue", "--json").json()
+    assert {r["run_id"]: r["gpus"] for r in queue["queued"]}[rerun_id] == 2
+    with team_server.client("cy") as http:  # another user's run cannot be rerun
+        body = {"run_id": "zzzzzzzz1", "idempotency_key": "rerun-zzzzzzzz1"}
+        assert http.post(f"/api/v1/runs/{original}/rerun", json=body).status_code == 404
