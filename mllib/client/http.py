@@ -2,8 +2,9 @@
 JSON errors into mllib's (one line and a hint, the exit code the README gives).
 
 Requests that are safe to repeat (reads, and submissions, which carry an idempotency key) are
-retried with backoff on a dropped connection, a timeout, 503 and 429 (Retry-After honoured), so
-a server restarting or its database recovering is waited out rather than reported.
+retried with backoff on a dropped connection, a timeout and 503 (Retry-After honoured), so a
+server restarting or its database recovering is waited out rather than reported. A 429 (a quota
+reached) is reported at once, with when to come back.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Server:
                     f"Cannot reach the team server at {self.url}: {exc}",
                     hint="Check the URL (`mllib whoami`) and that the server runs.",
                 ) from None
-            if response.status_code in (429, 503) and time.monotonic() < deadline:
+            if response.status_code == 503 and time.monotonic() < deadline:
                 time.sleep(min(float(response.headers.get("Retry-After", pause)), 5.0))
                 continue
             if response.status_code >= 400:
@@ -95,6 +96,8 @@ def _error(response: Any) -> MllibError:
         where = ".".join(str(p) for p in first.get("loc", [])[1:])
         message = f"The server refused the request: {where}: {first.get('msg')}"
     message = message or f"The team server answered {response.status_code}"
+    if response.status_code == 429 and response.headers.get("Retry-After"):
+        hint = f"{hint or ''} Try again in {response.headers['Retry-After']} s.".strip()
     if response.status_code in (400, 422):
         return UsageError(message, hint=hint)
     if response.status_code == 404:

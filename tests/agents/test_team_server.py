@@ -62,8 +62,12 @@ def show(server, user: str, run_id: str) -> dict:
 
 @pytest.fixture
 def dispatching(lab, tmp_path, request):
-    """A server on SQLite whose agents are both lab hosts (one slot each), users ana and bo."""
-    server = make_server(tmp_path, "sqlite")
+    """A server (on SQLite, or PostgreSQL when the test asks with `database`) whose agents are
+    both lab hosts (one slot each), users ana and bo."""
+    database = getattr(request, "param", "sqlite")
+    if database == "postgresql":
+        database = request.getfixturevalue("pg_cluster").new_database()
+    server = make_server(tmp_path, database)
     (server.home / "mllib.toml").write_text(
         '[retry]\nmax_attempts = 2\nbackoff_s = 0.2\n[runtime]\nlocal = "process"\n'
     )
@@ -88,6 +92,7 @@ def dispatching(lab, tmp_path, request):
                 os.kill(proc.pid, 9)
 
 
+@pytest.mark.parametrize("dispatching", ["sqlite", "postgresql"], indirect=True)
 def test_two_people_share_the_fleet_fairly_and_lose_nothing_when_the_server_is_killed(
     dispatching, tmp_path
 ):

@@ -147,3 +147,15 @@ def test_a_run_is_rerun_on_the_server_with_its_recorded_params(model_project: Pr
     with team_server.client("cy") as http:  # another user's run cannot be rerun
         body = {"run_id": "zzzzzzzz1", "idempotency_key": "rerun-zzzzzzzz1"}
         assert http.post(f"/api/v1/runs/{original}/rerun", json=body).status_code == 404
+
+
+def test_the_cli_reports_a_quota_at_once_in_one_line(model_project: Project, team_server):
+    login(model_project, team_server, "cy")  # cy may have 2 runs queued; earlier tests queued them
+    with team_server.client("cy") as http:
+        queued = [r for r in http.get("/api/v1/runs").json() if r["status"] == "queued"]
+    for _ in range(2 - len(queued)):
+        submit_detached(model_project)
+    refused = model_project.mllib("train", "model.py", "--remote", "--detach", timeout=30)
+    assert refused.returncode == 1, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert "limit is 2" in lines[-2] and "Try again in" in lines[-1]
