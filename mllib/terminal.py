@@ -31,6 +31,21 @@ def plain() -> bool:
 
 Notify = Callable[[str], None]  # how the library tells a person something: one line of text
 
+
+def quiet() -> bool:
+    """`mllib -q` (MLLIB_QUIET): results and errors only; progress, notes and headers are not shown."""
+    return _flag("MLLIB_QUIET")
+
+
+def verbose() -> bool:
+    """`mllib -v` (MLLIB_VERBOSE): debug detail, such as the traceback behind an error."""
+    return _flag("MLLIB_VERBOSE")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
 # Output into a file or a pipe is not cut to rich's 80 columns: table cells stay whole and lines
 # unwrapped, so logs and `| grep` see everything. COLUMNS, when set, still decides.
 UNLIMITED_WIDTH = 10_000
@@ -78,7 +93,7 @@ def animated() -> bool:
 
     Elsewhere (CI, a log file, a pipe) progress is a few plain lines.
     """
-    return not plain() and err().is_terminal
+    return not plain() and not quiet() and err().is_terminal
 
 
 def bar(*columns: str | ProgressColumn, transient: bool = False) -> Progress:
@@ -101,11 +116,21 @@ def spinner() -> Status:
 
 
 def line(text: str, *, style: str | None = None) -> None:
-    """One line of progress on stderr, printed as written (brackets are not rich markup)."""
-    err().print(text, markup=False, highlight=False, style=style)
+    """One line of progress on stderr, printed as written (brackets are not rich markup); none
+    with `-q`."""
+    if not quiet():
+        err().print(text, markup=False, highlight=False, style=style)
 
 
 def notice(message: str) -> None:
     """The library's default `Notify`: `mllib: MESSAGE` as one line on stderr (written as is:
-    brackets are not rich markup, and the line is not wrapped)."""
+    brackets are not rich markup, and the line is not wrapped). Shown with `-q` too: a notice
+    says something about the run a person must know (a wait, a lost connection, a retry)."""
     err().print(f"mllib: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def note(text: str) -> None:
+    """A note beside a command's result (what mllib did for you, what to do next time) on stderr,
+    printed as written; none with `-q`."""
+    if not quiet():
+        err().print(text, markup=False, highlight=False, soft_wrap=True)

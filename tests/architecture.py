@@ -51,6 +51,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "server": ("mllib.server",),
     "client": ("mllib.client",),
     "serving": ("mllib.serving",),
+    "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -77,10 +78,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "server": ("agents", "queue"),
     "client": ("runs",),
     "serving": ("runs", "worker"),
+    "models": ("serving",),
     "scaffold": (),
     "api": ("runs",),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "scaffold", "api", "server", "client"),
+    "cli": ("dashboard", "models", "scaffold", "api", "server", "client"),
     "agent program": ("runs",),
 }
 

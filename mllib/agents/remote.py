@@ -13,9 +13,11 @@ from mllib.datasets.chunkstore import dataset_store
 from mllib.datasets.format import human_bytes
 from mllib.datasets.materialize import load_manifest
 from mllib.errors import MllibError
+from mllib.protocol.folder import RunFolder
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord, recorded_params
 from mllib.runs.job import param_variables
+from mllib.runtime.env_plan import EnvPlan
 from mllib.workspace import Workspace
 
 # The run's own columns the agent records as they are here (paths and pids are its own).
@@ -63,6 +65,12 @@ def send_datasets(
             f"{agent.spec.name}, {len(wanted) - len(lacking)} already there"
         )
     return [asdict(use) for use in uses], notes
+
+
+def _env_plan(folder: RunFolder) -> dict[str, Any] | None:
+    """The run's environment plan, made here when it was prepared (this machine's pins)."""
+    plan = EnvPlan.read(folder.env_plan_file)
+    return plan.to_json() if plan is not None else None
 
 
 def start_on(
@@ -120,6 +128,7 @@ def start_on(
             gpus=gpus,
             agent=agent.spec.name,
             cache_bytes=agent.spec.cache_bytes,
+            env_plan=_env_plan(folder),
             timeout=300,
         )
         if not answer.get("missing"):

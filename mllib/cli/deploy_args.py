@@ -6,10 +6,24 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mllib.cli import completion
+
 if TYPE_CHECKING:
     from mllib.serving.control.deploy import DeployContext
 
-EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+EnvOpt = Annotated[
+    str, typer.Option("--env", help="staging or prod.", autocompletion=completion.environments)
+]
+# `--env` of the commands that list: all environments unless one is named.
+OnlyEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        help="Only this environment.",
+        show_default=False,
+        autocompletion=completion.environments,
+    ),
+]
 
 
 def deploy_context() -> DeployContext:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
 
 app = typer.Typer(
     help="API keys for deployed models (sent as `Authorization: Bearer KEY`).", no_args_is_help=True
@@ -60,9 +60,7 @@ def create(
 
 @app.command("list")
 def list_(
-    env: Annotated[
-        str | None, typer.Option("--env", help="Only keys of this environment.", show_default=False)
-    ] = None,
+    env: OnlyEnvOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List keys (ids, limits, state; never the keys themselves)."""

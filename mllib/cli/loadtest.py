@@ -8,12 +8,17 @@ from typing import Annotated
 import typer
 
 from mllib import terminal
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.deploy_args import deploy_context
 
 
 def loadtest(
-    env: Annotated[str, typer.Option("--env", help="staging (prod is refused).")],
+    env: Annotated[
+        str,
+        typer.Option(
+            "--env", help="staging (prod is refused).", autocompletion=completion.environments
+        ),
+    ],
     duration: Annotated[
         float | None,
         typer.Option(

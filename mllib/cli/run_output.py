@@ -17,9 +17,14 @@ if TYPE_CHECKING:
 
 
 def announce(record: RunRecord) -> None:
-    """The line that says a run has started: its id, model, action and where it runs."""
+    """The line that says a run has started: its id, model, action and where it runs (none with
+    `-q`: the summary at the end says the same)."""
     from rich.markup import escape
 
+    from mllib import terminal
+
+    if terminal.quiet():
+        return
     output.err().print(
         f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
         f"{record.runtime} runtime ({escape(record.runtime_note or '')})"

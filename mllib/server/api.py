@@ -28,6 +28,7 @@ class SpecBody(Strict):
     input_model: str | None = Field(None, max_length=256)
     gpus: list[str] | None = None
     param_env: list[str] | None = None
+    python: str | None = Field(None, max_length=64, description="The submitting machine's Python")
 
 
 class SubmissionBody(Strict):

@@ -19,10 +19,18 @@ def _run(script: str, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_startup_benchmark_reports_mllib_beside_a_bare_interpreter():
+def test_startup_benchmark_reports_help_and_runs_list_beside_the_typer_rich_floor():
     rows = _run("startup.py", "--runs", "2")
-    assert set(rows) == {"python -c pass", "mllib --help"}
-    assert all(row["median_s"] > 0 for row in rows.values())
+    assert set(rows) == {
+        "python -c pass",
+        'python -c "import typer, rich"',
+        "mllib --help",
+        "mllib runs list",
+    }
+    assert all(row["median_s"] > 0 and row["runs"] == 2 for row in rows.values())
+    for name in ("mllib --help", "mllib runs list"):
+        floor = rows['python -c "import typer, rich"']["median_s"]
+        assert rows[name]["over_floor_s"] == rows[name]["median_s"] - floor
 
 
 def test_metric_logging_benchmark_records_every_point():
@@ -87,3 +95,14 @@ def test_server_benchmark_loses_nothing_and_shares_fairly(pg_cluster):
         assert result["enqueue_to_claim"][database]["claimed"] == 20
         fair = result["fair_share"][database]  # 20 claims each: one more or less is 5%
         assert fair["users"] == 20 and fair["max"] - fair["min"] <= 2, fair
+
+
+def test_envs_benchmark_builds_with_uv_and_pip_and_times_the_cached_start():
+    # Speeds are reported, not asserted: the full run (bash scripts/bench.sh envs) measures them.
+    result = _run("envs.py", "--short")
+    print(
+        f"\nenvs (short): cold build {result['cold_build_s']}, cached {result['cached_resolution_s']}"
+    )
+    assert set(result["cold_build_s"]) == {"uv", "pip"}
+    assert all(seconds > 0 for seconds in result["cold_build_s"].values())
+    assert result["cached_resolution_s"]["median"] > 0 and result["train_s"]["venv"] > 0

@@ -36,7 +36,9 @@ COMMANDS = _commands()
 
 
 def _options(command: Any) -> set[str]:
-    return {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+    """A command's long options, --help included (click adds it outside `params`)."""
+    given = {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+    return given | {"--help"}
 
 
 def _default(group: Any) -> Any:
@@ -63,7 +65,7 @@ def _expand(path: tuple[str, ...], rest: str) -> list[tuple[tuple[str, ...], str
     if head in subcommands:
         return _expand((*path, head), rest[len(head) :].strip())
     default = _default(command)
-    if rest.startswith("-"):  # the group's own options (`mllib --version`), not its default's
+    if rest.lstrip("[").startswith("-"):  # the group's own options (`mllib --version`)
         default = command
     return [(path if default is command else (*path, default.name), rest)]
 

@@ -15,12 +15,23 @@ from mllib.registry import Registry
 from mllib.registry.artifacts import add_artifact, list_artifacts, model_version_of, register_model
 from mllib.registry.changes import changes_since, current_cursor
 from mllib.registry.dialect import translate
+from mllib.registry.environments import get_environment, set_environment
+from mllib.registry.evaluations import latest_evaluations
 from mllib.registry.metrics import (
     get_eval_metrics,
     insert_points,
     metric_series,
     metric_summary,
     set_eval_metrics,
+)
+from mllib.registry.models import (
+    alias_version,
+    aliases,
+    model_names,
+    newest_version,
+    remove_alias,
+    set_alias,
+    version_of_run,
 )
 from mllib.registry.runs import (
     RunRecord,
@@ -127,6 +138,34 @@ def test_artifacts_models_attempts_pins_and_datasets(reg: Registry) -> None:
     assert run_links(reg, "a1") == [
         {"env": "TRAIN_DATA", "name": "images", "version": 1, "sha256": "c" * 64}
     ]
+
+
+def test_model_versions_aliases_evaluations_and_environments(reg: Registry) -> None:
+    _run(reg, "v1")
+    _run(reg, "v2")
+    register_model(reg, "clf", "v1", "a" * 64)
+    register_model(reg, "clf", "v2", "b" * 64)
+    assert model_names(reg) == ["clf"] and newest_version(reg, "clf").version == 2
+    assert version_of_run(reg, "v1").ref == "clf:1"
+    assert set_alias(reg, "clf", "champion", 1, "ana") is None
+    assert set_alias(reg, "clf", "champion", 2, "bo") == 1  # moved
+    assert alias_version(reg, "clf", "champion") == 2 and aliases(reg) == {"clf": {"champion": 2}}
+    assert remove_alias(reg, "clf", "champion") == 2 and aliases(reg, "clf") == {}
+    # v1 evaluated twice by later evaluate runs: the latest speaks for it
+    for run_id, ended, accuracy in [
+        ("e1", "2026-01-01T00:00:01", 0.8),
+        ("e2", "2026-01-01T00:00:02", 0.9),
+    ]:
+        _run(reg, run_id, source_run_id="v1")
+        update_run(reg, run_id, action="evaluate", status="succeeded", ended_at=ended)
+        set_eval_metrics(reg, run_id, {"accuracy": accuracy})
+    latest = latest_evaluations(reg, ["v1", "v2"])
+    assert list(latest) == ["v1"] and latest["v1"].run_id == "e2" and latest["v1"].count == 2
+    assert latest["v1"].metrics == {"accuracy": 0.9}
+    set_environment(reg, "v1", {"python": "3.11", "packages_hash": "p1"})
+    set_environment(reg, "v1", {"python": "3.12", "packages_hash": "p2"})  # a retry: replaced
+    assert get_environment(reg, "v1") == {"python": "3.12", "packages_hash": "p2"}
+    assert get_environment(reg, "v2") is None
 
 
 def test_the_change_feed_names_changed_runs(reg: Registry) -> None:
