@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllib.client.http import Server
@@ -74,8 +75,17 @@ def submission(ws: Workspace, run: RunRecord, queue: Mapping[str, int] | None) -
         "params_hash": run.params_hash,
         "source_run_id": run.source_run_id,
         "rerun_of": run.rerun_of,
+        "env_plan": _env_plan(folder.env_plan_file),
         **(queue or {}),
     }
+
+
+def _env_plan(path: Path) -> dict[str, Any] | None:
+    """The run's environment plan, made here when it was prepared (this machine's pins)."""
+    from mllib.runtime.env_plan import EnvPlan
+
+    plan = EnvPlan.read(path)
+    return plan.to_json() if plan is not None else None
 
 
 def queued_note(answer: dict[str, Any], url: str) -> str:

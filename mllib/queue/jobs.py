@@ -50,6 +50,7 @@ class Job:
     not_before: float = 0.0
     spec: str | None = None
     secrets: str | None = None
+    env_plan: str | None = None  # JSON: mllib.runtime.env_plan.EnvPlan, planned by the client
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

@@ -51,4 +51,10 @@ def migrations() -> sqlite_utils.Migrations:
             {"user": str, "usage": float, "updated_at": float}, pk="user"
         )
 
+    @migrations_(name="0002_job_env_plan")
+    def env_plan(db: sqlite_utils.Database) -> None:
+        # The run's environment plan (what its venv or image holds), made on the submitting
+        # machine and written into the run's folder at dispatch, as `spec` is.
+        db.table("jobs").add_column("env_plan", str)
+
     return migrations_

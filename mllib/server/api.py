@@ -54,6 +54,9 @@ class SubmissionBody(Strict):
     priority: int = Field(0, ge=-1000, le=1000)
     source_run_id: str | None = Field(None, max_length=64)
     rerun_of: str | None = Field(None, max_length=64)
+    env_plan: dict[str, Any] | None = Field(
+        None, description="What the run's venv or image holds, planned on the submitting machine"
+    )
 
 
 class SubmittedRun(BaseModel):

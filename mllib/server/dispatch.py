@@ -202,6 +202,7 @@ class Dispatcher:
     # -- starting ----------------------------------------------------------------------------------
     def _start(self, placement: Placement) -> None:
         from mllib.agents.remote import start_on
+        from mllib.runtime.env_plan import EnvPlan
 
         job, agent = placement.job, placement.agent
         client = self._client(agent)
@@ -219,6 +220,8 @@ class Dispatcher:
         env, secret_params = job_secrets(job)
         try:
             RunSpec(**json.loads(job.spec or "{}")).write(folder.path)
+            if job.env_plan:  # for start_on to send: the agent builds what the client planned
+                EnvPlan.from_json(json.loads(job.env_plan)).write(folder.env_plan_file)
             folder.write_secret_params(secret_params)  # for start_on to send; gone just after
             with self.locks[agent]:
                 answer = start_on(

@@ -58,6 +58,7 @@ class Submission:
     priority: int = 0
     source_run_id: str | None = None
     rerun_of: str | None = None
+    env_plan: dict[str, Any] | None = None
 
 
 @dataclass
@@ -107,6 +108,7 @@ def submit(
         idem_key=sub.idempotency_key,
         spec=json.dumps(asdict(spec)),
         secrets=json.dumps({"env": sub.env, "secret_params": sub.secret_params}),
+        env_plan=json.dumps(sub.env_plan) if sub.env_plan is not None else None,
     )
     try:
         with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
@@ -152,6 +154,32 @@ def _check(store: Any, sub: Submission) -> None:
         RunSpec(**{**sub.spec, "run_id": sub.run_id})
     except TypeError as exc:
         raise UsageError(f"The run's spec is not valid: {exc}") from None
+    if sub.env_plan is not None and not _valid_env_plan(sub.env_plan):
+        raise UsageError(
+            "The run's env_plan is not valid",
+            hint="Send what mllib.runtime.env_plan.EnvPlan.to_json() gives, or leave it out.",
+        )
+
+
+def _valid_env_plan(data: dict[str, Any]) -> bool:
+    """Whether `data` is an environment plan an agent can build (EnvPlan.to_json's shape)."""
+    from mllib.runtime.env_plan import STEPS, EnvPlan
+
+    try:
+        plan = EnvPlan.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    return (
+        plan.step in STEPS
+        and isinstance(plan.python, str)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in plan.pins.items())
+        and all(
+            isinstance(r.text, str)
+            and isinstance(r.origin, str)
+            and all(isinstance(h, str) for h in r.hashes)
+            for r in plan.requirements
+        )
+    )
 
 
 def rerun_of(reg: Registry, original: RunRecord, body: dict[str, Any]) -> Submission:
@@ -189,6 +217,7 @@ def rerun_of(reg: Registry, original: RunRecord, body: dict[str, Any]) -> Submis
         priority=job.priority,
         source_run_id=original.source_run_id,
         rerun_of=original.id,
+        env_plan=json.loads(job.env_plan) if job.env_plan else None,
     )
 
 

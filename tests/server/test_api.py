@@ -76,6 +76,13 @@ def test_a_retried_submission_returns_the_same_run(model_project: Project, team_
         assert again.status_code == 200, again.text
         assert again.json()["id"] == run_id and again.json()["created"] is False
         assert len(http.get("/api/v1/runs", params={"limit": 1000}).json()) == count
+        # an environment plan no agent could build is refused before anything is recorded
+        bad = _resubmission(body, "badplan00001")
+        bad["idempotency_key"] = "bad-plan-00001"
+        bad["env_plan"] = {"requirements": [{"text": 3}], "pins": {}, "python": "3", "step": "x"}
+        refused = http.post("/api/v1/runs", json=bad)
+        assert refused.status_code == 400 and "env_plan" in refused.json()["error"]
+        assert http.get("/api/v1/runs/badplan00001").status_code == 404
 
 
 def _resubmission(shown: dict, run_id: str) -> dict:
@@ -134,8 +141,25 @@ def test_an_unknown_param_is_refused_before_anything_is_sent(model_project: Proj
     assert result.returncode == 2 and "nope" in result.stderr
 
 
+def _env_plan_of(server, run_id: str) -> dict | None:
+    """The environment plan the server's job for `run_id` holds (written to the run's folder
+    at dispatch, for the agent to build)."""
+    import json
+
+    from mllib.queue.jobs import get_job
+    from mllib.server.main import database, home_at
+
+    reg = database(home_at(server.home))
+    try:
+        job = get_job(reg, run_id)
+    finally:
+        reg.close()
+    return json.loads(job.env_plan) if job is not None and job.env_plan else None
+
+
 def test_a_run_is_rerun_on_the_server_with_its_recorded_params(model_project: Project, team_server):
     login(model_project, team_server, "bo")
+    model_project.write("requirements.txt", "numpy\n")
     original = submit_detached(model_project, "--epochs=4", "--gpus", "2")
     again = model_project.mllib("runs", "rerun", original, "--detach")
     assert again.returncode == 0, again.output
@@ -144,6 +168,12 @@ def test_a_run_is_rerun_on_the_server_with_its_recorded_params(model_project: Pr
     assert shown["rerun_of"] == original and shown["params"]["epochs"] == 4
     queue = model_project.mllib("queue", "--json").json()
     assert {r["run_id"]: r["gpus"] for r in queue["queued"]}[rerun_id] == 2
+    # the environment planned on this machine (its numpy) goes with the run, and its rerun
+    import numpy
+
+    for run_id in (original, rerun_id):
+        plan = _env_plan_of(team_server, run_id)
+        assert plan is not None and plan["pins"]["numpy"] == numpy.__version__, plan
     with team_server.client("cy") as http:  # another user's run cannot be rerun
         body = {"run_id": "zzzzzzzz1", "idempotency_key": "rerun-zzzzzzzz1"}
         assert http.post(f"/api/v1/runs/{original}/rerun", json=body).status_code == 404
