@@ -10,6 +10,7 @@ mean run time; it is None until some run has finished.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from mllib.queue.jobs import QUEUED, RUNNING, Job
@@ -91,13 +92,20 @@ def queue(
 
 
 def position(
-    reg: Registry, job: Job, *, capacity: int = 1, mean_s: float | None = None
+    reg: Registry,
+    job: Job,
+    *,
+    capacity: int = 1,
+    mean_s: float | None = None,
+    fair: Round | None = None,
 ) -> tuple[int | None, float | None]:
     """A queued job's place and estimated start (None, None once it is not queued), from a
-    count of its user's jobs ahead of it: cheap enough to answer every submission with."""
+    count of its user's jobs ahead of it: cheap enough to answer every submission with.
+    `fair`: `current_round(reg)` read a moment ago (a server answering many submissions reads
+    it once a second); else it is read now."""
     if job.state != QUEUED:
         return None, None
-    users = waiting_users(reg)
+    fair = fair or current_round(reg)
     ahead = reg.query(
         'SELECT COUNT(*) AS n FROM jobs WHERE state = ? AND "user" = ? AND '
         "(priority > ? OR (priority = ? AND (enqueued_at < ? OR "
@@ -112,9 +120,21 @@ def position(
             job.run_id,
         ),
     )[0]["n"]
-    place = int(ahead) * max(len(users), 1) + _turns(reg).get(job.user, len(users)) + 1
+    place = int(ahead) * max(fair.users, 1) + fair.turns.get(job.user, fair.users) + 1
     wait = None if mean_s is None else math.floor((place - 1) / max(capacity, 1)) * mean_s
     return place, wait
+
+
+@dataclass(frozen=True)
+class Round:
+    """The fair share's current round: how many users wait, and each one's turn (0: next)."""
+
+    users: int
+    turns: dict[str, int]
+
+
+def current_round(reg: Registry) -> Round:
+    return Round(len(waiting_users(reg)), _turns(reg))
 
 
 def _turns(reg: Registry) -> dict[str, int]:

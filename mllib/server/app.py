@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PREFIX = "/api/v1"
 STATUS = {AuthError: 401, NotFoundError: 404, Conflict: 409, QuotaExceeded: 429, UsageError: 400}
 MEAN_TTL_S = 10.0
+ROUND_TTL_S = 1.0  # a submission's answered place reads the fair share's round this stale at most
 AUTH_TTL_S = 2.0
 
 
@@ -51,6 +52,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     commits = GroupCommit(ctx)
     app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)
     mean_cache: dict[str, float | None] = {}
+    round_cache: dict[str, Any] = {}
     checked: dict[str, tuple[User, float]] = {}  # sha256(token) -> its user, until when
 
     @app.exception_handler(MllibError)
@@ -118,6 +120,14 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             mean_cache["at"] = time.monotonic()
         return mean_cache.get("value")
 
+    def fair_round(reg: "Registry") -> Any:
+        from mllib.queue.views import current_round
+
+        if time.monotonic() - round_cache.get("at", -1e9) > ROUND_TTL_S:
+            round_cache["value"] = current_round(reg)
+            round_cache["at"] = time.monotonic()
+        return round_cache["value"]
+
     def capacity() -> int:
         return dispatcher.capacity() if dispatcher is not None else 1
 
@@ -183,7 +193,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
         accepted = commits.submit(who, sub, limit)  # durable once this returns
         with ctx.registry() as reg:
-            place, wait = position(reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg))
+            place, wait = position(
+                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
+            )
         response.status_code = 201 if accepted.created else 200
         return api.SubmittedRun(
             id=accepted.run.id,
@@ -276,7 +288,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
         accepted = commits.submit(who, sub, limit)
         with ctx.registry() as reg:
-            place, wait = position(reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg))
+            place, wait = position(
+                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
+            )
         response.status_code = 201 if accepted.created else 200
         return api.SubmittedRun(
             id=accepted.run.id,
