@@ -30,6 +30,7 @@ CORE = (
     "mllib._version", "mllib.errors", "mllib.encoding", "mllib.metric_values", "mllib.filemodes",
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
+    "mllib.credentials",
 )  # fmt: skip
 
 # Package -> its modules: a dotted name stands for the module and everything below it;
@@ -47,6 +48,9 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "runs": ("mllib.runs",),
     "tuning": ("mllib.tuning",),
     "agents": ("mllib.agents",),
+    "queue": ("mllib.queue",),
+    "server": ("mllib.server",),
+    "client": ("mllib.client",),
     "serving": ("mllib.serving",),
     "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
@@ -72,12 +76,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("datasets", "code_snapshot", "runtime"),
     "tuning": ("runs",),
     "agents": ("runs",),
+    "queue": ("registry",),
+    "server": ("agents", "queue"),
+    "client": ("runs",),
     "serving": ("runs", "worker"),
     "models": ("serving",),
     "scaffold": (),
     "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "models", "scaffold", "api"),
+    "cli": ("dashboard", "models", "scaffold", "api", "server", "client"),
     "agent program": ("runs",),
 }
 
@@ -106,17 +113,17 @@ HEAVY: dict[str, tuple[str, ...]] = {
                "mllib.runtime.image_build", "mllib.runtime.base_image"),
     "paramiko": ("mllib.agents",),
     "litserve": ("mllib.serving.server",),
-    "fastapi": ("mllib.serving",),
-    "starlette": ("mllib.serving",),
-    "uvicorn": ("mllib.serving.server",),
+    "fastapi": ("mllib.serving", "mllib.server.app"),
+    "starlette": ("mllib.serving", "mllib.server.app"),
+    "uvicorn": ("mllib.serving.server", "mllib.server.main"),
     "prometheus_client": ("mllib.serving",),
     "sqlite_utils": ("mllib.registry",),
-    "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard"),
+    "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard", "mllib.client"),
     "cloudpickle": ("mllib.persistence",),
     "plotext": ("mllib.runs.plot",),
     "psutil": ("mllib.runtime.processes", "mllib.serving"),
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
-    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry",),
+    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry", "mllib.server"),
     "optuna": ("mllib.tuning.storage",),
     "sentry_sdk": (), "textual": ("mllib.dashboard",),
 }  # fmt: skip
