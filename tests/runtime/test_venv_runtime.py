@@ -215,3 +215,45 @@ def test_runs_needing_the_same_new_venv_build_it_once_and_run_side_by_side(
 
 def _ids(project: Project) -> list[str]:
     return [r["id"] for r in project.mllib("runs", "list", "--json").json()]
+
+
+def test_each_step_gets_what_its_own_code_and_the_trained_model_need(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML is imported only by train(): the evaluation's and the prediction's venv lack it,
+    but hold packaging, which the trained model's pickle names; per_step = false turns it off."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    project.write("model.py", model_source("per_step"))
+    project.write("mllib.toml", '[runtime]\nlocal = "venv"\n')
+
+    trained = project.mllib("train", "model.py")
+    assert trained.returncode == 0, trained.output
+    train = project.last_run()
+    evaluated = project.mllib("evaluate", "model.py", "--run", train["id"])
+    assert evaluated.returncode == 0, evaluated.output
+    evaluation = project.last_run()
+    predicted = project.mllib("predict", "model.py", "--run", train["id"], "--input", "{}")
+
+    assert predicted.returncode == 0, predicted.output
+    assert json.loads(predicted.stdout) == "1.2.3" and evaluation["eval_metrics"] == {"minor": 2.0}
+    metas = [json.loads(path.read_text()) for path in cache.glob(f"*/{META_FILE}")]
+    built = {meta["key"]: meta for meta in metas}
+    train_env, eval_env = (built[run["environment"]["runtime_id"]] for run in (train, evaluation))
+    assert (train_env["step"], train_env["packages"]) == (
+        "train",
+        ["cloudpickle", "orjson", "packaging", "pyyaml"],
+    )
+    assert (eval_env["step"], eval_env["packages"]) == (
+        "evaluate",
+        ["cloudpickle", "orjson", "packaging"],
+    )
+    assert "pyyaml" not in evaluation["environment"]["packages"]
+    assert len(built) == 2  # the prediction needed what the evaluation did: its venv, reused
+    assert "building the environment" not in predicted.stderr
+
+    project.write("mllib.toml", '[runtime]\nlocal = "venv"\nper_step = false\n')
+    again = project.mllib("evaluate", "model.py", "--run", train["id"])
+
+    assert again.returncode == 0, again.output
+    assert project.last_run()["environment"]["runtime_id"] == train_env["key"]
