@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mllib.runtime.installer import choose_installer
-from mllib.runtime.venvs import META_FILE
+from mllib.runtime.venvs import META_FILE, list_envs
 from tests.conftest import Project, model_source
 from tests.runtime.locks import uv_lock
 
@@ -257,3 +257,29 @@ def test_each_step_gets_what_its_own_code_and_the_trained_model_need(
 
     assert again.returncode == 0, again.output
     assert project.last_run()["environment"]["runtime_id"] == train_env["key"]
+
+
+def test_the_least_recently_used_venvs_go_first_when_the_cache_is_full(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three venvs of one size in a cache that holds two and a half: the one unused longest goes
+    when the third is built; the one a run just used stays."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    variants = {"a": "", "b": "--prefer-binary\n", "c": "--only-binary :all:\n"}  # other keys
+
+    def train(variant: str, toml: str = '[runtime]\nlocal = "venv"\n') -> str:
+        venv_project.write("requirements.txt", f"PyYAML\n{variants[variant]}")
+        venv_project.write("mllib.toml", toml)
+        result = venv_project.mllib("train", "model.py")
+        assert result.returncode == 0, result.output
+        return venv_project.last_run()["environment"]["runtime_id"]
+
+    a, b = train("a"), train("b")
+    sizes = {meta["key"]: meta["size"] for meta in list_envs(cache)}
+    assert train("a") == a  # used again: b is now the least recently used
+    cap_gb = 2.5 * max(sizes.values()) / 1e9
+    c = train("c", f'[runtime]\nlocal = "venv"\nenv_cache_gb = {cap_gb}\n')
+
+    assert {meta["key"] for meta in list_envs(cache)} == {a, c}
+    assert not (cache / b).exists() and len({a, b, c}) == 3
