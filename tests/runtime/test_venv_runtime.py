@@ -146,6 +146,67 @@ def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> 
     )
 
 
+def _other_minor_python() -> str | None:
+    """The version of an installed Python of another minor version than this one (3.11+,
+    as mllib needs), looked for where they are usually installed; None when this host has none."""
+    import glob
+    import platform
+    import subprocess
+
+    here = platform.python_version_tuple()[:2]
+    patterns = ["/usr/bin/python3.*", "/usr/local/bin/python3.*",
+                os.path.expanduser("~/.pyenv/versions/*/bin/python3.*")]  # fmt: skip
+    for path in sorted({p for pattern in patterns for p in glob.glob(pattern)}):
+        if not re.fullmatch(r"python3\.\d+", os.path.basename(path)):
+            continue
+        probe = subprocess.run([path, "-c", "import platform; print(platform.python_version())"],
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        version = probe.stdout.strip()
+        major, minor = [*version.split("."), "0", "0"][:2]
+        if (
+            probe.returncode == 0
+            and [major, minor] != list(here)
+            and (int(major), int(minor)) >= (3, 11)
+        ):
+            return version
+    return None
+
+
+def test_a_venv_for_another_minor_version_uses_this_hosts_python_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run submitted from another Python minor version (an agent's case) gets a venv of that
+    version where this host has one installed (here pyenv's, which uv does not look in)."""
+    import dataclasses
+    import subprocess
+
+    from mllib.config import Config
+    from mllib.runtime.env_plan import plan_environment
+    from mllib.runtime.venvs import ensure_env
+
+    version = _other_minor_python()
+    if version is None:
+        pytest.skip("this host has no Python 3.11+ of another minor version than this one")
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(tmp_path / "fresh-cache"))
+    (tmp_path / "requirements.txt").write_text("PyYAML\n")
+    plan = plan_environment(tmp_path, Config(None, {}))
+    submitted = ".".join([*version.split(".")[:2], "99"])  # the submitter's, another micro
+    lines: list[str] = []
+
+    env = ensure_env(dataclasses.replace(plan, python=submitted), progress=lines.append)
+    try:
+        ran = subprocess.run([env.python, "-c", "import platform, yaml; print(platform.python_version())"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        env.release()
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().split(".")[:2] == version.split(".")[:2]
+    assert (env.meta["python"], env.meta["python_note"]) == (ran.stdout.strip(), None)
+    assert not any("note:" in line for line in lines)
+    assert f"(Python {ran.stdout.strip()};" in "\n".join(lines)
+
+
 def test_pip_options_uv_ignores_in_a_file_reach_its_command_line(tmp_path: Path) -> None:
     installer = choose_installer({**os.environ, "MLLIB_INSTALLER": "uv"})
     options = ["--pre", "--trusted-host a.example --trusted-host b.example", "--only-binary :all:"]
