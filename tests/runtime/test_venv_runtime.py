@@ -113,7 +113,9 @@ def test_a_hash_locked_requirements_file_is_installed_with_its_hashes_checked(
     run = venv_project.last_run()
     assert result.returncode == 1, result.output
     assert (run["status"], run["failure_class"]) == ("failed", "user_error")
-    assert "hash" in run["error"].lower() and "requirements.txt:1: pyyaml==" in run["error"].lower()
+    line = 1 + next(i for i, text in enumerate(lock.splitlines()) if text.startswith("pyyaml=="))
+    assert "hash" in run["error"].lower()
+    assert f"requirements.txt:{line}: pyyaml==" in run["error"].lower()  # after uv's header
 
 
 def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
