@@ -7,6 +7,7 @@ same share one, and a second run starts with no install at all. The cache lives 
 `$XDG_CACHE_HOME/mllib/envs/` (on an agent, its own `envs/`; `MLLIB_ENV_CACHE` moves it):
 
     <key>/            the venv (bin/python ...) and mllib-env.json, written last (complete)
+    <key>/pycache/    bytecode, written as runs import modules (none is compiled at install)
     <key>.lock        held exclusively while it is built, shared while a run uses it
     mllib/<hash>/mllib  a link to the running mllib, put on the worker's PYTHONPATH
 
@@ -45,6 +46,7 @@ RECIPE = "1"  # bump when the layout of a built venv changes
 META_FILE = "mllib-env.json"
 KEY = re.compile(r"[0-9a-f]{24}")  # how venvs are named (env_key)
 DEFAULT_CACHE_GB = 20.0
+PYCACHE = "pycache"  # the bytecode of what runs in the venv imports (see mllib.runtime.venv)
 Progress = Callable[[str], None]
 
 

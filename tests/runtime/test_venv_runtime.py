@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mllib.runtime.installer import choose_installer
-from mllib.runtime.venvs import META_FILE, list_envs
+from mllib.runtime.venvs import META_FILE, PYCACHE, list_envs
 from tests.conftest import Project, model_source
 from tests.runtime.locks import uv_lock
 
@@ -126,6 +126,28 @@ def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
     assert result.returncode == 0, result.output
     log = _log(venv_project, venv_project.last_run())
     assert "with pip" in log and "Successfully installed" in log
+
+
+def test_runs_write_the_bytecode_they_need_into_the_venv_never_into_the_project(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is compiled at install (most modules of a library are never imported): a run
+    writes the bytecode of what it imports into the venv, for every later run, even with
+    PYTHONDONTWRITEBYTECODE set (as on this machine), and leaves no __pycache__ in the project."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    venv_project.write("helper.py", "TWO = 2\n")
+    venv_project.write("model.py", "import helper\n" + model_source("yaml_docs"))
+
+    result = venv_project.mllib("train", "model.py", env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+    assert result.returncode == 0, result.output
+    (env,) = [p.parent for p in cache.glob(f"*/{META_FILE}")]
+    (site,) = env.glob("lib/python*/site-packages")
+    assert not list(site.glob("yaml/__pycache__"))  # not compiled at install
+    assert list(env.glob(f"{PYCACHE}/**/site-packages/yaml/__init__.*.pyc"))  # by the run
+    assert list(env.glob(f"{PYCACHE}/**/helper.*.pyc"))
+    assert not list(venv_project.root.rglob("__pycache__"))
 
 
 def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> None:
