@@ -14,6 +14,7 @@ import tomllib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Generic, TypeVar, get_args, get_origin, get_type_hints
 
@@ -33,12 +34,14 @@ KNOWN_KEYS = {
     "code": "what a code snapshot holds",
     "retry": "retries of system errors",
     "agents": "remote agent hosts",
+    "ray": "the Ray cluster of --runtime ray",
     "data": "datasets handed to runs",
     "serve": "local serving, and the replicas of deployments",
     "deploy": "deployments",
     "rollout": "canaries, A/B tests and shadows: how they are judged and promoted",
     "loadtest": "load tests",
     "keys": "API keys",
+    "tune": "hyperparameter studies (mllib tune)",
 }
 
 T = TypeVar("T")
@@ -50,6 +53,7 @@ class RuntimeSettings:
     """[runtime]: where runs execute locally, and the image and container of docker runs."""
 
     local: str = "auto"  # auto, process, venv or docker
+    remote: str = "ssh"  # where --remote runs go: ssh (agent hosts) or ray (a Ray cluster)
     cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
     base_image: str = "mllib/base:bookworm-py3"
     image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins
@@ -167,7 +171,7 @@ def read_table(
     holds other things as well, as [data] holds dataset bindings). `non_negative` refuses
     negative numbers."""
     raw = config.get(table, {}, dict)
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(k for k in raw if k not in known)
     if unknown and not more:
@@ -187,6 +191,12 @@ def read_table(
             raise ConfigError(f"{config.where}: `{key}` must not be negative")
         values[name] = value
     return cls(**values)
+
+
+@cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A settings dataclass's field types, worked out once (tables are read on every access)."""
+    return get_type_hints(cls)
 
 
 def _kinds(annotation: Any) -> tuple[type, ...]:

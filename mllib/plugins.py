@@ -24,17 +24,19 @@ MIGRATIONS: tuple[str, ...] = (
     "mllib.datasets.schema:migrations",  # datasets, run_datasets
     "mllib.serving.schema:migrations",  # deployments, audit log, keys, load tests, rules' state
     "mllib.registry.changes:migrations",  # the runs' change feed (live views poll deltas)
+    "mllib.tuning.schema:migrations",  # studies, and the run of each trial
 )
 
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.
 BACKENDS: dict[str, str] = {
     "local": "mllib.runs.local:LocalBackend",
     "agents": "mllib.agents.backend:AgentsBackend",
+    "cluster": "mllib.runs.cluster:ClusterBackend",
 }
 
 REMOTE_RUNTIME = "ssh"  # the `runtime` recorded for a run that executes on an agent host
 # The backend of runs recorded with each runtime; runs of any other runtime have "local".
-RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents"}
+RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents", "ray": "cluster"}
 
 
 def load(ref: str) -> Any:

@@ -23,6 +23,9 @@ HEAVY = [
     "cloudpickle",
     "plotext",
     "psutil",
+    "optuna",
+    "sqlalchemy",
+    "ray",  # an optional extra, installed in the test venv: imported only by Ray runs
 ]
 PROBE = """
 import json, sys
@@ -55,9 +58,11 @@ def _probe(args: list[str], cwd) -> tuple[str, set[str]]:
         ["train", "--help"],
         [],
         ["deploy", "--help"],
+        ["tune", "--help"],
         ["keys", "--help"],
         ["dashboard", "--help"],
         ["dash", "--help"],
+        ["ray", "--help"],
     ],
 )
 def test_help_imports_no_heavy_module(args, tmp_path):

@@ -53,7 +53,8 @@ def print_table(grid: Table) -> None:
 
 
 def status_text(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
 
 
 def hanging(text: str, indent: int) -> str:
