@@ -30,6 +30,7 @@ CORE = (
     "mllib._version", "mllib.errors", "mllib.encoding", "mllib.metric_values", "mllib.filemodes",
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
+    "mllib.error_reports", "mllib.sentry_plugin",
 )  # fmt: skip
 
 # Package -> its modules: a dotted name stands for the module and everything below it;
@@ -113,7 +114,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "psutil": ("mllib.runtime.processes", "mllib.serving"),
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
     "ray": ("mllib.runtime",), "psycopg": ("mllib.registry",), "optuna": (),
-    "sentry_sdk": (), "textual": ("mllib.dashboard",),
+    "sentry_sdk": ("mllib.sentry_plugin",), "textual": ("mllib.dashboard",),
 }  # fmt: skip
 
 RULES: tuple[Rule, ...] = (

@@ -23,6 +23,7 @@ HEAVY = [
     "cloudpickle",
     "plotext",
     "psutil",
+    "sentry_sdk",
 ]
 PROBE = """
 import json, sys

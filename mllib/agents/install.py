@@ -31,6 +31,7 @@ AGENT_REQUIREMENTS = [
     "cloudpickle",
     "python-dotenv",
     "pathspec",
+    "sentry-sdk",  # for models that call mllib.sentry_plugin.enable()
 ]
 # The Docker runtime: the engine's SDK, and packaging to read requirements and wheel names.
 DOCKER_REQUIREMENTS = ["docker", "packaging"]

@@ -39,8 +39,9 @@ PASSED_OPTIONS = {
     "--only-binary": False,
     "--no-binary": False,
 }
-# What the worker imports besides the standard library; the versions come from mllib's metadata.
-WORKER_PACKAGES = ("cloudpickle", "orjson")
+# What the worker imports besides the standard library (sentry-sdk: when the model calls
+# mllib.sentry_plugin.enable()); the versions come from mllib's metadata.
+WORKER_PACKAGES = ("cloudpickle", "orjson", "sentry-sdk")
 
 
 @dataclass(frozen=True)

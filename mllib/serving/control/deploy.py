@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllib import sentry_plugin
 from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
 from mllib.serving import audit
@@ -350,7 +351,7 @@ def _roll_out(
         folder / SPEC_FILE,
         folder / LOG_FILE,
         cwd=ws.project.root,
-        env=ws.project.env_under_shell("local"),
+        env={**ws.project.env_under_shell("local"), **sentry_plugin.environment(ws.project)},
         marker=dep.id,
     )
     records.update(reg, dep.id, pid=pid, pid_ctime=create_time(pid))

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from mllib import sentry_plugin
 from mllib.errors import UsageError
 from mllib.runs.target import ModelTarget, find_source_run
 from mllib.serving import logs
@@ -67,6 +68,7 @@ def serve(
     from mllib.serving.server.main import run_server  # LitServe: only once it is needed
 
     os.environ.update(target.ws.project.env_under_shell("local"))
+    os.environ.update(sentry_plugin.environment(target.ws.project))
     if announce:
         announce(spec)
     return run_server(spec)
