@@ -48,6 +48,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "runs": ("mllib.runs",),
     "agents": ("mllib.agents",),
     "serving": ("mllib.serving",),
+    "monitoring": ("mllib.monitoring",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -71,10 +72,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("datasets", "code_snapshot", "runtime"),
     "agents": ("runs",),
     "serving": ("runs", "worker"),
+    "monitoring": ("serving",),
     "scaffold": (),
     "api": ("runs",),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "scaffold", "api"),
+    "cli": ("dashboard", "scaffold", "api", "monitoring"),
     "agent program": ("runs",),
 }
 

@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mllib.cli import agents, dashboard, data, deploy, keys, loadtest, model_commands, runs, serve
+from mllib.cli import (
+    agents,
+    dashboard,
+    data,
+    deploy,
+    keys,
+    loadtest,
+    model_commands,
+    monitoring,
+    runs,
+    serve,
+)
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
 from mllib.cli.model_args import MODEL_COMMAND
@@ -110,6 +121,7 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
 app.command()(dashboard.dashboard)
+app.add_typer(monitoring.app, name="monitoring")
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 
 
