@@ -32,6 +32,15 @@ AgentOpt = Annotated[
 DetachOpt = Annotated[
     bool, typer.Option("--detach", help="Start in the background and print the run id.")
 ]
+FailUnderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-under",
+        help="Exit 1 when evaluate()'s METRIC is under NUMBER (or missing), as METRIC=NUMBER: "
+        "`accuracy=0.9`. Repeatable.",
+        show_default=False,
+    ),
+]
 DataOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -86,16 +95,24 @@ def _run(
     help_: bool,
     remote: bool,
     detach: bool,
+    fail_under: list[str] | None = None,
     **options: Any,
 ) -> None:
     """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
+    from mllib.runs.gates import parse_gates
+
     target, params = target_and_params(ctx, model, param, help_)
+    gates = parse_gates(fail_under)
+    if gates and detach:
+        raise UsageError(
+            "--fail-under checks the run's evaluation when it ends: it cannot go with --detach"
+        )
     options |= {"params": params, "remote": remote, "detach": detach, "target": target}
     with _data_progress() as (progress, prepared):
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(target.ws, record, detach)
+    finish(target.ws, record, detach, gates)
 
 
 def train(
@@ -118,6 +135,7 @@ def train(
         ),
     ] = None,
     data: DataOpt = None,
+    fail_under: FailUnderOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -127,8 +145,14 @@ def train(
     """
     from mllib.runs import api
 
+    if fail_under and not evaluate:
+        raise UsageError(
+            "--fail-under gates evaluate()'s metrics: add --evaluate",
+            hint="For example: mllib train model.py --evaluate --fail-under accuracy=0.9",
+        )
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
-    _run(api.train, ctx, model, param, help_, _where(local, remote), detach, **options)
+    where = _where(local, remote)
+    _run(api.train, ctx, model, param, help_, where, detach, fail_under, **options)
 
 
 def evaluate(
@@ -141,6 +165,7 @@ def evaluate(
     runtime: RuntimeOpt = None,
     detach: DetachOpt = False,
     data: DataOpt = None,
+    fail_under: FailUnderOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -148,7 +173,8 @@ def evaluate(
     from mllib.runs import api
 
     options = {"run": run, "runtime": runtime, "agent": agent, "data": data}
-    _run(api.evaluate, ctx, model, param, help_, _where(local, remote), detach, **options)
+    where = _where(local, remote)
+    _run(api.evaluate, ctx, model, param, help_, where, detach, fail_under, **options)
 
 
 def predict(

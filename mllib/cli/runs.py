@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mllib.cli import completion, output
+from mllib.cli import completion, output, step_summary
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
@@ -168,6 +168,8 @@ def compare(
     if len(run_ids) < 2:
         raise UsageError("compare needs at least two run ids")
     data = compare_runs(_ws(), run_ids)
+    if step_summary.enabled():
+        step_summary.append(step_summary.comparison(data))
     if json_:
         output.print_json(data)
         return
