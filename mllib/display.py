@@ -45,3 +45,23 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def evaluation_cell(evaluation: dict[str, Any] | None, count: int, limit: int = 3) -> str:
+    """A latest evaluation in one cell: its first metrics, and how many evaluations there are."""
+    if not evaluation:
+        return ""
+    metrics = list(evaluation["eval_metrics"].items())[:limit]
+    text = " ".join(f"{k}={fmt_value(v)}" for k, v in metrics)
+    return text + (f" ({count} evals)" if count > 1 else "")
+
+
+def evaluation_source(evaluation: dict[str, Any], count: int, trained_by: str) -> str:
+    """Where a training run's latest evaluation comes from, in words."""
+    where = (
+        "in the training run"
+        if evaluation["run_id"] == trained_by
+        else f"run {evaluation['run_id']}"
+    )
+    of = f"latest of {count}" if count > 1 else "the only one"
+    return f"{of}: {where}, {fmt_time(evaluation['ended_at'])}"

@@ -19,7 +19,7 @@ from typing import Any
 # Each feature's migration set ("module:function" returning a sqlite_utils.Migrations), applied
 # in this order whenever a registry is opened.
 MIGRATIONS: tuple[str, ...] = (
-    "mllib.registry.schema:migrations",  # runs, params, metrics, eval_metrics, artifacts, models
+    "mllib.registry.schema:migrations",  # runs, params, metrics, evaluations, models, aliases
     "mllib.agents.schema:migrations",  # attempts, sync cursors, pins
     "mllib.datasets.schema:migrations",  # datasets, run_datasets
     "mllib.serving.schema:migrations",  # deployments, audit log, keys, load tests, rules' state

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -71,6 +71,11 @@ bench_dashboard() {
   "$VENV/bin/python" benchmarks/dashboard.py "$@"
 }
 
+bench_envs() {
+  say "Project venvs: cold build with uv vs pip (sklearn template), and the cached start"
+  "$VENV/bin/python" benchmarks/envs.py "$@"
+}
+
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
@@ -79,6 +84,7 @@ case "${1:-all}" in
   docker) bench_docker "${@:2}" ;;
   serve) bench_serve "${@:2}" ;;
   dashboard) bench_dashboard "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, all)" ;;
+  envs) bench_envs "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, all)" ;;
 esac

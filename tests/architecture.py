@@ -49,6 +49,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "agents": ("mllib.agents",),
     "serving": ("mllib.serving",),
     "monitoring": ("mllib.monitoring",),
+    "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -73,10 +74,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "agents": ("runs",),
     "serving": ("runs", "worker"),
     "monitoring": ("serving",),
+    "models": ("serving",),
     "scaffold": (),
     "api": ("runs",),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "scaffold", "api", "monitoring"),
+    "cli": ("dashboard", "models", "scaffold", "api", "monitoring"),
     "agent program": ("runs",),
 }
 

@@ -13,9 +13,11 @@ from mllib.datasets.chunkstore import dataset_store
 from mllib.datasets.format import human_bytes
 from mllib.datasets.materialize import load_manifest
 from mllib.errors import MllibError
+from mllib.protocol.folder import RunFolder
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord, recorded_params
 from mllib.runs.job import param_variables
+from mllib.runtime.env_plan import EnvPlan
 from mllib.workspace import Workspace
 
 # The run's own columns the agent records as they are here (paths and pids are its own).
@@ -65,6 +67,12 @@ def send_datasets(
     return [asdict(use) for use in uses], notes
 
 
+def _env_plan(folder: RunFolder) -> dict[str, Any] | None:
+    """The run's environment plan, made here when it was prepared (this machine's pins)."""
+    plan = EnvPlan.read(folder.env_plan_file)
+    return plan.to_json() if plan is not None else None
+
+
 def start_on(
     ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int, *, gpus: int = 0
 ) -> dict[str, Any]:
@@ -110,6 +118,7 @@ def start_on(
             gpus=gpus,
             agent=agent.spec.name,
             cache_bytes=agent.spec.cache_bytes,
+            env_plan=_env_plan(folder),
             timeout=300,
         )
         if not answer.get("missing"):

@@ -11,6 +11,7 @@ the agent is told to release its working copy and run folder (its records stay t
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from mllib.agents.transfer import fetch_blobs, fetch_tree
 from mllib.errors import MllibError
 from mllib.registry import Registry
 from mllib.registry.artifacts import model_artifact, model_version_of, register_model
+from mllib.registry.environments import set_environment
 from mllib.registry.runs import TERMINAL, finish_run, get_run, now
 from mllib.runs.retry import RetryPolicy
 from mllib.workspace import Workspace
@@ -217,6 +219,8 @@ def _apply(
             for a in bundle["artifacts"]
         ],
     )
+    if bundle.get("environment"):  # where the attempt ran, as its worker saw it
+        set_environment(reg, run_id, json.loads(bundle["environment"]["data"]))
     local = get_run(reg, run_id)
     if local.finished:
         return

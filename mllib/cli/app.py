@@ -17,6 +17,7 @@ from mllib.cli import (
     keys,
     loadtest,
     model_commands,
+    models,
     monitoring,
     runs,
     serve,
@@ -113,6 +114,7 @@ app.command(context_settings=MODEL_COMMAND)(model_commands.evaluate)
 app.command(context_settings=MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
 app.command(context_settings=MODEL_COMMAND)(serve.serve)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(keys.app, name="keys")

@@ -34,7 +34,8 @@ app = typer.Typer(
     cls=DeployGroup,
     no_args_is_help=True,
     help="Deploy a trained model as a managed server: staging first, then prod.\n\n"
-    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys; the commands below inspect "
+    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys (also `MODEL@ALIAS`, and "
+    "`MODEL --best METRIC`); the commands below inspect "
     "and control deployments. The rules (staging before prod, a per-user budget, cooldowns after "
     "rollbacks) are in the README.",
 )
@@ -52,11 +53,22 @@ def ship(
         str,
         typer.Argument(
             metavar="MODEL[:VERSION]|RUN_ID",
-            help="What to deploy.",
+            help="What to deploy: MODEL (its newest version), MODEL:VERSION, MODEL@ALIAS or a "
+            "training run's id.",
             autocompletion=completion.model_refs,
         ),
     ],
     env: EnvOpt,
+    best: Annotated[
+        str | None,
+        typer.Option(
+            "--best",
+            metavar="METRIC",
+            help="MODEL's version whose latest evaluation has the best METRIC (the lowest for "
+            "loss-like names, else the highest).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -68,11 +80,11 @@ def ship(
         typer.Option("--reason", help="Why (recorded in the audit log).", show_default=False),
     ] = None,
 ) -> None:
-    """Deploy MODEL[:VERSION] or a run id to staging or prod."""
+    """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC or a run id to staging or prod."""
     from mllib.serving.control.deploy import deploy
 
     ctx = deploy_context()
-    outcome = deploy(ctx, ref, env, force=force, reason=reason, progress=_say)
+    outcome = deploy(ctx, ref, env, best=best, force=force, reason=reason, progress=_say)
     dep = outcome.deployment
     console = output.err()
     if outcome.noop:

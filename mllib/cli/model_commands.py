@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.model_args import (
+    BestOpt,
+    HelpOpt,
+    ModelArg,
+    ParamOpt,
+    VersionOpt,
+    chosen_target,
+    run_option,
+)
 from mllib.cli.run_output import announce, finish
 from mllib.errors import UsageError
 
@@ -22,7 +30,7 @@ RemoteOpt = Annotated[
 RuntimeOpt = Annotated[
     str | None,
     typer.Option(
-        "--runtime", help="Where a local run executes: process or docker.", show_default=False
+        "--runtime", help="Where a local run executes: process, venv or docker.", show_default=False
     ),
 ]
 AgentOpt = Annotated[
@@ -100,8 +108,11 @@ def _run(
 ) -> None:
     """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
     from mllib.runs.gates import parse_gates
+    from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import workspace_of
 
-    target, params = target_and_params(ctx, model, param, help_)
+    choice = ModelChoice(version=options.get("version"), best=options.get("best"))
+    target, params = chosen_target(ctx, model, param, help_, choice)
     gates = parse_gates(fail_under)
     if gates and detach:
         raise UsageError(
@@ -112,7 +123,7 @@ def _run(
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(target.ws, record, detach, gates)
+    finish(workspace_of(target), record, detach, gates)
 
 
 def train(
@@ -159,6 +170,8 @@ def evaluate(
     ctx: typer.Context,
     model: ModelArg = None,
     run: run_option("The training run to evaluate.") = None,
+    version: VersionOpt = None,
+    best: BestOpt = None,
     local: LocalOpt = False,
     remote: RemoteOpt = False,
     agent: AgentOpt = None,
@@ -169,10 +182,11 @@ def evaluate(
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Evaluate a trained model; its evaluate() result is recorded as a new run."""
+    """Evaluate a trained model version; its evaluate() result is recorded as a new run."""
     from mllib.runs import api
 
-    options = {"run": run, "runtime": runtime, "agent": agent, "data": data}
+    options = {"run": run, "version": version, "best": best}
+    options |= {"runtime": runtime, "agent": agent, "data": data}
     where = _where(local, remote)
     _run(api.evaluate, ctx, model, param, help_, where, detach, fail_under, **options)
 
@@ -190,17 +204,29 @@ def predict(
         ),
     ] = None,
     run: run_option("The training run whose model predicts.") = None,
+    version: VersionOpt = None,
+    best: BestOpt = None,
     runtime: RuntimeOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Predict with a trained model and print the result as JSON on stdout."""
+    """Predict with a trained model version and print the result as JSON on stdout."""
     from mllib.encoding import to_json_bytes
     from mllib.runs import api
+    from mllib.runs.model_choice import ModelChoice
 
-    target, params = target_and_params(ctx, model, param, help_)
+    choice = ModelChoice(version=version, best=best, run=run)
+    target, params = chosen_target(ctx, model, param, help_, choice)
     request = _read_request(input_)
-    result = api.predict(request, run=run, params=params, runtime=runtime, target=target)
+    result = api.predict(
+        request,
+        run=run,
+        version=version,
+        best=best,
+        params=params,
+        runtime=runtime,
+        target=target,
+    )
     sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
     sys.stdout.flush()
 

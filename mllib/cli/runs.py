@@ -10,6 +10,7 @@ import typer
 
 from mllib.cli import completion, output, step_summary
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
+from mllib.display import evaluation_cell, evaluation_source
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
@@ -37,6 +38,7 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
+    from rich.markup import escape
 
     from mllib.runs.views import list_dicts
 
@@ -54,7 +56,9 @@ def list_(
         status_cell = status_text(r["status"]) + (
             f" ({r['failure_class']})" if r["failure_class"] else ""
         )
-        evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        # A training run shows its latest evaluation (own or a later `mllib evaluate`).
+        evaluation = r["evaluation"] or {"eval_metrics": r["eval_metrics"]}
+        evals = escape(evaluation_cell(evaluation, r["evaluations"]))
         table.add_row(
             r["id"],
             r["model"],
@@ -73,6 +77,7 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
+    from rich.markup import escape
     from rich.table import Table
 
     from mllib.runs.views import show as show_run
@@ -132,10 +137,14 @@ def show(
             )
         console.print("[bold]Metrics[/]")
         console.print(table)
-    if data["eval_metrics"]:
+    evaluation = data["evaluation"]
+    if evaluation:
+        source = evaluation_source(evaluation, data["evaluations"], data["id"])
+        console.print(f"[bold]Evaluation[/] ({escape(source)})")
+    elif data["eval_metrics"]:
         console.print("[bold]Evaluation[/]")
-        for k, v in data["eval_metrics"].items():
-            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+    for k, v in (evaluation or data)["eval_metrics"].items():
+        console.print(f"  {k} = {fmt_value(v)}", markup=False)
     if data["datasets"]:
         console.print("[bold]Datasets[/]")
         for d in data["datasets"]:
@@ -150,6 +159,37 @@ def show(
                 f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
                 markup=False,
             )
+    lines = environment_lines(data["environment"], data["submitted_python"])
+    if lines:
+        console.print("[bold]Environment[/]")
+        for key, value in lines:
+            console.print(f"  {key + ':':<10} {value}", markup=False)
+
+
+def environment_lines(env: dict | None, submitted: str | None) -> list[tuple[str, str]]:
+    """The summary of a run's environment `runs show` prints (everything is in --json)."""
+    if not env or "python" not in env:
+        return []
+    python = f"{env['python']} ({env['implementation']})"
+    if submitted and submitted.split(".")[:2] != env["python"].split(".")[:2]:
+        python += f"; submitted from Python {submitted} (another minor version: a pickled model may not load)"
+    lines = [
+        ("python", python),
+        ("platform", f"{env['platform']}, {env['cpu']} x{env['cpu_count']}"),
+    ]
+    for gpu in env.get("gpus") or []:
+        lines.append(("gpu", f"{gpu['index']}: {gpu['name']}, driver {gpu['driver']}, CUDA "
+                             f"{gpu['cuda'] or '?'}, {gpu['memory']}"))  # fmt: skip
+    packages = env.get("packages") or {}
+    lines.append(("packages", f"{len(packages)} (sha256 {str(env['packages_hash'])[:16]})"))
+    if env.get("runtime"):
+        lines.append(("in", f"{env['runtime']} {env.get('runtime_id') or ''}".strip()))
+    numeric = env.get("numeric_env") or {}
+    if numeric:
+        lines.append(("numeric", " ".join(f"{k}={v}" for k, v in sorted(numeric.items()))))
+    if env.get("note"):
+        lines.append(("note", str(env["note"])))
+    return lines
 
 
 @app.command()
@@ -190,10 +230,37 @@ def compare(
                     text = f"[yellow]{text}[/]"
                 cells.append(text)
             table.add_row(f"  {key}", *cells)
+        if section == "eval_metrics":
+            table.add_row("  evaluated by", *(_evaluated_by(data, r) for r in data["runs"]))
+    environment = data["environment"]
+    if environment["values"] and environment["values"]["python"]:
+        from rich.markup import escape
+
+        table.add_row("[bold]environment[/]")
+        packages = {
+            f"  {name}": versions
+            for name, versions in environment["packages"].items()
+            if all(versions.values())  # in every run, in other versions
+        }
+        rows = {f"  {key}": values for key, values in environment["values"].items()}
+        for key, values in {**rows, **packages}.items():
+            differs = len({repr(v) for v in values.values()}) > 1
+            cells = [escape(fmt_value(values.get(run_id))) for run_id in data["runs"]]
+            table.add_row(escape(key), *(f"[yellow]{c}[/]" if differs else c for c in cells))
     output.print_table(table)
     output.err().print(
         "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
     )
+    for warning in environment["warnings"]:
+        output.err().print(f"warning: {warning}", markup=False)
+
+
+def _evaluated_by(data: dict, run_id: str) -> str:
+    """Which run's evaluation a compared run's evaluation metrics come from."""
+    by, count = data["evaluated_by"][run_id], data["evaluations"][run_id]
+    if by is None:
+        return "-"
+    return ("this run" if by == run_id else by) + (f" (latest of {count})" if count > 1 else "")
 
 
 @app.command()

@@ -15,6 +15,9 @@ Each line is an object with `type` (one of the kinds below) and `ts`:
 | `model_saved`  | format                                         | the trained model is in the folder |
 | `error`        | failure_class, message, traceback              | the run failed (worker or runtime) |
 | `cancelled`    |                                                | the worker stopped on SIGTERM      |
+| `environment`  | python, implementation, platform, machine,     | the worker started (gathered on a  |
+|                | cpu, cpu_count, gpus, packages, packages_hash, | thread while the model loads)      |
+|                | numeric_env, runtime, runtime_id, note         |                                    |
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ EVAL_METRICS = "eval_metrics"
 MODEL_SAVED = "model_saved"
 ERROR = "error"
 CANCELLED = "cancelled"
+ENVIRONMENT = "environment"
 
 
 class EventWriter:

@@ -41,6 +41,7 @@ class RunFolder:
     PREDICTION = "output/prediction.json"
     SUPERVISOR_LOG = "supervisor.log"  # a background supervisor's own output
     SUPERVISOR_LOCK = "supervisor.lock"  # held by the one process following a run
+    ENV_PLAN = "env-plan.json"  # what the run's venv or image holds (mllib.runtime.env_plan)
 
     @property
     def spec_file(self) -> Path:
@@ -85,6 +86,10 @@ class RunFolder:
     @property
     def supervisor_lock(self) -> Path:
         return self.path / self.SUPERVISOR_LOCK
+
+    @property
+    def env_plan_file(self) -> Path:
+        return self.path / self.ENV_PLAN
 
     def code_dir(self, project_root: Path) -> Path:
         """The code the run executes: its own snapshot when it has one, else the project."""

@@ -33,6 +33,9 @@ class RunSpec:
     # supervisor hands the worker their values from its own environment. None: a spec written
     # by an mllib that did not record them (they are read from the model's source then).
     param_env: list[str] | None = None
+    # The Python version of the machine that submitted the run ("3.11.7"): a runtime that
+    # cannot give the run the same minor version says so, and `runs show` compares.
+    python: str | None = None
 
     def write(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

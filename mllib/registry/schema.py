@@ -108,6 +108,35 @@ def migrations() -> sqlite_utils.Migrations:
         )
         db.table("models").create_index(["run_id"], unique=True)
 
+    @migrations(name="0002_model_aliases_and_evaluations")
+    def aliases(db: sqlite_utils.Database) -> None:
+        # NAME@ALIAS names one version of a model; an alias names at most one version at a time.
+        db.execute(
+            """
+            CREATE TABLE model_aliases (
+                name TEXT NOT NULL,
+                alias TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                set_at TEXT NOT NULL,
+                set_by TEXT,
+                PRIMARY KEY (name, alias),
+                FOREIGN KEY (name, version) REFERENCES models (name, version)
+            )
+            """
+        )
+        # A training run's evaluations are the runs whose source it is.
+        db.table("runs").create_index(["source_run_id"])
+
+    @migrations(name="0003_run_environments")
+    def environments(db: sqlite_utils.Database) -> None:
+        # Where each run ran, as its worker saw it (mllib.worker.environment): JSON, and the
+        # hash of its installed packages (equal hashes, equal package sets).
+        db.table("run_environments").create(
+            {"run_id": str, "data": str, "packages_hash": str},
+            pk="run_id",
+            foreign_keys=[("run_id", "runs", "id")],
+        )
+
     return migrations
 
 

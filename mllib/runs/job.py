@@ -8,10 +8,10 @@ from pathlib import Path
 
 from mllib import sentry_plugin
 from mllib.errors import MllibError
+from mllib.protocol.numeric_env import numeric_environment
 from mllib.registry.runs import RunRecord
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
-from mllib.runtime.numeric_env import numeric_environment
 from mllib.workspace import Workspace
 
 

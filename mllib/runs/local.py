@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mllib.errors import MllibError, UsageError
 from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR, ExitStatus, Outcome, classify
-from mllib.registry.runs import RunRecord, finish_run
+from mllib.registry.runs import RunRecord, finish_run, update_run
 from mllib.runs.backend import Backend, StartFailed, Supervision
 from mllib.runs.job import job_for
 from mllib.runs.outputs import collect_outputs
@@ -39,6 +39,7 @@ class Worker:
     recorder: Recorder
     pump: threading.Thread
     status: ExitStatus | None = None
+    pid: int | None = None  # the worker's pid, as recorded
 
 
 class LocalBackend(Backend[Worker]):
@@ -70,10 +71,14 @@ class LocalBackend(Backend[Worker]):
         recorder = Recorder(ctx.ws.registry, run.id, ctx.folder.events_file)
         pump = threading.Thread(target=_pump, args=(ctx, handle, progress), daemon=True)
         pump.start()
-        return Worker(job, handle, progress, recorder, pump)
+        return Worker(job, handle, progress, recorder, pump, pid=pid)
 
     def _poll(self, ctx: Supervision, worker: Worker) -> bool:
         worker.status = worker.handle.wait(POLL_S)
+        pid = getattr(worker.handle, "pid", None)
+        if pid and pid != worker.pid:  # a runtime that prepares first knows it only now
+            worker.pid = pid
+            update_run(ctx.ws.registry, ctx.run.id, worker_pid=pid, worker_ctime=create_time(pid))
         worker.recorder.poll()
         return worker.status is not None
 

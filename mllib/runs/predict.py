@@ -18,6 +18,7 @@ from mllib.protocol.spec import RunSpec
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord
 from mllib.runs.job import job_for
+from mllib.runs.prepare import PLANNED_RUNTIMES, write_env_plan
 from mllib.runtime import get_runtime
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
@@ -26,7 +27,8 @@ from mllib.workspace import Workspace
 def predict_with_run(
     ws: Workspace, run: RunRecord, request: Any, *, runtime: str = "process"
 ) -> Any:
-    """Load `run`'s model in a worker, call predict(request), and return the decoded JSON result."""
+    """Load `run`'s model with the code it was trained with in a worker, call predict(request),
+    and return the decoded JSON result."""
     artifact = model_artifact(ws.registry, run.id)
     if artifact is None:
         raise MllibError(f"Run {run.id} has no saved model")
@@ -43,9 +45,14 @@ def predict_with_run(
         )
         spec.write(folder.path)
         materialize_tree(ws.store, artifact["sha256"], folder.input_model_dir)
+        if run.code_hash:  # the version's own code, as a server loads it (model.py may differ now)
+            materialize_tree(ws.store, run.code_hash, folder.code_snapshot)
         folder.request_file.write_bytes(to_json_bytes(request))
         job = job_for(ws, run, with_data=False)  # predict reads its request, not datasets
         job.run_dir, job.run_id = folder.path, spec.run_id
+        job.code_dir = folder.code_dir(ws.project.root)
+        if runtime in PLANNED_RUNTIMES:  # what serving the model needs, not what training did
+            write_env_plan(ws, folder, spec.actions, job.code_dir)
         handle = get_runtime(runtime).start(job)
         for chunk in handle.output():  # the model's own prints go to stderr; stdout is the answer
             sys.stderr.buffer.write(chunk)

@@ -5,6 +5,7 @@ check has passed, and a failure part way leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,14 @@ from mllib.runtime.processes import create_time
 from mllib.store import materialize_tree
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mllib.datasets.progress import Progress
     from mllib.terminal import Notify
+    from mllib.workspace import Workspace
+
+# Runtimes that build the run's environment from its plan (ssh: whatever the agent picks).
+PLANNED_RUNTIMES = ("venv", "docker", "ssh")
 
 
 def prepare_run(
@@ -110,6 +117,7 @@ def prepare_run(
         seed=ws.project.config.seed if seed is None else seed,
         input_model=RunFolder.INPUT_MODEL if source_run else None,
         param_env=param_env,
+        python=platform.python_version(),
     )
     try:
         spec.write(folder.path)
@@ -118,6 +126,8 @@ def prepare_run(
             materialize_tree(ws.store, model_tree["sha256"], folder.input_model_dir)
         if rerun_of is not None and rerun_of.code_hash and rerun_of.code_hash != tree.sha256:
             materialize_tree(ws.store, rerun_of.code_hash, folder.code_snapshot)
+        if runtime in PLANNED_RUNTIMES:
+            write_env_plan(ws, folder, actions, folder.code_dir(ws.project.root))
         record = RunRecord(
             id=run_id,
             model=target.name,
@@ -158,6 +168,39 @@ def prepare_run(
         shutil.rmtree(folder.path, ignore_errors=True)
         raise
     return record
+
+
+def step_of(actions: Sequence[str]) -> str:
+    """The environment step a run's actions need (mllib.runtime.env_plan.STEPS)."""
+    if "train" in actions:
+        return "train"
+    return "evaluate" if "evaluate" in actions else "serve"
+
+
+def write_env_plan(
+    ws: Workspace, folder: RunFolder, actions: Sequence[str], code_dir: Path
+) -> None:
+    """Decide here, on the submitting machine, what the run's venv or image holds (pins are
+    this machine's versions), and write it into the run's folder for its runtime, here or on an
+    agent. A requirement that cannot be read leaves no plan: the runtime reads it again and
+    fails the run as a user_error naming the line."""
+    from mllib.errors import MllibError
+    from mllib.persistence import saved_modules
+    from mllib.runtime.env_plan import plan_environment
+
+    step = step_of(actions)
+    modules = saved_modules(folder.input_model_dir) if step != "train" else None
+    try:
+        plan = plan_environment(
+            ws.project.root,
+            ws.project.config,
+            code_dir=code_dir,
+            step=step if ws.project.config.runtime.per_step else "train",
+            model_modules=modules,
+        )
+    except MllibError:
+        return
+    plan.write(folder.env_plan_file)
 
 
 def _rerun_secrets(

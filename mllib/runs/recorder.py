@@ -9,6 +9,7 @@ from mllib.metric_values import to_stored
 from mllib.protocol import events
 from mllib.protocol.events import EventReader
 from mllib.registry import Registry
+from mllib.registry.environments import set_environment
 from mllib.registry.metrics import insert_points, set_eval_metrics
 from mllib.registry.runs import set_params, update_run
 
@@ -54,4 +55,7 @@ class Recorder:
                 self.error = event
             elif kind == events.CANCELLED:
                 self.cancelled = True
+            elif kind == events.ENVIRONMENT:
+                fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
+                set_environment(self.registry, self.run_id, fields)
         insert_points(self.registry, self.run_id, points)

@@ -27,7 +27,8 @@ def select_runtime(
     `source`: the training run an evaluation or prediction uses; unless a runtime is asked for,
     a local one (process, or docker while an engine answers) is used again, so the model runs
     where it was trained. `[runtime] local = "auto"` (the default) picks docker when a Docker
-    engine answers (a socket connect: the docker SDK is not imported), else process. `gpus`: the
+    engine answers and has (or can build) the base image (see docker_problem), else process,
+    and says why in the note recorded on the run (`runs rerun` keeps the runtime). `gpus`: the
     GPUs the run is given (an agent's slot), for the note.
     """
     if remote or agent or requested == REMOTE_RUNTIME:
@@ -41,7 +42,7 @@ def select_runtime(
                 hint=f"Choose one of: {', '.join([*RUNTIMES, REMOTE_RUNTIME])}.",
             )
         return requested, _with_gpu_note(requested, f"--runtime {requested}", gpus)
-    if source is not None and source.runtime and _still_available(source.runtime):
+    if source is not None and source.runtime and _still_available(source.runtime, ws):
         return source.runtime, _with_gpu_note(source.runtime, f"as training run {source.id}", gpus)
     configured = ws.project.config.runtime.local
     if configured != "auto":
@@ -51,10 +52,10 @@ def select_runtime(
                 hint=f"Use auto or one of: {', '.join(RUNTIMES)}.",
             )
         return configured, _with_gpu_note(configured, f"[runtime] local = {configured!r}", gpus)
-    from mllib.runtime.engine import engine_host, engine_problem
-
-    problem = engine_problem()
+    problem = docker_problem(ws)
     if problem is None:
+        from mllib.runtime.engine import engine_host
+
         return "docker", _with_gpu_note(
             "docker", f"auto: a Docker engine answers at {engine_host()}", gpus
         )
@@ -63,12 +64,30 @@ def select_runtime(
     )
 
 
-def _still_available(runtime: str) -> bool:
-    """Whether a training run's recorded runtime can run here now (docker: an engine answers)."""
-    if runtime == "docker":
-        from mllib.runtime.engine import engine_problem
+def docker_problem(ws: Workspace) -> str | None:
+    """None when `auto` may pick docker: an engine answers and it has the project's base image,
+    or can have it (the default one, built here as root); else why not. A socket connect and
+    one request on it: the docker SDK is not imported."""
+    from mllib.runtime.engine import engine_problem, image_present
 
-        return engine_problem() is None
+    problem = engine_problem()
+    if problem is not None:
+        return problem
+    base = ws.project.config.runtime.base_image
+    if image_present(base) is not False:
+        return None
+    from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem
+
+    why = base_build_problem() if base == DEFAULT_TAG else "mllib builds only its own base image"
+    if why is None:
+        return None
+    return f"a Docker engine answers but has no base image {base} and cannot build it ({why})"
+
+
+def _still_available(runtime: str, ws: Workspace) -> bool:
+    """Whether a training run's recorded runtime can run here now (docker: see docker_problem)."""
+    if runtime == "docker":
+        return docker_problem(ws) is None
     return runtime in RUNTIMES
 
 

@@ -117,35 +117,54 @@ def config_params(target: ModelTarget) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in target.info.params}
 
 
-def find_source_run(
+def given_run(target: ModelTarget, run_id: str, cli_params: Mapping[str, Any]) -> RunRecord:
+    """The training run `--run` names, refusing params it was not trained with."""
+    run = check_trained(get_run(target.ws.registry, run_id))
+    _check_same_params(target, run, dict(cli_params))
+    return run
+
+
+def check_trained(run: RunRecord) -> RunRecord:
+    """`run`, when it is a successful training run (one that made a model); a usage error if not."""
+    if run.status != "succeeded" or not run.action.startswith("train"):
+        raise UsageError(
+            f"Run {run.id} is a {run.status} {run.action} run, not a successful training run",
+            hint="Pick one from `mllib runs list --status succeeded`.",
+        )
+    return run
+
+
+def newest_with_params(
     target: ModelTarget,
-    run_id: str | None,
-    cli_params: dict[str, Any],
+    cli_params: Mapping[str, Any],
     env_target: str,
     data_env: Mapping[str, str] | None = None,
 ) -> RunRecord:
-    """The training run to evaluate or predict with: the one given, else the newest with the same
-    params (`data_env`: the paths of the datasets given, as a training run's params saw them)."""
+    """The newest successful training run of `target` with the params it would resolve now
+    (`data_env`: the paths of the datasets given, as a training run's params saw them)."""
     from mllib.registry.runs import find_trained_run
 
-    ws = target.ws
-    if run_id:
-        run = get_run(ws.registry, run_id)
-        if run.status != "succeeded" or not run.action.startswith("train"):
-            raise UsageError(
-                f"Run {run.id} is a {run.status} {run.action} run, not a successful training run",
-                hint="Pick one from `mllib runs list --status succeeded`.",
-            )
-        _check_same_params(target, run, cli_params)
-        return run
-    resolved = resolve_params(target, cli_params, env_target, data_env)
-    run = find_trained_run(ws.registry, target.name, params_hash(resolved.recorded))
+    resolved = resolve_params(target, dict(cli_params), env_target, data_env)
+    run = find_trained_run(target.ws.registry, target.name, params_hash(resolved.recorded))
     if run is None:
         raise NotFoundError(
             f"No successful training run of {target.name} with these params ({resolved.shown()})",
-            hint=f"Train one first: `mllib train {target.rel_file}` (with the same params), or pass --run RUN_ID.",
+            hint=f"Train one first: `mllib train {target.rel_file}` (with the same params), or "
+            "pick a version with --model NAME[:VERSION] (`mllib models list`).",
         )
     return run
+
+
+def workspace_of(target: ModelTarget | None) -> Workspace:
+    """`target`'s workspace; without one (a version named by --model), the project here."""
+    return target.ws if target is not None else Workspace.find()
+
+
+def target_of_run(ws: Workspace, run: RunRecord) -> ModelTarget:
+    """The model class a training run trained, read again from the project's files (an
+    evaluation runs the project's code as it is now, with the run's trained model)."""
+    path = ws.project.root / (run.model_file or DEFAULT_MODEL_FILE)
+    return ModelTarget(ws, find_model(path, run.model_class or run.model))
 
 
 def _check_same_params(target: ModelTarget, run: RunRecord, cli_params: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -138,12 +139,13 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
     if obj is None and spec.input_model:
         obj = call_user(load_model, cls, folder.path / spec.input_model)
     if "evaluate" in spec.actions:
-        if not callable(getattr(obj, "evaluate", None)):
+        method = _evaluation_method(obj)
+        if method is None:
             raise MllibError(
                 f"{spec.model_class} has no evaluate() method", hint="Add evaluate(self) -> dict."
             )
         writer.emit(events.PHASE, phase="evaluate")
-        metrics = _check_eval_result(call_user(obj.evaluate))
+        metrics = _check_eval_result(call_user(method))
         writer.emit(events.EVAL_METRICS, metrics={k: spell(v) for k, v in metrics.items()})
     if "predict" in spec.actions:
         request = from_json(folder.request_file.read_bytes())
@@ -151,6 +153,45 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
         out = folder.prediction_file
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(to_json_bytes(result))
+
+
+def _evaluation_method(obj: Any) -> Callable[[], Any] | None:
+    """The model's evaluate(), else its test() (the seed's spelling); None when it has neither."""
+    from mllib.discovery import EVALUATE_NAMES
+
+    for name in EVALUATE_NAMES:
+        method = getattr(obj, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def missing_module_hint(module: str) -> str:
+    """What to do about a module the run's environment lacks, for the runtime it ran in."""
+    top = module.split(".")[0]
+    runtime = os.environ.get("MLLIB_RUNTIME", "process")
+    declare = (
+        f"add the package that provides {top!r} to requirements.txt (or [runtime] packages in "
+        "mllib.toml)"
+    )
+    if runtime in ("venv", "docker"):
+        where = "venv" if runtime == "venv" else "image"
+        return (
+            f"the run's {where} holds the project's declared dependencies and the packages its "
+            f"code imports that the submitting machine has installed: {declare}, or install it "
+            "where you run mllib"
+        )
+    return f"install it into this Python environment, and {declare} so other runtimes have it too"
+
+
+def _record_environment(writer: EventWriter) -> None:
+    """Record where the run runs (mllib.worker.environment); never fail the run over it."""
+    from mllib.worker.environment import describe_environment
+
+    try:
+        writer.emit(events.ENVIRONMENT, **describe_environment())
+    except Exception as exc:
+        writer.emit(events.ENVIRONMENT, error=f"{type(exc).__name__}: {exc}")
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -166,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     folder.artifact_dir.mkdir(parents=True, exist_ok=True)
     tracking._set_active(tracking.ActiveRun(spec.run_id, folder.artifact_dir, writer))
     error_reports.set_tags(run_id=spec.run_id, action="+".join(spec.actions), **run_tags())
+    recorder = threading.Thread(target=_record_environment, args=(writer,), daemon=True)
+    recorder.start()  # while the model loads
     code = EXIT_SUCCEEDED
     try:
         run(spec, folder, code_dir, writer)
@@ -193,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_SYSTEM_ERROR
     finally:
         tracking._set_active(None)
+        recorder.join(timeout=30)
         error_reports.flush()
         writer.close()
         sys.stdout.flush()
@@ -222,7 +266,9 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
         )
         error_reports.report(exc, failure_class=SYSTEM_ERROR)
         return EXIT_SYSTEM_ERROR
-    if isinstance(exc, SystemExit):
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        message += f" ({missing_module_hint(exc.name)})"
+    elif isinstance(exc, SystemExit):
         message = f"model code called sys.exit({exc.code!r}); return from the method instead"
     elif isinstance(exc, KeyboardInterrupt):
         message = "model code raised KeyboardInterrupt"

@@ -81,3 +81,14 @@ def test_dashboard_benchmark_meets_its_cpu_and_memory_goals():
     assert result["rows_shown"] == 1000  # the window holds the newest 1,000 of them
     assert result["goals"]["RSS < 150 MB"], result["peak_rss_mb"]
     assert result["runs"]["cpu_ms_mean"] > 0 and result["run screen"]["cpu_ms_mean"] > 0
+
+
+def test_envs_benchmark_builds_with_uv_and_pip_and_times_the_cached_start():
+    # Speeds are reported, not asserted: the full run (bash scripts/bench.sh envs) measures them.
+    result = _run("envs.py", "--short")
+    print(
+        f"\nenvs (short): cold build {result['cold_build_s']}, cached {result['cached_resolution_s']}"
+    )
+    assert set(result["cold_build_s"]) == {"uv", "pip"}
+    assert all(seconds > 0 for seconds in result["cold_build_s"].values())
+    assert result["cached_resolution_s"]["median"] > 0 and result["train_s"]["venv"] > 0

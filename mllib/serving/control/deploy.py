@@ -79,18 +79,20 @@ def deploy(
     ref: str,
     env: str,
     *,
+    best: str | None = None,
     force: bool = False,
     reason: str | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
-    """Deploy `ref` (MODEL, MODEL:VERSION or a run id) to `env` under the deploy rules."""
+    """Deploy `ref` (MODEL, MODEL:VERSION, MODEL@ALIAS or a run id; MODEL with `best`: its
+    version with the best evaluation of that metric) to `env` under the deploy rules."""
     env_settings = ctx.settings.deploy.env(env)
     if force and not (reason and reason.strip()):
         raise UsageError(
             "--force needs --reason TEXT: overrides are audited with their reason",
             hint=f"For example: mllib deploy {ref} --env {env} --force --reason 'hotfix for ...'",
         )
-    servable = resolve(ctx.ws, ref)
+    servable = resolve(ctx.ws, ref, best=best, notify=progress)
     with env_lock(ctx.ws, env):
         return _deploy(ctx, servable, env_settings, force=force, reason=reason, progress=progress)
 

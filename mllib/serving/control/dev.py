@@ -10,30 +10,36 @@ from typing import Any
 
 from mllib import sentry_plugin
 from mllib.errors import UsageError
-from mllib.runs.target import ModelTarget, find_source_run
+from mllib.runs.model_choice import ModelChoice, choose
+from mllib.runs.target import ModelTarget, workspace_of
 from mllib.serving import logs
 from mllib.serving.control.paths import serving_dir
 from mllib.serving.control.ports import port_free
 from mllib.serving.control.servable import from_run, materialize, server_spec
 from mllib.serving.control.settings import Settings
 from mllib.serving.spec import INFERENCE_MODES, ServerSpec
+from mllib.terminal import Notify, notice
+from mllib.workspace import Workspace
 
 
 def dev_spec(
-    target: ModelTarget,
+    target: ModelTarget | None,
     *,
-    run: str | None = None,
+    choice: ModelChoice | None = None,
     params: dict[str, Any] | None = None,
     port: int | None = None,
     workers: int | None = None,
     inference: str | None = None,
     log_format: str = logs.TEXT,
+    notify: Notify | None = notice,
 ) -> ServerSpec:
-    """Everything needed to serve the trained model of `target` (the run given, else the newest
-    successful training run with the same params), checked before anything starts."""
-    ws = target.ws
+    """Everything needed to serve the model version `choice` names (see
+    mllib.runs.model_choice: without one, the newest version of `target`'s model, trained with
+    `params` when given), checked before anything starts; `notify` hears which version."""
+    ws = workspace_of(target)
     settings = Settings.from_config(ws.project.config).serve
-    servable = from_run(ws, find_source_run(target, run, dict(params or {}), "local"))
+    chosen = choose(ws, choice or ModelChoice(), target, params, notify=notify)
+    servable = from_run(ws, chosen.run)
     port = settings.port if port is None else port
     if not 1024 <= port <= 65535:
         raise UsageError(f"--port must be between 1024 and 65535, got {port}")
@@ -62,13 +68,13 @@ def dev_spec(
 
 
 def serve(
-    spec: ServerSpec, target: ModelTarget, announce: Callable[[ServerSpec], None] | None = None
+    spec: ServerSpec, ws: Workspace, announce: Callable[[ServerSpec], None] | None = None
 ) -> int:
-    """Run the dev server in this process until Ctrl-C; returns its exit code."""
+    """Run the dev server of project `ws` in this process until Ctrl-C; returns its exit code."""
     from mllib.serving.server.main import run_server  # LitServe: only once it is needed
 
-    os.environ.update(target.ws.project.env_under_shell("local"))
-    os.environ.update(sentry_plugin.environment(target.ws.project))
+    os.environ.update(ws.project.env_under_shell("local"))
+    os.environ.update(sentry_plugin.environment(ws.project))
     if announce:
         announce(spec)
     return run_server(spec)

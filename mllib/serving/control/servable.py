@@ -1,7 +1,7 @@
 """What a server serves, found and prepared: a trained run's model and the code snapshot it was
 trained with.
 
-`resolve` turns `MODEL`, `MODEL:VERSION` or a run id into a Servable; `materialize` writes its
+`resolve` turns `MODEL`, `MODEL:VERSION`, `MODEL@ALIAS` or a run id into a Servable; `materialize` writes its
 model tree and code tree into a cache folder (whole, or not at all) that every server process
 of that artifact loads from; `server_spec` is the ServerSpec serving it under [serve]'s limits.
 """
@@ -14,13 +14,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import NotFoundError
 from mllib.registry.artifacts import model_artifact, model_version_of
-from mllib.registry.runs import RunRecord, get_run
+from mllib.registry.runs import RunRecord
+from mllib.runs.model_choice import choose_version
+from mllib.runs.target import check_trained
 from mllib.serving.control.paths import bundles_dir
 from mllib.serving.control.settings import ServeSettings
 from mllib.serving.spec import CODE_DIR, MODEL_DIR, Servable, ServerSpec, http_processes
 from mllib.store import materialize_tree
+from mllib.terminal import Notify
 from mllib.workspace import Workspace
 
 COMPLETE_MARK = ".complete"
@@ -28,11 +31,7 @@ COMPLETE_MARK = ".complete"
 
 def from_run(ws: Workspace, run: RunRecord) -> Servable:
     """The servable made by a successful training run."""
-    if run.status != "succeeded" or not run.action.startswith("train"):
-        raise UsageError(
-            f"Run {run.id} is a {run.status} {run.action} run, not a successful training run",
-            hint="Pick one from `mllib runs list --status succeeded`.",
-        )
+    check_trained(run)
     artifact = model_artifact(ws.registry, run.id)
     if artifact is None:
         raise NotFoundError(f"Run {run.id} has no saved model")
@@ -50,47 +49,16 @@ def from_run(ws: Workspace, run: RunRecord) -> Servable:
     )
 
 
-def resolve(ws: Workspace, ref: str) -> Servable:
-    """`MODEL` (its newest version), `MODEL:VERSION`, or a run id (or unique prefix)."""
-    name, sep, version_text = ref.partition(":")
-    if sep:
-        try:
-            version = int(version_text.lstrip("v"))
-        except ValueError:
-            raise UsageError(
-                f"{ref!r}: the version after ':' must be a number", hint="For example: classifier:3"
-            ) from None
-        rows = ws.registry.query(
-            "SELECT run_id FROM models WHERE name = ? AND version = ?", (name, version)
-        )
-        if not rows:
-            raise NotFoundError(
-                f"No version {version} of model {name!r}", hint=_versions_hint(ws, name)
-            )
-        return from_run(ws, get_run(ws.registry, rows[0]["run_id"]))
-    rows = ws.registry.query(
-        "SELECT run_id FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (ref,)
-    )
-    if rows:
-        return from_run(ws, get_run(ws.registry, rows[0]["run_id"]))
-    try:
-        run = get_run(ws.registry, ref)
-    except NotFoundError:
-        raise NotFoundError(
-            f"{ref!r} is neither a model name nor a run id in this registry",
-            hint=_versions_hint(ws, None),
-        ) from None
-    return from_run(ws, run)
-
-
-def _versions_hint(ws: Workspace, name: str | None) -> str:
-    rows = ws.registry.query(
-        "SELECT name, MAX(version) AS latest FROM models GROUP BY name ORDER BY name"
-    )
-    if not rows:
-        return "Nothing is trained yet: `mllib train model.py` makes a model version."
-    known = ", ".join(f"{r['name']} (v1..v{r['latest']})" for r in rows)
-    return f"Models here: {known}. Give MODEL, MODEL:VERSION or a run id."
+def resolve(
+    ws: Workspace, ref: str, *, best: str | None = None, notify: Notify | None = None
+) -> Servable:
+    """`MODEL` (its newest version), `MODEL:VERSION`, `MODEL@ALIAS`, `MODEL` with `best` (the
+    version whose evaluation has the best value of that metric), or a run id (or unique prefix):
+    mllib.runs.model_choice reads them all. `notify` hears which version a name chose."""
+    chosen = choose_version(ws, ref, best=best, run_ids=True)
+    if notify is not None and chosen.why:
+        notify(chosen.line())
+    return from_run(ws, chosen.run)
 
 
 def materialize(ws: Workspace, servable: Servable) -> Path:

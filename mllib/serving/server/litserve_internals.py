@@ -51,7 +51,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: TID
 
 from mllib.serving.server.wire import HeldHeadTransport
 
-REQUIREMENTS = {"litserve": ">=0.2.19,<0.3", "uvicorn": ">=0.29"}
+REQUIREMENTS = {"litserve": ">=0.2.19,<0.2.20", "uvicorn": ">=0.29,<0.56"}
 API_PATH = "/predict"  # the one LitAPI's path: LitServe keys its request queue by it
 Reply = tuple[int, bytes]  # HTTP status and JSON body
 

@@ -2,7 +2,8 @@
 
 A process run inherits them from the shell; a container sees nothing of the host's environment. A
 forced kernel (OPENBLAS_CORETYPE) or a thread count changes the last bits of a fitted model, so
-every runtime passes these the same way: the run's Job carries them (mllib.runs.supervisor).
+every runtime passes these the same way (the run's Job carries them: mllib.runs.job), and the
+worker records the ones in effect with the run's environment (mllib.worker.environment).
 """
 
 from __future__ import annotations
