@@ -50,6 +50,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "serving": ("mllib.serving",),
     "monitoring": ("mllib.monitoring",),
     "models": ("mllib.models",),
+    "schedules": ("mllib.schedules",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
     "dashboard": ("mllib.dashboard",),
@@ -75,10 +76,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "serving": ("runs", "worker"),
     "monitoring": ("serving",),
     "models": ("serving",),
+    "schedules": ("serving",),
     "scaffold": (),
     "api": ("runs",),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "models", "scaffold", "api", "monitoring"),
+    "cli": ("dashboard", "models", "scaffold", "api", "monitoring", "schedules"),
     "agent program": ("runs",),
 }
 

@@ -20,6 +20,7 @@ from mllib.cli import (
     models,
     monitoring,
     runs,
+    schedules,
     serve,
 )
 from mllib.cli import init as init_cmd
@@ -124,6 +125,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
 app.command()(dashboard.dashboard)
 app.add_typer(monitoring.app, name="monitoring")
+app.add_typer(schedules.app, name="schedules")
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 
 

@@ -49,6 +49,17 @@ FailUnderOpt = Annotated[
         show_default=False,
     ),
 ]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--every",
+        metavar="PERIOD",
+        help="Do not evaluate now: schedule it every PERIOD (30m, 6h, 1d, 1w). Each time, the "
+        "version the name means then (NAME@prod: the one deployed in prod) on the newest version "
+        "of each dataset named without @VERSION. `mllib schedules` lists and runs them.",
+        show_default=False,
+    ),
+]
 DataOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -179,16 +190,51 @@ def evaluate(
     detach: DetachOpt = False,
     data: DataOpt = None,
     fail_under: FailUnderOpt = None,
+    every: EveryOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Evaluate a trained model version; its evaluate() result is recorded as a new run."""
+    """Evaluate a trained model version; its evaluate() result is recorded as a new run.
+
+    With `--every`, schedule it instead: `mllib evaluate --model iris@prod --data eval=reviews
+    --fail-under accuracy=0.9 --every 1d`."""
     from mllib.runs import api
 
+    if every is not None and not help_:
+        refused = [n for n, v in (("--run", run), ("--detach", detach), ("--agent", agent)) if v]
+        if refused or remote:
+            raise UsageError(
+                f"--every schedules the evaluation of a named version: {(refused or ['--remote'])[0]}"
+                " cannot go with it",
+                hint="For example: mllib evaluate --model iris@prod --data eval=reviews --every 1d",
+            )
+        options = {"best": best, "data": data, "fail_under": fail_under, "runtime": runtime}
+        _schedule(ctx, model, param, version, every, **options)
+        return
     options = {"run": run, "version": version, "best": best}
     options |= {"runtime": runtime, "agent": agent, "data": data}
     where = _where(local, remote)
     _run(api.evaluate, ctx, model, param, help_, where, detach, fail_under, **options)
+
+
+def _schedule(
+    ctx: typer.Context,
+    model: str | None,
+    param: list[str] | None,
+    version: str | None,
+    every: str,
+    **options: Any,
+) -> None:
+    """`mllib evaluate ... --every PERIOD`: store the evaluation as a schedule."""
+    from mllib.cli.schedules import schedule_evaluation
+    from mllib.runs.model_choice import ModelChoice, params_refused
+
+    choice = ModelChoice(version=version, best=options["best"])
+    target, params = chosen_target(ctx, model, param, False, choice)
+    if params:
+        raise params_refused(sorted(params))
+    ref = version or (target.name if target is not None else "")
+    schedule_evaluation(ref, every, **options)
 
 
 def predict(

@@ -108,7 +108,7 @@ def test_prometheus_scrapes_deployments_through_the_generated_config(
     rules = subprocess.run(
         [promtool, "check", "rules", str(folder / "alerts.yml")], capture_output=True, text=True
     )
-    assert "SUCCESS: 5 rules found" in rules.stdout
+    assert "SUCCESS: 8 rules found" in rules.stdout
 
     prometheus = start_prometheus(folder / "prometheus.yml")
     target = wait_for(
