@@ -1,6 +1,7 @@
 """The Grafana dashboard `mllib monitoring init` writes: PromQL panels over the deployments'
 metrics (requests/s, latency percentiles and error rate per env, model, version and variant;
-replicas up) and the team server's (training runs by status, queue depth, run durations).
+replicas up), the team server's (training runs by status, queue depth, run durations) and the
+scheduled evaluations' (their metrics and gates, from mllib.schedules.metrics' file).
 
 Panels query a data source chosen on the dashboard (the `datasource` variable) and filter by the
 `env` and `model` variables; users edit any panel's PromQL in Grafana. `queries()` lists every
@@ -96,6 +97,29 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         "Runs waiting for a GPU slot on the team server, per queue.",
         "short",
         [("sum by (queue) (mllib_queue_depth)", "{{queue}}")],
+    ),
+    (
+        "Scheduled evaluations",
+        "The latest value of each metric evaluate() returned in a scheduled evaluation "
+        "(`mllib evaluate --every`; node_exporter's textfile collector serves them).",
+        "short",
+        [
+            (
+                'max by (model, version, env, metric) (mllib_scheduled_evaluation_metric{model=~"$model"})',
+                "{{model}} v{{version}} {{env}} {{metric}}",
+            )
+        ],
+    ),
+    (
+        "Evaluation gates passed",
+        "1 while a schedule's latest evaluation passes its --fail-under gates, 0 once one breaks.",
+        "short",
+        [
+            (
+                'min by (schedule, model, env) (mllib_scheduled_evaluation_gate_passed{model=~"$model"})',
+                "{{schedule}} {{model}} {{env}}",
+            )
+        ],
     ),
 ]
 

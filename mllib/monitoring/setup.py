@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mllib.errors import UsageError
 from mllib.monitoring import grafana
+from mllib.schedules.metrics import metrics_file
 from mllib.serving.control import targets
 from mllib.serving.control.paths import LOG_FILE, serving_dir
 from mllib.serving.control.settings import Settings
@@ -87,6 +88,8 @@ def render(ws: Workspace, folder: Path, options: Options) -> list[str]:
         "scrape_interval": options.scrape_interval,
         "targets_file": json.dumps(str(targets.targets_file(ws.registry))),
         "server_job": _server_job(options.server),
+        "schedules_file": str(metrics_file(ws.registry)),
+        "schedules_dir": str(metrics_file(ws.registry).parent),
         "max_error_rate": f"{loadtest.pass_max_error_rate:g}",
         "max_error_rate_pct": f"{loadtest.pass_max_error_rate * 100:g}%",
         "p99_objective_s": f"{loadtest.pass_max_p99_ms / 1000:g}",

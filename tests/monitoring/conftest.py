@@ -38,6 +38,11 @@ def prometheus_bin() -> str:
     return _installed("prometheus")
 
 
+@pytest.fixture(scope="session")
+def node_exporter_bin() -> str:
+    return _installed("prometheus-node-exporter")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, wait_for
 from tests.monitoring.sentry_ingest import SentryIngest, exception_of
 
 MODEL = """
@@ -113,7 +113,7 @@ def _deploy_prod(project: Project, ref: str) -> dict:
 
 
 def test_a_schedule_evaluates_the_prod_version_on_the_newest_data_and_alerts(
-    sentiment, promtool: str
+    sentiment, promtool: str, node_exporter_bin: str, start_prometheus
 ):
     project = sentiment
     prod = _deploy_prod(project, "sentiment:1")
@@ -240,6 +240,50 @@ def test_a_schedule_evaluates_the_prod_version_on_the_newest_data_and_alerts(
         text=True,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+    # A real node_exporter serves the file and a real Prometheus scrapes it: the dashboard's
+    # panels show the evaluation.
+    exporter = _node_exporter(node_exporter_bin, project.root / ".mllib/schedules")
+    try:
+        config = project.root / "mon/scrape-schedules.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - {{job_name: mllib-schedules, static_configs: [{{targets: ['{exporter[1]}']}}]}}\n"
+        )
+        prometheus = start_prometheus(config)
+        board = json.loads((project.root / "mon/grafana/mllib.json").read_text())
+        panels = {p["title"]: p["targets"][0]["expr"] for p in board["panels"]}
+
+        def panel(title: str) -> list[dict]:
+            return prometheus.query(panels[title].replace("$model", ".*"))["result"]
+
+        gates = wait_for(lambda: panel("Evaluation gates passed"), timeout=30, what="a scrape")
+        assert [(g["metric"]["schedule"], g["value"][1]) for g in gates] == [(schedule_id, "0")]
+        values = {r["metric"]["metric"]: r["value"][1] for r in panel("Scheduled evaluations")}
+        assert values == {"accuracy": "0.5", "examples": "4"}
+    finally:
+        exporter[0].terminate()
+        exporter[0].wait(timeout=15)
+
+
+def _node_exporter(binary: str, folder: Path) -> tuple[subprocess.Popen, str]:
+    """node_exporter with its textfile collector alone, on a loopback port."""
+    from tests.monitoring.conftest import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--web.listen-address={address}",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            f"--collector.textfile.directory={folder}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, address
 
 
 def test_prod_means_the_version_deployed_when_the_schedule_runs(sentiment):
