@@ -31,3 +31,18 @@ def deploy_context() -> DeployContext:
     from mllib.serving.control.deploy import DeployContext
 
     return DeployContext.create()
+
+
+def parse_duration(text: str, option: str) -> float:
+    """`90`, `30s`, `5m`, `1h` as seconds; a usage error otherwise."""
+    from mllib.errors import UsageError
+
+    units = {"s": 1, "m": 60, "h": 3600}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise UsageError(f"{option} must be a duration like 30s, 5m or 1h, not {text!r}") from None
+    if seconds < 0:
+        raise UsageError(f"{option} must not be negative")
+    return seconds

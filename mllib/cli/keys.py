@@ -36,6 +36,13 @@ def create(
     name: Annotated[
         str | None, typer.Option("--name", help="What the key is for.", show_default=False)
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="It may choose a rollout's variant with the X-Mllib-Variant header (debugging).",
+        ),
+    ] = False,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
     from mllib.serving.control.keys import create_key
@@ -50,9 +57,12 @@ def create(
         rps=rps,
         burst=burst,
         name=name,
+        admin=admin,
+        admins=ctx.settings.deploy.admins,
     )
+    kind = "admin key" if admin else "key"
     output.err().print(
-        f"Created key [bold]{key.id}[/] for {env}: {key.rps:g} requests/s, bursts of {key.burst:g}.\n"
+        f"Created {kind} [bold]{key.id}[/] for {env}: {key.rps:g} requests/s, bursts of {key.burst:g}.\n"
         "This is the only time the key is shown; store it now (only its hash is kept)."
     )
     print(key.token)
@@ -84,7 +94,7 @@ def list_(
             r["name"] or "",
             f"{r['rps']:g}",
             f"{r['burst']:g}",
-            r["state"],
+            r["state"] + (" (admin)" if r["admin"] else ""),
             output.fmt_time(r["created_at"]),
             r["created_by"] or "",
             f"{r['flags']}× (last {output.fmt_time(r['flagged_at'])})" if r["flagged_at"] else "",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 
 from mllib import terminal
 from mllib.cli import completion, output
-from mllib.cli.deploy_args import deploy_context
+from mllib.cli.deploy_args import deploy_context, parse_duration
 
 
 def loadtest(
@@ -20,9 +19,11 @@ def loadtest(
         ),
     ],
     duration: Annotated[
-        float | None,
+        str | None,
         typer.Option(
-            "--duration", help="Seconds (default: [loadtest] duration_s).", show_default=False
+            "--duration",
+            help="How long: 30, 30s, 2m (default: [loadtest] duration_s).",
+            show_default=False,
         ),
     ] = None,
     concurrency: Annotated[
@@ -34,11 +35,25 @@ def loadtest(
             show_default=False,
         ),
     ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            metavar="RPS|FROM:TO",
+            help="Send at this rate, or along a ramp (50:1500), whatever the answers (in flight "
+            "capped at [loadtest] max_concurrency).",
+            show_default=False,
+        ),
+    ] = None,
     rps: Annotated[
         float | None,
+        typer.Option("--rps", help="The same as --rate RPS.", show_default=False, hidden=True),
+    ] = None,
+    workers: Annotated[
+        int | None,
         typer.Option(
-            "--rps",
-            help="Send at this rate instead (in flight capped at [loadtest] max_concurrency).",
+            "--workers",
+            help="Processes sending the load (default: one per CPU core).",
             show_default=False,
         ),
     ] = None,
@@ -69,15 +84,18 @@ def loadtest(
     from mllib.serving.control.loadtest import loadtest as run_loadtest
 
     ctx = deploy_context()
+    seconds = None if duration is None else parse_duration(duration, "--duration")
     with _Progress() as progress:
         result = run_loadtest(
             ctx,
             env,
-            duration_s=duration,
+            duration_s=seconds,
             concurrency=concurrency,
             rps=rps,
+            rate=rate,
             input_text=input_,
             key=key,
+            workers=workers,
             on_tick=progress.update,
         )
     if json_:
@@ -107,9 +125,9 @@ class _Progress:
             self.task = self.bar.add_task("", total=1.0, detail="")
         return self
 
-    def update(self, tally, duration: float) -> None:
-        elapsed = min(time.perf_counter() - tally.started, duration)
-        detail = f"{tally.requests:,} requests, {tally.errors:,} errors"
+    def update(self, answered: int, elapsed: float, duration: float) -> None:
+        elapsed = min(elapsed, duration)
+        detail = f"{answered:,} requests"
         if self.bar is not None:
             self.bar.update(self.task, completed=elapsed / duration, detail=detail)
         elif elapsed - self.last >= 1.0 or elapsed >= duration:
@@ -127,20 +145,50 @@ def report(result) -> None:
     console.print(
         f"[bold]Load test {result.id}[/] of {result.model} v{result.version} on {result.env}: {verdict}"
     )
-    mode = (
-        f"{result.target_rps:g} req/s target"
-        if result.mode == "rps"
-        else f"concurrency {result.concurrency}"
-    )
-    console.print(f"  {result.requests:,} requests in {result.duration_s:.1f}s ({mode})")
-    console.print(f"  throughput  {result.rps:,.1f} req/s")
-    fmt = lambda v: "-" if v is None else f"{v:.1f}ms"  # noqa: E731
+    if result.mode == "ramp":
+        mode = f"{result.rate_from:g} → {result.target_rps:g} req/s ramp"
+    elif result.mode == "rps":
+        mode = f"{result.target_rps:g} req/s target"
+    else:
+        mode = f"concurrency {result.concurrency}"
+    client = result.client
     console.print(
-        f"  latency     p50 {fmt(result.p50_ms)}  p95 {fmt(result.p95_ms)}  p99 {fmt(result.p99_ms)}  max {fmt(result.max_ms)}"
+        f"  {result.requests:,} requests in {result.duration_s:.1f}s ({mode}; "
+        f"{client['workers']} load process(es))"
     )
+    fmt = lambda v: "-" if v is None else f"{v:.1f}ms"  # noqa: E731
+    server = result.server
+    console.print(f"  {'':<11} {'client':<44} server (its /metrics)")
+    console.print(f"  {'throughput':<11} {result.rps:,.1f} req/s")
+    client_latency = f"p50 {fmt(result.p50_ms)}  p95 {fmt(result.p95_ms)}  p99 {fmt(result.p99_ms)}"
+    server_latency = (
+        f"p50 {fmt(server.get('p50_ms'))}  p99 {fmt(server.get('p99_ms'))}"
+        if server.get("reachable")
+        else "did not answer"
+    )
+    console.print(f"  {'latency':<11} {client_latency:<44} {server_latency}", markup=False)
     statuses = "  ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items()))
-    console.print(f"  errors      {result.error_rate:.2%}   ({statuses})")
-    console.print("  latency histogram")
+    errors = f"{result.error_rate:.2%} ({statuses})"
+    server_errors = (
+        f"{server['errors']:,} of {server['requests']:,} (5xx)" if server.get("reachable") else ""
+    )
+    console.print(f"  {'errors':<11} {errors:<44} {server_errors}", markup=False)
+    if result.skipped:
+        console.print(
+            f"  [yellow]{result.skipped:,} arrivals were not sent:[/] every allowed connection "
+            "was busy ([loadtest] max_concurrency)"
+        )
+    if client["bound"]:
+        why = (
+            f"its {client['workers']} process(es) used {client['cpu_share']:.0%} of their CPU"
+            if client["cpu_share"] >= 0.85
+            else f"the machine's CPUs were {client['host_cpu_percent']:.0f}% busy"
+        )
+        console.print(
+            f"  [yellow]The client was CPU-bound[/] ({why}): its latencies include its own "
+            f"delays; the verdict uses the server's figures."
+        )
+    console.print("  latency histogram (client)")
     peak = max((count for _, count in result.histogram), default=0) or 1
     for bound, count in result.histogram:
         if not count:
@@ -150,4 +198,4 @@ def report(result) -> None:
             f"    {label} {'█' * max(1, round(30 * count / peak)):<30} {count:,}", markup=False
         )
     for check in result.failed_checks:
-        console.print(f"  [red]✘[/] {check}")
+        console.print(f"  [red]✘[/] {check} ({result.judged_on}'s figures)")
