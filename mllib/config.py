@@ -3,8 +3,9 @@
 Every table of settings is a frozen dataclass read by `read_table`: its fields are the table's
 keys, their defaults the defaults, their annotations the types accepted; an unknown key is an
 error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
-[store]) are declared here and checked when the file is read; a feature's tables live with the
-feature ([data] in mllib.datasets.settings; [serve], [deploy], [rollout], [keys], [loadtest] in
+[store], [sentry]) are declared here and checked when the file is read; a feature's tables live
+with the feature ([data] in mllib.datasets.settings; [serve], [deploy], [rollout], [keys],
+[loadtest] in
 mllib.serving.control.settings) and are checked when the feature reads them.
 """
 
@@ -42,6 +43,7 @@ KNOWN_KEYS = {
     "loadtest": "load tests",
     "keys": "API keys",
     "tune": "hyperparameter studies (mllib tune)",
+    "sentry": "where mllib.sentry_plugin reports errors",
 }
 
 T = TypeVar("T")
@@ -90,6 +92,13 @@ class PathSettings:
     """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
 
     path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+
+
+@dataclass(frozen=True)
+class SentrySettings:
+    """[sentry]: where `mllib.sentry_plugin.enable()` reports (SENTRY_DSN, env files included, wins)."""
+
+    dsn: str | None = None  # a secret: handed to runs and servers in their environment only
 
 
 class Table(Generic[T]):
@@ -155,6 +164,7 @@ class Config:
     retry = Table(RetrySettings)
     registry = Table(PathSettings)
     store = Table(PathSettings)
+    sentry = Table(SentrySettings)
 
 
 # The tables checked when mllib.toml is read; [params] holds the model's own keys.

@@ -31,6 +31,7 @@ CORE = (
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
     "mllib.credentials",
+    "mllib.error_reports", "mllib.sentry_plugin",
 )  # fmt: skip
 
 # Package -> its modules: a dotted name stands for the module and everything below it;
@@ -52,6 +53,8 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "server": ("mllib.server",),
     "client": ("mllib.client",),
     "serving": ("mllib.serving",),
+    "schedules": ("mllib.schedules",),
+    "monitoring": ("mllib.monitoring",),
     "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "api": ("=mllib",),
@@ -80,11 +83,22 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "server": ("agents", "queue"),
     "client": ("runs",),
     "serving": ("runs", "worker"),
+    "schedules": ("serving",),
+    "monitoring": ("schedules",),
     "models": ("serving",),
     "scaffold": (),
     "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "models", "scaffold", "api", "server", "client"),
+    "cli": (
+        "dashboard",
+        "models",
+        "scaffold",
+        "api",
+        "server",
+        "client",
+        "monitoring",
+        "schedules",
+    ),
     "agent program": ("runs",),
 }
 
@@ -125,7 +139,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
     "ray": ("mllib.runtime",), "psycopg": ("mllib.registry", "mllib.server"),
     "optuna": ("mllib.tuning.storage",),
-    "sentry_sdk": (), "textual": ("mllib.dashboard",),
+    "sentry_sdk": ("mllib.sentry_plugin",), "textual": ("mllib.dashboard",),
 }  # fmt: skip
 
 RULES: tuple[Rule, ...] = (

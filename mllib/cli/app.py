@@ -19,8 +19,10 @@ from mllib.cli import (
     loadtest,
     model_commands,
     models,
+    monitoring,
     ray,
     runs,
+    schedules,
     serve,
     server,
     tune,
@@ -134,6 +136,8 @@ app.command()(account.whoami)
 app.command()(account.logout)
 app.command()(queue_cmd.queue)
 app.command()(dashboard.dashboard)
+app.add_typer(monitoring.app, name="monitoring")
+app.add_typer(schedules.app, name="schedules")
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from mllib.cli import completion, output
+from mllib.cli import completion, output, step_summary
 from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context, parse_duration
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
@@ -162,7 +162,15 @@ def ship(
             f"Refused as a no-op: {dep.label} (the same model and code) is already live on {env} "
             f"at {dep.url}. Nothing was changed."
         )
+        step_summary.append(
+            step_summary.deployment(env, dep.label, dep.url or "", "live", "no-op: already live")
+        )
         return
+    step_summary.append(
+        step_summary.deployment(
+            env, dep.label, dep.url or "", "live", f"forced: {reason}" if outcome.forced else ""
+        )
+    )
     if outcome.forced:
         console.print(f"[yellow]Overrode {', '.join(outcome.forced)} (audited: {reason})[/]")
     console.print(f"[green]✔[/] {dep.label} is live on [bold]{env}[/] at {dep.url}")
