@@ -88,7 +88,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "models": ("serving",),
     "scaffold": (),
     "api": ("runs", "tuning"),
-    "dashboard": ("agents", "serving"),
+    "dashboard": ("agents", "serving", "client", "tuning"),
     "cli": (
         "dashboard",
         "models",

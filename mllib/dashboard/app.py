@@ -1,4 +1,4 @@
-"""The dashboard app: the Runs, Queue and agents, and Deployments panes in tabs, the run and compare
+"""The dashboard app: the Runs, Queue and agents, Deployments and Tuning panes in tabs, the run and compare
 screens over them, one refresh loop, and the actions every pane shares (each confirmed first when
 it stops or starts work, and each carried out by the library in the background)."""
 
@@ -20,15 +20,22 @@ from mllib.dashboard.detail import RunScreen
 from mllib.dashboard.dialogs import Confirm
 from mllib.dashboard.queue import QueuePane
 from mllib.dashboard.runs import RunsPane
+from mllib.dashboard.tuning import TuningPane
 from mllib.errors import MllibError
 
 REFRESH_S = 0.25
-# The panes, as (tab id, title). Tuning studies join here as one more pane when they land.
-PANES = (("runs", "Runs"), ("queue", "Queue & agents"), ("deployments", "Deployments"))
+# The panes, as (tab id, title).
+PANES = (
+    ("runs", "Runs"),
+    ("queue", "Queue & agents"),
+    ("deployments", "Deployments"),
+    ("tuning", "Tuning"),
+)
 
 
 class DashboardApp(App):
-    """`mllib dashboard`: live runs, the queue and agents, and deployments of one project."""
+    """`mllib dashboard`: live runs, the queue and agents, deployments and tuning studies of one
+    project."""
 
     TITLE = "mllib dashboard"
     CSS = """
@@ -40,6 +47,7 @@ class DashboardApp(App):
         Binding("1", "pane('runs')", "Runs", show=False),
         Binding("2", "pane('queue')", "Queue", show=False),
         Binding("3", "pane('deployments')", "Deployments", show=False),
+        Binding("4", "pane('tuning')", "Tuning", show=False),
         Binding("r", "refresh", "Refresh", show=False),
     ]
 
@@ -70,10 +78,16 @@ class DashboardApp(App):
                 yield QueuePane(self.data, clock=self.clock)
             with TabPane("Deployments (3)", id="deployments"):
                 yield DeploymentsPane(self.data)
+            with TabPane("Tuning (4)", id="tuning"):
+                yield TuningPane(self.data)
         yield Footer()
 
     def on_mount(self) -> None:
         self.timer = self.set_interval(self.refresh_s, self.refresh_data)
+
+    async def on_unmount(self) -> None:
+        await self.workers.wait_for_complete()
+        self.data.close()
 
     # -- refreshing
 
@@ -90,6 +104,8 @@ class DashboardApp(App):
             self.query_one(QueuePane).refresh_data()
         elif self.active_pane == "deployments":
             self.query_one(DeploymentsPane).refresh_data()
+        elif self.active_pane == "tuning":
+            self.query_one(TuningPane).refresh_data()
 
     @property
     def active_pane(self) -> str:
@@ -99,6 +115,8 @@ class DashboardApp(App):
         self.refresh_data()
         if self.active_pane == "deployments" and not isinstance(self.screen, RunScreen):
             self.query_one(DeploymentsPane).refresh_data(force=True)
+        if self.active_pane == "tuning" and not isinstance(self.screen, RunScreen):
+            self.query_one(TuningPane).refresh_data(force=True)
 
     def action_pane(self, pane: str) -> None:
         if isinstance(self.screen, RunScreen | CompareScreen):
@@ -219,6 +237,10 @@ class DashboardApp(App):
         yield SystemCommand(
             "Deployments", "Environments, traffic, rules, history (3)",
             lambda: self.action_pane("deployments"),
+        )  # fmt: skip
+        yield SystemCommand(
+            "Tuning studies", "Trials and the best value so far (4)",
+            lambda: self.action_pane("tuning"),
         )  # fmt: skip
         yield SystemCommand("Refresh", "Read everything again now (r)", self.action_refresh)
         runs = self.runs

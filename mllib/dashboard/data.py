@@ -1,8 +1,8 @@
 """Everything the dashboard reads from mllib and asks it to do, in one module: the dashboard's only
 seam to the library. It calls the same public functions as the CLI (`runs list/show/compare/logs/
-cancel/rerun`, `agents list/check`, `deploy status/history/stop/rollback`), so the same rules
-apply, and a library function that moves is a change here alone. No Textual here: the benchmark
-and the tests drive it directly.
+cancel/rerun`, `agents list/check`, `queue`, `tune list`, `deploy status/history/stop/rollback`),
+so the same rules apply, and a library function that moves is a change here alone. No Textual
+here: the benchmark and the tests drive it directly.
 
 Runs are refreshed by deltas: `RunsFeed.poll()` asks the registry which runs changed since its
 cursor (`mllib.registry.changes`) and re-reads those only, so 10,000 runs cost what the changed few
@@ -330,10 +330,10 @@ class QueueItem:
 
     run_id: str
     user: str
-    priority: int | None  # None: local runs have no priority (a team server will give them one)
+    priority: int | None  # None: local runs have no priority (a team server's runs have one)
     model: str
     status: str
-    created_at: str
+    created_at: str | None  # None: the server's queue does not say when it was queued
     where: str
 
 
@@ -353,8 +353,8 @@ class AgentRow:
 
 
 class QueueSource(Protocol):
-    """Where the queue and the agents come from: this project's registry today, the team server
-    when one is configured (see `queue_source`)."""
+    """Where the queue and the agents come from: the team server when one is configured, else this
+    project's registry (see `queue_source`)."""
 
     name: str
 
@@ -363,6 +363,8 @@ class QueueSource(Protocol):
     def agents(self) -> list[AgentRow]: ...
 
     def check_agents(self) -> list[AgentRow]: ...
+
+    def close(self) -> None: ...
 
 
 class LocalQueue:
@@ -411,6 +413,9 @@ class LocalQueue:
             self.checked[row.name] = row
         return self.agents()
 
+    def close(self) -> None:
+        pass
+
     def _busy(self) -> dict[str, list[str]]:
         from mllib.agents.retry import current_attempt
         from mllib.plugins import REMOTE_RUNTIME
@@ -426,10 +431,66 @@ class LocalQueue:
         return busy
 
 
+class ServerQueue:
+    """The team server's queue, read as `mllib queue --json` reads it (`mllib.client.views.queue`):
+    your running and queued work with its priority, GPUs, agent and place. The server's agents
+    are its own to check, so the agents shown are this project's (as for the local queue)."""
+
+    remote = True  # read off the UI thread: a server may be slow, or restarting (retried 60 s)
+
+    def __init__(self, ws: Workspace, url: str) -> None:
+        self.ws = ws
+        self.url = url
+        self.name = f"team server {url}"
+        self.local = LocalQueue(ws)
+        self._server: Any = None
+
+    def queue(self) -> list[QueueItem]:
+        from mllib.client.http import Server
+        from mllib.client.views import queue as read_queue
+
+        if self._server is None:
+            self._server = Server.connect(self.ws.project.config, url=self.url)
+        data = read_queue(self._server)
+        items = []
+        for row in [*data["running"], *data["queued"]]:
+            where = row.get("agent") or (f"#{row['position']}" if row.get("position") else "-")
+            items.append(
+                QueueItem(
+                    row["run_id"],
+                    row.get("user") or "-",
+                    row.get("priority"),
+                    row.get("model") or "-",
+                    row.get("state") or "-",
+                    row.get("enqueued_at") or row.get("created_at"),
+                    f"{where} ({_gpus(row['gpus'])})" if row.get("gpus") else where,
+                )
+            )
+        return items
+
+    def agents(self) -> list[AgentRow]:
+        return self.local.agents()
+
+    def check_agents(self) -> list[AgentRow]:
+        return self.local.check_agents()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" + ("s" if n != 1 else "")
+
+
 def queue_source(ws: Workspace) -> QueueSource:
-    """The one place a team server plugs in: when the project names one, return its client here
-    (the same three methods, answered by the server); until then, the local registry."""
-    return LocalQueue(ws)
+    """The team server's queue when one is configured (`MLLIB_SERVER`, `[server] url`, or the one
+    logged in to: as `mllib queue` and `mllib runs list` choose), else the local registry's."""
+    from mllib.credentials import configured_server
+
+    url = configured_server(ws.project.config)
+    return ServerQueue(ws, url) if url else LocalQueue(ws)
 
 
 # ----------------------------------------------------------------------------- deployments
@@ -515,6 +576,38 @@ class Deployments:
         return message
 
 
+# ----------------------------------------------------------------------------- tuning studies
+
+
+@dataclass
+class StudyRow:
+    """One tuning study (`mllib tune list`): its trials by state and the best value so far."""
+
+    name: str
+    model: str
+    status: str
+    metric: str
+    direction: str
+    counts: dict[str, int]
+    trials_target: int | None
+    best_value: float | None
+    best_run_id: str | None
+    updated_at: str | None
+
+    @property
+    def trials(self) -> int:
+        return sum(self.counts.values())
+
+
+def studies(ws: Workspace) -> list[StudyRow]:
+    """Every study, newest first, as `mllib tune list --json` gives it."""
+    from mllib.tuning.views import list_dicts
+
+    keys = ("name", "model", "status", "metric", "direction", "counts", "trials_target",
+            "best_value", "best_run_id", "updated_at")  # fmt: skip
+    return [StudyRow(**{k: d.get(k) for k in keys}) for d in list_dicts(ws)]
+
+
 # ----------------------------------------------------------------------------- the whole
 
 
@@ -554,6 +647,14 @@ class DashboardData:
 
         self._reconciled = time.monotonic()
         reconcile(self.ws)
+
+    def studies(self) -> list[StudyRow]:
+        """The project's tuning studies with their trials and best values (`tune list`)."""
+        return studies(self.ws)
+
+    def close(self) -> None:
+        """Let go of what the data holds open (the team server's connection)."""
+        self.queue.close()
 
     def runs_feed(self, run_filter: RunFilter, metric: str | None, limit: int) -> RunsFeed:
         return RunsFeed(self, run_filter, metric, limit)

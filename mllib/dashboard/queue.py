@@ -1,6 +1,7 @@
 """Queue and agents: queued and running work by user and priority, and the agents with their GPU
-slots, what occupies them and whether they answer. Both come from a `QueueSource`: the local
-registry today, the team server when one is configured (`mllib.dashboard.data.queue_source`)."""
+slots, what occupies them and whether they answer. Both come from a `QueueSource`: the team server
+when one is configured (read in the background), else the local registry
+(`mllib.dashboard.data.queue_source`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from textual.widgets import DataTable, Static
 
 from mllib.dashboard.data import AgentRow, DashboardData, QueueItem
 from mllib.dashboard.text import fmt_duration, safe, status
+
+SERVER_EVERY_S = 1.0
 
 
 class QueuePane(Vertical):
@@ -32,6 +35,8 @@ class QueuePane(Vertical):
         self.data = data
         self.clock = clock
         self.checking = False
+        self.reading = False
+        self.read_at: float | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="queue-heading", classes="heading")
@@ -50,7 +55,27 @@ class QueuePane(Vertical):
 
     def refresh_data(self) -> None:
         source = self.data.queue
-        items = sorted(source.queue(), key=lambda q: (q.user, -(q.priority or 0), q.created_at))
+        if not getattr(source, "remote", False):
+            self.show(source.queue())
+            return
+        # A team server answers over the network: read it in the background, one read at a time,
+        # at most every SERVER_EVERY_S.
+        now = time.monotonic()
+        if self.reading or (self.read_at is not None and now - self.read_at < SERVER_EVERY_S):
+            return
+        self.reading = True
+        self.read_at = now
+
+        def done(items: list[QueueItem] | None) -> None:
+            self.reading = False
+            if items is not None:
+                self.show(items)
+
+        self.app.background(source.queue, "Queue", done=done, always=True, quiet=True)
+
+    def show(self, queue: list[QueueItem]) -> None:
+        source = self.data.queue
+        items = sorted(queue, key=lambda q: (q.user, -(q.priority or 0), q.created_at or ""))
         self.query_one("#queue-heading", Static).update(
             Text(f"Queue ({source.name}): {len(items)} queued or running")
         )
@@ -65,14 +90,17 @@ class QueuePane(Vertical):
 
         now = self.clock()
         for q in items:
-            created = datetime.fromisoformat(q.created_at.replace("Z", "+00:00")).timestamp()
+            waiting = "-"
+            if q.created_at:
+                created = datetime.fromisoformat(q.created_at.replace("Z", "+00:00")).timestamp()
+                waiting = fmt_duration(max(0.0, now - created))
             table.add_row(
                 safe(q.user),
                 Text("-" if q.priority is None else str(q.priority)),
                 Text(q.run_id),
                 safe(q.model),
                 status(q.status),
-                Text(fmt_duration(max(0.0, now - created))),
+                Text(waiting),
                 safe(q.where),
                 key=q.run_id,
             )

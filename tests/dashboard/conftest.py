@@ -16,7 +16,9 @@ from tests.dashboard.seed import NOW, seed
 
 @pytest.fixture(autouse=True)
 def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Times show in UTC, so layouts do not depend on the machine's zone."""
+    """Times show in UTC, so layouts do not depend on the machine's zone; the queue is the local
+    one unless a test logs in to a team server."""
+    monkeypatch.delenv("MLLIB_SERVER", raising=False)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
 

@@ -66,6 +66,17 @@ def test_deployments_pane(snap_compare, seeded, colour, size):
     assert snap_compare(app, terminal_size=size, run_before=shown)
 
 
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_tuning_pane(snap_compare, seeded, colour, size):
+    app = make_app(seeded, metric="loss")
+
+    async def shown(pilot) -> None:
+        await pilot.press("4")
+        await _settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=shown)
+
+
 def test_cancel_confirmation(snap_compare, seeded, colour):
     app = make_app(seeded, metric="loss")
     assert snap_compare(app, press=["down", "x"], terminal_size=SMALL, run_before=_settle)
