@@ -9,7 +9,6 @@ size say where it is, so any process can pick a run up again (`mllib runs logs -
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from mllib.agents.retry import (
 from mllib.agents.rpc import AgentClient, open_agent
 from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
+from mllib.locks import holder, try_lock
 from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, update_run
 from mllib.runs.failure import SYSTEM_ERROR
 from mllib.runs.spec import discard_secret_params
@@ -55,21 +55,8 @@ def stderr_notify(message: str) -> None:
 def supervisor_lock(run_dir: Path) -> Iterator[bool]:
     """Hold the run's supervisor lock (True), or learn that another process holds it (False)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with try_lock(run_dir / LOCK_FILE) as held:
+        yield held
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -77,13 +64,10 @@ def lock_holder(run_dir: Path) -> int | None:
     path = run_dir / LOCK_FILE
     if not path.exists():
         return None
-    with supervisor_lock(run_dir) as held:
+    with try_lock(path) as held:
         if held:
             return None
-    try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+    return holder(path)
 
 
 class RemoteRun:

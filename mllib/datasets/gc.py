@@ -8,8 +8,6 @@ until their journal is older than PENDING_DAYS.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,8 +20,11 @@ from mllib.datasets.journal import UPLOADS_DIR, pinned_chunks
 from mllib.datasets.manifest import Manifest
 from mllib.datasets.materialize import remove_materialized, remove_tree
 from mllib.datasets.settings import PENDING_DAYS
+from mllib.locks import file_lock, try_lock
 
 LOCK_FILE = "gc.lock"
+WHAT = "the dataset store's collection of unused chunks"
+COLLECT_TIMEOUT_S = 600.0  # an upload waits this long for a collection (they are quick) to end
 STALE_S = 3600  # a temporary folder this old belongs to no live process
 
 
@@ -31,12 +32,8 @@ STALE_S = 3600  # a temporary folder this old belongs to no live process
 def upload_lock(store: LocalChunkStore) -> Iterator[None]:
     """Held (shared) by every upload: a collection waits until no upload runs."""
     store.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+    with file_lock(store.root / LOCK_FILE, shared=True, timeout=COLLECT_TIMEOUT_S, what=WHAT):
         yield
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -51,11 +48,8 @@ def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
     result = Collected()
     if not store.root.is_dir():
         return result
-    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with try_lock(store.root / LOCK_FILE) as held:
+        if not held:
             result.skipped = True
             return result
         keep = set(live)
@@ -71,8 +65,6 @@ def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
                 result.chunks += 1
         shutil.rmtree(store.blobs.tmp, ignore_errors=True)  # writes cut off by a kill
         _collect_cache(cache, live)
-    finally:
-        os.close(fd)
     return result
 
 
