@@ -80,9 +80,16 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class PathSettings:
-    """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
+    """[store]: where artifacts and datasets are stored."""
 
     path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+
+
+@dataclass(frozen=True)
+class RegistrySettings(PathSettings):
+    """[registry]: where runs are recorded, and how long a command waits for another's write."""
+
+    busy_timeout_s: float = 60.0  # then the command fails (exit 3) saying the registry is locked
 
 
 class Table(Generic[T]):
@@ -146,7 +153,7 @@ class Config:
     runtime = Table(RuntimeSettings)
     code = Table(CodeSettings)
     retry = Table(RetrySettings)
-    registry = Table(PathSettings)
+    registry = Table(RegistrySettings)
     store = Table(PathSettings)
 
 

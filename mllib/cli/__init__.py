@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, MllibError
+from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM, MllibError
+
+FULL = {errno.ENOSPC, errno.EDQUOT}
+# The machine failing the command (a full or failing disk), not the command itself: exit 3.
+SYSTEM_ERRNOS = FULL | {errno.EIO, errno.EROFS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         output.err().print(
             f"Error: {exc.strerror or exc}{where}", highlight=False, markup=False, soft_wrap=True
         )
-        output.err().print("MLLIB_DEBUG=1 shows where it happened.", style="dim")
-        return EXIT_FAILED
+        system = exc.errno in SYSTEM_ERRNOS
+        hint = "Free some space, then run the command again." if exc.errno in FULL else None
+        output.err().print(hint or "MLLIB_DEBUG=1 shows where it happened.", style="dim")
+        return EXIT_SYSTEM if system else EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
     return 0

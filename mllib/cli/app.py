@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mllib.cli import agents, data, deploy, keys, loadtest, model_commands, runs, serve
+from mllib.cli import doctor as doctor_cmd
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
 from mllib.cli.model_args import MODEL_COMMAND
@@ -49,6 +50,7 @@ app.command()(loadtest.loadtest)
 app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
+app.command()(doctor_cmd.doctor)
 
 
 def command_names() -> set[str]:

@@ -101,9 +101,12 @@ def create_run(
     secret: Collection[str] = (),
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
+    from mllib.registry.runfolder import save_record
+
     with reg.transaction():
         reg.db["runs"].insert({k: v for k, v in record.__dict__.items() if v is not None})
         set_params(reg, record.id, params, sources, secret)
+        save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
 
 def set_params(
@@ -144,6 +147,8 @@ def finish_run(
     **values: Any,
 ) -> bool:
     """Move an active run to its final state; False if it had already ended (another process won)."""
+    from mllib.registry.runfolder import save_record
+
     with reg.transaction():
         if not _active(reg, run_id):
             return False
@@ -157,6 +162,7 @@ def finish_run(
                 **values,
             },
         )
+        save_record(reg, run_id)
         return True
 
 
@@ -184,8 +190,8 @@ def get_run(reg: Registry, run_id: str) -> RunRecord:
             hint="Give more characters of the id; `mllib runs list` shows them.",
         )
     if not rows:
-        rows = reg.query(
-            "SELECT * FROM runs WHERE id LIKE ? LIMIT 3", (run_id.replace("%", "") + "%",)
+        rows = reg.query(  # literally: `_` and `%` are characters here, not LIKE's wildcards
+            "SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 3", (len(run_id), run_id)
         )
         if len(rows) > 1:
             raise UsageError(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mllib.errors import MllibError, UsageError
 from mllib.registry.artifacts import register_model
+from mllib.registry.health import RegistryError
 from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, now, update_run
 from mllib.runs.events import EVENTS_FILE
 from mllib.runs.failure import SYSTEM_ERROR, USER_ERROR, Outcome, classify
@@ -178,7 +179,11 @@ def supervise_local(
                 worker_pid=pid,
                 worker_ctime=create_time(pid) if pid else None,
             )
-            outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
+            try:
+                outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
+            except RegistryError:  # nothing could record what the worker does: stop it
+                handle.cancel(0)
+                raise
             return _finish(ws, run, job.run_dir, outcome)
     finally:  # however the run ended, secret params given on its command line go with it
         discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))

@@ -8,6 +8,7 @@ whether it runs as a child process, in a container or on an agent host. Exit cod
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import re
 import signal
@@ -195,16 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk is the machine failing the run, not its code: a system error, like memory."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
     text = user_traceback(exc, code_dir)
     print(text, file=sys.stderr, end="")
     message = "".join(traceback.format_exception_only(exc)).strip()
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _disk_full(exc):
+        what = "Out of memory" if isinstance(exc, MemoryError) else "The disk is full"
         writer.emit(
-            "error",
-            failure_class="system_error",
-            message=f"Out of memory: {message}",
-            traceback=text,
+            "error", failure_class="system_error", message=f"{what}: {message}", traceback=text
         )
         return EXIT_SYSTEM_ERROR
     if isinstance(exc, SystemExit):
