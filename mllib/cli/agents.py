@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.numbers import number_option
+from mllib.ranges import GPUS, NON_NEGATIVE, PORT, POSITIVE
 
 app = typer.Typer(
     help="Remote GPU agents: hosts that run `--remote` runs over SSH.", no_args_is_help=True
@@ -39,7 +41,7 @@ def confirm_callback():
 def add(
     name: NameArg,
     host: Annotated[str, typer.Option("--host", help="Host name or address.")],
-    port: Annotated[int, typer.Option("--port", help="SSH port.")] = 22,
+    port: Annotated[int, number_option("--port", PORT, help="SSH port.")] = 22,
     user: Annotated[
         str | None, typer.Option("--user", help="Login user (default: yours).", show_default=False)
     ] = None,
@@ -51,15 +53,19 @@ def add(
     ] = None,
     gpus: Annotated[
         int | None,
-        typer.Option(
-            "--gpus", help="GPUs to use (default: counted with nvidia-smi).", show_default=False
+        number_option(
+            "--gpus",
+            GPUS,
+            help="GPUs to use (default: counted with nvidia-smi).",
+            show_default=False,
         ),
     ] = None,
     python: Annotated[str, typer.Option("--python", help="The host's Python 3.11+.")] = "python3",
     cache_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--cache-gb",
+            POSITIVE,
             help="Cap of the agent's cache of code, models and dataset chunks (default 50).",
             show_default=False,
         ),
@@ -203,16 +209,18 @@ def prune(
     name: NameArg,
     older_than: Annotated[
         float,
-        typer.Option(
+        number_option(
             "--older-than",
+            NON_NEGATIVE,
             help="Remove the folders of runs that ended this many days ago, and dataset copies "
             "unused as long.",
         ),
     ] = 7.0,
     cache_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--cache-gb",
+            NON_NEGATIVE,
             help="Trim the agent's cache to this many GB (default: its cap).",
             show_default=False,
         ),

@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.numbers import number_option
 from mllib.errors import EXIT_CANCELLED
+from mllib.ranges import POSITIVE
 
 app = typer.Typer(
     help="Upload files, folders and URLs once as versioned datasets, and hand them to runs "
@@ -31,12 +33,21 @@ def upload(
     name: Annotated[str, typer.Option("--name", "-n", help="The dataset's name.")],
     max_size_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--max-size-gb",
+            POSITIVE,
             help="Refuse anything larger (default: [data] max_size_gb, else 10).",
             show_default=False,
         ),
     ] = None,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-urls",
+            help="Let a URL (or its redirects) reach loopback or private addresses (refused by "
+            "default; [data] allow_private_urls in mllib.toml for every upload).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Upload a file, folder or URL as a new version of a dataset; prints NAME@VERSION.
@@ -50,7 +61,13 @@ def upload(
     console = output.err()
     try:
         with TransferProgress() as progress:
-            result = upload_dataset(source, name, progress=progress, max_size_gb=max_size_gb)
+            result = upload_dataset(
+                source,
+                name,
+                progress=progress,
+                max_size_gb=max_size_gb,
+                allow_private_urls=allow_private_urls or None,
+            )
     except KeyboardInterrupt:
         console.print(
             "\nUpload interrupted. Run the same command again to resume: what was stored is kept."

@@ -11,8 +11,11 @@ from typer.core import TyperGroup
 
 from mllib.cli import output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli.numbers import number_option
+from mllib.ranges import COUNT, Range
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
+WINDOW = Range(0, 3600, low_open=True)  # deploy status waits this long
 
 
 class DeployGroup(TyperGroup):
@@ -84,7 +87,7 @@ def status(
     ] = None,
     json_: JsonOpt = False,
     window: Annotated[
-        float, typer.Option("--window", help="Seconds to measure live traffic over.")
+        float, number_option("--window", WINDOW, help="Seconds to measure live traffic over.")
     ] = 1.0,
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
@@ -161,7 +164,7 @@ def history(
     env: Annotated[
         str | None, typer.Option("--env", help="Only this environment.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 30,
+    limit: Annotated[int, number_option("--limit", COUNT, help="At most this many entries.")] = 30,
     json_: JsonOpt = False,
 ) -> None:
     """The audit log: deploys, rollbacks, stops, refusals, overrides, load tests, key events."""

@@ -8,6 +8,8 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli.numbers import number_option
+from mllib.ranges import BURST, RATE
 
 app = typer.Typer(
     help="API keys for deployed models (sent as `Authorization: Bearer KEY`).", no_args_is_help=True
@@ -19,16 +21,18 @@ def create(
     env: EnvOpt,
     rps: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--rps",
+            RATE,
             help="This key's rate limit in requests/s (default: [keys] default_rps).",
             show_default=False,
         ),
     ] = None,
     burst: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--burst",
+            BURST,
             help="Requests it may send at once (default: rps × [keys] burst_s).",
             show_default=False,
         ),

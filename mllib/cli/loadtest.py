@@ -10,20 +10,26 @@ import typer
 from mllib import terminal
 from mllib.cli import output
 from mllib.cli.deploy_args import deploy_context
+from mllib.cli.numbers import number_option
+from mllib.ranges import COUNT, POSITIVE, RATE
 
 
 def loadtest(
     env: Annotated[str, typer.Option("--env", help="staging (prod is refused).")],
     duration: Annotated[
         float | None,
-        typer.Option(
-            "--duration", help="Seconds (default: [loadtest] duration_s).", show_default=False
+        number_option(
+            "--duration",
+            POSITIVE,
+            help="Seconds (default: [loadtest] duration_s).",
+            show_default=False,
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--concurrency",
+            COUNT,
             "-c",
             help="Requests in flight (default: [loadtest] concurrency).",
             show_default=False,
@@ -31,8 +37,9 @@ def loadtest(
     ] = None,
     rps: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--rps",
+            RATE,
             help="Send at this rate instead (in flight capped at [loadtest] max_concurrency).",
             show_default=False,
         ),

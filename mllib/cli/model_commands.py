@@ -5,13 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.numbers import number_option
 from mllib.cli.run_output import announce, finish
 from mllib.errors import UsageError
+
+if TYPE_CHECKING:
+    from mllib.config import Config
+from mllib.ranges import SEED
 
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="Run on this machine (the default); reads .env.local.")
@@ -111,8 +116,9 @@ def train(
     detach: DetachOpt = False,
     seed: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--seed",
+            SEED,
             help="Seed for random, numpy and torch (default: mllib.toml `seed`, else 0).",
             show_default=False,
         ),
@@ -173,31 +179,24 @@ def predict(
     from mllib.runs import api
 
     target, params = target_and_params(ctx, model, param, help_)
-    request = _read_request(input_)
+    request = _read_request(input_, target.ws.project.config)
     result = api.predict(request, run=run, params=params, runtime=runtime, target=target)
     sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
     sys.stdout.flush()
 
 
-def _read_request(text: str | None) -> Any:
+def _read_request(text: str | None, config: Config) -> Any:
+    """The request of `mllib predict`, read up to what a server of this project would take."""
+    from mllib.config import read_table
     from mllib.encoding import from_json
+    from mllib.request_input import HINT, read_request
+    from mllib.serving.settings import ServeSettings
 
     if text is None:
-        raise UsageError(
-            "predict needs --input",
-            hint="""For example: --input '{"x": 1}' or --input @request.json""",
-        )
-    source = "--input"
-    if text == "-":
-        text, source = sys.stdin.read(), "stdin"
-    elif text.startswith("@"):
-        path = text[1:]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text, source = handle.read(), path
-        except OSError as exc:
-            raise UsageError(f"Cannot read the request file {path}: {exc.strerror}") from None
+        raise UsageError("predict needs --input", hint=HINT)
+    serve = read_table(ServeSettings, config, "serve", non_negative=True)
+    data, source = read_request(text, max_bytes=int(serve.max_body_mb * 1e6))
     try:
-        return from_json(text)
+        return from_json(data)
     except ValueError as exc:
         raise UsageError(f"The request from {source} is not valid JSON: {exc}") from None

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.numbers import number_option
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
+from mllib.ranges import COUNT
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
@@ -30,7 +32,7 @@ def list_(
     status: Annotated[
         str | None, typer.Option("--status", help="Only runs with this status.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 20,
+    limit: Annotated[int, number_option("--limit", COUNT, help="At most this many runs.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""

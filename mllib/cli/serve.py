@@ -8,6 +8,8 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.numbers import number_option
+from mllib.ranges import COUNT, SERVE_PORT
 
 
 def serve(
@@ -16,14 +18,18 @@ def serve(
     run: run_option("The training run to serve.") = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            "--port", help="Port on localhost (default: [serve] port, 8000).", show_default=False
+        number_option(
+            "--port",
+            SERVE_PORT,
+            help="Port on localhost (default: [serve] port, 8000).",
+            show_default=False,
         ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--workers",
+            COUNT,
             help="Processes holding the model (default: [serve] workers, 1).",
             show_default=False,
         ),

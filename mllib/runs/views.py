@@ -7,6 +7,7 @@ from typing import Any
 
 from mllib.datasets.catalog import run_links
 from mllib.errors import UsageError
+from mllib.ranges import COUNT
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.metrics import get_eval_metrics, metric_summary
 from mllib.registry.runs import ACTIVE, TERMINAL, RunRecord, get_params, get_run, list_runs
@@ -85,8 +86,8 @@ def list_dicts(
     """Runs newest first (`status`: only those; `limit`: at most that many, None for all)."""
     if status is not None and status not in STATUSES:
         raise UsageError(f"Unknown status {status!r}", hint=f"Use one of: {', '.join(STATUSES)}.")
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
+    if limit is not None:
+        COUNT.check(limit, "--limit")
     return [
         run_dict(ws, r, detail=False) for r in list_runs(ws.registry, status=status, limit=limit)
     ]

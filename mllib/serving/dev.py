@@ -33,9 +33,9 @@ def dev_spec(
     ws = target.ws
     settings = Settings.from_config(ws.project.config).serve
     servable = from_run(ws, find_source_run(target, run, dict(params or {}), "local"))
-    port = settings.port if port is None else port
-    if not 1024 <= port <= 65535:
-        raise UsageError(f"--port must be between 1024 and 65535, got {port}")
+    from mllib.ranges import SERVE_PORT
+
+    port = SERVE_PORT.check(settings.port if port is None else port, "--port")
     if not port_free(settings.host, port):
         raise UsageError(f"Port {port} is already in use", hint="Pass another with --port.")
     if inference is not None and inference not in INFERENCE_MODES:

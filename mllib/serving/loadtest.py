@@ -221,21 +221,13 @@ def summarize(
     return result
 
 
-def read_input(text: str) -> bytes:
-    """A request body from JSON text or @file.json, checked to be JSON."""
+def read_input(text: str, max_bytes: int) -> bytes:
+    """A request body from JSON text, @file.json or - (stdin), at most `max_bytes`, checked to
+    be JSON."""
     from mllib.encoding import from_json
+    from mllib.request_input import read_request
 
-    source = "--input"
-    if text.startswith("@"):
-        path = text[1:]
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise UsageError(f"Cannot read the request file {path}: {exc.strerror}") from None
-        source = path
-    else:
-        data = text.encode()
+    data, source = read_request(text, max_bytes=max_bytes)
     try:
         from_json(data)
     except ValueError as exc:
@@ -267,29 +259,29 @@ def loadtest(
     ctx.settings.deploy.env(env)
     if rps is not None and concurrency is not None:
         raise UsageError("Give --rps or --concurrency, not both")
+    from mllib.ranges import Range
+
     duration = settings.duration_s if duration_s is None else duration_s
-    if not 0 < duration <= settings.max_duration_s:
-        raise UsageError(
-            f"--duration must be more than 0 and at most {settings.max_duration_s:g}s ([loadtest] max_duration_s)"
-        )
-    if rps is not None and not 0 < rps <= settings.max_rps:
-        raise UsageError(
-            f"--rps must be more than 0 and at most {settings.max_rps:g} ([loadtest] max_rps)"
+    Range(0, settings.max_duration_s, low_open=True).check(
+        duration, "--duration", hint="[loadtest] max_duration_s in mllib.toml sets the most."
+    )
+    if rps is not None:
+        Range(0, settings.max_rps, low_open=True).check(
+            rps, "--rps", hint="[loadtest] max_rps in mllib.toml sets the most."
         )
     inflight = (
         settings.max_concurrency if rps is not None else (concurrency or settings.concurrency)
     )
-    if not 1 <= inflight <= settings.max_concurrency:
-        raise UsageError(
-            f"--concurrency must be between 1 and {settings.max_concurrency} ([loadtest] max_concurrency)"
-        )
+    Range(1, settings.max_concurrency, integer=True).check(
+        inflight, "--concurrency", hint="[loadtest] max_concurrency in mllib.toml sets the most."
+    )
     text = input_text or settings.input
     if not text:
         raise UsageError(
             "A load test needs a request body for the model",
             hint="""Pass --input '{"x": 1}' (or @request.json), or set [loadtest] input in mllib.toml.""",
         )
-    body = read_input(text)
+    body = read_input(text, int(ctx.settings.serve.max_body_mb * 1e6))
     reconcile(ctx.ws)
     dep = records.live(ctx.ws.registry, env)
     if dep is None:
