@@ -4,6 +4,12 @@ The library draws its own progress (a run's image build) with these, and the CLI
 them, so both make the same decisions about colour, width and animation. Progress of any kind
 (transfers, a load test, an image build) is a `bar` or `spinner` where `animated()`, and plain
 `line`s elsewhere.
+
+One rendering path for what users supplied (model, param, metric, dataset, file and key names,
+reasons, errors): the consoles read no markup in strings, and show control characters (ESC,
+BEL, CR, C1, bidi overrides) as escapes (`\x1b`), table cells included. mllib's own styling is
+built with `styled("[bold]Run {}[/]", run_id)`, whose values are put in as plain text, or
+`text(value, style)`.
 """
 
 from __future__ import annotations
@@ -15,9 +21,36 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from mllib.safetext import printable as printable  # the one escaping of user text
+
 if TYPE_CHECKING:
     from rich.progress import Progress, ProgressColumn
     from rich.status import Status
+    from rich.text import Text
+
+
+def styled(template: str, *values: object) -> Text:
+    """mllib's own markup in `template` (`[bold]`, `[green]...[/]`) with `values` put into its
+    `{}` as plain text: a user's `[/x]` or escape sequence is shown, never interpreted."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    return Text.from_markup(template.format(*(escape(printable(v)) for v in values)), emoji=False)
+
+
+def text(value: object, style: str = "") -> Text:
+    """`value` as plain text in one style."""
+    from rich.text import Text
+
+    return Text(printable(value), style=style)
+
+
+class _Console(Console):
+    """A console that reads no markup and shows control characters as escapes in every string
+    it renders (prints, table cells, headers), whoever built it."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **options)
 
 
 def plain() -> bool:
@@ -41,8 +74,9 @@ def _width(stream: Any) -> int | None:
 @cache
 def err() -> Console:
     """Messages for people (headers, summaries, errors) go to stderr, keeping stdout for results."""
-    return Console(
+    return _Console(
         stderr=True,
+        markup=False,  # strings are text; mllib's styling is built with styled()
         highlight=False,
         emoji=False,  # user text such as `model.py:M:` must print as written
         no_color=plain() or None,
@@ -53,7 +87,8 @@ def err() -> Console:
 
 @cache
 def out() -> Console:
-    return Console(
+    return _Console(
+        markup=False,
         highlight=False,
         emoji=False,
         no_color=plain() or None,
@@ -90,6 +125,6 @@ def spinner() -> Status:
     return status
 
 
-def line(text: str, *, style: str | None = None) -> None:
+def line(message: str, *, style: str | None = None) -> None:
     """One line of progress on stderr, printed as written (brackets are not rich markup)."""
-    err().print(text, markup=False, highlight=False, style=style)
+    err().print(message, markup=False, highlight=False, style=style)

@@ -34,6 +34,7 @@ from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, updat
 from mllib.runs.failure import SYSTEM_ERROR
 from mllib.runs.spec import discard_secret_params
 from mllib.runtime.processes import create_time, is_alive
+from mllib.safetext import printable
 from mllib.workspace import Workspace
 
 POLL_S = 0.3
@@ -48,7 +49,7 @@ OnInterrupt = Callable[[], str]  # returns "detach" or "cancel"
 
 
 def stderr_notify(message: str) -> None:
-    print(f"mllib: {message}", file=sys.stderr, flush=True)
+    print(f"mllib: {printable(message)}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

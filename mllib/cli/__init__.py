@@ -28,21 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     except MllibError as exc:
         if os.environ.get("MLLIB_DEBUG"):
             raise
-        from rich.markup import escape
+        from mllib.terminal import styled
 
         console = output.err()
         # soft_wrap: a narrow terminal wraps the line itself; rich would break it mid-list
-        console.print(f"[red]Error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        console.print(styled("[red]Error:[/] {}", exc.message), soft_wrap=True)
         if exc.hint:
-            console.print(exc.hint, style="dim", highlight=False, markup=False, soft_wrap=True)
+            console.print(exc.hint, style="dim", soft_wrap=True)
         return exc.exit_code
     except OSError as exc:  # a file or folder the command needed: still one line, not a traceback
         if os.environ.get("MLLIB_DEBUG"):
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        output.err().print(
-            f"Error: {exc.strerror or exc}{where}", highlight=False, markup=False, soft_wrap=True
-        )
+        output.err().print(f"Error: {exc.strerror or exc}{where}", soft_wrap=True)
         system = exc.errno in SYSTEM_ERRNOS
         hint = "Free some space, then run the command again." if exc.errno in FULL else None
         output.err().print(hint or "MLLIB_DEBUG=1 shows where it happened.", style="dim")

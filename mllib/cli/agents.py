@@ -9,6 +9,7 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.ranges import GPUS, NON_NEGATIVE, PORT, POSITIVE
 
 app = typer.Typer(
@@ -98,7 +99,7 @@ def add(
         confirm=confirm_callback(),
         on_connect=connecting,
     )
-    output.err().print(f"[green]✔[/] Agent [bold]{name}[/] added")
+    output.err().print(styled("[green]✔[/] Agent [bold]{}[/] added", name))
     _print_report(report)
 
 
@@ -134,12 +135,12 @@ def check(name: NameArg, json_: JsonOpt = False) -> None:
         output.print_json(report)
     elif report["reachable"]:
         output.err().print(
-            f"[green]✔[/] Agent [bold]{name}[/] is reachable ({report['seconds']} s)"
+            styled("[green]✔[/] Agent [bold]{}[/] is reachable ({} s)", name, report["seconds"])
         )
         _print_report(report)
     else:
         output.err().print(
-            f"[red]✘[/] Agent [bold]{name}[/] ({report['address']}): {report['error']}"
+            styled("[red]✘[/] Agent [bold]{}[/] ({}): {}", name, report["address"], report["error"])
         )
     if not report["reachable"]:
         raise typer.Exit(EXIT_SYSTEM)
@@ -196,11 +197,16 @@ def sync(
         return
     for agent, r in results.items():
         if "error" in r:
-            output.err().print(f"[red]✘[/] {agent}: {r['error']}")
+            output.err().print(styled("[red]✘[/] {}: {}", agent, r["error"]))
         else:
             output.err().print(
-                f"[green]✔[/] {agent}: {r['runs']} run(s), {r['metric_points']} metric point(s), "
-                f"{r['bytes_fetched']:,} bytes of artifacts"
+                styled(
+                    "[green]✔[/] {}: {} run(s), {} metric point(s), {} bytes of artifacts",
+                    agent,
+                    r["runs"],
+                    r["metric_points"],
+                    f"{r['bytes_fetched']:,}",
+                )
             )
 
 
@@ -236,13 +242,14 @@ def prune(
         output.print_json(r)
         return
     cache = r.get("cache", {})
-    output.err().print(
-        f"[green]✔[/] Agent [bold]{name}[/]: freed {human_bytes(r['freed_bytes'])}: "
+    freed = (
+        f"freed {human_bytes(r['freed_bytes'])}: "
         f"{len(r['runs']['runs'])} run folder(s), {r['datasets']['copies']} dataset copy(ies), "
         f"{r['incoming']['files']} stale upload(s), {cache.get('blobs', 0)} cached blob(s); cache "
         f"{human_bytes(cache.get('store_bytes', 0))} of {human_bytes(r['cache_cap_bytes'])}, "
         f"disk free {human_bytes(r['disk_free_bytes'])}"
     )
+    output.err().print(styled("[green]✔[/] Agent [bold]{}[/]: {}", name, freed))
 
 
 @app.command("forget-host-key")

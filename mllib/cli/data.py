@@ -8,6 +8,7 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.errors import EXIT_CANCELLED
 from mllib.ranges import POSITIVE
 
@@ -77,12 +78,21 @@ def upload(
     skipped = stats.bytes_skipped + stats.bytes_resumed
     if result.created:
         console.print(
-            f"[green]✔[/] Uploaded [bold]{v.ref}[/] · {v.file_count} file(s) · {_bytes(v.size)}"
-            f" · sha256 {v.sha256[:16]}"
+            styled(
+                "[green]✔[/] Uploaded [bold]{}[/] · {} file(s) · {} · sha256 {}",
+                v.ref,
+                v.file_count,
+                _bytes(v.size),
+                v.sha256[:16],
+            )
         )
     else:
         console.print(
-            f"[bold]{v.ref}[/] already holds this content (sha256 {v.sha256[:16]}): no new version."
+            styled(
+                "[bold]{}[/] already holds this content (sha256 {}): no new version.",
+                v.ref,
+                v.sha256[:16],
+            )
         )
     if stats.bytes_stored == 0:
         console.print("  Stored 0 B: every chunk was already in the store.")
@@ -98,7 +108,7 @@ def upload(
     if json_:
         output.print_json(result.as_dict())
     else:
-        print(v.ref)
+        print(output.printable(v.ref))
 
 
 @app.command("list")
@@ -150,7 +160,7 @@ def show(
         output.print_json(data)
         return
     console = output.out()
-    console.print(f"[bold]Dataset {data['ref']}[/]  ({data['kind']})")
+    console.print(styled("[bold]Dataset {}[/]  ({})", data["ref"], data["kind"]))
     rows = [
         ("sha256", data["sha256"]),
         (
@@ -163,7 +173,7 @@ def show(
     ]
     for key, value in rows:
         console.print(f"  {key + ':':<9} {value}", markup=False)
-    console.print("[bold]Files[/]")
+    console.print("Files", style="bold")
     for f in data["files"][:SHOWN_FILES]:
         console.print(
             f"  {f['path']:<40} {_bytes(f['size']):>10}  {f['sha256'][:16]}", markup=False
@@ -171,7 +181,7 @@ def show(
     if len(data["files"]) > SHOWN_FILES:
         console.print(f"  … and {len(data['files']) - SHOWN_FILES} more (all with --json)")
     if data["runs"]:
-        console.print("[bold]Used by runs[/]")
+        console.print("Used by runs", style="bold")
         for r in data["runs"]:
             console.print(f"  {r['run_id']}  as {r['env']}", markup=False)
 

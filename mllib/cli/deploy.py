@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from mllib.cli import output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.ranges import COUNT, Range
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
@@ -72,8 +73,8 @@ def ship(
         )
         return
     if outcome.forced:
-        console.print(f"[yellow]Overrode {', '.join(outcome.forced)} (audited: {reason})[/]")
-    console.print(f"[green]✔[/] {dep.label} is live on [bold]{env}[/] at {dep.url}")
+        console.print(f"Overrode {', '.join(outcome.forced)} (audited: {reason})", style="yellow")
+    console.print(styled("[green]✔[/] {} is live on [bold]{}[/] at {}", dep.label, env, dep.url))
     if env == "staging":
         console.print("  Next: mllib loadtest --env staging, then mllib deploy ... --env prod")
     else:
@@ -117,9 +118,8 @@ def rollback(
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
-    console.print(
-        f"[green]✔[/] Rolled {env} back to {outcome.deployment.label} at {outcome.deployment.url}"
-    )
+    dep = outcome.deployment
+    console.print(styled("[green]✔[/] Rolled {} back to {} at {}", env, dep.label, dep.url))
     if outcome.cooldown_s:
         console.print(
             f"  Your next prod deploy of {outcome.deployment.model} waits {human_duration(outcome.cooldown_s)}."
@@ -153,7 +153,9 @@ def logs(
     path, alive = log_source(deploy_context(), env)
     try:
         for line in read_lines(path, follow=follow, alive=alive):
-            sys.stdout.write((line.decode("utf-8", "replace") if json_ else pretty(line)) + "\n")
+            # --json: the server's JSON lines, control characters escaped as JSON escapes them
+            shown = line.decode("utf-8", "replace") if json_ else output.printable(pretty(line))
+            sys.stdout.write(shown + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
@@ -195,7 +197,7 @@ def history(
             r["user"] or "-",
             r["env"] or "-",
             r["action"],
-            f"[{style}]{r['result']}[/]" if style else r["result"],
+            output.text(r["result"], style),
             model,
             r["reason"] or "",
         )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.output import styled
 
 
 def doctor(
@@ -85,9 +86,8 @@ def _print(report, path: Path) -> None:
         markup=False,
     )
     if report.ok:
-        console.print("[green]✔[/] Nothing needs repair.")
+        console.print(styled("[green]✔[/] Nothing needs repair."))
         return
     for problem in report.problems:
-        console.print(f"[red]✘[/] {problem.what}: ", end="")
-        console.print(problem.detail, markup=False)
+        console.print(styled("[red]✘[/] {}: {}", problem.what, problem.detail))
         console.print(f"  fix: {problem.fix}", markup=False, style="dim")

@@ -9,6 +9,7 @@ import typer
 from mllib.cli import output
 from mllib.cli.deploy_args import EnvOpt, deploy_context
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.ranges import BURST, RATE
 
 app = typer.Typer(
@@ -56,7 +57,15 @@ def create(
         name=name,
     )
     output.err().print(
-        f"Created key [bold]{key.id}[/] for {env}: {key.rps:g} requests/s, bursts of {key.burst:g}.\n"
+        styled(
+            "Created key [bold]{}[/] for {}: {} requests/s, bursts of {}.",
+            key.id,
+            env,
+            f"{key.rps:g}",
+            f"{key.burst:g}",
+        )
+    )
+    output.err().print(
         "This is the only time the key is shown; store it now (only its hash is kept)."
     )
     print(key.token)

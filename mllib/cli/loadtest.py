@@ -11,6 +11,7 @@ from mllib import terminal
 from mllib.cli import output
 from mllib.cli.deploy_args import deploy_context
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.ranges import COUNT, POSITIVE, RATE
 
 
@@ -100,9 +101,9 @@ class _Progress:
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
             self.bar = terminal.bar(
-                TextColumn("load test"),
+                TextColumn("load test", markup=False),
                 BarColumn(),
-                TextColumn("{task.fields[detail]}"),
+                TextColumn("{task.fields[detail]}", markup=False),
                 TimeRemainingColumn(),
                 transient=True,
             )
@@ -127,7 +128,13 @@ def report(result) -> None:
     console = output.out()
     verdict = "[green]passed[/]" if result.passed else "[red]did not pass[/]"
     console.print(
-        f"[bold]Load test {result.id}[/] of {result.model} v{result.version} on {result.env}: {verdict}"
+        styled(
+            "[bold]Load test {}[/] of {} v{} on {}: " + verdict,
+            result.id,
+            result.model,
+            result.version,
+            result.env,
+        )
     )
     mode = (
         f"{result.target_rps:g} req/s target"
@@ -152,4 +159,4 @@ def report(result) -> None:
             f"    {label} {'█' * max(1, round(30 * count / peak)):<30} {count:,}", markup=False
         )
     for check in result.failed_checks:
-        console.print(f"  [red]✘[/] {check}")
+        console.print(styled("  [red]✘[/] {}", check))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import typer
+from rich.text import Text
 
 from mllib.cli import output
-from mllib.cli.output import fmt_duration, fmt_value, status_text
+from mllib.cli.output import fmt_duration, fmt_value, printable, status_text, styled
 from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM
 
 
 def announce(record) -> None:
     """The line that says a run has started: its id, model, action and where it runs."""
-    from rich.markup import escape
-
     output.err().print(
-        f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
-        f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
+        styled(
+            "[bold]Run {}[/] · {} · {} · {} runtime ({})",
+            record.id,
+            record.model,
+            record.action,
+            record.runtime,
+            record.runtime_note or "",
+        )
     )
 
 
@@ -23,10 +28,10 @@ def finish(record, detach: bool) -> None:
     """Print the run's outcome and exit with the code that matches it."""
     console = output.err()
     if detach or not record.finished:
-        console.print(f"Started run [bold]{record.id}[/] in the background.")
+        console.print(styled("Started run [bold]{}[/] in the background.", record.id))
         console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
         console.print(f"  Stop it:    mllib runs cancel {record.id}")
-        print(record.id)
+        print(printable(record.id))
         return
     for line in summary_lines(record):
         console.print(line)
@@ -37,21 +42,24 @@ def finish(record, detach: bool) -> None:
     raise typer.Exit(EXIT_SYSTEM if record.failure_class == "system_error" else EXIT_FAILED)
 
 
-def summary_lines(record) -> list[str]:
+def summary_lines(record) -> list[Text | str]:
     """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
     from mllib.runs.views import show
     from mllib.workspace import Workspace
 
     ws = Workspace.find(record.project_dir)
     data = show(ws, record.id)
-    lines = [
-        f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
+    lines: list[Text | str] = [
+        Text.assemble(
+            _mark(record.status),
+            styled(" Run [bold]{}[/] ", record.id),
+            status_text(record.status),
+            f" in {fmt_duration(record.duration_s)}",
+        )
     ]
     if record.failure_class:
-        from rich.markup import escape
-
         error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
-        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
+        lines.append(styled("  [red]{}[/]: {}", record.failure_class, error))
     if data["metrics"]:
         lines.append(
             "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
@@ -67,7 +75,6 @@ def summary_lines(record) -> list[str]:
     return lines
 
 
-def _mark(status: str) -> str:
-    return {"succeeded": "[green]✔[/]", "failed": "[red]✘[/]", "cancelled": "[yellow]■[/]"}.get(
-        status, "•"
-    )
+def _mark(status: str) -> Text:
+    marks = {"succeeded": ("✔", "green"), "failed": ("✘", "red"), "cancelled": ("■", "yellow")}
+    return output.text(*marks.get(status, ("•", "")))

@@ -10,7 +10,7 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.numbers import number_option
-from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
+from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
 from mllib.ranges import COUNT
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
@@ -50,9 +50,9 @@ def list_(
         "ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL", whole=("ID",)
     )
     for r in runs:
-        status_cell = status_text(r["status"]) + (
-            f" ({r['failure_class']})" if r["failure_class"] else ""
-        )
+        status_cell = status_text(r["status"])
+        if r["failure_class"]:
+            status_cell.append(f" ({r['failure_class']})")
         evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
         table.add_row(
             r["id"],
@@ -81,12 +81,12 @@ def show(
         output.print_json(data)
         return
     console = output.out()
-    console.print(
-        f"[bold]Run {data['id']}[/]  {status_text(data['status'])}"
-        + (f" ([red]{data['failure_class']}[/])" if data["failure_class"] else "")
-    )
+    header = styled("[bold]Run {}[/]  ", data["id"]) + status_text(data["status"])
+    if data["failure_class"]:
+        header += styled(" ([red]{}[/])", data["failure_class"])
+    console.print(header)
     if data["error"]:
-        console.print(f"  error:    {output.hanging(data['error'], 12)}", markup=False)
+        console.print(f"  error:    {output.hanging(data['error'], 12)}")
     rows = [
         (
             "model",
@@ -109,16 +109,16 @@ def show(
     ]
     for key, value in rows:
         if value is not None:
-            console.print(f"  {key + ':':<10} {value}", markup=False)
+            console.print(f"  {key + ':':<10} {value}")
     if len(data["attempts"]) > 1:
-        console.print("[bold]Attempts[/]")
+        console.print("Attempts", style="bold")
         for a in data["attempts"]:
             why = f": {a['reason']}" if a["reason"] else ""
-            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}", markup=False)
+            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}")
     if data["params"]:
-        console.print("[bold]Params[/]")
+        console.print("Params", style="bold")
         for k, v in data["params"].items():
-            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+            console.print(f"  {k} = {fmt_value(v)}")
     if data["metric_summary"]:
         table = Table("METRIC", "LAST", "MIN", "MAX", "POINTS", box=None, title_justify="left")
         for name, s in data["metric_summary"].items():
@@ -129,25 +129,23 @@ def show(
                 fmt_value(s["max"]),
                 str(s["count"]),
             )
-        console.print("[bold]Metrics[/]")
+        console.print("Metrics", style="bold")
         console.print(table)
     if data["eval_metrics"]:
-        console.print("[bold]Evaluation[/]")
+        console.print("Evaluation", style="bold")
         for k, v in data["eval_metrics"].items():
-            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+            console.print(f"  {k} = {fmt_value(v)}")
     if data["datasets"]:
-        console.print("[bold]Datasets[/]")
+        console.print("Datasets", style="bold")
         for d in data["datasets"]:
             console.print(
                 f"  {d['env']:<20} {d['name'] + '@' + str(d['version']):<30} {d['sha256'][:16]}",
-                markup=False,
             )
     if data["artifacts"]:
-        console.print("[bold]Artifacts[/]")
+        console.print("Artifacts", style="bold")
         for a in data["artifacts"]:
             console.print(
                 f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
-                markup=False,
             )
 
 
@@ -172,22 +170,22 @@ def compare(
     for section in ("params", "metrics", "eval_metrics"):
         if not data[section]:
             continue
-        table.add_row(f"[bold]{section.replace('_', ' ')}[/]")
+        table.add_row(output.text(section.replace("_", " "), "bold"))
         for key, values in data[section].items():
             differs = key in data["differs"][section]
             best = data["best"][section].get(key) if section != "params" else None
             cells = []
             for run_id in data["runs"]:
-                text = fmt_value(values.get(run_id))
+                value = fmt_value(values.get(run_id))
                 if best == run_id and differs:
-                    text = f"[bold green]{text} ★[/]"
-                elif differs:
-                    text = f"[yellow]{text}[/]"
-                cells.append(text)
+                    cells.append(output.text(f"{value} ★", "bold green"))
+                else:
+                    cells.append(output.text(value, "yellow" if differs else ""))
             table.add_row(f"  {key}", *cells)
     output.print_table(table)
     output.err().print(
-        "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
+        "yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)",
+        style="dim",
     )
 
 
@@ -212,7 +210,7 @@ def logs(
         output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
         raise typer.Exit(0) from None
     if follow:
-        output.err().print(f"Run {run_id} {status_text(status)}")
+        output.err().print(output.text(f"Run {run_id} ") + status_text(status))
 
 
 @app.command()
@@ -243,7 +241,7 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefi
     from mllib.runs.control import cancel as cancel_run
 
     record = cancel_run(_ws(), run_id)
-    output.err().print(f"Run {record.id} {status_text(record.status)}")
+    output.err().print(output.text(f"Run {record.id} ") + status_text(record.status))
 
 
 @app.command()
@@ -274,4 +272,4 @@ def artifacts(
     from mllib.runs.export import export_artifacts
 
     for path in export_artifacts(_ws(), run_id, output_dir, force=force):
-        print(path)
+        print(output.printable(path))

@@ -9,6 +9,7 @@ import typer
 from mllib.cli import output
 from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
 from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.ranges import COUNT, SERVE_PORT
 
 
@@ -69,7 +70,11 @@ def serve(
     def announce(spec) -> None:
         url = f"http://{spec.host}:{spec.port}"
         console = output.err()
-        console.print(f"[bold]Serving {spec.model} v{spec.version}[/] (run {spec.run_id}) at {url}")
+        console.print(
+            styled(
+                "[bold]Serving {} v{}[/] (run {}) at {}", spec.model, spec.version, spec.run_id, url
+            )
+        )
         console.print(
             f"  POST {url}/predict · GET {url}/health · GET {url}/metrics · docs {url}/docs"
         )
@@ -78,6 +83,6 @@ def serve(
     code = run_dev(spec, target, announce)
     if code:
         output.err().print(
-            f"[red]Error:[/] the model could not be loaded (see above); run {spec.run_id}"
+            styled("[red]Error:[/] the model could not be loaded (see above); run {}", spec.run_id)
         )
     raise typer.Exit(code)

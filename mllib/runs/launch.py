@@ -39,6 +39,7 @@ from mllib.runs.spec import (
 )
 from mllib.runtime import RUNTIMES
 from mllib.runtime.processes import create_time
+from mllib.safetext import printable
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
 
@@ -264,7 +265,8 @@ def prepare_run(
     tree, files = snapshot(ws.store, ws.project.root, ws.project.config)
     for rel, size in files.skipped_large:
         print(
-            f"mllib: {rel} ({size / 1e6:.0f} MB) is not part of the code snapshot; upload data as a dataset",
+            f"mllib: {printable(rel)} ({size / 1e6:.0f} MB) is not part of the code snapshot; "
+            "upload data as a dataset",
             file=sys.stderr,
         )
     run_id = new_run_id()

@@ -7,6 +7,7 @@ from pathlib import Path
 from mllib.errors import MllibError, NotFoundError
 from mllib.registry.metrics import metric_names, metric_series
 from mllib.registry.runs import get_run
+from mllib.safetext import printable
 from mllib.workspace import Workspace
 
 
@@ -47,7 +48,7 @@ def plot(
         xs = [step for step, value in points if value is not None]
         ys = [value for _, value in points if value is not None]
         fig.draw(fig.signal(xs, ys, marker="hd").lines().label(run_id))
-    fig.title(metric)
+    fig.title(printable(metric))  # the drawing is printed as it is: no escape sequence of the name
     fig.label("step", "x")
     drawing = str(fig.build())
     return plotext.uncolorize(drawing) if not color else drawing
