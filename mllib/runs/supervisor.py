@@ -5,6 +5,7 @@ events, and give it a final status. The same code runs attached (in the CLI proc
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mllib.errors import MllibError, UsageError
+from mllib.redaction import Redactor, for_run
 from mllib.registry.artifacts import register_model
 from mllib.registry.health import RegistryError
 from mllib.registry.runs import RunRecord, claim_run, finish_run, get_run, now, update_run
@@ -157,6 +159,7 @@ def supervise_local(
                 )
                 return get_run(registry, run.id)
             progress = job.progress = PrepareProgress(job.run_dir / LOG_FILE, show=echo is not None)
+            redactor = for_run(job.run_dir, job.code_dir, {**os.environ, **job.env})
             try:
                 handle = get_runtime(run.runtime or "process").start(job)
             except MllibError as exc:
@@ -180,7 +183,7 @@ def supervise_local(
                 worker_ctime=create_time(pid) if pid else None,
             )
             try:
-                outcome = _follow(ws, run, job, handle, flag, grace, echo, progress)
+                outcome = _follow(ws, run, job, handle, flag, grace, echo, progress, redactor)
             except RegistryError:  # nothing could record what the worker does: stop it
                 handle.cancel(0)
                 raise
@@ -189,12 +192,12 @@ def supervise_local(
         discard_secret_params(Path(run.run_dir or ws.run_dir(run.id)))
 
 
-def _follow(ws, run, job, handle, flag, grace, echo, progress) -> tuple[Outcome, bool]:
+def _follow(ws, run, job, handle, flag, grace, echo, progress, redactor) -> tuple[Outcome, bool]:
     from mllib.runs.recorder import Recorder
 
     recorder = Recorder(ws.registry, run.id, job.run_dir / EVENTS_FILE)
     pump = threading.Thread(
-        target=_pump, args=(handle, job.run_dir / LOG_FILE, echo, progress), daemon=True
+        target=_pump, args=(handle, job.run_dir / LOG_FILE, echo, progress, redactor), daemon=True
     )
     pump.start()
     cancelled = forced = False
@@ -217,10 +220,16 @@ def _follow(ws, run, job, handle, flag, grace, echo, progress) -> tuple[Outcome,
 
 
 def _pump(
-    handle, log_path: Path, echo: Callable[[bytes], None] | None, progress: PrepareProgress
+    handle,
+    log_path: Path,
+    echo: Callable[[bytes], None] | None,
+    progress: PrepareProgress,
+    redactor: Redactor,
 ) -> None:
+    stream = redactor.stream()  # no secret value reaches output.log or the terminal
     with open(log_path, "ab") as log:
-        for chunk in handle.output():
+        for raw in itertools.chain(handle.output(), [None]):  # None: the end, flush what is held
+            chunk = stream.feed(raw) if raw is not None else stream.flush()
             progress.close()  # the run's own output replaces the preparation spinner
             log.write(chunk)
             log.flush()

@@ -24,6 +24,7 @@ from mllib.errors import MllibError
 from mllib.metric_values import spell
 from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
+from mllib.redaction import Redactor, secret_values
 from mllib.runs.events import EVENTS_FILE, EventWriter
 from mllib.runs.spec import (
     ARTIFACT_DIR,
@@ -39,6 +40,9 @@ from mllib.worker.tracebacks import user_traceback
 EXIT_USER_ERROR = 1
 EXIT_SYSTEM_ERROR = 3
 EXIT_CANCELLED = 143
+
+# The run's secret values, kept out of the errors this worker records and prints.
+REDACTOR = Redactor()
 
 
 class UserCodeError(Exception):
@@ -106,6 +110,7 @@ def _check_eval_result(result: Any) -> dict[str, float]:
 def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> None:
     """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
     secret_cli = read_secret_params(run_dir, remove=True)  # on disk no longer than this
+    _know_secrets(spec, code_dir, secret_cli)
     seed_libraries(spec.seed)  # numpy and torch too, even when the model imports them later
     module = import_model_module(code_dir / spec.model_file)
     cls = getattr(module, spec.model_class, None)
@@ -116,6 +121,7 @@ def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> No
         obj = call_user(cls)
         cli = {**spec.cli_params, **secret_cli}
         resolved = resolve(declared_params(obj), cli, config=spec.config_params)
+        REDACTOR.add(str(resolved.values[name]) for name in resolved.secret)
         apply(obj, resolved)
         writer.emit(  # secrets as a marker: the event file and the registry never hold them
             "params",
@@ -154,6 +160,22 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def _know_secrets(spec: RunSpec, code_dir: Path, secret_cli: dict[str, Any]) -> None:
+    """The secret values this run may hold, known before the model's code runs (its import or
+    __init__ may fail with one in the message): declared params read from the source."""
+    import os
+
+    from mllib.discovery import find_model
+
+    try:
+        specs = find_model(code_dir / spec.model_file, spec.model_class).params
+    except MllibError:
+        specs = {}
+    REDACTOR.add(
+        secret_values(specs, environ=os.environ, cli=secret_cli, config=spec.config_params)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mllib.worker")
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -175,16 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         exc = wrapped.__cause__ or wrapped
         code = _report_user_error(writer, exc, code_dir)
     except MllibError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        writer.emit("error", failure_class="user_error", message=str(exc), traceback=None)
+        message = REDACTOR.text(str(exc))
+        print(f"Error: {message}", file=sys.stderr)
+        writer.emit("error", failure_class="user_error", message=message, traceback=None)
         code = EXIT_USER_ERROR
     except BaseException as exc:  # a bug in mllib itself, or the machine failing us
-        text = "".join(traceback.format_exception(exc))
+        text = REDACTOR.text("".join(traceback.format_exception(exc)))
         print(f"mllib internal error:\n{text}", file=sys.stderr)
         writer.emit(
             "error",
             failure_class="system_error",
-            message=f"{type(exc).__name__}: {exc}",
+            message=REDACTOR.text(f"{type(exc).__name__}: {exc}"),
             traceback=text,
         )
         code = EXIT_SYSTEM_ERROR
@@ -202,9 +225,9 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
-    text = user_traceback(exc, code_dir)
+    text = REDACTOR.text(user_traceback(exc, code_dir))
     print(text, file=sys.stderr, end="")
-    message = "".join(traceback.format_exception_only(exc)).strip()
+    message = REDACTOR.text("".join(traceback.format_exception_only(exc)).strip())
     if isinstance(exc, MemoryError) or _disk_full(exc):
         what = "Out of memory" if isinstance(exc, MemoryError) else "The disk is full"
         writer.emit(
@@ -212,7 +235,9 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
         )
         return EXIT_SYSTEM_ERROR
     if isinstance(exc, SystemExit):
-        message = f"model code called sys.exit({exc.code!r}); return from the method instead"
+        message = REDACTOR.text(
+            f"model code called sys.exit({exc.code!r}); return from the method instead"
+        )
     elif isinstance(exc, KeyboardInterrupt):
         message = "model code raised KeyboardInterrupt"
     writer.emit("error", failure_class="user_error", message=message, traceback=text)
