@@ -127,6 +127,7 @@ def _rebuild(ws: Workspace) -> list[str]:
         new = Registry.open(scratch / path.name)
         try:
             imported, skipped = _import_folders(new, run_folders(path))
+            new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the one file moved
         finally:
             new.close()
         aside = replace(path, scratch / path.name)

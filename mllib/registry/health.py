@@ -2,8 +2,10 @@
 
 Every such failure becomes one RegistryError (a system error, exit 3) naming the file and what to
 do, instead of an sqlite3 traceback; a transaction it interrupts is rolled back whole. Opening
-checks what is cheap to check: the file's first bytes, and that an empty or missing registry is
-not about to be started over on top of the run folders beside it.
+checks what is cheap to check, by stat alone: that an empty or missing registry is not about to
+be started over on top of the run folders beside it. (The file itself is read only through
+SQLite: closing another descriptor of a database cancels the POSIX locks SQLite holds on it in
+this process, which can corrupt it; a file that is not a database is SQLite's NOTADB.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 
 from mllib.errors import EXIT_SYSTEM, MllibError
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 FULL_BELOW = 256 * 1024  # bytes free under which a failed write is taken for a full disk
 RUNS_DIR = "runs"  # beside the registry (Project.runs_dir)
 REPAIR_HINT = (
@@ -47,8 +48,8 @@ def run_folders(registry_path: Path, *, recorded: bool = False) -> list[Path]:
 
 
 def check_file(path: Path) -> None:
-    """Refuse, before SQLite touches it, a registry that is not a database, or one that is
-    missing or empty while run folders exist (truncated or deleted: never start over on top)."""
+    """Refuse, before SQLite touches it, a registry that is not a file, or one that is missing
+    or empty while run folders exist (truncated or deleted: never start over on top)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -66,12 +67,6 @@ def check_file(path: Path) -> None:
                 "`mllib doctor --restore BACKUP` to put back a backup.",
             )
         return
-    with open(path, "rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header != SQLITE_HEADER:
-        raise RegistryError(
-            f"The registry {path} is damaged: it is not an SQLite database", hint=REPAIR_HINT
-        )
 
 
 def explain(exc: sqlite3.Error, path: Path, busy_timeout_s: float) -> RegistryError | None:
@@ -93,7 +88,8 @@ def explain(exc: sqlite3.Error, path: Path, busy_timeout_s: float) -> RegistryEr
             hint="Free some space, then run the command again; the change that did not fit was "
             "rolled back whole.",
         )
-    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text:
+    damaged = ("malformed", "not a database")
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or any(word in text for word in damaged):
         return RegistryError(f"The registry {path} is damaged ({text})", hint=REPAIR_HINT)
     if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
         return RegistryError(
