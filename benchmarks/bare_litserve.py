@@ -7,21 +7,22 @@ python benchmarks/bare_litserve.py BUNDLE_DIR MODEL_FILE MODEL_CLASS PORT WORKER
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import litserve as ls
 from fastapi import Response
 
 from mllib.encoding import to_json_bytes
-from mllib.serving.modelapi import WorkerSpec, load_predictor
+from mllib.serving.server.modelapi import load_predictor
 
 
 class BareAPI(ls.LitAPI):
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, bundle: str, model_file: str, model_class: str) -> None:
         super().__init__()
-        self.worker_spec = spec
+        self.model = (Path(bundle), model_file, model_class)
 
     def setup(self, device):
-        self.model_predict = load_predictor(self.worker_spec)
+        self.model_predict = load_predictor(*self.model)
 
     def predict(self, request):
         return self.model_predict(request)
@@ -33,6 +34,6 @@ class BareAPI(ls.LitAPI):
 
 if __name__ == "__main__":
     bundle, model_file, model_class, port, workers = sys.argv[1:6]
-    api = BareAPI(WorkerSpec(bundle, model_file, model_class))
+    api = BareAPI(bundle, model_file, model_class)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=int(workers))
     server.run(port=int(port), generate_client_file=False, log_level="warning")

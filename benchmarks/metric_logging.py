@@ -20,9 +20,9 @@ from pathlib import Path
 
 def bench_mllib(points: int, folder: Path) -> dict[str, float]:
     from mllib import tracking
+    from mllib.protocol.events import EVENTS_FILE, EventWriter
     from mllib.registry import Registry
     from mllib.registry.runs import RunRecord, create_run, now
-    from mllib.runs.events import EVENTS_FILE, EventWriter
     from mllib.runs.recorder import Recorder
 
     registry = Registry.open(folder / "registry.db")

@@ -4,7 +4,7 @@ serving the same predict, and (with --mlflow) `mlflow models serve` of the same 
 process counts.
 
 python benchmarks/serving.py [--duration 8] [--rounds 3] [--processes 1,2]
-                             [--mlflow .venv-bench/bin/mlflow] [--json]
+                             [--mlflow .venv-bench/bin/mlflow] [--baseline-src DIR ...] [--json]
 
 Rows, for each process count P in --processes:
   mllib inline, P     P HTTP processes that each hold the model and predict (the default mode)
@@ -12,7 +12,9 @@ Rows, for each process count P in --processes:
 and once:
   mllib worker, 1+1   one API server handing requests to one LitServe worker (the former default)
   bare LitServe, 1+1  LitServe's defaults: one API server, one worker, its Manager process
-Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
+With --baseline-src DIR (another checkout's source, e.g. `git archive main`; may be repeated),
+its mllib prod path rows too (deployed through its own CLI, same venv), to compare a change with
+main in one run. Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
 rounds; the median round is reported. Needs wrk (apt-get install wrk). The model is the sklearn
 template's LogisticRegression (20 features).
 """
@@ -57,6 +59,7 @@ class Target:
     key: str | None = None
     log_path: str | None = None
     c64: bool = True  # also measured at concurrency 64
+    baseline_for: str | None = None  # --baseline-src: the name of this checkout's same row
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -195,6 +198,14 @@ def main() -> None:
         help="path of an mlflow executable (its venv has mlflow + sklearn); may be repeated,"
         " e.g. once from a venv where uvicorn[standard] is installed too",
     )
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also measure the mllib prod path of the checkout in DIR (its source tree, run with"
+        " this venv) in the same interleaved rounds, e.g. main beside a change",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.processes = [int(p) for p in args.processes.split(",")]
@@ -220,7 +231,7 @@ def main() -> None:
                     row = median_row(measured[(name, connections)])
                     results.setdefault(name, {"label": target.label})[f"c{connections}"] = row
                     say(
-                        f"  {target.label:<38} c={connections:<3} {row['rps']:>7,.0f} req/s"
+                        f"  {target.label:<46} c={connections:<3} {row['rps']:>7,.0f} req/s"
                         f"  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms"
                         f"  {row['cpu_us_per_request']:5.0f}us CPU/req  non-2xx {row['non_2xx']}"
                         f"  (rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_rps'])})"
@@ -280,6 +291,12 @@ def ratios(results: dict, targets: dict[str, Target], processes: list[int]) -> d
     out[f"{targets['mllib_inline_1'].label} / {targets['mllib_worker'].label}"] = rps(
         "mllib_inline_1"
     ) / rps("mllib_worker")
+    for name, target in targets.items():  # this checkout / a baseline checkout, c=8 and c=64
+        if target.baseline_for:
+            ours = target.baseline_for
+            for c in ("c8", "c64"):
+                label = f"{targets[ours].label} / {target.label}, {c.replace('c', 'c=')}"
+                out[label] = results[ours][c]["rps"] / results[name][c]["rps"]
     return {label: round(value, 2) for label, value in out.items()}
 
 
@@ -293,8 +310,16 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     for p in args.processes:
         targets[f"mllib_inline_{p}"] = deploy_prod(stack, template, tmp, "inline", p)
     targets["mllib_worker"] = deploy_prod(stack, template, tmp, "worker", 1)
+    for src in map(Path, args.baseline_src):
+        for name in [n for n in targets if n.startswith("mllib_")]:
+            inference, workers = (
+                ("worker", 1) if name == "mllib_worker" else ("inline", targets[name].processes)
+            )
+            baseline = deploy_prod_from(src, template, tmp, inference, workers, stack)
+            baseline.baseline_for = name
+            targets[f"baseline_{src.name}_{name}"] = baseline
 
-    from mllib.serving.servable import materialize, resolve
+    from mllib.serving.control.servable import materialize, resolve
     from mllib.workspace import Workspace
 
     ws = Workspace.find(template)
@@ -319,8 +344,8 @@ def deploy_prod(
     stack: ExitStack, template: Path, tmp: Path, inference: str, workers: int
 ) -> Target:
     """A prod deployment of the trained template (its own copy of the project) and a key."""
-    from mllib.serving import keys
-    from mllib.serving.deploy import DeployContext, deploy, stop
+    from mllib.serving.control import keys
+    from mllib.serving.control.deploy import DeployContext, deploy, stop
     from mllib.workspace import Workspace
 
     project = tmp / f"proj-{inference}-{workers}"
@@ -341,6 +366,43 @@ def deploy_prod(
     else:
         label, processes = f"mllib prod, worker, {workers}+1 processes", workers + 1
     target = Target(label, f"{dep.url}/predict", MLLIB_BODY, processes, dep.pid, key, dep.log_path)
+    wait_until_up(target, None)
+    return target
+
+
+def deploy_prod_from(
+    src: Path, template: Path, tmp: Path, inference: str, workers: int, stack: ExitStack
+) -> Target:
+    """deploy_prod, by the mllib whose source is `src` (its CLI, with this venv's packages)."""
+    project = tmp / f"baseline-{src.name}-{inference}-{workers}"
+    shutil.copytree(template, project)
+    config = project / "mllib.toml"
+    config.write_text(
+        config.read_text()
+        + f'\n[deploy]\ninference = "{inference}"\nworkers = {workers}\napi_servers = 1\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(src.resolve())}
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "mllib", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    cli("deploy", "classifier", "--env", "prod", "--force", "--reason", "benchmark")
+    stack.callback(cli, "deploy", "stop", "--env", "prod")
+    key = cli("keys", "create", "--env", "prod", "--rps", "1e9", "--burst", "1e9").strip()
+    dep = json.loads(cli("deploy", "status", "--env", "prod", "--json", "--window", "0.1"))[0]
+    if inference == "inline":
+        label, processes = f"mllib prod ({src.name}), inline, {workers} process(es)", workers
+    else:
+        label, processes = f"mllib prod ({src.name}), worker, {workers}+1 processes", workers + 1
+    url = f"{dep['url']}/predict"
+    target = Target(label, url, MLLIB_BODY, processes, dep["pid"], key, dep["log_path"])
     wait_until_up(target, None)
     return target
 

@@ -5,7 +5,7 @@ keys, their defaults the defaults, their annotations the types accepted; an unkn
 error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
 [store]) are declared here and checked when the file is read; a feature's tables live with the
 feature ([data] in mllib.datasets.settings; [serve], [deploy], [keys], [loadtest] in
-mllib.serving.settings) and are checked when the feature reads them.
+mllib.serving.control.settings) and are checked when the feature reads them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ KNOWN_KEYS = {
     "model": 'which class to use, e.g. "model.py:MyModel"',
     "seed": "the seed every run starts from (default 0)",
     "params": "param values, below the command line and env variables",
-    "runtime": "where runs execute locally: process or docker",
+    "runtime": "where runs execute locally: process, venv or docker",
     "registry": "where runs are recorded",
     "store": "where artifacts and datasets are stored",
     "code": "what a code snapshot holds",
@@ -49,12 +49,14 @@ T = TypeVar("T")
 class RuntimeSettings:
     """[runtime]: where runs execute locally, and the image and container of docker runs."""
 
-    local: str = "auto"  # auto, process or docker
+    local: str = "auto"  # auto, process, venv or docker
     cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
     base_image: str = "mllib/base:bookworm-py3"
     image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins
     packages: list = field(default_factory=list)  # requirement strings added to the image
     detect_imports: bool = True  # installed packages the code imports go into the image too
+    env_cache_gb: float = 20.0  # venvs kept for the venv runtime, least recently used go first
+    per_step: bool = True  # evaluation and prediction environments hold what their code reaches
     memory: str | int | None = None  # e.g. "8g"; none: no limit
     cpus: float | None = None  # e.g. 2.5; none: no limit
     shm_size: str | int = "1g"  # /dev/shm (PyTorch DataLoader workers share tensors through it)

@@ -18,6 +18,8 @@ from mllib.params import ParamSpec, type_name_of
 
 REQUIRED_METHODS = ("train", "predict")
 CONTRACT_METHODS = ("train", "evaluate", "predict")
+# The names an evaluation method may have: evaluate(), or test() as the seed's own code spells it.
+EVALUATE_NAMES = ("evaluate", "test")
 _MAX_IMPORT_DEPTH = 8  # re-exports followed at most this deep (and never in a cycle)
 
 
@@ -131,7 +133,10 @@ def _info(reader: _Reader, file: Path, cls: _ClassDef) -> ModelInfo:
         init = _init_of(base)
         if init is not None:
             params.update(_params_in(init, base.module.constants))
-    return ModelInfo(file, cls.name, params, _all_methods(chain), complete)
+    methods = _all_methods(chain)
+    if methods & set(EVALUATE_NAMES):
+        methods.add("evaluate")  # test() evaluates too
+    return ModelInfo(file, cls.name, params, methods, complete)
 
 
 def _init_of(cls: _ClassDef) -> ast.FunctionDef | None:

@@ -179,8 +179,8 @@ def _import_run(reg, folder: Path, tables: dict[str, list[dict[str, Any]]]) -> N
 def _import_metrics(reg, folder: Path, run_id: str) -> None:
     """The run's metric points, read again from its events.jsonl as the supervisor read them."""
     from mllib.metric_values import to_stored
+    from mllib.protocol.events import EVENTS_FILE, EventReader
     from mllib.registry.metrics import insert_points
-    from mllib.runs.events import EVENTS_FILE, EventReader
 
     points = [
         (e["seq"], e["name"], e["step"], to_stored(e["value"]), e["ts"])

@@ -56,13 +56,20 @@ class FileLock:
         self.path = Path(path)
         self.shared = shared
         self.what = what or str(self.path)
-        self.record_pid = record_pid and not shared
+        self.record_pid = record_pid  # exclusive holds only
         self._fd: int | None = None
 
-    def acquire(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> bool:
+    def acquire(
+        self, timeout: float | None = DEFAULT_TIMEOUT_S, *, shared: bool | None = None
+    ) -> bool:
         """Take the lock; False when another process still held it after `timeout` seconds
-        (0: try once). None waits as long as it takes, for callers that report their waiting."""
-        fd = _open(self.path)
+        (0: try once). None waits as long as it takes, for callers that report their waiting.
+        `shared` overrides the kind given at creation; on a lock already held it converts it
+        (as flock does: not atomically, the lock may pass to another process in between)."""
+        if shared is not None:
+            self.shared = shared
+        held = self._fd is not None
+        fd = self._fd if self._fd is not None else _open(self.path)
         mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _POLL_FIRST_S
@@ -72,28 +79,43 @@ class FileLock:
                 break
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
+                    if not held:
+                        os.close(fd)
                     return False
                 time.sleep(pause if deadline is None else min(pause, deadline - time.monotonic()))
                 pause = min(pause * 2, _POLL_MAX_S)
             except BaseException:
-                os.close(fd)
+                if not held:
+                    os.close(fd)
                 raise
         self._fd = fd
-        if self.record_pid:
+        if self.record_pid and not self.shared:
             _write_pid(fd, os.getpid())
         return True
+
+    def fileno(self) -> int:
+        """The lock file's descriptor while held (a child process given it holds the lock too)."""
+        if self._fd is None:
+            raise ValueError(f"the lock on {self.path} is not held")
+        return self._fd
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
-            if self.record_pid:
+            if self.record_pid and not self.shared:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)  # while still held: the next holder writes its own pid
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Let go of the lock by closing its file only: it ends once no child process given the
+        descriptor (`fileno`) still holds it."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
             os.close(fd)
 
     def holder(self) -> int | None:

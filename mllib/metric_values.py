@@ -9,7 +9,8 @@ Events and JSON output spell them "NaN", "Infinity" and "-Infinity" (JavaScript'
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 NAN = "NaN"
 _NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -48,3 +49,25 @@ def json_safe(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [json_safe(v) for v in data]
     return data
+
+
+# Metrics whose names contain one of these are better when lower; all others when higher.
+LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "perplexity", "latency", "time")
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.lower() for word in LOWER_IS_BETTER)
+
+
+K = TypeVar("K")
+
+
+def best_of(values: Mapping[K, float | None], metric: str) -> K | None:
+    """The key of the best value of `metric` (lowest for loss-like names, else highest), leaving
+    out missing and NaN values; None when no value is left. What `runs compare` marks with a
+    star and `--best METRIC` picks."""
+    present = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
+    if not present:
+        return None
+    pick = min if lower_is_better(metric) else max
+    return pick(present, key=present.__getitem__)

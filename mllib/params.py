@@ -310,21 +310,45 @@ def resolve(
 
 
 def check_known(
-    specs: Mapping[str, ParamSpec], given: Iterable[str], where: str = "on the command line"
+    specs: Mapping[str, ParamSpec],
+    given: Iterable[str],
+    where: str = "on the command line",
+    *,
+    options: Iterable[str] = (),
 ) -> None:
+    """Refuse names that are not params, suggesting the closest param (or, on the command line,
+    the closest of the command's own `options`)."""
     unknown = [name for name in given if name not in specs]
     if unknown:
-        names = ", ".join(f"`{n}`" for n in unknown)
+        dashes = where == "on the command line"
+        names = ", ".join(f"`{n}`{_did_you_mean(n, specs, options, dashes)}" for n in unknown)
         raise ParamError(
             f"Unknown param {names} {where}. The model declares:\n{param_table(specs)}",
             hint="Check the spelling, or declare it in __init__ with mllib.Param(default).",
         )
 
 
+def _did_you_mean(name: str, specs: Iterable[str], options: Iterable[str], dashes: bool) -> str:
+    """` (did you mean --learning_rate?)` for the param or option closest to `name`, else ''."""
+    from difflib import get_close_matches
+
+    prefix = "--" if dashes else ""
+    spellings = {f"{prefix}{p}": p for p in specs} | {o: _norm(o.lstrip("-")) for o in options}
+    close = get_close_matches(_norm(name), list(spellings.values()), n=1)
+    if not close:
+        return ""
+    return f" (did you mean {next(s for s, n in spellings.items() if n == close[0])}?)"
+
+
 def parse_cli_params(
-    args: list[str], specs: Mapping[str, ParamSpec] | None = None
+    args: list[str],
+    specs: Mapping[str, ParamSpec] | None = None,
+    *,
+    options: Iterable[str] | None = None,
 ) -> dict[str, str]:
-    """Parse `--name=value`, `--name value`, `--flag`/`--no-flag` (bools) and `-p name=value` into raw strings."""
+    """Parse `--name=value`, `--name value`, `--flag`/`--no-flag` (bools) and `-p name=value` into
+    raw strings. Given `specs` and the command's own `options` (the CLI), a name that is not a
+    param is refused at once, naming the closest param or option (`--detach`)."""
     raw: dict[str, str] = {}
     i = 0
     while i < len(args):
@@ -342,15 +366,15 @@ def parse_cli_params(
                 hint="Params are given as --name=value, e.g. --learning_rate=0.01.",
             )
         body = arg[2:]
+        name = _norm(body.split("=", 1)[0])
+        if specs is not None and options is not None and not _negates_a_bool(name, specs):
+            check_known(specs, [name], options=options)
         if "=" in body:
-            name, value = body.split("=", 1)
-            raw[_norm(name)] = value
+            raw[name] = body.split("=", 1)[1]
             i += 1
             continue
-        name = _norm(body)
         spec_type = specs[name].type_name if specs and name in specs else None
-        negated = name.startswith("no_") and specs is not None and name[3:] in specs
-        if negated and specs[name[3:]].type_name == "bool":
+        if specs is not None and _negates_a_bool(name, specs):
             raw[name[3:]] = "false"
             i += 1
         elif spec_type == "bool" and (i + 1 >= len(args) or args[i + 1].startswith("-")):
@@ -366,6 +390,10 @@ def parse_cli_params(
 
 def _norm(name: str) -> str:
     return name.strip().replace("-", "_")
+
+
+def _negates_a_bool(name: str, specs: Mapping[str, ParamSpec]) -> bool:
+    return name.startswith("no_") and name[3:] in specs and specs[name[3:]].type_name == "bool"
 
 
 def declared_params(obj: object) -> dict[str, ParamSpec]:

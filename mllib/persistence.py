@@ -52,9 +52,54 @@ def save_model(obj: Any, folder: Path, secret: Collection[str] = ()) -> str:
             state.update(held)
         (folder / PICKLE_FILE).write_bytes(data)
         fmt = "cloudpickle"
-    meta = {"format": fmt, "class": cls.__qualname__, "secret_params": left_out}
+    meta: dict[str, Any] = {"format": fmt, "class": cls.__qualname__, "secret_params": left_out}
+    if fmt == "cloudpickle":
+        meta["modules"] = pickled_modules(data)
     (folder / META_FILE).write_text(json.dumps(meta, sort_keys=True) + "\n")
     return fmt
+
+
+MAX_SCANNED_BYTES = 64 << 20  # larger pickles are not read for their modules (None: unknown)
+
+
+def pickled_modules(data: bytes) -> list[str] | None:
+    """The top-level modules a pickle names (the classes and functions it loads by reference),
+    sorted: what an environment that loads it needs. None for a pickle too large to read."""
+    import pickletools
+
+    if len(data) > MAX_SCANNED_BYTES:
+        return None
+    memo: dict[int, Any] = {}
+    strings: list[Any] = []
+    modules: set[str] = set()
+    for opcode, arg, _pos in pickletools.genops(data):
+        name = opcode.name
+        if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+            strings.append(arg)
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            strings.append(memo.get(int(arg)))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = strings[-1] if strings else None
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[int(arg)] = strings[-1] if strings else None
+        elif name == "GLOBAL":
+            modules.add(str(arg).split(" ")[0].split(".")[0])
+        elif name == "STACK_GLOBAL" and len(strings) >= 2 and isinstance(strings[-2], str):
+            modules.add(strings[-2].split(".")[0])
+        if name not in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "BINGET",
+                        "LONG_BINGET", "GET", "MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):  # fmt: skip
+            strings = strings[-2:]
+    return sorted(modules)
+
+
+def saved_modules(folder: Path) -> list[str] | None:
+    """The modules a saved model's pickle names (see pickled_modules); None when unknown (a
+    custom save(), a pickle too large, a model saved by an older mllib)."""
+    try:
+        modules = json.loads((folder / META_FILE).read_text()).get("modules")
+    except (OSError, ValueError):
+        return None
+    return list(modules) if isinstance(modules, list) else None
 
 
 def load_model(cls: type, folder: Path) -> Any:

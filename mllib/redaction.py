@@ -2,8 +2,9 @@
 put them: an exception message, a traceback, a line it printed.
 
 The worker redacts the errors it records (the registry's `error` column and events.jsonl come
-from them) and what it prints of them; the supervisor's log pump redacts the run's output on its
-way to output.log and the terminal, whatever wrote it (the model, a library, a subprocess). Both
+from them) and what it prints of them; the local backend's log pump (mllib.runs.local) redacts
+the run's output on its way to output.log and the terminal, whatever wrote it (the model, a
+library, a subprocess). Both
 know the values the same way: `secret_values` of the model's declared params, from the command
 line, the environment (env files included), mllib.toml and the declared defaults.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 MARKER = "***"  # mllib.params.SECRET_MARKER
@@ -95,25 +95,6 @@ def secret_values(
             candidates.append(environ.get(spec.env))
         found |= {str(v) for v in candidates if v not in (None, "") and not isinstance(v, bool)}
     return found
-
-
-def for_run(run_dir: Path, code_dir: Path, environ: Mapping[str, str]) -> Redactor:
-    """The redactor of a run about to start (its worker has not yet taken the command line's
-    secrets from the run folder): the model's params read from its source, `environ` the
-    run's environment."""
-    from mllib.discovery import find_model
-    from mllib.errors import MllibError
-    from mllib.runs.spec import RunSpec, read_secret_params
-
-    spec = RunSpec.read(run_dir)
-    try:
-        specs = find_model(code_dir / spec.model_file, spec.model_class).params
-    except MllibError:  # the worker reports what is wrong with the model
-        return Redactor()
-    values = secret_values(
-        specs, environ=environ, cli=read_secret_params(run_dir), config=spec.config_params
-    )
-    return Redactor(values)
 
 
 def _spellings(value: str) -> set[str]:

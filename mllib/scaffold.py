@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import mllib
 from mllib.errors import NotFoundError, UsageError
 
 
 def templates_root() -> Path:
     """Templates ship inside the wheel as mllib/_templates, and sit in templates/ in a source checkout."""
-    package = Path(mllib.__file__).parent
+    package = Path(__file__).parent  # the mllib package
     for candidate in (package / "_templates", package.parent / "templates"):
         if candidate.is_dir():
             return candidate

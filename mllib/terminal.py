@@ -3,7 +3,11 @@
 The library draws its own progress (a run's image build) with these, and the CLI prints through
 them, so both make the same decisions about colour, width and animation. Progress of any kind
 (transfers, a load test, an image build) is a `bar` or `spinner` where `animated()`, and plain
-`line`s elsewhere.
+`line`s elsewhere. What the library has to tell a person outside a command's result (a run went
+to an agent, a file was left out of a snapshot) goes through a `Notify` callback whose default is
+`notice`: one line on stderr, never printed by the library itself. rich is imported when
+something is first shown, so importing this module costs nothing (an agent host, where mllib's
+supervisor runs in the background and shows nothing, does not even install rich).
 
 One rendering path for what users supplied (model, param, metric, dataset, file and key names,
 reasons, errors): the consoles read no markup in strings, and show control characters (ESC,
@@ -16,14 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
 
 from mllib.safetext import printable as printable  # the one escaping of user text
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, ProgressColumn
     from rich.status import Status
     from rich.text import Text
@@ -45,17 +49,40 @@ def text(value: object, style: str = "") -> Text:
     return Text(printable(value), style=style)
 
 
-class _Console(Console):
+@cache
+def _console_class() -> type[Console]:
     """A console that reads no markup and shows control characters as escapes in every string
-    it renders (prints, table cells, headers), whoever built it."""
+    it renders (prints, table cells, headers), whoever built it (made on first use: rich is
+    imported only when something is shown)."""
+    from rich.console import Console
 
-    def render_str(self, text: str, **options: Any) -> Text:
-        return super().render_str(printable(text), **options)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **options: Any) -> Text:
+            return super().render_str(printable(text), **options)
+
+    return SafeConsole
 
 
 def plain() -> bool:
     """True in CI or when NO_COLOR is set: no colour, spinners or progress animation."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or "NO_COLOR" in os.environ
+
+
+Notify = Callable[[str], None]  # how the library tells a person something: one line of text
+
+
+def quiet() -> bool:
+    """`mllib -q` (MLLIB_QUIET): results and errors only; progress, notes and headers are not shown."""
+    return _flag("MLLIB_QUIET")
+
+
+def verbose() -> bool:
+    """`mllib -v` (MLLIB_VERBOSE): debug detail, such as the traceback behind an error."""
+    return _flag("MLLIB_VERBOSE")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "t", "yes", "y", "on")
 
 
 # Output into a file or a pipe is not cut to rich's 80 columns: table cells stay whole and lines
@@ -74,7 +101,7 @@ def _width(stream: Any) -> int | None:
 @cache
 def err() -> Console:
     """Messages for people (headers, summaries, errors) go to stderr, keeping stdout for results."""
-    return _Console(
+    return _console_class()(
         stderr=True,
         markup=False,  # strings are text; mllib's styling is built with styled()
         highlight=False,
@@ -87,7 +114,7 @@ def err() -> Console:
 
 @cache
 def out() -> Console:
-    return _Console(
+    return _console_class()(
         markup=False,
         highlight=False,
         emoji=False,
@@ -103,7 +130,7 @@ def animated() -> bool:
 
     Elsewhere (CI, a log file, a pipe) progress is a few plain lines.
     """
-    return not plain() and err().is_terminal
+    return not plain() and not quiet() and err().is_terminal
 
 
 def bar(*columns: str | ProgressColumn, transient: bool = False) -> Progress:
@@ -126,5 +153,21 @@ def spinner() -> Status:
 
 
 def line(message: str, *, style: str | None = None) -> None:
-    """One line of progress on stderr, printed as written (brackets are not rich markup)."""
-    err().print(message, markup=False, highlight=False, style=style)
+    """One line of progress on stderr, printed as written (brackets are not rich markup); none
+    with `-q`."""
+    if not quiet():
+        err().print(message, markup=False, highlight=False, style=style)
+
+
+def notice(message: str) -> None:
+    """The library's default `Notify`: `mllib: MESSAGE` as one line on stderr (written as is:
+    brackets are not rich markup, and the line is not wrapped). Shown with `-q` too: a notice
+    says something about the run a person must know (a wait, a lost connection, a retry)."""
+    err().print(f"mllib: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A note beside a command's result (what mllib did for you, what to do next time) on stderr,
+    printed as written; none with `-q`."""
+    if not quiet():
+        err().print(message, markup=False, highlight=False, soft_wrap=True)

@@ -24,7 +24,7 @@ class ActiveRun:
 
     id: str
     artifact_dir: Path
-    writer: Any  # mllib.runs.events.EventWriter
+    writer: Any  # mllib.protocol.events.EventWriter
     params: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
 

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllib.project import Project
+from mllib.protocol.folder import RunFolder
 
 if TYPE_CHECKING:
     from mllib.registry import Registry
+    from mllib.registry.runs import RunRecord
     from mllib.store import LocalBlobStore
 
 
@@ -41,4 +43,9 @@ class Workspace:
         return LocalBlobStore(self.project.store_path)
 
     def run_dir(self, run_id: str) -> Path:
+        """Where a new run's folder goes."""
         return self.project.runs_dir / run_id
+
+    def run_folder(self, run: RunRecord) -> RunFolder:
+        """A recorded run's folder: where it was recorded to be, else where a new one goes."""
+        return RunFolder(Path(run.run_dir) if run.run_dir else self.run_dir(run.id))

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
+source "$(dirname "$0")/lib/dashboard.sh"
 ensure_python_env "dev"
 cd "$MLLIB_ROOT"
 
@@ -14,17 +15,18 @@ BENCH_VENV="$MLLIB_ROOT/.venv-bench"
 # ensure_bench_env [VENV PACKAGES...]: MLflow (and PACKAGES) in a venv of their own, baselines only.
 ensure_bench_env() {
   local venv="${1:-$BENCH_VENV}"
-  if [ ! -x "$venv/bin/mlflow" ]; then
-    say "Installing MLflow ${*:2} into $venv (benchmark baseline only)"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check mlflow "${@:2}" 2>&1 \
-      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-  fi
+  [ -x "$venv/bin/mlflow" ] && return 0
+  say "Installing MLflow ${*:2} into $venv (benchmark baseline only)"
+  "$UV" venv -q --seed --allow-existing --python "${PYTHON:-python3}" "$venv" \
+    || die "could not create $venv (uv's error is above)"
+  "$UV" pip install -q --python "$venv/bin/python" mlflow "${@:2}" \
+    || die "installing MLflow failed: uv's error is above"
+  [ -x "$venv/bin/mlflow" ] || die "MLflow was installed but $venv/bin/mlflow is missing"
 }
 
 bench_startup() {
   ensure_bench_env
-  say "Startup: mllib --help vs mlflow --help"
+  say "Startup: mllib --help and mllib runs list beside python + typer + rich, and mlflow --help"
   "$VENV/bin/python" benchmarks/startup.py --runs 20 --mlflow "$BENCH_VENV/bin/mlflow"
 }
 
@@ -64,6 +66,16 @@ bench_docker() {
   "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
 }
 
+bench_dashboard() {
+  say "Dashboard: CPU per refresh and RSS with 10,000 runs, 5 of them logging 1,000 points/s"
+  "$VENV/bin/python" benchmarks/dashboard.py "$@"
+}
+
+bench_envs() {
+  say "Project venvs: cold build with uv vs pip (sklearn template), and the cached start"
+  "$VENV/bin/python" benchmarks/envs.py "$@"
+}
+
 case "${1:-all}" in
   startup) bench_startup ;;
   metrics) bench_metrics ;;
@@ -71,6 +83,8 @@ case "${1:-all}" in
   data) bench_data "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
   serve) bench_serve "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, all)" ;;
+  dashboard) bench_dashboard "${@:2}" ;;
+  envs) bench_envs "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, all)" ;;
 esac

@@ -33,13 +33,15 @@ first=$(mllib runs list --json --status succeeded --limit 3 | python3 -c 'import
 say "Compare the two training runs"
 mllib runs compare $first
 
-say "Predict with the newest model"
-mllib predict model.py --learning_rate=0.2 --input '{"x": [0.5, 1.0]}'
+say "Predict with the newest version (a line on stderr says which), then with version 1"
+mllib predict model.py --input '{"x": [0.5, 1.0]}'
+mllib predict --model linear:1 --input '{"x": [0.5, 1.0]}'
 
-say "Deploy the newest version to staging, load-test it there, then deploy it to prod"
-mllib deploy linear --env staging
+say "Deploy the version with the lowest mse to staging, load-test it there, then deploy it to prod"
+mllib deploy linear --best mse --env staging
 mllib loadtest --env staging --duration 5
-mllib deploy linear --env prod
+mllib deploy linear --best mse --env prod
+mllib models show linear
 
 say "Create an API key for prod and predict with it"
 key=$(mllib keys create --env prod --name quickstart)

@@ -6,10 +6,12 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
+source "$(dirname "$0")/lib/dashboard.sh"
 ensure_python_env "dev"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk
+ensure_tmux
 ensure_docker_engine
 ensure_base_image
 
@@ -17,6 +19,12 @@ cd "$MLLIB_ROOT"
 say "Lint"
 "$VENV/bin/ruff" check mllib agents tests benchmarks
 "$VENV/bin/ruff" format --check mllib agents tests benchmarks
+
+say "Arrows between packages (README: Architecture)"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_architecture.py
+
+say "Types ([tool.mypy] in pyproject.toml)"
+"$VENV/bin/mypy"
 
 say "Tests"
 exec "$VENV/bin/python" -m pytest "$@"

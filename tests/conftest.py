@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
+def uv() -> Path:
+    """The uv that scripts/lib/common.sh installs (in .venv-uv, or MLLIB_UV_VENV) and sets up with."""
+    path = Path(os.environ.get("MLLIB_UV_VENV", ROOT / ".venv-uv")) / "bin" / "uv"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run the tests through scripts/test.sh, which installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
 def _session_images() -> Iterator[str]:
     """The image repository of this test session: runs in Docker tag their images there, and
     whatever it holds is removed at the end (the engine is shared with everyone else)."""
@@ -41,11 +50,22 @@ def _session_images() -> Iterator[str]:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def session_env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv cache of this test session: runs in venvs share it (venvs are keyed by their
+    content, so tests with the same dependencies build one venv between them)."""
+    return tmp_path_factory.mktemp("envs")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _session_images: str) -> None:
-    """Tests never read a developer's registry settings or agents; output is plain and wide."""
-    for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG"):
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _session_images: str, session_env_cache: Path
+) -> None:
+    """Tests never read a developer's registry settings, agents or venvs; output is plain and
+    wide."""
+    for var in ("MLLIB_REGISTRY", "MLLIB_STORE", "MLLIB_DEBUG", "MLLIB_INSTALLER"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(session_env_cache))
     monkeypatch.setenv("MLLIB_IMAGE_REPOSITORY", _session_images)
     monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "mllib-home"))
     monkeypatch.setenv("NO_COLOR", "1")

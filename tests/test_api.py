@@ -25,6 +25,12 @@ def test_train_evaluate_predict_from_python(in_project: Project, capsys):
     assert evaluation.source_run_id == run.id and evaluation.status == "succeeded"
     shown = in_project.show(run.id)
     assert shown["eval_metrics"]["accuracy"] == 1.0
+    # A version by name (no model file), or by the best value of an evaluation metric.
+    assert mllib.predict({"x": 1}, version="Basic:1", notify=None) == {"y": 1.0}
+    said = []
+    assert mllib.predict({"x": 1}, best="loss", notify=said.append) == {"y": 1.0}
+    best = f"using Basic v1 (run {run.id}): the best loss (0.5, lowest wins) of 1 evaluated"
+    assert said == [best + " version of Basic"]
 
 
 def test_create_resolves_params_outside_a_run(in_project: Project):

@@ -57,3 +57,9 @@ def test_ci_gets_plain_lines_only():
     shown = _run({"CI": "true"})
     assert "plain" in shown and "copying weights" not in shown
     assert "[1/2] as [bold]written[/]" in shown
+
+
+def test_quiet_draws_no_progress_even_on_a_terminal():
+    shown = _run({"MLLIB_QUIET": "1"})
+    assert "plain" in shown and "copying weights" not in shown
+    assert "[1/2]" not in shown

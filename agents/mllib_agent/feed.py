@@ -15,6 +15,7 @@ TABLES = {
     "metrics": ("run_id", ("INSERT",)),
     "eval_metrics": ("run_id", ("INSERT", "UPDATE")),
     "artifacts": ("run_id", ("INSERT", "UPDATE")),
+    "run_environments": ("run_id", ("INSERT", "UPDATE")),
 }
 METRIC_LIMIT = 50_000
 
@@ -93,6 +94,10 @@ def bundle(conn, run_id: str, have_seq: int, limit: int = METRIC_LIMIT) -> dict[
                 (run_id,),
             ),
             "metrics": [list(m) for m in metrics],
+            "environment": next(
+                iter(_rows(conn, "SELECT data FROM run_environments WHERE run_id = ?", (run_id,))),
+                None,
+            ),
             "more": len(metrics) == limit,
         }
     finally:
@@ -101,6 +106,6 @@ def bundle(conn, run_id: str, have_seq: int, limit: int = METRIC_LIMIT) -> dict[
 
 def forget_run(conn, run_id: str) -> None:
     """Delete a run's rows (before the same run id starts again here as a new attempt)."""
-    for table in ("models", "artifacts", "eval_metrics", "metrics", "params"):
+    for table in ("models", "artifacts", "eval_metrics", "metrics", "params", "run_environments"):
         conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
     conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))

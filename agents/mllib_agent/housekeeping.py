@@ -14,6 +14,9 @@ What a run leaves on the agent, and what becomes of it:
   evicting the least recently used blobs first. `missing` and `blob_paths` mark the blobs they
   find as used, so whatever a job sends or fetches again stays longest. A finished run's outputs
   are never evicted before its folder is released (mllib has synced them).
+- `envs/` (project venvs the venv runtime built, keyed by their content): part of the cache,
+  evicted with the blobs, least recently used first, never one a run uses; `prune` removes
+  those no run used for `older_than`.
 - `incoming/` (uploads): files older than an hour belong to no live transfer.
 
 Each function takes the agent's root and workspace; the server calls them under its start lock,
@@ -35,6 +38,7 @@ INCOMING_STALE_S = 3600.0
 FINISHED = ("succeeded", "failed", "cancelled")
 AGENT_FILE = "agent.json"  # in a run's folder: what the agent gave the run (dataset copies)
 ENV_FILE = ".env.remote"  # in a run's working copy
+ENVS_DIR = "envs"  # the venv runtime's cache of project venvs (MLLIB_ENV_CACHE)
 
 
 START_LOCK_TIMEOUT_S = 300.0  # a start materialises datasets: it may take minutes
@@ -186,23 +190,34 @@ def _blobs(store) -> Iterator[tuple[float, int, str, Path]]:
             yield info.st_mtime, info.st_size, prefix.name + entry.name, Path(entry.path)
 
 
-def trim_cache(reg, store, cap_bytes: int) -> dict[str, int]:
-    """Evict least recently used blobs until the store holds at most `cap_bytes`."""
-    blobs = sorted(_blobs(store))
-    total = sum(size for _, size, _, _ in blobs)
-    evicted = freed = 0
+def trim_cache(reg, store, cap_bytes: int, envs: Path | None = None) -> dict[str, int]:
+    """Evict the least recently used blobs and venvs (of `envs`, the venv runtime's cache)
+    until both together hold at most `cap_bytes`; never a venv a run uses."""
+    from mllib.runtime import venvs as venv_cache
+
+    entries = [(used, size, "blob", path) for used, size, _sha, path in _blobs(store)]
+    for env in venv_cache.list_envs(envs) if envs is not None else []:
+        entries.append((float(env["last_used"]), int(env.get("size", 0)), "env", env["key"]))
+    entries.sort(key=lambda entry: entry[0])
+    total = sum(size for _, size, _, _ in entries)
+    evicted = freed = envs_removed = 0
     if total > cap_bytes:
         held = _held_outputs(reg, store)
-        for _used, size, sha, path in blobs:
+        for _used, size, kind, item in entries:
             if total <= cap_bytes:
                 break
-            if sha in held:
+            if kind == "env":
+                if not venv_cache.remove(envs, item):  # a run holds it
+                    continue
+                envs_removed += 1
+            elif Path(item).parent.name + Path(item).name in held:
                 continue
-            path.unlink(missing_ok=True)
+            else:
+                Path(item).unlink(missing_ok=True)
+                evicted += 1
             total -= size
             freed += size
-            evicted += 1
-    return {"blobs": evicted, "freed_bytes": freed, "store_bytes": total}
+    return {"blobs": evicted, "envs": envs_removed, "freed_bytes": freed, "store_bytes": total}
 
 
 def _datasets_in_use(reg) -> set[str]:
@@ -227,8 +242,9 @@ def prune(root: Path, reg, store, *, older_than_s: float, cap_bytes: int | None)
     report["incoming"] = _prune_folder(
         root / "incoming", min(cutoff, time.time() - INCOMING_STALE_S)
     )
+    report["envs"] = _prune_envs(root / ENVS_DIR, older_than_s)
     if cap_bytes is not None:
-        report["cache"] = trim_cache(reg, store, cap_bytes)
+        report["cache"] = trim_cache(reg, store, cap_bytes, root / ENVS_DIR)
     report["freed_bytes"] = sum(part.get("freed_bytes", 0) for part in report.values())
     return report
 
@@ -250,6 +266,14 @@ def _prune_datasets(cache: Path, in_use: set[str], cutoff: float) -> dict[str, i
         (cache / f"{digest}.lock").unlink(missing_ok=True)
         removed += 1
     return {"copies": removed, "freed_bytes": freed}
+
+
+def _prune_envs(envs: Path, older_than_s: float) -> dict[str, int]:
+    """Remove the venvs no run used for `older_than_s` (none a run uses now)."""
+    from mllib.runtime import venvs as venv_cache
+
+    report = venv_cache.trim(1 << 62, root=envs, older_than_s=older_than_s)
+    return {"envs": report["envs"], "freed_bytes": report["freed_bytes"]}
 
 
 def _prune_folder(folder: Path, cutoff: float) -> dict[str, int]:

@@ -45,6 +45,8 @@ class StartRequest:
     cache_bytes: int | None = None
     secret: list[str] = field(default_factory=list)
     secret_params: dict[str, Any] = field(default_factory=dict)
+    # What the run's venv or image holds, planned on the submitting machine (its pins).
+    env_plan: dict[str, Any] | None = None
 
 
 class Agent:
@@ -54,6 +56,7 @@ class Agent:
         self.root = root
         os.environ["MLLIB_REGISTRY"] = str(root / "registry.db")
         os.environ["MLLIB_STORE"] = str(root / "store")
+        os.environ["MLLIB_ENV_CACHE"] = str(root / housekeeping.ENVS_DIR)  # project venvs
         from mllib.config import Config
         from mllib.project import Project
         from mllib.store import LocalBlobStore
@@ -166,16 +169,21 @@ class Agent:
                     self._undo_start(run_id)
                 raise
             if req.cache_bytes is not None:
-                housekeeping.trim_cache(reg, self.store, req.cache_bytes)
+                housekeeping.trim_cache(
+                    reg, self.store, req.cache_bytes, self.root / housekeeping.ENVS_DIR
+                )
         return answer
 
     def _start(self, req: StartRequest, gpu: int | None) -> dict[str, Any]:
         from mllib._version import __version__
         from mllib.config import load_config
         from mllib.project import Project
+        from mllib.protocol.folder import RunFolder
+        from mllib.protocol.spec import RunSpec
         from mllib.registry.runs import RunRecord, create_run, now
-        from mllib.runs.launch import select_runtime, spawn_supervisor
-        from mllib.runs.spec import RunSpec, write_secret_params
+        from mllib.runs.background import spawn_supervisor
+        from mllib.runs.runtime_choice import select_runtime
+        from mllib.runtime.env_plan import EnvPlan
         from mllib.store import materialize_tree
         from mllib.workspace import Workspace
 
@@ -200,17 +208,21 @@ class Agent:
         shutil.rmtree(run_dir, ignore_errors=True)
         gpus = None if gpu is None else [str(gpu)]
         RunSpec(**{**req.spec, "gpus": gpus}).write(run_dir)
-        write_secret_params(run_dir, req.secret_params)
+        RunFolder(run_dir).write_secret_params(req.secret_params)
         housekeeping.write_agent_file(run_dir, [d["sha256"] for d in req.datasets])
         if req.input_model:
             materialize_tree(self.store, req.input_model, run_dir / req.spec["input_model"])
-        runtime, note = select_runtime(rws, None, False, gpus=gpus)
+        if req.env_plan is not None:
+            EnvPlan.from_json(req.env_plan).write(RunFolder(run_dir).env_plan_file)
+        if req.cache_bytes is not None:  # the venv runtime keeps its venvs within it too
+            os.environ["MLLIB_ENV_CACHE_BYTES"] = str(req.cache_bytes)
+        runtime, note = agent_runtime(*select_runtime(rws, None, False, gpus=gpus))
         fields = {k: v for k, v in req.run.items() if k in RunRecord.__dataclass_fields__}
         fields["created_at"] = fields.get("created_at") or now()
         record = RunRecord(**{**fields, "status": "queued"})
         record.runtime, record.runtime_note = runtime, note
         record.host, record.project_dir = req.agent, str(work)
-        record.run_dir, record.log_path = str(run_dir), str(run_dir / "output.log")
+        record.run_dir, record.log_path = str(run_dir), str(RunFolder(run_dir).log_file)
         record.supervisor_pid, record.mllib_version = os.getpid(), __version__
         create_run(rws.registry, record, req.params, req.sources, req.secret)
         pid = spawn_supervisor(rws, run_id, module="mllib_agent.runner")
@@ -307,9 +319,18 @@ def _inputs(store, req: StartRequest) -> list[str]:
     return shas
 
 
+def agent_runtime(runtime: str, note: str) -> tuple[str, str]:
+    """The runtime a run gets here: as chosen for a local run, except that a process runs in
+    the project's own venv (this agent's venv holds mllib's dependencies only, not the
+    project's)."""
+    if runtime == "process":
+        return "venv", f"{note}; in a venv of the project's dependencies"
+    return runtime, note
+
+
 def free_gpu(active: list, gpus: int) -> int | None:
     """The GPU index (nvidia-smi's order) the fewest active runs hold; None without GPUs."""
-    from mllib.runs.spec import RunSpec
+    from mllib.protocol.spec import RunSpec
 
     if gpus <= 0:
         return None

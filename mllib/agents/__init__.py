@@ -7,7 +7,6 @@ own supervisor there (detached, so it survives SSH dropping), streams its log, a
 agent's SQLite records and artifacts back into the local registry and store.
 
 Modules, one job each: config (agent list), hostkeys, connection, install, rpc, transfer,
-placement, sync, retry, remote (start/cancel), supervise (the local loop), check, api.
+placement, remote (start an attempt, with its datasets), sync, retry, supervise (following one
+run: attempts, log, sync), backend (the runs backend of `--remote` runs), api.
 """
-
-REMOTE_RUNTIME = "ssh"  # the `runtime` of a run recorded here that executes on an agent

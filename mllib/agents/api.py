@@ -138,9 +138,9 @@ def prune_agent(
     config: Config | None = None,
 ) -> dict[str, Any]:
     """Free disk on an agent: the folders of runs that ended `older_than_days` ago (synced runs'
-    go at once after their sync), dataset copies no active run uses and none used since, stale
-    uploads, and cached blobs beyond `cache_gb` (default: the agent's cap), least recently used
-    first. Only rebuildable things go: a rerun sends the agent what it lacks again."""
+    go at once after their sync), dataset copies and project venvs no active run uses and none
+    used since, stale uploads, and cached blobs and venvs beyond `cache_gb` (default: the
+    agent's cap), least recently used first. Only rebuildable things go: a rerun sends the agent what it lacks again."""
     from mllib.agents.rpc import open_agent
 
     if older_than_days < 0 or (cache_gb is not None and cache_gb < 0):

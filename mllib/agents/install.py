@@ -31,9 +31,13 @@ AGENT_REQUIREMENTS = [
     "cloudpickle",
     "python-dotenv",
     "pathspec",
+    # Project venvs (the venv runtime): uv builds them, requirements read as pip reads them.
+    "uv",
+    "pip-requirements-parser",
+    "packaging",
 ]
-# The Docker runtime: the engine's SDK, and packaging to read requirements and wheel names.
-DOCKER_REQUIREMENTS = ["docker", "packaging"]
+# The Docker runtime: the engine's SDK.
+DOCKER_REQUIREMENTS = ["docker"]
 MIN_PYTHON = (3, 11)
 
 

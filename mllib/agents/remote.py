@@ -1,18 +1,23 @@
-"""Starting one attempt of a recorded run on an agent: send what it lacks, then start it detached."""
+"""Starting one attempt of a recorded run on an agent: send what it lacks (code, input model,
+the chunks of its datasets), then start it detached."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from mllib.agents.rpc import AgentClient
-from mllib.agents.transfer import send_tree
-from mllib.datasets.remote import send_datasets
+from mllib.agents.transfer import send_blobs, send_tree
+from mllib.datasets.binding import dataset_uses
+from mllib.datasets.chunkstore import dataset_store
+from mllib.datasets.format import human_bytes
+from mllib.datasets.materialize import load_manifest
 from mllib.errors import MllibError
+from mllib.protocol.folder import RunFolder
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord, recorded_params
-from mllib.runs.spec import RunSpec, read_secret_params
+from mllib.runs.job import param_variables
+from mllib.runtime.env_plan import EnvPlan
 from mllib.workspace import Workspace
 
 # The run's own columns the agent records as they are here (paths and pids are its own).
@@ -38,14 +43,34 @@ def run_env(ws: Workspace, run: RunRecord) -> dict[str, str]:
     """The variables the run gets on the agent: its env file's (.env.remote), and for the
     variables its params read with `env=`, this environment's values, which win (as they did
     when the params were resolved here, and as for a local run)."""
-    from mllib.runs.supervisor import CODE_DIR, param_variables
+    return {**ws.project.env_values(run.env_target or "remote"), **param_variables(ws, run)}
 
-    snapshot = Path(run.run_dir or ws.run_dir(run.id)) / CODE_DIR
-    code_dir = snapshot if snapshot.is_dir() else ws.project.root
-    return {
-        **ws.project.env_values(run.env_target or "remote"),
-        **param_variables(code_dir, run),
-    }
+
+def send_datasets(
+    ws: Workspace, run_id: str, agent: AgentClient
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Send the chunks (and manifests) of the run's dataset versions the agent's store lacks,
+    through the agents' blob transfer (pipelined SFTP, hash-checked on arrival); returns the
+    versions as the agent's `start` takes them, and one line per dataset saying what was sent.
+    The agent materialises them itself (mllib.datasets.remote.materialize_on_agent)."""
+    store = dataset_store(ws.project.store_path)
+    uses = dataset_uses(ws, run_id)
+    notes = []
+    for use in uses:
+        wanted = [*load_manifest(store, use.sha256).chunk_digests, use.sha256]
+        lacking = agent.call("missing", shas=wanted)
+        sent = send_blobs(agent, store.blobs, lacking)
+        notes.append(
+            f"dataset {use.ref}: sent {len(lacking)} chunk(s) ({human_bytes(sent)}) to agent "
+            f"{agent.spec.name}, {len(wanted) - len(lacking)} already there"
+        )
+    return [asdict(use) for use in uses], notes
+
+
+def _env_plan(folder: RunFolder) -> dict[str, Any] | None:
+    """The run's environment plan, made here when it was prepared (this machine's pins)."""
+    plan = EnvPlan.read(folder.env_plan_file)
+    return plan.to_json() if plan is not None else None
 
 
 def start_on(
@@ -66,8 +91,8 @@ def start_on(
         if artifact is None:
             raise MllibError(f"Run {run.source_run_id} has no saved model to evaluate")
         input_model = artifact["sha256"]
-    run_dir = Path(run.run_dir or ws.run_dir(run.id))
-    spec = RunSpec.read(run_dir)
+    folder = ws.run_folder(run)
+    spec = folder.read_spec()
     params = recorded_params(ws.registry, run.id)
     fields = {name: getattr(run, name) for name in RUN_FIELDS}
     data_notes: list[str] = []
@@ -83,7 +108,7 @@ def start_on(
             params=params.values,
             sources=params.sources,
             secret=sorted(params.secret),
-            secret_params=read_secret_params(run_dir),
+            secret_params=folder.read_secret_params(),
             spec=asdict(spec),
             code_tree=run.code_hash,
             input_model=input_model,
@@ -93,6 +118,7 @@ def start_on(
             gpus=gpus,
             agent=agent.spec.name,
             cache_bytes=agent.spec.cache_bytes,
+            env_plan=_env_plan(folder),
             timeout=300,
         )
         if not answer.get("missing"):

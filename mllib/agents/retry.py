@@ -1,33 +1,13 @@
-"""Attempts of remote runs and the retry policy: only system errors are retried, on another agent
-when there is one, up to `[retry] max_attempts`, after an exponentially growing pause."""
+"""Attempts of remote runs: each one's agent, status and reason, and the agent a run is pinned
+to. Whether a failed attempt is retried (on another agent when there is one) is the runs'
+retry policy (mllib.runs.retry)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from mllib.config import Config, RetrySettings
 from mllib.registry import Registry
 from mllib.registry.runs import now
-from mllib.runs.failure import SYSTEM_ERROR
-
-MAX_BACKOFF_S = 300.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy(RetrySettings):
-    """The `[retry]` settings, and the retry decisions they make."""
-
-    @classmethod
-    def from_config(cls, config: Config) -> RetryPolicy:
-        settings = config.retry
-        return cls(max(1, settings.max_attempts), settings.backoff_s, settings.unreachable_after_s)
-
-    def pause_after(self, attempt: int) -> float:
-        return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
-
-    def retries(self, attempt: int, failure_class: str | None) -> bool:
-        return failure_class == SYSTEM_ERROR and attempt < self.max_attempts
 
 
 def current_attempt(reg: Registry, run_id: str) -> dict[str, Any] | None:

@@ -11,19 +11,22 @@ the agent is told to release its working copy and run folder (its records stay t
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mllib.agents.retry import RetryPolicy, end_attempt
+from mllib.agents.retry import end_attempt
 from mllib.agents.rpc import AgentClient
 from mllib.agents.transfer import fetch_blobs, fetch_tree
 from mllib.errors import MllibError
 from mllib.registry import Registry
 from mllib.registry.artifacts import model_artifact, model_version_of, register_model
+from mllib.registry.environments import set_environment
 from mllib.registry.runs import TERMINAL, finish_run, get_run, now
+from mllib.runs.retry import RetryPolicy
 from mllib.workspace import Workspace
 
 BATCH = 200
@@ -216,6 +219,8 @@ def _apply(
             for a in bundle["artifacts"]
         ],
     )
+    if bundle.get("environment"):  # where the attempt ran, as its worker saw it
+        set_environment(reg, run_id, json.loads(bundle["environment"]["data"]))
     local = get_run(reg, run_id)
     if local.finished:
         return
@@ -241,8 +246,8 @@ def _apply(
         report.retrying.append(run_id)
         return
     status, failure_class, error = row["status"], row.get("failure_class"), row.get("error")
-    if status == "failed" and attempt["attempt"] > 1:
-        error = f"{error} (attempt {attempt['attempt']} of {policy.max_attempts})"
+    if status == "failed":
+        error = policy.final_reason(error, attempt["attempt"])
     if finish_run(
         reg,
         run_id,

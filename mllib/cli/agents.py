@@ -219,7 +219,7 @@ def prune(
             "--older-than",
             NON_NEGATIVE,
             help="Remove the folders of runs that ended this many days ago, and dataset copies "
-            "unused as long.",
+            "and project venvs unused as long.",
         ),
     ] = 7.0,
     cache_gb: Annotated[
@@ -245,7 +245,9 @@ def prune(
     freed = (
         f"freed {human_bytes(r['freed_bytes'])}: "
         f"{len(r['runs']['runs'])} run folder(s), {r['datasets']['copies']} dataset copy(ies), "
-        f"{r['incoming']['files']} stale upload(s), {cache.get('blobs', 0)} cached blob(s); cache "
+        f"{r['incoming']['files']} stale upload(s), "
+        f"{r.get('envs', {}).get('envs', 0) + cache.get('envs', 0)} project venv(s), "
+        f"{cache.get('blobs', 0)} cached blob(s); cache "
         f"{human_bytes(cache.get('store_bytes', 0))} of {human_bytes(r['cache_cap_bytes'])}, "
         f"disk free {human_bytes(r['disk_free_bytes'])}"
     )

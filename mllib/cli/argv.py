@@ -16,8 +16,19 @@ def looks_like_model(arg: str) -> bool:
     return arg.endswith(".py") or ".py:" in arg
 
 
+# The root command's flags, which may come before either spelling: `mllib -q model.py --train`.
+ROOT_FLAGS = {"-q", "--quiet", "-v", "--verbose"}
+
+
 def rewrite(args: list[str], commands: set[str]) -> list[str]:
     """Turn `model.py --train [--evaluate] ...` into `train model.py [--evaluate] ...`; others unchanged."""
+    lead = 0
+    while lead < len(args) and args[lead] in ROOT_FLAGS:
+        lead += 1
+    return args[:lead] + _rewrite(args[lead:], commands)
+
+
+def _rewrite(args: list[str], commands: set[str]) -> list[str]:
     if not args or args[0] in commands or not looks_like_model(args[0]):
         return args
     model, rest = args[0], args[1:]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from mllib.cli import output
-from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli import completion, output
+from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import COUNT, Range
@@ -22,17 +21,25 @@ WINDOW = Range(0, 3600, low_open=True)  # deploy status waits this long
 class DeployGroup(TyperGroup):
     """`mllib deploy MODEL --env E` is `mllib deploy ship MODEL --env E`; subcommands stay as they are."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [DEPLOY, *args]
         return super().parse_args(ctx, args)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> list:
+        """`mllib deploy <Tab>`: the subcommands, and the models and runs it can deploy."""
+        from typer._click.shell_completion import CompletionItem  # typer's click (bounded)
+
+        refs = [CompletionItem(v, help=h) for v, h in completion.model_refs(incomplete)]
+        return [*super().shell_complete(ctx, incomplete), *refs]
 
 
 app = typer.Typer(
     cls=DeployGroup,
     no_args_is_help=True,
     help="Deploy a trained model as a managed server: staging first, then prod.\n\n"
-    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys; the commands below inspect "
+    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys (also `MODEL@ALIAS`, and "
+    "`MODEL --best METRIC`); the commands below inspect "
     "and control deployments. The rules (staging before prod, a per-user budget, cooldowns after "
     "rollbacks) are in the README.",
 )
@@ -46,8 +53,26 @@ def _say(message: str) -> None:
 
 @app.command(DEPLOY, hidden=True)
 def ship(
-    ref: Annotated[str, typer.Argument(metavar="MODEL[:VERSION]|RUN_ID", help="What to deploy.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL[:VERSION]|RUN_ID",
+            help="What to deploy: MODEL (its newest version), MODEL:VERSION, MODEL@ALIAS or a "
+            "training run's id.",
+            autocompletion=completion.model_refs,
+        ),
+    ],
     env: EnvOpt,
+    best: Annotated[
+        str | None,
+        typer.Option(
+            "--best",
+            metavar="METRIC",
+            help="MODEL's version whose latest evaluation has the best METRIC (the lowest for "
+            "loss-like names, else the highest).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -59,11 +84,11 @@ def ship(
         typer.Option("--reason", help="Why (recorded in the audit log).", show_default=False),
     ] = None,
 ) -> None:
-    """Deploy MODEL[:VERSION] or a run id to staging or prod."""
-    from mllib.serving.deploy import deploy
+    """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC or a run id to staging or prod."""
+    from mllib.serving.control.deploy import deploy
 
     ctx = deploy_context()
-    outcome = deploy(ctx, ref, env, force=force, reason=reason, progress=_say)
+    outcome = deploy(ctx, ref, env, best=best, force=force, reason=reason, progress=_say)
     dep = outcome.deployment
     console = output.err()
     if outcome.noop:
@@ -83,9 +108,7 @@ def ship(
 
 @app.command()
 def status(
-    env: Annotated[
-        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
-    ] = None,
+    env: OnlyEnvOpt = None,
     json_: JsonOpt = False,
     window: Annotated[
         float, number_option("--window", WINDOW, help="Seconds to measure live traffic over.")
@@ -93,7 +116,7 @@ def status(
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
     from mllib.cli.deploy_status import print_status
-    from mllib.serving.status import status as read_status
+    from mllib.serving.control.status import status as read_status
 
     rows = read_status(deploy_context(), env, window_s=window)
     if json_:
@@ -114,7 +137,7 @@ def rollback(
 ) -> None:
     """Put back the version that was live before the current one (on prod: the cooldown doubles)."""
     from mllib.serving.clock import human_duration
-    from mllib.serving.deploy import rollback as do_rollback
+    from mllib.serving.control.deploy import rollback as do_rollback
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
@@ -129,7 +152,7 @@ def rollback(
 @app.command()
 def stop(env: EnvOpt) -> None:
     """Stop the environment's server and every process it started."""
-    from mllib.serving.deploy import stop as do_stop
+    from mllib.serving.control.deploy import stop as do_stop
 
     for dep in do_stop(deploy_context(), env, progress=_say):
         output.err().print(f"Stopped {dep.label} on {env}.")
@@ -146,9 +169,9 @@ def logs(
     ] = False,
 ) -> None:
     """The server log of the environment's deployment: one JSON line per request, plus errors."""
+    from mllib.serving.control.status import log_source
     from mllib.serving.logs import follow as read_lines
     from mllib.serving.logs import pretty
-    from mllib.serving.status import log_source
 
     path, alive = log_source(deploy_context(), env)
     try:
@@ -163,9 +186,7 @@ def logs(
 
 @app.command()
 def history(
-    env: Annotated[
-        str | None, typer.Option("--env", help="Only this environment.", show_default=False)
-    ] = None,
+    env: OnlyEnvOpt = None,
     limit: Annotated[int, number_option("--limit", COUNT, help="At most this many entries.")] = 30,
     json_: JsonOpt = False,
 ) -> None:

@@ -6,14 +6,28 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from mllib.serving.deploy import DeployContext
+from mllib.cli import completion
 
-EnvOpt = Annotated[str, typer.Option("--env", help="staging or prod.")]
+if TYPE_CHECKING:
+    from mllib.serving.control.deploy import DeployContext
+
+EnvOpt = Annotated[
+    str, typer.Option("--env", help="staging or prod.", autocompletion=completion.environments)
+]
+# `--env` of the commands that list: all environments unless one is named.
+OnlyEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        help="Only this environment.",
+        show_default=False,
+        autocompletion=completion.environments,
+    ),
+]
 
 
 def deploy_context() -> DeployContext:
     """The project's deployments: its workspace and serving settings (read from mllib.toml)."""
-    from mllib.serving.deploy import DeployContext
+    from mllib.serving.control.deploy import DeployContext
 
     return DeployContext.create()

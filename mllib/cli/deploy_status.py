@@ -18,7 +18,7 @@ STATE_STYLE = {"live": "green", "starting": "cyan", "failed": "red", "crashed": 
 
 
 def print_status(rows: list[dict[str, Any]], console: Console) -> None:
-    """Print `deploy status` rows (as `mllib.serving.status.status` returns them)."""
+    """Print `deploy status` rows (as `mllib.serving.control.status.status` returns them)."""
     table = _table(rows)
     unbounded = console.options.update_width(10_000)
     if Measurement.get(console, unbounded, table).maximum <= console.width:

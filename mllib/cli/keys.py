@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.deploy_args import EnvOpt, deploy_context
+from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import BURST, RATE
@@ -43,7 +43,7 @@ def create(
     ] = None,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
-    from mllib.serving.keys import create_key
+    from mllib.serving.control.keys import create_key
 
     ctx = deploy_context()
     key = create_key(
@@ -73,14 +73,12 @@ def create(
 
 @app.command("list")
 def list_(
-    env: Annotated[
-        str | None, typer.Option("--env", help="Only keys of this environment.", show_default=False)
-    ] = None,
+    env: OnlyEnvOpt = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List keys (ids, limits, state; never the keys themselves)."""
 
-    from mllib.serving.keys import list_keys
+    from mllib.serving.control.keys import list_keys
 
     rows = list_keys(deploy_context().ws.registry, env)
     if json_:
@@ -112,7 +110,7 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `mllib keys list`).")],
 ) -> None:
     """Revoke a key: servers refuse it within [keys] refresh_s (1 s by default)."""
-    from mllib.serving.keys import revoke_key
+    from mllib.serving.control.keys import revoke_key
 
     ctx = deploy_context()
     row = revoke_key(ctx.ws.registry, ctx.clock, key_id, user=ctx.user)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mllib import terminal
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.deploy_args import deploy_context
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
@@ -16,7 +16,12 @@ from mllib.ranges import COUNT, POSITIVE, RATE
 
 
 def loadtest(
-    env: Annotated[str, typer.Option("--env", help="staging (prod is refused).")],
+    env: Annotated[
+        str,
+        typer.Option(
+            "--env", help="staging (prod is refused).", autocompletion=completion.environments
+        ),
+    ],
     duration: Annotated[
         float | None,
         number_option(
@@ -69,7 +74,7 @@ def loadtest(
 
     The result is recorded; a passing one lets that version go to prod.
     """
-    from mllib.serving.loadtest import loadtest as run_loadtest
+    from mllib.serving.control.loadtest import loadtest as run_loadtest
 
     ctx = deploy_context()
     with _Progress() as progress:

@@ -4,11 +4,17 @@ that lists them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mllib.cli import output
+from mllib import terminal
+from mllib.cli import completion, output
+from mllib.errors import UsageError
+
+if TYPE_CHECKING:
+    from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import ModelTarget
 
 # Model params (--learning_rate=0.01) are not known to the CLI framework: they arrive in ctx.args.
 MODEL_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -34,10 +40,35 @@ def run_option(what: str) -> Any:
         str | None,
         typer.Option(
             "--run",
-            help=f"{what} Default: the newest successful training run with the same params.",
+            help=f"{what} Default: the newest version of the model (trained with the params "
+            "given, when there are some).",
             show_default=False,
+            autocompletion=completion.run_ids,
         ),
     ]
+
+
+VersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="NAME[:VERSION]",
+        help="A trained version: NAME (its newest), NAME:VERSION or NAME@ALIAS. No model file is "
+        "needed.",
+        show_default=False,
+        autocompletion=completion.model_refs,
+    ),
+]
+BestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--best",
+        metavar="METRIC",
+        help="The version whose latest evaluation has the best METRIC (the lowest for loss-like "
+        "names, else the highest), of --model NAME or the model file's model.",
+        show_default=False,
+    ),
+]
 
 
 HelpOpt = Annotated[
@@ -49,8 +80,9 @@ def target_and_params(ctx: typer.Context, model: str | None, param: list[str] | 
     """The model a command names and its params from the command line; `--help` prints the
     command's help with the model's params, and exits."""
     from mllib.params import param_table, parse_cli_params
-    from mllib.runs.launch import locate_model
+    from mllib.runs.target import locate_model
 
+    model, args = model_and_args(ctx, model)
     if help_:
         output.out().print(ctx.get_help(), markup=False, highlight=False)
         try:
@@ -74,17 +106,48 @@ def target_and_params(ctx: typer.Context, model: str | None, param: list[str] | 
     for name, option in _shadowed_params(ctx, target.info.params).items():
         source = ctx.get_parameter_source(_option_dest(ctx, option))
         if source is not None and source.name == "COMMANDLINE":
-            output.err().print(
+            terminal.note(
                 f"Note: {option} is mllib's own option, not the model's param `{name}` (which "
-                f"keeps its value). To set the param, write -p {name}=VALUE.",
-                markup=False,
+                f"keeps its value). To set the param, write -p {name}=VALUE."
             )
-    extra = list(ctx.args)
+    extra = list(args)
     for item in param or []:
         extra += ["--param", item]
-    params = parse_cli_params(extra, target.info.params)
+    own = [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
+    params = parse_cli_params(extra, target.info.params, options=own)
     _note_secrets(target.info.params, params)
     return target, params
+
+
+def chosen_target(
+    ctx: typer.Context,
+    model: str | None,
+    param: list[str] | None,
+    help_: bool,
+    choice: ModelChoice,
+) -> tuple[ModelTarget | None, dict[str, Any]]:
+    """`target_and_params` for a command that may name a trained version instead of a model
+    file (`--model`): then there is no model file to read, and no params to give."""
+    file, args = model_and_args(ctx, model)
+    if help_ or file is not None or not choice.names_model:
+        return target_and_params(ctx, model, param, help_)
+    from mllib.runs.model_choice import params_refused
+
+    given = [a for a in args if a.startswith("-")] + [f"-p {p}" for p in param or []]
+    if given:
+        raise params_refused(given)
+    if args:
+        raise UsageError(f"Unexpected argument {args[0]!r}")
+    return None, {}
+
+
+def model_and_args(ctx: typer.Context, model: str | None) -> tuple[str | None, list[str]]:
+    """The model file given, and the model's params from the command line. A param written
+    first (`mllib train --epochs=3`, the model from mllib.toml) reaches the CLI framework as the
+    model argument: it is a param."""
+    if model is not None and model.startswith("-"):
+        return None, [model, *ctx.args]
+    return model, list(ctx.args)
 
 
 def _note_secrets(specs, params) -> None:
@@ -99,10 +162,9 @@ def _note_secrets(specs, params) -> None:
             if spec.env
             else 'declare it with mllib.Param(..., env="NAME") and put NAME=... in .env.local'
         )
-        output.err().print(
+        terminal.note(
             f"Note: `{name}` is a secret param: mllib does not record its value, but your "
-            f"shell's history keeps what you type. Next time {where}.",
-            markup=False,
+            f"shell's history keeps what you type. Next time {where}."
         )
 
 

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.model_args import (
+    BestOpt,
+    HelpOpt,
+    ModelArg,
+    ParamOpt,
+    VersionOpt,
+    chosen_target,
+    run_option,
+)
 from mllib.cli.numbers import number_option
 from mllib.cli.run_output import announce, finish
 from mllib.errors import UsageError
@@ -27,7 +35,7 @@ RemoteOpt = Annotated[
 RuntimeOpt = Annotated[
     str | None,
     typer.Option(
-        "--runtime", help="Where a local run executes: process or docker.", show_default=False
+        "--runtime", help="Where a local run executes: process, venv or docker.", show_default=False
     ),
 ]
 AgentOpt = Annotated[
@@ -94,13 +102,17 @@ def _run(
     **options: Any,
 ) -> None:
     """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
-    target, params = target_and_params(ctx, model, param, help_)
+    from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import workspace_of
+
+    choice = ModelChoice(version=options.get("version"), best=options.get("best"))
+    target, params = chosen_target(ctx, model, param, help_, choice)
     options |= {"params": params, "remote": remote, "detach": detach, "target": target}
     with _data_progress() as (progress, prepared):
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(record, detach)
+    finish(workspace_of(target), record, detach)
 
 
 def train(
@@ -141,6 +153,8 @@ def evaluate(
     ctx: typer.Context,
     model: ModelArg = None,
     run: run_option("The training run to evaluate.") = None,
+    version: VersionOpt = None,
+    best: BestOpt = None,
     local: LocalOpt = False,
     remote: RemoteOpt = False,
     agent: AgentOpt = None,
@@ -150,10 +164,11 @@ def evaluate(
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Evaluate a trained model; its evaluate() result is recorded as a new run."""
+    """Evaluate a trained model version; its evaluate() result is recorded as a new run."""
     from mllib.runs import api
 
-    options = {"run": run, "runtime": runtime, "agent": agent, "data": data}
+    options = {"run": run, "version": version, "best": best}
+    options |= {"runtime": runtime, "agent": agent, "data": data}
     _run(api.evaluate, ctx, model, param, help_, _where(local, remote), detach, **options)
 
 
@@ -170,17 +185,30 @@ def predict(
         ),
     ] = None,
     run: run_option("The training run whose model predicts.") = None,
+    version: VersionOpt = None,
+    best: BestOpt = None,
     runtime: RuntimeOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Predict with a trained model and print the result as JSON on stdout."""
+    """Predict with a trained model version and print the result as JSON on stdout."""
     from mllib.encoding import to_json_bytes
     from mllib.runs import api
+    from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import workspace_of
 
-    target, params = target_and_params(ctx, model, param, help_)
-    request = _read_request(input_, target.ws.project.config)
-    result = api.predict(request, run=run, params=params, runtime=runtime, target=target)
+    choice = ModelChoice(version=version, best=best, run=run)
+    target, params = chosen_target(ctx, model, param, help_, choice)
+    request = _read_request(input_, workspace_of(target).project.config)
+    result = api.predict(
+        request,
+        run=run,
+        version=version,
+        best=best,
+        params=params,
+        runtime=runtime,
+        target=target,
+    )
     sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
     sys.stdout.flush()
 
@@ -190,7 +218,7 @@ def _read_request(text: str | None, config: Config) -> Any:
     from mllib.config import read_table
     from mllib.encoding import from_json
     from mllib.request_input import HINT, read_request
-    from mllib.serving.settings import ServeSettings
+    from mllib.serving.control.settings import ServeSettings
 
     if text is None:
         raise UsageError("predict needs --input", hint=HINT)

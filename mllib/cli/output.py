@@ -1,5 +1,5 @@
-"""Terminal output of the CLI: tables, JSON and the formatting of values (the consoles, and
-whether to animate, are mllib.terminal's, shared with the library)."""
+"""Terminal output of the CLI: tables and JSON (values are formatted by mllib.display, and the
+consoles, and whether to animate, are mllib.terminal's, both shared with the library)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-# The consoles are mllib.terminal's; the CLI prints through them as output.err(), output.out().
+# Values read the same everywhere (mllib.display); the consoles are mllib.terminal's, and the
+# CLI prints through them as output.err(), output.out().
+from mllib.display import STATUS_STYLE
+from mllib.display import fmt_duration as fmt_duration
+from mllib.display import fmt_time as fmt_time
+from mllib.display import fmt_value as fmt_value
 from mllib.terminal import animated as animated
 from mllib.terminal import err as err
 from mllib.terminal import out as out
@@ -54,49 +59,8 @@ def print_table(grid: Table) -> None:
     out().print(grid)
 
 
-STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "queued": "dim",
-}
-
-
 def status_text(status: str) -> Text:
     return text(status, STATUS_STYLE.get(status, ""))
-
-
-def fmt_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def fmt_time(text: str | None) -> str:
-    """A registry time (ISO 8601, UTC) as this machine's local time: `2026-01-31 14:05:09`."""
-    if not text:
-        return "-"
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return text
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def hanging(text: str, indent: int) -> str:

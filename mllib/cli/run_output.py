@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.text import Text
 
 from mllib.cli import output
 from mllib.cli.output import fmt_duration, fmt_value, printable, status_text, styled
 from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM
+from mllib.protocol.failure import SYSTEM_ERROR
+
+if TYPE_CHECKING:
+    from mllib.registry.runs import RunRecord
+    from mllib.workspace import Workspace
 
 
-def announce(record) -> None:
-    """The line that says a run has started: its id, model, action and where it runs."""
+def announce(record: RunRecord) -> None:
+    """The line that says a run has started: its id, model, action and where it runs (none with
+    `-q`: the summary at the end says the same)."""
+    from mllib import terminal
+
+    if terminal.quiet():
+        return
     output.err().print(
         styled(
             "[bold]Run {}[/] · {} · {} · {} runtime ({})",
@@ -24,8 +36,8 @@ def announce(record) -> None:
     )
 
 
-def finish(record, detach: bool) -> None:
-    """Print the run's outcome and exit with the code that matches it."""
+def finish(ws: Workspace, record: RunRecord, detach: bool) -> None:
+    """Print the run's outcome (`record`, of workspace `ws`) and exit with the code that matches it."""
     console = output.err()
     if detach or not record.finished:
         console.print(styled("Started run [bold]{}[/] in the background.", record.id))
@@ -33,22 +45,20 @@ def finish(record, detach: bool) -> None:
         console.print(f"  Stop it:    mllib runs cancel {record.id}")
         print(printable(record.id))
         return
-    for line in summary_lines(record):
+    for line in summary_lines(ws, record):
         console.print(line)
     if record.status == "succeeded":
         return
     if record.status == "cancelled":
         raise typer.Exit(EXIT_CANCELLED)
-    raise typer.Exit(EXIT_SYSTEM if record.failure_class == "system_error" else EXIT_FAILED)
+    raise typer.Exit(EXIT_SYSTEM if record.failure_class == SYSTEM_ERROR else EXIT_FAILED)
 
 
-def summary_lines(record) -> list[Text | str]:
+def summary_lines(ws: Workspace, record: RunRecord) -> list[Text | str]:
     """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
-    from mllib.runs.views import show
-    from mllib.workspace import Workspace
+    from mllib.runs.views import outcome
 
-    ws = Workspace.find(record.project_dir)
-    data = show(ws, record.id)
+    data = outcome(ws, record)
     lines: list[Text | str] = [
         Text.assemble(
             _mark(record.status),

@@ -8,14 +8,18 @@ from typing import Annotated
 
 import typer
 
-from mllib.cli import output
+from mllib.cli import completion, output
 from mllib.cli.numbers import number_option
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
+from mllib.display import evaluation_cell, evaluation_source
 from mllib.ranges import COUNT
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+RunIdArg = Annotated[
+    str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
+]
 
 
 def _ws():
@@ -36,7 +40,6 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
-
     from mllib.runs.views import list_dicts
 
     runs = list_dicts(_ws(), status=status, limit=limit)
@@ -53,7 +56,9 @@ def list_(
         status_cell = status_text(r["status"])
         if r["failure_class"]:
             status_cell.append(f" ({r['failure_class']})")
-        evals = " ".join(f"{k}={fmt_value(v)}" for k, v in list(r["eval_metrics"].items())[:3])
+        # A training run shows its latest evaluation (own or a later `mllib evaluate`).
+        evaluation = r["evaluation"] or {"eval_metrics": r["eval_metrics"]}
+        evals = evaluation_cell(evaluation, r["evaluations"])
         table.add_row(
             r["id"],
             r["model"],
@@ -68,7 +73,7 @@ def list_(
 
 @app.command()
 def show(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
@@ -131,10 +136,14 @@ def show(
             )
         console.print("Metrics", style="bold")
         console.print(table)
-    if data["eval_metrics"]:
+    evaluation = data["evaluation"]
+    if evaluation:
+        source = evaluation_source(evaluation, data["evaluations"], data["id"])
+        console.print(styled("[bold]Evaluation[/] ({})", source))
+    elif data["eval_metrics"]:
         console.print("Evaluation", style="bold")
-        for k, v in data["eval_metrics"].items():
-            console.print(f"  {k} = {fmt_value(v)}")
+    for k, v in (evaluation or data)["eval_metrics"].items():
+        console.print(f"  {k} = {fmt_value(v)}")
     if data["datasets"]:
         console.print("Datasets", style="bold")
         for d in data["datasets"]:
@@ -147,11 +156,44 @@ def show(
             console.print(
                 f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
             )
+    lines = environment_lines(data["environment"], data["submitted_python"])
+    if lines:
+        console.print("Environment", style="bold")
+        for key, value in lines:
+            console.print(f"  {key + ':':<10} {value}")
+
+
+def environment_lines(env: dict | None, submitted: str | None) -> list[tuple[str, str]]:
+    """The summary of a run's environment `runs show` prints (everything is in --json)."""
+    if not env or "python" not in env:
+        return []
+    python = f"{env['python']} ({env['implementation']})"
+    if submitted and submitted.split(".")[:2] != env["python"].split(".")[:2]:
+        python += f"; submitted from Python {submitted} (another minor version: a pickled model may not load)"
+    lines = [
+        ("python", python),
+        ("platform", f"{env['platform']}, {env['cpu']} x{env['cpu_count']}"),
+    ]
+    for gpu in env.get("gpus") or []:
+        lines.append(("gpu", f"{gpu['index']}: {gpu['name']}, driver {gpu['driver']}, CUDA "
+                             f"{gpu['cuda'] or '?'}, {gpu['memory']}"))  # fmt: skip
+    packages = env.get("packages") or {}
+    lines.append(("packages", f"{len(packages)} (sha256 {str(env['packages_hash'])[:16]})"))
+    if env.get("runtime"):
+        lines.append(("in", f"{env['runtime']} {env.get('runtime_id') or ''}".strip()))
+    numeric = env.get("numeric_env") or {}
+    if numeric:
+        lines.append(("numeric", " ".join(f"{k}={v}" for k, v in sorted(numeric.items()))))
+    if env.get("note"):
+        lines.append(("note", str(env["note"])))
+    return lines
 
 
 @app.command()
 def compare(
-    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="Two or more run ids.", autocompletion=completion.run_ids)
+    ],
     json_: JsonOpt = False,
 ) -> None:
     """Params and metrics of runs side by side: differences highlighted, the best value per metric marked."""
@@ -182,22 +224,47 @@ def compare(
                 else:
                     cells.append(output.text(value, "yellow" if differs else ""))
             table.add_row(f"  {key}", *cells)
+        if section == "eval_metrics":
+            table.add_row("  evaluated by", *(_evaluated_by(data, r) for r in data["runs"]))
+    environment = data["environment"]
+    if environment["values"] and environment["values"]["python"]:
+        table.add_row(output.text("environment", "bold"))
+        packages = {
+            f"  {name}": versions
+            for name, versions in environment["packages"].items()
+            if all(versions.values())  # in every run, in other versions
+        }
+        rows = {f"  {key}": values for key, values in environment["values"].items()}
+        for key, values in {**rows, **packages}.items():
+            differs = len({repr(v) for v in values.values()}) > 1
+            cells = [fmt_value(values.get(run_id)) for run_id in data["runs"]]
+            table.add_row(key, *(output.text(c, "yellow" if differs else "") for c in cells))
     output.print_table(table)
     output.err().print(
         "yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)",
         style="dim",
     )
+    for warning in environment["warnings"]:
+        output.err().print(f"warning: {warning}")
+
+
+def _evaluated_by(data: dict, run_id: str) -> str:
+    """Which run's evaluation a compared run's evaluation metrics come from."""
+    by, count = data["evaluated_by"][run_id], data["evaluations"][run_id]
+    if by is None:
+        return "-"
+    return ("this run" if by == run_id else by) + (f" (latest of {count})" if count > 1 else "")
 
 
 @app.command()
 def logs(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
     ] = False,
 ) -> None:
     """Print a run's output (stdout and stderr); --follow attaches to a running one."""
-    from mllib.runs.logs import follow_log
+    from mllib.runs.control import follow_log
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -215,7 +282,9 @@ def logs(
 
 @app.command()
 def plot(
-    run_ids: Annotated[list[str], typer.Argument(help="One or more run ids.")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="One or more run ids.", autocompletion=completion.run_ids)
+    ],
     metric: Annotated[str, typer.Option("--metric", "-m", help="The metric to draw.")],
     output_: Annotated[
         Path | None,
@@ -236,7 +305,7 @@ def plot(
 
 
 @app.command()
-def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")]) -> None:
+def cancel(run_id: RunIdArg) -> None:
     """Stop a queued or running run and every process it started."""
     from mllib.runs.control import cancel as cancel_run
 
@@ -246,20 +315,22 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefi
 
 @app.command()
 def rerun(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
     from mllib.cli.run_output import announce, finish
     from mllib.runs import api
+    from mllib.workspace import Workspace
 
-    record = api.rerun(run_id, detach=detach, on_prepared=announce)
-    finish(record, detach)
+    ws = Workspace.find()
+    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
+    finish(ws, record, detach)
 
 
 @app.command()
 def artifacts(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: RunIdArg,
     output_dir: Annotated[
         Path,
         typer.Option("--output", "-o", help="Folder to write the run's artifacts and model into."),

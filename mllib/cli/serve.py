@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
-from mllib.cli.model_args import HelpOpt, ModelArg, ParamOpt, run_option, target_and_params
+from mllib.cli.model_args import (
+    BestOpt,
+    HelpOpt,
+    ModelArg,
+    ParamOpt,
+    VersionOpt,
+    chosen_target,
+    run_option,
+)
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import COUNT, SERVE_PORT
@@ -17,6 +25,8 @@ def serve(
     ctx: typer.Context,
     model: ModelArg = None,
     run: run_option("The training run to serve.") = None,
+    version: VersionOpt = None,
+    best: BestOpt = None,
     port: Annotated[
         int | None,
         number_option(
@@ -52,14 +62,17 @@ def serve(
     help_: HelpOpt = False,
 ) -> None:
     """Serve a trained model: POST /predict, GET /health, GET /metrics, docs at /docs. Ctrl-C stops."""
-    from mllib.serving.dev import dev_spec
-    from mllib.serving.dev import serve as run_dev
+    from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import workspace_of
+    from mllib.serving.control.dev import dev_spec
+    from mllib.serving.control.dev import serve as run_dev
     from mllib.serving.logs import JSON, TEXT
 
-    target, params = target_and_params(ctx, model, param, help_)
+    choice = ModelChoice(version=version, best=best, run=run)
+    target, params = chosen_target(ctx, model, param, help_, choice)
     spec = dev_spec(
         target,
-        run=run,
+        choice=choice,
         params=params,
         port=port,
         workers=workers,
@@ -69,10 +82,15 @@ def serve(
 
     def announce(spec) -> None:
         url = f"http://{spec.host}:{spec.port}"
+        servable = spec.servable
         console = output.err()
         console.print(
             styled(
-                "[bold]Serving {} v{}[/] (run {}) at {}", spec.model, spec.version, spec.run_id, url
+                "[bold]Serving {} v{}[/] (run {}) at {}",
+                servable.model,
+                servable.version_label,
+                servable.run_id,
+                url,
             )
         )
         console.print(
@@ -80,9 +98,12 @@ def serve(
         )
         console.print("  Ctrl-C stops it.")
 
-    code = run_dev(spec, target, announce)
+    code = run_dev(spec, workspace_of(target), announce)
     if code:
         output.err().print(
-            styled("[red]Error:[/] the model could not be loaded (see above); run {}", spec.run_id)
+            styled(
+                "[red]Error:[/] the model could not be loaded (see above); run {}",
+                spec.servable.run_id,
+            )
         )
     raise typer.Exit(code)

@@ -5,7 +5,7 @@ materialised, read-only copy of the version: the file itself for a one-file data
 otherwise. The same variable feeds a `mllib.Param(..., env="TRAIN_DATA")`, overriding any
 `.env.local` value, and reaches runtimes as Job.data_mounts (env variable -> host path) so a
 container runtime can mount it read-only and rewrite the variable. A remote run's versions are
-sent to its agent and materialised there instead (mllib.datasets.remote).
+sent to its agent (mllib.agents.remote) and materialised there instead (mllib.datasets.remote).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from mllib.registry.runs import now
 
 def add_artifact(reg: Registry, run_id: str, path: str, kind: str, sha256: str, size: int) -> None:
     with reg.transaction():
-        reg.db["artifacts"].upsert(
+        reg.db.table("artifacts").upsert(
             {
                 "run_id": run_id,
                 "path": path,
@@ -41,7 +41,7 @@ def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
     with reg.transaction():
         row = reg.conn.execute("SELECT MAX(version) FROM models WHERE name = ?", (name,)).fetchone()
         version = (row[0] or 0) + 1
-        reg.db["models"].insert(
+        reg.db.table("models").insert(
             {
                 "name": name,
                 "version": version,

@@ -8,40 +8,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mllib.registry.sqlite import import_sqlite_utils
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_S = 60.0
-
-
-def import_sqlite_utils():
-    """Import sqlite_utils without letting it import pandas and numpy (~0.3 s) when installed.
-
-    sqlite-utils only uses them to map their types on insert, which the registry never does. A
-    process that already imported them is unaffected; afterwards they import normally. Hiding a
-    module is seen by every thread, so it is done only while no other thread runs (an inline
-    model server's predict thread may be importing numpy right then).
-    """
-    import sys
-    import threading
-
-    if "sqlite_utils" in sys.modules:
-        return sys.modules["sqlite_utils"]
-    alone = threading.active_count() == 1
-    hidden = [name for name in ("pandas", "numpy") if alone and name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-    try:
-        import sqlite_utils
-    finally:
-        for name in hidden:
-            del sys.modules[name]
-    return sqlite_utils
 
 
 def where_equal(**columns: Any) -> tuple[str, list[Any]]:
@@ -62,19 +39,19 @@ class Registry:
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        sqlite_utils = import_sqlite_utils()
         self.path = path
         self.conn = conn
-        self.db: sqlite_utils.Database = sqlite_utils.Database(conn)
+        self.db: sqlite_utils.Database = import_sqlite_utils().Database(conn)
         self._lock = threading.RLock()
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Registry:
-        """Open (creating and migrating if needed) the registry at `path`; a damaged, emptied,
-        locked or full one is a RegistryError (mllib.registry.health)."""
+        """Open (creating and migrating if needed) the registry at `path`: every migration set
+        mllib.plugins.MIGRATIONS names. A damaged, emptied, locked or full one is a
+        RegistryError (mllib.registry.health)."""
         from mllib.filemodes import PRIVATE_DIR, private_file
+        from mllib.plugins import MIGRATIONS
         from mllib.registry.health import RegistryConnection, check_file, explain
-        from mllib.registry.schema import migrate
 
         check_file(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
@@ -100,8 +77,20 @@ class Registry:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         registry = cls(path, conn)
-        migrate(registry)
+        registry.migrate(MIGRATIONS)
         return registry
+
+    def migrate(self, refs: Iterable[str]) -> None:
+        """Apply the pending migrations of the sets `refs` name ("module:function", see
+        mllib.registry.schema), in order, one process at a time."""
+        from mllib.registry.schema import migration_sets
+
+        sets = migration_sets(refs)
+        if not any(m.pending(self.db) for m in sets):
+            return
+        with self.transaction():
+            for m in sets:
+                m.apply(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[Registry]:

@@ -27,13 +27,13 @@ def insert_points(
 
 def set_eval_metrics(reg: Registry, run_id: str, metrics: Mapping[str, float]) -> None:
     with reg.transaction():
-        reg.db["eval_metrics"].upsert_all(
+        reg.db.table("eval_metrics").upsert_all(
             [{"run_id": run_id, "name": k, "value": v} for k, v in metrics.items()],
             pk=("run_id", "name"),
         )
 
 
-def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float]:
+def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float | None]:
     rows = reg.query(
         "SELECT name, value FROM eval_metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
     )
@@ -79,3 +79,26 @@ def metric_names(reg: Registry, run_id: str) -> list[str]:
         r["name"]
         for r in reg.query("SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))
     ]
+
+
+def points_after(
+    reg: Registry, run_id: str, after_seq: int = 0, limit: int = 50_000
+) -> list[tuple[int, str, int, float | None]]:
+    """A run's metric points logged after `after_seq`, in logging order: (seq, name, step, value).
+    A live view reads each point once by following the highest seq it holds."""
+    rows = reg.query(
+        "SELECT seq, name, step, value FROM metrics WHERE run_id = ? AND seq > ? ORDER BY seq"
+        " LIMIT ?",
+        (run_id, after_seq, limit),
+    )
+    return [(r["seq"], r["name"], r["step"], from_stored(r["value"])) for r in rows]
+
+
+def latest_values(reg: Registry, run_id: str, name: str, n: int) -> list[float | None]:
+    """The newest `n` values of one metric of a run, oldest first (highest steps)."""
+    rows = reg.query(
+        "SELECT value FROM metrics WHERE run_id = ? AND name = ? ORDER BY step DESC, seq DESC"
+        " LIMIT ?",
+        (run_id, name, n),
+    )
+    return [from_stored(r["value"]) for r in reversed(rows)]

@@ -16,7 +16,7 @@ from typing import Any
 from mllib.registry.db import Registry
 
 RECORD_FILE = "record.json"
-EVENTS_FILE = "events.jsonl"  # mllib.runs.events.EVENTS_FILE (the registry does not import runs)
+EVENTS_FILE = "events.jsonl"  # mllib.protocol.events.EVENTS_FILE (the registry imports no protocol)
 FORMAT = 1
 # Tables whose rows belong to one run (a `run_id` column), inserted after its `runs` row.
 RUN_TABLES = ("params", "eval_metrics", "artifacts", "models", "run_datasets")

@@ -104,7 +104,7 @@ def create_run(
     from mllib.registry.runfolder import save_record
 
     with reg.transaction():
-        reg.db["runs"].insert({k: v for k, v in record.__dict__.items() if v is not None})
+        reg.db.table("runs").insert({k: v for k, v in record.__dict__.items() if v is not None})
         set_params(reg, record.id, params, sources, secret)
         save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
@@ -130,12 +130,12 @@ def set_params(
         for name, value in params.items()
     ]
     with reg.transaction():
-        reg.db["params"].upsert_all(rows, pk=("run_id", "name"))
+        reg.db.table("params").upsert_all(rows, pk=("run_id", "name"))
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:
     with reg.transaction():
-        reg.db["runs"].update(run_id, values)
+        reg.db.table("runs").update(run_id, values)
 
 
 def finish_run(
@@ -152,7 +152,7 @@ def finish_run(
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db["runs"].update(
+        reg.db.table("runs").update(
             run_id,
             {
                 "status": status,
@@ -172,7 +172,7 @@ def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db["runs"].update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
+        reg.db.table("runs").update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
         return True
 
 
@@ -206,14 +206,39 @@ def get_run(reg: Registry, run_id: str) -> RunRecord:
 
 
 def list_runs(
-    reg: Registry, *, status: str | None = None, model: str | None = None, limit: int | None = 20
+    reg: Registry,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    user: str | None = None,
+    limit: int | None = 20,
 ) -> list[RunRecord]:
     """Runs, newest first."""
-    where, args = where_equal(status=status, model=model)
+    where, args = where_equal(status=status, model=model, user=user)
     sql = "SELECT * FROM runs" + where + " ORDER BY created_at DESC, rowid DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
     return [RunRecord.from_row(r) for r in reg.query(sql, args)]
+
+
+def count_runs(
+    reg: Registry, *, status: str | None = None, model: str | None = None, user: str | None = None
+) -> int:
+    """How many runs `list_runs` would list with no limit."""
+    where, args = where_equal(status=status, model=model, user=user)
+    return int(reg.query("SELECT COUNT(*) AS n FROM runs" + where, args)[0]["n"])
+
+
+def runs_by_id(reg: Registry, run_ids: Collection[str]) -> list[RunRecord]:
+    """The runs with these exact ids (those that exist), newest first."""
+    ids = list(run_ids)
+    records: list[RunRecord] = []
+    for start in range(0, len(ids), 500):  # SQLite's limit on parameters is far above 500
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = reg.query(f"SELECT * FROM runs WHERE id IN ({marks})", chunk)
+        records += [RunRecord.from_row(r) for r in rows]
+    return sorted(records, key=lambda r: r.created_at, reverse=True)
 
 
 def active_runs(reg: Registry) -> list[RunRecord]:

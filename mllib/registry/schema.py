@@ -1,35 +1,28 @@
 """The registry's tables, created and changed only by numbered migrations (sqlite-utils Migrations).
 
 Each feature owns a migration set in its own package (runs here; datasets, serving, agents in
-theirs) listed in MIGRATION_SETS; within a set, migrations are numbered and never edited once
-released. Sets are applied in the order listed.
+theirs), named in mllib.plugins.MIGRATIONS, so the registry names no higher package; within a
+set, migrations are numbered and never edited once released. Sets are applied in the order
+listed there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING
 
+from mllib.registry.sqlite import import_sqlite_utils
+
 if TYPE_CHECKING:
     import sqlite_utils
-
-    from mllib.registry.db import Registry
-
-# "module:function" returning a sqlite_utils.Migrations; imported only when a registry is opened.
-MIGRATION_SETS = [
-    "mllib.registry.schema:migrations",
-    "mllib.agents.schema:migrations",
-    "mllib.datasets.schema:migrations",
-    "mllib.serving.schema:migrations",
-]
 
 
 def new_set(name: str) -> sqlite_utils.Migrations:
     """An empty migration set named `name`, for a feature's `migrations()` to fill (sqlite-utils
     imported the registry's way)."""
-    from mllib.registry.db import import_sqlite_utils
-
-    return import_sqlite_utils().Migrations(name)
+    migrations: sqlite_utils.Migrations = import_sqlite_utils().Migrations(name)
+    return migrations
 
 
 @cache
@@ -39,7 +32,7 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations(name="0001_runs_params_metrics_artifacts_models")
     def initial(db: sqlite_utils.Database) -> None:
-        db["runs"].create(
+        db.table("runs").create(
             {
                 "id": str,
                 "model": str,
@@ -77,26 +70,26 @@ def migrations() -> sqlite_utils.Migrations:
             pk="id",
             not_null={"model", "action", "status", "created_at"},
         )
-        db["runs"].create_index(["status"])
-        db["runs"].create_index(["model", "created_at"])
-        db["params"].create(
+        db.table("runs").create_index(["status"])
+        db.table("runs").create_index(["model", "created_at"])
+        db.table("params").create(
             {"run_id": str, "name": str, "value": str, "type": str, "source": str},
             pk=("run_id", "name"),
             foreign_keys=[("run_id", "runs", "id")],
         )
         # seq numbers a run's points in logging order, so re-reading events never duplicates one.
-        db["metrics"].create(
+        db.table("metrics").create(
             {"run_id": str, "seq": int, "name": str, "step": int, "value": float, "ts": float},
             pk=("run_id", "seq"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["metrics"].create_index(["run_id", "name", "step"])
-        db["eval_metrics"].create(
+        db.table("metrics").create_index(["run_id", "name", "step"])
+        db.table("eval_metrics").create(
             {"run_id": str, "name": str, "value": float},
             pk=("run_id", "name"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["artifacts"].create(
+        db.table("artifacts").create(
             {
                 "run_id": str,
                 "path": str,
@@ -108,31 +101,47 @@ def migrations() -> sqlite_utils.Migrations:
             pk=("run_id", "path"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["models"].create(
+        db.table("models").create(
             {"name": str, "version": int, "run_id": str, "sha256": str, "created_at": str},
             pk=("name", "version"),
             foreign_keys=[("run_id", "runs", "id")],
         )
-        db["models"].create_index(["run_id"], unique=True)
+        db.table("models").create_index(["run_id"], unique=True)
+
+    @migrations(name="0002_model_aliases_and_evaluations")
+    def aliases(db: sqlite_utils.Database) -> None:
+        # NAME@ALIAS names one version of a model; an alias names at most one version at a time.
+        db.execute(
+            """
+            CREATE TABLE model_aliases (
+                name TEXT NOT NULL,
+                alias TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                set_at TEXT NOT NULL,
+                set_by TEXT,
+                PRIMARY KEY (name, alias),
+                FOREIGN KEY (name, version) REFERENCES models (name, version)
+            )
+            """
+        )
+        # A training run's evaluations are the runs whose source it is.
+        db.table("runs").create_index(["source_run_id"])
+
+    @migrations(name="0003_run_environments")
+    def environments(db: sqlite_utils.Database) -> None:
+        # Where each run ran, as its worker saw it (mllib.worker.environment): JSON, and the
+        # hash of its installed packages (equal hashes, equal package sets).
+        db.table("run_environments").create(
+            {"run_id": str, "data": str, "packages_hash": str},
+            pk="run_id",
+            foreign_keys=[("run_id", "runs", "id")],
+        )
 
     return migrations
 
 
-def all_migration_sets() -> list:
-    import importlib
+def migration_sets(refs: Iterable[str]) -> list[sqlite_utils.Migrations]:
+    """The migration sets `refs` name ("module:function"), imported now."""
+    from mllib.plugins import load
 
-    sets = []
-    for ref in MIGRATION_SETS:
-        module, _, name = ref.partition(":")
-        sets.append(getattr(importlib.import_module(module), name)())
-    return sets
-
-
-def migrate(registry: Registry) -> None:
-    """Apply pending migrations of every set, one process at a time."""
-    sets = all_migration_sets()
-    if not any(m.pending(registry.db) for m in sets):
-        return
-    with registry.transaction():
-        for m in sets:
-            m.apply(registry.db)
+    return [load(ref)() for ref in refs]

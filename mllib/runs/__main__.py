@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mllib.runs.supervisor import supervise
+from mllib.runs.control import supervise
 from mllib.workspace import Workspace
 
 

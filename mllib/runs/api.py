@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord, get_params, get_run
-from mllib.runs.launch import (
+from mllib.runs.backend import backend_for
+from mllib.runs.model_choice import ModelChoice, choose
+from mllib.runs.prepare import prepare_run
+from mllib.runs.runtime_choice import select_runtime
+from mllib.runs.target import (
     ModelTarget,
-    find_source_run,
     locate_model,
-    prepare_run,
     require_methods,
-    select_runtime,
-    spawn_supervisor,
+    target_of_run,
+    workspace_of,
 )
-from mllib.runs.supervisor import supervise
+from mllib.terminal import Notify, notice
+from mllib.workspace import Workspace
 
 if TYPE_CHECKING:
     from mllib.datasets.progress import Progress
@@ -46,28 +49,17 @@ def start(
     on_prepared: Callable[[RunRecord], None] | None = None,
     agent: str | None = None,
 ) -> RunRecord:
-    """Run a recorded run to its end here, or hand it to a background supervisor.
-
-    From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the supervisor
-    takes Ctrl-C over (it then cancels the run itself), and through the background supervisor if
-    one had already taken the run over.
-    """
-    from mllib.runs.control import cancel_interrupted
-
-    try:
-        if agent:
-            from mllib.agents.retry import pin
-
-            pin(target.ws.registry, record.id, agent)
-        if on_prepared:
-            on_prepared(record)
-        if not detach:
-            return supervise(target.ws, record.id, echo=echo, on_interrupt=on_interrupt)
-        spawn_supervisor(target.ws, record.id)
-    except KeyboardInterrupt:
-        cancel_interrupted(target.ws, record.id)
-        raise
-    return get_run(target.ws.registry, record.id)
+    """Hand a recorded run to its backend: run it to its end here, or in a background supervisor
+    (`detach`); `agent` pins it to that agent (see Backend.submit)."""
+    return backend_for(record).submit(
+        target.ws,
+        record,
+        detach=detach,
+        echo=echo,
+        on_interrupt=on_interrupt,
+        on_prepared=on_prepared,
+        pin=agent,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,6 +141,8 @@ def evaluate(
     run: str | None = None,
     params: Mapping[str, Any] | None = None,
     *,
+    version: str | None = None,
+    best: str | None = None,
     runtime: str | None = None,
     remote: bool = False,
     agent: str | None = None,
@@ -159,20 +153,41 @@ def evaluate(
     on_prepared: Callable[[RunRecord], None] | None = None,
     progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
+    notify: Notify | None = notice,
 ) -> RunRecord:
-    """Evaluate a trained run (`run`, else the newest successful one with the same params) as a new run.
+    """Evaluate a trained model version as a new run: `run` (a training run's id), `version`
+    (`NAME`, `NAME:VERSION`, `NAME@ALIAS`: no model file needed), the version with the `best`
+    value of a metric, else the newest version of `model` (trained with `params`, when given).
 
-    The evaluation gets the training run's datasets, then `[data]` and `data` on top.
+    The evaluation runs the project's code as it is now with the version's trained model, and
+    gets its training run's datasets, then `[data]` and `data` on top. `notify` hears which
+    version it is.
     """
     from mllib.datasets.binding import binding_env, resolve_bindings
 
-    target = target or locate_model(model)
-    require_methods(target, "evaluate")
+    choice = ModelChoice(version=version, best=best, run=run)
+    target = target or _target(model, choice)
+    if target is not None:
+        require_methods(target, "evaluate")
     launch = _Launch(
         runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
     )
-    data_env = binding_env(target.ws, resolve_bindings(target.ws, data)) if run is None else None
-    source = find_source_run(target, run, dict(params or {}), launch.env_target, data_env)
+    ws = workspace_of(target)
+    cli_params = dict(params or {})
+    data_env = binding_env(ws, resolve_bindings(ws, data)) if cli_params and not run else None
+    chosen = choose(
+        ws,
+        choice,
+        target,
+        cli_params,
+        env_target=launch.env_target,
+        data_env=data_env,
+        notify=notify,
+    )
+    if target is None:
+        target = target_of_run(ws, chosen.run)
+        require_methods(target, "evaluate")
+    source = chosen.run
     return launch(
         target, ["evaluate"], {}, seed=source.seed, source_run=source, data=data, progress=progress
     )
@@ -184,17 +199,34 @@ def predict(
     run: str | None = None,
     params: Mapping[str, Any] | None = None,
     *,
+    version: str | None = None,
+    best: str | None = None,
     runtime: str | None = None,
     target: ModelTarget | None = None,
+    notify: Notify | None = notice,
 ) -> Any:
-    """Call the trained model's predict(request) in a worker and return the JSON-ready result."""
+    """Call a trained model version's predict(request) in a worker and return the JSON-ready
+    result. The version: `run`, `version` (`NAME`, `NAME:VERSION`, `NAME@ALIAS`: no model file
+    needed) or `best` (a metric), else the newest version of `model` (trained with `params`,
+    when given); `notify` hears which."""
     from mllib.runs.predict import predict_with_run
 
-    target = target or locate_model(model)
-    require_methods(target, "predict")
-    source = find_source_run(target, run, dict(params or {}), "local")
-    name, _ = select_runtime(target.ws, runtime, False, source=source)
-    return predict_with_run(target.ws, source, request, runtime=name)
+    choice = ModelChoice(version=version, best=best, run=run)
+    target = target or _target(model, choice)
+    if target is not None:
+        require_methods(target, "predict")
+    ws = workspace_of(target)
+    chosen = choose(ws, choice, target, dict(params or {}), notify=notify)
+    name, _ = select_runtime(ws, runtime, False, source=chosen.run)
+    return predict_with_run(ws, chosen.run, request, runtime=name)
+
+
+def _target(model: str | Path | None, choice: ModelChoice) -> ModelTarget | None:
+    """The model file a command reads: the one given, else (unless `choice` names the model
+    version itself) mllib.toml's `model` or ./model.py."""
+    if model is None and choice.names_model:
+        return None
+    return locate_model(model)
 
 
 def rerun(
@@ -204,13 +236,14 @@ def rerun(
     echo: Echo | None = _stdout_echo,
     start_dir: str | Path | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
+    ws: Workspace | None = None,
 ) -> RunRecord:
-    """Run a recorded run again with its recorded code, params, seed and runtime; returns the new run."""
+    """Run a recorded run again with its recorded code, params, seed and runtime; returns the new
+    run. The run is looked up in `ws`, else the project at `start_dir` (default: here)."""
     from mllib.discovery import ModelInfo
     from mllib.params import ParamSpec, type_name_of
-    from mllib.workspace import Workspace
 
-    ws = Workspace.find(start_dir)
+    ws = ws or Workspace.find(start_dir)
     original = get_run(ws.registry, run_id)
     values = get_params(ws.registry, original.id)
     # The recorded run, not today's source, says what to run: the code may have changed since.

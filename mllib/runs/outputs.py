@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
+from mllib.protocol.folder import RunFolder
 from mllib.registry import Registry
 from mllib.registry.artifacts import add_artifact
-from mllib.runs.spec import ARTIFACT_DIR, MODEL_DIR
 from mllib.store import BlobStore, put_tree
 from mllib.store.trees import walk_files
 
 
 def collect_outputs(
-    registry: Registry, store: BlobStore, run_id: str, run_dir: Path, with_model: bool
+    registry: Registry, store: BlobStore, run_id: str, folder: RunFolder, with_model: bool
 ) -> str | None:
     """Store artifact files and (when `with_model`) the model folder; returns the model's tree hash."""
-    artifacts = run_dir / ARTIFACT_DIR
+    artifacts = folder.artifact_dir
     if artifacts.is_dir():
         for rel in walk_files(artifacts):
             blob = store.put_file(artifacts / rel, move=True)
-            add_artifact(registry, run_id, f"{ARTIFACT_DIR}/{rel}", "file", blob.sha256, blob.size)
+            add_artifact(
+                registry, run_id, f"{RunFolder.ARTIFACTS}/{rel}", "file", blob.sha256, blob.size
+            )
         shutil.rmtree(artifacts, ignore_errors=True)
-    model_dir = run_dir / MODEL_DIR
+    model_dir = folder.model_dir
     model_sha = None
     if with_model and model_dir.is_dir():
         tree = put_tree(store, model_dir, move=True)
-        add_artifact(registry, run_id, MODEL_DIR, "model", tree.sha256, tree.size)
+        add_artifact(registry, run_id, RunFolder.MODEL, "model", tree.sha256, tree.size)
         model_sha = tree.sha256
     shutil.rmtree(model_dir, ignore_errors=True)
     return model_sha

@@ -10,12 +10,15 @@ from typing import Any
 
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError
+from mllib.protocol import events
+from mllib.protocol.events import EventReader
+from mllib.protocol.failure import classify
+from mllib.protocol.folder import RunFolder
+from mllib.protocol.spec import RunSpec
 from mllib.registry.artifacts import model_artifact
 from mllib.registry.runs import RunRecord
-from mllib.runs.events import EVENTS_FILE, EventReader
-from mllib.runs.failure import classify
-from mllib.runs.spec import INPUT_MODEL_DIR, PREDICTION_FILE, REQUEST_FILE, RunSpec
-from mllib.runs.supervisor import job_for
+from mllib.runs.job import job_for
+from mllib.runs.prepare import PLANNED_RUNTIMES, write_env_plan
 from mllib.runtime import get_runtime
 from mllib.store import materialize_tree
 from mllib.workspace import Workspace
@@ -24,12 +27,13 @@ from mllib.workspace import Workspace
 def predict_with_run(
     ws: Workspace, run: RunRecord, request: Any, *, runtime: str = "process"
 ) -> Any:
-    """Load `run`'s model in a worker, call predict(request), and return the decoded JSON result."""
+    """Load `run`'s model with the code it was trained with in a worker, call predict(request),
+    and return the decoded JSON result."""
     artifact = model_artifact(ws.registry, run.id)
     if artifact is None:
         raise MllibError(f"Run {run.id} has no saved model")
     ws.project.state_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="predict-", dir=ws.project.state_dir))
+    folder = RunFolder(Path(tempfile.mkdtemp(prefix="predict-", dir=ws.project.state_dir)))
     try:
         spec = RunSpec(
             run_id=f"predict-{run.id}",
@@ -37,22 +41,29 @@ def predict_with_run(
             model_file=run.model_file or "model.py",
             model_class=run.model_class or run.model,
             seed=run.seed or 0,
-            input_model=INPUT_MODEL_DIR,
+            input_model=RunFolder.INPUT_MODEL,
         )
-        spec.write(run_dir)
-        materialize_tree(ws.store, artifact["sha256"], run_dir / INPUT_MODEL_DIR)
-        (run_dir / REQUEST_FILE).write_bytes(to_json_bytes(request))
+        spec.write(folder.path)
+        materialize_tree(ws.store, artifact["sha256"], folder.input_model_dir)
+        if run.code_hash:  # the version's own code, as a server loads it (model.py may differ now)
+            materialize_tree(ws.store, run.code_hash, folder.code_snapshot)
+        folder.request_file.write_bytes(to_json_bytes(request))
         job = job_for(ws, run, with_data=False)  # predict reads its request, not datasets
-        job.run_dir, job.run_id = run_dir, spec.run_id
+        job.run_dir, job.run_id = folder.path, spec.run_id
+        job.code_dir = folder.code_dir(ws.project.root)
+        if runtime in PLANNED_RUNTIMES:  # what serving the model needs, not what training did
+            write_env_plan(ws, folder, spec.actions, job.code_dir)
         handle = get_runtime(runtime).start(job)
         for chunk in handle.output():  # the model's own prints go to stderr; stdout is the answer
             sys.stderr.buffer.write(chunk)
         sys.stderr.flush()
         status = handle.wait()
-        errors = [e for e in EventReader(run_dir / EVENTS_FILE).read() if e.get("type") == "error"]
+        errors = [
+            e for e in EventReader(folder.events_file).read() if e.get("type") == events.ERROR
+        ]
         outcome = classify(status, errors[-1] if errors else None, cancel_requested=False)
         if outcome.status != "succeeded":
             raise MllibError(f"predict() failed: {outcome.message}")
-        return from_json((run_dir / PREDICTION_FILE).read_bytes())
+        return from_json(folder.prediction_file.read_bytes())
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(folder.path, ignore_errors=True)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 RUNTIMES = {
     "process": "mllib.runtime.process:ProcessRuntime",
+    "venv": "mllib.runtime.venv:VenvRuntime",
     "docker": "mllib.runtime.docker:DockerRuntime",
 }
 

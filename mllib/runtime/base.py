@@ -1,8 +1,9 @@
 """The runtime interface: a runtime decides only *where* the worker entrypoint runs.
 
 Everything else (the registry, logs, metrics, artifacts, cancellation policy) lives once above the
-runtimes, in mllib.runs.supervisor. A runtime starts `python -m mllib.worker` for a Job and hands
-back a RunHandle to stream its output, wait for it and stop it.
+runtimes, in the run's backend (mllib.runs.backend). A runtime starts `python -m mllib.worker`
+(mllib.protocol.argv) for a Job and hands back a RunHandle to stream its output, wait for it and
+stop it; how the worker ended is an ExitStatus (mllib.protocol.failure).
 
 >>> runtime = get_runtime("process")  # doctest: +SKIP
 >>> handle = runtime.start(job)  # doctest: +SKIP
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-WORKER_MODULE = "mllib.worker"
+from mllib.protocol.failure import ExitStatus
 
 
 @dataclass
@@ -50,16 +51,6 @@ class Job:
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
-@dataclass(frozen=True)
-class ExitStatus:
-    """How the worker ended: an exit code, or the signal that killed it."""
-
-    code: int | None
-    signal: int | None = None
-    oom: bool = False
-    detail: str | None = None
-
-
 class RunHandle(Protocol):
     ident: str  # a pid or container id, for display and records
 
@@ -83,20 +74,6 @@ class Runtime(Protocol):
         """None when usable here, else the reason it is not."""
 
     def start(self, job: Job) -> RunHandle: ...
-
-
-def worker_argv(python: str, run_dir: str | Path, code_dir: str | Path) -> list[str]:
-    """The one command line every runtime runs."""
-    return [
-        python,
-        "-u",
-        "-m",
-        WORKER_MODULE,
-        "--run-dir",
-        str(run_dir),
-        "--code-dir",
-        str(code_dir),
-    ]
 
 
 def host_python() -> str:

@@ -27,33 +27,36 @@ only then is it removed, on success, failure and cancel alike.
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
-import queue
 import re
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mllib.config import Config
 from mllib.errors import ConfigError, UsageError
+from mllib.identity import current_user
 from mllib.project import Project
-from mllib.runtime.base import ExitStatus, Job, worker_argv
-from mllib.runtime.engine import (
+from mllib.protocol.argv import worker_argv
+from mllib.protocol.failure import (
+    EXIT_CANCELLED,
+    EXIT_SYSTEM_ERROR,
     SYSTEM_ERROR,
     USER_ERROR,
-    DockerRuntimeError,
-    docker_client,
-    engine_problem,
-    import_docker,
+    ExitStatus,
 )
+from mllib.protocol.folder import RunFolder
+from mllib.runtime.base import Job
+from mllib.runtime.engine import DockerRuntimeError, docker_client, engine_problem, import_docker
+from mllib.runtime.env_plan import EnvPlan
 from mllib.runtime.gpus import nvidia_gpus
 from mllib.runtime.host_settings import host_proxies
 from mllib.runtime.image_build import VENV
+from mllib.runtime.install_errors import python_mismatch
+from mllib.runtime.prepared import PreparedHandle
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -71,8 +74,6 @@ IMAGE_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/
 TOP_FOLDERS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.IGNORECASE)
 API_TIMEOUT_S = 600  # for each engine call; waiting for the container and its logs has none
-CANCEL_WAIT_S = 20.0  # how long a cancelled run waits for its image build to wind down
-_EXIT_USER_ERROR, _EXIT_SYSTEM_ERROR, _EXIT_CANCELLED = 1, 3, 143
 _DONE = object()
 
 
@@ -173,8 +174,8 @@ def container_options(
     env.update(
         PYTHONUNBUFFERED="1",
         HOME="/tmp",  # the uid may have no home (or passwd entry) in the image
-        USER=_user_name(),
-        LOGNAME=_user_name(),
+        USER=current_user(),
+        LOGNAME=current_user(),
         MLLIB_HOST_CODE_DIR=str(job.code_dir),  # tracebacks show the host's paths
         **host_proxies(),
     )
@@ -227,36 +228,17 @@ def data_target(name: str, host_path: Path) -> str:
     return str(path) if same_path_ok(path) else f"{DATA_DIR}/{name}/{path.name}"
 
 
-class DockerHandle:
+class DockerHandle(PreparedHandle):
     """One run's container: image, create, start, stream, wait, read state, remove."""
 
     pid = None  # no host process to record; the container is found by its run label
 
     def __init__(self, job: Job, config: Config, settings: ContainerSettings) -> None:
-        self.job = job
+        super().__init__(job)
         self.config = config
         self.settings = settings
-        self.ident = "preparing"
-        self._chunks: queue.Queue[Any] = queue.Queue()
-        self._done = threading.Event()
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
         self._container: Container | None = None
         self._started = False
-        self._status: ExitStatus | None = None
-
-    def begin(self) -> None:
-        threading.Thread(
-            target=self._lifecycle, name=f"mllib-docker-{self.job.run_id}", daemon=True
-        ).start()
-
-    def output(self) -> Iterator[bytes]:
-        while (chunk := self._chunks.get()) is not _DONE:
-            yield chunk
-
-    def wait(self, timeout: float | None = None) -> ExitStatus | None:
-        self._done.wait(timeout)
-        return self._status
 
     def cancel(self, grace_s: float) -> None:
         """Stop the container (SIGTERM, SIGKILL after `grace_s`), or the image build before it.
@@ -269,24 +251,14 @@ class DockerHandle:
         if container is not None:
             threading.Thread(target=_stop, args=(container, grace_s), daemon=True).start()
         else:  # waiting on another build's lock, or building the base image: do not wait long
-            timer = threading.Timer(CANCEL_WAIT_S, self._finish, (ExitStatus(_EXIT_CANCELLED),))
-            timer.daemon = True
-            timer.start()
-
-    def _finish(self, status: ExitStatus) -> None:
-        """Report the end once (the lifecycle and a cancel's timer may both try)."""
-        with self._lock:
-            if not self._done.is_set():
-                self._status = status
-                self._chunks.put(_DONE)
-                self._done.set()
+            self._finish_cancelled_soon()
 
     # --- the lifecycle, on its own thread -------------------------------------------------
 
-    def _lifecycle(self) -> None:
+    def _lifecycle(self) -> ExitStatus:
         docker = import_docker()  # before any `import docker...`: see import_docker
         client = None
-        status = ExitStatus(_EXIT_SYSTEM_ERROR)
+        status = ExitStatus(EXIT_SYSTEM_ERROR)
         try:
             client = docker_client(timeout=API_TIMEOUT_S)
             status = self._run(client)
@@ -306,7 +278,7 @@ class DockerHandle:
                     self._chunks.put(f"mllib: could not remove {self.ident}: {exc}\n".encode())
             if client is not None:
                 client.close()
-            self._finish(status)
+        return status
 
     def _run(self, client: DockerClient) -> ExitStatus:
         from mllib.runtime.images import ensure_image
@@ -318,11 +290,17 @@ class DockerHandle:
             code_dir=self.job.code_dir,
             progress=self._progress,
             cancel=self._cancel,
+            env=EnvPlan.read(RunFolder(self.job.run_dir).env_plan_file),
         )
         options = container_options(self.job, self.settings, image)
+        options["environment"].update(MLLIB_RUNTIME="docker", MLLIB_RUNTIME_ID=image)
+        note = self._python_note(client, image)
+        if note:
+            self._progress(f"mllib: note: {note}")
+            options["environment"]["MLLIB_ENV_NOTE"] = note
         with self._lock:
             if self._cancel.is_set():
-                return ExitStatus(_EXIT_CANCELLED)
+                return ExitStatus(EXIT_CANCELLED)
             self._container = client.containers.create(**options)
             self.ident = self._container.name
             self._container.start()
@@ -336,18 +314,21 @@ class DockerHandle:
         state = container.attrs.get("State", {})
         return self._exit_status(int(result.get("StatusCode", -1)), bool(state.get("OOMKilled")))
 
+    def _python_note(self, client: DockerClient, image: str) -> str | None:
+        """A note when the image's Python is another minor version than the submitter's."""
+        spec = RunFolder(self.job.run_dir).spec_or_none()
+        labels = client.images.get(image).labels or {}
+        have = labels.get("org.mllib.python", "")
+        return (
+            python_mismatch(have, spec.python or "", where=f"the image {image}") if spec else None
+        )
+
     def _pump_logs(self, container: Container) -> None:
         try:
             for chunk in container.logs(stream=True, follow=True):
                 self._chunks.put(chunk)
         except Exception as exc:  # the engine went away: the exit status will say more
             self._chunks.put(f"mllib: the container's output stopped: {exc}\n".encode())
-
-    def _progress(self, line: str) -> None:
-        if self.job.progress is not None:
-            self.job.progress(line)
-        else:
-            self._chunks.put(line.encode() + b"\n")
 
     def _exit_status(self, code: int, oom: bool) -> ExitStatus:
         if oom:
@@ -368,22 +349,6 @@ class DockerHandle:
             "the run ran out of memory: the host had none left for its container. Use less "
             f"memory, or set [runtime] memory in {where} to fail early at a known limit."
         )
-
-    def _fail(self, failure_class: str, message: str) -> ExitStatus:
-        """Report a failure outside the worker the way the worker reports its own."""
-        from mllib.runs.events import EVENTS_FILE, EventWriter
-
-        if self._cancel.is_set():  # a cancelled build or start is no failure
-            return ExitStatus(_EXIT_CANCELLED)
-        try:
-            writer = EventWriter(self.job.run_dir / EVENTS_FILE)
-            writer.emit("error", failure_class=failure_class, message=message, traceback=None)
-            writer.close()
-        except OSError:
-            pass
-        self._chunks.put(f"mllib: {message}\n".encode())
-        code = _EXIT_USER_ERROR if failure_class == USER_ERROR else _EXIT_SYSTEM_ERROR
-        return ExitStatus(code, detail=message)
 
 
 def _stop(container: Container, grace_s: float) -> None:
@@ -419,13 +384,6 @@ def _engine_message(exc: Exception) -> str:
             'NVIDIA Container Toolkit, or set [runtime] gpus = "none" to run on CPU.'
         )
     return f"the Docker engine could not run the container: {text}"
-
-
-def _user_name() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _safe(text: str) -> str:

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mllib.errors import EXIT_FAILED, EXIT_SYSTEM, MllibError
+from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 ENGINE_SCRIPT = "scripts/lib/docker-engine.sh"
-USER_ERROR = "user_error"
-SYSTEM_ERROR = "system_error"
 
 
 class DockerRuntimeError(MllibError):
@@ -80,6 +79,38 @@ def engine_problem(timeout: float = 1.0) -> str | None:
     except OSError as exc:
         return f"no Docker engine answers at {host} ({exc.strerror or exc})"
     return None
+
+
+def image_present(ref: str, timeout: float = 5.0) -> bool | None:
+    """Whether the engine has image `ref` (one HTTP request on the engine's socket, without the
+    docker SDK); None when the engine cannot be asked this way (TLS, ssh://, no answer)."""
+    import http.client
+    from urllib.parse import quote
+
+    parts = urlsplit(engine_host())
+    if parts.scheme == "unix":
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(parts.path)
+
+        conn: http.client.HTTPConnection = UnixConnection("localhost", timeout=timeout)
+    elif parts.scheme in ("tcp", "http") and not os.environ.get("DOCKER_TLS_VERIFY"):
+        conn = http.client.HTTPConnection(
+            parts.hostname or "localhost", parts.port or 2375, timeout=timeout
+        )
+    else:
+        return None
+    try:
+        conn.request("GET", f"/images/{quote(ref, safe='')}/json")
+        status = conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    return {200: True, 404: False}.get(status)
 
 
 def docker_client(timeout: int = 300) -> DockerClient:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
+from mllib.protocol.failure import SYSTEM_ERROR
+from mllib.runtime.engine import ImageBuildError
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mllib.runtime.engine import SYSTEM_ERROR, ImageBuildError
+from mllib.protocol.failure import SYSTEM_ERROR
+from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.host_settings import HOST_CA_BUNDLE
+from mllib.runtime.install_errors import network_trouble
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -33,16 +35,6 @@ IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step \d+/\d+ : (?P<instruction>.*)$")
 _STEP_RESULT = re.compile(r"^ ---> (?P<id>[0-9a-f]{12,64})$")
-# Output that means the package index (not the requirement) failed: a system error.
-_NETWORK_TROUBLE = (
-    "CERTIFICATE_VERIFY_FAILED",
-    "Temporary failure in name resolution",
-    "Max retries exceeded",
-    "Connection refused",
-    "Could not fetch URL",
-    "ReadTimeoutError",
-    "ProxyError",
-)
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class BuildFailure:
 
     @property
     def network_trouble(self) -> bool:
-        return any(marker in line for line in self.output for marker in _NETWORK_TROUBLE)
+        return network_trouble(self.output)
 
 
 # Turns a failure into (message, hint, failure class); the default blames the engine or index.

@@ -3,9 +3,10 @@
 Two images, each tagged by a hash of what went into it, so an unchanged project builds nothing:
 
 - ``{repository}-deps:HASH`` FROM ``[runtime] base_image``: a venv at /opt/venv with the
-  project's requirements and the worker's, every package pinned to the version installed on
-  this machine (see mllib.runtime.requirements), the host's CA bundle trusted and its pip
-  index settings used. HASH covers the base image id, the requirements, the pins and the CAs.
+  run's environment plan (mllib.runtime.env_plan: the project's requirements as pip reads them,
+  hashes and constraints kept in force, and the worker's, every package pinned to the version
+  installed on the submitting machine), the host's CA bundle trusted and its pip index settings
+  used. HASH covers the base image id, the installer's files and the CAs.
 - ``{repository}:HASH`` FROM the deps image: the running mllib installed as a wheel. HASH
   covers the deps image and mllib's source, so editing mllib rebuilds only this small layer.
 
@@ -18,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -29,14 +29,10 @@ from typing import TYPE_CHECKING
 
 from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError
+from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 from mllib.runtime.base_image import DEFAULT_TAG, base_build_problem, build_base_image
-from mllib.runtime.engine import (
-    SYSTEM_ERROR,
-    USER_ERROR,
-    ImageBuildError,
-    engine_host,
-    image_id,
-)
+from mllib.runtime.engine import ImageBuildError, engine_host, image_id
+from mllib.runtime.env_plan import EnvPlan, plan_environment
 from mllib.runtime.host_settings import (
     local_pip_locations,
     pip_build_args,
@@ -52,19 +48,14 @@ from mllib.runtime.image_build import (
     pip_dockerfile_lines,
     venv_env_line,
 )
-from mllib.runtime.requirements import (
-    Requirement,
-    host_pins,
-    project_requirements,
-    worker_requirements,
-)
+from mllib.runtime.install_errors import explain_install_failure, python_mismatch
 from mllib.runtime.wheels import local_wheels, mllib_source_hash, mllib_wheel, serve_wheels
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 # Bump when the Dockerfiles below change, so images built by an older recipe are not reused.
-RECIPE = "1"
+RECIPE = "2"
 _CONTEXT = "/tmp/mllib-build"
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
 
@@ -77,14 +68,9 @@ class ImagePlan:
 
     base: str
     base_id: str
-    requirements: tuple[Requirement, ...]
-    pins: dict[str, str]
+    env: EnvPlan
     deps_tag: str
     tag: str
-
-    @property
-    def packages(self) -> list[Requirement]:
-        return [r for r in self.requirements if not r.is_option]
 
 
 def image_settings(config: Config) -> tuple[str, str]:
@@ -107,37 +93,30 @@ def plan_image(
     *,
     code_dir: Path | None = None,
     progress: Progress | None = None,
+    env: EnvPlan | None = None,
 ) -> ImagePlan:
     """The image plan for the project at `root`, building the default base image if it is missing.
 
-    `code_dir` (default: `root`) is the code the run executes; the packages it imports are
-    added unless `[runtime] detect_imports = false`.
+    `env`: the run's environment plan (made when the run was prepared); without one it is made
+    now from `code_dir` (default: `root`), the code the run executes.
     """
     base, repository = image_settings(config)
     base_id = image_id(client, base) or _missing_base(base, progress)
-    declared = project_requirements(root, config)
-    requirements = (
-        *declared,
-        *_detected(code_dir or root, config, declared),
-        *worker_requirements(),
-    )
-    pins = host_pins(r.text for r in requirements if not r.is_option)
+    env = env or plan_environment(root, config, code_dir=code_dir)
     # The CA bundle from PIP_CERT and friends, without the ~0.3 s `pip config list` a build runs.
     ca_bundle = pip_build_settings(config_list="").get("ca_bundle")
     ca_hash = hashlib.sha256(Path(ca_bundle).read_bytes()).hexdigest() if ca_bundle else None
     deps_hash = _digest(
         recipe=RECIPE,
         base=base_id,
-        requirements=[r.text for r in requirements],
-        pins=pins,
+        files=env.files(),
         ca=ca_hash,
     )
     final_hash = _digest(recipe=RECIPE, deps=deps_hash, mllib=mllib_source_hash())
     return ImagePlan(
         base=base,
         base_id=base_id,
-        requirements=requirements,
-        pins=pins,
+        env=env,
         deps_tag=f"{repository}-deps:{deps_hash[:16]}",
         tag=f"{repository}:{final_hash[:16]}",
     )
@@ -151,10 +130,12 @@ def ensure_image(
     code_dir: Path | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    env: EnvPlan | None = None,
 ) -> str:
-    """The tag of the project's image, built first when it does not exist yet."""
+    """The tag of the project's image (for the run's environment plan `env`), built first
+    when it does not exist yet."""
     say = progress or (lambda _line: None)
-    plan = plan_image(client, root, config, code_dir=code_dir, progress=say)
+    plan = plan_image(client, root, config, code_dir=code_dir, progress=say, env=env)
     if image_id(client, plan.tag):
         return plan.tag
     start = time.monotonic()
@@ -171,7 +152,7 @@ def ensure_image(
 def _build_deps(
     client: DockerClient, plan: ImagePlan, say: Progress, cancel: threading.Event | None
 ) -> None:
-    names = ", ".join(sorted({r.name for r in plan.packages})) or "none"
+    names = ", ".join(plan.env.names()) or "none"
     say(
         f"mllib: building {plan.deps_tag} FROM {plan.base} with {names} "
         "(pinned to this machine's versions; once per set of dependencies)"
@@ -179,22 +160,25 @@ def _build_deps(
     _compare_pythons(client, plan, say)
     settings = pip_build_settings()
     certs = ca_files(settings.get("ca_bundle"))
-    wheels = local_wheels(plan.pins, *local_pip_locations()) if _engine_is_local() else []
-    requirements = "".join(f"{r.text}\n" for r in plan.requirements)
-    constraints = "".join(f"{name}=={version}\n" for name, version in plan.pins.items())
+    wheels = local_wheels(plan.env.pins, *local_pip_locations()) if _engine_is_local() else []
+    env_files = plan.env.files()
+    installs = [
+        f"{VENV}/bin/pip install --no-cache-dir --no-input --disable-pip-version-check"
+        + (" --require-hashes" if step.require_hashes else "")
+        + f" -r {_CONTEXT}/{step.requirements}"
+        + (f" -c {_CONTEXT}/{step.constraints}" if step.constraints else "")
+        for step in plan.env.install_steps()
+    ]
     dockerfile = [
         f"FROM {plan.base}",
         *pip_dockerfile_lines(with_ca=bool(certs)),
-        f"COPY requirements.txt constraints.txt {_CONTEXT}/",
-        f"RUN python3 -m venv {VENV} && {VENV}/bin/pip install --no-cache-dir --no-input"
-        f" --disable-pip-version-check -r {_CONTEXT}/requirements.txt"
-        f" -c {_CONTEXT}/constraints.txt && rm -rf {_CONTEXT}",
+        f"COPY {' '.join(sorted(env_files))} {_CONTEXT}/",
+        f"RUN python3 -m venv {VENV} && {' && '.join(installs)} && rm -rf {_CONTEXT}",
         venv_env_line(),
     ]
     files = {
         **certs,
-        "requirements.txt": requirements.encode(),
-        "constraints.txt": constraints.encode(),
+        **{name: text.encode() for name, text in env_files.items()},
         "Dockerfile": ("\n".join(dockerfile) + "\n").encode(),
     }
     buildargs = pip_build_args(settings)
@@ -243,55 +227,25 @@ def _build_final(
     )
 
 
-def _detected(code_dir: Path, config: Config, declared: list[Requirement]) -> list[Requirement]:
-    """Requirements for the installed packages the code imports and `declared` lacks."""
-    if not config.runtime.detect_imports:
-        return []
-    from mllib.runtime.imports import imported_distributions
-
-    names = {r.name for r in declared if not r.is_option}
-    found = [Requirement(dist, why) for dist, why in imported_distributions(code_dir).items()]
-    return [r for r in found if r.name not in names]
-
-
 def _compare_pythons(client: DockerClient, plan: ImagePlan, say: Progress) -> None:
     """Say so when the image's Python is another minor version than this one (results may differ)."""
     labels = client.images.get(plan.base_id).labels or {}
     image_python = labels.get("org.mllib.python", "")
-    here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if image_python and not (image_python + ".").startswith(here + "."):
-        say(
-            f"mllib: note: {plan.base} has Python {image_python} and this machine {here}: "
-            "pinned versions may not exist for it, and results can differ from local runs"
-        )
+    note = python_mismatch(image_python, plan.env.python, where=f"the base image {plan.base}")
+    if note:
+        say(f"mllib: note: {note}")
 
 
 def _explainer(plan: ImagePlan) -> Callable[[BuildFailure], tuple[str, str, str]]:
     """Blame the user for a requirement pip cannot install, and name where it was written."""
 
     def explain(failure: BuildFailure) -> tuple[str, str, str]:
-        if f"{_CONTEXT}/requirements.txt" not in failure.step or failure.network_trouble:
+        if f"{_CONTEXT}/" not in failure.step or failure.network_trouble:
             return explain_failure(failure)
-        text = failure.error_lines[-1].removeprefix("ERROR: ")  # pip's last word is the reason
-        culprits = [r for r in plan.requirements if _mentions(text, r)]
-        where = "; ".join(f"{r.origin}: {r.text}" for r in culprits)
-        message = f"pip could not install the project's dependencies: {text}"
-        if where:
-            message += f" (at {where})"
-        hint = (
-            "Fix the requirement (requirements.txt, pyproject.toml or [runtime] packages in "
-            "mllib.toml), or use --runtime process to run without an image."
-        )
-        return message, hint, USER_ERROR
+        message, hint = explain_install_failure("pip", failure.error_lines, plan.env)
+        return message, hint + " Or use --runtime process to run without an image.", USER_ERROR
 
     return explain
-
-
-def _mentions(text: str, req: Requirement) -> bool:
-    lowered = text.lower().replace("_", "-")
-    if req.is_option:
-        return req.text.split()[-1].lower() in lowered
-    return req.name in lowered
 
 
 def _missing_base(base: str, progress: Progress | None) -> str:

@@ -6,6 +6,13 @@ files, parsed, never run) and mapping them to the distributions installed here (
 numpy, sklearn -> scikit-learn) gives the image what the code uses, at this machine's versions,
 even when no requirements.txt lists them. `[runtime] detect_imports = false` turns this off.
 
+Each step of a run gets what its own code reaches: training everything the project imports;
+evaluation and serving the module-level imports and the imports inside the methods they call
+(`evaluate`/`test`, `predict`/`predict_batch`, `load`, `__init__`, and whatever those call by
+name, in any of the project's files), so a package only `train()` imports is not installed to
+serve. A trained model's pickle may need more (a scikit-learn estimator kept on `self`): the
+worker records the modules it names, and they are added (`extra_modules`).
+
 The map from import names to distributions reads every installed package's file list (a quarter
 second with torch installed), so it is cached on disk per environment and rebuilt when a
 site-packages folder changes.
@@ -18,7 +25,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -27,21 +35,35 @@ MAX_FILES = 2000
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mllib"
 
 
-def imported_distributions(code_dir: Path) -> dict[str, str]:
+# The methods each step calls first; what they call by name is followed.
+STEP_ENTRIES = {
+    "evaluate": ("evaluate", "test", "load", "__init__", "__setstate__"),
+    "serve": ("predict", "predict_batch", "load", "__init__", "__setstate__"),
+}
+
+
+def imported_distributions(
+    code_dir: Path, *, step: str = "train", extra_modules: Iterable[str] | None = None
+) -> dict[str, str]:
     """Distribution name -> why (e.g. "model.py imports sklearn"), for the code in `code_dir`.
 
+    `step`: "train" (everything the code imports), "evaluate" or "serve" (what those steps
+    reach, see above). `extra_modules`: more module names the step needs (a model's pickle's).
     Left out: the standard library, the project's own modules, mllib, names this environment
     does not have, and names several distributions share (namespace packages such as `google`).
     """
     local = _local_names(code_dir)
     owners = import_name_owners()
     found: dict[str, str] = {}
-    for rel, name in _imports(code_dir):
+    needed = [*_imports(code_dir, step)]
+    needed += [("the trained model", name.split(".")[0]) for name in extra_modules or ()]
+    for rel, name in needed:
         if name in local or name in sys.stdlib_module_names or name in ("mllib", "__future__"):
             continue
         dists = owners.get(name, [])
         if len(dists) == 1 and dists[0].lower() != "mllib":
-            found.setdefault(dists[0], f"{rel} imports {name}")
+            verb = "needs" if rel == "the trained model" else "imports"
+            found.setdefault(dists[0], f"{rel} {verb} {name}")
     return found
 
 
@@ -87,20 +109,67 @@ def _python_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _imports(root: Path) -> Iterator[tuple[str, str]]:
-    """(file relative to root, top-level module name) for each absolute import."""
+def _imports(root: Path, step: str = "train") -> Iterator[tuple[str, str]]:
+    """(file relative to root, top-level module name) for each absolute import `step` reaches."""
+    parsed = []
     for path in _python_files(root):
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError, OSError):
             continue
-        rel = path.relative_to(root).as_posix()
+        parsed.append((path.relative_to(root).as_posix(), tree))
+    if step not in STEP_ENTRIES:
+        for rel, tree in parsed:
+            for name in _imported_names(tree):
+                yield rel, name
+        return
+    functions: dict[str, list[tuple[str, ast.AST]]] = {}
+    for rel, tree in parsed:
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    yield rel, alias.name.split(".")[0]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                yield rel, node.module.split(".")[0]
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                functions.setdefault(node.name, []).append((rel, node))
+    for rel, tree in parsed:  # module level (class bodies too): runs when the file is imported
+        for name in _imported_names(tree, skip_functions=True):
+            yield rel, name
+    reached: set[str] = set()
+    todo = [name for name in STEP_ENTRIES[step] if name in functions]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        for rel, function in functions[name]:
+            for imported in _imported_names(function):
+                yield rel, imported
+            todo += [called for called in _called_names(function) if called in functions]
+
+
+def _imported_names(tree: ast.AST, *, skip_functions: bool = False) -> Iterator[str]:
+    """Top-level module names of the absolute imports in `tree`, in reading order (breadth
+    first, as ast.walk); `skip_functions`: not those inside functions (which run only when
+    called)."""
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module.split(".")[0]
+        for child in ast.iter_child_nodes(node):
+            if not (skip_functions and isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)):
+                queue.append(child)
+
+
+def _called_names(function: ast.AST) -> set[str]:
+    """Names `function` calls or refers to as attributes (self.helper(), helper())."""
+    names = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+    return names
 
 
 def _local_names(root: Path) -> set[str]:

@@ -4,26 +4,41 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
-from mllib.runtime.base import ExitStatus, Job, host_python, worker_argv
+from mllib.protocol.argv import worker_argv
+from mllib.protocol.failure import ExitStatus
+from mllib.runtime.base import Job, host_python
 from mllib.runtime.processes import kill_tree
 
 
 class ProcessRuntime:
-    """Runs the worker with this Python, in the project folder. Always available."""
+    """Runs the worker with this Python, in the project folder. Always available.
+
+    `python`, `extra_env` and `pass_fds` let another runtime start the worker the same way
+    with another interpreter (the venv runtime: the venv's python, its path, its lock)."""
 
     name = "process"
 
-    def __init__(self, python: str | None = None) -> None:
+    def __init__(
+        self,
+        python: str | None = None,
+        *,
+        extra_env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.python = python or host_python()
+        self.extra_env = extra_env or {"MLLIB_RUNTIME": "process", "MLLIB_RUNTIME_ID": sys.prefix}
+        self.pass_fds = pass_fds
 
     def available(self) -> str | None:
         return None
 
     def start(self, job: Job) -> ProcessHandle:
         data = {name: str(path) for name, path in job.data_mounts.items()}  # see Job.data_mounts
-        env = {**os.environ, **data, **job.env, **job.gpu_env(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **data, **job.env, **job.gpu_env(), **self.extra_env}
+        env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
             worker_argv(self.python, job.run_dir, job.code_dir),
             cwd=job.work_dir,
@@ -32,6 +47,7 @@ class ProcessRuntime:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which ends the whole tree
+            pass_fds=self.pass_fds,
         )
         return ProcessHandle(proc)
 

@@ -1,58 +1,80 @@
-"""A project's Python dependencies for its image, and the host versions that pin them.
+"""A project's Python dependencies, read as pip reads them, and the host versions that pin them.
 
-Dependencies come from ``requirements.txt`` (``-r`` includes followed), ``[project]
-dependencies`` of the project's ``pyproject.toml`` and ``[runtime] packages`` of mllib.toml,
-plus what the worker itself imports. ``host_pins`` pins every one of them, and everything they
-depend on, to the version installed where mllib runs, so a run in a container computes with
-the same numpy, scikit-learn or torch as a run in a child process::
+Dependencies come from ``requirements.txt`` (read by pip's own parser, pip-requirements-parser:
+``-r`` includes, ``-c`` constraints, ``--hash`` options, index options, comments after tabs,
+continuations, markers), ``[project] dependencies`` of the project's ``pyproject.toml`` and
+``[runtime] packages`` of mllib.toml, plus what the worker itself imports. ``host_pins`` pins
+every one of them, and everything they depend on, to the version installed where mllib runs
+(never against what the user wrote), so a run in a venv or a container computes with the same
+numpy, scikit-learn or torch as a run in a child process::
 
     reqs = project_requirements(project.root, project.config)
-    pins = host_pins([r.text for r in reqs])  # {"numpy": "2.4.6", "scikit-learn": "1.9.1", ...}
+    pins = host_pins([r.text for r in reqs if r.is_package], declared=reqs)
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from mllib.config import Config
-from mllib.runtime.engine import USER_ERROR, ImageBuildError
+from mllib.protocol.failure import USER_ERROR
+from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.host_settings import refuse_credentials
+from mllib.runtime.imports import CACHE_DIR
 
 REQUIREMENTS_FILE = "requirements.txt"
-# pip options of requirements.txt that mean the same inside an image build (URLs must be http(s)).
+# pip options of requirements.txt passed on to the installer: their long names, and whether
+# their value is a location (which must be http(s): a build or another host cannot see a
+# folder of this machine). -r and -c are followed here.
 PASSED_OPTIONS = {
-    "-i": True,
-    "--index-url": True,
-    "--extra-index-url": True,
-    "-f": True,
-    "--find-links": True,
-    "--trusted-host": False,
-    "--pre": False,
-    "--prefer-binary": False,
-    "--only-binary": False,
-    "--no-binary": False,
+    "index_url": ("--index-url", True),
+    "extra_index_urls": ("--extra-index-url", True),
+    "find_links": ("--find-links", True),
+    "no_index": ("--no-index", False),
+    "trusted_hosts": ("--trusted-host", False),
+    "pre": ("--pre", False),
+    "prefer_binary": ("--prefer-binary", False),
+    "only_binary": ("--only-binary", False),
+    "no_binary": ("--no-binary", False),
+    "require_hashes": ("--require-hashes", False),
 }
+FOLLOWED_OPTIONS = ("requirements", "constraints")
+IGNORED_OPTIONS = ("use_features",)  # pip's own feature flags: nothing to install differently
 # What the worker imports besides the standard library; the versions come from mllib's metadata.
 WORKER_PACKAGES = ("cloudpickle", "orjson")
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """One dependency as the user wrote it, and where (for error messages)."""
+    """One dependency (or pip option line) as the user wrote it, and where (for error messages).
+
+    `hashes` are its `--hash` values (a locked file's); `constraint` marks a line of a `-c` file,
+    which limits versions without asking for the package."""
 
     text: str
     origin: str
+    hashes: tuple[str, ...] = ()
+    constraint: bool = False
 
     @property
     def is_option(self) -> bool:
         """A pip option line of requirements.txt, such as --extra-index-url URL."""
         return self.text.startswith("-")
+
+    @property
+    def is_package(self) -> bool:
+        """A package to install (not an option, not a constraint)."""
+        return not self.is_option and not self.constraint
 
     @property
     def name(self) -> str:
@@ -61,12 +83,29 @@ class Requirement:
 
         return canonicalize_name(Parsed(self.text).name)
 
+    @property
+    def line(self) -> str:
+        """The line an installer reads: the requirement with its hashes."""
+        return " ".join([self.text, *(f"--hash={h}" for h in self.hashes)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "origin": self.origin,
+            "hashes": list(self.hashes),
+            "constraint": self.constraint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Requirement:
+        return cls(data["text"], data["origin"], tuple(data["hashes"]), data["constraint"])
+
 
 def project_requirements(root: Path, config: Config) -> list[Requirement]:
     """The project's dependencies in file order, duplicates dropped; bad lines are user errors."""
     found: list[Requirement] = []
     if (root / REQUIREMENTS_FILE).is_file():
-        found += _requirements_file(root / REQUIREMENTS_FILE, root, seen=set())
+        found += read_requirements_file(root / REQUIREMENTS_FILE, root)
     found += _pyproject_dependencies(root / "pyproject.toml", root)
     packages = config.runtime.packages
     for index, text in enumerate(packages):
@@ -77,10 +116,99 @@ def project_requirements(root: Path, config: Config) -> list[Requirement]:
                 failure_class=USER_ERROR,
             )
         found.append(_checked(text, f"{config.where} [runtime] packages"))
-    unique: dict[str, Requirement] = {}
+    unique: dict[tuple[str, bool], Requirement] = {}
     for req in found:
-        unique.setdefault(_normal(req.text), req)
+        unique.setdefault((_normal(req.text), req.constraint), req)
     return list(unique.values())
+
+
+def read_requirements_file(path: Path, root: Path) -> list[Requirement]:
+    """Every requirement, constraint and passed option of `path` and the files it includes, as
+    pip reads them (pip's own parser); a line pip would refuse is a user error naming it.
+
+    What a file said is kept in a cache checked against the content of every file it read, so
+    an unchanged file is not parsed again (pip's parser takes a sixth of a second to import)."""
+    path = path.resolve()
+    cache = CACHE_DIR / f"requirements-{_digest(str(path), str(root.resolve()))}.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if all(_file_digest(Path(f)) == sha for f, sha in cached["files"].items()):
+            return [Requirement.from_json(r) for r in cached["requirements"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    found, files = _parse_requirements_file(path, root)
+    with contextlib.suppress(OSError):
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(
+            json.dumps(
+                {
+                    "files": {f: _file_digest(Path(f)) for f in files},
+                    "requirements": [r.to_json() for r in found],
+                }
+            )
+        )
+        temporary.replace(cache)
+    return found
+
+
+def _parse_requirements_file(path: Path, root: Path) -> tuple[list[Requirement], list[str]]:
+    """The requirements of `path` (see read_requirements_file), and every file it read."""
+    from pip_requirements_parser import InstallationError, RequirementsFile
+
+    try:
+        parsed = RequirementsFile.from_file(str(path), include_nested=True)
+    except (InstallationError, OSError) as exc:
+        message = str(exc).replace("|n", ": ").strip()
+        raise ImageBuildError(
+            f"{_where(path, root)}: {message}",
+            hint="Fix the -r/-c line, or add the file it names.",
+            failure_class=USER_ERROR,
+        ) from None
+    if parsed.invalid_lines:
+        bad = parsed.invalid_lines[0]
+        raise ImageBuildError(
+            f"{_where(Path(bad.filename), root, bad.line_number)}: {bad.line.strip()!r} is not a "
+            f"valid requirement: {bad.error_message}",
+            hint="Write requirements as pip does, e.g. scikit-learn>=1.3 or torch==2.4.0.",
+            failure_class=USER_ERROR,
+        )
+    found: list[Requirement] = []
+    for req in parsed.requirements:
+        where = _where(Path(req.filename), root, req.line_number)
+        if req.is_editable or req.req is None:
+            raise ImageBuildError(
+                f"{where}: {req.line.strip()!r} installs a folder of this machine, which another "
+                "environment cannot see",
+                hint="Publish the package to an index you can reach, or vendor its code in the "
+                "project.",
+                failure_class=USER_ERROR,
+            )
+        text = _checked(_without_hashes(req.dumps()), where).text
+        found.append(Requirement(text, where, tuple(req.hash_options), bool(req.is_constraint)))
+    for option in parsed.options:
+        where = _where(Path(option.filename), root, option.line_number)
+        for key, value in option.options.items():
+            if key not in FOLLOWED_OPTIONS and key not in IGNORED_OPTIONS:
+                found.append(_checked_option(key, value, where))
+    files = {str(path)}
+    files.update(str(Path(r.filename).resolve()) for r in parsed.requirements)
+    for option in parsed.options:
+        folder = Path(option.filename).resolve().parent
+        for key in FOLLOWED_OPTIONS:
+            files.update(str((folder / name).resolve()) for name in option.options.get(key, []))
+    return found, sorted(files)
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def worker_requirements() -> list[Requirement]:
@@ -100,15 +228,23 @@ def worker_requirements() -> list[Requirement]:
     return [Requirement(declared.get(name, name), "mllib's worker") for name in WORKER_PACKAGES]
 
 
-def host_pins(requirements: Iterable[str]) -> dict[str, str]:
+def host_pins(
+    requirements: Iterable[str], *, declared: Iterable[Requirement] = ()
+) -> dict[str, str]:
     """Canonical name -> host version for `requirements` and their dependencies, where installed.
 
-    A package is pinned only when the host has it, in a version the requirement allows, from an
-    index or a wheel (not an editable or local-folder install, which an image cannot install).
+    A package is pinned only when the host has it, in a version every requirement and
+    constraint of `declared` naming it allows (a locked version wins over the host's), from an
+    index or a wheel (not an editable or local-folder install, which no index can provide).
     """
     from packaging.requirements import Requirement as Parsed
     from packaging.utils import canonicalize_name
 
+    limits: dict[str, list[Any]] = {}
+    for req in declared:
+        if not req.is_option:
+            parsed = Parsed(req.text)
+            limits.setdefault(canonicalize_name(parsed.name), []).append(parsed.specifier)
     pins: dict[str, str] = {}
     seen: set[tuple[str, frozenset[str]]] = set()
     queue = [Parsed(text) for text in requirements]
@@ -124,7 +260,10 @@ def host_pins(requirements: Iterable[str]) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
         version = dist.version
-        if not req.specifier.contains(version, prereleases=True) or _installed_locally(dist):
+        allowed = [req.specifier, *limits.get(name, [])]
+        if not all(s.contains(version, prereleases=True) for s in allowed):
+            continue
+        if _installed_locally(dist):
             continue
         pins[name] = version
         for text in dist.requires or []:
@@ -144,44 +283,15 @@ def _installed_locally(dist: metadata.Distribution) -> bool:
     return "dir_info" in info or "vcs_info" in info
 
 
-def _requirements_file(path: Path, root: Path, seen: set[Path]) -> list[Requirement]:
-    if path.resolve() in seen:
-        return []
-    seen.add(path.resolve())
-    rel = path.relative_to(root) if path.is_relative_to(root) else path
-    found: list[Requirement] = []
-    for number, line in _logical_lines(path.read_text(encoding="utf-8")):
-        where = f"{rel}:{number}"
-        option = line.split("=", 1)[0].split(None, 1)[0]
-        if option in ("-r", "--requirement") or line.startswith("-r"):
-            target = re.sub(r"^(-r|--requirement)[=\s]*", "", line)
-            included = path.parent / target
-            if not included.is_file():
-                raise ImageBuildError(
-                    f"{where}: {line!r} includes {target}, which does not exist",
-                    failure_class=USER_ERROR,
-                )
-            found += _requirements_file(included, root, seen)
-        elif line.startswith("-"):
-            found.append(_checked_option(line, option, where))
-        else:
-            found.append(_checked(line, where))
-    return found
+def _where(path: Path, root: Path, number: int | None = None) -> str:
+    path = Path(path)
+    rel = path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else path
+    return f"{rel.as_posix()}:{number}" if number else rel.as_posix()
 
 
-def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
-    """(line number, text) of requirement lines: comments stripped, continuations joined."""
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not pending:
-            start = number
-        if line.endswith("\\"):
-            pending += line[:-1].rstrip() + " "
-            continue
-        line, pending = (pending + line).strip(), ""
-        if line:
-            yield start, line
+def _without_hashes(line: str) -> str:
+    """A requirement line as pip-requirements-parser dumps it, less its --hash options."""
+    return re.sub(r"\s*\\?\s*--hash[=\s]\S+", "", line).strip().rstrip("\\").strip()
 
 
 def _pyproject_dependencies(path: Path, root: Path) -> list[Requirement]:
@@ -211,29 +321,37 @@ def _checked(text: str, origin: str) -> Requirement:
         ) from None
     if parsed.url and parsed.url.startswith("file:"):
         raise ImageBuildError(
-            f"{origin}: {text!r} points at a file on this machine, which an image build cannot read",
+            f"{origin}: {text!r} points at a file on this machine, which another environment "
+            "cannot read",
             hint="Publish the package to an index you can reach, or vendor its code in the project.",
             failure_class=USER_ERROR,
         )
     return Requirement(text, origin)
 
 
-def _checked_option(line: str, option: str, where: str) -> Requirement:
-    if option not in PASSED_OPTIONS:
+def _checked_option(key: str, value: Any, where: str) -> Requirement:
+    if key not in PASSED_OPTIONS:
+        spelled = "--" + key.replace("_", "-")
+        supported = ", ".join(sorted(flag for flag, _ in PASSED_OPTIONS.values()))
         raise ImageBuildError(
-            f"{where}: the pip option {option!r} is not supported in image builds",
-            hint=f"Supported: {', '.join(sorted(PASSED_OPTIONS))} (and -r FILE).",
+            f"{where}: the pip option {spelled!r} is not supported in project environments",
+            hint=f"Supported: {supported} (and -r FILE, -c FILE).",
             failure_class=USER_ERROR,
         )
-    if PASSED_OPTIONS[option]:
-        url = re.split(r"[=\s]", line, maxsplit=1)[-1].strip()
-        if not url.startswith(("http://", "https://")):
-            raise ImageBuildError(
-                f"{where}: {option} {url} is not an http(s) location, so a build cannot reach it",
-                failure_class=USER_ERROR,
-            )
-        refuse_credentials(option.lstrip("-"), url, failure_class=USER_ERROR)
-    return Requirement(line, where)
+    flag, is_location = PASSED_OPTIONS[key]
+    values = value if isinstance(value, list) else [value]
+    if is_location:
+        for url in values:
+            if not str(url).startswith(("http://", "https://")):
+                raise ImageBuildError(
+                    f"{where}: {flag} {url} is not an http(s) location, so another environment "
+                    "cannot reach it",
+                    failure_class=USER_ERROR,
+                )
+            refuse_credentials(flag.lstrip("-"), str(url), failure_class=USER_ERROR)
+    if value is True:
+        return Requirement(flag, where)
+    return Requirement(" ".join(f"{flag} {item}" for item in values), where)
 
 
 def _normal(text: str) -> str:

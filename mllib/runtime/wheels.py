@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 
-import mllib
 from mllib._version import __version__
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # the running mllib package's folder
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _HREF = re.compile(r"""href=["']([^"'#]+)""", re.IGNORECASE)
 
@@ -33,7 +33,7 @@ _HREF = re.compile(r"""href=["']([^"'#]+)""", re.IGNORECASE)
 @cache
 def mllib_files() -> tuple[tuple[str, Path], ...]:
     """(path in the wheel, file) for every file of the running mllib package, sorted."""
-    package = Path(mllib.__file__).resolve().parent
+    package = _PACKAGE
     found = []
     for path in sorted(package.rglob("*")):
         rel = path.relative_to(package)

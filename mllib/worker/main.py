@@ -7,12 +7,13 @@ whether it runs as a child process, in a container or on an agent host. Exit cod
 
 from __future__ import annotations
 
-import argparse
 import errno
 import importlib.util
+import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,22 +25,22 @@ from mllib.errors import MllibError
 from mllib.metric_values import spell
 from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
-from mllib.redaction import Redactor, secret_values
-from mllib.runs.events import EVENTS_FILE, EventWriter
-from mllib.runs.spec import (
-    ARTIFACT_DIR,
-    MODEL_DIR,
-    PREDICTION_FILE,
-    REQUEST_FILE,
-    RunSpec,
-    read_secret_params,
+from mllib.protocol import events
+from mllib.protocol.argv import parse_worker_argv
+from mllib.protocol.events import EventWriter
+from mllib.protocol.failure import (
+    EXIT_CANCELLED,
+    EXIT_SUCCEEDED,
+    EXIT_SYSTEM_ERROR,
+    EXIT_USER_ERROR,
+    SYSTEM_ERROR,
+    USER_ERROR,
 )
+from mllib.protocol.folder import RunFolder
+from mllib.protocol.spec import RunSpec
+from mllib.redaction import Redactor, secret_values
 from mllib.worker.seeding import seed_libraries
 from mllib.worker.tracebacks import user_traceback
-
-EXIT_USER_ERROR = 1
-EXIT_SYSTEM_ERROR = 3
-EXIT_CANCELLED = 143
 
 # The run's secret values, kept out of the errors this worker records and prints.
 REDACTOR = Redactor()
@@ -107,9 +108,9 @@ def _check_eval_result(result: Any) -> dict[str, float]:
     return checked
 
 
-def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> None:
+def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -> None:
     """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
-    secret_cli = read_secret_params(run_dir, remove=True)  # on disk no longer than this
+    secret_cli = folder.read_secret_params(remove=True)  # on disk no longer than this
     _know_secrets(spec, code_dir, secret_cli)
     seed_libraries(spec.seed)  # numpy and torch too, even when the model imports them later
     module = import_model_module(code_dir / spec.model_file)
@@ -124,36 +125,76 @@ def run(spec: RunSpec, run_dir: Path, code_dir: Path, writer: EventWriter) -> No
         REDACTOR.add(str(resolved.values[name]) for name in resolved.secret)
         apply(obj, resolved)
         writer.emit(  # secrets as a marker: the event file and the registry never hold them
-            "params",
+            events.PARAMS,
             values=resolved.recorded,
             sources=resolved.sources,
             secret=sorted(resolved.secret),
         )
         if tracking._active is not None:
             tracking._active.params = dict(resolved.recorded)
-        writer.emit("phase", phase="train")
+        writer.emit(events.PHASE, phase="train")
         call_user(obj.train)
-        writer.emit("phase", phase="save")
+        writer.emit(events.PHASE, phase="save")
         # A custom save() is the user's code; pickling problems are reported by save_model itself.
         save = call_user if has_custom_persistence(cls) else _call
-        fmt = save(save_model, obj, run_dir / MODEL_DIR, resolved.secret)
-        writer.emit("model_saved", format=fmt)
+        fmt = save(save_model, obj, folder.model_dir, resolved.secret)
+        writer.emit(events.MODEL_SAVED, format=fmt)
     if obj is None and spec.input_model:
-        obj = call_user(load_model, cls, run_dir / spec.input_model)
+        obj = call_user(load_model, cls, folder.path / spec.input_model)
     if "evaluate" in spec.actions:
-        if not callable(getattr(obj, "evaluate", None)):
+        method = _evaluation_method(obj)
+        if method is None:
             raise MllibError(
                 f"{spec.model_class} has no evaluate() method", hint="Add evaluate(self) -> dict."
             )
-        writer.emit("phase", phase="evaluate")
-        metrics = _check_eval_result(call_user(obj.evaluate))
-        writer.emit("eval_metrics", metrics={k: spell(v) for k, v in metrics.items()})
+        writer.emit(events.PHASE, phase="evaluate")
+        metrics = _check_eval_result(call_user(method))
+        writer.emit(events.EVAL_METRICS, metrics={k: spell(v) for k, v in metrics.items()})
     if "predict" in spec.actions:
-        request = from_json((run_dir / REQUEST_FILE).read_bytes())
+        request = from_json(folder.request_file.read_bytes())
         result = call_user(obj.predict, request)
-        out = run_dir / PREDICTION_FILE
+        out = folder.prediction_file
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(to_json_bytes(result))
+
+
+def _evaluation_method(obj: Any) -> Callable[[], Any] | None:
+    """The model's evaluate(), else its test() (the seed's spelling); None when it has neither."""
+    from mllib.discovery import EVALUATE_NAMES
+
+    for name in EVALUATE_NAMES:
+        method = getattr(obj, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def missing_module_hint(module: str) -> str:
+    """What to do about a module the run's environment lacks, for the runtime it ran in."""
+    top = module.split(".")[0]
+    runtime = os.environ.get("MLLIB_RUNTIME", "process")
+    declare = (
+        f"add the package that provides {top!r} to requirements.txt (or [runtime] packages in "
+        "mllib.toml)"
+    )
+    if runtime in ("venv", "docker"):
+        where = "venv" if runtime == "venv" else "image"
+        return (
+            f"the run's {where} holds the project's declared dependencies and the packages its "
+            f"code imports that the submitting machine has installed: {declare}, or install it "
+            "where you run mllib"
+        )
+    return f"install it into this Python environment, and {declare} so other runtimes have it too"
+
+
+def _record_environment(writer: EventWriter) -> None:
+    """Record where the run runs (mllib.worker.environment); never fail the run over it."""
+    from mllib.worker.environment import describe_environment
+
+    try:
+        writer.emit(events.ENVIRONMENT, **describe_environment())
+    except Exception as exc:
+        writer.emit(events.ENVIRONMENT, error=f"{type(exc).__name__}: {exc}")
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -163,8 +204,6 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
 def _know_secrets(spec: RunSpec, code_dir: Path, secret_cli: dict[str, Any]) -> None:
     """The secret values this run may hold, known before the model's code runs (its import or
     __init__ may fail with one in the message): declared params read from the source."""
-    import os
-
     from mllib.discovery import find_model
 
     try:
@@ -177,21 +216,20 @@ def _know_secrets(spec: RunSpec, code_dir: Path, secret_cli: dict[str, Any]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mllib.worker")
-    parser.add_argument("--run-dir", required=True, type=Path)
-    parser.add_argument("--code-dir", required=True, type=Path)
-    args = parser.parse_args(argv)
-    run_dir, code_dir = args.run_dir.resolve(), args.code_dir.resolve()
-    spec = RunSpec.read(run_dir)
+    run_dir, code_dir = parse_worker_argv(argv)
+    folder = RunFolder(run_dir)
+    spec = folder.read_spec()
     signal.signal(signal.SIGTERM, _on_sigterm)
-    writer = EventWriter(run_dir / EVENTS_FILE)
-    (run_dir / ARTIFACT_DIR).mkdir(parents=True, exist_ok=True)
-    tracking._set_active(tracking.ActiveRun(spec.run_id, run_dir / ARTIFACT_DIR, writer))
-    code = 0
+    writer = EventWriter(folder.events_file)
+    folder.artifact_dir.mkdir(parents=True, exist_ok=True)
+    tracking._set_active(tracking.ActiveRun(spec.run_id, folder.artifact_dir, writer))
+    recorder = threading.Thread(target=_record_environment, args=(writer,), daemon=True)
+    recorder.start()  # while the model loads
+    code = EXIT_SUCCEEDED
     try:
-        run(spec, run_dir, code_dir, writer)
+        run(spec, folder, code_dir, writer)
     except Cancelled:
-        writer.emit("cancelled")
+        writer.emit(events.CANCELLED)
         code = EXIT_CANCELLED
     except UserCodeError as wrapped:
         exc = wrapped.__cause__ or wrapped
@@ -199,20 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     except MllibError as exc:
         message = REDACTOR.text(str(exc))
         print(f"Error: {message}", file=sys.stderr)
-        writer.emit("error", failure_class="user_error", message=message, traceback=None)
+        writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=None)
         code = EXIT_USER_ERROR
     except BaseException as exc:  # a bug in mllib itself, or the machine failing us
         text = REDACTOR.text("".join(traceback.format_exception(exc)))
         print(f"mllib internal error:\n{text}", file=sys.stderr)
         writer.emit(
-            "error",
-            failure_class="system_error",
+            events.ERROR,
+            failure_class=SYSTEM_ERROR,
             message=REDACTOR.text(f"{type(exc).__name__}: {exc}"),
             traceback=text,
         )
         code = EXIT_SYSTEM_ERROR
     finally:
         tracking._set_active(None)
+        recorder.join(timeout=30)
         writer.close()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -231,14 +270,19 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
     if isinstance(exc, MemoryError) or _disk_full(exc):
         what = "Out of memory" if isinstance(exc, MemoryError) else "The disk is full"
         writer.emit(
-            "error", failure_class="system_error", message=f"{what}: {message}", traceback=text
+            events.ERROR,
+            failure_class=SYSTEM_ERROR,
+            message=f"{what}: {message}",
+            traceback=text,
         )
         return EXIT_SYSTEM_ERROR
-    if isinstance(exc, SystemExit):
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        message += f" ({missing_module_hint(exc.name)})"
+    elif isinstance(exc, SystemExit):
         message = REDACTOR.text(
             f"model code called sys.exit({exc.code!r}); return from the method instead"
         )
     elif isinstance(exc, KeyboardInterrupt):
         message = "model code raised KeyboardInterrupt"
-    writer.emit("error", failure_class="user_error", message=message, traceback=text)
+    writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=text)
     return EXIT_USER_ERROR

@@ -6,11 +6,17 @@ import os
 import traceback
 from pathlib import Path
 
-_MLLIB_DIR = str(Path(__file__).resolve().parents[1])
+# mllib's folder as imported (in a venv: through a link, see mllib.runtime.venvs) and for real.
+_MLLIB_DIRS = tuple(
+    {
+        f"{Path(__file__).parents[1].absolute()}{os.sep}",
+        f"{Path(__file__).resolve().parents[1]}{os.sep}",
+    }
+)
 
 
 def _internal(filename: str) -> bool:
-    return filename.startswith(_MLLIB_DIR) or filename.startswith("<frozen importlib")
+    return filename.startswith(_MLLIB_DIRS) or filename.startswith("<frozen importlib")
 
 
 def user_traceback(exc: BaseException, code_dir: Path | None = None) -> str:

@@ -38,7 +38,9 @@ _mllib_engine_answers() (
 _mllib_install_packages() (
     set -euo pipefail
     local missing=()
-    [[ -x /usr/bin/docker && -x /usr/sbin/dockerd ]] || missing+=(docker.io)
+    # An engine that already answers (another distribution's packages, e.g. a CI runner's) is
+    # kept: installing docker.io beside it would conflict with its packages.
+    [[ -x /usr/bin/docker && -x /usr/sbin/dockerd ]] || _mllib_engine_answers || missing+=(docker.io)
     [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
     ((${#missing[@]})) || exit 0
     # debootstrap verifies the archive with the Debian keyring; ca-certificates lets it and

@@ -145,6 +145,28 @@ LogLevel VERBOSE
         finally:
             _retry_on_lock(["gpasswd", "--delete", self.user, group])
 
+    def use_package_sources(self) -> None:
+        """The host's user gets this machine's own pip package sources (its index, extra
+        indexes and find-links, as `pip config` has them): the wheels only this machine's disk
+        holds (torch's CPU build) are then there for the agent's venvs too, as a real host has
+        its own mirror."""
+        found = subprocess.run(
+            [SYSTEM_PYTHON, "-m", "pip", "config", "list"], capture_output=True, text=True
+        ).stdout
+        wanted = ("index-url", "extra-index-url", "find-links")
+        settings = {}
+        for line in found.splitlines():
+            key, _, value = line.partition("=")
+            if key.startswith("global.") and key[len("global.") :] in wanted:
+                settings[key[len("global.") :]] = value.strip().strip("'\"")
+        if not settings:
+            return
+        config = self.home / ".config" / "pip" / "pip.conf"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("[global]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        for path in (config.parent.parent, config.parent, config):
+            os.chown(path, self.uid, self.gid)
+
     @contextmanager
     def path_first(self, folder: Path) -> Iterator[None]:
         """New logins find programs in `folder` first (~/.ssh/environment sets their PATH)."""
@@ -318,6 +340,7 @@ class Lab:
                 host = Host(base, i, f"mlt{tag}h{i}")
                 lab.hosts.append(host)
                 host.create(public)
+                host.use_package_sources()
                 host.start()
         except BaseException:
             lab.close()

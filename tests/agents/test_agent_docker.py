@@ -55,7 +55,7 @@ def test_an_agent_with_docker_runs_in_a_container_with_identical_results(
     assert shown["docker agent"]["runtime_note"].startswith(
         f"agent {docker_agent}, docker runtime there (auto: a Docker engine answers"
     )
-    assert shown["agent"]["runtime_note"].startswith(f"agent {plain}, process runtime there")
+    assert shown["agent"]["runtime_note"].startswith(f"agent {plain}, venv runtime there")
     log = Path(shown["docker agent"]["log_path"]).read_text()
     assert f"{image_repository}:" in log and "training on 200 rows" in log  # built, then ran
     docker_run = runs["docker agent"].id

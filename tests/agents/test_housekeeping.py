@@ -3,6 +3,8 @@ blobs go first, and a finished run's outputs stay until its folder is released."
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import sys
 import time
@@ -33,8 +35,37 @@ def test_the_least_recently_used_blobs_are_evicted_first(tmp_path: Path) -> None
 
     trimmed = housekeeping.trim_cache(reg, store, cap_bytes=2000)
 
-    assert trimmed == {"blobs": 1, "freed_bytes": 1000, "store_bytes": 2000}
+    assert trimmed == {"blobs": 1, "envs": 0, "freed_bytes": 1000, "store_bytes": 2000}
     assert (store.has(old), store.has(older), store.has(newest)) == (False, True, True)
+
+
+def _env(envs: Path, key: str, size: int, age_s: float) -> Path:
+    """A project venv as the venv runtime leaves it (its metadata says its size)."""
+    meta = envs / key / "mllib-env.json"
+    meta.parent.mkdir(parents=True)
+    (meta.parent / "payload").write_bytes(b"x" * size)
+    meta.write_text(json.dumps({"key": key, "size": size}))
+    then = time.time() - age_s
+    os.utime(meta, (then, then))
+    return meta.parent
+
+
+def test_project_venvs_are_evicted_with_the_blobs_never_one_in_use(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "store")
+    reg = Registry.open(tmp_path / "registry.db")
+    blob = _aged(store, b"b" * 1000, 60)
+    envs = tmp_path / "envs"
+    unused = _env(envs, "a" * 24, 1500, 120)
+    busy = _env(envs, "b" * 24, 1500, 200)  # the oldest, but a run holds it
+    fd = os.open(envs / f"{'b' * 24}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        trimmed = housekeeping.trim_cache(reg, store, cap_bytes=2500, envs=envs)
+    finally:
+        os.close(fd)
+
+    assert trimmed == {"blobs": 0, "envs": 1, "freed_bytes": 1500, "store_bytes": 2500}
+    assert (unused.exists(), busy.exists(), store.has(blob)) == (False, True, True)
 
 
 def test_a_finished_runs_outputs_stay_until_its_folder_is_released(tmp_path: Path) -> None:

@@ -291,3 +291,36 @@ def test_evaluate_and_predict_run_where_the_training_run_ran(project: Project):
     assert predicted.returncode == 0, predicted.output
     assert json.loads(predicted.stdout) == {"host": socket.gethostname()}
     assert "docker build" not in predicted.output.lower()
+
+
+def test_an_evaluation_method_named_test_works_as_evaluate(project: Project):
+    project.write(
+        "model.py",
+        """
+        import mllib
+
+
+        class Seed:
+            def __init__(self):
+                self.k = mllib.Param(2)
+
+            def train(self):
+                self.w = self.k * 3
+
+            def test(self):
+                return {"w": self.w}
+
+            def predict(self, request):
+                return self.w
+        """,
+    )
+
+    trained = project.mllib("train", "model.py", "--evaluate")
+    evaluated = project.mllib("evaluate", "model.py")
+
+    assert trained.returncode == 0 and evaluated.returncode == 0, trained.output + evaluated.output
+    runs = project.mllib("runs", "list", "--json").json()
+    assert [(r["action"], r["eval_metrics"]) for r in runs] == [
+        ("evaluate", {"w": 6.0}),
+        ("train+evaluate", {"w": 6.0}),
+    ]

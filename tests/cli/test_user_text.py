@@ -339,6 +339,30 @@ def data_rm(w: World) -> None:
     check(w.mllib("data", "rm", "files"))
 
 
+def models_list(w: World) -> None:
+    check(w.mllib("models", "list"), shows=True)
+
+
+def models_show(w: World) -> None:
+    check(w.mllib("models", "show", ODD), shows=True)
+    check(w.mllib("models", "show", f"{ODD}:1"), shows=True)
+
+
+def models_alias(w: World) -> None:
+    check(w.mllib("models", "alias", f"{ODD}:1", "champion"), shows=True)
+    check(w.mllib("models", "alias", f"{ODD}:1", ODD), codes=(2,), shows=True)
+    check(w.mllib("models", "alias", "--rm", f"{ODD}@champion"), shows=True)
+
+
+def dashboard(w: World) -> None:
+    """The TUI itself shows user text as text (tests/dashboard: test_screens, test_runs_pane);
+    here, what the command prints before it starts (a long value is cut short in the error)."""
+    for args in (("dashboard", "--limit", ODD), ("dash", "--metric", "m", "--refresh", ODD)):
+        result = w.mllib(*args)
+        check(result, codes=(2,))
+        assert "x[/x][bold" in result.stderr and "\\u202eodd" in result.stderr, result.stderr
+
+
 def runtime_build_base(w: World) -> None:
     check(w.mllib("runtime", "build-base", "--tag", ODD), codes=(1, 2, 3), shows=True)
 
@@ -384,6 +408,11 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "data list": data_list,
     "data show": data_show,
     "data rm": data_rm,
+    "models list": models_list,
+    "models show": models_show,
+    "models alias": models_alias,
+    "dashboard": dashboard,
+    "dash": dashboard,
     "runtime build-base": runtime_build_base,
     "runtime build": runtime_build,
 }
@@ -405,7 +434,7 @@ def test_the_text_is_shown_with_its_escapes_in_place():
     from mllib import terminal
     from mllib.cli.output import table
 
-    console = terminal._Console(record=True, markup=False, width=200, color_system=None)
+    console = terminal._console_class()(record=True, markup=False, width=200, color_system=None)
     grid = table("NAME", whole=("NAME",))
     grid.add_row(ODD)
     console.print(grid)

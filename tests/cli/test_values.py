@@ -24,6 +24,8 @@ NEEDS = {
     "agents add": ["gpu9", "--host", "10.0.0.9"],
     "agents prune": ["gpu9"],
     "data upload": ["data.csv", "--name", "d"],
+    "dashboard": [],
+    "dash": [],
 }
 
 

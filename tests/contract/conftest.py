@@ -1,5 +1,5 @@
-"""The runtime contract: the same scenarios against every runtime: process, docker, and ssh (a
-real agent host over SSH, from tests/agents/sshlab.py).
+"""The runtime contract: the same scenarios against every runtime: process, venv, docker, and ssh
+(a real agent host over SSH, from tests/agents/sshlab.py, without Docker: a venv there).
 
 Adding a runtime means adding one entry to the `runtime` fixture's params, with a
 RuntimeUnderTest that tells what of a run still runs on it and where its run differs.
@@ -66,12 +66,12 @@ def agent_host(agent_lab) -> Iterator[AgentHost]:
                 pass
 
 
-@pytest.fixture(params=["process", "docker", "ssh"])
+@pytest.fixture(params=["process", "venv", "docker", "ssh"])
 def runtime(request: pytest.FixtureRequest) -> RuntimeUnderTest:
     """Each runtime in turn; docker needs a reachable engine, ssh root and sshd (each fails
-    under CI=true, else skips)."""
-    if request.param == "process":
-        return RuntimeUnderTest("process", process_leftovers)
+    under CI=true, else skips). ssh is an agent without Docker: its runs run in a venv there."""
+    if request.param in ("process", "venv"):
+        return RuntimeUnderTest(request.param, process_leftovers)
     if request.param == "ssh":
         agent = request.getfixturevalue("agent_host")
         host = request.getfixturevalue("agent_lab").hosts[0]

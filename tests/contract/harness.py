@@ -72,7 +72,7 @@ class RuntimeUnderTest:
     def note_start(self) -> str:
         """How the run's runtime_note starts: an agent's adds where and with what it ran."""
         if self.agent:
-            return f"agent {self.agent.name}, process runtime there ([runtime] local = 'process'"
+            return f"agent {self.agent.name}, venv runtime there ([runtime] local = 'process'"
         return f"[runtime] local = '{self.name}'"
 
     def workdir(self, project_root: Path, run_id: str) -> Path:

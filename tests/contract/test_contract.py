@@ -45,6 +45,7 @@ def test_params_follow_precedence_and_reach_the_model(project: ProbeProject) -> 
 
 def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXTRA", "from-the-shell")  # a param's env= variable: the shell wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # numeric variables reach every local runtime
 
     run = project.train(seed=7)
 
@@ -57,6 +58,8 @@ def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyP
         "SECRET_SETTING": "s3cret",
         "EXTRA": "from-the-shell",
         "DATA_PATH": str(project.outside / "train.txt"),  # readable where the host has it
+        # an agent's runs take the agent host's own numeric environment (its CPU, its cores)
+        "OMP_NUM_THREADS": None if project.runtime.agent else "3",
         # paths into the project mean what they mean on the host (an agent's working copy)
         "cwd": str(project.runtime.workdir(project.root, run.id)),
     }

@@ -188,7 +188,7 @@ def test_unknown_datasets_and_bad_data_options_are_clear_errors(project: Path) -
 
 def test_runtimes_get_the_datasets_as_data_mounts(project: Path) -> None:
     from mllib.registry.runs import get_run
-    from mllib.runs.supervisor import job_for
+    from mllib.runs.job import job_for
 
     _project(project)
     version = upload_json(project, "images", "--name", "images")

@@ -27,6 +27,9 @@ class Served:
             raise RuntimeError("this model refuses to load")
         time.sleep(self.load_delay)
 
+    def evaluate(self):  # `--best score` picks the version with the highest bias
+        return {"score": self.bias}
+
     def predict(self, request):
         import numpy as np
         import pandas as pd

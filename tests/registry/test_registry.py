@@ -4,8 +4,9 @@ import sqlite3
 import subprocess
 import sys
 
+from mllib.plugins import MIGRATIONS
 from mllib.registry import Registry
-from mllib.registry.schema import all_migration_sets
+from mllib.registry.schema import migration_sets
 
 OPEN = "import sys; from pathlib import Path; from mllib.registry import Registry; Registry.open(Path(sys.argv[1])).close()"
 
@@ -21,7 +22,7 @@ def test_open_creates_the_schema_once_in_wal_mode(tmp_path):
     assert ("mllib.registry", "0001_runs_params_metrics_artifacts_models") in {
         (r["migration_set"], r["name"]) for r in applied
     }
-    assert not any(m.pending(reg.db) for m in all_migration_sets())
+    assert not any(m.pending(reg.db) for m in migration_sets(MIGRATIONS))
 
 
 def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
@@ -34,7 +35,7 @@ def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0] * 6, errors
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0]
-    assert rows == sum(len(m._migrations) for m in all_migration_sets())
+    assert rows == sum(len(m._migrations) for m in migration_sets(MIGRATIONS))
 
 
 def test_a_failed_write_transaction_leaves_nothing(tmp_path):
@@ -74,7 +75,7 @@ def test_sqlite_utils_import_hides_numpy_only_while_no_other_thread_runs():
 
     script = """
 import sys, threading
-from mllib.registry.db import import_sqlite_utils
+from mllib.registry.sqlite import import_sqlite_utils
 if sys.argv[1] == "thread":
     stop = threading.Event()
     threading.Thread(target=stop.wait).start()

@@ -18,6 +18,7 @@ DRIVER = textwrap.dedent(
     """
     import json, os, signal, sys, time
     import mllib.runs.api as api
+    import mllib.runs.backend as backend
     from mllib.registry.runs import get_run
 
     moment, params = sys.argv[1], json.loads(sys.argv[2])
@@ -32,7 +33,7 @@ DRIVER = textwrap.dedent(
         if moment == "header":
             ctrl_c()
 
-    spawn = api.spawn_supervisor
+    spawn = backend.spawn_supervisor
 
     def spawn_then_ctrl_c(ws, run_id):
         seen["supervisor"] = spawn(ws, run_id)
@@ -41,7 +42,7 @@ DRIVER = textwrap.dedent(
                 time.sleep(0.01)
         ctrl_c()
 
-    api.spawn_supervisor = spawn_then_ctrl_c
+    backend.spawn_supervisor = spawn_then_ctrl_c
     try:
         api.train("model.py", params, runtime="process",
                   detach=moment != "header", on_prepared=on_prepared)

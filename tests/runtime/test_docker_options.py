@@ -14,7 +14,7 @@ from mllib.config import Config
 from mllib.errors import ConfigError
 from mllib.project import Project
 from mllib.registry.runs import RunRecord
-from mllib.runs.launch import select_runtime
+from mllib.runs.runtime_choice import select_runtime
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
 from mllib.runtime.docker import ContainerSettings, container_options, data_target

@@ -30,6 +30,7 @@ from tests.contract.harness import (
     docker_leftovers,
     make_project,
 )
+from tests.runtime.locks import uv_lock
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -153,6 +154,29 @@ def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: ProbePr
     assert "Step " in log and "pip install" in log  # the build is in the run's log
     assert "docker runtime ([runtime] local = 'docker'" in result.stderr  # said once, with why
     assert "Step 1/" in result.stderr  # progress shown (plain lines: stderr is no terminal)
+
+
+def test_a_hash_locked_requirements_file_and_its_constraints_stay_in_force_in_the_image(
+    docker_project: ProbeProject, docker_client: DockerClient
+) -> None:
+    orjson = importlib.metadata.version("orjson")
+    lock = uv_lock(docker_project.root, ["cloudpickle"])
+    (docker_project.root / "requirements.txt").write_text(lock + "-c constraints.txt\n")
+    (docker_project.root / "constraints.txt").write_text(f"orjson=={orjson}\t# the host's\n")
+
+    result = docker_project.cli("train", "model.py")
+
+    assert result.returncode == 0, result.stderr
+    run = views.show(Workspace.find(docker_project.root), _latest(docker_project)["id"])
+    log = (docker_project.root / ".mllib" / "runs" / run["id"] / "output.log").read_text()
+    assert "--require-hashes -r /tmp/mllib-build/locked.txt" in log  # the lock, as locked
+    assert "-c /tmp/mllib-build/constraints.txt" in log
+    image = run["environment"]["runtime_id"]
+    versions = docker_client.containers.run(
+        image, ["python", "-c", "import cloudpickle, orjson; print(cloudpickle.__version__, orjson.__version__)"],
+        remove=True,
+    ).decode().split()  # fmt: skip
+    assert versions == [importlib.metadata.version("cloudpickle"), orjson]
 
 
 def test_unreachable_engine_is_a_system_error(docker_project: ProbeProject, tmp_path: Path) -> None:

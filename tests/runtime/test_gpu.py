@@ -68,9 +68,16 @@ def test_a_process_run_trains_on_the_gpu_and_records_it(project) -> None:
     project.write("model.py", CUDA_MODEL)
     result = project.mllib("train", "model.py", "--runtime", "process", "--size=128")
     assert result.returncode == 0, result.output
-    metrics = project.last_run()["metrics"]
+    run = project.last_run()
+    metrics = run["metrics"]
     assert metrics["cuda_devices"] == _driver_count()
     assert metrics["matmul_sum"] == 128.0**3
+    recorded = run["environment"]["gpus"]  # the run's environment names the GPUs it had
+    assert [g["name"] for g in recorded] == [
+        n.split(": ", 1)[1].split(" (UUID")[0] for n in nvidia_gpus()
+    ]
+    assert all(g["driver"] and g["cuda"] for g in recorded)
+    assert "gpu:" in project.mllib("runs", "show", run["id"]).stdout
 
 
 def test_a_run_given_one_gpu_sees_only_that_gpu(tmp_path) -> None:

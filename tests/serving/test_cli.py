@@ -147,7 +147,41 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
 def test_deploying_something_unknown_says_what_exists(project):
     result = cli(project, "deploy", "nosuch:1", "--env", "staging")
     assert result.returncode == 4
-    assert "No version 1 of model 'nosuch'" in result.output
+    assert "No model 'nosuch' in this registry" in result.output
     assert "Models here: served (v1..v4)" in result.output
     bad_env = cli(project, "deploy", "served", "--env", "qa")
     assert bad_env.returncode == 2 and "Choose --env staging or --env prod" in bad_env.output
+
+
+def test_deploy_takes_aliases_and_best_and_models_show_where_each_version_runs(project):
+    assert cli(project, "models", "alias", "served:1", "champion").returncode == 0
+    staged = cli(project, "deploy", "served@champion", "--env", "staging")
+    assert staged.returncode == 0, staged.output
+    assert f"using served v1 (run {project.runs['v1']}): served@champion" in staged.output
+    assert "served v1 is live on staging" in staged.output
+    (listed,) = cli(project, "models", "list", "--json").json()
+    assert listed["deployed"] == {"staging": 1} and listed["aliases"] == {"champion": 1}
+    versions = {
+        v["version"]: v
+        for v in cli(project, "models", "show", "served", "--json").json()["versions"]
+    }
+    (where,) = versions[1]["deployed"]
+    assert (
+        where["env"] == "staging" and where["state"] == "live" and where["url"].startswith("http")
+    )
+    assert all(not versions[n]["deployed"] for n in (2, 3, 4))
+    assert "staging" in cli(project, "models", "show", "served").stdout
+
+    unevaluated = cli(project, "deploy", "served", "--best", "score", "--env", "staging")
+    assert unevaluated.returncode == 4
+    assert "None of its 4 version(s) is evaluated yet" in unevaluated.output
+    for version in ("served:2", "served:1"):
+        evaluated = cli(project, "evaluate", "--model", version, "--runtime", "process")
+        assert evaluated.returncode == 0, evaluated.output
+    best = cli(project, "deploy", "served", "--best", "score", "--env", "staging")
+    assert best.returncode == 0, best.output
+    assert "the best score (1, highest wins) of 2 evaluated versions of served" in best.output
+    assert "served v2 is live on staging" in best.output
+    stopped = cli(project, "deploy", "stop", "--env", "staging")
+    assert stopped.returncode == 0 and "Stopped served v2" in stopped.output
+    assert cli(project, "models", "list", "--json").json()[0]["deployed"] == {}

@@ -18,12 +18,13 @@ import httpx
 import pytest
 
 from mllib.errors import NotFoundError, PolicyError, UsageError
-from mllib.serving import audit, keys, policy, process, records
+from mllib.serving import audit
 from mllib.serving.clock import FakeClock
-from mllib.serving.deploy import DeployContext, DeployFailedError, deploy, rollback, stop
-from mllib.serving.loadtest import loadtest
-from mllib.serving.settings import INFERENCE_MODES
-from mllib.serving.status import log_source, status
+from mllib.serving.control import keys, policy, process, records
+from mllib.serving.control.deploy import DeployContext, DeployFailedError, deploy, rollback, stop
+from mllib.serving.control.loadtest import loadtest
+from mllib.serving.control.status import log_source, status
+from mllib.serving.spec import INFERENCE_MODES
 from mllib.workspace import Workspace
 from tests.conftest import wait_for
 from tests.serving.conftest import copy_project
@@ -384,7 +385,7 @@ def test_prod_deploys_draw_from_a_per_user_budget_that_refills(ctx):
 
 def test_one_deploy_rollback_or_stop_of_an_environment_at_a_time(ctx):
     from mllib.errors import MllibError
-    from mllib.serving.deploy import env_lock
+    from mllib.serving.control.deploy import env_lock
 
     with env_lock(ctx.ws, "staging"), pytest.raises(MllibError, match="of staging is in progress"):
         deploy(ctx, "served:1", "staging")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mllib.serving.settings import INFERENCE_MODES, INLINE
+from mllib.serving.spec import INFERENCE_MODES, INLINE
 from tests.conftest import wait_for
 from tests.serving.conftest import DevServer, cli
 
@@ -253,6 +253,23 @@ def test_the_original_spelling_reaches_serve(served_project):
     result = cli(served_project, "model.py", "--serve", "--port", "80")
     assert result.returncode == 2
     assert "--port got '80': allowed is a whole number from 1024 to 65535" in result.output
+
+
+def test_serve_takes_a_version_by_name_or_uses_the_newest_and_says_which(served_project):
+    named = DevServer(served_project, "--model", "served:2", "--inference", "inline")
+    try:
+        wait_for(lambda: get(f"{named.url}/health"), timeout=90, what="the dev server to answer")
+        answer = httpx.post(f"{named.url}/predict", json={"x": [1]}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["bias"] == 1.0, answer.text
+    finally:
+        named.stop()
+    assert f"Serving served v2 (run {served_project.runs['v2']})" in named.output()
+    newest = DevServer(served_project, "model.py")
+    try:
+        line = f"using served v4 (run {served_project.runs['v4']}): the newest version of served"
+        wait_for(lambda: line in newest.output(), timeout=60, what="the line naming the version")
+    finally:
+        newest.stop()
 
 
 def test_serving_a_file_with_no_trained_run_says_what_to_do(served_project):

@@ -8,7 +8,7 @@ import pytest
 
 from mllib.config import Config
 from mllib.errors import ConfigError
-from mllib.serving.settings import (
+from mllib.serving.control.settings import (
     DeploySettings,
     KeySettings,
     LoadtestSettings,

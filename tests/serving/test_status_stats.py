@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mllib.serving.status import live_stats
+from mllib.serving.control.status import live_stats
 
 
 def test_stats_of_a_server_that_did_not_answer_keep_their_shape() -> None:

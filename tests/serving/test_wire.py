@@ -2,7 +2,7 @@
 
 import asyncio
 
-from mllib.serving.wire import HeldHeadTransport
+from mllib.serving.server.wire import HeldHeadTransport
 
 
 class RecordingTransport:

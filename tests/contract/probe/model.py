@@ -44,7 +44,14 @@ class Probe:
         mllib.log_metrics({"data_chars": len(self.data), "b": 2.0})
         out = Path(mllib.artifact_dir())
         (out / "notes.txt").write_text(f"lr={self.lr}\n")
-        names = ("MLLIB_RUN_ID", "PYTHONHASHSEED", "SECRET_SETTING", "EXTRA", "DATA_PATH")
+        names = (
+            "MLLIB_RUN_ID",
+            "PYTHONHASHSEED",
+            "SECRET_SETTING",
+            "EXTRA",
+            "DATA_PATH",
+            "OMP_NUM_THREADS",
+        )
         seen = {k: os.environ.get(k) for k in names}
         (out / "env.json").write_text(json.dumps({**seen, "cwd": os.getcwd()}))
         logged = Path(tempfile.mkdtemp()) / "logged.txt"

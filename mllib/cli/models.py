@@ -1,0 +1,169 @@
+"""`mllib models list|show|alias`: the trained versions of each model, their evaluations,
+aliases and deployments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mllib.cli import output
+from mllib.cli.output import fmt_time, fmt_value
+from mllib.display import evaluation_cell, evaluation_source
+
+app = typer.Typer(
+    help="Trained model versions: list, show, and name them with aliases.\n\n"
+    "Every command that uses a trained model takes `--model NAME[:VERSION]` (or `NAME@ALIAS`) "
+    "and `--best METRIC`; `mllib deploy` takes the same names.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+
+
+def _ws():
+    from mllib.workspace import Workspace
+
+    return Workspace.find()
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """Every model with its number of versions, the newest, its aliases and deployments."""
+    from mllib.models.catalog import list_models
+
+    found = list_models(_ws())
+    if json_:
+        output.print_json(found)
+        return
+    if not found:
+        output.err().print("No trained models yet. Train one with `mllib train model.py`.")
+        return
+    table = output.table(
+        "MODEL", "VERSIONS", "LATEST", "CREATED", "ALIASES", "DEPLOYED", whole=("MODEL",)
+    )
+    for m in found:
+        table.add_row(
+            m["name"],
+            str(m["versions"]),
+            f"v{m['latest_version']}",
+            fmt_time(m["created_at"]),
+            _pairs(m["aliases"]),
+            _pairs(m["deployed"]),
+        )
+    output.print_table(table)
+
+
+@app.command()
+def show(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME[:VERSION]",
+            help="A model (all its versions), or one version: NAME:VERSION or NAME@ALIAS.",
+        ),
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """A model's versions, newest first: their runs, latest evaluations, aliases, deployments."""
+    from mllib.models.catalog import show as show_model
+
+    data = show_model(_ws(), ref)
+    if json_:
+        output.print_json(data)
+        return
+    if "versions" not in data:
+        _print_version(data)
+        return
+    console = output.out()
+    console.print(
+        f"Model {data['name']} · {len(data['versions'])} version(s)"
+        + (f" · aliases: {_pairs(data['aliases'])}" if data["aliases"] else "")
+        + (f" · deployed: {_pairs(data['deployed'])}" if data["deployed"] else ""),
+        markup=False,
+        highlight=False,
+    )
+    table = output.table(
+        "VERSION", "RUN", "CREATED", "ALIASES", "DEPLOYED", "EVALUATION", whole=("RUN",)
+    )
+    for v in data["versions"]:
+        table.add_row(
+            f"v{v['version']}",
+            v["run_id"],
+            fmt_time(v["created_at"]),
+            " ".join(v["aliases"]),
+            " ".join(d["env"] for d in v["deployed"]),
+            evaluation_cell(v["evaluation"], v["evaluations"]),
+        )
+    output.print_table(table)
+
+
+def _print_version(v: dict[str, Any]) -> None:
+    console = output.out()
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    line(f"{v['model']} v{v['version']}  (run {v['run_id']}, {fmt_time(v['created_at'])})")
+    if v["aliases"]:
+        line(f"  aliases:  {', '.join(v['aliases'])}")
+    for d in v["deployed"]:
+        line(f"  deployed: {d['env']} ({d['state']}) at {d['url']}")
+    if v["params"]:
+        line("Params")
+        for k, value in v["params"].items():
+            line(f"  {k} = {fmt_value(value)}")
+    if v["metrics"]:
+        line("Metrics (last values)")
+        for k, value in v["metrics"].items():
+            line(f"  {k} = {fmt_value(value)}")
+    evaluation = v["evaluation"]
+    if evaluation:
+        line(f"Evaluation ({evaluation_source(evaluation, v['evaluations'], v['run_id'])})")
+        for k, value in evaluation["eval_metrics"].items():
+            line(f"  {k} = {fmt_value(value)}")
+    else:
+        line(f"Not evaluated yet: mllib evaluate --model {v['ref']}")
+
+
+@app.command()
+def alias(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME[:VERSION]",
+            help="The version to name (NAME:VERSION, NAME@OTHER, or NAME for its newest); with "
+            "--rm, the alias to remove as NAME@ALIAS.",
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="ALIAS", help="The alias, e.g. champion.", show_default=False),
+    ] = None,
+    rm: Annotated[bool, typer.Option("--rm", help="Remove the alias instead.")] = False,
+) -> None:
+    """Name a version with an alias (`mllib models alias iris:3 champion`), used as NAME@ALIAS."""
+    from mllib.errors import UsageError
+    from mllib.models.aliases import remove_alias, set_alias
+
+    console = output.err()
+    if rm:
+        change = remove_alias(_ws(), ref, name)
+        console.print(
+            f"Removed {change.model}@{change.alias} (it named v{change.before}).", markup=False
+        )
+        return
+    if name is None:
+        raise UsageError(
+            "Which alias? Give it after the version",
+            hint=f"For example: mllib models alias {ref} champion",
+        )
+    change = set_alias(_ws(), ref, name)
+    moved = f" (moved from v{change.before})" if change.before not in (None, change.version) else ""
+    console.print(
+        f"{change.model}@{change.alias} now names v{change.version}{moved}.", markup=False
+    )
+
+
+def _pairs(mapping: dict[str, Any]) -> str:
+    return " ".join(f"{k}=v{v}" for k, v in mapping.items())

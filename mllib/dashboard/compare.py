@@ -1,0 +1,119 @@
+"""Compare: two or more runs side by side as `mllib runs compare` shows them (differences in
+yellow, the best value per metric starred), with one metric's curves overlaid."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.plot import Chart, Series
+from mllib.dashboard.text import clean, safe
+
+SECTIONS = ("params", "metrics", "eval_metrics")
+METRICS_EVERY_S = 2.0
+
+
+class CompareScreen(Screen):
+    """The runs `run_ids`; redrawn when one of them changes."""
+
+    DEFAULT_CSS = """
+    CompareScreen #compare-title { height: 1; padding: 0 1; background: $panel; }
+    CompareScreen #compare { height: 1fr; }
+    CompareScreen #compare-chart { height: 1fr; padding: 0 1; }
+    CompareScreen #compare-legend { height: 1; color: $text-muted; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("n", "next_metric", "Next metric"),
+    ]
+
+    def __init__(self, data: DashboardData, run_ids: list[str]) -> None:
+        super().__init__()
+        self.data = data
+        self.run_ids = run_ids
+        self.result: dict = {}
+        self.metric: str | None = None
+        self.read_at = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="compare-title")
+        yield DataTable(id="compare", cursor_type="row", zebra_stripes=True)
+        yield Static(
+            "yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)",
+            id="compare-legend",
+        )
+        yield Chart(id="compare-chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def refresh_data(self, records: set[str], metrics: set[str]) -> None:
+        """Read again when a run's record changed, and for new points at most every few seconds
+        (a comparison reads every point's summary)."""
+        ids = set(self.result.get("runs", self.run_ids))
+        due = time.monotonic() - self.read_at >= METRICS_EVERY_S
+        if ids & records or (ids & metrics and due):
+            self.reload()
+
+    def reload(self) -> None:
+        self.read_at = time.monotonic()
+        self.result = r = self.data.compare(self.run_ids)
+        self.run_ids = r["runs"]  # full ids
+        self.query_one("#compare-title", Static).update(
+            Text(f"Compare {len(r['runs'])} runs", style="bold")
+        )
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        table.add_column("", key="name")
+        for run_id in r["runs"]:
+            table.add_column(run_id, key=run_id)
+        for section in SECTIONS:
+            if not r[section]:
+                continue
+            table.add_row(Text(section.replace("_", " "), style="bold"), *[""] * len(r["runs"]))
+            for name, values in r[section].items():
+                differs = name in r["differs"][section]
+                best = r["best"][section].get(name) if section != "params" else None
+                cells = []
+                for run_id in r["runs"]:
+                    cell = safe(values.get(run_id))
+                    if differs and best == run_id:
+                        cell.stylize("bold green")
+                        cell.append(" ★")
+                    elif differs:
+                        cell.stylize("yellow")
+                    cells.append(cell)
+                table.add_row(Text("  ") + safe(name), *cells)
+        names = list(r["metrics"])
+        if self.metric not in names:
+            self.metric = names[0] if names else None
+        self._draw()
+
+    def _draw(self) -> None:
+        chart = self.query_one(Chart)
+        if self.metric is None:
+            chart.show([], "no metrics to overlay")
+            return
+        found = self.data.series(self.run_ids, self.metric)
+        chart.show(
+            [Series(run_id, *points) for run_id, points in found.items()],
+            clean(f"{self.metric} (n: next metric)"),
+        )
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next_metric(self) -> None:
+        names = list(self.result.get("metrics", {}))
+        if not names:
+            return
+        index = names.index(self.metric) + 1 if self.metric in names else 0
+        self.metric = names[index % len(names)]
+        self._draw()

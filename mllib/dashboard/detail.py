@@ -1,0 +1,193 @@
+"""One run: its params, evaluation, environment, artifacts and attempts beside its metric curves
+(drawn as points arrive), over a live tail of its log."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Log, Static
+
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.plot import Chart, Series
+from mllib.dashboard.text import clean, fmt_duration, fmt_time, safe, status
+
+
+class RunScreen(Screen):
+    """The run `run_id`, refreshed by the app's poll."""
+
+    DEFAULT_CSS = """
+    RunScreen #title { height: 1; padding: 0 1; background: $panel; }
+    RunScreen #top { height: 3fr; }
+    RunScreen #info { width: 2fr; min-width: 30; padding: 0 1; }
+    RunScreen #chart { width: 3fr; padding: 0 1; }
+    RunScreen #log { height: 2fr; border-top: solid $primary-background; }
+    """
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("n", "next_metric", "Next metric"),
+        Binding("f", "follow", "Follow log"),
+        Binding("x", "cancel_run", "Cancel run"),
+        Binding("R", "rerun", "Rerun"),
+        Binding("y", "copy_id", "Copy id"),
+    ]
+
+    def __init__(self, data: DashboardData, run_id: str, *, clock=time.time) -> None:
+        super().__init__()
+        self.data = data
+        self.run_id = run_id
+        self.clock = clock
+        self.info: dict = {}
+        self.curves = data.curves(run_id)
+        self.tail = data.log_tail(run_id)
+        self.metric: str | None = None
+        self.follow = True
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="top"):
+            with VerticalScroll(id="info"):
+                yield Static(id="info-text")
+            yield Chart(id="chart")
+        yield Log(id="log", max_lines=2000, auto_scroll=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.reload()
+        self.refresh_data(records=set())
+
+    def reload(self) -> None:
+        """Read the run's record again (it changed: status, phase, evaluation, artifacts)."""
+        self.info = self.data.run(self.run_id)
+        self.query_one("#title", Static).update(self._title())
+        self.query_one("#info-text", Static).update(self._details())
+
+    def refresh_data(self, records: set[str]) -> None:
+        """New points, new log lines, and the record again when it changed."""
+        if self.run_id in records:
+            self.reload()
+        elif self.info.get("status") in ("queued", "running"):
+            self.query_one("#title", Static).update(self._title())  # the duration ticks
+        if self.curves.update() or self.metric is None:
+            if self.metric is None and self.curves.curves:
+                self.metric = next(iter(self.curves.curves))
+            self._draw()
+        lines = self.tail.read()
+        if lines:
+            self.query_one(Log).write_lines([clean(line) for line in lines])
+
+    def _draw(self) -> None:
+        chart = self.query_one(Chart)
+        curve = self.curves.curves.get(self.metric or "")
+        if curve is None:
+            chart.show([], "no metrics logged yet")
+            return
+        steps, values = curve.points()
+        last = curve.last[1] if curve.last else None
+        names = list(self.curves.curves)
+        title = f"{self.metric} = {safe(last).plain}  ({names.index(self.metric) + 1}/{len(names)}, n: next)"
+        chart.show([Series(self.metric or "", steps, values)], title)
+
+    def _title(self) -> Text:
+        i = self.info
+        duration = i.get("duration_s")
+        if i.get("status") in ("queued", "running") and i.get("started_at"):
+            from datetime import datetime
+
+            start = datetime.fromisoformat(i["started_at"].replace("Z", "+00:00")).timestamp()
+            duration = self.clock() - start
+        text = Text()
+        text.append(f"Run {i['id']}  ", style="bold")
+        text.append_text(status(i["status"], i.get("failure_class")))
+        text.append("  ")
+        text.append_text(safe(f"{i['model']} · {i['action']} · {i['runtime'] or '-'}"))
+        text.append(f" · {fmt_duration(duration)}")
+        return text
+
+    def _details(self) -> Text:
+        i = self.info
+        out = Text()
+
+        def section(name: str) -> None:
+            out.append(f"{name}\n", style="bold underline")
+
+        def pair(key: str, value) -> None:
+            out.append(f"  {key}: ", style="dim")
+            out.append_text(safe(value))
+            out.append("\n")
+
+        if i.get("error"):
+            out.append("error: ", style="bold red")
+            out.append_text(safe(i["error"]))
+            out.append("\n")
+        section("Params")
+        for k, v in i["params"].items():
+            pair(k, v)
+        if not i["params"]:
+            out.append("  none\n", style="dim")
+        if i["eval_metrics"]:
+            section("Evaluation")
+            for k, v in i["eval_metrics"].items():
+                pair(k, v)
+        section("Environment")
+        model = i["model_file"] or i["model"]
+        if i.get("model_version"):
+            model = f"{model} (version {i['model_version']})"
+        for key, value in (
+            ("model", model),
+            ("runtime", i["runtime"]),
+            ("where", i.get("runtime_note")),
+            ("host", i.get("host")),
+            ("user", i.get("user")),
+            ("seed", i.get("seed")),
+            ("code", (i.get("code_hash") or "")[:16] or None),
+            ("created", fmt_time(i["created_at"])),
+            ("rerun of", i.get("rerun_of")),
+            ("evaluated", i.get("source_run_id")),
+        ):
+            if value is not None:
+                pair(key, value)
+        for d in i.get("datasets") or []:
+            pair(d["env"], f"{d['name']}@{d['version']}")
+        if i["artifacts"]:
+            section("Artifacts")
+            for a in i["artifacts"]:
+                pair(a["path"], f"{a['kind']}, {a['size']:,} B")
+        if i["attempts"]:
+            section("Attempts")
+            for a in i["attempts"]:
+                why = f": {a['reason']}" if a["reason"] else ""
+                pair(str(a["attempt"]), f"{a['agent']} {a['status']}{why}")
+        return out
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next_metric(self) -> None:
+        names = list(self.curves.curves)
+        if not names:
+            return
+        index = names.index(self.metric) + 1 if self.metric in names else 0
+        self.metric = names[index % len(names)]
+        self._draw()
+
+    def action_follow(self) -> None:
+        log = self.query_one(Log)
+        self.follow = not self.follow
+        log.auto_scroll = self.follow
+        if self.follow:
+            log.scroll_end(animate=False)
+        self.notify("Following the log" if self.follow else "Stopped following the log")
+
+    def action_cancel_run(self) -> None:
+        self.app.cancel_run(self.run_id)
+
+    def action_rerun(self) -> None:
+        self.app.rerun(self.run_id)
+
+    def action_copy_id(self) -> None:
+        self.app.copy_run_id(self.run_id)

@@ -1,0 +1,104 @@
+"""Which runs changed since a cursor: what a live view (the dashboard) re-reads instead of every run.
+
+Triggers keep `run_changes(run_id, change)`: every insert or update of a run, its params, its
+evaluation or its artifacts gives that run the next change number. Metric points, far more
+frequent, get no trigger (it would tax every logged point); the metrics table's rowid, which
+grows with each insert, is their cursor instead. Writers commit one at a time (BEGIN IMMEDIATE),
+so both numbers only ever grow in commit order and a reader never skips one.
+
+>>> cursor = current_cursor(reg)  # doctest: +SKIP
+>>> changes = changes_since(reg, cursor)  # doctest: +SKIP
+>>> changes.records, changes.metrics, changes.cursor  # doctest: +SKIP
+({'k3x9...'}, {'a1b2...'}, Cursor(change=42, metric_row=90211))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING
+
+from mllib.registry.schema import new_set
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from mllib.registry.db import Registry
+
+# table -> the column naming its run; each gets an AFTER INSERT and an AFTER UPDATE trigger.
+WATCHED = {"runs": "id", "params": "run_id", "eval_metrics": "run_id", "artifacts": "run_id"}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """How far a reader has seen: the last change number and the last metric row."""
+
+    change: int = 0
+    metric_row: int = 0
+
+
+@dataclass
+class Changes:
+    """Runs changed since a cursor, and the cursor to ask from next time."""
+
+    records: set[str] = field(default_factory=set)  # the run's row, params, evaluation, artifacts
+    metrics: set[str] = field(default_factory=set)  # new metric points
+    cursor: Cursor = Cursor()
+
+    @property
+    def runs(self) -> set[str]:
+        return self.records | self.metrics
+
+
+@cache
+def migrations() -> sqlite_utils.Migrations:
+    """The change feed's migration set (built on first use, when a registry is opened)."""
+    migrations = new_set("mllib.registry.changes")
+
+    @migrations(name="0001_run_changes")
+    def initial(db: sqlite_utils.Database) -> None:
+        db.execute("CREATE TABLE run_changes (run_id TEXT PRIMARY KEY, change INTEGER NOT NULL)")
+        db.execute("CREATE INDEX run_changes_change ON run_changes (change)")
+        for table, column in WATCHED.items():
+            for event in ("INSERT", "UPDATE"):
+                # No conflict clause in the body: the firing statement's own (an upsert, INSERT
+                # OR IGNORE) would override it. Update the run's row if any, else insert one.
+                db.execute(
+                    f"CREATE TRIGGER run_changes_{table}_{event.lower()} AFTER {event} ON {table} "
+                    "BEGIN "
+                    "UPDATE run_changes SET change = (SELECT MAX(change) FROM run_changes) + 1 "
+                    f"WHERE run_id = NEW.{column}; "
+                    "INSERT INTO run_changes (run_id, change) SELECT "
+                    f"NEW.{column}, COALESCE((SELECT MAX(change) FROM run_changes), 0) + 1 "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM run_changes WHERE run_id = NEW.{column}); "
+                    "END"
+                )
+
+    return migrations
+
+
+def current_cursor(reg: Registry) -> Cursor:
+    """The cursor as of now: read it before loading a view, then ask for changes since it."""
+    row = reg.query(
+        "SELECT (SELECT COALESCE(MAX(change), 0) FROM run_changes) AS change,"
+        " (SELECT COALESCE(MAX(rowid), 0) FROM metrics) AS metric_row"
+    )[0]
+    return Cursor(row["change"], row["metric_row"])
+
+
+def changes_since(reg: Registry, cursor: Cursor) -> Changes:
+    """The runs whose records or metric points changed after `cursor`. Each half of the cursor
+    moves on its own, only as far as what was read, so nothing committed meanwhile is missed."""
+    records = reg.query("SELECT run_id, change FROM run_changes WHERE change > ?", (cursor.change,))
+    metrics = reg.query(
+        "SELECT run_id, MAX(rowid) AS last FROM metrics WHERE rowid > ? GROUP BY run_id",
+        (cursor.metric_row,),
+    )
+    return Changes(
+        {r["run_id"] for r in records},
+        {r["run_id"] for r in metrics},
+        Cursor(
+            max((r["change"] for r in records), default=cursor.change),
+            max((r["last"] for r in metrics), default=cursor.metric_row),
+        ),
+    )

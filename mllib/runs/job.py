@@ -1,0 +1,75 @@
+"""The Job a run's runtime executes: its folders, and the environment it gets (read now)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mllib.errors import MllibError
+from mllib.protocol.numeric_env import numeric_environment
+from mllib.registry.runs import RunRecord
+from mllib.runtime.base import Job
+from mllib.runtime.data_paths import env_data_paths
+from mllib.workspace import Workspace
+
+
+def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
+    """The Job of `run`: folders and environment (env file values are read now).
+
+    The run's variables are the env file's, overridden by the real environment (for them and for
+    the variables the model's params read with `env=`), as when the params were resolved.
+    Datasets the run records are materialised (or found intact) and given both as variables
+    (host paths, for the process runtime) and as data_mounts for runtimes that mount them; other
+    variables naming files or folders outside the project become data mounts too. A remote
+    run's datasets are left to its runtime (see mllib.datasets.binding.dataset_uses).
+    """
+    from mllib.datasets.binding import dataset_uses, materialize_uses
+
+    folder = ws.run_folder(run)
+    spec = folder.spec_or_none()
+    local = with_data and (run.env_target or "local") == "local"
+    datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
+    # The real environment beats the env file, in every runtime (containers see neither otherwise);
+    # datasets given to the run beat both. The numeric variables (BLAS kernel, thread counts) go
+    # to every runtime alike, so a container computes what a process computes.
+    variables = {
+        **ws.project.env_under_shell(run.env_target or "local"),
+        **param_variables(ws, run),
+        **{name: str(path) for name, path in datasets.items()},
+    }
+    env = {
+        **numeric_environment(),
+        **variables,
+        "MLLIB_RUN_ID": run.id,
+        "PYTHONHASHSEED": str(run.seed or 0),
+    }
+    return Job(
+        run_id=run.id,
+        run_dir=folder.path,
+        code_dir=folder.code_dir(ws.project.root),
+        work_dir=ws.project.root,
+        env=env,
+        data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
+        gpus=spec.gpus if spec else None,
+    )
+
+
+def param_variables(ws: Workspace, run: RunRecord) -> dict[str, str]:
+    """The real environment's values of the variables the model's params declare with `env=`
+    (the run's spec lists them, as they were when the run was prepared)."""
+    folder = ws.run_folder(run)
+    spec = folder.spec_or_none()
+    names = spec.param_env if spec is not None else None
+    if names is None:  # a spec from an mllib that did not record them: read the model's source
+        names = _declared_env(folder.code_dir(ws.project.root), run)
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def _declared_env(code_dir: Path, run: RunRecord) -> list[str]:
+    from mllib.discovery import find_model
+
+    try:
+        info = find_model(code_dir / (run.model_file or "model.py"), run.model_class)
+    except MllibError:
+        return []
+    return [spec.env for spec in info.params.values() if spec.env]

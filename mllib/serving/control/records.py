@@ -1,0 +1,170 @@
+"""Deployments in the registry: one row per attempt, moving starting -> live -> stopped (or
+failed / crashed), so `deploy status`, `history` and `rollback` read what really happened.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mllib.registry.db import Registry
+from mllib.registry.runs import now
+from mllib.serving.spec import ServerSpec
+
+ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+RUNNING = ("starting", "live")
+
+
+def new_deployment_id() -> str:
+    return "d" + "".join(secrets.choice(ID_ALPHABET) for _ in range(11))
+
+
+@dataclass
+class Deployment:
+    """One row of the deployments table."""
+
+    id: str
+    env: str
+    action: str
+    state: str
+    model: str
+    run_id: str
+    artifact: str
+    created_at: str
+    version: int | None = None
+    model_sha256: str | None = None
+    code_hash: str | None = None
+    host: str | None = None
+    port: int | None = None
+    url: str | None = None
+    workers: int | None = None
+    api_servers: int | None = None
+    pid: int | None = None
+    pid_ctime: float | None = None
+    dir: str | None = None
+    log_path: str | None = None
+    user: str | None = None
+    forced: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    previous_id: str | None = None
+    replaced_by: str | None = None
+    live_at: str | None = None
+    stopped_at: str | None = None
+
+    @classmethod
+    def starting(
+        cls,
+        spec: ServerSpec,
+        *,
+        action: str,
+        user: str,
+        log_path: str,
+        forced: bool,
+        reason: str | None,
+        previous: Deployment | None,
+    ) -> Deployment:
+        """The row of a deployment whose server, described by `spec`, is about to start."""
+        servable = spec.servable
+        return cls(
+            id=spec.deployment,
+            env=spec.env,
+            action=action,
+            state="starting",
+            model=servable.model,
+            version=servable.version,
+            run_id=servable.run_id,
+            model_sha256=servable.model_sha256,
+            code_hash=servable.code_hash,
+            artifact=servable.artifact,
+            host=spec.host,
+            port=spec.port,
+            url=spec.url,
+            workers=spec.workers,
+            api_servers=spec.api_servers,
+            dir=spec.state_dir,
+            log_path=log_path,
+            user=user,
+            forced=int(forced),
+            reason=reason,
+            previous_id=previous.id if previous else None,
+            created_at=now(),
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Deployment:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.model} v{self.version}" if self.version else f"{self.model} (run {self.run_id})"
+        )
+
+
+def insert(reg: Registry, deployment: Deployment) -> None:
+    with reg.transaction():
+        reg.db["deployments"].insert(
+            {k: v for k, v in deployment.__dict__.items() if v is not None}
+        )
+
+
+def update(reg: Registry, deployment_id: str, **values: Any) -> None:
+    with reg.transaction():
+        reg.db["deployments"].update(deployment_id, values)
+
+
+def get(reg: Registry, deployment_id: str) -> Deployment:
+    return Deployment.from_row(
+        reg.query("SELECT * FROM deployments WHERE id = ?", (deployment_id,))[0]
+    )
+
+
+def running(reg: Registry, env: str | None = None) -> list[Deployment]:
+    """Deployments whose server should be up (starting or live), oldest first."""
+    sql = "SELECT * FROM deployments WHERE state IN ('starting', 'live')"
+    args: tuple = ()
+    if env:
+        sql += " AND env = ?"
+        args = (env,)
+    return [Deployment.from_row(r) for r in reg.query(sql + " ORDER BY created_at", args)]
+
+
+def live(reg: Registry, env: str) -> Deployment | None:
+    """The deployment serving `env` now."""
+    rows = reg.query(
+        "SELECT * FROM deployments WHERE env = ? AND state = 'live' ORDER BY live_at DESC LIMIT 1",
+        (env,),
+    )
+    return Deployment.from_row(rows[0]) if rows else None
+
+
+def latest(reg: Registry, env: str) -> Deployment | None:
+    """The newest deployment of `env`, whatever its state."""
+    rows = reg.query(
+        "SELECT * FROM deployments WHERE env = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        (env,),
+    )
+    return Deployment.from_row(rows[0]) if rows else None
+
+
+def previous_artifact(reg: Registry, env: str, current: Deployment) -> Deployment | None:
+    """The newest earlier deployment of `env` that went live with a different artifact."""
+    rows = reg.query(
+        "SELECT * FROM deployments WHERE env = ? AND live_at IS NOT NULL AND artifact != ?"
+        " AND created_at < ? ORDER BY created_at DESC LIMIT 1",
+        (env, current.artifact, current.created_at),
+    )
+    return Deployment.from_row(rows[0]) if rows else None
+
+
+def last_port(reg: Registry, env: str) -> int | None:
+    """The port `env` used last, so its URL stays the same from one deploy to the next."""
+    rows = reg.query(
+        "SELECT port FROM deployments WHERE env = ? AND port IS NOT NULL"
+        " ORDER BY created_at DESC LIMIT 1",
+        (env,),
+    )
+    return rows[0]["port"] if rows else None

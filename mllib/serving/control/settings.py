@@ -1,0 +1,174 @@
+"""Every number of serving, deploys, keys and load tests, read from mllib.toml with its default.
+
+[serve] is the dev server, [deploy] the deployments and their rules ([deploy.staging] and
+[deploy.prod] override per environment), [keys] the API keys, [loadtest] the load tests.
+mllib.toml.example documents each key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from mllib.config import Config, read_table
+from mllib.errors import ConfigError, UsageError
+from mllib.serving.spec import INFERENCE_MODES, INLINE, http_processes
+
+ENVS = ("staging", "prod")
+T = TypeVar("T")
+
+
+def check_inference(value: Any, where: str) -> str:
+    if value not in INFERENCE_MODES:
+        raise ConfigError(
+            f'{where} must be "inline" or "worker", not {value!r}',
+            hint="inline: each HTTP process holds the model (CPU models); worker: LitServe "
+            "worker processes behind a queue (GPU models).",
+        )
+    return value
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """[serve]: the dev server (`mllib serve`), and the defaults deployments start from."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    inference: str = INLINE  # inline or worker: where predict() runs
+    workers: int = 1  # processes that each hold a copy of the model (inline: HTTP processes)
+    api_servers: int = 1  # worker mode: HTTP processes in front of the workers
+    timeout_s: float = 30.0  # a request waiting longer for its prediction gets 504
+    max_body_mb: float = 10.0
+    drain_s: float = 5.0  # on stop, in-flight requests get this long to finish
+    restart_workers: bool = True  # a worker that dies is started again (503 meanwhile)
+    max_batch: int = 32  # inline, a model with predict_batch answers up to this many at once
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """[deploy.staging] / [deploy.prod]: where and how one environment runs."""
+
+    name: str
+    host: str
+    port: int  # 0: a free port on the first deploy, then the environment keeps it
+    workers: int
+    api_servers: int  # HTTP processes (inline: = workers)
+    require_keys: bool
+    inference: str = INLINE
+    max_batch: int = 32
+
+
+@dataclass(frozen=True)
+class EnvTable:
+    """[deploy.staging] / [deploy.prod] as written: what an environment changes of [deploy]."""
+
+    host: str | None = None  # none: [deploy]'s
+    port: int = 0  # 0: a free port on the first deploy, then the environment keeps it
+    inference: str | None = None
+    workers: int | None = None
+    api_servers: int | None = None
+    require_keys: bool | None = None  # none: on for prod (always), off for staging
+    max_batch: int | None = None
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """[deploy]: deployments and the rules that put a cost on careless deploys."""
+
+    host: str = "127.0.0.1"
+    inference: str = INLINE
+    workers: int = 1
+    api_servers: int = 1
+    max_batch: int = 32
+    ready_timeout_s: float = 180.0
+    stop_grace_s: float = 20.0  # after SIGINT, then SIGKILL for whatever is left
+    staging_window_s: float = 86400.0  # a staging load test counts for prod this long
+    budget_burst: float = 3.0  # prod deploys a user may make back to back
+    budget_refill_s: float = 14400.0  # one prod deploy comes back every this many seconds
+    cooldown_base_s: float = 600.0  # cooldown after a first rollback or failed prod deploy
+    cooldown_max_s: float = 86400.0  # doubling stops here
+    quiet_period_s: float = 86400.0  # this long without a strike and the cooldown starts over
+    admins: list = field(default_factory=list)  # who may --force; empty: anyone (audited)
+    staging: EnvTable = field(default_factory=EnvTable)
+    prod: EnvTable = field(default_factory=EnvTable)
+
+    def env(self, name: str) -> EnvSettings:
+        if name not in ENVS:
+            raise UsageError(
+                f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
+            )
+        table = self.staging if name == "staging" else self.prod
+        require = _given(table.require_keys, name == "prod")
+        if name == "prod" and require is not True:
+            raise ConfigError(
+                "mllib.toml: [deploy.prod] require_keys cannot be turned off",
+                hint="Production always needs API keys; create them with `mllib keys create --env prod`.",
+            )
+        env = EnvSettings(
+            name=name,
+            host=_given(table.host, self.host),
+            port=table.port,
+            workers=_given(table.workers, self.workers),
+            api_servers=_given(table.api_servers, self.api_servers),
+            require_keys=require,
+            max_batch=_given(table.max_batch, self.max_batch),
+            inference=check_inference(
+                _given(table.inference, self.inference), f"mllib.toml: [deploy.{name}] inference"
+            ),
+        )
+        if env.workers < 1 or env.api_servers < 1 or env.max_batch < 1:
+            raise ConfigError(
+                f"mllib.toml: [deploy.{name}] workers, api_servers and max_batch must be ≥ 1"
+            )
+        return replace(env, api_servers=http_processes(env.inference, env.workers, env.api_servers))
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """[keys]: API keys and their rate limits."""
+
+    default_rps: float = 10.0  # requests per second a new key may make, on average
+    burst_s: float = 2.0  # a key may burst this many seconds' worth of requests at once
+    refresh_s: float = 1.0  # servers re-read keys this often (a revoke takes effect within it)
+    flag_interval_s: float = 300.0  # a key bursting past its limit is flagged at most this often
+
+
+@dataclass(frozen=True)
+class LoadtestSettings:
+    """[loadtest]: the supported way to load-test, and what passing means."""
+
+    duration_s: float = 10.0
+    concurrency: int = 8
+    max_concurrency: int = 64
+    max_rps: float = 2000.0
+    max_duration_s: float = 300.0
+    request_timeout_s: float = 10.0
+    input: str = ""  # the request body as JSON, or @file.json
+    pass_max_error_rate: float = 0.01
+    pass_max_p99_ms: float = 100.0
+    pass_min_requests: int = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    serve: ServeSettings
+    deploy: DeploySettings
+    keys: KeySettings
+    loadtest: LoadtestSettings
+
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        serve = read_table(ServeSettings, config, "serve", non_negative=True)
+        check_inference(serve.inference, f"{config.where}: [serve] inference")
+        if serve.max_batch < 1:
+            raise ConfigError(f"{config.where}: [serve] max_batch must be ≥ 1 (1: no batching)")
+        return cls(
+            serve=serve,
+            deploy=read_table(DeploySettings, config, "deploy", non_negative=True),
+            keys=read_table(KeySettings, config, "keys", non_negative=True),
+            loadtest=read_table(LoadtestSettings, config, "loadtest", non_negative=True),
+        )

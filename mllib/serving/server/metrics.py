@@ -1,0 +1,128 @@
+"""Prometheus metrics that add up across all of a server's processes.
+
+LitServe's own logger path never reaches /metrics (its values land in one logger process), and a
+default registry in each API server only counts that process's requests. So every process writes
+to prometheus_client's multiprocess files in the server's own metrics folder, and /metrics adds
+them up: HTTP metrics from the API servers, predict timings from the workers.
+`PROMETHEUS_MULTIPROC_DIR` must be set before prometheus_client is imported (`use_dir`).
+The control plane reads them back from outside with control/scrape.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LABELS = ("env", "model", "version")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def use_dir(path: Path) -> None:
+    """Start this server's metrics afresh in `path`; children inherit the setting."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+class HttpMetrics:
+    """What an API server records per /predict request (children per status cached)."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self._labels = [labels[name] for name in LABELS]
+        self.requests = Counter(
+            "mllib_requests",
+            "Requests to /predict, by HTTP status.",
+            [*LABELS, "status"],
+            registry=None,
+        )
+        self.errors = Counter(
+            "mllib_request_errors",
+            "Requests to /predict that did not succeed, by reason.",
+            [*LABELS, "reason"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "mllib_request_duration_seconds",
+            "Time from the request's arrival to its response, for /predict.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        ).labels(*self._labels)
+        self._by_status: dict[int, Any] = {}
+        self._by_reason: dict[str, Any] = {}
+
+    def record(self, status: int, seconds: float, reason: str | None) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(*self._labels, str(status))
+        child.inc()
+        self.latency.observe(seconds)
+        if reason:
+            err = self._by_reason.get(reason)
+            if err is None:
+                err = self._by_reason[reason] = self.errors.labels(*self._labels, reason)
+            err.inc()
+
+
+class PredictMetrics:
+    """What a predicting process records: how long the model's predict() took (for a request
+    answered in a batch, the predict_batch() call it was part of), and the batch sizes."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        from prometheus_client import Histogram
+
+        self._labels = [labels[name] for name in LABELS]
+        self.seconds = Histogram(
+            "mllib_predict_duration_seconds",
+            "Time spent in the model's predict(), or in the predict_batch() call a request was part of.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        ).labels(*self._labels)
+        self._batch_sizes: Any = None  # made on the first batch: only batching models have it
+
+    def batch(self, size: int) -> None:
+        """Count one predict_batch() call of `size` requests."""
+        if self._batch_sizes is None:
+            from prometheus_client import Histogram
+
+            self._batch_sizes = Histogram(
+                "mllib_predict_batch_size",
+                "Requests answered by one predict_batch() call.",
+                LABELS,
+                buckets=BATCH_BUCKETS,
+                registry=None,
+            ).labels(*self._labels)
+        self._batch_sizes.observe(size)
+
+
+def publish_info(labels: dict[str, str], run_id: str, deployment: str) -> None:
+    """A constant series naming what this server serves (for dashboards joining on labels)."""
+    from prometheus_client import Gauge
+
+    Gauge(
+        "mllib_model_info",
+        "What this server serves.",
+        [*LABELS, "run_id", "deployment"],
+        multiprocess_mode="max",
+        registry=None,
+    ).labels(*(labels[name] for name in LABELS), run_id, deployment).set(1)
+
+
+def render() -> bytes:
+    """Prometheus text of every process's metrics, added up."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
