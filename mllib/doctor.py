@@ -170,6 +170,7 @@ def _import_run(reg, folder: Path, tables: dict[str, list[dict[str, Any]]]) -> N
     for table in (*RUN_TABLES, *OPTIONAL_RUN_TABLES):
         if table in present and tables.get(table):
             reg.db[table].insert_all(tables[table], ignore=True)
+    reg.db["model_aliases"].insert_all(tables.get("model_aliases", []), ignore=True)
     if "metrics" in tables:
         reg.db["metrics"].insert_all(tables["metrics"], ignore=True)
     else:

@@ -1,8 +1,9 @@
 """A run's own copy of its registry rows, `record.json` in its run folder, so that a lost or
 damaged registry can be rebuilt from the run folders (`mllib doctor --repair`).
 
-It is written when the run is recorded, when it ends, and when its model becomes a version: the
-runs row and the rows of the tables that belong to the run, plus the dataset versions it read.
+It is written when the run is recorded, when it ends, when its model becomes a version and when
+an alias of that version changes: the runs row and the rows of the tables that belong to the
+run, plus the dataset versions it read and the aliases naming its model version.
 Metric points are left to the run's events.jsonl, which holds them all already; a run without
 one (a remote run, synced from its agent) keeps them here too.
 """
@@ -19,7 +20,7 @@ RECORD_FILE = "record.json"
 EVENTS_FILE = "events.jsonl"  # mllib.protocol.events.EVENTS_FILE (the registry imports no protocol)
 FORMAT = 1
 # Tables whose rows belong to one run (a `run_id` column), inserted after its `runs` row.
-RUN_TABLES = ("params", "eval_metrics", "artifacts", "models", "run_datasets")
+RUN_TABLES = ("params", "eval_metrics", "artifacts", "models", "run_datasets", "run_environments")
 OPTIONAL_RUN_TABLES = ("agent_attempts", "agent_pins")  # features whose schema may be absent
 
 
@@ -38,6 +39,11 @@ def save_record(reg: Registry, run_id: str) -> None:
     for table in (*RUN_TABLES, *OPTIONAL_RUN_TABLES):
         if table in present:
             tables[table] = reg.query(f"SELECT * FROM {table} WHERE run_id = ?", (run_id,))
+    tables["model_aliases"] = reg.query(  # the aliases naming its model version
+        "SELECT a.* FROM model_aliases a JOIN models m ON a.name = m.name"
+        " AND a.version = m.version WHERE m.run_id = ?",
+        (run_id,),
+    )
     tables["datasets"] = reg.query(
         "SELECT d.* FROM datasets d JOIN run_datasets r ON d.name = r.name "
         "AND d.version = r.version WHERE r.run_id = ?",

@@ -75,6 +75,11 @@ def test_a_registry_with_damaged_pages_is_one_line_too(trained: Project):
 def test_an_emptied_registry_beside_run_folders_is_never_started_over(trained: Project, how):
     path = registry(trained)
     before = runs_of(trained)
+    shown_before = {run_id: trained.show(run_id) for run_id in before}
+    first = min(before, key=lambda run_id: before[run_id]["created_at"])
+    model, version = before[first]["model"], shown_before[first]["model_version"]
+    aliased = trained.mllib("models", "alias", f"{model}:{version}", "champion")
+    assert aliased.returncode == 0, aliased.output
     for suffix in ("", "-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
     if how == "truncated":
@@ -96,8 +101,12 @@ def test_an_emptied_registry_beside_run_folders_is_never_started_over(trained: P
     for run_id, run in before.items():
         shown = trained.show(run_id)
         assert after[run_id]["status"] == run["status"] == "succeeded"
-        assert shown["metrics"] == trained.show(run_id)["metrics"] and shown["metrics"]["loss"]
-        assert shown["model_version"] is not None
+        assert shown["metrics"]["loss"] and shown["model_version"] is not None
+        for key in ("params", "metrics", "model_version", "eval_metrics", "environment"):
+            assert shown[key] == shown_before[run_id][key], key
+    champion = trained.mllib("models", "show", f"{model}@champion", "--json")
+    assert champion.returncode == 0, champion.output
+    assert champion.json()["run_id"] == first  # aliases come back with their versions
     evaluated = next(r for r in after.values() if r["action"] == "train+evaluate")
     assert evaluated["eval_metrics"]["accuracy"] == pytest.approx(0.3)
     predicted = trained.mllib("predict", "model.py", "--input", '{"x": 1}')
