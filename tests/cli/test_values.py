@@ -172,3 +172,18 @@ def test_an_endless_input_is_capped_with_a_clear_error(model_project: Project):
         assert "[serve] max_body_mb" in result.stderr
     piped = model_project.mllib("predict", "model.py", "--input", "-", input='{"x": 2}')
     assert piped.returncode == 0 and piped.stdout.strip() == '{"y":0.6000000000000001}'
+
+
+@pytest.mark.parametrize("version", ["99999999999999999999999", "0", "²"])
+def test_a_model_version_out_of_range_is_a_usage_error(model_project: Project, version: str):
+    """`--model NAME:VERSION` and `mllib models show|alias`: a version past 64 bits was an
+    OverflowError traceback from SQLite, a non-ASCII digit a ValueError."""
+    ref = f"m:{version}"
+    for args in (
+        ("predict", "--model", ref, "--input", "{}"),
+        ("models", "show", ref),
+        ("models", "alias", ref, "best"),
+    ):
+        result = model_project.mllib(*args)
+        assert result.returncode == 2, (args, result.output)
+        assert repr(ref) in result.stderr and "Traceback" not in result.output
