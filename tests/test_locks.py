@@ -154,3 +154,32 @@ def test_every_flock_goes_through_mllib_locks():
         if "fcntl.flock(" in path.read_text() and path not in allowed
     ]
     assert offenders == []
+
+
+def test_a_venv_lock_converts_between_build_and_use_and_follows_no_symlink(tmp_path):
+    """The venv cache's lock (mllib.runtime.venvs): held alone while a venv is built, shared
+    while runs use it (a removal then leaves the venv), and never through a planted symlink."""
+    from mllib.locks import FileLock
+    from mllib.runtime.venvs import remove
+
+    root = tmp_path / "envs"
+    (root / "a").mkdir(parents=True)
+    lock = FileLock(root / "a.lock", record_pid=False)
+    user = FileLock(root / "a.lock", shared=True)  # another run (flock: per open file)
+    assert lock.acquire(0)  # building
+    assert not user.acquire(0)
+    assert lock.acquire(0, shared=True)  # built: now shared with the runs that use it
+    assert user.acquire(0)
+    lock.release()
+    assert not remove(root, "a") and (root / "a").is_dir()  # a run still holds it
+    user.release()
+    assert remove(root, "a") and not (root / "a").exists()
+
+    target = tmp_path / "precious"
+    target.write_text("x")
+    target.chmod(0o600)
+    (root / "c").mkdir()
+    (root / "c.lock").symlink_to(target)
+    with pytest.raises(LockFileError, match="is a symbolic link"):
+        remove(root, "c")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and (root / "c").is_dir()
