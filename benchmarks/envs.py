@@ -91,7 +91,7 @@ def train_starts(folder: Path, reps: int) -> dict[str, float]:
     alternating."""
     from mllib.scaffold import init_project
 
-    root = folder / "minimal"
+    root = folder / "starts"  # a project of its own: the build measured above may use "minimal"
     init_project(root, "minimal")
     times: dict[str, list[float]] = {"venv": [], "process": []}
     command = [sys.executable, "-m", "mllib", "train", "model.py", "--runtime"]

@@ -79,6 +79,7 @@ def show(
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
     from rich.table import Table
 
+    from mllib.runs.views import environment_lines
     from mllib.runs.views import show as show_run
 
     data = show_run(_ws(), run_id)
@@ -161,32 +162,6 @@ def show(
         console.print("Environment", style="bold")
         for key, value in lines:
             console.print(f"  {key + ':':<10} {value}")
-
-
-def environment_lines(env: dict | None, submitted: str | None) -> list[tuple[str, str]]:
-    """The summary of a run's environment `runs show` prints (everything is in --json)."""
-    if not env or "python" not in env:
-        return []
-    python = f"{env['python']} ({env['implementation']})"
-    if submitted and submitted.split(".")[:2] != env["python"].split(".")[:2]:
-        python += f"; submitted from Python {submitted} (another minor version: a pickled model may not load)"
-    lines = [
-        ("python", python),
-        ("platform", f"{env['platform']}, {env['cpu']} x{env['cpu_count']}"),
-    ]
-    for gpu in env.get("gpus") or []:
-        lines.append(("gpu", f"{gpu['index']}: {gpu['name']}, driver {gpu['driver']}, CUDA "
-                             f"{gpu['cuda'] or '?'}, {gpu['memory']}"))  # fmt: skip
-    packages = env.get("packages") or {}
-    lines.append(("packages", f"{len(packages)} (sha256 {str(env['packages_hash'])[:16]})"))
-    if env.get("runtime"):
-        lines.append(("in", f"{env['runtime']} {env.get('runtime_id') or ''}".strip()))
-    numeric = env.get("numeric_env") or {}
-    if numeric:
-        lines.append(("numeric", " ".join(f"{k}={v}" for k, v in sorted(numeric.items()))))
-    if env.get("note"):
-        lines.append(("note", str(env["note"])))
-    return lines
 
 
 @app.command()

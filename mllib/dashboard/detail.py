@@ -15,6 +15,7 @@ from textual.widgets import Footer, Log, Static
 from mllib.dashboard.data import DashboardData
 from mllib.dashboard.plot import Chart, Series
 from mllib.dashboard.text import clean, fmt_duration, fmt_time, safe, status
+from mllib.runs.views import environment_lines
 
 
 class RunScreen(Screen):
@@ -129,10 +130,15 @@ class RunScreen(Screen):
             pair(k, v)
         if not i["params"]:
             out.append("  none\n", style="dim")
-        if i["eval_metrics"]:
+        evaluation = i.get("evaluation")  # a training run's latest, maybe from a later run
+        metrics = evaluation["eval_metrics"] if evaluation else i["eval_metrics"]
+        if metrics:
             section("Evaluation")
-            for k, v in i["eval_metrics"].items():
+            for k, v in metrics.items():
                 pair(k, v)
+            if evaluation and evaluation["run_id"] != i["id"]:
+                count = i.get("evaluations") or 1
+                pair("by", evaluation["run_id"] + (f" (latest of {count})" if count > 1 else ""))
         section("Environment")
         model = i["model_file"] or i["model"]
         if i.get("model_version"):
@@ -153,6 +159,8 @@ class RunScreen(Screen):
                 pair(key, value)
         for d in i.get("datasets") or []:
             pair(d["env"], f"{d['name']}@{d['version']}")
+        for key, value in environment_lines(i.get("environment"), i.get("submitted_python")):
+            pair(key, value)
         if i["artifacts"]:
             section("Artifacts")
             for a in i["artifacts"]:

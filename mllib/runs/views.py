@@ -213,3 +213,29 @@ def _union(dicts) -> list[str]:
     for d in dicts:
         keys.update(dict.fromkeys(d))
     return list(keys)
+
+
+def environment_lines(env: dict | None, submitted: str | None) -> list[tuple[str, str]]:
+    """The summary of a run's environment `runs show` prints (everything is in --json)."""
+    if not env or "python" not in env:
+        return []
+    python = f"{env['python']} ({env['implementation']})"
+    if submitted and submitted.split(".")[:2] != env["python"].split(".")[:2]:
+        python += f"; submitted from Python {submitted} (another minor version: a pickled model may not load)"
+    lines = [
+        ("python", python),
+        ("platform", f"{env['platform']}, {env['cpu']} x{env['cpu_count']}"),
+    ]
+    for gpu in env.get("gpus") or []:
+        lines.append(("gpu", f"{gpu['index']}: {gpu['name']}, driver {gpu['driver']}, CUDA "
+                             f"{gpu['cuda'] or '?'}, {gpu['memory']}"))  # fmt: skip
+    packages = env.get("packages") or {}
+    lines.append(("packages", f"{len(packages)} (sha256 {str(env['packages_hash'])[:16]})"))
+    if env.get("runtime"):
+        lines.append(("in", f"{env['runtime']} {env.get('runtime_id') or ''}".strip()))
+    numeric = env.get("numeric_env") or {}
+    if numeric:
+        lines.append(("numeric", " ".join(f"{k}={v}" for k, v in sorted(numeric.items()))))
+    if env.get("note"):
+        lines.append(("note", str(env["note"])))
+    return lines

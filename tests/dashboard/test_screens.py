@@ -8,7 +8,9 @@ from mllib.dashboard.compare import CompareScreen
 from mllib.dashboard.detail import RunScreen
 from mllib.dashboard.dialogs import Confirm
 from mllib.dashboard.plot import Chart
+from mllib.registry.environments import set_environment
 from mllib.registry.metrics import insert_points, set_eval_metrics
+from mllib.registry.runs import RunRecord, create_run
 from mllib.workspace import Workspace
 from tests.dashboard.conftest import cells, drive, make_app, refresh
 
@@ -38,6 +40,40 @@ def test_the_run_screen_shows_params_evaluation_environment_and_artifacts_as_wri
         await pilot.pause()
         # an error with markup and an escape sequence: shown as written, the escape made visible
         assert "ValueError: [red]x[/red]\\e[2J" in _text(app.screen.query_one("#info-text", Static))
+
+    drive(app, steps)
+
+
+def test_the_run_screen_shows_a_later_evaluation_and_the_recorded_environment(seeded):
+    reg = seeded.registry
+    set_environment(
+        reg,
+        "bbbb00000002",
+        {
+            "python": "3.11.2", "implementation": "CPython", "platform": "Linux-6.1-x86_64",
+            "cpu": "x86_64", "cpu_count": 2, "gpus": [], "packages": {"numpy": "2.1.0"},
+            "packages_hash": "feed" * 16, "runtime": "venv", "runtime_id": "venv-1a2b",
+            "numeric_env": {"OMP_NUM_THREADS": "1"},
+        },
+    )  # fmt: skip
+    evaluation = RunRecord(
+        "abcd00000042", "m", "evaluate", "succeeded", "2026-03-01T13:00:00.000000Z",
+        ended_at="2026-03-01T13:00:05.000000Z", source_run_id="bbbb00000002",
+    )  # fmt: skip
+    create_run(reg, evaluation, {}, {})
+    set_eval_metrics(reg, "abcd00000042", {"accuracy": 0.97})
+    app = make_app(seeded)
+
+    async def steps(pilot):
+        app.open_run("bbbb00000002")
+        await pilot.pause()
+        info = _text(app.screen.query_one("#info-text", Static))
+        # the training run shows its latest evaluation (a later `mllib evaluate`) and who made it
+        assert "accuracy: 0.97" in info and "by: abcd00000042 (latest of 2)" in info
+        assert (
+            "python: 3.11.2 (CPython)" in info and "packages: 1 (sha256 feedfeedfeedfeed)" in info
+        )
+        assert "numeric: OMP_NUM_THREADS=1" in info and "in: venv venv-1a2b" in info
 
     drive(app, steps)
 
