@@ -1,17 +1,26 @@
 """Serving throughput and latency with wrk, side by side in one run: mllib's prod path (API key
-check + shared rate limit + metrics + JSON logs) in both inference modes, a bare LitServe server
-serving the same predict, and (with --mlflow) `mlflow models serve` of the same model, at equal
-process counts.
+check + shared rate limit + metrics + JSON logs) at its defaults and at fixed process counts, a
+bare LitServe server serving the same predict, and the peers at their best on the same model:
+`mlflow models serve` (--mlflow), Ray Serve in its high-throughput mode (--ray) and BentoML with
+adaptive batching and a worker per core (--bentoml).
 
 python benchmarks/serving.py [--duration 8] [--rounds 3] [--processes 1,2]
-                             [--mlflow .venv-bench/bin/mlflow] [--baseline-src DIR ...] [--json]
+                             [--mlflow .venv-bench/bin/mlflow] [--ray .venv-bench/bin/python]
+                             [--bentoml .venv-bench-bento/bin/bentoml]
+                             [--baseline-src DIR ...] [--json]
 
-Rows, for each process count P in --processes:
-  mllib inline, P     P HTTP processes that each hold the model and predict (the default mode)
+Rows:
+  mllib defaults      `mllib deploy` with nothing set: inline, 1 replica scaled by its
+                      controller up to one per core; also with the model's predict_batch removed
+                      (a plain predict() per request)
+  mllib inline, P     P replicas (min = max = P) for each P in --processes
   mlflow, P           `mlflow models serve -w P`, with its `inputs` and `dataframe_split` payloads
-and once:
   mllib worker, 1+1   one API server handing requests to one LitServe worker (the former default)
   bare LitServe, 1+1  LitServe's defaults: one API server, one worker, its Manager process
+  Ray Serve           2.60, RAY_SERVE_THROUGHPUT_OPTIMIZED=1 + HAProxy, one replica per core,
+                      @serve.batch (benchmarks/ray_serve_model.py)
+  BentoML             1.4, batchable API, workers="cpu_count" (benchmarks/bentoml_model.py)
+and `mllib loadtest`'s load engine beside wrk on the mllib defaults row, at 8 and 64 connections.
 With --baseline-src DIR (another checkout's source, e.g. `git archive main`; may be repeated),
 its mllib prod path rows too (deployed through its own CLI, same venv), to compare a change with
 main in one run. Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
@@ -22,6 +31,7 @@ template's LogisticRegression (20 features).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -60,21 +70,65 @@ class Target:
     log_path: str | None = None
     c64: bool = True  # also measured at concurrency 64
     baseline_for: str | None = None  # --baseline-src: the name of this checkout's same row
+    engine: str = "wrk"  # what sends the load: wrk, or mllib loadtest's engine ("loadgen")
 
 
 def cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of the processes in group `pgid` so far."""
+    """User + system CPU time so far of the processes in group `pgid` and of all their
+    descendants (a deployment's controller starts its servers in groups of their own; BentoML
+    and Ray start workers and replicas in theirs)."""
     import psutil
 
-    total = 0.0
+    found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter():
         try:
             if os.getpgid(proc.pid) == pgid:
-                times = proc.cpu_times()
-                total += times.user + times.system
+                found[proc.pid] = proc
+                found.update((child.pid, child) for child in proc.children(recursive=True))
         except (psutil.Error, ProcessLookupError):
             continue
+    total = 0.0
+    for proc in found.values():
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
     return total
+
+
+def loadgen(target: Target, *, connections: int, duration: float) -> dict:
+    """Send the load with `mllib loadtest`'s engine (its processes, keep-alive connections) the
+    way wrk does (closed model, `connections` in flight); the same figures as wrk()."""
+    from mllib.serving.control import loadgen as engine
+    from mllib.serving.control.loadtest import percentile
+
+    headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+    load = engine.Load(
+        url=target.url.removesuffix("/predict"),
+        body=target.body.encode(),
+        headers=headers,
+        duration_s=duration,
+        concurrency=connections,
+        rate_from=0.0,
+        rate_to=0.0,
+        max_in_flight=connections,
+        timeout_s=30.0,
+    )
+    cpu_before = cpu_seconds(target.pgid)
+    tally = engine.run(load).tally
+    cpu = cpu_seconds(target.pgid) - cpu_before
+    latencies = sorted(tally.latencies)
+    return {
+        "rps": len(latencies) / tally.wall_s,
+        "p50_ms": (percentile(latencies, 0.50) or 0.0) * 1000,
+        "p99_ms": (percentile(latencies, 0.99) or 0.0) * 1000,
+        "cpu_us_per_request": round(cpu / max(1, len(latencies)) * 1e6, 1),
+        "requests": tally.requests,
+        "non_2xx": tally.errors,
+        "socket_errors": sum(v for k, v in tally.statuses.items() if k.startswith("error:")),
+        "connections": connections,
+    }
 
 
 def wrk(target: Target, *, connections: int, duration: float) -> dict:
@@ -206,6 +260,12 @@ def main() -> None:
         help="also measure the mllib prod path of the checkout in DIR (its source tree, run with"
         " this venv) in the same interleaved rounds, e.g. main beside a change",
     )
+    parser.add_argument(
+        "--ray", metavar="PYTHON", help="a python whose venv has ray[serve] and scikit-learn"
+    )
+    parser.add_argument(
+        "--bentoml", metavar="BENTOML", help="a bentoml executable (its venv has scikit-learn)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.processes = [int(p) for p in args.processes.split(",")]
@@ -259,13 +319,17 @@ def measure(targets: dict[str, Target], args) -> dict[tuple[str, int], list[dict
     plan = [(name, 8) for name in targets]
     plan += [(name, 64) for name, target in targets.items() if target.c64]
     rows: dict[tuple[str, int], list[dict]] = {step: [] for step in plan}
-    for target in targets.values():  # warm-up
-        wrk(target, connections=8, duration=min(2, args.duration))
+    engines = {"wrk": wrk, "loadgen": loadgen}
+    for target in targets.values():  # warm-up (and mllib's defaults scale up to the load)
+        if target.engine == "wrk":
+            wrk(target, connections=64, duration=min(3, args.duration))
+            wrk(target, connections=8, duration=min(2, args.duration))
     for round_ in range(args.rounds):
         shift = round_ * len(plan) // max(1, args.rounds)
         for name, connections in plan[shift:] + plan[:shift]:
+            target = targets[name]
             rows[(name, connections)].append(
-                wrk(targets[name], connections=connections, duration=args.duration)
+                engines[target.engine](target, connections=connections, duration=args.duration)
             )
     return rows
 
@@ -277,6 +341,17 @@ def ratios(results: dict, targets: dict[str, Target], processes: list[int]) -> d
         return results[name]["c8"]["rps"]
 
     out = {}
+    defaults = targets["mllib_default"].label
+    for name, target in targets.items():  # the goals: mllib at its defaults over each peer
+        if name.startswith(("ray", "bentoml", "bare")):
+            out[f"{defaults} / {target.label}"] = rps("mllib_default") / rps(name)
+        if name.startswith("mlflow"):
+            plain = targets["mllib_default_plain"].label
+            out[f"{plain} / {target.label}"] = rps("mllib_default_plain") / rps(name)
+    for c in ("c8", "c64"):  # mllib loadtest's engine beside wrk on the same server
+        out[f"mllib loadtest / wrk, {c.replace('c', 'c=')}"] = (
+            results["loadtest_default"][c]["rps"] / results["mllib_default"][c]["rps"]
+        )
     for p in processes:
         inline = f"mllib_inline_{p}"
         for name, target in targets.items():
@@ -307,11 +382,18 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     mllib_cli("init", str(template), "--template", "sklearn", cwd=tmp)
     mllib_cli("train", "model.py", cwd=template)
 
+    targets["mllib_default"] = deploy_prod(stack, template, tmp, None, 0)
+    targets["loadtest_default"] = dataclasses.replace(
+        targets["mllib_default"], label="mllib loadtest's engine, same server", engine="loadgen"
+    )
+    targets["mllib_default_plain"] = deploy_prod(stack, template, tmp, None, 0, plain=True)
     for p in args.processes:
         targets[f"mllib_inline_{p}"] = deploy_prod(stack, template, tmp, "inline", p)
     targets["mllib_worker"] = deploy_prod(stack, template, tmp, "worker", 1)
     for src in map(Path, args.baseline_src):
         for name in [n for n in targets if n.startswith("mllib_")]:
+            if name.startswith("mllib_default"):
+                continue
             inference, workers = (
                 ("worker", 1) if name == "mllib_worker" else ("inline", targets[name].processes)
             )
@@ -337,34 +419,64 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     for mlflow in args.mlflow:
         for p in args.processes:
             targets.update(start_mlflow(stack, tmp, mlflow, p))
+    if args.ray:
+        targets["ray_serve"] = start_ray(stack, tmp, args.ray)
+    if args.bentoml:
+        targets["bentoml"] = start_bentoml(stack, tmp, args.bentoml)
     return targets
 
 
 def deploy_prod(
-    stack: ExitStack, template: Path, tmp: Path, inference: str, workers: int
+    stack: ExitStack,
+    template: Path,
+    tmp: Path,
+    inference: str | None,
+    replicas: int,
+    *,
+    plain: bool = False,
 ) -> Target:
-    """A prod deployment of the trained template (its own copy of the project) and a key."""
+    """A prod deployment of the trained template (its own copy of the project) and a key.
+    `inference` None: mllib's defaults (nothing set); else that mode with `replicas` fixed.
+    `plain`: the model without its predict_batch (one predict() per request)."""
     from mllib.serving.control import keys
     from mllib.serving.control.deploy import DeployContext, deploy, stop
     from mllib.workspace import Workspace
 
-    project = tmp / f"proj-{inference}-{workers}"
+    project = tmp / f"proj-{inference or 'default'}-{replicas}{'-plain' if plain else ''}"
     shutil.copytree(template, project)
     config = project / "mllib.toml"
-    config.write_text(
-        config.read_text()
-        + f'\n[deploy]\ninference = "{inference}"\nworkers = {workers}\napi_servers = 1\n'
-    )
+    if inference is not None:
+        config.write_text(
+            config.read_text()
+            + f'\n[deploy]\ninference = "{inference}"\nworkers = 1\napi_servers = 1\n'
+            + f"\n[deploy.prod]\nmin_replicas = {replicas}\nmax_replicas = {replicas}\n"
+        )
+    if plain:
+        model = project / "model.py"
+        source = model.read_text()
+        source = source.replace(
+            "        return self.predict_batch([request])[0]",
+            "        import numpy as np\n\n"
+            "        rows = np.asarray(request['features'], dtype=float).reshape(1, -1)\n"
+            "        return {'label': self.model.predict(rows)[0],"
+            " 'probability': self.model.predict_proba(rows)[0, 1]}",
+        )
+        model.write_text(source.replace("def predict_batch(", "def _predict_batch("))
+        mllib_cli("train", "model.py", cwd=project)  # a version with this code
     ctx = DeployContext.create(Workspace.find(project))
     dep = deploy(ctx, "classifier", "prod", force=True, reason="benchmark").deployment
     stack.callback(stop, ctx, "prod")
     key = keys.create_key(
         ctx.ws.registry, ctx.clock, ctx.settings.keys, env="prod", user=ctx.user, rps=1e9, burst=1e9
     ).token
-    if inference == "inline":
-        label, processes = f"mllib prod, inline, {workers} process(es)", workers
+    if inference is None:
+        cores = os.cpu_count()
+        what = "plain predict()" if plain else "predict_batch"
+        label, processes = f"mllib prod, defaults (1..{cores} replicas), {what}", cores or 1
+    elif inference == "inline":
+        label, processes = f"mllib prod, inline, {replicas} replica(s)", replicas
     else:
-        label, processes = f"mllib prod, worker, {workers}+1 processes", workers + 1
+        label, processes = f"mllib prod, worker, {replicas}+1 processes", replicas + 1
     target = Target(label, f"{dep.url}/predict", MLLIB_BODY, processes, dep.pid, key, dep.log_path)
     wait_until_up(target, None)
     return target
@@ -404,6 +516,37 @@ def deploy_prod_from(
     url = f"{dep['url']}/predict"
     target = Target(label, url, MLLIB_BODY, processes, dep["pid"], key, dep["log_path"])
     wait_until_up(target, None)
+    return target
+
+
+def start_ray(stack: ExitStack, tmp: Path, python: str) -> Target:
+    """Ray Serve at its best (benchmarks/ray_serve_model.py), one replica per core."""
+    port, cores = free_port(), os.cpu_count() or 1
+    argv = [python, str(ROOT / "benchmarks" / "ray_serve_model.py"), str(port), str(cores)]
+    proc = stack.enter_context(background(argv, tmp / "ray.log", cwd=tmp))
+    version = subprocess.run(
+        [python, "-c", "import ray; print(ray.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    label = f"Ray Serve {version}, high-throughput mode, {cores} replicas, @serve.batch"
+    target = Target(label, f"http://127.0.0.1:{port}/predict", MLLIB_BODY, cores, proc.pid)
+    wait_until_up(target, proc, timeout=240)
+    return target
+
+
+def start_bentoml(stack: ExitStack, tmp: Path, bentoml: str) -> Target:
+    """BentoML at its best (benchmarks/bentoml_model.py): batching, a worker per core."""
+    port, cores = free_port(), os.cpu_count() or 1
+    argv = [bentoml, "serve", "benchmarks.bentoml_model:Classifier", "--port", str(port)]
+    argv += ["--host", "127.0.0.1"]
+    proc = stack.enter_context(background(argv, tmp / "bentoml.log", cwd=ROOT))
+    python = str(Path(bentoml).parent / "python")
+    version = subprocess.run(
+        [python, "-c", "import bentoml; print(bentoml.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    label = f"BentoML {version}, batching, {cores} workers"
+    body = json.dumps({"features": [FEATURES]})  # a batchable API takes a batch of rows
+    target = Target(label, f"http://127.0.0.1:{port}/predict", body, cores, proc.pid)
+    wait_until_up(target, proc, timeout=240)
     return target
 
 

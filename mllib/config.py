@@ -4,7 +4,7 @@ Every table of settings is a frozen dataclass read by `read_table`: its fields a
 keys, their defaults the defaults, their annotations the types accepted; an unknown key is an
 error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
 [store]) are declared here and checked when the file is read; a feature's tables live with the
-feature ([data] in mllib.datasets.settings; [serve], [deploy], [keys], [loadtest] in
+feature ([data] in mllib.datasets.settings; [serve], [deploy], [rollout], [keys], [loadtest] in
 mllib.serving.control.settings) and are checked when the feature reads them.
 """
 
@@ -35,8 +35,9 @@ KNOWN_KEYS = {
     "retry": "retries of system errors",
     "agents": "remote agent hosts",
     "data": "datasets handed to runs",
-    "serve": "local serving",
+    "serve": "local serving, and the replicas of deployments",
     "deploy": "deployments",
+    "rollout": "canaries, A/B tests and shadows: how they are judged and promoted",
     "loadtest": "load tests",
     "keys": "API keys",
 }

@@ -64,6 +64,12 @@ class RuntimeUnavailableError(MllibError):
     exit_code = EXIT_SYSTEM
 
 
+class DeployFailedError(MllibError):
+    """A new server did not become ready; the previous deployment (if any) still serves."""
+
+    exit_code = 3
+
+
 class SerializationError(MllibError):
     """A value (a prediction, a metric) cannot be turned into JSON or a number."""
 

@@ -98,6 +98,9 @@ PORT = Range(1, 65535, integer=True)
 SERVE_PORT = Range(1024, 65535, integer=True)  # `mllib serve` binds no privileged port
 POSITIVE = Range(0, low_open=True)  # sizes, durations
 RATE = Range(0, 1e9, low_open=True)  # requests per second (10^9: no limit in practice)
+LOAD_WORKERS = Range(1, 64, integer=True)  # loadtest --workers: processes sending the load
+REPLICAS = Range(0, 1024, integer=True)  # --max-replicas (0: one per CPU core)
+PERCENT = Range(0, 100, low_open=True)  # --canary, --ab: a share of requests or callers
 BURST = Range(1, 1e9)  # requests a key may send at once
 NON_NEGATIVE = Range(0)
 INT_PARAM = Range(INT64_MIN, INT64_MAX, integer=True)

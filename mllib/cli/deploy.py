@@ -9,10 +9,10 @@ import typer
 from typer.core import TyperGroup
 
 from mllib.cli import completion, output
-from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
+from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context, parse_duration
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
-from mllib.ranges import COUNT, Range
+from mllib.ranges import COUNT, PERCENT, REPLICAS, Range
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
 WINDOW = Range(0, 3600, low_open=True)  # deploy status waits this long
@@ -83,14 +83,88 @@ def ship(
         str | None,
         typer.Option("--reason", help="Why (recorded in the audit log).", show_default=False),
     ] = None,
+    min_replicas: Annotated[
+        int | None,
+        number_option(
+            "--min-replicas",
+            COUNT,
+            help="Replicas it never goes below ([serve] min_replicas).",
+            show_default=False,
+        ),
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        number_option(
+            "--max-replicas",
+            REPLICAS,
+            help="Replicas it may scale up to ([serve] max_replicas; 0: one per CPU core).",
+            show_default=False,
+        ),
+    ] = None,
+    canary: Annotated[
+        float | None,
+        number_option(
+            "--canary",
+            PERCENT,
+            metavar="PCT",
+            help="Run it beside the live version for PCT% of requests (then `deploy promote`).",
+            show_default=False,
+        ),
+    ] = None,
+    ab: Annotated[
+        float | None,
+        number_option(
+            "--ab",
+            PERCENT,
+            metavar="PCT",
+            help="An A/B test: PCT% of callers, each always on the same side (--sticky-by).",
+            show_default=False,
+        ),
+    ] = None,
+    sticky_by: Annotated[
+        str | None,
+        typer.Option(
+            "--sticky-by",
+            metavar="key|header:NAME",
+            help="What keeps a caller on one side of an A/B test: its API key (default) or a header.",
+            show_default=False,
+        ),
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Copy requests to it ([rollout] shadow_percent): answers compared, not returned.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC or a run id to staging or prod."""
     from mllib.serving.control.deploy import deploy
+    from mllib.serving.control.rollout import Strategy
 
     ctx = deploy_context()
-    outcome = deploy(ctx, ref, env, best=best, force=force, reason=reason, progress=_say)
+    strategy = Strategy.of(
+        canary=canary,
+        ab=ab,
+        sticky_by=sticky_by,
+        shadow=ctx.settings.rollout.shadow_percent if shadow else None,
+    )
+    outcome = deploy(
+        ctx,
+        ref,
+        env,
+        best=best,
+        force=force,
+        reason=reason,
+        progress=_say,
+        strategy=strategy,
+        replicas=(min_replicas, max_replicas),
+    )
     dep = outcome.deployment
     console = output.err()
+    if outcome.candidate is not None:
+        _print_candidate(console, outcome.candidate, dep, env)
+        return
     if outcome.noop:
         console.print(
             f"Refused as a no-op: {dep.label} (the same model and code) is already live on {env} "
@@ -104,6 +178,65 @@ def ship(
         console.print("  Next: mllib loadtest --env staging, then mllib deploy ... --env prod")
     else:
         console.print("  Requests need a key: mllib keys create --env prod")
+
+
+def _print_candidate(console, candidate: dict, stable, env: str) -> None:
+    servable = candidate["spec"]["servable"]
+    label = f"{servable['model']} v{servable['version']}"
+    if candidate["mode"] == "shadow":
+        what = (
+            f"gets a copy of {candidate['weight']:g}% of requests (answers compared, not returned)"
+        )
+    elif candidate["mode"] == "ab":
+        what = f"serves {candidate['weight']:g}% of callers, sticky by {candidate['sticky_by']}"
+    else:
+        what = f"serves {candidate['weight']:g}% of requests"
+    console.print(
+        styled("[green]✔[/] {} {} on [bold]{}[/], beside {}", label, what, env, stable.label)
+    )
+    console.print(
+        f"  Watch: mllib deploy status --env {env} · then: mllib deploy promote --env {env}"
+        f" (or rollback)"
+    )
+
+
+@app.command()
+def promote(
+    env: EnvOpt,
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            "--steps",
+            help="Percent of requests at each step, e.g. 10,50,100 ([rollout] promote_steps).",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[
+        str | None,
+        typer.Option(
+            "--interval",
+            help="Time between steps: 30s, 5m, 1h ([rollout] promote_interval_s).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Move the canary (or A/B, or shadow) of an environment to 100% of requests, in steps."""
+    from mllib.serving.control.promote import promote as do_promote
+
+    seconds = None if interval is None else parse_duration(interval, "--interval")
+    answer = do_promote(deploy_context(), env, steps=steps, interval_s=seconds)
+    console = output.err()
+    label = f"{answer['model']} v{answer['version']}"
+    left = ", ".join(f"{s:g}%" for s in answer["steps_left"])
+    if answer["steps_left"] == [100.0] or not answer["steps_left"]:
+        left = "100%"
+    weight = f"{answer['weight']:g}%"
+    console.print(
+        styled("[green]✔[/] {} takes {} of requests on {}; next: {}", label, weight, env, left)
+    )
+    console.print(
+        "  Steps wait while it looks worse than stable; `mllib deploy status` shows where it is."
+    )
 
 
 @app.command()
@@ -135,14 +268,26 @@ def rollback(
         str | None, typer.Option("--reason", help="Why (audited).", show_default=False)
     ] = None,
 ) -> None:
-    """Put back the version that was live before the current one (on prod: the cooldown doubles)."""
+    """Take a canary, A/B test or shadow down at once; else put back the version that was live
+    before the current one. On prod, the cooldown doubles."""
     from mllib.serving.clock import human_duration
     from mllib.serving.control.deploy import rollback as do_rollback
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
     dep = outcome.deployment
-    console.print(styled("[green]✔[/] Rolled {} back to {} at {}", env, dep.label, dep.url))
+    if outcome.rolled_back:
+        console.print(
+            styled(
+                "[green]✔[/] Took {} down on {}: {} serves every request at {}",
+                outcome.rolled_back,
+                env,
+                dep.label,
+                dep.url,
+            )
+        )
+    else:
+        console.print(styled("[green]✔[/] Rolled {} back to {} at {}", env, dep.label, dep.url))
     if outcome.cooldown_s:
         console.print(
             f"  Your next prod deploy of {outcome.deployment.model} waits {human_duration(outcome.cooldown_s)}."

@@ -12,33 +12,46 @@ from rich.text import Text
 
 from mllib.cli import output
 
-COLUMNS = ("ENV", "STATE", "MODEL", "URL", "WORKERS", "REQ/S", "P50", "P99", "ERRORS", "SINCE")
+COLUMNS = ("ENV", "STATE", "MODEL", "URL", "REPLICAS", "REQ/S", "P50", "P99", "ERRORS", "SINCE")
 INDENT = 9  # the environment's name, then what it runs
 STATE_STYLE = {"live": "green", "starting": "cyan", "failed": "red", "crashed": "red"}
 
 
 def print_status(rows: list[dict[str, Any]], console: Console) -> None:
-    """Print `deploy status` rows (as `mllib.serving.control.status.status` returns them)."""
+    """Print `deploy status` rows (as `mllib.serving.control.status.status` returns them); a
+    rollout's variants, each with its figures, on lines of their own."""
     table = _table(rows)
     unbounded = console.options.update_width(10_000)
-    if Measurement.get(console, unbounded, table).maximum <= console.width:
+    rollout = any(len(row.get("variants") or []) > 1 for row in rows)
+    if not rollout and Measurement.get(console, unbounded, table).maximum <= console.width:
         console.print(table)
         return
     for row in rows:
         console.print(_lines(row))
 
 
+def _replicas(row: dict[str, Any]) -> str:
+    """`2 (inline)`: ready replicas of stable; with a rollout, `+ 1 canary v4 (10%)`."""
+    ready = [r for r in row.get("replicas") or [] if r["state"] == "ready"]
+    count = sum(1 for r in ready if r["variant"] == "stable") if ready else row.get("workers")
+    if not count:
+        return "-"
+    text = f"{count} ({row['inference']})" if row.get("inference") else str(count)
+    for variant in row.get("variants") or []:
+        if variant["name"] != "stable":
+            share = f"{variant['weight']:g}%"
+            text += f" + {variant['replicas']} {variant['name']} v{variant['version']} ({share})"
+    return text
+
+
 def _fields(row: dict[str, Any]) -> dict[str, str]:
     stats = row.get("stats") or {}
-    workers = row.get("workers")
-    if workers and row.get("inference"):
-        workers = f"{workers} ({row['inference']})"
     return {
         "ENV": row["env"],
         "STATE": row["state"],
         "MODEL": f"{row['model']} v{row['version']}" if row.get("model") else "-",
         "URL": row.get("url") or "-",
-        "WORKERS": str(workers or "-"),
+        "REPLICAS": _replicas(row),
         "REQ/S": _num(stats.get("rps"), "{:.1f}"),
         "P50": _num(stats.get("p50_ms"), "{:.1f}ms"),
         "P99": _num(stats.get("p99_ms"), "{:.1f}ms"),
@@ -62,10 +75,20 @@ def _lines(row: dict[str, Any]) -> Text:
     text = Text.assemble((f"{f['ENV']:<{INDENT}}", "bold"), _state(f["STATE"]))
     if row.get("model"):
         text.append(f"  {f['MODEL']}  {f['URL']}")
-        text.append(f"\n{indent}workers {f['WORKERS']} · since {f['SINCE']}")
+        text.append(f"\n{indent}replicas {f['REPLICAS']} · since {f['SINCE']}")
     if row.get("stats"):
         text.append(
             f"\n{indent}{f['REQ/S']} req/s · p50 {f['P50']} · p99 {f['P99']} · errors {f['ERRORS']}"
+        )
+    variants = row.get("variants") or []
+    for variant in variants if len(variants) > 1 else []:
+        stats = variant.get("stats") or {}
+        failing = f" · failing: {variant['failing']}" if variant.get("failing") else ""
+        text.append(
+            f"\n{indent}{variant['name']} v{variant['version']} {variant['weight']:g}%: "
+            f"{_num(stats.get('rps'), '{:.1f}')} req/s · p50 {_num(stats.get('p50_ms'), '{:.1f}ms')}"
+            f" · p99 {_num(stats.get('p99_ms'), '{:.1f}ms')}"
+            f" · errors {_num(stats.get('error_rate'), '{:.2%}')}{failing}"
         )
     return text
 

@@ -41,6 +41,13 @@ def create(
     name: Annotated[
         str | None, typer.Option("--name", help="What the key is for.", show_default=False)
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="It may choose a rollout's variant with the X-Mllib-Variant header (debugging).",
+        ),
+    ] = False,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
     from mllib.serving.control.keys import create_key
@@ -55,10 +62,14 @@ def create(
         rps=rps,
         burst=burst,
         name=name,
+        admin=admin,
+        admins=ctx.settings.deploy.admins,
     )
+    kind = "admin key" if admin else "key"
     output.err().print(
         styled(
-            "Created key [bold]{}[/] for {}: {} requests/s, bursts of {}.",
+            "Created {} [bold]{}[/] for {}: {} requests/s, bursts of {}.",
+            kind,
             key.id,
             env,
             f"{key.rps:g}",
@@ -97,7 +108,7 @@ def list_(
             r["name"] or "",
             f"{r['rps']:g}",
             f"{r['burst']:g}",
-            r["state"],
+            r["state"] + (" (admin)" if r["admin"] else ""),
             output.fmt_time(r["created_at"]),
             r["created_by"] or "",
             f"{r['flags']}× (last {output.fmt_time(r['flagged_at'])})" if r["flagged_at"] else "",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 
 from mllib import terminal
 from mllib.cli import completion, output
-from mllib.cli.deploy_args import deploy_context
+from mllib.cli.deploy_args import deploy_context, parse_duration
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import COUNT, POSITIVE, RATE
@@ -23,11 +22,10 @@ def loadtest(
         ),
     ],
     duration: Annotated[
-        float | None,
-        number_option(
+        str | None,
+        typer.Option(
             "--duration",
-            POSITIVE,
-            help="Seconds (default: [loadtest] duration_s).",
+            help="How long: 30, 30s, 2m (default: [loadtest] duration_s).",
             show_default=False,
         ),
     ] = None,
@@ -41,12 +39,28 @@ def loadtest(
             show_default=False,
         ),
     ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            metavar="RPS|FROM:TO",
+            help="Send at this rate, or along a ramp (50:1500), whatever the answers (in flight "
+            "capped at [loadtest] max_concurrency).",
+            show_default=False,
+        ),
+    ] = None,
     rps: Annotated[
         float | None,
         number_option(
-            "--rps",
-            RATE,
-            help="Send at this rate instead (in flight capped at [loadtest] max_concurrency).",
+            "--rps", RATE, help="The same as --rate RPS.", show_default=False, hidden=True
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        number_option(
+            "--workers",
+            COUNT,
+            help="Processes sending the load (default: one per CPU core).",
             show_default=False,
         ),
     ] = None,
@@ -77,15 +91,18 @@ def loadtest(
     from mllib.serving.control.loadtest import loadtest as run_loadtest
 
     ctx = deploy_context()
+    seconds = None if duration is None else parse_duration(duration, "--duration", POSITIVE)
     with _Progress() as progress:
         result = run_loadtest(
             ctx,
             env,
-            duration_s=duration,
+            duration_s=seconds,
             concurrency=concurrency,
             rps=rps,
+            rate=rate,
             input_text=input_,
             key=key,
+            workers=workers,
             on_tick=progress.update,
         )
     if json_:
@@ -115,9 +132,9 @@ class _Progress:
             self.task = self.bar.add_task("", total=1.0, detail="")
         return self
 
-    def update(self, tally, duration: float) -> None:
-        elapsed = min(time.perf_counter() - tally.started, duration)
-        detail = f"{tally.requests:,} requests, {tally.errors:,} errors"
+    def update(self, answered: int, elapsed: float, duration: float) -> None:
+        elapsed = min(elapsed, duration)
+        detail = f"{answered:,} requests"
         if self.bar is not None:
             self.bar.update(self.task, completed=elapsed / duration, detail=detail)
         elif elapsed - self.last >= 1.0 or elapsed >= duration:
@@ -141,20 +158,56 @@ def report(result) -> None:
             result.env,
         )
     )
-    mode = (
-        f"{result.target_rps:g} req/s target"
-        if result.mode == "rps"
-        else f"concurrency {result.concurrency}"
-    )
-    console.print(f"  {result.requests:,} requests in {result.duration_s:.1f}s ({mode})")
-    console.print(f"  throughput  {result.rps:,.1f} req/s")
-    fmt = lambda v: "-" if v is None else f"{v:.1f}ms"  # noqa: E731
+    if result.mode == "ramp":
+        mode = f"{result.rate_from:g} → {result.target_rps:g} req/s ramp"
+    elif result.mode == "rps":
+        mode = f"{result.target_rps:g} req/s target"
+    else:
+        mode = f"concurrency {result.concurrency}"
+    client = result.client
     console.print(
-        f"  latency     p50 {fmt(result.p50_ms)}  p95 {fmt(result.p95_ms)}  p99 {fmt(result.p99_ms)}  max {fmt(result.max_ms)}"
+        f"  {result.requests:,} requests in {result.duration_s:.1f}s ({mode}; "
+        f"{client['workers']} load process(es))"
     )
+    fmt = lambda v: "-" if v is None else f"{v:.1f}ms"  # noqa: E731
+    server = result.server
+    console.print(f"  {'':<11} {'client':<44} server (its /metrics)")
+    console.print(f"  {'throughput':<11} {result.rps:,.1f} req/s")
+    client_latency = f"p50 {fmt(result.p50_ms)}  p95 {fmt(result.p95_ms)}  p99 {fmt(result.p99_ms)}"
+    server_latency = (
+        f"p50 {fmt(server.get('p50_ms'))}  p99 {fmt(server.get('p99_ms'))}"
+        if server.get("reachable")
+        else "did not answer"
+    )
+    console.print(f"  {'latency':<11} {client_latency:<44} {server_latency}", markup=False)
     statuses = "  ".join(f"{k}: {v:,}" for k, v in sorted(result.statuses.items()))
-    console.print(f"  errors      {result.error_rate:.2%}   ({statuses})")
-    console.print("  latency histogram")
+    errors = f"{result.error_rate:.2%} ({statuses})"
+    server_errors = (
+        f"{server['errors']:,} of {server['requests']:,} (5xx)" if server.get("reachable") else ""
+    )
+    console.print(f"  {'errors':<11} {errors:<44} {server_errors}", markup=False)
+    if result.skipped:
+        console.print(
+            styled(
+                "  [yellow]{} arrivals were not sent:[/] every allowed connection was busy ({})",
+                f"{result.skipped:,}",
+                "[loadtest] max_concurrency",
+            )
+        )
+    if client["bound"]:
+        why = (
+            f"its {client['workers']} process(es) used {client['cpu_share']:.0%} of their CPU"
+            if client["cpu_share"] >= 0.85
+            else f"the machine's CPUs were {client['host_cpu_percent']:.0f}% busy"
+        )
+        console.print(
+            styled(
+                "  [yellow]The client was CPU-bound[/] ({}): its latencies include its own "
+                "delays; the verdict uses the server's figures.",
+                why,
+            )
+        )
+    console.print("  latency histogram (client)")
     peak = max((count for _, count in result.histogram), default=0) or 1
     for bound, count in result.histogram:
         if not count:
@@ -164,4 +217,4 @@ def report(result) -> None:
             f"    {label} {'█' * max(1, round(30 * count / peak)):<30} {count:,}", markup=False
         )
     for check in result.failed_checks:
-        console.print(styled("  [red]✘[/] {}", check))
+        console.print(styled("  [red]✘[/] {} ({}'s figures)", check, result.judged_on))

@@ -7,6 +7,8 @@ How a server's processes write them is server/logwriter.py; this module is what 
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +18,8 @@ from typing import Any
 import orjson
 
 JSON, TEXT = "json", "text"
+# Loggers of the libraries a server runs on, routed to the same handler as ours.
+LIBRARY_LOGGERS = ("litserve", "uvicorn", "uvicorn.error", "mllib")
 
 _second = (-1, "")  # the last whole second formatted, and its text (one tuple: thread-safe)
 
@@ -80,3 +84,46 @@ def follow(path: Path, *, follow: bool, alive: Any = None, poll_s: float = 0.2) 
                 yield pending
             return
         time.sleep(poll_s)
+
+
+class LineFormatter(logging.Formatter):
+    """Python logging records as our JSON (or text) lines."""
+
+    def __init__(self, fmt: str, static: dict[str, Any]) -> None:
+        super().__init__()
+        self.fmt = fmt
+        self.static = static
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", "log"),
+            "logger": record.name,
+            "pid": record.process,
+            **self.static,
+            "message": record.getMessage(),
+        }
+        for key in ("error_id", "worker", "request_ids", "key_id", "replica", "variant"):
+            if hasattr(record, key):
+                fields[key] = getattr(record, key)
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
+        if hasattr(record, "traceback"):
+            fields["traceback"] = record.traceback
+        if self.fmt == JSON:
+            return orjson.dumps(fields).decode()
+        return text_line(fields)
+
+
+def configure(fmt: str, static: dict[str, Any], level: int = logging.INFO) -> None:
+    """Send mllib's, LitServe's and uvicorn's log records to stderr as our lines (in this process)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter(fmt, static))
+    for name in LIBRARY_LOGGERS:
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(level)
+        log.propagate = False

@@ -134,4 +134,22 @@ def migrations() -> sqlite_utils.Migrations:
             pk=("user", "model"),
         )
 
+    @migrations(name="0002_replicas_admin_keys")
+    def replicas(db: sqlite_utils.Database) -> None:
+        db["api_keys"].add_column("admin", int, not_null_default=0)
+        db["deployments"].add_column("min_replicas", int)
+        db["deployments"].add_column("max_replicas", int)
+
+    @migrations(name="0003_loadtests_server_figures")
+    def loadtest_figures(db: sqlite_utils.Database) -> None:
+        table = db["loadtests"]
+        for column, kind in (
+            ("rate_from", float),
+            ("skipped", int),
+            ("server", str),  # JSON: the server's own requests, errors, p50/p99
+            ("client", str),  # JSON: load workers, their CPU share, whether they were the limit
+            ("judged_on", str),  # client or server
+        ):
+            table.add_column(column, kind)
+
     return migrations

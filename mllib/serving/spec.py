@@ -96,6 +96,18 @@ class ServerSpec:
     reuse_port: bool = False  # may share the port with the deployment it replaces
     listen_when_ready: bool = False  # listen only once every worker has loaded the model
     show_errors: bool = True  # put predict()'s exception message in 500 replies (not on prod)
+    # As a server of a deployment: which variant it serves; the link its processes answer
+    # forwarded requests on (process i: link.process_address(link, i)); the deployment's
+    # shared metrics folder, its routes and this server's counters (the controller's); and
+    # how many processes it may grow to.
+    variant: str = "stable"
+    replica: str = ""  # its id in the deployment
+    link: str = ""
+    link_token: str = ""
+    metrics_dir: str = ""  # shared with the deployment's other processes; "" = its own, afresh
+    routes_path: str = ""
+    counters_path: str = ""
+    max_workers: int = 0  # 0: workers
 
     @property
     def labels(self) -> dict[str, str]:
@@ -104,6 +116,7 @@ class ServerSpec:
             "env": self.env,
             "model": self.servable.model,
             "version": self.servable.version_label,
+            "variant": self.variant,
         }
 
     @property
@@ -111,15 +124,16 @@ class ServerSpec:
         return self.inference == INLINE
 
     @property
+    def ceiling(self) -> int:
+        """The most HTTP processes it may run (a deployment's controller may add some)."""
+        return max(self.max_workers, self.workers)
+
+    @property
     def url(self) -> str:
-        """Where clients reach it (a wildcard host is reached on loopback)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        write_private(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> ServerSpec:
@@ -130,6 +144,24 @@ class ServerSpec:
             keys=KeyCheck(**keys) if keys else None,
             **fields,
         )
+
+
+def http_url(host: str, port: int) -> str:
+    """Where clients reach a server bound to `host` (a wildcard host is reached on loopback)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` whole (temp file, renamed), readable by this user only: specs
+    carry link tokens."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def http_processes(inference: str, workers: int, api_servers: int) -> int:

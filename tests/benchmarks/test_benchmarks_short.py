@@ -60,7 +60,8 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
             pytest.fail("CI=true and wrk is not installed (scripts/test.sh installs it)")
         pytest.skip("wrk is not installed: apt-get install wrk (with CI=true this fails instead)")
     result = _run("serving.py", "--duration", "1", "--rounds", "1", "--processes", "1")
-    for server in ("bare_litserve", "mllib_worker", "mllib_inline_1"):
+    rows = ("bare_litserve", "mllib_worker", "mllib_inline_1", "mllib_default")
+    for server in (*rows, "mllib_default_plain", "loadtest_default"):
         for row in (result[server]["c8"], result[server]["c64"]):
             assert row["rps"] > 0 and row["requests"] > 0
             assert row["non_2xx"] == 0 and row["socket_errors"] == 0
@@ -68,10 +69,15 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
         assert result[mode]["c64"]["connections"] == 64
         requests = result[mode]["c8"]["requests"] + result[mode]["c64"]["requests"]
         assert result[mode]["log_lines"] >= requests  # one JSON line per request, at least
+    defaults = result["mllib_default"]["label"]
+    assert defaults.startswith("mllib prod, defaults (1..")
     assert set(result["ratios"]) == {
-        "mllib prod, inline, 1 process(es) / bare LitServe, 1+1 processes",
+        f"{defaults} / bare LitServe, 1+1 processes",
+        "mllib loadtest / wrk, c=8",
+        "mllib loadtest / wrk, c=64",
+        "mllib prod, inline, 1 replica(s) / bare LitServe, 1+1 processes",
         "mllib prod, worker, 1+1 processes / bare LitServe, 1+1 processes",
-        "mllib prod, inline, 1 process(es) / mllib prod, worker, 1+1 processes",
+        "mllib prod, inline, 1 replica(s) / mllib prod, worker, 1+1 processes",
     }
 
 

@@ -251,6 +251,19 @@ def deploy_logs(w: World) -> None:
     check(logs, shows=True, logs=True)
 
 
+def deploy_promote(w: World) -> None:
+    """A canary of the other run beside the live one (its label, the odd model name, printed by
+    `deploy` and by `deploy status`), promoted to every request at once."""
+    _deployed(w)
+    canary = w.mllib("deploy", w.runs[-2], "--env", "staging", "--canary", "50", timeout=240)
+    check(canary, shows=True)
+    check(w.mllib("deploy", "status", "--env", "staging"), shows=True)
+    promoted = w.mllib(
+        "deploy", "promote", "--env", "staging", "--steps", "100", "--interval", "0", timeout=240
+    )
+    check(promoted, shows=True)
+
+
 def deploy_history(w: World) -> None:
     _deployed(w)
     forced = w.mllib(
@@ -391,6 +404,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "deploy status": deploy_status,
     "deploy logs": deploy_logs,
     "loadtest": loadtest,
+    "deploy promote": deploy_promote,
     "deploy history": deploy_history,
     "deploy rollback": deploy_rollback,
     "deploy stop": deploy_stop,

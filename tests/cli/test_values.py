@@ -18,6 +18,7 @@ NEEDS = {
     "serve": ["model.py"],
     "loadtest": ["--env", "staging"],
     "runs list": [],
+    "deploy ship": ["m:1", "--env", "staging"],
     "deploy status": [],
     "deploy history": [],
     "keys create": ["--env", "staging"],
@@ -90,6 +91,35 @@ def test_a_number_outside_its_range_is_a_usage_error_recording_nothing(
         assert "Traceback" not in result.output
     assert table_counts(model_project) == before
     assert not (model_project.root / ".mllib" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["loadtest", "--rate", "nan"], "--rate got 'nan': allowed is a number greater than 0"),
+        (["loadtest", "--rate", "50:inf"], "--rate got 'inf': allowed is"),
+        (["loadtest", "--rate", "-inf:50"], "--rate got '-inf': allowed is"),
+        (["loadtest", "--duration", "nan"], "--duration got 'nan': allowed is a number greater"),
+        (["loadtest", "--duration", "infs"], "--duration got 'infs': allowed is"),
+        (["loadtest", "--duration", "1e308h"], "--duration got '1e308h': allowed is"),
+        (["loadtest", "--duration", "0"], "--duration got '0': allowed is"),
+        (["deploy", "promote", "--interval", "nanm"], "--interval got 'nanm': allowed is"),
+        (["deploy", "promote", "--interval", "-1s"], "--interval got '-1s': allowed is"),
+        (["deploy", "promote", "--steps", "10,nan"], "--steps must rise from above 0 to 100"),
+        (["deploy", "promote", "--steps", "inf"], "--steps must rise from above 0 to 100"),
+    ],
+)
+def test_durations_rates_and_steps_refuse_nan_and_infinities(
+    model_project: Project, args: list[str], message: str
+):
+    """The options parsed from text (`30s`, `50:1500`, `10,50,100`) go through mllib.ranges too:
+    NaN and infinities are usage errors, never a load test or promotion that runs forever."""
+    assert model_project.mllib("runs", "list").returncode == 0
+    before = table_counts(model_project)
+    result = model_project.mllib(*args, "--env", "staging")
+    assert result.returncode == 2, (args, result.output)
+    assert message in result.stderr and "Traceback" not in result.output
+    assert table_counts(model_project) == before
 
 
 def test_the_range_is_in_the_help(model_project: Project):

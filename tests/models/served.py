@@ -1,5 +1,7 @@
 """A model for serving tests: numpy and pandas results, and requests that make predict fail,
-return something JSON cannot hold, sleep, or kill its worker. Loading it can be slowed or broken."""
+return something JSON cannot hold, sleep, or kill its worker. Loading it can be slowed or broken,
+and its latency raised while it serves: with `delay_file`, each prediction first sleeps for the
+number of seconds that file holds (written by the test, read on every request)."""
 
 import os
 import time
@@ -16,6 +18,7 @@ class Served:
         self.bias = mllib.Param(0.0)
         self.load_delay = mllib.Param(0.0)
         self.broken = mllib.Param(False)
+        self.delay_file = mllib.Param("")
         self.weights = None
 
     def train(self):
@@ -34,6 +37,12 @@ class Served:
         import numpy as np
         import pandas as pd
 
+        if self.delay_file:
+            try:
+                with open(self.delay_file) as handle:
+                    time.sleep(float(handle.read() or 0))
+            except FileNotFoundError:
+                pass
         if request.get("fail"):
             raise ValueError("asked to fail")
         if request.get("opaque"):

@@ -99,13 +99,13 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
     assert answer.status_code == 200 and answer.json()["y"] == [7.0]
 
     narrow = cli(project, "deploy", "status", "--window", "0.2", env={"COLUMNS": "80"}).stdout
-    assert "served v2" in narrow and url in narrow and "workers 2 (inline)" in narrow
+    assert "served v2" in narrow and url in narrow and "replicas 2 (inline)" in narrow
     assert "req/s · p50" in narrow  # the live traffic of prod
     assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 80, narrow
     wide = cli(project, "deploy", "status", "--window", "0.2", env={"COLUMNS": "200"}).stdout
     header, *lines = wide.splitlines()
     assert header.split() == [
-        "ENV", "STATE", "MODEL", "URL", "WORKERS", "REQ/S", "P50", "P99", "ERRORS", "SINCE"
+        "ENV", "STATE", "MODEL", "URL", "REPLICAS", "REQ/S", "P50", "P99", "ERRORS", "SINCE"
     ]  # fmt: skip
     assert any(line.split()[:4] == ["prod", "live", "served", "v2"] for line in lines), wide
     assert "…" not in wide

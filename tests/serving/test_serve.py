@@ -67,7 +67,13 @@ def test_health_says_loading_until_every_worker_has_loaded_the_model(dev):
         timeout=60,
         what="/health to turn 200",
     )
-    assert ready.json() == {"status": "ok", "env": "dev", "model": "served", "version": "4"}
+    assert ready.json() == {
+        "status": "ok",
+        "env": "dev",
+        "model": "served",
+        "version": "4",
+        "variant": "stable",
+    }
 
 
 def test_predict_answers_numpy_and_pandas_values_as_json(dev):

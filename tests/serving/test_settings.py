@@ -8,6 +8,7 @@ import pytest
 
 from mllib.config import Config
 from mllib.errors import ConfigError
+from mllib.serving.control.judge import Rollout
 from mllib.serving.control.settings import (
     DeploySettings,
     KeySettings,
@@ -26,6 +27,7 @@ def test_the_example_file_documents_every_setting_with_its_default():
         ("deploy", DeploySettings),
         ("keys", KeySettings),
         ("loadtest", LoadtestSettings),
+        ("rollout", Rollout),
     ]:
         names = {f.name for f in dataclasses.fields(cls)}
         assert set(example[section]) == names, section
@@ -54,7 +56,9 @@ def test_overrides_are_read_and_typos_or_bad_values_are_errors():
     assert (deploy.env("staging").max_batch, deploy.env("prod").max_batch) == (8, 4)
     with pytest.raises(ConfigError, match=r"\[serve\] max_batch must be ≥ 1"):
         Settings.from_config(Config(Path("mllib.toml"), {"serve": {"max_batch": 0}}))
-    with pytest.raises(ConfigError, match=r"\[deploy.prod\] workers, api_servers and max_batch"):
+    with pytest.raises(
+        ConfigError, match=r"\[deploy.prod\] workers, api_servers, max_batch and min_replicas"
+    ):
         Settings.from_config(
             Config(Path("mllib.toml"), {"deploy": {"prod": {"max_batch": 0}}})
         ).deploy.env("prod")

@@ -9,52 +9,39 @@ keeps serving.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mllib.errors import MllibError, NotFoundError, PolicyError, UsageError
+from mllib.errors import DeployFailedError, MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
-from mllib.serving import audit
-from mllib.serving.clock import Clock, SystemClock, human_duration
+from mllib.serving.clock import human_duration
 from mllib.serving.control import policy, process, records
+from mllib.serving.control.context import DeployContext, Progress
+from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
+from mllib.serving.control.fleet import start_controller, takes_over
 from mllib.serving.control.paths import LOG_FILE, deployment_dir, serving_dir
 from mllib.serving.control.ports import port_for
 from mllib.serving.control.records import Deployment
-from mllib.serving.control.servable import from_run, materialize, resolve, server_spec
-from mllib.serving.control.settings import EnvSettings, Settings
-from mllib.serving.spec import SPEC_FILE, KeyCheck, Servable, ServerSpec, read_status
+from mllib.serving.control.rollout import Strategy, start_candidate
+from mllib.serving.control.rollout import abort as abort_candidate
+from mllib.serving.control.servable import from_run, materialize, resolve
+from mllib.serving.control.settings import EnvSettings, check_replicas
+from mllib.serving.control.specs import fleet_spec
+from mllib.serving.spec import Servable, read_status
 from mllib.workspace import Workspace
 
-Progress = Callable[[str], None]
-
-
-@dataclass
-class DeployContext:
-    """Who deploys what where, under which rules and clock (one object, passed everywhere)."""
-
-    ws: Workspace
-    settings: Settings
-    clock: Clock
-    user: str
-
-    @classmethod
-    def create(
-        cls, ws: Workspace | None = None, *, clock: Clock | None = None, user: str | None = None
-    ) -> DeployContext:
-        from mllib.identity import current_user
-
-        ws = ws or Workspace.find()
-        return cls(
-            ws,
-            Settings.from_config(ws.project.config),
-            clock or SystemClock(),
-            user or current_user(),
-        )
-
-    def audit(self, **fields) -> None:
-        audit.record(self.ws.registry, self.clock, user=self.user, **fields)
+__all__ = [
+    "DeployContext",
+    "DeployFailedError",
+    "Outcome",
+    "deploy",
+    "reconcile",
+    "rollback",
+    "stop",
+]
 
 
 @dataclass(frozen=True)
@@ -64,12 +51,8 @@ class Outcome:
     forced: list[str] | None = None  # the rules a --force overrode
     replaced: Deployment | None = None
     cooldown_s: float | None = None  # the cooldown a rollback started
-
-
-class DeployFailedError(MllibError):
-    """The new server did not become ready; the previous deployment (if any) still serves."""
-
-    exit_code = 3
+    candidate: dict | None = None  # a rollout started beside `deployment` (fleet.json's)
+    rolled_back: str | None = None  # a rollout taken down (its label)
 
 
 def deploy(
@@ -81,18 +64,44 @@ def deploy(
     force: bool = False,
     reason: str | None = None,
     progress: Progress | None = None,
+    strategy: Strategy | None = None,
+    replicas: tuple[int | None, int | None] = (None, None),
 ) -> Outcome:
     """Deploy `ref` (MODEL, MODEL:VERSION, MODEL@ALIAS or a run id; MODEL with `best`: its
-    version with the best evaluation of that metric) to `env` under the deploy rules."""
-    env_settings = ctx.settings.deploy.env(env)
+    version with the best evaluation of that metric) to `env` under the deploy rules: in
+    place of what is live, or beside it for a share of requests (`strategy`: a canary, an
+    A/B test, a shadow). `replicas`: (min, max) over the settings'."""
+    env_settings = ctx.settings.env(env)
     if force and not (reason and reason.strip()):
         raise UsageError(
             "--force needs --reason TEXT: overrides are audited with their reason",
             hint=f"For example: mllib deploy {ref} --env {env} --force --reason 'hotfix for ...'",
         )
+    low, high = replicas
+    if (low is not None and low < 1) or (high is not None and high < 0):
+        raise UsageError("--min-replicas must be at least 1 (and --max-replicas not negative)")
+    if strategy is not None and replicas != (None, None):
+        raise UsageError(
+            "--min-replicas/--max-replicas set a new deployment's replicas; a rollout runs "
+            "with those of the deployment it joins"
+        )
+    check_replicas(
+        env_settings.min_replicas if low is None else low,
+        env_settings.max_replicas if high is None else high,
+        "--min-replicas/--max-replicas",
+    )
     servable = resolve(ctx.ws, ref, best=best, notify=progress)
     with env_lock(ctx.ws, env):
-        return _deploy(ctx, servable, env_settings, force=force, reason=reason, progress=progress)
+        return _deploy(
+            ctx,
+            servable,
+            env_settings,
+            force=force,
+            reason=reason,
+            progress=progress,
+            strategy=strategy,
+            replicas=replicas,
+        )
 
 
 def _deploy(
@@ -103,6 +112,8 @@ def _deploy(
     force: bool,
     reason: str | None,
     progress: Progress | None,
+    strategy: Strategy | None,
+    replicas: tuple[int | None, int | None],
 ) -> Outcome:
     env = env_settings.name
     reconcile(ctx.ws)
@@ -135,6 +146,27 @@ def _deploy(
             forced = [r.rule for r in refusals]
         else:
             policy.draw(ctx.ws.registry, ctx.clock, ctx.settings.deploy, ctx.user)
+    if strategy is not None:
+        say = progress or (lambda message: None)
+        try:
+            candidate = start_candidate(ctx, servable, env_settings, current, strategy, say=say)
+        except MllibError as exc:
+            ctx.audit(action="deploy", result="failed", reason=exc.message, **common)
+            raise
+        detail = {"mode": strategy.mode, "percent": strategy.percent}
+        if strategy.sticky_by:
+            detail["sticky_by"] = strategy.sticky_by
+        if forced:
+            detail["overrode"] = forced  # type: ignore[assignment]
+        ctx.audit(
+            action="deploy",
+            result="forced" if forced is not None else "ok",
+            reason=reason,
+            detail=detail,
+            deployment_id=current.id if current else None,
+            **common,
+        )
+        return Outcome(current, forced=forced, candidate=candidate)  # type: ignore[arg-type]
     return _roll_out(
         ctx,
         servable,
@@ -144,6 +176,7 @@ def _deploy(
         forced=forced,
         reason=reason,
         progress=progress,
+        replicas=replicas,
     )
 
 
@@ -169,7 +202,7 @@ def rollback(
 ) -> Outcome:
     """Put back the artifact that was live on `env` before the current one. Never refused, but on
     prod it is a strike: the user's cooldown for this model doubles."""
-    env_settings = ctx.settings.deploy.env(env)
+    env_settings = ctx.settings.env(env)
     with env_lock(ctx.ws, env):
         return _rollback(ctx, env_settings, reason=reason, progress=progress)
 
@@ -182,6 +215,21 @@ def _rollback(
     current = records.live(ctx.ws.registry, env)
     if current is None:
         raise NotFoundError(f"Nothing is live on {env}, so there is nothing to roll back")
+    taken_down = abort_candidate(ctx, env, reason=reason)
+    if taken_down is not None:  # a rollout beside stable: stable takes every request again
+        ctx.audit(
+            action="rollback",
+            result="ok",
+            env=env,
+            model=current.model,
+            version=current.version,
+            deployment_id=current.id,
+            reason=reason,
+            detail={"rolled_back": taken_down["rolled_back"]},
+        )
+        return Outcome(
+            current, cooldown_s=taken_down.get("cooldown_s"), rolled_back=taken_down["rolled_back"]
+        )
     previous = records.previous_artifact(ctx.ws.registry, env, current)
     if previous is None:
         raise NotFoundError(
@@ -211,7 +259,7 @@ def _rollback(
 
 def stop(ctx: DeployContext, env: str, *, progress: Progress | None = None) -> list[Deployment]:
     """Stop every server of `env`; returns the deployments stopped."""
-    ctx.settings.deploy.env(env)
+    ctx.settings.env(env)
     with env_lock(ctx.ws, env):
         reconcile(ctx.ws)
         running = records.running(ctx.ws.registry, env)
@@ -239,14 +287,41 @@ def _stop_all(
 
 
 def reconcile(ws: Workspace) -> None:
-    """Mark deployments whose server process is gone as crashed."""
-    from mllib.runtime.processes import is_alive
+    """Deployments whose controller is gone: a live one whose front still serves gets a new
+    controller (it takes over the running replicas); any other is marked crashed, and whatever
+    is left of it is stopped."""
+    from mllib.runtime.processes import create_time, is_alive
 
     for dep in records.running(ws.registry):
-        if dep.pid and not is_alive(dep.pid, dep.pid_ctime):
+        if not dep.pid or is_alive(dep.pid, dep.pid_ctime):
+            continue
+        with _reconcile_lock(ws):
+            dep = records.get(ws.registry, dep.id)
+            if dep.state not in records.RUNNING or is_alive(dep.pid, dep.pid_ctime):
+                continue
+            if dep.state == "live" and dep.dir and takes_over(Path(dep.dir)):
+                pid = start_controller(ws, Path(dep.dir), marker=dep.marker)
+                records.update(ws.registry, dep.id, pid=pid, pid_ctime=create_time(pid))
+                continue
             status = read_status(Path(dep.dir)) if dep.dir else {}
             error = status.get("error") or "the server process exited"
+            process.kill_all(process.members(dep.pid, dep.marker))
             records.update(ws.registry, dep.id, state="crashed", error=error, stopped_at=now())
+
+
+@contextmanager
+def _reconcile_lock(ws: Workspace) -> Iterator[None]:
+    """One command at a time restarts a controller (others wait, then see it running)."""
+    import fcntl
+
+    path = serving_dir(ws) / "locks" / "reconcile.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _prod_refusals(ctx: DeployContext, servable: Servable) -> list[policy.Refusal]:
@@ -300,7 +375,10 @@ def _roll_out(
     forced: list[str] | None,
     reason: str | None,
     progress: Progress | None,
+    replicas: tuple[int | None, int | None] = (None, None),
 ) -> Outcome:
+    """Start a new deployment of `servable` (its controller, front and replicas) beside
+    `current`, on the same port; once it answers, stop `current`."""
     say = progress or (lambda message: None)
     ws, reg = ctx.ws, ctx.ws.registry
     say(f"Preparing {servable.label} (run {servable.run_id})")
@@ -309,7 +387,7 @@ def _roll_out(
     deployment_id = records.new_deployment_id()
     folder = deployment_dir(ws, deployment_id)
     folder.mkdir(parents=True, exist_ok=True)
-    spec = _server_spec(
+    fleet = fleet_spec(
         ctx,
         servable,
         env,
@@ -317,11 +395,17 @@ def _roll_out(
         port=port,
         folder=folder,
         deployment_id=deployment_id,
-        takes_over=current is not None,  # then it listens only once it can answer
+        replicas=replicas,
     )
-    spec.write(folder / SPEC_FILE)
+    fleet.write(folder / FLEET_SPEC_FILE)
     dep = Deployment.starting(
-        spec,
+        dataclasses.replace(
+            fleet.stable,
+            host=env.host,
+            port=port,
+            state_dir=str(folder),
+            deployment=deployment_id,
+        ),
         action=action,
         user=ctx.user,
         log_path=str(folder / LOG_FILE),
@@ -329,20 +413,18 @@ def _roll_out(
         reason=reason,
         previous=current,
     )
+    dep.min_replicas, dep.max_replicas = fleet.scaling.min_replicas, fleet.scaling.ceiling
     records.insert(reg, dep)
     common = dict(
         env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
     )
-    say(f"Starting {env.workers} {env.inference} worker(s) on port {port}")
+    say(
+        f"Starting {fleet.scaling.min_replicas} replica(s) of {env.workers} {env.inference} "
+        f"process(es) behind port {port} (up to {fleet.scaling.ceiling} replicas)"
+    )
+    pid = start_controller(ws, folder, marker=dep.id)
     from mllib.runtime.processes import create_time
 
-    pid = process.start(
-        folder / SPEC_FILE,
-        folder / LOG_FILE,
-        cwd=ws.project.root,
-        env=ws.project.env_under_shell("local"),
-        marker=dep.id,
-    )
     records.update(reg, dep.id, pid=pid, pid_ctime=create_time(pid))
     try:
         error = _wait_ready(folder, pid, ctx.settings.deploy.ready_timeout_s)
@@ -371,42 +453,6 @@ def _roll_out(
     detail = {"overrode": forced} if forced else None
     ctx.audit(action=action, result=result, reason=reason, detail=detail, **common)
     return Outcome(records.get(reg, dep.id), forced=forced, replaced=current)
-
-
-def _server_spec(
-    ctx: DeployContext,
-    servable: Servable,
-    env: EnvSettings,
-    bundle: Path,
-    *,
-    port: int,
-    folder: Path,
-    deployment_id: str,
-    takes_over: bool,
-) -> ServerSpec:
-    """The spec of a deployment's server: [deploy.ENV]'s processes, keys where required, the
-    port shared with the deployment it replaces (listening only once it can answer)."""
-    keys = ctx.settings.keys
-    return server_spec(
-        servable,
-        bundle,
-        ctx.settings.serve,
-        inference=env.inference,
-        workers=env.workers,
-        api_servers=env.api_servers,
-        env=env.name,
-        state_dir=str(folder),
-        deployment=deployment_id,
-        host=env.host,
-        port=port,
-        max_batch=env.max_batch,
-        keys=KeyCheck(str(ctx.ws.project.registry_path), keys.refresh_s, keys.flag_interval_s)
-        if env.require_keys
-        else None,
-        reuse_port=True,
-        listen_when_ready=takes_over,
-        show_errors=env.name != "prod",
-    )
 
 
 def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:
@@ -443,5 +489,5 @@ def _stop_server(
     ctx: DeployContext, dep: Deployment, *, state: str, replaced_by: str | None = None
 ) -> None:
     if dep.pid:
-        process.stop(dep.pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+        process.stop(dep.pid, marker=dep.marker, grace_s=ctx.settings.deploy.stop_grace_s)
     records.update(ctx.ws.registry, dep.id, state=state, stopped_at=now(), replaced_by=replaced_by)

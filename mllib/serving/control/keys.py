@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import NotFoundError, PolicyError, UsageError
 from mllib.registry.db import Registry
 from mllib.serving import audit
 from mllib.serving.apikeys import PREFIX, hash_secret
@@ -37,8 +37,17 @@ def create_key(
     rps: float | None = None,
     burst: float | None = None,
     name: str | None = None,
+    admin: bool = False,
+    admins: list[str] | None = None,
 ) -> NewKey:
-    """Make a key for `env`; the returned token is the only time its secret exists in clear."""
+    """Make a key for `env`; the returned token is the only time its secret exists in clear.
+    An admin key may also force a rollout's variant (X-Mllib-Variant); when `admins` ([deploy]
+    admins) names anyone, only they may make one."""
+    if admin and admins and user not in admins:
+        raise PolicyError(
+            f"Refused: only {', '.join(admins)} may create admin keys",
+            hint="[deploy] admins in mllib.toml lists them.",
+        )
     if env not in ENVS:
         raise UsageError(f"Unknown environment {env!r}", hint="Choose --env staging or --env prod.")
     from mllib.ranges import BURST, RATE
@@ -63,6 +72,7 @@ def create_key(
                 "created_at": iso(clock.time()),
                 "created_by": user,
                 "flags": 0,
+                "admin": int(admin),
             }
         )
         audit.record(
@@ -73,7 +83,7 @@ def create_key(
             result="ok",
             env=env,
             key_id=key_id,
-            detail={"rps": rate, "burst": size, "name": name},
+            detail={"rps": rate, "burst": size, "name": name, "admin": admin or None},
         )
     return NewKey(key_id, env, f"{PREFIX}_{key_id}_{secret}", float(rate), float(size))
 
@@ -81,8 +91,8 @@ def create_key(
 def list_keys(reg: Registry, env: str | None = None) -> list[dict[str, Any]]:
     """Keys (never their hashes), newest first."""
     sql = (
-        "SELECT id, env, name, rps, burst, created_at, created_by, revoked_at, revoked_by,"
-        " flagged_at, flags FROM api_keys"
+        "SELECT id, env, name, rps, burst, admin, created_at, created_by, revoked_at,"
+        " revoked_by, flagged_at, flags FROM api_keys"
     )
     args: tuple = ()
     if env:
@@ -91,6 +101,7 @@ def list_keys(reg: Registry, env: str | None = None) -> list[dict[str, Any]]:
     rows = reg.query(sql + " ORDER BY created_at DESC", args)
     for row in rows:
         row["state"] = "revoked" if row["revoked_at"] else "active"
+        row["admin"] = bool(row["admin"])
     return rows
 
 

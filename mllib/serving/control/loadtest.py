@@ -1,19 +1,20 @@
 """`mllib loadtest --env staging`: the supported way to load-test, never against prod.
 
-Drives bounded load with an async HTTP client, either a fixed number of requests in flight
-(`--concurrency`) or a fixed arrival rate (`--rps`, with in-flight requests capped), for a fixed
-time; measures every request; says whether the deployment passed ([loadtest] pass_* settings);
-stores the result in the registry, where `mllib deploy --env prod` looks for it.
+Drives bounded load from several processes (loadgen.py): a fixed number of requests in flight
+(`--concurrency`), or requests leaving at a fixed rate or along a ramp whatever the answers
+(`--rate 500`, `--rate 50:1500`: an open model, in flight capped). It measures every request,
+and reads the deployment's own /metrics before and after, so the server's p50/p99 and errors
+stand beside the client's. When the client could not keep up (its processes used nearly all
+their CPU, or the machine's CPUs were saturated) it says so, and the verdict uses the server's
+figures, which the client's own delays cannot inflate. It says whether the deployment passed
+([loadtest] pass_* settings) and stores the result, where `mllib deploy --env prod` looks for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
-import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,43 +22,14 @@ from typing import Any
 from mllib.errors import NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import now
 from mllib.serving.clock import iso
-from mllib.serving.control import records
+from mllib.serving.control import loadgen, records
 from mllib.serving.control.deploy import DeployContext, reconcile
+from mllib.serving.control.scrape import Totals, quantile, scrape
 from mllib.serving.control.settings import LoadtestSettings
 
 HISTOGRAM_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.inf)
-
-
-@dataclass
-class Tally:
-    """What came back so far."""
-
-    started: float
-    latencies: list[float] = field(default_factory=list)  # seconds, successful or not
-    statuses: Counter = field(default_factory=Counter)  # "200", "429", "error:ConnectError", ...
-    errors: int = 0
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies)
-
-    def add(self, seconds: float, status: str, ok: bool) -> None:
-        self.latencies.append(seconds)
-        self.statuses[status] += 1
-        if not ok:
-            self.errors += 1
-
-
-@dataclass(frozen=True)
-class Plan:
-    env: str
-    url: str
-    body: bytes
-    duration_s: float
-    concurrency: int
-    rps: float | None
-    timeout_s: float
-    headers: dict[str, str]
+BOUND_SHARE = 0.85  # the client's processes used this much of their CPU: it was the limit
+HOST_SATURATED = 95.0  # percent of the machine's CPUs busy: client and server competed
 
 
 @dataclass
@@ -67,7 +39,7 @@ class Result:
     deployment_id: str
     model: str
     version: int | None
-    mode: str
+    mode: str  # concurrency, rps (a fixed rate) or ramp
     concurrency: int
     target_rps: float | None
     duration_s: float
@@ -83,6 +55,11 @@ class Result:
     failed_checks: list[str]
     statuses: dict[str, int]
     histogram: list[list[float | None]]  # [upper bound ms (None: above the last), count]
+    rate_from: float | None = None
+    skipped: int = 0  # open model: arrivals not sent, every connection being busy
+    server: dict[str, Any] = field(default_factory=dict)  # the server's own figures
+    client: dict[str, Any] = field(default_factory=dict)  # workers, CPU, bound
+    judged_on: str = "client"  # whose figures the verdict used: client or server
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +73,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def histogram(latencies_s: list[float]) -> list[list[float]]:
+def histogram(latencies_s: Any) -> list[list[float]]:
     counts = [0] * len(HISTOGRAM_MS)
     for value in latencies_s:
         ms = value * 1000
@@ -107,118 +84,62 @@ def histogram(latencies_s: list[float]) -> list[list[float]]:
     return [[None if math.isinf(b) else b, n] for b, n in zip(HISTOGRAM_MS, counts, strict=True)]
 
 
-def checks(result: Result, settings: LoadtestSettings) -> list[str]:
-    """What kept the load test from passing ([] when it passed)."""
+def checks(figures: dict[str, Any], settings: LoadtestSettings) -> list[str]:
+    """What kept the load test from passing ([] when it passed), on the figures given (the
+    client's, or the server's: requests, error_rate, p99_ms)."""
     failed = []
-    if result.requests < settings.pass_min_requests:
-        failed.append(f"{result.requests} requests < {settings.pass_min_requests} needed")
-    if result.error_rate > settings.pass_max_error_rate:
-        failed.append(f"error rate {result.error_rate:.2%} > {settings.pass_max_error_rate:.2%}")
-    if result.p99_ms is None or result.p99_ms > settings.pass_max_p99_ms:
-        shown = "n/a" if result.p99_ms is None else f"{result.p99_ms:.1f}ms"
+    requests, error_rate, p99 = figures["requests"], figures["error_rate"], figures["p99_ms"]
+    if requests < settings.pass_min_requests:
+        failed.append(f"{requests} requests < {settings.pass_min_requests} needed")
+    if error_rate is None or error_rate > settings.pass_max_error_rate:
+        shown = "n/a" if error_rate is None else f"{error_rate:.2%}"
+        failed.append(f"error rate {shown} > {settings.pass_max_error_rate:.2%}")
+    if p99 is None or p99 > settings.pass_max_p99_ms:
+        shown = "n/a" if p99 is None else f"{p99:.1f}ms"
         failed.append(f"p99 {shown} > {settings.pass_max_p99_ms:g}ms")
     return failed
 
 
-async def drive(plan: Plan, tally: Tally, on_tick: Callable[[Tally], None] | None = None) -> None:
-    """Send requests until the plan's duration has passed; at most `concurrency` in flight."""
-    import httpx
+def server_figures(before: Totals | None, after: Totals | None) -> dict[str, Any]:
+    """The server's own requests, errors and p50/p99 over the test, from two reads of its
+    /metrics (`reachable` false when it did not answer)."""
+    if before is None or after is None:
+        return {"reachable": False, "requests": 0, "errors": 0, "error_rate": None,
+                "p50_ms": None, "p99_ms": None}  # fmt: skip
+    delta = after.minus(before)
 
-    limits = httpx.Limits(
-        max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
-    )
-    headers = {"content-type": "application/json", **plan.headers}
-    deadline = tally.started + plan.duration_s
-    async with httpx.AsyncClient(
-        base_url=plan.url, limits=limits, timeout=plan.timeout_s
-    ) as client:
-
-        async def one() -> None:
-            began = time.perf_counter()
-            try:
-                response = await client.post("/predict", content=plan.body, headers=headers)
-                tally.add(
-                    time.perf_counter() - began,
-                    str(response.status_code),
-                    response.status_code < 400,
-                )
-            except httpx.HTTPError as exc:
-                tally.add(time.perf_counter() - began, f"error:{type(exc).__name__}", False)
-
-        async def closed_loop() -> None:
-            while time.perf_counter() < deadline:
-                await one()
-
-        async def open_loop() -> None:
-            slots = asyncio.Semaphore(plan.concurrency)
-            interval = 1.0 / plan.rps
-            tasks = set()
-            next_at = time.perf_counter()
-            while next_at < deadline:
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                next_at += interval
-                if slots.locked():  # all in flight: this arrival is skipped, the load stays bounded
-                    tally.statuses["skipped"] += 1
-                    continue
-                await slots.acquire()
-                task = asyncio.create_task(one())
-                tasks.add(task)
-                task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
-            if tasks:
-                await asyncio.gather(*tasks)
-
-        async def ticker() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                if on_tick:
-                    on_tick(tally)
-
-        tick = asyncio.create_task(ticker())
-        try:
-            if plan.rps:
-                await open_loop()
-            else:
-                await asyncio.gather(*(closed_loop() for _ in range(plan.concurrency)))
-        finally:
-            tick.cancel()
-            if on_tick:
-                on_tick(tally)
-
-
-def summarize(
-    plan: Plan, tally: Tally, elapsed: float, dep: records.Deployment, settings: LoadtestSettings
-) -> Result:
-    ordered = sorted(tally.latencies)
-
-    def ms(value: float | None) -> float | None:
+    def ms(q: float) -> float | None:
+        value = quantile(q, delta.buckets)
         return None if value is None else round(value * 1000, 3)
 
-    result = Result(
-        id="lt" + secrets.token_hex(5),
-        env=plan.env,
-        deployment_id=dep.id,
-        model=dep.model,
-        version=dep.version,
-        mode="rps" if plan.rps else "concurrency",
-        concurrency=plan.concurrency,
-        target_rps=plan.rps,
-        duration_s=round(elapsed, 3),
-        requests=tally.requests,
-        errors=tally.errors,
-        rps=round(tally.requests / elapsed, 2) if elapsed > 0 else 0.0,
-        p50_ms=ms(percentile(ordered, 0.50)),
-        p95_ms=ms(percentile(ordered, 0.95)),
-        p99_ms=ms(percentile(ordered, 0.99)),
-        max_ms=ms(ordered[-1] if ordered else None),
-        error_rate=round(tally.errors / tally.requests, 6) if tally.requests else 1.0,
-        passed=False,
-        failed_checks=[],
-        statuses=dict(tally.statuses),
-        histogram=histogram(tally.latencies),
-    )
-    result.failed_checks = checks(result, settings)
-    result.passed = not result.failed_checks
-    return result
+    requests = int(delta.requests)
+    errors = int(delta.server_errors)
+    return {
+        "reachable": True,
+        "requests": requests,
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else None,
+        "p50_ms": ms(0.50),
+        "p99_ms": ms(0.99),
+    }
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """`500` (a fixed rate) or `50:1500` (a ramp from 50 to 1500 requests/s), each end a finite
+    rate above 0 (mllib.ranges: NaN and infinities are usage errors)."""
+    from mllib.ranges import RATE
+
+    low, sep, high = text.partition(":")
+    for part in (low, high) if sep else (low,):
+        try:
+            float(part)
+        except ValueError:
+            raise UsageError(
+                f"--rate must be requests/s, or FROM:TO for a ramp (like 50:1500), not {text!r}"
+            ) from None
+    start = float(RATE.parse(low, "--rate"))
+    end = float(RATE.parse(high, "--rate")) if sep else start
+    return start, end
 
 
 def read_input(text: str, max_bytes: int) -> bytes:
@@ -242,11 +163,14 @@ def loadtest(
     duration_s: float | None = None,
     concurrency: int | None = None,
     rps: float | None = None,
+    rate: str | None = None,
     input_text: str | None = None,
     key: str | None = None,
-    on_tick: Callable[[Tally, float], None] | None = None,
+    workers: int | None = None,
+    on_tick: Callable[[int, float, float], None] | None = None,
 ) -> Result:
-    """Load-test the deployment live on `env` (staging only) and record the result."""
+    """Load-test the deployment live on `env` (staging only) and record the result.
+    `on_tick(requests answered, seconds elapsed, duration)` reports progress."""
     settings = ctx.settings.loadtest
     if env == "prod":
         ctx.audit(
@@ -256,25 +180,31 @@ def loadtest(
             "Refused: load tests never target prod; prod is for real traffic, with per-key rate limits",
             hint="Load-test the same version on staging: mllib loadtest --env staging",
         )
-    ctx.settings.deploy.env(env)
-    if rps is not None and concurrency is not None:
-        raise UsageError("Give --rps or --concurrency, not both")
-    from mllib.ranges import Range
+    ctx.settings.env(env)
+    if sum(x is not None for x in (rps, rate, concurrency)) > 1:
+        raise UsageError("Give one of --rate, --rps and --concurrency")
+    from mllib.ranges import LOAD_WORKERS, Range
 
+    rates = parse_rate(rate) if rate is not None else (rps, rps) if rps is not None else None
     duration = settings.duration_s if duration_s is None else duration_s
     Range(0, settings.max_duration_s, low_open=True).check(
         duration, "--duration", hint="[loadtest] max_duration_s in mllib.toml sets the most."
     )
-    if rps is not None:
-        Range(0, settings.max_rps, low_open=True).check(
-            rps, "--rps", hint="[loadtest] max_rps in mllib.toml sets the most."
-        )
+    if rates is not None:
+        for value in rates:
+            Range(0, settings.max_rps, low_open=True).check(
+                value,
+                "--rps" if rate is None else "--rate",
+                hint="[loadtest] max_rps in mllib.toml sets the most.",
+            )
     inflight = (
-        settings.max_concurrency if rps is not None else (concurrency or settings.concurrency)
+        settings.max_concurrency if rates is not None else (concurrency or settings.concurrency)
     )
     Range(1, settings.max_concurrency, integer=True).check(
         inflight, "--concurrency", hint="[loadtest] max_concurrency in mllib.toml sets the most."
     )
+    if workers is not None:
+        LOAD_WORKERS.check(workers, "--workers")
     text = input_text or settings.input
     if not text:
         raise UsageError(
@@ -289,36 +219,102 @@ def loadtest(
             f"Nothing is live on {env} to load-test",
             hint=f"Deploy first: mllib deploy MODEL --env {env}",
         )
-    plan = Plan(
-        env=env,
+    load = loadgen.Load(
         url=dep.url or "",
         body=body,
+        headers={"Authorization": f"Bearer {key}"} if key else {},
         duration_s=duration,
-        concurrency=inflight,
-        rps=rps,
+        concurrency=0 if rates else inflight,
+        rate_from=rates[0] if rates else 0.0,
+        rate_to=rates[1] if rates else 0.0,
+        max_in_flight=inflight,
         timeout_s=settings.request_timeout_s,
-        headers={"authorization": f"Bearer {key}"} if key else {},
     )
-    tally = Tally(started=time.perf_counter())
-    tick = (lambda t: on_tick(t, duration)) if on_tick else None
-    asyncio.run(drive(plan, tally, tick))
-    elapsed = time.perf_counter() - tally.started
-    result = summarize(plan, tally, elapsed, dep, settings)
+    import psutil
+
+    before = scrape(dep.url or "")
+    psutil.cpu_percent()  # starts the machine's CPU measurement
+    tick = (lambda done, elapsed: on_tick(done, elapsed, duration)) if on_tick else None
+    generated = loadgen.run(load, workers=workers, on_progress=tick)
+    host_cpu = psutil.cpu_percent()
+    after = scrape(dep.url or "")
+    result = summarize(load, generated, dep, settings, server_figures(before, after), host_cpu)
     _record(ctx, result, dep)
+    return result
+
+
+def summarize(
+    load: loadgen.Load,
+    generated: loadgen.Generated,
+    dep: records.Deployment,
+    settings: LoadtestSettings,
+    server: dict[str, Any],
+    host_cpu: float,
+) -> Result:
+    tally = generated.tally
+    ordered = sorted(tally.latencies)
+    elapsed = load.duration_s
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    requests = tally.requests
+    bound = generated.cpu_share >= BOUND_SHARE or host_cpu >= HOST_SATURATED
+    mode = "concurrency" if not load.open else "ramp" if load.rate_from != load.rate_to else "rps"
+    statuses = dict(tally.statuses)
+    if tally.skipped:
+        statuses["skipped"] = tally.skipped
+    result = Result(
+        id="lt" + secrets.token_hex(5),
+        env=dep.env,
+        deployment_id=dep.id,
+        model=dep.model,
+        version=dep.version,
+        mode=mode,
+        concurrency=load.concurrency or load.max_in_flight,
+        target_rps=load.rate_to if load.open else None,
+        rate_from=load.rate_from if mode == "ramp" else None,
+        duration_s=round(elapsed, 3),
+        requests=requests,
+        errors=tally.errors,
+        rps=round(len(tally.latencies) / elapsed, 2) if elapsed > 0 else 0.0,
+        p50_ms=ms(percentile(ordered, 0.50)),
+        p95_ms=ms(percentile(ordered, 0.95)),
+        p99_ms=ms(percentile(ordered, 0.99)),
+        max_ms=ms(ordered[-1] if ordered else None),
+        error_rate=round(tally.errors / requests, 6) if requests else 1.0,
+        passed=False,
+        failed_checks=[],
+        statuses=statuses,
+        histogram=histogram(tally.latencies),
+        skipped=tally.skipped,
+        server=server,
+        client={
+            "workers": generated.workers,
+            "cpu_share": round(generated.cpu_share, 3),
+            "host_cpu_percent": round(host_cpu, 1),
+            "bound": bound,
+        },
+        judged_on="server" if bound and server.get("reachable") else "client",
+    )
+    figures = server if result.judged_on == "server" else asdict(result)
+    result.failed_checks = checks(figures, settings)
+    result.passed = not result.failed_checks
     return result
 
 
 def _record(ctx: DeployContext, result: Result, dep: records.Deployment) -> None:
     reg = ctx.ws.registry
     ts = ctx.clock.time()
+    kept = {
+        k: v
+        for k, v in result.as_dict().items()
+        if k not in ("failed_checks", "statuses", "histogram", "server", "client")
+    }
     with reg.transaction():
         reg.db["loadtests"].insert(
             {
-                **{
-                    k: v
-                    for k, v in result.as_dict().items()
-                    if k not in ("failed_checks", "statuses", "histogram")
-                },
+                **kept,
                 "artifact": dep.artifact,
                 "user": ctx.user,
                 "ts": ts,
@@ -328,6 +324,8 @@ def _record(ctx: DeployContext, result: Result, dep: records.Deployment) -> None
                 "failed_checks": json.dumps(result.failed_checks),
                 "statuses": json.dumps(result.statuses),
                 "histogram": json.dumps(result.histogram),
+                "server": json.dumps(result.server),
+                "client": json.dumps(result.client),
             }
         )
         ctx.audit(
@@ -342,6 +340,8 @@ def _record(ctx: DeployContext, result: Result, dep: records.Deployment) -> None
                 "id": result.id,
                 "rps": result.rps,
                 "p99_ms": result.p99_ms,
+                "server_p99_ms": result.server.get("p99_ms"),
                 "error_rate": result.error_rate,
+                "judged_on": result.judged_on,
             },
         )

@@ -17,17 +17,39 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = "MLLIB_DEPLOYMENT"
+MARKER = "MLLIB_DEPLOYMENT"  # every process of a deployment carries its id
+REPLICA_MARKER = "MLLIB_REPLICA"  # a replica's processes carry "DEPLOYMENT/REPLICA" too
+SERVER, FRONT, CONTROLLER = (
+    "mllib.serving.server",
+    "mllib.serving.server.front",
+    "mllib.serving.control.controller",
+)
 _children: dict[int, subprocess.Popen] = {}  # started by this process: reaped when they end
 
 
-def start(spec_path: Path, log_path: Path, *, cwd: Path, env: dict[str, str], marker: str) -> int:
-    """Start `python -m mllib.serving.server SPEC` in a new session; returns its pid (= group id)."""
+def start(
+    spec_path: Path,
+    log_path: Path,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    marker: str,
+    module: str = SERVER,
+    extra_env: dict[str, str] | None = None,
+) -> int:
+    """Start `python -m MODULE SPEC` (a server, a front or a controller) in a new session;
+    returns its pid (= group id)."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mllib.serving.server", str(spec_path)],
+            [sys.executable, "-m", module, str(spec_path)],
             cwd=cwd,
-            env={**os.environ, **env, MARKER: marker, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                **env,
+                **(extra_env or {}),
+                MARKER: marker,
+                "PYTHONUNBUFFERED": "1",
+            },
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -43,8 +65,9 @@ def _reap() -> None:
             del _children[pid]
 
 
-def members(pgid: int, marker: str | None = None) -> list:
-    """Live processes of group `pgid`, plus any (outside it) whose environment carries `marker`."""
+def members(pgid: int, marker: str | None = None, var: str = MARKER) -> list:
+    """Live processes of group `pgid`, plus any (outside it) whose environment carries `marker`
+    (in `var`)."""
     import psutil
 
     _reap()
@@ -54,7 +77,7 @@ def members(pgid: int, marker: str | None = None) -> list:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if os.getpgid(proc.pid) == pgid or (
-                marker and proc.pid != os.getpid() and proc.environ().get(MARKER) == marker
+                marker and proc.pid != os.getpid() and proc.environ().get(var) == marker
             ):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError):
@@ -68,19 +91,24 @@ class Stopped:
     killed: int  # processes that needed SIGKILL
 
 
-def stop(pid: int, *, marker: str, grace_s: float) -> Stopped:
-    """SIGTERM the server (a graceful drain), then SIGKILL whatever is left after `grace_s`."""
+def stop(pid: int, *, marker: str, grace_s: float, var: str = MARKER) -> Stopped:
+    """SIGTERM the server (a graceful drain), then SIGKILL whatever is left after `grace_s`.
+    When the server's own process is gone (killed), what it left running gets the SIGTERM."""
 
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pass
+        for proc in members(pid, marker, var):
+            try:
+                proc.terminate()
+            except Exception:  # psutil.NoSuchProcess: it went meanwhile
+                pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if not members(pid, marker):
+        if not members(pid, marker, var):
             return Stopped(True, 0)
         time.sleep(0.1)
-    left = members(pid, marker)
+    left = members(pid, marker, var)
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

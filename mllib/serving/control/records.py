@@ -52,6 +52,8 @@ class Deployment:
     replaced_by: str | None = None
     live_at: str | None = None
     stopped_at: str | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
 
     @classmethod
     def starting(
@@ -96,6 +98,14 @@ class Deployment:
     def from_row(cls, row: dict[str, Any]) -> Deployment:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in names})
+
+    @property
+    def marker(self) -> str:
+        """What every process of its server carries (process.MARKER): the id of the deployment
+        that started it, which a promotion's row shares."""
+        from pathlib import Path
+
+        return Path(self.dir).name if self.dir else self.id
 
     @property
     def label(self) -> str:

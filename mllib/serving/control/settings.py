@@ -1,7 +1,8 @@
 """Every number of serving, deploys, keys and load tests, read from mllib.toml with its default.
 
-[serve] is the dev server, [deploy] the deployments and their rules ([deploy.staging] and
-[deploy.prod] override per environment), [keys] the API keys, [loadtest] the load tests.
+[serve] is the dev server and the replicas' scaling, [deploy] the deployments and their rules
+([deploy.staging] and [deploy.prod] override per environment), [keys] the API keys, [loadtest]
+the load tests, [rollout] how canaries are judged and promoted.
 mllib.toml.example documents each key.
 """
 
@@ -12,6 +13,8 @@ from typing import Any, TypeVar
 
 from mllib.config import Config, read_table
 from mllib.errors import ConfigError, UsageError
+from mllib.serving.control.autoscale import Scaling
+from mllib.serving.control.judge import Rollout, parse_steps
 from mllib.serving.spec import INFERENCE_MODES, INLINE, http_processes
 
 ENVS = ("staging", "prod")
@@ -46,6 +49,21 @@ class ServeSettings:
     drain_s: float = 5.0  # on stop, in-flight requests get this long to finish
     restart_workers: bool = True  # a worker that dies is started again (503 meanwhile)
     max_batch: int = 32  # inline, a model with predict_batch answers up to this many at once
+    # Deployments: replicas behind the front, scaled by the controller (autoscale.py).
+    min_replicas: int = 1
+    max_replicas: int = 0  # 0: one per CPU core
+    target_inflight: float = 4.0  # requests in flight per replica
+    p99_objective_ms: float = 100.0  # latency objective: nearing it adds a replica sooner
+    scale_down_after_s: float = 300.0  # quiet this long before a replica is removed
+
+    def scaling(self, min_replicas: int, max_replicas: int) -> Scaling:
+        return Scaling(
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            target_inflight=self.target_inflight,
+            p99_objective_ms=self.p99_objective_ms,
+            scale_down_after_s=self.scale_down_after_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,8 @@ class EnvSettings:
     require_keys: bool
     inference: str = INLINE
     max_batch: int = 32
+    min_replicas: int = 1
+    max_replicas: int = 0  # 0: one per CPU core
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ class EnvTable:
     api_servers: int | None = None
     require_keys: bool | None = None  # none: on for prod (always), off for staging
     max_batch: int | None = None
+    min_replicas: int | None = None  # none: [serve]'s
+    max_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +103,7 @@ class DeploySettings:
 
     host: str = "127.0.0.1"
     inference: str = INLINE
-    workers: int = 1
+    workers: int = 1  # per replica
     api_servers: int = 1
     max_batch: int = 32
     ready_timeout_s: float = 180.0
@@ -96,7 +118,9 @@ class DeploySettings:
     staging: EnvTable = field(default_factory=EnvTable)
     prod: EnvTable = field(default_factory=EnvTable)
 
-    def env(self, name: str) -> EnvSettings:
+    def env(self, name: str, serve: ServeSettings | None = None) -> EnvSettings:
+        """Environment `name` as [deploy] and [deploy.NAME] (over `serve`'s replicas) set it."""
+        serve = serve or ServeSettings()
         if name not in ENVS:
             raise UsageError(
                 f"Unknown environment {name!r}", hint="Choose --env staging or --env prod."
@@ -119,11 +143,15 @@ class DeploySettings:
             inference=check_inference(
                 _given(table.inference, self.inference), f"mllib.toml: [deploy.{name}] inference"
             ),
+            min_replicas=_given(table.min_replicas, serve.min_replicas),
+            max_replicas=_given(table.max_replicas, serve.max_replicas),
         )
-        if env.workers < 1 or env.api_servers < 1 or env.max_batch < 1:
+        if min(env.workers, env.api_servers, env.max_batch, env.min_replicas) < 1:
             raise ConfigError(
-                f"mllib.toml: [deploy.{name}] workers, api_servers and max_batch must be ≥ 1"
+                f"mllib.toml: [deploy.{name}] workers, api_servers, max_batch and min_replicas "
+                "must be ≥ 1"
             )
+        check_replicas(env.min_replicas, env.max_replicas, f"mllib.toml: [deploy.{name}]")
         return replace(env, api_servers=http_processes(env.inference, env.workers, env.api_servers))
 
 
@@ -153,12 +181,26 @@ class LoadtestSettings:
     pass_min_requests: int = 50
 
 
+def check_replicas(min_replicas: int, max_replicas: int, where: str) -> None:
+    """max_replicas is 0 (one per core) or at least min_replicas."""
+    if max_replicas and max_replicas < min_replicas:
+        raise ConfigError(
+            f"{where}: max_replicas ({max_replicas}) is below min_replicas ({min_replicas})",
+            hint="Raise max_replicas, or set it to 0 for one replica per CPU core.",
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     serve: ServeSettings
     deploy: DeploySettings
     keys: KeySettings
     loadtest: LoadtestSettings
+    rollout: Rollout = field(default_factory=Rollout)
+
+    def env(self, name: str) -> EnvSettings:
+        """Environment `name`'s settings, replicas included."""
+        return self.deploy.env(name, self.serve)
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -166,9 +208,22 @@ class Settings:
         check_inference(serve.inference, f"{config.where}: [serve] inference")
         if serve.max_batch < 1:
             raise ConfigError(f"{config.where}: [serve] max_batch must be ≥ 1 (1: no batching)")
+        if serve.min_replicas < 1:
+            raise ConfigError(f"{config.where}: [serve] min_replicas must be ≥ 1")
+        check_replicas(serve.min_replicas, serve.max_replicas, f"{config.where}: [serve]")
+        if serve.target_inflight <= 0:
+            raise ConfigError(f"{config.where}: [serve] target_inflight must be more than 0")
+        rollout = read_table(Rollout, config, "rollout", non_negative=True)
+        try:
+            parse_steps(rollout.promote_steps)
+        except ValueError as exc:
+            raise ConfigError(f"{config.where}: [rollout] promote_steps: {exc}") from None
+        if not 0 < rollout.shadow_percent <= 100:
+            raise ConfigError(f"{config.where}: [rollout] shadow_percent must be in (0, 100]")
         return cls(
             serve=serve,
             deploy=read_table(DeploySettings, config, "deploy", non_negative=True),
             keys=read_table(KeySettings, config, "keys", non_negative=True),
             loadtest=read_table(LoadtestSettings, config, "loadtest", non_negative=True),
+            rollout=rollout,
         )

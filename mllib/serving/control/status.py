@@ -1,5 +1,6 @@
-"""What `mllib deploy status` shows: per environment, what is deployed where, and its live
-requests/s, p50/p99 latency and error rate read from the server's own /metrics.
+"""What `mllib deploy status` shows: per environment, what is deployed where (its replicas, and
+the variants of a rollout with their share of traffic), and the live requests/s, p50/p99 latency
+and error rate of each, read from the server's own /metrics.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any
 
 from mllib.serving.control import records
 from mllib.serving.control.deploy import DeployContext, reconcile
+from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
+from mllib.serving.control.fleet import read_state
 from mllib.serving.control.paths import LOG_FILE
-from mllib.serving.control.scrape import Totals, quantile, scrape
+from mllib.serving.control.scrape import EMPTY, Totals, quantile, scrape
 from mllib.serving.control.settings import ENVS
 from mllib.serving.spec import SPEC_FILE
 
@@ -24,12 +27,18 @@ EXTRA = ("inference",)  # read from the deployment's server spec
 
 
 def _inference(dep: records.Deployment) -> str | None:
-    """inline or worker, as the deployment's server was told (None if its folder is gone).
-    Specs written before the setting existed ran LitServe workers."""
+    """inline or worker, as the deployment's replicas were told (None if its folder is gone).
+    A deployment of one server (before replicas) has its spec in server.json; specs written
+    before the setting existed ran LitServe workers."""
     import json
 
+    folder = Path(dep.dir or "")
     try:
-        return json.loads((Path(dep.dir or "") / SPEC_FILE).read_text()).get("inference", "worker")
+        return json.loads((folder / FLEET_SPEC_FILE).read_text())["stable"]["inference"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        return json.loads((folder / SPEC_FILE).read_text()).get("inference", "worker")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -67,7 +76,7 @@ def status(
     reconcile(ctx.ws)
     envs = [env] if env else list(ENVS)
     for name in envs:
-        ctx.settings.deploy.env(name)
+        ctx.settings.env(name)
     rows = []
     for name in envs:
         dep = records.live(ctx.ws.registry, name) or records.latest(ctx.ws.registry, name)
@@ -81,8 +90,87 @@ def status(
     if live:
         time.sleep(window_s)
     for row in live:
-        row["stats"] = live_stats(first[row["env"]], scrape(row["url"]), window_s)
+        before, after = first[row["env"]], scrape(row["url"])
+        row["stats"] = live_stats(before, after, window_s)
+        row["replicas"], row["variants"] = fleet_view(Path(row["log_path"]).parent)
+        for variant in row["variants"]:
+            name = variant["name"]
+            variant["stats"] = live_stats(
+                before.variants.get(name, EMPTY) if before else None,
+                after.variants.get(name, EMPTY) if after else None,
+                window_s,
+            )
+    for row in rows:
+        row.setdefault("replicas", [])
+        row.setdefault("variants", [])
     return rows
+
+
+def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(replicas, variants) of the deployment in `folder`, as its controller last wrote them:
+    each replica (an HTTP process of one of its servers) with its variant, version, host, pid,
+    state and requests in flight; each variant with its version, share of traffic and replicas."""
+    state = read_state(folder)
+    servers = state.get("servers", {})
+    replicas = []
+    for server_id, processes in sorted(state.get("processes", {}).items()):
+        server = servers.get(server_id)
+        if server is None:
+            continue
+        for process in processes:
+            replicas.append(
+                {
+                    "id": f"{server_id}.{process['index']}",
+                    "server": server_id,
+                    "variant": server["variant"] if server["state"] != "retiring" else "retiring",
+                    "version": server["version"],
+                    "host": server["host"],
+                    "pid": process["pid"],
+                    "state": process["state"],
+                    "in_flight": process["in_flight"],
+                    "connections": process["connections"] if server["public"] else None,
+                }
+            )
+    candidate = state.get("candidate")
+    variants = []
+    stable_spec = state.get("stable_spec") or {}
+    if stable_spec:
+        variants.append(
+            _variant("stable", stable_spec["servable"], replicas, 100.0 - _share(candidate))
+        )
+    if candidate:
+        entry = _variant(
+            candidate["variant"], candidate["spec"]["servable"], replicas, candidate["weight"]
+        )
+        entry.update(
+            mode=candidate["mode"],
+            sticky_by=candidate.get("sticky_by"),
+            steps_left=candidate.get("steps") or [],
+            failing=(candidate.get("verdict") or {}).get("failing"),
+            judged=candidate.get("verdict") or {},
+        )
+        variants.append(entry)
+    return replicas, variants
+
+
+def _share(candidate: dict[str, Any] | None) -> float:
+    """The share of requests stable keeps beside a candidate (a shadow takes none)."""
+    if not candidate or candidate["variant"] == "shadow":
+        return 0.0
+    return float(candidate["weight"])
+
+
+def _variant(
+    name: str, servable: dict[str, Any], replicas: list[dict[str, Any]], weight: float
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": servable["model"],
+        "version": servable["version"],
+        "run_id": servable["run_id"],
+        "weight": weight,
+        "replicas": sum(1 for r in replicas if r["variant"] == name and r["state"] == "ready"),
+    }
 
 
 def log_source(ctx: DeployContext, env: str) -> tuple[Path, Callable[[], bool]]:
@@ -90,7 +178,7 @@ def log_source(ctx: DeployContext, env: str) -> tuple[Path, Callable[[], bool]]:
     from mllib.errors import NotFoundError
     from mllib.runtime.processes import is_alive
 
-    ctx.settings.deploy.env(env)
+    ctx.settings.env(env)
     dep = records.live(ctx.ws.registry, env) or records.latest(ctx.ws.registry, env)
     if dep is None:
         raise NotFoundError(f"Nothing was ever deployed to {env}")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -75,48 +76,78 @@ class InlineInference:
         self.max_batch = max_batch
         self._answer = api.answer  # the job that may be batched (loading is not)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[tuple[tuple[str, bytes], asyncio.Future]] = []  # this pass's requests
         self._loop: asyncio.AbstractEventLoop | None = None
         threading.Thread(target=self._serve, name="mllib-predict", daemon=True).start()
 
     def _serve(self) -> None:
-        held = None  # a job taken while gathering a batch that cannot join it
+        held = None  # a job taken while gathering requests that cannot join them
         while True:
             job = held or self._jobs.get()
             held = None
-            if job[1] is not self._answer or self.max_batch < 2 or not self.api.batches:
+            if job[1] is not None:  # a call (loading the model)
                 self._run(job)
                 continue
-            batch = [job]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more[1] is not self._answer:
-                    held = more
-                    break
-                batch.append(more)
-            self._run_batch(batch)
+            group = [job[0]]
+            if self.max_batch > 1 and self.api.batches:  # every request already waiting
+                while sum(len(many.items) for many in group) < self.max_batch:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more[1] is not None:
+                        held = more
+                        break
+                    group.append(more[0])
+            self._run_many(group)
 
     def _run(self, job: tuple) -> None:
         future, call, args = job
-        if future.done():  # timed out while queued: its client has had its 504
+        if future.done():
             return
         try:
             result = call(*args)
-        except BaseException as exc:  # answer() never raises; load() may be interrupted
+        except BaseException as exc:  # load() may be interrupted
             result = exc
         self._reply(_settle, future, result)
 
-    def _run_batch(self, batch: list[tuple]) -> None:
-        live = [(future, args) for future, _, args in batch if not future.done()]
-        if not live:
-            return
+    def _run_many(self, group: list[_Many]) -> None:
+        """Requests handed over together (those that arrived in one pass of the event loop, or
+        in one read of a link, and any others already waiting): in predict_batch() calls of up
+        to max_batch where the model has one, else one by one. Those that timed out while
+        queued are not predicted."""
+        now = time.monotonic()
+        live = [
+            (many, i)
+            for many in group
+            if now <= many.deadline
+            for i in range(len(many.items))
+            if many.futures is None or not many.futures[i].done()
+        ]
+        items = [many.items[i] for many, i in live]
+        answers: list = []
         try:
-            results: list[Any] = self.api.answer_batch([args for _, args in live])
-        except BaseException as exc:  # answer_batch() never raises; kept as _run's guard
-            results = [exc] * len(live)
-        self._reply(_settle_all, [future for future, _ in live], results)
+            if self.max_batch > 1 and self.api.batches:
+                for at in range(0, len(items), self.max_batch):
+                    answers += self.api.answer_batch(items[at : at + self.max_batch])
+            else:
+                answers = [self._answer(request_id, body) for request_id, body in items]
+        except BaseException as exc:  # answer_batch() never raises; kept as a guard
+            answers = [(500, repr(exc).encode())] * len(items)
+        replies = {id(many): [None] * len(many.items) for many in group}
+        for (many, i), answer in zip(live, answers, strict=True):
+            replies[id(many)][i] = answer
+        self._reply(_done_all, [(many.done, replies[id(many)]) for many in group])
+
+    def answer_many(
+        self, items: list[tuple[str, bytes]], done: Callable[[list[Reply | None]], None]
+    ) -> None:
+        """Answer `items` (request id, body) as one job of the predict thread: one hand-over
+        each way for all of them. `done` gets their replies in order, on the event loop (None:
+        the request waited past timeout_s and was not predicted)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._jobs.put((_Many(items, done, time.monotonic() + self.timeout_s), None, ()))
 
     def _reply(self, settle: Callable[..., None], *args: Any) -> None:
         """Hand results to the event loop; at shutdown it may be closed, and nobody waits."""
@@ -140,13 +171,64 @@ class InlineInference:
         return self.api.loaded
 
     async def answer(self, request_id: str, body: bytes) -> Reply | None:
-        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile)."""
-        future = self._submit(self._answer, request_id, body)
-        timer = self._loop.call_later(self.timeout_s, _settle, future, None)
+        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile).
+
+        Requests that arrive in the same pass of the event loop are handed to the predict thread
+        together (one wake-up of it, and one of the loop for all their replies), which also
+        makes them one predict_batch() call for a model that has one."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._hand_over)
+        self._pending.append(((request_id, body), future))
+        timer = loop.call_later(self.timeout_s, _settle, future, None)
         try:
             return await future
         finally:
             timer.cancel()
+
+    def _hand_over(self) -> None:
+        pending, self._pending = self._pending, []
+        futures = [future for _, future in pending]
+        self._jobs.put(
+            (
+                _Many(
+                    [item for item, _ in pending],
+                    lambda replies: _settle_all(futures, replies),
+                    time.monotonic() + self.timeout_s,
+                    futures,
+                ),
+                None,
+                (),
+            )
+        )
+
+
+class _Many:
+    """A hand-over of several requests at once: `done` gets their replies, in order, on the
+    event loop (None for one not predicted: it waited past the deadline, or its future, when
+    given, was settled meanwhile by its timeout)."""
+
+    __slots__ = ("deadline", "done", "futures", "items")
+
+    def __init__(
+        self,
+        items: list,
+        done: Callable[[list], None],
+        deadline: float,
+        futures: list[asyncio.Future] | None = None,
+    ) -> None:
+        self.items = items
+        self.done = done
+        self.deadline = deadline
+        self.futures = futures
+
+
+def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
+    for done, replies in calls:
+        done(replies)
 
 
 def _settle_all(futures: list[asyncio.Future], results: list[Any]) -> None:

@@ -53,6 +53,7 @@ class KnownKey:
     rps: float
     burst: float
     revoked: bool
+    admin: bool = False  # may force a rollout's variant (X-Mllib-Variant)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,9 @@ class KeyVerifier:
     the moment it is created, and ids that do not exist are remembered for `refresh_s`.
     """
 
-    _COLUMNS = "SELECT rowid, id, salt, hash, rps, burst, revoked_at FROM api_keys WHERE env = ?"
+    _COLUMNS = (
+        "SELECT rowid, id, salt, hash, rps, burst, revoked_at, admin FROM api_keys WHERE env = ?"
+    )
 
     def __init__(self, registry_path: Path, env: str, refresh_s: float) -> None:
         self.registry_path = registry_path
@@ -84,7 +87,7 @@ class KeyVerifier:
 
     @staticmethod
     def _key(row: tuple) -> KnownKey:
-        return KnownKey(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+        return KnownKey(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), bool(row[7]))
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(self._COLUMNS, (self.env,)).fetchall()

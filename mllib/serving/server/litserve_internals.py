@@ -16,12 +16,15 @@ What is used, and why (the rest of mllib.serving.server uses LitServe's public A
   `_shutdown_event`, `litapi_request_queues`, `_logger_connector`, `_transport`,
   `uvicorn_graceful_timeout`, `app.response_queue_id`, `app.user_middleware`).
 - `litserve.server._Server`, the uvicorn Server LitServe forks per API server (ApiServer), and
-  uvicorn's `Server.servers` and `shutdown()` (stop accepting before closing idle connections).
+  uvicorn's `Server.servers` and `shutdown()` (stop accepting before closing idle connections;
+  DrainingServer, which a deployment's front runs too).
 - LitServe's worker protocol: `LitLoop.run`'s arguments, the request tuple on the request queue,
   the reply tuple `response_queue_to_buffer` reads, `ResponseBufferItem`, `MessageTransport`,
   and `LITSERVE_WORKER_ID` (ModelLoop, PipeTransport, WorkerChannel).
 - `uvicorn.Config.bind_socket`, replaced while LitServe binds (SO_REUSEPORT; reuse_port), and
-  uvicorn's `HttpToolsProtocol`, subclassed for one write per response (server/wire.py).
+  uvicorn's `HttpToolsProtocol`, subclassed for one write per response (server/wire.py) and to
+  close a connection after its next response (its `cycle`, `cycle.keep_alive`,
+  `cycle.response_complete`, `on_headers_complete` and `connection_lost`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from queue import Empty
-from typing import Any
+from typing import Any, ClassVar
 
 # Only server processes import this module, never the CLI's startup path.
 import litserve as ls  # noqa: TID253
@@ -100,6 +103,7 @@ class LitServerBase(ls.LitServer):
 
     # -- hooks -------------------------------------------------------------------------------
     worker_processes = True  # False: no LitServe inference workers (the API servers predict)
+    most_api_servers = 0  # API servers it may start beyond run()'s (each gets a reply pipe)
     load_before_listening = False  # API servers started with run() load before they listen
 
     def asgi_app(self, app: Any) -> Any:
@@ -136,12 +140,10 @@ class LitServerBase(ls.LitServer):
         self.app.response_queue_id = index  # the pipe its replies arrive on (worker mode)
         app = copy.copy(self.app)
         self._prepare_app_run(app)
-        config = uvicorn.Config(
-            app=self.asgi_app(app),
+        config = http_config(
+            self.asgi_app(app),
             host="0.0.0.0",  # unused: it serves the sockets it is given
-            http=OneWriteHttpToolsProtocol,
-            proxy_headers=False,  # nothing here reads the client's address
-            timeout_graceful_shutdown=self.uvicorn_graceful_timeout,
+            drain_s=self.uvicorn_graceful_timeout,
             **self._uvicorn_args,
         )
         server = ApiServer(config, started=lambda i: self.api_server_started(i, load_first))
@@ -160,6 +162,7 @@ class LitServerBase(ls.LitServer):
         also inherit the listening socket and keep it open after the API servers stop, so
         connections routed to it would wait there and then be reset.
         """
+        num_api_servers = max(num_api_servers, self.most_api_servers)
         self.transport_config.num_consumers = num_api_servers
         self.workers_setup_status = {}  # LitServe's bookkeeping; the WorkerBoard is the truth
         self._shutdown_event = threading.Event()
@@ -198,17 +201,49 @@ class LitServerBase(ls.LitServer):
         super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)
 
 
-class ApiServer(ls.server._Server):
-    """One API server process: calls `started(index)` in its process before it serves; stops
-    accepting before it shuts down.
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server that drains its keep-alive connections before it shuts down.
 
     uvicorn's shutdown closes the listening socket and, in the same step, closes every connection
-    without a request yet: one accepted a moment earlier loses its request. Pausing in between lets
-    those requests arrive and be answered, while the kernel sends new connections to the
-    listener of the deployment that replaces this one.
+    without a request in progress: a client that was just sending its next request on one loses
+    it. Here the process first stops accepting (the kernel sends new connections to the other
+    processes sharing the socket, or to the deployment that replaces this one), then answers
+    the next request of each open connection with `Connection: close`, so its client goes
+    elsewhere for the one after, and waits (up to `drain_s`) for the connections to close
+    that way; uvicorn's shutdown then closes whatever stayed idle all along.
     """
 
-    ACCEPT_DRAIN_S = 0.3  # between closing the listener and closing idle connections
+    async def shutdown(self, sockets: list | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        draining = getattr(self.config.app, "draining", None)
+        if draining is not None:
+            draining()
+        OneWriteHttpToolsProtocol.close_all_after_response()
+        deadline = time.monotonic() + self.config.timeout_graceful_shutdown
+        await asyncio.sleep(ACCEPT_DRAIN_S)
+        while OneWriteHttpToolsProtocol.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
+
+
+ACCEPT_DRAIN_S = 0.1  # connections accepted a moment before closing the listener send first
+
+
+def http_config(app: Any, *, drain_s: float, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's settings for one of mllib's HTTP processes: one write per response."""
+    return uvicorn.Config(
+        app=app,
+        http=OneWriteHttpToolsProtocol,
+        proxy_headers=False,  # nothing here reads the client's address
+        timeout_graceful_shutdown=drain_s,
+        **kwargs,
+    )
+
+
+class ApiServer(DrainingServer, ls.server._Server):
+    """One API server process: calls `started(index)` in its process before it serves; stops
+    accepting before it shuts down (DrainingServer)."""
 
     def __init__(self, config: uvicorn.Config, *, started: Callable[[int], None]) -> None:
         super().__init__(config)
@@ -217,12 +252,6 @@ class ApiServer(ls.server._Server):
     def run(self, worker_id: int, sockets: list | None = None) -> None:
         self._started(worker_id)
         super().run(worker_id, sockets)
-
-    async def shutdown(self, sockets: list | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        await asyncio.sleep(self.ACCEPT_DRAIN_S)
-        await super().shutdown(sockets)
 
 
 def current_worker_id() -> int:
@@ -366,7 +395,59 @@ def reuse_port(enabled: bool) -> Iterator[None]:
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a HeldHeadTransport: uvicorn writes a response's head
-    and body separately; this sends both in one write (server/wire.py says why)."""
+    and body separately; this sends both in one write (server/wire.py says why).
+
+    It also keeps the process's open connections, so some can be asked to close after their
+    next response (`Connection: close`): a draining process sends its clients elsewhere that
+    way, and a process holding more than its share of connections hands some to the others."""
+
+    live: ClassVar[set[OneWriteHttpToolsProtocol]] = set()
+    on_connection: ClassVar[Callable[[int], None] | None] = None  # called with +1 / -1
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeldHeadTransport(transport, self.loop))  # type: ignore[arg-type]
+        self.close_after = False
+        OneWriteHttpToolsProtocol.live.add(self)
+        if self.on_connection is not None:
+            self.on_connection(1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self in OneWriteHttpToolsProtocol.live:
+            OneWriteHttpToolsProtocol.live.discard(self)
+            if self.on_connection is not None:
+                self.on_connection(-1)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.close_after and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def close_after_response(self) -> None:
+        """Answer the current (or next) request with `Connection: close`, then close."""
+        self.close_after = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+
+    @classmethod
+    def close_all_after_response(cls) -> None:
+        for connection in list(cls.live):
+            connection.close_after_response()
+
+    @classmethod
+    def hand_over(cls, count: int) -> int:
+        """Ask up to `count` connections not asked yet to close after their next response."""
+        asked = 0
+        for connection in list(cls.live):
+            if asked >= count:
+                break
+            if not connection.close_after:
+                connection.close_after_response()
+                asked += 1
+        return asked
+
+    @classmethod
+    def busy(cls) -> bool:
+        """Whether any connection of this process is still open."""
+        return bool(cls.live)

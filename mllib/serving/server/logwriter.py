@@ -9,19 +9,13 @@ Python log records are formatted as the same lines.
 from __future__ import annotations
 
 import collections
-import logging
 import os
-import sys
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from mllib.serving.logs import LineFormatter, configure, encode
 
-from mllib.serving.logs import JSON, encode, text_line
-
-# Loggers of the libraries a server runs on, routed to the same handler as ours.
-LIBRARY_LOGGERS = ("litserve", "uvicorn", "uvicorn.error", "mllib")
+__all__ = ["LineFormatter", "LineWriter", "configure", "uvicorn_log_config"]
 
 
 class LineWriter:
@@ -58,49 +52,6 @@ class LineWriter:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-class LineFormatter(logging.Formatter):
-    """Python logging records as our JSON (or text) lines."""
-
-    def __init__(self, fmt: str, static: dict[str, Any]) -> None:
-        super().__init__()
-        self.fmt = fmt
-        self.static = static
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", "log"),
-            "logger": record.name,
-            "pid": record.process,
-            **self.static,
-            "message": record.getMessage(),
-        }
-        for key in ("error_id", "worker", "request_ids"):
-            if hasattr(record, key):
-                fields[key] = getattr(record, key)
-        if record.exc_info:
-            fields["traceback"] = self.formatException(record.exc_info)
-        if hasattr(record, "traceback"):
-            fields["traceback"] = record.traceback
-        if self.fmt == JSON:
-            return orjson.dumps(fields).decode()
-        return text_line(fields)
-
-
-def configure(fmt: str, static: dict[str, Any], level: int = logging.INFO) -> None:
-    """Send mllib's, LitServe's and uvicorn's log records to stderr as our lines (in this process)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LineFormatter(fmt, static))
-    for name in LIBRARY_LOGGERS:
-        log = logging.getLogger(name)
-        log.handlers[:] = [handler]
-        log.setLevel(level)
-        log.propagate = False
 
 
 def uvicorn_log_config(fmt: str, static: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mllib.serving.counters import DRAINING, EMPTY, Counters
 from mllib.serving.server import logwriter, metrics
 from mllib.serving.server.board import WorkerBoard
 from mllib.serving.server.gateway import Gateway, ServingMiddleware
@@ -44,7 +45,12 @@ class LoadFailed(Exception):
 class MllibLitServer(LitServerBase):
     """LitServe with mllib's gateway in front of every API server, a watcher for readiness and
     load failures, and inline inference: no worker processes, the API servers load the model
-    and predict (one that dies is started again, like a worker)."""
+    and predict (one that dies is started again, like a worker).
+
+    In a deployment (inline), its API servers are the replicas its controller scales: the
+    watcher starts one more when the counters ask for more (it loads the model before it takes
+    connections), and drains the newest when they ask for fewer (it stops accepting and sends
+    its clients elsewhere, see DrainingServer)."""
 
     def __init__(self, spec: ServerSpec, gateway: Gateway) -> None:
         super().__init__(
@@ -63,9 +69,12 @@ class MllibLitServer(LitServerBase):
         gateway.server = self
         self.board = gateway.board
         self.worker_processes = not spec.inline
+        self.most_api_servers = spec.ceiling
         self.load_before_listening = spec.listen_when_ready
         self.exit_code = 0
         self._restart_lock = threading.Lock()
+        self.counters = Counters.open(Path(spec.counters_path)) if spec.counters_path else None
+        self.draining: dict[int, float] = {}  # API servers stopping on purpose, since when
         document(self.app, spec)
 
     def asgi_app(self, app: Any) -> Any:
@@ -111,7 +120,7 @@ class MllibLitServer(LitServerBase):
         again, and closes it first thing when stopping."""
         if not all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in self.sockets):
             return False
-        if not (self.spec.inline and self.spec.restart_workers):
+        if not (self.spec.inline and (self.spec.restart_workers or self.counters)):
             self._close_sockets()
         return True
 
@@ -136,7 +145,36 @@ class MllibLitServer(LitServerBase):
                 log.info(f"ready at {self.spec.url}", extra={"event": "ready"})
             if self.spec.inline:
                 self._replace_dead_api_servers()
+                if self.counters is not None and ready:
+                    self._scale()
             time.sleep(0.05)
+
+    def _scale(self) -> None:
+        """Run as many API servers as the controller wants (inline, in a deployment)."""
+        wanted = self.counters.desired
+        running = sorted(i for i in self.api_servers if i not in self.draining)
+        if wanted <= 0 or wanted == len(running):
+            return
+        with self._restart_lock:
+            if self.stop_requested:
+                return
+            if wanted > len(running):
+                index = next(i for i in range(self.board.workers) if i not in self.api_servers)
+                self.board.take(index)
+                self.api_servers[index] = self.start_api_server(index, load_first=True)
+                log.info(
+                    f"started API server {index} (the deployment wants {wanted})",
+                    extra={"event": "process_started", "worker": index},
+                )
+            elif len(running) > 1:
+                index = running[-1]
+                self.draining[index] = time.monotonic()
+                self.counters.process(index).set_state(DRAINING)
+                os.kill(self.api_servers[index].pid, signal.SIGTERM)
+                log.info(
+                    f"draining API server {index} (the deployment wants {wanted})",
+                    extra={"event": "process_draining", "worker": index},
+                )
 
     def _replace_dead_api_servers(self) -> None:
         """Inline, an API server is a worker: one that died (a crash in predict) is started
@@ -147,6 +185,13 @@ class MllibLitServer(LitServerBase):
             with self._restart_lock:
                 if self.stop_requested:
                     return
+                if index in self.draining:  # stopped on purpose: its slot is free again
+                    proc.join()
+                    del self.api_servers[index], self.draining[index]
+                    self.board.release(index)
+                    if self.counters is not None:
+                        self.counters.process(index).set_state(EMPTY)
+                    continue
                 reason = f"API server {index} (pid {proc.pid}) died with exit code {proc.exitcode}"
                 if not self.spec.restart_workers:
                     log.error(f"{reason}; shutting down", extra={"event": "worker_died"})
@@ -195,11 +240,15 @@ def run_server(spec: ServerSpec) -> int:
     """Serve until stopped; returns the exit code (0, or 3 when the model could not load)."""
     state_dir = Path(spec.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    metrics.use_dir(state_dir / "metrics")  # before prometheus_client is imported
+    # Before prometheus_client is imported; a replica adds to its deployment's shared folder.
+    if spec.metrics_dir:
+        metrics.use_dir(Path(spec.metrics_dir), afresh=False)
+    else:
+        metrics.use_dir(state_dir / "metrics")
     logwriter.configure(spec.log_format, spec.labels)
     write_status(state_dir, "starting")
 
-    board = WorkerBoard(spec.workers)
+    board = WorkerBoard(spec.ceiling, spec.workers)
     gateway = Gateway(spec, board, ModelAPI(spec, board))
     server = MllibLitServer(spec, gateway)
     metrics.publish_info(spec.labels, spec.servable.run_id, spec.deployment)

@@ -15,19 +15,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
-    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+from mllib.serving.counters import LATENCY_BUCKETS
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-LABELS = ("env", "model", "version")
+LABELS = ("env", "model", "version", "variant")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def use_dir(path: Path) -> None:
-    """Start this server's metrics afresh in `path`; children inherit the setting."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+def use_dir(path: Path, *, afresh: bool = True) -> None:
+    """Keep this process's metrics in `path` (afresh: emptied first; a deployment's replicas
+    and front share one folder, which its controller made); children inherit the setting."""
+    if afresh:
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
@@ -59,6 +59,23 @@ class HttpMetrics:
         ).labels(*self._labels)
         self._by_status: dict[int, Any] = {}
         self._by_reason: dict[str, Any] = {}
+        self._compared: dict[str, Any] | None = None
+
+    def compared(self, differed: bool) -> None:
+        """A shadow's answer compared with the live one's (only a shadow's metrics have it)."""
+        if self._compared is None:
+            from prometheus_client import Counter
+
+            counter = Counter(
+                "mllib_shadow_answers",
+                "A shadow's answers, compared with the live version's: same or different.",
+                [*LABELS, "outcome"],
+                registry=None,
+            )
+            self._compared = {
+                outcome: counter.labels(*self._labels, outcome) for outcome in ("same", "different")
+            }
+        self._compared["different" if differed else "same"].inc()
 
     def record(self, status: int, seconds: float, reason: str | None) -> None:
         child = self._by_status.get(status)
