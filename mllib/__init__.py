@@ -1,7 +1,7 @@
 """mllib: train, evaluate and serve a model.py from one CLI, locally, in Docker or on GPU agents.
 
 What model code uses: Param, log_metric, log_metrics, log_artifact, artifact_dir, create.
-What notebooks and scripts call: train, evaluate, predict, rerun (the CLI's own functions).
+What notebooks and scripts call: train, evaluate, predict, rerun, tune (the CLI's own functions).
 """
 
 from mllib._version import __version__
@@ -23,6 +23,7 @@ __all__ = [
     "predict",
     "rerun",
     "train",
+    "tune",
 ]
 
 _API = {"train", "evaluate", "predict", "rerun"}
@@ -34,4 +35,8 @@ def __getattr__(name: str):
         from mllib.runs import api
 
         return getattr(api, name)
+    if name == "tune":  # Optuna is imported when a study starts, not before
+        from mllib.tuning.api import tune
+
+        return tune
     raise AttributeError(f"module 'mllib' has no attribute {name!r}")

@@ -15,6 +15,7 @@ import tomllib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Generic, TypeVar, get_args, get_origin, get_type_hints
 
@@ -40,6 +41,7 @@ KNOWN_KEYS = {
     "rollout": "canaries, A/B tests and shadows: how they are judged and promoted",
     "loadtest": "load tests",
     "keys": "API keys",
+    "tune": "hyperparameter studies (mllib tune)",
 }
 
 T = TypeVar("T")
@@ -187,7 +189,7 @@ def read_table(
     holds other things as well, as [data] holds dataset bindings). `non_negative` refuses
     negative numbers."""
     raw = config.get(table, {}, dict)
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(k for k in raw if k not in known)
     if unknown and not more:
@@ -207,6 +209,12 @@ def read_table(
             raise ConfigError(f"{config.where}: `{key}` must not be negative")
         values[name] = value
     return cls(**values)
+
+
+@cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A settings dataclass's field types, worked out once (tables are read on every access)."""
+    return get_type_hints(cls)
 
 
 def _kinds(annotation: Any) -> tuple[type, ...]:

@@ -12,6 +12,14 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "running": "cyan",
     "queued": "dim",
+    # studies (`mllib tune list`) and their trials
+    "complete": "green",
+    "finished": "green",
+    "pruned": "yellow",
+    "interrupted": "yellow",
+    "stopped": "red",
+    "waiting": "dim",
+    "created": "dim",
 }
 
 

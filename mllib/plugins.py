@@ -24,6 +24,7 @@ MIGRATIONS: tuple[str, ...] = (
     "mllib.datasets.schema:migrations",  # datasets, run_datasets
     "mllib.serving.schema:migrations",  # deployments, audit log, keys, load tests, rules' state
     "mllib.registry.changes:migrations",  # the runs' change feed (live views poll deltas)
+    "mllib.tuning.schema:migrations",  # studies, and the run of each trial
 )
 
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -84,6 +84,11 @@ bench_docker() {
   "$VENV/bin/python" benchmarks/docker_overhead.py "$@"
 }
 
+bench_tune() {
+  say "Tuning: mllib tune's dispatch beside optuna.optimize, trials/s, 4 at once vs 1 (sklearn)"
+  "$VENV/bin/python" benchmarks/tune.py "$@"
+}
+
 bench_dashboard() {
   say "Dashboard: CPU per refresh and RSS with 10,000 runs, 5 of them logging 1,000 points/s"
   "$VENV/bin/python" benchmarks/dashboard.py "$@"
@@ -103,6 +108,7 @@ case "${1:-all}" in
   serve) bench_serve "${@:2}" ;;
   dashboard) bench_dashboard "${@:2}" ;;
   envs) bench_envs "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, all)" ;;
+  tune) bench_tune "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, all)" ;;
 esac

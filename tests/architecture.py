@@ -47,6 +47,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "code_snapshot": ("mllib.code_snapshot",),
     "datasets": ("mllib.datasets",),
     "runs": ("mllib.runs",),
+    "tuning": ("mllib.tuning",),
     "agents": ("mllib.agents",),
     "serving": ("mllib.serving",),
     "models": ("mllib.models",),
@@ -72,12 +73,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "code_snapshot": ("store",),
     "datasets": ("workspace",),
     "runs": ("datasets", "code_snapshot", "runtime"),
+    "tuning": ("runs",),
     "agents": ("runs",),
     "serving": ("runs", "worker"),
     "models": ("serving",),
     "scaffold": (),
     "doctor": ("datasets",),
-    "api": ("runs",),
+    "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
     "cli": ("dashboard", "models", "scaffold", "doctor", "api"),
     "agent program": ("runs",),
@@ -118,7 +120,8 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "plotext": ("mllib.runs.plot",),
     "psutil": ("mllib.runtime.processes", "mllib.serving"),
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
-    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry",), "optuna": (),
+    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry",),
+    "optuna": ("mllib.tuning.storage",),
     "sentry_sdk": (), "textual": ("mllib.dashboard",),
 }  # fmt: skip
 
@@ -130,6 +133,8 @@ RULES: tuple[Rule, ...] = (
          only=("protocol",)),
     Rule("the protocol imports only the core", who=("protocol",), only=()),
     Rule("datasets never import agents", who=("datasets",), never=("agents",)),
+    Rule("tuning dispatches trials through mllib.runs' entry points, never a backend's own "
+         "package: a trial runs wherever a run can", who=("tuning",), never=("agents",)),
     Rule("runs never import agents, not even lazily (backends are found by name in "
          "mllib.plugins)", who=("runs",), never=("agents",)),
     Rule("a server process never manages deployments", who=("mllib.serving.server",),

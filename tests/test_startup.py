@@ -23,6 +23,8 @@ HEAVY = [
     "cloudpickle",
     "plotext",
     "psutil",
+    "optuna",
+    "sqlalchemy",
 ]
 PROBE = """
 import json, sys
@@ -55,6 +57,7 @@ def _probe(args: list[str], cwd) -> tuple[str, set[str]]:
         ["train", "--help"],
         [],
         ["deploy", "--help"],
+        ["tune", "--help"],
         ["keys", "--help"],
         ["dashboard", "--help"],
         ["dash", "--help"],

@@ -21,6 +21,7 @@ from mllib.cli import (
     models,
     runs,
     serve,
+    tune,
 )
 from mllib.cli import init as init_cmd
 from mllib.cli import runtime as runtime_cmd
@@ -115,6 +116,7 @@ app.command(context_settings=MODEL_COMMAND)(model_commands.predict)
 app.command()(init_cmd.init)
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
+app.add_typer(tune.app, name="tune")
 app.command(context_settings=MODEL_COMMAND)(serve.serve)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(keys.app, name="keys")
@@ -148,7 +150,8 @@ def _environment_names(cmd, prefix: str) -> None:
     Options that act and exit instead of setting a value (`--help`, `--version`, the completion
     options) read none: a stray MLLIB_VERSION in someone's environment must not turn every command
     into `--version`. An option named after a Python keyword (`json_`) reads MLLIB_..._JSON. The
-    hidden command that `mllib deploy MODEL` runs reads its group's names (MLLIB_DEPLOY_ENV).
+    hidden commands that `mllib deploy MODEL` and `mllib tune MODEL` run read their group's names
+    (MLLIB_DEPLOY_ENV, MLLIB_TUNE_TRIALS).
     """
     import typer.core
 
@@ -162,7 +165,9 @@ def _environment_names(cmd, prefix: str) -> None:
         elif param.envvar is None and param.name and param.name.endswith("_"):
             param.envvar = f"{prefix}_{param.name.rstrip('_').upper()}"
     for name, sub in getattr(cmd, "commands", {}).items():
-        stands_for_group = isinstance(cmd, deploy.DeployGroup) and name == deploy.DEPLOY
-        if stands_for_group:
-            sub.context_settings["auto_envvar_prefix"] = prefix
+        stands_for_group = (isinstance(cmd, deploy.DeployGroup) and name == deploy.DEPLOY) or (
+            isinstance(cmd, tune.TuneGroup) and name == tune.STUDY
+        )
+        if stands_for_group:  # a copy: commands may share one settings dict (MODEL_COMMAND)
+            sub.context_settings = {**sub.context_settings, "auto_envvar_prefix": prefix}
         _environment_names(sub, prefix if stands_for_group else f"{prefix}_{name.upper()}")

@@ -9,6 +9,7 @@ ACTION_FLAGS = {
     "--evaluate": "evaluate",
     "--predict": "predict",
     "--serve": "serve",
+    "--tune": "tune",
 }
 
 
@@ -39,7 +40,7 @@ def _rewrite(args: list[str], commands: set[str]) -> list[str]:
         command = ACTION_FLAGS[flags[0]]
     else:
         raise UsageError(
-            f"Say what to do with {model}: --train, --evaluate, --predict or --serve",
+            f"Say what to do with {model}: --train, --evaluate, --predict, --serve or --tune",
             hint=f"For example: mllib {model} --train  (or: mllib train {model})",
         )
     rest = list(rest)

@@ -56,7 +56,8 @@ DataOpt = Annotated[
 ]
 
 
-def _where(local: bool, remote: bool) -> bool:
+def where(local: bool, remote: bool) -> bool:
+    """--local/--remote: whether to run remotely (both given is a usage error)."""
     if local and remote:
         raise UsageError("Choose one of --local and --remote")
     return remote
@@ -136,6 +137,14 @@ def train(
         ),
     ] = None,
     data: DataOpt = None,
+    from_study: Annotated[
+        str | None,
+        typer.Option(
+            "--from-study",
+            help="Train with the best params of this study (`mllib tune`); params given here win.",
+            show_default=False,
+        ),
+    ] = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -145,8 +154,25 @@ def train(
     """
     from mllib.runs import api
 
+    launch = api.train if from_study is None else _with_study_params(api.train, from_study)
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
-    _run(api.train, ctx, model, param, help_, _where(local, remote), detach, **options)
+    _run(launch, ctx, model, param, help_, where(local, remote), detach, **options)
+
+
+def _with_study_params(launch: Callable[..., Any], study: str) -> Callable[..., Any]:
+    """`launch` with the best params of `study` under the params given on the command line."""
+
+    def with_params(**options: Any) -> Any:
+        from mllib.tuning.api import best_params
+
+        target = options["target"]
+        options["params"] = {
+            **best_params(target.ws, study, model=target.name),
+            **options["params"],
+        }
+        return launch(**options)
+
+    return with_params
 
 
 def evaluate(
@@ -169,7 +195,7 @@ def evaluate(
 
     options = {"run": run, "version": version, "best": best}
     options |= {"runtime": runtime, "agent": agent, "data": data}
-    _run(api.evaluate, ctx, model, param, help_, _where(local, remote), detach, **options)
+    _run(api.evaluate, ctx, model, param, help_, where(local, remote), detach, **options)
 
 
 def predict(

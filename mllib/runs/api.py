@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord, get_params, get_run
-from mllib.runs.backend import backend_for
+from mllib.runs.backend import CancelFlag, backend_for
 from mllib.runs.model_choice import ModelChoice, choose
 from mllib.runs.prepare import prepare_run
 from mllib.runs.runtime_choice import select_runtime
@@ -48,9 +48,10 @@ def start(
     on_interrupt: Callable[[], str] | None = None,
     on_prepared: Callable[[RunRecord], None] | None = None,
     agent: str | None = None,
+    flag: CancelFlag | None = None,
 ) -> RunRecord:
     """Hand a recorded run to its backend: run it to its end here, or in a background supervisor
-    (`detach`); `agent` pins it to that agent (see Backend.submit)."""
+    (`detach`); `agent` pins it to that agent; `flag.request()` stops it (see Backend.submit)."""
     return backend_for(record).submit(
         target.ws,
         record,
@@ -59,6 +60,7 @@ def start(
         on_interrupt=on_interrupt,
         on_prepared=on_prepared,
         pin=agent,
+        flag=flag,
     )
 
 
@@ -73,6 +75,7 @@ class _Launch:
     echo: Echo | None
     on_prepared: Callable[[RunRecord], None] | None
     on_interrupt: Callable[[], str] | None
+    flag: CancelFlag | None = None
 
     @property
     def env_target(self) -> str:
@@ -102,6 +105,7 @@ class _Launch:
             on_interrupt=self.on_interrupt,
             on_prepared=self.on_prepared,
             agent=self.agent,
+            flag=self.flag,
         )
 
 
@@ -121,17 +125,20 @@ def train(
     on_prepared: Callable[[RunRecord], None] | None = None,
     progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
+    flag: CancelFlag | None = None,
 ) -> RunRecord:
     """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record.
 
     `remote=True` runs it on an agent with a free slot, `agent=NAME` on that agent.
     `data`: datasets as `KEY=NAME[@VERSION]` (`train=mnist@3` sets TRAIN_DATA to its read-only path).
+    `flag`: a `mllib.runs.backend.CancelFlag` whose `request()`, from another thread, stops the
+    run as Ctrl-C would (a run supervised here, not detached).
     """
     target = target or locate_model(model)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     require_methods(target, *actions)
     launch = _Launch(
-        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt
+        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt, flag
     )
     return launch(target, actions, dict(params or {}), seed=seed, data=data, progress=progress)
 

@@ -72,6 +72,11 @@ class CancelFlag:
         self.forced = threading.Event()
 
     def __call__(self, signum: int, frame: object) -> None:
+        self.request()
+
+    def request(self) -> None:
+        """Ask for the run to stop, as a signal would (a caller that supervises runs on threads
+        of its own, such as a tuning study pruning a trial, stops one this way)."""
         if self.requested.is_set():
             self.forced.set()
         self.requested.set()
@@ -153,12 +158,14 @@ class Backend(Generic[E]):
         on_interrupt: OnInterrupt | None = None,
         on_prepared: Callable[[RunRecord], None] | None = None,
         pin: str | None = None,
+        flag: CancelFlag | None = None,
     ) -> RunRecord:
         """Run a freshly recorded run to its end here, or hand it to a background supervisor.
 
         From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the
         supervisor takes Ctrl-C over (it then cancels the run itself), and through the background
-        supervisor if one had already taken the run over. `pin`: where it must execute.
+        supervisor if one had already taken the run over. `pin`: where it must execute. `flag`:
+        how the caller may stop it while it is supervised here (`CancelFlag.request`).
         """
         try:
             if pin is not None:
@@ -166,7 +173,7 @@ class Backend(Generic[E]):
             if on_prepared is not None:
                 on_prepared(run)
             if not detach:
-                return self.supervise(ws, run, echo=echo, on_interrupt=on_interrupt)
+                return self.supervise(ws, run, echo=echo, on_interrupt=on_interrupt, flag=flag)
             spawn_supervisor(ws, run.id)
         except KeyboardInterrupt:
             self._cancel_interrupted(ws, run)
@@ -182,10 +189,14 @@ class Backend(Generic[E]):
         cancel_grace_s: float | None = None,
         on_interrupt: OnInterrupt | None = None,
         notify: Notify | None = None,
+        flag: CancelFlag | None = None,
     ) -> RunRecord:
         """Run `run` to its end in this process (attached, or a background supervisor) and return
-        its final record. Ctrl-C or SIGTERM cancels it, or (`can_detach`) asks `on_interrupt`."""
+        its final record. Ctrl-C or SIGTERM cancels it, or (`can_detach`) asks `on_interrupt`;
+        so does `flag.request()` from another thread."""
         ctx = self._supervision(ws, run, echo, cancel_grace_s, on_interrupt, notify)
+        if flag is not None:
+            ctx.flag = flag
         try:
             with self._exclusive(ctx.folder) as held:
                 if not held:

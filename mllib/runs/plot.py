@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from mllib.errors import MllibError, NotFoundError
@@ -36,25 +37,44 @@ def plot(
     color: bool = False,
 ) -> str:
     """Draw the curves; returns the terminal drawing, or a line saying where the PNG was written."""
-    data = series(ws, run_ids, metric)
+    return draw(
+        series(ws, run_ids, metric), metric, "step", output=output, width=width, color=color
+    )
+
+
+Points = list[tuple[int, float | None]]
+
+
+def draw(
+    data: Mapping[str, Points],
+    ylabel: str,
+    xlabel: str,
+    *,
+    output: Path | None = None,
+    width: int | None = None,
+    color: bool = False,
+) -> str:
+    """Lines of (x, y) points by label, in the terminal (plotext; returns the drawing) or to a
+    PNG (matplotlib; returns a line saying where): run curves, a study's history."""
     if output is not None:
-        return _png(data, metric, output)
+        return _png(data, ylabel, xlabel, output)
     import plotext
 
     fig = plotext.figure
     fig.clear()
     fig.plot_size(width or 100, 24)
-    for run_id, points in data.items():
-        xs = [step for step, value in points if value is not None]
+    for label, points in data.items():
+        xs = [x for x, value in points if value is not None]
         ys = [value for _, value in points if value is not None]
-        fig.draw(fig.signal(xs, ys, marker="hd").lines().label(run_id))
-    fig.title(printable(metric))  # the drawing is printed as it is: no escape sequence of the name
-    fig.label("step", "x")
+        fig.draw(fig.signal(xs, ys, marker="hd").lines().label(printable(label)))
+    # the drawing is printed as it is: no escape sequence of a metric, run or trial name
+    fig.title(printable(ylabel))
+    fig.label(printable(xlabel), "x")
     drawing = str(fig.build())
     return plotext.uncolorize(drawing) if not color else drawing
 
 
-def _png(data: dict[str, list[tuple[int, float | None]]], metric: str, output: Path) -> str:
+def _png(data: Mapping[str, Points], ylabel: str, xlabel: str, output: Path) -> str:
     try:
         import matplotlib
 
@@ -65,14 +85,14 @@ def _png(data: dict[str, list[tuple[int, float | None]]], metric: str, output: P
             "Writing a PNG needs matplotlib, which is not installed", hint="pip install matplotlib"
         ) from None
     fig, ax = mpl.subplots(figsize=(8, 4.5))
-    for run_id, points in data.items():
+    for label, points in data.items():
         ax.plot(
             [s for s, v in points if v is not None],
             [v for _, v in points if v is not None],
-            label=run_id,
+            label=label,
         )
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.savefig(output, dpi=120, bbox_inches="tight")
     mpl.close(fig)

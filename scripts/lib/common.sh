@@ -91,6 +91,7 @@ ensure_python_env() {
   args+=(--reinstall-package mllib)
   if [ "$mode" = locked ] && [ "$(cat "$stamp" 2>/dev/null)" = "$(_env_stamp "$extras")" ] \
     && "$VENV/bin/mllib" --version >/dev/null 2>&1; then
+    _compile_source
     return 0
   fi
   rm -f "$stamp"
@@ -101,6 +102,16 @@ ensure_python_env() {
   (cd / && "$VENV/bin/mllib" --version >/dev/null) \
     || die "mllib was installed, but '$VENV/bin/mllib --version' fails (its error is above)"
   _env_stamp "$extras" >"$stamp"
+  _compile_source
+}
+
+# mllib is installed editable (its source is this checkout): write its .pyc files as pip does for
+# an installed package. Where PYTHONDONTWRITEBYTECODE is set nothing else writes them, and every
+# `mllib` command and run's worker compiled mllib's modules again (~15 ms CPU of a worker's ~100).
+# Only changed modules are compiled again; __pycache__ is ignored by git, code snapshots and images.
+_compile_source() {
+  "$VENV/bin/python" -m compileall -q "$MLLIB_ROOT/mllib" >/dev/null \
+    || die "compiling mllib's modules failed: $VENV/bin/python -m compileall $MLLIB_ROOT/mllib"
 }
 
 # What an installed $VENV was made from: uv's version, pyproject.toml, uv.lock, the extras and

@@ -98,3 +98,26 @@ def test_envs_benchmark_builds_with_uv_and_pip_and_times_the_cached_start():
     assert set(result["cold_build_s"]) == {"uv", "pip"}
     assert all(seconds > 0 for seconds in result["cold_build_s"].values())
     assert result["cached_resolution_s"]["median"] > 0 and result["train_s"]["venv"] > 0
+
+
+def test_tune_benchmark_measures_dispatch_beside_optuna_and_parallel_trials():
+    # Figures are reported, not asserted (speed goals live in the full run, README Performance).
+    result = _run("tune.py", "--short")
+    dispatch = result["dispatch"]
+    print(f"\ntune (short): {json.dumps(dispatch)}")
+    assert dispatch["optuna_optimize_ms_per_trial"] > 0 and dispatch["mllib_ms_per_trial"] > 0
+    assert (
+        dispatch["ratio"]
+        == dispatch["mllib_ms_per_trial"] / dispatch["optuna_optimize_ms_per_trial"]
+    )
+    assert dispatch["cpu_ratio"] == (
+        dispatch["mllib_cpu_ms_per_trial"] / dispatch["optuna_optimize_cpu_ms_per_trial"]
+    )
+    for row in result["process_runtime"].values():
+        assert row["complete"] == row["trials"] and row["trials_per_s"] > 0
+        # A worker process per trial: its CPU is counted (a Python start-up alone is > 5 ms).
+        assert row["cpu_ms_per_trial"] > result["startup"]["python -c pass CPU ms"] > 5
+    sklearn = result["sklearn"]
+    assert sklearn["same_best_value"], sklearn  # the random sampler, same seed: the same trials
+    assert len(sklearn["load_average"]) == 3
+    assert set(result["startup"]) >= {"python -c pass ms", "run, process runtime CPU ms"}

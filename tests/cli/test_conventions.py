@@ -120,6 +120,8 @@ def test_options_come_from_mllib_variables_below_the_command_line(trained: Proje
     assert "MLLIB_RUNS_LIST_LIMIT" in helptext and "MLLIB_RUNS_LIST_JSON" in helptext
     deploy_help = trained.mllib("deploy", "x", "--help").stdout
     assert "MLLIB_DEPLOY_ENV" in deploy_help  # `mllib deploy MODEL` reads its group's names
+    tune_help = trained.mllib("tune", "model.py", "--help").stdout
+    assert "MLLIB_TUNE_TRIALS" in tune_help  # and `mllib tune MODEL` its group's
 
 
 def test_the_command_line_wins_over_the_environment_over_mllib_toml(trained: Project):

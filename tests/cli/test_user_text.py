@@ -218,6 +218,31 @@ def runs_artifacts(w: World) -> None:
     check(w.mllib("runs", "artifacts", w.runs[-1], "--output", str(out)), shows=True)
 
 
+def tune_study(w: World) -> None:
+    """A study whose metric is the odd name (announced, in its progress and in its outcome)."""
+    check(
+        w.mllib(
+            "tune", "model.py", "--param", "tag=choice:a,b", "--metric", ODD, "--trials", "2",
+            "--name", "odd", timeout=240,
+        ),
+        shows=True,
+    )  # fmt: skip
+    check(w.mllib("tune", "model.py", "--metric", ODD, "--name", ODD), codes=(2,), shows=True)
+
+
+def tune_resume(w: World) -> None:
+    check(w.mllib("tune", "resume", "odd", "--trials", "3", timeout=240), shows=True)
+    check(w.mllib("tune", "resume", ODD), codes=(4,), shows=True)
+
+
+def tune_show(w: World) -> None:
+    check(w.mllib("tune", "show", "odd"), shows=True)
+
+
+def tune_list(w: World) -> None:
+    check(w.mllib("tune", "list"), shows=True)
+
+
 def _deployed(w: World) -> None:
     if not w.state.get("deployed"):
         result = w.mllib("deploy", w.runs[-1], "--env", "staging", timeout=240)
@@ -399,6 +424,10 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "runs rerun": runs_rerun,
     "runs artifacts": runs_artifacts,
     "runs cancel": runs_cancel,
+    "tune study": tune_study,
+    "tune resume": tune_resume,
+    "tune show": tune_show,
+    "tune list": tune_list,
     "serve": serve,
     "deploy ship": deploy_ship,
     "deploy status": deploy_status,

@@ -22,6 +22,8 @@ NEEDS = {
     "deploy status": [],
     "deploy history": [],
     "keys create": ["--env", "staging"],
+    "tune study": ["model.py", "--param", "x=uniform:0:1", "--metric", "loss"],
+    "tune resume": ["study"],
     "agents add": ["gpu9", "--host", "10.0.0.9"],
     "agents prune": ["gpu9"],
     "data upload": ["data.csv", "--name", "d"],
@@ -107,6 +109,7 @@ def test_a_number_outside_its_range_is_a_usage_error_recording_nothing(
         (["deploy", "promote", "--interval", "-1s"], "--interval got '-1s': allowed is"),
         (["deploy", "promote", "--steps", "10,nan"], "--steps must rise from above 0 to 100"),
         (["deploy", "promote", "--steps", "inf"], "--steps must rise from above 0 to 100"),
+        (["tune", "model.py", "--metric", "m", "--timeout", "9" * 400], "--timeout got '999"),
     ],
 )
 def test_durations_rates_and_steps_refuse_nan_and_infinities(

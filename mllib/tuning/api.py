@@ -1,0 +1,344 @@
+"""The Python API of tuning: start a study, resume one, read the best params. `mllib tune` and its
+subcommands are thin layers over these functions.
+
+>>> study = mllib.tune("model.py", {"lr": "loguniform:1e-4:1e-1"}, metric="val_loss", trials=20)  # doctest: +SKIP
+>>> study.best_params, study.best_value  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mllib.errors import UsageError
+from mllib.identity import current_user
+from mllib.runs.target import ModelTarget, locate_model, require_methods
+from mllib.tuning.driver import Driver, Launch, Progress, Tally
+from mllib.tuning.records import (
+    StudyRecord,
+    create_study,
+    get_study,
+    trial_runs,
+    update_study,
+)
+from mllib.tuning.settings import TuneSettings, default_direction
+from mllib.tuning.space import parse_space, space_texts
+from mllib.tuning.storage import load_study
+from mllib.workspace import Workspace
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def start(
+    target: ModelTarget,
+    space_items: Sequence[str],
+    settings: TuneSettings,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    launch: Launch | None = None,
+) -> StudyRecord:
+    """Check a new study whole (its space against the model's params, its settings) and record
+    it; nothing runs yet. `space_items`: `NAME=KIND:ARGS` (`--param`), on top of `[tune.params]`."""
+    config_items = settings.param_items()
+    given = {item.partition("=")[0].strip() for item in space_items}
+    space = parse_space(
+        [i for i in config_items if i.partition("=")[0].strip() not in given],
+        target.info.params,
+        where="[tune.params] of mllib.toml",
+    ) | parse_space(space_items, target.info.params)
+    if not space:
+        raise UsageError(
+            "Nothing to tune: no search space",
+            hint="Give one with --param NAME=KIND:ARGS (e.g. --param lr=loguniform:1e-4:1e-1), "
+            "or [tune.params] in mllib.toml.",
+        )
+    if settings.metric is None:
+        raise UsageError(
+            "Which metric should the study optimize?",
+            hint="Give --metric NAME (a key of evaluate()'s dict, or a metric the model logs), "
+            "or `metric` in [tune] of mllib.toml.",
+        )
+    fixed = _typed_fixed(target, fixed or {})
+    both = sorted(set(fixed) & set(space))
+    if both:
+        raise UsageError(
+            f"`{both[0]}` is both fixed (--{both[0]}=...) and searched (--param {both[0]}=...)",
+            hint="Drop one of them.",
+        )
+    require_methods(target, "train")
+    ws = target.ws
+    name = settings.name or _new_name(ws, target.name)
+    launch = launch or Launch()
+    seed = settings.seed if settings.seed is not None else launch.seed
+    record = StudyRecord(
+        name=name,
+        model=target.name,
+        model_ref=_model_ref(target),
+        metric=settings.metric,
+        direction=settings.direction or default_direction(settings.metric),
+        settings={
+            "trials": settings.trials,
+            "parallel": settings.parallel,
+            "timeout_s": settings.timeout_s,
+            "sampler": settings.sampler,
+            "pruner": settings.pruner,
+            "seed": seed if seed is not None else ws.project.config.seed,
+        },
+        space=space_texts(space),
+        fixed=fixed,
+        launch=asdict(launch),
+        status="created",
+        user=current_user(),
+    )
+    create_study(ws.registry, record)
+    return record
+
+
+def run(
+    target: ModelTarget,
+    name: str,
+    *,
+    progress: Progress | None = None,
+    resume: bool = False,
+    trials: int | None = None,
+) -> Tally:
+    """Drive the study `name` to its end in this process (trials run here or where `launch`
+    says); returns its tally. With `resume`, first settles the trials a previous `mllib tune`
+    left: a finished run is told to Optuna (none is lost or rerun), a run that died with it is
+    failed as a system error and tried again, a run still going on an agent is followed.
+    `trials` raises (or lowers) the number of trials the study runs to."""
+    from mllib.runs.control import reconcile
+    from mllib.tuning.storage import open_study
+
+    ws = target.ws
+    study = get_study(ws.registry, name)
+    if trials is not None:
+        if trials < 1:
+            raise UsageError(f"--trials must be at least 1, got {trials}")
+        study.settings["trials"] = trials
+        update_study(ws.registry, name, settings=StudyRecord.to_row(study)["settings"])
+    space = parse_space(
+        [f"{k}={v}" for k, v in study.space.items()], target.info.params, where=f"study {name}"
+    )
+    with _driving(ws, study):
+        optuna_study = open_study(ws, study, create=not resume)
+        if resume:
+            reconcile(ws)  # runs whose supervisor died with it: failed as system errors
+            _reseed(optuna_study, study)
+        evaluate = "evaluate" in target.info.methods or not target.info.complete
+        attempts = ws.project.config.retry.max_attempts
+        driver = Driver(
+            target,
+            study,
+            optuna_study,
+            space,
+            evaluate=evaluate,
+            progress=progress,
+            max_attempts=attempts,
+        )
+        if resume:
+            _take_over(ws, driver, optuna_study, name)
+        try:
+            tally = driver.run()
+        except KeyboardInterrupt:
+            update_study(ws.registry, name, status="interrupted")
+            raise
+        except Exception as exc:
+            update_study(ws.registry, name, status="stopped", error=str(exc).splitlines()[0])
+            raise
+        update_study(ws.registry, name, status="finished", error=None)
+    return tally
+
+
+def tune(
+    model: str | Path | None = None,
+    space: Mapping[str, str] | Sequence[str] | None = None,
+    *,
+    metric: str | None = None,
+    direction: str | None = None,
+    trials: int | None = None,
+    parallel: int | None = None,
+    timeout: str | float | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    runtime: str | None = None,
+    remote: bool = False,
+    agent: str | None = None,
+    data: Sequence[str] | None = None,
+    seed: int | None = None,
+    target: ModelTarget | None = None,
+    progress: Progress | None = None,
+) -> optuna.Study:
+    """Tune `model`'s params over `space` ({name: "KIND:ARGS"} or ["NAME=KIND:ARGS"]): each trial
+    trains (and evaluates) as an ordinary run; returns the Optuna study (`best_params`,
+    `best_value`, `trials`). Options left None come from `[tune]` of mllib.toml; `params` fixes
+    params for every trial."""
+    target = target or locate_model(model)
+    items = (
+        [f"{k}={v}" for k, v in space.items()] if isinstance(space, Mapping) else list(space or [])
+    )
+    settings = TuneSettings.from_config(target.ws.project.config).merged(
+        metric=metric,
+        direction=direction,
+        trials=trials,
+        parallel=parallel,
+        timeout=timeout,
+        sampler=sampler,
+        pruner=pruner,
+        name=name,
+    )
+    launch = Launch(runtime, remote or agent is not None, agent, list(data or []) or None, seed)
+    study = start(target, items, settings, fixed=params, launch=launch)
+    run(target, study.name, progress=progress)
+    return load_study(target.ws, study.name)
+
+
+def resume(
+    name: str,
+    *,
+    trials: int | None = None,
+    ws: Workspace | None = None,
+    progress: Progress | None = None,
+) -> optuna.Study:
+    """Continue study `name` after Ctrl-C or a crash (see `run`); returns the Optuna study."""
+    ws = ws or Workspace.find()
+    target = study_target(ws, name)
+    run(target, name, progress=progress, resume=True, trials=trials)
+    return load_study(ws, name)
+
+
+def study_target(ws: Workspace, name: str) -> ModelTarget:
+    """The model a recorded study tunes, found again from its project."""
+    study = get_study(ws.registry, name)
+    return locate_model(str(ws.project.root / study.model_ref))
+
+
+def best_params(ws: Workspace, name: str, *, model: str | None = None) -> dict[str, Any]:
+    """The params of the study's best trial, fixed ones included: what `mllib train --from-study`
+    trains with (`model`: the model they are for, which must be the study's)."""
+    from mllib.tuning.views import best_trial
+
+    study = get_study(ws.registry, name)
+    if model is not None and model != study.model:
+        raise UsageError(
+            f"Study {name} tuned {study.model}, not {model}",
+            hint=f"Train {study.model_ref} with it, or pick a study of {model} (`mllib tune list`).",
+        )
+    best = best_trial(ws, study)
+    if best is None:
+        raise UsageError(
+            f"Study {name} has no finished trial yet",
+            hint=f"See its trials with `mllib tune show {name}`, or continue it with "
+            f"`mllib tune resume {name}`.",
+        )
+    return {**study.fixed, **best["params"]}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+@contextmanager
+def _driving(ws: Workspace, study: StudyRecord) -> Iterator[None]:
+    """Held while this process drives the study: a second `mllib tune` of it is refused."""
+    import fcntl
+
+    from mllib.runtime.processes import create_time
+    from mllib.tuning.storage import tune_dir
+
+    path = tune_dir(ws) / f"{study.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"Study {study.name} is being run by another mllib tune (pid {study.driver_pid})",
+                hint="Wait for it to end, or stop it (Ctrl-C there) and resume it here.",
+            ) from None
+        pid = os.getpid()
+        update_study(
+            ws.registry,
+            study.name,
+            status="running",
+            error=None,
+            driver_pid=pid,
+            driver_ctime=create_time(pid),
+        )
+        yield
+    finally:
+        os.close(fd)
+
+
+def _reseed(optuna_study: optuna.Study, study: StudyRecord) -> None:
+    """A resumed study's sampler, seeded past the trials it has (samplers keep no state)."""
+    from mllib.tuning.storage import sampler
+
+    seed = study.settings.get("seed")
+    if seed is not None:
+        offset = len(optuna_study.get_trials(deepcopy=False))
+        optuna_study.sampler = sampler(
+            study.settings["sampler"], seed + offset, study.settings["parallel"]
+        )
+
+
+def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: str) -> None:
+    """Settle (or follow) each trial an earlier `mllib tune` of the study left running."""
+    from mllib.registry.runs import get_run
+    from mllib.tuning.storage import import_optuna, live_trial
+
+    links = trial_runs(ws.registry, name)
+    running = (import_optuna().trial.TrialState.RUNNING,)
+    for frozen in optuna_study.get_trials(deepcopy=False, states=running):
+        trial = live_trial(optuna_study, frozen)
+        link = links.get(frozen.number)
+        retry_of = frozen.user_attrs.get("retry_of")
+        run = get_run(ws.registry, link["run_id"]) if link else None
+        if run is not None and not run.finished:
+            driver.adopt(trial, run, retry_of)
+        else:
+            driver.settle(trial, run, retry_of)
+
+
+def _typed_fixed(target: ModelTarget, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Params fixed for every trial, as their declared types (a study records them). A secret is
+    refused: the registry would hold it; it belongs in the env file, where every trial reads it."""
+    from mllib.params import convert
+
+    fixed = {}
+    for name, raw in given.items():
+        spec = target.info.params[name]
+        if spec.secret:
+            where = spec.env or "the variable its env= names"
+            raise UsageError(
+                f"`{name}` is a secret param: a study records its fixed params, so it cannot be "
+                "given on the command line",
+                hint=f"Put {where}=... in .env.local (or export it): every trial reads it there.",
+            )
+        fixed[name] = convert(name, raw, spec.type_name, where="on the command line")
+    return fixed
+
+
+def _new_name(ws: Workspace, model: str) -> str:
+    """`MODEL-YYYYMMDD-HHMMSS`, with a counter when that is taken."""
+    from mllib.tuning.records import list_studies
+
+    base = f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    taken = {s.name for s in list_studies(ws.registry)}
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _model_ref(target: ModelTarget) -> str:
+    ref = target.rel_file
+    if not target.is_configured or target.ws.project.config.model:
+        ref += f":{target.info.class_name}"
+    return ref
