@@ -35,6 +35,7 @@ KNOWN_KEYS = {
     "code": "what a code snapshot holds",
     "retry": "retries of system errors",
     "agents": "remote agent hosts",
+    "ray": "the Ray cluster of --runtime ray",
     "data": "datasets handed to runs",
     "serve": "local serving, and the replicas of deployments",
     "deploy": "deployments",
@@ -53,6 +54,7 @@ class RuntimeSettings:
     """[runtime]: where runs execute locally, and the image and container of docker runs."""
 
     local: str = "auto"  # auto, process, venv or docker
+    remote: str = "ssh"  # where --remote runs go: ssh (agent hosts) or ray (a Ray cluster)
     cancel_grace_s: float = 10.0  # a cancelled run gets this long to stop before it is killed
     base_image: str = "mllib/base:bookworm-py3"
     image_repository: str = "mllib/env"  # MLLIB_IMAGE_REPOSITORY wins

@@ -31,11 +31,12 @@ MIGRATIONS: tuple[str, ...] = (
 BACKENDS: dict[str, str] = {
     "local": "mllib.runs.local:LocalBackend",
     "agents": "mllib.agents.backend:AgentsBackend",
+    "cluster": "mllib.runs.cluster:ClusterBackend",
 }
 
 REMOTE_RUNTIME = "ssh"  # the `runtime` recorded for a run that executes on an agent host
 # The backend of runs recorded with each runtime; runs of any other runtime have "local".
-RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents"}
+RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents", "ray": "cluster"}
 
 
 def load(ref: str) -> Any:

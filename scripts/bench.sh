@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|ray|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
-ensure_python_env "dev"
+ensure_python_env "dev ray"
 cd "$MLLIB_ROOT"
 
 BENCH_VENV="$MLLIB_ROOT/.venv-bench"
@@ -94,6 +94,11 @@ bench_dashboard() {
   "$VENV/bin/python" benchmarks/dashboard.py "$@"
 }
 
+bench_ray() {
+  say "Ray: submit → worker started on a warm head, mllib train --runtime ray vs a bare submit_job"
+  "$VENV/bin/python" benchmarks/ray_submit.py "$@"
+}
+
 bench_envs() {
   say "Project venvs: cold build with uv vs pip (sklearn template), and the cached start"
   "$VENV/bin/python" benchmarks/envs.py "$@"
@@ -109,6 +114,7 @@ case "${1:-all}" in
   dashboard) bench_dashboard "${@:2}" ;;
   envs) bench_envs "${@:2}" ;;
   tune) bench_tune "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, all)" ;;
+  ray) bench_ray "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune; bench_ray ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, ray, all)" ;;
 esac

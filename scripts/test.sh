@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
-ensure_python_env "dev"
+ensure_python_env "dev ray"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk

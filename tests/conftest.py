@@ -272,3 +272,28 @@ def mounts() -> Iterator[Mounts]:
     finally:
         for folder in reversed(found.mounted):
             subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator:
+    """One real Ray head on loopback for the whole session, started when a test first needs it
+    (tests/ray/head.py); needs Ray installed (fails under CI=true, else skips)."""
+    from tests.ray.head import RayHead, missing_prerequisite
+
+    reason = missing_prerequisite()
+    if reason:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(f"{reason} (with CI=true this fails instead of skipping)")
+    head = RayHead.start()
+    saved = {name: os.environ.get(name) for name in head.env}
+    os.environ.update(head.env)  # mllib's clients (this process, its commands) use its token
+    try:
+        yield head
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        head.stop()

@@ -25,6 +25,7 @@ HEAVY = [
     "psutil",
     "optuna",
     "sqlalchemy",
+    "ray",  # an optional extra, installed in the test venv: imported only by Ray runs
 ]
 PROBE = """
 import json, sys
@@ -61,6 +62,7 @@ def _probe(args: list[str], cwd) -> tuple[str, set[str]]:
         ["keys", "--help"],
         ["dashboard", "--help"],
         ["dash", "--help"],
+        ["ray", "--help"],
     ],
 )
 def test_help_imports_no_heavy_module(args, tmp_path):

@@ -19,6 +19,7 @@ from mllib.cli import (
     loadtest,
     model_commands,
     models,
+    ray,
     runs,
     serve,
     tune,
@@ -125,6 +126,7 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
 app.command()(doctor.doctor)
+app.add_typer(ray.app, name="ray")
 app.command()(dashboard.dashboard)
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 

@@ -34,6 +34,9 @@ class RunFolder:
     LOG = "output.log"  # the worker's stdout and stderr, merged (and a runtime's preparation)
     CODE = "code"  # a materialised code snapshot, when a rerun's code differs from the project's
     SECRET_PARAMS = "secret_params.json"  # secret params given on the command line, for the worker
+    # Variables a runtime hands the worker in a 0600 file rather than through a cluster that
+    # would keep them in its job table (the Ray runtime): the worker sets and removes them first.
+    JOB_ENV = "job_env.json"
     MODEL = "model"  # where train saves the model
     ARTIFACTS = "artifacts"
     INPUT_MODEL = "input/model"  # where evaluate and predict find a trained model
@@ -122,7 +125,26 @@ class RunFolder:
             os.unlink(path)
         return values
 
+    def write_job_env(self, variables: dict[str, str]) -> None:
+        """Hand the worker environment variables in a 0600 file it reads and removes at start."""
+        from mllib.filemodes import write_private
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_private(self.path / self.JOB_ENV, json.dumps(variables))
+
+    def take_job_env(self) -> dict[str, str]:
+        """The variables `write_job_env` left ({} when none), removed from disk as they are read."""
+        path = self.path / self.JOB_ENV
+        try:
+            variables: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        os.unlink(path)
+        return variables
+
     def discard_secret_params(self) -> None:
-        """Remove what `write_secret_params` left, for a run that ended before its worker took it
-        (cancelled while queued, a runtime that could not start): secrets outlive no run."""
+        """Remove what `write_secret_params` and `write_job_env` left, for a run that ended before
+        its worker took it (cancelled while queued, a runtime that could not start): secrets
+        outlive no run."""
         (self.path / self.SECRET_PARAMS).unlink(missing_ok=True)
+        (self.path / self.JOB_ENV).unlink(missing_ok=True)

@@ -27,7 +27,8 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
 
     folder = ws.run_folder(run)
     spec = folder.spec_or_none()
-    local = with_data and (run.env_target or "local") == "local"
+    # A Ray cluster's workers read this machine's files (a shared filesystem), --remote or not.
+    local = with_data and ((run.env_target or "local") == "local" or run.runtime == "ray")
     datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
     # The real environment beats the env file, in every runtime (containers see neither otherwise);
     # datasets given to the run beat both. The numeric variables (BLAS kernel, thread counts) go

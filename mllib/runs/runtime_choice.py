@@ -10,6 +10,8 @@ from mllib.runs.backend import backend_name, get_backend
 from mllib.runtime import RUNTIMES
 from mllib.workspace import Workspace
 
+CLUSTER_RUNTIME = "ray"  # runs submitted to a Ray cluster (mllib.runtime.ray)
+
 
 def select_runtime(
     ws: Workspace,
@@ -31,6 +33,9 @@ def select_runtime(
     and says why in the note recorded on the run (`runs rerun` keeps the runtime). `gpus`: the
     GPUs the run is given (an agent's slot), for the note.
     """
+    cluster = _cluster_runtime(ws, requested, remote, agent)
+    if cluster is not None:
+        return cluster
     if remote or agent or requested == REMOTE_RUNTIME:
         get_backend(backend_name(REMOTE_RUNTIME)).check_placement(ws, agent)
         where = f"agent {agent} (--agent)" if agent else "an agent with a free slot"
@@ -62,6 +67,33 @@ def select_runtime(
     return "process", _with_gpu_note(
         "process", f"auto: {problem}, so it runs as a local process", gpus
     )
+
+
+def _cluster_runtime(
+    ws: Workspace, requested: str | None, remote: bool, agent: str | None
+) -> tuple[str, str] | None:
+    """("ray", why) for `--runtime ray`, or `--remote` with `[runtime] remote = "ray"`; else
+    None. Refused here when Ray is not installed, before the run is recorded."""
+    configured = ws.project.config.runtime.remote
+    if configured not in (REMOTE_RUNTIME, CLUSTER_RUNTIME):
+        raise UsageError(
+            f"mllib.toml: [runtime] remote = {configured!r} is not a remote runtime",
+            hint=f"Use {REMOTE_RUNTIME} (agent hosts) or {CLUSTER_RUNTIME} (a Ray cluster).",
+        )
+    if requested == CLUSTER_RUNTIME:
+        why = "--runtime ray"
+    elif remote and not agent and requested is None and configured == CLUSTER_RUNTIME:
+        why = "--remote with [runtime] remote = 'ray'"
+    else:
+        return None
+    from mllib.runtime.ray.client import INSTALL_HINT, ray_missing
+    from mllib.runtime.ray.settings import RaySettings
+
+    missing = ray_missing()
+    if missing:
+        raise UsageError(f"--runtime ray: {missing}", hint=INSTALL_HINT)
+    address = RaySettings.from_config(ws.project.config).cluster
+    return CLUSTER_RUNTIME, f"{why}: a job on the Ray cluster at {address}"
 
 
 def docker_problem(ws: Workspace) -> str | None:

@@ -14,6 +14,7 @@ RUNTIMES = {
     "process": "mllib.runtime.process:ProcessRuntime",
     "venv": "mllib.runtime.venv:VenvRuntime",
     "docker": "mllib.runtime.docker:DockerRuntime",
+    "ray": "mllib.runtime.ray:RayRuntime",  # a job on a Ray cluster: the `ray` extra
 }
 
 

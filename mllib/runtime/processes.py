@@ -33,6 +33,18 @@ def is_alive(pid: int | None, ctime: float | None = None) -> bool:
         return False
 
 
+def find_process(*args: str) -> int | None:
+    """The pid of a live process of this machine whose command line holds every one of `args`
+    (a cluster's worker, found by its run folder), or None."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and all(a in cmdline for a in args):
+            return int(proc.pid)
+    return None
+
+
 def descendants(pid: int) -> list:
     import psutil
 

@@ -218,6 +218,7 @@ def _know_secrets(spec: RunSpec, code_dir: Path, secret_cli: dict[str, Any]) -> 
 def main(argv: list[str] | None = None) -> int:
     run_dir, code_dir = parse_worker_argv(argv)
     folder = RunFolder(run_dir)
+    os.environ.update(folder.take_job_env())  # before the model's libraries read any of it
     spec = folder.read_spec()
     signal.signal(signal.SIGTERM, _on_sigterm)
     writer = EventWriter(folder.events_file)

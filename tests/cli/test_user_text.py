@@ -243,6 +243,13 @@ def tune_list(w: World) -> None:
     check(w.mllib("tune", "list"), shows=True)
 
 
+def ray_check(w: World) -> None:
+    """An address no cluster answers at (with Ray installed, the error names it, escaped; without
+    it, the error says to install Ray): exit 3 either way, nothing raw on the terminal."""
+    result = w.mllib("ray", "check", "--address", f"http://127.0.0.1:9/{ODD}", timeout=120)
+    check(result, codes=(3,), shows="needs Ray" not in result.stderr)
+
+
 def _deployed(w: World) -> None:
     if not w.state.get("deployed"):
         result = w.mllib("deploy", w.runs[-1], "--env", "staging", timeout=240)
@@ -458,6 +465,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "dash": dashboard,
     "runtime build-base": runtime_build_base,
     "runtime build": runtime_build,
+    "ray check": ray_check,
 }
 
 

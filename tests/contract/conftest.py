@@ -23,6 +23,7 @@ from tests.contract.harness import (
     docker_leftovers,
     make_project,
     process_leftovers,
+    ray_leftovers,
 )
 
 
@@ -66,12 +67,23 @@ def agent_host(agent_lab) -> Iterator[AgentHost]:
                 pass
 
 
-@pytest.fixture(params=["process", "venv", "docker", "ssh"])
+@pytest.fixture(params=["process", "venv", "docker", "ssh", "ray"])
 def runtime(request: pytest.FixtureRequest) -> RuntimeUnderTest:
-    """Each runtime in turn; docker needs a reachable engine, ssh root and sshd (each fails
-    under CI=true, else skips). ssh is an agent without Docker: its runs run in a venv there."""
+    """Each runtime in turn; docker needs a reachable engine, ssh root and sshd, ray Ray (each
+    fails under CI=true, else skips). ssh is an agent without Docker: its runs run in a venv
+    there. ray submits jobs to the session's head on loopback (tests/ray/head.py)."""
     if request.param in ("process", "venv"):
         return RuntimeUnderTest(request.param, process_leftovers)
+    if request.param == "ray":
+        head = request.getfixturevalue("ray_head")
+        return RuntimeUnderTest(
+            "ray",
+            lambda run: ray_leftovers(head, run),
+            tables={
+                "ray": {"address": head.address},
+                "retry": {"max_attempts": 1},  # a failure is the run's outcome, not retried
+            },
+        )
     if request.param == "ssh":
         agent = request.getfixturevalue("agent_host")
         host = request.getfixturevalue("agent_lab").hosts[0]

@@ -189,6 +189,28 @@ def agent_leftovers(host: Any, run: RunRecord, settle_s: float = 10.0) -> list[s
     return left
 
 
+def ray_leftovers(head: Any, run: RunRecord) -> list[str]:
+    """Unfinished jobs of `run` on the head, and its worker if still alive here."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(head.address)
+    jobs = [
+        f"job {job.submission_id} ({job.status.value})"
+        for job in client.list_jobs()
+        if (job.metadata or {}).get("mllib_run") == run.id and not job.status.is_terminal()
+    ]
+    import psutil
+
+    workers = []
+    for proc in head.processes():
+        try:
+            if run.id in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
+                workers.append(f"pid {proc.pid}")
+        except psutil.Error:
+            pass
+    return jobs + workers + process_leftovers(run)
+
+
 def docker_leftovers(client: Any, run_id: str) -> list[str]:
     """Containers of `run_id` that still exist, running or not."""
     found = client.containers.list(all=True, filters={"label": f"org.mllib.run={run_id}"})

@@ -158,3 +158,25 @@ def test_probe_model_is_identical_under_every_local_runtime(
     process, *others = (outcome(project.root, run.id) for run in runs)
     assert [run.status for run in runs] == ["succeeded"] * len(LOCAL)
     assert others == [process] * len(others)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("template", sorted(NEEDS))
+def test_template_trains_identically_on_ray(
+    template: str, tmp_path: Path, image_repository: str, ray_head: Any
+) -> None:
+    """A process run and a job on the session's Ray head (tests/ray/head.py), each predicting
+    where it trained: the same metrics, evaluation, model bytes and prediction."""
+    root = _template(template, tmp_path, image_repository)
+    with (root / "mllib.toml").open("a") as toml:
+        toml.write(f'\n[ray]\naddress = "{ray_head.address}"\n')
+    model = str(root / "model.py")
+
+    runs = {
+        name: mllib.train(model, evaluate=True, runtime=name, seed=3, echo=None)
+        for name in ("process", "ray")
+    }
+
+    _assert_identical(_results(root, runs, {"process": "process", "ray": "ray"}))
+    ws = Workspace.find(root)
+    assert views.show(ws, runs["ray"].id)["environment"]["runtime"] == "ray"

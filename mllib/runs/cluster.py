@@ -1,0 +1,137 @@
+"""The cluster backend: runs of a runtime that hands the worker to a cluster engine (Ray).
+
+The local backend's steps (mllib.runs.local) supervise the run from here: the runtime submits
+the worker as a job and the supervisor streams its log, records its events and stores its
+outputs. What the cluster adds is that a job can be lost with its node or its head: an attempt
+that ends in a system error (a killed worker, a lost job) is submitted again as a new job,
+under the same `[retry]` policy as an agent's attempts (mllib.runs.retry). The queue and fair
+share stay mllib's: the cluster only runs what it is given.
+
+| attempt 1 fails (system error) | its events file is kept beside as events.attempt-1.jsonl,   |
+|                                | the log says why, and after the policy's pause a new job    |
+|                                | starts; metric points the retry logs again are kept once    |
+| a user error, a cancel         | the run's outcome at once, never retried                     |
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mllib.protocol.failure import Outcome, classify
+from mllib.registry.runs import RunRecord, now, update_run
+from mllib.runs.backend import StartFailed, Supervision
+from mllib.runs.local import LocalBackend, Worker
+from mllib.runs.retry import RetryPolicy
+from mllib.workspace import Workspace
+
+ATTEMPTS_FILE = "attempts.json"  # in the run folder: each attempt's job, status and reason
+
+
+class ClusterBackend(LocalBackend):
+    """Runs of a cluster runtime (ray): the local backend's, with system errors retried."""
+
+    name = "cluster"
+    keeps_secret_params = True  # each attempt's worker takes them again
+
+    def __init__(self) -> None:
+        self._secret_params: dict[str, object] = {}
+
+    def _start(self, ctx: Supervision) -> Worker:
+        if not self._secret_params:  # the worker takes the file: kept here for a retry
+            self._secret_params = ctx.folder.read_secret_params()
+        worker = super()._start(ctx)
+        attempt = ctx.record().attempt or 1
+        update_run(ctx.ws.registry, ctx.run.id, attempt=attempt)
+        self._note_attempt(ctx, attempt, worker)
+        return worker
+
+    def attempts(self, ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
+        """Each attempt's job ("agent": where it ran), status and reason, for `runs show`."""
+        try:
+            found: list[dict[str, Any]] = json.loads(
+                (ws.run_folder(run).path / ATTEMPTS_FILE).read_text(encoding="utf-8")
+            )
+        except (OSError, ValueError):
+            return []
+        return found
+
+    def _note_attempt(
+        self, ctx: Supervision, attempt: int, worker: Worker | None, ended: Outcome | None = None
+    ) -> None:
+        """Record attempt `attempt` as begun on `worker`'s job, or as `ended`."""
+        found = self.attempts(ctx.ws, ctx.run)
+        if ended is None:
+            assert worker is not None
+            found.append(
+                {"attempt": attempt, "agent": worker.handle.ident, "status": "running",
+                 "failure_class": None, "reason": None, "started_at": now(), "ended_at": None}
+            )  # fmt: skip
+        elif found and found[-1]["attempt"] == attempt:
+            found[-1].update(
+                status=ended.status,
+                failure_class=ended.failure_class,
+                reason=ended.message,
+                ended_at=now(),
+            )
+        (ctx.folder.path / ATTEMPTS_FILE).write_text(json.dumps(found), encoding="utf-8")
+
+    def _poll(self, ctx: Supervision, worker: Worker) -> bool:
+        if not super()._poll(ctx, worker):
+            return False
+        if ctx.flag.requested.is_set():
+            return True
+        return not self._retried(ctx, worker)
+
+    def _retried(self, ctx: Supervision, worker: Worker) -> bool:
+        """The attempt that just ended failed with a system error the policy retries: start the
+        next one into `worker` (True), else leave the outcome to `_finish` (False)."""
+        worker.pump.join(timeout=10)
+        worker.recorder.poll()
+        assert worker.status is not None
+        outcome = classify(worker.status, worker.recorder.error, False)
+        policy = RetryPolicy.from_config(ctx.ws.project.config)
+        attempt = ctx.record().attempt or 1
+        if not policy.retries(attempt, outcome.failure_class):
+            return False
+        self._note_attempt(ctx, attempt, None, outcome)
+        pause = policy.pause_after(attempt)
+        note = (
+            f"\n--- mllib: attempt {attempt} of {policy.max_attempts} failed ({outcome.message}); "
+            f"attempt {attempt + 1} starts in {pause:.0f} s ---\n"
+        ).encode()
+        with open(ctx.folder.log_file, "ab") as log:
+            log.write(note)
+        ctx.show(note)
+        ctx.sleep(pause)
+        if ctx.flag.requested.is_set():
+            return False  # cancelled during the pause: _finish records it
+        worker.progress.close()
+        events = ctx.folder.events_file
+        if events.exists():
+            events.rename(events.with_name(f"events.attempt-{attempt}.jsonl"))
+        update_run(ctx.ws.registry, ctx.run.id, attempt=attempt + 1)
+        if self._secret_params:
+            ctx.folder.write_secret_params(self._secret_params)
+        try:
+            fresh = super()._start(ctx)
+        except StartFailed as failed:  # the run's outcome: _finish records it
+            outcome = failed.outcome
+            worker.recorder.error = {
+                "failure_class": outcome.failure_class,
+                "message": outcome.message,
+            }
+            return False
+        vars(worker).update(vars(fresh))
+        self._note_attempt(ctx, attempt + 1, worker)
+        return True
+
+    def _finish(self, ctx: Supervision, worker: Worker, cancelled: bool) -> RunRecord:
+        record = super()._finish(ctx, worker, cancelled)
+        self._secret_params = {}
+        return record
+
+    def _record(self, ctx: Supervision, outcome: Outcome, *, model: str | None = None) -> RunRecord:
+        """The last attempt's end is noted before the run's, so a finished run shows it."""
+        self._note_attempt(ctx, ctx.record().attempt or 1, None, outcome)
+        return super()._record(ctx, outcome, model=model)

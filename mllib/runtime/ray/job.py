@@ -1,0 +1,296 @@
+"""A run as a Ray job: submitted with the worker entrypoint, its log streamed, its end read.
+
+The job's entrypoint is `cd PROJECT && exec python -u -m mllib.worker ...` (the shell is Ray's:
+`exec` leaves the worker as the job's process, so its exit code and a killing signal are the
+job's `driver_exit_code`). Variables that only steer the interpreter (PYTHONHASHSEED, thread
+counts, MLLIB_RUN_ID) go in the job's runtime_env; the run's own variables (its env file, the
+params' `env=`, data paths) go in a 0600 file of the run folder that the worker reads and
+removes at start (RunFolder.write_job_env), so the cluster's job table, which anyone holding
+the cluster's token can list, never holds a secret.
+
+Cancel: mllib's own SIGTERM to the worker first when it runs on this machine (a head on
+loopback), then, after `grace_s`, Ray's stop_job (its SIGTERM, then SIGKILL after the head's
+RAY_JOB_STOP_WAIT_TIME_S). A head that stops answering for `[ray] lost_after_s`, or that no
+longer knows the job (restarted), has lost the run: a system error, retried by the run's
+backend under `[retry]` (mllib.runs.cluster).
+
+>>> handle = RayRuntime().start(job)  # doctest: +SKIP
+>>> handle.ident
+'mllib-20261207-0451-ab12-3f9c1e'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shlex
+import signal
+import time
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from mllib.project import Project
+from mllib.protocol.argv import WORKER_MODULE, worker_argv
+from mllib.protocol.events import report_failure
+from mllib.protocol.failure import EXIT_SYSTEM_ERROR, SYSTEM_ERROR, ExitStatus
+from mllib.protocol.folder import RunFolder
+from mllib.protocol.numeric_env import numeric_environment
+from mllib.runtime.base import Job, host_python
+from mllib.runtime.processes import find_process
+from mllib.runtime.ray.client import RayUnavailable, connect, first_line, ray_missing
+from mllib.runtime.ray.settings import RaySettings
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+RUN_METADATA = "mllib_run"  # the job's metadata key naming its run (reap finds jobs by it)
+POLL_S = 0.1
+# Variables that stay in the job's runtime_env: they must be set before the interpreter starts
+# (PYTHONHASHSEED) or say only which run this is; all of them are fine in Ray's job table.
+INTERPRETER_VARIABLES = ("PYTHONHASHSEED", "MLLIB_RUN_ID")
+PREAMBLE = "Running entrypoint for job "  # Ray's line naming the entrypoint it starts
+# Ray's own log lines before the entrypoint runs (runtime_env set-up).
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\t[A-Z]+ \w+\.py:\d+ -- ")
+
+
+class RayRuntime:
+    """Runs the worker as a job on the Ray cluster of `[ray] address`."""
+
+    name = "ray"
+
+    def available(self) -> str | None:
+        return ray_missing()
+
+    def start(self, job: Job) -> RayJob:
+        settings = RaySettings.from_config(Project.find(job.work_dir).config)
+        client = connect(settings)
+        folder = RunFolder(job.run_dir)
+        data = {name: str(path) for name, path in job.data_mounts.items()}  # see Job.data_mounts
+        variables = {**data, **job.env}
+        numeric = numeric_environment()
+        plain = {k: v for k, v in variables.items() if k in INTERPRETER_VARIABLES or k in numeric}
+        folder.write_job_env({k: v for k, v in variables.items() if k not in plain})
+        python = settings.python or host_python()
+        command = shlex.join(worker_argv(python, job.run_dir, job.code_dir))
+        submission_id = f"mllib-{job.run_id}-{secrets.token_hex(3)}"
+        try:
+            client.submit_job(
+                entrypoint=f"cd {shlex.quote(str(job.work_dir))} && exec {command}",
+                submission_id=submission_id,
+                entrypoint_num_gpus=settings.num_gpus or None,
+                runtime_env={
+                    "env_vars": {
+                        **plain,
+                        "PYTHONUNBUFFERED": "1",
+                        "MLLIB_RUNTIME": "ray",
+                        "MLLIB_RUNTIME_ID": settings.cluster,
+                    }
+                },
+                metadata={RUN_METADATA: job.run_id},
+            )
+        except Exception as exc:
+            folder.discard_secret_params()
+            raise RayUnavailable(
+                f"the Ray cluster at {settings.cluster} refused the job: {first_line(exc)}"
+            ) from exc
+        return RayJob(client, submission_id, folder, settings)
+
+    def reap(self, run_id: str, grace_s: float = 5.0) -> int:
+        """Stop every unfinished job of `run_id` on the cluster; returns how many. Used when the
+        run's supervisor died: the project folder is the current directory's."""
+        if ray_missing():
+            return 0
+        try:
+            client = connect(RaySettings.from_config(Project.find(Path.cwd()).config))
+        except Exception:
+            return 0
+        found = [
+            job.submission_id
+            for job in client.list_jobs()
+            if (job.metadata or {}).get(RUN_METADATA) == run_id and not job.status.is_terminal()
+        ]
+        for submission_id in found:
+            if submission_id:
+                client.stop_job(submission_id)
+        return len(found)
+
+
+class Preamble:
+    """Drops Ray's own lines from a job's log: its runtime_env set-up lines before the entrypoint
+    starts, and "Running entrypoint for job ID: COMMAND" (which may come after the entrypoint's
+    first lines: Ray writes it through a buffered file once the process has started)."""
+
+    def __init__(self, submission_id: str) -> None:
+        self.marker = f"{PREAMBLE}{submission_id}: "
+        self.done = False
+        self.partial = ""
+
+    def filter(self, text: str) -> str:
+        if self.done:
+            return text
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # no newline yet: wait for the rest of the line
+        kept = []
+        for line in lines:
+            if self.done:
+                kept.append(line)
+            elif line.startswith(self.marker):
+                self.done = True
+            elif not RAY_LOG_LINE.match(line):
+                kept.append(line)
+        out = "".join(f"{line}\n" for line in kept)
+        if self.done and self.partial:
+            out, self.partial = out + self.partial, ""
+        return out
+
+    def flush(self) -> str:
+        rest, self.partial, self.done = self.partial, "", True
+        return rest
+
+
+class RayJob:
+    """One run's job on the cluster: the handle the local backend follows (RunHandle)."""
+
+    def __init__(
+        self,
+        client: JobSubmissionClient,
+        submission_id: str,
+        folder: RunFolder,
+        settings: RaySettings,
+    ) -> None:
+        self.client = client
+        self.ident = submission_id
+        self.folder = folder
+        self.settings = settings
+        self.pid: int | None = None  # the worker's pid, when it runs on this machine
+        self.status: ExitStatus | None = None
+        self.unreachable_since: float | None = None
+        self.looked_at = 0.0
+
+    # -- RunHandle -----------------------------------------------------------------------------
+    def output(self) -> Iterator[bytes]:
+        """The job's log as Ray streams it, without Ray's own lines about starting it; whatever
+        the stream missed (it closed early, the head dropped it) is read from the whole log."""
+        preamble = Preamble(self.ident)
+        received = 0
+        for text in self._stream():
+            received += len(text)
+            if out := preamble.filter(text):
+                yield out.encode()
+        while True:  # the stream has ended: the rest of the log, once the job has
+            try:
+                ended = self.client.get_job_status(self.ident).is_terminal()
+                whole = self.client.get_job_logs(self.ident)
+            except Exception:
+                return  # the head is gone: wait() tells what happened to the run
+            if len(whole) > received:
+                out = preamble.filter(whole[received:])
+                received = len(whole)
+                if out:
+                    yield out.encode()
+            if ended:
+                if rest := preamble.flush():
+                    yield rest.encode()
+                return
+            time.sleep(0.5)
+
+    def _stream(self) -> Iterator[str]:
+        """Ray's log stream of the job (a websocket), driven on this thread's own event loop."""
+        loop = asyncio.new_event_loop()
+        stream = cast("AsyncGenerator[str, None]", self.client.tail_job_logs(self.ident))
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+                except Exception:  # closed early: output() reads the rest
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(stream.aclose())
+            loop.close()
+
+    def wait(self, timeout: float | None = None) -> ExitStatus | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.status is None:
+            self.status = self._read_status()
+            if self.status is not None:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            left = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            time.sleep(max(0.0, left))
+        return self.status
+
+    def cancel(self, grace_s: float) -> None:
+        """mllib's SIGTERM first (a worker on this machine), Ray's stop_job after `grace_s`."""
+        pid = self.pid or self._local_worker(now_=True)
+        if pid is not None and grace_s > 0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if self.wait(grace_s) is not None:
+                return
+        try:
+            self.client.stop_job(self.ident)
+        except Exception:  # the head is gone: wait() reports the run lost
+            pass
+
+    # -- its parts ----------------------------------------------------------------------------
+    def _read_status(self) -> ExitStatus | None:
+        """How the job ended, or None while it runs; a lost job ends as a system error."""
+        try:
+            info = self.client.get_job_info(self.ident)
+        except Exception as exc:
+            return self._unreachable(exc)
+        self.unreachable_since = None
+        if not info.status.is_terminal():
+            if self.pid is None and info.status.value == "RUNNING":
+                self.pid = self._local_worker()
+            return None
+        code = info.driver_exit_code
+        if info.status.value == "SUCCEEDED":
+            return ExitStatus(0)
+        if code is not None:
+            return ExitStatus(code) if code >= 0 else ExitStatus(None, -code)
+        if info.status.value == "STOPPED":  # stopped before its entrypoint ran
+            return ExitStatus(None, signal.SIGTERM)
+        message = first_line(Exception(info.message or "no message"))
+        return self._lost(f"the Ray job {self.ident} was lost: {message}")
+
+    def _unreachable(self, exc: Exception) -> ExitStatus | None:
+        """The head did not answer (or forgot the job): lost once that has lasted lost_after_s."""
+        forgotten = "does not exist" in str(exc) or "404" in str(exc)
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        if not forgotten and now - self.unreachable_since < self.settings.lost_after_s:
+            return None
+        why = (
+            "no longer knows it"
+            if forgotten
+            else f"did not answer for {now - self.unreachable_since:.0f} s"
+        )
+        return self._lost(
+            f"the Ray job {self.ident} was lost: the head at {self.settings.cluster} {why} "
+            f"({first_line(exc)})"
+        )
+
+    def _lost(self, message: str) -> ExitStatus:
+        report_failure(self.folder.events_file, SYSTEM_ERROR, message)
+        return ExitStatus(EXIT_SYSTEM_ERROR, detail=message)
+
+    def _local_worker(self, *, now_: bool = False) -> int | None:
+        """The worker's pid when it runs on this machine (its command names the run folder);
+        looked for at most once a second unless `now_`."""
+        now = time.monotonic()
+        if not now_ and now - self.looked_at < 1.0:
+            return None
+        self.looked_at = now
+        return find_process(WORKER_MODULE, "--run-dir", str(self.folder.path))
