@@ -98,17 +98,41 @@ def test_a_number_outside_its_range_is_a_usage_error_recording_nothing(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["loadtest", "--rate", "nan"], "--rate got 'nan': allowed is a number greater than 0"),
-        (["loadtest", "--rate", "50:inf"], "--rate got 'inf': allowed is"),
-        (["loadtest", "--rate", "-inf:50"], "--rate got '-inf': allowed is"),
-        (["loadtest", "--duration", "nan"], "--duration got 'nan': allowed is a number greater"),
-        (["loadtest", "--duration", "infs"], "--duration got 'infs': allowed is"),
-        (["loadtest", "--duration", "1e308h"], "--duration got '1e308h': allowed is"),
-        (["loadtest", "--duration", "0"], "--duration got '0': allowed is"),
-        (["deploy", "promote", "--interval", "nanm"], "--interval got 'nanm': allowed is"),
-        (["deploy", "promote", "--interval", "-1s"], "--interval got '-1s': allowed is"),
-        (["deploy", "promote", "--steps", "10,nan"], "--steps must rise from above 0 to 100"),
-        (["deploy", "promote", "--steps", "inf"], "--steps must rise from above 0 to 100"),
+        (
+            ["loadtest", "--env", "staging", "--rate", "nan"],
+            "--rate got 'nan': allowed is a number greater than 0",
+        ),
+        (["loadtest", "--env", "staging", "--rate", "50:inf"], "--rate got 'inf': allowed is"),
+        (["loadtest", "--env", "staging", "--rate", "-inf:50"], "--rate got '-inf': allowed is"),
+        (
+            ["loadtest", "--env", "staging", "--duration", "nan"],
+            "--duration got 'nan': allowed is a number greater",
+        ),
+        (
+            ["loadtest", "--env", "staging", "--duration", "infs"],
+            "--duration got 'infs': allowed is",
+        ),
+        (
+            ["loadtest", "--env", "staging", "--duration", "1e308h"],
+            "--duration got '1e308h': allowed is",
+        ),
+        (["loadtest", "--env", "staging", "--duration", "0"], "--duration got '0': allowed is"),
+        (
+            ["deploy", "promote", "--env", "staging", "--interval", "nanm"],
+            "--interval got 'nanm': allowed is",
+        ),
+        (
+            ["deploy", "promote", "--env", "staging", "--interval", "-1s"],
+            "--interval got '-1s': allowed is",
+        ),
+        (
+            ["deploy", "promote", "--env", "staging", "--steps", "10,nan"],
+            "--steps must rise from above 0 to 100",
+        ),
+        (
+            ["deploy", "promote", "--env", "staging", "--steps", "inf"],
+            "--steps must rise from above 0 to 100",
+        ),
         (["tune", "model.py", "--metric", "m", "--timeout", "9" * 400], "--timeout got '999"),
     ],
 )
@@ -119,7 +143,7 @@ def test_durations_rates_and_steps_refuse_nan_and_infinities(
     NaN and infinities are usage errors, never a load test or promotion that runs forever."""
     assert model_project.mllib("runs", "list").returncode == 0
     before = table_counts(model_project)
-    result = model_project.mllib(*args, "--env", "staging")
+    result = model_project.mllib(*args)
     assert result.returncode == 2, (args, result.output)
     assert message in result.stderr and "Traceback" not in result.output
     assert table_counts(model_project) == before
