@@ -27,16 +27,28 @@ MIGRATIONS: tuple[str, ...] = (
     "mllib.tuning.schema:migrations",  # studies, and the run of each trial
 )
 
+# A team server's database adds these sets (`mllib server init`, `mllib server start`).
+SERVER_MIGRATIONS: tuple[str, ...] = (
+    "mllib.queue.schema:migrations",  # jobs
+    "mllib.server.accounts:migrations",  # users, tokens
+)
+
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.
 BACKENDS: dict[str, str] = {
     "local": "mllib.runs.local:LocalBackend",
     "agents": "mllib.agents.backend:AgentsBackend",
     "cluster": "mllib.runs.cluster:ClusterBackend",
+    "server": "mllib.client.backend:ServerBackend",
 }
 
 REMOTE_RUNTIME = "ssh"  # the `runtime` recorded for a run that executes on an agent host
+SERVER_RUNTIME = "server"  # ... and for a run queued on a team server (its agents run it)
 # The backend of runs recorded with each runtime; runs of any other runtime have "local".
-RUNTIME_BACKENDS: dict[str, str] = {REMOTE_RUNTIME: "agents", "ray": "cluster"}
+RUNTIME_BACKENDS: dict[str, str] = {
+    REMOTE_RUNTIME: "agents",
+    "ray": "cluster",
+    SERVER_RUNTIME: "server",
+}
 
 
 def load(ref: str) -> Any:

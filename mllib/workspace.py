@@ -27,6 +27,13 @@ class Workspace:
     def find(cls, start: Path | str | None = None) -> Workspace:
         return cls(Project.find(start))
 
+    @classmethod
+    def using(cls, project: Project, registry: Registry) -> Workspace:
+        """A workspace over a registry already open (a team server's database connection)."""
+        ws = cls(project)
+        ws.__dict__["registry"] = registry  # what the cached property below would have opened
+        return ws
+
     @cached_property
     def registry(self) -> Registry:
         from mllib.registry import Registry

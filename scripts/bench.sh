@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|ray|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|ray|server|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
+source "$(dirname "$0")/lib/postgresql.sh"
 ensure_python_env "dev ray"
 cd "$MLLIB_ROOT"
 
@@ -89,6 +90,14 @@ bench_tune() {
   "$VENV/bin/python" benchmarks/tune.py "$@"
 }
 
+bench_server() {
+  ensure_bench_env
+  ensure_sshd_tools
+  ensure_postgresql
+  say "Team server: submissions (SQLite, PostgreSQL) vs MLflow create_run, a day's load, scheduler, fair share"
+  "$VENV/bin/python" benchmarks/server.py --mlflow "$BENCH_VENV/bin/mlflow" "$@"
+}
+
 bench_dashboard() {
   say "Dashboard: CPU per refresh and RSS with 10,000 runs, 5 of them logging 1,000 points/s"
   "$VENV/bin/python" benchmarks/dashboard.py "$@"
@@ -115,6 +124,7 @@ case "${1:-all}" in
   envs) bench_envs "${@:2}" ;;
   tune) bench_tune "${@:2}" ;;
   ray) bench_ray "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune; bench_ray ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, ray, all)" ;;
+  server) bench_server "${@:2}" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune; bench_ray; bench_server ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, ray, server, all)" ;;
 esac

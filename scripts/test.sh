@@ -7,11 +7,13 @@ source "$(dirname "$0")/lib/serving.sh"
 source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
+source "$(dirname "$0")/lib/postgresql.sh"
 ensure_python_env "dev ray"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk
 ensure_tmux
+ensure_postgresql
 ensure_docker_engine
 ensure_base_image
 

@@ -32,6 +32,7 @@ CORE = (
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
     "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.home",
     "mllib.locks",
+    "mllib.credentials",
 )  # fmt: skip
 
 # Package -> its modules: a dotted name stands for the module and everything below it;
@@ -49,6 +50,9 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "runs": ("mllib.runs",),
     "tuning": ("mllib.tuning",),
     "agents": ("mllib.agents",),
+    "queue": ("mllib.queue",),
+    "server": ("mllib.server",),
+    "client": ("mllib.client",),
     "serving": ("mllib.serving",),
     "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
@@ -75,13 +79,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "runs": ("datasets", "code_snapshot", "runtime"),
     "tuning": ("runs",),
     "agents": ("runs",),
+    "queue": ("registry",),
+    "server": ("agents", "queue"),
+    "client": ("runs",),
     "serving": ("runs", "worker"),
     "models": ("serving",),
     "scaffold": (),
     "doctor": ("datasets",),
     "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "models", "scaffold", "doctor", "api"),
+    "cli": ("dashboard", "models", "scaffold", "doctor", "api", "server", "client"),
     "agent program": ("runs",),
 }
 
@@ -110,17 +117,17 @@ HEAVY: dict[str, tuple[str, ...]] = {
                "mllib.runtime.image_build", "mllib.runtime.base_image"),
     "paramiko": ("mllib.agents",),
     "litserve": ("mllib.serving.server",),
-    "fastapi": ("mllib.serving",),
-    "starlette": ("mllib.serving",),
-    "uvicorn": ("mllib.serving.server",),
+    "fastapi": ("mllib.serving", "mllib.server.app"),
+    "starlette": ("mllib.serving", "mllib.server.app"),
+    "uvicorn": ("mllib.serving.server", "mllib.server.main"),
     "prometheus_client": ("mllib.serving",),
     "sqlite_utils": ("mllib.registry",),
-    "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard"),
+    "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard", "mllib.client"),
     "cloudpickle": ("mllib.persistence",),
     "plotext": ("mllib.runs.plot",),
     "psutil": ("mllib.runtime.processes", "mllib.serving"),
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
-    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry",),
+    "ray": ("mllib.runtime",), "psycopg": ("mllib.registry", "mllib.server"),
     "optuna": ("mllib.tuning.storage",),
     "sentry_sdk": (), "textual": ("mllib.dashboard",),
 }  # fmt: skip

@@ -297,3 +297,28 @@ def ray_head() -> Iterator:
             else:
                 os.environ[name] = value
         head.stop()
+
+
+# -- databases: every registry and queue test runs on SQLite and on PostgreSQL -----------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the test session (tests/pgcluster.py). Without
+    PostgreSQL installed the tests that need it skip, or fail under CI=true."""
+    from tests.pgcluster import Cluster
+
+    try:
+        cluster = Cluster()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path: Path) -> str:
+    """A fresh, empty database's location: a SQLite file, or a PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "server.db")
+    return request.getfixturevalue("pg_cluster").new_database()

@@ -74,10 +74,20 @@ def _env_plan(folder: RunFolder) -> dict[str, Any] | None:
 
 
 def start_on(
-    ws: Workspace, run: RunRecord, agent: AgentClient, attempt: int, slots: int, *, gpus: int = 0
+    ws: Workspace,
+    run: RunRecord,
+    agent: AgentClient,
+    attempt: int,
+    slots: int,
+    *,
+    gpus: int = 0,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send the run's code (and input model) blobs and the chunks of its datasets the agent
     lacks, then ask it to start the run on one of its `slots` (and `gpus`, one GPU each).
+
+    `env`: the run's variables when they did not come from this workspace (a team server
+    passes those its client submitted); else `run_env`.
 
     Returns the agent's answer: `{"started": True, "runtime": ..., ...}` or `{"busy": True, ...}`.
     Should the agent's cache lose a blob between sending and starting (another start or a prune
@@ -112,7 +122,7 @@ def start_on(
             spec=asdict(spec),
             code_tree=run.code_hash,
             input_model=input_model,
-            env=run_env(ws, run),
+            env=run_env(ws, run) if env is None else env,
             datasets=datasets,
             slots=slots,
             gpus=gpus,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mllib.cli import (
+    account,
     agents,
     dashboard,
     data,
@@ -22,9 +23,11 @@ from mllib.cli import (
     ray,
     runs,
     serve,
+    server,
     tune,
 )
 from mllib.cli import init as init_cmd
+from mllib.cli import queue as queue_cmd
 from mllib.cli import runtime as runtime_cmd
 from mllib.cli.model_args import MODEL_COMMAND
 from mllib.errors import UsageError
@@ -127,6 +130,11 @@ app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
 app.command()(doctor.doctor)
 app.add_typer(ray.app, name="ray")
+app.add_typer(server.app, name="server")
+app.command()(account.login)
+app.command()(account.whoami)
+app.command()(account.logout)
+app.command()(queue_cmd.queue)
 app.command()(dashboard.dashboard)
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 

@@ -145,6 +145,20 @@ def train(
             show_default=False,
         ),
     ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus", help="GPUs the run asks for on a team server (1).", show_default=False
+        ),
+    ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            "--priority",
+            help="Among your runs on a team server, higher goes first (0).",
+            show_default=False,
+        ),
+    ] = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -156,6 +170,7 @@ def train(
 
     launch = api.train if from_study is None else _with_study_params(api.train, from_study)
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
+    options |= {"gpus": gpus, "priority": priority}
     _run(launch, ctx, model, param, help_, where(local, remote), detach, **options)
 
 

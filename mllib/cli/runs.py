@@ -17,6 +17,26 @@ from mllib.ranges import COUNT
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="This machine's runs, not the team server's.")
+]
+
+
+def _server(local: bool = False):
+    """The team server these commands read from (when one is configured), else None."""
+    if local:
+        return None
+    from mllib.credentials import configured_server
+    from mllib.project import Project
+
+    config = Project.find().config
+    if configured_server(config) is None:
+        return None
+    from mllib.client.http import Server
+
+    return Server.connect(config)
+
+
 RunIdArg = Annotated[
     str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=completion.run_ids)
 ]
@@ -37,12 +57,23 @@ def list_(
         str | None, typer.Option("--status", help="Only runs with this status.", show_default=False)
     ] = None,
     limit: Annotated[int, number_option("--limit", COUNT, help="At most this many runs.")] = 20,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Everyone's runs (team server admins).")
+    ] = False,
+    local: LocalOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """List runs, newest first."""
-    from mllib.runs.views import list_dicts
+    """List runs, newest first (on the team server when one is configured: yours)."""
+    server = _server(local)
+    if server is not None:
+        from mllib.client.views import list_runs
 
-    runs = list_dicts(_ws(), status=status, limit=limit)
+        with server.http:
+            runs = list_runs(server, status=status, limit=limit, everyone=all_)
+    else:
+        from mllib.runs.views import list_dicts
+
+        runs = list_dicts(_ws(), status=status, limit=limit)
     if json_:
         output.print_json(runs)
         return
@@ -74,15 +105,24 @@ def list_(
 @app.command()
 def show(
     run_id: RunIdArg,
+    local: LocalOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
     from rich.table import Table
 
     from mllib.runs.views import environment_lines
-    from mllib.runs.views import show as show_run
 
-    data = show_run(_ws(), run_id)
+    server = _server(local)
+    if server is not None:
+        from mllib.client.views import show as show_remote
+
+        with server.http:
+            data = show_remote(server, run_id)
+    else:
+        from mllib.runs.views import show as show_run
+
+        data = show_run(_ws(), run_id)
     if json_:
         output.print_json(data)
         return
@@ -169,6 +209,7 @@ def compare(
     run_ids: Annotated[
         list[str], typer.Argument(help="Two or more run ids.", autocompletion=completion.run_ids)
     ],
+    local: LocalOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Params and metrics of runs side by side: differences highlighted, the best value per metric marked."""
@@ -179,7 +220,14 @@ def compare(
 
     if len(run_ids) < 2:
         raise UsageError("compare needs at least two run ids")
-    data = compare_runs(_ws(), run_ids)
+    server = _server(local)
+    if server is not None:
+        from mllib.client.views import compare as compare_remote
+
+        with server.http:
+            data = compare_remote(server, run_ids)
+    else:
+        data = compare_runs(_ws(), run_ids)
     if json_:
         output.print_json(data)
         return
@@ -237,17 +285,25 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
     ] = False,
+    local: LocalOpt = False,
 ) -> None:
     """Print a run's output (stdout and stderr); --follow attaches to a running one."""
-    from mllib.runs.control import follow_log
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
-    ws = _ws()
+    server = _server(local)
     try:
-        status = follow_log(ws, run_id, write, follow=follow)
+        if server is not None:
+            from mllib.client.views import follow_log as follow_remote
+
+            with server.http:
+                status = follow_remote(server, run_id, write, follow=follow)
+        else:
+            from mllib.runs.control import follow_log
+
+            status = follow_log(_ws(), run_id, write, follow=follow)
     except KeyboardInterrupt:
         output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
         raise typer.Exit(0) from None
@@ -280,8 +336,16 @@ def plot(
 
 
 @app.command()
-def cancel(run_id: RunIdArg) -> None:
+def cancel(run_id: RunIdArg, local: LocalOpt = False) -> None:
     """Stop a queued or running run and every process it started."""
+    server = _server(local)
+    if server is not None:
+        from mllib.client.views import cancel as cancel_remote
+
+        with server.http:
+            data = cancel_remote(server, run_id)
+        output.err().print(f"Run {data['id']} {status_text(data['status'])}")
+        return
     from mllib.runs.control import cancel as cancel_run
 
     record = cancel_run(_ws(), run_id)
@@ -292,8 +356,13 @@ def cancel(run_id: RunIdArg) -> None:
 def rerun(
     run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
+    local: LocalOpt = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
+    server = _server(local)
+    if server is not None:
+        _rerun_on_server(server, run_id, detach)
+        return
     from mllib.cli.run_output import announce, finish
     from mllib.runs import api
     from mllib.workspace import Workspace
@@ -301,6 +370,33 @@ def rerun(
     ws = Workspace.find()
     record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
     finish(ws, record, detach)
+
+
+def _rerun_on_server(server, run_id: str, detach: bool) -> None:
+    """Queue the run again there; follow its log unless `detach` (Ctrl-C detaches)."""
+    from mllib.client.backend import queued_note
+    from mllib.client.views import follow_log, rerun
+    from mllib.project import Project
+
+    with server.http:
+        answer = rerun(server, run_id, Project.find().env_values("remote"))
+        output.err().print(queued_note(answer, server.url), markup=False, highlight=False)
+        if detach:
+            print(answer["id"])
+            return
+
+        def write(chunk: bytes) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+        try:
+            status = follow_log(server, answer["id"], write, follow=True)
+        except KeyboardInterrupt:
+            output.err().print(f"\nDetached; run {answer['id']} goes on on the server.")
+            raise typer.Exit(0) from None
+    output.err().print(f"Run {answer['id']} {status_text(status)}")
+    if status != "succeeded":
+        raise typer.Exit(130 if status == "cancelled" else 1)
 
 
 @app.command()

@@ -59,6 +59,9 @@ def migrations() -> sqlite_utils.Migrations:
     def initial(db: sqlite_utils.Database) -> None:
         db.execute("CREATE TABLE run_changes (run_id TEXT PRIMARY KEY, change INTEGER NOT NULL)")
         db.execute("CREATE INDEX run_changes_change ON run_changes (change)")
+        if getattr(db, "dialect", None) == "postgresql":
+            _postgres_triggers(db)
+            return
         for table, column in WATCHED.items():
             for event in ("INSERT", "UPDATE"):
                 # No conflict clause in the body: the firing statement's own (an upsert, INSERT
@@ -75,6 +78,23 @@ def migrations() -> sqlite_utils.Migrations:
                 )
 
     return migrations
+
+
+def _postgres_triggers(db: sqlite_utils.Database) -> None:
+    """The same triggers on PostgreSQL: one function, told the column naming the run. Numbers
+    come from a sequence (concurrent writers there do not take one lock)."""
+    db.execute("CREATE SEQUENCE run_changes_seq")
+    db.execute(
+        "CREATE FUNCTION run_changes_bump() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN INSERT INTO run_changes (run_id, change) "
+        "VALUES (to_jsonb(NEW) ->> TG_ARGV[0], nextval('run_changes_seq')) "
+        "ON CONFLICT (run_id) DO UPDATE SET change = EXCLUDED.change; RETURN NULL; END $$"
+    )
+    for table, column in WATCHED.items():
+        db.execute(
+            f"CREATE TRIGGER run_changes_{table} AFTER INSERT OR UPDATE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION run_changes_bump('{column}')"
+        )
 
 
 def current_cursor(reg: Registry) -> Cursor:

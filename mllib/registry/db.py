@@ -1,7 +1,10 @@
-"""The registry's SQLite connection: WAL, a long busy timeout, and write transactions that lock up front.
+"""The registry's connection: a SQLite file (the embedded default) or a PostgreSQL database.
 
-Writes use BEGIN IMMEDIATE so two processes never both read then try to upgrade to a write lock
-(SQLite answers that deadlock with "database is locked" at once, without waiting).
+SQLite: WAL, a long busy timeout, and write transactions that lock up front: writes use BEGIN
+IMMEDIATE so two processes never both read then try to upgrade to a write lock (SQLite answers
+that deadlock with "database is locked" at once, without waiting). PostgreSQL (a team server's
+database): the same queries through mllib.registry.postgres, which translates the few places the
+two differ (mllib.registry.dialect).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mllib.registry.dialect import POSTGRESQL, SQLITE, is_postgres_url
 from mllib.registry.sqlite import import_sqlite_utils
 
 if TYPE_CHECKING:
@@ -27,7 +31,8 @@ def where_equal(**columns: Any) -> tuple[str, list[Any]]:
     given = {name: value for name, value in columns.items() if value}
     if not given:
         return "", []
-    return " WHERE " + " AND ".join(f"{name} = ?" for name in given), list(given.values())
+    # Quoted: `user` is a column here and a keyword (the session's user) to PostgreSQL.
+    return " WHERE " + " AND ".join(f'"{name}" = ?' for name in given), list(given.values())
 
 
 class Registry:
@@ -38,11 +43,38 @@ class Registry:
     ...     reg.db["runs"].update("abc", {"status": "running"})
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, db: Any = None) -> None:
         self.path = path
         self.conn = conn
-        self.db: sqlite_utils.Database = import_sqlite_utils().Database(conn)
+        self.dialect = getattr(conn, "dialect", SQLITE)
+        self.db: sqlite_utils.Database = db or import_sqlite_utils().Database(conn)
         self._lock = threading.RLock()
+
+    @classmethod
+    def connect(cls, location: str | Path, migrations: Iterable[str] = ()) -> Registry:
+        """Open the registry at `location`: a PostgreSQL URL (`postgresql://...`) or a SQLite
+        file's path, migrated with every set of mllib.plugins.MIGRATIONS and `migrations`."""
+        if isinstance(location, str) and is_postgres_url(location):
+            registry = cls._open_postgres(location)
+        else:
+            registry = cls.open(Path(location))
+        if migrations:
+            registry.migrate(migrations)
+        return registry
+
+    @classmethod
+    def _open_postgres(cls, url: str) -> Registry:
+        from mllib.plugins import MIGRATIONS
+        from mllib.registry.postgres import PgDatabase, connect
+
+        conn = connect(url)
+        registry = cls(Path(url), conn, PgDatabase(conn))  # type: ignore[arg-type]
+        registry.migrate(MIGRATIONS)
+        return registry
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.dialect == POSTGRESQL)
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Registry:
@@ -89,6 +121,10 @@ class Registry:
         if not any(m.pending(self.db) for m in sets):
             return
         with self.transaction():
+            if (
+                self.is_postgres
+            ):  # one process migrates at a time; the others wait, then see it done
+                self.conn.execute("SELECT pg_advisory_xact_lock(7244901)")
             for m in sets:
                 m.apply(self.db)
 
@@ -107,6 +143,24 @@ class Registry:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Registry]:
+        """Inside a transaction, a part that can fail alone (rolled back to its start, the rest
+        kept); outside one, a transaction of its own."""
+        with self._lock:
+            if not self.conn.in_transaction:
+                with self.transaction():
+                    yield self
+                return
+            self.conn.execute("SAVEPOINT part")
+            try:
+                yield self
+            except BaseException:
+                self.conn.execute("ROLLBACK TO SAVEPOINT part")
+                self.conn.execute("RELEASE SAVEPOINT part")
+                raise
+            self.conn.execute("RELEASE SAVEPOINT part")
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
         from mllib.registry.health import fetch_all

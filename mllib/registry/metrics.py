@@ -43,17 +43,19 @@ def get_eval_metrics(reg: Registry, run_id: str) -> dict[str, float | None]:
 def metric_summary(reg: Registry, run_id: str) -> dict[str, dict[str, Any]]:
     """Per metric: last value (highest step, then latest logged), min, max and number of points.
 
-    min and max leave NaN points out (NaN when every point is NaN); last may be NaN.
+    min and max leave NaN points out (NaN when every point is NaN); last may be NaN. `value =
+    'NaN'` finds NaN on both databases: SQLite keeps it as that text, PostgreSQL as a NaN float,
+    which it holds equal to itself.
     """
     rows = reg.query(
         """
-        SELECT name, MIN(IIF(typeof(value) = 'text', NULL, value)) AS min,
-          MAX(IIF(typeof(value) = 'text', NULL, value)) AS max, COUNT(*) AS count,
-          SUM(typeof(value) = 'text') AS nans,
+        SELECT name, MIN(CASE WHEN value = 'NaN' THEN NULL ELSE value END) AS min,
+          MAX(CASE WHEN value = 'NaN' THEN NULL ELSE value END) AS max, COUNT(*) AS count,
+          SUM(CASE WHEN value = 'NaN' THEN 1 ELSE 0 END) AS nans,
           (SELECT m2.value FROM metrics m2 WHERE m2.run_id = m.run_id AND m2.name = m.name
            ORDER BY m2.step DESC, m2.seq DESC LIMIT 1) AS last,
           MAX(step) AS last_step
-        FROM metrics m WHERE run_id = ? GROUP BY name ORDER BY MIN(seq)
+        FROM metrics m WHERE run_id = ? GROUP BY run_id, name ORDER BY MIN(seq)
         """,
         (run_id,),
     )

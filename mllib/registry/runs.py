@@ -103,8 +103,13 @@ def create_run(
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
     from mllib.registry.runfolder import save_record
 
+    row = {k: v for k, v in record.__dict__.items() if v is not None}
+    columns = ", ".join(f'"{k}"' for k in row)  # plain SQL: this is a team server's hot path
     with reg.transaction():
-        reg.db.table("runs").insert({k: v for k, v in record.__dict__.items() if v is not None})
+        reg.conn.execute(
+            f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' for _ in row)})",
+            tuple(row.values()),
+        )
         set_params(reg, record.id, params, sources, secret)
         save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
@@ -120,17 +125,24 @@ def set_params(
     from mllib.params import SECRET_MARKER, SECRET_TYPE, type_name_of
 
     rows = [
-        {
-            "run_id": run_id,
-            "name": name,
-            "value": json.dumps(SECRET_MARKER if name in secret else value),
-            "type": SECRET_TYPE if name in secret else type_name_of(value),
-            "source": sources.get(name, "default"),
-        }
+        (
+            run_id,
+            name,
+            json.dumps(SECRET_MARKER if name in secret else value),
+            SECRET_TYPE if name in secret else type_name_of(value),
+            sources.get(name, "default"),
+        )
         for name, value in params.items()
     ]
+    if not rows:
+        return
     with reg.transaction():
-        reg.db.table("params").upsert_all(rows, pk=("run_id", "name"))
+        reg.conn.executemany(
+            "INSERT INTO params (run_id, name, value, type, source) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
+            "type = excluded.type, source = excluded.source",
+            rows,
+        )
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:

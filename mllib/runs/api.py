@@ -49,9 +49,11 @@ def start(
     on_prepared: Callable[[RunRecord], None] | None = None,
     agent: str | None = None,
     flag: CancelFlag | None = None,
+    queue: Mapping[str, int] | None = None,
 ) -> RunRecord:
     """Hand a recorded run to its backend: run it to its end here, or in a background supervisor
-    (`detach`); `agent` pins it to that agent; `flag.request()` stops it (see Backend.submit)."""
+    (`detach`); `agent` pins it to that agent; `flag.request()` stops it; `queue`: a team
+    server's `gpus` and `priority` (see Backend.submit)."""
     return backend_for(record).submit(
         target.ws,
         record,
@@ -61,6 +63,7 @@ def start(
         on_prepared=on_prepared,
         pin=agent,
         flag=flag,
+        queue=queue,
     )
 
 
@@ -76,6 +79,7 @@ class _Launch:
     on_prepared: Callable[[RunRecord], None] | None
     on_interrupt: Callable[[], str] | None
     flag: CancelFlag | None = None
+    queue: Mapping[str, int] | None = None
 
     @property
     def env_target(self) -> str:
@@ -106,6 +110,7 @@ class _Launch:
             on_prepared=self.on_prepared,
             agent=self.agent,
             flag=self.flag,
+            queue=self.queue,
         )
 
 
@@ -126,6 +131,8 @@ def train(
     progress: Progress | None = None,
     on_interrupt: Callable[[], str] | None = None,
     flag: CancelFlag | None = None,
+    gpus: int | None = None,
+    priority: int | None = None,
 ) -> RunRecord:
     """Train `model` (a model.py path, optionally `path:Class`) and record the run; returns its record.
 
@@ -133,12 +140,22 @@ def train(
     `data`: datasets as `KEY=NAME[@VERSION]` (`train=mnist@3` sets TRAIN_DATA to its read-only path).
     `flag`: a `mllib.runs.backend.CancelFlag` whose `request()`, from another thread, stops the
     run as Ctrl-C would (a run supervised here, not detached).
+    `gpus`, `priority`: what a run queued on a team server asks for (1 GPU, priority 0).
     """
     target = target or locate_model(model)
     actions = ["train", "evaluate"] if evaluate else ["train"]
     require_methods(target, *actions)
+    queue = {k: v for k, v in (("gpus", gpus), ("priority", priority)) if v is not None}
     launch = _Launch(
-        runtime, remote or agent is not None, agent, detach, echo, on_prepared, on_interrupt, flag
+        runtime,
+        remote or agent is not None,
+        agent,
+        detach,
+        echo,
+        on_prepared,
+        on_interrupt,
+        flag,
+        queue,
     )
     return launch(target, actions, dict(params or {}), seed=seed, data=data, progress=progress)
 

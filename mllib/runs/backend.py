@@ -40,7 +40,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -159,13 +159,15 @@ class Backend(Generic[E]):
         on_prepared: Callable[[RunRecord], None] | None = None,
         pin: str | None = None,
         flag: CancelFlag | None = None,
+        queue: Mapping[str, int] | None = None,
     ) -> RunRecord:
         """Run a freshly recorded run to its end here, or hand it to a background supervisor.
 
         From the moment the run is recorded, Ctrl-C ends it as `cancelled`: here until the
         supervisor takes Ctrl-C over (it then cancels the run itself), and through the background
         supervisor if one had already taken the run over. `pin`: where it must execute. `flag`:
-        how the caller may stop it while it is supervised here (`CancelFlag.request`).
+        how the caller may stop it while it is supervised here (`CancelFlag.request`). `queue`:
+        what a queue's backend asks for (`gpus`, `priority`), which others ignore.
         """
         try:
             if pin is not None:

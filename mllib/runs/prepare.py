@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from mllib.terminal import Notify
     from mllib.workspace import Workspace
 
-# Runtimes that build the run's environment from its plan (ssh: whatever the agent picks).
-PLANNED_RUNTIMES = ("venv", "docker", "ssh")
+# Runtimes that build the run's environment from its plan (ssh: whatever the agent picks;
+# server: whatever agent the team server picks).
+PLANNED_RUNTIMES = ("venv", "docker", "ssh", "server")
 
 
 def prepare_run(

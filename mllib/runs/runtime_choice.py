@@ -3,8 +3,9 @@ configured, or chosen by what answers here (docker when an engine answers, else 
 
 from __future__ import annotations
 
+from mllib.credentials import configured_server
 from mllib.errors import UsageError
-from mllib.plugins import REMOTE_RUNTIME
+from mllib.plugins import REMOTE_RUNTIME, SERVER_RUNTIME
 from mllib.registry.runs import RunRecord
 from mllib.runs.backend import backend_name, get_backend
 from mllib.runtime import RUNTIMES
@@ -24,7 +25,8 @@ def select_runtime(
 ) -> tuple[str, str]:
     """The runtime for a run and the reason it was chosen.
 
-    `remote`, `agent` (or the remote runtime asked for by name) send it to the backend of remote
+    `remote` sends it to the team server when one is configured (mllib.credentials); `remote`,
+    `agent` (or the remote runtime asked for by name) otherwise send it to the backend of remote
     runs, which refuses here when it cannot place it (no agent configured, an unknown agent).
     `source`: the training run an evaluation or prediction uses; unless a runtime is asked for,
     a local one (process, or docker while an engine answers) is used again, so the model runs
@@ -36,6 +38,11 @@ def select_runtime(
     cluster = _cluster_runtime(ws, requested, remote, agent)
     if cluster is not None:
         return cluster
+    if (remote or requested == SERVER_RUNTIME) and not agent:
+        url = configured_server(ws.project.config)
+        if url is not None or requested == SERVER_RUNTIME:
+            get_backend(backend_name(SERVER_RUNTIME)).check_placement(ws, None)
+            return SERVER_RUNTIME, f"--remote: queued on the team server {url}"
     if remote or agent or requested == REMOTE_RUNTIME:
         get_backend(backend_name(REMOTE_RUNTIME)).check_placement(ws, agent)
         where = f"agent {agent} (--agent)" if agent else "an agent with a free slot"

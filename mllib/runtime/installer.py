@@ -69,13 +69,12 @@ class Installer:
         if self.name == "uv":
             global_constraints = [] if require_hashes else list(self.constraints)
             hashes += uv_command_line_options(file_options or [])
-            # Bytecode compiled now, as pip does (else every run pays for it, or every first
-            # run where PYTHONDONTWRITEBYTECODE is set).
+            # No bytecode here: runs write it as they import (mllib.runtime.venv).
             command = [self.uv or "uv", "pip", "install", "--python", venv_python,
-                       "--compile-bytecode", *self.options, *global_constraints, *hashes, *files]  # fmt: skip
+                       *self.options, *global_constraints, *hashes, *files]  # fmt: skip
             return command, dict(self.environ)
         command = [venv_python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-                   "--progress-bar", "off", *hashes, *files]  # fmt: skip
+                   "--progress-bar", "off", "--no-compile", *hashes, *files]  # fmt: skip
         return command, {"PIP_CONSTRAINT": ""} if require_hashes else {}
 
 
@@ -141,7 +140,8 @@ def uv_settings(
     cert = values.get("cert") or environ.get("SSL_CERT_FILE")
     if not cert and os.path.isfile(HOST_CA_BUNDLE):
         cert = HOST_CA_BUNDLE
-    uv_env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+    # No bytecode at install, whatever the caller's environment says (see mllib.runtime.venv).
+    uv_env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_COMPILE_BYTECODE": "0"}
     if cert:
         uv_env["SSL_CERT_FILE"] = cert
     return tuple(options), tuple(constraints), uv_env

@@ -30,7 +30,7 @@ from mllib.runtime.install_errors import explain_install_failure, network_troubl
 from mllib.runtime.installer import InstallCancelled, InstallFailed
 from mllib.runtime.prepared import PreparedHandle
 from mllib.runtime.process import ProcessHandle, ProcessRuntime
-from mllib.runtime.venvs import Env, ensure_env, mllib_path
+from mllib.runtime.venvs import PYCACHE, Env, ensure_env, mllib_path
 
 
 class VenvRuntime:
@@ -109,6 +109,12 @@ class VenvHandle(PreparedHandle):
             "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
             "MLLIB_RUNTIME": "venv",
             "MLLIB_RUNTIME_ID": env.key,
+            # Bytecode of what the run imports goes into the venv's own folder, written once
+            # and read by every later run, even where PYTHONDONTWRITEBYTECODE is set (it keeps
+            # __pycache__ out of the project, as that setting asks). Compiling every file at
+            # install took longer than the install itself, for modules no model imports.
+            "PYTHONPYCACHEPREFIX": str(env.path / PYCACHE),
+            "PYTHONDONTWRITEBYTECODE": "",
         }
         if env.meta.get("python_note"):
             extra["MLLIB_ENV_NOTE"] = str(env.meta["python_note"])

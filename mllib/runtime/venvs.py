@@ -7,6 +7,7 @@ same share one, and a second run starts with no install at all. The cache lives 
 `$XDG_CACHE_HOME/mllib/envs/` (on an agent, its own `envs/`; `MLLIB_ENV_CACHE` moves it):
 
     <key>/            the venv (bin/python ...) and mllib-env.json, written last (complete)
+    <key>/pycache/    bytecode, written as runs import modules (none is compiled at install)
     <key>.lock        held exclusively while it is built, shared while a run uses it
     mllib/<hash>/mllib  a link to the running mllib, put on the worker's PYTHONPATH
 
@@ -45,6 +46,7 @@ RECIPE = "1"  # bump when the layout of a built venv changes
 META_FILE = "mllib-env.json"
 KEY = re.compile(r"[0-9a-f]{24}")  # how venvs are named (env_key)
 DEFAULT_CACHE_GB = 20.0
+PYCACHE = "pycache"  # the bytecode of what runs in the venv imports (see mllib.runtime.venv)
 Progress = Callable[[str], None]
 
 
@@ -85,7 +87,9 @@ class Env:
 
 def find_interpreter(wanted: str) -> Interpreter:
     """A Python of this host with `wanted`'s minor version ("3.11.7" -> any 3.11), else the one
-    running mllib, with a note saying so. uv finds installed Pythons only (never downloads)."""
+    running mllib, with a note saying so. Installed Pythons only, never a download: those uv
+    finds (its own, and on PATH), `pythonX.Y` on PATH, and pyenv's versions (which uv does not
+    look in, and whose shims answer only for the versions a shell has selected)."""
     running = Interpreter(
         getattr(sys, "_base_executable", None) or sys.executable,
         platform.python_version(),
@@ -94,7 +98,7 @@ def find_interpreter(wanted: str) -> Interpreter:
     minor = ".".join(wanted.split(".")[:2])
     if not wanted or running.version.split(".")[:2] == minor.split("."):
         return running
-    for candidate in (_uv_python(minor), shutil.which(f"python{minor}")):
+    for candidate in (_uv_python(minor), shutil.which(f"python{minor}"), *_pyenv_pythons(minor)):
         if candidate:
             probe = _probe(candidate)
             if probe and probe.version.split(".")[:2] == minor.split("."):
@@ -326,6 +330,18 @@ def _uv_python(minor: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def _pyenv_pythons(minor: str) -> list[str]:
+    """pyenv's installed Pythons of `minor` ($PYENV_ROOT/versions/3.12.1/bin/python3.12), the
+    newest first."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    found = []
+    for python in root.glob(f"{minor}.*/bin/python{minor}"):
+        micro = python.parents[1].name.removeprefix(f"{minor}.")
+        if micro.isdigit():  # 3.12.1, not 3.12-dev or a virtualenv named 3.12.1-tools
+            found.append((int(micro), str(python)))
+    return [python for _micro, python in sorted(found, reverse=True)]
 
 
 def _probe(python: str) -> Interpreter | None:

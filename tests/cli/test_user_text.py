@@ -250,6 +250,68 @@ def ray_check(w: World) -> None:
     check(result, codes=(3,), shows="needs Ray" not in result.stderr)
 
 
+def _home(w: World) -> str:
+    """The team server's home, in the odd project folder (its path is user text)."""
+    return str(w.project.root / "srv")
+
+
+def server_init(w: World) -> None:
+    check(w.mllib("server", "init", "--dir", _home(w)), shows=True)
+
+
+def server_start(w: World) -> None:
+    check(
+        w.mllib("server", "start", "--dir", _home(w), "--host", ODD, timeout=60),
+        codes=(1, 2, 3),
+        shows=True,
+    )
+
+
+def server_users_add(w: World) -> None:
+    check(w.mllib("server", "users", "add", "alice", "--dir", _home(w)))
+    check(w.mllib("server", "users", "add", ODD, "--dir", _home(w)), codes=(2,), shows=True)
+
+
+def server_users_token(w: World) -> None:
+    check(w.mllib("server", "users", "token", "alice", "--dir", _home(w)))
+    check(w.mllib("server", "users", "token", ODD, "--dir", _home(w)), codes=(2, 4), shows=True)
+
+
+def server_users_list(w: World) -> None:
+    check(w.mllib("server", "users", "list", "--dir", _home(w)))
+
+
+def server_users_disable(w: World) -> None:
+    check(w.mllib("server", "users", "disable", ODD, "--dir", _home(w)), codes=(2, 4), shows=True)
+
+
+def server_agents(w: World) -> None:
+    """`mllib server agents ...` are `mllib agents ...` on the server's list."""
+    home = ("server", "agents", "--dir", _home(w))
+    check(w.mllib(*home, "add", ODD, "--host", "h"), codes=(2,), shows=True)
+    check(w.mllib(*home, "list"))
+    check(w.mllib(*home, "check", ODD), codes=(2, 4), shows=True)
+    check(w.mllib(*home, "remove", ODD), codes=(2, 4), shows=True)
+
+
+def login(w: World) -> None:
+    """No server answers there: an error naming the address, escaped; nothing stored."""
+    result = w.mllib("login", f"http://127.0.0.1:9/{ODD}", input="token\n", timeout=60)
+    check(result, codes=(1, 2, 3), shows=True)
+
+
+def whoami(w: World) -> None:
+    check(w.mllib("whoami"), codes=(1, 2, 3))
+
+
+def logout(w: World) -> None:
+    check(w.mllib("logout"), codes=(0, 1, 2, 3))
+
+
+def queue(w: World) -> None:
+    check(w.mllib("queue"), codes=(1, 2, 3))
+
+
 def _deployed(w: World) -> None:
     if not w.state.get("deployed"):
         result = w.mllib("deploy", w.runs[-1], "--env", "staging", timeout=240)
@@ -466,6 +528,20 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "runtime build-base": runtime_build_base,
     "runtime build": runtime_build,
     "ray check": ray_check,
+    "server init": server_init,
+    "server users add": server_users_add,
+    "server users token": server_users_token,
+    "server users list": server_users_list,
+    "server users disable": server_users_disable,
+    "server agents add": server_agents,
+    "server agents list": server_agents,
+    "server agents check": server_agents,
+    "server agents remove": server_agents,
+    "server start": server_start,
+    "login": login,
+    "whoami": whoami,
+    "logout": logout,
+    "queue": queue,
 }
 
 

@@ -211,6 +211,34 @@ def test_missing_base_image_is_a_system_error_saying_what_to_do(
     assert "mllib runtime build-base" in result.stderr
 
 
+def test_a_run_submitted_from_another_python_minor_version_says_so(
+    docker_project: ProbeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offline base image has Debian's Python; a run submitted from another minor version is
+    told, in its log, its recorded environment and `runs show`. This machine runs the image's
+    minor version, so the submitting machine's version is simulated: the run is prepared as if
+    from Python 3.99 (only the version mllib reads here changes; the container is untouched)."""
+    import platform
+
+    monkeypatch.setattr(platform, "python_version", lambda: "3.99.1")
+    run = docker_project.train(evaluate=False)
+    monkeypatch.undo()
+
+    shown = views.show(Workspace.find(docker_project.root), run.id)
+    env = shown["environment"]
+    assert run.status == "succeeded", run.error
+    assert (shown["submitted_python"], env["runtime"]) == ("3.99.1", "docker")
+    note = (
+        f"the image {env['runtime_id']} has Python {env['python']}, not 3.99 as the machine the "
+        "run came from: pinned versions may not exist for it, results can differ, and a model "
+        "pickled under one minor version may not load under the other"
+    )
+    assert env["note"] == note
+    assert f"mllib: note: {note}" in Path(shown["log_path"]).read_text()
+    printed = docker_project.cli("runs", "show", run.id).stdout
+    assert "submitted from Python 3.99.1 (another minor version" in printed
+
+
 # --- limits, failures, cancellation ---------------------------------------------------------
 
 

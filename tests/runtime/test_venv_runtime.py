@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mllib.runtime.installer import choose_installer
-from mllib.runtime.venvs import META_FILE
+from mllib.runtime.venvs import META_FILE, PYCACHE, list_envs
 from tests.conftest import Project, model_source
 from tests.runtime.locks import uv_lock
 
@@ -113,7 +113,9 @@ def test_a_hash_locked_requirements_file_is_installed_with_its_hashes_checked(
     run = venv_project.last_run()
     assert result.returncode == 1, result.output
     assert (run["status"], run["failure_class"]) == ("failed", "user_error")
-    assert "hash" in run["error"].lower() and "requirements.txt:1: pyyaml==" in run["error"].lower()
+    line = 1 + next(i for i, text in enumerate(lock.splitlines()) if text.startswith("pyyaml=="))
+    assert "hash" in run["error"].lower()
+    assert f"requirements.txt:{line}: pyyaml==" in run["error"].lower()  # after uv's header
 
 
 def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
@@ -124,6 +126,28 @@ def test_pip_builds_the_venv_where_uv_is_missing(venv_project: Project) -> None:
     assert result.returncode == 0, result.output
     log = _log(venv_project, venv_project.last_run())
     assert "with pip" in log and "Successfully installed" in log
+
+
+def test_runs_write_the_bytecode_they_need_into_the_venv_never_into_the_project(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is compiled at install (most modules of a library are never imported): a run
+    writes the bytecode of what it imports into the venv, for every later run, even with
+    PYTHONDONTWRITEBYTECODE set (as on this machine), and leaves no __pycache__ in the project."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    venv_project.write("helper.py", "TWO = 2\n")
+    venv_project.write("model.py", "import helper\n" + model_source("yaml_docs"))
+
+    result = venv_project.mllib("train", "model.py", env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+    assert result.returncode == 0, result.output
+    (env,) = [p.parent for p in cache.glob(f"*/{META_FILE}")]
+    (site,) = env.glob("lib/python*/site-packages")
+    assert not list(site.glob("yaml/__pycache__"))  # not compiled at install
+    assert list(env.glob(f"{PYCACHE}/**/site-packages/yaml/__init__.*.pyc"))  # by the run
+    assert list(env.glob(f"{PYCACHE}/**/helper.*.pyc"))
+    assert not list(venv_project.root.rglob("__pycache__"))
 
 
 def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> None:
@@ -144,6 +168,67 @@ def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> 
         "versions may not exist for it, results can differ, and a model pickled under one minor "
         "version may not load under the other"
     )
+
+
+def _other_minor_python() -> str | None:
+    """The version of an installed Python of another minor version than this one (3.11+,
+    as mllib needs), looked for where they are usually installed; None when this host has none."""
+    import glob
+    import platform
+    import subprocess
+
+    here = platform.python_version_tuple()[:2]
+    patterns = ["/usr/bin/python3.*", "/usr/local/bin/python3.*",
+                os.path.expanduser("~/.pyenv/versions/*/bin/python3.*")]  # fmt: skip
+    for path in sorted({p for pattern in patterns for p in glob.glob(pattern)}):
+        if not re.fullmatch(r"python3\.\d+", os.path.basename(path)):
+            continue
+        probe = subprocess.run([path, "-c", "import platform; print(platform.python_version())"],
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        version = probe.stdout.strip()
+        major, minor = [*version.split("."), "0", "0"][:2]
+        if (
+            probe.returncode == 0
+            and [major, minor] != list(here)
+            and (int(major), int(minor)) >= (3, 11)
+        ):
+            return version
+    return None
+
+
+def test_a_venv_for_another_minor_version_uses_this_hosts_python_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run submitted from another Python minor version (an agent's case) gets a venv of that
+    version where this host has one installed (here pyenv's, which uv does not look in)."""
+    import dataclasses
+    import subprocess
+
+    from mllib.config import Config
+    from mllib.runtime.env_plan import plan_environment
+    from mllib.runtime.venvs import ensure_env
+
+    version = _other_minor_python()
+    if version is None:
+        pytest.skip("this host has no Python 3.11+ of another minor version than this one")
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(tmp_path / "fresh-cache"))
+    (tmp_path / "requirements.txt").write_text("PyYAML\n")
+    plan = plan_environment(tmp_path, Config(None, {}))
+    submitted = ".".join([*version.split(".")[:2], "99"])  # the submitter's, another micro
+    lines: list[str] = []
+
+    env = ensure_env(dataclasses.replace(plan, python=submitted), progress=lines.append)
+    try:
+        ran = subprocess.run([env.python, "-c", "import platform, yaml; print(platform.python_version())"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        env.release()
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().split(".")[:2] == version.split(".")[:2]
+    assert (env.meta["python"], env.meta["python_note"]) == (ran.stdout.strip(), None)
+    assert not any("note:" in line for line in lines)
+    assert f"(Python {ran.stdout.strip()};" in "\n".join(lines)
 
 
 def test_pip_options_uv_ignores_in_a_file_reach_its_command_line(tmp_path: Path) -> None:
@@ -215,3 +300,71 @@ def test_runs_needing_the_same_new_venv_build_it_once_and_run_side_by_side(
 
 def _ids(project: Project) -> list[str]:
     return [r["id"] for r in project.mllib("runs", "list", "--json").json()]
+
+
+def test_each_step_gets_what_its_own_code_and_the_trained_model_need(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML is imported only by train(): the evaluation's and the prediction's venv lack it,
+    but hold packaging, which the trained model's pickle names; per_step = false turns it off."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    project.write("model.py", model_source("per_step"))
+    project.write("mllib.toml", '[runtime]\nlocal = "venv"\n')
+
+    trained = project.mllib("train", "model.py")
+    assert trained.returncode == 0, trained.output
+    train = project.last_run()
+    evaluated = project.mllib("evaluate", "model.py", "--run", train["id"])
+    assert evaluated.returncode == 0, evaluated.output
+    evaluation = project.last_run()
+    predicted = project.mllib("predict", "model.py", "--run", train["id"], "--input", "{}")
+
+    assert predicted.returncode == 0, predicted.output
+    assert json.loads(predicted.stdout) == "1.2.3" and evaluation["eval_metrics"] == {"minor": 2.0}
+    metas = [json.loads(path.read_text()) for path in cache.glob(f"*/{META_FILE}")]
+    built = {meta["key"]: meta for meta in metas}
+    train_env, eval_env = (built[run["environment"]["runtime_id"]] for run in (train, evaluation))
+    assert (train_env["step"], train_env["packages"]) == (
+        "train",
+        ["cloudpickle", "orjson", "packaging", "pyyaml"],
+    )
+    assert (eval_env["step"], eval_env["packages"]) == (
+        "evaluate",
+        ["cloudpickle", "orjson", "packaging"],
+    )
+    assert "pyyaml" not in evaluation["environment"]["packages"]
+    assert len(built) == 2  # the prediction needed what the evaluation did: its venv, reused
+    assert "building the environment" not in predicted.stderr
+
+    project.write("mllib.toml", '[runtime]\nlocal = "venv"\nper_step = false\n')
+    again = project.mllib("evaluate", "model.py", "--run", train["id"])
+
+    assert again.returncode == 0, again.output
+    assert project.last_run()["environment"]["runtime_id"] == train_env["key"]
+
+
+def test_the_least_recently_used_venvs_go_first_when_the_cache_is_full(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three venvs of one size in a cache that holds two and a half: the one unused longest goes
+    when the third is built; the one a run just used stays."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    variants = {"a": "", "b": "--prefer-binary\n", "c": "--only-binary :all:\n"}  # other keys
+
+    def train(variant: str, toml: str = '[runtime]\nlocal = "venv"\n') -> str:
+        venv_project.write("requirements.txt", f"PyYAML\n{variants[variant]}")
+        venv_project.write("mllib.toml", toml)
+        result = venv_project.mllib("train", "model.py")
+        assert result.returncode == 0, result.output
+        return venv_project.last_run()["environment"]["runtime_id"]
+
+    a, b = train("a"), train("b")
+    sizes = {meta["key"]: meta["size"] for meta in list_envs(cache)}
+    assert train("a") == a  # used again: b is now the least recently used
+    cap_gb = 2.5 * max(sizes.values()) / 1e9
+    c = train("c", f'[runtime]\nlocal = "venv"\nenv_cache_gb = {cap_gb}\n')
+
+    assert {meta["key"] for meta in list_envs(cache)} == {a, c}
+    assert not (cache / b).exists() and len({a, b, c}) == 3

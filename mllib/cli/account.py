@@ -1,0 +1,64 @@
+"""`mllib login URL`, `mllib whoami`, `mllib logout`: this user's login to a team server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mllib.cli import output
+
+
+def login(
+    url: Annotated[str, typer.Argument(help="The server, e.g. http://server:8750.")],
+) -> None:
+    """Log in to a team server: asks for your token and stores it (0600) in ~/.mllib."""
+    import getpass
+    import sys
+
+    from mllib.client.http import Server
+    from mllib.credentials import normalize, save_login
+    from mllib.errors import UsageError
+
+    url = normalize(url)
+    token = (getpass.getpass("Token: ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
+    if not token:
+        raise UsageError("No token given", hint="Ask the server's admin for one.")
+    server = Server(url, token)
+    try:
+        me = server.get("/api/v1/whoami", retry=False)
+    finally:
+        server.close()
+    save_login(url, token)
+    output.err().print(f"Logged in to {url} as {me['name']}.", highlight=False, markup=False)
+
+
+def whoami() -> None:
+    """Which server and user your commands use."""
+    from mllib.client.http import Server
+    from mllib.project import Project
+
+    server = Server.connect(Project.find().config)
+    try:
+        me = server.get("/api/v1/whoami")
+    finally:
+        server.close()
+    print(f"{me['name']} on {server.url}" + (" (admin)" if me["admin"] else ""))
+
+
+def logout() -> None:
+    """Revoke your token on the server and forget it here."""
+    from mllib.client.http import Server
+    from mllib.credentials import forget_login
+    from mllib.errors import MllibError
+    from mllib.project import Project
+
+    server = Server.connect(Project.find().config)
+    try:
+        server.request("POST", "/api/v1/logout", retry=False)
+    except MllibError as exc:  # revoked or unreachable: forget it here all the same
+        output.err().print(f"(the server said: {exc.message})", markup=False)
+    finally:
+        server.close()
+    forget_login(server.url)
+    output.err().print(f"Logged out of {server.url}.", highlight=False, markup=False)

@@ -1,0 +1,100 @@
+"""The team server's request and answer bodies (pydantic): they are the OpenAPI document at
+/openapi.json and /docs, and FastAPI checks every request against them (a malformed one is a 422
+saying which field is wrong)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpecBody(Strict):
+    """The worker's RunSpec (mllib.protocol.spec), as the client prepared it."""
+
+    run_id: str | None = Field(None, max_length=64)
+    actions: list[str] = Field(..., min_length=1, max_length=3)
+    model_file: str = Field(..., min_length=1, max_length=1024)
+    model_class: str = Field(..., min_length=1, max_length=256)
+    cli_params: dict[str, Any] = Field(default_factory=dict)
+    config_params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = Field(0, ge=-(2**63), le=2**63 - 1)
+    input_model: str | None = Field(None, max_length=256)
+    gpus: list[str] | None = None
+    param_env: list[str] | None = None
+    python: str | None = Field(None, max_length=64, description="The submitting machine's Python")
+
+
+class SubmissionBody(Strict):
+    """A run to queue. `run_id` names it (the client records it under the same id);
+    `idempotency_key` makes a retried submission answer with the run the first one made."""
+
+    run_id: str = Field(..., pattern=r"^[0-9a-z]{8,32}$")
+    idempotency_key: str = Field(..., min_length=8, max_length=128)
+    model: str = Field(..., min_length=1, max_length=256)
+    action: str = Field(..., pattern=r"^(train|evaluate|train\+evaluate)$")
+    model_class: str = Field(..., min_length=1, max_length=256)
+    model_file: str = Field(..., min_length=1, max_length=1024)
+    code_tree: str = Field(..., pattern=SHA256, description="The code snapshot's tree (uploaded)")
+    spec: SpecBody
+    params: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+    secret: list[str] = Field(default_factory=list, max_length=1000)
+    secret_params: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="The run's .env.remote values")
+    seed: int = Field(0, ge=-(2**63), le=2**63 - 1)
+    params_hash: str | None = Field(None, max_length=64)
+    gpus: int = Field(1, ge=0, le=64)
+    priority: int = Field(0, ge=-1000, le=1000)
+    source_run_id: str | None = Field(None, max_length=64)
+    rerun_of: str | None = Field(None, max_length=64)
+    env_plan: dict[str, Any] | None = Field(
+        None, description="What the run's venv or image holds, planned on the submitting machine"
+    )
+
+
+class SubmittedRun(BaseModel):
+    id: str
+    status: str
+    created: bool = Field(..., description="False when this answers a retried submission")
+    position: int | None = Field(None, description="Place in the queue (1: next)")
+    estimated_start_s: float | None = None
+
+
+class Shas(Strict):
+    shas: list[str] = Field(..., max_length=100_000)
+
+
+class Missing(BaseModel):
+    missing: list[str]
+
+
+class RerunBody(Strict):
+    """A rerun of one of your runs: its recorded code, params, seed and spec, under a new id.
+    `env` and `secret_params` are given again (a run's secrets are not kept once it ends)."""
+
+    run_id: str = Field(..., pattern=r"^[0-9a-z]{8,32}$")
+    idempotency_key: str = Field(..., min_length=8, max_length=128)
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareBody(Strict):
+    run_ids: list[str] = Field(..., min_length=2, max_length=100)
+
+
+class Whoami(BaseModel):
+    name: str
+    admin: bool
+    server: str
+
+
+class Error(BaseModel):
+    error: str
+    hint: str | None = None

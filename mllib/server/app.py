@@ -1,0 +1,345 @@
+"""The team server's HTTP API (FastAPI): every route a thin layer over a library function.
+
+Requests carry `Authorization: Bearer TOKEN` (mllib.server.accounts); each user sees and cancels
+only their own runs, admins everyone's. Errors are JSON `{"error", "hint"}` with the status the
+CLI turns back into its exit code: 400 bad input, 401 no valid token, 404 no such run (or not
+yours), 409 a conflicting id, 413 too large, 422 a malformed body, 429 over a quota (with
+Retry-After), 503 the database is unreachable (with Retry-After).
+"""
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from mllib.errors import MllibError, NotFoundError, UsageError
+from mllib.metric_values import json_safe
+from mllib.queue.jobs import QuotaExceeded
+from mllib.server import api
+from mllib.server.accounts import AuthError, User, authenticate, revoke_token
+from mllib.server.submit import Conflict, Submission
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mllib.registry.db import Registry
+    from mllib.server.context import ServerContext
+    from mllib.server.dispatch import Dispatcher
+
+PREFIX = "/api/v1"
+STATUS = {AuthError: 401, NotFoundError: 404, Conflict: 409, QuotaExceeded: 429, UsageError: 400}
+MEAN_TTL_S = 10.0
+ROUND_TTL_S = 1.0  # a submission's answered place reads the fair share's round this stale at most
+AUTH_TTL_S = 2.0
+
+
+def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> "FastAPI":
+    """The API of the server `ctx` describes; `dispatcher` cancels running runs on agents."""
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    from mllib.registry.postgres import DatabaseUnavailable
+
+    app = FastAPI(
+        title="mllib team server",
+        version="1",
+        description="Submit runs to a shared queue, follow them, and upload their code and data.",
+        responses={code: {"model": api.Error} for code in (400, 401, 404, 429, 503)},
+    )
+    from mllib.server.commits import GroupCommit
+
+    bearer = HTTPBearer(auto_error=False)
+    commits = GroupCommit(ctx)
+    app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)
+    mean_cache: dict[str, float | None] = {}
+    round_cache: dict[str, Any] = {}
+    checked: dict[str, tuple[User, float]] = {}  # sha256(token) -> its user, until when
+
+    @app.exception_handler(MllibError)
+    def _known(request: Request, exc: MllibError) -> JSONResponse:
+        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+        if isinstance(exc, DatabaseUnavailable):
+            status = 503
+        headers = {}
+        if isinstance(exc, QuotaExceeded):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if status == 503:
+            headers["Retry-After"] = "2"
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"error": exc.message, "hint": exc.hint}, status, headers=headers)
+
+    @app.exception_handler(Exception)
+    def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        if _is_connection_error(exc):
+            return JSONResponse(
+                {"error": "The server's database is unreachable", "hint": "Try again shortly."},
+                503,
+                headers={"Retry-After": "2"},
+            )
+        raise exc
+
+    Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    def user(credentials: Credentials) -> User:
+        """The request's user. A token checked in the last AUTH_TTL_S is not looked up again
+        (a revocation or a disabled user takes effect within that)."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthError(
+                "This server needs a login token", hint="Log in with `mllib login URL`."
+            )
+        token = credentials.credentials
+        key = hashlib.sha256(token.encode()).hexdigest()
+        known = checked.get(key)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        with ctx.registry() as reg:
+            found = authenticate(reg, token)
+        if len(checked) > 10_000:
+            checked.clear()
+        checked[key] = (found, time.monotonic() + AUTH_TTL_S)
+        return found
+
+    Who = Annotated[User, Depends(user)]
+
+    def own_run(reg: "Registry", who: User, run_id: str) -> Any:
+        from mllib.registry.runs import get_run
+
+        run = get_run(reg, run_id)
+        if run.user != who.name and not who.admin:
+            raise NotFoundError(
+                f"No run {run_id!r} among yours", hint="List yours with `mllib runs list`."
+            )
+        return run
+
+    def mean_s(reg: "Registry") -> float | None:
+        from mllib.queue.views import mean_duration_s
+
+        if time.monotonic() - mean_cache.get("at", -1e9) > MEAN_TTL_S:  # type: ignore[operator]
+            mean_cache["value"] = mean_duration_s(reg)
+            mean_cache["at"] = time.monotonic()
+        return mean_cache.get("value")
+
+    def fair_round(reg: "Registry") -> Any:
+        from mllib.queue.views import current_round
+
+        if time.monotonic() - round_cache.get("at", -1e9) > ROUND_TTL_S:
+            round_cache["value"] = current_round(reg)
+            round_cache["at"] = time.monotonic()
+        return round_cache["value"]
+
+    def capacity() -> int:
+        return dispatcher.capacity() if dispatcher is not None else 1
+
+    @app.get("/health", tags=["server"])
+    def health() -> dict[str, str]:
+        """Whether the server answers and reaches its database."""
+        with ctx.registry() as reg:
+            reg.query("SELECT 1 AS ok")
+        return {"status": "ok"}
+
+    @app.get(f"{PREFIX}/whoami", response_model=api.Whoami, tags=["accounts"])
+    def whoami(request: Request, who: Who) -> api.Whoami:
+        """The user the token belongs to."""
+        return api.Whoami(name=who.name, admin=who.admin, server=str(request.base_url))
+
+    @app.post(f"{PREFIX}/logout", status_code=204, tags=["accounts"])
+    def logout(
+        credentials: Credentials,
+        who: Who,
+    ) -> Response:
+        """Revoke the token this request carries."""
+        assert credentials is not None
+        with ctx.registry() as reg:
+            revoke_token(reg, credentials.credentials)
+        checked.pop(hashlib.sha256(credentials.credentials.encode()).hexdigest(), None)
+        return Response(status_code=204)
+
+    @app.post(f"{PREFIX}/blobs/missing", response_model=api.Missing, tags=["blobs"])
+    def missing(body: api.Shas, who: Who) -> api.Missing:
+        """Which of these blobs (code files, trees, dataset chunks) the server lacks."""
+        bad = [s for s in body.shas if len(s) != 64 or not _hex(s)]
+        if bad:
+            raise UsageError(f"Not a sha256: {bad[0][:80]!r}")
+        return api.Missing(missing=[s for s in dict.fromkeys(body.shas) if not ctx.store.has(s)])
+
+    @app.put(f"{PREFIX}/blobs/{{sha256}}", status_code=204, tags=["blobs"])
+    async def put_blob(sha256: str, request: Request, who: Who) -> Response:
+        """Store one blob; its body must hash to `sha256`."""
+        if len(sha256) != 64 or not _hex(sha256):
+            raise UsageError(f"Not a sha256: {sha256[:80]!r}")
+        limit = int(ctx.settings.max_upload_mb * 1e6)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                return JSONResponse(
+                    {"error": f"The blob is over the server's {ctx.settings.max_upload_mb:g} MB"},
+                    413,
+                )
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise UsageError("The blob's content does not match its sha256 (it arrived damaged)")
+        if not ctx.store.has(sha256):
+            ctx.store.put_bytes(bytes(data))
+        return Response(status_code=204)
+
+    @app.post(f"{PREFIX}/runs", response_model=api.SubmittedRun, tags=["runs"])
+    def submit_run(body: api.SubmissionBody, response: Response, who: Who) -> api.SubmittedRun:
+        """Queue a run; answered once it is durable. A retry with the same idempotency key
+        answers with the run the first submission made (`created`: false)."""
+        from mllib.queue.views import position
+
+        sub = Submission(**{**body.model_dump(), "spec": body.spec.model_dump()})
+        limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
+        accepted = commits.submit(who, sub, limit)  # durable once this returns
+        with ctx.registry() as reg:
+            place, wait = position(
+                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
+            )
+        response.status_code = 201 if accepted.created else 200
+        return api.SubmittedRun(
+            id=accepted.run.id,
+            status=accepted.run.status,
+            created=accepted.created,
+            position=place,
+            estimated_start_s=wait,
+        )
+
+    @app.get(f"{PREFIX}/runs", tags=["runs"])
+    def list_runs_(
+        who: Who,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 20,
+        all_users: Annotated[bool, Query(alias="all")] = False,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first: yours, or (`all`, admins) everyone's; `runs list --json` keys."""
+        from mllib.registry.runs import list_runs
+        from mllib.runs.views import STATUSES, run_dict
+
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"Unknown status {status!r}", hint=f"One of: {', '.join(STATUSES)}.")
+        mine = None if all_users and who.admin else who.name
+        with ctx.registry() as reg:
+            ws = ctx.workspace(reg)
+            runs = list_runs(reg, status=status, user=mine, limit=limit)
+            return [json_safe(run_dict(ws, r, detail=False)) for r in runs]
+
+    @app.get(f"{PREFIX}/runs/{{run_id}}", tags=["runs"])
+    def show_run(run_id: str, who: Who) -> dict[str, Any]:
+        """One run with `runs show --json`'s keys, plus `queue` (its place while queued)."""
+        from mllib.queue.jobs import get_job
+        from mllib.queue.views import position
+        from mllib.runs.views import run_dict
+
+        with ctx.registry() as reg:
+            run = own_run(reg, who, run_id)
+            data = run_dict(ctx.workspace(reg), run)
+            job = get_job(reg, run.id)
+            place, wait = (None, None)
+            if job is not None:
+                place, wait = position(reg, job, capacity=capacity(), mean_s=mean_s(reg))
+            data["queue"] = {"position": place, "estimated_start_s": wait}
+            return dict(json_safe(data))
+
+    @app.get(f"{PREFIX}/runs/{{run_id}}/log", tags=["runs"])
+    def run_log(
+        run_id: str, who: Who, offset: Annotated[int, Query(ge=0, le=2**62)] = 0
+    ) -> Response:
+        """The run's output from byte `offset` (X-Run-Status: its status as read before)."""
+        from mllib.protocol.folder import RunFolder
+
+        with ctx.registry() as reg:
+            run = own_run(reg, who, run_id)
+        path = RunFolder(ctx.home.runs_dir / run.id).log_file
+        data = b""
+        if path.exists():
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read(4 << 20)
+        headers = {"X-Run-Status": run.status, "X-Log-Offset": str(offset + len(data))}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.post(f"{PREFIX}/runs/{{run_id}}/cancel", tags=["runs"])
+    def cancel_run(run_id: str, who: Who) -> dict[str, Any]:
+        """Stop a queued or running run (on its agent too); its record after."""
+        from mllib.runs.views import run_dict
+
+        with ctx.registry() as reg:
+            run = own_run(reg, who, run_id)
+            if not run.finished:
+                if dispatcher is not None:
+                    dispatcher.cancel(reg, run.id)
+                else:
+                    from mllib.server.dispatch import cancel_queued
+
+                    cancel_queued(reg, ctx.home.runs_dir, run.id)
+            return dict(json_safe(run_dict(ctx.workspace(reg), own_run(reg, who, run_id))))
+
+    @app.post(f"{PREFIX}/runs/{{run_id}}/rerun", response_model=api.SubmittedRun, tags=["runs"])
+    def rerun_run(
+        run_id: str, body: api.RerunBody, response: Response, who: Who
+    ) -> api.SubmittedRun:
+        """Queue one of your runs again with its recorded code, params, seed and spec."""
+        from mllib.queue.views import position
+        from mllib.server.submit import rerun_of
+
+        with ctx.registry() as reg:
+            sub = rerun_of(reg, own_run(reg, who, run_id), body.model_dump())
+        limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
+        accepted = commits.submit(who, sub, limit)
+        with ctx.registry() as reg:
+            place, wait = position(
+                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
+            )
+        response.status_code = 201 if accepted.created else 200
+        return api.SubmittedRun(
+            id=accepted.run.id,
+            status=accepted.run.status,
+            created=accepted.created,
+            position=place,
+            estimated_start_s=wait,
+        )
+
+    @app.post(f"{PREFIX}/runs/compare", tags=["runs"])
+    def compare_runs(body: api.CompareBody, who: Who) -> dict[str, Any]:
+        """`runs compare --json` of runs you can see."""
+        from mllib.runs.views import compare
+
+        with ctx.registry() as reg:
+            ids = [own_run(reg, who, rid).id for rid in body.run_ids]
+            return dict(json_safe(compare(ctx.workspace(reg), ids)))
+
+    @app.get(f"{PREFIX}/queue", tags=["queue"])
+    def show_queue(
+        who: Who,
+        all_users: Annotated[bool, Query(alias="all")] = False,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    ) -> dict[str, Any]:
+        """Running and queued runs (yours; `all`, admins: everyone's) with places and estimates."""
+        from mllib.queue.views import queue
+
+        if all_users and not who.admin:
+            raise AuthError("Only admins may see everyone's queue", hint="Drop --all.")
+        with ctx.registry() as reg:
+            return queue(
+                reg,
+                user=None if all_users else who.name,
+                capacity=capacity(),
+                limit=limit,
+                mean_s=mean_s(reg),
+            )
+
+    return app
+
+
+def _hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A database that went away mid-request (a restart): 503, not a crash."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite only
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

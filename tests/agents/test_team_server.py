@@ -1,0 +1,187 @@
+"""A team server dispatching to real agents (the sshd lab's hosts): two people submit a burst
+that shares the fleet fairly and completes with records, metrics and logs; kill -9 of the server
+mid-burst loses nothing; an agent cut off mid-run has its lease expire and the run completes on
+the other agent, both attempts recorded. The server runs as a real process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import MODEL
+from helpers import mllib
+from sshlab import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.server.conftest import make_server  # noqa: E402
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def person(tmp_path: Path, server, name: str) -> tuple[Path, dict[str, str]]:
+    """A person's own project and MLLIB_HOME, logged in to the server."""
+    root = tmp_path / name
+    (root / "home").mkdir(parents=True)
+    (root / "model.py").write_text(MODEL)
+    (root / "mllib.toml").write_text('name = "steps"\n')
+    env = {"MLLIB_HOME": str(root / "home")}
+    done = cli(root, env, "login", server.url, input=server.tokens[name] + "\n")
+    assert done.returncode == 0, done.stderr
+    return root, env
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **extra}
+
+
+def cli(root: Path, env: dict[str, str], *args: str, input: str | None = None):
+    """The real `mllib` as one person runs it (their project, their MLLIB_HOME)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mllib", *args], cwd=root, env=_env(env), input=input,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def submit(root: Path, env: dict[str, str], *params: str) -> str:
+    done = cli(root, env, "train", "model.py", "--remote", "--detach", *params)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def show(server, user: str, run_id: str) -> dict:
+    with server.client(user) as http:
+        return http.get(f"/api/v1/runs/{run_id}").json()
+
+
+@pytest.fixture
+def dispatching(lab, tmp_path, request):
+    """A server (on SQLite, or PostgreSQL when the test asks with `database`) whose agents are
+    both lab hosts (one slot each), users ana and bo."""
+    database = getattr(request, "param", "sqlite")
+    if database == "postgresql":
+        database = request.getfixturevalue("pg_cluster").new_database()
+    server = make_server(tmp_path, database)
+    (server.home / "mllib.toml").write_text(
+        '[retry]\nmax_attempts = 2\nbackoff_s = 0.2\n[runtime]\nlocal = "process"\n'
+    )
+    for i, host in enumerate(lab.hosts):
+        if host.sshd_pid is None:
+            host.start()
+        args = lab.spec_args(host)
+        added = mllib(
+            "server", "agents", "--dir", str(server.home), "add", f"h{i}", "--host", args["host"],
+            "--port", str(args["port"]), "--user", args["user"], "--key", args["key"],
+            "--gpus", "1", "--trust-host-key", timeout=300,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    server.add_user("ana", "--admin")
+    server.add_user("bo")
+    server.start()
+    yield server
+    server.stop()
+    for host in lab.hosts:
+        for proc in host.processes():
+            if "mllib" in " ".join(proc.info["cmdline"] or []):
+                os.kill(proc.pid, 9)
+
+
+@pytest.mark.parametrize("dispatching", ["sqlite", "postgresql"], indirect=True)
+def test_two_people_share_the_fleet_fairly_and_lose_nothing_when_the_server_is_killed(
+    dispatching, tmp_path
+):
+    server = dispatching
+    ana, ana_env = person(tmp_path, server, "ana")
+    bo, bo_env = person(tmp_path, server, "bo")
+    runs = {"ana": [], "bo": []}
+    for _ in range(3):  # ana's burst is queued first; bo's still gets every other slot
+        runs["ana"].append(submit(ana, ana_env, "--steps=3", "--sleep_s=0.6"))
+    for _ in range(3):
+        runs["bo"].append(submit(bo, bo_env, "--steps=3", "--sleep_s=0.6"))
+    wait_for(lambda: any(show(server, "ana", r)["status"] != "queued" for r in runs["ana"]),
+             timeout=120, what="a run to start")  # fmt: skip
+    server.kill()  # kill -9 during the burst: every acknowledged submission is still there
+    waiting = [r for ids in runs.values() for r in ids]
+    restarted = time.monotonic()
+    server.start()
+    ready = time.monotonic() - restarted
+    with server.client("ana") as http:  # dispatching resumes: a waiting run is started
+        before = {r: http.get(f"/api/v1/runs/{r}").json()["attempts"] for r in waiting}
+        wait_for(
+            lambda: any(http.get(f"/api/v1/runs/{r}").json()["attempts"] != before[r]
+                        for r in waiting),
+            timeout=30, interval=0.02, what="dispatching to resume",
+        )  # fmt: skip
+    print(
+        f"\nserver answered {ready:.2f} s after its restart; it started another attempt "
+        f"{time.monotonic() - restarted:.2f} s after the restart"
+    )
+    with server.client("ana") as http:
+        everyone = {r["id"] for r in http.get("/api/v1/runs", params={"all": True}).json()}
+    assert set(runs["ana"]) | set(runs["bo"]) <= everyone and len(everyone) == 6
+
+    def finished() -> bool:
+        return all(
+            show(server, who, r)["status"] in TERMINAL for who, ids in runs.items() for r in ids
+        )
+
+    wait_for(finished, timeout=300, interval=1.0, what="every run to end")
+    records = {r: show(server, who, r) for who, ids in runs.items() for r in ids}
+    assert {d["status"] for d in records.values()} == {"succeeded"}, records
+    for data in records.values():
+        assert data["metrics"]["loss"] == pytest.approx(1 / 3)
+        assert data["host"] in ("h0", "h1") and data["attempts"]
+    # fair share: by start time, the users alternate once both have runs waiting
+    order = sorted(records.values(), key=lambda d: d["started_at"])
+    users = [d["user"] for d in order]
+    assert users[:4].count("bo") >= 1 and users.count("bo") == 3
+    # each sees their own runs only; the CLI prints the same JSON as locally
+    mine = cli(bo, bo_env, "runs", "list", "--json")
+    assert {r["id"] for r in json.loads(mine.stdout)} == set(runs["bo"])
+    log = cli(bo, bo_env, "runs", "logs", runs["bo"][0])
+    assert "step 2" in log.stdout and "done" in log.stdout
+    other = cli(bo, bo_env, "runs", "show", runs["ana"][0])
+    assert other.returncode == 4 and len(other.stderr.strip().splitlines()) == 2
+
+
+def test_an_agent_cut_off_mid_run_loses_its_lease_and_the_run_completes_elsewhere(
+    dispatching, lab, tmp_path
+):
+    server = dispatching
+    settings = (server.home / "server.json").read_text()
+    assert '"lease_s": 30.0' in settings
+    server.stop()
+    (server.home / "server.json").write_text(settings.replace('"lease_s": 30.0', '"lease_s": 3.0'))
+    server.start()
+    ana, ana_env = person(tmp_path, server, "ana")
+    run_id = submit(ana, ana_env, "--steps=8", "--sleep_s=0.5")
+    first = wait_for(lambda: show(server, "ana", run_id).get("host") or None, timeout=120,
+                     what="the run to be placed")  # fmt: skip
+    host = lab.hosts[int(first[1])]
+    wait_for(lambda: show(server, "ana", run_id)["status"] == "running", timeout=60)
+    host.stop()  # the agent is cut off: no more answers, so no heartbeats
+    try:
+        data = wait_for(
+            lambda: (d := show(server, "ana", run_id))["status"] in TERMINAL and d,
+            timeout=240,
+            interval=1.0,
+            what="the run to complete elsewhere",
+        )
+    finally:
+        host.start()
+    assert data["status"] == "succeeded", data
+    attempts = data["attempts"]
+    assert [a["agent"] for a in attempts] == [first, "h1" if first == "h0" else "h0"]
+    assert attempts[0]["status"] == "failed" and "stopped answering" in attempts[0]["reason"]
+    assert attempts[0]["failure_class"] == "system_error"
+
+
+def test_the_server_answers_health_and_documents_its_api(dispatching):
+    schema = httpx.get(f"{dispatching.url}/openapi.json").json()
+    assert "/api/v1/runs" in schema["paths"] and "/api/v1/queue" in schema["paths"]
