@@ -3,8 +3,9 @@
 Every table of settings is a frozen dataclass read by `read_table`: its fields are the table's
 keys, their defaults the defaults, their annotations the types accepted; an unknown key is an
 error that lists the known ones. The core's tables ([runtime], [code], [retry], [registry],
-[store]) are declared here and checked when the file is read; a feature's tables live with the
-feature ([data] in mllib.datasets.settings; [serve], [deploy], [rollout], [keys], [loadtest] in
+[store], [sentry]) are declared here and checked when the file is read; a feature's tables live
+with the feature ([data] in mllib.datasets.settings; [serve], [deploy], [rollout], [keys],
+[loadtest] in
 mllib.serving.control.settings) and are checked when the feature reads them.
 """
 
@@ -43,6 +44,7 @@ KNOWN_KEYS = {
     "loadtest": "load tests",
     "keys": "API keys",
     "tune": "hyperparameter studies (mllib tune)",
+    "sentry": "where mllib.sentry_plugin reports errors",
 }
 
 T = TypeVar("T")
@@ -105,6 +107,13 @@ class RegistrySettings(PathSettings):
                 f"{CONFIG_FILE}: `registry.busy_timeout_s` got {self.busy_timeout_s:g}: allowed "
                 "is a number greater than 0"
             )
+
+
+@dataclass(frozen=True)
+class SentrySettings:
+    """[sentry]: where `mllib.sentry_plugin.enable()` reports (SENTRY_DSN, env files included, wins)."""
+
+    dsn: str | None = None  # a secret: handed to runs and servers in their environment only
 
 
 class Table(Generic[T]):
@@ -175,6 +184,7 @@ class Config:
     retry = Table(RetrySettings)
     registry = Table(RegistrySettings)
     store = Table(PathSettings)
+    sentry = Table(SentrySettings)
 
 
 # The tables checked when mllib.toml is read; [params] holds the model's own keys.

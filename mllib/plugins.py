@@ -25,6 +25,7 @@ MIGRATIONS: tuple[str, ...] = (
     "mllib.serving.schema:migrations",  # deployments, audit log, keys, load tests, rules' state
     "mllib.registry.changes:migrations",  # the runs' change feed (live views poll deltas)
     "mllib.tuning.schema:migrations",  # studies, and the run of each trial
+    "mllib.schedules.schema:migrations",  # scheduled evaluations and their runs
 )
 
 # A team server's database adds these sets (`mllib server init`, `mllib server start`).

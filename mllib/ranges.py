@@ -94,6 +94,7 @@ def _shown(value: object) -> str:
 SEED = Range(0, 2**32 - 1, integer=True)  # numpy's seed range
 COUNT = Range(1, 10**9, integer=True)  # --limit, --workers, --concurrency
 GPUS = Range(0, 1024, integer=True)
+PRIORITY = Range(-(2**31), 2**31 - 1, integer=True)  # a queued run's priority: a 32-bit column
 PORT = Range(1, 65535, integer=True)
 SERVE_PORT = Range(1024, 65535, integer=True)  # `mllib serve` binds no privileged port
 POSITIVE = Range(0, low_open=True)  # sizes, durations

@@ -8,12 +8,16 @@ source "$(dirname "$0")/lib/sshd.sh"
 source "$(dirname "$0")/lib/docker-runtime.sh"
 source "$(dirname "$0")/lib/dashboard.sh"
 source "$(dirname "$0")/lib/postgresql.sh"
+source "$(dirname "$0")/lib/monitoring.sh"
+source "$(dirname "$0")/lib/ci.sh"
 ensure_python_env "dev ray"
 ensure_sshd_tools
 ensure_torch
 ensure_wrk
 ensure_tmux
 ensure_postgresql
+ensure_prometheus
+ensure_shellcheck
 ensure_docker_engine
 ensure_base_image
 

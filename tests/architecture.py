@@ -33,6 +33,7 @@ CORE = (
     "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.home",
     "mllib.locks",
     "mllib.credentials",
+    "mllib.error_reports", "mllib.sentry_plugin",
 )  # fmt: skip
 
 # Package -> its modules: a dotted name stands for the module and everything below it;
@@ -54,6 +55,8 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "server": ("mllib.server",),
     "client": ("mllib.client",),
     "serving": ("mllib.serving",),
+    "schedules": ("mllib.schedules",),
+    "monitoring": ("mllib.monitoring",),
     "models": ("mllib.models",),
     "scaffold": ("mllib.scaffold",),
     "doctor": ("mllib.doctor",),
@@ -83,12 +86,24 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "server": ("agents", "queue"),
     "client": ("runs",),
     "serving": ("runs", "worker"),
+    "schedules": ("serving",),
+    "monitoring": ("schedules",),
     "models": ("serving",),
     "scaffold": (),
     "doctor": ("datasets",),
     "api": ("runs", "tuning"),
     "dashboard": ("agents", "serving"),
-    "cli": ("dashboard", "models", "scaffold", "doctor", "api", "server", "client"),
+    "cli": (
+        "dashboard",
+        "models",
+        "scaffold",
+        "doctor",
+        "api",
+        "server",
+        "client",
+        "monitoring",
+        "schedules",
+    ),
     "agent program": ("runs",),
 }
 
@@ -129,7 +144,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "torch": (), "numpy": (), "pandas": (), "sklearn": (),  # the model's, never mllib's
     "ray": ("mllib.runtime",), "psycopg": ("mllib.registry", "mllib.server"),
     "optuna": ("mllib.tuning.storage",),
-    "sentry_sdk": (), "textual": ("mllib.dashboard",),
+    "sentry_sdk": ("mllib.sentry_plugin",), "textual": ("mllib.dashboard",),
 }  # fmt: skip
 
 RULES: tuple[Rule, ...] = (

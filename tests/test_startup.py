@@ -26,6 +26,7 @@ HEAVY = [
     "optuna",
     "sqlalchemy",
     "ray",  # an optional extra, installed in the test venv: imported only by Ray runs
+    "sentry_sdk",
 ]
 PROBE = """
 import json, sys

@@ -31,6 +31,7 @@ AGENT_REQUIREMENTS = [
     "cloudpickle",
     "python-dotenv",
     "pathspec",
+    "sentry-sdk",  # for models that call mllib.sentry_plugin.enable()
     # Project venvs (the venv runtime): uv builds them, requirements read as pip reads them.
     "uv",
     "pip-requirements-parser",

@@ -20,8 +20,10 @@ from mllib.cli import (
     loadtest,
     model_commands,
     models,
+    monitoring,
     ray,
     runs,
+    schedules,
     serve,
     server,
     tune,
@@ -136,6 +138,8 @@ app.command()(account.whoami)
 app.command()(account.logout)
 app.command()(queue_cmd.queue)
 app.command()(dashboard.dashboard)
+app.add_typer(monitoring.app, name="monitoring")
+app.add_typer(schedules.app, name="schedules")
 app.command("dash", hidden=True)(dashboard.dashboard)  # the short spelling
 
 

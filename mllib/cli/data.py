@@ -207,3 +207,44 @@ def rm(
         console.print(
             f"  Freed {_bytes(result.collected.bytes)} ({result.collected.chunks} chunk(s))."
         )
+
+
+import_app = typer.Typer(
+    help="Import a dataset from an annotation tool's export.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("label-studio")
+def label_studio(
+    export: Annotated[str, typer.Argument(help="Label Studio's JSON export (a list of tasks).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The dataset's name.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Turn a Label Studio JSON export into a dataset version (examples.jsonl: one annotated
+    task a line, its controls' values; and the export itself); prints NAME@VERSION."""
+    from pathlib import Path
+
+    from mllib.cli.progress import TransferProgress
+    from mllib.datasets.label_studio import import_export
+
+    with TransferProgress() as progress:
+        result = import_export(Path(export), name, progress=progress)
+    v = result.upload.version
+    skipped = f"; {result.skipped} without an annotation left out" if result.skipped else ""
+    state = "Imported" if result.upload.created else "Already held"
+    output.err().print(
+        styled(
+            "[green]✔[/] {} [bold]{}[/]: {} annotated task(s){}",
+            state,
+            v.ref,
+            result.examples,
+            skipped,
+        )
+    )
+    if json_:
+        output.print_json(
+            {**result.upload.as_dict(), "examples": result.examples, "skipped": result.skipped}
+        )
+    else:
+        print(v.ref)

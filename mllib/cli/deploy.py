@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from mllib.cli import completion, output
+from mllib.cli import completion, output, step_summary
 from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context, parse_duration
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
@@ -170,7 +170,15 @@ def ship(
             f"Refused as a no-op: {dep.label} (the same model and code) is already live on {env} "
             f"at {dep.url}. Nothing was changed."
         )
+        step_summary.append(
+            step_summary.deployment(env, dep.label, dep.url or "", "live", "no-op: already live")
+        )
         return
+    step_summary.append(
+        step_summary.deployment(
+            env, dep.label, dep.url or "", "live", f"forced: {reason}" if outcome.forced else ""
+        )
+    )
     if outcome.forced:
         console.print(f"Overrode {', '.join(outcome.forced)} (audited: {reason})", style="yellow")
     console.print(styled("[green]✔[/] {} is live on [bold]{}[/] at {}", dep.label, env, dep.url))

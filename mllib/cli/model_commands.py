@@ -24,7 +24,7 @@ from mllib.errors import UsageError
 
 if TYPE_CHECKING:
     from mllib.config import Config
-from mllib.ranges import SEED
+from mllib.ranges import GPUS, PRIORITY, SEED
 
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="Run on this machine (the default); reads .env.local.")
@@ -44,6 +44,26 @@ AgentOpt = Annotated[
 ]
 DetachOpt = Annotated[
     bool, typer.Option("--detach", help="Start in the background and print the run id.")
+]
+FailUnderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-under",
+        help="Exit 1 when evaluate()'s METRIC is under NUMBER (or missing), as METRIC=NUMBER: "
+        "`accuracy=0.9`. Repeatable.",
+        show_default=False,
+    ),
+]
+EveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--every",
+        metavar="PERIOD",
+        help="Do not evaluate now: schedule it every PERIOD (30m, 6h, 1d, 1w). Each time, the "
+        "version the name means then (NAME@prod: the one deployed in prod) on the newest version "
+        "of each dataset named without @VERSION. `mllib schedules` lists and runs them.",
+        show_default=False,
+    ),
 ]
 DataOpt = Annotated[
     list[str] | None,
@@ -100,20 +120,27 @@ def _run(
     help_: bool,
     remote: bool,
     detach: bool,
+    fail_under: list[str] | None = None,
     **options: Any,
 ) -> None:
     """Start a run with `launch` (api.train, api.evaluate), showing its progress, and finish."""
+    from mllib.runs.gates import parse_gates
     from mllib.runs.model_choice import ModelChoice
     from mllib.runs.target import workspace_of
 
     choice = ModelChoice(version=options.get("version"), best=options.get("best"))
     target, params = chosen_target(ctx, model, param, help_, choice)
+    gates = parse_gates(fail_under)
+    if gates and detach:
+        raise UsageError(
+            "--fail-under checks the run's evaluation when it ends: it cannot go with --detach"
+        )
     options |= {"params": params, "remote": remote, "detach": detach, "target": target}
     with _data_progress() as (progress, prepared):
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(workspace_of(target), record, detach)
+    finish(workspace_of(target), record, detach, gates)
 
 
 def train(
@@ -147,18 +174,20 @@ def train(
     ] = None,
     gpus: Annotated[
         int | None,
-        typer.Option(
-            "--gpus", help="GPUs the run asks for on a team server (1).", show_default=False
+        number_option(
+            "--gpus", GPUS, help="GPUs the run asks for on a team server (1).", show_default=False
         ),
     ] = None,
     priority: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--priority",
+            PRIORITY,
             help="Among your runs on a team server, higher goes first (0).",
             show_default=False,
         ),
     ] = None,
+    fail_under: FailUnderOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -168,10 +197,15 @@ def train(
     """
     from mllib.runs import api
 
+    if fail_under and not evaluate:
+        raise UsageError(
+            "--fail-under gates evaluate()'s metrics: add --evaluate",
+            hint="For example: mllib train model.py --evaluate --fail-under accuracy=0.9",
+        )
     launch = api.train if from_study is None else _with_study_params(api.train, from_study)
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
     options |= {"gpus": gpus, "priority": priority}
-    _run(launch, ctx, model, param, help_, where(local, remote), detach, **options)
+    _run(launch, ctx, model, param, help_, where(local, remote), detach, fail_under, **options)
 
 
 def _with_study_params(launch: Callable[..., Any], study: str) -> Callable[..., Any]:
@@ -202,15 +236,53 @@ def evaluate(
     runtime: RuntimeOpt = None,
     detach: DetachOpt = False,
     data: DataOpt = None,
+    fail_under: FailUnderOpt = None,
+    every: EveryOpt = None,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Evaluate a trained model version; its evaluate() result is recorded as a new run."""
+    """Evaluate a trained model version; its evaluate() result is recorded as a new run.
+
+    With `--every`, schedule it instead: `mllib evaluate --model iris@prod --data eval=reviews
+    --fail-under accuracy=0.9 --every 1d`."""
     from mllib.runs import api
 
+    if every is not None and not help_:
+        refused = [n for n, v in (("--run", run), ("--detach", detach), ("--agent", agent)) if v]
+        if refused or remote:
+            raise UsageError(
+                f"--every schedules the evaluation of a named version: {(refused or ['--remote'])[0]}"
+                " cannot go with it",
+                hint="For example: mllib evaluate --model iris@prod --data eval=reviews --every 1d",
+            )
+        options = {"best": best, "data": data, "fail_under": fail_under, "runtime": runtime}
+        _schedule(ctx, model, param, version, every, **options)
+        return
     options = {"run": run, "version": version, "best": best}
     options |= {"runtime": runtime, "agent": agent, "data": data}
-    _run(api.evaluate, ctx, model, param, help_, where(local, remote), detach, **options)
+    _run(
+        api.evaluate, ctx, model, param, help_, where(local, remote), detach, fail_under, **options
+    )
+
+
+def _schedule(
+    ctx: typer.Context,
+    model: str | None,
+    param: list[str] | None,
+    version: str | None,
+    every: str,
+    **options: Any,
+) -> None:
+    """`mllib evaluate ... --every PERIOD`: store the evaluation as a schedule."""
+    from mllib.cli.schedules import schedule_evaluation
+    from mllib.runs.model_choice import ModelChoice, params_refused
+
+    choice = ModelChoice(version=version, best=options["best"])
+    target, params = chosen_target(ctx, model, param, False, choice)
+    if params:
+        raise params_refused(sorted(params))
+    ref = version or (target.name if target is not None else "")
+    schedule_evaluation(ref, every, **options)
 
 
 def predict(

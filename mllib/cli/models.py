@@ -124,6 +124,23 @@ def _print_version(v: dict[str, Any]) -> None:
             line(f"  {k} = {fmt_value(value)}")
     else:
         line(f"Not evaluated yet: mllib evaluate --model {v['ref']}")
+    if len(v["history"]) > 1:
+        _print_trend(line, v["history"])
+
+
+def _print_trend(line: Any, history: list[dict[str, Any]]) -> None:
+    """Each metric over the version's latest evaluations, oldest first: values and a sparkline."""
+    from mllib.dashboard.text import sparkline
+
+    first, last = fmt_time(history[0]["ended_at"]), fmt_time(history[-1]["ended_at"])
+    line(f"Trend ({len(history)} evaluations, {first} to {last})")
+    names = list(dict.fromkeys(k for h in history for k in h["eval_metrics"]))
+    width = max(len(n) for n in names) if names else 0
+    for name in names:
+        values = [h["eval_metrics"].get(name) for h in history]
+        numbers = [v if isinstance(v, int | float) else None for v in values]
+        shown = " → ".join("-" if v is None else fmt_value(v) for v in values)
+        line(f"  {name:<{width}}  {sparkline(numbers)}  {shown}")
 
 
 @app.command()

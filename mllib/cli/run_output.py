@@ -36,8 +36,11 @@ def announce(record: RunRecord) -> None:
     )
 
 
-def finish(ws: Workspace, record: RunRecord, detach: bool) -> None:
-    """Print the run's outcome (`record`, of workspace `ws`) and exit with the code that matches it."""
+def finish(
+    ws: Workspace, record: RunRecord, detach: bool, gates: dict[str, float] | None = None
+) -> None:
+    """Print the run's outcome (`record`, of workspace `ws`) and exit with the code that matches
+    it: 1 too when its evaluation is under one of `gates` (`--fail-under`)."""
     console = output.err()
     if detach or not record.finished:
         console.print(styled("Started run [bold]{}[/] in the background.", record.id))
@@ -47,11 +50,38 @@ def finish(ws: Workspace, record: RunRecord, detach: bool) -> None:
         return
     for line in summary_lines(ws, record):
         console.print(line)
+    breaches = _check_gates(ws, record, gates)
     if record.status == "succeeded":
+        if breaches:
+            for breach in breaches:
+                console.print(styled("[red]✘[/] --fail-under: {}", breach), highlight=False)
+            raise typer.Exit(EXIT_FAILED)
         return
     if record.status == "cancelled":
         raise typer.Exit(EXIT_CANCELLED)
     raise typer.Exit(EXIT_SYSTEM if record.failure_class == SYSTEM_ERROR else EXIT_FAILED)
+
+
+def _check_gates(
+    ws: Workspace, record: RunRecord, gates: dict[str, float] | None
+) -> list[str] | None:
+    """The gates the run's evaluation breaches (None: no gates, or the run did not succeed),
+    and the run's table in the CI job's summary (GITHUB_STEP_SUMMARY)."""
+    from mllib.cli import step_summary
+    from mllib.runs.gates import breaches as gate_breaches
+
+    found = None
+    data = None
+    if gates and record.status == "succeeded":
+        from mllib.runs.views import outcome
+
+        data = outcome(ws, record)
+        found = gate_breaches(data["eval_metrics"], gates)
+    if step_summary.enabled():
+        from mllib.runs.views import show
+
+        step_summary.append(step_summary.run(show(ws, record.id), found))
+    return found
 
 
 def summary_lines(ws: Workspace, record: RunRecord) -> list[Text | str]:

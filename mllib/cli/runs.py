@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mllib.cli import completion, output
+from mllib.cli import completion, output, step_summary
 from mllib.cli.numbers import number_option
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
 from mllib.display import evaluation_cell, evaluation_source
@@ -228,6 +228,8 @@ def compare(
             data = compare_remote(server, run_ids)
     else:
         data = compare_runs(_ws(), run_ids)
+    if step_summary.enabled():
+        step_summary.append(step_summary.comparison(data))
     if json_:
         output.print_json(data)
         return

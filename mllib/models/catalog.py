@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mllib.registry import models
-from mllib.registry.evaluations import latest_evaluations
+from mllib.registry.evaluations import evaluation_history, latest_evaluations
 from mllib.registry.metrics import metric_summary
 from mllib.registry.models import ModelVersion
 from mllib.registry.runs import get_params
@@ -54,7 +54,10 @@ def show(ws: Workspace, ref: str) -> dict[str, Any]:
     assert row is not None  # choose_version found it
     version = _versions(ws, [row])[0]
     summary = metric_summary(ws.registry, row.run_id)
-    return version | {"metrics": {name: s["last"] for name, s in summary.items()}}
+    return version | {
+        "metrics": {name: s["last"] for name, s in summary.items()},
+        "history": evaluation_history(ws.registry, row.run_id),
+    }
 
 
 def _model(ws: Workspace, name: str) -> dict[str, Any]:

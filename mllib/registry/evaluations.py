@@ -68,3 +68,23 @@ def _eval_metrics(reg: Registry, run_ids: list[str]) -> dict[str, dict[str, floa
         for row in rows:
             metrics.setdefault(row["run_id"], {})[row["name"]] = from_stored(row["value"])
     return metrics
+
+
+def evaluation_history(reg: Registry, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest `limit` successful evaluations of training run `run_id`, oldest first: the
+    trend of a version's metrics (a scheduled evaluation adds one each time it runs)."""
+    rows = reg.query(
+        "SELECT id, ended_at FROM runs WHERE status = 'succeeded' AND ("
+        "   (action = 'evaluate' AND source_run_id = ?) OR (action = 'train+evaluate' AND id = ?))"
+        " ORDER BY ended_at DESC, created_at DESC, rowid DESC LIMIT ?",
+        (run_id, run_id, limit),
+    )
+    metrics = _eval_metrics(reg, [row["id"] for row in rows])
+    return [
+        {
+            "run_id": row["id"],
+            "ended_at": row["ended_at"],
+            "eval_metrics": metrics.get(row["id"], {}),
+        }
+        for row in reversed(rows)
+    ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from mllib import sentry_plugin
 from mllib.errors import MllibError
 from mllib.protocol.numeric_env import numeric_environment
 from mllib.registry.runs import RunRecord
@@ -41,7 +43,9 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     env = {
         **numeric_environment(),
         **variables,
+        **sentry_plugin.environment(ws.project, run.env_target or "local"),
         "MLLIB_RUN_ID": run.id,
+        "MLLIB_RUN_TAGS": json.dumps(_report_tags(run)),
         "PYTHONHASHSEED": str(run.seed or 0),
     }
     return Job(
@@ -53,6 +57,12 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
         data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
         gpus=spec.gpus if spec else None,
     )
+
+
+def _report_tags(run: RunRecord) -> dict[str, str | None]:
+    """What the run's error reports are tagged with, besides its id (mllib.error_reports)."""
+    agent = run.host if run.host not in (None, "local") else None
+    return {"model": run.model, "runtime": run.runtime, "agent": agent}
 
 
 def param_variables(ws: Workspace, run: RunRecord) -> dict[str, str]:

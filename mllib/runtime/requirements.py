@@ -50,8 +50,9 @@ PASSED_OPTIONS = {
 }
 FOLLOWED_OPTIONS = ("requirements", "constraints")
 IGNORED_OPTIONS = ("use_features",)  # pip's own feature flags: nothing to install differently
-# What the worker imports besides the standard library; the versions come from mllib's metadata.
-WORKER_PACKAGES = ("cloudpickle", "orjson")
+# What the worker imports besides the standard library (sentry-sdk: when the model calls
+# mllib.sentry_plugin.enable()); the versions come from mllib's metadata.
+WORKER_PACKAGES = ("cloudpickle", "orjson", "sentry-sdk")
 
 
 @dataclass(frozen=True)

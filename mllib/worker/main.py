@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mllib import tracking
+from mllib import error_reports, tracking
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError
 from mllib.metric_values import spell
@@ -132,6 +133,9 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
         )
         if tracking._active is not None:
             tracking._active.params = dict(resolved.recorded)
+        error_reports.set_params(
+            resolved.recorded, {name: resolved.values[name] for name in resolved.secret}
+        )
         writer.emit(events.PHASE, phase="train")
         call_user(obj.train)
         writer.emit(events.PHASE, phase="save")
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = EventWriter(folder.events_file)
     folder.artifact_dir.mkdir(parents=True, exist_ok=True)
     tracking._set_active(tracking.ActiveRun(spec.run_id, folder.artifact_dir, writer))
+    error_reports.set_tags(run_id=spec.run_id, action="+".join(spec.actions), **run_tags())
     recorder = threading.Thread(target=_record_environment, args=(writer,), daemon=True)
     recorder.start()  # while the model loads
     code = EXIT_SUCCEEDED
@@ -239,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         message = REDACTOR.text(str(exc))
         print(f"Error: {message}", file=sys.stderr)
         writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=None)
+        error_reports.report(exc, failure_class=USER_ERROR)
         code = EXIT_USER_ERROR
     except BaseException as exc:  # a bug in mllib itself, or the machine failing us
         text = REDACTOR.text("".join(traceback.format_exception(exc)))
@@ -249,10 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             message=REDACTOR.text(f"{type(exc).__name__}: {exc}"),
             traceback=text,
         )
+        error_reports.report(exc, failure_class=SYSTEM_ERROR)
         code = EXIT_SYSTEM_ERROR
     finally:
         tracking._set_active(None)
         recorder.join(timeout=30)
+        error_reports.flush()
         writer.close()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -262,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
 def _disk_full(exc: BaseException) -> bool:
     """A full disk is the machine failing the run, not its code: a system error, like memory."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def run_tags() -> dict[str, str]:
+    """The run's model, action, runtime and agent, as its supervisor handed them over."""
+    try:
+        tags = json.loads(os.environ.get("MLLIB_RUN_TAGS") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in tags.items() if v is not None}
 
 
 def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
@@ -276,6 +293,7 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
             message=f"{what}: {message}",
             traceback=text,
         )
+        error_reports.report(exc, failure_class=SYSTEM_ERROR)
         return EXIT_SYSTEM_ERROR
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         message += f" ({missing_module_hint(exc.name)})"
@@ -286,4 +304,5 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
     elif isinstance(exc, KeyboardInterrupt):
         message = "model code raised KeyboardInterrupt"
     writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=text)
+    error_reports.report(exc, failure_class=USER_ERROR)
     return EXIT_USER_ERROR

@@ -312,6 +312,62 @@ def queue(w: World) -> None:
     check(w.mllib("queue"), codes=(1, 2, 3))
 
 
+def _schedule(w: World) -> str:
+    """A scheduled evaluation of the odd model's version 1 (its id)."""
+    if "schedule" not in w.state:
+        result = w.mllib("evaluate", "--model", f"{ODD}:1", "--every", "1d")
+        check(result, shows=True)
+        w.state["schedule"] = result.stdout.strip().splitlines()[-1]
+    return str(w.state["schedule"])
+
+
+def schedules_list(w: World) -> None:
+    _schedule(w)
+    check(w.mllib("schedules", "list"), shows=True)
+
+
+def schedules_show(w: World) -> None:
+    check(w.mllib("schedules", "show", _schedule(w)), shows=True)
+    check(w.mllib("schedules", "show", ODD), codes=(2, 4), shows=True)
+
+
+def schedules_run_now(w: World) -> None:
+    check(w.mllib("schedules", "run-now", _schedule(w), timeout=240), codes=(0, 1), shows=True)
+
+
+def schedules_run_due(w: World) -> None:
+    check(w.mllib("schedules", "run-due", timeout=240), codes=(0, 1))
+
+
+def schedules_install(w: World) -> None:
+    # the odd project folder: a control character in a crontab line or unit is refused
+    check(w.mllib("schedules", "install", "--cron"), codes=(2,), shows=True)
+    check(w.mllib("schedules", "install", "--dir", "units"), codes=(2,), shows=True)
+
+
+def schedules_rm(w: World) -> None:
+    check(w.mllib("schedules", "rm", _schedule(w)))
+    check(w.mllib("schedules", "rm", ODD), codes=(2, 4), shows=True)
+
+
+def monitoring_init(w: World) -> None:
+    check(w.mllib("monitoring", "init", str(w.project.root / "mon")), shows=True)
+
+
+def data_import_label_studio(w: World) -> None:
+    import json
+
+    task = {"data": {"text": ODD}, "annotations": [{"result": [{"from_name": ODD, "type": "choices", "value": {"choices": [ODD]}}]}]}  # fmt: skip
+    export = w.project.root / f"{ODD.replace('/', '_')}.json"
+    export.write_text(json.dumps([task]))
+    check(w.mllib("data", "import", "label-studio", str(export), "--name", "ls"))
+    check(
+        w.mllib("data", "import", "label-studio", str(export), "--name", ODD),
+        codes=(2,),
+        shows=True,
+    )
+
+
 def _deployed(w: World) -> None:
     if not w.state.get("deployed"):
         result = w.mllib("deploy", w.runs[-1], "--env", "staging", timeout=240)
@@ -542,6 +598,14 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "whoami": whoami,
     "logout": logout,
     "queue": queue,
+    "schedules list": schedules_list,
+    "schedules show": schedules_show,
+    "schedules run-now": schedules_run_now,
+    "schedules run-due": schedules_run_due,
+    "schedules install": schedules_install,
+    "schedules rm": schedules_rm,
+    "monitoring init": monitoring_init,
+    "data import label-studio": data_import_label_studio,
 }
 
 

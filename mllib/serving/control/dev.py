@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from mllib import sentry_plugin
 from mllib.errors import UsageError
 from mllib.runs.model_choice import ModelChoice, choose
 from mllib.runs.target import ModelTarget, workspace_of
@@ -73,6 +74,7 @@ def serve(
     from mllib.serving.server.main import run_server  # LitServe: only once it is needed
 
     os.environ.update(ws.project.env_under_shell("local"))
+    os.environ.update(sentry_plugin.environment(ws.project))
     if announce:
         announce(spec)
     return run_server(spec)

@@ -190,7 +190,8 @@ def answer_order(
 
 def start_controller(ws: Any, folder: Path, *, marker: str) -> int:
     """Start the controller of the deployment in `folder` (a process group of its own, in the
-    project with its .env.local values, which its servers inherit); its pid."""
+    project with its .env.local values and the Sentry DSN, which its servers inherit); its pid."""
+    from mllib import sentry_plugin
     from mllib.serving.control import process
     from mllib.serving.control.paths import LOG_FILE
 
@@ -198,7 +199,7 @@ def start_controller(ws: Any, folder: Path, *, marker: str) -> int:
         folder / SPEC_FILE,
         folder / LOG_FILE,
         cwd=ws.project.root,
-        env=ws.project.env_under_shell("local"),
+        env={**ws.project.env_under_shell("local"), **sentry_plugin.environment(ws.project)},
         marker=marker,
         module=process.CONTROLLER,
     )

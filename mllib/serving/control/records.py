@@ -10,7 +10,9 @@ from typing import Any
 
 from mllib.registry.db import Registry
 from mllib.registry.runs import now
+from mllib.serving.control import targets
 from mllib.serving.spec import ServerSpec
+from mllib.terminal import notice
 
 ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 RUNNING = ("starting", "live")
@@ -119,11 +121,22 @@ def insert(reg: Registry, deployment: Deployment) -> None:
         reg.db["deployments"].insert(
             {k: v for k, v in deployment.__dict__.items() if v is not None}
         )
+    _state_changed(reg)
 
 
 def update(reg: Registry, deployment_id: str, **values: Any) -> None:
     with reg.transaction():
         reg.db["deployments"].update(deployment_id, values)
+    if "state" in values:
+        _state_changed(reg)
+
+
+def _state_changed(reg: Registry) -> None:
+    """Every place a deployment changes state comes here: Prometheus' targets follow it."""
+    try:
+        targets.refresh(reg)
+    except OSError as exc:  # the next change (or `mllib monitoring init`) writes it whole
+        notice(f"could not update the Prometheus targets file: {exc}")
 
 
 def get(reg: Registry, deployment_id: str) -> Deployment:

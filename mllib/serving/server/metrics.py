@@ -57,7 +57,11 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
             registry=None,
         ).labels(*self._labels)
-        self._by_status: dict[int, Any] = {}
+        # 200 and 500 exist at 0 from the start: Prometheus' rate() and increase() need a
+        # series' earlier sample, so a counter born at 1 would hide the first request or error.
+        self._by_status: dict[int, Any] = {
+            status: self.requests.labels(*self._labels, str(status)) for status in (200, 500)
+        }
         self._by_reason: dict[str, Any] = {}
         self._compared: dict[str, Any] | None = None
 

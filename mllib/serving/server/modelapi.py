@@ -26,6 +26,7 @@ from typing import Any
 import litserve as ls  # noqa: TID253
 import orjson
 
+from mllib import error_reports
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import MllibError, SerializationError
 from mllib.serving.server import logwriter
@@ -72,6 +73,20 @@ def describe_load_error(exc: BaseException) -> tuple[str, str | None]:
     return f"loading the model failed: {exc}", None
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The model's own exception behind a UserCodeError (mllib.worker.main.call_user)."""
+    from mllib.worker.main import UserCodeError
+
+    return exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ else exc
+
+
+def _failure_class(exc: BaseException) -> str:
+    from mllib.worker.main import UserCodeError
+
+    user = isinstance(exc, UserCodeError | MllibError)
+    return error_reports.USER_ERROR if user else error_reports.SYSTEM_ERROR
+
+
 def error_body(message: str, request_id: str, **extra: Any) -> bytes:
     return orjson.dumps({"error": message, "error_id": request_id, **extra})
 
@@ -114,8 +129,11 @@ class ModelAPI(ls.LitAPI):
         """Load the model in this process, reporting progress on the board as worker `worker`."""
         self.board.set_worker(worker, os.getpid(), LOADING)
         started = time.perf_counter()
+        spec = self.server_spec
+        error_reports.set_tags(
+            **spec.labels, deployment=spec.deployment, run_id=spec.servable.run_id
+        )
         try:
-            spec = self.server_spec
             predict, predict_batch = load_methods(
                 Path(spec.bundle_dir), spec.servable.model_file, spec.servable.model_class
             )
@@ -124,6 +142,8 @@ class ModelAPI(ls.LitAPI):
             # failure on the board and stops. (Raising would make LitServe log it all again.)
             message, trace = describe_load_error(exc)
             log.error(message, extra={"event": "load_failed", "traceback": trace or ""})
+            error_reports.report(_cause(exc), failure_class=_failure_class(exc), event="load")
+            error_reports.flush()
             self.board.fail(worker, message)
             return
         from mllib.serving.server.metrics import PredictMetrics
@@ -178,9 +198,19 @@ class ModelAPI(ls.LitAPI):
         try:
             results = _as_results(self._model_predict_batch(requests), len(requests))
         except BaseException as exc:  # the model's code: answer each request on its own
-            self._batch_failed(exc, [jobs[place][0] for place, _ in decoded])
+            request_ids = [jobs[place][0] for place, _ in decoded]
+            self._batch_failed(exc, request_ids)
             for place, request in decoded:
                 replies[place] = self._predict_one(jobs[place][0], request)
+            if all(replies[place][0] == 200 for place, _ in decoded):  # type: ignore[index]
+                # predict() answered each: the fault is predict_batch's own (a request whose
+                # predict() raised too was reported with its request id, once)
+                error_reports.report(
+                    exc,
+                    failure_class=error_reports.USER_ERROR,
+                    event="predict_batch",
+                    request_id=",".join(request_ids)[:200],
+                )
             return replies  # type: ignore[return-value]
         seconds = time.perf_counter() - started
         self._metrics.batch(len(requests))
@@ -247,6 +277,9 @@ class ModelAPI(ls.LitAPI):
                 "error_id": request_id,
                 "traceback": user_traceback(exc),
             },
+        )
+        error_reports.report(
+            exc, failure_class=error_reports.USER_ERROR, event="predict", request_id=request_id
         )
         message = f"predict() raised {kind}"
         if self.server_spec.show_errors:

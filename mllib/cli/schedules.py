@@ -1,0 +1,211 @@
+"""`mllib schedules list|rm|run-now|run-due|install`, and `mllib evaluate --every`: scheduled
+evaluations (mllib.schedules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mllib.cli import output
+from mllib.cli.output import fmt_time, fmt_value, styled
+
+app = typer.Typer(
+    help="Scheduled evaluations (`mllib evaluate --model NAME@prod --every 1d`): list, remove, "
+    "run now, and install the timer that runs them.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+IdArg = Annotated[str, typer.Argument(metavar="SCHEDULE_ID", help="The schedule's id.")]
+EXIT_BREACHED = 1
+
+
+def _ws():
+    from mllib.workspace import Workspace
+
+    return Workspace.find()
+
+
+def schedule_evaluation(
+    ref: str,
+    every: str,
+    *,
+    best: str | None,
+    data: list[str] | None,
+    fail_under: list[str] | None,
+    runtime: str | None,
+) -> None:
+    """Store `mllib evaluate --model REF ... --every PERIOD` as a schedule; prints its id."""
+    from mllib.runs.gates import parse_gates
+    from mllib.schedules.runner import create
+
+    gates = parse_gates(fail_under)
+    schedule, now = create(_ws(), ref, every, best=best, data=data, gates=gates, runtime=runtime)
+    deployed = f", deployed in {now.env}" if now.env else ""
+    console = output.err()
+    console.print(
+        styled("[green]✔[/] Scheduled [bold]{}[/]: every {}", schedule.id, schedule.every)
+    )
+    console.print(f"  {schedule.command()}", markup=False, highlight=False)
+    console.print(f"  Now that is {now.chosen.label}{deployed}.", markup=False, highlight=False)
+    console.print(f"  Run it now:       mllib schedules run-now {schedule.id}", markup=False)
+    console.print(
+        "  Run it on time:   mllib schedules install (a systemd timer; --cron for a cron line)",
+        markup=False,
+    )
+    print(schedule.id)
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """Every schedule: what it evaluates, how often, when next, and how its last run went."""
+    from mllib.schedules.views import list_schedules
+
+    found = list_schedules(_ws())
+    if json_:
+        output.print_json(found)
+        return
+    if not found:
+        output.err().print(
+            "No schedules yet. Add one with `mllib evaluate --model NAME@prod --every 1d`."
+        )
+        return
+    table = output.table("ID", "EVALUATES", "EVERY", "NEXT", "LAST RUN", "STATUS", "METRICS")
+    for s in found:
+        last = s["last"] or {}
+        metrics = " ".join(
+            f"{k}={fmt_value(v)}" for k, v in (last.get("eval_metrics") or {}).items()
+        )
+        version = f" (v{last['version']})" if last.get("version") else ""
+        table.add_row(
+            s["id"],
+            s["model_ref"] + version,
+            s["every"],
+            fmt_time(s["next_due_at"]),
+            fmt_time(last["started_at"]) if last else "never",
+            last.get("status") or "",
+            metrics or last.get("error") or "",
+        )
+    output.print_table(table)
+
+
+@app.command()
+def show(schedule_id: IdArg, json_: JsonOpt = False) -> None:
+    """One schedule and its latest runs: the version, the deployment, the metrics, the gates."""
+    from mllib.schedules.views import show_schedule
+
+    data = show_schedule(_ws(), schedule_id)
+    if json_:
+        output.print_json(data)
+        return
+    console = output.out()
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    line(f"{data['id']}: {data['command']}")
+    line(f"  next: {fmt_time(data['next_due_at'])}")
+    for r in data["runs"]:
+        where = f" {r['env']} ({r['deployment_id']})" if r["deployment_id"] else ""
+        metrics = " ".join(f"{k}={fmt_value(v)}" for k, v in r["eval_metrics"].items())
+        problem = "; ".join(r["breaches"]) or r["error"] or ""
+        version = f"v{r['version']}" if r["version"] else "-"
+        line(
+            f"  {fmt_time(r['started_at'])}  {r['status']:<9} {version}{where}  run {r['run_id']}"
+            f"  {metrics}  {problem}".rstrip()
+        )
+
+
+@app.command()
+def rm(schedule_id: IdArg) -> None:
+    """Remove a schedule (its evaluation runs stay in the registry)."""
+    from mllib.schedules.records import remove
+
+    schedule = remove(_ws().registry, schedule_id)
+    output.err().print(f"Removed {schedule.id}: {schedule.command()}", markup=False)
+
+
+@app.command("run-now")
+def run_now(schedule_id: IdArg) -> None:
+    """Run a schedule now (its next time stays as it was); exit 1 when a --fail-under gate breaks
+    or the evaluation fails."""
+    from mllib.schedules.records import get
+    from mllib.schedules.runner import run
+
+    ws = _ws()
+    outcome = run(ws, get(ws.registry, schedule_id))
+    _print_outcomes([outcome])
+
+
+@app.command("run-due")
+def run_due() -> None:
+    """Run every schedule that is due: what the timer `mllib schedules install` writes calls each
+    minute. Exit 1 when any breaks a gate or fails."""
+    from mllib.schedules.runner import run_due as run_all
+
+    _print_outcomes(run_all(_ws()))
+
+
+@app.command()
+def install(
+    cron: Annotated[
+        bool, typer.Option("--cron", help="Print a crontab line instead of writing systemd units.")
+    ] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Where to write the systemd units (default: ~/.config/systemd/user).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite units there with other content.")
+    ] = False,
+) -> None:
+    """Have this machine run the due schedules each minute: a systemd user timer (default), or a
+    cron line: until a team server runs schedules, this is their scheduler."""
+    from mllib.schedules import install as installer
+
+    root = _ws().project.root
+    console = output.err()
+    if cron:
+        console.print("Add this line to your crontab (`crontab -e`):", markup=False)
+        print(installer.cron_install(root))
+        return
+    written = installer.write_systemd(root, directory, force=force)
+    unit = written[1].name
+    console.print(f"Wrote {written[0]} and {written[1]}.", markup=False)
+    if directory is None:
+        console.print(
+            f"Start it: systemctl --user daemon-reload && systemctl --user enable --now {unit}\n"
+            "Keep it running when you log out: loginctl enable-linger",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"Copy them to /etc/systemd/system (or ~/.config/systemd/user), then: "
+            f"systemctl daemon-reload && systemctl enable --now {unit}",
+            markup=False,
+        )
+
+
+def _print_outcomes(outcomes: list[Any]) -> None:
+    """One line per run of a schedule; exit 1 when any did not pass."""
+    console = output.err()
+    if not outcomes:
+        console.print("No schedule is due.")
+    for o in outcomes:
+        what = o.resolved.chosen.label if o.resolved else o.schedule.model_ref
+        where = f" in {o.resolved.env}" if o.resolved and o.resolved.env else ""
+        run = f" run {o.run.id}" if o.run else ""
+        metrics = " ".join(f"{k}={fmt_value(v)}" for k, v in o.eval_metrics.items())
+        mark = "[green]✔[/]" if o.ok else "[red]✘[/]"
+        text = f"{o.schedule.id} {o.status}: {what}{where}{run} {metrics}".rstrip()
+        console.print(styled(mark + " {}", text), highlight=False)
+        for problem in o.breaches or ([o.error] if o.error else []):
+            console.print(f"  {problem}", markup=False, highlight=False)
+    if any(not o.ok for o in outcomes):
+        raise typer.Exit(EXIT_BREACHED)
