@@ -60,13 +60,18 @@ import mllib
 
 class WhichGpu:
     def __init__(self):
-        self.sleep_s = mllib.Param(0.0)
+        self.hold = mllib.Param("")  # a file to wait for: the run holds its GPU until it exists
+        self.release = mllib.Param("")  # a file to create once this run holds its GPU
 
     def train(self):
         gpu = os.environ["CUDA_VISIBLE_DEVICES"]
         print(f"CUDA_VISIBLE_DEVICES={gpu} CUDA_DEVICE_ORDER={os.environ['CUDA_DEVICE_ORDER']}")
         mllib.log_metric("gpu", int(gpu))
-        time.sleep(self.sleep_s)
+        if self.release:
+            open(self.release, "w").close()
+        deadline = time.monotonic() + 300
+        while self.hold and not os.path.exists(self.hold) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def predict(self, request):
         return request
@@ -76,6 +81,7 @@ class WhichGpu:
 def test_two_runs_on_a_two_gpu_agent_get_a_gpu_each(lab, agents, project):
     """The agent's host lists two (simulated) GPUs; its runs overlap, each sees its own."""
     import shutil
+    import uuid
 
     from helpers import detached_run, run_record, wait_finished
     from sshlab import wait_for
@@ -90,9 +96,11 @@ def test_two_runs_on_a_two_gpu_agent_get_a_gpu_each(lab, agents, project):
     with host.path_first(bin_dir):
         report = add_agent("gpu2", **lab.spec_args(host), trust_host_key=True)  # GPUs counted
         assert (report["gpus"], report["gpus_from"], report["slots"]) == (2, "nvidia-smi", 2)
-        first = detached_run(project, "--agent", "gpu2", "--sleep_s=4")
-        wait_for(lambda: host.worker_pids(), what="the first run's worker", timeout=60)
-        second = detached_run(project, "--agent", "gpu2")
+        # The runs overlap however slow the machine: the first holds its GPU until the second runs.
+        release = f"/tmp/mllib-gpus-{uuid.uuid4().hex}"
+        first = detached_run(project, "--agent", "gpu2", f"--hold={release}")
+        wait_for(lambda: host.worker_pids(), what="the first run's worker", timeout=120)
+        second = detached_run(project, "--agent", "gpu2", f"--release={release}")
         records = [wait_finished(project, run_id) for run_id in (first, second)]
     shutil.rmtree(bin_dir)
 
@@ -105,9 +113,7 @@ def test_two_runs_on_a_two_gpu_agent_get_a_gpu_each(lab, agents, project):
             f"CUDA_VISIBLE_DEVICES={gpu} CUDA_DEVICE_ORDER=PCI_BUS_ID"
             in Path(record.log_path).read_text()
         )
-        assert run_record(project, record.id).runtime_note.endswith(
-            f"GPU {gpu} (CUDA_VISIBLE_DEVICES))"
-        )
+        assert f"; GPU {gpu} (CUDA_VISIBLE_DEVICES)" in run_record(project, record.id).runtime_note
 
 
 def _metric(project, run_id, name):
