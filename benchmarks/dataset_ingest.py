@@ -175,7 +175,7 @@ def bench_url_rss(root: Path, size: int) -> tuple[float, float]:
     project = new_project(root, "url")
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/generated.bin"
-        _, wall, rss = run_cli(project, "upload", url, "--name", "url")
+        _, wall, rss = run_cli(project, "upload", url, "--name", "url", "--allow-private-urls")
     finally:
         server.shutdown()
         server.server_close()

@@ -11,6 +11,7 @@ mllib.serving.control.settings) and are checked when the feature reads them.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 from collections.abc import Mapping
@@ -89,9 +90,23 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class PathSettings:
-    """[registry] / [store]: where runs are recorded, where artifacts and datasets are stored."""
+    """[store]: where artifacts and datasets are stored."""
 
     path: str | None = None  # relative to mllib.toml's folder; default inside .mllib/
+
+
+@dataclass(frozen=True)
+class RegistrySettings(PathSettings):
+    """[registry]: where runs are recorded, and how long a command waits for another's write."""
+
+    busy_timeout_s: float = 60.0  # then the command fails (exit 3) saying the registry is locked
+
+    def __post_init__(self) -> None:
+        if not self.busy_timeout_s > 0:
+            raise ConfigError(
+                f"{CONFIG_FILE}: `registry.busy_timeout_s` got {self.busy_timeout_s:g}: allowed "
+                "is a number greater than 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,12 @@ class Config:
 
     @property
     def seed(self) -> int:
-        return self.get("seed", 0, int)
+        from mllib.ranges import SEED
+
+        seed = self.get("seed", 0, int)
+        if not SEED.contains(seed):
+            raise ConfigError(f"{self.where}: `seed` got {seed}: allowed is {SEED}")
+        return seed
 
     @property
     def params(self) -> dict[str, Any]:
@@ -162,7 +182,7 @@ class Config:
     runtime = Table(RuntimeSettings)
     code = Table(CodeSettings)
     retry = Table(RetrySettings)
-    registry = Table(PathSettings)
+    registry = Table(RegistrySettings)
     store = Table(PathSettings)
     sentry = Table(SentrySettings)
 
@@ -224,6 +244,11 @@ def _checked(value: Any, kinds: tuple[type, ...], key: str, config: Config) -> A
             f"{config.where}: `{key}` must be {_type_words(kinds)}, got {value!r}",
             hint=f"Fix `{key}` in {config.where}.",
         )
+    if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+        raise ConfigError(
+            f"{config.where}: `{key}` got {value}: allowed is a finite number",
+            hint=f"Fix `{key}` in {config.where}.",
+        )
     if float in kinds and int not in kinds and type(value) is int:
         return float(value)
     return value
@@ -239,10 +264,22 @@ def _type_words(kinds: tuple[type, ...]) -> str:
 
 def load_config(path: Path) -> Config:
     """Parse mllib.toml at `path`; a missing file is an empty config."""
-    if not path.is_file():
+    if not path.exists():
         return Config(None, {})
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} is not a file (a folder?)",
+            hint="mllib.toml must be a TOML file; rename or remove what is there.",
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            hint="Save it as UTF-8 (TOML files are UTF-8).",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", hint="Fix the file and try again."

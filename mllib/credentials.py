@@ -34,8 +34,10 @@ def _read() -> dict[str, Any]:
 
 
 def normalize(url: str) -> str:
+    """`url` without a trailing slash; a usage error for anything but a printable http(s) URL
+    (an escape sequence or a space in it was an httpx traceback)."""
     url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
+    if not url.startswith(("http://", "https://")) or not url.isprintable() or " " in url:
         raise UsageError(
             f"Not a server URL: {url!r}",
             hint="Give it as http(s)://HOST:PORT, e.g. http://server:8750.",
@@ -60,11 +62,12 @@ def token_for(url: str) -> str | None:
 
 def save_login(url: str, token: str) -> None:
     """Remember `token` for `url` (and make it the server runs go to), in a 0600 file."""
-    from mllib.filemodes import exclusive_lock, private_dir, write_private
+    from mllib.filemodes import private_dir, write_private
+    from mllib.locks import file_lock
 
     path = _file()
     private_dir(path.parent)
-    with exclusive_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock"), what="the team server logins"):
         data = _read()
         data.setdefault("tokens", {})[normalize(url)] = token
         data["current"] = normalize(url)
@@ -73,12 +76,13 @@ def save_login(url: str, token: str) -> None:
 
 def forget_login(url: str) -> bool:
     """Drop the token for `url`; False when there was none."""
-    from mllib.filemodes import exclusive_lock, write_private
+    from mllib.filemodes import write_private
+    from mllib.locks import file_lock
 
     path = _file()
     if not path.is_file():
         return False
-    with exclusive_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock"), what="the team server logins"):
         data = _read()
         had = data.get("tokens", {}).pop(normalize(url), None) is not None
         if data.get("current") == normalize(url):

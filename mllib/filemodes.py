@@ -1,15 +1,13 @@
 """Folders and files that may hold credentials: created 0700 / 0600 whatever the umask, and
-tightened when mllib finds them looser (only those this user owns); written whole, and changed by
-one process at a time."""
+tightened when mllib finds them looser (only those this user owns); written whole (the lock that
+makes one process at a time change them is mllib.locks')."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -52,18 +50,6 @@ def write_private(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `lock_file` (created 0600) for the block: every process that
-    changes the file it guards takes it, so none writes back a stale copy over another's change."""
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _tighten(path: Path, mode: int) -> None:

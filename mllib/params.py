@@ -172,7 +172,7 @@ def convert(name: str, raw: Any, type_name: str, *, where: str = "", secret: boo
     secret's value is not repeated there.
     """
     try:
-        return _convert(raw, type_name)
+        value = _convert(raw, type_name)
     except (ValueError, TypeError):
         got = "a value" if secret else repr(raw)
         where = f" {where}" if where else ""
@@ -180,6 +180,40 @@ def convert(name: str, raw: Any, type_name: str, *, where: str = "", secret: boo
             f"Param `{name}` got {got}{where}, which is not a valid {type_name}",
             hint=_type_hint(type_name),
         ) from None
+    bad = _out_of_range(value)
+    if bad is not None:
+        number, allowed = bad
+        got = "a value" if secret else _shown_number(number)
+        where = f" {where}" if where else ""
+        raise ParamError(
+            f"Param `{name}` got {got}{where}: allowed is {allowed}",
+            hint="Every number mllib records must be finite and fit in 64 bits.",
+        )
+    return value
+
+
+def _out_of_range(value: Any) -> tuple[Any, Any] | None:
+    """The first number in `value` (nested in lists and dicts too) that a run cannot record
+    (NaN, an infinity, an integer past 64 bits), with the range it is outside; else None."""
+    from mllib.ranges import FLOAT_PARAM, INT_PARAM
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if INT_PARAM.contains(value) else (value, INT_PARAM)
+    if isinstance(value, float):
+        return None if FLOAT_PARAM.contains(value) else (value, FLOAT_PARAM)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        bad = _out_of_range(item)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _shown_number(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:6]}…({len(text)} digits)"
 
 
 def _convert(raw: Any, type_name: str) -> Any:

@@ -27,7 +27,7 @@ class Project:
         start_path = Path(start or os.getcwd()).resolve()
         here = start_path if start_path.is_dir() else start_path.parent
         for folder in (here, *here.parents):
-            if (folder / CONFIG_FILE).is_file():
+            if (folder / CONFIG_FILE).exists():  # a folder or unreadable file is an error there
                 return cls(folder, load_config(folder / CONFIG_FILE))
         return cls(here, Config())
 

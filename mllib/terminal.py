@@ -8,6 +8,12 @@ to an agent, a file was left out of a snapshot) goes through a `Notify` callback
 `notice`: one line on stderr, never printed by the library itself. rich is imported when
 something is first shown, so importing this module costs nothing (an agent host, where mllib's
 supervisor runs in the background and shows nothing, does not even install rich).
+
+One rendering path for what users supplied (model, param, metric, dataset, file and key names,
+reasons, errors): the consoles read no markup in strings, and show control characters (ESC,
+BEL, CR, C1, bidi overrides) as escapes (`\x1b`), table cells included. mllib's own styling is
+built with `styled("[bold]Run {}[/]", run_id)`, whose values are put in as plain text, or
+`text(value, style)`.
 """
 
 from __future__ import annotations
@@ -18,10 +24,43 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from mllib.safetext import printable as printable  # the one escaping of user text
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, ProgressColumn
     from rich.status import Status
+    from rich.text import Text
+
+
+def styled(template: str, *values: object) -> Text:
+    """mllib's own markup in `template` (`[bold]`, `[green]...[/]`) with `values` put into its
+    `{}` as plain text: a user's `[/x]` or escape sequence is shown, never interpreted."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    return Text.from_markup(template.format(*(escape(printable(v)) for v in values)), emoji=False)
+
+
+def text(value: object, style: str = "") -> Text:
+    """`value` as plain text in one style."""
+    from rich.text import Text
+
+    return Text(printable(value), style=style)
+
+
+@cache
+def _console_class() -> type[Console]:
+    """A console that reads no markup and shows control characters as escapes in every string
+    it renders (prints, table cells, headers), whoever built it (made on first use: rich is
+    imported only when something is shown)."""
+    from rich.console import Console
+
+    class SafeConsole(Console):
+        def render_str(self, text: str, **options: Any) -> Text:
+            return super().render_str(printable(text), **options)
+
+    return SafeConsole
 
 
 def plain() -> bool:
@@ -62,10 +101,9 @@ def _width(stream: Any) -> int | None:
 @cache
 def err() -> Console:
     """Messages for people (headers, summaries, errors) go to stderr, keeping stdout for results."""
-    from rich.console import Console
-
-    return Console(
+    return _console_class()(
         stderr=True,
+        markup=False,  # strings are text; mllib's styling is built with styled()
         highlight=False,
         emoji=False,  # user text such as `model.py:M:` must print as written
         no_color=plain() or None,
@@ -76,9 +114,8 @@ def err() -> Console:
 
 @cache
 def out() -> Console:
-    from rich.console import Console
-
-    return Console(
+    return _console_class()(
+        markup=False,
         highlight=False,
         emoji=False,
         no_color=plain() or None,
@@ -115,11 +152,11 @@ def spinner() -> Status:
     return status
 
 
-def line(text: str, *, style: str | None = None) -> None:
+def line(message: str, *, style: str | None = None) -> None:
     """One line of progress on stderr, printed as written (brackets are not rich markup); none
     with `-q`."""
     if not quiet():
-        err().print(text, markup=False, highlight=False, style=style)
+        err().print(message, markup=False, highlight=False, style=style)
 
 
 def notice(message: str) -> None:
@@ -129,8 +166,8 @@ def notice(message: str) -> None:
     err().print(f"mllib: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-def note(text: str) -> None:
+def note(message: str) -> None:
     """A note beside a command's result (what mllib did for you, what to do next time) on stderr,
     printed as written; none with `-q`."""
     if not quiet():
-        err().print(text, markup=False, highlight=False, soft_wrap=True)
+        err().print(message, markup=False, highlight=False, soft_wrap=True)

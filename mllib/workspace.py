@@ -39,7 +39,8 @@ class Workspace:
         from mllib.registry import Registry
 
         self.project.secure_state()
-        return Registry.open(self.project.registry_path)
+        settings = self.project.config.registry
+        return Registry.open(self.project.registry_path, busy_timeout_s=settings.busy_timeout_s)
 
     @cached_property
     def store(self) -> LocalBlobStore:

@@ -171,6 +171,11 @@ def wait_for(
 
 def docker_unavailable(reason: str) -> None:
     """Fail under CI (CI=true), where an engine is required; skip elsewhere, saying why."""
+    unavailable(reason)
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI (CI=true), where what the test needs must be there; skip elsewhere."""
     if os.environ.get("CI", "").strip().lower() == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(f"{reason} (with CI=true this fails instead of skipping)")
@@ -220,6 +225,53 @@ def remove_images(client: DockerClient, repository: str) -> None:
                     client.images.remove(tag, force=True)
                 except docker.errors.NotFound:
                     pass
+
+
+# --- real mounts -----------------------------------------------------------------------------
+
+
+@dataclass
+class Mounts:
+    """Small tmpfs filesystems mounted for one test (root needed), unmounted at its end."""
+
+    mounted: list[Path]
+
+    def tmpfs(self, folder: Path, size: str = "16m") -> Path:
+        """Mount a tmpfs of `size` at `folder` (created if missing): another filesystem than
+        the test's own, or a small disk to fill."""
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+            check=True,
+        )
+        self.mounted.append(folder)
+        return folder
+
+    @staticmethod
+    def fill(folder: Path) -> None:
+        """Leave no space on `folder`'s filesystem (a filler file written until ENOSPC)."""
+        import contextlib
+
+        with open(folder / ".filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while filler.write(bytes(4096)):
+                pass
+
+    @staticmethod
+    def free(folder: Path) -> None:
+        (folder / ".filler").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    """Mount real tmpfs filesystems (needs root: fails under CI=true without it, skips elsewhere)."""
+    if os.geteuid() != 0:
+        unavailable("mounting a tmpfs needs root")
+    found = Mounts([])
+    try:
+        yield found
+    finally:
+        for folder in reversed(found.mounted):
+            subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
 @pytest.fixture(scope="session")

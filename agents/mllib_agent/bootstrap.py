@@ -3,7 +3,8 @@
 Standard library only: `mllib agents add` runs this file's source with the host's python3
 (`python3 -c SOURCE ARGS_JSON`) after uploading the payload over SFTP. Every step is skipped when
 already done, so running it again is cheap. Prints one JSON line; exit code 10 means no venv
-(python3-venv missing), 11 a failed dependency install, 12 a bad payload.
+(python3-venv missing), 11 a failed dependency install, 12 a bad payload, 13 another install
+holding the lock too long.
 """
 
 import fcntl
@@ -108,9 +109,33 @@ def main():
     for sub in ("lib", "incoming", "store"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     os.chmod(root, 0o700)
-    with open(os.path.join(root, "install.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two clients updating at once take turns
+    fd = install_lock(os.path.join(root, "install.lock"))  # two clients updating take turns
+    try:
         install(root, args, started)
+    finally:
+        os.close(fd)
+
+
+INSTALL_LOCK_TIMEOUT_S = 900  # installing the dependencies takes minutes
+
+
+def install_lock(path):
+    """mllib.locks' rules with the standard library alone (mllib is not installed yet): no
+    symlink followed, no mode changed, a bounded wait that names the holder's pid."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + INSTALL_LOCK_TIMEOUT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                fail(13, f"another install (process {holder}) holds {path}; try again later")
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def install(root, args, started):

@@ -26,7 +26,6 @@ so no start sees the store change between checking and using it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -42,21 +41,23 @@ ENV_FILE = ".env.remote"  # in a run's working copy
 ENVS_DIR = "envs"  # the venv runtime's cache of project venvs (MLLIB_ENV_CACHE)
 
 
+START_LOCK_TIMEOUT_S = 300.0  # a start materialises datasets: it may take minutes
+
+
 @contextlib.contextmanager
 def start_lock(root: Path, *, wait: bool = True) -> Iterator[bool]:
     """Hold the agent's start lock (True); with `wait=False`, False when another process holds it.
 
     Starts, releases, prunes and env-file removals take it, so none sees another half done."""
-    with open(root / "start.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from mllib.locks import file_lock, try_lock
+
+    path = root / "start.lock"
+    if not wait:
+        with try_lock(path) as held:
+            yield held
+        return
+    with file_lock(path, timeout=START_LOCK_TIMEOUT_S, what="the agent's start lock"):
+        yield True
 
 
 def drop_env_files(root: Path, reg, run_ids: Iterable[str] | None = None) -> list[str]:

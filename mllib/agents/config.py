@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -16,6 +15,7 @@ from typing import Any
 
 from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError, UsageError
+from mllib.home import mllib_home
 
 AGENTS_FILE = "agents.json"
 AGENTS_LOCK = "agents.lock"
@@ -27,11 +27,6 @@ HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")  # a name, an IPv4 or IPv
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 COMMAND_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")  # a program name looked up on PATH
 ABS_PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@/-]*$")
-
-
-def mllib_home() -> Path:
-    """Per-user state: `MLLIB_HOME`, else ~/.mllib."""
-    return Path(os.environ.get("MLLIB_HOME") or Path.home() / ".mllib").expanduser()
 
 
 @dataclass(frozen=True)
@@ -186,11 +181,12 @@ def _write_file(specs: list[AgentSpec]) -> None:
 def _changing() -> Iterator[None]:
     """Hold agents.lock while agents.json is read, changed and written back: two `mllib agents
     add` at once both keep their agent."""
-    from mllib.filemodes import exclusive_lock, private_dir
+    from mllib.filemodes import private_dir
+    from mllib.locks import file_lock
 
     path = _file()
     private_dir(path.parent)
-    with exclusive_lock(path.with_name(AGENTS_LOCK)):
+    with file_lock(path.with_name(AGENTS_LOCK), what="the agents list"):
         yield
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mllib.agents.config import mllib_home
 from mllib.errors import MllibError
+from mllib.home import mllib_home
 
 if TYPE_CHECKING:
     import paramiko
@@ -62,10 +62,10 @@ def ensure_file() -> Path:
 @contextlib.contextmanager
 def _locked() -> Iterator[Path]:
     """Hold the lock every writer of the known_hosts file takes; yields the file's path."""
-    from mllib.filemodes import exclusive_lock
+    from mllib.locks import file_lock
 
     path = ensure_file()
-    with exclusive_lock(path.with_name(LOCK_FILE)):
+    with file_lock(path.with_name(LOCK_FILE), what="the known host keys"):
         yield path
 
 

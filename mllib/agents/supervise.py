@@ -11,8 +11,6 @@ any process can pick a run up again (`mllib runs logs --follow`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from mllib.agents.retry import begin_attempt, current_attempt, end_attempt, pinn
 from mllib.agents.rpc import AgentClient, open_agent
 from mllib.agents.sync import pull_log, sync_agent
 from mllib.errors import MllibError
+from mllib.locks import holder, try_lock
 from mllib.protocol.failure import SYSTEM_ERROR
 from mllib.protocol.folder import RunFolder
 from mllib.registry.runs import RunRecord, finish_run, get_run, update_run
@@ -41,21 +40,8 @@ RECONNECT_PAUSE_S = 1.0
 def supervisor_lock(folder: RunFolder) -> Iterator[bool]:
     """Hold the run's supervisor lock (True), or learn that another process holds it (False)."""
     folder.path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder.supervisor_lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with try_lock(folder.supervisor_lock) as held:
+        yield held
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -63,13 +49,10 @@ def lock_holder(run_dir: Path) -> int | None:
     folder = RunFolder(run_dir)
     if not folder.supervisor_lock.exists():
         return None
-    with supervisor_lock(folder) as held:
+    with try_lock(folder.supervisor_lock) as held:
         if held:
             return None
-    try:
-        return int(folder.supervisor_lock.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+    return holder(folder.supervisor_lock)
 
 
 class RemoteRun:

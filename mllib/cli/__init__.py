@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, MllibError
+from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM, EXIT_USAGE, MllibError
+
+FULL = {errno.ENOSPC, errno.EDQUOT}
+# The machine failing the command (a full or failing disk), not the command itself: exit 3.
+SYSTEM_ERRNOS = FULL | {errno.EIO, errno.EROFS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MLLIB_DEBUG"):
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        _print_error(f"{exc.strerror or exc}{where}", "MLLIB_DEBUG=1 shows where it happened.")
-        return EXIT_FAILED
+        system = exc.errno in SYSTEM_ERRNOS
+        hint = "Free some space, then run the command again." if exc.errno in FULL else None
+        _print_error(
+            f"{exc.strerror or exc}{where}", hint or "MLLIB_DEBUG=1 shows where it happened."
+        )
+        return EXIT_SYSTEM if system else EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
     return code if isinstance(code, int) else 0
@@ -59,10 +68,8 @@ def _print_error(message: str, hint: str | None) -> None:
         import traceback
 
         traceback.print_exc()
-    from rich.text import Text
-
     # soft_wrap: a narrow terminal wraps the line itself; rich would break it mid-list
-    console.print(Text.assemble(("Error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    console.print(terminal.styled("[red]Error:[/] {}", message), highlight=False, soft_wrap=True)
     if hint:
         console.print(hint, style="dim", highlight=False, markup=False, soft_wrap=True)
 

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import GPUS, NON_NEGATIVE, PORT, POSITIVE
 
 app = typer.Typer(
     help="Remote GPU agents: hosts that run `--remote` runs over SSH.", no_args_is_help=True
@@ -39,7 +42,7 @@ def confirm_callback():
 def add(
     name: NameArg,
     host: Annotated[str, typer.Option("--host", help="Host name or address.")],
-    port: Annotated[int, typer.Option("--port", help="SSH port.")] = 22,
+    port: Annotated[int, number_option("--port", PORT, help="SSH port.")] = 22,
     user: Annotated[
         str | None, typer.Option("--user", help="Login user (default: yours).", show_default=False)
     ] = None,
@@ -51,15 +54,19 @@ def add(
     ] = None,
     gpus: Annotated[
         int | None,
-        typer.Option(
-            "--gpus", help="GPUs to use (default: counted with nvidia-smi).", show_default=False
+        number_option(
+            "--gpus",
+            GPUS,
+            help="GPUs to use (default: counted with nvidia-smi).",
+            show_default=False,
         ),
     ] = None,
     python: Annotated[str, typer.Option("--python", help="The host's Python 3.11+.")] = "python3",
     cache_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--cache-gb",
+            POSITIVE,
             help="Cap of the agent's cache of code, models and dataset chunks (default 50).",
             show_default=False,
         ),
@@ -92,7 +99,7 @@ def add(
         confirm=confirm_callback(),
         on_connect=connecting,
     )
-    output.err().print(f"[green]✔[/] Agent [bold]{name}[/] added")
+    output.err().print(styled("[green]✔[/] Agent [bold]{}[/] added", name))
     _print_report(report)
 
 
@@ -128,12 +135,12 @@ def check(name: NameArg, json_: JsonOpt = False) -> None:
         output.print_json(report)
     elif report["reachable"]:
         output.err().print(
-            f"[green]✔[/] Agent [bold]{name}[/] is reachable ({report['seconds']} s)"
+            styled("[green]✔[/] Agent [bold]{}[/] is reachable ({} s)", name, report["seconds"])
         )
         _print_report(report)
     else:
         output.err().print(
-            f"[red]✘[/] Agent [bold]{name}[/] ({report['address']}): {report['error']}"
+            styled("[red]✘[/] Agent [bold]{}[/] ({}): {}", name, report["address"], report["error"])
         )
     if not report["reachable"]:
         raise typer.Exit(EXIT_SYSTEM)
@@ -190,11 +197,16 @@ def sync(
         return
     for agent, r in results.items():
         if "error" in r:
-            output.err().print(f"[red]✘[/] {agent}: {r['error']}")
+            output.err().print(styled("[red]✘[/] {}: {}", agent, r["error"]))
         else:
             output.err().print(
-                f"[green]✔[/] {agent}: {r['runs']} run(s), {r['metric_points']} metric point(s), "
-                f"{r['bytes_fetched']:,} bytes of artifacts"
+                styled(
+                    "[green]✔[/] {}: {} run(s), {} metric point(s), {} bytes of artifacts",
+                    agent,
+                    r["runs"],
+                    r["metric_points"],
+                    f"{r['bytes_fetched']:,}",
+                )
             )
 
 
@@ -203,16 +215,18 @@ def prune(
     name: NameArg,
     older_than: Annotated[
         float,
-        typer.Option(
+        number_option(
             "--older-than",
+            NON_NEGATIVE,
             help="Remove the folders of runs that ended this many days ago, and dataset copies "
             "and project venvs unused as long.",
         ),
     ] = 7.0,
     cache_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--cache-gb",
+            NON_NEGATIVE,
             help="Trim the agent's cache to this many GB (default: its cap).",
             show_default=False,
         ),
@@ -228,8 +242,8 @@ def prune(
         output.print_json(r)
         return
     cache = r.get("cache", {})
-    output.err().print(
-        f"[green]✔[/] Agent [bold]{name}[/]: freed {human_bytes(r['freed_bytes'])}: "
+    freed = (
+        f"freed {human_bytes(r['freed_bytes'])}: "
         f"{len(r['runs']['runs'])} run folder(s), {r['datasets']['copies']} dataset copy(ies), "
         f"{r['incoming']['files']} stale upload(s), "
         f"{r.get('envs', {}).get('envs', 0) + cache.get('envs', 0)} project venv(s), "
@@ -237,6 +251,7 @@ def prune(
         f"{human_bytes(cache.get('store_bytes', 0))} of {human_bytes(r['cache_cap_bytes'])}, "
         f"disk free {human_bytes(r['disk_free_bytes'])}"
     )
+    output.err().print(styled("[green]✔[/] Agent [bold]{}[/]: {}", name, freed))
 
 
 @app.command("forget-host-key")

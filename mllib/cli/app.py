@@ -15,6 +15,7 @@ from mllib.cli import (
     dashboard,
     data,
     deploy,
+    doctor,
     keys,
     loadtest,
     model_commands,
@@ -129,6 +130,7 @@ app.command()(loadtest.loadtest)
 app.add_typer(agents.app, name="agents")
 app.add_typer(data.app, name="data")
 app.add_typer(runtime_cmd.app, name="runtime")
+app.command()(doctor.doctor)
 app.add_typer(ray.app, name="ray")
 app.add_typer(server.app, name="server")
 app.command()(account.login)

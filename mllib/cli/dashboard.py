@@ -6,6 +6,11 @@ from typing import Annotated
 
 import typer
 
+from mllib.cli.numbers import number_option
+from mllib.ranges import COUNT, Range
+
+REFRESH = Range(0.05, 3600)  # seconds between refreshes
+
 
 def dashboard(
     metric: Annotated[
@@ -26,10 +31,10 @@ def dashboard(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", help="Runs the table holds (newest first).", min=1)
+        int, number_option("--limit", COUNT, help="Runs the table holds (newest first).")
     ] = 1000,
     refresh: Annotated[
-        float, typer.Option("--refresh", help="Seconds between refreshes.", min=0.05)
+        float, number_option("--refresh", REFRESH, help="Seconds between refreshes.")
     ] = 0.25,
 ) -> None:
     """Live runs, metric curves and logs, the queue and agents, and deployments, in the terminal.

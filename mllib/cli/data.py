@@ -7,7 +7,10 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.errors import EXIT_CANCELLED
+from mllib.ranges import POSITIVE
 
 app = typer.Typer(
     help="Upload files, folders and URLs once as versioned datasets, and hand them to runs "
@@ -31,12 +34,21 @@ def upload(
     name: Annotated[str, typer.Option("--name", "-n", help="The dataset's name.")],
     max_size_gb: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--max-size-gb",
+            POSITIVE,
             help="Refuse anything larger (default: [data] max_size_gb, else 10).",
             show_default=False,
         ),
     ] = None,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-urls",
+            help="Let a URL (or its redirects) reach loopback or private addresses (refused by "
+            "default; [data] allow_private_urls in mllib.toml for every upload).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Upload a file, folder or URL as a new version of a dataset; prints NAME@VERSION.
@@ -50,7 +62,13 @@ def upload(
     console = output.err()
     try:
         with TransferProgress() as progress:
-            result = upload_dataset(source, name, progress=progress, max_size_gb=max_size_gb)
+            result = upload_dataset(
+                source,
+                name,
+                progress=progress,
+                max_size_gb=max_size_gb,
+                allow_private_urls=allow_private_urls or None,
+            )
     except KeyboardInterrupt:
         console.print(
             "\nUpload interrupted. Run the same command again to resume: what was stored is kept."
@@ -60,12 +78,21 @@ def upload(
     skipped = stats.bytes_skipped + stats.bytes_resumed
     if result.created:
         console.print(
-            f"[green]✔[/] Uploaded [bold]{v.ref}[/] · {v.file_count} file(s) · {_bytes(v.size)}"
-            f" · sha256 {v.sha256[:16]}"
+            styled(
+                "[green]✔[/] Uploaded [bold]{}[/] · {} file(s) · {} · sha256 {}",
+                v.ref,
+                v.file_count,
+                _bytes(v.size),
+                v.sha256[:16],
+            )
         )
     else:
         console.print(
-            f"[bold]{v.ref}[/] already holds this content (sha256 {v.sha256[:16]}): no new version."
+            styled(
+                "[bold]{}[/] already holds this content (sha256 {}): no new version.",
+                v.ref,
+                v.sha256[:16],
+            )
         )
     if stats.bytes_stored == 0:
         console.print("  Stored 0 B: every chunk was already in the store.")
@@ -81,7 +108,7 @@ def upload(
     if json_:
         output.print_json(result.as_dict())
     else:
-        print(v.ref)
+        print(output.printable(v.ref))
 
 
 @app.command("list")
@@ -133,7 +160,7 @@ def show(
         output.print_json(data)
         return
     console = output.out()
-    console.print(f"[bold]Dataset {data['ref']}[/]  ({data['kind']})")
+    console.print(styled("[bold]Dataset {}[/]  ({})", data["ref"], data["kind"]))
     rows = [
         ("sha256", data["sha256"]),
         (
@@ -146,7 +173,7 @@ def show(
     ]
     for key, value in rows:
         console.print(f"  {key + ':':<9} {value}", markup=False)
-    console.print("[bold]Files[/]")
+    console.print("Files", style="bold")
     for f in data["files"][:SHOWN_FILES]:
         console.print(
             f"  {f['path']:<40} {_bytes(f['size']):>10}  {f['sha256'][:16]}", markup=False
@@ -154,7 +181,7 @@ def show(
     if len(data["files"]) > SHOWN_FILES:
         console.print(f"  … and {len(data['files']) - SHOWN_FILES} more (all with --json)")
     if data["runs"]:
-        console.print("[bold]Used by runs[/]")
+        console.print("Used by runs", style="bold")
         for r in data["runs"]:
             console.print(f"  {r['run_id']}  as {r['env']}", markup=False)
 
@@ -207,7 +234,13 @@ def label_studio(
     skipped = f"; {result.skipped} without an annotation left out" if result.skipped else ""
     state = "Imported" if result.upload.created else "Already held"
     output.err().print(
-        f"[green]✔[/] {state} [bold]{v.ref}[/]: {result.examples} annotated task(s){skipped}"
+        styled(
+            "[green]✔[/] {} [bold]{}[/]: {} annotated task(s){}",
+            state,
+            v.ref,
+            result.examples,
+            skipped,
+        )
     )
     if json_:
         output.print_json(

@@ -10,8 +10,12 @@ from typer.core import TyperGroup
 
 from mllib.cli import completion, output, step_summary
 from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context, parse_duration
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import COUNT, PERCENT, REPLICAS, Range
 
 DEPLOY = "ship"  # the hidden subcommand `mllib deploy MODEL ...` runs
+WINDOW = Range(0, 3600, low_open=True)  # deploy status waits this long
 
 
 class DeployGroup(TyperGroup):
@@ -81,24 +85,27 @@ def ship(
     ] = None,
     min_replicas: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--min-replicas",
+            COUNT,
             help="Replicas it never goes below ([serve] min_replicas).",
             show_default=False,
         ),
     ] = None,
     max_replicas: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--max-replicas",
+            REPLICAS,
             help="Replicas it may scale up to ([serve] max_replicas; 0: one per CPU core).",
             show_default=False,
         ),
     ] = None,
     canary: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--canary",
+            PERCENT,
             metavar="PCT",
             help="Run it beside the live version for PCT% of requests (then `deploy promote`).",
             show_default=False,
@@ -106,8 +113,9 @@ def ship(
     ] = None,
     ab: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--ab",
+            PERCENT,
             metavar="PCT",
             help="An A/B test: PCT% of callers, each always on the same side (--sticky-by).",
             show_default=False,
@@ -172,8 +180,8 @@ def ship(
         )
     )
     if outcome.forced:
-        console.print(f"[yellow]Overrode {', '.join(outcome.forced)} (audited: {reason})[/]")
-    console.print(f"[green]✔[/] {dep.label} is live on [bold]{env}[/] at {dep.url}")
+        console.print(f"Overrode {', '.join(outcome.forced)} (audited: {reason})", style="yellow")
+    console.print(styled("[green]✔[/] {} is live on [bold]{}[/] at {}", dep.label, env, dep.url))
     if env == "staging":
         console.print("  Next: mllib loadtest --env staging, then mllib deploy ... --env prod")
     else:
@@ -191,7 +199,9 @@ def _print_candidate(console, candidate: dict, stable, env: str) -> None:
         what = f"serves {candidate['weight']:g}% of callers, sticky by {candidate['sticky_by']}"
     else:
         what = f"serves {candidate['weight']:g}% of requests"
-    console.print(f"[green]✔[/] {label} {what} on [bold]{env}[/], beside {stable.label}")
+    console.print(
+        styled("[green]✔[/] {} {} on [bold]{}[/], beside {}", label, what, env, stable.label)
+    )
     console.print(
         f"  Watch: mllib deploy status --env {env} · then: mllib deploy promote --env {env}"
         f" (or rollback)"
@@ -227,13 +237,11 @@ def promote(
     label = f"{answer['model']} v{answer['version']}"
     left = ", ".join(f"{s:g}%" for s in answer["steps_left"])
     if answer["steps_left"] == [100.0] or not answer["steps_left"]:
-        console.print(
-            f"[green]✔[/] {label} takes {answer['weight']:g}% of requests on {env}; next: 100%"
-        )
-    else:
-        console.print(
-            f"[green]✔[/] {label} takes {answer['weight']:g}% of requests on {env}; next: {left}"
-        )
+        left = "100%"
+    weight = f"{answer['weight']:g}%"
+    console.print(
+        styled("[green]✔[/] {} takes {} of requests on {}; next: {}", label, weight, env, left)
+    )
     console.print(
         "  Steps wait while it looks worse than stable; `mllib deploy status` shows where it is."
     )
@@ -244,7 +252,7 @@ def status(
     env: OnlyEnvOpt = None,
     json_: JsonOpt = False,
     window: Annotated[
-        float, typer.Option("--window", help="Seconds to measure live traffic over.")
+        float, number_option("--window", WINDOW, help="Seconds to measure live traffic over.")
     ] = 1.0,
 ) -> None:
     """What runs where, with live requests/s, p50/p99 latency and error rate."""
@@ -275,15 +283,19 @@ def rollback(
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
     console = output.err()
+    dep = outcome.deployment
     if outcome.rolled_back:
         console.print(
-            f"[green]✔[/] Took {outcome.rolled_back} down on {env}: {outcome.deployment.label} "
-            f"serves every request at {outcome.deployment.url}"
+            styled(
+                "[green]✔[/] Took {} down on {}: {} serves every request at {}",
+                outcome.rolled_back,
+                env,
+                dep.label,
+                dep.url,
+            )
         )
     else:
-        console.print(
-            f"[green]✔[/] Rolled {env} back to {outcome.deployment.label} at {outcome.deployment.url}"
-        )
+        console.print(styled("[green]✔[/] Rolled {} back to {} at {}", env, dep.label, dep.url))
     if outcome.cooldown_s:
         console.print(
             f"  Your next prod deploy of {outcome.deployment.model} waits {human_duration(outcome.cooldown_s)}."
@@ -317,7 +329,9 @@ def logs(
     path, alive = log_source(deploy_context(), env)
     try:
         for line in read_lines(path, follow=follow, alive=alive):
-            sys.stdout.write((line.decode("utf-8", "replace") if json_ else pretty(line)) + "\n")
+            # --json: the server's JSON lines, control characters escaped as JSON escapes them
+            shown = line.decode("utf-8", "replace") if json_ else output.printable(pretty(line))
+            sys.stdout.write(shown + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
@@ -326,7 +340,7 @@ def logs(
 @app.command()
 def history(
     env: OnlyEnvOpt = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 30,
+    limit: Annotated[int, number_option("--limit", COUNT, help="At most this many entries.")] = 30,
     json_: JsonOpt = False,
 ) -> None:
     """The audit log: deploys, rollbacks, stops, refusals, overrides, load tests, key events."""
@@ -357,7 +371,7 @@ def history(
             r["user"] or "-",
             r["env"] or "-",
             r["action"],
-            f"[{style}]{r['result']}[/]" if style else r["result"],
+            output.text(r["result"], style),
             model,
             r["reason"] or "",
         )

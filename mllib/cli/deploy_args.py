@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mllib.cli import completion
+from mllib.ranges import NON_NEGATIVE, Range
 
 if TYPE_CHECKING:
     from mllib.serving.control.deploy import DeployContext
@@ -33,8 +34,9 @@ def deploy_context() -> DeployContext:
     return DeployContext.create()
 
 
-def parse_duration(text: str, option: str) -> float:
-    """`90`, `30s`, `5m`, `1h` as seconds; a usage error otherwise."""
+def parse_duration(text: str, option: str, allowed: Range = NON_NEGATIVE) -> float:
+    """`90`, `30s`, `5m`, `1h` as seconds within `allowed` (mllib.ranges: NaN, infinities and
+    values out of range are usage errors); a usage error otherwise."""
     from mllib.errors import UsageError
 
     units = {"s": 1, "m": 60, "h": 3600}
@@ -43,6 +45,4 @@ def parse_duration(text: str, option: str) -> float:
         seconds = float(value) * units[unit]
     except ValueError:
         raise UsageError(f"{option} must be a duration like 30s, 5m or 1h, not {text!r}") from None
-    if seconds < 0:
-        raise UsageError(f"{option} must not be negative")
-    return seconds
+    return float(allowed.check(seconds, option, given=text))

@@ -70,7 +70,7 @@ def _table(rows: list[dict[str, Any]]) -> Table:
 
 def _lines(row: dict[str, Any]) -> Text:
     """One environment in up to three short lines: what runs where, since when, its traffic."""
-    f = _fields(row)
+    f = {key: output.printable(value) for key, value in _fields(row).items()}
     indent = " " * INDENT
     text = Text.assemble((f"{f['ENV']:<{INDENT}}", "bold"), _state(f["STATE"]))
     if row.get("model"):

@@ -8,6 +8,9 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import BURST, RATE
 
 app = typer.Typer(
     help="API keys for deployed models (sent as `Authorization: Bearer KEY`).", no_args_is_help=True
@@ -19,16 +22,18 @@ def create(
     env: EnvOpt,
     rps: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--rps",
+            RATE,
             help="This key's rate limit in requests/s (default: [keys] default_rps).",
             show_default=False,
         ),
     ] = None,
     burst: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--burst",
+            BURST,
             help="Requests it may send at once (default: rps × [keys] burst_s).",
             show_default=False,
         ),
@@ -62,7 +67,16 @@ def create(
     )
     kind = "admin key" if admin else "key"
     output.err().print(
-        f"Created {kind} [bold]{key.id}[/] for {env}: {key.rps:g} requests/s, bursts of {key.burst:g}.\n"
+        styled(
+            "Created {} [bold]{}[/] for {}: {} requests/s, bursts of {}.",
+            kind,
+            key.id,
+            env,
+            f"{key.rps:g}",
+            f"{key.burst:g}",
+        )
+    )
+    output.err().print(
         "This is the only time the key is shown; store it now (only its hash is kept)."
     )
     print(key.token)

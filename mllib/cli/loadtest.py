@@ -9,6 +9,9 @@ import typer
 from mllib import terminal
 from mllib.cli import completion, output
 from mllib.cli.deploy_args import deploy_context, parse_duration
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import COUNT, POSITIVE, RATE
 
 
 def loadtest(
@@ -28,8 +31,9 @@ def loadtest(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--concurrency",
+            COUNT,
             "-c",
             help="Requests in flight (default: [loadtest] concurrency).",
             show_default=False,
@@ -47,12 +51,15 @@ def loadtest(
     ] = None,
     rps: Annotated[
         float | None,
-        typer.Option("--rps", help="The same as --rate RPS.", show_default=False, hidden=True),
+        number_option(
+            "--rps", RATE, help="The same as --rate RPS.", show_default=False, hidden=True
+        ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--workers",
+            COUNT,
             help="Processes sending the load (default: one per CPU core).",
             show_default=False,
         ),
@@ -84,7 +91,7 @@ def loadtest(
     from mllib.serving.control.loadtest import loadtest as run_loadtest
 
     ctx = deploy_context()
-    seconds = None if duration is None else parse_duration(duration, "--duration")
+    seconds = None if duration is None else parse_duration(duration, "--duration", POSITIVE)
     with _Progress() as progress:
         result = run_loadtest(
             ctx,
@@ -116,9 +123,9 @@ class _Progress:
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
             self.bar = terminal.bar(
-                TextColumn("load test"),
+                TextColumn("load test", markup=False),
                 BarColumn(),
-                TextColumn("{task.fields[detail]}"),
+                TextColumn("{task.fields[detail]}", markup=False),
                 TimeRemainingColumn(),
                 transient=True,
             )
@@ -143,7 +150,13 @@ def report(result) -> None:
     console = output.out()
     verdict = "[green]passed[/]" if result.passed else "[red]did not pass[/]"
     console.print(
-        f"[bold]Load test {result.id}[/] of {result.model} v{result.version} on {result.env}: {verdict}"
+        styled(
+            "[bold]Load test {}[/] of {} v{} on {}: " + verdict,
+            result.id,
+            result.model,
+            result.version,
+            result.env,
+        )
     )
     if result.mode == "ramp":
         mode = f"{result.rate_from:g} → {result.target_rps:g} req/s ramp"
@@ -175,8 +188,11 @@ def report(result) -> None:
     console.print(f"  {'errors':<11} {errors:<44} {server_errors}", markup=False)
     if result.skipped:
         console.print(
-            f"  [yellow]{result.skipped:,} arrivals were not sent:[/] every allowed connection "
-            "was busy ([loadtest] max_concurrency)"
+            styled(
+                "  [yellow]{} arrivals were not sent:[/] every allowed connection was busy ({})",
+                f"{result.skipped:,}",
+                "[loadtest] max_concurrency",
+            )
         )
     if client["bound"]:
         why = (
@@ -185,8 +201,11 @@ def report(result) -> None:
             else f"the machine's CPUs were {client['host_cpu_percent']:.0f}% busy"
         )
         console.print(
-            f"  [yellow]The client was CPU-bound[/] ({why}): its latencies include its own "
-            f"delays; the verdict uses the server's figures."
+            styled(
+                "  [yellow]The client was CPU-bound[/] ({}): its latencies include its own "
+                "delays; the verdict uses the server's figures.",
+                why,
+            )
         )
     console.print("  latency histogram (client)")
     peak = max((count for _, count in result.histogram), default=0) or 1
@@ -198,4 +217,4 @@ def report(result) -> None:
             f"    {label} {'█' * max(1, round(30 * count / peak)):<30} {count:,}", markup=False
         )
     for check in result.failed_checks:
-        console.print(f"  [red]✘[/] {check} ({result.judged_on}'s figures)")
+        console.print(styled("  [red]✘[/] {} ({}'s figures)", check, result.judged_on))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,8 +18,13 @@ from mllib.cli.model_args import (
     chosen_target,
     run_option,
 )
+from mllib.cli.numbers import number_option
 from mllib.cli.run_output import announce, finish
 from mllib.errors import UsageError
+
+if TYPE_CHECKING:
+    from mllib.config import Config
+from mllib.ranges import GPUS, PRIORITY, SEED
 
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="Run on this machine (the default); reads .env.local.")
@@ -151,8 +156,9 @@ def train(
     detach: DetachOpt = False,
     seed: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--seed",
+            SEED,
             help="Seed for random, numpy and torch (default: mllib.toml `seed`, else 0).",
             show_default=False,
         ),
@@ -168,14 +174,15 @@ def train(
     ] = None,
     gpus: Annotated[
         int | None,
-        typer.Option(
-            "--gpus", help="GPUs the run asks for on a team server (1).", show_default=False
+        number_option(
+            "--gpus", GPUS, help="GPUs the run asks for on a team server (1).", show_default=False
         ),
     ] = None,
     priority: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--priority",
+            PRIORITY,
             help="Among your runs on a team server, higher goes first (0).",
             show_default=False,
         ),
@@ -301,10 +308,11 @@ def predict(
     from mllib.encoding import to_json_bytes
     from mllib.runs import api
     from mllib.runs.model_choice import ModelChoice
+    from mllib.runs.target import workspace_of
 
     choice = ModelChoice(version=version, best=best, run=run)
     target, params = chosen_target(ctx, model, param, help_, choice)
-    request = _read_request(input_)
+    request = _read_request(input_, workspace_of(target).project.config)
     result = api.predict(
         request,
         run=run,
@@ -318,25 +326,18 @@ def predict(
     sys.stdout.flush()
 
 
-def _read_request(text: str | None) -> Any:
+def _read_request(text: str | None, config: Config) -> Any:
+    """The request of `mllib predict`, read up to what a server of this project would take."""
+    from mllib.config import read_table
     from mllib.encoding import from_json
+    from mllib.request_input import HINT, read_request
+    from mllib.serving.control.settings import ServeSettings
 
     if text is None:
-        raise UsageError(
-            "predict needs --input",
-            hint="""For example: --input '{"x": 1}' or --input @request.json""",
-        )
-    source = "--input"
-    if text == "-":
-        text, source = sys.stdin.read(), "stdin"
-    elif text.startswith("@"):
-        path = text[1:]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text, source = handle.read(), path
-        except OSError as exc:
-            raise UsageError(f"Cannot read the request file {path}: {exc.strerror}") from None
+        raise UsageError("predict needs --input", hint=HINT)
+    serve = read_table(ServeSettings, config, "serve", non_negative=True)
+    data, source = read_request(text, max_bytes=int(serve.max_body_mb * 1e6))
     try:
-        return from_json(text)
+        return from_json(data)
     except ValueError as exc:
         raise UsageError(f"The request from {source} is not valid JSON: {exc}") from None

@@ -30,8 +30,6 @@ def _ws():
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """Every model with its number of versions, the newest, its aliases and deployments."""
-    from rich.markup import escape
-
     from mllib.models.catalog import list_models
 
     found = list_models(_ws())
@@ -46,7 +44,7 @@ def list_(json_: JsonOpt = False) -> None:
     )
     for m in found:
         table.add_row(
-            escape(m["name"]),
+            m["name"],
             str(m["versions"]),
             f"v{m['latest_version']}",
             fmt_time(m["created_at"]),
@@ -68,8 +66,6 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """A model's versions, newest first: their runs, latest evaluations, aliases, deployments."""
-    from rich.markup import escape
-
     from mllib.models.catalog import show as show_model
 
     data = show_model(_ws(), ref)
@@ -97,7 +93,7 @@ def show(
             fmt_time(v["created_at"]),
             " ".join(v["aliases"]),
             " ".join(d["env"] for d in v["deployed"]),
-            escape(evaluation_cell(v["evaluation"], v["evaluations"])),
+            evaluation_cell(v["evaluation"], v["evaluations"]),
         )
     output.print_table(table)
 

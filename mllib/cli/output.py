@@ -17,9 +17,13 @@ from mllib.terminal import animated as animated
 from mllib.terminal import err as err
 from mllib.terminal import out as out
 from mllib.terminal import plain as plain
+from mllib.terminal import printable as printable
+from mllib.terminal import styled as styled
+from mllib.terminal import text as text
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
 
 def print_json(data: Any) -> None:
@@ -32,7 +36,8 @@ def print_json(data: Any) -> None:
 
 def table(*columns: str, whole: tuple[str, ...] = ()) -> Table:
     """The one table style of every listing: no borders, upper-case headers; cells of the `whole`
-    columns (ids, names, URLs a user copies) are never wrapped."""
+    columns (ids, names, URLs a user copies) are never wrapped. Cells are text as given (str, or
+    a `text()`/`styled()` for style), never markup."""
     from rich.table import Table
 
     grid = Table(box=None, pad_edge=False)
@@ -48,13 +53,14 @@ def print_table(grid: Table) -> None:
     for column in grid.columns:
         if column.no_wrap:
             cells = [column.header, *column.cells]
-            column.min_width = max(Text.from_markup(str(c)).cell_len for c in cells)
+            column.min_width = max(
+                c.cell_len if isinstance(c, Text) else Text(printable(c)).cell_len for c in cells
+            )
     out().print(grid)
 
 
-def status_text(status: str) -> str:
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
+def status_text(status: str) -> Text:
+    return text(status, STATUS_STYLE.get(status, ""))
 
 
 def hanging(text: str, indent: int) -> str:

@@ -31,7 +31,7 @@ def _rich_bar():
     )
 
     return terminal.bar(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
@@ -71,6 +71,7 @@ class TransferProgress:
             self._line = None
 
     def start(self, description: str, total: int | None, done: int = 0) -> None:
+        description = terminal.printable(description)  # a dataset or file name, shown as text
         if self.plain:
             if self._line is not None and self._line.description != description:
                 self._line.finish()

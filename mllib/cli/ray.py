@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.output import styled
 
 app = typer.Typer(
     help="The Ray cluster of --runtime ray runs ([ray] address in mllib.toml).",
@@ -41,7 +42,7 @@ def check(
     if json_:
         output.print_json(report.as_dict())
         return
-    output.err().print(f"[green]✔[/] The Ray cluster at [bold]{report.address}[/] answers")
+    output.err().print(styled("[green]✔[/] The Ray cluster at [bold]{}[/] answers", report.address))
     console = output.out()
     for label, value in (
         ("address", report.address),

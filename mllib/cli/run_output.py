@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
+from rich.text import Text
 
 from mllib.cli import output
-from mllib.cli.output import fmt_duration, fmt_value, status_text
+from mllib.cli.output import fmt_duration, fmt_value, printable, status_text, styled
 from mllib.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_SYSTEM
 from mllib.protocol.failure import SYSTEM_ERROR
 
@@ -19,15 +20,19 @@ if TYPE_CHECKING:
 def announce(record: RunRecord) -> None:
     """The line that says a run has started: its id, model, action and where it runs (none with
     `-q`: the summary at the end says the same)."""
-    from rich.markup import escape
-
     from mllib import terminal
 
     if terminal.quiet():
         return
     output.err().print(
-        f"[bold]Run {record.id}[/] · {escape(record.model)} · {record.action} · "
-        f"{record.runtime} runtime ({escape(record.runtime_note or '')})"
+        styled(
+            "[bold]Run {}[/] · {} · {} · {} runtime ({})",
+            record.id,
+            record.model,
+            record.action,
+            record.runtime,
+            record.runtime_note or "",
+        )
     )
 
 
@@ -38,10 +43,10 @@ def finish(
     it: 1 too when its evaluation is under one of `gates` (`--fail-under`)."""
     console = output.err()
     if detach or not record.finished:
-        console.print(f"Started run [bold]{record.id}[/] in the background.")
+        console.print(styled("Started run [bold]{}[/] in the background.", record.id))
         console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
         console.print(f"  Stop it:    mllib runs cancel {record.id}")
-        print(record.id)
+        print(printable(record.id))
         return
     for line in summary_lines(ws, record):
         console.print(line)
@@ -49,7 +54,7 @@ def finish(
     if record.status == "succeeded":
         if breaches:
             for breach in breaches:
-                console.print(f"[red]✘[/] --fail-under: {breach}", highlight=False)
+                console.print(styled("[red]✘[/] --fail-under: {}", breach), highlight=False)
             raise typer.Exit(EXIT_FAILED)
         return
     if record.status == "cancelled":
@@ -79,19 +84,22 @@ def _check_gates(
     return found
 
 
-def summary_lines(ws: Workspace, record: RunRecord) -> list[str]:
+def summary_lines(ws: Workspace, record: RunRecord) -> list[Text | str]:
     """What the CLI prints when a run ends: status, timing, metrics, and what to run next."""
     from mllib.runs.views import outcome
 
     data = outcome(ws, record)
-    lines = [
-        f"{_mark(record.status)} Run [bold]{record.id}[/] {status_text(record.status)} in {fmt_duration(record.duration_s)}"
+    lines: list[Text | str] = [
+        Text.assemble(
+            _mark(record.status),
+            styled(" Run [bold]{}[/] ", record.id),
+            status_text(record.status),
+            f" in {fmt_duration(record.duration_s)}",
+        )
     ]
     if record.failure_class:
-        from rich.markup import escape
-
         error = output.hanging(record.error or "", len(f"  {record.failure_class}: "))
-        lines.append(f"  [red]{record.failure_class}[/]: {escape(error)}")
+        lines.append(styled("  [red]{}[/]: {}", record.failure_class, error))
     if data["metrics"]:
         lines.append(
             "  metrics: " + "  ".join(f"{k}={fmt_value(v)}" for k, v in data["metrics"].items())
@@ -107,7 +115,6 @@ def summary_lines(ws: Workspace, record: RunRecord) -> list[str]:
     return lines
 
 
-def _mark(status: str) -> str:
-    return {"succeeded": "[green]✔[/]", "failed": "[red]✘[/]", "cancelled": "[yellow]■[/]"}.get(
-        status, "•"
-    )
+def _mark(status: str) -> Text:
+    marks = {"succeeded": ("✔", "green"), "failed": ("✘", "red"), "cancelled": ("■", "yellow")}
+    return output.text(*marks.get(status, ("•", "")))

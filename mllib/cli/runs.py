@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from mllib.cli import completion, output, step_summary
-from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text
+from mllib.cli.numbers import number_option
+from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
 from mllib.display import evaluation_cell, evaluation_source
+from mllib.ranges import COUNT
 
 app = typer.Typer(help="Inspect and control recorded runs.", no_args_is_help=True)
 
@@ -54,7 +56,7 @@ def list_(
     status: Annotated[
         str | None, typer.Option("--status", help="Only runs with this status.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 20,
+    limit: Annotated[int, number_option("--limit", COUNT, help="At most this many runs.")] = 20,
     all_: Annotated[
         bool, typer.Option("--all", help="Everyone's runs (team server admins).")
     ] = False,
@@ -62,8 +64,6 @@ def list_(
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first (on the team server when one is configured: yours)."""
-    from rich.markup import escape
-
     server = _server(local)
     if server is not None:
         from mllib.client.views import list_runs
@@ -84,12 +84,12 @@ def list_(
         "ID", "MODEL", "ACTION", "STATUS", "CREATED", "DURATION", "EVAL", whole=("ID",)
     )
     for r in runs:
-        status_cell = status_text(r["status"]) + (
-            f" ({r['failure_class']})" if r["failure_class"] else ""
-        )
+        status_cell = status_text(r["status"])
+        if r["failure_class"]:
+            status_cell.append(f" ({r['failure_class']})")
         # A training run shows its latest evaluation (own or a later `mllib evaluate`).
         evaluation = r["evaluation"] or {"eval_metrics": r["eval_metrics"]}
-        evals = escape(evaluation_cell(evaluation, r["evaluations"]))
+        evals = evaluation_cell(evaluation, r["evaluations"])
         table.add_row(
             r["id"],
             r["model"],
@@ -109,7 +109,6 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Show one run: status, params, metrics, evaluation, artifacts, code hash, timings, log path."""
-    from rich.markup import escape
     from rich.table import Table
 
     from mllib.runs.views import environment_lines
@@ -128,12 +127,12 @@ def show(
         output.print_json(data)
         return
     console = output.out()
-    console.print(
-        f"[bold]Run {data['id']}[/]  {status_text(data['status'])}"
-        + (f" ([red]{data['failure_class']}[/])" if data["failure_class"] else "")
-    )
+    header = styled("[bold]Run {}[/]  ", data["id"]) + status_text(data["status"])
+    if data["failure_class"]:
+        header += styled(" ([red]{}[/])", data["failure_class"])
+    console.print(header)
     if data["error"]:
-        console.print(f"  error:    {output.hanging(data['error'], 12)}", markup=False)
+        console.print(f"  error:    {output.hanging(data['error'], 12)}")
     rows = [
         (
             "model",
@@ -156,16 +155,16 @@ def show(
     ]
     for key, value in rows:
         if value is not None:
-            console.print(f"  {key + ':':<10} {value}", markup=False)
+            console.print(f"  {key + ':':<10} {value}")
     if len(data["attempts"]) > 1:
-        console.print("[bold]Attempts[/]")
+        console.print("Attempts", style="bold")
         for a in data["attempts"]:
             why = f": {a['reason']}" if a["reason"] else ""
-            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}", markup=False)
+            console.print(f"  {a['attempt']}. {a['agent']} {a['status']}{why}")
     if data["params"]:
-        console.print("[bold]Params[/]")
+        console.print("Params", style="bold")
         for k, v in data["params"].items():
-            console.print(f"  {k} = {fmt_value(v)}", markup=False)
+            console.print(f"  {k} = {fmt_value(v)}")
     if data["metric_summary"]:
         table = Table("METRIC", "LAST", "MIN", "MAX", "POINTS", box=None, title_justify="left")
         for name, s in data["metric_summary"].items():
@@ -176,35 +175,33 @@ def show(
                 fmt_value(s["max"]),
                 str(s["count"]),
             )
-        console.print("[bold]Metrics[/]")
+        console.print("Metrics", style="bold")
         console.print(table)
     evaluation = data["evaluation"]
     if evaluation:
         source = evaluation_source(evaluation, data["evaluations"], data["id"])
-        console.print(f"[bold]Evaluation[/] ({escape(source)})")
+        console.print(styled("[bold]Evaluation[/] ({})", source))
     elif data["eval_metrics"]:
-        console.print("[bold]Evaluation[/]")
+        console.print("Evaluation", style="bold")
     for k, v in (evaluation or data)["eval_metrics"].items():
-        console.print(f"  {k} = {fmt_value(v)}", markup=False)
+        console.print(f"  {k} = {fmt_value(v)}")
     if data["datasets"]:
-        console.print("[bold]Datasets[/]")
+        console.print("Datasets", style="bold")
         for d in data["datasets"]:
             console.print(
                 f"  {d['env']:<20} {d['name'] + '@' + str(d['version']):<30} {d['sha256'][:16]}",
-                markup=False,
             )
     if data["artifacts"]:
-        console.print("[bold]Artifacts[/]")
+        console.print("Artifacts", style="bold")
         for a in data["artifacts"]:
             console.print(
                 f"  {a['path']:<30} {a['kind']:<6} {a['size']:>10,} B  {a['sha256'][:16]}",
-                markup=False,
             )
     lines = environment_lines(data["environment"], data["submitted_python"])
     if lines:
-        console.print("[bold]Environment[/]")
+        console.print("Environment", style="bold")
         for key, value in lines:
-            console.print(f"  {key + ':':<10} {value}", markup=False)
+            console.print(f"  {key + ':':<10} {value}")
 
 
 @app.command()
@@ -240,26 +237,23 @@ def compare(
     for section in ("params", "metrics", "eval_metrics"):
         if not data[section]:
             continue
-        table.add_row(f"[bold]{section.replace('_', ' ')}[/]")
+        table.add_row(output.text(section.replace("_", " "), "bold"))
         for key, values in data[section].items():
             differs = key in data["differs"][section]
             best = data["best"][section].get(key) if section != "params" else None
             cells = []
             for run_id in data["runs"]:
-                text = fmt_value(values.get(run_id))
+                value = fmt_value(values.get(run_id))
                 if best == run_id and differs:
-                    text = f"[bold green]{text} ★[/]"
-                elif differs:
-                    text = f"[yellow]{text}[/]"
-                cells.append(text)
+                    cells.append(output.text(f"{value} ★", "bold green"))
+                else:
+                    cells.append(output.text(value, "yellow" if differs else ""))
             table.add_row(f"  {key}", *cells)
         if section == "eval_metrics":
             table.add_row("  evaluated by", *(_evaluated_by(data, r) for r in data["runs"]))
     environment = data["environment"]
     if environment["values"] and environment["values"]["python"]:
-        from rich.markup import escape
-
-        table.add_row("[bold]environment[/]")
+        table.add_row(output.text("environment", "bold"))
         packages = {
             f"  {name}": versions
             for name, versions in environment["packages"].items()
@@ -268,14 +262,15 @@ def compare(
         rows = {f"  {key}": values for key, values in environment["values"].items()}
         for key, values in {**rows, **packages}.items():
             differs = len({repr(v) for v in values.values()}) > 1
-            cells = [escape(fmt_value(values.get(run_id))) for run_id in data["runs"]]
-            table.add_row(escape(key), *(f"[yellow]{c}[/]" if differs else c for c in cells))
+            cells = [fmt_value(values.get(run_id)) for run_id in data["runs"]]
+            table.add_row(key, *(output.text(c, "yellow" if differs else "") for c in cells))
     output.print_table(table)
     output.err().print(
-        "[dim]yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)[/]"
+        "yellow: differs · ★ best (lowest for loss/error-like metrics, highest otherwise)",
+        style="dim",
     )
     for warning in environment["warnings"]:
-        output.err().print(f"warning: {warning}", markup=False)
+        output.err().print(f"warning: {warning}")
 
 
 def _evaluated_by(data: dict, run_id: str) -> str:
@@ -315,7 +310,7 @@ def logs(
         output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
         raise typer.Exit(0) from None
     if follow:
-        output.err().print(f"Run {run_id} {status_text(status)}")
+        output.err().print(output.text(f"Run {run_id} ") + status_text(status))
 
 
 @app.command()
@@ -356,7 +351,7 @@ def cancel(run_id: RunIdArg, local: LocalOpt = False) -> None:
     from mllib.runs.control import cancel as cancel_run
 
     record = cancel_run(_ws(), run_id)
-    output.err().print(f"Run {record.id} {status_text(record.status)}")
+    output.err().print(output.text(f"Run {record.id} ") + status_text(record.status))
 
 
 @app.command()
@@ -421,4 +416,4 @@ def artifacts(
     from mllib.runs.export import export_artifacts
 
     for path in export_artifacts(_ws(), run_id, output_dir, force=force):
-        print(path)
+        print(output.printable(path))

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import output
+from mllib.cli.output import styled
 
 app = typer.Typer(
     help="Prepare the Docker runtime: build the base image, or a project's image ahead of a run.",
@@ -47,7 +48,7 @@ def build_base(
 
     tag = tag or DEFAULT_TAG
     image = build_base_image(tag, mirror=mirror, rebuild=rebuild, progress=_say)
-    output.err().print(f"Base image [bold]{tag}[/] is ready ({image[:19]}).")
+    output.err().print(styled("Base image [bold]{}[/] is ready ({}).", tag, image[:19]))
     output.err().print(
         f'Runs use it when mllib.toml says: [runtime] base_image = "{tag}"', markup=False
     )

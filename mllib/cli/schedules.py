@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mllib.cli import output
-from mllib.cli.output import fmt_time, fmt_value
+from mllib.cli.output import fmt_time, fmt_value, styled
 
 app = typer.Typer(
     help="Scheduled evaluations (`mllib evaluate --model NAME@prod --every 1d`): list, remove, "
@@ -45,7 +45,9 @@ def schedule_evaluation(
     schedule, now = create(_ws(), ref, every, best=best, data=data, gates=gates, runtime=runtime)
     deployed = f", deployed in {now.env}" if now.env else ""
     console = output.err()
-    console.print(f"[green]✔[/] Scheduled [bold]{schedule.id}[/]: every {schedule.every}")
+    console.print(
+        styled("[green]✔[/] Scheduled [bold]{}[/]: every {}", schedule.id, schedule.every)
+    )
     console.print(f"  {schedule.command()}", markup=False, highlight=False)
     console.print(f"  Now that is {now.chosen.label}{deployed}.", markup=False, highlight=False)
     console.print(f"  Run it now:       mllib schedules run-now {schedule.id}", markup=False)
@@ -59,8 +61,6 @@ def schedule_evaluation(
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """Every schedule: what it evaluates, how often, when next, and how its last run went."""
-    from rich.markup import escape
-
     from mllib.schedules.views import list_schedules
 
     found = list_schedules(_ws())
@@ -81,12 +81,12 @@ def list_(json_: JsonOpt = False) -> None:
         version = f" (v{last['version']})" if last.get("version") else ""
         table.add_row(
             s["id"],
-            escape(s["model_ref"] + version),
+            s["model_ref"] + version,
             s["every"],
             fmt_time(s["next_due_at"]),
             fmt_time(last["started_at"]) if last else "never",
-            escape(last.get("status") or ""),
-            escape(metrics or last.get("error") or ""),
+            last.get("status") or "",
+            metrics or last.get("error") or "",
         )
     output.print_table(table)
 
@@ -194,8 +194,6 @@ def install(
 
 def _print_outcomes(outcomes: list[Any]) -> None:
     """One line per run of a schedule; exit 1 when any did not pass."""
-    from rich.markup import escape
-
     console = output.err()
     if not outcomes:
         console.print("No schedule is due.")
@@ -205,8 +203,8 @@ def _print_outcomes(outcomes: list[Any]) -> None:
         run = f" run {o.run.id}" if o.run else ""
         metrics = " ".join(f"{k}={fmt_value(v)}" for k, v in o.eval_metrics.items())
         mark = "[green]✔[/]" if o.ok else "[red]✘[/]"
-        text = escape(f"{o.schedule.id} {o.status}: {what}{where}{run} {metrics}".rstrip())
-        console.print(f"{mark} {text}", highlight=False)
+        text = f"{o.schedule.id} {o.status}: {what}{where}{run} {metrics}".rstrip()
+        console.print(styled(mark + " {}", text), highlight=False)
         for problem in o.breaches or ([o.error] if o.error else []):
             console.print(f"  {problem}", markup=False, highlight=False)
     if any(not o.ok for o in outcomes):

@@ -16,6 +16,9 @@ from mllib.cli.model_args import (
     chosen_target,
     run_option,
 )
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import COUNT, SERVE_PORT
 
 
 def serve(
@@ -26,14 +29,18 @@ def serve(
     best: BestOpt = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            "--port", help="Port on localhost (default: [serve] port, 8000).", show_default=False
+        number_option(
+            "--port",
+            SERVE_PORT,
+            help="Port on localhost (default: [serve] port, 8000).",
+            show_default=False,
         ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
+        number_option(
             "--workers",
+            COUNT,
             help="Processes holding the model (default: [serve] workers, 1).",
             show_default=False,
         ),
@@ -78,8 +85,13 @@ def serve(
         servable = spec.servable
         console = output.err()
         console.print(
-            f"[bold]Serving {servable.model} v{servable.version_label}[/] (run {servable.run_id})"
-            f" at {url}"
+            styled(
+                "[bold]Serving {} v{}[/] (run {}) at {}",
+                servable.model,
+                servable.version_label,
+                servable.run_id,
+                url,
+            )
         )
         console.print(
             f"  POST {url}/predict · GET {url}/health · GET {url}/metrics · docs {url}/docs"
@@ -89,6 +101,9 @@ def serve(
     code = run_dev(spec, workspace_of(target), announce)
     if code:
         output.err().print(
-            f"[red]Error:[/] the model could not be loaded (see above); run {spec.servable.run_id}"
+            styled(
+                "[red]Error:[/] the model could not be loaded (see above); run {}",
+                spec.servable.run_id,
+            )
         )
     raise typer.Exit(code)

@@ -10,6 +10,11 @@ import typer
 
 from mllib.cli import agents as agents_cli
 from mllib.cli import output
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
+from mllib.ranges import COUNT, PORT, Range
+
+TOKEN_DAYS = Range(0, 36500, low_open=True)  # a login token's life: up to 100 years
 
 app = typer.Typer(
     help="A team server: its database, users, agents; start it.", no_args_is_help=True
@@ -44,12 +49,20 @@ def init(
         ),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (8750).")] = None,
+    port: Annotated[
+        int | None, number_option("--port", PORT, help="Port (8750).", show_default=False)
+    ] = None,
     max_running: Annotated[
-        int | None, typer.Option("--max-running", help="A user's runs at once (8).")
+        int | None,
+        number_option(
+            "--max-running", COUNT, help="A user's runs at once (8).", show_default=False
+        ),
     ] = None,
     max_queued: Annotated[
-        int | None, typer.Option("--max-queued", help="A user's runs waiting (10,000).")
+        int | None,
+        number_option(
+            "--max-queued", COUNT, help="A user's runs waiting (10,000).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Set up a server's home and database (run again to change a setting)."""
@@ -65,7 +78,7 @@ def init(
         max_queued=max_queued,
     )
     settings = home.read()
-    output.err().print(f"[green]✔[/] Team server set up in {home.root}", highlight=False)
+    output.err().print(styled("[green]✔[/] Team server set up in {}", home.root), highlight=False)
     output.err().print(f"  database: {redact_url(home.database_url(settings))}", markup=False)
     output.err().print("  next: mllib server users add NAME --admin; mllib server start")
 
@@ -74,7 +87,9 @@ def init(
 def start(
     directory: DirOpt = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port.")] = None,
+    port: Annotated[
+        int | None, number_option("--port", PORT, help="Port.", show_default=False)
+    ] = None,
 ) -> None:
     """Run the server (the API and the dispatcher) in the foreground; Ctrl-C stops it."""
     from mllib.server.main import home_at
@@ -96,11 +111,21 @@ def users_add(
         bool, typer.Option("--admin", help="May see and cancel everyone's runs.")
     ] = False,
     max_running: Annotated[
-        int | None, typer.Option("--max-running", help="Their own quota.")
+        int | None,
+        number_option("--max-running", COUNT, help="Their own quota.", show_default=False),
     ] = None,
-    max_queued: Annotated[int | None, typer.Option("--max-queued", help="Their own quota.")] = None,
+    max_queued: Annotated[
+        int | None,
+        number_option("--max-queued", COUNT, help="Their own quota.", show_default=False),
+    ] = None,
     expires_days: Annotated[
-        float | None, typer.Option("--expires-days", help="The token expires after this long.")
+        float | None,
+        number_option(
+            "--expires-days",
+            TOKEN_DAYS,
+            help="The token expires after this long.",
+            show_default=False,
+        ),
     ] = None,
     directory: DirOpt = None,
 ) -> None:
@@ -128,7 +153,13 @@ def users_add(
 def users_token(
     name: Annotated[str, typer.Argument(help="The user.")],
     expires_days: Annotated[
-        float | None, typer.Option("--expires-days", help="The token expires after this long.")
+        float | None,
+        number_option(
+            "--expires-days",
+            TOKEN_DAYS,
+            help="The token expires after this long.",
+            show_default=False,
+        ),
     ] = None,
     directory: DirOpt = None,
 ) -> None:

@@ -12,7 +12,10 @@ from typer.core import TyperGroup
 from mllib.cli import output
 from mllib.cli.model_args import MODEL_COMMAND, HelpOpt, ModelArg, target_and_params
 from mllib.cli.model_commands import AgentOpt, DataOpt, LocalOpt, RemoteOpt, RuntimeOpt, where
+from mllib.cli.numbers import number_option
+from mllib.cli.output import styled
 from mllib.errors import EXIT_CANCELLED
+from mllib.ranges import COUNT, SEED, Range
 
 if TYPE_CHECKING:
     from mllib.tuning.driver import Tally
@@ -51,8 +54,13 @@ SpaceOpt = Annotated[
 ]
 
 
-def _opt(name: str, help_: str, kind: Any = str) -> Any:
-    return Annotated[kind | None, typer.Option(name, help=help_, show_default=False)]
+def _opt(name: str, help_: str) -> Any:
+    return Annotated[str | None, typer.Option(name, help=help_, show_default=False)]
+
+
+def _number(name: str, help_: str, allowed: Range) -> Any:
+    """An int option checked against `allowed` (mllib.cli.numbers)."""
+    return Annotated[int | None, number_option(name, allowed, help=help_, show_default=False)]
 
 
 @app.command(STUDY, hidden=True, context_settings=MODEL_COMMAND)
@@ -66,8 +74,8 @@ def study(
     direction: _opt(
         "--direction", "minimize or maximize (default: minimize for loss-like names)."
     ) = None,
-    trials: _opt("--trials", "How many trials (default 20).", int) = None,
-    parallel: _opt("--parallel", "Trials at once (default 1).", int) = None,
+    trials: _number("--trials", "How many trials (default 20).", COUNT) = None,
+    parallel: _number("--parallel", "Trials at once (default 1).", COUNT) = None,
     timeout: _opt("--timeout", "Start no trial after this long: seconds, or 30m, 2h, 1d.") = None,
     sampler: _opt("--sampler", "tpe (default), random or cmaes.") = None,
     pruner: _opt("--pruner", "median (default), hyperband or none.") = None,
@@ -77,7 +85,7 @@ def study(
     agent: AgentOpt = None,
     runtime: RuntimeOpt = None,
     data: DataOpt = None,
-    seed: _opt("--seed", "Seed of every trial's run and of the sampler.", int) = None,
+    seed: _number("--seed", "Seed of every trial's run and of the sampler.", SEED) = None,
     json_: JsonOpt = False,
     help_: HelpOpt = False,
 ) -> None:
@@ -108,8 +116,8 @@ def study(
 @app.command()
 def resume(
     name: StudyArg,
-    trials: _opt(
-        "--trials", "Run the study to this many trials (default: as started).", int
+    trials: _number(
+        "--trials", "Run the study to this many trials (default: as started).", COUNT
     ) = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -119,7 +127,7 @@ def resume(
 
     ws = Workspace.find()
     target = api.study_target(ws, name)
-    output.err().print(f"[bold]Resuming study {name}[/]", highlight=False)
+    output.err().print(styled("[bold]Resuming study {}[/]", name), highlight=False)
     _drive(
         lambda progress: api.run(target, name, progress=progress, resume=True, trials=trials),
         target,
@@ -211,12 +219,10 @@ class _Progress:
         )
 
     def update(self, tally: Tally) -> None:
-        from rich.markup import escape
-
         from mllib import terminal
 
         if self.live is not None:
-            self.live.update(escape(self.line(tally)))
+            self.live.update(output.text(self.line(tally)))
         if tally.last and tally.last != self.last:
             self.last = tally.last
             terminal.line(f"{tally.last}  [{tally.done}/{tally.target}]")
@@ -233,8 +239,6 @@ class _Progress:
 
 
 def _announce(record: Any) -> None:
-    from rich.markup import escape
-
     from mllib import terminal
 
     if terminal.quiet():
@@ -242,9 +246,18 @@ def _announce(record: Any) -> None:
     settings = record.settings
     space = " ".join(f"{k}={v}" for k, v in record.space.items())
     output.err().print(
-        f"[bold]Study {escape(record.name)}[/] · {escape(record.model)} · {record.direction} "
-        f"{escape(record.metric)} · {settings['trials']} trials, {settings['parallel']} at once · "
-        f"{settings['sampler']} sampler, {settings['pruner']} pruner\n  {escape(space)}"
+        styled(
+            "[bold]Study {}[/] · {} · {} {} · {} trials, {} at once · {} sampler, {} pruner\n  {}",
+            record.name,
+            record.model,
+            record.direction,
+            record.metric,
+            settings["trials"],
+            settings["parallel"],
+            settings["sampler"],
+            settings["pruner"],
+            space,
+        )
     )
 
 
@@ -260,8 +273,12 @@ def _drive(run: Any, target: Any, name: str, json_: bool) -> None:
     except KeyboardInterrupt:
         progress.close()
         output.err().print(
-            f"[yellow]■[/] Study {name} interrupted; running trials were cancelled.\n"
-            f"  Continue it: mllib tune resume {name}",
+            styled(
+                "[yellow]■[/] Study {} interrupted; running trials were cancelled.\n"
+                "  Continue it: mllib tune resume {}",
+                name,
+                name,
+            ),
             highlight=False,
         )
         raise typer.Exit(EXIT_CANCELLED) from None
@@ -278,8 +295,14 @@ def _finish(target: Any, name: str, tally: Tally, seconds: float, json_: bool) -
         output.print_json(data)
     console = output.err()
     console.print(
-        f"[green]✔[/] Study [bold]{name}[/] finished in {output.fmt_duration(seconds)}: "
-        f"{tally.complete} complete, {tally.pruned} pruned, {tally.failed} failed",
+        styled(
+            "[green]✔[/] Study [bold]{}[/] finished in {}: {} complete, {} pruned, {} failed",
+            name,
+            output.fmt_duration(seconds),
+            tally.complete,
+            tally.pruned,
+            tally.failed,
+        ),
         highlight=False,
     )
     if data["best_trial"] is not None:
@@ -297,7 +320,8 @@ def _finish(target: Any, name: str, tally: Tally, seconds: float, json_: bool) -
 def _print_study(data: dict[str, Any]) -> None:
     console = output.out()
     console.print(
-        f"[bold]Study {data['name']}[/]  {output.status_text(data['status'])}", highlight=False
+        styled("[bold]Study {}[/]  ", data["name"]) + output.status_text(data["status"]),
+        highlight=False,
     )
     c = data["counts"]
     rows = [
@@ -322,7 +346,7 @@ def _print_study(data: dict[str, Any]) -> None:
         if value:
             console.print(f"  {key + ':':<10} {value}", markup=False, highlight=False)
     if data["importances"]:
-        console.print("[bold]Importance[/]")
+        console.print(styled("[bold]Importance[/]"))
         for param, weight in data["importances"].items():
             bar = "█" * max(1, round(weight * 30))
             console.print(f"  {param:<20} {weight:6.3f} {bar}", markup=False, highlight=False)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import getpass
 import hashlib
@@ -30,7 +31,7 @@ from mllib.datasets.errors import (
     SourceError,
     too_large,
 )
-from mllib.datasets.gc import Collected, collect, upload_lock
+from mllib.datasets.gc import Collected, collect, keep_set, upload_lock
 from mllib.datasets.ingest import ingest_files
 from mllib.datasets.journal import UPLOADS_DIR, UploadJournal, pending_uploads
 from mllib.datasets.manifest import FILE, FileEntry, Manifest
@@ -40,6 +41,7 @@ from mllib.datasets.refs import check_name, parse_ref
 from mllib.datasets.scan import scan
 from mllib.datasets.settings import DataSettings, cache_dir
 from mllib.errors import MllibError, UsageError
+from mllib.ranges import POSITIVE
 from mllib.workspace import Workspace
 
 
@@ -73,19 +75,22 @@ def upload(
     ws: Workspace | None = None,
     progress: Progress | None = None,
     max_size_gb: float | None = None,
+    allow_private_urls: bool | None = None,
 ) -> UploadResult:
     """Upload a file, a folder or an http(s) URL as a new version of dataset `name`.
 
     Only chunks the store lacks are written; an interrupted upload of the same source under the
-    same name resumes. The version is recorded only once every chunk is stored and checked.
+    same name resumes. The version is recorded only once every chunk is stored and checked. A
+    URL may reach only public addresses unless `allow_private_urls` (or `[data]
+    allow_private_urls`) says otherwise.
     """
     ws = ws or Workspace.find()
     check_name(name)
     settings = DataSettings.from_config(ws.project.config)
     if max_size_gb is not None:
-        if max_size_gb <= 0:
-            raise UsageError(f"--max-size-gb must be positive, got {max_size_gb:g}")
-        settings = replace(settings, max_size_gb=max_size_gb)
+        settings = replace(settings, max_size_gb=POSITIVE.check(max_size_gb, "--max-size-gb"))
+    if allow_private_urls is not None:
+        settings = replace(settings, allow_private_urls=allow_private_urls)
     store = dataset_store(ws.project.store_path)
     stats = TransferStats()
     try:
@@ -113,7 +118,8 @@ def upload(
         ) from None
     except BaseException as exc:
         if _permanent(exc):
-            _collect(ws, store)  # leave nothing behind of an upload that can never succeed
+            with contextlib.suppress(DatasetChangedError):  # the failure to report is `exc`
+                _collect(ws, store)  # leave nothing behind of an upload that can never succeed
         raise
     return UploadResult(
         version, created, stats, len(catalog.versions_of(ws.registry, version.name))
@@ -290,5 +296,15 @@ def remove(ref: str, ws: Workspace | None = None) -> RemoveResult:
             f"{', '.join(v.ref for v in versions)} is in use by active run(s) {', '.join(users)}",
             hint="Wait for them to end, or stop them with `mllib runs cancel RUN_ID`.",
         )
+    store = dataset_store(ws.project.store_path)
+    # What stays must be readable before anything goes: a failure leaves every version as it was.
+    removed = {(v.name, v.version) for v in versions}
+    remaining = {
+        v.sha256 for v in catalog.all_live(ws.registry) if (v.name, v.version) not in removed
+    }
+    try:
+        keep_set(store, remaining)
+    except DatasetChangedError as exc:
+        raise DatasetChangedError(f"{exc.message}; nothing was removed", hint=exc.hint) from None
     catalog.mark_deleted(ws.registry, versions)
-    return RemoveResult(versions, _collect(ws, dataset_store(ws.project.store_path)))
+    return RemoveResult(versions, _collect(ws, store))

@@ -119,6 +119,11 @@ def mark_deleted(reg: Registry, versions: Iterable[Version]) -> None:
             )
 
 
+def all_live(reg: Registry) -> list[Version]:
+    """Every version not removed."""
+    return [Version.from_row(r) for r in reg.query(f"SELECT * FROM datasets WHERE {_LIVE}")]
+
+
 def live_digests(reg: Registry) -> set[str]:
     return {r["sha256"] for r in reg.query(f"SELECT DISTINCT sha256 FROM datasets WHERE {_LIVE}")}
 

@@ -8,7 +8,6 @@ that removing a dataset can free its chunks without any risk to model or artifac
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -57,7 +56,7 @@ class LocalChunkStore:
             return None
 
     def put(self, data: bytes | memoryview, digest: str) -> bool:
-        if self.blobs.has(digest):
+        if self.blobs.has(digest, memoryview(data).nbytes):  # a torn chunk is written again
             return False
         self.blobs.put_bytes(data, sha256=digest)
         return True
@@ -70,12 +69,7 @@ class LocalChunkStore:
 
     def digests(self) -> Iterator[str]:
         """Every stored digest (for garbage collection)."""
-        if not self.blobs.objects.is_dir():
-            return
-        for prefix in os.scandir(self.blobs.objects):
-            if prefix.is_dir() and len(prefix.name) == 2:
-                for entry in os.scandir(prefix.path):
-                    yield prefix.name + entry.name
+        return self.blobs.digests()
 
     def delete(self, digest: str) -> int:
         """Remove a chunk; returns the bytes freed."""

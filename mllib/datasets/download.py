@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mllib._version import __version__
+from mllib.datasets.addresses import check_host, check_peer
 from mllib.datasets.chunker import ChunkBuffer, Chunker, Pipeline, TransferStats
 from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.errors import SourceError, too_large
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 1 << 20
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+MAX_REDIRECTS = 10
 
 
 def is_url(text: str) -> bool:
@@ -110,8 +112,13 @@ class Download:
 
         timeout = httpx.Timeout(self.settings.timeout_s)
         headers = {"Accept-Encoding": "identity", "User-Agent": f"mllib/{__version__}"}
+        # Every request, redirects included, goes to a public address unless the user opted in.
+        hooks = {} if self.settings.allow_private_urls else {"request": [self._check_request]}
+        client_options = {"follow_redirects": True, "max_redirects": MAX_REDIRECTS}
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client,
+            httpx.Client(
+                timeout=timeout, headers=headers, event_hooks=hooks, **client_options
+            ) as client,
             Pipeline() as pipe,
         ):
             retrying = Retrying(
@@ -133,6 +140,9 @@ class Download:
                 ) from None
         raise AssertionError("unreachable")
 
+    def _check_request(self, request: httpx.Request) -> None:
+        check_host(request.url.host, redact(str(request.url)))
+
     def _say_retry(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0
@@ -153,6 +163,16 @@ class Download:
                 except BaseException:
                     pipe.settle()  # chunk writes of this attempt land (or fail) before a retry
                     raise
+        except httpx.TooManyRedirects:
+            raise SourceError(
+                f"{redact(self.url)} redirected more than {MAX_REDIRECTS} times (a redirect loop?)",
+                hint="Check the URL in a browser; nothing was stored.",
+            ) from None
+        except httpx.UnsupportedProtocol as exc:
+            raise SourceError(
+                f"{redact(self.url)} redirected to a URL mllib cannot fetch ({exc})",
+                hint="Upload an http(s) URL; nothing was stored.",
+            ) from None
         except httpx.TransportError as exc:
             self._count_failure(before)
             raise _Transient(_describe(exc)) from exc
@@ -184,6 +204,8 @@ class Download:
             if validator := remote.validator():
                 headers["If-Range"] = validator
         with client.stream("GET", self.url, headers=headers) as resp:
+            if not self.settings.allow_private_urls:
+                check_peer(resp, redact(self.url))
             self._check_status(resp)
             if resp.status_code == 206:
                 total = self._check_range(resp, offset, remote)

@@ -8,8 +8,7 @@ until their journal is older than PENDING_DAYS.
 
 from __future__ import annotations
 
-import fcntl
-import os
+import hashlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -18,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mllib.datasets.chunkstore import LocalChunkStore
+from mllib.datasets.errors import DatasetChangedError
 from mllib.datasets.journal import UPLOADS_DIR, pinned_chunks
-from mllib.datasets.manifest import Manifest
+from mllib.datasets.manifest import Manifest, ManifestError
 from mllib.datasets.materialize import remove_materialized, remove_tree
 from mllib.datasets.settings import PENDING_DAYS
+from mllib.locks import file_lock, try_lock
 
 LOCK_FILE = "gc.lock"
+WHAT = "the dataset store's collection of unused chunks"
+COLLECT_TIMEOUT_S = 600.0  # an upload waits this long for a collection (they are quick) to end
 STALE_S = 3600  # a temporary folder this old belongs to no live process
 
 
@@ -31,12 +34,8 @@ STALE_S = 3600  # a temporary folder this old belongs to no live process
 def upload_lock(store: LocalChunkStore) -> Iterator[None]:
     """Held (shared) by every upload: a collection waits until no upload runs."""
     store.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+    with file_lock(store.root / LOCK_FILE, shared=True, timeout=COLLECT_TIMEOUT_S, what=WHAT):
         yield
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -51,19 +50,11 @@ def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
     result = Collected()
     if not store.root.is_dir():
         return result
-    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with try_lock(store.root / LOCK_FILE) as held:
+        if not held:
             result.skipped = True
             return result
-        keep = set(live)
-        for digest in live:
-            try:
-                keep.update(Manifest.from_bytes(store.read(digest)).chunk_digests)
-            except FileNotFoundError:
-                continue
+        keep = keep_set(store, live)
         keep.update(pinned_chunks(store.root / UPLOADS_DIR, PENDING_DAYS * 86400))
         for digest in list(store.digests()):
             if digest not in keep:
@@ -71,9 +62,29 @@ def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
                 result.chunks += 1
         shutil.rmtree(store.blobs.tmp, ignore_errors=True)  # writes cut off by a kill
         _collect_cache(cache, live)
-    finally:
-        os.close(fd)
     return result
+
+
+def keep_set(store: LocalChunkStore, live: set[str]) -> set[str]:
+    """The manifests `live` and every chunk they name. A damaged live manifest stops it: which
+    chunks that version needs cannot be known, so none may be freed (a missing one names none)."""
+    keep = set(live)
+    for digest in live:
+        try:
+            raw = store.read(digest)
+        except FileNotFoundError:
+            continue
+        try:
+            if hashlib.sha256(raw).hexdigest() != digest:
+                raise ManifestError("its content does not match its sha256")
+            keep.update(Manifest.from_bytes(raw).chunk_digests)
+        except ManifestError as exc:
+            raise DatasetChangedError(
+                f"The manifest {digest[:16]} of a dataset version is damaged ({exc.message}): "
+                "which chunks it needs cannot be told",
+                hint="`mllib doctor --repair` moves it aside; then upload that version again.",
+            ) from None
+    return keep
 
 
 def _collect_cache(cache: Path, live: set[str]) -> None:

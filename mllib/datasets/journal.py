@@ -8,7 +8,6 @@ by (dataset name, source), locked while in use, and deleted once the version is 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mllib.errors import UsageError
+from mllib.locks import FileLock
 
 UPLOADS_DIR = "uploads"
 FORMAT = 1
@@ -27,8 +27,11 @@ SYNC_INTERVAL_S = 1.0
 class UploadJournal:
     """An open, locked journal. `records` holds what an earlier attempt wrote (header excluded)."""
 
-    def __init__(self, path: Path, fd: int, header: dict[str, Any], records: list[dict]) -> None:
+    def __init__(
+        self, path: Path, lock: FileLock, fd: int, header: dict[str, Any], records: list[dict]
+    ) -> None:
         self.path = path
+        self.lock = lock
         self.fd = fd
         self.header = header
         self.records = records
@@ -44,20 +47,24 @@ class UploadJournal:
         folder.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(f"{name}\n{source}".encode()).hexdigest()[:32]
         path = folder / f"{key}.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        lock = FileLock(path, record_pid=False)  # the journal's own lines are its content
+        if not lock.acquire(0):
+            pid = lock.holder()
             raise UsageError(
-                f"Another upload of {name!r} from the same source is running",
+                f"Another upload of {name!r} from the same source is running"
+                + (f" (process {pid})" if pid else ""),
                 hint="Wait for it to finish, or stop it; running the same command later resumes it.",
-            ) from None
+            )
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except BaseException:
+            lock.release()
+            raise
         full = {"format": FORMAT, "name": name, **header}
         lines = _read_lines(fd)
         if lines and lines[0] == full:
-            return cls(path, fd, full, lines[1:])
-        journal = cls(path, fd, full, [])
+            return cls(path, lock, fd, full, lines[1:])
+        journal = cls(path, lock, fd, full, [])
         journal.restart()
         return journal
 
@@ -82,6 +89,7 @@ class UploadJournal:
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
+        self.lock.release()
 
     def discard(self) -> None:
         """The upload is recorded (or abandoned on purpose): remove the journal."""
@@ -89,6 +97,7 @@ class UploadJournal:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.lock.release()
 
 
 def _read_lines(fd: int) -> list[dict]:

@@ -9,23 +9,22 @@ materialise from its own chunk cache.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.errors import DatasetChangedError
 from mllib.datasets.manifest import FILE, Manifest, safe_relative
 from mllib.datasets.progress import NoProgress, Progress
+from mllib.locks import file_lock
 
 FILE_MODE, EXEC_MODE, DIR_MODE = 0o444, 0o555, 0o555
+MATERIALIZE_TIMEOUT_S = 3600.0  # a large version takes minutes to write
 
 
 def load_manifest(store: ChunkStore, digest: str) -> Manifest:
@@ -60,7 +59,9 @@ def materialize(
     if _intact(target, stamp):
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f"{digest}.lock"):
+    # Only one process materialises a version at a time; the others wait, then reuse it.
+    what = f"the copy of {label or 'dataset ' + digest[:12]} another run is writing"
+    with file_lock(cache / f"{digest}.lock", timeout=MATERIALIZE_TIMEOUT_S, what=what):
         if _intact(target, stamp):
             return target
         manifest = load_manifest(store, digest)
@@ -148,17 +149,6 @@ def _intact(target: Path, stamp: Path) -> bool:
     except (OSError, ValueError, TypeError):
         return False
     return True
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Only one process materialises a given version at a time; the others wait, then reuse it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

@@ -25,6 +25,7 @@ class DataSettings:
     timeout_s: float = 30.0  # connect/read timeout of URL downloads
     retries: int = 4  # transient network failures in a row before a download gives up
     cache_dir: str | None = None  # where versions are materialised for runs (default .mllib/data)
+    allow_private_urls: bool = False  # URL uploads may reach loopback and private addresses
 
     @property
     def max_size(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mllib.registry.db import Registry
+from mllib.registry.runfolder import save_record
 from mllib.registry.runs import now
 
 
@@ -49,6 +50,7 @@ def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
                 "created_at": now(),
             }
         )
+        save_record(reg, run_id)  # the run folder's copy names its model version too
     return version
 
 

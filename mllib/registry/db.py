@@ -77,19 +77,33 @@ class Registry:
         return bool(self.dialect == POSTGRESQL)
 
     @classmethod
-    def open(cls, path: Path) -> Registry:
+    def open(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Registry:
         """Open (creating and migrating if needed) the registry at `path`: every migration set
-        mllib.plugins.MIGRATIONS names."""
+        mllib.plugins.MIGRATIONS names. A damaged, emptied, locked or full one is a
+        RegistryError (mllib.registry.health)."""
         from mllib.filemodes import PRIVATE_DIR, private_file
         from mllib.plugins import MIGRATIONS
+        from mllib.registry.health import RegistryConnection, check_file, explain
 
+        check_file(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         if not path.exists():  # runs' params and errors may be sensitive: 0600 from the start
             private_file(path)  # SQLite gives its -wal and -shm files the same mode
-        conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        try:
+            conn = sqlite3.connect(
+                path,
+                timeout=busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=RegistryConnection,
+            )
+        except sqlite3.Error as exc:
+            explained = explain(exc, path, busy_timeout_s)
+            if explained is None:
+                raise
+            raise explained from exc
+        conn.registry_path, conn.busy_timeout_s = path, busy_timeout_s
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -124,12 +138,11 @@ class Registry:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
+                self.conn.execute("COMMIT")  # a full disk can fail it: rolled back below
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
-            else:
-                self.conn.execute("COMMIT")
 
     @contextmanager
     def savepoint(self) -> Iterator[Registry]:
@@ -150,10 +163,12 @@ class Registry:
             self.conn.execute("RELEASE SAVEPOINT part")
 
     def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        from mllib.registry.health import fetch_all
+
         with self._lock:
             cursor = self.conn.execute(sql, params)
             names = [d[0] for d in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in fetch_all(self.conn, cursor)]
 
     def close(self) -> None:
         self.conn.close()

@@ -105,6 +105,7 @@ def set_alias(reg: Registry, name: str, alias: str, version: int, user: str | No
             " set_at = excluded.set_at, set_by = excluded.set_by",
             (name, alias, version, now(), user),
         )
+        _save_records(reg, name, {before, version})
     return before
 
 
@@ -113,4 +114,16 @@ def remove_alias(reg: Registry, name: str, alias: str) -> int | None:
     with reg.transaction():
         before = alias_version(reg, name, alias)
         reg.conn.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
+        _save_records(reg, name, {before})
     return before
+
+
+def _save_records(reg: Registry, name: str, versions: set[int | None]) -> None:
+    """The record.json of the runs of these versions, their aliases changed (mllib doctor
+    rebuilds aliases from them)."""
+    from mllib.registry.runfolder import save_record
+
+    for number in versions:
+        found = get_version(reg, name, number) if number is not None else None
+        if found is not None:
+            save_record(reg, found.run_id)

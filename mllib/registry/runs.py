@@ -101,6 +101,8 @@ def create_run(
     secret: Collection[str] = (),
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
+    from mllib.registry.runfolder import save_record
+
     row = {k: v for k, v in record.__dict__.items() if v is not None}
     columns = ", ".join(f'"{k}"' for k in row)  # plain SQL: this is a team server's hot path
     with reg.transaction():
@@ -109,6 +111,7 @@ def create_run(
             tuple(row.values()),
         )
         set_params(reg, record.id, params, sources, secret)
+        save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
 
 def set_params(
@@ -156,6 +159,8 @@ def finish_run(
     **values: Any,
 ) -> bool:
     """Move an active run to its final state; False if it had already ended (another process won)."""
+    from mllib.registry.runfolder import save_record
+
     with reg.transaction():
         if not _active(reg, run_id):
             return False
@@ -169,6 +174,7 @@ def finish_run(
                 **values,
             },
         )
+        save_record(reg, run_id)
         return True
 
 
@@ -196,8 +202,8 @@ def get_run(reg: Registry, run_id: str) -> RunRecord:
             hint="Give more characters of the id; `mllib runs list` shows them.",
         )
     if not rows:
-        rows = reg.query(
-            "SELECT * FROM runs WHERE id LIKE ? LIMIT 3", (run_id.replace("%", "") + "%",)
+        rows = reg.query(  # literally: `_` and `%` are characters here, not LIKE's wildcards
+            "SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 3", (len(run_id), run_id)
         )
         if len(rows) > 1:
             raise UsageError(

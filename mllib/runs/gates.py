@@ -23,7 +23,7 @@ def parse_gates(texts: list[str] | None) -> dict[str, float]:
             threshold = float(value)
         except ValueError:
             threshold = math.nan
-        if not sep or not name.strip() or math.isnan(threshold):
+        if not sep or not name.strip() or not math.isfinite(threshold):
             raise UsageError(
                 f"--fail-under {text!r} is not METRIC=NUMBER",
                 hint="For example: --fail-under accuracy=0.9 (repeat it for several metrics).",

@@ -9,11 +9,18 @@ mllib.runs.backend.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from mllib.errors import MllibError, UsageError
 from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR, ExitStatus, Outcome, classify
+from mllib.protocol.folder import RunFolder
+from mllib.redaction import Redactor, secret_values
+from mllib.registry.health import RegistryError
 from mllib.registry.runs import RunRecord, finish_run, update_run
 from mllib.runs.backend import Backend, StartFailed, Supervision
 from mllib.runs.job import job_for
@@ -57,6 +64,8 @@ class LocalBackend(Backend[Worker]):
             ) from exc
         progress = PrepareProgress(ctx.folder.log_file, show=ctx.echo is not None)
         job.progress = progress
+        # read before the worker takes the command line's secrets from the run folder
+        redactor = redactor_for(ctx.folder, job.code_dir, {**os.environ, **job.env})
         try:
             handle = get_runtime(run.runtime or "process").start(job)
         except MllibError as exc:
@@ -69,17 +78,23 @@ class LocalBackend(Backend[Worker]):
         pid = getattr(handle, "pid", None)
         self._started(ctx, worker_pid=pid, worker_ctime=create_time(pid) if pid else None)
         recorder = Recorder(ctx.ws.registry, run.id, ctx.folder.events_file)
-        pump = threading.Thread(target=_pump, args=(ctx, handle, progress), daemon=True)
+        pump = threading.Thread(target=_pump, args=(ctx, handle, progress, redactor), daemon=True)
         pump.start()
         return Worker(job, handle, progress, recorder, pump, pid=pid)
 
     def _poll(self, ctx: Supervision, worker: Worker) -> bool:
         worker.status = worker.handle.wait(POLL_S)
         pid = getattr(worker.handle, "pid", None)
-        if pid and pid != worker.pid:  # a runtime that prepares first knows it only now
-            worker.pid = pid
-            update_run(ctx.ws.registry, ctx.run.id, worker_pid=pid, worker_ctime=create_time(pid))
-        worker.recorder.poll()
+        try:
+            if pid and pid != worker.pid:  # a runtime that prepares first knows it only now
+                worker.pid = pid
+                update_run(
+                    ctx.ws.registry, ctx.run.id, worker_pid=pid, worker_ctime=create_time(pid)
+                )
+            worker.recorder.poll()
+        except RegistryError:  # nothing could record what the worker does: stop it
+            worker.handle.cancel(0)
+            raise
         return worker.status is not None
 
     def _stop(self, ctx: Supervision, worker: Worker, grace_s: float) -> None:
@@ -115,9 +130,13 @@ class LocalBackend(Backend[Worker]):
         return finish_run(ws.registry, run.id, "failed", SYSTEM_ERROR, message)
 
 
-def _pump(ctx: Supervision, handle: RunHandle, progress: PrepareProgress) -> None:
+def _pump(
+    ctx: Supervision, handle: RunHandle, progress: PrepareProgress, redactor: Redactor
+) -> None:
+    stream = redactor.stream()  # no secret value reaches output.log or the terminal
     with open(ctx.folder.log_file, "ab") as log:
-        for chunk in handle.output():
+        for raw in itertools.chain(handle.output(), [None]):  # None: the end, flush what is held
+            chunk = stream.feed(raw) if raw is not None else stream.flush()
             progress.close()  # the run's own output replaces the preparation spinner
             log.write(chunk)
             log.flush()
@@ -143,3 +162,20 @@ def _not_collected(outcome: Outcome, exc: Exception, ctx: Supervision) -> Outcom
     if outcome.status == "succeeded":
         return Outcome("failed", SYSTEM_ERROR, note)
     return Outcome(outcome.status, outcome.failure_class, f"{outcome.message}; {note}")
+
+
+def redactor_for(folder: RunFolder, code_dir: Path, environ: Mapping[str, str]) -> Redactor:
+    """The redactor of a run about to start (its worker has not yet taken the command line's
+    secrets from the run folder): the values its model's secret params may hold, the params
+    read from its source, `environ` the run's environment."""
+    from mllib.discovery import find_model
+
+    spec = folder.read_spec()
+    try:
+        specs = find_model(code_dir / spec.model_file, spec.model_class).params
+    except MllibError:  # the worker reports what is wrong with the model
+        return Redactor()
+    values = secret_values(
+        specs, environ=environ, cli=folder.read_secret_params(), config=spec.config_params
+    )
+    return Redactor(values)

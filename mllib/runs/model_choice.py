@@ -27,12 +27,15 @@ from typing import Any
 from mllib.display import fmt_value
 from mllib.errors import NotFoundError, UsageError
 from mllib.metric_values import best_of, lower_is_better
+from mllib.ranges import INT64_MAX, Range
 from mllib.registry import models
 from mllib.registry.evaluations import latest_evaluations
 from mllib.registry.runs import RunRecord, get_run
 from mllib.runs.target import ModelTarget, check_trained, given_run, newest_with_params
 from mllib.terminal import Notify
 from mllib.workspace import Workspace
+
+VERSION = Range(1, INT64_MAX, integer=True)  # a model's version number
 
 LATEST = "latest"  # NAME@latest: the newest version, an alias no one sets
 ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -66,9 +69,10 @@ def parse_ref(text: str) -> ModelRef:
     if not colon:
         return ModelRef(name)
     digits = number[1:] if number[:1] in ("v", "V") else number
-    if not digits.isdigit() or int(digits) < 1:
+    if not (digits.isascii() and digits.isdigit()):
         raise UsageError(f"{text!r}: the version after ':' must be a number from 1", hint=example)
-    return ModelRef(name, version=int(digits))
+    version = VERSION.check(int(digits), f"The version in {text!r}", hint=example)
+    return ModelRef(name, version=int(version))
 
 
 def check_alias(alias: str) -> str:

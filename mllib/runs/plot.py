@@ -8,6 +8,7 @@ from pathlib import Path
 from mllib.errors import MllibError, NotFoundError
 from mllib.registry.metrics import metric_names, metric_series
 from mllib.registry.runs import get_run
+from mllib.safetext import printable
 from mllib.workspace import Workspace
 
 
@@ -65,9 +66,10 @@ def draw(
     for label, points in data.items():
         xs = [x for x, value in points if value is not None]
         ys = [value for _, value in points if value is not None]
-        fig.draw(fig.signal(xs, ys, marker="hd").lines().label(label))
-    fig.title(ylabel)
-    fig.label(xlabel, "x")
+        fig.draw(fig.signal(xs, ys, marker="hd").lines().label(printable(label)))
+    # the drawing is printed as it is: no escape sequence of a metric, run or trial name
+    fig.title(printable(ylabel))
+    fig.label(printable(xlabel), "x")
     drawing = str(fig.build())
     return plotext.uncolorize(drawing) if not color else drawing
 

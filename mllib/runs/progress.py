@@ -39,8 +39,6 @@ class PrepareProgress:
                 self._status = None
 
     def _draw(self, line: str) -> None:
-        from rich.text import Text
-
         from mllib import terminal
 
         if not terminal.animated():
@@ -53,4 +51,4 @@ class PrepareProgress:
             self._status = terminal.spinner()
         elapsed = time.monotonic() - self._started
         shown = line if len(line) < 100 else line[:97] + "..."
-        self._status.update(Text(f"Preparing the run ({elapsed:.0f} s): {shown}"))
+        self._status.update(terminal.text(f"Preparing the run ({elapsed:.0f} s): {shown}"))

@@ -8,6 +8,7 @@ from typing import Any
 from mllib.datasets.catalog import run_links
 from mllib.errors import UsageError
 from mllib.metric_values import best_of
+from mllib.ranges import COUNT
 from mllib.registry.artifacts import list_artifacts, model_version_of
 from mllib.registry.environments import get_environment
 from mllib.registry.evaluations import Evaluation, latest_evaluations
@@ -105,8 +106,8 @@ def list_dicts(
     """Runs newest first (`status`: only those; `limit`: at most that many, None for all)."""
     if status is not None and status not in STATUSES:
         raise UsageError(f"Unknown status {status!r}", hint=f"Use one of: {', '.join(STATUSES)}.")
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
+    if limit is not None:
+        COUNT.check(limit, "--limit")
     runs = list_runs(ws.registry, status=status, limit=limit)
     evaluations = latest_evaluations(ws.registry, [r.id for r in runs])
     return [run_dict(ws, r, detail=False, evaluations=evaluations) for r in runs]

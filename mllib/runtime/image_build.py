@@ -9,10 +9,8 @@ pip-installing image shares: the host's CA bundle trusted, the host's pip settin
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
-import os
 import re
 import socket
 import tarfile
@@ -270,15 +268,14 @@ def _split_pem(bundle: bytes) -> list[bytes]:
     return [cert + b"\n" for cert in re.findall(pattern, bundle, re.S)]
 
 
+BUILD_LOCK_TIMEOUT_S = 3600.0  # an image with large dependencies (torch) takes minutes to build
+
+
 @contextlib.contextmanager
 def host_lock(name: str) -> Iterator[None]:
-    """Hold a host-wide lock named `name`, so concurrent callers build an image once, not twice."""
-    os.makedirs("/run/lock", exist_ok=True)
-    fd = os.open(f"/run/lock/{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        with contextlib.suppress(PermissionError):
-            os.fchmod(fd, 0o666)  # every user's runs build through the same engine
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """Hold this user's lock named `name`, so concurrent runs build an image once, not twice."""
+    from mllib.locks import file_lock, user_lock_dir
+
+    path = user_lock_dir() / f"{name}.lock"
+    with file_lock(path, timeout=BUILD_LOCK_TIMEOUT_S, what=f"the image build {name}"):
         yield
-    finally:
-        os.close(fd)

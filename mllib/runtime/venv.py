@@ -118,7 +118,7 @@ class VenvHandle(PreparedHandle):
         }
         if env.meta.get("python_note"):
             extra["MLLIB_ENV_NOTE"] = str(env.meta["python_note"])
-        fds = (env.lock_fd,) if env.lock_fd is not None else ()
+        fds = (env.lock.fileno(),) if env.lock is not None else ()
         runtime = ProcessRuntime(env.python, extra_env=extra, pass_fds=fds)
         return runtime.start(self.job)
 

@@ -23,7 +23,6 @@ minor version may not load under another).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllib.locks import FileLock
 from mllib.runtime.env_plan import EnvPlan
 from mllib.runtime.install_errors import python_mismatch
 
@@ -77,12 +77,12 @@ class Env:
     python: str
     built: bool
     meta: dict[str, object]
-    lock_fd: int | None = None  # a shared lock on the venv, held while a run uses it
+    lock: FileLock | None = None  # a shared lock on the venv, held while a run uses it
 
     def release(self) -> None:
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
+        if self.lock is not None:
+            self.lock.close()  # a worker given the lock keeps it until it ends
+            self.lock = None
 
 
 def find_interpreter(wanted: str) -> Interpreter:
@@ -137,29 +137,25 @@ def ensure_env(
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     path = root / key
-    fd = os.open(root / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    lock = FileLock(root / f"{key}.lock", what=f"the environment {key}", record_pid=False)
     try:
         built = False
         if not _complete(path):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another run builds it: wait for its build, not its run
+            if not lock.acquire(0):  # another run builds it: wait for its build, not its run
                 say(f"mllib: another run is building the environment {key}; waiting for it")
-                fcntl.flock(fd, fcntl.LOCK_SH)  # granted once that build is over
+                lock.acquire(None, shared=True)  # granted once that build is over
             if not _complete(path):  # nobody built it (or that build failed): build it here
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                lock.acquire(None, shared=False)
                 if not _complete(path):
                     _build(plan, interpreter, path, say, cancel)
                     built = True
-        fcntl.flock(
-            fd, fcntl.LOCK_SH
-        )  # held for the run (shared; a build or removal needs it alone)
+        lock.acquire(None, shared=True)  # held for the run (a build or removal needs it alone)
         meta = json.loads((path / META_FILE).read_text())
         os.utime(path / META_FILE)  # just used: evicted last
     except BaseException:
-        os.close(fd)
+        lock.release()
         raise
-    env = Env(path, key, str(path / "bin" / "python"), built, meta, fd)
+    env = Env(path, key, str(path / "bin" / "python"), built, meta, lock)
     if built and cap_bytes is not None:
         trim(cap_bytes, keep={key})
     return env
@@ -285,24 +281,16 @@ def trim(
 
 def remove(root: Path, key: str) -> bool:
     """Remove venv `key` unless a run or a build holds it; True when it went."""
-    lock = root / f"{key}.lock"
+    lock = FileLock(root / f"{key}.lock", record_pid=False)
+    if not lock.acquire(0):
+        return False
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        fd = None
-    try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
         (root / key / META_FILE).unlink(missing_ok=True)  # incomplete first: never half-used
         shutil.rmtree(root / key, ignore_errors=True)
-        lock.unlink(missing_ok=True)
+        lock.path.unlink(missing_ok=True)
         return True
     finally:
-        if fd is not None:
-            os.close(fd)
+        lock.release()
 
 
 def _remove_incomplete(root: Path) -> None:

@@ -40,8 +40,21 @@ def unit_name(project_root: Path) -> str:
     return f"mllib-schedules-{slug}-{digest}"
 
 
+def _plain_path(project_root: Path) -> None:
+    """A usage error for a project folder whose path holds a control character: a newline would
+    start another crontab entry or unit line, an escape sequence would reach the terminal."""
+    if not str(project_root).isprintable():
+        from mllib.safetext import printable
+
+        raise UsageError(
+            f"The project folder's path holds control characters: {printable(str(project_root))}",
+            hint="Move the project to a folder whose path is plain text, then install again.",
+        )
+
+
 def cron_line(project_root: Path, command: list[str] | None = None) -> str:
     """A crontab line running the due schedules of the project at `project_root` each minute."""
+    _plain_path(project_root)
     words = " ".join(shlex.quote(w) for w in (command or mllib_command()))
     root = shlex.quote(str(project_root))
     log = shlex.quote(str(project_root / LOG_FILE))
@@ -64,6 +77,7 @@ class Units:
 
 
 def systemd_units(project_root: Path, command: list[str] | None = None) -> Units:
+    _plain_path(project_root)
     name = unit_name(project_root)
     exec_start = " ".join(_systemd_quote(w) for w in (command or mllib_command()))
     service = (

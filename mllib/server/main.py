@@ -64,13 +64,19 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
 
     os.environ["MLLIB_HOME"] = str(home.root)  # the server's agents.json and known_hosts
     ctx = ServerContext.open(home)
+    host, port = host or ctx.settings.host, port or ctx.settings.port
+    try:
+        _check_address(host, port)
+    except BaseException:
+        ctx.close()
+        raise
     dispatcher = Dispatcher(ctx)
     app = create_app(ctx, dispatcher)
     dispatcher.start()
     config = uvicorn.Config(
         app,
-        host=host or ctx.settings.host,
-        port=port or ctx.settings.port,
+        host=host,
+        port=port,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -81,3 +87,19 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
         app.state.commits.stop()
         dispatcher.stop()
         ctx.close()
+
+
+def _check_address(host: str, port: int) -> None:
+    """A usage error, before anything starts, for a host this machine cannot listen on (uvicorn
+    would print a traceback: an unknown name, or one that is not a valid host name at all)."""
+    import socket
+
+    from mllib.errors import UsageError
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(
+            f"The server cannot listen on host {host!r}: {exc}",
+            hint="Give an address of this machine: --host 0.0.0.0 (every one) or 127.0.0.1.",
+        ) from None

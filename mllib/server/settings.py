@@ -38,7 +38,7 @@ class ServerSettings:
 
 def default_home() -> Path:
     """`MLLIB_SERVER_HOME`, else `MLLIB_HOME`/server (~/.mllib/server)."""
-    from mllib.agents.config import mllib_home
+    from mllib.home import mllib_home
 
     configured = os.environ.get("MLLIB_SERVER_HOME")
     return Path(configured).expanduser() if configured else mllib_home() / "server"

@@ -1,7 +1,11 @@
 """Blobs named by the sha256 of their content, behind a small interface a server or S3 can implement.
 
-Writes go to a temporary file and are renamed into place only once whole and hashed, so a crash
-never leaves a blob whose name does not match its content.
+Writes go to a temporary file in the store itself (so the rename never crosses filesystems,
+wherever `MLLIB_STORE` is mounted), flushed to disk (fsync) before it is renamed into place, and
+the folder after: a crash or power cut leaves either no blob or the whole blob under its name,
+never a truncated one. A name alone is not trusted: `has()` checks the size where the caller
+knows it (a blob of the wrong size is written again), and `verify()` hashes the content again
+(`mllib doctor`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from typing import BinaryIO, Protocol
 COPY_BUFFER = 1 << 20
 DIRECT_ALIGN = 4096  # O_DIRECT writes whole, aligned blocks
 DIRECT_MIN = 1 << 20  # below this a page-cache write is as cheap
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class BlobStore(Protocol):
     b'hello'
     """
 
-    def has(self, sha256: str) -> bool: ...
+    def has(self, sha256: str, size: int | None = None) -> bool: ...
     def put_file(self, path: Path, *, move: bool = False) -> Blob: ...
     def put_bytes(self, data: bytes | memoryview, *, sha256: str | None = None) -> Blob: ...
     def open(self, sha256: str) -> BinaryIO: ...
@@ -62,35 +68,57 @@ class LocalBlobStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.objects / sha256[:2] / sha256[2:]
 
-    def has(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+    def has(self, sha256: str, size: int | None = None) -> bool:
+        """Whether the blob is stored whole: its file exists, with `size` bytes when the caller
+        knows the size (an empty file stands only for the empty blob)."""
+        try:
+            info = os.stat(self.path(sha256))
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        if size is not None:
+            return info.st_size == size
+        return info.st_size > 0 or sha256 == EMPTY_SHA256
 
-    def _commit(self, tmp_path: Path, sha256: str) -> None:
+    def _commit(self, tmp_path: Path, sha256: str, size: int) -> None:
+        """Rename a written, fsynced temporary file into place, then make the rename durable.
+        A blob already stored whole wins; one of the wrong size (a torn write) is replaced."""
         final = self.path(sha256)
-        if final.exists():
+        if self.has(sha256, size):
             tmp_path.unlink()
             return
-        final.parent.mkdir(exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            fsync_dir(self.objects)
         os.chmod(tmp_path, 0o444)
         os.replace(tmp_path, final)
+        fsync_dir(final.parent)
 
     def put_file(self, path: Path, *, move: bool = False) -> Blob:
-        """Store a file's content; with `move`, the file is moved in when that avoids a copy."""
+        """Store a file's content; with `move`, the file is moved in when it is on the store's
+        filesystem (else copied, then removed)."""
         self._ensure()
         digest, size = hash_file(path)
-        if self.has(digest):
+        if self.has(digest, size):
             if move:
                 path.unlink()
             return Blob(digest, size)
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
-        os.close(fd)
         tmp_path = Path(tmp_name)
         try:
-            if move:
+            if move and _same_filesystem(path, self.tmp):
+                os.close(fd)
                 os.replace(path, tmp_path)
+                fsync_file(tmp_path)
             else:
-                shutil.copyfile(path, tmp_path)
-            self._commit(tmp_path, digest)
+                with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
+                    shutil.copyfileobj(source, target, COPY_BUFFER)
+                    target.flush()
+                    os.fsync(target.fileno())
+                if move:
+                    path.unlink()
+            self._commit(tmp_path, digest, size)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
@@ -100,18 +128,36 @@ class LocalBlobStore:
         """Store bytes. A caller that has just hashed these exact bytes passes `sha256` to skip a rehash."""
         self._ensure()
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        if not self.has(digest):
+        size = memoryview(data).nbytes
+        if not self.has(digest, size):
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
             try:
                 try:
                     write_all(fd, data)
+                    os.fsync(fd)
                 finally:
                     os.close(fd)
-                self._commit(Path(tmp_name), digest)
+                self._commit(Path(tmp_name), digest, size)
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
-        return Blob(digest, len(data))
+        return Blob(digest, size)
+
+    def verify(self, sha256: str) -> bool:
+        """Whether the stored content still hashes to its name (False when absent)."""
+        try:
+            return hash_file(self.path(sha256))[0] == sha256
+        except FileNotFoundError:
+            return False
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest."""
+        if not self.objects.is_dir():
+            return
+        for prefix in os.scandir(self.objects):
+            if prefix.is_dir() and len(prefix.name) == 2:
+                for entry in os.scandir(prefix.path):
+                    yield prefix.name + entry.name
 
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")
@@ -148,6 +194,28 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's content to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename or a new name in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_filesystem(path: Path, folder: Path) -> bool:
+    return os.stat(path).st_dev == os.stat(folder).st_dev
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -95,9 +95,10 @@ class TuneSettings:
                     hint="Use seconds or a number with s, m, h or d: 90, 30m, 2h.",
                 )
             seconds = float(match.group(1)) * _SECONDS[match.group(2)]
-        if seconds <= 0:
-            raise UsageError(f"--timeout must be positive, got {self.timeout!r}")
-        return seconds
+        from mllib.ranges import POSITIVE
+
+        # a number of 400 digits reads as inf: refused here with NaN and the rest (mllib.ranges)
+        return float(POSITIVE.check(seconds, "--timeout", given=str(self.timeout)))
 
     def param_items(self) -> list[str]:
         """`[tune.params]` as `NAME=KIND:ARGS` items."""

@@ -7,6 +7,7 @@ whether it runs as a child process, in a container or on an agent host. Exit cod
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -38,8 +39,12 @@ from mllib.protocol.failure import (
 )
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.spec import RunSpec
+from mllib.redaction import Redactor, secret_values
 from mllib.worker.seeding import seed_libraries
 from mllib.worker.tracebacks import user_traceback
+
+# The run's secret values, kept out of the errors this worker records and prints.
+REDACTOR = Redactor()
 
 
 class UserCodeError(Exception):
@@ -107,6 +112,7 @@ def _check_eval_result(result: Any) -> dict[str, float]:
 def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -> None:
     """Execute the spec's actions; raises UserCodeError/MllibError/Cancelled on failure."""
     secret_cli = folder.read_secret_params(remove=True)  # on disk no longer than this
+    _know_secrets(spec, code_dir, secret_cli)
     seed_libraries(spec.seed)  # numpy and torch too, even when the model imports them later
     module = import_model_module(code_dir / spec.model_file)
     cls = getattr(module, spec.model_class, None)
@@ -117,6 +123,7 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
         obj = call_user(cls)
         cli = {**spec.cli_params, **secret_cli}
         resolved = resolve(declared_params(obj), cli, config=spec.config_params)
+        REDACTOR.add(str(resolved.values[name]) for name in resolved.secret)
         apply(obj, resolved)
         writer.emit(  # secrets as a marker: the event file and the registry never hold them
             events.PARAMS,
@@ -198,6 +205,20 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def _know_secrets(spec: RunSpec, code_dir: Path, secret_cli: dict[str, Any]) -> None:
+    """The secret values this run may hold, known before the model's code runs (its import or
+    __init__ may fail with one in the message): declared params read from the source."""
+    from mllib.discovery import find_model
+
+    try:
+        specs = find_model(code_dir / spec.model_file, spec.model_class).params
+    except MllibError:
+        specs = {}
+    REDACTOR.add(
+        secret_values(specs, environ=os.environ, cli=secret_cli, config=spec.config_params)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     run_dir, code_dir = parse_worker_argv(argv)
     folder = RunFolder(run_dir)
@@ -220,17 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         exc = wrapped.__cause__ or wrapped
         code = _report_user_error(writer, exc, code_dir)
     except MllibError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        writer.emit(events.ERROR, failure_class=USER_ERROR, message=str(exc), traceback=None)
+        message = REDACTOR.text(str(exc))
+        print(f"Error: {message}", file=sys.stderr)
+        writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=None)
         error_reports.report(exc, failure_class=USER_ERROR)
         code = EXIT_USER_ERROR
     except BaseException as exc:  # a bug in mllib itself, or the machine failing us
-        text = "".join(traceback.format_exception(exc))
+        text = REDACTOR.text("".join(traceback.format_exception(exc)))
         print(f"mllib internal error:\n{text}", file=sys.stderr)
         writer.emit(
             events.ERROR,
             failure_class=SYSTEM_ERROR,
-            message=f"{type(exc).__name__}: {exc}",
+            message=REDACTOR.text(f"{type(exc).__name__}: {exc}"),
             traceback=text,
         )
         error_reports.report(exc, failure_class=SYSTEM_ERROR)
@@ -245,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk is the machine failing the run, not its code: a system error, like memory."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def run_tags() -> dict[str, str]:
     """The run's model, action, runtime and agent, as its supervisor handed them over."""
     try:
@@ -255,14 +282,15 @@ def run_tags() -> dict[str, str]:
 
 
 def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) -> int:
-    text = user_traceback(exc, code_dir)
+    text = REDACTOR.text(user_traceback(exc, code_dir))
     print(text, file=sys.stderr, end="")
-    message = "".join(traceback.format_exception_only(exc)).strip()
-    if isinstance(exc, MemoryError):
+    message = REDACTOR.text("".join(traceback.format_exception_only(exc)).strip())
+    if isinstance(exc, MemoryError) or _disk_full(exc):
+        what = "Out of memory" if isinstance(exc, MemoryError) else "The disk is full"
         writer.emit(
             events.ERROR,
             failure_class=SYSTEM_ERROR,
-            message=f"Out of memory: {message}",
+            message=f"{what}: {message}",
             traceback=text,
         )
         error_reports.report(exc, failure_class=SYSTEM_ERROR)
@@ -270,7 +298,9 @@ def _report_user_error(writer: EventWriter, exc: BaseException, code_dir: Path) 
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         message += f" ({missing_module_hint(exc.name)})"
     elif isinstance(exc, SystemExit):
-        message = f"model code called sys.exit({exc.code!r}); return from the method instead"
+        message = REDACTOR.text(
+            f"model code called sys.exit({exc.code!r}); return from the method instead"
+        )
     elif isinstance(exc, KeyboardInterrupt):
         message = "model code raised KeyboardInterrupt"
     writer.emit(events.ERROR, failure_class=USER_ERROR, message=message, traceback=text)

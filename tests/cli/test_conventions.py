@@ -115,7 +115,7 @@ def test_options_come_from_mllib_variables_below_the_command_line(trained: Proje
     as_json = trained.mllib("runs", "list", env={"MLLIB_RUNS_LIST_JSON": "true"})
     assert as_json.json()[0]["status"] == "succeeded"
     bad = trained.mllib("runs", "list", env={"MLLIB_RUNS_LIST_LIMIT": "many"})
-    assert bad.returncode == 2 and "'many' is not a valid int" in bad.stderr
+    assert bad.returncode == 2 and "--limit got 'many': allowed is a whole number" in bad.stderr
     helptext = trained.mllib("runs", "list", "--help").stdout
     assert "MLLIB_RUNS_LIST_LIMIT" in helptext and "MLLIB_RUNS_LIST_JSON" in helptext
     deploy_help = trained.mllib("deploy", "x", "--help").stdout

@@ -26,7 +26,9 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 def write_config(project: Path, **data: object) -> None:
     """mllib.toml with these `[data]` settings; runs use the process runtime (the Docker one has
-    its own dataset test in the runtime contract)."""
+    its own dataset test in the runtime contract). URL uploads may reach the loopback test
+    server (`allow_private_urls`, unless given)."""
+    data = {"allow_private_urls": True, **data}
     lines = ['name = "demo"', "", "[runtime]", 'local = "process"', "", "[data]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in data.items()]
     (project / "mllib.toml").write_text("\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ from mllib.datasets.errors import DatasetChangedError
 from mllib.datasets.manifest import ManifestError
 from mllib.datasets.materialize import materialize
 from mllib.errors import UsageError
-from tests.datasets.helpers import mllib_cli, stored_chunks
+from tests.datasets.helpers import mllib_cli, stored_chunks, upload_json
 
 
 def test_a_symlink_pointing_outside_the_folder_is_refused(ws, project: Path, tmp_path) -> None:
@@ -124,3 +124,31 @@ def test_restore_detects_a_damaged_chunk(ws, project: Path, tmp_path) -> None:
     with pytest.raises(DatasetChangedError, match="damaged"):
         materialize(store, version.sha256, tmp_path / "cache")
     assert not (tmp_path / "cache" / version.sha256).exists()
+
+
+@pytest.mark.parametrize("damage", ["unparseable", "same size, other chunks"])
+def test_rm_that_fails_on_a_damaged_manifest_leaves_every_version_as_it_was(
+    project: Path, damage: str
+) -> None:
+    """`data rm a` must free only what no other version needs; with another version's manifest
+    damaged that cannot be known, so it fails and removes nothing (it used to remove `a` first)."""
+    (project / "a.csv").write_bytes(b"a" * 5000)
+    (project / "b.csv").write_bytes(b"b" * 7000)
+    a = upload_json(project, "a.csv", "--name", "a")
+    b = upload_json(project, "b.csv", "--name", "b")
+    chunks = stored_chunks(project)
+    path = project / ".mllib" / "store" / "datasets" / "objects" / b["sha256"][:2] / b["sha256"][2:]
+    raw = path.read_bytes()
+    path.chmod(0o644)
+    if damage == "unparseable":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:  # valid JSON naming other chunks: only its hash tells
+        path.write_bytes(raw.replace(b'"b.csv"', b'"c.csv"'))
+
+    removed = mllib_cli(project, "data", "rm", "a")
+    assert removed.returncode == 1, removed.output
+    assert f"The manifest {b['sha256'][:16]} of a dataset version is damaged" in removed.stderr
+    assert "nothing was removed" in removed.stderr and "Traceback" not in removed.output
+    listed = {d["name"]: d for d in mllib_cli(project, "data", "list", "--json").json()}
+    assert listed["a"]["sha256"] == a["sha256"] and "b" in listed
+    assert stored_chunks(project) == chunks  # not one chunk freed

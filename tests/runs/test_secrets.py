@@ -139,3 +139,56 @@ def test_a_secret_from_the_command_line_does_not_outlive_a_run_cancelled_before_
     assert project.show(seen["run"])["status"] == "cancelled"
     assert not (project.root / ".mllib" / "runs" / seen["run"] / "secret_params.json").exists()
     assert b"cli-key-S3CR3T" not in everything_on_disk(project)
+
+
+LEAKY = """
+import sys
+
+import mllib
+
+
+class Leaky:
+    def __init__(self):
+        self.hf_token = mllib.Param("", env="HF_TOKEN")
+        self.api_key = mllib.Param("")
+        self.epochs = mllib.Param(1)
+
+    def train(self):
+        sys.stdout.write("token " + self.hf_token[:6])  # one value cut across two writes
+        sys.stdout.flush()
+        sys.stdout.write(self.hf_token[6:] + "\\n")
+        print("key", self.api_key, flush=True)
+        raise ValueError(f"401 for token {self.hf_token!r} and key {self.api_key}")
+
+    def predict(self, request):
+        return request
+"""
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_secret_inside_an_exception_or_the_output_is_never_stored_or_printed(
+    project: Project, detach: bool
+):
+    project.write("model.py", LEAKY)
+    project.write(".env.local", "HF_TOKEN=hf_TOKEN-S3CR3T-value\n")
+    args = ["train", "model.py", "--api_key=cli-key-S3CR3T", "--runtime=process"]
+    result = project.mllib(*args, *(["--detach"] if detach else []))
+    secrets = ("hf_TOKEN-S3CR3T-value", "cli-key-S3CR3T", "S3CR3T")
+    if detach:
+        run_id = result.stdout.strip()
+        wait_for(lambda: project.show(run_id)["status"] == "failed", what="the run to fail")
+    else:
+        assert result.returncode == 1, result.output
+        assert "401 for token '***' and key ***" in result.stderr
+        assert "token ***" in result.stdout and "key ***" in result.stdout
+    run = project.last_run()
+    assert run["failure_class"] == "user_error"
+    assert run["error"] == "ValueError: 401 for token '***' and key ***"
+    logs = project.mllib("runs", "logs", run["id"])
+    shown = [result.output, logs.output, project.mllib("runs", "show", run["id"]).output]
+    for text in shown:
+        assert not any(secret in text for secret in secrets), text
+    assert "token ***" in logs.stdout
+    run_dir = project.root / ".mllib" / "runs" / run["id"]
+    assert b"401 for token '***'" in (run_dir / "events.jsonl").read_bytes()
+    assert not any(s.encode() in everything_on_disk(project) for s in secrets)

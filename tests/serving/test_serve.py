@@ -258,7 +258,7 @@ def _alive(proc) -> bool:
 def test_the_original_spelling_reaches_serve(served_project):
     result = cli(served_project, "model.py", "--serve", "--port", "80")
     assert result.returncode == 2
-    assert "--port must be between 1024 and 65535" in result.output
+    assert "--port got '80': allowed is a whole number from 1024 to 65535" in result.output
 
 
 def test_serve_takes_a_version_by_name_or_uses_the_newest_and_says_which(served_project):

@@ -10,7 +10,6 @@ keeps serving.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,29 +183,18 @@ def _deploy(
 @contextmanager
 def env_lock(ws: Workspace, env: str) -> Iterator[None]:
     """One deploy, rollback or stop of an environment at a time (across processes)."""
-    import fcntl
+    from mllib.locks import holder, try_lock
 
     path = serving_dir(ws) / "locks" / f"{env}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+    with try_lock(path) as held:
+        if not held:
+            pid = holder(path)
             raise MllibError(
-                f"Another deploy, rollback or stop of {env} is in progress ({holder})",
+                f"Another deploy, rollback or stop of {env} is in progress"
+                f" ({f'pid {pid}' if pid else 'another process'})",
                 hint="Wait for it to finish, then try again.",
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            )
+        yield
 
 
 def rollback(

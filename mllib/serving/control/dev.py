@@ -38,11 +38,11 @@ def dev_spec(
     `params` when given), checked before anything starts; `notify` hears which version."""
     ws = workspace_of(target)
     settings = Settings.from_config(ws.project.config).serve
+    from mllib.ranges import SERVE_PORT
+
+    port = SERVE_PORT.check(settings.port if port is None else port, "--port")
     chosen = choose(ws, choice or ModelChoice(), target, params, notify=notify)
     servable = from_run(ws, chosen.run)
-    port = settings.port if port is None else port
-    if not 1024 <= port <= 65535:
-        raise UsageError(f"--port must be between 1024 and 65535, got {port}")
     if not port_free(settings.host, port):
         raise UsageError(f"Port {port} is already in use", hint="Pass another with --port.")
     if inference is not None and inference not in INFERENCE_MODES:

@@ -50,12 +50,12 @@ def create_key(
         )
     if env not in ENVS:
         raise UsageError(f"Unknown environment {env!r}", hint="Choose --env staging or --env prod.")
-    rate = settings.default_rps if rps is None else rps
-    if rate <= 0:
-        raise UsageError("--rps must be a positive number of requests per second")
-    size = max(1.0, math.ceil(rate * settings.burst_s)) if burst is None else burst
-    if size < 1:
-        raise UsageError("--burst must be at least 1 request")
+    from mllib.ranges import BURST, RATE
+
+    rate = RATE.check(settings.default_rps if rps is None else rps, "--rps")
+    size = BURST.check(
+        max(1.0, math.ceil(rate * settings.burst_s)) if burst is None else burst, "--burst"
+    )
     key_id = secrets.token_hex(5)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)

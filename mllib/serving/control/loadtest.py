@@ -125,34 +125,30 @@ def server_figures(before: Totals | None, after: Totals | None) -> dict[str, Any
 
 
 def parse_rate(text: str) -> tuple[float, float]:
-    """`500` (a fixed rate) or `50:1500` (a ramp from 50 to 1500 requests/s)."""
+    """`500` (a fixed rate) or `50:1500` (a ramp from 50 to 1500 requests/s), each end a finite
+    rate above 0 (mllib.ranges: NaN and infinities are usage errors)."""
+    from mllib.ranges import RATE
+
     low, sep, high = text.partition(":")
-    try:
-        start, end = float(low), float(high if sep else low)
-    except ValueError:
-        raise UsageError(
-            f"--rate must be requests/s, or FROM:TO for a ramp (like 50:1500), not {text!r}"
-        ) from None
-    if start <= 0 or end <= 0:
-        raise UsageError("--rate must be more than 0 requests/s")
+    for part in (low, high) if sep else (low,):
+        try:
+            float(part)
+        except ValueError:
+            raise UsageError(
+                f"--rate must be requests/s, or FROM:TO for a ramp (like 50:1500), not {text!r}"
+            ) from None
+    start = float(RATE.parse(low, "--rate"))
+    end = float(RATE.parse(high, "--rate")) if sep else start
     return start, end
 
 
-def read_input(text: str) -> bytes:
-    """A request body from JSON text or @file.json, checked to be JSON."""
+def read_input(text: str, max_bytes: int) -> bytes:
+    """A request body from JSON text, @file.json or - (stdin), at most `max_bytes`, checked to
+    be JSON."""
     from mllib.encoding import from_json
+    from mllib.request_input import read_request
 
-    source = "--input"
-    if text.startswith("@"):
-        path = text[1:]
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise UsageError(f"Cannot read the request file {path}: {exc.strerror}") from None
-        source = path
-    else:
-        data = text.encode()
+    data, source = read_request(text, max_bytes=max_bytes)
     try:
         from_json(data)
     except ValueError as exc:
@@ -187,32 +183,35 @@ def loadtest(
     ctx.settings.env(env)
     if sum(x is not None for x in (rps, rate, concurrency)) > 1:
         raise UsageError("Give one of --rate, --rps and --concurrency")
+    from mllib.ranges import LOAD_WORKERS, Range
+
     rates = parse_rate(rate) if rate is not None else (rps, rps) if rps is not None else None
     duration = settings.duration_s if duration_s is None else duration_s
-    if not 0 < duration <= settings.max_duration_s:
-        raise UsageError(
-            f"--duration must be more than 0 and at most {settings.max_duration_s:g}s ([loadtest] max_duration_s)"
-        )
-    if rates is not None and not (min(rates) > 0 and max(rates) <= settings.max_rps):
-        raise UsageError(
-            f"--rate must be more than 0 and at most {settings.max_rps:g} ([loadtest] max_rps)"
-        )
+    Range(0, settings.max_duration_s, low_open=True).check(
+        duration, "--duration", hint="[loadtest] max_duration_s in mllib.toml sets the most."
+    )
+    if rates is not None:
+        for value in rates:
+            Range(0, settings.max_rps, low_open=True).check(
+                value,
+                "--rps" if rate is None else "--rate",
+                hint="[loadtest] max_rps in mllib.toml sets the most.",
+            )
     inflight = (
         settings.max_concurrency if rates is not None else (concurrency or settings.concurrency)
     )
-    if not 1 <= inflight <= settings.max_concurrency:
-        raise UsageError(
-            f"--concurrency must be between 1 and {settings.max_concurrency} ([loadtest] max_concurrency)"
-        )
-    if workers is not None and not 1 <= workers <= 64:
-        raise UsageError("--workers must be between 1 and 64")
+    Range(1, settings.max_concurrency, integer=True).check(
+        inflight, "--concurrency", hint="[loadtest] max_concurrency in mllib.toml sets the most."
+    )
+    if workers is not None:
+        LOAD_WORKERS.check(workers, "--workers")
     text = input_text or settings.input
     if not text:
         raise UsageError(
             "A load test needs a request body for the model",
             hint="""Pass --input '{"x": 1}' (or @request.json), or set [loadtest] input in mllib.toml.""",
         )
-    body = read_input(text)
+    body = read_input(text, int(ctx.settings.serve.max_body_mb * 1e6))
     reconcile(ctx.ws)
     dep = records.live(ctx.ws.registry, env)
     if dep is None:
