@@ -46,7 +46,7 @@ def test_a_third_party_dependency_works_on_an_agent_without_docker_and_is_built_
     assert "building the environment" in first_log and f"prefix {env}" in first_log
     assert "building the environment" not in second_log and "Installed" not in second_log
     built = json.loads((env / "mllib-env.json").read_text())
-    assert built["packages"] == ["cloudpickle", "orjson", "pyyaml"]
+    assert built["packages"] == ["cloudpickle", "orjson", "pyyaml", "sentry-sdk"]
     started = datetime.fromisoformat(newer["started_at"].replace("Z", "+00:00")).timestamp()
     assert built["created"] < started  # no installer ran for the second run
     # The agent's Python (Debian's) recorded; the same minor version as this machine's here.

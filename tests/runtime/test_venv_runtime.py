@@ -327,11 +327,11 @@ def test_each_step_gets_what_its_own_code_and_the_trained_model_need(
     train_env, eval_env = (built[run["environment"]["runtime_id"]] for run in (train, evaluation))
     assert (train_env["step"], train_env["packages"]) == (
         "train",
-        ["cloudpickle", "orjson", "packaging", "pyyaml"],
+        ["cloudpickle", "orjson", "packaging", "pyyaml", "sentry-sdk"],
     )
     assert (eval_env["step"], eval_env["packages"]) == (
         "evaluate",
-        ["cloudpickle", "orjson", "packaging"],
+        ["cloudpickle", "orjson", "packaging", "sentry-sdk"],
     )
     assert "pyyaml" not in evaluation["environment"]["packages"]
     assert len(built) == 2  # the prediction needed what the evaluation did: its venv, reused
