@@ -1,4 +1,4 @@
-"""Deployments: per environment what is deployed (version, traffic, workers), its live requests/s,
+"""Deployments: per environment what is deployed (version, traffic split, replicas), its live requests/s,
 p50/p99 latency and error rate with their recent history, the deploy rules' state for you
 (budget, cooldowns), and the audit log. Stop and rollback go through `mllib deploy`'s own
 functions, so the same rules, locks and audit records apply."""
@@ -49,7 +49,7 @@ class DeploymentsPane(Vertical):
             "STATE",
             "VERSION",
             "TRAFFIC",
-            "WORKERS",
+            "REPLICAS",
             "REQ/S",
             "P50",
             "P99",
@@ -100,15 +100,12 @@ class DeploymentsPane(Vertical):
             series = r.get("series") or {}
             live = r["state"] == "live"
             version = f"{r['model']} v{r['version']}" if r.get("model") else "-"
-            workers = r.get("workers")
-            if workers and r.get("inference"):
-                workers = f"{workers} ({r['inference']})"
             table.add_row(
                 Text(r["env"], style="bold"),
                 Text(r["state"], style=STATE_STYLE.get(r["state"], "dim")),
                 safe(version),
-                Text(f"100% v{r['version']}" if live and r.get("version") else "-"),
-                Text(str(workers or "-")),
+                safe(traffic(r) if live else "-"),
+                Text(replicas(r)),
                 _stat(stats.get("rps"), "{:.1f}", series.get("rps")),
                 _stat(stats.get("p50_ms"), "{:.1f}ms", series.get("p50_ms")),
                 _stat(stats.get("p99_ms"), "{:.1f}ms", series.get("p99_ms")),
@@ -172,3 +169,32 @@ def _stat(value, fmt: str, series) -> Text:
     if series and len([v for v in series if v is not None]) > 1:
         text.append(" " + sparkline(series, SPARK), style="cyan")
     return text
+
+
+def traffic(row: dict) -> str:
+    """How a live deployment's requests split between its variants, as `deploy status` shows
+    it: `90% v3 · 10% v4 canary`; a shadow gets copies, not a share."""
+    variants = row.get("variants") or []
+    if not variants:
+        return f"100% v{row['version']}" if row.get("version") else "-"
+    parts = []
+    for v in variants:
+        if v["name"] == "shadow":
+            parts.append(f"shadow v{v['version']}")
+        else:
+            label = "" if v["name"] == "stable" else f" {v.get('mode') or v['name']}"
+            parts.append(f"{v['weight']:g}% v{v['version']}{label}")
+    return " · ".join(parts)
+
+
+def replicas(row: dict) -> str:
+    """Ready replicas of the total (replicas loading or draining count in the total), else the
+    worker count of a deployment without replica records."""
+    found = row.get("replicas") or []
+    if found:
+        ready = sum(1 for r in found if r.get("state") == "ready")
+        return f"{ready}/{len(found)}"
+    workers = row.get("workers")
+    if workers and row.get("inference"):
+        return f"{workers} ({row['inference']})"
+    return str(workers or "-")

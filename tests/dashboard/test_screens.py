@@ -219,3 +219,37 @@ def test_the_command_palette_reaches_panes_and_run_actions(seeded):
 
     drive(app, steps)
     assert app.return_code == 0
+
+
+def test_the_deployments_pane_shows_a_canary_split_and_the_replicas(seeded, monkeypatch):
+    # A row as `mllib deploy status --json` gives it during a canary (README: Canary, A/B and
+    # shadow); tests/serving/test_rollouts.py checks that JSON against live servers. Here: what
+    # the pane makes of it.
+    from mllib.dashboard.data import Deployments
+
+    row = {
+        "env": "prod", "state": "live", "model": "iris", "version": 3, "url": "http://x",
+        "stats": {"rps": 12.0, "p50_ms": 3.0, "p99_ms": 9.0, "error_rate": 0.0},
+        "replicas": [
+            {"id": "r1", "variant": "stable", "state": "ready"},
+            {"id": "r2", "variant": "stable", "state": "ready"},
+            {"id": "r3", "variant": "canary", "state": "loading"},
+        ],
+        "variants": [
+            {"name": "stable", "model": "iris", "version": 3, "weight": 90.0, "replicas": 2},
+            {"name": "canary", "model": "iris", "version": 4, "weight": 10.0, "replicas": 0,
+             "mode": "canary"},
+        ],
+    }  # fmt: skip
+    monkeypatch.setattr(Deployments, "status", lambda self, window_s=1.0: [row])
+    app = make_app(seeded)
+
+    async def steps(pilot):
+        await pilot.press("3")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        (cells_,) = cells(app.query_one("#deployments-table", DataTable))
+        assert cells_[3] == "90% v3 · 10% v4 canary"
+        assert cells_[4] == "2/3"  # ready of all, the canary's still loading
+
+    drive(app, steps)
