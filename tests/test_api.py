@@ -61,6 +61,7 @@ def test_public_api_is_what_all_says():
             "predict",
             "rerun",
             "train",
+            "tune",
         ]
     )
     for name in mllib.__all__:

@@ -246,21 +246,16 @@ def best_params(ws: Workspace, name: str, *, model: str | None = None) -> dict[s
 @contextmanager
 def _driving(ws: Workspace, study: StudyRecord) -> Iterator[None]:
     """Held while this process drives the study: a second `mllib tune` of it is refused."""
-    import fcntl
-
+    from mllib.locks import try_lock
     from mllib.runtime.processes import create_time
     from mllib.tuning.storage import tune_dir
 
-    path = tune_dir(ws) / f"{study.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with try_lock(tune_dir(ws) / f"{study.name}.lock") as held:
+        if not held:
             raise UsageError(
                 f"Study {study.name} is being run by another mllib tune (pid {study.driver_pid})",
                 hint="Wait for it to end, or stop it (Ctrl-C there) and resume it here.",
-            ) from None
+            )
         pid = os.getpid()
         update_study(
             ws.registry,
@@ -271,8 +266,6 @@ def _driving(ws: Workspace, study: StudyRecord) -> Iterator[None]:
             driver_ctime=create_time(pid),
         )
         yield
-    finally:
-        os.close(fd)
 
 
 def _reseed(optuna_study: optuna.Study, study: StudyRecord) -> None:

@@ -488,7 +488,7 @@ class Controller:
     def _abort(self, why: str, *, auto: bool, user: str | None = None) -> dict[str, Any]:
         """Traffic back on stable at once (new routes now, not at the end of the tick), the
         candidate's server drained and stopped; recorded, and on prod a strike if automatic."""
-        candidate = self.candidate
+        candidate, server_id = self.candidate, self.candidate_id
         assert candidate is not None
         self.candidate = None
         self.scalers.pop(candidate.variant, None)
@@ -511,7 +511,12 @@ class Controller:
             model_version=servable.version,
             cooldown_s=cooldown,
         )
-        self._last_abort = {"label": servable.label, "why": why, "at": time.time()}
+        self._last_abort = {
+            "label": servable.label,
+            "server": server_id,
+            "why": why,
+            "at": time.time(),
+        }
         return {"rolled_back": servable.label, "cooldown_s": cooldown}
 
     def _strike(self, user: str, model: str) -> float:

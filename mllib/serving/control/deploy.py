@@ -312,16 +312,12 @@ def reconcile(ws: Workspace) -> None:
 @contextmanager
 def _reconcile_lock(ws: Workspace) -> Iterator[None]:
     """One command at a time restarts a controller (others wait, then see it running)."""
-    import fcntl
+    from mllib.locks import file_lock
 
-    path = serving_dir(ws) / "locks" / "reconcile.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(
+        serving_dir(ws) / "locks" / "reconcile.lock", what="the deployments' controller"
+    ):
+        yield
 
 
 def _prod_refusals(ctx: DeployContext, servable: Servable) -> list[policy.Refusal]:

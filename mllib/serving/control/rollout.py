@@ -98,7 +98,7 @@ def start_candidate(
     spec = replica_spec(ctx, servable, env, bundle, current.marker)
     alive = controller_alive(current)
     say(f"Starting its server beside {current.label} ({_describe(strategy)})")
-    send_order(
+    started = send_order(
         folder,
         "candidate",
         timeout_s=30.0,
@@ -109,7 +109,7 @@ def start_candidate(
         sticky_by=strategy.sticky_by,
         user=ctx.user,
     )
-    error = _wait_candidate(folder, servable, ctx.settings.deploy.ready_timeout_s, alive)
+    error = _wait_candidate(folder, started["server"], ctx.settings.deploy.ready_timeout_s, alive)
     if error:
         if env.name == "prod":
             policy.strike(ctx.ws.registry, ctx.clock, ctx.settings.deploy, ctx.user, servable.model)
@@ -121,20 +121,20 @@ def start_candidate(
     return read_state(folder).get("candidate") or {}
 
 
-def _wait_candidate(folder: Path, servable: Servable, timeout_s: float, alive: Any) -> str | None:
-    """None once a replica of the candidate is ready; else why it will not be."""
+def _wait_candidate(folder: Path, server: str, timeout_s: float, alive: Any) -> str | None:
+    """None once a process of the candidate's server `server` is ready; else why it will not be.
+    Only this candidate's own abort counts: the state file may still show an earlier rollout of
+    the same version taken down (it is written a moment after the order is answered)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = read_state(folder)
-        candidate, server = state.get("candidate"), state.get("candidate_id")
-        if candidate is None:
-            abort = state.get("last_abort") or {}
-            if abort.get("label") == servable.label:
-                return abort.get("why") or "it was taken down"
-        else:
-            ready = [p for p in state.get("processes", {}).get(server, []) if p["state"] == "ready"]
-            if ready and candidate["spec"]["servable"]["run_id"] == servable.run_id:
+        if state.get("candidate") and state.get("candidate_id") == server:
+            processes = state.get("processes", {}).get(server, [])
+            if any(p["state"] == "ready" for p in processes):
                 return None
+        abort = state.get("last_abort") or {}
+        if abort.get("server") == server:
+            return abort.get("why") or "it was taken down"
         if not alive():
             return "the deployment's controller exited"
         time.sleep(0.1)
