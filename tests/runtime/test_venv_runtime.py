@@ -53,6 +53,7 @@ def test_a_venv_is_built_once_and_reused(
         "cloudpickle",
         "orjson",
         "pyyaml",
+        "sentry-sdk",
     ]
     assert newer["metrics"] == {"chars": 5.0} and older["eval_metrics"] == {"chars": 5.0}
 
