@@ -118,6 +118,14 @@ class PgDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params)
 
+    def table_names(self) -> list[str]:
+        """The tables of the schema the connection works in (as sqlite-utils' `table_names`)."""
+        rows = self.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
+        ).fetchall()
+        return [r[0] for r in rows]
+
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
         """A transaction, or a savepoint inside one (as sqlite-utils' `atomic`)."""

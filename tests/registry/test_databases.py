@@ -83,6 +83,20 @@ def test_runs_are_created_found_by_prefix_listed_and_finished(reg: Registry) -> 
     assert get_run(reg, "abcd1111").status == "succeeded"
 
 
+def test_a_finished_run_writes_its_own_record_into_its_folder(reg: Registry, tmp_path) -> None:
+    """A run's record.json (what `mllib doctor --repair` rebuilds a registry from) is written
+    on both databases: the team server's runs end on PostgreSQL."""
+    from mllib.registry.runfolder import read_record
+
+    _run(reg, "rec11111", run_dir=str(tmp_path))
+    set_eval_metrics(reg, "rec11111", {"acc": 0.5})
+    assert finish_run(reg, "rec11111", "succeeded", None, None) is True
+    tables = read_record(tmp_path)
+    assert tables is not None and tables["runs"][0]["status"] == "succeeded"
+    assert {p["name"] for p in tables["params"]} == {"lr", "layers", "token"}
+    assert [m["name"] for m in tables["eval_metrics"]] == ["acc"]
+
+
 def test_metrics_keep_nan_and_infinity_and_summarise_alike(reg: Registry) -> None:
     _run(reg, "m1")
     points = [(1, "loss", 0, 1.0, 0.0), (2, "loss", 1, math.nan, 0.0), (3, "loss", 2, 0.5, 0.0)]
