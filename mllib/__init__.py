@@ -1,15 +1,17 @@
 """mllib: train, evaluate and serve a model.py from one CLI, locally, in Docker or on GPU agents.
 
-What model code uses: Param, log_metric, log_metrics, log_artifact, artifact_dir, create.
+What model code uses: Param, log_metric, log_metrics, log_artifact, artifact_dir, create,
+BadRequest (predict() refusing a request).
 What notebooks and scripts call: train, evaluate, predict, rerun, tune (the CLI's own functions).
 """
 
 from mllib._version import __version__
-from mllib.errors import MllibError
+from mllib.errors import BadRequest, MllibError
 from mllib.params import Param, create
 from mllib.tracking import artifact_dir, current_run, log_artifact, log_metric, log_metrics
 
 __all__ = [
+    "BadRequest",
     "MllibError",
     "Param",
     "__version__",

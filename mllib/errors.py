@@ -28,6 +28,31 @@ class MllibError(Exception):
         return self.message if not self.hint else f"{self.message}\n{self.hint}"
 
 
+class BadRequest(Exception):
+    """Raised by a model's predict() to refuse one request as the caller's mistake: a server
+    answers `status` (400, or 422 and other 4xx) with the message as JSON, counted as a client
+    error; `mllib predict` exits 2 with it. Not for faults of the model itself (those are 500s).
+
+    >>> raise mllib.BadRequest("expected 4 features, got 3")  # doctest: +SKIP
+    """
+
+    RESERVED = (401, 403, 429)  # the server's own answers: keys and limits
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 499:
+            raise ValueError(
+                f"BadRequest status must be a 4xx code such as 400 or 422, not {status!r}"
+            )
+        if status in self.RESERVED:
+            raise ValueError(
+                f"BadRequest status {status} is the server's own answer (keys and limits); "
+                "use 400 or 422"
+            )
+        super().__init__(message)
+        self.message = str(message)
+        self.status = status
+
+
 class UsageError(MllibError):
     """The command line, a param value or mllib.toml is wrong."""
 

@@ -48,6 +48,7 @@ def test_create_resolves_params_outside_a_run(in_project: Project):
 def test_public_api_is_what_all_says():
     assert sorted(mllib.__all__) == sorted(
         [
+            "BadRequest",
             "MllibError",
             "Param",
             "__version__",

@@ -317,24 +317,61 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
+    tail: Annotated[
+        int | None,
+        number_option("--tail", COUNT, help="Only the last N lines (then new ones with -f)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only lines from this long ago (30s, 10m, 2h) or this UTC time "
+            "(2026-01-31T12:00:00Z) on.",
+            show_default=False,
+        ),
+    ] = None,
     json_: Annotated[
         bool, typer.Option("--json", help="Print the raw JSON lines (for log shippers).")
     ] = False,
 ) -> None:
-    """The server log of the environment's deployment: one JSON line per request, plus errors."""
+    """The server log of the environment's deployment (its rotated copies first): one JSON line
+    per request, plus errors."""
     from mllib.serving.control.status import log_source
     from mllib.serving.logs import follow as read_lines
     from mllib.serving.logs import pretty
 
+    start = _since_time(since) if since is not None else None
     path, alive = log_source(deploy_context(), env)
     try:
-        for line in read_lines(path, follow=follow, alive=alive):
+        for line in read_lines(path, follow=follow, alive=alive, tail=tail, since=start):
             # --json: the server's JSON lines, control characters escaped as JSON escapes them
             shown = line.decode("utf-8", "replace") if json_ else output.printable(pretty(line))
             sys.stdout.write(shown + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _since_time(text: str) -> str:
+    """`--since` as the ISO 8601 UTC text log lines carry: a duration back from now, or a time."""
+    import time
+    from datetime import UTC, datetime
+
+    from mllib.errors import UsageError
+
+    if text[:1].isdigit() and "-" not in text and ":" not in text:
+        moment = datetime.fromtimestamp(time.time() - parse_duration(text, "--since"), UTC)
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"--since must be a duration like 10m or a time like 2026-01-31T12:00:00Z, "
+                f"not {text!r}"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # the log's times are UTC
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @app.command()

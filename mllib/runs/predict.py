@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mllib.encoding import from_json, to_json_bytes
-from mllib.errors import MllibError
+from mllib.errors import MllibError, UsageError
 from mllib.protocol import events
 from mllib.protocol.events import EventReader
-from mllib.protocol.failure import classify
+from mllib.protocol.failure import EXIT_USER_ERROR, classify
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.spec import RunSpec
 from mllib.registry.artifacts import model_artifact
@@ -61,6 +61,11 @@ def predict_with_run(
         errors = [
             e for e in EventReader(folder.events_file).read() if e.get("type") == events.ERROR
         ]
+        if errors and errors[-1].get("bad_request") and status.code == EXIT_USER_ERROR:
+            raise UsageError(
+                f"predict() refused the request: {errors[-1].get('message')}",
+                hint="Change the request (--input) to what the model expects.",
+            )
         outcome = classify(status, errors[-1] if errors else None, cancel_requested=False)
         if outcome.status != "succeeded":
             raise MllibError(f"predict() failed: {outcome.message}")

@@ -7,7 +7,11 @@ How a server's processes write them is server/logwriter.py; this module is what 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -67,23 +71,158 @@ def pretty(line: bytes) -> str:
     return text_line(fields)
 
 
-def follow(path: Path, *, follow: bool, alive: Any = None, poll_s: float = 0.2) -> Iterator[bytes]:
-    """The lines of a log file; with `follow`, then new lines as they come while `alive()` holds."""
+def rotated(path: Path) -> list[Path]:
+    """The rotated copies of a log that exist (`server.log.1` newest), oldest first."""
+    found = []
+    number = 1
+    while (older := path.with_name(f"{path.name}.{number}")).exists():
+        found.append(older)
+        number += 1
+    return found[::-1]
+
+
+def rotate(path: Path, *, max_bytes: float, keep: int) -> bool:
+    """Past `max_bytes`, copy the log to `NAME.1` (older copies shift up to `NAME.KEEP`) and
+    empty it in place: its writers append through O_APPEND descriptors a rename would not move
+    (logrotate's copytruncate; a line written in the instant between the copy and the truncation
+    is lost). True when it rotated."""
+    if max_bytes <= 0 or keep < 1:
+        return False
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    path.with_name(f"{path.name}.{keep}").unlink(missing_ok=True)
+    for number in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if older.exists():
+            older.rename(path.with_name(f"{path.name}.{number + 1}"))
+    partial = path.with_name(f"{path.name}.1.partial")
+    with open(path, "rb") as source, open(partial, "wb") as copy:
+        shutil.copyfileobj(source, copy, 1 << 20)
+        os.truncate(path, 0)
+    partial.rename(path.with_name(f"{path.name}.1"))
+    return True
+
+
+def line_time(line: bytes) -> str | None:
+    """A JSON log line's `time` (ISO 8601 UTC, so times compare as text); None for other lines."""
+    if not line.startswith(b"{"):
+        return None
+    try:
+        fields = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    value = fields.get("time") if isinstance(fields, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def follow(
+    path: Path,
+    *,
+    follow: bool,
+    alive: Any = None,
+    poll_s: float = 0.2,
+    tail: int | None = None,
+    since: str | None = None,
+) -> Iterator[bytes]:
+    """The lines of a log file, its rotated copies first: only the last `tail` of them, and
+    only those logged at or after `since` (ISO 8601 UTC; a line without a time goes with the
+    line before it). With `follow`, then new lines as they come while `alive()` holds, carried
+    across a rotation (what was not read yet is in `NAME.1`)."""
+    last: collections.deque[bytes] = collections.deque(maxlen=tail or 1)
     offset, pending = 0, b""
-    while True:
-        if path.exists():
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-            offset += len(data)
-            lines = (pending + data).split(b"\n")
+    history = _since(_written(path, rotated(path)), since)
+    for line in history:
+        if isinstance(line, int):  # the current file's length: following starts there
+            offset = line
+        elif line.endswith(b"\n") or not follow:
+            line = line.rstrip(b"\n")
+            if tail is None:
+                yield line
+            elif tail:
+                last.append(line)
+        else:
+            pending = line  # being written: following finishes it
+    yield from last if tail else ()
+    mark = _mark(path, offset)
+    while follow and (alive is None or alive()):
+        time.sleep(poll_s)
+        with contextlib.suppress(FileNotFoundError):
+            fresh, offset, mark = _read_on(path, offset, mark)
+            lines = (pending + fresh).split(b"\n")
             pending = lines.pop()
             yield from (line for line in lines if line)
-        if not follow or (alive is not None and not alive()):
-            if pending:
-                yield pending
-            return
-        time.sleep(poll_s)
+    if pending:
+        yield pending
+
+
+def _read_on(path: Path, offset: int, mark: bytes | None) -> tuple[bytes, int, bytes | None]:
+    """(what was written since `offset`, the new offset, its mark). A log emptied in place by a
+    rotation since the last look (its mark changed): what came after `offset` is in NAME.1."""
+    with open(path, "rb") as handle:
+        earlier = b""
+        if _mark(path, offset, handle) != mark:
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(path.with_name(f"{path.name}.1"), "rb") as older,
+            ):
+                older.seek(offset)
+                earlier = older.read()
+            offset = 0
+        handle.seek(offset)
+        fresh = handle.read()
+        offset += len(fresh)
+        return earlier + fresh, offset, _mark(path, offset, handle)
+
+
+MARK_BYTES = 64  # the bytes before a follower's offset it checks to notice a rotation
+
+
+def _mark(path: Path, offset: int, handle: Any = None) -> bytes | None:
+    """The bytes just before `offset` in the log (b"" at 0; None when it is shorter): the same
+    at the next look unless the log was emptied (and perhaps written again) in between."""
+    start = max(0, offset - MARK_BYTES)
+    try:
+        if handle is None:
+            with open(path, "rb") as own:
+                own.seek(start)
+                found = own.read(offset - start)
+        else:
+            handle.seek(start)
+            found = handle.read(offset - start)
+    except FileNotFoundError:
+        return None
+    return found if len(found) == offset - start else None
+
+
+def _written(path: Path, older: list[Path]) -> Iterator[bytes | int]:
+    """Every line of the rotated copies then of the log (newlines kept), then the log's length."""
+    for each in older:
+        with open(each, "rb") as handle:
+            yield from handle
+    offset = 0
+    if path.exists():
+        with open(path, "rb") as handle:
+            for line in handle:
+                offset += len(line)
+                yield line
+    yield offset
+
+
+def _since(lines: Iterator[bytes | int], since: str | None) -> Iterator[bytes | int]:
+    """The lines at or after `since`; a line without a time of its own (a traceback's) goes
+    with the line before it."""
+    showing = since is None
+    for line in lines:
+        if isinstance(line, bytes) and line.strip():
+            if since is not None and (stamp := line_time(line)) is not None:
+                showing = stamp >= since
+            if showing:
+                yield line
+        elif isinstance(line, int):
+            yield line
 
 
 class LineFormatter(logging.Formatter):

@@ -22,7 +22,7 @@ from typing import Any
 
 from mllib import error_reports, tracking
 from mllib.encoding import from_json, to_json_bytes
-from mllib.errors import MllibError
+from mllib.errors import BadRequest, MllibError
 from mllib.metric_values import spell
 from mllib.params import apply, declared_params, resolve
 from mllib.persistence import has_custom_persistence, load_model, save_model
@@ -239,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_CANCELLED
     except UserCodeError as wrapped:
         exc = wrapped.__cause__ or wrapped
-        code = _report_user_error(writer, exc, code_dir)
+        if isinstance(exc, BadRequest) and spec.actions == ["predict"]:
+            # predict() refused its request: the caller's mistake, said in the model's words
+            message = REDACTOR.text(exc.message)
+            writer.emit(
+                events.ERROR, failure_class=USER_ERROR, message=message, bad_request=exc.status
+            )
+            code = EXIT_USER_ERROR
+        else:
+            code = _report_user_error(writer, exc, code_dir)
     except MllibError as exc:
         message = REDACTOR.text(str(exc))
         print(f"Error: {message}", file=sys.stderr)

@@ -18,6 +18,8 @@ class Arrays:
             return {"scores": np.arange(3, dtype=np.float32) * request["scale"], "best": np.int64(2), "ok": np.bool_(True)}
         if self.kind == "object":
             return {"value": object()}
+        if self.kind == "refuse":
+            raise mllib.BadRequest("expected 'scale' to be a number", status=422)
         raise RuntimeError("predict broke")
 """
 
@@ -66,3 +68,13 @@ def test_unserialisable_results_and_bad_input_are_clear_errors(project: Project)
     project.mllib("train", "model.py", "--kind=raise")
     broken = project.mllib("predict", "model.py", "--kind=raise", "--input", "{}")
     assert broken.returncode == 1 and "RuntimeError: predict broke" in broken.stderr
+
+
+def test_a_request_predict_refuses_is_a_usage_error_in_its_own_words(project: Project):
+    project.write("model.py", NUMPY_MODEL)
+    project.mllib("train", "model.py", "--kind=refuse")
+    result = project.mllib("predict", "model.py", "--kind=refuse", "--input", '{"scale": "x"}')
+    assert result.returncode == 2, result.output
+    assert result.stdout == ""
+    assert "predict() refused the request: expected 'scale' to be a number" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,5 +1,5 @@
-"""A model for serving tests: numpy and pandas results, and requests that make predict fail,
-return something JSON cannot hold, sleep, or kill its worker. Loading it can be slowed or broken,
+"""A model for serving tests: numpy and pandas results, and requests that make predict fail
+or refuse them (mllib.BadRequest), return something JSON cannot hold, sleep, or kill its worker. Loading it can be slowed or broken,
 and its latency raised while it serves: with `delay_file`, each prediction first sleeps for the
 number of seconds that file holds (written by the test, read on every request)."""
 
@@ -45,6 +45,8 @@ class Served:
                 pass
         if request.get("fail"):
             raise ValueError("asked to fail")
+        if request.get("refuse"):  # the caller's mistake: a 4xx with the model's own words
+            raise mllib.BadRequest("expected a list under 'x'", status=request["refuse"])
         if request.get("opaque"):
             return {"value": Opaque()}
         if request.get("crash"):

@@ -112,6 +112,28 @@ def test_predict_raising_gets_500_with_an_error_id_and_the_server_keeps_serving(
     assert predict(dev, {"x": [1]}).status_code == 200
 
 
+def test_a_request_the_model_refuses_gets_its_4xx_and_counts_as_a_client_error(dev):
+    before = samples(httpx.get(f"{dev.url}/metrics", timeout=5).text)
+    answers = [predict(dev, {"refuse": status}) for status in (400, 422, 422)]
+    assert [a.status_code for a in answers] == [400, 422, 422]
+    for answer in answers:
+        assert answer.json()["error"] == "expected a list under 'x'"
+        assert answer.json()["error_id"] == answer.headers["x-request-id"]
+    after = samples(httpx.get(f"{dev.url}/metrics", timeout=5).text)
+
+    def added(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert added("mllib_requests_total", status="422") == 2
+    assert added("mllib_request_errors_total", reason="bad_request") == 3
+    assert added("mllib_request_errors_total", reason="predict_error") == 0
+    error_id = answers[1].json()["error_id"]
+    log = wait_for(lambda: error_id in dev.output() and dev.output(), what="the refusal logged")
+    line = log[log.index(f"request {error_id}") :].splitlines()[0]
+    assert "refused it (422): expected a list under 'x'" in line
+    assert "Traceback" not in log[log.index(f"request {error_id}") :][:2000]
+
+
 def test_a_result_json_cannot_hold_gets_500_naming_its_type(dev):
     response = predict(dev, {"opaque": True})
     assert response.status_code == 500

@@ -70,6 +70,9 @@ class OrderRefused(Exception):
         self.hint = hint
 
 
+ROTATE_EVERY_S = 5.0  # how often the controller looks at server.log's size
+
+
 class Controller:
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
@@ -100,6 +103,7 @@ class Controller:
         self._metrics: dict[str, Any] = {}
         self._stopping: list[threading.Thread] = []
         self._last_abort: dict[str, Any] | None = None  # the latest rollout taken down
+        self._next_rotation = 0.0
 
     # -- start and stop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -229,6 +233,23 @@ class Controller:
         self._retire(now)
         self._write_routes()
         self._write_state()
+        self._rotate_log(now)
+
+    def _rotate_log(self, now: float) -> None:
+        """Past [deploy] log_max_mb, server.log is copied aside and emptied (every few seconds
+        at most: the check is one stat)."""
+        from mllib.serving.control.paths import LOG_FILE
+        from mllib.serving.logs import rotate
+
+        if now < self._next_rotation:
+            return
+        self._next_rotation = now + ROTATE_EVERY_S
+        path = self.folder / LOG_FILE
+        try:
+            if rotate(path, max_bytes=self.spec.log_max_mb * 1e6, keep=self.spec.log_keep):
+                log.info(f"{LOG_FILE} rotated", extra={"event": "log_rotated"})
+        except OSError as exc:  # a full disk: serving goes on; the next turn tries again
+            log.warning(f"could not rotate {LOG_FILE}: {exc}", extra={"event": "log_rotate_failed"})
 
     def _watch(self, now: float) -> None:
         """Servers that became ready, failed to start, or died."""

@@ -47,6 +47,8 @@ class FleetSpec:
     cooldown: dict[str, float] = field(default_factory=dict)  # [deploy] cooldown_* for strikes
     ready_timeout_s: float = 180.0
     stop_grace_s: float = 20.0
+    log_max_mb: float = 100.0  # [deploy] log_max_mb: the controller rotates server.log
+    log_keep: int = 3
     slots: int = 64  # replica slots in the counters (running, starting and draining ones)
 
     @property

@@ -108,6 +108,8 @@ class DeploySettings:
     max_batch: int = 32
     ready_timeout_s: float = 180.0
     stop_grace_s: float = 20.0  # after SIGINT, then SIGKILL for whatever is left
+    log_max_mb: float = 100.0  # server.log is rotated past this size (0: never)
+    log_keep: int = 3  # rotated copies kept: server.log.1 (newest) ... server.log.3
     staging_window_s: float = 86400.0  # a staging load test counts for prod this long
     budget_burst: float = 3.0  # prod deploys a user may make back to back
     budget_refill_s: float = 14400.0  # one prod deploy comes back every this many seconds

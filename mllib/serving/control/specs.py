@@ -77,4 +77,6 @@ def fleet_spec(
         },
         ready_timeout_s=rules.ready_timeout_s,
         stop_grace_s=rules.stop_grace_s,
+        log_max_mb=rules.log_max_mb,
+        log_keep=rules.log_keep,
     )

@@ -451,7 +451,9 @@ class ServingMiddleware:
         gw.metrics_for(route).record(reply.status, elapsed, reply.reason)
         line = gw.static.copy()
         line["time"] = logs.now_iso()
+        status = reply.status
         line.update(
+            level="info" if status < 400 else "warning" if status < 500 else "error",
             event="request",
             method=scope["method"],
             path="/predict",

@@ -18,6 +18,14 @@ from typing import Any
 from mllib.serving.counters import LATENCY_BUCKETS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Every status /predict can answer and every reason a request did not succeed, each series
+# present at 0 from the start: rate() and increase() need an earlier sample, so a counter born
+# at 1 would hide the first request, the first refusal or the first error.
+STATUSES = (200, 400, 401, 403, 405, 409, 413, 422, 429, 500, 503, 504)
+REASONS = (
+    "bad_request", "unauthorized", "forbidden", "method", "too_large", "rate_limited",
+    "predict_error", "not_ready", "timeout",
+)  # fmt: skip
 LABELS = ("env", "model", "version", "variant")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -57,12 +65,12 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
             registry=None,
         ).labels(*self._labels)
-        # 200 and 500 exist at 0 from the start: Prometheus' rate() and increase() need a
-        # series' earlier sample, so a counter born at 1 would hide the first request or error.
         self._by_status: dict[int, Any] = {
-            status: self.requests.labels(*self._labels, str(status)) for status in (200, 500)
+            status: self.requests.labels(*self._labels, str(status)) for status in STATUSES
         }
-        self._by_reason: dict[str, Any] = {}
+        self._by_reason: dict[str, Any] = {
+            reason: self.errors.labels(*self._labels, reason) for reason in REASONS
+        }
         self._compared: dict[str, Any] | None = None
 
     def compared(self, differed: bool) -> None:
@@ -140,10 +148,47 @@ def publish_info(labels: dict[str, str], run_id: str, deployment: str) -> None:
 
 
 def render() -> bytes:
-    """Prometheus text of every process's metrics, added up."""
+    """Prometheus text of every process's metrics, added up, and each live process's own CPU,
+    memory and open files (labelled with its pid)."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        registry.register(ProcessesCollector(Path(folder)))
     return generate_latest(registry)
+
+
+class ProcessesCollector:
+    """prometheus_client's ProcessCollector for every live process that writes into a metrics
+    folder (its files are named after their pid: API servers, workers, replicas), one `pid`
+    label each, since the multiprocess collector leaves process metrics out."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pids(self) -> list[int]:
+        found = set()
+        for path in self.folder.glob("*_*.db"):
+            tail = path.stem.rsplit("_", 1)[-1]
+            if tail.isdigit() and Path(f"/proc/{tail}").exists():
+                found.add(int(tail))
+        return sorted(found)
+
+    def collect(self) -> Any:
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+
+        families: dict[str, Metric] = {}
+        for pid in self.pids():
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(families.values())

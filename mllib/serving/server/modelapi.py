@@ -5,7 +5,8 @@ status and JSON bytes.
 Requests arrive as (request id, body bytes); the reply is (HTTP status, body bytes), encoded with
 mllib.encoding, the one encoder `mllib predict` uses too. A predict() that raises, or returns
 something JSON cannot hold, is answered with a 500 naming the problem and the request id (which
-is also the error id in the server log); the worker goes on serving.
+is also the error id in the server log); the worker goes on serving. A predict() that raises
+mllib.BadRequest refuses the request: its status (400, 422, ...) with the model's message.
 
 A model class may also define `predict_batch(self, requests: list) -> list`: inline, the predict
 thread then answers the requests queued together with one call of it (`answer_batch`).
@@ -28,7 +29,7 @@ import orjson
 
 from mllib import error_reports
 from mllib.encoding import from_json, to_json_bytes
-from mllib.errors import MllibError, SerializationError
+from mllib.errors import BadRequest, MllibError, SerializationError
 from mllib.serving.server import logwriter
 from mllib.serving.server.board import LOADING, READY, WorkerBoard
 from mllib.serving.server.litserve_internals import API_PATH, ModelLoop, current_worker_id
@@ -237,6 +238,8 @@ class ModelAPI(ls.LitAPI):
         started = time.perf_counter()
         try:
             result = self.predict(request)
+        except BadRequest as exc:  # the model refused the request: the caller's mistake
+            return exc.status, self._refused(exc, request_id)
         except BaseException as exc:  # the model's code; this worker must go on serving
             return 500, self._failed(exc, request_id)
         finally:
@@ -265,6 +268,14 @@ class ModelAPI(ls.LitAPI):
                 "traceback": user_traceback(exc),
             },
         )
+
+    def _refused(self, exc: BadRequest, request_id: str) -> bytes:
+        """The model's own words to its caller (logged as a client error, not reported)."""
+        log.info(
+            f"request {request_id}: predict() refused it ({exc.status}): {exc.message}",
+            extra={"event": "bad_request", "error_id": request_id, "status": exc.status},
+        )
+        return error_body(exc.message, request_id)
 
     def _failed(self, exc: BaseException, request_id: str) -> bytes:
         from mllib.worker.tracebacks import user_traceback
