@@ -17,6 +17,8 @@ from mllib.errors import ModelDiscoveryError, NotFoundError
 from mllib.params import ParamSpec, type_name_of
 
 REQUIRED_METHODS = ("train", "predict")
+# A LitServe API (a subclass of litserve.LitAPI) is served as it is: no training, no saved model.
+LITAPI_BASE = ("litserve", "LitAPI")
 CONTRACT_METHODS = ("train", "evaluate", "predict")
 # The names an evaluation method may have: evaluate(), or test() as the seed's own code spells it.
 EVALUATE_NAMES = ("evaluate", "test")
@@ -29,6 +31,7 @@ class ModelInfo:
 
     `complete` is False when a base class lives outside the project's files (a library class), so
     mllib cannot know every method and param it brings; the run checks the real instance.
+    `litapi` is True for a subclass of litserve.LitAPI (which brings no train() nor evaluate()).
     """
 
     file: Path
@@ -36,6 +39,7 @@ class ModelInfo:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     methods: set[str] = field(default_factory=set)
     complete: bool = True
+    litapi: bool = False
 
     @property
     def ref(self) -> str:
@@ -92,9 +96,13 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
     lineages = {name: reader.lineage(cls) for name, cls in classes.items()}
     candidates = [
         name
-        for name, (chain, _) in lineages.items()
+        for name, (chain, _, _) in lineages.items()
         if set(REQUIRED_METHODS) <= _all_methods(chain)
     ]
+    if not candidates:  # a file of one LitServe API: that API
+        apis = [name for name, (_, _, litapi) in lineages.items() if litapi]
+        if len(apis) == 1:
+            return _info(reader, model_file, classes[apis[0]])
     # A base class that another candidate extends is not itself the model.
     leaves = [
         n
@@ -102,7 +110,7 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
         if not any(classes[n] in lineages[o][0][1:] for o in candidates if o != n)
     ]
     if not leaves:
-        partial = [name for name, (_, complete) in lineages.items() if not complete]
+        partial = [name for name, (_, complete, _) in lineages.items() if not complete]
         hint = "See `mllib init` for a working example."
         if partial:
             hint = (
@@ -125,8 +133,28 @@ def find_model(model_file: Path, class_name: str | None = None) -> ModelInfo:
     return _info(reader, model_file, classes[leaves[0]])
 
 
+def constructor_args(model_file: Path, class_name: str) -> dict[str, Any]:
+    """The keyword arguments the file itself creates its class with, where they are all
+    literals: LitServe's documented style builds the API as `MyAPI(max_batch_size=8,
+    batch_timeout=0.05)` under `if __name__ == "__main__":`, and that is how mllib serves it.
+    The first such call counts; {} when there is none."""
+    tree = ast.parse(model_file.read_bytes(), filename=str(model_file))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and _name_of(node.func) == class_name
+            and not node.args
+            and all(k.arg for k in node.keywords)
+        ):
+            try:
+                return {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+    return {}
+
+
 def _info(reader: _Reader, file: Path, cls: _ClassDef) -> ModelInfo:
-    chain, complete = reader.lineage(cls)
+    chain, complete, litapi = reader.lineage(cls)
     _check_constructor(cls, chain)
     params: dict[str, ParamSpec] = {}
     for base in reversed(chain):  # base classes first, so subclasses override
@@ -136,7 +164,7 @@ def _info(reader: _Reader, file: Path, cls: _ClassDef) -> ModelInfo:
     methods = _all_methods(chain)
     if methods & set(EVALUATE_NAMES):
         methods.add("evaluate")  # test() evaluates too
-    return ModelInfo(file, cls.name, params, methods, complete)
+    return ModelInfo(file, cls.name, params, methods, complete, litapi)
 
 
 def _init_of(cls: _ClassDef) -> ast.FunctionDef | None:
@@ -201,10 +229,12 @@ class _Reader:
                 module.classes[node.name] = _ClassDef(node, module, _methods(node))
         return module
 
-    def lineage(self, cls: _ClassDef) -> tuple[list[_ClassDef], bool]:
-        """The class and its readable bases, nearest first; False when some base is not readable."""
+    def lineage(self, cls: _ClassDef) -> tuple[list[_ClassDef], bool, bool]:
+        """The class and its readable bases, nearest first; False when some base is not readable
+        (litserve.LitAPI is known: it brings no method a model command needs); whether one base
+        is litserve.LitAPI."""
         chain: list[_ClassDef] = []
-        complete = True
+        complete, litapi = True, False
         todo = [cls]
         while todo:
             current = todo.pop(0)
@@ -215,11 +245,13 @@ class _Reader:
                 if isinstance(base, ast.Name) and base.id == "object":
                     continue
                 found = self._resolve(base, current.module, 0)
-                if found is None:
-                    complete = False
-                else:
+                if found is not None:
                     todo.append(found)
-        return chain, complete
+                elif _origin(base, current.module) == LITAPI_BASE:
+                    litapi = True
+                else:
+                    complete = False
+        return chain, complete, litapi
 
     def _resolve(self, node: ast.expr, module: _Module, depth: int) -> _ClassDef | None:
         """The class a base-class expression names, when it is defined in the project's files."""
@@ -278,6 +310,20 @@ def _imports(tree: ast.Module) -> dict[str, tuple[str, str | None, int]]:
                 if alias.name != "*":
                     found[alias.asname or alias.name] = (node.module or "", alias.name, node.level)
     return found
+
+
+def _origin(node: ast.expr, module: _Module) -> tuple[str, str] | None:
+    """(top-level package, name) a library base class comes from: `ls.LitAPI` after `import
+    litserve as ls`, or `LitAPI` after `from litserve import LitAPI`, is ("litserve", "LitAPI")."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        imported = module.imports.get(node.value.id)
+        if imported is not None and imported[1] is None and not imported[2]:
+            return imported[0].split(".")[0], node.attr
+    if isinstance(node, ast.Name):
+        imported = module.imports.get(node.id)
+        if imported is not None and imported[1] is not None and not imported[2]:
+            return imported[0].split(".")[0], imported[1]
+    return None
 
 
 def _all_methods(chain: list[_ClassDef]) -> set[str]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mllib.discovery import find_model
+from mllib.discovery import constructor_args, find_model
 from mllib.errors import ModelDiscoveryError, NotFoundError
 
 ONE = """
@@ -181,3 +181,43 @@ def test_an_init_with_only_optional_arguments_is_fine(tmp_path):
         "    def train(self): ...\n    def predict(self, r): ...\n"
     )
     assert find_model(path).class_name == "Model"
+
+
+@pytest.mark.parametrize(
+    "header, base",
+    [
+        ("import litserve as ls", "ls.LitAPI"),
+        ("import litserve", "litserve.LitAPI"),
+        ("from litserve import LitAPI", "LitAPI"),
+    ],
+)
+def test_a_litserve_api_is_known_for_what_it_is_and_found_alone_in_its_file(tmp_path, header, base):
+    path = tmp_path / "api.py"
+    path.write_text(
+        f"{header}\n\nclass Helper:\n    pass\n\n"
+        f"class MyAPI({base}):\n    def setup(self, device): ...\n    def predict(self, x): ...\n"
+    )
+    info = find_model(path)
+    assert (info.class_name, info.litapi, info.complete) == ("MyAPI", True, True)
+    assert "train" not in info.methods and "predict" in info.methods
+
+
+def test_another_library_base_is_not_a_litserve_api(tmp_path):
+    path = tmp_path / "api.py"
+    path.write_text(
+        "import other as ls\n\nclass MyAPI(ls.LitAPI):\n    def predict(self, x): ...\n"
+    )
+    info = find_model(path, "MyAPI")
+    assert (info.litapi, info.complete) == (False, False)
+
+
+def test_constructor_args_are_the_literal_keywords_the_file_creates_its_class_with(tmp_path):
+    path = tmp_path / "api.py"
+    path.write_text(
+        "class MyAPI:\n    pass\n\n"
+        "def build(n):\n    return MyAPI(max_batch_size=n)\n\n"
+        'if __name__ == "__main__":\n'
+        "    api = MyAPI(max_batch_size=8, batch_timeout=0.05)\n"
+    )
+    assert constructor_args(path, "MyAPI") == {"max_batch_size": 8, "batch_timeout": 0.05}
+    assert constructor_args(path, "Other") == {}

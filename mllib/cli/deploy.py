@@ -38,8 +38,8 @@ app = typer.Typer(
     cls=DeployGroup,
     no_args_is_help=True,
     help="Deploy a trained model as a managed server: staging first, then prod.\n\n"
-    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys (also `MODEL@ALIAS`, and "
-    "`MODEL --best METRIC`); the commands below inspect "
+    "`mllib deploy MODEL[:VERSION]|RUN_ID --env staging|prod` deploys (also `MODEL@ALIAS`, "
+    "`MODEL --best METRIC`, and a LitServe API as it is: `api.py:MyAPI`); the commands below inspect "
     "and control deployments. The rules (staging before prod, a per-user budget, cooldowns after "
     "rollbacks) are in the README.",
 )
@@ -57,8 +57,9 @@ def ship(
         str,
         typer.Argument(
             metavar="MODEL[:VERSION]|RUN_ID",
-            help="What to deploy: MODEL (its newest version), MODEL:VERSION, MODEL@ALIAS or a "
-            "training run's id.",
+            help="What to deploy: MODEL (its newest version), MODEL:VERSION, MODEL@ALIAS, a "
+            "training run's id, or a model file: FILE:CLASS of a LitServe API (its code as it "
+            "is, recorded as a version), or model.py (its newest version).",
             autocompletion=completion.model_refs,
         ),
     ],
@@ -138,7 +139,8 @@ def ship(
         ),
     ] = False,
 ) -> None:
-    """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC or a run id to staging or prod."""
+    """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC, a run id or a LitServe API
+    (api.py:MyAPI) to staging or prod."""
     from mllib.serving.control.deploy import deploy
     from mllib.serving.control.rollout import Strategy
 

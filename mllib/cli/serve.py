@@ -1,4 +1,5 @@
-"""`mllib serve model.py`: the trained model's predict over HTTP on localhost, for development."""
+"""`mllib serve model.py`: the trained model's predict (or a LitServe API's, `mllib serve
+api.py:MyAPI`) over HTTP on localhost, for development."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def serve(
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
-    """Serve a trained model: POST /predict, GET /health, GET /metrics, docs at /docs. Ctrl-C stops."""
+    """Serve a trained model, or a LitServe API as it is (api.py:MyAPI): POST /predict, GET
+    /health, GET /metrics, docs at /docs. Ctrl-C stops."""
     from mllib.runs.model_choice import ModelChoice
     from mllib.runs.target import workspace_of
     from mllib.serving.control.dev import dev_spec

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mllib.errors import UsageError
 from mllib.registry.runs import RunRecord, get_params, get_run
 from mllib.runs.backend import CancelFlag, backend_for
 from mllib.runs.model_choice import ModelChoice, choose
 from mllib.runs.prepare import prepare_run
 from mllib.runs.runtime_choice import select_runtime
 from mllib.runs.target import (
+    PACKAGE,
     ModelTarget,
     locate_model,
     require_methods,
@@ -241,6 +243,12 @@ def predict(
         require_methods(target, "predict")
     ws = workspace_of(target)
     chosen = choose(ws, choice, target, dict(params or {}), notify=notify)
+    if chosen.run.action == PACKAGE:
+        raise UsageError(
+            f"{chosen.label} is a LitServe API's code, not a trained model",
+            hint=f"Serve it: `mllib serve --model {chosen.model}:{chosen.version}`, then POST "
+            "requests to /predict.",
+        )
     name, _ = select_runtime(ws, runtime, False, source=chosen.run)
     return predict_with_run(ws, chosen.run, request, runtime=name)
 

@@ -78,12 +78,41 @@ def require_methods(target: ModelTarget, *names: str) -> None:
     """
     info = target.info
     missing = [name for name in names if name not in info.methods]
+    if info.litapi and (missing or "predict" in names):
+        what = (
+            f"with no {missing[0]}() method, so it cannot be {_ACTION_WORDS[missing[0]]}"
+            if missing
+            else "served as it is: `mllib predict` calls a trained model in a run"
+        )
+        raise UsageError(
+            f"{info.ref} is a LitServe API {what}",
+            hint=f"Serve it: `mllib serve {info.ref}` (and `mllib deploy {info.ref} --env "
+            "staging`), then POST requests to /predict.",
+        )
     if missing and info.complete:
         first = missing[0]
         example = "evaluate(self) -> dict" if first == "evaluate" else f"{first}(self, ...)"
         raise UsageError(
             f"{info.ref} has no {first}() method, so it cannot be {_ACTION_WORDS[first]}",
             hint=f"Add `def {example}` to the class.",
+        )
+
+
+def require_servable(target: ModelTarget) -> None:
+    """Refuse to serve a class that is neither a LitServe API with its own predict() nor a
+    model class with predict()."""
+    info = target.info
+    if info.litapi and "predict" not in info.methods:
+        raise UsageError(
+            f"{info.ref} is a LitServe API without a predict() method, so it cannot be served",
+            hint="Add `def predict(self, x)` to the class (setup() loads what it needs).",
+        )
+    if "predict" not in info.methods and info.complete:
+        raise UsageError(
+            f"{info.ref} is neither a LitServe API nor a model class with predict(), so it "
+            "cannot be served",
+            hint="Serve a subclass of litserve.LitAPI, or a model class with "
+            "`def predict(self, request)` trained with `mllib train`.",
         )
 
 
@@ -122,6 +151,15 @@ def given_run(target: ModelTarget, run_id: str, cli_params: Mapping[str, Any]) -
     run = check_trained(get_run(target.ws.registry, run_id))
     _check_same_params(target, run, dict(cli_params))
     return run
+
+
+PACKAGE = "package"  # the action of a run recording a LitServe API's code as a model version
+
+
+def check_servable(run: RunRecord) -> RunRecord:
+    """`run`, when it made a model version a server can load: a successful training run, or the
+    code of a LitServe API recorded as a version (see mllib.serving.control.package)."""
+    return run if run.action == PACKAGE and run.status == "succeeded" else check_trained(run)
 
 
 def check_trained(run: RunRecord) -> RunRecord:

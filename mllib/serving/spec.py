@@ -26,11 +26,13 @@ SPEC_FILE = "server.json"
 STATUS_FILE = "status.json"
 MODEL_DIR = "model"  # a bundle's saved model, as the training run stored it
 CODE_DIR = "code"  # a bundle's code snapshot, which the model file is imported from
+MODEL, LITAPI = "model", "litapi"  # what a Servable is: a trained model, or a LitServe API
 
 
 @dataclass(frozen=True)
 class Servable:
-    """A trained model version, with everything needed to load it again."""
+    """A model version, with everything needed to load it again: a trained model (its saved
+    model and code), or a LitServe API (its code: kind LITAPI)."""
 
     model: str
     version: int | None
@@ -39,6 +41,7 @@ class Servable:
     code_hash: str
     model_file: str  # relative to the code snapshot
     model_class: str
+    kind: str = MODEL  # MODEL: a trained model's predict; LITAPI: a LitServe API as it is
 
     @property
     def artifact(self) -> str:

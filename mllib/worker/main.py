@@ -137,7 +137,12 @@ def run(spec: RunSpec, folder: RunFolder, code_dir: Path, writer: EventWriter) -
             resolved.recorded, {name: resolved.values[name] for name in resolved.secret}
         )
         writer.emit(events.PHASE, phase="train")
-        call_user(obj.train)
+        train = getattr(obj, "train", None)
+        if not callable(train):  # a library base class did not bring one after all
+            raise MllibError(
+                f"{spec.model_class} has no train() method", hint="Add train(self) to the class."
+            )
+        call_user(train)
         writer.emit(events.PHASE, phase="save")
         # A custom save() is the user's code; pickling problems are reported by save_model itself.
         save = call_user if has_custom_persistence(cls) else _call

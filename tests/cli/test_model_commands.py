@@ -212,6 +212,26 @@ def test_a_model_inheriting_from_another_project_file_trains_with_its_base_param
     assert len(project.mllib("runs", "list", "--json").json()) == 1  # the refusal recorded nothing
 
 
+def test_a_library_base_without_train_fails_the_run_as_the_users_error(project: Project):
+    """A base class from a library may bring train(): the run finds out; one that does not is
+    the model's fault (user_error, the class named), not an internal error."""
+    project.write(
+        "model.py",
+        """
+        import json
+
+        class Model(json.JSONEncoder):
+            def predict(self, request):
+                return request
+        """,
+    )
+    result = project.mllib("train", "model.py:Model", "--runtime", "process")
+    assert result.returncode == 1, result.output
+    assert "internal error" not in result.output
+    run = project.last_run()
+    assert run["failure_class"] == "user_error" and "Model has no train() method" in run["error"]
+
+
 def test_an_init_needing_arguments_is_a_usage_error_before_any_run(project: Project):
     project.write(
         "model.py",

@@ -55,13 +55,15 @@ def _health(url: str) -> int | None:
         return None
 
 
-def burst(server, bodies: list[bytes]) -> list[tuple[int, dict]]:
-    """Send one request that holds the predict thread, then every body, each on its own
-    connection; let the held one go once all are sent and the server has answered a request
-    sent after them; return each body's (status, JSON answer), in order, after the held one's."""
+def burst(server, bodies: list[bytes], held_body=None) -> list[tuple[int, dict]]:
+    """Send one request that holds the predict thread (`held_body(gate)`: the request that waits
+    until the file `gate` exists), then every body, each on its own connection; let the held one
+    go once all are sent and the server has answered a request sent after them; return each
+    body's (status, JSON answer), in order, after the held one's."""
     gate = server.gates / f"gate-{threading.get_ident()}-{len(list(server.gates.iterdir()))}"
     port = int(server.url.rsplit(":", 1)[1])
-    held = json.dumps({"x": 0, "id": "held", "hold": str(gate)}).encode()
+    held_body = held_body or (lambda gate: {"x": 0, "id": "held", "hold": gate})
+    held = json.dumps(held_body(str(gate))).encode()
     conns = []
     for body in [held, *bodies]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

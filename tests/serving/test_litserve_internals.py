@@ -171,12 +171,17 @@ def test_init_manager_sets_up_what_run_and_the_workers_use_without_a_manager_pro
 
 
 class EchoAPI:
-    """What ModelLoop asks of a LitAPI: answer(request_id, body) and queue_timeout_s."""
+    """What ModelLoop asks of a LitAPI: answer_batch([(request_id, body), ...]),
+    queue_timeout_s, and whether (batches), how many (max_batch) and how long to wait
+    (batch_timeout_s) to answer requests together."""
 
     queue_timeout_s = 5.0
+    batches = False
+    max_batch = 1
+    batch_timeout_s = 0.0
 
-    def answer(self, request_id: str, body: bytes) -> tuple[int, bytes]:
-        return 200, request_id.encode() + b":" + body
+    def answer_batch(self, jobs: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+        return [(200, request_id.encode() + b":" + body) for request_id, body in jobs]
 
 
 def test_a_workers_reply_reaches_the_api_server_through_litserves_response_buffer(server):

@@ -90,7 +90,9 @@ def deploy(
         env_settings.max_replicas if high is None else high,
         "--min-replicas/--max-replicas",
     )
-    servable = resolve(ctx.ws, ref, best=best, notify=progress)
+    # A LitServe API's new code is recorded as a version on its way to staging, never by a
+    # prod deploy the staging gate refuses.
+    servable = resolve(ctx.ws, ref, best=best, notify=progress, record=env != "prod" or force)
     with env_lock(ctx.ws, env):
         return _deploy(
             ctx,

@@ -11,8 +11,9 @@ from typing import Any
 from mllib import sentry_plugin
 from mllib.errors import UsageError
 from mllib.runs.model_choice import ModelChoice, choose
-from mllib.runs.target import ModelTarget, workspace_of
+from mllib.runs.target import ModelTarget, require_servable, workspace_of
 from mllib.serving import logs
+from mllib.serving.control.package import package
 from mllib.serving.control.paths import serving_dir
 from mllib.serving.control.ports import port_free
 from mllib.serving.control.servable import from_run, materialize, server_spec
@@ -35,14 +36,13 @@ def dev_spec(
 ) -> ServerSpec:
     """Everything needed to serve the model version `choice` names (see
     mllib.runs.model_choice: without one, the newest version of `target`'s model, trained with
-    `params` when given), checked before anything starts; `notify` hears which version."""
+    `params` when given; for a LitServe API, its code as it is now), checked before anything
+    starts; `notify` hears which version."""
     ws = workspace_of(target)
     settings = Settings.from_config(ws.project.config).serve
     from mllib.ranges import SERVE_PORT
 
     port = SERVE_PORT.check(settings.port if port is None else port, "--port")
-    chosen = choose(ws, choice or ModelChoice(), target, params, notify=notify)
-    servable = from_run(ws, chosen.run)
     if not port_free(settings.host, port):
         raise UsageError(f"Port {port} is already in use", hint="Pass another with --port.")
     if inference is not None and inference not in INFERENCE_MODES:
@@ -50,6 +50,15 @@ def dev_spec(
             f"--inference must be inline or worker, not {inference!r}",
             hint="inline: the HTTP processes predict (CPU models); worker: worker processes do.",
         )
+    choice = choice or ModelChoice()
+    by_file = target if not (choice.names_model or choice.run or choice.best) else None
+    if by_file is not None:
+        require_servable(by_file)
+    package_run = package(by_file, notify) if by_file and by_file.info.litapi else None
+    if package_run is not None:  # a LitServe API, served as it is: its code is the version
+        servable = from_run(ws, package_run)
+    else:
+        servable = from_run(ws, choose(ws, choice, target, params, notify=notify).run)
     bundle = materialize(ws, servable)
     return server_spec(
         servable,

@@ -1,7 +1,7 @@
 """What a server serves, found and prepared: a trained run's model and the code snapshot it was
-trained with.
+trained with, or a LitServe API's code.
 
-`resolve` turns `MODEL`, `MODEL:VERSION`, `MODEL@ALIAS` or a run id into a Servable; `materialize` writes its
+`resolve` turns `MODEL`, `MODEL:VERSION`, `MODEL@ALIAS`, a run id or a model file into a Servable; `materialize` writes its
 model tree and code tree into a cache folder (whole, or not at all) that every server process
 of that artifact loads from; `server_spec` is the ServerSpec serving it under [serve]'s limits.
 """
@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
-from mllib.errors import NotFoundError
+from mllib.discovery import split_ref
+from mllib.errors import NotFoundError, PolicyError
 from mllib.registry.artifacts import model_artifact, model_version_of
 from mllib.registry.runs import RunRecord
-from mllib.runs.model_choice import choose_version
-from mllib.runs.target import check_trained
+from mllib.runs.model_choice import ModelChoice, choose, choose_version
+from mllib.runs.target import PACKAGE, check_servable, locate_model, require_servable
 from mllib.serving.control.paths import bundles_dir
 from mllib.serving.control.settings import ServeSettings
-from mllib.serving.spec import CODE_DIR, MODEL_DIR, Servable, ServerSpec, http_processes
+from mllib.serving.spec import (
+    CODE_DIR,
+    LITAPI,
+    MODEL,
+    MODEL_DIR,
+    Servable,
+    ServerSpec,
+    http_processes,
+)
 from mllib.store import materialize_tree
 from mllib.terminal import Notify
 from mllib.workspace import Workspace
@@ -30,8 +40,9 @@ COMPLETE_MARK = ".complete"
 
 
 def from_run(ws: Workspace, run: RunRecord) -> Servable:
-    """The servable made by a successful training run."""
-    check_trained(run)
+    """The servable made by a successful training run, or by recording a LitServe API's code
+    (mllib.serving.control.package)."""
+    check_servable(run)
     artifact = model_artifact(ws.registry, run.id)
     if artifact is None:
         raise NotFoundError(f"Run {run.id} has no saved model")
@@ -46,19 +57,58 @@ def from_run(ws: Workspace, run: RunRecord) -> Servable:
         code_hash=run.code_hash,
         model_file=run.model_file or "model.py",
         model_class=run.model_class or run.model,
+        kind=LITAPI if run.action == PACKAGE else MODEL,
     )
 
 
 def resolve(
-    ws: Workspace, ref: str, *, best: str | None = None, notify: Notify | None = None
+    ws: Workspace,
+    ref: str,
+    *,
+    best: str | None = None,
+    notify: Notify | None = None,
+    record: bool = True,
 ) -> Servable:
     """`MODEL` (its newest version), `MODEL:VERSION`, `MODEL@ALIAS`, `MODEL` with `best` (the
     version whose evaluation has the best value of that metric), or a run id (or unique prefix):
-    mllib.runs.model_choice reads them all. `notify` hears which version a name chose."""
+    mllib.runs.model_choice reads them all. A model file (`api.py:MyAPI`, `model.py`): a
+    LitServe API's code as it is now (recorded as a version), else the newest version of its
+    model; without `record`, only code already recorded as a version. `notify` hears which
+    version a name chose."""
+    if is_file_ref(ref) and best is None:
+        return from_file(ref, notify=notify, record=record)
     chosen = choose_version(ws, ref, best=best, run_ids=True)
     if notify is not None and chosen.why:
         notify(chosen.line())
     return from_run(ws, chosen.run)
+
+
+def is_file_ref(ref: str) -> bool:
+    """Whether `ref` names a model file (`api.py`, `api.py:MyAPI`) rather than a model."""
+    return split_ref(ref)[0].endswith(".py")
+
+
+def from_file(ref: str, *, notify: Notify | None = None, record: bool = True) -> Servable:
+    """What the model file `ref` serves: a LitServe API's code as it is now (see
+    mllib.serving.control.package; without `record`, a PolicyError unless that code is a
+    version already), or the newest trained version of its model."""
+    from mllib.serving.control.package import package
+
+    target = locate_model(ref)
+    if target.info.litapi:
+        run = package(target, notify, record=record)
+        ref = shlex.quote(ref)
+        if run is None:
+            raise PolicyError(
+                f"The code of {target.info.ref} as it is now never went to staging, so it "
+                "cannot go to prod",
+                hint=f"Run, in order:\n  mllib deploy {ref} --env staging\n"
+                f"  mllib loadtest --env staging\n  mllib deploy {ref} --env prod",
+            )
+        return from_run(target.ws, run)
+    require_servable(target)
+    chosen = choose(target.ws, ModelChoice(), target, notify=notify)
+    return from_run(target.ws, chosen.run)
 
 
 def materialize(ws: Workspace, servable: Servable) -> Path:

@@ -182,7 +182,7 @@ class Gateway:
         self._metrics: dict[tuple[str, str], metrics.HttpMetrics] = {}
         self.predictor: Predictor
         if spec.inline:
-            self.predictor = InlineInference(self.api, slot, spec.timeout_s, spec.max_batch)
+            self.predictor = InlineInference(self.api, slot, spec.timeout_s)
         else:
             self.predictor = WorkerInference(self.server, self.board, spec.timeout_s)
         if spec.counters_path:

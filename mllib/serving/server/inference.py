@@ -4,7 +4,7 @@ LitServe's inference worker processes behind its request queue (worker).
 inline: every API server loads its own copy of the model and runs the LitAPI's decode, predict
 and encode on a predict thread of its own, one request at a time, or, for a model with
 predict_batch, every request queued when the thread comes free in one call (up to max_batch;
-it never waits for more to arrive). No inter-process hop: for a
+it waits for more to arrive only as long as a LitServe API's batch_timeout). No inter-process hop: for a
 CPU model that takes a fraction of a millisecond, the hop (pickling, two pipes, two process
 wake-ups) costs more than the prediction. worker: LitServe's worker processes, for GPU models
 and for models that should not share a process with the HTTP server.
@@ -69,16 +69,20 @@ class InlineInference:
     predict_batch() call when the model has one and `max_batch` > 1.
     """
 
-    def __init__(self, api: ModelAPI, slot: int, timeout_s: float, max_batch: int = 1) -> None:
+    def __init__(self, api: ModelAPI, slot: int, timeout_s: float) -> None:
         self.api = api
         self.slot = slot
         self.timeout_s = timeout_s
-        self.max_batch = max_batch
         self._answer = api.answer  # the job that may be batched (loading is not)
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[tuple[str, bytes], asyncio.Future]] = []  # this pass's requests
         self._loop: asyncio.AbstractEventLoop | None = None
         threading.Thread(target=self._serve, name="mllib-predict", daemon=True).start()
+
+    @property
+    def max_batch(self) -> int:
+        """Requests answered together at most: the model's (known once it is loaded)."""
+        return self.api.max_batch
 
     def _serve(self) -> None:
         held = None  # a job taken while gathering requests that cannot join them
@@ -90,9 +94,11 @@ class InlineInference:
                 continue
             group = [job[0]]
             if self.max_batch > 1 and self.api.batches:  # every request already waiting
+                until = time.monotonic() + self.api.batch_timeout_s  # and those arriving till
                 while sum(len(many.items) for many in group) < self.max_batch:
+                    wait = until - time.monotonic()
                     try:
-                        more = self._jobs.get_nowait()
+                        more = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
                     except queue.Empty:
                         break
                     if more[1] is not None:

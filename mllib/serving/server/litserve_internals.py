@@ -261,8 +261,10 @@ def current_worker_id() -> int:
 
 class ModelLoop(LitLoop):
     """A worker's loop: take (request id, body) from the request queue, answer it with the
-    LitAPI's `answer(request_id, body) -> (status, body)`, reply on the API server's pipe.
-    A request queued longer than the LitAPI's `queue_timeout_s` has had its 504: skipped."""
+    LitAPI's `answer_batch([(request id, body), ...]) -> [(status, body), ...]`, reply on each
+    request's API server pipe. For a model that batches (`batches`), the requests waiting (and
+    those arriving within its `batch_timeout_s`) are taken together, up to its `max_batch`. A
+    request queued longer than the LitAPI's `queue_timeout_s` has had its 504: skipped."""
 
     def run(
         self,
@@ -281,15 +283,41 @@ class ModelLoop(LitLoop):
                 continue
             if item is None:
                 return
-            response_queue_id, uid, queued_at, (request_id, body) = item
+            items = [item, *_more(lit_api, request_queue)]
+            last = items[-1] is None
             timeout = lit_api.queue_timeout_s
-            if timeout is not None and time.monotonic() - queued_at > timeout:
-                continue  # its API server answered 504 and stopped waiting (one system clock)
-            reply = lit_api.answer(request_id, body)
-            transport.send(
-                (uid, (reply, LitAPIStatus.OK, LoopResponseType.REGULAR, worker_id)),
-                consumer_id=response_queue_id,
-            )
+            now = time.monotonic()
+            live = [
+                it for it in items if it is not None and (timeout is None or now - it[2] <= timeout)
+            ]  # the others: their API server answered 504 and stopped waiting (one clock)
+            replies = lit_api.answer_batch([it[3] for it in live]) if live else []
+            for (response_queue_id, uid, _, _), reply in zip(live, replies, strict=True):
+                transport.send(
+                    (uid, (reply, LitAPIStatus.OK, LoopResponseType.REGULAR, worker_id)),
+                    consumer_id=response_queue_id,
+                )
+            if last:
+                return
+
+
+def _more(lit_api: Any, request_queue: Any) -> list:
+    """The requests to answer with the one just taken: none for a model that does not batch;
+    else those waiting and those arriving within its batch_timeout_s, up to its max_batch
+    (a None, the stop signal, ends the list)."""
+    if not (lit_api.batches and lit_api.max_batch > 1):
+        return []
+    more: list = []
+    until = time.monotonic() + lit_api.batch_timeout_s
+    while len(more) + 1 < lit_api.max_batch:
+        wait = until - time.monotonic()
+        try:
+            item = request_queue.get(timeout=wait) if wait > 0 else request_queue.get_nowait()
+        except Empty:
+            break
+        more.append(item)
+        if item is None:
+            break
+    return more
 
 
 class WorkerChannel:

@@ -10,6 +10,10 @@ mllib.BadRequest refuses the request: its status (400, 422, ...) with the model'
 
 A model class may also define `predict_batch(self, requests: list) -> list`: inline, the predict
 thread then answers the requests queued together with one call of it (`answer_batch`).
+
+A LitServe API (a servable of kind LITAPI) is loaded by mllib.serving.server.litapi: its
+decode_request and encode_response wrap predict, and its max_batch_size and batch_timeout
+replace [serve] max_batch.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from mllib.errors import BadRequest, MllibError, SerializationError
 from mllib.serving.server import logwriter
 from mllib.serving.server.board import LOADING, READY, WorkerBoard
 from mllib.serving.server.litserve_internals import API_PATH, ModelLoop, current_worker_id
-from mllib.serving.spec import CODE_DIR, MODEL_DIR, ServerSpec
+from mllib.serving.spec import CODE_DIR, LITAPI, MODEL_DIR, ServerSpec
 
 log = logging.getLogger("mllib.serving")
 
@@ -102,7 +106,11 @@ class ModelAPI(ls.LitAPI):
         self.board = board
         self._model_predict: Callable[[Any], Any] | None = None
         self._model_predict_batch: Callable[[list], Any] | None = None
+        self._user_decode: Callable[[Any], Any] | None = None  # a LitServe API's steps
+        self._user_encode: Callable[[Any], Any] | None = None
         self._metrics: Any = None
+        self.max_batch = server_spec.max_batch  # requests answered together, at most
+        self.batch_timeout_s = 0.0  # how long a batch may wait to fill
 
     def setup(self, device: Any) -> None:
         """In a LitServe inference worker process (worker mode)."""
@@ -135,9 +143,7 @@ class ModelAPI(ls.LitAPI):
             **spec.labels, deployment=spec.deployment, run_id=spec.servable.run_id
         )
         try:
-            predict, predict_batch = load_methods(
-                Path(spec.bundle_dir), spec.servable.model_file, spec.servable.model_class
-            )
+            predict, predict_batch, loaded = self._load_methods(worker)
         except BaseException as exc:
             # Reported here, once, with the user's traceback; the server's main process sees the
             # failure on the board and stops. (Raising would make LitServe log it all again.)
@@ -150,15 +156,40 @@ class ModelAPI(ls.LitAPI):
         from mllib.serving.server.metrics import PredictMetrics
 
         self._metrics = PredictMetrics(self.server_spec.labels)
+        if not (self.server_spec.inline or loaded):  # worker mode batches a LitServe API only
+            predict_batch = None
         self._model_predict_batch = predict_batch
         self._model_predict = predict
         # Everything loaded so far lives as long as the process: keep the collector off it.
         gc.collect()
         gc.freeze()
         self.board.set_worker(worker, os.getpid(), READY)
-        log.info(
-            f"model loaded in {time.perf_counter() - started:.2f}s",
-            extra={"event": "worker_ready", "worker": worker},
+        what, where = loaded or ("model loaded", "")
+        extra = {"event": "worker_ready", "worker": worker}
+        if loaded:
+            extra["device"] = self.device
+        log.info(f"{what} in {time.perf_counter() - started:.2f}s{where}", extra=extra)
+
+    def _load_methods(
+        self, worker: int
+    ) -> tuple[Callable[[Any], Any], Callable[[list], Any] | None, tuple[str, str] | None]:
+        """predict and predict_batch of the servable, and (a LitServe API) what was set up and
+        where, for the log."""
+        servable = self.server_spec.servable
+        bundle = Path(self.server_spec.bundle_dir)
+        if servable.kind != LITAPI:
+            return (*load_methods(bundle, servable.model_file, servable.model_class), None)
+        from mllib.serving.server.litapi import load_api
+
+        api = load_api(bundle, servable.model_file, servable.model_class, worker)
+        self._user_decode, self._user_encode = api.decode, api.encode
+        self.max_batch, self.batch_timeout_s = api.max_batch, api.batch_timeout_s
+        self.device = api.device
+        batching = f" (batches of up to {api.max_batch})" if api.predict_batch else ""
+        return (
+            api.predict,
+            api.predict_batch,
+            (f"{api.description} set up", f" on {api.device}{batching}"),
         )
 
     def decode_request(self, request: Any) -> Any:
@@ -221,9 +252,10 @@ class ModelAPI(ls.LitAPI):
         return replies  # type: ignore[return-value]
 
     def _decode(self, request_id: str, body: bytes) -> tuple[Any, tuple[int, bytes] | None]:
-        """(the request, None), or (None, the 400 reply) for a body that is not JSON."""
+        """(the request, None), or (None, the reply): 400 for a body that is not JSON; a
+        LitServe API's decode_request may refuse it (4xx) or fail (500)."""
         try:
-            return self.decode_request(body), None
+            request = self.decode_request(body)
         except ValueError as exc:
             return None, (
                 400,
@@ -233,6 +265,14 @@ class ModelAPI(ls.LitAPI):
                     hint='Send one JSON document, for example {"x": 1}.',
                 ),
             )
+        if self._user_decode is None:
+            return request, None
+        try:
+            return self._user_decode(request), None
+        except BadRequest as exc:
+            return None, (exc.status, self._refused(exc, request_id, "decode_request"))
+        except BaseException as exc:  # the API's code; this worker must go on serving
+            return None, (500, self._failed(exc, request_id, "decode_request"))
 
     def _predict_one(self, request_id: str, request: Any) -> tuple[int, bytes]:
         started = time.perf_counter()
@@ -247,6 +287,13 @@ class ModelAPI(ls.LitAPI):
         return self._encode(request_id, result)
 
     def _encode(self, request_id: str, result: Any) -> tuple[int, bytes]:
+        if self._user_encode is not None:
+            try:
+                result = self._user_encode(result)
+            except BadRequest as exc:
+                return exc.status, self._refused(exc, request_id, "encode_response")
+            except BaseException as exc:  # the API's code
+                return 500, self._failed(exc, request_id, "encode_response")
         try:
             return 200, self.encode_response(result)
         except SerializationError as exc:
@@ -269,20 +316,20 @@ class ModelAPI(ls.LitAPI):
             },
         )
 
-    def _refused(self, exc: BadRequest, request_id: str) -> bytes:
+    def _refused(self, exc: BadRequest, request_id: str, step: str = "predict") -> bytes:
         """The model's own words to its caller (logged as a client error, not reported)."""
         log.info(
-            f"request {request_id}: predict() refused it ({exc.status}): {exc.message}",
+            f"request {request_id}: {step}() refused it ({exc.status}): {exc.message}",
             extra={"event": "bad_request", "error_id": request_id, "status": exc.status},
         )
         return error_body(exc.message, request_id)
 
-    def _failed(self, exc: BaseException, request_id: str) -> bytes:
+    def _failed(self, exc: BaseException, request_id: str, step: str = "predict") -> bytes:
         from mllib.worker.tracebacks import user_traceback
 
         kind = type(exc).__name__
         log.error(
-            f"request {request_id}: predict() raised {kind}: {exc}",
+            f"request {request_id}: {step}() raised {kind}: {exc}",
             extra={
                 "event": "predict_error",
                 "error_id": request_id,
@@ -290,9 +337,9 @@ class ModelAPI(ls.LitAPI):
             },
         )
         error_reports.report(
-            exc, failure_class=error_reports.USER_ERROR, event="predict", request_id=request_id
+            exc, failure_class=error_reports.USER_ERROR, event=step, request_id=request_id
         )
-        message = f"predict() raised {kind}"
+        message = f"{step}() raised {kind}"
         if self.server_spec.show_errors:
             message += f": {exc}"
         return error_body(

@@ -1,0 +1,160 @@
+"""A user's LitServe API (a litserve.LitAPI subclass) served as it is, in a process that predicts.
+
+The API is created as its own file creates it (`MyAPI(max_batch_size=8, batch_timeout=0.05)`,
+see mllib.discovery.constructor_args), `setup(device)` is called once in the process, on the
+GPU when there is one; then each request goes through `decode_request` -> `predict` ->
+`encode_response`, and, with `max_batch_size` > 1, requests taken together go through
+`decode_request` each -> `batch` -> `predict` -> `unbatch` -> `encode_response` each, as
+LitServe's own loops call them (a lone request is a batch of one: such a predict() always gets
+a batch). An `HTTPException` with a 4xx status raised by the API refuses the request like
+mllib.BadRequest.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Only server processes import this module, never the CLI's startup path.
+import litserve as ls  # noqa: TID253
+from starlette.exceptions import HTTPException
+
+from mllib.discovery import constructor_args
+from mllib.errors import BadRequest, MllibError
+from mllib.serving.spec import CODE_DIR
+
+NVIDIA_SMI_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class LoadedAPI:
+    """What ModelAPI answers requests with: the API's steps, each refusing a request with
+    BadRequest, and how it batches."""
+
+    decode: Callable[[Any], Any]
+    predict: Callable[[Any], Any]  # one decoded request -> its output
+    predict_batch: Callable[[list[Any]], list[Any]] | None  # decoded requests -> outputs
+    encode: Callable[[Any], Any]
+    max_batch: int
+    batch_timeout_s: float
+    device: str
+    description: str  # how it was created, for the log
+
+
+def load_api(bundle: Path, model_file: str, class_name: str, worker: int) -> LoadedAPI:
+    """Import the API's file from the bundle's code, create the API as the file does, and call
+    its setup() on this worker's device."""
+    from mllib.worker.main import call_user, import_model_module
+
+    path = bundle / CODE_DIR / model_file
+    module = import_model_module(path)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise MllibError(f"{model_file} defines no class {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, ls.LitAPI)):
+        raise MllibError(f"{class_name} is not a litserve.LitAPI subclass")
+    kwargs = constructor_args(path, class_name)
+    api = call_user(functools.partial(cls, **kwargs))
+    _check_supported(api, class_name)
+    api.pre_setup()  # LitServe's own step before setup(): its default unbatch
+    device = device_for(worker)
+    call_user(api.setup, device)
+    batching = api.max_batch_size > 1
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+    def predict_batch(inputs: list[Any]) -> list[Any]:
+        return list(api.unbatch(api.predict(api.batch(inputs))))
+
+    def predict_one(x: Any) -> Any:
+        if not batching:
+            return api.predict(x)
+        outputs = predict_batch([x])
+        if len(outputs) != 1:
+            raise ValueError(f"predict()/unbatch() returned {len(outputs)} outputs for 1 request")
+        return outputs[0]
+
+    return LoadedAPI(
+        decode=_refusing(api.decode_request),
+        predict=_refusing(predict_one),
+        predict_batch=_refusing(predict_batch) if batching else None,
+        encode=_refusing(_plain(api.encode_response)),
+        max_batch=api.max_batch_size,
+        batch_timeout_s=api.batch_timeout,
+        device=device,
+        description=f"{class_name}({args})",
+    )
+
+
+def _check_supported(api: ls.LitAPI, class_name: str) -> None:
+    """What mllib's server does not do for a LitAPI, said before it serves anything."""
+    if api.stream:
+        raise MllibError(f"{class_name} streams (stream=True): mllib serves one reply a request")
+    if api.enable_async:
+        raise MllibError(f"{class_name} is async (enable_async=True): mllib calls it from a thread")
+    if api.spec is not None:
+        raise MllibError(f"{class_name} has a LitServe spec ({type(api.spec).__name__})")
+
+
+def _refusing(step: Callable[..., Any]) -> Callable[..., Any]:
+    """`step`, with an HTTPException of 4xx (LitServe's way to refuse a request) as BadRequest."""
+
+    @functools.wraps(step)
+    def call(*args: Any) -> Any:
+        try:
+            return step(*args)
+        except HTTPException as exc:
+            if 400 <= exc.status_code <= 499 and exc.status_code not in BadRequest.RESERVED:
+                raise BadRequest(str(exc.detail), status=exc.status_code) from exc
+            raise
+
+    return call
+
+
+def _plain(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """encode_response, with a pydantic model it returns as plain JSON values."""
+
+    def call(output: Any) -> Any:
+        encoded = encode(output)
+        dump = getattr(encoded, "model_dump", None)
+        return dump(mode="json") if callable(dump) else encoded
+
+    return call
+
+
+def device_for(worker: int) -> str:
+    """The device a worker's setup() gets, as LitServe names it: "cuda:N" (workers spread over
+    the GPUs) when this machine has an NVIDIA GPU, else "cpu"."""
+    count = gpu_count()
+    return f"cuda:{worker % count}" if count else "cpu"
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs this process may use: torch's count when the API imported torch, else
+    what `nvidia-smi -L` lists (no torch import here: a CPU API need not have it), within
+    CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.cuda.device_count())
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    count = sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count if listed.returncode == 0 else 0
