@@ -164,11 +164,61 @@ def test_deploy_records_the_code_it_serves_and_keeps_the_staging_gate(api_projec
         changed = api_project.mllib("deploy", "api.py:ScaleAPI", "--env", "prod")
         assert changed.returncode == 5, changed.output  # this code never went to staging
         assert "as it is now never went to staging" in changed.output
+        (last, *_) = api_project.mllib("deploy", "history", "--json").json()
+        assert (last["env"], last["action"], last["result"]) == ("prod", "deploy", "refused")
         (model,) = api_project.mllib("models", "list", "--json").json()
         assert model["versions"] == 1, "a refused prod deploy records no version"
+        restaged = api_project.mllib("deploy", "api.py:ScaleAPI", "--env", "staging", timeout=180)
+        assert restaged.returncode == 0 and "as scaler v2" in restaged.output, restaged.output
+        back = api_project.mllib("deploy", "rollback", "--env", "staging", timeout=180)
+        assert back.returncode == 0, back.output
+        (row,) = api_project.mllib("deploy", "status", "--env", "staging", "--json").json()
+        assert (row["version"], row["state"]) == (1, "live")  # the code recorded as v1
     finally:
         stopped = api_project.mllib("deploy", "stop", "--env", "staging", timeout=60)
         assert stopped.returncode == 0, stopped.output
+
+
+TYPED = """
+import litserve as ls
+from pydantic import BaseModel
+
+
+class Features(BaseModel):
+    values: list[float]
+
+
+class SumAPI(ls.LitAPI):
+    def setup(self, device):
+        self.weight = 10.0
+
+    def decode_request(self, request: Features):
+        return request.values
+
+    def predict(self, x):
+        return sum(x) * self.weight
+
+    def encode_response(self, output):
+        return {"sum": output}
+"""
+
+
+def test_a_request_annotated_with_a_pydantic_model_is_validated_as_litserve_does(
+    tmp_path: Path,
+):
+    project = Project(tmp_path)
+    project.write("api.py", TYPED)
+    dev = DevServer(project, "api.py")  # the file's one class: a LitServe API
+    try:
+        wait_for(lambda: _health(dev.url) == 200, timeout=90, what=f"the server:\n{dev.output()}")
+        fits = httpx.post(f"{dev.url}/predict", json={"values": [1, 2]}, timeout=30)
+        assert fits.status_code == 200 and fits.json() == {"sum": 30.0}
+        unfit = httpx.post(f"{dev.url}/predict", json={"values": "many"}, timeout=30)
+        assert unfit.status_code == 422
+        assert unfit.json()["error"].startswith("the request does not fit Features: values:")
+        assert "SumAPI() set up in" in dev.output() and "batches" not in dev.output()
+    finally:
+        dev.stop()
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,17 @@ def deploy(
     )
     # A LitServe API's new code is recorded as a version on its way to staging, never by a
     # prod deploy the staging gate refuses.
-    servable = resolve(ctx.ws, ref, best=best, notify=progress, record=env != "prod" or force)
+    try:
+        servable = resolve(ctx.ws, ref, best=best, notify=progress, record=env != "prod" or force)
+    except PolicyError as exc:  # a LitServe API's code that never went to staging
+        ctx.audit(
+            action="deploy",
+            result="refused",
+            env=env,
+            reason=exc.message,
+            detail={"rules": ["staging"], "ref": ref},
+        )
+        raise
     with env_lock(ctx.ws, env):
         return _deploy(
             ctx,

@@ -3,7 +3,8 @@
 The API is created as its own file creates it (`MyAPI(max_batch_size=8, batch_timeout=0.05)`,
 see mllib.discovery.constructor_args), `setup(device)` is called once in the process, on the
 GPU when there is one; then each request goes through `decode_request` -> `predict` ->
-`encode_response`, and, with `max_batch_size` > 1, requests taken together go through
+`encode_response` (a `request` annotated with a pydantic model gets the body as that model, and
+a 422 when it does not fit, as LitServe's endpoint does), and, with `max_batch_size` > 1, requests taken together go through
 `decode_request` each -> `batch` -> `predict` -> `unbatch` -> `encode_response` each, as
 LitServe's own loops call them (a lone request is a batch of one: such a predict() always gets
 a batch). An `HTTPException` with a 4xx status raised by the API refuses the request like
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 # Only server processes import this module, never the CLI's startup path.
 import litserve as ls  # noqa: TID253
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from mllib.discovery import constructor_args
@@ -81,7 +84,7 @@ def load_api(bundle: Path, model_file: str, class_name: str, worker: int) -> Loa
         return outputs[0]
 
     return LoadedAPI(
-        decode=_refusing(api.decode_request),
+        decode=_refusing(_validating(api.decode_request)),
         predict=_refusing(predict_one),
         predict_batch=_refusing(predict_batch) if batching else None,
         encode=_refusing(_plain(api.encode_response)),
@@ -113,6 +116,31 @@ def _refusing(step: Callable[..., Any]) -> Callable[..., Any]:
             if 400 <= exc.status_code <= 499 and exc.status_code not in BadRequest.RESERVED:
                 raise BadRequest(str(exc.detail), status=exc.status_code) from exc
             raise
+
+    return call
+
+
+def _validating(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """decode_request, given the body as the pydantic model its `request` is annotated with
+    (as LitServe's FastAPI endpoint does); a body that does not fit is refused with 422."""
+    try:
+        hints = typing.get_type_hints(decode)
+    except Exception:  # an annotation that does not resolve: LitServe would not use it either
+        hints = {}
+    model = hints.get("request")
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return decode
+
+    def call(request: Any) -> Any:
+        try:
+            parsed = model.model_validate(request)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            message = f"the request does not fit {model.__name__}: {problems}"
+            raise BadRequest(message, status=422) from None
+        return decode(parsed)
 
     return call
 
