@@ -142,7 +142,8 @@ def show(
         ("action", data["action"]),
         (
             "runtime",
-            data["runtime"] + (f" ({data['runtime_note']})" if data["runtime_note"] else ""),
+            (data["runtime"] or "-")
+            + (f" ({data['runtime_note']})" if data["runtime_note"] else ""),
         ),
         ("host", data["host"] if data["host"] not in (None, "local") else None),
         ("created", fmt_time(data["created_at"])),

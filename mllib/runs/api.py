@@ -277,6 +277,12 @@ def rerun(
 
     ws = ws or Workspace.find(start_dir)
     original = get_run(ws.registry, run_id)
+    if original.action == PACKAGE:
+        raise UsageError(
+            f"Run {original.id} recorded a LitServe API's code as a version: nothing ran",
+            hint=f"Serve it: `mllib serve --model {original.model}:VERSION` (`mllib models show "
+            f"{original.model}` lists them).",
+        )
     values = get_params(ws.registry, original.id)
     # The recorded run, not today's source, says what to run: the code may have changed since.
     specs = {k: ParamSpec(k, v, type_name_of(v)) for k, v in values.items()}

@@ -105,6 +105,10 @@ def test_a_litapi_is_served_as_it_is_with_setup_once_on_the_cpu(server, api_proj
     assert (model["name"], model["versions"]) == ("scaler", 1)
     (run,) = api_project.mllib("runs", "list", "--json").json()
     assert (run["action"], run["status"]) == ("package", "succeeded")
+    shown = api_project.mllib("runs", "show", run["id"])
+    assert shown.returncode == 0 and "package" in shown.stdout, shown.output
+    rerun = api_project.mllib("runs", "rerun", run["id"])
+    assert rerun.returncode == 2 and "nothing ran" in rerun.stderr, rerun.output
 
 
 def test_its_batching_is_honoured_up_to_max_batch_size(server):
