@@ -196,18 +196,19 @@ class SumAPI(ls.LitAPI):
     def setup(self, device):
         self.weight = 10.0
 
-    def decode_request(self, request: Features):
+    def decode_request(self, request: Features, context):
+        context["count"] = len(request.values)
         return request.values
 
     def predict(self, x):
         return sum(x) * self.weight
 
-    def encode_response(self, output):
-        return {"sum": output}
+    def encode_response(self, output, context):
+        return {"sum": output, "count": context["count"]}
 """
 
 
-def test_a_request_annotated_with_a_pydantic_model_is_validated_as_litserve_does(
+def test_a_pydantic_request_is_validated_and_a_context_carried_as_litserve_does(
     tmp_path: Path,
 ):
     project = Project(tmp_path)
@@ -216,7 +217,7 @@ def test_a_request_annotated_with_a_pydantic_model_is_validated_as_litserve_does
     try:
         wait_for(lambda: _health(dev.url) == 200, timeout=90, what=f"the server:\n{dev.output()}")
         fits = httpx.post(f"{dev.url}/predict", json={"values": [1, 2]}, timeout=30)
-        assert fits.status_code == 200 and fits.json() == {"sum": 30.0}
+        assert fits.status_code == 200 and fits.json() == {"sum": 30.0, "count": 2}
         unfit = httpx.post(f"{dev.url}/predict", json={"values": "many"}, timeout=30)
         assert unfit.status_code == 422
         assert unfit.json()["error"].startswith("the request does not fit Features: values:")

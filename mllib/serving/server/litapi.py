@@ -7,13 +7,15 @@ GPU when there is one; then each request goes through `decode_request` -> `predi
 a 422 when it does not fit, as LitServe's endpoint does), and, with `max_batch_size` > 1, requests taken together go through
 `decode_request` each -> `batch` -> `predict` -> `unbatch` -> `encode_response` each, as
 LitServe's own loops call them (a lone request is a batch of one: such a predict() always gets
-a batch). An `HTTPException` with a 4xx status raised by the API refuses the request like
+a batch). Steps that take a `context` argument get the request's context dict, as in LitServe.
+An `HTTPException` with a 4xx status raised by the API refuses the request like
 mllib.BadRequest.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import shutil
 import subprocess
@@ -41,10 +43,10 @@ class LoadedAPI:
     """What ModelAPI answers requests with: the API's steps, each refusing a request with
     BadRequest, and how it batches."""
 
-    decode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]  # the body as JSON -> the decoded request
     predict: Callable[[Any], Any]  # one decoded request -> its output
     predict_batch: Callable[[list[Any]], list[Any]] | None  # decoded requests -> outputs
-    encode: Callable[[Any], Any]
+    encode: Callable[[Any], Any]  # an output -> the answer as JSON values
     max_batch: int
     batch_timeout_s: float
     device: str
@@ -69,30 +71,77 @@ def load_api(bundle: Path, model_file: str, class_name: str, worker: int) -> Loa
     api.pre_setup()  # LitServe's own step before setup(): its default unbatch
     device = device_for(worker)
     call_user(api.setup, device)
-    batching = api.max_batch_size > 1
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-
-    def predict_batch(inputs: list[Any]) -> list[Any]:
-        return list(api.unbatch(api.predict(api.batch(inputs))))
-
-    def predict_one(x: Any) -> Any:
-        if not batching:
-            return api.predict(x)
-        outputs = predict_batch([x])
-        if len(outputs) != 1:
-            raise ValueError(f"predict()/unbatch() returned {len(outputs)} outputs for 1 request")
-        return outputs[0]
-
+    steps = _Steps(api)
     return LoadedAPI(
-        decode=_refusing(_validating(api.decode_request)),
-        predict=_refusing(predict_one),
-        predict_batch=_refusing(predict_batch) if batching else None,
-        encode=_refusing(_plain(api.encode_response)),
+        decode=_refusing(steps.decode),
+        predict=_refusing(steps.predict_one),
+        predict_batch=_refusing(steps.predict_batch) if steps.batching else None,
+        encode=_refusing(steps.encode),
         max_batch=api.max_batch_size,
         batch_timeout_s=api.batch_timeout,
         device=device,
         description=f"{class_name}({args})",
     )
+
+
+class _Carried:
+    """A request's value between two steps, with its LitServe context: the dict a step that
+    takes a `context` argument gets (one per request, from decode_request to encode_response)."""
+
+    __slots__ = ("context", "value")
+
+    def __init__(self, value: Any, context: dict[str, Any]) -> None:
+        self.value = value
+        self.context = context
+
+
+class _Steps:
+    """The API's steps in LitServe's order, each given `context=` where it takes one."""
+
+    NAMES = ("decode_request", "batch", "predict", "unbatch", "encode_response")
+
+    def __init__(self, api: ls.LitAPI) -> None:
+        self.api = api
+        self.batching = api.max_batch_size > 1
+        self.request_model = _request_model(api.decode_request)
+        self.with_context = {
+            name
+            for name in self.NAMES
+            if "context" in inspect.signature(getattr(api, name)).parameters
+        }
+
+    def _call(self, name: str, value: Any, context: Any) -> Any:
+        step = getattr(self.api, name)
+        return step(value, context=context) if name in self.with_context else step(value)
+
+    def decode(self, request: Any) -> _Carried:
+        context: dict[str, Any] = {}
+        if self.request_model is not None:
+            request = _validate(self.request_model, request)
+        return _Carried(self._call("decode_request", request, context), context)
+
+    def predict_one(self, item: _Carried) -> _Carried:
+        """One request: a batch of one where the API batches (its predict always gets one)."""
+        if self.batching:
+            return self.predict_batch([item])[0]
+        return _Carried(self._call("predict", item.value, item.context), item.context)
+
+    def predict_batch(self, items: list[_Carried]) -> list[_Carried]:
+        contexts = [item.context for item in items]
+        batch = self._call("batch", [item.value for item in items], contexts)
+        outputs = list(self._call("unbatch", self._call("predict", batch, contexts), contexts))
+        if len(outputs) != len(items):
+            raise ValueError(
+                f"predict()/unbatch() returned {len(outputs)} outputs for {len(items)} requests"
+            )
+        return [_Carried(out, ctx) for out, ctx in zip(outputs, contexts, strict=True)]
+
+    def encode(self, item: _Carried) -> Any:
+        """encode_response's answer, a pydantic model it returns as plain JSON values."""
+        encoded = self._call("encode_response", item.value, item.context)
+        dump = getattr(encoded, "model_dump", None)
+        return dump(mode="json") if callable(dump) else encoded
 
 
 def _check_supported(api: ls.LitAPI, class_name: str) -> None:
@@ -120,40 +169,27 @@ def _refusing(step: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _validating(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """decode_request, given the body as the pydantic model its `request` is annotated with
-    (as LitServe's FastAPI endpoint does); a body that does not fit is refused with 422."""
+def _request_model(decode: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model decode_request's `request` is annotated with: LitServe's endpoint
+    parses the body into it (None: the body as JSON)."""
     try:
         hints = typing.get_type_hints(decode)
     except Exception:  # an annotation that does not resolve: LitServe would not use it either
-        hints = {}
+        return None
     model = hints.get("request")
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return decode
-
-    def call(request: Any) -> Any:
-        try:
-            parsed = model.model_validate(request)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
-            message = f"the request does not fit {model.__name__}: {problems}"
-            raise BadRequest(message, status=422) from None
-        return decode(parsed)
-
-    return call
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _plain(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """encode_response, with a pydantic model it returns as plain JSON values."""
-
-    def call(output: Any) -> Any:
-        encoded = encode(output)
-        dump = getattr(encoded, "model_dump", None)
-        return dump(mode="json") if callable(dump) else encoded
-
-    return call
+def _validate(model: type[BaseModel], request: Any) -> BaseModel:
+    """The body as `model`, or a 422 naming what does not fit."""
+    try:
+        return model.model_validate(request)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        message = f"the request does not fit {model.__name__}: {problems}"
+        raise BadRequest(message, status=422) from None
 
 
 def device_for(worker: int) -> str:
