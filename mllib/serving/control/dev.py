@@ -11,12 +11,11 @@ from typing import Any
 from mllib import sentry_plugin
 from mllib.errors import UsageError
 from mllib.runs.model_choice import ModelChoice, choose
-from mllib.runs.target import ModelTarget, require_servable, workspace_of
+from mllib.runs.target import ModelTarget, workspace_of
 from mllib.serving import logs
-from mllib.serving.control.package import package
 from mllib.serving.control.paths import serving_dir
 from mllib.serving.control.ports import port_free
-from mllib.serving.control.servable import from_run, materialize, server_spec
+from mllib.serving.control.servable import from_run, from_target, materialize, server_spec
 from mllib.serving.control.settings import Settings
 from mllib.serving.spec import INFERENCE_MODES, ServerSpec
 from mllib.terminal import Notify, notice
@@ -51,13 +50,9 @@ def dev_spec(
             hint="inline: the HTTP processes predict (CPU models); worker: worker processes do.",
         )
     choice = choice or ModelChoice()
-    by_file = target if not (choice.names_model or choice.run or choice.best) else None
-    if by_file is not None:
-        require_servable(by_file)
-    package_run = package(by_file, notify) if by_file and by_file.info.litapi else None
-    if package_run is not None:  # a LitServe API, served as it is: its code is the version
-        servable = from_run(ws, package_run)
-    else:
+    by_file = not (choice.names_model or choice.run or choice.best)
+    servable = from_target(target, params, notify=notify) if target and by_file else None
+    if servable is None:
         servable = from_run(ws, choose(ws, choice, target, params, notify=notify).run)
     bundle = materialize(ws, servable)
     return server_spec(

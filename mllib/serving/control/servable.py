@@ -1,9 +1,9 @@
 """What a server serves, found and prepared: a trained run's model and the code snapshot it was
 trained with, or a LitServe API's code.
 
-`resolve` turns `MODEL`, `MODEL:VERSION`, `MODEL@ALIAS`, a run id or a model file into a Servable; `materialize` writes its
-model tree and code tree into a cache folder (whole, or not at all) that every server process
-of that artifact loads from; `server_spec` is the ServerSpec serving it under [serve]'s limits.
+`resolve` turns `MODEL`, `MODEL:VERSION`, `MODEL@ALIAS`, a run id or a model file into a
+Servable; `materialize` writes its model tree and code tree into a cache folder (whole, or not
+at all) that every server process of that artifact loads from; `server_spec` is the ServerSpec serving it under [serve]'s limits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from mllib.errors import NotFoundError, PolicyError
 from mllib.registry.artifacts import model_artifact, model_version_of
 from mllib.registry.runs import RunRecord
 from mllib.runs.model_choice import ModelChoice, choose, choose_version
-from mllib.runs.target import PACKAGE, check_servable, locate_model, require_servable
+from mllib.runs.target import (
+    PACKAGE,
+    ModelTarget,
+    check_servable,
+    locate_model,
+    require_servable,
+)
+from mllib.serving.control.package import package
 from mllib.serving.control.paths import bundles_dir
 from mllib.serving.control.settings import ServeSettings
 from mllib.serving.spec import (
@@ -89,26 +96,36 @@ def is_file_ref(ref: str) -> bool:
 
 
 def from_file(ref: str, *, notify: Notify | None = None, record: bool = True) -> Servable:
-    """What the model file `ref` serves: a LitServe API's code as it is now (see
-    mllib.serving.control.package; without `record`, a PolicyError unless that code is a
-    version already), or the newest trained version of its model."""
-    from mllib.serving.control.package import package
-
+    """What the model file `ref` serves (see `from_target`); without `record`, a PolicyError
+    for a LitServe API whose code as it is now is no version yet."""
     target = locate_model(ref)
+    servable = from_target(target, notify=notify, record=record)
+    if servable is None:
+        ref = shlex.quote(ref)
+        raise PolicyError(
+            f"The code of {target.info.ref} as it is now never went to staging, so it "
+            "cannot go to prod",
+            hint=f"Run, in order:\n  mllib deploy {ref} --env staging\n"
+            f"  mllib loadtest --env staging\n  mllib deploy {ref} --env prod",
+        )
+    return servable
+
+
+def from_target(
+    target: ModelTarget,
+    params: dict[str, Any] | None = None,
+    *,
+    notify: Notify | None = None,
+    record: bool = True,
+) -> Servable | None:
+    """What a model file serves: a LitServe API's code as it is now (recorded as a version by
+    mllib.serving.control.package; None without `record` when it is no version yet), or the
+    newest version of its model (trained with `params`, when given)."""
+    require_servable(target)
     if target.info.litapi:
         run = package(target, notify, record=record)
-        ref = shlex.quote(ref)
-        if run is None:
-            raise PolicyError(
-                f"The code of {target.info.ref} as it is now never went to staging, so it "
-                "cannot go to prod",
-                hint=f"Run, in order:\n  mllib deploy {ref} --env staging\n"
-                f"  mllib loadtest --env staging\n  mllib deploy {ref} --env prod",
-            )
-        return from_run(target.ws, run)
-    require_servable(target)
-    chosen = choose(target.ws, ModelChoice(), target, notify=notify)
-    return from_run(target.ws, chosen.run)
+        return from_run(target.ws, run) if run is not None else None
+    return from_run(target.ws, choose(target.ws, ModelChoice(), target, params, notify=notify).run)
 
 
 def materialize(ws: Workspace, servable: Servable) -> Path:

@@ -4,9 +4,9 @@ LitServe's inference worker processes behind its request queue (worker).
 inline: every API server loads its own copy of the model and runs the LitAPI's decode, predict
 and encode on a predict thread of its own, one request at a time, or, for a model with
 predict_batch, every request queued when the thread comes free in one call (up to max_batch;
-it waits for more to arrive only as long as a LitServe API's batch_timeout). No inter-process hop: for a
-CPU model that takes a fraction of a millisecond, the hop (pickling, two pipes, two process
-wake-ups) costs more than the prediction. worker: LitServe's worker processes, for GPU models
+it waits for more to arrive only as long as a LitServe API's batch_timeout). No inter-process
+hop: for a CPU model that takes a fraction of a millisecond, the hop (pickling, two pipes, two
+process wake-ups) costs more than the prediction. worker: LitServe's worker processes, for GPU models
 and for models that should not share a process with the HTTP server.
 """
 
