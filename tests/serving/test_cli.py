@@ -26,6 +26,9 @@ def test_prod_first_is_refused_with_exit_5_and_the_commands_to_run(project):
     assert (
         "  mllib deploy served:4 --env staging\n  mllib loadtest --env staging\n" in result.output
     )
+    by_file = cli(project, "deploy", "model.py", "--env", "prod")  # its newest version too
+    assert by_file.returncode == 5, by_file.output
+    assert "Refused: served v4 has not passed a load test on staging" in by_file.output
 
 
 def test_loadtest_against_prod_is_refused(project):
