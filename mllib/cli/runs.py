@@ -333,7 +333,12 @@ def plot(
     console = output.out()
     color = not output.plain() and console.is_terminal
     drawing = draw(
-        _ws(read_only=True), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+        _ws(read_only=True),
+        run_ids,
+        metric,
+        output=output_,
+        width=min(console.width, 120),
+        color=color,
     )
     print(drawing)
 
@@ -360,19 +365,23 @@ def rerun(
     run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
     local: LocalOpt = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the new run as JSON when it ends.")
+    ] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
     server = _server(local)
     if server is not None:
         _rerun_on_server(server, run_id, detach)
         return
-    from mllib.cli.run_output import announce, finish
+    from mllib.cli.run_output import announce, finish, stderr_echo
     from mllib.runs import api
     from mllib.workspace import Workspace
 
     ws = Workspace.find()
-    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
-    finish(ws, record, detach)
+    echo = {"echo": stderr_echo} if json_ else {}
+    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws, **echo)
+    finish(ws, record, detach, json_=json_)
 
 
 def _rerun_on_server(server, run_id: str, detach: bool) -> None:
