@@ -174,13 +174,16 @@ def _print_report(r: dict) -> None:
         console.print(f"  {key + ':':<12} {value}", markup=False)
 
 
-@app.command()
+@app.command("rm")
 def remove(name: NameArg) -> None:
     """Forget an agent (its host keeps the agent program and its runs' records)."""
     from mllib.agents.api import remove_agent
 
     remove_agent(name, _config())
     output.err().print(f"Agent {name} removed.")
+
+
+app.command("remove", hidden=True)(remove)  # the older spelling: `rm` is the one removal verb
 
 
 @app.command()

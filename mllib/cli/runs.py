@@ -427,3 +427,34 @@ def artifacts(
 
     for path in export_artifacts(_ws(), run_id, output_dir, force=force):
         print(output.printable(path))
+
+
+@app.command("rm")
+def rm(
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(help="Run ids (or unique prefixes).", autocompletion=completion.run_ids),
+    ],
+    json_: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
+) -> None:
+    """Remove finished runs: their records, folders and the stored model, files and code that
+    no other run or deployment uses. Refused for a run in use (active, deployed, aliased, a
+    study's trial, or evaluated by a run not removed with it)."""
+    from mllib.runs.removal import remove_runs
+
+    removed = remove_runs(_ws(), run_ids)
+    if json_:
+        output.print_json(removed.as_dict())
+        return
+    kept = (
+        f"; {removed.kept_recent} kept for now (stored in the last 10 minutes)"
+        if removed.kept_recent
+        else ""
+    )
+    output.err().print(
+        f"Removed {len(removed.runs)} run(s): {removed.objects} stored object(s), "
+        f"{removed.bytes_freed / 1e6:.1f} MB freed{kept}.",
+        markup=False,
+    )
+    for run_id in removed.runs:
+        print(run_id)

@@ -98,7 +98,7 @@ def test_add_list_check_remove(lab, mllib_home):
     assert set(answer) == set(report) - {"seconds"}  # check also says how long it took
     assert answer["name"] == "gpu2" and answer["reachable"]
     assert answer["updated_now"] is False and answer["slots"] == 1
-    assert mllib("agents", "remove", "gpu2").returncode == 0
+    assert mllib("agents", "rm", "gpu2").returncode == 0  # `remove` is the older spelling
 
 
 def test_agent_runs_as_its_user_with_the_system_python_and_updates_on_version_change(
