@@ -29,12 +29,12 @@ def seeded(tmp_path: Path):
     return seed(tmp_path / "seeded")
 
 
-def make_app(ws, **kwargs) -> DashboardApp:
-    """The dashboard of `ws` at the seed's fixed time; refreshes come from the test (a long
-    interval), and made-up running runs are not settled as dead."""
+def make_app(ws, *, now: float = NOW, **kwargs) -> DashboardApp:
+    """The dashboard of `ws` at a fixed time (the seed's, unless `now`); refreshes come from the
+    test (a long interval), and made-up running runs are not settled as dead."""
     data = DashboardData(ws, reconcile_every_s=None)
     kwargs.setdefault("refresh_s", 3600)
-    return DashboardApp(data, clock=lambda: NOW, **kwargs)
+    return DashboardApp(data, clock=lambda: now, **kwargs)
 
 
 def drive(
