@@ -1,6 +1,6 @@
 """Everything the dashboard reads from mllib and asks it to do, in one module: the dashboard's only
 seam to the library. It calls the same public functions as the CLI (`runs list/show/compare/logs/
-cancel/rerun`, `agents list/check`, `queue`, `tune list`, `deploy status/history/stop/
+cancel/rerun`, `agents list/check`, `queue`, `tune list/show`, `deploy status/history/stop/
 rollback`), so the same rules apply, and a library function that moves is a change here alone. No Textual
 here: the benchmark and the tests drive it directly.
 
@@ -644,6 +644,37 @@ def studies(ws: Workspace) -> list[StudyRow]:
     return [StudyRow(**{k: d.get(k) for k in keys}) for d in list_dicts(ws)]
 
 
+@dataclass
+class TrialRow:
+    """One trial of a study (`mllib tune show`): its state, value and params, its run, and the
+    best value of the trials up to it (how the search has been converging)."""
+
+    number: int
+    state: str
+    value: float | None
+    best: float | None
+    params: dict[str, Any]
+    run_id: str | None
+
+
+def trials(ws: Workspace, name: str) -> list[TrialRow]:
+    """Study `name`'s trials in order, each with the best complete value up to it."""
+    from mllib.tuning.records import get_study
+    from mllib.tuning.storage import load_study
+    from mllib.tuning.views import trials as study_trials
+
+    study = get_study(ws.registry, name)
+    pick = min if study.direction == "minimize" else max
+    best: float | None = None
+    rows = []
+    for t in sorted(study_trials(ws, study, load_study(ws, name)), key=lambda t: t["number"]):
+        value = t["value"]
+        if t["state"] == "complete" and value is not None and not math.isnan(value):
+            best = value if best is None else pick(best, value)
+        rows.append(TrialRow(t["number"], t["state"], value, best, t["params"], t["run_id"]))
+    return rows
+
+
 # ----------------------------------------------------------------------------- the whole
 
 
@@ -687,6 +718,10 @@ class DashboardData:
     def studies(self) -> list[StudyRow]:
         """The project's tuning studies with their trials and best values (`tune list`)."""
         return studies(self.ws)
+
+    def trials(self, study: str) -> list[TrialRow]:
+        """One study's trials, each with the best value so far (`tune show`)."""
+        return trials(self.ws, study)
 
     def close(self) -> None:
         """Let go of what the data holds open (the team server's connection)."""

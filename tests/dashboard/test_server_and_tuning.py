@@ -138,8 +138,21 @@ def test_the_tuning_pane_shows_each_study_with_its_trials_and_best_value(project
         assert (running, pruned, failed) == ("0", "0", "0")
         assert objective == "val_loss ↓"
         assert best == fmt_value(study["best_value"]) and best_run == study["best_run_id"]
+        # below: the study's trials, each with the best value up to it
+        trials = cells(app.query_one("#trials", DataTable))
+        values = [t["value"] for t in study["trials"]]
+        assert trials == [
+            [str(t["number"]), "complete", fmt_value(t["value"]), fmt_value(min(values[: i + 1])),
+             f"x={fmt_value(t['params']['x'])}", t["run_id"]]
+            for i, t in enumerate(study["trials"])
+        ]  # fmt: skip
+        assert "Trials of quad: the best val_loss" in str(app.query_one("#trials-heading").render())
         await pilot.press("enter")  # the best trial's run
         assert app.screen.run_id == study["best_run_id"]
+        await pilot.press("escape")
+        app.query_one("#trials", DataTable).focus()
+        await pilot.press("down", "enter")  # the second trial's run
+        assert app.screen.run_id == study["trials"][1]["run_id"]
 
     drive(app, steps)
 
