@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 IDLE_WAIT_S = 1.0
 DOWN_S = 5.0  # an agent that did not answer gets no new job for this long
 CHECK_EVERY_S = 2.0  # `check` asks an agent again only when its last contact is older than this
+BUSY_WAIT_S = 1.0  # `check` leaves alone an agent the dispatcher talks to longer (a run starting)
 
 
 def cancel_queued(reg: Registry, runs_dir: Path, run_id: str) -> bool:
@@ -349,14 +350,18 @@ class Dispatcher:
 
         def ask(name: str) -> None:
             client = self._client(name)  # a new connection asks `info` itself
-            if client is None or self._recent(name):
+            lock = self.locks.get(name)
+            if client is None or lock is None or self._recent(name):
+                return
+            if not lock.acquire(timeout=BUSY_WAIT_S):  # the dispatcher is talking to it now
                 return
             try:
-                with self.locks[name]:
-                    client.call("info")
+                client.call("info")
             except (MllibError, OSError, EOFError) as exc:
                 self._lost(name, f"agent {name} did not answer", exc)
                 return
+            finally:
+                lock.release()
             self._answered(name)
 
         names = [spec.name for spec in self.agents() if not self._recent(spec.name)]
