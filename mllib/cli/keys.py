@@ -91,7 +91,7 @@ def list_(
 
     from mllib.serving.control.keys import list_keys
 
-    rows = list_keys(deploy_context().ws.registry, env)
+    rows = list_keys(deploy_context(read_only=True).ws.registry, env)
     if json_:
         output.print_json(rows)
         return

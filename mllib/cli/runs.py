@@ -42,11 +42,12 @@ RunIdArg = Annotated[
 ]
 
 
-def _ws():
+def _ws(*, read_only: bool = False):
+    from mllib.cli.workspaces import reading
     from mllib.runs.control import reconcile
     from mllib.workspace import Workspace
 
-    ws = Workspace.find()
+    ws = reading() if read_only else Workspace.find()
     reconcile(ws)
     return ws
 
@@ -73,7 +74,7 @@ def list_(
     else:
         from mllib.runs.views import list_dicts
 
-        runs = list_dicts(_ws(), status=status, limit=limit)
+        runs = list_dicts(_ws(read_only=True), status=status, limit=limit)
     if json_:
         output.print_json(runs)
         return
@@ -122,7 +123,7 @@ def show(
     else:
         from mllib.runs.views import show as show_run
 
-        data = show_run(_ws(), run_id)
+        data = show_run(_ws(read_only=True), run_id)
     if json_:
         output.print_json(data)
         return
@@ -227,7 +228,7 @@ def compare(
         with server.http:
             data = compare_remote(server, run_ids)
     else:
-        data = compare_runs(_ws(), run_ids)
+        data = compare_runs(_ws(read_only=True), run_ids)
     if step_summary.enabled():
         step_summary.append(step_summary.comparison(data))
     if json_:
@@ -305,7 +306,7 @@ def logs(
         else:
             from mllib.runs.control import follow_log
 
-            status = follow_log(_ws(), run_id, write, follow=follow)
+            status = follow_log(_ws(read_only=True), run_id, write, follow=follow)
     except KeyboardInterrupt:
         output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
         raise typer.Exit(0) from None
@@ -332,7 +333,7 @@ def plot(
     console = output.out()
     color = not output.plain() and console.is_terminal
     drawing = draw(
-        _ws(), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+        _ws(read_only=True), run_ids, metric, output=output_, width=min(console.width, 120), color=color
     )
     print(drawing)
 
