@@ -333,7 +333,12 @@ def plot(
     console = output.out()
     color = not output.plain() and console.is_terminal
     drawing = draw(
-        _ws(read_only=True), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+        _ws(read_only=True),
+        run_ids,
+        metric,
+        output=output_,
+        width=min(console.width, 120),
+        color=color,
     )
     print(drawing)
 
