@@ -227,7 +227,7 @@ def _server_agents(directory: DirOpt = None) -> None:
 
 
 agents_app.command("add")(agents_cli.add)
-agents_app.command("list")(agents_cli.list_)
+agents_app.command("list")(agents_cli.list_local)
 agents_app.command("check")(agents_cli.check)
 agents_app.command("rm")(agents_cli.remove)
 agents_app.command("remove", hidden=True)(agents_cli.remove)

@@ -95,6 +95,30 @@ class Whoami(BaseModel):
     server: str
 
 
+class AgentRun(BaseModel):
+    """A running run that holds some of an agent's slots."""
+
+    run_id: str | None = Field(..., description="Its id: yours, or everyone's for admins")
+    user: str
+    gpus: int
+
+
+class Agent(BaseModel):
+    """One of the server's agents (no key, no key path)."""
+
+    name: str
+    address: str = Field(..., description="user@host:port")
+    gpus: int | None = Field(..., description="Its GPUs: configured, else detected (None: not yet)")
+    slots: int = Field(..., description="Runs it takes at once: its GPUs, at least one")
+    used: int = Field(..., description="Slots its running runs hold")
+    running: list[AgentRun]
+    reachable: bool | None = Field(
+        ..., description="Whether it answered when last asked (None: not asked since the start)"
+    )
+    problem: str | None = Field(None, description="Why it did not answer")
+    checked_at: str | None = Field(None, description="When it was last asked (ISO 8601, UTC)")
+
+
 class Error(BaseModel):
     error: str
     hint: str | None = None

@@ -329,6 +329,26 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 mean_s=mean_s(reg),
             )
 
+    @app.get(f"{PREFIX}/agents", response_model=list[api.Agent], tags=["agents"])
+    def list_agents(
+        who: Who,
+        check: Annotated[
+            bool, Query(description="Ask each agent now (else: when last asked)")
+        ] = False,
+    ) -> list[dict[str, Any]]:
+        """The server's agents: GPUs, slots, the running runs holding them (yours by id, others'
+        by user), and whether each answered the server when it last asked."""
+        from mllib.agents.config import load_agents
+        from mllib.server.fleet import agents
+
+        if check and dispatcher is not None:
+            dispatcher.check()
+        contacts = dispatcher.contacts if dispatcher is not None else {}
+        detected = dispatcher.gpus if dispatcher is not None else {}
+        with ctx.registry() as reg:
+            specs = load_agents(ctx.workspace(reg).project.config)
+            return agents(reg, specs, who, contacts=contacts, detected=detected)
+
     return app
 
 

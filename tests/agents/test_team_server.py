@@ -185,3 +185,68 @@ def test_an_agent_cut_off_mid_run_loses_its_lease_and_the_run_completes_elsewher
 def test_the_server_answers_health_and_documents_its_api(dispatching):
     schema = httpx.get(f"{dispatching.url}/openapi.json").json()
     assert "/api/v1/runs" in schema["paths"] and "/api/v1/queue" in schema["paths"]
+
+
+def test_the_server_lists_its_agents_with_the_runs_holding_them_and_the_dashboard_shows_them(
+    dispatching, lab, tmp_path, monkeypatch
+):
+    """GET /api/v1/agents and the dashboard's Queue pane while a run holds an agent; a third
+    agent (lab host h0's sshd, with a key file that does not exist) does not answer, and why is
+    told without the key's path."""
+    server = dispatching
+    args = lab.spec_args(lab.hosts[0])
+    server.stop()
+    with open(server.home / "mllib.toml", "a") as toml:
+        toml.write(
+            f'[[agents]]\nname = "nokey"\nhost = "{args["host"]}"\nport = {args["port"]}\n'
+            f'user = "{args["user"]}"\nkey = "/no/such/dir/id_secret_key"\ngpus = 1\n'
+        )
+    server.start()
+    ana, ana_env = person(tmp_path, server, "ana")
+    bo, bo_env = person(tmp_path, server, "bo")
+    run_id = submit(ana, ana_env, "--steps=30", "--sleep_s=0.5")
+    wait_for(lambda: show(server, "ana", run_id)["status"] == "running", timeout=120,
+             what="the run to start")  # fmt: skip
+    where = show(server, "ana", run_id)["host"]
+    with server.client("bo") as http:
+        answer = http.get("/api/v1/agents", params={"check": True})
+    assert answer.status_code == 200 and "id_secret_key" not in answer.text
+    agents = {a["name"]: a for a in answer.json()}
+    assert set(agents) == {"h0", "h1", "nokey"}
+    assert agents[where]["running"] == [{"run_id": None, "user": "ana", "gpus": 1}]  # not bo's
+    assert (agents[where]["used"], agents[where]["slots"], agents[where]["gpus"]) == (1, 1, 1)
+    other = "h1" if where == "h0" else "h0"
+    assert agents[other]["running"] == [] and agents[other]["reachable"] is True
+    assert agents[where]["reachable"] is True and agents["nokey"]["reachable"] is False
+    assert "Cannot open an SSH session to agent nokey" in agents["nokey"]["problem"]
+    assert "(its key)" in agents["nokey"]["problem"]  # the missing file's path, taken out
+    with server.client("ana") as http:  # an admin sees every run's id
+        mine = {a["name"]: a for a in http.get("/api/v1/agents").json()}
+    assert mine[where]["running"] == [{"run_id": run_id, "user": "ana", "gpus": 1}]
+
+    from mllib.workspace import Workspace
+    from tests.dashboard.conftest import cells, drive, make_app
+
+    monkeypatch.setenv("MLLIB_HOME", bo_env["MLLIB_HOME"])  # bo's login, as his dashboard has it
+    monkeypatch.delenv("MLLIB_SERVER", raising=False)
+    app = make_app(Workspace.find(bo), now=time.time())
+
+    async def steps(pilot):
+        from textual.widgets import DataTable
+
+        await pilot.press("2")
+        table = pilot.app.query_one("#agents", DataTable)
+        for _ in range(200):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.05)
+            if table.row_count == 3:
+                break
+        rows = {r[0]: r for r in cells(table)}
+        # AGENT, ADDRESS, GPUS, SLOTS, OCCUPIED BY, REACHABLE: as the server last found them
+        assert rows[where][2:] == ["1", "1/1", "ana", "yes"]
+        assert rows[other][2:] == ["1", "0/1", "-", "yes"]
+        assert rows["nokey"][5].startswith("no: Cannot open an SSH session to agent nokey")
+
+    drive(app, steps)
+    with server.client("ana") as http:
+        assert http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
