@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mllib.datasets.catalog import Version, get_version, link_run
+from mllib.datasets.catalog import Version, get_version, link_run, run_links
 from mllib.datasets.chunkstore import dataset_store
 from mllib.datasets.materialize import data_path, materialize
 from mllib.datasets.progress import Progress
@@ -59,7 +59,10 @@ def resolve_bindings(
     `lookup` finds each version (default: in this project's catalog; a team server's runs read
     the server's)."""
     refs: dict[str, DatasetRef] = dict(config_bindings(ws.project.config)) if with_config else {}
-    if inherit_from is not None:
+    if inherit_from is not None and lookup is not None:  # versions of that catalog, by link
+        for link in run_links(ws.registry, inherit_from):
+            refs[link["env"]] = DatasetRef(link["name"], link["version"])
+    elif inherit_from is not None:
         for use in dataset_uses(ws, inherit_from):
             name, _, version = use.ref.partition("@")
             refs[use.env] = DatasetRef(name, int(version))
