@@ -21,11 +21,18 @@ class Workspace:
     """A project with its registry and store; the registry opens on first use."""
 
     project: Project
+    read_only: bool = False  # a command that only reads: it creates no registry where none is
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
-    def find(cls, start: Path | str | None = None) -> Workspace:
-        return cls(Project.find(start))
+    def find(cls, start: Path | str | None = None, *, read_only: bool = False) -> Workspace:
+        return cls(Project.find(start), read_only=read_only)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether this project has a registry yet (something was ever recorded)."""
+        path = self.project.registry_path
+        return path.exists()
 
     @classmethod
     def using(cls, project: Project, registry: Registry) -> Workspace:
@@ -38,6 +45,8 @@ class Workspace:
     def registry(self) -> Registry:
         from mllib.registry import Registry
 
+        if self.read_only and not self.recorded:
+            return Registry.empty()
         self.project.secure_state()
         settings = self.project.config.registry
         return Registry.open(self.project.registry_path, busy_timeout_s=settings.busy_timeout_s)

@@ -77,6 +77,7 @@ def add(
             "--trust-host-key", help="Accept an unknown host key without asking (scripts)."
         ),
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Add an agent: log in (verifying its host key), install the agent program, record it."""
     from mllib.agents.api import add_agent
@@ -100,6 +101,9 @@ def add(
         on_connect=connecting,
     )
     output.err().print(styled("[green]✔[/] Agent [bold]{}[/] added", name))
+    if json_:
+        output.print_json(report)  # what `mllib agents check NAME --json` prints
+        return
     _print_report(report)
 
 

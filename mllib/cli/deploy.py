@@ -259,7 +259,7 @@ def status(
     from mllib.cli.deploy_status import print_status
     from mllib.serving.control.status import status as read_status
 
-    rows = read_status(deploy_context(), env, window_s=window)
+    rows = read_status(deploy_context(read_only=True), env, window_s=window)
     if json_:
         output.print_json(rows)
         return
@@ -341,7 +341,7 @@ def logs(
     from mllib.serving.logs import pretty
 
     start = _since_time(since) if since is not None else None
-    path, alive = log_source(deploy_context(), env)
+    path, alive = log_source(deploy_context(read_only=True), env)
     try:
         for line in read_lines(path, follow=follow, alive=alive, tail=tail, since=start):
             # --json: the server's JSON lines, control characters escaped as JSON escapes them
@@ -384,7 +384,7 @@ def history(
 
     from mllib.serving.audit import history as read_history
 
-    rows = read_history(deploy_context().ws.registry, env=env, limit=limit)
+    rows = read_history(deploy_context(read_only=True).ws.registry, env=env, limit=limit)
     if json_:
         output.print_json(rows)
         return

@@ -27,10 +27,15 @@ OnlyEnvOpt = Annotated[
 ]
 
 
-def deploy_context() -> DeployContext:
-    """The project's deployments: its workspace and serving settings (read from mllib.toml)."""
+def deploy_context(*, read_only: bool = False) -> DeployContext:
+    """The project's deployments: its workspace and serving settings (read from mllib.toml);
+    `read_only` for commands that only read (they create no registry where none is)."""
     from mllib.serving.control.deploy import DeployContext
 
+    if read_only:
+        from mllib.cli.workspaces import reading
+
+        return DeployContext.create(reading())
     return DeployContext.create()
 
 

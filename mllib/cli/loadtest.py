@@ -69,7 +69,7 @@ def loadtest(
         typer.Option(
             "--input",
             "-i",
-            help="The request body: JSON or @file.json (default: [loadtest] input).",
+            help="The request body: JSON, @file.json or - (standard input) (default: [loadtest] input).",
             show_default=False,
         ),
     ] = None,

@@ -27,12 +27,18 @@ def _ws():
     return Workspace.find()
 
 
+def _reading():
+    from mllib.cli.workspaces import reading
+
+    return reading()
+
+
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """Every model with its number of versions, the newest, its aliases and deployments."""
     from mllib.models.catalog import list_models
 
-    found = list_models(_ws())
+    found = list_models(_reading())
     if json_:
         output.print_json(found)
         return
@@ -68,7 +74,7 @@ def show(
     """A model's versions, newest first: their runs, latest evaluations, aliases, deployments."""
     from mllib.models.catalog import show as show_model
 
-    data = show_model(_ws(), ref)
+    data = show_model(_reading(), ref)
     if json_:
         output.print_json(data)
         return

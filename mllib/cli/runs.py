@@ -28,11 +28,12 @@ RunIdArg = Annotated[
 ]
 
 
-def _ws():
+def _ws(*, read_only: bool = False):
+    from mllib.cli.workspaces import reading
     from mllib.runs.control import reconcile
     from mllib.workspace import Workspace
 
-    ws = Workspace.find()
+    ws = reading() if read_only else Workspace.find()
     reconcile(ws)
     return ws
 
@@ -59,7 +60,7 @@ def list_(
     else:
         from mllib.runs.views import list_dicts
 
-        runs = list_dicts(_ws(), status=status, limit=limit)
+        runs = list_dicts(_ws(read_only=True), status=status, limit=limit)
     if json_:
         output.print_json(runs)
         return
@@ -108,7 +109,7 @@ def show(
     else:
         from mllib.runs.views import show as show_run
 
-        data = show_run(_ws(), run_id)
+        data = show_run(_ws(read_only=True), run_id)
     if json_:
         output.print_json(data)
         return
@@ -213,7 +214,7 @@ def compare(
         with server.http:
             data = compare_remote(server, run_ids)
     else:
-        data = compare_runs(_ws(), run_ids)
+        data = compare_runs(_ws(read_only=True), run_ids)
     if step_summary.enabled():
         step_summary.append(step_summary.comparison(data))
     if json_:
@@ -291,7 +292,7 @@ def logs(
         else:
             from mllib.runs.control import follow_log
 
-            status = follow_log(_ws(), run_id, write, follow=follow)
+            status = follow_log(_ws(read_only=True), run_id, write, follow=follow)
     except KeyboardInterrupt:
         output.err().print(f"\nDetached; the run goes on. Stop it with: mllib runs cancel {run_id}")
         raise typer.Exit(0) from None
@@ -318,7 +319,12 @@ def plot(
     console = output.out()
     color = not output.plain() and console.is_terminal
     drawing = draw(
-        _ws(), run_ids, metric, output=output_, width=min(console.width, 120), color=color
+        _ws(read_only=True),
+        run_ids,
+        metric,
+        output=output_,
+        width=min(console.width, 120),
+        color=color,
     )
     print(drawing)
 
@@ -345,19 +351,23 @@ def rerun(
     run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
     local: LocalOpt = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the new run as JSON when it ends.")
+    ] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
     server = _server(local)
     if server is not None:
         _rerun_on_server(server, run_id, detach)
         return
-    from mllib.cli.run_output import announce, finish
+    from mllib.cli.run_output import announce, finish, stderr_echo
     from mllib.runs import api
     from mllib.workspace import Workspace
 
     ws = Workspace.find()
-    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
-    finish(ws, record, detach)
+    echo = {"echo": stderr_echo} if json_ else {}
+    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws, **echo)
+    finish(ws, record, detach, json_=json_)
 
 
 def _rerun_on_server(server, run_id: str, detach: bool) -> None:

@@ -151,10 +151,10 @@ def show(
     ] = None,
 ) -> None:
     """A study: best params and value, the trials, parameter importances, its history plot."""
+    from mllib.cli.workspaces import reading
     from mllib.tuning.views import study_dict
-    from mllib.workspace import Workspace
 
-    data = study_dict(Workspace.find(), name)
+    data = study_dict(reading(), name)
     if json_:
         output.print_json(data)
         return
@@ -168,10 +168,10 @@ def show(
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """Studies, newest first."""
+    from mllib.cli.workspaces import reading
     from mllib.tuning.views import list_dicts
-    from mllib.workspace import Workspace
 
-    rows = list_dicts(Workspace.find())
+    rows = list_dicts(reading())
     if json_:
         output.print_json(rows)
         return

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mllib.filetail import LineTail
 from mllib.registry.changes import Cursor, changes_since, current_cursor
 from mllib.registry.metrics import latest_values, metric_names, metric_series, points_after
 from mllib.registry.runs import (
@@ -291,28 +292,20 @@ class LogTail:
     def __init__(self, path: Path, max_lines: int = LOG_LINES) -> None:
         self.path = path
         self.max_lines = max_lines
-        self.offset: int | None = None
-        self.partial = b""
+        self._lines: LineTail | None = None
 
     def read(self) -> list[str]:
         """New complete lines since the last read (the first read: the last LOG_START_BYTES)."""
-        try:
-            with open(self.path, "rb") as handle:
-                size = handle.seek(0, 2)
-                if self.offset is None or size < self.offset:  # first read, or a new file
-                    self.offset = max(0, size - LOG_START_BYTES)
-                    self.partial = b""
-                    skip_first = self.offset > 0
-                else:
-                    skip_first = False
-                handle.seek(self.offset)
-                data = handle.read(size - self.offset)
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
+        skip_first = False
+        if self._lines is None:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                return []
+            start = max(0, size - LOG_START_BYTES)
+            self._lines = LineTail(self.path, start)
+            skip_first = start > 0  # it starts inside a line
+        lines = self._lines.read_lines()
         if skip_first and lines:
             lines = lines[1:]
         # a progress bar redraws its line with \r: only what it shows last counts

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from mllib.filetail import LineTail
 from mllib.metric_values import spell
 
 EVENTS_FILE = "events.jsonl"
@@ -105,22 +106,15 @@ class EventWriter:
 
 
 class EventReader:
-    """Reads complete new lines from an events file, remembering how far it got."""
+    """Reads complete new lines from an events file, remembering how far it got
+    (mllib.filetail: a half-written last line waits for the next read)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
+        self._lines = LineTail(path)
 
     def read(self) -> Iterator[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next read
-        self.offset += end
-        for line in data[:end].splitlines():
+        for line in self._lines.read_lines():
             if line.strip():
                 yield orjson.loads(line)
 

@@ -112,6 +112,17 @@ class Registry:
         registry.migrate(MIGRATIONS)
         return registry
 
+    @classmethod
+    def empty(cls) -> Registry:
+        """A registry in memory with every table and no rows: what read-only commands read in
+        a folder where nothing was recorded yet, so that they create nothing there."""
+        from mllib.plugins import MIGRATIONS
+
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        registry = cls(Path(":memory:"), conn)
+        registry.migrate(MIGRATIONS)
+        return registry
+
     def migrate(self, refs: Iterable[str]) -> None:
         """Apply the pending migrations of the sets `refs` name ("module:function", see
         mllib.registry.schema), in order, one process at a time."""

@@ -262,16 +262,13 @@ class Backend(Generic[E]):
     ) -> str:
         """Write the run's output log; with `follow`, keep writing new output until the run ends
         (settling it should its supervisor be gone). Returns its final status."""
-        path = ws.run_folder(run).log_file
-        offset = 0
+        from mllib.filetail import FileTail
+
+        output = FileTail(ws.run_folder(run).log_file)
         while True:
             run = get_run(ws.registry, run.id)  # status before the file: no output is missed
-            if path.exists():
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    while chunk := handle.read(1 << 16):
-                        write(chunk)
-                        offset += len(chunk)
+            while chunk := output.read(1 << 16):
+                write(chunk)
             if not follow or run.finished:
                 return run.status
             self.settle(ws, run)

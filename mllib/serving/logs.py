@@ -8,7 +8,6 @@ How a server's processes write them is server/logwriter.py; this module is what 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from mllib.filetail import LineTail
 
 JSON, TEXT = "json", "text"
 # Loggers of the libraries a server runs on, routed to the same handler as ours.
@@ -146,55 +147,13 @@ def follow(
         else:
             pending = line  # being written: following finishes it
     yield from last if tail else ()
-    mark = _mark(path, offset)
+    following = LineTail(path, offset)
+    following.partial = pending
     while follow and (alive is None or alive()):
         time.sleep(poll_s)
-        with contextlib.suppress(FileNotFoundError):
-            fresh, offset, mark = _read_on(path, offset, mark)
-            lines = (pending + fresh).split(b"\n")
-            pending = lines.pop()
-            yield from (line for line in lines if line)
-    if pending:
-        yield pending
-
-
-def _read_on(path: Path, offset: int, mark: bytes | None) -> tuple[bytes, int, bytes | None]:
-    """(what was written since `offset`, the new offset, its mark). A log emptied in place by a
-    rotation since the last look (its mark changed): what came after `offset` is in NAME.1."""
-    with open(path, "rb") as handle:
-        earlier = b""
-        if _mark(path, offset, handle) != mark:
-            with (
-                contextlib.suppress(FileNotFoundError),
-                open(path.with_name(f"{path.name}.1"), "rb") as older,
-            ):
-                older.seek(offset)
-                earlier = older.read()
-            offset = 0
-        handle.seek(offset)
-        fresh = handle.read()
-        offset += len(fresh)
-        return earlier + fresh, offset, _mark(path, offset, handle)
-
-
-MARK_BYTES = 64  # the bytes before a follower's offset it checks to notice a rotation
-
-
-def _mark(path: Path, offset: int, handle: Any = None) -> bytes | None:
-    """The bytes just before `offset` in the log (b"" at 0; None when it is shorter): the same
-    at the next look unless the log was emptied (and perhaps written again) in between."""
-    start = max(0, offset - MARK_BYTES)
-    try:
-        if handle is None:
-            with open(path, "rb") as own:
-                own.seek(start)
-                found = own.read(offset - start)
-        else:
-            handle.seek(start)
-            found = handle.read(offset - start)
-    except FileNotFoundError:
-        return None
-    return found if len(found) == offset - start else None
+        yield from (line for line in following.read_lines() if line)
+    if rest := following.rest():
+        yield rest
 
 
 def _written(path: Path, older: list[Path]) -> Iterator[bytes | int]:

@@ -221,3 +221,27 @@ def test_a_mistyped_option_or_param_of_a_model_command_suggests_the_closest_name
     config = trained.mllib("train", "model.py")
     assert config.returncode == 2
     assert "`epoch` (did you mean epochs?) in [params] of mllib.toml" in config.stderr
+
+
+READ_ONLY = (
+    ("runs", "list"), ("runs", "list", "--json"), ("models", "list"), ("tune", "list"),
+    ("deploy", "status"), ("deploy", "history"), ("keys", "list"),
+)  # fmt: skip
+
+
+def test_read_only_commands_outside_a_project_say_so_and_create_nothing(tmp_path):
+    for args in READ_ONLY:
+        result = run_cli(list(args), tmp_path)
+        assert result.returncode == 0, (args, result.output)
+        assert f"No mllib project in {tmp_path} or above" in result.stderr, args
+    assert list(tmp_path.iterdir()) == []  # no .mllib/, no registry.db
+
+
+def test_read_only_commands_in_a_project_not_yet_run_create_nothing(project: Project):
+    project.write("mllib.toml", PROCESS)
+    before = sorted(p.name for p in project.root.iterdir())
+    for args in READ_ONLY:
+        result = project.mllib(*args)
+        assert result.returncode == 0, (args, result.output)
+        assert "No mllib project" not in result.stderr  # mllib.toml is here
+    assert sorted(p.name for p in project.root.iterdir()) == before

@@ -108,5 +108,11 @@ def test_the_command_reports_both_sides_as_json(staging):
     assert set(report["client"]) == {"workers", "cpu_share", "host_cpu_percent", "bound"}
     text = cli(project, "loadtest", "--env", "staging", "-c", "2", "--duration", "1")
     assert text.returncode == 0 and "server (its /metrics)" in text.stdout
+    piped = cli(
+        project, "loadtest", "--env", "staging", "-c", "1", "--duration", "1", "--input", "-",
+        "--json", input='{"x": [1, 2]}',
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.output
+    assert piped.json()["server"]["reachable"] and piped.json()["requests"] > 0
     refused = cli(project, "loadtest", "--env", "staging", "--duration", "soon")
     assert refused.returncode == 2 and "--duration must be a duration" in refused.output

@@ -25,11 +25,16 @@ class DeployContext:
 
     @classmethod
     def create(
-        cls, ws: Workspace | None = None, *, clock: Clock | None = None, user: str | None = None
+        cls,
+        ws: Workspace | None = None,
+        *,
+        clock: Clock | None = None,
+        user: str | None = None,
+        read_only: bool = False,
     ) -> DeployContext:
         from mllib.identity import current_user
 
-        ws = ws or Workspace.find()
+        ws = ws or Workspace.find(read_only=read_only)
         return cls(
             ws,
             Settings.from_config(ws.project.config),

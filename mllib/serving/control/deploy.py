@@ -10,6 +10,7 @@ keeps serving.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from mllib.errors import DeployFailedError, MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
+from mllib.serving import audit
 from mllib.serving.clock import human_duration
 from mllib.serving.control import policy, process, records
 from mllib.serving.control.context import DeployContext, Progress
@@ -289,10 +291,15 @@ def _stop_all(
 def reconcile(ws: Workspace) -> None:
     """Deployments whose controller is gone: a live one whose front still serves gets a new
     controller (it takes over the running replicas); any other is marked crashed, and whatever
-    is left of it is stopped."""
+    is left of it is stopped. A deployment still starting whose `mllib deploy` is gone (killed
+    before it was live) is stopped and marked failed: what was live stays live."""
     from mllib.runtime.processes import create_time, is_alive
 
     for dep in records.running(ws.registry):
+        if dep.state == "starting" and dep.pid and is_alive(dep.pid, dep.pid_ctime):
+            if not _deploying(ws, dep.env):
+                _abandoned(ws, dep)
+            continue
         if not dep.pid or is_alive(dep.pid, dep.pid_ctime):
             continue
         with _reconcile_lock(ws):
@@ -307,6 +314,35 @@ def reconcile(ws: Workspace) -> None:
             error = status.get("error") or "the server process exited"
             process.kill_all(process.members(dep.pid, dep.marker))
             records.update(ws.registry, dep.id, state="crashed", error=error, stopped_at=now())
+
+
+def _deploying(ws: Workspace, env: str) -> bool:
+    """Whether another process holds `env`'s deploy lock (a deploy, rollback or stop under way)."""
+    from mllib.locks import holder
+
+    pid = holder(serving_dir(ws) / "locks" / f"{env}.lock")
+    return pid is not None and pid != os.getpid()
+
+
+def _abandoned(ws: Workspace, dep: Deployment) -> None:
+    """A deployment left starting by a `mllib deploy` that ended (kill -9, a lost terminal):
+    stopped, failed, and said so in the history."""
+    from mllib.serving.clock import SystemClock
+    from mllib.serving.control.settings import Settings
+
+    with _reconcile_lock(ws):
+        dep = records.get(ws.registry, dep.id)
+        if dep.state != "starting" or _deploying(ws, dep.env):
+            return
+        grace = Settings.from_config(ws.project.config).deploy.stop_grace_s
+        process.stop(dep.pid, marker=dep.marker, grace_s=grace)
+        why = "interrupted: the mllib deploy that started it ended before it was live"
+        records.update(ws.registry, dep.id, state="failed", error=why, stopped_at=now())
+        audit.record(
+            ws.registry, SystemClock(), user=dep.user, action=dep.action or "deploy",
+            result="failed", env=dep.env, model=dep.model, version=dep.version,
+            deployment_id=dep.id, reason=f"reconciled: {why}",
+        )  # fmt: skip
 
 
 @contextmanager

@@ -93,29 +93,36 @@ class Stopped:
 
 def stop(pid: int, *, marker: str, grace_s: float, var: str = MARKER) -> Stopped:
     """SIGTERM the server (a graceful drain), then SIGKILL whatever is left after `grace_s`.
-    When the server's own process is gone (killed), what it left running gets the SIGTERM."""
+    When the server's own process is gone (killed), what it left running gets the SIGTERM.
+    The host's processes are looked through once, then only when those found have ended (for
+    any started meanwhile), not at every poll."""
+    import psutil
 
+    found = members(pid, marker, var)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        for proc in members(pid, marker, var):
+        for proc in found:
             try:
                 proc.terminate()
-            except Exception:  # psutil.NoSuchProcess: it went meanwhile
+            except psutil.NoSuchProcess:  # it went meanwhile
                 pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not members(pid, marker, var):
-            return Stopped(True, 0)
-        time.sleep(0.1)
-    left = members(pid, marker, var)
+    while found:
+        _, still = psutil.wait_procs(found, timeout=max(0.0, deadline - time.monotonic()))
+        found = still or members(pid, marker, var)
+        if still or time.monotonic() >= deadline:
+            break
+    if not found:
+        _reap()
+        return Stopped(True, 0)
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    kill_all(left)
+    kill_all(found)
     _reap()
-    return Stopped(False, len(left))
+    return Stopped(False, len(found))
 
 
 def kill_all(procs: list) -> None:
