@@ -200,9 +200,10 @@ def test_a_dataset_uploaded_to_the_server_reaches_its_agent_and_is_sent_once(dis
     (ana / "model.py").write_text(READER)
     data = tmp_path / "images"  # outside the project: not part of its code snapshot
     (data / "cats").mkdir(parents=True)
-    (data / "cats" / "a.txt").write_text("cat a\n")
-    (data / "b.txt").write_text("b\n")
-    (data / "big.bin").write_bytes(bytes(range(256)) * 40_000)  # 10 MB: two chunks
+    unique = os.urandom(8).hex()  # the lab's agents keep chunks of earlier tests' runs
+    (data / "cats" / "a.txt").write_text(f"cat a {unique}\n")
+    (data / "b.txt").write_text(f"b {unique}\n")
+    (data / "big.bin").write_bytes(os.urandom(10_000_000))  # 10 MB: two chunks
     uploaded = cli(ana, ana_env, "data", "upload", str(data), "--name", "images", "--json")
     assert uploaded.returncode == 0, uploaded.stderr
     assert json.loads(uploaded.stdout)["chunks_stored"] == 4
@@ -211,7 +212,7 @@ def test_a_dataset_uploaded_to_the_server_reaches_its_agent_and_is_sent_once(dis
     first = cli(ana, ana_env, "train", "model.py", "--remote", "--data", "train=images",
                 timeout=240)  # fmt: skip
     assert first.returncode == 0, first.stderr
-    assert "FIRST b" in first.stdout and "WRITABLE False" in first.stdout
+    assert f"FIRST b {unique}" in first.stdout and "WRITABLE False" in first.stdout
     first_id = json.loads(cli(ana, ana_env, "runs", "list", "--json").stdout)[0]["id"]
     record = show(server, "ana", first_id)
     assert record["status"] == "succeeded" and record["metrics"]["files"] == 3
