@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import completion, output, step_summary
+from mllib.cli.account import team_server as _server
 from mllib.cli.numbers import number_option
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
 from mllib.display import evaluation_cell, evaluation_source
@@ -20,21 +21,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="This machine's runs, not the team server's.")
 ]
-
-
-def _server(local: bool = False):
-    """The team server these commands read from (when one is configured), else None."""
-    if local:
-        return None
-    from mllib.credentials import configured_server
-    from mllib.project import Project
-
-    config = Project.find().config
-    if configured_server(config) is None:
-        return None
-    from mllib.client.http import Server
-
-    return Server.connect(config)
 
 
 RunIdArg = Annotated[

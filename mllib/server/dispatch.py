@@ -252,7 +252,12 @@ class Dispatcher:
             run.id,
             status="running",
             phase=None,
-            runtime_note=f"agent {agent}, {answer['runtime']} runtime there ({answer['note']})",
+            runtime_note="; ".join(  # with what its datasets needed sent (`runs show`)
+                [
+                    f"agent {agent}, {answer['runtime']} runtime there ({answer['note']})",
+                    *answer.get("data_notes", []),
+                ]
+            ),
         )
 
     def _attempt_failed(self, run_id: str, attempt: int, reason: str) -> None:
