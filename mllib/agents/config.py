@@ -226,7 +226,7 @@ def _refuse_redirect(user_spec: AgentSpec | None, project_spec: AgentSpec) -> No
         f"agent {name!r} in {user_spec.source} is {shown(user_spec)}: mllib will not send your "
         "key and secrets to a place a project names",
         hint=f"Rename one: the [[agents]] entry in {project_spec.source}, or yours with "
-        f"`mllib agents remove {name}` and `mllib agents add NEW_NAME ...`.",
+        f"`mllib agents rm {name}` and `mllib agents add NEW_NAME ...`.",
     )
 
 

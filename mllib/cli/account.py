@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mllib.cli import output
+
+if TYPE_CHECKING:
+    from mllib.client.http import Server
 
 
 def login(
@@ -62,3 +65,23 @@ def logout() -> None:
         server.close()
     forget_login(server.url)
     output.err().print(f"Logged out of {server.url}.", highlight=False, markup=False)
+
+
+def server_url(local: bool = False) -> str | None:
+    """The team server commands talk to (None: none is configured, or `--local`)."""
+    if local:
+        return None
+    from mllib.credentials import configured_server
+    from mllib.project import Project
+
+    return configured_server(Project.find().config)
+
+
+def team_server(local: bool = False) -> Server | None:
+    """The team server these commands read from (when one is configured), else None."""
+    if server_url(local) is None:
+        return None
+    from mllib.client.http import Server
+    from mllib.project import Project
+
+    return Server.connect(Project.find().config)

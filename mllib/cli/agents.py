@@ -77,6 +77,7 @@ def add(
             "--trust-host-key", help="Accept an unknown host key without asking (scripts)."
         ),
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Add an agent: log in (verifying its host key), install the agent program, record it."""
     from mllib.agents.api import add_agent
@@ -100,13 +101,65 @@ def add(
         on_connect=connecting,
     )
     output.err().print(styled("[green]✔[/] Agent [bold]{}[/] added", name))
+    if json_:
+        output.print_json(report)  # what `mllib agents check NAME --json` prints
+        return
     _print_report(report)
 
 
 @app.command("list")
-def list_(json_: JsonOpt = False) -> None:
-    """List agents (from `mllib agents add` and mllib.toml [[agents]])."""
+def list_(
+    local: Annotated[
+        bool, typer.Option("--local", help="This project's agents, not the team server's.")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Team server: have it ask each agent now.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """List agents: the team server's when one is configured (GPU slots, the runs holding them,
+    whether each answers), else this project's (`mllib agents add`, mllib.toml [[agents]])."""
+    from mllib.credentials import configured_server
 
+    config = _config()
+    if local or configured_server(config) is None:
+        list_local(json_)
+        return
+    from mllib.client.http import Server
+    from mllib.client.views import agents, occupants
+
+    server = Server.connect(config)
+    with server.http:
+        rows = agents(server, check=check)
+    if json_:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.err().print(
+            f"The team server {server.url} has no agents yet. An admin adds them on its host "
+            "with `mllib server agents add NAME --host HOST`.",
+            markup=False,
+        )
+        return
+    table = output.table(
+        "NAME", "ADDRESS", "GPUS", "SLOTS", "RUNNING", "REACHABLE", whole=("NAME",)
+    )
+    for a in rows:
+        if a["reachable"] is None:
+            reachable = output.text("not asked yet", "dim")
+        elif a["reachable"]:
+            reachable = output.text("yes", "green")
+        else:
+            reachable = output.text(f"no: {a['problem']}", "red")
+        table.add_row(
+            a["name"], a["address"], "auto" if a["gpus"] is None else str(a["gpus"]),
+            f"{a['used']}/{a['slots']}", ", ".join(occupants(a)) or "-", reachable,
+        )  # fmt: skip
+    output.print_table(table)
+
+
+def list_local(json_: JsonOpt = False) -> None:
+    """List this project's agents (from `mllib agents add` and mllib.toml [[agents]])."""
     from mllib.agents.api import list_agents
 
     agents = list_agents(_config())
@@ -170,13 +223,16 @@ def _print_report(r: dict) -> None:
         console.print(f"  {key + ':':<12} {value}", markup=False)
 
 
-@app.command()
+@app.command("rm")
 def remove(name: NameArg) -> None:
     """Forget an agent (its host keeps the agent program and its runs' records)."""
     from mllib.agents.api import remove_agent
 
     remove_agent(name, _config())
     output.err().print(f"Agent {name} removed.")
+
+
+app.command("remove", hidden=True)(remove)  # the older spelling: `rm` is the one removal verb
 
 
 @app.command()

@@ -19,6 +19,12 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the README).")]
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local", help="This project's datasets, not the team server's (when logged in)."
+    ),
+]
 SHOWN_FILES = 20
 
 
@@ -50,15 +56,22 @@ def upload(
         ),
     ] = False,
     json_: JsonOpt = False,
+    local: LocalOpt = False,
 ) -> None:
     """Upload a file, folder or URL as a new version of a dataset; prints NAME@VERSION.
 
-    Only what the store lacks is written. Interrupted (Ctrl-C, crash, network drop)? Run the
-    same command again: it resumes and says how much it skipped.
+    Only what the store lacks is written; with a team server, only the chunks the server lacks
+    are sent. Interrupted (Ctrl-C, crash, network drop)? Run the same command again: it resumes
+    and says how much it skipped.
     """
+    from mllib.cli.account import server_url
     from mllib.cli.progress import TransferProgress
-    from mllib.datasets import upload as upload_dataset
 
+    url = server_url(local)
+    if url is None:
+        from mllib.datasets import upload as upload_dataset
+    else:
+        from mllib.client.datasets import upload as upload_dataset
     console = output.err()
     try:
         with TransferProgress() as progress:
@@ -94,12 +107,15 @@ def upload(
                 v.sha256[:16],
             )
         )
+    stored, where = ("Stored", "the store") if url is None else ("Sent", f"the team server {url}")
     if stats.bytes_stored == 0:
-        console.print("  Stored 0 B: every chunk was already in the store.")
+        console.print(f"  {stored} 0 B: every chunk was already in {where}.", markup=False)
     else:
         console.print(
-            f"  Stored {_bytes(stats.bytes_stored)} in {stats.chunks_stored} new chunk(s)"
-            + (f"; skipped {_bytes(skipped)} already stored." if skipped else ".")
+            f"  {stored} {_bytes(stats.bytes_stored)} in {stats.chunks_stored} new chunk(s)"
+            + (f" to {where}" if url else "")
+            + (f"; skipped {_bytes(skipped)} already stored." if skipped else "."),
+            markup=False,
         )
     if stats.bytes_resumed:
         console.print(
@@ -112,16 +128,25 @@ def upload(
 
 
 @app.command("list")
-def list_(json_: JsonOpt = False) -> None:
-    """List datasets with their latest version."""
-
+def list_(json_: JsonOpt = False, local: LocalOpt = False) -> None:
+    """List datasets with their latest version (the team's, on a team server)."""
+    from mllib.cli.account import team_server
     from mllib.datasets import list_datasets, pending
 
-    rows = list_datasets()
+    server = team_server(local)
+    if server is None:
+        rows = list_datasets()
+    else:
+        from mllib.client.datasets import list_datasets as list_remote
+
+        try:
+            rows = list_remote(server)
+        finally:
+            server.close()
     if json_:
         output.print_json(rows)
         return
-    for upload in pending():
+    for upload in pending() if server is None else []:
         output.err().print(
             f"Interrupted upload of {upload['name']} from {upload['source']} "
             f"({upload['chunks']} chunk(s) stored): run the same `mllib data upload` to resume.",
@@ -131,8 +156,9 @@ def list_(json_: JsonOpt = False) -> None:
         output.err().print("No datasets yet. Upload one with `mllib data upload PATH --name NAME`.")
         return
     table = output.table(
-        "NAME", "LATEST", "VERSIONS", "KIND", "FILES", "SIZE", "CREATED", "SOURCE", whole=("NAME",)
-    )
+        "NAME", "LATEST", "VERSIONS", "KIND", "FILES", "SIZE", "CREATED", "BY", "SOURCE",
+        whole=("NAME",),
+    )  # fmt: skip
     for r in rows:
         table.add_row(
             r["name"],
@@ -142,6 +168,7 @@ def list_(json_: JsonOpt = False) -> None:
             str(r["file_count"]),
             _bytes(r["size"]),
             output.fmt_time(r["created_at"]),
+            r["user"] or "",
             r["source"] or "",
         )
     output.print_table(table)
@@ -151,11 +178,23 @@ def list_(json_: JsonOpt = False) -> None:
 def show(
     ref: Annotated[str, typer.Argument(help="NAME (the latest version) or NAME@VERSION.")],
     json_: JsonOpt = False,
+    local: LocalOpt = False,
 ) -> None:
-    """Show one dataset version: content hash, size, files, and the runs that used it."""
+    """Show one dataset version: content hash, size, files, and the runs that used it (yours,
+    on a team server)."""
+    from mllib.cli.account import team_server
     from mllib.datasets import show as show_dataset
 
-    data = show_dataset(ref)
+    server = team_server(local)
+    if server is None:
+        data = show_dataset(ref)
+    else:
+        from mllib.client.datasets import show as show_remote
+
+        try:
+            data = show_remote(server, ref)
+        finally:
+            server.close()
     if json_:
         output.print_json(data)
         return
@@ -191,12 +230,22 @@ def rm(
     ref: Annotated[
         str, typer.Argument(help="NAME@VERSION for one version, NAME for every version.")
     ],
+    local: LocalOpt = False,
 ) -> None:
     """Remove a dataset version (or all of a dataset's versions) and free what nothing else uses.
 
-    Runs keep their record of what they read; version numbers are never reused.
+    Runs keep their record of what they read; version numbers are never reused. This
+    project's datasets only: a team server's are kept (runs there may read them).
     """
+    from mllib.cli.account import server_url
     from mllib.datasets import remove
+    from mllib.errors import UsageError
+
+    if server_url(local) is not None:
+        raise UsageError(
+            "Datasets on the team server are not removed from here",
+            hint="Give --local to remove this project's own version.",
+        )
 
     result = remove(ref)
     console = output.err()

@@ -48,6 +48,10 @@ def create(
             help="It may choose a rollout's variant with the X-Mllib-Variant header (debugging).",
         ),
     ] = False,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="Print the key as JSON: id, env, token (once), rps, burst."),
+    ] = False,
 ) -> None:
     """Create a key and print it once (only its hash is kept)."""
     from mllib.serving.control.keys import create_key
@@ -79,6 +83,10 @@ def create(
     output.err().print(
         "This is the only time the key is shown; store it now (only its hash is kept)."
     )
+    if json_:
+        output.print_json({"id": key.id, "env": key.env, "token": key.token, "rps": key.rps,
+                           "burst": key.burst, "name": name, "admin": admin})  # fmt: skip
+        return
     print(key.token)
 
 

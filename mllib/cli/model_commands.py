@@ -19,7 +19,7 @@ from mllib.cli.model_args import (
     run_option,
 )
 from mllib.cli.numbers import number_option
-from mllib.cli.run_output import announce, finish
+from mllib.cli.run_output import announce, finish, stderr_echo
 from mllib.errors import UsageError
 
 if TYPE_CHECKING:
@@ -63,6 +63,14 @@ EveryOpt = Annotated[
         "version the name means then (NAME@prod: the one deployed in prod) on the newest version "
         "of each dataset named without @VERSION. `mllib schedules` lists and runs them.",
         show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print the run as JSON when it ends (as `mllib runs show --json`); the run's own "
+        "output goes to stderr.",
     ),
 ]
 DataOpt = Annotated[
@@ -135,12 +143,15 @@ def _run(
         raise UsageError(
             "--fail-under checks the run's evaluation when it ends: it cannot go with --detach"
         )
+    json_ = options.pop("json_", False)
     options |= {"params": params, "remote": remote, "detach": detach, "target": target}
+    if json_:  # stdout holds the answer alone: the run's own output goes to stderr
+        options["echo"] = stderr_echo
     with _data_progress() as (progress, prepared):
         record = launch(
             **options, on_prepared=prepared, on_interrupt=ask_detach_or_cancel, progress=progress
         )
-    finish(workspace_of(target), record, detach, gates)
+    finish(workspace_of(target), record, detach, gates, json_=json_)
 
 
 def train(
@@ -188,6 +199,7 @@ def train(
         ),
     ] = None,
     fail_under: FailUnderOpt = None,
+    json_: JsonOpt = False,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -204,7 +216,7 @@ def train(
         )
     launch = api.train if from_study is None else _with_study_params(api.train, from_study)
     options = {"evaluate": evaluate, "runtime": runtime, "agent": agent, "seed": seed, "data": data}
-    options |= {"gpus": gpus, "priority": priority}
+    options |= {"gpus": gpus, "priority": priority, "json_": json_}
     _run(launch, ctx, model, param, help_, where(local, remote), detach, fail_under, **options)
 
 
@@ -238,6 +250,7 @@ def evaluate(
     data: DataOpt = None,
     fail_under: FailUnderOpt = None,
     every: EveryOpt = None,
+    json_: JsonOpt = False,
     param: ParamOpt = None,
     help_: HelpOpt = False,
 ) -> None:
@@ -258,7 +271,7 @@ def evaluate(
         options = {"best": best, "data": data, "fail_under": fail_under, "runtime": runtime}
         _schedule(ctx, model, param, version, every, **options)
         return
-    options = {"run": run, "version": version, "best": best}
+    options = {"run": run, "version": version, "best": best, "json_": json_}
     options |= {"runtime": runtime, "agent": agent, "data": data}
     _run(
         api.evaluate, ctx, model, param, help_, where(local, remote), detach, fail_under, **options

@@ -13,7 +13,8 @@ def queue(
     all_: Annotated[bool, typer.Option("--all", help="Everyone's (admins).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Queued and running runs: by user, priority, GPUs, place in the queue, estimated start."""
+    """Queued and running runs: by user, with model, priority, GPUs, when queued, place in the
+    queue and estimated start."""
     from mllib.client.http import Server
     from mllib.client.views import queue as read_queue
     from mllib.project import Project
@@ -27,13 +28,15 @@ def queue(
         output.print_json(data)
         return
     grid = output.table(
-        "RUN", "USER", "STATE", "PRIORITY", "GPUS", "AGENT", "POSITION", "EST. START"
-    )
+        "RUN", "USER", "MODEL", "STATE", "PRIORITY", "GPUS", "QUEUED AT", "AGENT", "POSITION",
+        "EST. START", whole=("RUN",),
+    )  # fmt: skip
     for row in [*data["running"], *data["queued"]]:
         wait = row["estimated_start_s"]
         grid.add_row(
-            row["run_id"], row["user"], row["state"], str(row["priority"]), str(row["gpus"]),
-            row["agent"] or "", str(row["position"] or ""), "" if wait is None else f"{wait:.0f} s",
+            row["run_id"], row["user"], row["model"], row["state"], str(row["priority"]),
+            str(row["gpus"]), output.fmt_time(row["queued_at"]), row["agent"] or "",
+            str(row["position"] or ""), "" if wait is None else f"{wait:.0f} s",
         )  # fmt: skip
     output.print_table(grid)
     for user, counts in sorted(data["users"].items()):

@@ -36,20 +36,36 @@ def announce(record: RunRecord) -> None:
     )
 
 
+def stderr_echo(chunk: bytes) -> None:
+    """A run's own output on stderr: with --json, stdout holds the JSON answer alone."""
+    import sys
+
+    sys.stderr.buffer.write(chunk)
+    sys.stderr.flush()
+
+
 def finish(
-    ws: Workspace, record: RunRecord, detach: bool, gates: dict[str, float] | None = None
+    ws: Workspace,
+    record: RunRecord,
+    detach: bool,
+    gates: dict[str, float] | None = None,
+    *,
+    json_: bool = False,
 ) -> None:
     """Print the run's outcome (`record`, of workspace `ws`) and exit with the code that matches
-    it: 1 too when its evaluation is under one of `gates` (`--fail-under`)."""
+    it: 1 too when its evaluation is under one of `gates` (`--fail-under`). With `json_`, stdout
+    gets the run as `mllib runs show RUN_ID --json` prints it (the summary stays on stderr)."""
     console = output.err()
     if detach or not record.finished:
         console.print(styled("Started run [bold]{}[/] in the background.", record.id))
         console.print(f"  Follow it:  mllib runs logs {record.id} --follow")
         console.print(f"  Stop it:    mllib runs cancel {record.id}")
-        print(printable(record.id))
+        _answer(ws, record, json_)
         return
     for line in summary_lines(ws, record):
         console.print(line)
+    if json_:
+        _answer(ws, record, json_)
     breaches = _check_gates(ws, record, gates)
     if record.status == "succeeded":
         if breaches:
@@ -60,6 +76,17 @@ def finish(
     if record.status == "cancelled":
         raise typer.Exit(EXIT_CANCELLED)
     raise typer.Exit(EXIT_SYSTEM if record.failure_class == SYSTEM_ERROR else EXIT_FAILED)
+
+
+def _answer(ws: Workspace, record: RunRecord, json_: bool) -> None:
+    """What stdout gets: the run id, or with --json the whole run (its `runs show` object)."""
+    if not json_:
+        print(printable(record.id))
+        return
+    from mllib.registry.runs import get_run
+    from mllib.runs.views import run_dict
+
+    output.print_json(run_dict(ws, get_run(ws.registry, record.id)))
 
 
 def _check_gates(

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mllib.cli import completion, output, step_summary
+from mllib.cli.account import team_server as _server
 from mllib.cli.numbers import number_option
 from mllib.cli.output import fmt_duration, fmt_time, fmt_value, status_text, styled
 from mllib.display import evaluation_cell, evaluation_source
@@ -20,21 +21,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (schema in the
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="This machine's runs, not the team server's.")
 ]
-
-
-def _server(local: bool = False):
-    """The team server these commands read from (when one is configured), else None."""
-    if local:
-        return None
-    from mllib.credentials import configured_server
-    from mllib.project import Project
-
-    config = Project.find().config
-    if configured_server(config) is None:
-        return None
-    from mllib.client.http import Server
-
-    return Server.connect(config)
 
 
 RunIdArg = Annotated[
@@ -366,19 +352,23 @@ def rerun(
     run_id: RunIdArg,
     detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
     local: LocalOpt = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the new run as JSON when it ends.")
+    ] = False,
 ) -> None:
     """Run a recorded run again: same code (as recorded), params, seed and runtime."""
     server = _server(local)
     if server is not None:
         _rerun_on_server(server, run_id, detach)
         return
-    from mllib.cli.run_output import announce, finish
+    from mllib.cli.run_output import announce, finish, stderr_echo
     from mllib.runs import api
     from mllib.workspace import Workspace
 
     ws = Workspace.find()
-    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws)
-    finish(ws, record, detach)
+    echo = {"echo": stderr_echo} if json_ else {}
+    record = api.rerun(run_id, detach=detach, on_prepared=announce, ws=ws, **echo)
+    finish(ws, record, detach, json_=json_)
 
 
 def _rerun_on_server(server, run_id: str, detach: bool) -> None:
@@ -424,3 +414,34 @@ def artifacts(
 
     for path in export_artifacts(_ws(), run_id, output_dir, force=force):
         print(output.printable(path))
+
+
+@app.command("rm")
+def rm(
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(help="Run ids (or unique prefixes).", autocompletion=completion.run_ids),
+    ],
+    json_: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
+) -> None:
+    """Remove finished runs: their records, folders and the stored model, files and code that
+    no other run or deployment uses. Refused for a run in use (active, deployed, aliased, a
+    study's trial, or evaluated by a run not removed with it)."""
+    from mllib.runs.removal import remove_runs
+
+    removed = remove_runs(_ws(), run_ids)
+    if json_:
+        output.print_json(removed.as_dict())
+        return
+    kept = (
+        f"; {removed.kept_recent} kept for now (stored in the last 10 minutes)"
+        if removed.kept_recent
+        else ""
+    )
+    output.err().print(
+        f"Removed {len(removed.runs)} run(s): {removed.objects} stored object(s), "
+        f"{removed.bytes_freed / 1e6:.1f} MB freed{kept}.",
+        markup=False,
+    )
+    for run_id in removed.runs:
+        print(run_id)

@@ -12,7 +12,7 @@ from mllib.cli import agents as agents_cli
 from mllib.cli import output
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
-from mllib.ranges import COUNT, PORT, Range
+from mllib.ranges import COUNT, PORT, POSITIVE, Range
 
 TOKEN_DAYS = Range(0, 36500, low_open=True)  # a login token's life: up to 100 years
 
@@ -64,6 +64,15 @@ def init(
             "--max-queued", COUNT, help="A user's runs waiting (10,000).", show_default=False
         ),
     ] = None,
+    max_dataset_gb: Annotated[
+        float | None,
+        number_option(
+            "--max-dataset-gb",
+            POSITIVE,
+            help="The largest dataset version users may upload, in GB (100).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Set up a server's home and database (run again to change a setting)."""
     from mllib.registry.dialect import redact_url
@@ -76,6 +85,7 @@ def init(
         port=port,
         max_running=max_running,
         max_queued=max_queued,
+        max_dataset_gb=max_dataset_gb,
     )
     settings = home.read()
     output.err().print(styled("[green]✔[/] Team server set up in {}", home.root), highlight=False)
@@ -227,6 +237,7 @@ def _server_agents(directory: DirOpt = None) -> None:
 
 
 agents_app.command("add")(agents_cli.add)
-agents_app.command("list")(agents_cli.list_)
+agents_app.command("list")(agents_cli.list_local)
 agents_app.command("check")(agents_cli.check)
-agents_app.command("remove")(agents_cli.remove)
+agents_app.command("rm")(agents_cli.remove)
+agents_app.command("remove", hidden=True)(agents_cli.remove)

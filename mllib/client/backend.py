@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mllib.client.http import Server
+from mllib.datasets.catalog import run_links
 from mllib.errors import UsageError
 from mllib.protocol.failure import Outcome
 from mllib.registry.runs import RunRecord, finish_run, get_run, recorded_params, update_run
@@ -24,6 +25,7 @@ from mllib.runs.backend import Backend, CancelFlag, Echo, OnInterrupt, Supervisi
 from mllib.workspace import Workspace
 
 if TYPE_CHECKING:
+    from mllib.datasets.binding import Lookup
     from mllib.store import LocalBlobStore
 
 POLL_S = 0.5
@@ -31,11 +33,32 @@ POLL_S = 0.5
 
 @dataclass
 class Following:
-    """A run being followed on the server: the connection and how much of its log is shown."""
+    """A run being followed on the server: the connection, how much of its log is shown and
+    which of its metric points are recorded here (`seq`: the last one)."""
 
     server: Server
     offset: int = 0
     status: str = "queued"
+    seq: int = 0
+
+
+def pull_points(server: Server, ws: Workspace, run_id: str, after: int) -> int:
+    """Record here the run's metric points the server logged after seq `after` (a tuning
+    study's pruner reads them as the run goes); the last seq now held."""
+    from mllib.metric_values import to_stored
+    from mllib.registry.metrics import insert_points
+
+    while True:
+        path = f"/api/v1/runs/{run_id}/metrics"
+        points = server.get(path, params={"after": after})["points"]
+        if not points:
+            return after
+        insert_points(
+            ws.registry,
+            run_id,
+            [(seq, name, step, to_stored(v), 0.0) for seq, name, step, v in points],
+        )
+        after = points[-1][0]
 
 
 def upload_tree(server: Server, store: LocalBlobStore, tree_sha: str) -> int:
@@ -76,6 +99,10 @@ def submission(ws: Workspace, run: RunRecord, queue: Mapping[str, int] | None) -
         "source_run_id": run.source_run_id,
         "rerun_of": run.rerun_of,
         "env_plan": _env_plan(folder.env_plan_file),
+        "datasets": [  # versions of the server's catalog (ServerBackend.dataset_lookup)
+            {"env": link["env"], "name": link["name"], "version": link["version"]}
+            for link in run_links(ws.registry, run.id)
+        ],
         **(queue or {}),
     }
 
@@ -126,8 +153,9 @@ class ServerBackend(Backend[Following]):
         queue: Mapping[str, int] | None = None,
     ) -> RunRecord:
         """Queue the run on the server (acknowledged durably), then follow it here unless
-        `detach`: Ctrl-C detaches, the run goes on there (`flag` is not asked: a queued run is
-        cancelled with `mllib runs cancel`, as any other)."""
+        `detach`: Ctrl-C detaches, the run goes on there. A caller that stops runs itself gives
+        `flag` (a tuning study pruning a trial): its request cancels the run on the server,
+        taken out of the queue or stopped on its agent."""
         self.check_placement(ws, pin)
         server = Server.connect(ws.project.config)
         try:
@@ -147,7 +175,15 @@ class ServerBackend(Backend[Following]):
         self._notify(queued_note(answer, server.url))
         if detach:
             return get_run(ws.registry, run.id)
+        if flag is not None:
+            return self.supervise(ws, run, echo=echo, on_interrupt=on_interrupt, flag=flag)
         return self.supervise(ws, run, echo=echo, on_interrupt=lambda: "detach")
+
+    def dataset_lookup(self, ws: Workspace) -> Lookup:
+        """`--data` names versions of the server's catalog (mllib.client.datasets)."""
+        from mllib.client.datasets import lookup
+
+        return lookup(ws.project.config)
 
     def _notify(self, line: str) -> None:
         from mllib.terminal import notice
@@ -169,6 +205,8 @@ class ServerBackend(Backend[Following]):
             follow.status = status
             if status == "running":
                 update_run(ctx.ws.registry, ctx.run.id, status="running")
+        if status != "queued":
+            follow.seq = pull_points(follow.server, ctx.ws, ctx.run.id, follow.seq)
         if status in ("succeeded", "failed", "cancelled"):
             return True
         ctx.sleep(POLL_S)
@@ -177,25 +215,32 @@ class ServerBackend(Backend[Following]):
     def _stop(self, ctx: Supervision, follow: Following, grace_s: float) -> None:
         follow.server.post(f"/api/v1/runs/{ctx.run.id}/cancel")
 
+    def _cancel_before_start(self, ctx: Supervision) -> RunRecord:
+        """Cancelled before it was followed: taken out of the server's queue (or stopped on its
+        agent, should it have started meanwhile), then recorded here as it ended there."""
+        server = Server.connect(ctx.ws.project.config, url=ctx.run.host)
+        try:
+            server.post(f"/api/v1/runs/{ctx.run.id}/cancel")
+            return self._mirror(ctx, server)
+        finally:
+            server.close()
+
     def _finish(self, ctx: Supervision, follow: Following, cancelled: bool) -> RunRecord:
-        return self._mirror(ctx, follow.server)
+        return self._mirror(ctx, follow.server, follow.seq)
 
     def _close(self, ctx: Supervision, follow: Following) -> None:
         follow.server.close()
 
-    def _mirror(self, ctx: Supervision, server: Server) -> RunRecord:
-        """Record here how the run ended there: status, failure, evaluation, last metrics."""
-        from mllib.registry.metrics import insert_points, set_eval_metrics
+    def _mirror(self, ctx: Supervision, server: Server, seq: int = 0) -> RunRecord:
+        """Record here how the run ended there: status, failure, evaluation, its metric points
+        (those after `seq`, the last one recorded here already)."""
+        from mllib.registry.metrics import set_eval_metrics
 
         data = server.get(f"/api/v1/runs/{ctx.run.id}")
+        pull_points(server, ctx.ws, ctx.run.id, seq)
         reg = ctx.ws.registry
         with reg.transaction():
             set_eval_metrics(reg, ctx.run.id, data.get("eval_metrics") or {})
-            points = [
-                (i + 1, name, 0, value, 0.0)
-                for i, (name, value) in enumerate((data.get("metrics") or {}).items())
-            ]
-            insert_points(reg, ctx.run.id, points)
             update_run(reg, ctx.run.id, started_at=data.get("started_at"))
         outcome = Outcome(data["status"], data.get("failure_class"), data.get("error") or "")
         return self._record(ctx, outcome)

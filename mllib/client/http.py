@@ -98,7 +98,7 @@ def _error(response: Any) -> MllibError:
     message = message or f"The team server answered {response.status_code}"
     if response.status_code == 429 and response.headers.get("Retry-After"):
         hint = f"{hint or ''} Try again in {response.headers['Retry-After']} s.".strip()
-    if response.status_code in (400, 422):
+    if response.status_code in (400, 413, 422):  # 413: over a limit the server sets
         return UsageError(message, hint=hint)
     if response.status_code == 404:
         return NotFoundError(message, hint=hint)

@@ -54,6 +54,22 @@ def queue(server: Server, *, everyone: bool = False) -> dict[str, Any]:
     return data
 
 
+def agents(server: Server, *, check: bool = False) -> list[dict[str, Any]]:
+    """The server's agents: GPUs, slots, the runs holding them, and whether each answered when
+    the server last asked (`check`: ask each now)."""
+    data: list[dict[str, Any]] = server.get("/api/v1/agents", params={"check": check})
+    return data
+
+
+def occupants(agent: dict[str, Any]) -> list[str]:
+    """Who holds an agent's slots (`agents` rows): `RUN_ID (USER)`, or the user alone for the
+    runs of others that the server does not name."""
+    return [
+        f"{run['run_id']} ({run['user']})" if run["run_id"] else run["user"]
+        for run in agent["running"]
+    ]
+
+
 def follow_log(
     server: Server,
     run_id: str,

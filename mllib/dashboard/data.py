@@ -1,7 +1,7 @@
 """Everything the dashboard reads from mllib and asks it to do, in one module: the dashboard's only
 seam to the library. It calls the same public functions as the CLI (`runs list/show/compare/logs/
-cancel/rerun`, `agents list/check`, `queue`, `tune list`, `deploy status/history/stop/rollback`),
-so the same rules apply, and a library function that moves is a change here alone. No Textual
+cancel/rerun`, `agents list/check`, `queue`, `tune list/show`, `deploy status/history/stop/
+rollback`), so the same rules apply, and a library function that moves is a change here alone. No Textual
 here: the benchmark and the tests drive it directly.
 
 Runs are refreshed by deltas: `RunsFeed.poll()` asks the registry which runs changed since its
@@ -326,7 +326,7 @@ class QueueItem:
     priority: int | None  # None: local runs have no priority (a team server's runs have one)
     model: str
     status: str
-    created_at: str | None  # None: the server's queue does not say when it was queued
+    created_at: str | None  # when it was queued
     where: str
 
 
@@ -339,7 +339,8 @@ class AgentRow:
     source: str
     gpus: int | None = None
     slots: int | None = None
-    busy: list[str] = field(default_factory=list)  # run ids it runs (as recorded here)
+    busy: list[str] = field(default_factory=list)  # the runs it runs (as recorded here)
+    used: int | None = None  # slots its runs hold (None: one each, as `busy` counts)
     reachable: bool | None = None  # None: not checked yet
     problem: str | None = None
     checked_at: float | None = None
@@ -350,6 +351,8 @@ class QueueSource(Protocol):
     project's registry (see `queue_source`)."""
 
     name: str
+    agents_title: str  # the agents table's heading, with what `k` does
+    no_agents: str  # what the table says when there are none
 
     def queue(self) -> list[QueueItem]: ...
 
@@ -364,6 +367,8 @@ class LocalQueue:
     """The local registry's queued and running runs, and the agents this project knows."""
 
     name = "local runs"
+    agents_title = "Agents (k: check reachability and GPUs over SSH)"
+    no_agents = "no agents: mllib agents add NAME --host HOST"
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
@@ -425,26 +430,35 @@ class LocalQueue:
 
 
 class ServerQueue:
-    """The team server's queue, read as `mllib queue --json` reads it (`mllib.client.views.queue`):
-    your running and queued work with its priority, GPUs, agent and place. The server's agents
-    are its own to check, so the agents shown are this project's (as for the local queue)."""
+    """The team server's queue and agents, read as `mllib queue --json` and `mllib agents list
+    --json` read them (`mllib.client.views`): your running and queued work with its model,
+    priority, GPUs, agent, place and when it was queued; the server's agents with their slots,
+    the runs holding them, and whether they answered the server. Both are read together, off
+    the UI thread (`queue`); `agents` gives the last read."""
 
     remote = True  # read off the UI thread: a server may be slow, or restarting (retried 60 s)
+    agents_title = "Agents of the team server (k: have it ask each one now)"
+    no_agents = "no agents on the server: an admin adds them with mllib server agents add"
 
     def __init__(self, ws: Workspace, url: str) -> None:
         self.ws = ws
         self.url = url
         self.name = f"team server {url}"
-        self.local = LocalQueue(ws)
         self._server: Any = None
+        self._agents: list[AgentRow] = []
 
-    def queue(self) -> list[QueueItem]:
+    def _connected(self) -> Any:
         from mllib.client.http import Server
-        from mllib.client.views import queue as read_queue
 
         if self._server is None:
             self._server = Server.connect(self.ws.project.config, url=self.url)
-        data = read_queue(self._server)
+        return self._server
+
+    def queue(self) -> list[QueueItem]:
+        from mllib.client.views import queue as read_queue
+
+        data = read_queue(self._connected())
+        self._read_agents(check=False)
         items = []
         for row in [*data["running"], *data["queued"]]:
             where = row.get("agent") or (f"#{row['position']}" if row.get("position") else "-")
@@ -453,19 +467,41 @@ class ServerQueue:
                     row["run_id"],
                     row.get("user") or "-",
                     row.get("priority"),
-                    row.get("model") or "-",
+                    row["model"],
                     row.get("state") or "-",
-                    row.get("enqueued_at") or row.get("created_at"),
+                    row["queued_at"],
                     f"{where} ({_gpus(row['gpus'])})" if row.get("gpus") else where,
                 )
             )
         return items
 
     def agents(self) -> list[AgentRow]:
-        return self.local.agents()
+        """The agents as the server last described them (empty before the first read)."""
+        return self._agents
 
     def check_agents(self) -> list[AgentRow]:
-        return self.local.check_agents()
+        """Have the server ask each agent now (slow: call it off the UI thread)."""
+        return self._read_agents(check=True)
+
+    def _read_agents(self, *, check: bool) -> list[AgentRow]:
+        from datetime import datetime
+
+        from mllib.client.views import agents, occupants
+
+        rows = []
+        for a in agents(self._connected(), check=check):
+            checked = a["checked_at"]
+            rows.append(
+                AgentRow(
+                    a["name"], a["address"], self.name, gpus=a["gpus"], slots=a["slots"],
+                    busy=occupants(a), used=a["used"], reachable=a["reachable"],
+                    problem=a["problem"],
+                    checked_at=datetime.fromisoformat(checked.replace("Z", "+00:00")).timestamp()
+                    if checked else None,
+                )
+            )  # fmt: skip
+        self._agents = rows
+        return rows
 
     def close(self) -> None:
         if self._server is not None:
@@ -601,6 +637,37 @@ def studies(ws: Workspace) -> list[StudyRow]:
     return [StudyRow(**{k: d.get(k) for k in keys}) for d in list_dicts(ws)]
 
 
+@dataclass
+class TrialRow:
+    """One trial of a study (`mllib tune show`): its state, value and params, its run, and the
+    best value of the trials up to it (how the search has been converging)."""
+
+    number: int
+    state: str
+    value: float | None
+    best: float | None
+    params: dict[str, Any]
+    run_id: str | None
+
+
+def trials(ws: Workspace, name: str) -> list[TrialRow]:
+    """Study `name`'s trials in order, each with the best complete value up to it."""
+    from mllib.tuning.records import get_study
+    from mllib.tuning.storage import load_study
+    from mllib.tuning.views import trials as study_trials
+
+    study = get_study(ws.registry, name)
+    pick = min if study.direction == "minimize" else max
+    best: float | None = None
+    rows = []
+    for t in sorted(study_trials(ws, study, load_study(ws, name)), key=lambda t: t["number"]):
+        value = t["value"]
+        if t["state"] == "complete" and value is not None and not math.isnan(value):
+            best = value if best is None else pick(best, value)
+        rows.append(TrialRow(t["number"], t["state"], value, best, t["params"], t["run_id"]))
+    return rows
+
+
 # ----------------------------------------------------------------------------- the whole
 
 
@@ -644,6 +711,10 @@ class DashboardData:
     def studies(self) -> list[StudyRow]:
         """The project's tuning studies with their trials and best values (`tune list`)."""
         return studies(self.ws)
+
+    def trials(self, study: str) -> list[TrialRow]:
+        """One study's trials, each with the best value so far (`tune show`)."""
+        return trials(self.ws, study)
 
     def close(self) -> None:
         """Let go of what the data holds open (the team server's connection)."""

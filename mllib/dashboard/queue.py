@@ -44,7 +44,7 @@ class QueuePane(Vertical):
         for key in ("USER", "PRIORITY", "RUN", "MODEL", "STATUS", "WAITING", "WHERE"):
             queue.add_column(key, key=key.lower())
         yield queue
-        yield Static("Agents (k: check reachability and GPUs over SSH)", classes="heading")
+        yield Static(Text(self.data.queue.agents_title), id="agents-heading", classes="heading")
         agents: DataTable = DataTable(id="agents", cursor_type="row")
         for key in ("AGENT", "ADDRESS", "GPUS", "SLOTS", "OCCUPIED BY", "REACHABLE"):
             agents.add_column(key, key=key.lower())
@@ -117,7 +117,7 @@ class QueuePane(Vertical):
                 reach = Text("yes", style="green")
             else:
                 reach = Text("no: ", style="red") + safe(a.problem or "")
-            used = len(a.busy)
+            used = len(a.busy) if a.used is None else a.used
             slots = f"{used}/{a.slots}" if a.slots is not None else f"{used}/?"
             table.add_row(
                 safe(a.name),
@@ -129,9 +129,7 @@ class QueuePane(Vertical):
                 key=a.name,
             )
         if not agents:
-            table.add_row(
-                Text("no agents: mllib agents add NAME --host HOST", style="dim"), *[""] * 5
-            )
+            table.add_row(Text(self.data.queue.no_agents, style="dim"), *[""] * 5)
 
     def action_check_agents(self) -> None:
         if self.checking:

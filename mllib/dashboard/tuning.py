@@ -1,6 +1,8 @@
 """Tuning studies (`mllib tune list`): each study's trials by state against its target, and the
-best value of its objective so far. Studies are read in the background every few seconds while the
-pane is shown (each read opens every study's Optuna storage); enter opens the best trial's run."""
+best value of its objective so far; below, the highlighted study's trials (`mllib tune show`) with
+the best value up to each. Studies are read in the background every few seconds while the pane is
+shown (each read opens every study's Optuna storage); enter opens the best trial's run, or the
+highlighted trial's."""
 
 from __future__ import annotations
 
@@ -12,17 +14,19 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from mllib.dashboard.data import DashboardData, StudyRow
+from mllib.dashboard.data import DashboardData, StudyRow, TrialRow
 from mllib.dashboard.text import fmt_time, fmt_value, safe
 
 STUDIES_EVERY_S = 2.0
 STATE_STYLE = {"running": "cyan", "finished": "green", "stopped": "red", "interrupted": "yellow"}
+TRIAL_STYLE = {"running": "cyan", "complete": "green", "pruned": "yellow", "failed": "red"}
 
 
 class TuningPane(Vertical):
     DEFAULT_CSS = """
     TuningPane .heading { height: 1; padding: 0 1; text-style: bold; }
-    TuningPane #tuning-table { height: 1fr; }
+    TuningPane #tuning-table { height: auto; max-height: 40%; }
+    TuningPane #trials { height: 1fr; }
     """
     BINDINGS = [Binding("enter", "open", "Open best run")]
 
@@ -31,6 +35,7 @@ class TuningPane(Vertical):
         self.data = data
         self.clock = clock
         self.rows: list[StudyRow] = []
+        self.selected: str | None = None  # the study whose trials are shown
         self.read_at: float | None = None
         self.reading = False
 
@@ -42,6 +47,11 @@ class TuningPane(Vertical):
                     "OBJECTIVE", "BEST", "BEST RUN", "UPDATED"):  # fmt: skip
             table.add_column(key, key=key.lower())
         yield table
+        yield Static(id="trials-heading", classes="heading")
+        trials: DataTable = DataTable(id="trials", cursor_type="row")
+        for key in ("TRIAL", "STATE", "VALUE", "BEST SO FAR", "PARAMS", "RUN"):
+            trials.add_column(key, key=key.lower())
+        yield trials
 
     def refresh_data(self, *, force: bool = False) -> None:
         """Read the studies in the background, at most every STUDIES_EVERY_S."""
@@ -51,15 +61,22 @@ class TuningPane(Vertical):
             return
         self.reading = True
         self.read_at = self.clock()
+        selected = self.selected
 
-        def done(rows: list[StudyRow] | None) -> None:
+        def read() -> tuple[list[StudyRow], list[TrialRow]]:
+            rows = self.data.studies()
+            name = selected if any(r.name == selected for r in rows) else None
+            name = name or (rows[0].name if rows else None)
+            return rows, self.data.trials(name) if name else []
+
+        def done(result: tuple[list[StudyRow], list[TrialRow]] | None) -> None:
             self.reading = False
-            if rows is not None:
-                self.show(rows)
+            if result is not None:
+                self.show(*result)
 
-        self.app.background(self.data.studies, "Tuning", done=done, always=True, quiet=True)
+        self.app.background(read, "Tuning", done=done, always=True, quiet=True)
 
-    def show(self, rows: list[StudyRow]) -> None:
+    def show(self, rows: list[StudyRow], trials: list[TrialRow] | None = None) -> None:
         self.rows = rows
         self.query_one("#tuning-heading", Static).update(
             Text(f"Studies: {len(rows)} (enter: open the best trial's run)")
@@ -89,8 +106,43 @@ class TuningPane(Vertical):
             )
         if rows and current:
             table.move_cursor(row=min(current, len(rows) - 1), animate=False)
+        names = [s.name for s in rows]
+        self.selected = self.selected if self.selected in names else (names[0] if names else None)
+        self._show_trials(trials or [])
+
+    def _show_trials(self, trials: list[TrialRow]) -> None:
+        study = next((s for s in self.rows if s.name == self.selected), None)
+        heading = self.query_one("#trials-heading", Static)
+        table = self.query_one("#trials", DataTable)
+        heading.display = table.display = study is not None  # no study: no trials table
+        if study is not None:
+            heading.update(
+                Text(f"Trials of {study.name}: the best {study.metric} up to each (enter: its run)")
+            )
+        current = table.cursor_row
+        table.clear()
+        overall = trials[-1].best if trials else None
+        for t in trials:
+            best = overall is not None and t.value == overall and t.state == "complete"
+            table.add_row(
+                Text(str(t.number)),
+                Text(t.state, style=TRIAL_STYLE.get(t.state, "")),
+                Text(fmt_value(t.value), style="green bold" if best else ""),
+                Text(fmt_value(t.best), style="green" if t.best is not None else "dim"),
+                safe(", ".join(f"{k}={fmt_value(v)}" for k, v in t.params.items()) or "-"),
+                Text(t.run_id or "-"),
+                key=str(t.number),
+            )
+        if trials and current:
+            table.move_cursor(row=min(current, len(trials) - 1), animate=False)
 
     def action_open(self) -> None:
+        trials = self.query_one("#trials", DataTable)
+        if trials.has_focus and trials.row_count:
+            run_id = trials.get_row_at(trials.cursor_row)[5].plain
+            if run_id != "-":
+                self.app.open_run(run_id)
+            return
         table = self.query_one("#tuning-table", DataTable)
         if not table.row_count or not self.rows:
             return
@@ -104,3 +156,10 @@ class TuningPane(Vertical):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Another study highlighted: show its trials (read in the background)."""
+        if event.data_table.id != "tuning-table" or event.row_key.value == self.selected:
+            return
+        self.selected = event.row_key.value
+        self.refresh_data(force=True)

@@ -10,18 +10,21 @@ sent to its agent (mllib.agents.remote) and materialised there instead (mllib.da
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mllib.datasets.catalog import Version, get_version, link_run
+from mllib.datasets.catalog import Version, get_version, link_run, run_links
 from mllib.datasets.chunkstore import dataset_store
 from mllib.datasets.materialize import data_path, materialize
 from mllib.datasets.progress import Progress
 from mllib.datasets.refs import DatasetRef, parse_binding
 from mllib.datasets.settings import cache_dir, config_bindings
 from mllib.errors import NotFoundError, UsageError
+from mllib.registry.db import Registry
 from mllib.workspace import Workspace
+
+Lookup = Callable[[DatasetRef], Version]  # finds the version a reference names, in some catalog
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,17 @@ def resolve_bindings(
     *,
     inherit_from: str | None = None,
     with_config: bool = True,
+    lookup: Lookup | None = None,
 ) -> list[DatasetUse]:
     """The dataset versions a run gets: `[data]` in mllib.toml, then those of the run it continues
-    (`inherit_from`: an evaluated training run, or a rerun's original), then `--data` items."""
+    (`inherit_from`: an evaluated training run, or a rerun's original), then `--data` items.
+    `lookup` finds each version (default: in this project's catalog; a team server's runs read
+    the server's)."""
     refs: dict[str, DatasetRef] = dict(config_bindings(ws.project.config)) if with_config else {}
-    if inherit_from is not None:
+    if inherit_from is not None and lookup is not None:  # versions of that catalog, by link
+        for link in run_links(ws.registry, inherit_from):
+            refs[link["env"]] = DatasetRef(link["name"], link["version"])
+    elif inherit_from is not None:
         for use in dataset_uses(ws, inherit_from):
             name, _, version = use.ref.partition("@")
             refs[use.env] = DatasetRef(name, int(version))
@@ -64,7 +73,8 @@ def resolve_bindings(
             raise UsageError(f"--data sets {env} twice", hint="Give each data key once.")
         given.add(env)
         refs[env] = ref
-    return [DatasetUse.of(env, get_version(ws.registry, ref)) for env, ref in sorted(refs.items())]
+    find = lookup or (lambda ref: get_version(ws.registry, ref))
+    return [DatasetUse.of(env, find(ref)) for env, ref in sorted(refs.items())]
 
 
 def _cache(ws: Workspace) -> Path:
@@ -89,13 +99,13 @@ def materialize_uses(
     return paths
 
 
-def record_uses(ws: Workspace, run_id: str, uses: Iterable[DatasetUse]) -> None:
+def record_uses(reg: Registry, run_id: str, uses: Iterable[DatasetUse]) -> None:
     """Link a run to the versions it reads (joins the transaction that records the run)."""
     links = []
     for use in uses:
         name, _, version = use.ref.partition("@")
         links.append((use.env, name, int(version), use.sha256))
-    link_run(ws.registry, run_id, links)
+    link_run(reg, run_id, links)
 
 
 def dataset_uses(ws: Workspace, run_id: str) -> list[DatasetUse]:

@@ -16,8 +16,10 @@ from typing import Any
 from mllib.queue.jobs import QUEUED, RUNNING, Job
 from mllib.queue.scheduler import order, running_slots, waiting_users
 from mllib.registry import Registry
+from mllib.registry.runs import iso
 
 RECENT = 200  # finished runs whose durations the estimate averages
+JOBS = "SELECT j.*, r.model FROM jobs j JOIN runs r ON r.id = j.run_id "  # a job and its model
 
 
 def mean_duration_s(reg: Registry) -> float | None:
@@ -55,25 +57,26 @@ def queue(
     held = running_slots(reg)
     mean = mean_s
     running = [
-        _row(Job.from_row(r), None, None)
+        _row(r, None, None)
         for r in reg.query(
-            "SELECT * FROM jobs WHERE state = ?"
-            + (' AND "user" = ?' if user else "")
-            + " ORDER BY claimed_at",
+            JOBS
+            + "WHERE j.state = ?"
+            + (' AND j."user" = ?' if user else "")
+            + " ORDER BY j.claimed_at",
             (RUNNING, user) if user else (RUNNING,),
         )
     ]
     queued: list[dict[str, Any]] = []
     for name in [user] if user else users:
         rows = reg.query(
-            'SELECT * FROM jobs WHERE state = ? AND "user" = ? '
-            "ORDER BY priority DESC, enqueued_at, run_id LIMIT ?",
+            JOBS + 'WHERE j.state = ? AND j."user" = ? '
+            "ORDER BY j.priority DESC, j.enqueued_at, j.run_id LIMIT ?",
             (QUEUED, name, limit),
         )
         for rank, row in enumerate(rows):
             place = rank * max(len(users), 1) + rounds.get(name, len(users)) + 1
             wait = None if mean is None else math.floor((place - 1) / max(capacity, 1)) * mean
-            queued.append(_row(Job.from_row(row), place, wait))
+            queued.append(_row(row, place, wait))
     queued.sort(key=lambda r: r["position"])
     counts = reg.query(
         'SELECT "user", state, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) '
@@ -142,10 +145,14 @@ def _turns(reg: Registry) -> dict[str, int]:
     return {job.user: i for i, job in enumerate(order(reg, 1 << 30, {}))}
 
 
-def _row(job: Job, place: int | None, wait: float | None) -> dict[str, Any]:
+def _row(row: dict[str, Any], place: int | None, wait: float | None) -> dict[str, Any]:
+    """One job as `mllib queue --json` shows it (a row of JOBS: the job and its run's model)."""
+    job = Job.from_row(row)
     return {
         "run_id": job.run_id,
         "user": job.user,
+        "model": row["model"],
+        "queued_at": iso(job.enqueued_at),
         "state": job.state,
         "priority": job.priority,
         "gpus": job.gpus,

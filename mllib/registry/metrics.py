@@ -11,7 +11,7 @@ from mllib.registry.db import Registry
 
 
 def insert_points(
-    reg: Registry, run_id: str, points: Iterable[tuple[int, str, int, float | None, float]]
+    reg: Registry, run_id: str, points: Iterable[tuple[int, str, int, float | str | None, float]]
 ) -> int:
     """Insert (seq, name, step, value, ts) points in one transaction; points already present are skipped."""
     rows = [(run_id, *p) for p in points]

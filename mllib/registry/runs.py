@@ -26,6 +26,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def iso(ts: float) -> str:
+    """Epoch seconds as the registry's time text (`now()`'s format)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def new_run_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 

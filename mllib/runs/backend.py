@@ -55,6 +55,7 @@ from mllib.runs.background import spawn_supervisor
 from mllib.runtime.processes import create_time, is_alive
 
 if TYPE_CHECKING:
+    from mllib.datasets.binding import Lookup
     from mllib.terminal import Notify
     from mllib.workspace import Workspace
 
@@ -207,9 +208,7 @@ class Backend(Generic[E]):
                     if not claim_run(ws.registry, run.id, os.getpid(), create_time(os.getpid())):
                         return ctx.record()  # it ended before this supervisor took over
                     if ctx.flag.requested.is_set() and ctx.record().status == "queued":
-                        return self._record(
-                            ctx, Outcome("cancelled", None, "cancelled before it started")
-                        )
+                        return self._cancel_before_start(ctx)
                     record = self._drive(ctx)
         finally:  # however it ended, secret params given on the command line go with it
             if not self.keeps_secret_params or ctx.record().finished:
@@ -292,6 +291,11 @@ class Backend(Generic[E]):
             hint="Drop --agent, or use --remote to run on an agent.",
         )
 
+    def dataset_lookup(self, ws: Workspace) -> Lookup | None:
+        """Where this backend's runs find the dataset versions `--data` names: None for this
+        project's catalog (a team server's runs read the server's)."""
+        return None
+
     def attempts(self, ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
         """The run's attempts (where, how each ended), for `runs show`; [] when it has one."""
         return []
@@ -324,6 +328,11 @@ class Backend(Generic[E]):
     def _orphaned(self, ws: Workspace, run: RunRecord) -> bool:
         """A run whose supervisor is gone: fail it (True) or have it picked up again (False)."""
         raise NotImplementedError
+
+    def _cancel_before_start(self, ctx: Supervision) -> RunRecord:
+        """A cancel asked for before supervision began: nothing runs yet, so it is recorded
+        (a backend whose runs wait elsewhere, in a server's queue, takes them out there too)."""
+        return self._record(ctx, Outcome("cancelled", None, "cancelled before it started"))
 
     def _supervisor(self, ws: Workspace, run: RunRecord) -> int | None:
         """The pid of the live process supervising `run`, or None: the one that claimed it."""

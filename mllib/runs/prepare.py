@@ -26,6 +26,7 @@ from mllib.registry.runs import (
     params_hash,
     recorded_params,
 )
+from mllib.runs.backend import backend_name, get_backend
 from mllib.runs.target import ModelTarget, config_params, resolve_params
 from mllib.runtime.processes import create_time
 from mllib.store import materialize_tree
@@ -78,10 +79,12 @@ def prepare_run(
 
         notify = notice
     ws = target.ws
+    lookup = get_backend(backend_name(runtime)).dataset_lookup(ws)
     if rerun_of is not None:  # exactly the versions the original read
-        bindings = resolve_bindings(ws, inherit_from=rerun_of.id, with_config=False)
+        bindings = resolve_bindings(ws, inherit_from=rerun_of.id, with_config=False, lookup=lookup)
     else:
-        bindings = resolve_bindings(ws, data, inherit_from=source_run.id if source_run else None)
+        inherit = source_run.id if source_run else None
+        bindings = resolve_bindings(ws, data, inherit_from=inherit, lookup=lookup)
     param_env = target.param_env
     if rerun_of is not None:
         target, cli_params = _rerun_secrets(target, cli_params, rerun_of, notify)
@@ -157,7 +160,7 @@ def prepare_run(
         )
         with ws.registry.transaction():
             create_run(ws.registry, record, resolved.values, resolved.sources, resolved.secret)
-            record_uses(ws, run_id, bindings)
+            record_uses(ws.registry, run_id, bindings)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) and finish_run(
             ws.registry, run_id, "cancelled", None, "cancelled before it started"

@@ -31,6 +31,14 @@ class SpecBody(Strict):
     python: str | None = Field(None, max_length=64, description="The submitting machine's Python")
 
 
+class DatasetBinding(Strict):
+    """A dataset version a run reads, and the env variable its path arrives in."""
+
+    env: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", examples=["TRAIN_DATA"])
+    name: str = Field(..., min_length=1, max_length=100)
+    version: int = Field(..., ge=1, le=2**31)
+
+
 class SubmissionBody(Strict):
     """A run to queue. `run_id` names it (the client records it under the same id);
     `idempotency_key` makes a retried submission answer with the run the first one made."""
@@ -57,6 +65,12 @@ class SubmissionBody(Strict):
     env_plan: dict[str, Any] | None = Field(
         None, description="What the run's venv or image holds, planned on the submitting machine"
     )
+    datasets: list[DatasetBinding] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Dataset versions of this server the run reads (the dispatcher sends its "
+        "agent the chunks it lacks)",
+    )
 
 
 class SubmittedRun(BaseModel):
@@ -73,6 +87,45 @@ class Shas(Strict):
 
 class Missing(BaseModel):
     missing: list[str]
+
+
+class DatasetCheck(Strict):
+    """An upload about to start: refused (409, 413) before anything is sent."""
+
+    name: str = Field(..., min_length=1, max_length=100)
+    size: int | None = Field(None, ge=0, description="Bytes, when known (not for a URL)")
+
+
+class DatasetRecord(Strict):
+    """A version to record once its manifest and chunks are uploaded."""
+
+    name: str = Field(..., min_length=1, max_length=100)
+    manifest: str = Field(..., pattern=SHA256, description="The manifest's sha256 (uploaded)")
+    source: str | None = Field(None, max_length=4096, description="The path or URL uploaded")
+
+
+class DatasetVersion(BaseModel):
+    """A version with `mllib data list --json`'s keys."""
+
+    name: str
+    version: int
+    ref: str
+    sha256: str
+    kind: str
+    size: int
+    file_count: int
+    chunk_count: int
+    source: str | None
+    created_at: str
+    user: str | None
+
+
+class DatasetListed(DatasetVersion):
+    versions: int = Field(..., description="How many versions the dataset has")
+
+
+class DatasetRecorded(DatasetListed):
+    created: bool = Field(..., description="False: the latest version already held this content")
 
 
 class RerunBody(Strict):
@@ -93,6 +146,30 @@ class Whoami(BaseModel):
     name: str
     admin: bool
     server: str
+
+
+class AgentRun(BaseModel):
+    """A running run that holds some of an agent's slots."""
+
+    run_id: str | None = Field(..., description="Its id: yours, or everyone's for admins")
+    user: str
+    gpus: int
+
+
+class Agent(BaseModel):
+    """One of the server's agents (no key, no key path)."""
+
+    name: str
+    address: str = Field(..., description="user@host:port")
+    gpus: int | None = Field(..., description="Its GPUs: configured, else detected (None: not yet)")
+    slots: int = Field(..., description="Runs it takes at once: its GPUs, at least one")
+    used: int = Field(..., description="Slots its running runs hold")
+    running: list[AgentRun]
+    reachable: bool | None = Field(
+        ..., description="Whether it answered when last asked (None: not asked since the start)"
+    )
+    problem: str | None = Field(None, description="Why it did not answer")
+    checked_at: str | None = Field(None, description="When it was last asked (ISO 8601, UTC)")
 
 
 class Error(BaseModel):

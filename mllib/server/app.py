@@ -11,6 +11,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
+from mllib.datasets.errors import DatasetTooLargeError
 from mllib.errors import MllibError, NotFoundError, UsageError
 from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
@@ -24,9 +25,17 @@ if TYPE_CHECKING:
     from mllib.registry.db import Registry
     from mllib.server.context import ServerContext
     from mllib.server.dispatch import Dispatcher
+    from mllib.store import LocalBlobStore
 
 PREFIX = "/api/v1"
-STATUS = {AuthError: 401, NotFoundError: 404, Conflict: 409, QuotaExceeded: 429, UsageError: 400}
+STATUS = {
+    AuthError: 401,
+    NotFoundError: 404,
+    Conflict: 409,
+    DatasetTooLargeError: 413,  # before UsageError, which it is
+    QuotaExceeded: 429,
+    UsageError: 400,
+}
 MEAN_TTL_S = 10.0
 ROUND_TTL_S = 1.0  # a submission's answered place reads the fair share's round this stale at most
 AUTH_TTL_S = 2.0
@@ -34,7 +43,7 @@ AUTH_TTL_S = 2.0
 
 def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> "FastAPI":
     """The API of the server `ctx` describes; `dispatcher` cancels running runs on agents."""
-    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi import Depends, FastAPI, Path, Query, Request
     from fastapi.responses import JSONResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -128,6 +137,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             round_cache["at"] = time.monotonic()
         return round_cache["value"]
 
+    def dataset_limit() -> int:
+        return int(ctx.settings.max_dataset_gb * 1e9)
+
     def capacity() -> int:
         return dispatcher.capacity() if dispatcher is not None else 1
 
@@ -155,17 +167,14 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         checked.pop(hashlib.sha256(credentials.credentials.encode()).hexdigest(), None)
         return Response(status_code=204)
 
-    @app.post(f"{PREFIX}/blobs/missing", response_model=api.Missing, tags=["blobs"])
-    def missing(body: api.Shas, who: Who) -> api.Missing:
-        """Which of these blobs (code files, trees, dataset chunks) the server lacks."""
-        bad = [s for s in body.shas if len(s) != 64 or not _hex(s)]
+    def lacking(store: "LocalBlobStore", shas: list[str]) -> api.Missing:
+        bad = [s for s in shas if len(s) != 64 or not _hex(s)]
         if bad:
             raise UsageError(f"Not a sha256: {bad[0][:80]!r}")
-        return api.Missing(missing=[s for s in dict.fromkeys(body.shas) if not ctx.store.has(s)])
+        return api.Missing(missing=[s for s in dict.fromkeys(shas) if not store.has(s)])
 
-    @app.put(f"{PREFIX}/blobs/{{sha256}}", status_code=204, tags=["blobs"])
-    async def put_blob(sha256: str, request: Request, who: Who) -> Response:
-        """Store one blob; its body must hash to `sha256`."""
+    async def receive(store: "LocalBlobStore", sha256: str, request: Request) -> Response:
+        """Store the request's body as blob `sha256` (413 past `max_upload_mb`)."""
         if len(sha256) != 64 or not _hex(sha256):
             raise UsageError(f"Not a sha256: {sha256[:80]!r}")
         limit = int(ctx.settings.max_upload_mb * 1e6)
@@ -179,9 +188,87 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 )
         if hashlib.sha256(data).hexdigest() != sha256:
             raise UsageError("The blob's content does not match its sha256 (it arrived damaged)")
-        if not ctx.store.has(sha256):
-            ctx.store.put_bytes(bytes(data))
+        if not store.has(sha256):
+            store.put_bytes(bytes(data))
         return Response(status_code=204)
+
+    @app.post(f"{PREFIX}/blobs/missing", response_model=api.Missing, tags=["blobs"])
+    def missing(body: api.Shas, who: Who) -> api.Missing:
+        """Which of these blobs (code files and trees, models) the server lacks."""
+        return lacking(ctx.store, body.shas)
+
+    @app.put(f"{PREFIX}/blobs/{{sha256}}", status_code=204, tags=["blobs"])
+    async def put_blob(sha256: str, request: Request, who: Who) -> Response:
+        """Store one blob; its body must hash to `sha256`."""
+        return await receive(ctx.store, sha256, request)
+
+    @app.post(f"{PREFIX}/datasets/chunks/missing", response_model=api.Missing, tags=["datasets"])
+    def missing_chunks(body: api.Shas, who: Who) -> api.Missing:
+        """Which of these dataset chunks (and manifests) the server lacks: an upload sends only
+        those."""
+        return lacking(ctx.datasets.blobs, body.shas)
+
+    @app.put(f"{PREFIX}/datasets/chunks/{{sha256}}", status_code=204, tags=["datasets"])
+    async def put_chunk(sha256: str, request: Request, who: Who) -> Response:
+        """Store one dataset chunk or manifest; its body must hash to `sha256`."""
+        return await receive(ctx.datasets.blobs, sha256, request)
+
+    @app.get(f"{PREFIX}/datasets/chunks/{{sha256}}", tags=["datasets"])
+    def get_chunk(sha256: str, who: Who) -> Response:
+        """One stored chunk (an interrupted URL upload reads its chunks back to resume)."""
+        if len(sha256) != 64 or not _hex(sha256) or not ctx.datasets.blobs.has(sha256):
+            raise NotFoundError(f"No chunk {sha256[:80]!r} on this server")
+        return Response(ctx.datasets.read(sha256), media_type="application/octet-stream")
+
+    @app.post(f"{PREFIX}/datasets/check", status_code=204, tags=["datasets"])
+    def check_dataset(body: api.DatasetCheck, who: Who) -> Response:
+        """Whether an upload of `size` bytes as dataset `name` would be recorded: 409 when the
+        name is another user's, 413 over the server's `max_dataset_gb`."""
+        from mllib.server.datasets import admit
+
+        with ctx.registry() as reg:
+            admit(reg, who, body.name, body.size, dataset_limit())
+        return Response(status_code=204)
+
+    @app.post(
+        f"{PREFIX}/datasets",
+        response_model=api.DatasetRecorded,
+        status_code=201,
+        tags=["datasets"],
+        responses={409: {"model": api.Error}, 413: {"model": api.Error}},
+    )
+    def record_dataset(body: api.DatasetRecord, response: Response, who: Who) -> dict[str, Any]:
+        """Record a version whose manifest and chunks are uploaded (200 and `created`: false
+        when the latest version already holds this content)."""
+        from mllib.server.datasets import record
+
+        with ctx.registry() as reg:
+            data = record(
+                reg, ctx.datasets, who, body.name, body.manifest, body.source, dataset_limit()
+            )
+        response.status_code = 201 if data["created"] else 200
+        return data
+
+    @app.get(f"{PREFIX}/datasets", response_model=list[api.DatasetListed], tags=["datasets"])
+    def list_datasets(who: Who) -> list[dict[str, Any]]:
+        """The team's datasets, each with its latest version (`mllib data list --json`)."""
+        from mllib.server.datasets import list_datasets
+
+        with ctx.registry() as reg:
+            return list_datasets(reg)
+
+    @app.get(f"{PREFIX}/datasets/{{ref}}", tags=["datasets"])
+    def show_dataset(
+        ref: Annotated[str, Path(max_length=120)], who: Who, files: bool = True
+    ) -> dict[str, Any]:
+        """One version (`NAME`: the latest, or `NAME@VERSION`): `mllib data show --json`, with
+        the caller's runs that read it; `files=false`: its `data list` keys only."""
+        from mllib.server.datasets import show, version
+
+        with ctx.registry() as reg:
+            if not files:
+                return version(reg, ref)
+            return show(reg, ctx.datasets, who, ref)
 
     @app.post(f"{PREFIX}/runs", response_model=api.SubmittedRun, tags=["runs"])
     def submit_run(body: api.SubmissionBody, response: Response, who: Who) -> api.SubmittedRun:
@@ -259,6 +346,18 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         headers = {"X-Run-Status": run.status, "X-Log-Offset": str(offset + len(data))}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
+    @app.get(f"{PREFIX}/runs/{{run_id}}/metrics", tags=["runs"])
+    def run_metrics(
+        run_id: str, who: Who, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+    ) -> dict[str, Any]:
+        """The run's metric points logged after `after` (a seq), in logging order: `points` as
+        [seq, name, step, value] (non-finite values by name), at most 50,000 an answer."""
+        from mllib.registry.metrics import points_after
+
+        with ctx.registry() as reg:
+            run = own_run(reg, who, run_id)
+            return {"points": json_safe(points_after(reg, run.id, after))}
+
     @app.post(f"{PREFIX}/runs/{{run_id}}/cancel", tags=["runs"])
     def cancel_run(run_id: str, who: Who) -> dict[str, Any]:
         """Stop a queued or running run (on its agent too); its record after."""
@@ -328,6 +427,26 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 limit=limit,
                 mean_s=mean_s(reg),
             )
+
+    @app.get(f"{PREFIX}/agents", response_model=list[api.Agent], tags=["agents"])
+    def list_agents(
+        who: Who,
+        check: Annotated[
+            bool, Query(description="Ask each agent now (else: when last asked)")
+        ] = False,
+    ) -> list[dict[str, Any]]:
+        """The server's agents: GPUs, slots, the running runs holding them (yours by id, others'
+        by user), and whether each answered the server when it last asked."""
+        from mllib.agents.config import load_agents
+        from mllib.server.fleet import agents
+
+        if check and dispatcher is not None:
+            dispatcher.check()
+        contacts = dispatcher.contacts if dispatcher is not None else {}
+        detected = dispatcher.gpus if dispatcher is not None else {}
+        with ctx.registry() as reg:
+            specs = load_agents(ctx.workspace(reg).project.config)
+            return agents(reg, specs, who, contacts=contacts, detected=detected)
 
     return app
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from mllib.config import CONFIG_FILE, Config, load_config
+from mllib.datasets.chunkstore import LocalChunkStore, dataset_store
 from mllib.plugins import SERVER_MIGRATIONS
 from mllib.project import Project
 from mllib.registry import Registry
@@ -106,6 +107,11 @@ class ServerContext:
     @cached_property
     def store(self) -> LocalBlobStore:
         return LocalBlobStore(self.home.store_path)
+
+    @cached_property
+    def datasets(self) -> LocalChunkStore:
+        """The datasets' chunks and manifests (where the dispatcher's agents get theirs)."""
+        return dataset_store(self.home.store_path)
 
     def workspace(self, reg: Registry) -> Workspace:
         """The server's workspace (its store, run folders and agents) over connection `reg`."""

@@ -31,6 +31,7 @@ from mllib.queue.scheduler import Placement, pick
 from mllib.registry import Registry
 from mllib.registry.runs import finish_run, get_run, now, update_run
 from mllib.runs.retry import RetryPolicy
+from mllib.server.fleet import Contact, unreachable
 from mllib.server.submit import job_secrets
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 IDLE_WAIT_S = 1.0
 DOWN_S = 5.0  # an agent that did not answer gets no new job for this long
+CHECK_EVERY_S = 2.0  # `check` asks an agent again only when its last contact is older than this
+BUSY_WAIT_S = 1.0  # `check` leaves alone an agent the dispatcher talks to longer (a run starting)
 
 
 def cancel_queued(reg: Registry, runs_dir: Path, run_id: str) -> bool:
@@ -67,6 +70,8 @@ class Dispatcher:
         self.gpus: dict[str, int] = {}  # agent -> its GPUs (0: none)
         self.down: dict[str, float] = {}  # agent -> when to try it again (it did not answer)
         self.locks: dict[str, threading.Lock] = {}
+        self.connecting: dict[str, threading.Lock] = {}  # agent -> held while (re)connecting
+        self.contacts: dict[str, Contact] = {}  # agent -> what it last answered (GET /agents)
         self.stopping = threading.Event()
         self.last_follow = 0.0
         self.threads: list[threading.Thread] = []
@@ -177,6 +182,10 @@ class Dispatcher:
 
     def _client(self, name: str) -> AgentClient | None:
         """An open connection to agent `name` (reconnecting when it dropped), or None."""
+        with self.connecting.setdefault(name, threading.Lock()):  # one connection at a time
+            return self._connect(name)
+
+    def _connect(self, name: str) -> AgentClient | None:
         from mllib.agents.config import get_agent
         from mllib.agents.rpc import open_agent
 
@@ -188,10 +197,9 @@ class Dispatcher:
             client = open_agent(get_agent(name, self.ws.project.config))
             info = client.call("info")
         except (MllibError, OSError, EOFError) as exc:
-            self._log(f"agent {name} unreachable: {exc}")
-            self.down[name] = time.monotonic() + DOWN_S
+            self._lost(name, f"agent {name} unreachable", exc)
             return None
-        self.down.pop(name, None)
+        self._answered(name)
         spec = client.spec
         self.slots[name] = spec.slots(detected_gpus(info))
         self.gpus[name] = spec.gpu_count(detected_gpus(info))
@@ -244,7 +252,12 @@ class Dispatcher:
             run.id,
             status="running",
             phase=None,
-            runtime_note=f"agent {agent}, {answer['runtime']} runtime there ({answer['note']})",
+            runtime_note="; ".join(  # with what its datasets needed sent (`runs show`)
+                [
+                    f"agent {agent}, {answer['runtime']} runtime there ({answer['note']})",
+                    *answer.get("data_notes", []),
+                ]
+            ),
         )
 
     def _attempt_failed(self, run_id: str, attempt: int, reason: str) -> None:
@@ -290,10 +303,9 @@ class Dispatcher:
                         if attempt is not None and attempt["status"] == "running":
                             pull_log(client, self.ws, job.run_id, attempt)
             except (MllibError, OSError, EOFError) as exc:
-                self.clients.pop(agent, None)
-                self.down[agent] = time.monotonic() + DOWN_S
-                self._log(f"agent {agent} did not answer: {exc}")
+                self._lost(agent, f"agent {agent} did not answer", exc)
                 continue
+            self._answered(agent)
             q.renew(self.reg, [j.run_id for j in jobs], self.ctx.settings.lease_s)
             for run_id in report.finished:
                 q.done(self.reg, run_id)
@@ -314,10 +326,57 @@ class Dispatcher:
                 f"agent {job.agent} stopped answering (no heartbeat for "
                 f"{self.ctx.settings.lease_s:g} s)"
             )
-            self._log(f"run {job.run_id}: {reason}")
-            self.clients.pop(job.agent or "", None)
-            self.down[job.agent or ""] = time.monotonic() + DOWN_S
+            self._lost(job.agent or "", f"run {job.run_id}", MllibError(reason))
             self._attempt_failed(job.run_id, job.attempt, reason)
+
+    # -- reachability ----------------------------------------------------------------------------------
+    def _answered(self, agent: str) -> None:
+        self.down.pop(agent, None)
+        self.contacts[agent] = Contact(True, time.time())
+
+    def _lost(self, agent: str, what: str, exc: BaseException) -> None:
+        """The agent did not answer: no new job for DOWN_S, and why, for GET /api/v1/agents."""
+        from mllib.agents.config import get_agent
+
+        self._log(f"{what}: {exc}")
+        self.clients.pop(agent, None)
+        self.down[agent] = time.monotonic() + DOWN_S
+        try:
+            self.contacts[agent] = unreachable(
+                get_agent(agent, self.ws.project.config), exc, time.time()
+            )
+        except MllibError:  # an agent since removed
+            self.contacts.pop(agent, None)
+
+    def check(self) -> None:
+        """Ask every agent whether it answers now (those asked in the last CHECK_EVERY_S are
+        not asked again), side by side, so one that does not answer delays none of the others."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def ask(name: str) -> None:
+            client = self._client(name)  # a new connection asks `info` itself
+            lock = self.locks.get(name)
+            if client is None or lock is None or self._recent(name):
+                return
+            if not lock.acquire(timeout=BUSY_WAIT_S):  # the dispatcher is talking to it now
+                return
+            try:
+                client.call("info")
+            except (MllibError, OSError, EOFError) as exc:
+                self._lost(name, f"agent {name} did not answer", exc)
+                return
+            finally:
+                lock.release()
+            self._answered(name)
+
+        names = [spec.name for spec in self.agents() if not self._recent(spec.name)]
+        if names:
+            with ThreadPoolExecutor(max_workers=min(len(names), 8)) as pool:
+                list(pool.map(ask, names))
+
+    def _recent(self, agent: str) -> bool:
+        contact = self.contacts.get(agent)
+        return contact is not None and time.time() - contact.at < CHECK_EVERY_S
 
     # -- cancelling ----------------------------------------------------------------------------------
     def cancel(self, reg: Registry, run_id: str) -> None:

@@ -33,6 +33,7 @@ class ServerSettings:
     lease_s: float = 30.0  # a running job's lease; agents' answers renew it
     heartbeat_s: float = 1.0  # how often running jobs' agents are asked
     max_upload_mb: float = 512.0  # one blob (a code file, a dataset chunk)
+    max_dataset_gb: float = 100.0  # one dataset version (its files together)
     max_body_kb: float = 1024.0  # a submission's JSON
 
 

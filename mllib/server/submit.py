@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mllib._version import __version__
-from mllib.errors import MllibError, UsageError
+from mllib.datasets.binding import DatasetUse, record_uses
+from mllib.datasets.catalog import get_version, run_links
+from mllib.datasets.refs import DatasetRef, check_name, env_var_for
+from mllib.errors import MllibError, NotFoundError, UsageError
 from mllib.plugins import REMOTE_RUNTIME
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.spec import RunSpec
@@ -59,6 +62,7 @@ class Submission:
     source_run_id: str | None = None
     rerun_of: str | None = None
     env_plan: dict[str, Any] | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # env, name, version each
 
 
 @dataclass
@@ -76,6 +80,7 @@ def submit(
     if existing is not None:
         return Accepted(get_run(reg, existing.run_id), existing, False)
     _check(store, sub)
+    datasets = dataset_uses(reg, sub.datasets)
     spec = RunSpec(**{**sub.spec, "run_id": sub.run_id})
     folder = RunFolder(runs_dir / sub.run_id)
     record = RunRecord(
@@ -113,6 +118,7 @@ def submit(
     try:
         with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
             create_run(reg, record, sub.params, sub.sources, set(sub.secret))
+            record_uses(reg, sub.run_id, datasets)  # what the dispatcher sends its agent
             enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
     except Exception as exc:
         if not _is_duplicate(exc):
@@ -124,6 +130,19 @@ def submit(
             ) from None
         return Accepted(get_run(reg, again.run_id), again, False)
     return Accepted(record, job, True)
+
+
+def dataset_uses(reg: Registry, bindings: list[dict[str, Any]]) -> list[DatasetUse]:
+    """The versions a submission binds (env, name, version each; datasets are the team's:
+    mllib.server.datasets), or a usage error naming one this server does not hold."""
+    found = []
+    for binding in bindings:
+        ref = DatasetRef(check_name(binding["name"]), int(binding["version"]))
+        try:
+            found.append(DatasetUse.of(env_var_for(binding["env"]), get_version(reg, ref)))
+        except NotFoundError as exc:
+            raise UsageError(f"{exc.message} on the team server", hint=exc.hint) from None
+    return found
 
 
 def _is_duplicate(exc: Exception) -> bool:
@@ -218,6 +237,10 @@ def rerun_of(reg: Registry, original: RunRecord, body: dict[str, Any]) -> Submis
         source_run_id=original.source_run_id,
         rerun_of=original.id,
         env_plan=json.loads(job.env_plan) if job.env_plan else None,
+        datasets=[  # exactly the versions the original read
+            {"env": link["env"], "name": link["name"], "version": link["version"]}
+            for link in run_links(reg, original.id)
+        ],
     )
 
 

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Protocol
+
+from mllib.registry.runs import iso as iso  # the registry's time text, re-exported
 
 
 class Clock(Protocol):
@@ -34,11 +35,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC text (the registry's time format)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def human_duration(seconds: float) -> str:

@@ -10,6 +10,7 @@ knows it (a blob of the wrong size is written again), and `verify()` hashes the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -17,6 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +103,7 @@ class LocalBlobStore:
         self._ensure()
         digest, size = hash_file(path)
         if self.has(digest, size):
+            self._touch(digest)
             if move:
                 path.unlink()
             return Blob(digest, size)
@@ -129,7 +132,9 @@ class LocalBlobStore:
         self._ensure()
         digest = sha256 or hashlib.sha256(data).hexdigest()
         size = memoryview(data).nbytes
-        if not self.has(digest, size):
+        if self.has(digest, size):
+            self._touch(digest)
+        else:
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
             try:
                 try:
@@ -142,6 +147,29 @@ class LocalBlobStore:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
         return Blob(digest, size)
+
+    def _touch(self, sha256: str) -> None:
+        """Mark a blob stored again as just written: a collection that runs meanwhile (before
+        the new run that reuses it is recorded) leaves it alone (`unused_for`)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(sha256))
+
+    def unused_for(self, sha256: str) -> float:
+        """Seconds since the blob was last stored (written, or deduplicated); 0 when absent."""
+        try:
+            return max(0.0, time.time() - os.stat(self.path(sha256)).st_mtime)
+        except FileNotFoundError:
+            return 0.0
+
+    def delete(self, sha256: str) -> int:
+        """Remove a blob; the bytes freed (0 when it was not there)."""
+        path = self.path(sha256)
+        try:
+            size = os.stat(path).st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
 
     def verify(self, sha256: str) -> bool:
         """Whether the stored content still hashes to its name (False when absent)."""

@@ -92,6 +92,13 @@ def test_add_list_check_remove(lab, mllib_home):
     assert mllib("agents", "remove", "gpu1").returncode == 0
     assert json.loads(mllib("agents", "list", "--json").stdout) == []
     assert mllib("agents", "check", "gpu1").returncode == 4
+    again = _add(lab, host, "gpu2", "--trust-host-key", "--json")  # the program is there already
+    assert again.returncode == 0, again.stderr
+    answer = json.loads(again.stdout)  # the shape `agents check --json` prints
+    assert set(answer) == set(report) - {"seconds"}  # check also says how long it took
+    assert answer["name"] == "gpu2" and answer["reachable"]
+    assert answer["updated_now"] is False and answer["slots"] == 1
+    assert mllib("agents", "rm", "gpu2").returncode == 0  # `remove` is the older spelling
 
 
 def test_agent_runs_as_its_user_with_the_system_python_and_updates_on_version_change(

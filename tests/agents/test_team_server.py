@@ -41,11 +41,13 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **extra}
 
 
-def cli(root: Path, env: dict[str, str], *args: str, input: str | None = None):
+def cli(
+    root: Path, env: dict[str, str], *args: str, input: str | None = None, timeout: float = 120
+):
     """The real `mllib` as one person runs it (their project, their MLLIB_HOME)."""
     return subprocess.run(
         [sys.executable, "-m", "mllib", *args], cwd=root, env=_env(env), input=input,
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
@@ -185,3 +187,140 @@ def test_an_agent_cut_off_mid_run_loses_its_lease_and_the_run_completes_elsewher
 def test_the_server_answers_health_and_documents_its_api(dispatching):
     schema = httpx.get(f"{dispatching.url}/openapi.json").json()
     assert "/api/v1/runs" in schema["paths"] and "/api/v1/queue" in schema["paths"]
+
+
+def test_the_server_lists_its_agents_with_the_runs_holding_them_and_the_dashboard_shows_them(
+    dispatching, lab, tmp_path, monkeypatch
+):
+    """GET /api/v1/agents and the dashboard's Queue pane while a run holds an agent; a third
+    agent (lab host h0's sshd, with a key file that does not exist) does not answer, and why is
+    told without the key's path."""
+    server = dispatching
+    args = lab.spec_args(lab.hosts[0])
+    server.stop()
+    with open(server.home / "mllib.toml", "a") as toml:
+        toml.write(
+            f'[[agents]]\nname = "nokey"\nhost = "{args["host"]}"\nport = {args["port"]}\n'
+            f'user = "{args["user"]}"\nkey = "/no/such/dir/id_secret_key"\ngpus = 1\n'
+        )
+    server.start()
+    ana, ana_env = person(tmp_path, server, "ana")
+    bo, bo_env = person(tmp_path, server, "bo")
+    run_id = submit(ana, ana_env, "--steps=30", "--sleep_s=0.5")
+    wait_for(lambda: show(server, "ana", run_id)["status"] == "running", timeout=120,
+             what="the run to start")  # fmt: skip
+    where = show(server, "ana", run_id)["host"]
+    with server.client("bo") as http:
+        answer = http.get("/api/v1/agents", params={"check": True})
+    assert answer.status_code == 200 and "id_secret_key" not in answer.text
+    agents = {a["name"]: a for a in answer.json()}
+    assert set(agents) == {"h0", "h1", "nokey"}
+    assert agents[where]["running"] == [{"run_id": None, "user": "ana", "gpus": 1}]  # not bo's
+    assert (agents[where]["used"], agents[where]["slots"], agents[where]["gpus"]) == (1, 1, 1)
+    other = "h1" if where == "h0" else "h0"
+    assert agents[other]["running"] == [] and agents[other]["reachable"] is True
+    assert agents[where]["reachable"] is True and agents["nokey"]["reachable"] is False
+    assert "Cannot open an SSH session to agent nokey" in agents["nokey"]["problem"]
+    assert "(its key)" in agents["nokey"]["problem"]  # the missing file's path, taken out
+    with server.client("ana") as http:  # an admin sees every run's id
+        mine = {a["name"]: a for a in http.get("/api/v1/agents").json()}
+    assert mine[where]["running"] == [{"run_id": run_id, "user": "ana", "gpus": 1}]
+
+    from mllib.workspace import Workspace
+    from tests.dashboard.conftest import cells, drive, make_app
+
+    monkeypatch.setenv("MLLIB_HOME", bo_env["MLLIB_HOME"])  # bo's login, as his dashboard has it
+    monkeypatch.delenv("MLLIB_SERVER", raising=False)
+    app = make_app(Workspace.find(bo), now=time.time())
+
+    async def steps(pilot):
+        from textual.widgets import DataTable
+
+        await pilot.press("2")
+        table = pilot.app.query_one("#agents", DataTable)
+        for _ in range(200):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.05)
+            if table.row_count == 3:
+                break
+        rows = {r[0]: r for r in cells(table)}
+        # AGENT, ADDRESS, GPUS, SLOTS, OCCUPIED BY, REACHABLE: as the server last found them
+        assert rows[where][2:] == ["1", "1/1", "ana", "yes"]
+        assert rows[other][2:] == ["1", "0/1", "-", "yes"]
+        assert rows["nokey"][5].startswith("no: Cannot open an SSH session to agent nokey")
+
+    drive(app, steps)
+    with server.client("ana") as http:
+        assert http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize("dispatching", ["sqlite", "postgresql"], indirect=True)
+def test_a_dataset_uploaded_to_the_server_reaches_its_agent_and_is_sent_once(dispatching, tmp_path):
+    from test_remote_datasets import MODEL as READER
+
+    server = dispatching
+    removed = mllib("server", "agents", "--dir", str(server.home), "rm", "h1")
+    assert removed.returncode == 0, removed.stderr  # one agent: the second run goes there too
+    ana, ana_env = person(tmp_path, server, "ana")
+    (ana / "model.py").write_text(READER)
+    data = tmp_path / "images"  # outside the project: not part of its code snapshot
+    (data / "cats").mkdir(parents=True)
+    unique = os.urandom(8).hex()  # the lab's agents keep chunks of earlier tests' runs
+    (data / "cats" / "a.txt").write_text(f"cat a {unique}\n")
+    (data / "b.txt").write_text(f"b {unique}\n")
+    (data / "big.bin").write_bytes(os.urandom(10_000_000))  # 10 MB: two chunks
+    uploaded = cli(ana, ana_env, "data", "upload", str(data), "--name", "images", "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert json.loads(uploaded.stdout)["chunks_stored"] == 4
+    assert not (ana / ".mllib" / "store" / "datasets").exists()  # nothing kept on the laptop
+
+    first = cli(ana, ana_env, "train", "model.py", "--remote", "--data", "train=images",
+                timeout=240)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert f"FIRST b {unique}" in first.stdout and "WRITABLE False" in first.stdout
+    first_id = json.loads(cli(ana, ana_env, "runs", "list", "--json").stdout)[0]["id"]
+    record = show(server, "ana", first_id)
+    assert record["status"] == "succeeded" and record["metrics"]["files"] == 3
+    # the dispatcher sent the agent every chunk and the manifest...
+    assert "dataset images@1: sent 5 chunk(s)" in record["runtime_note"], record["runtime_note"]
+    assert "0 already there" in record["runtime_note"]
+    # ...and a second run on that agent nothing: its store keeps them
+    second = submit(ana, ana_env, "--data", "train=images@1")
+    data2 = wait_for(lambda: (d := show(server, "ana", second))["status"] in TERMINAL and d,
+                     timeout=240, interval=1.0, what="the second run to end")  # fmt: skip
+    assert data2["status"] == "succeeded" and data2["metrics"]["files"] == 3, data2
+    assert "dataset images@1: sent 0 chunk(s)" in data2["runtime_note"]
+    assert "5 already there" in data2["runtime_note"]
+    # the local record mirrors the server's metric points
+    local = json.loads(cli(ana, ana_env, "runs", "show", first_id, "--json", "--local").stdout)
+    assert local["status"] == "succeeded" and local["metric_summary"]["files"]["last"] == 3
+
+
+def test_a_pruned_trial_is_cancelled_on_the_agent_the_server_gave_it(dispatching, tmp_path):
+    from tests.tuning.test_tune import DIVERGING
+
+    server = dispatching
+    ana, ana_env = person(tmp_path, server, "ana")
+    (ana / "model.py").write_text(DIVERGING)
+    # The median pruner lets its first 5 trials finish; a diverging one after them is stopped.
+    result = cli(
+        ana, ana_env, "tune", "model.py", "--remote", "--param", "lr=choice:0.05,0.1,0.9",
+        "--metric", "loss", "--trials", "10", "--parallel", "2", "--sampler", "random",
+        "--seed", "4", "--name", "div", "--epochs=30", timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    study = json.loads(cli(ana, ana_env, "tune", "show", "div", "--json").stdout)
+    pruned = [t for t in study["trials"] if t["state"] == "pruned"]
+    assert pruned and study["counts"]["pruned"] == len(pruned), study["trials"]
+    with server.client("ana") as http:
+        queue = http.get("/api/v1/queue").json()
+    assert not queue["queued"] and not queue["running"]
+    for trial in pruned:
+        shown = cli(ana, ana_env, "runs", "show", trial["run_id"], "--json", "--local")
+        local = json.loads(shown.stdout)
+        there = show(server, "ana", trial["run_id"])
+        assert there["status"] == "cancelled", there
+        assert there["attempts"][-1]["status"] == "cancelled"
+        # stopped on its agent early: fewer points than the 30 epochs a full run logs
+        assert there["metric_summary"]["loss"]["count"] < 30
+        assert local["status"] == "cancelled" and local["failure_class"] == "pruned"

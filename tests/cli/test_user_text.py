@@ -209,6 +209,10 @@ def runs_cancel(w: World) -> None:
     check(w.mllib("runs", "cancel", ODD), codes=(4,), shows=True)
 
 
+def runs_rm(w: World) -> None:
+    check(w.mllib("runs", "rm", ODD), codes=(2, 4), shows=True)
+
+
 def runs_rerun(w: World) -> None:
     check(w.mllib("runs", "rerun", w.runs[-1]), shows=True)
 
@@ -549,6 +553,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "runs rerun": runs_rerun,
     "runs artifacts": runs_artifacts,
     "runs cancel": runs_cancel,
+    "runs rm": runs_rm,
     "tune study": tune_study,
     "tune resume": tune_resume,
     "tune show": tune_show,
@@ -569,6 +574,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "agents list": agents_list,
     "agents check": agents_check,
     "agents remove": agents_remove,
+    "agents rm": agents_remove,
     "agents sync": agents_sync,
     "agents prune": agents_prune,
     "agents forget-host-key": agents_forget_host_key,
@@ -593,6 +599,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "server agents list": server_agents,
     "server agents check": server_agents,
     "server agents remove": server_agents,
+    "server agents rm": server_agents,
     "server start": server_start,
     "login": login,
     "whoami": whoami,

@@ -29,12 +29,44 @@ def seeded(tmp_path: Path):
     return seed(tmp_path / "seeded")
 
 
-def make_app(ws, **kwargs) -> DashboardApp:
-    """The dashboard of `ws` at the seed's fixed time; refreshes come from the test (a long
-    interval), and made-up running runs are not settled as dead."""
+STUDY_TIME = "2026-03-01T12:58:00.000000Z"  # two minutes before the seed's NOW
+
+
+@pytest.fixture(scope="session")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project (folder `tuned`) with study `quad`: 4 trials of tests/tuning's model, each a
+    real run (process runtime) made by `mllib.tune` with the random sampler seeded, so its params
+    and values are the same every time. Only the run ids and the study's times are fixed by hand
+    (`trial0000001`..., STUDY_TIME), so snapshots of it do not change."""
+    import itertools
+
+    import mllib
+    from tests.tuning.test_tune import MODEL
+
+    root = tmp_path_factory.mktemp("tuning") / "tuned"
+    root.mkdir()
+    (root / "model.py").write_text(MODEL)
+    (root / "mllib.toml").write_text('[runtime]\nlocal = "process"\n')
+    ids = (f"trial{n:07d}" for n in itertools.count(1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLLIB_HOME", str(root.parent / "mllib-home"))
+        patch.chdir(root)
+        patch.setattr("mllib.runs.prepare.new_run_id", lambda: next(ids))
+        patch.setattr("mllib.tuning.records.now", lambda: STUDY_TIME)
+        study = mllib.tune(
+            "model.py", {"x": "uniform:-4:4"}, metric="val_loss", trials=4, parallel=1,
+            sampler="random", seed=7, params={"steps": 1}, name="quad",
+        )  # fmt: skip
+    assert len(study.trials) == 4
+    return root
+
+
+def make_app(ws, *, now: float = NOW, **kwargs) -> DashboardApp:
+    """The dashboard of `ws` at a fixed time (the seed's, unless `now`); refreshes come from the
+    test (a long interval), and made-up running runs are not settled as dead."""
     data = DashboardData(ws, reconcile_every_s=None)
     kwargs.setdefault("refresh_s", 3600)
-    return DashboardApp(data, clock=lambda: NOW, **kwargs)
+    return DashboardApp(data, clock=lambda: now, **kwargs)
 
 
 def drive(

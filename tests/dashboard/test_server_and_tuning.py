@@ -8,24 +8,28 @@ import pytest
 from textual.widgets import DataTable
 
 from mllib.dashboard.data import LocalQueue, ServerQueue
-from mllib.display import fmt_value
+from mllib.display import fmt_duration, fmt_value
 from mllib.workspace import Workspace
 from tests.conftest import Project
 from tests.dashboard.conftest import cells, drive, make_app
-from tests.server.conftest import make_server
+from tests.server.conftest import with_a_silent_agent
 from tests.tuning.test_tune import MODEL as QUAD
 
 
 @pytest.fixture
 def team_server(tmp_path):
-    """A running team server (SQLite) with users ana (admin) and bo; no agents, so what is
-    submitted stays queued."""
-    server = make_server(tmp_path, "sqlite")
-    server.add_user("ana", "--admin")
-    server.add_user("bo")
-    server.start()
+    """A running team server with users ana (admin) and bo, and one agent, `far` (2 GPUs), that
+    does not answer, so what is submitted stays queued."""
+    server, address = with_a_silent_agent(tmp_path)
+    server.far = address
     yield server
     server.stop()
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 async def _until_rows(pilot, table_id: str, tries: int = 200) -> list[list[str]]:
@@ -52,8 +56,10 @@ def test_the_queue_pane_shows_the_team_servers_queue_by_user_and_priority(
         assert result.returncode == 0, result.output
         submitted[result.stdout.strip().splitlines()[-1]] = priority
     expected = model_project.mllib("queue", "--json").json()
+    queued_at = {r["run_id"]: _epoch(r["queued_at"]) for r in expected["queued"]}
+    later = max(queued_at.values()) + 125  # the dashboard's clock
     ws = Workspace.find(model_project.root)
-    app = make_app(ws)
+    app = make_app(ws, now=later)
     assert isinstance(app.data.queue, ServerQueue)
 
     async def steps(pilot):
@@ -67,8 +73,40 @@ def test_the_queue_pane_shows_the_team_servers_queue_by_user_and_priority(
         places = {r["run_id"]: f"#{r['position']} ({r['gpus']} GPU)" for r in expected["queued"]}
         assert all(r["gpus"] == 1 for r in expected["queued"])
         assert {r[2]: r[6] for r in rows} == places
+        # the model's name, and how long each has waited since the server queued it
+        assert {r[3] for r in rows} == {r["model"] for r in expected["queued"]} == {"Basic"}
+        assert {r[2]: r[5] for r in rows} == {
+            run_id: fmt_duration(later - at) for run_id, at in queued_at.items()
+        }
+        assert fmt_duration(later - max(queued_at.values())) == "2m05s"
         heading = str(app.query_one("#queue-heading").render())
         assert f"team server {team_server.url}" in heading and "2 queued or running" in heading
+
+    drive(app, steps)
+
+
+def test_the_agents_are_the_team_servers_and_k_has_it_check_them(project: Project, team_server):
+    # this project's own agent is not shown: the server's are
+    project.write("mllib.toml", '[[agents]]\nname = "mine"\nhost = "127.0.0.1"\n')
+    login = project.mllib("login", team_server.url, input=team_server.tokens["bo"] + "\n")
+    assert login.returncode == 0, login.output
+    app = make_app(Workspace.find(project.root))
+
+    async def steps(pilot):
+        await pilot.press("2")
+        rows = await _until_rows(pilot, "#agents")
+        # AGENT, ADDRESS, GPUS, SLOTS, OCCUPIED BY, REACHABLE
+        assert rows == [["far", team_server.far, "2", "0/2", "-", "not checked"]]
+        assert "Agents of the team server" in str(app.query_one("#agents-heading").render())
+        await pilot.press("k")  # the server asks its agent now
+        table = app.query_one("#agents", DataTable)
+        for _ in range(200):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.05)
+            if cells(table)[0][5] != "checking…":
+                break
+        reachable = cells(table)[0][5]
+        assert reachable.startswith(f"no: Cannot reach agent far at {team_server.far}")
 
     drive(app, steps)
 
@@ -100,8 +138,21 @@ def test_the_tuning_pane_shows_each_study_with_its_trials_and_best_value(project
         assert (running, pruned, failed) == ("0", "0", "0")
         assert objective == "val_loss ↓"
         assert best == fmt_value(study["best_value"]) and best_run == study["best_run_id"]
+        # below: the study's trials, each with the best value up to it
+        trials = cells(app.query_one("#trials", DataTable))
+        values = [t["value"] for t in study["trials"]]
+        assert trials == [
+            [str(t["number"]), "complete", fmt_value(t["value"]), fmt_value(min(values[: i + 1])),
+             f"x={fmt_value(t['params']['x'])}", t["run_id"]]
+            for i, t in enumerate(study["trials"])
+        ]  # fmt: skip
+        assert "Trials of quad: the best val_loss" in str(app.query_one("#trials-heading").render())
         await pilot.press("enter")  # the best trial's run
         assert app.screen.run_id == study["best_run_id"]
+        await pilot.press("escape")
+        app.query_one("#trials", DataTable).focus()
+        await pilot.press("down", "enter")  # the second trial's run
+        assert app.screen.run_id == study["trials"][1]["run_id"]
 
     drive(app, steps)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from mllib.workspace import Workspace
 from tests.dashboard.conftest import make_app
 
 SMALL, LARGE = (80, 24), (160, 48)
@@ -69,6 +70,18 @@ def test_deployments_pane(snap_compare, seeded, colour, size):
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
 def test_tuning_pane(snap_compare, seeded, colour, size):
     app = make_app(seeded, metric="loss")
+
+    async def shown(pilot) -> None:
+        await pilot.press("4")
+        await _settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=shown)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "160x48"])
+def test_tuning_pane_with_a_study(snap_compare, tuned, colour, size):
+    """Study `quad`'s 4 real trials (tests/dashboard/conftest.py `tuned`) with the best so far."""
+    app = make_app(Workspace.find(tuned))
 
     async def shown(pilot) -> None:
         await pilot.press("4")

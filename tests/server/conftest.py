@@ -101,6 +101,22 @@ def make_server(root: Path, database: str, *init: str) -> TeamServer:
     return server
 
 
+def with_a_silent_agent(root: Path, **fields: str) -> tuple[TeamServer, str]:
+    """A running server (SQLite), users ana (admin) and bo, and one agent, `far` (2 GPUs, and
+    `fields` such as user and key), declared in the server's mllib.toml on a loopback port where
+    nothing listens: runs submitted stay queued. Returns it and the agent's `host:port`."""
+    server = make_server(root, "sqlite")
+    port = free_port()
+    extra = "".join(f'{name} = "{value}"\n' for name, value in fields.items())
+    (server.home / "mllib.toml").write_text(
+        f'[[agents]]\nname = "far"\nhost = "127.0.0.1"\nport = {port}\ngpus = 2\n{extra}'
+    )
+    server.add_user("ana", "--admin")
+    server.add_user("bo")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def team_server(request, tmp_path_factory):
     """A running server with users ana (admin), bo, and cy (max 2 queued)."""

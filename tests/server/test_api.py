@@ -9,7 +9,14 @@ import stat
 import httpx
 import pytest
 
+from mllib.display import fmt_time
 from tests.conftest import Project
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def login(project: Project, server, user: str) -> None:
@@ -49,7 +56,12 @@ def test_two_users_submit_and_see_only_their_own_runs(
     shown = model_project.mllib("runs", "show", mine, "--json").json()
     assert shown["params"]["epochs"] == 2 and shown["user"] == "bo" and shown["status"] == "queued"
     queue = model_project.mllib("queue", "--json").json()
-    assert any(r["run_id"] == mine and r["priority"] == 3 for r in queue["queued"])
+    row = next(r for r in queue["queued"] if r["run_id"] == mine)
+    assert row["priority"] == 3 and row["model"] == shown["model"]
+    assert abs(_epoch(row["queued_at"]) - _epoch(shown["created_at"])) < 30
+    table = model_project.mllib("queue").stdout  # the model and when it was queued, in local time
+    line = next(line for line in table.splitlines() if mine in line)
+    assert shown["model"] in line and fmt_time(row["queued_at"]) in line
     # ana (admin) sees bo's run with --all; cy sees neither list nor show of it
     with team_server.client("cy") as http:
         answer = http.get(f"/api/v1/runs/{mine}")
