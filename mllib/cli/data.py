@@ -231,6 +231,7 @@ def rm(
         str, typer.Argument(help="NAME@VERSION for one version, NAME for every version.")
     ],
     local: LocalOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Remove a dataset version (or all of a dataset's versions) and free what nothing else uses.
 
@@ -248,6 +249,19 @@ def rm(
         )
 
     result = remove(ref)
+    if json_:
+        output.print_json(
+            {
+                "removed": [
+                    {"name": v.name, "version": v.version, "sha256": v.sha256}
+                    for v in result.removed
+                ],
+                "chunks_freed": result.collected.chunks,
+                "bytes_freed": result.collected.bytes,
+                "deferred": result.collected.skipped,  # an upload was running: freed later
+            }
+        )
+        return
     console = output.err()
     console.print(f"Removed {', '.join(v.ref for v in result.removed)}.")
     if result.collected.skipped:

@@ -138,6 +138,7 @@ def ship(
             help="Copy requests to it ([rollout] shadow_percent): answers compared, not returned.",
         ),
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC, a run id or a LitServe API
     (api.py:MyAPI) to staging or prod."""
@@ -164,6 +165,8 @@ def ship(
     )
     dep = outcome.deployment
     console = output.err()
+    if json_:
+        output.print_json(outcome_dict(env, outcome))
     if outcome.candidate is not None:
         _print_candidate(console, outcome.candidate, dep, env)
         return
@@ -188,6 +191,37 @@ def ship(
         console.print("  Next: mllib loadtest --env staging, then mllib deploy ... --env prod")
     else:
         console.print("  Requests need a key: mllib keys create --env prod")
+
+
+def outcome_dict(env: str, outcome) -> dict:
+    """What `deploy --json` and `deploy rollback --json` print: the deployment live on `env`
+    after the command, and the rollout beside it, if one runs."""
+    dep = outcome.deployment
+    candidate = None
+    if outcome.candidate is not None:
+        servable = outcome.candidate["spec"]["servable"]
+        candidate = {
+            "variant": outcome.candidate.get("variant"),
+            "mode": outcome.candidate["mode"],
+            "weight": outcome.candidate["weight"],
+            "sticky_by": outcome.candidate.get("sticky_by"),
+            "model": servable["model"],
+            "version": servable["version"],
+        }
+    return {
+        "env": env,
+        "deployment_id": dep.id,
+        "model": dep.model,
+        "version": dep.version,
+        "url": dep.url,
+        "state": dep.state,
+        "noop": outcome.noop,
+        "forced": outcome.forced or [],
+        "replaced": outcome.replaced.id if outcome.replaced else None,
+        "rolled_back": outcome.rolled_back,
+        "cooldown_s": outcome.cooldown_s,
+        "candidate": candidate,
+    }
 
 
 def _print_candidate(console, candidate: dict, stable, env: str) -> None:
@@ -229,12 +263,15 @@ def promote(
             show_default=False,
         ),
     ] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Move the canary (or A/B, or shadow) of an environment to 100% of requests, in steps."""
     from mllib.serving.control.promote import promote as do_promote
 
     seconds = None if interval is None else parse_duration(interval, "--interval")
     answer = do_promote(deploy_context(), env, steps=steps, interval_s=seconds)
+    if json_:
+        output.print_json(answer)
     console = output.err()
     label = f"{answer['model']} v{answer['version']}"
     left = ", ".join(f"{s:g}%" for s in answer["steps_left"])
@@ -277,6 +314,7 @@ def rollback(
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (audited).", show_default=False)
     ] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Take a canary, A/B test or shadow down at once; else put back the version that was live
     before the current one. On prod, the cooldown doubles."""
@@ -284,6 +322,8 @@ def rollback(
     from mllib.serving.control.deploy import rollback as do_rollback
 
     outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
+    if json_:
+        output.print_json(outcome_dict(env, outcome))
     console = output.err()
     dep = outcome.deployment
     if outcome.rolled_back:
@@ -305,12 +345,18 @@ def rollback(
 
 
 @app.command()
-def stop(env: EnvOpt) -> None:
+def stop(env: EnvOpt, json_: JsonOpt = False) -> None:
     """Stop the environment's server and every process it started."""
     from mllib.serving.control.deploy import stop as do_stop
 
-    for dep in do_stop(deploy_context(), env, progress=_say):
+    stopped = do_stop(deploy_context(), env, progress=_say)
+    for dep in stopped:
         output.err().print(f"Stopped {dep.label} on {env}.")
+    if json_:
+        output.print_json(
+            [{"env": env, "deployment_id": d.id, "model": d.model, "version": d.version,
+              "state": d.state} for d in stopped]
+        )  # fmt: skip
 
 
 @app.command()

@@ -155,7 +155,12 @@ def test_rm_one_version_keeps_the_others_and_numbers_are_not_reused(project: Pat
     (project / "v.txt").write_text("two")
     upload_json(project, "v.txt", "--name", "v")
 
-    assert mllib_cli(project, "data", "rm", "v@2").returncode == 0
+    removed = mllib_cli(project, "data", "rm", "v@2", "--json")
+    assert removed.returncode == 0, removed.stderr
+    answer = json.loads(removed.stdout)
+    assert set(answer) == {"removed", "chunks_freed", "bytes_freed", "deferred"}
+    assert [(v["name"], v["version"]) for v in answer["removed"]] == [("v", 2)]
+    assert answer["chunks_freed"] >= 1 and answer["bytes_freed"] > 0 and not answer["deferred"]
     (project / "v.txt").write_text("three")
     third = upload_json(project, "v.txt", "--name", "v")
 

@@ -62,8 +62,20 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
     staged = cli(project, "deploy", "served:2", "--env", "staging")
     assert staged.returncode == 0, staged.output
     assert "served v2 is live on staging at http://127.0.0.1:" in staged.output
-    again = cli(project, "deploy", "served:2", "--env", "staging")
-    assert again.returncode == 0 and "Refused as a no-op" in again.output
+    again = cli(project, "deploy", "served:2", "--env", "staging", "--json")
+    assert again.returncode == 0 and "Refused as a no-op" in again.stderr
+    answer = again.json()  # the shape README "JSON output" documents
+    assert set(answer) == {
+        "env", "deployment_id", "model", "version", "url", "state", "noop", "forced",
+        "replaced", "rolled_back", "cooldown_s", "candidate",
+    }  # fmt: skip
+    assert (answer["env"], answer["model"], answer["version"], answer["state"]) == (
+        "staging",
+        "served",
+        2,
+        "live",
+    )
+    assert answer["noop"] is True and answer["url"] in staged.output
 
     tested = cli(project, "loadtest", "--env", "staging", "--duration", "1", "--concurrency", "2")
     assert tested.returncode == 0, tested.output
@@ -139,8 +151,10 @@ def test_staging_loadtest_prod_key_predict_status_history_stop(project):
     )
     httpx.post(f"{url}/predict", json={"x": [4]}, headers={"X-Request-ID": "followed-1"})
     for env in ("prod", "staging"):
-        stopped = cli(project, "deploy", "stop", "--env", env)
-        assert stopped.returncode == 0 and "Stopped served v2" in stopped.output
+        stopped = cli(project, "deploy", "stop", "--env", env, "--json")
+        assert stopped.returncode == 0 and "Stopped served v2" in stopped.stderr
+        [gone] = stopped.json()
+        assert (gone["env"], gone["version"], gone["state"]) == (env, 2, "stopped")
     followed, _ = follow.communicate(timeout=30)  # --follow ends with the server
     assert follow.returncode == 0 and "id=followed-1" in followed
     assert {r["state"] for r in cli(project, "deploy", "status", "--json").json()} == {"stopped"}
