@@ -205,10 +205,14 @@ class SumAPI(ls.LitAPI):
 
     def encode_response(self, output, context):
         return {"sum": output, "count": context["count"]}
+
+
+if __name__ == "__main__":
+    ls.LitServer(SumAPI(api_path="/sum")).run(port=8000)
 """
 
 
-def test_a_pydantic_request_is_validated_and_a_context_carried_as_litserve_does(
+def test_a_pydantic_request_is_validated_a_context_carried_and_its_api_path_served(
     tmp_path: Path,
 ):
     project = Project(tmp_path)
@@ -218,10 +222,13 @@ def test_a_pydantic_request_is_validated_and_a_context_carried_as_litserve_does(
         wait_for(lambda: _health(dev.url) == 200, timeout=90, what=f"the server:\n{dev.output()}")
         fits = httpx.post(f"{dev.url}/predict", json={"values": [1, 2]}, timeout=30)
         assert fits.status_code == 200 and fits.json() == {"sum": 30.0, "count": 2}
+        own = httpx.post(f"{dev.url}/sum", json={"values": [3]}, timeout=30)  # its api_path too
+        assert own.status_code == 200 and own.json() == {"sum": 30.0, "count": 1}
+        assert wait_for(lambda: " POST /sum " in dev.output(), what="the request logged at /sum")
         unfit = httpx.post(f"{dev.url}/predict", json={"values": "many"}, timeout=30)
         assert unfit.status_code == 422
         assert unfit.json()["error"].startswith("the request does not fit Features: values:")
-        assert "SumAPI() set up in" in dev.output() and "batches" not in dev.output()
+        assert "SumAPI(api_path='/sum') set up in" in dev.output() and "batches" not in dev.output()
     finally:
         dev.stop()
 

@@ -40,7 +40,7 @@ from mllib.serving.server.logwriter import LineWriter
 from mllib.serving.server.modelapi import ModelAPI
 from mllib.serving.server.ratelimit import SharedBuckets
 from mllib.serving.server.router import Forbidden, NoVariant, Router
-from mllib.serving.spec import KeyCheck, ServerSpec
+from mllib.serving.spec import CODE_DIR, LITAPI, KeyCheck, ServerSpec
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -163,6 +163,7 @@ class Gateway:
         self.server: Any = None  # the LitServer, set once it exists (worker mode asks its workers)
         self.counters: ProcessCounters | None = None
         self.router: Router | None = None
+        self.predict_paths = predict_paths(spec)
 
     def per_process(self, slot: int, load_first: bool) -> None:
         """Set up what API server number `slot` needs of its own, in its process before it
@@ -395,7 +396,7 @@ class ServingMiddleware:
             return await self.app(scope, receive, self._on_lifespan(send))
         if scope["type"] == "http":
             path = scope["path"]
-            if path == "/predict":
+            if path in self.gw.predict_paths:
                 return await self.predict(scope, receive, send)
             if path == "/health":
                 return await self.health(send)
@@ -456,7 +457,7 @@ class ServingMiddleware:
             level="info" if status < 400 else "warning" if status < 500 else "error",
             event="request",
             method=scope["method"],
-            path="/predict",
+            path=scope["path"],
             status=reply.status,
             latency_ms=round(elapsed * 1000, 3),
             key_id=key.id if key else None,
@@ -465,6 +466,24 @@ class ServingMiddleware:
         if route is not None:
             line.update(variant=route.variant, version=route.version, replica=route.replica)
         gw.log.write(line)
+
+
+RESERVED_PATHS = ("/health", "/metrics", "/metrics/", "/docs", "/openapi.json")
+
+
+def predict_paths(spec: ServerSpec) -> frozenset[str]:
+    """Where predictions are answered: /predict, and a LitServe API's own `api_path` as its
+    file creates it (`MyAPI(api_path="/classify")`), unless that is one of the server's own."""
+    paths = {"/predict"}
+    servable = spec.servable
+    if servable.kind == LITAPI:
+        from mllib.discovery import constructor_args
+
+        source = Path(spec.bundle_dir) / CODE_DIR / servable.model_file
+        wanted = constructor_args(source, servable.model_class).get("api_path")
+        if isinstance(wanted, str) and wanted.startswith("/") and wanted not in RESERVED_PATHS:
+            paths.add(wanted.rstrip("/") or "/predict")
+    return frozenset(paths)
 
 
 def error_json(message: str, request_id: str, hint: str | None = None) -> bytes:
