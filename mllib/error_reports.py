@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from mllib.redaction import PROCESS
+
 USER_ERROR = "user_error"  # the model's code raised
 SYSTEM_ERROR = "system_error"  # mllib itself, or the machine, failed
 
-MASK = "***"
 
 
 class Reporter(Protocol):
@@ -35,7 +36,6 @@ class Reporter(Protocol):
 _reporters: list[Reporter] = []
 tags: dict[str, str] = {}  # run_id, model, action, runtime, agent; env, version, deployment
 params: dict[str, Any] = {}  # the run's params as recorded (secret ones as ***)
-secrets: set[str] = set()
 
 
 def register(reporter: Reporter) -> None:
@@ -60,8 +60,9 @@ def set_params(values: Mapping[str, Any], secret_values: Mapping[str, Any] = {})
 
 
 def add_secrets(values: Any) -> None:
-    """Values that reports must hold only as ***."""
-    secrets.update(str(v) for v in values if v is not None and str(v))
+    """Values that reports must hold only as *** (the process's one redactor: what the worker
+    keeps out of errors and output is kept out of reports too, spelled as a repr or JSON)."""
+    PROCESS.add(str(v) for v in values if v is not None and str(v))
 
 
 def report(exc: BaseException, *, failure_class: str, **extra: object) -> None:
@@ -82,13 +83,10 @@ def flush(timeout_s: float = 2.0) -> None:
 
 def scrub(value: Any) -> Any:
     """`value` (strings, lists, dicts nested) with every secret replaced by ***."""
-    if not secrets:
+    if not PROCESS.values:
         return value
     if isinstance(value, str):
-        for secret in sorted(secrets, key=len, reverse=True):
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return PROCESS.text(value)
     if isinstance(value, dict):
         return {scrub(k): scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

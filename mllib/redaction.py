@@ -76,6 +76,9 @@ class ByteStream:
         return data
 
 
+PROCESS = Redactor()  # what this process must never let out: the worker's errors, reports
+
+
 def secret_values(
     specs: Mapping[str, Any],
     *,

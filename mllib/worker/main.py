@@ -39,12 +39,12 @@ from mllib.protocol.failure import (
 )
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.spec import RunSpec
-from mllib.redaction import Redactor, secret_values
+from mllib.redaction import PROCESS, secret_values
 from mllib.worker.seeding import seed_libraries
 from mllib.worker.tracebacks import user_traceback
 
 # The run's secret values, kept out of the errors this worker records and prints.
-REDACTOR = Redactor()
+REDACTOR = PROCESS  # the same values kept out of reports (mllib.error_reports)
 
 
 class UserCodeError(Exception):

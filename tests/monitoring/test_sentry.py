@@ -60,6 +60,43 @@ def test_a_failed_run_is_reported_with_its_tags_and_secrets_as_stars(reported, i
     assert len(ingest.events()) == 1  # reported once
 
 
+EARLY = """
+import os
+
+from mllib import sentry_plugin
+
+sentry_plugin.enable()
+
+import mllib
+
+
+class Early:
+    def __init__(self):
+        self.api_token = mllib.Param("", env="API_TOKEN")
+        raise ValueError(f"cannot reach the hub with {os.environ['API_TOKEN']!r}")
+
+    def train(self):
+        pass
+
+    def predict(self, request):
+        return request
+"""
+
+
+def test_a_secret_in_an_error_before_the_params_are_read_is_stars_in_the_report(project, ingest):
+    """The worker knows a secret param's values before the model's code runs; a report made
+    then (the class's __init__ failing) hides it too, in its repr spelling as well."""
+    project.write("model.py", EARLY)
+    project.write("mllib.toml", f'name = "early"\n\n[sentry]\ndsn = "{ingest.dsn}"\n')
+    secret = "tok-'quoted'-9c2e"
+    result = project.mllib("train", "model.py", env={"API_TOKEN": secret})
+    assert result.returncode == 1, result.output
+    [event] = ingest.wait_events(1)
+    assert exception_of(event)["value"] == 'cannot reach the hub with "***"'
+    assert "9c2e" not in ingest.raw()  # neither the value nor its repr, anywhere
+    assert "9c2e" not in result.output
+
+
 def test_a_system_error_is_tagged_as_such_and_the_dsn_may_come_from_the_env_file(reported, ingest):
     reported.write(".env.local", f"SENTRY_DSN={ingest.dsn}\n")
     result = reported.mllib("train", "model.py", "--fail=memory", "--runtime", "process")
