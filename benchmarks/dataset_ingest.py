@@ -62,9 +62,30 @@ def new_project(root: Path, name: str) -> Path:
     return project
 
 
-def cli(project: Path, *args: str) -> subprocess.Popen:
+# `python -c PEAK FILE ARGS...` runs `mllib ARGS...` and writes its own peak RSS (VmHWM, kB) to
+# FILE as it exits. Not getrusage's ru_maxrss: Linux carries the parent's peak across fork and
+# exec into it, so it reported this benchmark's memory as the command's.
+PEAK = """
+import atexit, runpy, sys
+
+def _peak(path=sys.argv.pop(1)):
+    with open("/proc/self/status") as status:
+        kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(path, "w") as out:
+        out.write(kb)
+
+atexit.register(_peak)
+sys.argv[0] = "mllib"
+runpy.run_module("mllib", run_name="__main__", alter_sys=True)
+"""
+
+
+def cli(project: Path, *args: str, peak_file: Path | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mllib", "data", *args]
+    if peak_file is not None:
+        command = [sys.executable, "-c", PEAK, str(peak_file), "data", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "mllib", "data", *args],
+        command,
         cwd=project,
         env={**os.environ, "CI": "true"},
         stdout=subprocess.PIPE,
@@ -74,15 +95,17 @@ def cli(project: Path, *args: str) -> subprocess.Popen:
 
 def run_cli(project: Path, *args: str) -> tuple[dict, float, float]:
     """(the --json result, wall seconds, peak RSS in MB) of one `mllib data` command."""
+    peak = project.parent / f"{project.name}.peak-rss"  # beside the project, not in it
     started = time.perf_counter()
-    proc = cli(project, *args, "--json")
+    proc = cli(project, *args, "--json", peak_file=peak)
     with proc.stdout:  # type: ignore[union-attr]
         out = proc.stdout.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     if proc.returncode != 0:
         raise SystemExit(f"mllib data {' '.join(args)} failed ({proc.returncode})")
-    return json.loads(out), time.perf_counter() - started, usage.ru_maxrss / 1024
+    rss_mb = int(peak.read_text()) / 1024
+    peak.unlink()
+    return json.loads(out), time.perf_counter() - started, rss_mb
 
 
 def bench_speed(root: Path, size: int, rounds: int) -> dict:
