@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Project, wait_for
+from tests.serving.test_serve import samples
 
 MODEL = """
 import mllib
@@ -40,14 +40,6 @@ log_keep = 2
 """
 
 
-def series(text: str) -> dict[tuple[str, tuple], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
 def value(found: dict, name: str, **labels: str) -> float | None:
     hits = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls)]
     return sum(hits) if hits else None
@@ -71,7 +63,7 @@ def test_metrics_start_at_zero_pass_promtool_and_the_log_rotates(project: Projec
         url = status["url"]
         first = httpx.get(f"{url}/metrics", timeout=10).text
         check(promtool, first)
-        found = series(first)
+        found = samples(first)
         for code in ("200", "400", "401", "413", "422", "429", "500", "504"):
             assert value(found, "mllib_requests_total", status=code) == 0, code
         for reason in ("bad_request", "predict_error", "rate_limited", "timeout", "too_large"):
@@ -87,7 +79,7 @@ def test_metrics_start_at_zero_pass_promtool_and_the_log_rotates(project: Projec
                 assert client.post(f"{url}/predict", json={"x": x}).status_code == 200
         after = httpx.get(f"{url}/metrics", timeout=10).text
         check(promtool, after)
-        found = series(after)
+        found = samples(after)
         assert value(found, "mllib_requests_total", status="500") == 1
         assert value(found, "mllib_request_errors_total", reason="predict_error") == 1
         assert value(found, "mllib_request_errors_total", reason="bad_request") == 1
