@@ -423,12 +423,19 @@ def rm(
         typer.Argument(help="Run ids (or unique prefixes).", autocompletion=completion.run_ids),
     ],
     json_: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
+    local: LocalOpt = False,
 ) -> None:
     """Remove finished runs: their records, folders and the stored model, files and code that
     no other run or deployment uses. Refused for a run in use (active, deployed, aliased, a
     study's trial, or evaluated by a run not removed with it)."""
+    from mllib.errors import UsageError
     from mllib.runs.removal import remove_runs
 
+    if _server(local) is not None:
+        raise UsageError(
+            "Runs on the team server are not removed from here",
+            hint="Give --local to remove this project's own runs.",
+        )
     removed = remove_runs(_ws(), run_ids)
     if json_:
         output.print_json(removed.as_dict())

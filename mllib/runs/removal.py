@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from mllib.errors import EXIT_REFUSED, MllibError, UsageError
+from mllib.errors import EXIT_REFUSED, MllibError
 from mllib.registry.runs import RunRecord, get_run
 from mllib.workspace import Workspace
 
@@ -47,17 +47,13 @@ class Removed:
 
 def remove_runs(ws: Workspace, run_ids: list[str]) -> Removed:
     """Remove the runs `run_ids` name (ids or unique prefixes), all or none."""
-    runs = {r.id: r for r in (get_run(ws.registry, ref) for ref in run_ids)}
-    _refuse_in_use(ws, runs)
     reg = ws.registry
-    marks = ", ".join("?" * len(runs))
-    ids = list(runs)
-    if reg.is_postgres:
-        raise UsageError(
-            "Runs on a team server are removed there", hint="Use --local for this project's runs."
-        )
-    candidates = _objects_of(reg, ids)
-    with reg.transaction():
+    with reg.transaction():  # checked and removed under the write lock: nothing starts using them
+        runs = {r.id: r for r in (get_run(reg, ref) for ref in run_ids)}
+        _refuse_in_use(ws, runs)
+        ids = list(runs)
+        marks = ", ".join("?" * len(ids))
+        candidates = _objects_of(reg, ids)
         for table in _tables_naming_runs(ws):
             reg.conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
         reg.conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
