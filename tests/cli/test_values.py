@@ -21,6 +21,7 @@ NEEDS = {
     "deploy ship": ["m:1", "--env", "staging"],
     "deploy status": [],
     "deploy history": [],
+    "deploy logs": ["--env", "staging"],
     "keys create": ["--env", "staging"],
     "tune study": ["model.py", "--param", "x=uniform:0:1", "--metric", "loss"],
     "tune resume": ["study"],
