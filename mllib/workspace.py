@@ -46,6 +46,9 @@ class Workspace:
         from mllib.registry import Registry
 
         if self.read_only and not self.recorded:
+            from mllib.registry.health import check_file
+
+            check_file(self.project.registry_path)  # run folders beside no registry: an error
             return Registry.empty()
         self.project.secure_state()
         settings = self.project.config.registry
