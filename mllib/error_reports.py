@@ -25,7 +25,6 @@ USER_ERROR = "user_error"  # the model's code raised
 SYSTEM_ERROR = "system_error"  # mllib itself, or the machine, failed
 
 
-
 class Reporter(Protocol):
     """Sends one failure somewhere (a Sentry project); never raises."""
 
