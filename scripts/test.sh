@@ -33,4 +33,9 @@ say "Types ([tool.mypy] in pyproject.toml)"
 "$VENV/bin/mypy"
 
 say "Tests"
+if [ "$#" -eq 0 ]; then
+    # The whole suite on several workers (pytest-xdist): most tests wait on real servers, agents
+    # and containers. Tests sharing the SSH lab or the Ray head stay on one worker (tests/conftest.py).
+    set -- -n "${MLLIB_TEST_WORKERS:-3}" --dist loadgroup
+fi
 exec "$VENV/bin/python" -m pytest "$@"

@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Session fixtures that start something heavy, and the xdist group of the tests that use them.
+SHARED_ON_ONE_WORKER = {"ray_head": "ray", "lab": "lab"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/test.sh runs the whole suite on several workers with
+    `--dist loadgroup`), the tests that use one of the heavy session fixtures run on one worker
+    between them, so the SSH lab and the Ray head are each started once, not once per worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((g for fixture, g in SHARED_ON_ONE_WORKER.items() if fixture in names), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def uv() -> Path:
     """The uv that scripts/lib/common.sh installs (in .venv-uv, or MLLIB_UV_VENV) and sets up with."""
@@ -34,27 +51,56 @@ def uv() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def _session_images() -> Iterator[str]:
-    """The image repository of this test session: runs in Docker tag their images there, and
-    whatever it holds is removed at the end (the engine is shared with everyone else)."""
-    repository = f"mllib-test-{uuid.uuid4().hex[:10]}/env"
-    yield repository
+_RUN_ID = uuid.uuid4().hex
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One id for the whole test run, which pytest-xdist hands to every worker (so they share
+    the run's images and venvs)."""
+    if hasattr(config.option, "testrunuid") and not hasattr(config, "workerinput"):
+        config.option.testrunuid = config.option.testrunuid or _RUN_ID
+
+
+def _images_repository(config: pytest.Config) -> str:
+    worker = getattr(config, "workerinput", {})
+    run_id = worker.get("testrunuid") or getattr(config.option, "testrunuid", None) or _RUN_ID
+    return f"mllib-test-{run_id[:10]}/env"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the images this test run tagged, once every test is done: in the process that
+    ran the tests, or with workers in the controller after all of them ended."""
+    if hasattr(session.config, "workerinput"):
+        return
     try:
         client = connect(timeout=120)
     except DockerRuntimeError:
         return
     try:
-        remove_images(client, repository)
+        remove_images(client, _images_repository(session.config))
     finally:
         client.close()
 
 
 @pytest.fixture(scope="session")
+def _session_images(request: pytest.FixtureRequest) -> str:
+    """The image repository of this test run: runs in Docker tag their images there (every
+    worker the same), and whatever it holds is removed at the end (pytest_sessionfinish: the
+    engine is shared with everyone else)."""
+    return _images_repository(request.config)
+
+
+@pytest.fixture(scope="session")
 def session_env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The venv cache of this test session: runs in venvs share it (venvs are keyed by their
-    content, so tests with the same dependencies build one venv between them)."""
-    return tmp_path_factory.mktemp("envs")
+    """The venv cache of this test run: runs in venvs share it (venvs are keyed by their
+    content and built under a lock, so tests with the same dependencies build one venv between
+    them, on whichever worker comes first)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's temp folder, above each worker's own
+    cache = base / "envs"
+    cache.mkdir(exist_ok=True)
+    return cache
 
 
 @pytest.fixture(autouse=True)
