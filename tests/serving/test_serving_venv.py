@@ -174,3 +174,28 @@ def test_a_model_mllibs_environment_serves_is_served_by_mllibs_own_python(
     )
     assert "venv" not in deployed.output
     assert not cache.exists() or not list_envs(cache)  # nothing was built
+
+
+def test_a_serving_venv_that_cannot_be_built_fails_the_deploy_in_one_line(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(tmp_path / "fresh-cache"))
+    project.write("requirements.txt", "mllib-no-such-package-for-tests==0.0.1\n")
+    project.write("mllib.toml", 'name = "shouter"\n[deploy.staging]\nport = 0\n')
+    project.write(
+        "model.py",
+        PLAIN.replace("class Plain:", "class Shouter:").replace(
+            "        return {", "        import mllib_nowhere_test\n\n        return {"
+        ),
+    )
+    assert project.mllib("train", "model.py", "--runtime", "process").returncode == 0
+
+    deployed = cli(project, "deploy", "shouter", "--env", "staging")
+
+    assert deployed.returncode == 1, deployed.output
+    assert "The serving venv could not be built: uv could not install" in deployed.stderr
+    assert "requirements.txt:1: mllib-no-such-package-for-tests==0.0.1" in deployed.stderr
+    (event,) = cli(project, "deploy", "history", "--json").json()
+    assert (event["action"], event["result"]) == ("deploy", "failed")
+    (status,) = cli(project, "deploy", "status", "--env", "staging", "--json").json()
+    assert status["state"] == "none"  # nothing was started
