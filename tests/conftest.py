@@ -261,10 +261,11 @@ def image_repository(docker_client: DockerClient, base_image: str, _session_imag
 
 
 def remove_images(client: DockerClient, repository: str) -> None:
-    """Remove the images tagged in `repository` and `repository-deps` (children first)."""
+    """Remove the images tagged in `repository`, `repository-deps` and `repository-python`
+    (children first)."""
     import docker.errors
 
-    for name in (repository, f"{repository}-deps"):
+    for name in (repository, f"{repository}-deps", f"{repository}-python"):
         for image in client.images.list(name=name):
             for tag in image.tags:
                 try:

@@ -146,8 +146,10 @@ def plan_environment(
     code_dir: Path | None = None,
     step: str = "train",
     model_modules: list[str] | None = None,
+    server: bool = False,
 ) -> EnvPlan:
-    """The plan for `step` of a run of the project at `root` (see the module docstring).
+    """The plan for `step` of a run of the project at `root` (see the module docstring); with
+    `server`, for a model server (mllib.serving.server) rather than a worker.
 
     `code_dir` (default: `root`) is the code the run executes; the installed packages it
     imports are added unless `[runtime] detect_imports = false` (for `evaluate` and `serve`
@@ -156,7 +158,7 @@ def plan_environment(
     """
     declared = project_requirements(root, config)
     detected = _detected(code_dir or root, config, declared, step, model_modules)
-    requirements = (*declared, *detected, *worker_requirements())
+    requirements = (*declared, *detected, *worker_requirements(server=server))
     pins = host_pins([r.text for r in requirements if r.is_package], declared=declared)
     return EnvPlan(tuple(requirements), pins, platform.python_version(), step)
 

@@ -6,7 +6,10 @@ Two images, each tagged by a hash of what went into it, so an unchanged project 
   run's environment plan (mllib.runtime.env_plan: the project's requirements as pip reads them,
   hashes and constraints kept in force, and the worker's, every package pinned to the version
   installed on the submitting machine), the host's CA bundle trusted and its pip index settings
-  used. HASH covers the base image id, the installer's files and the CAs.
+  used. HASH covers the base image id, the installer's files and the CAs. Where the base's
+  Python is another minor version than the submitting machine's and this host has a
+  self-contained one of that version, the venv is made with it, in an image derived from the
+  base with it copied in (mllib.runtime.image_python); else the build says so.
 - ``{repository}:HASH`` FROM the deps image: the running mllib installed as a wheel. HASH
   covers the deps image and mllib's source, so editing mllib rebuilds only this small layer.
 
@@ -48,7 +51,8 @@ from mllib.runtime.image_build import (
     pip_dockerfile_lines,
     venv_env_line,
 )
-from mllib.runtime.install_errors import explain_install_failure, python_mismatch
+from mllib.runtime.image_python import ImagePython, choose_python, ensure_python_image
+from mllib.runtime.install_errors import explain_install_failure
 from mllib.runtime.wheels import local_wheels, mllib_source_hash, mllib_wheel, serve_wheels
 
 if TYPE_CHECKING:
@@ -71,6 +75,8 @@ class ImagePlan:
     env: EnvPlan
     deps_tag: str
     tag: str
+    python: ImagePython | None = None  # the submitter's minor version, copied from this host
+    python_note: str | None = None  # why the image keeps the base's Python of another minor
 
 
 def image_settings(config: Config) -> tuple[str, str]:
@@ -103,6 +109,8 @@ def plan_image(
     base, repository = image_settings(config)
     base_id = image_id(client, base) or _missing_base(base, progress)
     env = env or plan_environment(root, config, code_dir=code_dir)
+    base_python = (client.images.get(base_id).labels or {}).get("org.mllib.python", "")
+    python, note = choose_python(base, base_id, base_python, env.python, repository)
     # The CA bundle from PIP_CERT and friends, without the ~0.3 s `pip config list` a build runs.
     ca_bundle = pip_build_settings(config_list="").get("ca_bundle")
     ca_hash = hashlib.sha256(Path(ca_bundle).read_bytes()).hexdigest() if ca_bundle else None
@@ -111,6 +119,7 @@ def plan_image(
         base=base_id,
         files=env.files(),
         ca=ca_hash,
+        **({"python": python.tag} if python else {}),
     )
     final_hash = _digest(recipe=RECIPE, deps=deps_hash, mllib=mllib_source_hash())
     return ImagePlan(
@@ -119,6 +128,8 @@ def plan_image(
         env=env,
         deps_tag=f"{repository}-deps:{deps_hash[:16]}",
         tag=f"{repository}:{final_hash[:16]}",
+        python=python,
+        python_note=note,
     )
 
 
@@ -157,7 +168,10 @@ def _build_deps(
         f"mllib: building {plan.deps_tag} FROM {plan.base} with {names} "
         "(pinned to this machine's versions; once per set of dependencies)"
     )
-    _compare_pythons(client, plan, say)
+    if plan.python_note:
+        say(f"mllib: note: {plan.python_note}")
+    if plan.python:
+        ensure_python_image(client, plan.base, plan.python, say)
     settings = pip_build_settings()
     certs = ca_files(settings.get("ca_bundle"))
     wheels = local_wheels(plan.env.pins, *local_pip_locations()) if _engine_is_local() else []
@@ -169,11 +183,12 @@ def _build_deps(
         + (f" -c {_CONTEXT}/{step.constraints}" if step.constraints else "")
         for step in plan.env.install_steps()
     ]
+    python = plan.python.executable if plan.python else "python3"
     dockerfile = [
-        f"FROM {plan.base}",
+        f"FROM {plan.python.tag if plan.python else plan.base}",
         *pip_dockerfile_lines(with_ca=bool(certs)),
         f"COPY {' '.join(sorted(env_files))} {_CONTEXT}/",
-        f"RUN python3 -m venv {VENV} && {' && '.join(installs)} && rm -rf {_CONTEXT}",
+        f"RUN {python} -m venv {VENV} && {' && '.join(installs)} && rm -rf {_CONTEXT}",
         venv_env_line(),
     ]
     files = {
@@ -225,15 +240,6 @@ def _build_final(
         progress=say,
         cancel=cancel,
     )
-
-
-def _compare_pythons(client: DockerClient, plan: ImagePlan, say: Progress) -> None:
-    """Say so when the image's Python is another minor version than this one (results may differ)."""
-    labels = client.images.get(plan.base_id).labels or {}
-    image_python = labels.get("org.mllib.python", "")
-    note = python_mismatch(image_python, plan.env.python, where=f"the base image {plan.base}")
-    if note:
-        say(f"mllib: note: {note}")
 
 
 def _explainer(plan: ImagePlan) -> Callable[[BuildFailure], tuple[str, str, str]]:

@@ -67,6 +67,32 @@ def imported_distributions(
     return found
 
 
+def missing_modules(
+    code_dir: Path, *, step: str = "train", extra_modules: Iterable[str] | None = None
+) -> dict[str, str]:
+    """Top-level module -> who needs it (e.g. "model.py"), for the modules `step` of the code in
+    `code_dir` imports (and `extra_modules`) that this environment cannot import: neither the
+    standard library, the project's own, nor installed here."""
+    from importlib.util import find_spec
+
+    local = _local_names(code_dir)
+    needed = [*_imports(code_dir, step)]
+    needed += [("the trained model", name.split(".")[0]) for name in extra_modules or ()]
+    missing: dict[str, str] = {}
+    for rel, name in needed:
+        if name in local or name in sys.stdlib_module_names or name in ("mllib", "__future__"):
+            continue
+        if name in missing:
+            continue
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing[name] = rel
+    return missing
+
+
 def import_name_owners() -> dict[str, list[str]]:
     """Top-level import name -> distributions providing it, in this environment (cached)."""
     key = _environment_key()

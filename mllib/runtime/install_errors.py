@@ -7,11 +7,13 @@ their installer's last words through here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mllib.runtime.env_plan import EnvPlan
+    from mllib.runtime.installer import InstallFailed
 
 # Output that means the package index (not the requirement) failed: a system error.
 NETWORK_TROUBLE = (
@@ -36,6 +38,20 @@ NETWORK_TROUBLE = (
 def network_trouble(lines: Sequence[str]) -> bool:
     """Whether an installer's output says the index could not be reached."""
     return any(marker.lower() in line.lower() for line in lines for marker in NETWORK_TROUBLE)
+
+
+def classify_install_failure(exc: InstallFailed, plan: EnvPlan) -> tuple[str, str]:
+    """(failure class, one-line message) for a venv build that failed: an index that could not
+    be reached is a system error (worth retrying), anything else the requirement's fault."""
+    from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
+
+    if network_trouble(exc.lines):
+        last = exc.lines[-1] if exc.lines else str(exc)
+        message = f"the package index could not be reached while building the venv: {last}"
+        return SYSTEM_ERROR, message
+    installer = "uv" if os.path.basename(exc.command[0]) == "uv" else "pip"
+    message, hint = explain_install_failure(installer, exc.lines, plan)
+    return USER_ERROR, f"{message}. {hint}"
 
 
 def explain_install_failure(

@@ -53,6 +53,12 @@ IGNORED_OPTIONS = ("use_features",)  # pip's own feature flags: nothing to insta
 # What the worker imports besides the standard library (sentry-sdk: when the model calls
 # mllib.sentry_plugin.enable()); the versions come from mllib's metadata.
 WORKER_PACKAGES = ("cloudpickle", "orjson", "sentry-sdk")
+# What a model server imports besides the worker's (mllib.serving.server: LitServe, the uvicorn
+# and httptools it plugs into, its metrics and process trees), for a server run in a venv.
+SERVER_PACKAGES = (
+    "litserve", "uvicorn", "httptools", "uvloop", "starlette", "fastapi", "pydantic",
+    "prometheus-client", "psutil",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,9 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
-def worker_requirements() -> list[Requirement]:
-    """The worker's own dependencies, with the version ranges mllib declares for them."""
+def worker_requirements(*, server: bool = False) -> list[Requirement]:
+    """The worker's own dependencies (with `server`, a model server's too), with the version
+    ranges mllib declares for them."""
     from packaging.requirements import Requirement as Parsed
     from packaging.utils import canonicalize_name
 
@@ -226,7 +233,9 @@ def worker_requirements() -> list[Requirement]:
         parsed = Parsed(text)
         if parsed.marker is None:
             declared[canonicalize_name(parsed.name)] = text
-    return [Requirement(declared.get(name, name), "mllib's worker") for name in WORKER_PACKAGES]
+    packages = (*WORKER_PACKAGES, *(SERVER_PACKAGES if server else ()))
+    origin = "mllib's server" if server else "mllib's worker"
+    return [Requirement(declared.get(name, name), origin) for name in packages]
 
 
 def host_pins(

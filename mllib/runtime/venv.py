@@ -17,7 +17,6 @@ package index that cannot be reached as a `system_error` (retried on agents).
 
 from __future__ import annotations
 
-import os
 import threading
 
 from mllib.errors import MllibError
@@ -26,11 +25,11 @@ from mllib.protocol.failure import EXIT_CANCELLED, SYSTEM_ERROR, USER_ERROR, Exi
 from mllib.protocol.folder import RunFolder
 from mllib.runtime.base import Job
 from mllib.runtime.env_plan import EnvPlan, plan_environment
-from mllib.runtime.install_errors import explain_install_failure, network_trouble
+from mllib.runtime.install_errors import classify_install_failure
 from mllib.runtime.installer import InstallCancelled, InstallFailed
 from mllib.runtime.prepared import PreparedHandle
 from mllib.runtime.process import ProcessHandle, ProcessRuntime
-from mllib.runtime.venvs import PYCACHE, Env, ensure_env, mllib_path
+from mllib.runtime.venvs import Env, cap_bytes, ensure_env
 
 
 class VenvRuntime:
@@ -97,25 +96,11 @@ class VenvHandle(PreparedHandle):
         if plan is None:  # a run prepared without one: plan it here
             plan = plan_environment(self.job.work_dir, config, code_dir=self.job.code_dir)
         self._plan = plan
-        cap = os.environ.get("MLLIB_ENV_CACHE_BYTES")
-        cap_bytes = int(cap) if cap else int(config.runtime.env_cache_gb * 1e9)
-        return ensure_env(plan, progress=self._progress, cancel=self._cancel, cap_bytes=cap_bytes)
+        cap = cap_bytes(config.runtime.env_cache_gb)
+        return ensure_env(plan, progress=self._progress, cancel=self._cancel, cap_bytes=cap)
 
     def _start_worker(self, env: Env) -> ProcessHandle:
-        bin_dir = str(env.path / "bin")
-        extra = {
-            "PYTHONPATH": str(mllib_path()),  # mllib itself, and nothing else of this host
-            "VIRTUAL_ENV": str(env.path),
-            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-            "MLLIB_RUNTIME": "venv",
-            "MLLIB_RUNTIME_ID": env.key,
-            # Bytecode of what the run imports goes into the venv's own folder, written once
-            # and read by every later run, even where PYTHONDONTWRITEBYTECODE is set (it keeps
-            # __pycache__ out of the project, as that setting asks). Compiling every file at
-            # install took longer than the install itself, for modules no model imports.
-            "PYTHONPYCACHEPREFIX": str(env.path / PYCACHE),
-            "PYTHONDONTWRITEBYTECODE": "",
-        }
+        extra = {**env.variables(), "MLLIB_RUNTIME": "venv", "MLLIB_RUNTIME_ID": env.key}
         if env.meta.get("python_note"):
             extra["MLLIB_ENV_NOTE"] = str(env.meta["python_note"])
         fds = (env.lock.fileno(),) if env.lock is not None else ()
@@ -123,11 +108,5 @@ class VenvHandle(PreparedHandle):
         return runtime.start(self.job)
 
     def _install_failed(self, exc: InstallFailed) -> ExitStatus:
-        if network_trouble(exc.lines):
-            last = exc.lines[-1] if exc.lines else str(exc)
-            message = f"the package index could not be reached while building the venv: {last}"
-            return self._fail(SYSTEM_ERROR, message)
-        installer = "uv" if os.path.basename(exc.command[0]) == "uv" else "pip"
         assert self._plan is not None  # failed installing it
-        message, hint = explain_install_failure(installer, exc.lines, self._plan)
-        return self._fail(USER_ERROR, f"{message}. {hint}")
+        return self._fail(*classify_install_failure(exc, self._plan))

@@ -58,6 +58,12 @@ def cache_dir() -> Path:
     return Path(base) / "mllib" / "envs"
 
 
+def cap_bytes(cache_gb: float) -> int:
+    """The cache's size limit: MLLIB_ENV_CACHE_BYTES, else `cache_gb` ([runtime] env_cache_gb)."""
+    cap = os.environ.get("MLLIB_ENV_CACHE_BYTES")
+    return int(cap) if cap else int(cache_gb * 1e9)
+
+
 @dataclass(frozen=True)
 class Interpreter:
     """The Python a venv is made with, and a note when it is not the submitter's minor version."""
@@ -78,6 +84,25 @@ class Env:
     built: bool
     meta: dict[str, object]
     lock: FileLock | None = None  # a shared lock on the venv, held while a run uses it
+
+    def variables(self) -> dict[str, str]:
+        """The environment a process run with this venv's python gets: mllib itself (and
+        nothing else of this host) on its path, and its bytecode written into the venv's own
+        folder, once, for every later process, even where PYTHONDONTWRITEBYTECODE is set (it
+        keeps __pycache__ out of the project, as that setting asks). Compiling every file at
+        install took longer than the install itself, for modules no model imports."""
+        return {
+            "PYTHONPATH": str(mllib_path()),
+            "VIRTUAL_ENV": str(self.path),
+            "PATH": os.pathsep.join([str(self.path / "bin"), os.environ.get("PATH", "")]),
+            "PYTHONPYCACHEPREFIX": str(self.path / PYCACHE),
+            "PYTHONDONTWRITEBYTECODE": "",
+        }
+
+    @property
+    def lock_path(self) -> Path:
+        """The venv's lock file: a process holding it shared keeps the venv from being removed."""
+        return lock_file(self.path.parent, self.key)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -137,7 +162,7 @@ def ensure_env(
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     path = root / key
-    lock = FileLock(root / f"{key}.lock", what=f"the environment {key}", record_pid=False)
+    lock = FileLock(lock_file(root, key), what=f"the environment {key}", record_pid=False)
     try:
         built = False
         if not _complete(path):
@@ -281,7 +306,7 @@ def trim(
 
 def remove(root: Path, key: str) -> bool:
     """Remove venv `key` unless a run or a build holds it; True when it went."""
-    lock = FileLock(root / f"{key}.lock", record_pid=False)
+    lock = FileLock(lock_file(root, key), record_pid=False)
     if not lock.acquire(0):
         return False
     try:
@@ -298,6 +323,18 @@ def _remove_incomplete(root: Path) -> None:
     for path in root.iterdir() if root.is_dir() else []:
         if path.is_dir() and KEY.fullmatch(path.name) and not (path / META_FILE).exists():
             remove(root, path.name)
+
+
+def lock_file(root: Path, key: str) -> Path:
+    """The lock of venv `key`: exclusive while it is built or removed, shared while in use."""
+    return root / f"{key}.lock"
+
+
+def hold(lock_path: str | Path) -> FileLock | None:
+    """Hold the venv of `lock_path` (shared) for as long as this process lives, so it is not
+    removed from under it (a server started with the venv's python); None when it is gone."""
+    lock = FileLock(Path(lock_path), record_pid=False)
+    return lock if lock.acquire(0, shared=True) else None
 
 
 def _complete(path: Path) -> bool:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,27 @@ class KeyCheck:
 
 
 @dataclass(frozen=True)
+class PythonEnv:
+    """The Python a server runs with: mllib's own (MLLIB_ENV), or a venv of what the model's
+    predict needs (VENV), chosen by mllib.serving.control.environment."""
+
+    kind: str = "mllib"
+    python: str = ""  # the interpreter ("": the one running mllib)
+    key: str = ""  # the venv's key in the environment cache
+    why: str = ""  # why this one
+    variables: dict[str, str] = field(default_factory=dict)  # added to its processes' environment
+    lock: str = ""  # the venv's lock file: held (shared) by the server so the venv stays
+
+    def summary(self) -> dict[str, str]:
+        """What `deploy status --json` shows of it."""
+        python = self.python or sys.executable  # mllib's own: the one reading this
+        return {"kind": self.kind, "key": self.key, "python": python, "why": self.why}
+
+
+MLLIB_ENV, VENV = "mllib", "venv"  # PythonEnv kinds
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """Everything one server process needs: what it serves, where, with how many processes,
     under which limits."""
@@ -111,6 +133,7 @@ class ServerSpec:
     routes_path: str = ""
     counters_path: str = ""
     max_workers: int = 0  # 0: workers
+    python_env: PythonEnv = field(default_factory=PythonEnv)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -140,12 +163,19 @@ class ServerSpec:
 
     @classmethod
     def read(cls, path: Path) -> ServerSpec:
-        fields = json.loads(path.read_text())
-        keys = fields.pop("keys")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerSpec:
+        """The spec `dataclasses.asdict` gave (a spec written before a field existed gets its
+        default)."""
+        data = dict(data)
+        keys = data.pop("keys")
         return cls(
-            servable=Servable(**fields.pop("servable")),
+            servable=Servable(**data.pop("servable")),
             keys=KeyCheck(**keys) if keys else None,
-            **fields,
+            python_env=PythonEnv(**data.pop("python_env", {})),
+            **data,
         )
 
 

@@ -15,6 +15,7 @@ from mllib.runtime.installer import choose_installer
 from mllib.runtime.venvs import META_FILE, PYCACHE, list_envs
 from tests.conftest import Project, model_source
 from tests.runtime.locks import uv_lock
+from tests.runtime.pythons import other_minor_python
 
 
 @pytest.fixture
@@ -171,32 +172,6 @@ def test_the_venv_gets_the_submitters_python_minor_version_or_says_why_not() -> 
     )
 
 
-def _other_minor_python() -> str | None:
-    """The version of an installed Python of another minor version than this one (3.11+,
-    as mllib needs), looked for where they are usually installed; None when this host has none."""
-    import glob
-    import platform
-    import subprocess
-
-    here = platform.python_version_tuple()[:2]
-    patterns = ["/usr/bin/python3.*", "/usr/local/bin/python3.*",
-                os.path.expanduser("~/.pyenv/versions/*/bin/python3.*")]  # fmt: skip
-    for path in sorted({p for pattern in patterns for p in glob.glob(pattern)}):
-        if not re.fullmatch(r"python3\.\d+", os.path.basename(path)):
-            continue
-        probe = subprocess.run([path, "-c", "import platform; print(platform.python_version())"],
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
-        version = probe.stdout.strip()
-        major, minor = [*version.split("."), "0", "0"][:2]
-        if (
-            probe.returncode == 0
-            and [major, minor] != list(here)
-            and (int(major), int(minor)) >= (3, 11)
-        ):
-            return version
-    return None
-
-
 def test_a_venv_for_another_minor_version_uses_this_hosts_python_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,7 +184,7 @@ def test_a_venv_for_another_minor_version_uses_this_hosts_python_of_it(
     from mllib.runtime.env_plan import plan_environment
     from mllib.runtime.venvs import ensure_env
 
-    version = _other_minor_python()
+    version = other_minor_python()
     if version is None:
         pytest.skip("this host has no Python 3.11+ of another minor version than this one")
     monkeypatch.setenv("MLLIB_ENV_CACHE", str(tmp_path / "fresh-cache"))

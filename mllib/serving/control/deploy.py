@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from mllib.serving import audit
 from mllib.serving.clock import human_duration
 from mllib.serving.control import policy, process, records
 from mllib.serving.control.context import DeployContext, Progress
+from mllib.serving.control.environment import ServingEnvError, serving_python
 from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
 from mllib.serving.control.fleet import start_controller, takes_over
 from mllib.serving.control.paths import LOG_FILE, deployment_dir, serving_dir
@@ -32,7 +33,7 @@ from mllib.serving.control.rollout import abort as abort_candidate
 from mllib.serving.control.servable import from_run, materialize, resolve
 from mllib.serving.control.settings import EnvSettings, check_replicas
 from mllib.serving.control.specs import fleet_spec
-from mllib.serving.spec import Servable, read_status
+from mllib.serving.spec import PythonEnv, Servable, read_status
 from mllib.workspace import Workspace
 
 __all__ = [
@@ -422,11 +423,38 @@ def _roll_out(
     replicas: tuple[int | None, int | None] = (None, None),
 ) -> Outcome:
     """Start a new deployment of `servable` (its controller, front and replicas) beside
-    `current`, on the same port; once it answers, stop `current`."""
+    `current`, on the same port, with the Python it needs (mllib's, or a venv of its own
+    dependencies); once it answers, stop `current`."""
     say = progress or (lambda message: None)
-    ws, reg = ctx.ws, ctx.ws.registry
     say(f"Preparing {servable.label} (run {servable.run_id})")
-    bundle = materialize(ws, servable)
+    bundle = materialize(ctx.ws, servable)
+    try:
+        with serving_python(ctx.ws, servable, bundle, say=say) as python_env:
+            return _start_deployment(
+                ctx, servable, env, current, bundle, python_env,
+                action=action, forced=forced, reason=reason, say=say, replicas=replicas,
+            )  # fmt: skip
+    except ServingEnvError as exc:  # what is live stays live
+        common = dict(env=env.name, model=servable.model, version=servable.version)
+        ctx.audit(action=action, result="failed", reason=exc.message, **common)
+        raise
+
+
+def _start_deployment(
+    ctx: DeployContext,
+    servable: Servable,
+    env: EnvSettings,
+    current: Deployment | None,
+    bundle: Path,
+    python_env: PythonEnv,
+    *,
+    action: str,
+    forced: list[str] | None,
+    reason: str | None,
+    say: Callable[[str], None],
+    replicas: tuple[int | None, int | None],
+) -> Outcome:
+    ws, reg = ctx.ws, ctx.ws.registry
     port = port_for(ws, env, current)
     deployment_id = records.new_deployment_id()
     folder = deployment_dir(ws, deployment_id)
@@ -440,6 +468,7 @@ def _roll_out(
         folder=folder,
         deployment_id=deployment_id,
         replicas=replicas,
+        python_env=python_env,
     )
     fleet.write(folder / FLEET_SPEC_FILE)
     dep = Deployment.starting(

@@ -4,8 +4,10 @@ foreground on localhost, logging to the terminal. Ctrl-C stops it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mllib import sentry_plugin
@@ -13,12 +15,14 @@ from mllib.errors import UsageError
 from mllib.runs.model_choice import ModelChoice, choose
 from mllib.runs.target import ModelTarget, workspace_of
 from mllib.serving import logs
+from mllib.serving.control.environment import serving_python
 from mllib.serving.control.paths import serving_dir
 from mllib.serving.control.ports import port_free
+from mllib.serving.control.process import SERVER as SERVER_MODULE
 from mllib.serving.control.servable import from_run, from_target, materialize, server_spec
 from mllib.serving.control.settings import Settings
-from mllib.serving.spec import INFERENCE_MODES, ServerSpec
-from mllib.terminal import Notify, notice
+from mllib.serving.spec import INFERENCE_MODES, SPEC_FILE, VENV, ServerSpec
+from mllib.terminal import Notify, err, notice
 from mllib.workspace import Workspace
 
 
@@ -71,14 +75,58 @@ def dev_spec(
     )
 
 
-def serve(
-    spec: ServerSpec, ws: Workspace, announce: Callable[[ServerSpec], None] | None = None
-) -> int:
-    """Run the dev server of project `ws` in this process until Ctrl-C; returns its exit code."""
-    from mllib.serving.server.main import run_server  # LitServe: only once it is needed
+def print_line(line: str) -> None:
+    """A line of the serving venv's build, on stderr as it is (an installer's brackets are not
+    markup)."""
+    err().print(line, markup=False, highlight=False, soft_wrap=True)
 
+
+def serve(
+    spec: ServerSpec,
+    ws: Workspace,
+    announce: Callable[[ServerSpec], None] | None = None,
+    *,
+    say: Callable[[str], None] = print_line,
+) -> int:
+    """Run the dev server of project `ws` in the foreground until Ctrl-C; returns its exit code.
+    With mllib's own environment it runs in this process; from a venv of the model's own
+    dependencies (mllib.serving.control.environment; its build's lines to `say`), as a child
+    process of that venv's python."""
     os.environ.update(ws.project.env_under_shell("local"))
     os.environ.update(sentry_plugin.environment(ws.project))
-    if announce:
-        announce(spec)
-    return run_server(spec)
+    bundle = Path(spec.bundle_dir)
+    with serving_python(ws, spec.servable, bundle, say=say) as python_env:
+        spec = dataclasses.replace(spec, python_env=python_env)
+        if announce:
+            announce(spec)
+        if python_env.kind == VENV:
+            return _serve_from(spec)
+        from mllib.serving.server.main import run_server  # LitServe: only once it is needed
+
+        return run_server(spec)
+
+
+def _serve_from(spec: ServerSpec) -> int:
+    """`python -m mllib.serving.server SPEC.json` with the venv's python, in the foreground:
+    SIGINT (Ctrl-C) and SIGTERM sent to this process are passed on to it (it shuts down
+    gracefully, as in this process), and this process waits for it to stop."""
+    import signal
+    import subprocess
+
+    state_dir = Path(spec.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    spec.write(state_dir / SPEC_FILE)
+    env = {**os.environ, **spec.python_env.variables, "PYTHONUNBUFFERED": "1"}
+    command = [spec.python_env.python, "-m", SERVER_MODULE, str(state_dir / SPEC_FILE)]
+    with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL) as server:
+
+        def pass_on(signum: int, frame: object) -> None:
+            if server.poll() is None:
+                server.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return server.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

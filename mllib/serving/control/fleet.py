@@ -23,7 +23,7 @@ from typing import Any
 from mllib.errors import MllibError
 from mllib.serving.control.autoscale import Scaling
 from mllib.serving.control.judge import Rollout
-from mllib.serving.spec import KeyCheck, Servable, ServerSpec, http_url, write_private
+from mllib.serving.spec import Servable, ServerSpec, http_url, write_private
 
 SPEC_FILE = "fleet-spec.json"
 STATE_FILE = "fleet.json"
@@ -76,13 +76,7 @@ class FleetSpec:
 
 
 def server_spec_from(data: dict[str, Any]) -> ServerSpec:
-    data = dict(data)
-    keys = data.pop("keys")
-    return ServerSpec(
-        servable=Servable(**data.pop("servable")),
-        keys=KeyCheck(**keys) if keys else None,
-        **data,
-    )
+    return ServerSpec.from_dict(data)
 
 
 @dataclass

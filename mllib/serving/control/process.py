@@ -36,12 +36,13 @@ def start(
     marker: str,
     module: str = SERVER,
     extra_env: dict[str, str] | None = None,
+    python: str = "",
 ) -> int:
-    """Start `python -m MODULE SPEC` (a server, a front or a controller) in a new session;
-    returns its pid (= group id)."""
+    """Start `python -m MODULE SPEC` (a server, a front or a controller) in a new session, with
+    `python` (default: the one running mllib); returns its pid (= group id)."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, str(spec_path)],
+            [python or sys.executable, "-m", module, str(spec_path)],
             cwd=cwd,
             env={
                 **os.environ,

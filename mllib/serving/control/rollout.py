@@ -78,6 +78,7 @@ def start_candidate(
 ) -> dict[str, Any]:
     """Ask the controller of `current` to run `servable` beside it; wait until the candidate
     takes requests (or why it could not). Returns what the controller reported."""
+    from mllib.serving.control.environment import serving_python
     from mllib.serving.control.servable import materialize
     from mllib.serving.control.specs import replica_spec
 
@@ -95,21 +96,23 @@ def start_candidate(
         )
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ctx.ws, servable)
-    spec = replica_spec(ctx, servable, env, bundle, current.marker)
-    alive = controller_alive(current)
-    say(f"Starting its server beside {current.label} ({_describe(strategy)})")
-    started = send_order(
-        folder,
-        "candidate",
-        timeout_s=30.0,
-        alive=alive,
-        spec=dataclasses.asdict(spec),
-        mode=strategy.mode,
-        weight=strategy.percent,
-        sticky_by=strategy.sticky_by,
-        user=ctx.user,
-    )
-    error = _wait_candidate(folder, started["server"], ctx.settings.deploy.ready_timeout_s, alive)
+    with serving_python(ctx.ws, servable, bundle, say=say) as python_env:  # held till it is up
+        spec = replica_spec(ctx, servable, env, bundle, current.marker, python_env)
+        alive = controller_alive(current)
+        say(f"Starting its server beside {current.label} ({_describe(strategy)})")
+        started = send_order(
+            folder,
+            "candidate",
+            timeout_s=30.0,
+            alive=alive,
+            spec=dataclasses.asdict(spec),
+            mode=strategy.mode,
+            weight=strategy.percent,
+            sticky_by=strategy.sticky_by,
+            user=ctx.user,
+        )
+        timeout_s = ctx.settings.deploy.ready_timeout_s
+        error = _wait_candidate(folder, started["server"], timeout_s, alive)
     if error:
         if env.name == "prod":
             policy.strike(ctx.ws.registry, ctx.clock, ctx.settings.deploy, ctx.user, servable.model)

@@ -132,9 +132,10 @@ class LocalServers:
             folder / SPEC_FILE,
             self.folder / LOG_FILE,
             cwd=self.cwd,
-            env={},
+            env=spec.python_env.variables,
             marker=self.deployment,
             extra_env={process.REPLICA_MARKER: self.marker(server)},
+            python=spec.python_env.python,
         )
         state.pid_ctime = create_time(state.pid)
         return state

@@ -9,15 +9,20 @@ from mllib.serving.control.context import DeployContext
 from mllib.serving.control.fleet import FleetSpec
 from mllib.serving.control.servable import server_spec
 from mllib.serving.control.settings import EnvSettings, check_replicas
-from mllib.serving.spec import KeyCheck, Servable, ServerSpec
+from mllib.serving.spec import KeyCheck, PythonEnv, Servable, ServerSpec
 
 
 def replica_spec(
-    ctx: DeployContext, servable: Servable, env: EnvSettings, bundle: Path, deployment_id: str
+    ctx: DeployContext,
+    servable: Servable,
+    env: EnvSettings,
+    bundle: Path,
+    deployment_id: str,
+    python_env: PythonEnv,
 ) -> ServerSpec:
     """What every replica of `servable` on `env` runs: [deploy.ENV]'s processes, keys where
-    required (also on a replica's own port), [serve]'s limits. Each replica's port, folder and
-    link are its own (the controller fills them in)."""
+    required (also on a replica's own port), [serve]'s limits, with `python_env`'s Python. Each
+    replica's port, folder and link are its own (the controller fills them in)."""
     return server_spec(
         servable,
         bundle,
@@ -33,6 +38,7 @@ def replica_spec(
         keys=key_check(ctx) if env.require_keys else None,
         show_errors=env.name != "prod",
         deployment=deployment_id,
+        python_env=python_env,
     )
 
 
@@ -51,6 +57,7 @@ def fleet_spec(
     folder: Path,
     deployment_id: str,
     replicas: tuple[int | None, int | None],
+    python_env: PythonEnv,
 ) -> FleetSpec:
     """The spec of a deployment's controller: its servers' spec, the environment's port (its
     stable server shares it with the deployment it replaces), how it scales and judges rollouts."""
@@ -65,7 +72,7 @@ def fleet_spec(
         dir=str(folder),
         registry_path=str(ctx.ws.project.registry_path),
         user=ctx.user,
-        stable=replica_spec(ctx, servable, env, bundle, deployment_id),
+        stable=replica_spec(ctx, servable, env, bundle, deployment_id, python_env),
         host=env.host,
         port=port,
         scaling=serve.scaling(low, high),

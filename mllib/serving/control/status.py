@@ -17,30 +17,43 @@ from mllib.serving.control.fleet import read_state
 from mllib.serving.control.paths import LOG_FILE
 from mllib.serving.control.scrape import EMPTY, Totals, quantile, scrape
 from mllib.serving.control.settings import ENVS
-from mllib.serving.spec import SPEC_FILE
+from mllib.serving.spec import SPEC_FILE, PythonEnv
 
 FIELDS = (
     "env", "state", "url", "model", "version", "run_id", "workers", "api_servers",
     "deployment_id", "pid", "user", "created_at", "live_at", "error", "log_path",
 )  # fmt: skip
-EXTRA = ("inference",)  # read from the deployment's server spec
+EXTRA = ("inference", "environment")  # read from the deployment's server spec
 
 
-def _inference(dep: records.Deployment) -> str | None:
-    """inline or worker, as the deployment's replicas were told (None if its folder is gone).
-    A deployment of one server (before replicas) has its spec in server.json; specs written
-    before the setting existed ran LitServe workers."""
+def _replica_spec(dep: records.Deployment) -> dict[str, Any] | None:
+    """The spec the deployment's replicas were started with (None if its folder is gone). A
+    deployment of one server (before replicas) has its spec in server.json."""
     import json
 
     folder = Path(dep.dir or "")
     try:
-        return json.loads((folder / FLEET_SPEC_FILE).read_text())["stable"]["inference"]
+        spec = json.loads((folder / FLEET_SPEC_FILE).read_text())["stable"]
     except (OSError, ValueError, KeyError):
-        pass
-    try:
-        return json.loads((folder / SPEC_FILE).read_text()).get("inference", "worker")
-    except (OSError, ValueError, AttributeError):
+        try:
+            spec = json.loads((folder / SPEC_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+    return spec if isinstance(spec, dict) else None
+
+
+def _inference(spec: dict[str, Any] | None) -> str | None:
+    """inline or worker, as the deployment's replicas were told; specs written before the
+    setting existed ran LitServe workers."""
+    return None if spec is None else spec.get("inference", "worker")
+
+
+def _environment(spec: dict[str, Any] | None) -> dict[str, str] | None:
+    """The Python its servers run with (mllib.serving.spec.PythonEnv: mllib's own, or a venv
+    of the model's dependencies, and why); specs written before it existed ran mllib's own."""
+    if spec is None:
         return None
+    return PythonEnv(**spec.get("python_env", {})).summary()
 
 
 STATS_KEYS = ("rps", "p50_ms", "p99_ms", "error_rate", "requests_total", "window")
@@ -83,7 +96,8 @@ def status(
         row = {**dict.fromkeys(FIELDS + EXTRA), "env": name, "state": "none"}
         if dep is not None:
             row.update({f: getattr(dep, "id" if f == "deployment_id" else f) for f in FIELDS[1:]})
-            row["inference"] = _inference(dep)
+            spec = _replica_spec(dep)
+            row["inference"], row["environment"] = _inference(spec), _environment(spec)
         rows.append(row)
     live = [r for r in rows if r["state"] == "live"]
     first = {r["env"]: scrape(r["url"]) for r in live}

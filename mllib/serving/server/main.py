@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mllib.locks import FileLock
 from mllib.serving.counters import DRAINING, EMPTY, Counters
 from mllib.serving.server import logwriter, metrics
 from mllib.serving.server.board import WorkerBoard
@@ -236,6 +237,15 @@ def _end_children(grace_s: float) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def _hold_venv(spec: ServerSpec) -> FileLock | None:
+    """A server run with a venv's python holds the venv (shared) while it runs, so the cache
+    never removes it from under the server (mllib.runtime.venvs)."""
+    if not spec.python_env.lock:
+        return None
+    lock = FileLock(Path(spec.python_env.lock), record_pid=False)
+    return lock if lock.acquire(0, shared=True) else None
+
+
 def run_server(spec: ServerSpec) -> int:
     """Serve until stopped; returns the exit code (0, or 3 when the model could not load)."""
     state_dir = Path(spec.state_dir)
@@ -247,6 +257,7 @@ def run_server(spec: ServerSpec) -> int:
         metrics.use_dir(state_dir / "metrics")
     logwriter.configure(spec.log_format, spec.labels)
     write_status(state_dir, "starting")
+    _venv = _hold_venv(spec)  # held until this process ends
 
     board = WorkerBoard(spec.ceiling, spec.workers)
     gateway = Gateway(spec, board, ModelAPI(spec, board))
