@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks, each beside its named baseline in one run.
-# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|dashboard|envs|tune|ray|server|all]
+# Usage: bash scripts/bench.sh [startup|metrics|agents|data|docker|serve|scale|dashboard|envs|tune|ray|server|all]
 # Baselines that are not mllib dependencies (MLflow) are installed into .venv-bench only.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -78,6 +78,11 @@ bench_serve() {
     --bentoml "$BENCH_VENV-bento/bin/bentoml" "$@"
 }
 
+bench_scale() {
+  say "Scaling and rollouts: a prod deployment through a load step, steady load, scale-down, promote, rollback, a canary breach, an A/B test"
+  "$VENV/bin/python" benchmarks/scale.py "$@"
+}
+
 bench_docker() {
   ensure_docker_engine
   ensure_base_image
@@ -120,11 +125,12 @@ case "${1:-all}" in
   data) bench_data "${@:2}" ;;
   docker) bench_docker "${@:2}" ;;
   serve) bench_serve "${@:2}" ;;
+  scale) bench_scale "${@:2}" ;;
   dashboard) bench_dashboard "${@:2}" ;;
   envs) bench_envs "${@:2}" ;;
   tune) bench_tune "${@:2}" ;;
   ray) bench_ray "${@:2}" ;;
   server) bench_server "${@:2}" ;;
-  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_dashboard; bench_envs; bench_tune; bench_ray; bench_server ;;
-  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, dashboard, envs, tune, ray, server, all)" ;;
+  all) bench_startup; bench_metrics; bench_agents; bench_data; bench_docker; bench_serve; bench_scale; bench_dashboard; bench_envs; bench_tune; bench_ray; bench_server ;;
+  *) die "unknown benchmark '$1' (startup, metrics, agents, data, docker, serve, scale, dashboard, envs, tune, ray, server, all)" ;;
 esac

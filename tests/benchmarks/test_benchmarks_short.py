@@ -8,12 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(script: str, *args: str) -> dict:
+def _run(script: str, *args: str, timeout: float = 300) -> dict:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -79,6 +79,27 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
         "mllib prod, worker, 1+1 processes / bare LitServe, 1+1 processes",
         "mllib prod, inline, 1 replica(s) / mllib prod, worker, 1+1 processes",
     }
+
+
+def test_scale_benchmark_scales_rolls_out_and_rolls_back_with_no_failed_request():
+    # Times are reported, not asserted (goals: README Performance, `bash scripts/bench.sh scale`).
+    import os
+
+    result = _run("scale.py", "--short", timeout=600)
+    print(f"\nscale (short): {json.dumps(result)}")
+    step = result["step"]
+    assert step["replicas"] >= min(4, os.cpu_count() or 1)  # 16 in flight / 4 per replica
+    assert step["decision_s"] is not None or step["replicas"] == 1
+    assert result["steady"]["reversals"] <= 1
+    assert result["scale_down"]["to"] == max(1, step["replicas"] - 1)
+    assert result["promote"]["last_50_on_v2"] and result["rollback"]["canary_after_rollback"] == 0
+    breach = result["breach"]
+    assert breach["canary_requests"] >= 200 and "p99" in breach["reason"]
+    sticky = result["sticky"]
+    assert sticky["rolled_back_by_the_judge"] == []  # the same model on both sides
+    assert sticky["sticky_percent"] == 100 and 0 < sticky["on_candidate_percent"] < 100
+    for phase in ("step", "steady", "scale_down", "promote", "rollback", "breach", "sticky"):
+        assert result[phase]["failed"] == 0, (phase, result[phase])
 
 
 def test_dashboard_benchmark_meets_its_cpu_and_memory_goals():

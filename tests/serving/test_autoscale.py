@@ -3,7 +3,7 @@ simulated clock): when it adds replicas, when it removes them, and that it never
 
 from __future__ import annotations
 
-from mllib.serving.control.autoscale import Autoscaler, Decision, Scaling
+from mllib.serving.control.autoscale import Autoscaler, Decision, Scaling, share_replicas
 
 TICK = 0.1
 
@@ -87,3 +87,14 @@ def test_scaling_up_soon_after_scaling_down_doubles_the_next_quiet_period():
     _, n, t = run(scaler, 12.0, t, n, lambda t, n: (0.2, 0.01))  # down once
     _, n, t = run(scaler, 2.0, t, n, lambda t, n: (9.0, 0.01))  # up again: a regret
     assert scaler.down_wait_s(t) == 20
+
+
+def test_a_candidate_gets_replicas_in_proportion_to_its_share_of_requests():
+    scaling = Scaling(max_replicas=4)
+    # An A/B test at 50% beside 2 stable replicas: 2 of its own, each as loaded as stable's.
+    assert share_replicas(2, 50, scaling) == 2
+    assert share_replicas(2, 25, scaling) == 1 and share_replicas(3, 75, scaling) == 4  # ceiling
+    assert share_replicas(1, 10, Scaling(min_replicas=2, max_replicas=4)) == 2  # min_replicas
+    # A shadow's copies come on top of what stable answers: 100% copied needs stable's count.
+    assert share_replicas(3, 100, scaling, copies=True) == 3
+    assert share_replicas(3, 50, scaling, copies=True) == 2

@@ -13,6 +13,11 @@ every 10 s) and the latency of the last second.
   unsteady load cannot make it flap.
 Replicas still starting count as replicas: nothing is asked for twice.
 
+A candidate (canary, A/B, shadow) starts with replicas in proportion to its share of requests
+(`share_replicas`): each of its replicas then takes as many requests as each of stable's, so the
+judge compares the versions, not a candidate queueing on too few replicas with a stable that has
+enough (which rolled back a sound A/B test at 50%).
+
 >>> scaler = Autoscaler(Scaling(min_replicas=1, max_replicas=4, target_inflight=4))
 >>> [scaler.observe(t / 10, in_flight=13, p99_s=0.01, replicas=1) for t in range(6)][-1]
 Decision(replicas=4, direction='up', reason='13.0 requests in flight > 4 per replica × 1')
@@ -53,6 +58,22 @@ class Decision:
 REVERSAL_MEMORY_S = 600.0
 SETTLE_S = 2.0  # after a change, the latency path waits this long for it to show
 MAX_DOUBLINGS = 3  # the quiet period grows to 8 times the setting at most
+
+
+def share_replicas(stable: int, weight: float, scaling: Scaling, *, copies: bool = False) -> int:
+    """Replicas for a candidate taking `weight`% of requests beside `stable` replicas of stable,
+    so that each of its replicas takes what each of stable's does: a canary's share is taken
+    from stable (w / (100 - w) of stable's replicas), a shadow's is `copies` of requests
+    stable still answers (w / 100). Within min_replicas and the ceiling.
+
+    >>> share_replicas(2, 50, Scaling(max_replicas=4)), share_replicas(2, 25, Scaling(max_replicas=4))
+    (2, 1)
+    """
+    if copies:
+        wanted = stable * weight / 100
+    else:
+        wanted = stable * weight / (100 - weight) if weight < 100 else stable
+    return max(scaling.min_replicas, min(scaling.ceiling, math.ceil(wanted - 1e-9)))
 
 
 class Autoscaler:

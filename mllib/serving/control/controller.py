@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mllib.serving.control.autoscale import Autoscaler, Scaling
+from mllib.serving.control.autoscale import Autoscaler, Scaling, share_replicas
 from mllib.serving.control.fleet import (
     Candidate,
     FleetSpec,
@@ -150,22 +150,29 @@ class Controller:
             time.sleep(0.05)
         self._went_live(server)
 
-    def _start_server(self, variant: str, template: ServerSpec, *, public: bool) -> ServerState:
+    def _start_server(
+        self, variant: str, template: ServerSpec, *, public: bool, processes: int = 0
+    ) -> ServerState:
+        """Start a server of `template`: initial_processes, or `processes` where inline and
+        more (a candidate sized to its share)."""
         server_id = f"s{self.next_id}"
         self.next_id += 1
         ceiling = max(self.spec.scaling.ceiling, template.workers)
+        count = initial_processes(template, self.spec.scaling)
+        if template.inline:
+            count = min(ceiling, max(count, processes))
         server = self.backend.start(
             template,
             server=server_id,
             variant=variant,
-            processes=initial_processes(template, self.spec.scaling),
+            processes=count,
             ceiling=ceiling,
             public=(self.spec.host, self.spec.port) if public else None,
         )
         self.servers[server_id] = server
         counters = self.counters[server_id] = Counters.open(server.counters_path)
         counters.generation = self.generation
-        counters.desired = initial_processes(template, self.spec.scaling)
+        counters.desired = count
         self._dirty = True
         return server
 
@@ -296,7 +303,12 @@ class Controller:
         if server.id == self.candidate_id and self.candidate is not None:
             self._forget(server)
             threading.Thread(target=self.backend.stop, args=(server, 1.0), daemon=True).start()
-            new = self._start_server(self.candidate.variant, self.candidate.spec, public=False)
+            new = self._start_server(
+                self.candidate.variant,
+                self.candidate.spec,
+                public=False,
+                processes=self._share(self.candidate),
+            )
             self.candidate_id = new.id
         elif server.id == self.stable_id:
             new = self._start_stable_replacement(server)
@@ -337,6 +349,9 @@ class Controller:
         reading = {"local": counters.totals(LOCAL)}
         for replica in self._replicas():
             reading[replica.id] = counters.totals(replica.slot)
+        own = self.counters.get(self.candidate_id or "")
+        if own is not None:  # what the candidate's processes measured of their own answers
+            reading[f"own:{self.candidate_id}"] = own.totals(LOCAL)
         self.history.append((now, reading))
         keep = max(self.spec.rollout.window_s, 1.0) + 0.5
         while self.history and now - self.history[0][0] > keep:
@@ -412,6 +427,16 @@ class Controller:
             self._metrics["events"].labels(
                 self.spec.env, self.model, name, decision.direction
             ).inc()
+
+    def _share(self, candidate: Candidate) -> int:
+        """Replicas for the candidate's share of requests, beside stable's replicas now."""
+        stable = self.counters.get(self.stable_id)
+        return share_replicas(
+            stable.desired if stable is not None else 1,
+            candidate.weight,
+            self.spec.scaling,
+            copies=candidate.variant == SHADOW,
+        )
 
     def _scaling(self, server: ServerState) -> Scaling:
         return dataclasses.replace(self.spec.scaling, max_replicas=server.ceiling)
@@ -489,9 +514,15 @@ class Controller:
         if now - self.canary_since < window:
             return  # its first window is its warm-up, never judged
         reading = self.history[-1][1]
-        canary = self._window(
-            now, window, figures[CANARY]["ids"], reading, self.canary_since + window
-        )
+        since = self.canary_since + window
+        canary = self._window(now, window, figures[CANARY]["ids"], reading, since)
+        own = self._window(now, window, [f"own:{self.candidate_id}"], reading, since)
+        if own.requests:
+            # Its latency as its own processes measured it, as stable's is (the hop between
+            # the two servers is the same whichever version runs, and under a loaded CPU it
+            # alone made a sound candidate look slower); its requests and errors as the
+            # stable server saw them (a candidate that cannot answer shows there).
+            canary = dataclasses.replace(canary, buckets=own.buckets)
         verdict = judge(
             self.spec.rollout,
             canary=canary,
@@ -574,6 +605,9 @@ class Controller:
             self.scalers.pop(SHADOW, None)
         candidate.weight = weight
         candidate.next_step_at = now + candidate.interval_s
+        counters = self.counters.get(self.candidate_id or "")
+        if counters is not None and candidate.spec.inline:  # its replicas grow with its share
+            counters.desired = max(counters.desired, self._share(candidate))
         self._dirty = True
         self._event(
             "promote", "step", f"{candidate.servable.label} now takes {weight:g}% of requests",
@@ -700,7 +734,9 @@ class Controller:
             started_at=time.time(),
             sticky_by=order.get("sticky_by"),
         )
-        server = self._start_server(variant, spec, public=False)
+        server = self._start_server(
+            variant, spec, public=False, processes=self._share(self.candidate)
+        )
         self.candidate_id = server.id
         sticky = f", sticky by {order['sticky_by']}" if order.get("sticky_by") else ""
         self._event(

@@ -1,6 +1,7 @@
 """Whether a canary is worse than the stable version it runs beside, judged by the controller every
-tick over the last `window_s` of both variants' traffic, as the stable server's processes
-measured it (a canary's first window is its warm-up: never judged).
+tick over the last `window_s` of both variants' traffic (a canary's first window is its
+warm-up: never judged): requests and errors as the stable server's processes saw them, latency as
+each version's own processes measured it (the hop to the candidate's server is not the version's).
 
 A canary fails when, with at least `min_requests` of its own requests in the window, its error
 rate is more than `max_error_rate_increase` above stable's, or its p99 is more than
