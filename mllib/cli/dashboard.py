@@ -43,7 +43,7 @@ def dashboard(
     y copies a run id, 1/2/3 switch panes, ctrl+p opens the command palette, q quits.
     """
     from mllib.dashboard.app import run
-    from mllib.dashboard.data import RunFilter
+    from mllib.dashboard.data.runs import RunFilter
 
     run_filter = RunFilter.parse(filter_) if filter_ else None
     run(metric=metric, run_filter=run_filter, limit=limit, refresh_s=refresh)

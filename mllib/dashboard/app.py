@@ -14,7 +14,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from mllib.dashboard.compare import CompareScreen
-from mllib.dashboard.data import DashboardData, RunFilter
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.runs import RunFilter
 from mllib.dashboard.deployments import DeploymentsPane
 from mllib.dashboard.detail import RunScreen
 from mllib.dashboard.dialogs import Confirm

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
-from mllib.dashboard.data import DashboardData, RunFilter, RunRow, RunsDelta
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.runs import RunFilter, RunRow, RunsDelta
 from mllib.dashboard.table import LiveTable
 from mllib.dashboard.text import clean, fmt_duration, safe, sparkline, status
 from mllib.errors import MllibError
