@@ -4,14 +4,17 @@ output log."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllib.filetail import LineTail
-from mllib.registry.metrics import points_after
 
 if TYPE_CHECKING:
-    from mllib.dashboard.data import DashboardData
+    from mllib.client.views import LogChunk
+
+# A run's metric points after a seq, at most so many: (seq, name, step, value) in logging order.
+ReadPoints = Callable[[int, int], list[tuple[int, str, int, float | None]]]
 
 CURVE_POINTS = 1_000  # points kept per metric curve: older ones are thinned (every other kept)
 LOG_LINES = 500  # lines of a run's log the tail keeps
@@ -25,15 +28,14 @@ class MetricCurves:
     """A run's metric curves, read point by point as they arrive and thinned to CURVE_POINTS each,
     so a run logging for hours costs the same memory as one logging for a minute."""
 
-    def __init__(self, data: DashboardData, run_id: str) -> None:
-        self.data = data
-        self.run_id = run_id
+    def __init__(self, read: ReadPoints) -> None:
+        self.read = read
         self.after_seq = 0
         self.curves: dict[str, Curve] = {}
 
     def update(self) -> bool:
         """Read new points (at most POINTS_PER_READ); True when any arrived."""
-        points = points_after(self.data.ws.registry, self.run_id, self.after_seq, POINTS_PER_READ)
+        points = self.read(self.after_seq, POINTS_PER_READ)
         for seq, name, step, value in points:
             self.curves.setdefault(name, Curve()).add(step, value)
             self.after_seq = seq
@@ -92,7 +94,37 @@ class LogTail:
         lines = self._lines.read_lines()
         if skip_first and lines:
             lines = lines[1:]
-        # a progress bar redraws its line with \r: only what it shows last counts
-        return [
-            line.decode("utf-8", "replace").rsplit("\r", 1)[-1] for line in lines[-self.max_lines :]
-        ]
+        return shown(lines[-self.max_lines :])
+
+
+class ServerLogTail:
+    """The newest lines of a run's log on the team server, read from where the last read ended
+    (`read_log`: `mllib.client.views.read_log` for one run)."""
+
+    def __init__(self, read_log: Callable[..., LogChunk], max_lines: int = LOG_LINES) -> None:
+        self.read_log = read_log
+        self.max_lines = max_lines
+        self.offset: int | None = None
+        self.partial = b""  # the last line, until its end arrives
+        self.skipping = False  # inside the line the first read started in
+
+    def read(self) -> list[str]:
+        """New complete lines since the last read (the first read: the last LOG_START_BYTES)."""
+        if self.offset is None:
+            chunk = self.read_log(tail=LOG_START_BYTES)
+            self.skipping = chunk.start > 0  # it starts inside a line
+        else:
+            chunk = self.read_log(offset=self.offset)
+        self.offset = chunk.end
+        data = chunk.data
+        if self.skipping and data:
+            _, newline, data = data.partition(b"\n")
+            self.skipping = not newline
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        return shown(lines[-self.max_lines :])
+
+
+def shown(lines: list[bytes]) -> list[str]:
+    """Log lines as a terminal shows them: a progress bar redraws its line with \\r, so only what
+    it shows last counts."""
+    return [line.decode("utf-8", "replace").rsplit("\r", 1)[-1] for line in lines]

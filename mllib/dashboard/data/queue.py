@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from mllib.dashboard.data.runs import where
+from mllib.dashboard.data.server import ServerLink
 from mllib.registry.runs import active_runs
 from mllib.workspace import Workspace
 
@@ -72,7 +73,9 @@ class LocalQueue:
 
     def queue(self) -> list[QueueItem]:
         return [
-            QueueItem(r.id, r.user or "-", None, r.model, r.status, r.created_at, where(r))
+            QueueItem(
+                r.id, r.user or "-", None, r.model, r.status, r.created_at, where(r.runtime, r.host)
+            )
             for r in active_runs(self.ws.registry)
         ]
 
@@ -136,24 +139,15 @@ class ServerQueue:
     agents_title = "Agents of the team server (k: have it ask each one now)"
     no_agents = "no agents on the server: an admin adds them with mllib server agents add"
 
-    def __init__(self, ws: Workspace, url: str) -> None:
-        self.ws = ws
-        self.url = url
-        self.name = f"team server {url}"
-        self._server: Any = None
+    def __init__(self, server: ServerLink) -> None:
+        self.server = server
+        self.name = f"team server {server.url}"
         self._agents: list[AgentRow] = []
-
-    def _connected(self) -> Any:
-        from mllib.client.http import Server
-
-        if self._server is None:
-            self._server = Server.connect(self.ws.project.config, url=self.url)
-        return self._server
 
     def queue(self) -> list[QueueItem]:
         from mllib.client.views import queue as read_queue
 
-        data = read_queue(self._connected())
+        data = read_queue(self.server())
         self._read_agents(check=False)
         items = []
         for row in [*data["running"], *data["queued"]]:
@@ -185,7 +179,7 @@ class ServerQueue:
         from mllib.client.views import agents, occupants
 
         rows = []
-        for a in agents(self._connected(), check=check):
+        for a in agents(self.server(), check=check):
             checked = a["checked_at"]
             rows.append(
                 AgentRow(
@@ -200,19 +194,13 @@ class ServerQueue:
         return rows
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        self.server.close()
 
 
 def _gpus(n: int) -> str:
     return f"{n} GPU" + ("s" if n != 1 else "")
 
 
-def queue_source(ws: Workspace) -> QueueSource:
-    """The team server's queue when one is configured (`MLLIB_SERVER`, `[server] url`, or the one
-    logged in to: as `mllib queue` and `mllib runs list` choose), else the local registry's."""
-    from mllib.credentials import configured_server
-
-    url = configured_server(ws.project.config)
-    return ServerQueue(ws, url) if url else LocalQueue(ws)
+def queue_source(ws: Workspace, server: ServerLink | None) -> QueueSource:
+    """The team server's queue when one is configured, else the local registry's."""
+    return ServerQueue(server) if server else LocalQueue(ws)

@@ -1,21 +1,19 @@
 """The runs table's data: which runs it shows (`RunFilter`), its rows, and `RunsFeed`, which keeps
-the newest `limit` matching runs current by deltas: it asks the registry which runs changed since its
-cursor (`mllib.registry.changes`) and re-reads those only, so 10,000 runs cost what the changed few
-cost."""
+the newest `limit` matching runs current by deltas: it asks its source (this project's registry or
+the team server, `mllib.dashboard.data.run_sources`) which runs changed since its cursor
+(`mllib.runs.live`) and re-reads those only, so 10,000 runs cost what the changed few cost."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mllib.registry.changes import Cursor, changes_since, current_cursor
-from mllib.registry.metrics import latest_values
-from mllib.registry.runs import ACTIVE, RunRecord, count_runs, list_runs, runs_by_id
+from mllib.metric_values import from_stored
+from mllib.registry.runs import ACTIVE
+from mllib.runs.live import matches_text
 
 if TYPE_CHECKING:
-    from mllib.dashboard.data import DashboardData
-
-SPARK_POINTS = 24  # values behind a row's sparkline
+    from mllib.dashboard.data.run_sources import RunsSource
 
 
 @dataclass(frozen=True)
@@ -34,8 +32,7 @@ class RunFilter:
             return False
         if self.user and row.user != self.user:
             return False
-        text = (self.text or "").lower()
-        return not text or text in row.id or text in row.model.lower()
+        return matches_text(row.id, row.model, self.text)
 
     @classmethod
     def parse(cls, text: str) -> RunFilter:
@@ -78,6 +75,23 @@ class RunRow:
     ended_at: str | None
     metric: list[float | None] = field(default_factory=list)  # the chosen metric's newest values
 
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> RunRow:
+        """The row of a run as `mllib.runs.live` gives it (here, or from the team server)."""
+        return cls(
+            data["id"],
+            data["model"],
+            data["action"],
+            data["status"],
+            data["failure_class"],
+            where(data["runtime"], data["host"]),
+            data["user"] or "-",
+            data["created_at"],
+            data["started_at"],
+            data["ended_at"],
+            [from_stored(v) for v in data["trend"]],
+        )
+
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
@@ -100,10 +114,11 @@ class RunRow:
         return max(0.0, end - start)
 
 
-def where(run: RunRecord) -> str:
-    if run.host and run.host != "local":
-        return f"{run.runtime or '?'}:{run.host}"
-    return run.runtime or "-"
+def where(runtime: str | None, host: str | None) -> str:
+    """Where a run runs, as the tables show it: its runtime, and its host when not this one."""
+    if host and host != "local":
+        return f"{runtime or '?'}:{host}"
+    return runtime or "-"
 
 
 @dataclass
@@ -121,52 +136,42 @@ class RunsFeed:
     """The runs table's data: newest `limit` runs matching a filter, kept current by deltas."""
 
     def __init__(
-        self, data: DashboardData, run_filter: RunFilter, metric: str | None, limit: int
+        self, source: RunsSource, run_filter: RunFilter, metric: str | None, limit: int
     ) -> None:
-        self.data = data
+        self.source = source
         self.filter = run_filter
         self.metric = metric
         self.limit = limit
-        self.cursor = Cursor()
+        self.cursor: dict[str, int] = {"change": 0, "metric_row": 0}
         self.shown: dict[str, str] = {}  # run id -> created_at, of the rows in the window
         self.total = 0
 
     def load(self) -> tuple[list[RunRow], int]:
         """The window as of now (and the cursor to poll from); `total` counts all matching runs."""
-        reg = self.data.ws.registry
-        self.cursor = current_cursor(reg)
-        f = self.filter
-        records = list_runs(
-            reg, status=f.status, model=f.model, user=f.user, limit=None if f.text else self.limit
-        )
-        rows = [r for r in (self._row(rec) for rec in records) if f.matches(r)][: self.limit]
-        self.total = (
-            count_runs(reg, status=f.status, model=f.model, user=f.user)
-            if not f.text
-            else len([r for r in records if f.matches(self._bare(r))])
-        )
+        answer = self.source.window(self.filter, self.metric, self.limit)
+        self.cursor = answer["cursor"]
+        rows = [RunRow.of(data) for data in answer["runs"]]
+        self.total = answer["total"]
         self.shown = {r.id: r.created_at for r in rows}
         return rows, self.total
 
     def poll(self) -> RunsDelta:
         """Rows changed since the last load or poll; new runs enter at the top of the window."""
-        reg = self.data.ws.registry
-        changes = changes_since(reg, self.cursor)
-        self.cursor = changes.cursor
-        ids = changes.runs
-        if not ids:
+        answer = self.source.changes(self.cursor, self.metric)
+        self.cursor = answer["cursor"]
+        if not answer["runs"]:
             return RunsDelta([], [], set())
-        records, metrics = changes.records, changes.metrics
+        records, metrics = set(answer["records"]), set(answer["metrics"])
         oldest = min(self.shown.values(), default="")
         full = len(self.shown) >= self.limit
         changed, removed = [], []
-        for record in runs_by_id(reg, ids):
-            known = record.id in self.shown
-            if not known and full and record.created_at < oldest:
+        for data in answer["runs"]:  # newest first
+            known = data["id"] in self.shown
+            if not known and full and data["created_at"] < oldest:
                 continue  # older than the window: not shown
-            if not known and record.id not in changes.records:
+            if not known and data["id"] not in records:
                 continue  # points of a run outside the view
-            row = self._row(record)
+            row = RunRow.of(data)
             if self.filter.matches(row):
                 if not known:
                     self.total += 1
@@ -181,23 +186,3 @@ class RunsFeed:
                 del self.shown[run_id]
                 removed.append(run_id)
         return RunsDelta(changed, removed, metrics - records, records, metrics)
-
-    def _bare(self, record: RunRecord) -> RunRow:
-        return RunRow(
-            record.id,
-            record.model,
-            record.action,
-            record.status,
-            record.failure_class,
-            where(record),
-            record.user or "-",
-            record.created_at,
-            record.started_at,
-            record.ended_at,
-        )
-
-    def _row(self, record: RunRecord) -> RunRow:
-        row = self._bare(record)
-        if self.metric:
-            row.metric = latest_values(self.data.ws.registry, record.id, self.metric, SPARK_POINTS)
-        return row
