@@ -49,7 +49,7 @@ class DashboardData:
         server = ServerLink(ws, url) if url else None
         self.runs: RunsSource = runs_source(ws, server)
         self.queue = queue or queue_source(ws, server)
-        self.deployments = Deployments(self)
+        self.deployments = Deployments(ws)
         self.reconcile_every_s = reconcile_every_s  # None: never (tests of made-up running runs)
         self._reconciled = 0.0
 

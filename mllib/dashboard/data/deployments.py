@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mllib.workspace import Workspace
+
 if TYPE_CHECKING:
-    from mllib.dashboard.data import DashboardData
     from mllib.serving.control.deploy import DeployContext
 
 DEPLOY_SERIES = ("rps", "p50_ms", "p99_ms", "error_rate")
@@ -28,14 +29,14 @@ class Deployments:
     """Per environment: what is deployed, its live traffic with recent history, the audit log
     and the deploy rules' state (`mllib deploy status/history`)."""
 
-    def __init__(self, data: DashboardData) -> None:
-        self.data = data
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
         self.history: dict[str, dict[str, list[float | None]]] = {}
 
     def _ctx(self) -> DeployContext:
         from mllib.serving.control.deploy import DeployContext
 
-        return DeployContext.create(self.data.ws)
+        return DeployContext.create(self.ws)
 
     def status(self, window_s: float = 1.0) -> list[dict[str, Any]]:
         """`deploy status` rows; each live one also gets `series` (its recent samples)."""
@@ -54,7 +55,7 @@ class Deployments:
     def recent(self, limit: int = 12) -> list[dict[str, Any]]:
         from mllib.serving.audit import history
 
-        return history(self.data.ws.registry, limit=limit)
+        return history(self.ws.registry, limit=limit)
 
     def rules(self, models: list[str]) -> Rules:
         from mllib.serving.control import policy

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mllib.dashboard.data.detail import Curve, LogTail, MetricCurves, ServerLogTail
-from mllib.dashboard.data.runs import RunFilter
+from mllib.dashboard.data.runs import RunFilter, WindowSource
 from mllib.dashboard.data.server import ServerLink
 from mllib.registry.metrics import metric_series, points_after
 from mllib.registry.runs import get_run
@@ -24,19 +24,12 @@ class LogLines(Protocol):
     def read(self) -> list[str]: ...
 
 
-class RunsSource(Protocol):
-    """Runs as the dashboard reads them, and the actions it may take on them."""
+class RunsSource(WindowSource, Protocol):
+    """Runs as the dashboard reads them (the table's window and changes, a run, a comparison),
+    and the actions it may take on them."""
 
     name: str
     remote: bool  # True: read off the UI thread (a server may be slow, or restarting)
-
-    def window(self, run_filter: RunFilter, metric: str | None, limit: int) -> dict[str, Any]:
-        """`mllib.runs.live.window`'s answer for this filter."""
-        ...
-
-    def changes(self, cursor: dict[str, int], metric: str | None) -> dict[str, Any]:
-        """`mllib.runs.live.changes`' answer since `cursor`."""
-        ...
 
     def metric_choices(self, run_ids: list[str]) -> list[str]: ...
 

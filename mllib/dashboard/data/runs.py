@@ -6,14 +6,11 @@ the team server, `mllib.dashboard.data.run_sources`) which runs changed since it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mllib.metric_values import from_stored
 from mllib.registry.runs import ACTIVE
 from mllib.runs.live import matches_text
-
-if TYPE_CHECKING:
-    from mllib.dashboard.data.run_sources import RunsSource
 
 
 @dataclass(frozen=True)
@@ -132,11 +129,23 @@ class RunsDelta:
     metrics: set[str] = field(default_factory=set)  # every run with new metric points
 
 
+class WindowSource(Protocol):
+    """What a feed reads (`mllib.dashboard.data.run_sources`: this project's or a server's)."""
+
+    def window(self, run_filter: RunFilter, metric: str | None, limit: int) -> dict[str, Any]:
+        """`mllib.runs.live.window`'s answer for this filter."""
+        ...
+
+    def changes(self, cursor: dict[str, int], metric: str | None) -> dict[str, Any]:
+        """`mllib.runs.live.changes`' answer since `cursor`."""
+        ...
+
+
 class RunsFeed:
     """The runs table's data: newest `limit` runs matching a filter, kept current by deltas."""
 
     def __init__(
-        self, source: RunsSource, run_filter: RunFilter, metric: str | None, limit: int
+        self, source: WindowSource, run_filter: RunFilter, metric: str | None, limit: int
     ) -> None:
         self.source = source
         self.filter = run_filter
