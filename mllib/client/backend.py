@@ -45,12 +45,12 @@ class Following:
 def pull_points(server: Server, ws: Workspace, run_id: str, after: int) -> int:
     """Record here the run's metric points the server logged after seq `after` (a tuning
     study's pruner reads them as the run goes); the last seq now held."""
+    from mllib.client.views import metric_points
     from mllib.metric_values import to_stored
     from mllib.registry.metrics import insert_points
 
     while True:
-        path = f"/api/v1/runs/{run_id}/metrics"
-        points = server.get(path, params={"after": after})["points"]
+        points = metric_points(server, run_id, after)
         if not points:
             return after
         insert_points(
@@ -194,13 +194,13 @@ class ServerBackend(Backend[Following]):
         return Following(Server.connect(ctx.ws.project.config, url=ctx.run.host))
 
     def _poll(self, ctx: Supervision, follow: Following) -> bool:
-        response = follow.server.request(
-            "GET", f"/api/v1/runs/{ctx.run.id}/log", params={"offset": follow.offset}
-        )
-        if response.content:
-            ctx.show(response.content)
-            follow.offset = int(response.headers["X-Log-Offset"])
-        status = response.headers.get("X-Run-Status", follow.status)
+        from mllib.client.views import read_log
+
+        chunk = read_log(follow.server, ctx.run.id, offset=follow.offset)
+        if chunk.data:
+            ctx.show(chunk.data)
+            follow.offset = chunk.end
+        status = chunk.status or follow.status
         if status != follow.status:
             follow.status = status
             if status == "running":

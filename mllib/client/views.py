@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mllib.client.http import Server
@@ -70,6 +71,25 @@ def occupants(agent: dict[str, Any]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class LogChunk:
+    """Part of a run's log: `data` from byte `start` to `end`, and the run's status."""
+
+    data: bytes
+    start: int
+    end: int
+    status: str
+
+
+def read_log(server: Server, run_id: str, *, offset: int = 0, tail: int | None = None) -> LogChunk:
+    """The run's log from byte `offset` (at most 4 MiB), or its last `tail` bytes."""
+    params = {"offset": offset} if tail is None else {"tail": tail}
+    response = server.request("GET", f"/api/v1/runs/{run_id}/log", params=params)
+    end = int(response.headers["X-Log-Offset"])
+    data = bytes(response.content)
+    return LogChunk(data, end - len(data), end, str(response.headers.get("X-Run-Status", "")))
+
+
 def follow_log(
     server: Server,
     run_id: str,
@@ -81,12 +101,65 @@ def follow_log(
     """Write the run's log; with `follow`, until it ends. Returns its status."""
     offset = 0
     while True:
-        response = server.request("GET", f"/api/v1/runs/{run_id}/log", params={"offset": offset})
-        status = str(response.headers.get("X-Run-Status", ""))
-        if response.content:
-            write(response.content)
-            offset = int(response.headers["X-Log-Offset"])
+        chunk = read_log(server, run_id, offset=offset)
+        if chunk.data:
+            write(chunk.data)
+            offset = chunk.end
             continue  # more may be waiting (answers are at most 4 MiB)
-        if not follow or status in TERMINAL:
-            return status
+        if not follow or chunk.status in TERMINAL:
+            return chunk.status
         time.sleep(poll_s)
+
+
+def metric_points(
+    server: Server, run_id: str, after: int = 0
+) -> list[tuple[int, str, int, float | None]]:
+    """The run's metric points logged after seq `after`, in logging order (at most 50,000):
+    (seq, name, step, value), non-finite values as floats again."""
+    from mllib.metric_values import from_stored
+
+    answer = server.get(f"/api/v1/runs/{run_id}/metrics", params={"after": after})
+    return [(seq, name, step, from_stored(v)) for seq, name, step, v in answer["points"]]
+
+
+# Live views (the dashboard's Runs pane): mllib.runs.live's answers, read through the server.
+
+
+def runs_window(
+    server: Server,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    user: str | None = None,
+    text: str | None = None,
+    limit: int = 1000,
+    metric: str | None = None,
+    everyone: bool = True,
+) -> dict[str, Any]:
+    """The newest `limit` matching runs as rows, how many match, and the cursor to go on from
+    (`everyone`: everyone's for an admin; yours otherwise)."""
+    params = {"status": status, "model": model, "user": user, "text": text, "metric": metric}
+    query = {k: v for k, v in params.items() if v is not None}
+    data: dict[str, Any] = server.get(
+        "/api/v1/runs/window", params={**query, "limit": limit, "all": everyone}
+    )
+    return data
+
+
+def runs_changes(
+    server: Server, cursor: dict[str, int], *, metric: str | None = None, everyone: bool = True
+) -> dict[str, Any]:
+    """The runs changed after `cursor` as rows, which changed how, and the cursor to go on from."""
+    params: dict[str, Any] = {**cursor, "all": everyone}
+    if metric is not None:
+        params["metric"] = metric
+    data: dict[str, Any] = server.get("/api/v1/runs/changes", params=params)
+    return data
+
+
+def metric_choices(server: Server, run_ids: list[str]) -> list[str]:
+    """The metric names these runs logged, in first-seen order."""
+    if not run_ids:
+        return []
+    names: list[str] = server.post("/api/v1/runs/metric-names", {"run_ids": run_ids[:100]})
+    return names

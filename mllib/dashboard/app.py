@@ -14,7 +14,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from mllib.dashboard.compare import CompareScreen
-from mllib.dashboard.data import DashboardData, RunFilter
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.runs import RunFilter, RunsDelta
 from mllib.dashboard.deployments import DeploymentsPane
 from mllib.dashboard.detail import RunScreen
 from mllib.dashboard.dialogs import Confirm
@@ -68,6 +69,7 @@ class DashboardApp(App):
         self.runs = RunsPane(data, metric=metric, run_filter=run_filter, limit=limit, clock=clock)
         self.sub_title = data.project_name
         self.timer = None
+        self.reading = False  # a refresh is reading the team server
 
     def compose(self) -> ComposeResult:
         yield Header(icon="")
@@ -92,20 +94,46 @@ class DashboardApp(App):
     # -- refreshing
 
     def refresh_data(self) -> None:
-        """One refresh: the runs' deltas, then whatever is on screen."""
+        """One refresh: the runs' deltas and the open run or comparison (read in the background
+        from a team server, one read at a time), then whatever pane is on screen."""
         self.data.reconcile()
-        delta = self.runs.refresh_data()
         screen = self.screen
-        if isinstance(screen, RunScreen):
-            screen.refresh_data(delta.records)
-        elif isinstance(screen, CompareScreen):
-            screen.refresh_data(delta.records, delta.metrics)
-        elif self.active_pane == "queue":
+        if not self.data.runs.remote:
+            self._show(screen, self._read(screen))
+        elif not self.reading:
+            self.reading = True
+
+            def done(got: Any) -> None:
+                self.reading = False
+                if got is not None:
+                    self._show(screen, got)
+
+            work = lambda: self._read(screen)  # noqa: E731
+            self.background(work, "Refresh", done=done, always=True, quiet=True)
+        if isinstance(screen, RunScreen | CompareScreen):
+            return
+        if self.active_pane == "queue":
             self.query_one(QueuePane).refresh_data()
         elif self.active_pane == "deployments":
             self.query_one(DeploymentsPane).refresh_data()
         elif self.active_pane == "tuning":
             self.query_one(TuningPane).refresh_data()
+
+    def _read(self, screen: Screen) -> tuple[Any, RunsDelta, Any]:
+        """What changed: the runs table's delta, and what the open screen needs of it."""
+        feed, delta = self.runs.poll()
+        fetched = None
+        if isinstance(screen, RunScreen):
+            fetched = screen.read(delta.records)
+        elif isinstance(screen, CompareScreen):
+            fetched = screen.read(delta.records, delta.metrics)
+        return feed, delta, fetched
+
+    def _show(self, screen: Screen, got: tuple[Any, RunsDelta, Any]) -> None:
+        feed, delta, fetched = got
+        self.runs.show_delta(feed, delta)
+        if isinstance(screen, RunScreen | CompareScreen) and screen in self.screen_stack:
+            screen.show(fetched)
 
     @property
     def active_pane(self) -> str:
@@ -191,14 +219,14 @@ class DashboardApp(App):
         self.confirm(
             f"Cancel run {run_id}?",
             "It stops with its whole process tree (as `mllib runs cancel`).",
-            lambda: self.background(lambda: self.data.cancel(run_id), "Cancel"),
+            lambda: self.background(lambda: self.data.runs.cancel(run_id), "Cancel"),
         )
 
     def rerun(self, run_id: str) -> None:
         self.confirm(
             f"Run {run_id} again?",
             "Same recorded code, params, seed and runtime, in the background (`mllib runs rerun`).",
-            lambda: self.background(lambda: self.data.rerun(run_id), "Rerun"),
+            lambda: self.background(lambda: self.data.runs.rerun(run_id), "Rerun"),
         )
 
     def copy_run_id(self, run_id: str) -> None:
@@ -284,7 +312,9 @@ def run(
     run_filter: RunFilter | None = None,
     limit: int = 1000,
     refresh_s: float = REFRESH_S,
+    local: bool = False,
 ) -> None:
-    """Open the project's dashboard in this terminal until the user quits."""
-    data = DashboardData.open(start)
+    """Open the project's dashboard in this terminal until the user quits (`local`: this
+    project's runs and queue even when a team server is configured)."""
+    data = DashboardData.open(start, local=local)
     DashboardApp(data, metric=metric, run_filter=run_filter, limit=limit, refresh_s=refresh_s).run()

@@ -4,6 +4,7 @@ yellow, the best value per metric starred), with one metric's curves overlaid.""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,6 +18,15 @@ from mllib.dashboard.text import clean, safe
 
 SECTIONS = ("params", "metrics", "eval_metrics")
 METRICS_EVERY_S = 2.0
+
+
+@dataclass
+class Comparison:
+    """One read of the compared runs: `runs compare --json`, the metric to overlay, its curves."""
+
+    result: dict
+    metric: str | None
+    series: dict[str, tuple[list[int], list[float]]]
 
 
 class CompareScreen(Screen):
@@ -54,18 +64,33 @@ class CompareScreen(Screen):
     def on_mount(self) -> None:
         self.reload()
 
-    def refresh_data(self, records: set[str], metrics: set[str]) -> None:
-        """Read again when a run's record changed, and for new points at most every few seconds
-        (a comparison reads every point's summary)."""
+    def read(self, records: set[str], metrics: set[str]) -> Comparison | None:
+        """The comparison again when a run's record changed, and for new points at most every
+        few seconds (a comparison reads every point's summary); off the UI thread for a team
+        server, then `show` draws it."""
         ids = set(self.result.get("runs", self.run_ids))
         due = time.monotonic() - self.read_at >= METRICS_EVERY_S
         if ids & records or (ids & metrics and due):
-            self.reload()
+            return self._compare()
+        return None
 
     def reload(self) -> None:
+        self.show(self._compare())
+
+    def _compare(self) -> Comparison:
         self.read_at = time.monotonic()
-        self.result = r = self.data.compare(self.run_ids)
+        result = self.data.runs.compare(self.run_ids)
+        names = list(result["metrics"])
+        metric = self.metric if self.metric in names else (names[0] if names else None)
+        series = self.data.runs.series(result["runs"], metric) if metric else {}
+        return Comparison(result, metric, series)
+
+    def show(self, comparison: Comparison | None) -> None:
+        if comparison is None:
+            return
+        self.result = r = comparison.result
         self.run_ids = r["runs"]  # full ids
+        self.metric = comparison.metric
         self.query_one("#compare-title", Static).update(
             Text(f"Compare {len(r['runs'])} runs", style="bold")
         )
@@ -91,17 +116,15 @@ class CompareScreen(Screen):
                         cell.stylize("yellow")
                     cells.append(cell)
                 table.add_row(Text("  ") + safe(name), *cells)
-        names = list(r["metrics"])
-        if self.metric not in names:
-            self.metric = names[0] if names else None
-        self._draw()
+        self._draw(comparison.series)
 
-    def _draw(self) -> None:
+    def _draw(self, found: dict[str, tuple[list[int], list[float]]] | None = None) -> None:
         chart = self.query_one(Chart)
         if self.metric is None:
             chart.show([], "no metrics to overlay")
             return
-        found = self.data.series(self.run_ids, self.metric)
+        if found is None:
+            found = self.data.runs.series(self.run_ids, self.metric)
         chart.show(
             [Series(run_id, *points) for run_id, points in found.items()],
             clean(f"{self.metric} (n: next metric)"),

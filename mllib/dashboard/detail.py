@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,6 +17,16 @@ from mllib.dashboard.data import DashboardData
 from mllib.dashboard.plot import Chart, Series
 from mllib.dashboard.text import clean, fmt_duration, fmt_time, safe, status
 from mllib.runs.views import environment_lines
+
+
+@dataclass
+class Fetched:
+    """What one refresh read of a run: its record when it changed, whether new points came, and
+    new log lines."""
+
+    info: dict | None
+    points: bool
+    lines: list[str]
 
 
 class RunScreen(Screen):
@@ -43,8 +54,8 @@ class RunScreen(Screen):
         self.run_id = run_id
         self.clock = clock
         self.info: dict = {}
-        self.curves = data.curves(run_id)
-        self.tail = data.log_tail(run_id)
+        self.curves = data.runs.curves(run_id)
+        self.tail = data.runs.log_tail(run_id)
         self.metric: str | None = None
         self.follow = True
 
@@ -58,28 +69,27 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.reload()
-        self.refresh_data(records=set())
+        self.show(self.read({self.run_id}))
 
-    def reload(self) -> None:
-        """Read the run's record again (it changed: status, phase, evaluation, artifacts)."""
-        self.info = self.data.run(self.run_id)
-        self.query_one("#title", Static).update(self._title())
-        self.query_one("#info-text", Static).update(self._details())
+    def read(self, records: set[str]) -> Fetched:
+        """New points, new log lines, and the record again when it changed (off the UI thread
+        for a team server); `show` draws them."""
+        info = self.data.runs.show(self.run_id) if self.run_id in records else None
+        return Fetched(info, self.curves.update(), self.tail.read())
 
-    def refresh_data(self, records: set[str]) -> None:
-        """New points, new log lines, and the record again when it changed."""
-        if self.run_id in records:
-            self.reload()
+    def show(self, fetched: Fetched) -> None:
+        if fetched.info is not None:  # it changed: status, phase, evaluation, artifacts
+            self.info = fetched.info
+            self.query_one("#title", Static).update(self._title())
+            self.query_one("#info-text", Static).update(self._details())
         elif self.info.get("status") in ("queued", "running"):
             self.query_one("#title", Static).update(self._title())  # the duration ticks
-        if self.curves.update() or self.metric is None:
+        if fetched.points or self.metric is None:
             if self.metric is None and self.curves.curves:
                 self.metric = next(iter(self.curves.curves))
             self._draw()
-        lines = self.tail.read()
-        if lines:
-            self.query_one(Log).write_lines([clean(line) for line in lines])
+        if fetched.lines:
+            self.query_one(Log).write_lines([clean(line) for line in fetched.lines])
 
     def _draw(self) -> None:
         chart = self.query_one(Chart)

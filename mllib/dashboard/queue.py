@@ -1,7 +1,7 @@
 """Queue and agents: queued and running work by user and priority, and the agents with their GPU
 slots, what occupies them and whether they answer. Both come from a `QueueSource`: the team server
 when one is configured (read in the background), else the local registry
-(`mllib.dashboard.data.queue_source`)."""
+(`mllib.dashboard.data.queue.queue_source`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from mllib.dashboard.data import AgentRow, DashboardData, QueueItem
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.queue import AgentRow, QueueItem
 from mllib.dashboard.text import fmt_duration, safe, status
 
 SERVER_EVERY_S = 1.0

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
-from mllib.dashboard.data import DashboardData, RunFilter, RunRow, RunsDelta
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.runs import RunFilter, RunRow, RunsDelta, RunsFeed
 from mllib.dashboard.table import LiveTable
 from mllib.dashboard.text import clean, fmt_duration, safe, sparkline, status
 from mllib.errors import MllibError
@@ -69,6 +70,8 @@ class RunsPane(Vertical):
         self.rows: dict[str, RunRow] = {}
         self.marked: list[str] = []
         self.feed = data.runs_feed(self.filter, metric, limit)
+        self.shown_feed: RunsFeed | None = None  # the feed whose window the table shows
+        self.pick_metric = metric is None  # the newest runs' first metric, on the first load
         self.records_changed: set[str] = set()  # every run whose record changed in the last poll
         self.pending: RunsDelta | None = None  # changes not drawn yet (a screen covers the table)
 
@@ -85,9 +88,6 @@ class RunsPane(Vertical):
         yield Static(id="runs-status")
 
     def on_mount(self) -> None:
-        if self.metric is None:
-            self.metric = self._default_metric()
-            self.feed.metric = self.metric
         self.load()
         self.table.focus()
 
@@ -107,16 +107,33 @@ class RunsPane(Vertical):
 
     def _default_metric(self) -> str | None:
         """The first metric the newest runs logged (the user picks another with `m`)."""
-        from mllib.registry.runs import list_runs
-
-        newest = [r.id for r in list_runs(self.data.ws.registry, limit=20)]
-        choices = self.data.metric_choices(newest)
+        newest = [r["id"] for r in self.data.runs.window(RunFilter(), None, 20)["runs"]]
+        choices = self.data.runs.metric_choices(newest)
         return choices[0] if choices else None
 
     def load(self) -> None:
-        """Read the window again (after a filter or metric change)."""
-        self.feed = self.data.runs_feed(self.filter, self.metric, self.limit)
-        rows, _ = self.feed.load()
+        """Read the window again (after a filter or metric change); from a team server, in the
+        background (the table shows the last window until the new one arrives)."""
+        feed = self.feed = self.data.runs_feed(self.filter, self.metric, self.limit)
+
+        def read() -> tuple[list[RunRow], int]:
+            if self.pick_metric:
+                self.pick_metric = False
+                self.metric = feed.metric = self._default_metric()
+            return feed.load()
+
+        def done(window: tuple[list[RunRow], int] | None) -> None:
+            if window is not None and feed is self.feed:
+                self._show_window(feed, window[0])
+
+        if self.data.runs.remote:
+            self.app.background(read, "Runs", done=done, quiet=True)
+        else:
+            done(read())
+
+    def _show_window(self, feed: RunsFeed, rows: list[RunRow]) -> None:
+        self.shown_feed = feed
+        self.pending = None
         table = self.table
         current = self.current
         table.clear()
@@ -129,17 +146,23 @@ class RunsPane(Vertical):
             table.move_cursor(row=table.get_row_index(current))
         self._status()
 
-    def refresh_data(self) -> RunsDelta:
-        """Apply what changed since the last refresh; returns it (the app passes it on). While
-        a run or compare screen covers the table, changes wait and are drawn on its return."""
-        delta = self.feed.poll()
+    def poll(self) -> tuple[RunsFeed | None, RunsDelta]:
+        """What changed since the last poll of the window shown (off the UI thread for a team
+        server); `show_delta` draws it."""
+        feed = self.shown_feed
+        return feed, feed.poll() if feed is not None else RunsDelta([], [], set())
+
+    def show_delta(self, feed: RunsFeed | None, delta: RunsDelta) -> None:
+        """Apply a poll's changes (unless a new window replaced the one polled). While a run or
+        compare screen covers the table, changes wait and are drawn on its return."""
+        if feed is None or feed is not self.shown_feed:
+            return
         self.records_changed = delta.records
         self.pending = _merge(self.pending, delta)
         if self.screen is not self.app.screen:
-            return delta
+            return
         self._apply(self.pending)
         self.pending = None
-        return delta
 
     def _apply(self, delta: RunsDelta | None) -> None:
         if delta is None:
@@ -200,7 +223,8 @@ class RunsPane(Vertical):
         return Text(fmt_duration(row.duration_s(now)), justify="right")
 
     def _status(self) -> None:
-        parts = [f"{len(self.rows):,} of {self.feed.total:,} runs"]
+        total = self.shown_feed.total if self.shown_feed else 0
+        parts = [f"{len(self.rows):,} of {total:,} runs"]
         if self.filter.describe():
             parts.append(f"filter: {self.filter.describe()}")
         if self.metric:
@@ -258,7 +282,7 @@ class RunsPane(Vertical):
     def action_metric(self) -> None:
         from mllib.dashboard.dialogs import Pick
 
-        choices = self.data.metric_choices(list(self.rows)[:50])
+        choices = self.data.runs.metric_choices(list(self.rows)[:50])
         if not choices:
             self.app.notify("No run in the table has logged a metric yet.", title="Metric")
             return

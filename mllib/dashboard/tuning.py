@@ -14,7 +14,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from mllib.dashboard.data import DashboardData, StudyRow, TrialRow
+from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.studies import StudyRow, TrialRow
 from mllib.dashboard.text import fmt_time, fmt_value, safe
 
 STUDIES_EVERY_S = 2.0

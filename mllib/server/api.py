@@ -142,6 +142,10 @@ class CompareBody(Strict):
     run_ids: list[str] = Field(..., min_length=2, max_length=100)
 
 
+class RunIdsBody(Strict):
+    run_ids: list[str] = Field(..., min_length=1, max_length=100)
+
+
 class Whoami(BaseModel):
     name: str
     admin: bool

@@ -311,6 +311,72 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             runs = list_runs(reg, status=status, user=mine, limit=limit)
             return [json_safe(run_dict(ws, r, detail=False)) for r in runs]
 
+    # Live views (the dashboard's Runs pane): declared before /runs/{run_id}, which would take
+    # their names for run ids.
+    Metric = Annotated[
+        str | None, Query(max_length=256, description="Rows carry its newest values")
+    ]
+    Points = Annotated[int, Query(ge=0, le=200, description="How many of them (a sparkline's)")]
+    Everyone = Annotated[bool, Query(alias="all", description="Everyone's (admins)")]
+
+    @app.get(f"{PREFIX}/runs/window", tags=["runs"])
+    def runs_window(
+        who: Who,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+        model: Annotated[str | None, Query(max_length=256)] = None,
+        user: Annotated[str | None, Query(max_length=128)] = None,
+        text: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        metric: Metric = None,
+        points: Points = 24,
+        all_users: Everyone = False,
+    ) -> dict[str, Any]:
+        """The newest `limit` matching runs as compact rows (`total`: how many match in all) and
+        the `cursor` that GET /runs/changes goes on from."""
+        from mllib.runs.live import window
+        from mllib.runs.views import STATUSES
+
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"Unknown status {status!r}", hint=f"One of: {', '.join(STATUSES)}.")
+        mine = None if all_users and who.admin else who.name
+        with ctx.registry() as reg:
+            found = window(
+                reg, status=status, model=model, user=mine or user, text=text, limit=limit,
+                metric=metric, points=points,
+            )  # fmt: skip
+        if mine is not None and user not in (None, mine):  # nobody else's runs are yours
+            found |= {"total": 0, "runs": []}
+        return dict(json_safe(found))
+
+    @app.get(f"{PREFIX}/runs/changes", tags=["runs"])
+    def runs_changes(
+        who: Who,
+        change: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        metric_row: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        metric: Metric = None,
+        points: Points = 24,
+        all_users: Everyone = False,
+    ) -> dict[str, Any]:
+        """The runs whose record (`records`) or metric points (`metrics`) changed after the
+        cursor (`change`, `metric_row`), as rows, and the cursor to go on from."""
+        from mllib.registry.changes import Cursor
+        from mllib.runs.live import changes
+
+        mine = None if all_users and who.admin else who.name
+        with ctx.registry() as reg:
+            found = changes(
+                reg, Cursor(change, metric_row), user=mine, metric=metric, points=points
+            )
+        return dict(json_safe(found))
+
+    @app.post(f"{PREFIX}/runs/metric-names", tags=["runs"])
+    def runs_metric_names(body: api.RunIdsBody, who: Who) -> list[str]:
+        """The metric names these runs logged, in first-seen order."""
+        from mllib.runs.live import metric_choices
+
+        with ctx.registry() as reg:
+            return metric_choices(reg, [own_run(reg, who, r).id for r in body.run_ids])
+
     @app.get(f"{PREFIX}/runs/{{run_id}}", tags=["runs"])
     def show_run(run_id: str, who: Who) -> dict[str, Any]:
         """One run with `runs show --json`'s keys, plus `queue` (its place while queued)."""
@@ -330,9 +396,15 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
     @app.get(f"{PREFIX}/runs/{{run_id}}/log", tags=["runs"])
     def run_log(
-        run_id: str, who: Who, offset: Annotated[int, Query(ge=0, le=2**62)] = 0
+        run_id: str,
+        who: Who,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        tail: Annotated[
+            int | None, Query(ge=0, le=4 << 20, description="Start this many bytes before the end")
+        ] = None,
     ) -> Response:
-        """The run's output from byte `offset` (X-Run-Status: its status as read before)."""
+        """The run's output from byte `offset`, or its last `tail` bytes (X-Log-Offset: where the
+        answer ends; X-Run-Status: its status as read before)."""
         from mllib.protocol.folder import RunFolder
 
         with ctx.registry() as reg:
@@ -341,6 +413,8 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         data = b""
         if path.exists():
             with open(path, "rb") as handle:
+                if tail is not None:
+                    offset = max(0, handle.seek(0, 2) - tail)
                 handle.seek(offset)
                 data = handle.read(4 << 20)
         headers = {"X-Run-Status": run.status, "X-Log-Offset": str(offset + len(data))}

@@ -25,9 +25,12 @@ from tests.server.conftest import make_server  # noqa: E402
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def person(tmp_path: Path, server, name: str) -> tuple[Path, dict[str, str]]:
-    """A person's own project and MLLIB_HOME, logged in to the server."""
-    root = tmp_path / name
+def person(
+    tmp_path: Path, server, name: str, machine: str | None = None
+) -> tuple[Path, dict[str, str]]:
+    """A person's own project and MLLIB_HOME (on `machine`: another of theirs), logged in to the
+    server."""
+    root = tmp_path / (machine or name)
     (root / "home").mkdir(parents=True)
     (root / "model.py").write_text(MODEL)
     (root / "mllib.toml").write_text('name = "steps"\n')
@@ -252,6 +255,78 @@ def test_the_server_lists_its_agents_with_the_runs_holding_them_and_the_dashboar
     drive(app, steps)
     with server.client("ana") as http:
         assert http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+
+
+def test_the_dashboards_runs_pane_reads_the_team_server_live_and_cancels_there(
+    dispatching, tmp_path, monkeypatch
+):
+    """The Runs pane of ana's dashboard on another machine of hers (whose registry holds no run)
+    shows the server's runs, bo's included (she is an admin); bo's run's newest loss reaches its
+    row through the deltas; the run's screen shows its params, curve and log from the server;
+    cancelling it there (x, then y) cancels it on the server."""
+    from mllib.client.http import Server
+    from mllib.client.views import runs_window
+    from mllib.display import fmt_value
+    from mllib.workspace import Workspace
+    from tests.dashboard.conftest import cells, drive, make_app
+
+    server = dispatching
+    ana, ana_env = person(tmp_path, server, "ana")
+    bo, bo_env = person(tmp_path, server, "bo")
+    laptop, laptop_env = person(tmp_path, server, "ana", machine="ana-laptop")
+    bos = submit(bo, bo_env, "--steps=120", "--sleep_s=1")
+    anas = submit(ana, ana_env, "--steps=120", "--sleep_s=1")
+    wait_for(lambda: "loss" in show(server, "bo", bos)["metrics"], timeout=120,
+             what="bo's run to log")  # fmt: skip
+    as_bo = Server(server.url, server.tokens["bo"])
+    with as_bo.http:
+        bo_sees = runs_window(as_bo, metric="loss")
+    assert [r["id"] for r in bo_sees["runs"]] == [bos]  # not ana's: only an admin sees others'
+
+    monkeypatch.setenv("MLLIB_HOME", laptop_env["MLLIB_HOME"])  # her login on the laptop
+    monkeypatch.delenv("MLLIB_SERVER", raising=False)
+    app = make_app(Workspace.find(laptop), now=time.time(), metric="loss")
+    assert app.data.runs.remote
+
+    async def until(pilot, ready, what: str, tries: int = 300):
+        for _ in range(tries):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.05)
+            if found := ready():
+                return found
+            pilot.app.refresh_data()  # as the timer does: read in the background
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def steps(pilot):
+        table = app.runs.table
+        rows = await until(pilot, lambda: len(table.rows) == 2 and cells(table), "the window")
+        # ID, MODEL, ACTION, STATUS, WHERE, USER, DURATION, METRIC, trend: newest first
+        assert [(r[0].strip(), r[5]) for r in rows] == [(anas, "ana"), (bos, "bo")]
+        first = cells(table)[1][7]
+
+        def newest() -> bool:  # the row shows the value the server holds now, a newer one
+            shown = cells(table)[1][7]
+            return shown != first and shown == fmt_value(show(server, "bo", bos)["metrics"]["loss"])
+
+        await until(pilot, newest, "bo's newest loss")
+        await pilot.press("down", "enter")  # bo's run
+        screen = app.screen
+        assert screen.run_id == bos
+        assert "steps: 120" in str(screen.query_one("#info-text").render())
+        log = screen.query_one("#log")
+        await until(pilot, lambda: any(line.startswith("step ") for line in log.lines), "log")
+        assert screen.metric == "loss" and screen.curves.curves["loss"].count >= 2
+        await pilot.press("x")
+        await pilot.press("y")
+        await until(pilot, lambda: show(server, "bo", bos)["status"] == "cancelled", "cancel")
+        await pilot.press("escape")
+        await until(pilot, lambda: cells(table)[1][3] == "cancelled", "the row's new status")
+        assert cells(table)[0][3] == "running"  # ana's goes on
+
+    drive(app, steps)
+    with server.client("ana") as http:
+        assert http.post(f"/api/v1/runs/{anas}/cancel").status_code == 200
+    assert not Workspace.find(laptop).registry.query("SELECT id FROM runs")  # all from the server
 
 
 @pytest.mark.parametrize("dispatching", ["sqlite", "postgresql"], indirect=True)

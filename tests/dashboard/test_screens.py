@@ -225,7 +225,7 @@ def test_the_deployments_pane_shows_a_canary_split_and_the_replicas(seeded, monk
     # A row as `mllib deploy status --json` gives it during a canary (README: Canary, A/B and
     # shadow); tests/serving/test_rollouts.py checks that JSON against live servers. Here: what
     # the pane makes of it.
-    from mllib.dashboard.data import Deployments
+    from mllib.dashboard.data.deployments import Deployments
 
     row = {
         "env": "prod", "state": "live", "model": "iris", "version": 3, "url": "http://x",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
-from mllib.dashboard.data import LocalQueue, ServerQueue
+from mllib.dashboard.data.queue import LocalQueue, ServerQueue
 from mllib.display import fmt_duration, fmt_value
 from mllib.workspace import Workspace
 from tests.conftest import Project
