@@ -150,6 +150,14 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             reg.query("SELECT 1 AS ok")
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["server"], response_class=Response)
+    def metrics() -> Response:
+        """The runs, queue and agents in Prometheus' text format: aggregates only (no user, no
+        run id), so Prometheus scrapes it without a token (mllib.server.metrics)."""
+        from mllib.server.metrics import CONTENT_TYPE, exposition
+
+        return Response(exposition(ctx, dispatcher), media_type=CONTENT_TYPE)
+
     @app.get(f"{PREFIX}/whoami", response_model=api.Whoami, tags=["accounts"])
     def whoami(request: Request, who: Who) -> api.Whoami:
         """The user the token belongs to."""
