@@ -278,6 +278,22 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 return version(reg, ref)
             return show(reg, ctx.datasets, who, ref)
 
+    @app.delete(
+        f"{PREFIX}/datasets/{{ref}}",
+        tags=["datasets"],
+        responses={409: {"model": api.Error}},
+    )
+    def remove_dataset(ref: Annotated[str, Path(max_length=120)], who: Who) -> dict[str, Any]:
+        """Remove a version (`NAME@VERSION`) or every version (`NAME`) of a dataset you
+        uploaded first (admins: any), freeing chunks no other version uses (`mllib data rm
+        --json`); 400 while a queued or running run reads one, 409 another user's dataset."""
+        from mllib.datasets.settings import cache_dir
+        from mllib.server.datasets import remove
+
+        project = ctx.project
+        with ctx.registry() as reg:
+            return remove(reg, ctx.datasets, cache_dir(project.config, project.state_dir), who, ref)
+
     @app.post(f"{PREFIX}/runs", response_model=api.SubmittedRun, tags=["runs"])
     def submit_run(body: api.SubmissionBody, response: Response, who: Who) -> api.SubmittedRun:
         """Queue a run; answered once it is durable. A retry with the same idempotency key
