@@ -135,7 +135,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "fastapi": ("mllib.serving", "mllib.server.app"),
     "starlette": ("mllib.serving", "mllib.server.app"),
     "uvicorn": ("mllib.serving.server", "mllib.server.main"),
-    "prometheus_client": ("mllib.serving",),
+    "prometheus_client": ("mllib.serving", "mllib.server.metrics"),
     "sqlite_utils": ("mllib.registry",),
     "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard", "mllib.client"),
     "cloudpickle": ("mllib.persistence",),
