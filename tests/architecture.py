@@ -31,7 +31,7 @@ CORE = (
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
     "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.home",
-    "mllib.locks", "mllib.filetail",
+    "mllib.locks", "mllib.filetail", "mllib.periods",
     "mllib.credentials",
     "mllib.error_reports", "mllib.sentry_plugin",
 )  # fmt: skip

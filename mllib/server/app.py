@@ -17,7 +17,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
-from mllib.server.submit import Conflict, Submission
+from mllib.server.submit import Accepted, Conflict, Submission
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -308,13 +308,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
             )
         response.status_code = 201 if accepted.created else 200
-        return api.SubmittedRun(
-            id=accepted.run.id,
-            status=accepted.run.status,
-            created=accepted.created,
-            position=place,
-            estimated_start_s=wait,
-        )
+        return _submitted(accepted, place, wait)
 
     @app.get(f"{PREFIX}/runs", tags=["runs"])
     def list_runs_(
@@ -415,13 +409,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
             )
         response.status_code = 201 if accepted.created else 200
-        return api.SubmittedRun(
-            id=accepted.run.id,
-            status=accepted.run.status,
-            created=accepted.created,
-            position=place,
-            estimated_start_s=wait,
-        )
+        return _submitted(accepted, place, wait)
 
     @app.post(f"{PREFIX}/runs/compare", tags=["runs"])
     def compare_runs(body: api.CompareBody, who: Who) -> dict[str, Any]:
@@ -452,6 +440,61 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 mean_s=mean_s(reg),
             )
 
+    @app.post(f"{PREFIX}/schedules", status_code=201, tags=["schedules"])
+    def add_schedule(body: api.ScheduleBody, who: Who) -> dict[str, Any]:
+        """Repeat one of your evaluation runs every period, on the newest version of each
+        dataset it read (but those `data` pins); the server queues each run itself."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.create(
+                reg, who, body.run_id, body.every, gates=body.gates, data=body.data
+            )
+
+    @app.get(f"{PREFIX}/schedules", tags=["schedules"])
+    def list_schedules(
+        who: Who, all_users: Annotated[bool, Query(alias="all")] = False
+    ) -> list[dict[str, Any]]:
+        """Your schedules (`all`, admins: everyone's), each with its last run."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.list_schedules(reg, who, everyone=all_users)
+
+    @app.get(f"{PREFIX}/schedules/{{schedule_id}}", tags=["schedules"])
+    def show_schedule(schedule_id: Annotated[str, Path(max_length=64)], who: Who) -> dict[str, Any]:
+        """One of your schedules with its latest runs: status, eval metrics, gates broken."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return dict(json_safe(schedules.show(reg, who, schedule_id)))
+
+    @app.delete(f"{PREFIX}/schedules/{{schedule_id}}", tags=["schedules"])
+    def remove_schedule(
+        schedule_id: Annotated[str, Path(max_length=64)], who: Who
+    ) -> dict[str, Any]:
+        """Stop one of your schedules (its runs stay)."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.remove(reg, who, schedule_id)
+
+    @app.post(
+        f"{PREFIX}/schedules/{{schedule_id}}/run",
+        response_model=api.SubmittedRun,
+        status_code=201,
+        tags=["schedules"],
+    )
+    def run_schedule_now(
+        schedule_id: Annotated[str, Path(max_length=64)], who: Who
+    ) -> api.SubmittedRun:
+        """Queue one of your schedules' runs now (its next time stays as it was)."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            accepted = schedules.run_now(reg, who, commits, ctx, schedule_id)
+        return _submitted(accepted, None, None)
+
     @app.get(f"{PREFIX}/agents", response_model=list[api.Agent], tags=["agents"])
     def list_agents(
         who: Who,
@@ -473,6 +516,17 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             return agents(reg, specs, who, contacts=contacts, detected=detected)
 
     return app
+
+
+def _submitted(accepted: "Accepted", place: int | None, wait: float | None) -> api.SubmittedRun:
+    """The answer to a run queued (`api.SubmittedRun`): its id, status, place and wait."""
+    return api.SubmittedRun(
+        id=accepted.run.id,
+        status=accepted.run.status,
+        created=accepted.created,
+        position=place,
+        estimated_start_s=wait,
+    )
 
 
 def _hex(text: str) -> bool:
