@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from mllib.cli import output
-from mllib.cli.model_commands import DataOpt, FailUnderOpt
 from mllib.cli.output import fmt_time, fmt_value, styled
 
 app = typer.Typer(
@@ -91,8 +90,24 @@ def add(
         str,
         typer.Option("--every", metavar="PERIOD", help="How often: 30m, 6h, 1d or 1w."),
     ],
-    data: DataOpt = None,
-    fail_under: FailUnderOpt = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="KEY=NAME@VERSION keeps reading that version; KEY=NAME (or no --data) reads "
+            "the newest each time. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-under",
+            help="A gate, METRIC=NUMBER: a run whose METRIC is under it shows as `breached`. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Have the team server repeat one of your evaluation runs every PERIOD, on the newest
     version of each dataset it read (but those --data pins with @VERSION). Prints its id."""
