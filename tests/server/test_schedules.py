@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from mllib.registry.runs import iso
 from mllib.server.main import database
 from mllib.server.settings import ServerHome
@@ -21,6 +23,7 @@ def _versions(project: Project, run_id: str) -> list[tuple[str, int]]:
     return [(d["name"], d["version"]) for d in shown["datasets"]]
 
 
+@pytest.mark.timeout(600)  # some thirty `mllib` commands, and a server per database to set up
 def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     model_project: Project, team_server
 ):
