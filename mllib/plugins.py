@@ -32,6 +32,7 @@ MIGRATIONS: tuple[str, ...] = (
 SERVER_MIGRATIONS: tuple[str, ...] = (
     "mllib.queue.schema:migrations",  # jobs
     "mllib.server.accounts:migrations",  # users, tokens
+    "mllib.server.schedules:migrations",  # scheduled evaluations the server runs
 )
 
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.

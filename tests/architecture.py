@@ -31,7 +31,7 @@ CORE = (
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
     "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.home",
-    "mllib.locks", "mllib.filetail",
+    "mllib.locks", "mllib.filetail", "mllib.periods",
     "mllib.credentials",
     "mllib.error_reports", "mllib.sentry_plugin",
 )  # fmt: skip
@@ -135,7 +135,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
     "fastapi": ("mllib.serving", "mllib.server.app"),
     "starlette": ("mllib.serving", "mllib.server.app"),
     "uvicorn": ("mllib.serving.server", "mllib.server.main"),
-    "prometheus_client": ("mllib.serving",),
+    "prometheus_client": ("mllib.serving", "mllib.server.metrics"),
     "sqlite_utils": ("mllib.registry",),
     "httpx": ("mllib.datasets.download", "mllib.serving", "mllib.dashboard", "mllib.client"),
     "cloudpickle": ("mllib.persistence",),

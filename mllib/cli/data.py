@@ -235,40 +235,34 @@ def rm(
 ) -> None:
     """Remove a dataset version (or all of a dataset's versions) and free what nothing else uses.
 
-    Runs keep their record of what they read; version numbers are never reused. This
-    project's datasets only: a team server's are kept (runs there may read them).
+    Runs keep their record of what they read; version numbers are never reused. On a team
+    server: a dataset you uploaded first (admins: any), refused while a queued or running run
+    reads it.
     """
-    from mllib.cli.account import server_url
+    from mllib.cli.account import team_server
     from mllib.datasets import remove
-    from mllib.errors import UsageError
 
-    if server_url(local) is not None:
-        raise UsageError(
-            "Datasets on the team server are not removed from here",
-            hint="Give --local to remove this project's own version.",
-        )
+    server = team_server(local)
+    if server is None:
+        result = remove(ref).as_dict()
+    else:
+        from mllib.client.datasets import remove as remove_remote
 
-    result = remove(ref)
+        try:
+            result = remove_remote(server, ref)
+        finally:
+            server.close()
     if json_:
-        output.print_json(
-            {
-                "removed": [
-                    {"name": v.name, "version": v.version, "sha256": v.sha256}
-                    for v in result.removed
-                ],
-                "chunks_freed": result.collected.chunks,
-                "bytes_freed": result.collected.bytes,
-                "deferred": result.collected.skipped,  # an upload was running: freed later
-            }
-        )
+        output.print_json(result)
         return
     console = output.err()
-    console.print(f"Removed {', '.join(v.ref for v in result.removed)}.")
-    if result.collected.skipped:
+    removed = ", ".join(f"{v['name']}@{v['version']}" for v in result["removed"])
+    console.print(f"Removed {removed}.", markup=False)
+    if result["deferred"]:
         console.print("  An upload is running: unused chunks are freed by a later `mllib data rm`.")
-    elif result.collected.chunks:
+    elif result["chunks_freed"]:
         console.print(
-            f"  Freed {_bytes(result.collected.bytes)} ({result.collected.chunks} chunk(s))."
+            f"  Freed {_bytes(result['bytes_freed'])} ({result['chunks_freed']} chunk(s))."
         )
 
 

@@ -268,6 +268,15 @@ def evaluate(
                 " cannot go with it",
                 hint="For example: mllib evaluate --model iris@prod --data eval=reviews --every 1d",
             )
+        from mllib.cli.account import server_url
+
+        if server_url(local) is not None:
+            raise UsageError(
+                "With a team server, the server runs schedules: --every schedules on this "
+                "machine only with --local",
+                hint="Queue the evaluation there (`mllib evaluate ... --remote --detach`), then "
+                "`mllib schedules add RUN_ID --every 1d`.",
+            )
         options = {"best": best, "data": data, "fail_under": fail_under, "runtime": runtime}
         _schedule(ctx, model, param, version, every, **options)
         return

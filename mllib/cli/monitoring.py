@@ -30,7 +30,9 @@ def init(
         str | None,
         typer.Option(
             "--server",
-            help="The team server's HOST:PORT, scraped for training runs and the queue.",
+            help="The team server's HOST:PORT (or URL), scraped for training runs and the"
+            " queue. Default: the team server this project uses (MLLIB_SERVER, [server] url,"
+            " or `mllib login`'s).",
             show_default=False,
         ),
     ] = None,

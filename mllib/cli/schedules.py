@@ -58,12 +58,91 @@ def schedule_evaluation(
     print(schedule.id)
 
 
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="This project's schedules, not the team server's.")
+]
+
+
+def _server(local: bool) -> Any:
+    """The team server the schedules live on (one is configured and --local not given)."""
+    from mllib.cli.account import team_server
+
+    return team_server(local)
+
+
+def _ask(local: bool, request: Any, *args: Any) -> Any:
+    """`request(server, *args)` against the team server, or None when there is none."""
+    server = _server(local)
+    if server is None:
+        return None
+    try:
+        return request(server, *args)
+    finally:
+        server.close()
+
+
+@app.command()
+def add(
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="One of your evaluation runs on the server.")
+    ],
+    every: Annotated[
+        str,
+        typer.Option("--every", metavar="PERIOD", help="How often: 30m, 6h, 1d or 1w."),
+    ],
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="KEY=NAME@VERSION keeps reading that version; KEY=NAME (or no --data) reads "
+            "the newest each time. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-under",
+            help="A gate, METRIC=NUMBER: a run whose METRIC is under it shows as `breached`. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Have the team server repeat one of your evaluation runs every PERIOD, on the newest
+    version of each dataset it read (but those --data pins with @VERSION). Prints its id."""
+    from mllib.client import schedules as remote
+    from mllib.errors import UsageError
+    from mllib.runs.gates import parse_gates
+
+    gates = parse_gates(fail_under)
+    made = _ask(False, remote.create, run_id, every, gates, data)
+    if made is None:
+        raise UsageError(
+            "`mllib schedules add` schedules a run on a team server, and none is configured",
+            hint="Schedule here with `mllib evaluate --model NAME@prod --every 1d`.",
+        )
+    console = output.err()
+    console.print(styled("[green]✔[/] Scheduled [bold]{}[/] on the team server", made["id"]))
+    console.print(f"  {made['command']}", markup=False, highlight=False)
+    console.print(f"  Next: {fmt_time(made['next_due_at'])}", markup=False)
+    print(made["id"])
+
+
 @app.command("list")
-def list_(json_: JsonOpt = False) -> None:
-    """Every schedule: what it evaluates, how often, when next, and how its last run went."""
+def list_(
+    json_: JsonOpt = False,
+    local: LocalOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="Everyone's (admins, on a server).")] = False,
+) -> None:
+    """Every schedule: what it evaluates, how often, when next, and how its last run went (on a
+    team server: yours, which the server runs)."""
+    from mllib.client import schedules as remote
     from mllib.schedules.views import list_schedules
 
-    found = list_schedules(_ws())
+    found = _ask(local, remote.list_schedules, all_)
+    if found is None:
+        found = list_schedules(_ws())
     if json_:
         output.print_json(found)
         return
@@ -92,11 +171,14 @@ def list_(json_: JsonOpt = False) -> None:
 
 
 @app.command()
-def show(schedule_id: IdArg, json_: JsonOpt = False) -> None:
+def show(schedule_id: IdArg, json_: JsonOpt = False, local: LocalOpt = False) -> None:
     """One schedule and its latest runs: the version, the deployment, the metrics, the gates."""
+    from mllib.client import schedules as remote
     from mllib.schedules.views import show_schedule
 
-    data = show_schedule(_ws(), schedule_id)
+    data = _ask(local, remote.show, schedule_id)
+    if data is None:
+        data = show_schedule(_ws(), schedule_id)
     if json_:
         output.print_json(data)
         return
@@ -119,21 +201,33 @@ def show(schedule_id: IdArg, json_: JsonOpt = False) -> None:
 
 
 @app.command()
-def rm(schedule_id: IdArg) -> None:
+def rm(schedule_id: IdArg, local: LocalOpt = False) -> None:
     """Remove a schedule (its evaluation runs stay in the registry)."""
+    from mllib.client import schedules as remote
     from mllib.schedules.records import remove
 
+    removed = _ask(local, remote.remove, schedule_id)
+    if removed is not None:
+        output.err().print(f"Removed {removed['id']}: {removed['command']}", markup=False)
+        return
     schedule = remove(_ws().registry, schedule_id)
     output.err().print(f"Removed {schedule.id}: {schedule.command()}", markup=False)
 
 
 @app.command("run-now")
-def run_now(schedule_id: IdArg) -> None:
+def run_now(schedule_id: IdArg, local: LocalOpt = False) -> None:
     """Run a schedule now (its next time stays as it was); exit 1 when a --fail-under gate breaks
-    or the evaluation fails."""
+    or the evaluation fails. On a team server: queue its run there and print the run's id
+    (`mllib runs show` and `schedules show` follow it)."""
+    from mllib.client import schedules as remote
     from mllib.schedules.records import get
     from mllib.schedules.runner import run
 
+    queued = _ask(local, remote.run_now, schedule_id)
+    if queued is not None:
+        output.err().print(f"Queued {queued['id']} for {schedule_id} on the team server.")
+        print(queued["id"])
+        return
     ws = _ws()
     outcome = run(ws, get(ws.registry, schedule_id))
     _print_outcomes([outcome])

@@ -129,6 +129,16 @@ def show(server: Server, ref: str) -> dict[str, Any]:
     return data
 
 
+def remove(server: Server, ref: str) -> dict[str, Any]:
+    """Remove a version (`NAME@V`) or every version (`NAME`) on the server: `mllib data rm
+    --json`'s answer (`removed`, `chunks_freed`, `bytes_freed`, `deferred`)."""
+    parse_ref(ref)  # a usage error here, not a request
+    data: dict[str, Any] = server.request(
+        "DELETE", f"/api/v1/datasets/{quote(ref.strip(), safe='@')}", retry=False
+    ).json()
+    return data
+
+
 def lookup(config: Any) -> Lookup:
     """How a run queued on the server finds the versions `--data` names: in the server's catalog."""
 

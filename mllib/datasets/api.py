@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ from mllib.workspace import Workspace
 class RemoveResult:
     removed: list[Version]
     collected: Collected
+
+    def as_dict(self) -> dict[str, Any]:
+        """`mllib data rm --json` (the team server's answer to a removal too)."""
+        return {
+            "removed": [
+                {"name": v.name, "version": v.version, "sha256": v.sha256} for v in self.removed
+            ],
+            "chunks_freed": self.collected.chunks,
+            "bytes_freed": self.collected.bytes,
+            "deferred": self.collected.skipped,  # an upload was running: freed later
+        }
 
 
 def upload(
@@ -160,28 +172,44 @@ def remove(ref: str, ws: Workspace | None = None) -> RemoveResult:
     """Remove one version (`NAME@VERSION`, `NAME@latest`) or every version (`NAME`), then free the
     chunks and materialised copies nothing else uses. Refused while an active run reads one."""
     ws = ws or Workspace.find()
+    store = dataset_store(ws.project.store_path)
+    cache = cache_dir(ws.project.config, ws.project.state_dir)
+    return remove_versions(ws.registry, store, cache, versions_named(ws.registry, ref))
+
+
+def versions_named(reg: Registry, ref: str) -> list[Version]:
+    """The live versions `ref` names: one (`NAME@VERSION`), or every one of `NAME`."""
     parsed = parse_ref(ref)
     if "@" in ref:
-        versions = [catalog.get_version(ws.registry, parsed)]
-    else:
-        versions = catalog.versions_of(ws.registry, parsed.name)
-        if not versions:
-            catalog.get_version(ws.registry, parsed)  # raises the NotFoundError with its hint
-    users = catalog.active_runs_using(ws.registry, versions)
-    if users:
-        raise DatasetInUseError(
-            f"{', '.join(v.ref for v in versions)} is in use by active run(s) {', '.join(users)}",
-            hint="Wait for them to end, or stop them with `mllib runs cancel RUN_ID`.",
-        )
-    store = dataset_store(ws.project.store_path)
+        return [catalog.get_version(reg, parsed)]
+    versions = catalog.versions_of(reg, parsed.name)
+    if not versions:
+        catalog.get_version(reg, parsed)  # raises the NotFoundError with its hint
+    return versions
+
+
+def remove_versions(
+    reg: Registry,
+    store: LocalChunkStore,
+    cache: Path,
+    versions: list[Version],
+    in_use: Callable[[list[str]], str] = ", ".join,
+) -> RemoveResult:
+    """Mark `versions` removed, then free what no live version needs from `store` and `cache`.
+    Refused while a queued or running run reads one (`in_use` words their ids for the message)."""
     # What stays must be readable before anything goes: a failure leaves every version as it was.
     removed = {(v.name, v.version) for v in versions}
-    remaining = {
-        v.sha256 for v in catalog.all_live(ws.registry) if (v.name, v.version) not in removed
-    }
+    remaining = {v.sha256 for v in catalog.all_live(reg) if (v.name, v.version) not in removed}
     try:
         keep_set(store, remaining)
     except DatasetChangedError as exc:
         raise DatasetChangedError(f"{exc.message}; nothing was removed", hint=exc.hint) from None
-    catalog.mark_deleted(ws.registry, versions)
-    return RemoveResult(versions, _collect(ws, store))
+    with reg.transaction():  # no run is recorded as reading one between the check and the mark
+        users = catalog.active_runs_using(reg, versions)
+        if users:
+            raise DatasetInUseError(
+                f"{', '.join(v.ref for v in versions)} is in use by active run(s) {in_use(users)}",
+                hint="Wait for them to end, or stop them with `mllib runs cancel RUN_ID`.",
+            )
+        catalog.mark_deleted(reg, versions)
+    return RemoveResult(versions, collect(store, catalog.live_digests(reg), cache))

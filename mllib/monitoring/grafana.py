@@ -1,7 +1,8 @@
 """The Grafana dashboard `mllib monitoring init` writes: PromQL panels over the deployments'
 metrics (requests/s, latency percentiles and error rate per env, model, version and variant;
-replicas up), the team server's (training runs by status, queue depth, run durations) and the
-scheduled evaluations' (their metrics and gates, from mllib.schedules.metrics' file).
+replicas up), the team server's (training runs by status, queue depth, run durations, queue
+wait, agents' slots) and the scheduled evaluations' (their metrics and gates, from
+mllib.schedules.metrics' file).
 
 Panels query a data source chosen on the dashboard (the `datasource` variable) and filter by the
 `env` and `model` variables; users edit any panel's PromQL in Grafana. `queries()` lists every
@@ -94,9 +95,44 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ),
     (
         "Queue depth",
-        "Runs waiting for a GPU slot on the team server, per queue.",
+        "Runs waiting for a GPU slot on the team server, per priority.",
         "short",
-        [("sum by (queue) (mllib_queue_depth)", "{{queue}}")],
+        [("sum by (priority) (mllib_queue_depth)", "priority {{priority}}")],
+    ),
+    (
+        "Run duration p50 / p90",
+        "Time from start to end of the runs that finished lately on the team server.",
+        "s",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                "(rate(mllib_run_duration_seconds_bucket[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.9)
+        ],
+    ),
+    (
+        "Queue wait p50 / p90",
+        "Time from submission to an agent's claim, for the runs claimed lately on the team server.",
+        "s",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                "(rate(mllib_queue_wait_seconds_bucket[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.9)
+        ],
+    ),
+    (
+        "Agents' slots",
+        "The team server's agents' run slots (GPUs), busy and free, and its agents reachable.",
+        "short",
+        [
+            ("sum by (state) (mllib_agent_slots)", "slots {{state}}"),
+            ('sum(mllib_agents{state="reachable"})', "agents reachable"),
+        ],
     ),
     (
         "Scheduled evaluations",

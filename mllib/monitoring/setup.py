@@ -55,11 +55,8 @@ def init(
             f"--scrape-interval {options.scrape_interval!r} is not a Prometheus duration",
             hint="Write it as 15s, 1m or 500ms.",
         )
-    if options.server is not None and not re.match(r"^[\w.\-\[\]:]+:[0-9]+$", options.server):
-        raise UsageError(
-            f"--server {options.server!r} is not HOST:PORT",
-            hint="For example: --server mllib.internal:8080",
-        )
+    if options.server is not None:
+        server_target(options.server)  # a usage error before anything is written
     folder = folder.resolve()
     paths = [folder / name for name in FILES]
     present = [p for p in paths if p.exists()]
@@ -87,7 +84,7 @@ def render(ws: Workspace, folder: Path, options: Options) -> list[str]:
         "config_file": folder / "prometheus.yml",
         "scrape_interval": options.scrape_interval,
         "targets_file": json.dumps(str(targets.targets_file(ws.registry))),
-        "server_job": _server_job(options.server),
+        "server_job": _server_job(options.server or _configured_server(ws)),
         "schedules_file": str(metrics_file(ws.registry)),
         "schedules_dir": str(metrics_file(ws.registry).parent),
         "max_error_rate": f"{loadtest.pass_max_error_rate:g}",
@@ -111,6 +108,32 @@ def _fill(name: str, values: dict[str, object]) -> str:
     return _Template(text).substitute(values)
 
 
+def server_target(server: str) -> tuple[str, str]:
+    """`--server` (HOST:PORT, or the server's URL) as Prometheus' scheme and target."""
+    if server.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(server)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        server, scheme = f"{host}:{port}", parts.scheme
+    else:
+        scheme = "http"
+    if not re.match(r"^[\w.\-\[\]:]+:[0-9]+$", server):
+        raise UsageError(
+            f"--server {server!r} is not HOST:PORT",
+            hint="For example: --server mllib.internal:8750 (or the server's URL).",
+        )
+    return scheme, server
+
+
+def _configured_server(ws: Workspace) -> str | None:
+    """The team server this project's commands use (MLLIB_SERVER, `[server] url`, the login)."""
+    from mllib.credentials import configured_server
+
+    return configured_server(ws.project.config)
+
+
 def _server_job(server: str | None) -> str:
     if server is None:
         return (
@@ -118,9 +141,12 @@ def _server_job(server: str | None) -> str:
             "  # - job_name: mllib-server\n"
             "  #   static_configs: [{targets: [HOST:PORT]}]\n"
         )
+    scheme, target = server_target(server)
     return (
-        "  # The team server: training runs by status, queue depth, run durations.\n"
+        "  # The team server's /metrics: runs by status, queue depth and wait, run durations,\n"
+        "  # agents and their slots (aggregates only, so it needs no token).\n"
         "  - job_name: mllib-server\n"
+        f"    scheme: {scheme}\n"
         "    static_configs:\n"
-        f"      - targets: [{json.dumps(server)}]\n"
+        f"      - targets: [{json.dumps(target)}]\n"
     )

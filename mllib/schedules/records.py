@@ -7,33 +7,18 @@
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import NotFoundError
 from mllib.identity import current_user
+from mllib.periods import every_seconds, next_time
 from mllib.registry.db import Registry
 from mllib.registry.runs import now
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_EVERY = re.compile(r"(\d+)\s*([mhdw])")
-MIN_EVERY_S = 60  # the timer `mllib schedules install` writes ticks every minute
-
-
-def every_seconds(text: str) -> int:
-    """Seconds in `text`: a number and a unit (m, h, d, w), as `30m`, `6h`, `1d`, `1w`."""
-    match = _EVERY.fullmatch(text.strip().lower())
-    seconds = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
-    if seconds < MIN_EVERY_S:
-        raise UsageError(
-            f"--every {text!r} is not a period of a minute or more",
-            hint="Give a number and a unit: 30m, 6h, 1d or 1w.",
-        )
-    return seconds
 
 
 @dataclass
@@ -176,10 +161,3 @@ def _parse(text: str) -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def next_time(due: datetime, at: datetime, every_s: int) -> datetime:
-    """The first time after `at` on the schedule's cadence (`due` plus whole periods): the times
-    keep their hour, and periods missed while nothing ran are skipped, not run one by one."""
-    missed = max(0, int((at - due).total_seconds() // every_s))
-    return due + timedelta(seconds=every_s * (missed + 1))

@@ -17,6 +17,7 @@ from typing import Any
 
 from mllib import error_reports, sentry_plugin
 from mllib.errors import MllibError, NotFoundError
+from mllib.periods import every_seconds
 from mllib.registry import models
 from mllib.registry.runs import RunRecord
 from mllib.runs.model_choice import Chosen, choose_version, parse_ref
@@ -104,7 +105,7 @@ def create(ws: Workspace, model_ref: str, every: str, **options: Any) -> tuple[S
     it would evaluate now."""
     from mllib.datasets.binding import resolve_bindings
 
-    records.every_seconds(every)
+    every_seconds(every)
     resolve_bindings(ws, options.get("data"))
     draft = Schedule("", model_ref, every, 0, "", "", best=options.get("best"))
     resolved = resolve(ws, draft)

@@ -138,6 +138,20 @@ class RerunBody(Strict):
     secret_params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ScheduleBody(Strict):
+    """Repeat one of your evaluation runs every period (`mllib evaluate ... --every`)."""
+
+    run_id: str = Field(..., pattern=r"^[0-9a-z]{8,32}$", description="The evaluation repeated")
+    every: str = Field(..., max_length=16, examples=["1d"], description="30m, 6h, 1d or 1w")
+    gates: dict[str, float] = Field(default_factory=dict, description="--fail-under thresholds")
+    data: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="--data as given: KEY=NAME reads the newest version each time, "
+        "KEY=NAME@VERSION that one",
+    )
+
+
 class CompareBody(Strict):
     run_ids: list[str] = Field(..., min_length=2, max_length=100)
 

@@ -17,7 +17,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
-from mllib.server.submit import Conflict, Submission
+from mllib.server.submit import Accepted, Conflict, Submission
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -150,6 +150,14 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             reg.query("SELECT 1 AS ok")
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["server"], response_class=Response)
+    def metrics() -> Response:
+        """The runs, queue and agents in Prometheus' text format: aggregates only (no user, no
+        run id), so Prometheus scrapes it without a token (mllib.server.metrics)."""
+        from mllib.server.metrics import CONTENT_TYPE, exposition
+
+        return Response(exposition(ctx, dispatcher), media_type=CONTENT_TYPE)
+
     @app.get(f"{PREFIX}/whoami", response_model=api.Whoami, tags=["accounts"])
     def whoami(request: Request, who: Who) -> api.Whoami:
         """The user the token belongs to."""
@@ -270,6 +278,22 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 return version(reg, ref)
             return show(reg, ctx.datasets, who, ref)
 
+    @app.delete(
+        f"{PREFIX}/datasets/{{ref}}",
+        tags=["datasets"],
+        responses={409: {"model": api.Error}},
+    )
+    def remove_dataset(ref: Annotated[str, Path(max_length=120)], who: Who) -> dict[str, Any]:
+        """Remove a version (`NAME@VERSION`) or every version (`NAME`) of a dataset you
+        uploaded first (admins: any), freeing chunks no other version uses (`mllib data rm
+        --json`); 400 while a queued or running run reads one, 409 another user's dataset."""
+        from mllib.datasets.settings import cache_dir
+        from mllib.server.datasets import remove
+
+        project = ctx.project
+        with ctx.registry() as reg:
+            return remove(reg, ctx.datasets, cache_dir(project.config, project.state_dir), who, ref)
+
     @app.post(f"{PREFIX}/runs", response_model=api.SubmittedRun, tags=["runs"])
     def submit_run(body: api.SubmissionBody, response: Response, who: Who) -> api.SubmittedRun:
         """Queue a run; answered once it is durable. A retry with the same idempotency key
@@ -284,13 +308,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
             )
         response.status_code = 201 if accepted.created else 200
-        return api.SubmittedRun(
-            id=accepted.run.id,
-            status=accepted.run.status,
-            created=accepted.created,
-            position=place,
-            estimated_start_s=wait,
-        )
+        return _submitted(accepted, place, wait)
 
     @app.get(f"{PREFIX}/runs", tags=["runs"])
     def list_runs_(
@@ -465,13 +483,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
             )
         response.status_code = 201 if accepted.created else 200
-        return api.SubmittedRun(
-            id=accepted.run.id,
-            status=accepted.run.status,
-            created=accepted.created,
-            position=place,
-            estimated_start_s=wait,
-        )
+        return _submitted(accepted, place, wait)
 
     @app.post(f"{PREFIX}/runs/compare", tags=["runs"])
     def compare_runs(body: api.CompareBody, who: Who) -> dict[str, Any]:
@@ -502,6 +514,61 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
                 mean_s=mean_s(reg),
             )
 
+    @app.post(f"{PREFIX}/schedules", status_code=201, tags=["schedules"])
+    def add_schedule(body: api.ScheduleBody, who: Who) -> dict[str, Any]:
+        """Repeat one of your evaluation runs every period, on the newest version of each
+        dataset it read (but those `data` pins); the server queues each run itself."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.create(
+                reg, who, body.run_id, body.every, gates=body.gates, data=body.data
+            )
+
+    @app.get(f"{PREFIX}/schedules", tags=["schedules"])
+    def list_schedules(
+        who: Who, all_users: Annotated[bool, Query(alias="all")] = False
+    ) -> list[dict[str, Any]]:
+        """Your schedules (`all`, admins: everyone's), each with its last run."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.list_schedules(reg, who, everyone=all_users)
+
+    @app.get(f"{PREFIX}/schedules/{{schedule_id}}", tags=["schedules"])
+    def show_schedule(schedule_id: Annotated[str, Path(max_length=64)], who: Who) -> dict[str, Any]:
+        """One of your schedules with its latest runs: status, eval metrics, gates broken."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return dict(json_safe(schedules.show(reg, who, schedule_id)))
+
+    @app.delete(f"{PREFIX}/schedules/{{schedule_id}}", tags=["schedules"])
+    def remove_schedule(
+        schedule_id: Annotated[str, Path(max_length=64)], who: Who
+    ) -> dict[str, Any]:
+        """Stop one of your schedules (its runs stay)."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            return schedules.remove(reg, who, schedule_id)
+
+    @app.post(
+        f"{PREFIX}/schedules/{{schedule_id}}/run",
+        response_model=api.SubmittedRun,
+        status_code=201,
+        tags=["schedules"],
+    )
+    def run_schedule_now(
+        schedule_id: Annotated[str, Path(max_length=64)], who: Who
+    ) -> api.SubmittedRun:
+        """Queue one of your schedules' runs now (its next time stays as it was)."""
+        from mllib.server import schedules
+
+        with ctx.registry() as reg:
+            accepted = schedules.run_now(reg, who, commits, ctx, schedule_id)
+        return _submitted(accepted, None, None)
+
     @app.get(f"{PREFIX}/agents", response_model=list[api.Agent], tags=["agents"])
     def list_agents(
         who: Who,
@@ -523,6 +590,17 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             return agents(reg, specs, who, contacts=contacts, detected=detected)
 
     return app
+
+
+def _submitted(accepted: "Accepted", place: int | None, wait: float | None) -> api.SubmittedRun:
+    """The answer to a run queued (`api.SubmittedRun`): its id, status, place and wait."""
+    return api.SubmittedRun(
+        id=accepted.run.id,
+        status=accepted.run.status,
+        created=accepted.created,
+        position=place,
+        estimated_start_s=wait,
+    )
 
 
 def _hex(text: str) -> bool:

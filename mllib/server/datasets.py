@@ -10,6 +10,7 @@ lists the runs of the caller that read a version (an admin's: everyone's).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mllib.datasets import catalog
@@ -31,8 +32,7 @@ def admit(reg: Registry, user: User, name: str, size: int | None, limit: int) ->
     """Refuse an upload of `size` bytes as dataset `name` before it is sent: a name that is
     someone else's (409), or over the server's `max_dataset_gb` (413)."""
     check_name(name)
-    rows = reg.query('SELECT "user" FROM datasets WHERE name = ? ORDER BY version LIMIT 1', (name,))
-    owner = rows[0]["user"] if rows else None
+    owner = _owner(reg, name)
     if owner not in (None, user.name) and not user.admin:
         raise Conflict(
             f"Dataset {name} belongs to {owner}: only they (or an admin) add versions to it",
@@ -87,3 +87,37 @@ def version(reg: Registry, ref: str) -> dict[str, Any]:
     """One version's `data list` keys and `entry` (what a client binds `--data` to)."""
     found = catalog.get_version(reg, parse_ref(ref))
     return {**version_dict(found), "entry": found.entry}
+
+
+def remove(
+    reg: Registry, store: LocalChunkStore, cache: Path, user: User, ref: str
+) -> dict[str, Any]:
+    """Remove a version (`NAME@V`) or every version (`NAME`) of a dataset `user` owns (admins:
+    any), then free the chunks no other version uses: `mllib data rm --json`'s answer. Refused
+    while a queued or running run reads one; another user's runs are counted, not named."""
+    from mllib.datasets.api import remove_versions, versions_named
+
+    versions = versions_named(reg, ref)
+    owner = _owner(reg, versions[0].name)
+    if owner not in (None, user.name) and not user.admin:
+        raise Conflict(
+            f"Dataset {versions[0].name} belongs to {owner}: only they (or an admin) remove it",
+            hint="Ask them (or an admin) to remove it.",
+        )
+
+    def in_use(run_ids: list[str]) -> str:
+        if user.admin:
+            return ", ".join(run_ids)
+        marks = ", ".join("?" for _ in run_ids)
+        rows = reg.query(f'SELECT id, "user" FROM runs WHERE id IN ({marks})', run_ids)
+        mine = [r["id"] for r in rows if r["user"] == user.name]
+        others = len(rows) - len(mine)
+        return ", ".join([*mine, *([f"{others} of other users"] if others else [])])
+
+    return remove_versions(reg, store, cache, versions, in_use).as_dict()
+
+
+def _owner(reg: Registry, name: str) -> str | None:
+    """Who uploaded the dataset's first version (None: no such dataset)."""
+    rows = reg.query('SELECT "user" FROM datasets WHERE name = ? ORDER BY version LIMIT 1', (name,))
+    return rows[0]["user"] if rows else None

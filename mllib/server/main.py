@@ -1,8 +1,9 @@
 """`mllib server init|start` and the admin's commands on the server host, as library functions.
 
-`start` runs the HTTP API (uvicorn, one process: SQLite's one writer) and the dispatcher in the
-foreground until SIGTERM or Ctrl-C. The server's home is its MLLIB_HOME, so its agents (added
-with `mllib server agents add`) and their host keys live there, apart from any person's.
+`start` runs the HTTP API (uvicorn, one process: SQLite's one writer), the dispatcher and the
+schedules' ticker in the foreground until SIGTERM or Ctrl-C. The server's home is its
+MLLIB_HOME, so its agents (added with `mllib server agents add`) and their host keys live there,
+apart from any person's.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     from mllib.server.app import create_app
     from mllib.server.context import ServerContext
     from mllib.server.dispatch import Dispatcher
+    from mllib.server.schedules import Ticker
 
     os.environ["MLLIB_HOME"] = str(home.root)  # the server's agents.json and known_hosts
     ctx = ServerContext.open(home)
@@ -72,7 +74,9 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
         raise
     dispatcher = Dispatcher(ctx)
     app = create_app(ctx, dispatcher)
+    ticker = Ticker(ctx, app.state.commits)  # queues due scheduled evaluations
     dispatcher.start()
+    ticker.start()
     config = uvicorn.Config(
         app,
         host=host,
@@ -84,6 +88,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     try:
         uvicorn.Server(config).run()
     finally:
+        ticker.stop()
         app.state.commits.stop()
         dispatcher.stop()
         ctx.close()

@@ -20,7 +20,12 @@ from sshlab import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from prometheus_client.utils import floatToGoString  # noqa: E402
+
+from mllib.server.metrics import RUN_BUCKETS  # noqa: E402
 from tests.server.conftest import make_server  # noqa: E402
+from tests.server.test_api import _epoch  # noqa: E402
+from tests.serving.test_serve import samples  # noqa: E402
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -146,6 +151,27 @@ def test_two_people_share_the_fleet_fairly_and_lose_nothing_when_the_server_is_k
     order = sorted(records.values(), key=lambda d: d["started_at"])
     users = [d["user"] for d in order]
     assert users[:4].count("bo") >= 1 and users.count("bo") == 3
+    # the server's /metrics (no token) counts them: finished, timed, and the agents now free
+    # (each agent asked now: since its restart the server had talked to those it needed only)
+    with server.client("ana") as http:
+        assert http.get("/api/v1/agents", params={"check": True}).status_code == 200
+    metrics = samples(httpx.get(f"{server.url}/metrics", timeout=10).text)
+    assert metrics[("mllib_runs", (("status", "succeeded"),))] == 6
+    assert metrics[("mllib_submissions_total", ())] == 6
+    durations = [_epoch(d["ended_at"]) - _epoch(d["started_at"]) for d in records.values()]
+    ran = (("status", "succeeded"),)
+    assert metrics[("mllib_run_duration_seconds_count", ran)] == 6
+    assert metrics[("mllib_run_duration_seconds_sum", ran)] == pytest.approx(
+        sum(durations), abs=0.01
+    )
+    for bound in (*RUN_BUCKETS, float("inf")):
+        le = floatToGoString(bound)
+        under = sum(d <= bound for d in durations)
+        assert metrics[("mllib_run_duration_seconds_bucket", (("le", le), *ran))] == under
+    assert metrics[("mllib_queue_wait_seconds_count", ())] == 6
+    assert metrics[("mllib_agents", (("state", "reachable"),))] == 2
+    assert metrics[("mllib_agent_slots", (("state", "busy"),))] == 0
+    assert metrics[("mllib_agent_slots", (("state", "free"),))] == 2
     # each sees their own runs only; the CLI prints the same JSON as locally
     mine = cli(bo, bo_env, "runs", "list", "--json")
     assert {r["id"] for r in json.loads(mine.stdout)} == set(runs["bo"])

@@ -325,6 +325,11 @@ def _schedule(w: World) -> str:
     return str(w.state["schedule"])
 
 
+def schedules_add(w: World) -> None:
+    """No team server here: a one-line usage error, the run id as given not echoed raw."""
+    check(w.mllib("schedules", "add", ODD, "--every", "1d"), codes=(2,))
+
+
 def schedules_list(w: World) -> None:
     _schedule(w)
     check(w.mllib("schedules", "list"), shows=True)
@@ -605,6 +610,7 @@ SCENARIOS: dict[str, Callable[[World], None]] = {
     "whoami": whoami,
     "logout": logout,
     "queue": queue,
+    "schedules add": schedules_add,
     "schedules list": schedules_list,
     "schedules show": schedules_show,
     "schedules run-now": schedules_run_now,

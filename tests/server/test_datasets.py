@@ -85,9 +85,74 @@ def test_an_upload_sends_only_what_the_server_lacks_and_the_team_shares_it(
     second = model_project.mllib("data", "upload", source, "--name", "images", "--json")
     assert second.returncode == 0 and second.json()["ref"] == "images@2", second.output
     assert second.json()["chunks_stored"] == 1 and second.json()["chunks_skipped"] == 3
-    # removing is for the server's side: refused from here, in one line
+    # ed cannot remove di's dataset either
+    login(model_project, team_server, "ed")
     rm = model_project.mllib("data", "rm", "images@1")
-    assert rm.returncode == 2 and "not removed from here" in rm.stderr
+    assert rm.returncode == 1 and "belongs to di" in rm.stderr
+    assert len(rm.stderr.strip().splitlines()) == 2
+
+
+def test_data_rm_on_the_server_frees_what_no_other_version_uses_never_what_a_run_reads(
+    model_project: Project, team_server
+):
+    team_server.add_user("gus")
+    team_server.add_user("hal")
+    big = os.urandom(CHUNK + 1000)
+    root = model_project.root.parent / "logs"
+    root.mkdir()
+    (root / "big.bin").write_bytes(big)
+    (root / "note.txt").write_bytes(os.urandom(100))
+    login(model_project, team_server, "gus")
+    one = model_project.mllib("data", "upload", str(root), "--name", "logs", "--json").json()
+    (root / "extra.txt").write_bytes(os.urandom(100))
+    two = model_project.mllib("data", "upload", str(root), "--name", "logs", "--json").json()
+    assert (one["ref"], two["ref"]) == ("logs@1", "logs@2")
+    mine = submit_detached(model_project, "--data", "DATA_PATH=logs@2")
+
+    refused = model_project.mllib("data", "rm", "logs@2")  # a queued run reads it
+    assert refused.returncode == 2 and mine in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 2
+    login(model_project, team_server, "hal")  # not hal's to remove; hal may train on it
+    not_yours = model_project.mllib("data", "rm", "logs@2")
+    assert not_yours.returncode == 1 and "belongs to gus" in not_yours.stderr
+    theirs = submit_detached(model_project, "--data", "DATA_PATH=logs@2")
+    login(model_project, team_server, "gus")  # hal's run is counted, never named, to gus
+    refused = model_project.mllib("data", "rm", "logs")
+    assert refused.returncode == 2 and mine in refused.stderr and theirs not in refused.stderr
+    assert "1 of other users" in refused.stderr
+    assert model_project.mllib("data", "show", "logs@2").returncode == 0  # nothing went
+    assert model_project.mllib("runs", "cancel", mine).returncode == 0
+    with team_server.client("hal") as http:
+        assert http.post(f"/api/v1/runs/{theirs}/cancel").status_code == 200
+
+    # logs@1 goes: its manifest alone is freed, every chunk is logs@2's too
+    before = stored_chunks(team_server)
+    removed = model_project.mllib("data", "rm", "logs@1", "--json")
+    assert removed.returncode == 0, removed.output
+    assert removed.json() == {
+        "removed": [{"name": "logs", "version": 1, "sha256": one["sha256"]}],
+        "chunks_freed": 1,
+        "bytes_freed": removed.json()["bytes_freed"],
+        "deferred": False,
+    }
+    assert before - stored_chunks(team_server) == {one["sha256"]}
+    assert model_project.mllib("data", "show", "logs@1").returncode == 4
+    # the same --json keys as a local removal
+    local = model_project.mllib("data", "upload", str(root), "--name", "logs", "--local")
+    assert local.returncode == 0, local.output
+    local_rm = model_project.mllib("data", "rm", "logs", "--local", "--json")
+    assert local_rm.returncode == 0 and set(local_rm.json()) == set(removed.json())
+
+    # an admin removes any dataset: every chunk only logs@2 held is freed
+    login(model_project, team_server, "ana")
+    before = stored_chunks(team_server)
+    last = model_project.mllib("data", "rm", "logs", "--json")
+    assert last.returncode == 0, last.output
+    freed = before - stored_chunks(team_server)
+    chunks = {hashlib.sha256(big[:CHUNK]).hexdigest(), hashlib.sha256(big[CHUNK:]).hexdigest()}
+    assert chunks | {two["sha256"]} <= freed and last.json()["chunks_freed"] == len(freed)
+    assert last.json()["removed"] == [{"name": "logs", "version": 2, "sha256": two["sha256"]}]
+    assert "logs" not in {d["name"] for d in model_project.mllib("data", "list", "--json").json()}
 
 
 def test_data_on_a_server_run_binds_the_servers_versions(model_project: Project, team_server):
