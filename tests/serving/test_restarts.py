@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from mllib.cli.deploy_status import print_status
 from mllib.serving import pids
 from mllib.serving.clock import FakeClock
 from mllib.serving.control import process, records, supervisor
@@ -54,13 +56,14 @@ def test_a_killed_controller_is_restarted_after_a_backoff_and_status_says_so(res
     try:
         killed = kill_controller(dep)
         (row,) = wait_for(
-            lambda: (rows := status(ctx, "staging", window_s=0.05))[0]["restart"] and rows,
+            lambda: ((rows := status(ctx, "staging", window_s=0.05))[0]["restart"] or {}).get("state") == "restarting" and rows,
             timeout=10, what="the supervisor to see it",
         )  # fmt: skip  # what `deploy status --json` prints, without the command's start-up
-        words = cli(project, "deploy", "status", "--env", "staging", "--window", "0.1")
-        assert "restarting (attempt 2, next in" in words.stdout, words.output
+        shown = Console(record=True, width=160)  # as `deploy status` prints the same rows
+        print_status([row], shown)
+        assert "restarting (attempt 2, next in" in shown.export_text()
         assert row["state"] == "live" and row["restart"]["state"] == "restarting"
-        assert row["restart"]["attempt"] == 2 and 0 < row["restart"]["next_in_s"] <= 12
+        assert row["restart"]["attempt"] == 2 and 0 <= row["restart"]["next_in_s"] <= 12
         assert "SIGKILL" in row["restart"]["reason"]
         wait_for(
             lambda: (s := supervisor.read(Path(dep.dir)))["state"] == "running" and s["controller_pid"] != killed,
@@ -99,3 +102,18 @@ def test_a_controller_that_keeps_dying_is_given_up_on_and_the_deployment_is_fail
     assert bias(dep.url) is None
     restarts = [h["result"] for h in history(project) if h["action"] == "restart"]
     assert restarts.count("ok") == 2 and restarts[0] == "failed"  # newest first
+
+
+def test_a_stop_while_the_controller_waits_to_restart_stops_every_process(restarting):
+    project, ctx = restarting
+    dep = deploy(ctx, "served:1", "staging").deployment
+    kill_controller(dep)
+    wait_for(
+        lambda: supervisor.read(Path(dep.dir)).get("state") == "restarting",
+        timeout=10, what="the supervisor waiting to restart it",
+    )  # fmt: skip
+    done = cli(project, "deploy", "stop", "--env", "staging")
+    assert done.returncode == 0, done.output
+    assert records.get(ctx.ws.registry, dep.id).state == "stopped"
+    assert supervisor.read(Path(dep.dir))["state"] == "stopped"
+    assert not left_running(dep) and bias(dep.url) is None

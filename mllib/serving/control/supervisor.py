@@ -103,7 +103,8 @@ class Supervisor:
             delay = backoff_s(len(self.failures), self.spec.restart_backoff_s)
             self._write("restarting", next_at=time.time() + delay, reason=why)
             log.warning(f"{why}; starting it again in {delay:g}s", extra={"event": "restart"})
-            if self.stop_requested.wait(delay):
+            if self.stop_requested.wait(delay):  # stopped with no controller: its servers drain
+                process.stop_recorded(self.records, grace_s=self.spec.stop_grace_s)
                 self._write("stopped")
                 return 0
             self.restarts += 1
