@@ -100,9 +100,13 @@ def mllib(project, *args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def kill(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def kill_when(proc: subprocess.Popen, condition, *, timeout: float, what: str) -> None:
+    """SIGKILL `proc` (a real `mllib` command) once `condition()` holds, or it ended."""
+    try:
+        wait_for(lambda: condition() or proc.poll() is not None, timeout=timeout, what=what)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def status_row(project) -> dict:
@@ -158,13 +162,11 @@ def test_a_deploy_killed_after_its_version_went_live_leaves_one_version_on_the_u
     project, ctx = project
     before = records.live(ctx.ws.registry, "staging")
     deploying = mllib(project, "deploy", "served:2", "--env", "staging")
-    try:
-        wait_for(
-            lambda: (d := records.live(ctx.ws.registry, "staging")) and d.id != before.id,
-            timeout=120, what="the new version live",
-        )  # fmt: skip
-    finally:
-        kill(deploying)  # between going live and the old version's stop (or during it)
+    kill_when(
+        deploying,  # between going live and the old version's stop (or during it)
+        lambda: (d := records.live(ctx.ws.registry, "staging")) and d.id != before.id,
+        timeout=120, what="the new version live",
+    )  # fmt: skip
     row = status_row(project)  # reconciles
     assert (row["state"], row["version"]) == ("live", 2)
     old = records.get(ctx.ws.registry, before.id)
@@ -186,11 +188,9 @@ def test_promote_and_the_controller_killed_mid_promotion_finish_the_promotion(pr
     try:
         promoting = mllib(project, "deploy", "promote", "--env", "staging", "--steps", "50,100", "--interval", "2s")  # fmt: skip
         orders = Path(before.dir) / ORDERS_DIR
-        try:
-            wait_for(lambda: any(orders.glob("*.json")) or promoting.poll() is not None,
-                     timeout=60, what="the promotion's order")  # fmt: skip
-        finally:
-            kill(promoting)  # before or as the controller answers it
+        kill_when(  # before or as the controller answers it
+            promoting, lambda: any(orders.glob("*.json")), timeout=60, what="the promotion's order"
+        )
         wait_for(
             lambda: any(h["action"] == "promote" and h["result"] == "step" for h in history(project)),
             timeout=60, what="the first step, carried out all the same",
@@ -216,13 +216,10 @@ def test_a_stop_killed_mid_stop_is_finished_by_the_next_command(project):
     project, ctx = project
     dep = records.live(ctx.ws.registry, "staging")
     stopper = mllib(project, "deploy", "stop", "--env", "staging")
-    try:
-        wait_for(
-            lambda: (Path(dep.dir) / stopping.STOP_FILE).exists() or stopper.poll() is not None,
-            timeout=60, what="the stop to begin",
-        )  # fmt: skip
-    finally:
-        kill(stopper)
+    kill_when(
+        stopper, lambda: (Path(dep.dir) / stopping.STOP_FILE).exists(),
+        timeout=60, what="the stop to begin",
+    )  # fmt: skip
     row = status_row(project)  # reconciles: finishes the stop
     assert row["state"] == "stopped"
     assert records.running(ctx.ws.registry, "staging") == []

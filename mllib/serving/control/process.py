@@ -194,22 +194,22 @@ def _forget(records: Path | None) -> None:
 
 def terminate_all(procs: list) -> None:
     """SIGTERM these psutil processes (those gone meanwhile are passed over)."""
-    import psutil
-
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    _signal_all(procs, signal.SIGTERM)
 
 
 def kill_all(procs: list) -> None:
     """SIGKILL these psutil processes and wait (briefly) until they are gone."""
     import psutil
 
+    _signal_all(procs, signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=5)
+
+
+def _signal_all(procs: list, sig: int) -> None:
+    import psutil
+
     for proc in procs:
         try:
-            proc.kill()
+            proc.send_signal(sig)
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=5)
