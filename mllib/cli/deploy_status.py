@@ -14,7 +14,9 @@ from mllib.cli import output
 
 COLUMNS = ("ENV", "STATE", "MODEL", "URL", "REPLICAS", "REQ/S", "P50", "P99", "ERRORS", "SINCE")
 INDENT = 9  # the environment's name, then what it runs
-STATE_STYLE = {"live": "green", "starting": "cyan", "failed": "red", "crashed": "red"}
+STATE_STYLE = {
+    "live": "green", "starting": "cyan", "restarting": "yellow", "failed": "red", "crashed": "red",
+}  # fmt: skip
 
 
 def print_status(rows: list[dict[str, Any]], console: Console) -> None:
@@ -48,7 +50,8 @@ def _fields(row: dict[str, Any]) -> dict[str, str]:
     stats = row.get("stats") or {}
     return {
         "ENV": row["env"],
-        "STATE": row["state"],
+        "STATE": ((row.get("restart") or {}).get("summary") if row["state"] == "live" else None)
+        or row["state"],
         "MODEL": f"{row['model']} v{row['version']}" if row.get("model") else "-",
         "URL": row.get("url") or "-",
         "REPLICAS": _replicas(row),
@@ -94,7 +97,7 @@ def _lines(row: dict[str, Any]) -> Text:
 
 
 def _state(state: str) -> Text:
-    return Text(state, style=STATE_STYLE.get(state, "dim"))
+    return Text(state, style=STATE_STYLE.get(state.split(" ")[0], "dim"))
 
 
 def _num(value: Any, fmt: str) -> str:

@@ -225,6 +225,8 @@ class Controller:
         if state.get("candidate"):
             self.candidate = Candidate.from_dict(state["candidate"])
             self.candidate_id = state.get("candidate_id")
+        if state.get("successor") in self.servers:  # a promotion's stable server, starting
+            self.successor = state["successor"]
         self._event("controller", "restarted", "took over the running servers")
         self._write_routes(force=True)
         return True
@@ -883,35 +885,13 @@ class Controller:
         model_version: int | None = None, **detail: Any,
     ) -> None:  # fmt: skip
         """Into the audit log (`mllib deploy history`) and the server log."""
-        from mllib.registry.db import Registry
-        from mllib.serving import audit
-        from mllib.serving.clock import SystemClock
+        from mllib.serving.control import events
 
-        log.info(f"{action} {result}: {reason}", extra={"event": action})
-        try:
-            reg = Registry.open(Path(self.spec.registry_path))
-            try:
-                audit.record(
-                    reg,
-                    SystemClock(),
-                    user=user or "mllib",
-                    action=action,
-                    result=result,
-                    env=self.spec.env,
-                    model=self.model,
-                    version=self.stable.servable.version
-                    if model_version is None
-                    else model_version,
-                    deployment_id=self.row,
-                    reason=reason,
-                    detail={k: v for k, v in detail.items() if v is not None} or None,
-                )
-            finally:
-                reg.close()
-        except Exception:  # the registry is busy or gone: the log line above still says it
-            log.exception(
-                "could not record an event in the audit log", extra={"event": "audit_error"}
-            )
+        version = self.stable.servable.version if model_version is None else model_version
+        events.record(
+            self.spec, log, action=action, result=result, reason=reason, row=self.row,
+            model=self.model, version=version, user=user, **detail,
+        )  # fmt: skip
 
     def _init_metrics(self) -> None:
         """mllib_replicas and mllib_scaling_events_total, in the deployment's shared metrics

@@ -10,7 +10,6 @@ keeps serving.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from mllib.errors import DeployFailedError, MllibError, NotFoundError, PolicyErr
 from mllib.registry.runs import get_run, now
 from mllib.serving import audit
 from mllib.serving.clock import human_duration
-from mllib.serving.control import policy, process, records
+from mllib.serving.control import policy, process, records, stopping
 from mllib.serving.control.context import DeployContext, Progress
 from mllib.serving.control.environment import ServingEnvError, serving_python
 from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
@@ -33,6 +32,7 @@ from mllib.serving.control.rollout import abort as abort_candidate
 from mllib.serving.control.servable import from_run, materialize, resolve
 from mllib.serving.control.settings import EnvSettings, check_replicas
 from mllib.serving.control.specs import fleet_spec
+from mllib.serving.control.stopping import deploying, halt, reconcile_lock, records_of
 from mllib.serving.spec import PythonEnv, Servable, read_status
 from mllib.workspace import Workspace
 
@@ -308,16 +308,19 @@ def reconcile(ws: Workspace) -> None:
     before it was live) is stopped and marked failed: what was live stays live."""
     from mllib.runtime.processes import create_time, is_alive
 
+    stopping.finish(ws)
     for dep in records.running(ws.registry):
         if dep.state == "starting" and dep.pid and is_alive(dep.pid, dep.pid_ctime):
-            if not _deploying(ws, dep.env):
+            if not deploying(ws, dep.env):
                 _abandoned(ws, dep)
             continue
         if not dep.pid or is_alive(dep.pid, dep.pid_ctime):
             continue
-        with _reconcile_lock(ws):
+        with reconcile_lock(ws):
             dep = records.get(ws.registry, dep.id)
             if dep.state not in records.RUNNING or is_alive(dep.pid, dep.pid_ctime):
+                continue
+            if stopping.begun(dep):  # a stop under way: never started again
                 continue
             if dep.state == "live" and dep.dir and takes_over(Path(dep.dir)):
                 pid = start_controller(ws, Path(dep.dir), marker=dep.marker)
@@ -325,16 +328,8 @@ def reconcile(ws: Workspace) -> None:
                 continue
             status = read_status(Path(dep.dir)) if dep.dir else {}
             error = status.get("error") or "the server process exited"
-            process.kill_all(process.members(dep.pid, dep.marker))
+            process.kill_all(process.find(dep.pid, dep.marker, records=records_of(dep)))
             records.update(ws.registry, dep.id, state="crashed", error=error, stopped_at=now())
-
-
-def _deploying(ws: Workspace, env: str) -> bool:
-    """Whether another process holds `env`'s deploy lock (a deploy, rollback or stop under way)."""
-    from mllib.locks import holder
-
-    pid = holder(serving_dir(ws) / "locks" / f"{env}.lock")
-    return pid is not None and pid != os.getpid()
 
 
 def _abandoned(ws: Workspace, dep: Deployment) -> None:
@@ -343,12 +338,12 @@ def _abandoned(ws: Workspace, dep: Deployment) -> None:
     from mllib.serving.clock import SystemClock
     from mllib.serving.control.settings import Settings
 
-    with _reconcile_lock(ws):
+    with reconcile_lock(ws):
         dep = records.get(ws.registry, dep.id)
-        if dep.state != "starting" or _deploying(ws, dep.env):
+        if dep.state != "starting" or deploying(ws, dep.env):
             return
         grace = Settings.from_config(ws.project.config).deploy.stop_grace_s
-        process.stop(dep.pid, marker=dep.marker, grace_s=grace)
+        process.stop(dep.pid, marker=dep.marker, grace_s=grace, records=records_of(dep))
         why = "interrupted: the mllib deploy that started it ended before it was live"
         records.update(ws.registry, dep.id, state="failed", error=why, stopped_at=now())
         audit.record(
@@ -356,17 +351,6 @@ def _abandoned(ws: Workspace, dep: Deployment) -> None:
             result="failed", env=dep.env, model=dep.model, version=dep.version,
             deployment_id=dep.id, reason=f"reconciled: {why}",
         )  # fmt: skip
-
-
-@contextmanager
-def _reconcile_lock(ws: Workspace) -> Iterator[None]:
-    """One command at a time restarts a controller (others wait, then see it running)."""
-    from mllib.locks import file_lock
-
-    with file_lock(
-        serving_dir(ws) / "locks" / "reconcile.lock", what="the deployments' controller"
-    ):
-        yield
 
 
 def _prod_refusals(ctx: DeployContext, servable: Servable) -> list[policy.Refusal]:
@@ -502,12 +486,16 @@ def _start_deployment(
     try:
         error = _wait_ready(folder, pid, ctx.settings.deploy.ready_timeout_s)
     except KeyboardInterrupt:  # the deploy was interrupted: leave nothing half-started behind
-        process.stop(pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+        process.stop(
+            pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s, records=records_of(dep)
+        )
         records.update(reg, dep.id, state="failed", error="interrupted", stopped_at=now())
         ctx.audit(action=action, result="failed", reason="interrupted", **common)
         raise
     if error:
-        process.stop(pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s)
+        process.stop(
+            pid, marker=dep.id, grace_s=ctx.settings.deploy.stop_grace_s, records=records_of(dep)
+        )
         records.update(reg, dep.id, state="failed", error=error, stopped_at=now())
         ctx.audit(action=action, result="failed", reason=error, **common)
         if env.name == "prod" and action == "deploy":
@@ -529,7 +517,8 @@ def _start_deployment(
 
 
 def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:
-    """None once the server says every worker is ready; else why it will not be."""
+    """None once the controller (under supervisor `pid`, in this new folder) says every server
+    is ready; else why it will not be."""
     import time
 
     from mllib.runtime.processes import is_alive
@@ -537,7 +526,7 @@ def _wait_ready(folder: Path, pid: int, timeout_s: float) -> str | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = read_status(folder)
-        if status.get("pid") == pid and status.get("state") == "ready":
+        if status.get("state") == "ready" and is_alive(status.get("pid")):
             return None
         if status.get("state") == "failed":
             return status.get("error") or "the model could not be loaded"
@@ -561,6 +550,4 @@ def _log_tail(folder: Path, lines: int = 3) -> str:
 def _stop_server(
     ctx: DeployContext, dep: Deployment, *, state: str, replaced_by: str | None = None
 ) -> None:
-    if dep.pid:
-        process.stop(dep.pid, marker=dep.marker, grace_s=ctx.settings.deploy.stop_grace_s)
-    records.update(ctx.ws.registry, dep.id, state=state, stopped_at=now(), replaced_by=replaced_by)
+    halt(ctx.ws, dep, ctx.settings.deploy.stop_grace_s, state=state, replaced_by=replaced_by)

@@ -49,6 +49,9 @@ class FleetSpec:
     stop_grace_s: float = 20.0
     log_max_mb: float = 100.0  # [deploy] log_max_mb: the controller rotates server.log
     log_keep: int = 3
+    restart_limit: int = 5  # [deploy] restart_*: the supervisor's restart policy
+    restart_window_s: float = 300.0
+    restart_backoff_s: float = 1.0
     slots: int = 64  # replica slots in the counters (running, starting and draining ones)
 
     @property
@@ -185,9 +188,12 @@ def answer_order(
 
 
 def start_controller(ws: Any, folder: Path, *, marker: str) -> int:
-    """Start the controller of the deployment in `folder` (a process group of its own, in the
-    project with its .env.local values and the Sentry DSN, which its servers inherit); its pid."""
+    """Start the controller of the deployment in `folder` under its supervisor (supervisor.py:
+    it restarts a controller that dies), a process group of its own, in the project with its
+    .env.local values and the Sentry DSN, which its servers inherit; the supervisor's pid. Every
+    process of the deployment is recorded in its pids/ folder."""
     from mllib import sentry_plugin
+    from mllib.serving import pids
     from mllib.serving.control import process
     from mllib.serving.control.paths import LOG_FILE
 
@@ -197,7 +203,9 @@ def start_controller(ws: Any, folder: Path, *, marker: str) -> int:
         cwd=ws.project.root,
         env={**ws.project.env_under_shell("local"), **sentry_plugin.environment(ws.project)},
         marker=marker,
-        module=process.CONTROLLER,
+        module=process.SUPERVISOR,
+        records=pids.folder_of(folder),
+        role="supervisor",
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mllib.serving import pids
 from mllib.serving.control import process
 from mllib.serving.control.paths import LOG_FILE
 from mllib.serving.control.ports import free_port
@@ -136,6 +137,7 @@ class LocalServers:
             marker=self.deployment,
             extra_env={process.REPLICA_MARKER: self.marker(server)},
             python=spec.python_env.python,
+            records=pids.folder_of(self.folder),
         )
         state.pid_ctime = create_time(state.pid)
         return state
@@ -164,4 +166,6 @@ class LocalServers:
                 marker=self.marker(state.id),
                 grace_s=grace_s,
                 var=process.REPLICA_MARKER,
+                records=pids.folder_of(self.folder),
+                server=state.id,
             )

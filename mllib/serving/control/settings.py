@@ -110,6 +110,9 @@ class DeploySettings:
     stop_grace_s: float = 20.0  # after SIGINT, then SIGKILL for whatever is left
     log_max_mb: float = 100.0  # server.log is rotated past this size (0: never)
     log_keep: int = 3  # rotated copies kept: server.log.1 (newest) ... server.log.3
+    restart_limit: int = 5  # a controller dying this often within restart_window_s: failed
+    restart_window_s: float = 300.0
+    restart_backoff_s: float = 1.0  # the first restart's wait, doubled by each further one
     staging_window_s: float = 86400.0  # a staging load test counts for prod this long
     budget_burst: float = 3.0  # prod deploys a user may make back to back
     budget_refill_s: float = 14400.0  # one prod deploy comes back every this many seconds
@@ -222,9 +225,14 @@ class Settings:
             raise ConfigError(f"{config.where}: [rollout] promote_steps: {exc}") from None
         if not 0 < rollout.shadow_percent <= 100:
             raise ConfigError(f"{config.where}: [rollout] shadow_percent must be in (0, 100]")
+        deploy = read_table(DeploySettings, config, "deploy", non_negative=True)
+        if deploy.restart_limit < 1:
+            raise ConfigError(
+                f"{config.where}: [deploy] restart_limit must be ≥ 1 (1: never restart)"
+            )
         return cls(
             serve=serve,
-            deploy=read_table(DeploySettings, config, "deploy", non_negative=True),
+            deploy=deploy,
             keys=read_table(KeySettings, config, "keys", non_negative=True),
             loadtest=read_table(LoadtestSettings, config, "loadtest", non_negative=True),
             rollout=rollout,

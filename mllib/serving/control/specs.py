@@ -86,4 +86,7 @@ def fleet_spec(
         stop_grace_s=rules.stop_grace_s,
         log_max_mb=rules.log_max_mb,
         log_keep=rules.log_keep,
+        restart_limit=rules.restart_limit,
+        restart_window_s=rules.restart_window_s,
+        restart_backoff_s=rules.restart_backoff_s,
     )

@@ -98,6 +98,7 @@ def status(
             row.update({f: getattr(dep, "id" if f == "deployment_id" else f) for f in FIELDS[1:]})
             spec = _replica_spec(dep)
             row["inference"], row["environment"] = _inference(spec), _environment(spec)
+            row["restart"] = restart_view(dep)
         rows.append(row)
     live = [r for r in rows if r["state"] == "live"]
     first = {r["env"]: scrape(r["url"]) for r in live}
@@ -118,6 +119,26 @@ def status(
         row.setdefault("replicas", [])
         row.setdefault("variants", [])
     return rows
+
+
+def restart_view(dep: records.Deployment) -> dict[str, Any] | None:
+    """What the deployment's supervisor is doing about a controller that died (None: nothing):
+    its state, the attempt, the seconds to the next, why, and `summary`, the words status shows
+    ("restarting (attempt 2, next in 4s)")."""
+    from mllib.serving.control import supervisor
+
+    state = supervisor.read(Path(dep.dir)) if dep.dir else {}
+    if not state.get("restarts") and state.get("state") != "restarting":
+        return None
+    next_at = state.get("next_at") if state.get("state") == "restarting" else None
+    return {
+        "state": state.get("state"),
+        "attempt": state.get("attempt"),
+        "restarts": state.get("restarts"),
+        "next_in_s": round(max(0.0, next_at - time.time()), 1) if next_at else None,
+        "reason": state.get("reason"),
+        "summary": supervisor.summary(state),
+    }
 
 
 def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

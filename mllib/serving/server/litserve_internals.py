@@ -52,6 +52,7 @@ from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem  #
 from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: TID253
 
+from mllib.serving import pids
 from mllib.serving.server.wire import HeldHeadTransport
 
 REQUIREMENTS = {"litserve": ">=0.2.19,<0.2.20", "uvicorn": ">=0.29,<0.56"}
@@ -151,6 +152,7 @@ class LitServerBase(ls.LitServer):
             target=server.run, args=(index, self.sockets), name=f"LitServer-{index}"
         )
         proc.start()
+        pids.record_child(proc.pid, "http")
         return proc
 
     # -- LitServer's private steps -----------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mllib.locks import FileLock
+from mllib.serving import pids
 from mllib.serving.counters import DRAINING, EMPTY, Counters
 from mllib.serving.server import logwriter, metrics
 from mllib.serving.server.board import WorkerBoard
@@ -83,6 +84,7 @@ class MllibLitServer(LitServerBase):
         return ServingMiddleware(app, self.gateway)
 
     def api_server_started(self, index: int, load_first: bool) -> None:
+        pids.record_self("http")  # before it serves, whatever happens to the server meanwhile
         self.gateway.per_process(index, load_first)
 
     def starting(self) -> None:

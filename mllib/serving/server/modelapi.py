@@ -34,6 +34,7 @@ import orjson
 from mllib import error_reports
 from mllib.encoding import from_json, to_json_bytes
 from mllib.errors import BadRequest, MllibError, SerializationError
+from mllib.serving import pids
 from mllib.serving.server import logwriter
 from mllib.serving.server.board import LOADING, READY, WorkerBoard
 from mllib.serving.server.litserve_internals import API_PATH, ModelLoop, current_worker_id
@@ -115,6 +116,7 @@ class ModelAPI(ls.LitAPI):
     def setup(self, device: Any) -> None:
         """In a LitServe inference worker process (worker mode)."""
         worker = current_worker_id()
+        pids.record_self("worker")  # LitServe starts (and restarts) these where mllib cannot see
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops workers, not Ctrl-C
         spec = self.server_spec
         logwriter.configure(spec.log_format, {**spec.labels, "worker": worker})
