@@ -2,7 +2,7 @@
 
 `start` runs the HTTP API (uvicorn, one process: SQLite's one writer) and the dispatcher in the
 foreground until SIGTERM or Ctrl-C. The server's home is its MLLIB_HOME, so its agents (added
-with `mllib server agents add`) and their host keys live there, apart from any person's.
+with `mllib server agents add`) and their host keys live there (config/), apart from any person's.
 """
 
 from __future__ import annotations
