@@ -102,16 +102,17 @@ def _folder(kind: str, attribute: str) -> Path:
 def _move(old: Path, new: Path) -> bool:
     """Move `old` to `new` without ever replacing a file at `new` or losing `old`'s bytes: a hard
     link (or a synced copy across file systems), then the old name goes. False if it could not."""
-    from mllib.filemodes import fsync_dir, private_dir
+    from mllib.filemodes import fsync_dir, private_dir, private_file
 
     try:
         private_dir(new.parent)
         try:
-            os.link(old, new)
+            os.link(old, new, follow_symlinks=True)
         except FileExistsError:
             pass  # another process moved it, or wrote a newer one: `new` is the one that counts
         except OSError:  # another file system, or one without hard links
             _copy_to(old, new)
+        private_file(new)  # 0600, as mllib writes them
         fsync_dir(new.parent)
         if old.read_bytes() != new.read_bytes():
             return True  # a newer file was written there meanwhile; the old one is left as it was

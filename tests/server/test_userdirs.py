@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Mounts, Project
 from tests.server.conftest import TeamServer, make_server
 
 USER_DIR_VARIABLES = ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME")
@@ -105,7 +105,7 @@ def test_a_credential_of_the_old_layout_still_logs_in_and_is_moved_once(
     old = old_home / "credentials.json"
     text = json.dumps({"tokens": {server.url: server.tokens["dee"]}, "current": server.url})
     old.write_text(text)
-    old.chmod(0o600)
+    old.chmod(0o644)  # as a copy made by hand may be: the moved one is 0600
 
     first = _whoami(model_project, server)
     new = new_folder / "credentials.json"
@@ -114,6 +114,21 @@ def test_a_credential_of_the_old_layout_still_logs_in_and_is_moved_once(
     )
     assert new.read_text() == text and _private(new) and not old.exists()
     assert _whoami(model_project, server) == ""  # moved once: no note again
+
+
+def test_an_old_credential_on_another_filesystem_is_copied_whole_then_removed(
+    model_project: Project, server: TeamServer, home: Path, mounts: Mounts
+) -> None:
+    mounts.tmpfs(home / ".mllib")  # no hard link from there to ~/.config: a synced copy
+    old = home / ".mllib" / "credentials.json"
+    text = json.dumps({"tokens": {server.url: server.tokens["dee"]}, "current": server.url})
+    old.write_text(text)
+
+    assert "mllib: moved" in _whoami(model_project, server)
+    new = home / ".config" / "mllib" / "credentials.json"
+    assert new.read_text() == text and _private(new) and not old.exists()
+    assert _files(home / ".config") == ["mllib/credentials.json"]  # no temporary file left
+    _whoami(model_project, server)
 
 
 def test_an_old_credential_that_cannot_be_moved_is_used_where_it_is(
