@@ -1,7 +1,7 @@
 """Which team server this user talks to, and the login token for it.
 
-`mllib login URL` stores the URL and token in `MLLIB_HOME` (~/.mllib)/credentials.json, 0600;
-the token is never printed. The server used is `MLLIB_SERVER`, else `[server] url` of
+`mllib login URL` stores the URL and token in credentials.json (0600) in the user's config folder
+(mllib.userdirs: ~/.config/mllib, or $MLLIB_HOME/config); the token is never printed. The server used is `MLLIB_SERVER`, else `[server] url` of
 mllib.toml, else the one logged in to; none means runs stay local (the embedded default).
 """
 
@@ -18,8 +18,9 @@ CREDENTIALS_FILE = "credentials.json"
 
 
 def _file() -> Path:
-    home = os.environ.get("MLLIB_HOME") or Path.home() / ".mllib"
-    return Path(home).expanduser() / CREDENTIALS_FILE
+    from mllib.userdirs import config_file
+
+    return config_file(CREDENTIALS_FILE)
 
 
 def _read() -> dict[str, Any]:

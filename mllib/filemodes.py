@@ -52,6 +52,15 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename or a new name in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _tighten(path: Path, mode: int) -> None:
     info = path.stat()
     if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~mode:

@@ -185,12 +185,12 @@ def holder(path: Path) -> int | None:
 
 
 def user_lock_dir() -> Path:
-    """Where this user's host-wide locks live (under MLLIB_HOME, 0700): per-user state stays in
-    per-user places, never a world-writable folder such as /run/lock."""
+    """Where this user's host-wide locks live (the user's state folder, 0700): per-user state
+    stays in per-user places, never a world-writable folder such as /run/lock."""
     from mllib.filemodes import private_dir
-    from mllib.home import mllib_home
+    from mllib.userdirs import state_dir
 
-    return private_dir(mllib_home() / "locks")
+    return private_dir(state_dir() / "locks")
 
 
 def _open(path: Path) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ CORE = (
     "mllib._version", "mllib.errors", "mllib.encoding", "mllib.metric_values", "mllib.filemodes",
     "mllib.params", "mllib.tracking", "mllib.persistence", "mllib.discovery", "mllib.config",
     "mllib.project", "mllib.terminal", "mllib.identity", "mllib.plugins", "mllib.display",
-    "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.home",
+    "mllib.safetext", "mllib.ranges", "mllib.redaction", "mllib.request_input", "mllib.userdirs",
     "mllib.locks", "mllib.filetail", "mllib.periods",
     "mllib.credentials",
     "mllib.error_reports", "mllib.sentry_plugin",
@@ -374,3 +375,43 @@ def cycles(
         if v not in index:
             visit(v)
     return groups
+
+
+# Per-user places: worked out in one module only, so MLLIB_HOME (or the platform's folders) move
+# every one of them. Elsewhere these are findings: the home folder (`Path.home()`, a "~" path
+# expanded), and the variables that point at per-user folders read from the environment.
+USER_DIRS_MODULE = "mllib.userdirs"
+USER_DIR_VARIABLES = re.compile(r"^(HOME|MLLIB_HOME|PYENV_ROOT|XDG_[A-Z_]+|LOCALAPPDATA|APPDATA)$")
+
+
+def per_user_paths(modules: dict[str, Path]) -> list[str]:
+    """`module:line: what` for each per-user path worked out outside mllib.userdirs."""
+    found = []
+    for name, path in modules.items():
+        if name == USER_DIRS_MODULE:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
+            what = _per_user_path(node)
+            if what:
+                found.append(f"{name}:{node.lineno}: {what} (use {USER_DIRS_MODULE})")
+    return found
+
+
+def _per_user_path(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call):
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if called == "home" and not node.args:
+            return "Path.home()"
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            if called in ("Path", "PurePath", "expanduser") and first.value.startswith("~"):
+                return f"{called}({first.value!r})"
+            if called in ("get", "getenv") and USER_DIR_VARIABLES.match(first.value):
+                return f"reads ${first.value}"
+    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+        key = node.slice.value if isinstance(node.slice, ast.Constant) else None
+        if isinstance(key, str) and USER_DIR_VARIABLES.match(key):
+            return f"reads ${key}" if "environ" in ast.unparse(node.value) else None
+    return None

@@ -135,3 +135,36 @@ def test_the_checker_finds_loops(tmp_path: Path) -> None:
     found = list(arch.imports(modules))
     assert arch.cycles(found, str, RUNS) == [["mllib.runs.a", "mllib.runs.b"]]
     assert arch.cycles(found, str, frozenset({MODULE})) == []  # lazy: no loop at import time
+
+
+def test_per_user_paths_are_worked_out_in_userdirs_alone() -> None:
+    """MLLIB_HOME moves every per-user file only while no other module finds its own place."""
+    assert arch.per_user_paths(arch.read_modules(ROOT)) == []
+
+
+def test_the_checker_finds_each_way_to_a_per_user_path(tmp_path: Path) -> None:
+    planted = """
+        import os
+        from pathlib import Path
+
+        A = Path.home() / ".mllib"
+        B = Path("~/.config/mllib").expanduser()
+        C = os.path.expanduser("~/.cache")
+        D = os.environ.get("XDG_CACHE_HOME")
+        E = os.getenv("MLLIB_HOME")
+        F = os.environ["HOME"]
+        G = Path(os.environ.get("DATA", "x")).expanduser()  # a path the user gave: fine
+        os.environ["MLLIB_HOME"] = "/srv/server"  # setting it for a child: fine
+    """
+    (tmp_path / "mllib").mkdir()
+    for name in ("stray.py", "userdirs.py"):
+        (tmp_path / "mllib" / name).write_text(textwrap.dedent(planted).lstrip())
+    found = arch.per_user_paths(arch.read_modules(tmp_path, ["mllib"]))
+    assert [line.split(" (use")[0] for line in found] == [
+        "mllib.stray:4: Path.home()",
+        "mllib.stray:5: Path('~/.config/mllib')",
+        "mllib.stray:6: expanduser('~/.cache')",
+        "mllib.stray:7: reads $XDG_CACHE_HOME",
+        "mllib.stray:8: reads $MLLIB_HOME",
+        "mllib.stray:9: reads $HOME",
+    ]

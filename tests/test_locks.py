@@ -48,11 +48,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 def test_a_symlink_planted_at_a_lock_path_is_refused_and_its_target_keeps_its_mode(tmp_path):
     # The image-build lock used to open /run/lock/NAME.lock through a symlink and chmod the
-    # target 0666. Now the lock lives in the user's own MLLIB_HOME and is never followed.
+    # target 0666. Now the lock lives in the user's own state folder and is never followed.
     target = tmp_path / "precious"
     target.write_text("secret\n")
     target.chmod(0o600)
-    locks = Path(os.environ["MLLIB_HOME"]) / "locks"
+    locks = Path(os.environ["MLLIB_HOME"]) / "state" / "locks"
     locks.mkdir(parents=True)
     (locks / "mllib-image-abc.lock").symlink_to(target)
     with pytest.raises(LockFileError, match="is a symbolic link"), host_lock("mllib-image-abc"):
@@ -62,7 +62,7 @@ def test_a_symlink_planted_at_a_lock_path_is_refused_and_its_target_keeps_its_mo
 
 def test_host_locks_live_in_a_private_per_user_folder(tmp_path):
     with host_lock("mllib-image-def"):
-        folder = Path(os.environ["MLLIB_HOME"]) / "locks"
+        folder = Path(os.environ["MLLIB_HOME"]) / "state" / "locks"
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         assert stat.S_IMODE((folder / "mllib-image-def.lock").stat().st_mode) == 0o600
     assert not Path("/run/lock/mllib-image-def.lock").exists()

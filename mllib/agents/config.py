@@ -1,6 +1,6 @@
-"""Which agents exist: `mllib agents add` writes ~/.mllib/agents.json; mllib.toml may declare more.
-
-`MLLIB_HOME` (default ~/.mllib) holds mllib's per-user state: agents.json and known_hosts.
+"""Which agents exist: `mllib agents add` writes agents.json in the user's config folder
+(mllib.userdirs: ~/.config/mllib, or $MLLIB_HOME/config, beside known_hosts); mllib.toml may
+declare more.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from mllib.config import Config
 from mllib.errors import ConfigError, NotFoundError, UsageError
-from mllib.home import mllib_home
+from mllib.userdirs import config_file
 
 AGENTS_FILE = "agents.json"
 AGENTS_LOCK = "agents.lock"
@@ -155,7 +155,7 @@ def _spec_from(data: dict[str, Any], source: str) -> AgentSpec:
 
 
 def _file() -> Path:
-    return mllib_home() / AGENTS_FILE
+    return config_file(AGENTS_FILE)
 
 
 def _read_file() -> list[AgentSpec]:

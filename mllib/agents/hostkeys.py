@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllib.errors import MllibError
-from mllib.home import mllib_home
+from mllib.userdirs import config_file
 
 if TYPE_CHECKING:
     import paramiko
@@ -36,7 +36,7 @@ class HostKeyError(MllibError):
 
 
 def known_hosts_path() -> Path:
-    return mllib_home() / KNOWN_HOSTS
+    return config_file(KNOWN_HOSTS)
 
 
 def fingerprint(key: paramiko.PKey) -> str:

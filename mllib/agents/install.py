@@ -36,6 +36,7 @@ AGENT_REQUIREMENTS = [
     "uv",
     "pip-requirements-parser",
     "packaging",
+    "platformdirs",  # mllib.userdirs: the cache of what requirements files resolve to
 ]
 # The Docker runtime: the engine's SDK.
 DOCKER_REQUIREMENTS = ["docker"]

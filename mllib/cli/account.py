@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def login(
     url: Annotated[str, typer.Argument(help="The server, e.g. http://server:8750.")],
 ) -> None:
-    """Log in to a team server: asks for your token and stores it (0600) in ~/.mllib."""
+    """Log in to a team server: asks for your token and stores it (0600) in ~/.config/mllib
+    (MLLIB_HOME/config when MLLIB_HOME is set)."""
     import getpass
     import sys
 

@@ -1,5 +1,5 @@
 """`mllib server ...`: set up and run a team server, and manage its users and agents (on the
-server host, against its home: --dir, MLLIB_SERVER_HOME, or ~/.mllib/server)."""
+server host, against its home: --dir, MLLIB_SERVER_HOME, or server/ in the user's data folder)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ app.add_typer(agents_app, name="agents")
 DirOpt = Annotated[
     str | None,
     typer.Option(
-        "--dir", help="The server's home (default: MLLIB_SERVER_HOME, else ~/.mllib/server).",
+        "--dir",
+        help="The server's home (default: MLLIB_SERVER_HOME, else ~/.local/share/mllib/server).",
         show_default=False,
     ),
 ]  # fmt: skip

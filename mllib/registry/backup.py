@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from mllib.filemodes import fsync_dir
 from mllib.registry.health import RegistryError, check_file
 
 SIDE_FILES = ("", "-wal", "-shm")
@@ -86,11 +87,7 @@ def replace(path: Path, new: Path, *, label: str = "damaged") -> Path | None:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path.with_name(path.name + suffix), aside.with_name(aside.name + suffix))
     os.replace(new, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
     return aside
 
 

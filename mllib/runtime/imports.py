@@ -30,9 +30,10 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
+from mllib.userdirs import cache_dir
+
 SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "env", "build", "dist"}
 MAX_FILES = 2000
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mllib"
 
 
 # The methods each step calls first; what they call by name is followed.
@@ -96,14 +97,15 @@ def missing_modules(
 def import_name_owners() -> dict[str, list[str]]:
     """Top-level import name -> distributions providing it, in this environment (cached)."""
     key = _environment_key()
-    cache = CACHE_DIR / f"import-names-{key}.json"
+    folder = cache_dir()
+    cache = folder / f"import-names-{key}.json"
     try:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
     owners = {name: sorted(set(dists)) for name, dists in metadata.packages_distributions().items()}
     try:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         temporary = cache.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(owners))
         temporary.replace(cache)

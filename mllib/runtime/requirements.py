@@ -30,7 +30,7 @@ from mllib.config import Config
 from mllib.protocol.failure import USER_ERROR
 from mllib.runtime.engine import ImageBuildError
 from mllib.runtime.host_settings import refuse_credentials
-from mllib.runtime.imports import CACHE_DIR
+from mllib.userdirs import cache_dir
 
 REQUIREMENTS_FILE = "requirements.txt"
 # pip options of requirements.txt passed on to the installer: their long names, and whether
@@ -136,7 +136,8 @@ def read_requirements_file(path: Path, root: Path) -> list[Requirement]:
     What a file said is kept in a cache checked against the content of every file it read, so
     an unchanged file is not parsed again (pip's parser takes a sixth of a second to import)."""
     path = path.resolve()
-    cache = CACHE_DIR / f"requirements-{_digest(str(path), str(root.resolve()))}.json"
+    folder = cache_dir()
+    cache = folder / f"requirements-{_digest(str(path), str(root.resolve()))}.json"
     try:
         cached = json.loads(cache.read_text())
         if all(_file_digest(Path(f)) == sha for f, sha in cached["files"].items()):
@@ -145,7 +146,7 @@ def read_requirements_file(path: Path, root: Path) -> list[Requirement]:
         pass
     found, files = _parse_requirements_file(path, root)
     with contextlib.suppress(OSError):
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         temporary = cache.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(
             json.dumps(

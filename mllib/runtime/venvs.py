@@ -4,7 +4,8 @@ content and bounded in size.
 A venv is keyed by a hash of (its Python's version and implementation, the platform, the
 installer's files: requirements, hashes, constraints, pins), so runs whose dependencies are the
 same share one, and a second run starts with no install at all. The cache lives in
-`$XDG_CACHE_HOME/mllib/envs/` (on an agent, its own `envs/`; `MLLIB_ENV_CACHE` moves it):
+`envs/` in the user's cache folder (mllib.userdirs: ~/.cache/mllib/envs, or $MLLIB_HOME/cache/envs;
+on an agent, its own `envs/`; `MLLIB_ENV_CACHE` moves it):
 
     <key>/            the venv (bin/python ...) and mllib-env.json, written last (complete)
     <key>/pycache/    bytecode, written as runs import modules (none is compiled at install)
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllib import userdirs
 from mllib.locks import FileLock
 from mllib.runtime.env_plan import EnvPlan
 from mllib.runtime.install_errors import python_mismatch
@@ -51,11 +53,10 @@ Progress = Callable[[str], None]
 
 
 def cache_dir() -> Path:
-    """Where venvs are kept: MLLIB_ENV_CACHE, else the user's cache folder."""
+    """Where venvs are kept: MLLIB_ENV_CACHE, else envs/ in the user's cache folder."""
     if os.environ.get("MLLIB_ENV_CACHE"):
         return Path(os.environ["MLLIB_ENV_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mllib" / "envs"
+    return userdirs.cache_dir() / "envs"
 
 
 def cap_bytes(cache_gb: float) -> int:
@@ -372,7 +373,7 @@ def _uv_python(minor: str) -> str | None:
 def _pyenv_pythons(minor: str) -> list[str]:
     """pyenv's installed Pythons of `minor` ($PYENV_ROOT/versions/3.12.1/bin/python3.12), the
     newest first."""
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    root = userdirs.pyenv_versions()
     found = []
     for python in root.glob(f"{minor}.*/bin/python{minor}"):
         micro = python.parents[1].name.removeprefix(f"{minor}.")

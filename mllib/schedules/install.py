@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mllib.errors import UsageError
+from mllib.userdirs import systemd_user_dir
 
 LOG_FILE = ".mllib/schedules/run-due.log"  # the cron line's output (systemd's goes to the journal)
-SYSTEMD_USER_DIR = Path("~/.config/systemd/user")
 
 
 def mllib_command() -> list[str]:
@@ -108,7 +108,7 @@ def write_systemd(
     """Write the units into `directory` (default: the user's systemd folder); returns their paths.
     Units there already with other content are refused unless `force`."""
     units = systemd_units(project_root)
-    folder = (directory or SYSTEMD_USER_DIR).expanduser()
+    folder = directory.expanduser() if directory else systemd_user_dir()
     files = {
         folder / f"{units.name}.service": units.service,
         folder / f"{units.name}.timer": units.timer,

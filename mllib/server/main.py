@@ -2,7 +2,7 @@
 
 `start` runs the HTTP API (uvicorn, one process: SQLite's one writer), the dispatcher and the
 schedules' ticker in the foreground until SIGTERM or Ctrl-C. The server's home is its
-MLLIB_HOME, so its agents (added with `mllib server agents add`) and their host keys live there,
+MLLIB_HOME, so its agents (added with `mllib server agents add`) and their host keys live there (config/),
 apart from any person's.
 """
 

@@ -4,7 +4,9 @@ process's MLLIB_HOME, so `mllib server agents add` and the dispatcher share agen
 known_hosts there).
 
 `mllib server init [--dir DIR] [--database URL]` writes it; every other `mllib server ...` command
-reads it from `--dir`, else `MLLIB_SERVER_HOME`, else ~/.mllib/server.
+reads it from `--dir`, else `MLLIB_SERVER_HOME`, else the user's data folder's server/
+(mllib.userdirs: ~/.local/share/mllib/server, or $MLLIB_HOME/data/server; an old ~/.mllib/server
+stays in use).
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ class ServerSettings:
 
 
 def default_home() -> Path:
-    """`MLLIB_SERVER_HOME`, else `MLLIB_HOME`/server (~/.mllib/server)."""
-    from mllib.home import mllib_home
+    """`MLLIB_SERVER_HOME`, else server/ in the user's data folder (mllib.userdirs)."""
+    from mllib.userdirs import server_home
 
     configured = os.environ.get("MLLIB_SERVER_HOME")
-    return Path(configured).expanduser() if configured else mllib_home() / "server"
+    return Path(configured).expanduser() if configured else server_home()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from mllib.filemodes import fsync_dir
+
 COPY_BUFFER = 1 << 20
 DIRECT_ALIGN = 4096  # O_DIRECT writes whole, aligned blocks
 DIRECT_MIN = 1 << 20  # below this a page-cache write is as cheap
@@ -227,15 +229,6 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 def fsync_file(path: Path) -> None:
     """Flush a file's content to disk."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename or a new name in it) to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

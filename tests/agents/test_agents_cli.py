@@ -162,10 +162,10 @@ def test_agents_added_and_removed_at_the_same_moment_are_all_kept(tmp_path, mlli
     assert listed.returncode == 0, listed.stderr
     expected = {f"{p}{i}" for p in "abcd" for i in range(1, 12, 2)}
     assert {agent["name"] for agent in json.loads(listed.stdout)} == expected
-    path = mllib_home / "agents.json"
+    path = mllib_home / "config" / "agents.json"
     assert len(json.loads(path.read_text())["agents"]) == len(expected)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in mllib_home.iterdir() if "agents" in p.name) == [
+    assert sorted(p.name for p in path.parent.iterdir() if "agents" in p.name) == [
         "agents.json",
         "agents.lock",
     ]

@@ -344,3 +344,31 @@ def test_the_least_recently_used_venvs_go_first_when_the_cache_is_full(
 
     assert {meta["key"] for meta in list_envs(cache)} == {a, c}
     assert not (cache / b).exists() and len({a, b, c}) == 3
+
+
+def test_caches_live_in_mllib_home_else_the_platforms_cache_folder(
+    venv_project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without MLLIB_ENV_CACHE, venvs and what requirements files and imports resolve to are kept
+    in $MLLIB_HOME/cache, else in $XDG_CACHE_HOME/mllib: never in the home folder itself."""
+    real_home = Path.home()
+    # uv's own cache and this machine's package sources, as the user had them (not mllib's)
+    monkeypatch.setenv("UV_CACHE_DIR", os.environ.get("UV_CACHE_DIR") or f"{real_home}/.cache/uv")
+    if (real_home / ".config" / "pip" / "pip.conf").is_file():
+        monkeypatch.setenv("PIP_CONFIG_FILE", f"{real_home}/.config/pip/pip.conf")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MLLIB_ENV_CACHE")
+    monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "mllib-home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+    for cache in (tmp_path / "mllib-home" / "cache", tmp_path / "xdg-cache" / "mllib"):
+        result = venv_project.mllib("train", "model.py")
+        assert result.returncode == 0, result.output
+        assert len(list(cache.glob(f"envs/*/{META_FILE}"))) == 1
+        assert list(cache.glob("requirements-*.json")) and list(cache.glob("import-names-*.json"))
+        monkeypatch.delenv(
+            "MLLIB_HOME", raising=False
+        )  # then the platform's folder: $XDG_CACHE_HOME/mllib
+    assert not list(home.rglob("*"))

@@ -393,3 +393,24 @@ def test_a_due_schedule_is_claimed_once_and_keeps_its_cadence(tmp_path: Path):
         2026, 1, 5, 10, tzinfo=UTC
     )
     ws.registry.close()
+
+
+def test_install_writes_the_units_where_systemd_looks_for_this_users_units(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """$XDG_CONFIG_HOME/systemd/user, else ~/.config/systemd/user: systemd's folder, which
+    MLLIB_HOME (mllib's own files) does not move."""
+    project.write("model.py", "class M:\n    def train(self):\n        pass\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for config, expected in (
+        (None, tmp_path / "home" / ".config" / "systemd" / "user"),
+        (tmp_path / "xdg", tmp_path / "xdg" / "systemd" / "user"),
+    ):
+        if config:
+            monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+        else:
+            monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        result = project.mllib("schedules", "install")
+        assert result.returncode == 0, result.output
+        assert sorted(p.suffix for p in expected.iterdir()) == [".service", ".timer"]
+    assert not (tmp_path / "mllib-home").exists()  # MLLIB_HOME, as the tests set it

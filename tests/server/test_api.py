@@ -35,7 +35,7 @@ def submit_detached(project: Project, *args: str) -> str:
 def test_login_whoami_logout_and_the_credential_file(model_project: Project, team_server, tmp_path):
     team_server.add_user("dee")
     login(model_project, team_server, "dee")
-    creds = tmp_path / "mllib-home" / "credentials.json"
+    creds = tmp_path / "mllib-home" / "config" / "credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert model_project.mllib("whoami").stdout.strip() == f"dee on {team_server.url}"
     assert model_project.mllib("logout").returncode == 0
