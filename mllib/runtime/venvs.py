@@ -10,6 +10,8 @@ same share one, and a second run starts with no install at all. The cache lives 
     <key>/pycache/    bytecode, written as runs import modules (none is compiled at install)
     <key>.lock        held exclusively while it is built, shared while a run uses it
     mllib/<hash>/mllib  a link to the running mllib, put on the worker's PYTHONPATH
+    packages/<hash>.json  what an environment has installed, as its runs' workers read it
+                        (mllib.worker.package_cache)
 
 Least recently used venvs (the mtime of mllib-env.json) are removed first when the cache is
 over its cap, never one a run holds. The venv's Python is the submitting machine's minor
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllib.home import env_cache_dir
 from mllib.locks import FileLock
 from mllib.runtime.env_plan import EnvPlan
 from mllib.runtime.install_errors import python_mismatch
@@ -52,10 +55,7 @@ Progress = Callable[[str], None]
 
 def cache_dir() -> Path:
     """Where venvs are kept: MLLIB_ENV_CACHE, else the user's cache folder."""
-    if os.environ.get("MLLIB_ENV_CACHE"):
-        return Path(os.environ["MLLIB_ENV_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mllib" / "envs"
+    return env_cache_dir()
 
 
 @dataclass(frozen=True)
