@@ -107,6 +107,10 @@ def start(
                 f"A study named {name!r} exists already on the team server",
                 hint=f"Continue it with `mllib tune resume {name}`, or pick another --name.",
             )
+    elif launch.data:
+        from mllib.datasets.binding import resolve_bindings
+
+        resolve_bindings(ws, launch.data)  # an unknown dataset: refused before anything runs
     create_study(ws.registry, record)
     return record
 
