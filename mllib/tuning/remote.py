@@ -41,10 +41,13 @@ def find_study(ws: Workspace, name: str) -> StudyRecord:
     server (read only: nothing is written here)."""
     try:
         return get_study(ws.registry, name)
-    except NotFoundError:
-        found = server_record(ws, name)
+    except NotFoundError as missing:
+        try:
+            found = server_record(ws, name)
+        except MllibError:  # not logged in there, or it does not answer: not found here
+            found = None
         if found is None:
-            raise
+            raise missing from None
         return found
 
 

@@ -92,3 +92,15 @@ def test_bad_requests_are_refused_with_what_was_wrong(team_server) -> None:
     assert bad_name.status_code in (404, 422)
     assert no_batch.status_code == 422 and "batch" in no_batch.text
     assert anonymous.status_code == 401
+
+
+def test_a_study_neither_here_nor_on_the_server_is_not_found(team_server, project) -> None:
+    project.write("mllib.toml", 'name = "p"\n')
+    login = project.mllib("login", team_server.url, input=team_server.tokens["bo"] + "\n")
+    assert login.returncode == 0, login.output
+
+    shown = project.mllib("tune", "show", "nosuch")
+    listed = project.mllib("tune", "list", "--json")
+
+    assert shown.returncode != 0 and "No study 'nosuch'" in shown.stderr.splitlines()[0]
+    assert listed.returncode == 0 and listed.json() == []
