@@ -33,7 +33,12 @@ SERVER_MIGRATIONS: tuple[str, ...] = (
     "mllib.queue.schema:migrations",  # jobs
     "mllib.server.accounts:migrations",  # users, tokens
     "mllib.server.schedules:migrations",  # scheduled evaluations the server runs
+    "mllib.server.studies:migrations",  # tuning studies' Optuna journals
 )
+
+# A tuning study's Optuna journal on a team server (mllib.tuning.storage reads it through this).
+STUDY_JOURNAL = "mllib.client.studies:ServerJournal"
+SERVER_STUDIES = "mllib.client.studies:list_server_studies"
 
 # Run backends (subclasses of mllib.runs.backend.Backend) by name.
 BACKENDS: dict[str, str] = {

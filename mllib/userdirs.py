@@ -49,6 +49,13 @@ def cache_dir() -> Path:
     return _folder("cache", "user_cache_path")
 
 
+def env_cache_dir() -> Path:
+    """The cache of environments (project venvs, what each environment has installed):
+    `MLLIB_ENV_CACHE`, else `cache_dir()/envs`. Shared by the venv runtime and the worker."""
+    configured = os.environ.get("MLLIB_ENV_CACHE")
+    return Path(configured) if configured else cache_dir() / "envs"
+
+
 def legacy_dir() -> Path:
     """The old single folder: `MLLIB_HOME` itself, else ~/.mllib."""
     return _override() or Path.home() / LEGACY_DIR

@@ -133,7 +133,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
                "mllib.runtime.image_build", "mllib.runtime.base_image"),
     "paramiko": ("mllib.agents",),
     "litserve": ("mllib.serving.server",),
-    "fastapi": ("mllib.serving", "mllib.server.app"),
+    "fastapi": ("mllib.serving", "mllib.server.app", "mllib.server.studies"),
     "starlette": ("mllib.serving", "mllib.server.app"),
     "uvicorn": ("mllib.serving.server", "mllib.server.main"),
     "prometheus_client": ("mllib.serving", "mllib.server.metrics"),

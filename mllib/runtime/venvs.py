@@ -11,6 +11,8 @@ on an agent, its own `envs/`; `MLLIB_ENV_CACHE` moves it):
     <key>/pycache/    bytecode, written as runs import modules (none is compiled at install)
     <key>.lock        held exclusively while it is built, shared while a run uses it
     mllib/<hash>/mllib  a link to the running mllib, put on the worker's PYTHONPATH
+    packages/<hash>.json  what an environment has installed, as its runs' workers read it
+                        (mllib.worker.package_cache)
 
 Least recently used venvs (the mtime of mllib-env.json) are removed first when the cache is
 over its cap, never one a run holds. The venv's Python is the submitting machine's minor
@@ -54,9 +56,7 @@ Progress = Callable[[str], None]
 
 def cache_dir() -> Path:
     """Where venvs are kept: MLLIB_ENV_CACHE, else envs/ in the user's cache folder."""
-    if os.environ.get("MLLIB_ENV_CACHE"):
-        return Path(os.environ["MLLIB_ENV_CACHE"])
-    return userdirs.cache_dir() / "envs"
+    return userdirs.env_cache_dir()
 
 
 def cap_bytes(cache_gb: float) -> int:

@@ -17,6 +17,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
+from mllib.server.studies import add_routes as add_study_routes
 from mllib.server.submit import Accepted, Conflict, Submission
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         return found
 
     Who = Annotated[User, Depends(user)]
+    add_study_routes(app, ctx, user, PREFIX)  # tuning studies' journals (mllib.server.studies)
 
     def own_run(reg: "Registry", who: User, run_id: str) -> Any:
         from mllib.registry.runs import get_run

@@ -26,6 +26,7 @@ from mllib.tuning.records import (
     trial_runs,
     update_study,
 )
+from mllib.tuning.remote import publish
 from mllib.tuning.settings import TuneSettings, default_direction
 from mllib.tuning.space import parse_space, space_texts
 from mllib.tuning.storage import load_study
@@ -96,6 +97,20 @@ def start(
         status="created",
         user=current_user(),
     )
+    server = _study_server(ws, launch)
+    if server is not None:
+        from mllib.tuning.remote import server_record
+
+        record.settings["server"] = server  # its journal is kept there (mllib.tuning.storage)
+        if server_record(ws, name) is not None:  # started on another machine
+            raise UsageError(
+                f"A study named {name!r} exists already on the team server",
+                hint=f"Continue it with `mllib tune resume {name}`, or pick another --name.",
+            )
+    elif launch.data:
+        from mllib.datasets.binding import resolve_bindings
+
+        resolve_bindings(ws, launch.data)  # an unknown dataset: refused before anything runs
     create_study(ws.registry, record)
     return record
 
@@ -128,6 +143,7 @@ def run(
     )
     with _driving(ws, study):
         optuna_study = open_study(ws, study, create=not resume)
+        publish(optuna_study, get_study(ws.registry, name))  # a server study: its record too
         if resume:
             reconcile(ws)  # runs whose supervisor died with it: failed as system errors
             _reseed(optuna_study, study)
@@ -147,12 +163,12 @@ def run(
         try:
             tally = driver.run()
         except KeyboardInterrupt:
-            update_study(ws.registry, name, status="interrupted")
+            _ended(ws, optuna_study, name, status="interrupted")
             raise
         except Exception as exc:
-            update_study(ws.registry, name, status="stopped", error=str(exc).splitlines()[0])
+            _ended(ws, optuna_study, name, status="stopped", error=str(exc).splitlines()[0])
             raise
-        update_study(ws.registry, name, status="finished", error=None)
+        _ended(ws, optuna_study, name, status="finished", error=None)
     return tally
 
 
@@ -217,16 +233,19 @@ def resume(
 
 def study_target(ws: Workspace, name: str) -> ModelTarget:
     """The model a recorded study tunes, found again from its project."""
-    study = get_study(ws.registry, name)
+    from mllib.tuning.remote import adopt
+
+    study = adopt(ws, name)  # a study started on another machine is taken up here
     return locate_model(str(ws.project.root / study.model_ref))
 
 
 def best_params(ws: Workspace, name: str, *, model: str | None = None) -> dict[str, Any]:
     """The params of the study's best trial, fixed ones included: what `mllib train --from-study`
     trains with (`model`: the model they are for, which must be the study's)."""
+    from mllib.tuning.remote import find_study
     from mllib.tuning.views import best_trial
 
-    study = get_study(ws.registry, name)
+    study = find_study(ws, name)
     if model is not None and model != study.model:
         raise UsageError(
             f"Study {name} tuned {study.model}, not {model}",
@@ -268,6 +287,12 @@ def _driving(ws: Workspace, study: StudyRecord) -> Iterator[None]:
         yield
 
 
+def _ended(ws: Workspace, optuna_study: optuna.Study, name: str, **values: Any) -> None:
+    """Record how the study's drive ended (here, and with its journal on a server)."""
+    update_study(ws.registry, name, **values)
+    publish(optuna_study, get_study(ws.registry, name))
+
+
 def _reseed(optuna_study: optuna.Study, study: StudyRecord) -> None:
     """A resumed study's sampler, seeded past the trials it has (samplers keep no state)."""
     from mllib.tuning.storage import sampler
@@ -296,6 +321,17 @@ def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: 
             driver.adopt(trial, run, retry_of)
         else:
             driver.settle(trial, run, retry_of)
+
+
+def _study_server(ws: Workspace, launch: Launch) -> str | None:
+    """The team server that keeps the study's journal: the one its trials are queued on
+    (`--remote` with a server configured), else None (the project's journal file)."""
+    from mllib.credentials import configured_server
+    from mllib.plugins import SERVER_RUNTIME
+
+    if (launch.remote and not launch.agent) or launch.runtime == SERVER_RUNTIME:
+        return configured_server(ws.project.config)
+    return None
 
 
 def _typed_fixed(target: ModelTarget, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from mllib.tuning.records import (
     mark_pruned,
     update_study,
 )
+from mllib.tuning.remote import RUN_ATTR, on_server
 from mllib.tuning.storage import import_optuna, quiet_warnings
 
 if TYPE_CHECKING:
@@ -245,6 +246,8 @@ class Driver:
         def prepared(record: RunRecord) -> None:
             item.run_id = record.id
             link_trial(self.ws.registry, self.study.name, item.number, record.id, item.retry_of)
+            if on_server(self.study):  # other machines find the trial's run from the journal
+                item.trial.set_user_attr(RUN_ATTR, record.id)
 
         try:
             item.record = api.train(

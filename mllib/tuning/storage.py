@@ -3,8 +3,10 @@
 Locally a study lives in Optuna's JournalStorage, one append-only journal file per project
 (`.mllib/tune/journal.log`), which Optuna keeps consistent under parallel writers with a lock
 file: measured here at ~120 TPE trials/s with 4 processes against ~49 on its SQLite storage
-(README, "Tuning"). A team server's database takes its place when one is configured (the
-`storage` argument of `open_study`).
+(README, "Tuning"). A study started with `--remote` while a team server is configured keeps
+its journal in the server's database instead (mllib.client.studies over HTTP, the server's
+mllib.server.studies), recorded as the study's `settings["server"]`, so it is the same study
+from any machine its user logs in from.
 """
 
 from __future__ import annotations
@@ -80,6 +82,36 @@ def journal_storage(ws: Workspace) -> BaseStorage:
         return JournalStorage(backend)
 
 
+def study_storage(ws: Workspace, study: StudyRecord) -> BaseStorage:
+    """Where `study`'s trials live: the team server's journal of it when it was started there
+    (`settings["server"]`), else the project's journal file."""
+    url = study.settings.get("server")
+    return journal_storage(ws) if url is None else server_storage(str(url), study.name)
+
+
+def server_storage(url: str, name: str) -> BaseStorage:
+    """A JournalStorage on study `name`'s journal kept by the team server at `url`."""
+    import_optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import BaseJournalBackend
+
+    from mllib.plugins import STUDY_JOURNAL, load
+
+    remote = load(STUDY_JOURNAL)(url, name)
+
+    class ServerBackend(BaseJournalBackend):
+        """Optuna's side of mllib.client.studies.ServerJournal."""
+
+        def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+            return list(remote.read_logs(log_number_from))
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            remote.append_logs(logs)
+
+    with quiet_warnings():
+        return JournalStorage(ServerBackend())
+
+
 def sampler(name: str, seed: int | None, parallel: int) -> BaseSampler:
     """The sampler `name` (tpe, random, cmaes), seeded; TPE lies about running trials (constant
     liar) when several run at once, so parallel trials do not all sample the same point."""
@@ -127,7 +159,7 @@ def open_study(
     settings = study.settings
     seed = settings.get("seed")
     with quiet_warnings():
-        storage = journal_storage(ws)
+        storage = study_storage(ws, study)
         chosen = sampler(
             settings["sampler"], None if seed is None else seed + seed_offset, settings["parallel"]
         )
@@ -152,7 +184,7 @@ def open_study(
 
 
 def load_study(ws: Workspace, name: str) -> optuna.Study:
-    """The Optuna study behind the recorded study `name`, read from the project's storage."""
+    """The Optuna study behind the study `name` this project records, read from its storage."""
     from mllib.tuning.records import get_study
 
     return open_study(ws, get_study(ws.registry, name), create=False)

@@ -6,8 +6,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord
-from mllib.tuning.records import StudyRecord, get_study, list_studies, trial_runs
-from mllib.tuning.storage import import_optuna, load_study, quiet_warnings
+from mllib.tuning.records import StudyRecord, list_studies, trial_runs
+from mllib.tuning.remote import RUN_ATTR, find_study, server_studies
+from mllib.tuning.storage import import_optuna, open_study, quiet_warnings
 from mllib.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def trials(ws: Workspace, study: StudyRecord, optuna_study: optuna.Study) -> lis
                 "state": state,
                 "value": frozen.value,
                 "params": dict(frozen.params),
-                "run_id": link.get("run_id"),
+                "run_id": link.get("run_id") or frozen.user_attrs.get(RUN_ATTR),
                 "run_status": link.get("status"),
                 "failure_class": link.get("failure_class"),
                 "error": error,
@@ -53,7 +54,7 @@ def trials(ws: Workspace, study: StudyRecord, optuna_study: optuna.Study) -> lis
 
 def best_trial(ws: Workspace, study: StudyRecord) -> dict[str, Any] | None:
     """The complete trial with the best value (None when no trial completed)."""
-    return _best(trials(ws, study, load_study(ws, study.name)), study.direction)
+    return _best(trials(ws, study, open_study(ws, study, create=False)), study.direction)
 
 
 def _best(rows: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
@@ -67,8 +68,8 @@ def _best(rows: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
 
 def study_dict(ws: Workspace, name: str, *, detail: bool = True) -> dict[str, Any]:
     """The JSON object of one study; `detail` adds its trials and parameter importances."""
-    study = get_study(ws.registry, name)
-    optuna_study = load_study(ws, name)
+    study = find_study(ws, name)
+    optuna_study = open_study(ws, study, create=False)
     rows = trials(ws, study, optuna_study)
     best = _best(rows, study.direction)
     counts = {state: 0 for state in STATES.values()}
@@ -106,8 +107,14 @@ def study_dict(ws: Workspace, name: str, *, detail: bool = True) -> dict[str, An
 
 
 def list_dicts(ws: Workspace) -> list[dict[str, Any]]:
-    """Every study, newest first, without trials."""
-    return [study_dict(ws, s.name, detail=False) for s in list_studies(ws.registry)]
+    """Every study, newest first, without trials: this project's, and those its user keeps on
+    the team server that were started on another machine."""
+    studies = sorted(
+        [*list_studies(ws.registry), *server_studies(ws)],
+        key=lambda s: s.created_at,
+        reverse=True,
+    )
+    return [study_dict(ws, s.name, detail=False) for s in studies]
 
 
 def importances(optuna_study: optuna.Study) -> dict[str, float]:

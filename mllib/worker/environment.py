@@ -2,7 +2,8 @@
 
 Python (version, implementation), the platform and CPU, NVIDIA GPUs with their driver and CUDA
 version when nvidia-smi answers (the ones the run may use), every installed distribution
-(name -> version, and a hash of the whole set), the numeric variables that pick BLAS kernels
+(name -> version, and a hash of the whole set; read once per environment, see
+mllib.worker.package_cache), the numeric variables that pick BLAS kernels
 and thread counts, and which runtime ran it (`MLLIB_RUNTIME`, and its image tag or venv key in
 `MLLIB_RUNTIME_ID`, set by the runtime). The worker gathers it on a thread while the model
 loads, and writes it as one `environment` event.
@@ -17,15 +18,15 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
 from mllib.protocol.numeric_env import numeric_environment
+from mllib.worker.package_cache import cached_packages
 
 
 def describe_environment() -> dict[str, Any]:
     """The environment of this process (see the module docstring)."""
-    packages = installed_packages()
+    packages = cached_packages(installed_packages)
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -46,7 +47,10 @@ def describe_environment() -> dict[str, Any]:
 
 def installed_packages() -> dict[str, str]:
     """Canonical distribution name -> version, as this interpreter imports them (the first of
-    a name on sys.path wins, as for imports)."""
+    a name on sys.path wins, as for imports). Read from every distribution's metadata: ~100 ms
+    of CPU, so runs read it through mllib.worker.package_cache."""
+    from importlib import metadata
+
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]

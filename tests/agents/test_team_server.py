@@ -397,6 +397,7 @@ def test_a_dataset_uploaded_to_the_server_reaches_its_agent_and_is_sent_once(dis
     assert local["status"] == "succeeded" and local["metric_summary"]["files"]["last"] == 3
 
 
+@pytest.mark.timeout(600)  # the lab's server and agents, 10 trials, then 2 more from a 2nd machine
 def test_a_pruned_trial_is_cancelled_on_the_agent_the_server_gave_it(dispatching, tmp_path):
     from tests.tuning.test_tune import DIVERGING
 
@@ -425,3 +426,36 @@ def test_a_pruned_trial_is_cancelled_on_the_agent_the_server_gave_it(dispatching
         # stopped on its agent early: fewer points than the 30 epochs a full run logs
         assert there["metric_summary"]["loss"]["count"] < 30
         assert local["status"] == "cancelled" and local["failure_class"] == "pruned"
+    # The study's Optuna journal is in the server's database, not a file in ana's project...
+    assert not (ana / ".mllib" / "tune" / "journal.log").exists()
+    with server.client("ana") as http:
+        assert "div" in {s["name"] for s in http.get("/api/v1/studies").json()}
+    with server.client("bo") as http:
+        assert "div" not in {s["name"] for s in http.get("/api/v1/studies").json()}
+    # ...so from another machine of ana's (a checkout of the project, her own login) it is the
+    # same study: listed, shown with the same trials, and resumed there.
+    laptop = tmp_path / "ana-laptop"
+    (laptop / "home").mkdir(parents=True)
+    (laptop / "model.py").write_text(DIVERGING)
+    (laptop / "mllib.toml").write_text('name = "steps"\n')
+    laptop_env = {"MLLIB_HOME": str(laptop / "home")}
+    assert (
+        cli(laptop, laptop_env, "login", server.url, input=server.tokens["ana"] + "\n").returncode
+        == 0
+    )
+    listed = json.loads(cli(laptop, laptop_env, "tune", "list", "--json").stdout)
+    assert [s["name"] for s in listed] == ["div"] and listed[0]["counts"] == study["counts"]
+    there = json.loads(cli(laptop, laptop_env, "tune", "show", "div", "--json").stdout)
+    same = ("number", "state", "value", "params", "run_id")
+    assert [{k: t[k] for k in same} for t in there["trials"]] == [
+        {k: t[k] for k in same} for t in study["trials"]
+    ]
+    assert there["best_value"] == study["best_value"]
+    resumed = cli(laptop, laptop_env, "tune", "resume", "div", "--trials", "12", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    after = json.loads(cli(ana, ana_env, "tune", "show", "div", "--json").stdout)
+    finished = after["counts"]["complete"] + after["counts"]["pruned"] + after["counts"]["failed"]
+    assert finished >= 12 and len(after["trials"]) >= 12
+    # no trial finished before was lost or run again
+    before = [{k: t[k] for k in same} for t in study["trials"]]
+    assert [{k: t[k] for k in same} for t in after["trials"][: len(before)]] == before

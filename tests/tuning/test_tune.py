@@ -401,18 +401,24 @@ def test_the_python_api_returns_the_optuna_study(quad: Project, monkeypatch):
     assert study.best_value == pytest.approx((study.best_params["x"] - 2) ** 2)
 
 
+def _tune_process(project: Project, args: list[str], **env: str) -> subprocess.Popen:
+    """`mllib` running in `project` in the background, its stderr a pipe (text) to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mllib", *args],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
 def test_ctrl_c_cancels_the_running_trials_and_resume_reruns_them(quad: Project):
     args = [
         "tune", "model.py", "--param", "x=uniform:-3:3", "--metric", "val_loss", "--trials",
         "3", "--parallel", "2", "--name", "stopped", "--steps=20", "--sleep_s=0.2",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mllib", *args],
-        cwd=quad.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _tune_process(quad, args)
     registry = quad.root / ".mllib" / "registry.db"
     try:
         wait_for(
@@ -444,3 +450,91 @@ def test_ctrl_c_cancels_the_running_trials_and_resume_reruns_them(quad: Project)
     for t in stopped:
         rerun = [r for r in data["trials"] if r["retry_of"] == t["number"]]
         assert rerun[0]["params"] == t["params"] and rerun[0]["state"] == "complete"
+
+
+# Reads the dataset bound as TRAIN_DATA; its loss depends on the data, so a trial that did not
+# get the dataset could not reach the value asserted.
+READER = """
+import os
+import pathlib
+
+import mllib
+
+
+class Reader:
+    def __init__(self):
+        self.train_path = mllib.Param("missing.txt", env="TRAIN_DATA")
+        self.x = mllib.Param(0.0)
+
+    def train(self):
+        target = float(pathlib.Path(self.train_path).read_text())
+        print("READ", self.train_path, os.environ["TRAIN_DATA"])
+        mllib.log_metric("loss", (self.x - target) ** 2)
+
+    def predict(self, request):
+        return self.x
+"""
+
+
+def test_data_binds_a_dataset_to_every_trial(project: Project):
+    project.write("model.py", READER)
+    project.write("mllib.toml", '[runtime]\nlocal = "process"\n')
+    project.write("target/value.txt", "3.0\n")
+    uploaded = project.mllib("data", "upload", "target/value.txt", "--name", "target", "--json")
+    assert uploaded.returncode == 0, uploaded.output
+    sha = uploaded.json()["sha256"]
+
+    result = project.mllib(
+        "tune", "model.py", "--param", "x=choice:1.0,3.0,5.0", "--metric", "loss",
+        "--trials", "3", "--sampler", "random", "--seed", "0", "--name", "withdata",
+        "--data", "train=target",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.output
+    data = study(project, "withdata")
+    assert data["launch"]["data"] == ["train=target"]
+    assert data["counts"]["complete"] == 3
+    for trial in data["trials"]:
+        run = project.show(trial["run_id"])
+        assert run["datasets"] == [
+            {"env": "TRAIN_DATA", "name": "target", "version": 1, "sha256": sha}
+        ]
+        assert run["params"]["train_path"].startswith(str(project.root / ".mllib" / "data"))
+        assert trial["value"] == pytest.approx((trial["params"]["x"] - 3.0) ** 2)
+    assert data["best_value"] == 0.0  # x=3.0 is the dataset's value, if it was tried
+    # a dataset that does not exist is refused before any trial runs
+    missing = project.mllib(
+        "tune", "model.py", "--param", "x=uniform:0:1", "--metric", "loss", "--trials", "1",
+        "--name", "nodata", "--data", "train=nosuch",
+    )  # fmt: skip
+    assert missing.returncode != 0 and "nosuch" in missing.stderr
+    assert len(project.mllib("runs", "list", "--json").json()) == 3
+
+
+def test_progress_is_shown_while_the_study_runs(quad: Project):
+    """Each finished trial's line reaches a piped stderr as it ends, not when the study does."""
+    args = [
+        "tune", "model.py", "--param", "x=uniform:-3:3", "--metric", "val_loss", "--trials",
+        "3", "--name", "live", "--steps=3", "--sleep_s=0.4",
+    ]  # fmt: skip
+    proc = _tune_process(quad, args, CI="true")
+    registry = quad.root / ".mllib" / "registry.db"
+    seen: list[tuple[str, int, bool]] = []  # (line, trials succeeded then, study still running)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            succeeded = len(_query(registry, "SELECT id FROM runs WHERE status = 'succeeded'"))
+            seen.append((line.rstrip("\n"), succeeded, proc.poll() is None))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == 0, "\n".join(line for line, *_ in seen)
+    trial_lines = [(line, n, alive) for line, n, alive in seen if line.startswith("trial ")]
+    assert [line.split("[")[-1] for line, *_ in trial_lines] == ["1/3]", "2/3]", "3/3]"]
+    first, succeeded_then, alive = trial_lines[0]
+    assert first.startswith("trial 0: val_loss=")
+    # read while the study ran: one trial had finished, the others had not
+    assert alive and succeeded_then < 3
+    assert any("Study live finished" in line for line, *_ in seen[seen.index(trial_lines[-1]) :])
