@@ -2,12 +2,17 @@
 CPUs and a 100 MB object store, every port its own (other engineers' heads may run beside it),
 its own temp folder and its own token (never ~/.ray/auth_token). Stopped by SIGTERM to the
 process that started it, then whatever of its tree is left, by pid.
+
+`hide`: the head and everything it starts (its jobs' workers) run in their own mount namespace
+where those folders are empty (a tmpfs over each), as on a node that does not share this
+machine's filesystem.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -57,12 +62,14 @@ class RayHead:
     log: Any = None  # the head's output file, closed when it stops
 
     @classmethod
-    def start(cls) -> RayHead:
+    def start(cls, *, hide: tuple[Path, ...] = (), token: str | None = None) -> RayHead:
+        """`token`: the cluster's (a head beside the session's shares its token: one
+        RAY_AUTH_TOKEN reaches both)."""
         temp_dir = Path(tempfile.mkdtemp(prefix="mllib-ray-", dir="/tmp"))  # short: unix sockets
         gcs, dashboard, client, agent_listen, agent_grpc, metrics, env_agent = _free_ports(7)
         env = {
             "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_AUTH_TOKEN": token or secrets.token_hex(32),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         command = [
@@ -75,6 +82,10 @@ class RayHead:
             f"--runtime-env-agent-port={env_agent}", f"--temp-dir={temp_dir}",
             "--include-dashboard=true", "--disable-usage-stats",
         ]  # fmt: skip
+        if hide:
+            mounts = "".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))} && " for p in hide)
+            command = ["unshare", "--mount", "--propagation", "private", "--",
+                       "sh", "-c", f'{mounts}exec "$@"', "sh", *command]  # fmt: skip
         log = open(temp_dir / "head.log", "wb")  # noqa: SIM115 - the head's, closed with it
         # The head's environment is its jobs' (below theirs): none of this process's BLAS and
         # thread variables, which a test may have set for itself alone.
