@@ -294,7 +294,7 @@ def running_head(**options: Any) -> Iterator:
         if os.environ.get("CI", "").strip().lower() == "true":
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(f"{reason} (with CI=true this fails instead of skipping)")
-    head = RayHead.start(token=os.environ.get("RAY_AUTH_TOKEN"), **options)
+    head = RayHead.start(**options)
     saved = {name: os.environ.get(name) for name in head.env}
     os.environ.update(head.env)  # mllib's clients (this process, its commands) use its token
     try:

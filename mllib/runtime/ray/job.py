@@ -32,7 +32,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -43,7 +43,7 @@ from mllib.protocol.failure import EXIT_SYSTEM_ERROR, SYSTEM_ERROR, ExitStatus
 from mllib.protocol.folder import RunFolder
 from mllib.protocol.numeric_env import numeric_environment
 from mllib.runtime.base import Job, host_python
-from mllib.runtime.processes import find_process
+from mllib.runtime.processes import find_process, kill_tree
 from mllib.runtime.ray.client import RayUnavailable, connect, first_line, ray_missing
 from mllib.runtime.ray.settings import RaySettings
 from mllib.runtime.ray.shipping import Collector, shipped
@@ -54,7 +54,9 @@ if TYPE_CHECKING:
 NODE_MODULE = "mllib.runtime.ray.node"  # a shipped job's entrypoint (node.py)
 RUN_METADATA = "mllib_run"  # the job's metadata key naming its run (reap finds jobs by it)
 POLL_S = 0.1
+NOT_STARTED = "the job is submitted; Ray has not started it yet"
 COLLECT_S = 30.0  # how long an ended shipped job's log may take to bring its outputs
+HOLD_POLL_S = 2.0  # how often a held job looks at the cluster's pending jobs
 # Variables that stay in the job's runtime_env: they must be set before the interpreter starts
 # (PYTHONHASHSEED) or say only which run this is; all of them are fine in Ray's job table.
 INTERPRETER_VARIABLES = ("PYTHONHASHSEED", "MLLIB_RUN_ID")
@@ -83,33 +85,49 @@ class RayRuntime:
         python = settings.python or host_python()
         submission_id = f"mllib-{job.run_id}-{secrets.token_hex(3)}"
         nonce = secrets.token_hex(8)  # the attempt's own: its package and its log's records
-        try:
-            with self._files(client, job, own, nonce, python, settings.ships) as (entry, files):
-                client.submit_job(
-                    entrypoint=entry,
-                    submission_id=submission_id,
-                    entrypoint_num_gpus=settings.num_gpus or None,
-                    runtime_env={
-                        **files,
-                        "env_vars": {
-                            **plain,
-                            "PYTHONUNBUFFERED": "1",
-                            "MLLIB_RUNTIME": "ray",
-                            "MLLIB_RUNTIME_ID": settings.cluster,
+
+        def submit() -> None:
+            try:
+                with self._files(client, job, own, nonce, python, settings.ships) as (entry, files):
+                    client.submit_job(
+                        entrypoint=entry,
+                        submission_id=submission_id,
+                        entrypoint_num_gpus=settings.num_gpus or None,
+                        runtime_env={
+                            **files,
+                            "env_vars": {
+                                **plain,
+                                "PYTHONUNBUFFERED": "1",
+                                "MLLIB_RUNTIME": "ray",
+                                "MLLIB_RUNTIME_ID": settings.cluster,
+                            },
                         },
-                    },
-                    metadata={RUN_METADATA: job.run_id},
-                )
-        except RayUnavailable:
-            folder.discard_secret_params()
-            raise
+                        metadata={RUN_METADATA: job.run_id},
+                    )
+            except RayUnavailable:
+                folder.discard_secret_params()
+                raise
+            except Exception as exc:
+                folder.discard_secret_params()
+                raise RayUnavailable(
+                    f"the Ray cluster at {settings.cluster} refused the job: {first_line(exc)}"
+                ) from exc
+
+        collector = Collector(folder, nonce) if settings.ships else None
+        handle = RayJob(client, submission_id, folder, settings, collector)
+        try:
+            held = handle.pending_limit()
         except Exception as exc:
             folder.discard_secret_params()
             raise RayUnavailable(
-                f"the Ray cluster at {settings.cluster} refused the job: {first_line(exc)}"
+                f"the Ray cluster at {settings.cluster} did not list its jobs: {first_line(exc)}"
             ) from exc
-        collector = Collector(folder, nonce) if settings.ships else None
-        return RayJob(client, submission_id, folder, settings, collector)
+        if held:
+            handle.hold, handle.waiting = submit, held
+        else:
+            submit()
+            handle.submitted.set()
+        return handle
 
     @staticmethod
     @contextlib.contextmanager
@@ -205,7 +223,14 @@ class RayJob:
         self.status: ExitStatus | None = None
         self.unreachable_since: float | None = None
         self.ended_at = 0.0
+        # Why Ray has not started the job yet (its PENDING message); None once it runs or ends.
+        self.waiting: str | None = NOT_STARTED
         self.looked_at = 0.0
+        # The job's submission, held here while the cluster holds `[ray] max_pending` of
+        # mllib's jobs PENDING (the queue stays mllib's: Ray would run them first come).
+        self.hold: Callable[[], None] | None = None
+        self.held_at = 0.0
+        self.submitted = threading.Event()  # the job exists on the cluster: its log can be read
 
     # -- RunHandle -----------------------------------------------------------------------------
     def output(self) -> Iterator[bytes]:
@@ -223,6 +248,9 @@ class RayJob:
 
         received = 0
         try:
+            while not self.submitted.wait(POLL_S):  # held: no job yet
+                if self.status is not None:
+                    return  # cancelled while held, or its submission failed: no log
             for text in self._stream():
                 received += len(text)
                 if out := plain(text):
@@ -264,7 +292,9 @@ class RayJob:
         COLLECT_S later: a log that never ends)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self.status is None:
+            if self.hold is not None:
+                self._release()
+            elif self.status is None:
                 self.status = self._read_status()
                 self.ended_at = time.monotonic()
             if self.status is not None and (
@@ -280,6 +310,10 @@ class RayJob:
 
     def cancel(self, grace_s: float) -> None:
         """mllib's SIGTERM first (a worker on this machine), Ray's stop_job after `grace_s`."""
+        if self.hold is not None:  # never submitted: nothing runs
+            self.folder.discard_secret_params()
+            self.status = ExitStatus(None, signal.SIGTERM)
+            return
         pid = self.pid or (None if self.collector else self._local_worker(now_=True))
         if pid is not None and grace_s > 0:
             try:
@@ -294,6 +328,46 @@ class RayJob:
             pass
 
     # -- its parts ----------------------------------------------------------------------------
+    def pending_limit(self) -> str | None:
+        """Why the job must wait before it is submitted (`[ray] max_pending` of mllib's jobs
+        are PENDING on the cluster), or None."""
+        limit = self.settings.max_pending
+        if not limit:
+            return None
+        pending = sum(
+            1
+            for job in self.client.list_jobs()
+            if job.status.value == "PENDING" and RUN_METADATA in (job.metadata or {})
+        )
+        if pending < limit:
+            return None
+        return (
+            f"{pending} of mllib's jobs are pending on the cluster ([ray] max_pending = "
+            f"{limit:g}): submitted once fewer are"
+        )
+
+    def _release(self) -> None:
+        """Submit the held job once the cluster holds fewer pending jobs (looked at every
+        HOLD_POLL_S); a submission that fails ends the run as a system error."""
+        if time.monotonic() - self.held_at < HOLD_POLL_S:
+            return
+        self.held_at = time.monotonic()
+        try:
+            if held := self.pending_limit():
+                self.waiting = held
+                return
+        except Exception:
+            return  # the head did not answer: looked at again later
+        submit, self.hold = self.hold, None
+        self.waiting = NOT_STARTED
+        try:
+            if submit is not None:
+                submit()
+        except RayUnavailable as exc:
+            self.status = self._lost(f"the ray runtime could not start: {exc}")
+            return
+        self.submitted.set()
+
     def _read_status(self) -> ExitStatus | None:
         """How the job ended, or None while it runs; a lost job ends as a system error."""
         try:
@@ -301,6 +375,8 @@ class RayJob:
         except Exception as exc:
             return self._unreachable(exc)
         self.unreachable_since = None
+        pending = info.status.value == "PENDING"
+        self.waiting = first_line(Exception(info.message or NOT_STARTED)) if pending else None
         if not info.status.is_terminal():
             if self.pid is None and self.collector is None and info.status.value == "RUNNING":
                 self.pid = self._local_worker()
@@ -334,6 +410,11 @@ class RayJob:
         )
 
     def _lost(self, message: str) -> ExitStatus:
+        """A system error; a worker of the lost job still running here is ended first, so it
+        never writes into the run folder beside the attempt that replaces it."""
+        pid = self.pid or (None if self.collector else self._local_worker(now_=True))
+        if pid is not None:
+            kill_tree(pid, 0)
         report_failure(self.folder.events_file, SYSTEM_ERROR, message)
         return ExitStatus(EXIT_SYSTEM_ERROR, detail=message)
 

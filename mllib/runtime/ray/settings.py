@@ -31,6 +31,9 @@ class RaySettings:
     # outputs back through its log), "shared" (the same paths on the nodes: a head here, NFS),
     # "auto": shared for a head on this machine's loopback, else ship.
     files: str = "auto"
+    # At most this many of mllib's jobs PENDING on the cluster at once (0: no limit): a run
+    # beyond it stays queued here, in mllib's order, and is submitted once fewer are.
+    max_pending: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> RaySettings:
