@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mllib.errors import NotFoundError
 from mllib.protocol.failure import Outcome, classify
-from mllib.registry.runs import RunRecord, now, update_run
+from mllib.registry.runs import RunRecord, get_run, now, update_run
 from mllib.runs.backend import StartFailed, Supervision
 from mllib.runs.local import LocalBackend, Worker
 from mllib.runs.retry import RetryPolicy
@@ -66,10 +67,26 @@ class ClusterBackend(LocalBackend):
         if not self._secret_params:  # the worker takes the file: kept here for a retry
             self._secret_params = ctx.folder.read_secret_params()
         worker = super()._start(ctx)
+        self._count_active(ctx, worker)
         attempt = ctx.record().attempt or 1
         update_run(ctx.ws.registry, ctx.run.id, attempt=attempt)
         self._note_attempt(ctx, attempt, worker)
         return worker
+
+    @staticmethod
+    def _count_active(ctx: Supervision, worker: Worker) -> None:
+        """A held job counts the cluster's pending jobs of runs this registry does not know
+        ended (`[ray] max_pending`): a cancelled run's job may stay PENDING on the cluster."""
+        if hasattr(worker.handle, "counts"):
+            registry = ctx.ws.registry
+
+            def counts(run_id: str) -> bool:
+                try:
+                    return not get_run(registry, run_id).finished
+                except NotFoundError:  # another project's: it counts
+                    return True
+
+            worker.handle.counts = counts
 
     def attempts(self, ws: Workspace, run: RunRecord) -> list[dict[str, Any]]:
         """Each attempt's job ("agent": where it ran), status and reason, for `runs show`."""

@@ -196,7 +196,9 @@ def test_a_job_ray_holds_for_resources_is_queued_with_rays_reason_until_cancelle
     assert cancelled.returncode == 0, cancelled.stderr
     run = get_run(registry, run_id)
     assert run.status == "cancelled"
-    assert ray_leftovers(ray_head, run) == []
+    # nothing of it runs; Ray cannot stop a PENDING job (ray-project/ray#58353): its stop_job
+    # is a call queued for the job's supervisor actor, which has not started
+    assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []
 
 
 def test_a_job_ray_starts_makes_the_run_running(tmp_path: Path, ray_head: Any) -> None:
@@ -216,8 +218,16 @@ def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
 ) -> None:
     from ray.job_submission import JobSubmissionClient
 
+    def pending() -> int:  # a cancelled run's job stays PENDING (see the test above)
+        return sum(
+            1
+            for j in JobSubmissionClient(ray_head.address).list_jobs()
+            if j.status.value == "PENDING" and "mllib_run" in (j.metadata or {})
+        )
+
+    limit = pending() + 1  # this test's first run's job, besides other projects' held ones
     project = _project(
-        tmp_path, ray_head, ray={"address": ray_head.address, "num_gpus": 1, "max_pending": 1}
+        tmp_path, ray_head, ray={"address": ray_head.address, "num_gpus": 1, "max_pending": limit}
     )
     registry = Workspace.find(project.root).registry
     first = project.cli("train", "model.py", "--detach").stdout.strip().splitlines()[-1]
@@ -229,7 +239,7 @@ def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
     second = project.cli("train", "model.py", "--detach").stdout.strip().splitlines()[-1]
 
     wait_for(
-        lambda: "max_pending = 1" in (get_run(registry, second).phase or ""),
+        lambda: "([ray] max_pending)" in (get_run(registry, second).phase or ""),
         timeout=120,
         what="the second run to be held",
     )
@@ -242,9 +252,8 @@ def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
         ]
 
     assert get_run(registry, second).status == "queued"
-    assert (
-        "1 of mllib's jobs are pending on the cluster" in project.cli("runs", "show", second).stdout
-    )
+    shown = project.cli("runs", "show", second).stdout
+    assert f"{limit} of mllib's jobs are pending on the cluster" in shown
     assert jobs_of(second) == [] and len(jobs_of(first)) == 1
     assert project.cli("runs", "cancel", first).returncode == 0
 
@@ -258,4 +267,4 @@ def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
     for run_id in (first, second):
         run = get_run(registry, run_id)
         assert run.status == "cancelled"
-        assert ray_leftovers(ray_head, run) == []
+        assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []

@@ -57,6 +57,7 @@ POLL_S = 0.1
 NOT_STARTED = "the job is submitted; Ray has not started it yet"
 COLLECT_S = 30.0  # how long an ended shipped job's log may take to bring its outputs
 HOLD_POLL_S = 2.0  # how often a held job looks at the cluster's pending jobs
+LIMIT = " ([ray] max_pending): submitted once fewer are"
 # Variables that stay in the job's runtime_env: they must be set before the interpreter starts
 # (PYTHONHASHSEED) or say only which run this is; all of them are fine in Ray's job table.
 INTERPRETER_VARIABLES = ("PYTHONHASHSEED", "MLLIB_RUN_ID")
@@ -115,15 +116,8 @@ class RayRuntime:
 
         collector = Collector(folder, nonce) if settings.ships else None
         handle = RayJob(client, submission_id, folder, settings, collector)
-        try:
-            held = handle.pending_limit()
-        except Exception as exc:
-            folder.discard_secret_params()
-            raise RayUnavailable(
-                f"the Ray cluster at {settings.cluster} did not list its jobs: {first_line(exc)}"
-            ) from exc
-        if held:
-            handle.hold, handle.waiting = submit, held
+        if settings.max_pending:  # submitted by wait() once the cluster holds few enough
+            handle.hold, handle.waiting = submit, f"counting the cluster's pending jobs{LIMIT}"
         else:
             submit()
             handle.submitted.set()
@@ -230,6 +224,9 @@ class RayJob:
         # mllib's jobs PENDING (the queue stays mllib's: Ray would run them first come).
         self.hold: Callable[[], None] | None = None
         self.held_at = 0.0
+        # Whether a run's PENDING job counts: the run's backend leaves out runs it knows ended
+        # (Ray cannot stop a PENDING job: ray-project/ray#58353, so a cancelled run's stays).
+        self.counts: Callable[[str], bool] = lambda run_id: True
         self.submitted = threading.Event()  # the job exists on the cluster: its log can be read
 
     # -- RunHandle -----------------------------------------------------------------------------
@@ -337,19 +334,18 @@ class RayJob:
         pending = sum(
             1
             for job in self.client.list_jobs()
-            if job.status.value == "PENDING" and RUN_METADATA in (job.metadata or {})
+            if job.status.value == "PENDING"
+            and RUN_METADATA in (job.metadata or {})
+            and self.counts(str((job.metadata or {})[RUN_METADATA]))
         )
         if pending < limit:
             return None
-        return (
-            f"{pending} of mllib's jobs are pending on the cluster ([ray] max_pending = "
-            f"{limit:g}): submitted once fewer are"
-        )
+        return f"{pending} of mllib's jobs are pending on the cluster{LIMIT}"
 
     def _release(self) -> None:
         """Submit the held job once the cluster holds fewer pending jobs (looked at every
         HOLD_POLL_S); a submission that fails ends the run as a system error."""
-        if time.monotonic() - self.held_at < HOLD_POLL_S:
+        if self.held_at and time.monotonic() - self.held_at < HOLD_POLL_S:
             return
         self.held_at = time.monotonic()
         try:

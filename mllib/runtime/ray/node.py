@@ -105,9 +105,8 @@ def data_paths(data: dict[str, dict[str, str]]) -> dict[str, str]:
     return found
 
 
-def run(package: Path, scratch: Path) -> int:
+def run(package: Path, manifest: dict[str, Any], scratch: Path) -> int:
     """Run the worker of the package in `scratch`; its exit code (negative: its signal)."""
-    manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     run_dir = scratch / RUN
     shutil.copytree(package / RUN, run_dir)
     shipped = RunFolder(package / RUN)
@@ -142,9 +141,12 @@ def run(package: Path, scratch: Path) -> int:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="mllib-run-"))
+    package = Path.cwd()
+    manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
+    # named for the run: the worker's command line says which run it is (`ps`, a reaper)
+    scratch = Path(tempfile.mkdtemp(prefix=f"mllib-run-{manifest.get('run_id', '')}-"))
     try:
-        code = run(Path.cwd(), scratch)
+        code = run(package, manifest, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if code < 0:  # end as the worker ended: Ray reads the signal as the job's exit

@@ -68,7 +68,9 @@ def shipped(
                 shutil.copy2(source, staged.path / name)
         staged.write_job_env(variables)
         staged.write_secret_params(folder.read_secret_params(remove=True))
-        (root / MANIFEST).write_text(json.dumps({"nonce": nonce, "data": data}), encoding="utf-8")
+        (root / MANIFEST).write_text(
+            json.dumps({"nonce": nonce, "run_id": job.run_id, "data": data}), encoding="utf-8"
+        )
         uri = _upload(client, root, "the run's code and inputs", parent=False)
         modules = [entry["uri"] for entry in data.values()]
         yield {"working_dir": uri, **({"py_modules": modules} if modules else {})}
