@@ -3,6 +3,7 @@ a real Docker engine (with cleanup of the images tests build)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -325,6 +326,14 @@ def mounts() -> Iterator[Mounts]:
 def ray_head() -> Iterator:
     """One real Ray head on loopback for the whole session, started when a test first needs it
     (tests/ray/head.py); needs Ray installed (fails under CI=true, else skips)."""
+    with running_head() as head:
+        yield head
+
+
+@contextlib.contextmanager
+def running_head(**options: Any) -> Iterator:
+    """A real Ray head (RayHead.start(**options)) whose token this process and its commands
+    use while it runs; skips without Ray (fails under CI=true)."""
     from tests.ray.head import RayHead, missing_prerequisite
 
     reason = missing_prerequisite()
@@ -332,7 +341,7 @@ def ray_head() -> Iterator:
         if os.environ.get("CI", "").strip().lower() == "true":
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(f"{reason} (with CI=true this fails instead of skipping)")
-    head = RayHead.start()
+    head = RayHead.start(**options)
     saved = {name: os.environ.get(name) for name in head.env}
     os.environ.update(head.env)  # mllib's clients (this process, its commands) use its token
     try:

@@ -133,6 +133,7 @@ def show(
             + (f" ({data['runtime_note']})" if data["runtime_note"] else ""),
         ),
         ("host", data["host"] if data["host"] not in (None, "local") else None),
+        ("waiting", data["phase"] if data["status"] == "queued" else None),
         ("created", fmt_time(data["created_at"])),
         ("duration", fmt_duration(data["duration_s"])),
         ("seed", data["seed"]),

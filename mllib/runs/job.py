@@ -48,15 +48,27 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
         "MLLIB_RUN_TAGS": json.dumps(_report_tags(run)),
         "PYTHONHASHSEED": str(run.seed or 0),
     }
+    code_dir = folder.code_dir(ws.project.root)
     return Job(
         run_id=run.id,
         run_dir=folder.path,
-        code_dir=folder.code_dir(ws.project.root),
+        code_dir=code_dir,
         work_dir=ws.project.root,
         env=env,
         data_mounts={**env_data_paths(variables, ws.project.root), **datasets},
         gpus=spec.gpus if spec else None,
+        code_files=_code_files(ws, code_dir) if run.runtime == "ray" else None,
     )
+
+
+def _code_files(ws: Workspace, code_dir: Path) -> list[str] | None:
+    """The project's files a run's code snapshot holds (a runtime that copies the code copies
+    those alone); None for a run's own stored snapshot, all of which is its code."""
+    from mllib.code_snapshot import project_files
+
+    if code_dir != ws.project.root:
+        return None
+    return project_files(code_dir, ws.project.config).paths
 
 
 def _report_tags(run: RunRecord) -> dict[str, str | None]:

@@ -42,6 +42,9 @@ class Job:
     # None: every GPU the host has. The process runtime sets CUDA_VISIBLE_DEVICES, the Docker
     # runtime passes only these to the container.
     gpus: list[str] | None = None
+    # The files of `code_dir` (relative, "/"-separated) that make the run's code, for a runtime
+    # that copies it elsewhere (the Ray runtime ships them); None: all of the folder.
+    code_files: list[str] | None = None
 
     def gpu_env(self) -> dict[str, str]:
         """CUDA_VISIBLE_DEVICES (in nvidia-smi's order, which CUDA_DEVICE_ORDER makes CUDA's)

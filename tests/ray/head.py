@@ -1,13 +1,18 @@
 """A real Ray head on loopback for the test session: `ray start --head --block`, bounded to 2
 CPUs and a 100 MB object store, every port its own (other engineers' heads may run beside it),
-its own temp folder and its own token (never ~/.ray/auth_token). Stopped by SIGTERM to the
-process that started it, then whatever of its tree is left, by pid.
+its own temp folder, and the test session's token (never ~/.ray/auth_token). Stopped by
+SIGTERM to the process that started it, then whatever of its tree is left, by pid.
+
+`hide`: the head and everything it starts (its jobs' workers) run in their own mount namespace
+where those folders are empty (a tmpfs over each), as on a node that does not share this
+machine's filesystem.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +28,10 @@ import psutil
 
 from mllib.protocol.numeric_env import PREFIXES
 
+# Every head of this test session takes the same token: Ray's client in this process keeps the
+# first token it reads (its token_loader caches it), so a second head with its own would refuse
+# this process's requests.
+SESSION_TOKEN = secrets.token_hex(32)
 START_TIMEOUT_S = 180.0  # a cold start on a loaded 2-core machine took 54 s
 
 
@@ -55,14 +64,24 @@ class RayHead:
     temp_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None  # the head's output file, closed when it stops
+    ports: list[int] = field(default_factory=list)
 
     @classmethod
-    def start(cls) -> RayHead:
+    def start(
+        cls,
+        *,
+        hide: tuple[Path, ...] = (),
+        token: str | None = None,
+        ports: list[int] | None = None,
+    ) -> RayHead:
+        """`token`: the cluster's (SESSION_TOKEN unless given); `ports`: a stopped head's, to
+        start it again."""
         temp_dir = Path(tempfile.mkdtemp(prefix="mllib-ray-", dir="/tmp"))  # short: unix sockets
-        gcs, dashboard, client, agent_listen, agent_grpc, metrics, env_agent = _free_ports(7)
+        ports = ports or _free_ports(7)
+        gcs, dashboard, client, agent_listen, agent_grpc, metrics, env_agent = ports
         env = {
             "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_AUTH_TOKEN": token or SESSION_TOKEN,
             "RAY_USAGE_STATS_ENABLED": "0",
         }
         command = [
@@ -75,6 +94,10 @@ class RayHead:
             f"--runtime-env-agent-port={env_agent}", f"--temp-dir={temp_dir}",
             "--include-dashboard=true", "--disable-usage-stats",
         ]  # fmt: skip
+        if hide:
+            mounts = "".join(f"mount -t tmpfs tmpfs {shlex.quote(str(p))} && " for p in hide)
+            command = ["unshare", "--mount", "--propagation", "private", "--",
+                       "sh", "-c", f'{mounts}exec "$@"', "sh", *command]  # fmt: skip
         log = open(temp_dir / "head.log", "wb")  # noqa: SIM115 - the head's, closed with it
         # The head's environment is its jobs' (below theirs): none of this process's BLAS and
         # thread variables, which a test may have set for itself alone.
@@ -87,7 +110,7 @@ class RayHead:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        head = cls(process, f"http://127.0.0.1:{dashboard}", temp_dir, env, log)
+        head = cls(process, f"http://127.0.0.1:{dashboard}", temp_dir, env, log, ports)
         head._wait_ready()
         return head
 
@@ -125,6 +148,20 @@ class RayHead:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def kill_gcs(self) -> None:
+        """SIGKILL the head's GCS server, as a crashed or lost head machine would lose it."""
+        for proc in self.processes():
+            if "gcs_server" in proc.name():
+                proc.kill()
+                return
+        raise RuntimeError("the head has no gcs_server process")
+
+    def restarted(self) -> RayHead:
+        """What is left of this head stopped, and a fresh head started on its ports (a head
+        brought back: it knows none of the jobs of the one before)."""
+        self.stop()
+        return RayHead.start(token=self.env["RAY_AUTH_TOKEN"], ports=self.ports)
 
     def log_tail(self) -> str:
         try:

@@ -166,3 +166,105 @@ def test_secrets_never_reach_the_clusters_job_table(tmp_path: Path, ray_head: An
     assert len(jobs) == 1
     assert "s3cret" not in json.dumps(jobs[0].runtime_env) + jobs[0].entrypoint
     assert not (project.root / ".mllib" / "runs" / run.id / "job_env.json").exists()
+
+
+def test_a_job_ray_holds_for_resources_is_queued_with_rays_reason_until_cancelled(
+    tmp_path: Path, ray_head: Any
+) -> None:
+    # the session's head has no GPU: Ray holds a job that asks for one PENDING
+    project = _project(tmp_path, ray_head, ray={"address": ray_head.address, "num_gpus": 1})
+    started = project.cli("train", "model.py", "--detach")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]
+    registry = Workspace.find(project.root).registry
+
+    wait_for(
+        lambda: "waiting for resources" in (get_run(registry, run_id).phase or ""),
+        timeout=120,
+        what="Ray's reason",
+    )
+
+    assert get_run(registry, run_id).status == "queued"
+    shown = project.cli("runs", "show", run_id)
+    assert "queued" in shown.stdout.splitlines()[0]
+    assert "waiting:   waiting for the cluster to start its job: Job has not started yet." in (
+        shown.stdout
+    )
+    listed = project.cli("runs", "list", "--status", "queued")
+    assert run_id in listed.stdout
+    cancelled = project.cli("runs", "cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    run = get_run(registry, run_id)
+    assert run.status == "cancelled"
+    # nothing of it runs; Ray cannot stop a PENDING job (ray-project/ray#58353): its stop_job
+    # is a call queued for the job's supervisor actor, which has not started
+    assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []
+
+
+def test_a_job_ray_starts_makes_the_run_running(tmp_path: Path, ray_head: Any) -> None:
+    project = _project(tmp_path, ray_head)
+    run_id, _, _ = _napping_run(project)  # its worker runs
+
+    registry = Workspace.find(project.root).registry
+    wait_for(lambda: get_run(registry, run_id).status != "queued", timeout=30, what="running")
+    run = get_run(registry, run_id)
+    assert run.status == "running" and "waiting" not in (run.phase or "")
+    wait_for(lambda: get_run(registry, run_id).finished, timeout=180, what="the run to end")
+    assert get_run(registry, run_id).status == "succeeded"
+
+
+def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
+    tmp_path: Path, ray_head: Any
+) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    def pending() -> int:  # a cancelled run's job stays PENDING (see the test above)
+        return sum(
+            1
+            for j in JobSubmissionClient(ray_head.address).list_jobs()
+            if j.status.value == "PENDING" and "mllib_run" in (j.metadata or {})
+        )
+
+    limit = pending() + 1  # this test's first run's job, besides other projects' held ones
+    project = _project(
+        tmp_path, ray_head, ray={"address": ray_head.address, "num_gpus": 1, "max_pending": limit}
+    )
+    registry = Workspace.find(project.root).registry
+    first = project.cli("train", "model.py", "--detach").stdout.strip().splitlines()[-1]
+    wait_for(
+        lambda: "Job has not started yet" in (get_run(registry, first).phase or ""),
+        timeout=120,
+        what="Ray to hold the first run's job",
+    )
+    second = project.cli("train", "model.py", "--detach").stdout.strip().splitlines()[-1]
+
+    wait_for(
+        lambda: "([ray] max_pending)" in (get_run(registry, second).phase or ""),
+        timeout=120,
+        what="the second run to be held",
+    )
+
+    def jobs_of(run_id: str) -> list[str]:
+        return [
+            str(j.submission_id)
+            for j in JobSubmissionClient(ray_head.address).list_jobs()
+            if (j.metadata or {}).get("mllib_run") == run_id
+        ]
+
+    assert get_run(registry, second).status == "queued"
+    shown = project.cli("runs", "show", second).stdout
+    assert f"{limit} of mllib's jobs are pending on the cluster" in shown
+    assert jobs_of(second) == [] and len(jobs_of(first)) == 1
+    assert project.cli("runs", "cancel", first).returncode == 0
+
+    wait_for(lambda: jobs_of(second), timeout=60, what="the second run's job")
+    wait_for(
+        lambda: "Job has not started yet" in (get_run(registry, second).phase or ""),
+        timeout=60,
+        what="Ray's reason for the second",
+    )
+    assert project.cli("runs", "cancel", second).returncode == 0
+    for run_id in (first, second):
+        run = get_run(registry, run_id)
+        assert run.status == "cancelled"
+        assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []

@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from mllib.config import Config, read_table
 from mllib.errors import ConfigError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+FILES = ("auto", "ship", "shared")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class RaySettings:
     python: str = ""  # the workers' interpreter on the nodes; empty: this one (a shared install)
     num_gpus: float = 0.0  # entrypoint_num_gpus of each run's job
     lost_after_s: float = 30.0  # a head unreachable this long has lost the run (a system error)
+    # How the job reaches the run's code, inputs and datasets: "ship" (in the job's runtime_env,
+    # outputs back through its log), "shared" (the same paths on the nodes: a head here, NFS),
+    # "auto": shared for a head on this machine's loopback, else ship.
+    files: str = "auto"
+    # At most this many of mllib's jobs PENDING on the cluster at once (0: no limit): a run
+    # beyond it stays queued here, in mllib's order, and is submitted once fewer are.
+    max_pending: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> RaySettings:
@@ -32,9 +42,25 @@ class RaySettings:
             raise ConfigError(
                 f"{config.where}: [ray] auth must be token or disabled, got {settings.auth!r}"
             )
+        if settings.files not in FILES:
+            raise ConfigError(
+                f"{config.where}: [ray] files must be one of {', '.join(FILES)}, "
+                f"got {settings.files!r}"
+            )
         return settings
 
     @property
     def cluster(self) -> str:
         """The address runs are submitted to."""
         return self.address or os.environ.get("RAY_ADDRESS", "") or DEFAULT_ADDRESS
+
+    @property
+    def ships(self) -> bool:
+        """Whether runs ship their files to the job (see `files`)."""
+        if self.files != "auto":
+            return self.files == "ship"
+        host = urlsplit(self.cluster if "://" in self.cluster else f"http://{self.cluster}")
+        try:
+            return not ipaddress.ip_address(host.hostname or "").is_loopback
+        except ValueError:
+            return host.hostname != "localhost"
