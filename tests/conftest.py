@@ -33,14 +33,14 @@ SHARED_ON_ONE_WORKER = {"ray_head": "ray", "lab": "lab"}
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (scripts/test.sh runs the whole suite on several workers with
     `--dist loadgroup`), the tests that use one of the heavy session fixtures run on one worker
-    between them, so the SSH lab and the Ray head are each started once, not once per worker."""
+    between them, so the SSH lab and the Ray head are each started once, not once per worker;
+    every other test stays with the tests of its file (their module fixtures and their order)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         names = getattr(item, "fixturenames", ())
         group = next((g for fixture, g in SHARED_ON_ONE_WORKER.items() if fixture in names), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
