@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import signal
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -149,6 +151,16 @@ def test_a_model_needing_a_package_mllib_lacks_serves_from_its_own_venv(
     assert environment["python"] == str(cache / serve_env["key"] / "bin" / "python")
     assert f"mllib's environment cannot import {PACKAGE} (model.py)" in environment["why"]
     assert (cache / serve_env["key"] / META_FILE).is_file()
+
+    # kill -9 of `mllib serve` takes its venv's server with it: the port is free again
+    server = DevServer(project, "model.py", "--workers", "1")
+    try:
+        wait_for(lambda: _ready(server.url), timeout=240, what="the dev server again")
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        wait_for(lambda: not _ready(server.url), timeout=60, what="its server to stop")
+    finally:
+        server.stop()
 
 
 def test_a_model_mllibs_environment_serves_is_served_by_mllibs_own_python(

@@ -109,16 +109,24 @@ def serve(
 def _serve_from(spec: ServerSpec) -> int:
     """`python -m mllib.serving.server SPEC.json` with the venv's python, in the foreground:
     SIGINT (Ctrl-C) and SIGTERM sent to this process are passed on to it (it shuts down
-    gracefully, as in this process), and this process waits for it to stop."""
+    gracefully, as in this process), and this process waits for it to stop. If this process
+    dies (kill -9), the kernel sends the server SIGTERM."""
+    import functools
     import signal
     import subprocess
+
+    from mllib.serving import pids
 
     state_dir = Path(spec.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     spec.write(state_dir / SPEC_FILE)
     env = {**os.environ, **spec.python_env.variables, "PYTHONUNBUFFERED": "1"}
     command = [spec.python_env.python, "-m", SERVER_MODULE, str(state_dir / SPEC_FILE)]
-    with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL) as server:
+    # Killed with this process (kill -9 included): no server left holding the port unseen.
+    stop_with_us = functools.partial(pids.die_with_parent, signal.SIGTERM)
+    with subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, preexec_fn=stop_with_us
+    ) as server:
 
         def pass_on(signum: int, frame: object) -> None:
             if server.poll() is None:
