@@ -3,8 +3,14 @@
 Triggers keep `run_changes(run_id, change)`: every insert or update of a run, its params, its
 evaluation or its artifacts gives that run the next change number. Metric points, far more
 frequent, get no trigger (it would tax every logged point); the metrics table's rowid, which
-grows with each insert, is their cursor instead. Writers commit one at a time (BEGIN IMMEDIATE),
-so both numbers only ever grow in commit order and a reader never skips one.
+grows with each insert, is their cursor instead. On SQLite writers commit one at a time (BEGIN
+IMMEDIATE), so both numbers only ever grow in commit order and a reader never skips one.
+
+On PostgreSQL writers run at once: a number taken first may commit last, so a reader going on
+after the highest number it saw could skip it. There each change and point also carries its
+transaction's id, and the cursor holds a horizon: the oldest transaction still running when it
+was read. Everything that commits later belongs to a transaction at or past it, so the next read
+takes what is at or past the horizon (reading a few rows again: a live view sets them again).
 
 >>> cursor = current_cursor(reg)  # doctest: +SKIP
 >>> changes = changes_since(reg, cursor)  # doctest: +SKIP
@@ -35,6 +41,7 @@ class Cursor:
 
     change: int = 0
     metric_row: int = 0
+    horizon: int = 0  # PostgreSQL: the oldest transaction running when it was read
 
 
 @dataclass
@@ -77,6 +84,24 @@ def migrations() -> sqlite_utils.Migrations:
                     "END"
                 )
 
+    @migrations(name="0002_postgres_transaction_ids")
+    def transaction_ids(db: sqlite_utils.Database) -> None:
+        if getattr(db, "dialect", None) != "postgresql":
+            return  # SQLite's numbers already grow in commit order
+        for table in ("run_changes", "metrics"):
+            # a constant default first: rows already there need no rewrite (they are all older
+            # than any reader's horizon), then each new row gets its transaction's id
+            db.execute(f"ALTER TABLE {table} ADD COLUMN xid xid8 NOT NULL DEFAULT '0'")
+            db.execute(f"ALTER TABLE {table} ALTER COLUMN xid SET DEFAULT pg_current_xact_id()")
+            db.execute(f"CREATE INDEX {table}_xid ON {table} (xid)")
+        db.execute(
+            "CREATE OR REPLACE FUNCTION run_changes_bump() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO run_changes (run_id, change) "
+            "VALUES (to_jsonb(NEW) ->> TG_ARGV[0], nextval('run_changes_seq')) "
+            "ON CONFLICT (run_id) DO UPDATE SET change = EXCLUDED.change, "
+            "xid = pg_current_xact_id(); RETURN NULL; END $$"
+        )
+
     return migrations
 
 
@@ -99,16 +124,19 @@ def _postgres_triggers(db: sqlite_utils.Database) -> None:
 
 def current_cursor(reg: Registry) -> Cursor:
     """The cursor as of now: read it before loading a view, then ask for changes since it."""
+    horizon = _horizon(reg)
     row = reg.query(
         "SELECT (SELECT COALESCE(MAX(change), 0) FROM run_changes) AS change,"
         " (SELECT COALESCE(MAX(rowid), 0) FROM metrics) AS metric_row"
     )[0]
-    return Cursor(row["change"], row["metric_row"])
+    return Cursor(row["change"], row["metric_row"], horizon)
 
 
 def changes_since(reg: Registry, cursor: Cursor) -> Changes:
     """The runs whose records or metric points changed after `cursor`. Each half of the cursor
     moves on its own, only as far as what was read, so nothing committed meanwhile is missed."""
+    if reg.is_postgres:
+        return _changes_by_transaction(reg, cursor)
     records = reg.query("SELECT run_id, change FROM run_changes WHERE change > ?", (cursor.change,))
     metrics = reg.query(
         "SELECT run_id, MAX(rowid) AS last FROM metrics WHERE rowid > ? GROUP BY run_id",
@@ -122,3 +150,32 @@ def changes_since(reg: Registry, cursor: Cursor) -> Changes:
             max((r["last"] for r in metrics), default=cursor.metric_row),
         ),
     )
+
+
+def _changes_by_transaction(reg: Registry, cursor: Cursor) -> Changes:
+    """PostgreSQL: what transactions at or past the cursor's horizon wrote (see the module's
+    docstring); the horizon is read first, so what commits while this reads is read next time."""
+    horizon = _horizon(reg)
+    since = str(cursor.horizon)
+    records = reg.query("SELECT run_id, change FROM run_changes WHERE xid >= ?::xid8", (since,))
+    metrics = reg.query(
+        "SELECT run_id, MAX(rowid) AS last FROM metrics WHERE xid >= ?::xid8 GROUP BY run_id",
+        (since,),
+    )
+    return Changes(
+        {r["run_id"] for r in records},
+        {r["run_id"] for r in metrics},
+        Cursor(
+            max((r["change"] for r in records), default=cursor.change),
+            max((r["last"] for r in metrics), default=cursor.metric_row),
+            horizon,
+        ),
+    )
+
+
+def _horizon(reg: Registry) -> int:
+    """PostgreSQL: the oldest transaction still running (none: the next one); SQLite: 0."""
+    if not reg.is_postgres:
+        return 0
+    row = reg.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon")[0]
+    return int(row["horizon"])

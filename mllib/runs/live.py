@@ -103,7 +103,7 @@ def changes(
 
 def cursor_of(data: dict[str, Any]) -> Cursor:
     """A cursor from its JSON form (`window`'s and `changes`' `cursor`)."""
-    return Cursor(int(data["change"]), int(data["metric_row"]))
+    return Cursor(int(data["change"]), int(data["metric_row"]), int(data.get("horizon", 0)))
 
 
 def metric_choices(reg: Registry, run_ids: Iterable[str]) -> list[str]:

@@ -373,19 +373,20 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         who: Who,
         change: Annotated[int, Query(ge=0, le=2**62)] = 0,
         metric_row: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        horizon: Annotated[int, Query(ge=0, le=2**62)] = 0,
         metric: Metric = None,
         points: Points = 24,
         all_users: Everyone = False,
     ) -> dict[str, Any]:
         """The runs whose record (`records`) or metric points (`metrics`) changed after the
-        cursor (`change`, `metric_row`), as rows, and the cursor to go on from."""
+        cursor (`change`, `metric_row`, `horizon`), as rows, and the cursor to go on from."""
         from mllib.registry.changes import Cursor
         from mllib.runs.live import changes
 
         mine = None if all_users and who.admin else who.name
         with ctx.registry() as reg:
             found = changes(
-                reg, Cursor(change, metric_row), user=mine, metric=metric, points=points
+                reg, Cursor(change, metric_row, horizon), user=mine, metric=metric, points=points
             )
         return dict(json_safe(found))
 

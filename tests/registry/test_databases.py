@@ -193,6 +193,30 @@ def test_the_change_feed_names_changed_runs(reg: Registry) -> None:
     assert changes_since(reg, changes.cursor).runs == set()
 
 
+def test_a_change_committed_after_a_later_one_is_not_skipped(pg_cluster) -> None:
+    """PostgreSQL: writers run at once, so a run changed first (a lower change number, an
+    earlier point row) may commit after one changed later. A live view that read in between
+    still gets it on its next read (SQLite's writers commit one at a time: nothing to test)."""
+    url = pg_cluster.new_database()
+    first, second, reader = (Registry.connect(url) for _ in range(3))
+    try:
+        _run(reader, "e1")
+        cursor = current_cursor(reader)
+        with first.transaction():
+            update_run(first, "e1", phase="training")  # numbered first, committed last
+            insert_points(first, "e1", [(1, "loss", 0, 1.0, 0.0)])
+            _run(second, "l2")
+            insert_points(second, "l2", [(1, "loss", 0, 1.0, 0.0)])
+            seen = changes_since(reader, cursor)
+            assert seen.records == {"l2"} and seen.metrics == {"l2"}
+        after = changes_since(reader, seen.cursor)
+        assert "e1" in after.records and "e1" in after.metrics
+        assert changes_since(reader, changes_since(reader, after.cursor).cursor).runs == set()
+    finally:
+        for registry in (first, second, reader):
+            registry.close()
+
+
 def test_a_failed_transaction_leaves_nothing_and_transactions_nest(reg: Registry) -> None:
     with pytest.raises(RuntimeError), reg.transaction():
         _run(reg, "t1")
