@@ -451,6 +451,16 @@ def test_a_pruned_trial_is_cancelled_on_the_agent_the_server_gave_it(dispatching
         {k: t[k] for k in same} for t in study["trials"]
     ]
     assert there["best_value"] == study["best_value"]
+    # the dashboard's tuning pane there shows the same trials
+    from mllib.dashboard.data.studies import trials
+    from mllib.workspace import Workspace
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLLIB_HOME", laptop_env["MLLIB_HOME"])
+        shown = trials(Workspace.find(laptop), "div")
+    assert [(t.number, t.state, t.value, t.run_id) for t in shown] == [
+        (t["number"], t["state"], t["value"], t["run_id"]) for t in study["trials"]
+    ]
     resumed = cli(laptop, laptop_env, "tune", "resume", "div", "--trials", "12", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads(cli(ana, ana_env, "tune", "show", "div", "--json").stdout)

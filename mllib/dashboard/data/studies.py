@@ -53,16 +53,18 @@ class TrialRow:
 
 
 def trials(ws: Workspace, name: str) -> list[TrialRow]:
-    """Study `name`'s trials in order, each with the best complete value up to it."""
-    from mllib.tuning.records import get_study
-    from mllib.tuning.storage import load_study
+    """Study `name`'s trials in order, each with the best complete value up to it: this
+    project's study, or one its user keeps on the team server (as `mllib tune show` finds it)."""
+    from mllib.tuning.remote import find_study
+    from mllib.tuning.storage import open_study
     from mllib.tuning.views import trials as study_trials
 
-    study = get_study(ws.registry, name)
+    study = find_study(ws, name)
     pick = min if study.direction == "minimize" else max
     best: float | None = None
     rows = []
-    for t in sorted(study_trials(ws, study, load_study(ws, name)), key=lambda t: t["number"]):
+    optuna_study = open_study(ws, study, create=False)
+    for t in sorted(study_trials(ws, study, optuna_study), key=lambda t: t["number"]):
         value = t["value"]
         if t["state"] == "complete" and value is not None and not math.isnan(value):
             best = value if best is None else pick(best, value)
