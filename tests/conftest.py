@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_ON_ONE_WORKER = {"ray_head": "ray", "lab": "lab"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (scripts/test.sh runs the whole suite on several workers with
     `--dist loadgroup`), the tests that use one of the heavy session fixtures run on one worker

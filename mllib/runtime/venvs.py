@@ -116,9 +116,9 @@ def find_interpreter(wanted: str) -> Interpreter:
     running mllib, with a note saying so. Installed Pythons only, never a download: those uv
     finds (its own, and on PATH), `pythonX.Y` on PATH, and pyenv's versions (which uv does not
     look in, and whose shims answer only for the versions a shell has selected)."""
-    running = Interpreter(
+    running = Interpreter(  # its own version (platform's answer stands for the submitter's)
         getattr(sys, "_base_executable", None) or sys.executable,
-        platform.python_version(),
+        ".".join(map(str, sys.version_info[:3])),
         platform.python_implementation(),
     )
     minor = ".".join(wanted.split(".")[:2])
