@@ -54,10 +54,11 @@ IGNORED_OPTIONS = ("use_features",)  # pip's own feature flags: nothing to insta
 # mllib.sentry_plugin.enable()); the versions come from mllib's metadata.
 WORKER_PACKAGES = ("cloudpickle", "orjson", "sentry-sdk")
 # What a model server imports besides the worker's (mllib.serving.server: LitServe, the uvicorn
-# and httptools it plugs into, its metrics and process trees), for a server run in a venv.
+# and httptools it plugs into, its metrics and process trees, and the registry it writes a key's
+# burst flag to), for a server run in a venv.
 SERVER_PACKAGES = (
     "litserve", "uvicorn", "httptools", "uvloop", "starlette", "fastapi", "pydantic",
-    "prometheus-client", "psutil",
+    "prometheus-client", "psutil", "sqlite-utils",
 )  # fmt: skip
 
 

@@ -81,12 +81,14 @@ def no_server_left_behind() -> Iterator[None]:
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
         left = _leftovers(tag)
+    running = []
     for proc in left:
         try:
+            running.append(proc.cmdline())  # a zombie by now has ended: not left running
             proc.kill()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
-    assert not left, f"server processes left running after the tests: {[p.cmdline() for p in left]}"
+    assert not running, f"server processes left running after the tests: {running}"
 
 
 def free_port() -> int:
