@@ -134,33 +134,22 @@ def current_cursor(reg: Registry) -> Cursor:
 
 def changes_since(reg: Registry, cursor: Cursor) -> Changes:
     """The runs whose records or metric points changed after `cursor`. Each half of the cursor
-    moves on its own, only as far as what was read, so nothing committed meanwhile is missed."""
-    if reg.is_postgres:
-        return _changes_by_transaction(reg, cursor)
-    records = reg.query("SELECT run_id, change FROM run_changes WHERE change > ?", (cursor.change,))
-    metrics = reg.query(
-        "SELECT run_id, MAX(rowid) AS last FROM metrics WHERE rowid > ? GROUP BY run_id",
-        (cursor.metric_row,),
-    )
-    return Changes(
-        {r["run_id"] for r in records},
-        {r["run_id"] for r in metrics},
-        Cursor(
-            max((r["change"] for r in records), default=cursor.change),
-            max((r["last"] for r in metrics), default=cursor.metric_row),
-        ),
-    )
-
-
-def _changes_by_transaction(reg: Registry, cursor: Cursor) -> Changes:
-    """PostgreSQL: what transactions at or past the cursor's horizon wrote (see the module's
+    moves on its own, only as far as what was read, so nothing committed meanwhile is missed.
+    On PostgreSQL, what transactions at or past the cursor's horizon wrote (the module's
     docstring); the horizon is read first, so what commits while this reads is read next time."""
     horizon = _horizon(reg)
-    since = str(cursor.horizon)
-    records = reg.query("SELECT run_id, change FROM run_changes WHERE xid >= ?::xid8", (since,))
+    if reg.is_postgres:
+        since = str(cursor.horizon)
+        by_record: tuple[str, object] = ("xid >= ?::xid8", since)
+        by_metric: tuple[str, object] = ("xid >= ?::xid8", since)
+    else:
+        by_record, by_metric = ("change > ?", cursor.change), ("rowid > ?", cursor.metric_row)
+    records = reg.query(
+        f"SELECT run_id, change FROM run_changes WHERE {by_record[0]}", (by_record[1],)
+    )
     metrics = reg.query(
-        "SELECT run_id, MAX(rowid) AS last FROM metrics WHERE xid >= ?::xid8 GROUP BY run_id",
-        (since,),
+        f"SELECT run_id, MAX(rowid) AS last FROM metrics WHERE {by_metric[0]} GROUP BY run_id",
+        (by_metric[1],),
     )
     return Changes(
         {r["run_id"] for r in records},
