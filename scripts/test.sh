@@ -33,10 +33,11 @@ say "Types ([tool.mypy] in pyproject.toml)"
 "$VENV/bin/mypy"
 
 say "Tests"
-if [ "$#" -eq 0 ] && [ "${MLLIB_TEST_WORKERS:-0}" -gt 0 ]; then
-    # The whole suite on several workers (pytest-xdist): a file's tests stay together, and those
-    # sharing the SSH lab or the Ray head on one worker (tests/conftest.py). Not yet the default:
-    # the Docker tests' leak checks see other workers' builds.
-    set -- -n "$MLLIB_TEST_WORKERS" --dist loadgroup
+if [ "$#" -eq 0 ] && [ "${MLLIB_TEST_WORKERS:-3}" -gt 0 ]; then
+    # The whole suite on three workers (pytest-xdist; MLLIB_TEST_WORKERS=0 runs it in one
+    # process): a file's tests stay together, those sharing the SSH lab or the Ray head on one
+    # worker, and the Docker tests that check the engine for leftovers hold it alone
+    # (tests/conftest.py). Most tests wait on subprocesses, so three workers suit two cores.
+    set -- -n "${MLLIB_TEST_WORKERS:-3}" --dist loadgroup
 fi
 exec "$VENV/bin/python" -m pytest "$@"

@@ -63,10 +63,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.testrunuid = config.option.testrunuid or _RUN_ID
 
 
-def _images_repository(config: pytest.Config) -> str:
+def _test_run_id(config: pytest.Config) -> str:
     worker = getattr(config, "workerinput", {})
-    run_id = worker.get("testrunuid") or getattr(config.option, "testrunuid", None) or _RUN_ID
-    return f"mllib-test-{run_id[:10]}/env"
+    return worker.get("testrunuid") or getattr(config.option, "testrunuid", None) or _RUN_ID
+
+
+def _images_repository(config: pytest.Config) -> str:
+    return f"mllib-test-{_test_run_id(config)[:10]}/env"
+
+
+@pytest.fixture(autouse=True)
+def _docker_engine_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, tests that check the shared Docker engine for leftovers (marked
+    `docker_alone`: no new volume, dangling layer or build container) hold it alone, while the
+    other tests that use the engine share it: a check never sees another worker's build."""
+    item = request.node
+    alone = item.get_closest_marker("docker_alone") is not None
+    if not hasattr(request.config, "workerinput") or not (
+        alone or "docker_client" in item.fixturenames
+    ):
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(request.config)[:10]}.docker"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield  # closing the file releases the lock
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -37,10 +37,20 @@ def model_artifact(reg: Registry, run_id: str) -> dict[str, Any] | None:
 
 
 def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
-    """Record a new version of model `name` made by `run_id`; returns the version number."""
+    """Record a new version of model `name` made by `run_id`; returns the version number, one
+    past any this name was ever given (a removed version's number is not reused)."""
     with reg.transaction():
-        row = reg.conn.execute("SELECT MAX(version) FROM models WHERE name = ?", (name,)).fetchone()
-        version = (row[0] or 0) + 1
+        row = reg.conn.execute(
+            "SELECT MAX(version), (SELECT last FROM model_numbers WHERE name = ?) FROM models"
+            " WHERE name = ?",
+            (name, name),
+        ).fetchone()
+        version = max(row[0] or 0, row[1] or 0) + 1
+        reg.conn.execute(
+            "INSERT INTO model_numbers (name, last) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last = excluded.last",
+            (name, version),
+        )
         reg.db.table("models").insert(
             {
                 "name": name,

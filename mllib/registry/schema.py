@@ -137,6 +137,15 @@ def migrations() -> sqlite_utils.Migrations:
             foreign_keys=[("run_id", "runs", "id")],
         )
 
+    @migrations(name="0004_model_numbers")
+    def model_numbers(db: sqlite_utils.Database) -> None:
+        # The newest version number each model name has been given: a removed version's number
+        # is never given again (deploy history, aliases and links in notes keep naming it).
+        db.execute("CREATE TABLE model_numbers (name TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+        db.execute(
+            "INSERT INTO model_numbers (name, last) SELECT name, MAX(version) FROM models GROUP BY name"
+        )
+
     return migrations
 
 

@@ -180,6 +180,12 @@ def test_model_versions_aliases_evaluations_and_environments(reg: Registry) -> N
     set_environment(reg, "v1", {"python": "3.12", "packages_hash": "p2"})  # a retry: replaced
     assert get_environment(reg, "v1") == {"python": "3.12", "packages_hash": "p2"}
     assert get_environment(reg, "v2") is None
+    # `runs rm` of the newest version: its number is not given to the next one
+    with reg.transaction():
+        reg.conn.execute("DELETE FROM models WHERE run_id = ?", ("v2",))
+    _run(reg, "v3")
+    assert register_model(reg, "clf", "v3", "c" * 64) == 3
+    assert newest_version(reg, "clf").version == 3
 
 
 def test_the_change_feed_names_changed_runs(reg: Registry) -> None:

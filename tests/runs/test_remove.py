@@ -76,6 +76,9 @@ def test_rm_takes_runs_out_whole_and_keeps_what_others_use(project: Project):
     assert left < before and len(before - left) == 4  # the code snapshot, shared, stays
     predicted = project.mllib("predict", "model.py", "--run", keep["id"], "--input", "{}")
     assert predicted.returncode == 0 and predicted.json() == {"size": 1000}  # shared code stays
+    # The removed versions' numbers (2 and 3) are not given again: history still names them.
+    assert project.mllib("models", "show", "Sized", "--json").json()["versions"][-1]["version"] == 1
+    assert trained(project, "--n=4")["model_version"] == 4
 
 
 def test_rm_refuses_a_run_in_use_and_keeps_recent_objects(project: Project):

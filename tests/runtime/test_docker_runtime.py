@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 BUILD_DIR = "/tmp/mllib-build"
 
+# Every test here checks the engine for leftovers: none of another worker's builds may run meanwhile.
+pytestmark = pytest.mark.docker_alone
+
 
 @pytest.fixture
 def docker_project(
@@ -77,11 +80,10 @@ def _dangling_mllib_layers(client: DockerClient) -> set[str]:
 
 
 def _build_containers(client: DockerClient) -> list[str]:
-    return [
-        c.name
-        for c in client.containers.list(all=True)
-        if BUILD_DIR in " ".join(c.attrs.get("Config", {}).get("Cmd") or [])
-    ]
+    """Containers running a build step, from the engine's list alone (inspecting each one
+    would race with the engine removing a cancelled build's container)."""
+    listed = client.api.containers(all=True)
+    return [c["Names"][0] for c in listed if BUILD_DIR in (c.get("Command") or "")]
 
 
 def _latest(project: ProbeProject) -> dict:
