@@ -72,25 +72,28 @@ def _images_repository(config: pytest.Config) -> str:
     return f"mllib-test-{_test_run_id(config)[:10]}/env"
 
 
-@pytest.fixture(autouse=True)
-def _docker_engine_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: waiting is not the test's time
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under pytest-xdist, tests that check the shared Docker engine for leftovers (marked
     `docker_alone`: no new volume, dangling layer or build container) hold it alone, while the
     other tests that use the engine share it: a check never sees another worker's build."""
-    item = request.node
     alone = item.get_closest_marker("docker_alone") is not None
-    if not hasattr(request.config, "workerinput") or not (
-        alone or "docker_client" in item.fixturenames
+    if not hasattr(item.config, "workerinput") or not (
+        alone or "docker_client" in getattr(item, "fixturenames", ())
     ):
         yield
         return
     import fcntl
     import tempfile
 
-    path = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(request.config)[:10]}.docker"
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        yield  # closing the file releases the lock
+    base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(item.config)[:10]}.docker"
+    with open(f"{base}.gate", "a") as gate, open(base, "a") as engine:
+        # Through the gate one at a time, so a test waiting to hold the engine alone is not
+        # starved by the shared holders that keep overlapping (flock favours no one).
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(engine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # closing the files releases the locks
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -98,6 +101,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     ran the tests, or with workers in the controller after all of them ended."""
     if hasattr(session.config, "workerinput"):
         return
+    import tempfile
+
+    turns = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(session.config)[:10]}.docker"
+    for path in (turns, Path(f"{turns}.gate")):  # the Docker engine's turns (above)
+        path.unlink(missing_ok=True)
     try:
         client = connect(timeout=120)
     except DockerRuntimeError:

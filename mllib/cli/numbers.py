@@ -27,7 +27,9 @@ def number_parser(name: str, allowed: Range) -> Callable[[Any], int | float]:
 
 
 def number_option(name: str, allowed: Range, *more: str, help: str, **options: Any) -> Any:
-    """A typer.Option for a number within `allowed` (more names in `more`, e.g. "-c")."""
+    """A typer.Option for a number within `allowed` (more names in `more`, e.g. "-c"); `--help`
+    shows INTEGER or FLOAT for its value, as for typer's own numbers."""
+    options.setdefault("metavar", "INTEGER" if allowed.integer else "FLOAT")
     return typer.Option(
         name,
         *more,

@@ -26,6 +26,19 @@ agents_app = typer.Typer(
 app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
 
+ExpiresOpt = Annotated[
+    float | None,
+    number_option(
+        "--expires-days", TOKEN_DAYS, help="The token expires after this long.", show_default=False
+    ),
+]
+
+
+def _seconds(days: float | None) -> float | None:
+    """A token's life in seconds (None: it never expires)."""
+    return None if days is None else days * 86400
+
+
 DirOpt = Annotated[
     str | None,
     typer.Option(
@@ -129,15 +142,7 @@ def users_add(
         int | None,
         number_option("--max-queued", COUNT, help="Their own quota.", show_default=False),
     ] = None,
-    expires_days: Annotated[
-        float | None,
-        number_option(
-            "--expires-days",
-            TOKEN_DAYS,
-            help="The token expires after this long.",
-            show_default=False,
-        ),
-    ] = None,
+    expires_days: ExpiresOpt = None,
     directory: DirOpt = None,
 ) -> None:
     """Add a user and print their login token (once: only its hash is kept)."""
@@ -152,7 +157,7 @@ def users_add(
             admin=admin,
             max_running=max_running,
             max_queued=max_queued,
-            expires_in_s=None if expires_days is None else expires_days * 86400,
+            expires_in_s=_seconds(expires_days),
         )
     finally:
         reg.close()
@@ -163,15 +168,7 @@ def users_add(
 @users_app.command("token")
 def users_token(
     name: Annotated[str, typer.Argument(help="The user.")],
-    expires_days: Annotated[
-        float | None,
-        number_option(
-            "--expires-days",
-            TOKEN_DAYS,
-            help="The token expires after this long.",
-            show_default=False,
-        ),
-    ] = None,
+    expires_days: ExpiresOpt = None,
     directory: DirOpt = None,
 ) -> None:
     """Print a new login token for a user (their others stay valid)."""
@@ -180,9 +177,7 @@ def users_token(
 
     reg = database(home_at(directory))
     try:
-        token = issue_token(
-            reg, name, expires_in_s=None if expires_days is None else expires_days * 86400
-        )
+        token = issue_token(reg, name, expires_in_s=_seconds(expires_days))
     finally:
         reg.close()
     print(token)
