@@ -437,7 +437,8 @@ def deploy_prod(
 ) -> Target:
     """A prod deployment of the trained template (its own copy of the project) and a key.
     `inference` None: mllib's defaults (nothing set); else that mode with `replicas` fixed.
-    `plain`: the model without its predict_batch (one predict() per request)."""
+    `plain`: the model without its predict_batch (one predict() per request, making one
+    scikit-learn call as MLflow's sklearn flavour does)."""
     from mllib.serving.control import keys
     from mllib.serving.control.deploy import DeployContext, deploy, stop
     from mllib.workspace import Workspace
@@ -458,8 +459,9 @@ def deploy_prod(
             "        return self.predict_batch([request])[0]",
             "        import numpy as np\n\n"
             "        rows = np.asarray(request['features'], dtype=float).reshape(1, -1)\n"
-            "        return {'label': self.model.predict(rows)[0],"
-            " 'probability': self.model.predict_proba(rows)[0, 1]}",
+            "        proba = self.model.predict_proba(rows)[0]\n"
+            "        return {'label': self.model.classes_[proba.argmax()],"
+            " 'probability': proba[1]}",
         )
         model.write_text(source.replace("def predict_batch(", "def _predict_batch("))
         mllib_cli("train", "model.py", cwd=project)  # a version with this code
