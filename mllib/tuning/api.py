@@ -161,7 +161,8 @@ def run(
         if resume:
             _take_over(ws, driver, optuna_study, name)
         try:
-            tally = driver.run()
+            with _warm_workers(target, driver.launch):
+                tally = driver.run()
         except KeyboardInterrupt:
             _ended(ws, optuna_study, name, status="interrupted")
             raise
@@ -321,6 +322,19 @@ def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: 
             driver.adopt(trial, run, retry_of)
         else:
             driver.settle(trial, run, retry_of)
+
+
+@contextmanager
+def _warm_workers(target: ModelTarget, launch: Launch) -> Iterator[None]:
+    """Trials that run here as processes are forked from a worker that has imported mllib and
+    the model's libraries once (mllib.runtime.forkserver); other runtimes are unaffected."""
+    if launch.remote or launch.agent:
+        yield
+        return
+    from mllib.runtime.forkserver import model_imports, warm_workers
+
+    with warm_workers(model_imports(target.info.file)):
+        yield
 
 
 def _study_server(ws: Workspace, launch: Launch) -> str | None:
