@@ -4,10 +4,11 @@ A process-runtime run pays for starting Python and importing the worker (mllib's
 cloudpickle, orjson) and the model's libraries (numpy, scikit-learn) before its own code runs:
 ~150 ms of CPU for a trivial model, most of a short trial. A study runs many such trials with
 the same interpreter, project and environment, so while one is driven (`warm_workers()`), the
-process runtime starts its workers from a fork server: a process started once, as the worker
-would be (same interpreter, working folder and environment), that imports the worker and the
-model file's module-level imports of installed libraries (never the project's own code), then
-forks one child per run, as multiprocessing's forkserver does with `preload`.
+process runtime starts its workers from a fork server (mllib.worker.forkserver, its messages in
+mllib.protocol.forks): a process started once, as the worker would be (same interpreter, working
+folder and environment), that imports the worker and the model file's module-level imports of
+installed libraries (never the project's own code), then forks one child per run, as
+multiprocessing's forkserver does with `preload`.
 
 Each child is still the run's own process, exactly as `python -u -m mllib.worker` would be: its
 own session (cancel is SIGTERM to its process group), its stdout and stderr on the supervisor's
