@@ -6,8 +6,11 @@
    a runtime that starts nothing (the `null` runtime below: the worker's own time is the model's
    side). Goal: <= 2x.
 2. Trials per second with the process runtime (a trivial model: each trial is a real worker
-   process), sequential and 2 at once, and where a run's start-up cost goes: the null runtime's
-   run (mllib's bookkeeping), `python -c pass`, and the worker's imports. Goal: >= 30 trials/s.
+   process), sequential and 2 at once, with warm workers (forked from a worker that imported
+   mllib and the model's libraries once, mllib.runtime.forkserver) and, interleaved, without
+   (a new Python per trial, as before); and where a run's start-up cost goes: the null
+   runtime's run (mllib's bookkeeping), `python -c pass`, and the worker's imports.
+   Goal: >= 30 trials/s.
 3. The sklearn template (`mllib init --template sklearn`), C and max_iter searched with the random
    sampler (seed 0): 4 trials at once against one at a time, same trials, same best value.
    Goal: <= 0.35x the wall time on a machine with 4 free slots; with `--agents`, the trials run
@@ -301,10 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         }
     if args.only in (None, "process"):
         process_root = _project(work, "process", TRIVIAL)
-        results["process_runtime"] = {
-            f"parallel {p}": mllib_study(process_root, n_process, "process", p, f"process-{p}")
-            for p in (1, 2)
-        }
+        rows: dict[str, Any] = {}
+        for p in (1, 2):  # warm workers (the default) and without, interleaved
+            for warm in ("1", "0"):
+                os.environ["MLLIB_WARM_WORKERS"] = warm
+                label = f"parallel {p}" + ("" if warm == "1" else ", warm workers off")
+                name = f"process-{p}-{'warm' if warm == '1' else 'cold'}"
+                rows[label] = mllib_study(process_root, n_process, "process", p, name)
+                rows[label]["load_average"] = os.getloadavg()[0]
+        os.environ.pop("MLLIB_WARM_WORKERS")
+        results["process_runtime"] = rows
         results["startup"] = startup_breakdown(_project(work, "startup", TRIVIAL), repeat)
     if args.only in (None, "sklearn"):
         if args.agents:
@@ -343,7 +352,8 @@ def _print_process(results: dict[str, Any]) -> None:
     print("process runtime, trivial model:")
     for name, row in results["process_runtime"].items():
         print(f"  {name}: {row['trials_per_s']:.1f} trials/s ({row['ms_per_trial']:.0f} ms/trial, "
-              f"{row['cpu_ms_per_trial']:.0f} ms CPU/trial)")  # fmt: skip
+              f"{row['cpu_ms_per_trial']:.0f} ms CPU/trial; load average "
+              f"{row['load_average']:.1f})")  # fmt: skip
     print("where a run's start-up goes (medians):")
     for name, ms in results["startup"].items():
         print(f"  {name}: {ms:.0f}")

@@ -19,7 +19,9 @@ RETRY_FOR_S = 60.0
 
 
 class ServerError(MllibError):
-    """The server refused a request (401, 409, 429...): its own message."""
+    """The server refused a request (401, 409, 429...): its own message, and its HTTP status."""
+
+    status: int | None = None
 
 
 class Server:
@@ -104,4 +106,6 @@ def _error(response: Any) -> MllibError:
         return NotFoundError(message, hint=hint)
     if response.status_code in (502, 503, 504):
         return RuntimeUnavailableError(message, hint=hint)
-    return ServerError(message, hint=hint)
+    refused = ServerError(message, hint=hint)
+    refused.status = response.status_code
+    return refused

@@ -18,7 +18,7 @@ import weakref
 from typing import Any
 from urllib.parse import quote
 
-from mllib.client.http import Server
+from mllib.client.http import Server, ServerError
 
 PAGE = 10_000  # the most entries the server sends in one answer (mllib.server.studies.MAX_READ)
 
@@ -31,6 +31,7 @@ class ServerJournal:
         # Optuna's storages have no close(): the connection goes when the journal does.
         self._closer = weakref.finalize(self, self.server.close)
         self.path = f"/api/v1/studies/{quote(study, safe='')}/journal"
+        self.read_count = 0  # entries read so far: what an `expect` append is conditioned on
 
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
         """The entries from number `log_number_from` on, in the order the server appended them."""
@@ -39,12 +40,23 @@ class ServerJournal:
             page = self.server.get(self.path, params={"after": log_number_from + len(entries)})
             entries += page["entries"]
             if len(page["entries"]) < PAGE:
+                self.read_count = max(self.read_count, log_number_from + len(entries))
                 return entries
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        """Append `logs` after the journal's last entry (whoever else is appending)."""
-        body = {"entries": logs, "batch": uuid.uuid4().hex}
-        self.server.request("POST", self.path, json=body)
+    def append_logs(self, logs: list[dict[str, Any]], *, expect: int | None = None) -> bool:
+        """Append `logs` after the journal's last entry (whoever else is appending); with
+        `expect`, only if it holds that many entries: False when it held more (nothing was
+        appended; read it again and decide again)."""
+        body: dict[str, Any] = {"entries": logs, "batch": uuid.uuid4().hex}
+        if expect is not None:
+            body["expect"] = expect
+        try:
+            self.server.request("POST", self.path, json=body)
+        except ServerError as exc:
+            if expect is not None and exc.status == 409:
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         self._closer()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from mllib.protocol.argv import worker_argv
 from mllib.protocol.failure import ExitStatus
+from mllib.runtime import forkserver
 from mllib.runtime.base import Job, host_python
 from mllib.runtime.processes import kill_tree
 
@@ -35,12 +36,20 @@ class ProcessRuntime:
     def available(self) -> str | None:
         return None
 
-    def start(self, job: Job) -> ProcessHandle:
+    def start(self, job: Job) -> ProcessHandle | forkserver.WarmHandle:
+        """The worker for `job`: forked from the study's warm workers when a study is driven
+        and the run fits them (mllib.runtime.forkserver), else a new Python process."""
         data = {name: str(path) for name, path in job.data_mounts.items()}  # see Job.data_mounts
         env = {**os.environ, **data, **job.env, **job.gpu_env(), **self.extra_env}
         env["PYTHONUNBUFFERED"] = "1"
+        argv = worker_argv(self.python, job.run_dir, job.code_dir)
+        warm = forkserver.active()
+        if warm is not None and self.python == host_python() and not self.pass_fds:
+            handle = warm.start(self.python, argv[4:], job.work_dir, env)
+            if handle is not None:
+                return handle
         proc = subprocess.Popen(
-            worker_argv(self.python, job.run_dir, job.code_dir),
+            argv,
             cwd=job.work_dir,
             env=env,
             stdin=subprocess.DEVNULL,

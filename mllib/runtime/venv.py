@@ -25,6 +25,7 @@ from mllib.protocol.failure import EXIT_CANCELLED, SYSTEM_ERROR, USER_ERROR, Exi
 from mllib.protocol.folder import RunFolder
 from mllib.runtime.base import Job
 from mllib.runtime.env_plan import EnvPlan, plan_environment
+from mllib.runtime.forkserver import WarmHandle
 from mllib.runtime.install_errors import classify_install_failure
 from mllib.runtime.installer import InstallCancelled, InstallFailed
 from mllib.runtime.prepared import PreparedHandle
@@ -51,7 +52,7 @@ class VenvHandle(PreparedHandle):
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self._worker: ProcessHandle | None = None
+        self._worker: ProcessHandle | WarmHandle | None = None
         self._plan: EnvPlan | None = None
 
     def cancel(self, grace_s: float) -> None:
@@ -99,7 +100,7 @@ class VenvHandle(PreparedHandle):
         cap = cap_bytes(config.runtime.env_cache_gb)
         return ensure_env(plan, progress=self._progress, cancel=self._cancel, cap_bytes=cap)
 
-    def _start_worker(self, env: Env) -> ProcessHandle:
+    def _start_worker(self, env: Env) -> ProcessHandle | WarmHandle:
         extra = {**env.variables(), "MLLIB_RUNTIME": "venv", "MLLIB_RUNTIME_ID": env.key}
         if env.meta.get("python_note"):
             extra["MLLIB_ENV_NOTE"] = str(env.meta["python_note"])

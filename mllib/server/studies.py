@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mllib.registry.runs import now
 from mllib.registry.schema import new_set
+from mllib.server.submit import Conflict
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -57,9 +58,23 @@ def migrations() -> "sqlite_utils.Migrations":
     return migrations_
 
 
-def append(reg: "Registry", user: str, study: str, entries: list[Any], batch: str) -> int:
+class JournalMoved(Conflict):
+    """An append made on condition that the journal held so many entries, when it held more."""
+
+
+def append(
+    reg: "Registry",
+    user: str,
+    study: str,
+    entries: list[Any],
+    batch: str,
+    expect: int | None = None,
+) -> int:
     """Append `entries` to `user`'s journal of `study` after its last; returns how many the
-    journal holds. A batch already appended (a retried request) is not appended again."""
+    journal holds. A batch already appended (a retried request) is not appended again. With
+    `expect`, only if the journal holds exactly that many entries (else JournalMoved): a writer
+    that decided from what it read appends only if nobody appended since (mllib.tuning.driver
+    asks for a trial so, and two machines driving one study never go past its trials)."""
     with reg.transaction():
         if reg.is_postgres:  # appends to one journal wait for each other (SQLite: BEGIN IMMEDIATE)
             key = f"{user}/{study}"
@@ -69,6 +84,11 @@ def append(reg: "Registry", user: str, study: str, entries: list[Any], batch: st
             (user, study, batch),
         ):
             start = _count(reg, user, study)
+            if expect is not None and start != expect:
+                raise JournalMoved(
+                    f"The journal of study {study} holds {start} entries, not {expect}",
+                    hint=f"Read it again from entry {expect} and decide again.",
+                )
             stamp = now()
             reg.db.table("study_journal").insert_all(
                 {
@@ -119,6 +139,9 @@ class JournalAppend(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entries: list[dict[str, Any]] = Field(..., max_length=100_000)
     batch: str = Field(..., min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    expect: int | None = Field(
+        None, ge=0, le=2**62, description="Append only if the journal holds this many (else 409)"
+    )
 
 
 def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], prefix: str) -> None:
@@ -145,6 +168,8 @@ def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], pr
 
     @app.post(f"{prefix}/studies/{{study}}/journal", tags=["studies"])
     def append_journal(study: Study, body: JournalAppend, user: Who) -> dict[str, int]:
-        """Append entries to the study's journal; `count`: how many it holds after."""
+        """Append entries to the study's journal; `count`: how many it holds after. With
+        `expect`, 409 when it does not hold that many before (nothing is appended)."""
         with ctx.registry() as reg:
-            return {"count": append(reg, user.name, study, body.entries, body.batch)}
+            count = append(reg, user.name, study, body.entries, body.batch, body.expect)
+            return {"count": count}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from mllib.errors import UsageError
 from mllib.identity import current_user
 from mllib.runs.target import ModelTarget, locate_model, require_methods
 from mllib.tuning.driver import Driver, Launch, Progress, Tally
+from mllib.tuning.drivers import Presence
 from mllib.tuning.records import (
     StudyRecord,
     create_study,
@@ -26,7 +27,7 @@ from mllib.tuning.records import (
     trial_runs,
     update_study,
 )
-from mllib.tuning.remote import publish
+from mllib.tuning.remote import on_server, publish
 from mllib.tuning.settings import TuneSettings, default_direction
 from mllib.tuning.space import parse_space, space_texts
 from mllib.tuning.storage import load_study
@@ -149,6 +150,7 @@ def run(
             _reseed(optuna_study, study)
         evaluate = "evaluate" in target.info.methods or not target.info.complete
         attempts = ws.project.config.retry.max_attempts
+        presence = Presence(optuna_study) if on_server(study) else None
         driver = Driver(
             target,
             study,
@@ -157,17 +159,20 @@ def run(
             evaluate=evaluate,
             progress=progress,
             max_attempts=attempts,
+            presence=presence,
         )
-        if resume:
-            _take_over(ws, driver, optuna_study, name)
-        try:
-            tally = driver.run()
-        except KeyboardInterrupt:
-            _ended(ws, optuna_study, name, status="interrupted")
-            raise
-        except Exception as exc:
-            _ended(ws, optuna_study, name, status="stopped", error=str(exc).splitlines()[0])
-            raise
+        with presence or nullcontext():  # beating before it takes over trials of others
+            if resume:
+                _take_over(ws, driver, optuna_study, name)
+            try:
+                with _warm_workers(target, driver.launch):
+                    tally = driver.run()
+            except KeyboardInterrupt:
+                _ended(ws, optuna_study, name, status="interrupted")
+                raise
+            except Exception as exc:
+                _ended(ws, optuna_study, name, status="stopped", error=str(exc).splitlines()[0])
+                raise
         _ended(ws, optuna_study, name, status="finished", error=None)
     return tally
 
@@ -300,19 +305,30 @@ def _reseed(optuna_study: optuna.Study, study: StudyRecord) -> None:
     seed = study.settings.get("seed")
     if seed is not None:
         offset = len(optuna_study.get_trials(deepcopy=False))
+        if on_server(study):  # two machines resuming it at once must not draw the same points
+            offset += os.getpid()
         optuna_study.sampler = sampler(
             study.settings["sampler"], seed + offset, study.settings["parallel"]
         )
 
 
 def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: str) -> None:
-    """Settle (or follow) each trial an earlier `mllib tune` of the study left running."""
+    """Settle (or follow) each trial an earlier `mllib tune` of the study left running; of a
+    server-kept study, not those of drivers still driving it on other machines."""
     from mllib.registry.runs import get_run
+    from mllib.tuning.drivers import DRIVER_ATTR, live_drivers
     from mllib.tuning.storage import import_optuna, live_trial
 
     links = trial_runs(ws.registry, name)
     running = (import_optuna().trial.TrialState.RUNNING,)
+    left = {t.number for t in optuna_study.get_trials(deepcopy=False, states=running)}
+    # Read after the trials: a driver beats before it asks for its first trial, so the driver
+    # of any trial above is among the beats, and has named itself on it once they are watched.
+    me = driver.presence
+    live = live_drivers(optuna_study, me=me.id) if me is not None else set()
     for frozen in optuna_study.get_trials(deepcopy=False, states=running):
+        if frozen.number not in left or frozen.user_attrs.get(DRIVER_ATTR) in live:
+            continue  # its driver runs it, and tells how it ends
         trial = live_trial(optuna_study, frozen)
         link = links.get(frozen.number)
         retry_of = frozen.user_attrs.get("retry_of")
@@ -321,6 +337,19 @@ def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: 
             driver.adopt(trial, run, retry_of)
         else:
             driver.settle(trial, run, retry_of)
+
+
+@contextmanager
+def _warm_workers(target: ModelTarget, launch: Launch) -> Iterator[None]:
+    """Trials that run here as processes are forked from a worker that has imported mllib and
+    the model's libraries once (mllib.runtime.forkserver); other runtimes are unaffected."""
+    if launch.remote or launch.agent:
+        yield
+        return
+    from mllib.runtime.forkserver import model_imports, warm_workers
+
+    with warm_workers(model_imports(target.info.file)):
+        yield
 
 
 def _study_server(ws: Workspace, launch: Launch) -> str | None:

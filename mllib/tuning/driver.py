@@ -31,6 +31,7 @@ from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 from mllib.registry.metrics import get_eval_metrics, metric_summary, points_after
 from mllib.registry.runs import RunRecord, get_run
 from mllib.runs.backend import CancelFlag
+from mllib.tuning.drivers import Presence, counts, has_room
 from mllib.tuning.records import (
     PRUNED,
     StudyRecord,
@@ -39,7 +40,7 @@ from mllib.tuning.records import (
     update_study,
 )
 from mllib.tuning.remote import RUN_ATTR, on_server
-from mllib.tuning.storage import import_optuna, quiet_warnings
+from mllib.tuning.storage import ask_in_turn, import_optuna, quiet_warnings
 
 if TYPE_CHECKING:
     import optuna
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from mllib.tuning.space import Space
 
 POLL_S = 0.1  # how often running trials' new metric points are read for the pruner
+FULL_WAIT_S = 1.0  # a study other drivers fill is looked at again after this long
 MOST_FAIL_AFTER = 3  # the study stops when more than half of at least this many trials failed
 
 
@@ -132,6 +134,7 @@ class Driver:
         evaluate: bool,
         progress: Progress | None = None,
         max_attempts: int = 3,
+        presence: Presence | None = None,
     ) -> None:
         self.target = target
         self.ws = target.ws
@@ -148,6 +151,8 @@ class Driver:
         self.ended: queue.Queue[Trial] = queue.Queue()
         self.tally = Tally(target=int(self.settings["trials"]))
         self.stop_reason: str | None = None
+        self.presence = presence
+        self._full_until = 0.0
         self._states = import_optuna().trial.TrialState
         self._count_existing()
 
@@ -160,7 +165,11 @@ class Driver:
         try:
             while True:
                 while self._may_start(deadline):
-                    self._start(self._ask())
+                    item = self._ask()
+                    if item is None:  # other drivers' trials fill the study for now
+                        self._full_until = time.monotonic() + FULL_WAIT_S
+                        break
+                    self._start(item)
                 if not self.running:
                     break
                 self._wait()
@@ -178,6 +187,8 @@ class Driver:
         """Follow a trial whose run was started by an earlier `mllib tune` and still runs (on an
         agent): it is waited for and told like the others."""
         item = Trial(trial, dict(trial.params), retry_of, run_id=run.id, record=None)
+        if self.presence is not None:  # this driver tells how it ends now
+            self.presence.claim(trial)
         self.running[item.number] = item
         self.tally.running += 1
 
@@ -192,6 +203,8 @@ class Driver:
 
     def _may_start(self, deadline: float | None) -> bool:
         if self.stop_reason is not None or len(self.running) >= int(self.settings["parallel"]):
+            return False
+        if self.running and time.monotonic() < self._full_until:
             return False
         if deadline is not None and time.monotonic() >= deadline:
             return False
@@ -219,9 +232,15 @@ class Driver:
             self._report(item)
 
     # -- one trial --------------------------------------------------------------------------
-    def _ask(self) -> Trial:
+    def _ask(self) -> Trial | None:
+        """The next trial (a retry waiting first); None when drivers on other machines fill
+        the study (a server-kept one, mllib.tuning.drivers)."""
         with quiet_warnings():
-            trial = self.optuna.ask(self.distributions)
+            trial = ask_in_turn(self.optuna, self.distributions, has_room(self.tally.target))
+        if trial is None:
+            return None
+        if self.presence is not None:
+            self.presence.claim(trial)
         attrs = trial.user_attrs
         return Trial(
             trial,
@@ -437,7 +456,7 @@ class Driver:
                     self._best_frozen(frozen.number, value, frozen.params)
             elif frozen.state == states.PRUNED:
                 self.tally.pruned += 1
-            elif frozen.state == states.FAIL and not _was_retried(frozen):
+            elif frozen.state == states.FAIL and counts(frozen):
                 self.tally.failed += 1
 
     def _best_frozen(self, number: int, value: float, params: dict[str, Any]) -> None:
@@ -468,10 +487,6 @@ class Driver:
                         self.running.pop(other.number)
                 continue
             self._end(item)
-
-
-def _was_retried(frozen: Any) -> bool:
-    return bool(frozen.user_attrs.get("retried"))
 
 
 def _error_text(error: BaseException | None) -> str:

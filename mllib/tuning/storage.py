@@ -11,8 +11,10 @@ from any machine its user logs in from.
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,18 +100,73 @@ def server_storage(url: str, name: str) -> BaseStorage:
     from mllib.plugins import STUDY_JOURNAL, load
 
     remote = load(STUDY_JOURNAL)(url, name)
+    in_turn = threading.local()  # set by ask_in_turn on the thread that asks
 
     class ServerBackend(BaseJournalBackend):
         """Optuna's side of mllib.client.studies.ServerJournal."""
 
         def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-            return list(remote.read_logs(log_number_from))
+            logs = list(remote.read_logs(log_number_from))
+            if getattr(in_turn, "counting", False):  # the journal's length its trials reflect
+                in_turn.seen = log_number_from + len(logs)
+            return logs
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            expect = getattr(in_turn, "expect", None)
+            if expect is not None and any(log["op_code"] == CREATE_TRIAL for log in logs):
+                # a new trial only if nobody appended since its asker counted the trials
+                if not remote.append_logs(logs, expect=expect):
+                    raise _JournalMoved()
+                return
             remote.append_logs(logs)
 
     with quiet_warnings():
-        return JournalStorage(ServerBackend())
+        storage = JournalStorage(ServerBackend())
+    _IN_TURN[storage] = in_turn
+    return storage
+
+
+class _JournalMoved(Exception):
+    """Another writer appended to a server journal after the asker last read it."""
+
+
+MAX_TURNS = 100  # reads and tries of one ask_in_turn while other writers keep appending
+CREATE_TRIAL = 4  # Optuna's JournalOperation.CREATE_TRIAL (a journal's format, kept stable)
+# a server-kept storage, and each study opened on it -> the flag of its asking thread
+_IN_TURN: weakref.WeakKeyDictionary[Any, threading.local] = weakref.WeakKeyDictionary()
+
+
+def ask_in_turn(
+    study: optuna.Study,
+    distributions: dict[str, BaseDistribution],
+    room: Callable[[list[FrozenTrial]], bool],
+) -> Trial | None:
+    """`study.ask(distributions)`. For a study kept on a team server, which other machines may
+    drive at once: only while `room(its trials)` says so (None when not), and a new trial is
+    created only if nobody wrote to its journal since those trials were read (the server's lock
+    decides; else they are read again). So drivers together never create more than it needs."""
+    in_turn = _IN_TURN.get(study)
+    if in_turn is None:
+        return study.ask(distributions)
+    for _ in range(MAX_TURNS):
+        in_turn.counting = True
+        try:
+            trials = study.get_trials(deepcopy=False)
+        finally:
+            in_turn.counting = False
+        if not room(trials):
+            return None
+        in_turn.expect = in_turn.seen
+        try:
+            return study.ask(distributions)
+        except _JournalMoved:
+            continue
+        finally:
+            in_turn.expect = None
+    raise MllibError(
+        f"Could not add a trial to study {study.study_name}: its journal kept changing",
+        hint="Fewer machines driving it at once, or try again.",
+    )
 
 
 def sampler(name: str, seed: int | None, parallel: int) -> BaseSampler:
@@ -164,7 +221,7 @@ def open_study(
             settings["sampler"], None if seed is None else seed + seed_offset, settings["parallel"]
         )
         if create:
-            return optuna.create_study(
+            made = optuna.create_study(
                 study_name=study.name,
                 storage=storage,
                 sampler=chosen,
@@ -175,12 +232,16 @@ def open_study(
                     else optuna.study.StudyDirection.MAXIMIZE
                 ),
             )
-        return optuna.load_study(
-            study_name=study.name,
-            storage=storage,
-            sampler=chosen,
-            pruner=pruner(settings["pruner"]),
-        )
+        else:
+            made = optuna.load_study(
+                study_name=study.name,
+                storage=storage,
+                sampler=chosen,
+                pruner=pruner(settings["pruner"]),
+            )
+    if storage in _IN_TURN:
+        _IN_TURN[made] = _IN_TURN[storage]
+    return made
 
 
 def load_study(ws: Workspace, name: str) -> optuna.Study:

@@ -397,6 +397,55 @@ def test_a_dataset_uploaded_to_the_server_reaches_its_agent_and_is_sent_once(dis
     assert local["status"] == "succeeded" and local["metric_summary"]["files"]["last"] == 3
 
 
+@pytest.mark.timeout(900)  # the lab's server and agents, 1 trial, then 9 from two machines at once
+def test_two_machines_driving_one_study_run_each_trial_once_and_reach_its_trials(
+    dispatching, tmp_path
+):
+    server = dispatching
+    ana, ana_env = person(tmp_path, server, "ana")
+    laptop, laptop_env = person(tmp_path, server, "ana", machine="ana-laptop")
+    started = cli(
+        ana, ana_env, "tune", "model.py", "--remote", "--param", "steps=int:1:30",
+        "--metric", "total", "--trials", "1", "--sampler", "random", "--seed", "2",
+        "--name", "both", "--sleep_s=0.2", timeout=300,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    # Both machines resume it to 10 trials at the same time, each driving 1 trial at once.
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mllib", "tune", "resume", "both", "--trials", "10"],
+            cwd=root,
+            env=_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for root, env in ((ana, ana_env), (laptop, laptop_env))
+    ]
+    outputs = [driver.communicate(timeout=800) for driver in drivers]
+    for driver, (_, stderr) in zip(drivers, outputs, strict=True):
+        assert driver.returncode == 0, stderr
+    study = json.loads(cli(ana, ana_env, "tune", "show", "both", "--json").stdout)
+    trials = study["trials"]
+    # Exactly the study's 10 trials, each numbered once, each its own run that ran once.
+    assert [t["number"] for t in trials] == list(range(10)), trials
+    assert study["counts"]["complete"] == 10, study["counts"]
+    run_ids = [t["run_id"] for t in trials]
+    assert len(set(run_ids)) == 10 and None not in run_ids
+    with server.client("ana") as http:
+        runs = http.get("/api/v1/runs", params={"limit": 100}).json()
+    trained = [r for r in runs if r["id"] in run_ids]
+    assert len(trained) == 10 and all(r["status"] == "succeeded" for r in trained)
+    assert len(runs) == 10  # no trial's run was submitted twice
+    # Both machines drove trials, none the same: each recorded the runs it submitted.
+    mine = [
+        {r["id"] for r in json.loads(cli(root, env, "runs", "list", "--local", "--json").stdout)}
+        for root, env in ((ana, ana_env), (laptop, laptop_env))
+    ]
+    assert mine[0] and mine[1] and not mine[0] & mine[1]
+    assert mine[0] | mine[1] == set(run_ids)
+
+
 @pytest.mark.timeout(600)  # the lab's server and agents, 10 trials, then 2 more from a 2nd machine
 def test_a_pruned_trial_is_cancelled_on_the_agent_the_server_gave_it(dispatching, tmp_path):
     from tests.tuning.test_tune import DIVERGING

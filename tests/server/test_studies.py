@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +22,25 @@ def _objective(trial) -> float:
     return (x - 2) ** 2
 
 
+def _at_once(work: Callable[[Any], None], args: list[Any]) -> list[BaseException]:
+    """`work(arg)` for each arg, each on a thread of its own (a machine), all at once; what
+    they raised."""
+    errors: list[BaseException] = []
+
+    def run(arg: Any) -> None:
+        try:
+            work(arg)
+        except BaseException as exc:  # the caller's assertion names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return errors
+
+
 def test_a_study_written_from_two_machines_is_one_study(team_server) -> None:
     optuna = import_optuna()
     save_login(team_server.url, team_server.tokens["ana"])
@@ -29,19 +50,7 @@ def test_a_study_written_from_two_machines_is_one_study(team_server) -> None:
         sampler=optuna.samplers.RandomSampler(seed=1),
     )  # fmt: skip
     other = optuna.load_study(study_name=name, storage=server_storage(team_server.url, name))
-    errors: list[BaseException] = []
-
-    def optimize(study) -> None:
-        try:
-            study.optimize(_objective, n_trials=6)
-        except BaseException as exc:  # the assertion below names it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=optimize, args=(s,)) for s in (laptop, other)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    errors = _at_once(lambda study: study.optimize(_objective, n_trials=6), [laptop, other])
     assert not errors, errors
 
     # a third machine reads the same 12 trials, each numbered once, with their reports
@@ -104,3 +113,52 @@ def test_a_study_neither_here_nor_on_the_server_is_not_found(team_server, projec
 
     assert shown.returncode != 0 and "No study 'nosuch'" in shown.stderr.splitlines()[0]
     assert listed.returncode == 0 and listed.json() == []
+
+
+def test_an_append_on_condition_of_the_journals_length_is_made_only_at_that_length(
+    team_server,
+) -> None:
+    path = f"/api/v1/studies/cas-{uuid.uuid4().hex[:8]}/journal"
+    entry = {"op_code": 99}
+    with team_server.client("ana") as http:
+        assert http.post(path, json={"entries": [entry], "batch": "a" * 16}).json() == {"count": 1}
+        stale = http.post(path, json={"entries": [entry], "batch": "b" * 16, "expect": 0})
+        current = http.post(path, json={"entries": [entry], "batch": "c" * 16, "expect": 1})
+        # the answer to `current` was lost: its retry is not appended again, nor refused
+        retried = http.post(path, json={"entries": [entry], "batch": "c" * 16, "expect": 1})
+        entries = http.get(path).json()["entries"]
+
+    assert stale.status_code == 409 and "holds 1 entries, not 0" in stale.json()["error"]
+    assert current.json() == retried.json() == {"count": 2}
+    assert len(entries) == 2
+
+
+def test_two_machines_asking_in_turn_create_the_studys_trials_and_no_more(team_server) -> None:
+    from mllib.tuning.drivers import has_room
+    from mllib.tuning.records import StudyRecord
+    from mllib.tuning.storage import ask_in_turn, open_study
+
+    optuna = import_optuna()
+    save_login(team_server.url, team_server.tokens["ana"])
+    name = f"turns-{uuid.uuid4().hex[:8]}"
+    record = StudyRecord(
+        name=name, model="m", model_ref="model.py", metric="loss", direction="minimize",
+        settings={"trials": 10, "parallel": 2, "sampler": "random", "pruner": "none",
+                  "seed": None, "server": team_server.url},
+        space={}, fixed={}, launch={}, status="created", user="ana",
+    )  # fmt: skip
+    studies = [open_study(None, record, create=True)]  # type: ignore[arg-type]
+    studies.append(open_study(None, record, create=False))  # type: ignore[arg-type]
+    x = optuna.distributions.FloatDistribution(-5, 5)
+    asked: list[list[int]] = [[], []]
+
+    def drive(i: int) -> None:
+        while (trial := ask_in_turn(studies[i], {"x": x}, has_room(10))) is not None:
+            asked[i].append(trial.number)
+            studies[i].tell(trial, (trial.params["x"] - 2) ** 2)
+
+    errors = _at_once(drive, [0, 1])
+    assert not errors, errors
+    seen = optuna.load_study(study_name=name, storage=server_storage(team_server.url, name))
+    assert sorted(t.number for t in seen.get_trials()) == list(range(10))
+    assert sorted(asked[0] + asked[1]) == list(range(10)) and asked[0] and asked[1]
