@@ -84,14 +84,21 @@ def metric_names(reg: Registry, run_id: str) -> list[str]:
 
 
 def points_after(
-    reg: Registry, run_id: str, after_seq: int = 0, limit: int = 50_000
+    reg: Registry,
+    run_id: str,
+    after_seq: int = 0,
+    limit: int = 50_000,
+    *,
+    name: str | None = None,
 ) -> list[tuple[int, str, int, float | None]]:
-    """A run's metric points logged after `after_seq`, in logging order: (seq, name, step, value).
-    A live view reads each point once by following the highest seq it holds."""
+    """A run's metric points logged after `after_seq`, in logging order: (seq, name, step, value);
+    `name`: that metric's alone. A live view reads each point once by following the highest seq
+    it holds."""
+    only = "" if name is None else " AND name = ?"
     rows = reg.query(
-        "SELECT seq, name, step, value FROM metrics WHERE run_id = ? AND seq > ? ORDER BY seq"
-        " LIMIT ?",
-        (run_id, after_seq, limit),
+        f"SELECT seq, name, step, value FROM metrics WHERE run_id = ? AND seq > ?{only}"
+        " ORDER BY seq LIMIT ?",
+        (run_id, after_seq, *([] if name is None else [name]), limit),
     )
     return [(r["seq"], r["name"], r["step"], from_stored(r["value"])) for r in rows]
 

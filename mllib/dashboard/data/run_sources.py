@@ -173,8 +173,8 @@ class ServerRuns:
         found = {}
         for run_id in run_ids:
             points, after = [], 0
-            while batch := metric_points(self.server(), run_id, after):
-                points += [(step, value) for _, name, step, value in batch if name == metric]
+            while batch := metric_points(self.server(), run_id, after, name=metric):
+                points += [(step, value) for _, _, step, value in batch]
                 after = batch[-1][0]
             if curve := thinned(points):
                 found[run_id] = curve
