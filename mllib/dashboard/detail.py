@@ -10,11 +10,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
 from mllib.dashboard.data import DashboardData
 from mllib.dashboard.plot import Chart, Series
+from mllib.dashboard.screen import LiveScreen
 from mllib.dashboard.text import clean, fmt_duration, fmt_time, safe, status
 from mllib.runs.views import environment_lines
 
@@ -29,7 +29,7 @@ class Fetched:
     lines: list[str]
 
 
-class RunScreen(Screen):
+class RunScreen(LiveScreen):
     """The run `run_id`, refreshed by the app's poll."""
 
     DEFAULT_CSS = """
@@ -49,8 +49,7 @@ class RunScreen(Screen):
     ]
 
     def __init__(self, data: DashboardData, run_id: str, *, clock=time.time) -> None:
-        super().__init__()
-        self.data = data
+        super().__init__(data)
         self.run_id = run_id
         self.clock = clock
         self.info: dict = {}
@@ -68,14 +67,18 @@ class RunScreen(Screen):
         yield Log(id="log", max_lines=2000, auto_scroll=True)
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.show(self.read({self.run_id}))
-
-    def read(self, records: set[str]) -> Fetched:
+    def read(self, records: set[str], metrics: set[str], due: bool) -> Fetched:
         """New points, new log lines, and the record again when it changed (off the UI thread
         for a team server); `show` draws them."""
-        info = self.data.runs.show(self.run_id) if self.run_id in records else None
+        info = self.data.runs.show(self.run_id) if due or self.run_id in records else None
         return Fetched(info, self.curves.update(), self.tail.read())
+
+    def show_loading(self) -> None:
+        if not self.info:
+            self.query_one("#title", Static).update(
+                Text(f"Run {self.run_id}  loading from the team server…", style="bold")
+            )
+            self.query_one(Chart).show([], "loading…")
 
     def show(self, fetched: Fetched) -> None:
         if fetched.info is not None:  # it changed: status, phase, evaluation, artifacts
