@@ -77,10 +77,11 @@ def metric_series(reg: Registry, run_id: str, name: str) -> list[tuple[int, floa
 
 
 def metric_names(reg: Registry, run_id: str) -> list[str]:
-    return [
-        r["name"]
-        for r in reg.query("SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))
-    ]
+    """The metrics a run logged, in the order it first logged each (as `metric_summary`)."""
+    rows = reg.query(
+        "SELECT name FROM metrics WHERE run_id = ? GROUP BY name ORDER BY MIN(seq)", (run_id,)
+    )
+    return [r["name"] for r in rows]
 
 
 def points_after(

@@ -174,6 +174,22 @@ def test_compare_reads_only_the_overlaid_metric_and_draws_the_same_curves(
         curves = runs.series([first, second], "loss")
     finally:
         runs.close()
+    app = make_app(ws, metric="loss")
+
+    async def steps(pilot):  # the run screen reads the metric it shows, and no other
+        await until(pilot, lambda: len(app.runs.table.rows) == 2, "the runs")
+        await pilot.press("down", "enter")
+        screen = app.screen
+        chart = screen.query_one("#chart")
+        await until(pilot, lambda: "(1/2, n: next)" in chart.title, "the loss curve")
+        assert screen.run_id == first and list(screen.curves.curves) == ["loss"]
+        assert screen.curves.curves["loss"].count == 40
+        await pilot.press("n")
+        await until(pilot, lambda: "(2/2, n: next)" in chart.title, "the accuracy curve")
+        assert list(screen.curves.curves) == ["accuracy"]
+        assert screen.curves.curves["accuracy"].count == 40
+
+    drive(app, steps)
     # the same curves as thinning every point, read and filtered here, gives
     assert curves == {
         run_id: thinned([(step, value) for _, name, step, value in rows if name == "loss"])
