@@ -112,13 +112,16 @@ def follow_log(
 
 
 def metric_points(
-    server: Server, run_id: str, after: int = 0
+    server: Server, run_id: str, after: int = 0, *, name: str | None = None
 ) -> list[tuple[int, str, int, float | None]]:
     """The run's metric points logged after seq `after`, in logging order (at most 50,000):
-    (seq, name, step, value), non-finite values as floats again."""
+    (seq, name, step, value), non-finite values as floats again; `name`: that metric's alone."""
     from mllib.metric_values import from_stored
 
-    answer = server.get(f"/api/v1/runs/{run_id}/metrics", params={"after": after})
+    params: dict[str, Any] = {"after": after}
+    if name is not None:
+        params["name"] = name
+    answer = server.get(f"/api/v1/runs/{run_id}/metrics", params=params)
     return [(seq, name, step, from_stored(v)) for seq, name, step, v in answer["points"]]
 
 

@@ -21,6 +21,7 @@ from mllib.dashboard.detail import RunScreen
 from mllib.dashboard.dialogs import Confirm
 from mllib.dashboard.queue import QueuePane
 from mllib.dashboard.runs import RunsPane
+from mllib.dashboard.screen import LiveScreen
 from mllib.dashboard.tuning import TuningPane
 from mllib.errors import MllibError
 
@@ -87,8 +88,9 @@ class DashboardApp(App):
     def on_mount(self) -> None:
         self.timer = self.set_interval(self.refresh_s, self.refresh_data)
 
-    async def on_unmount(self) -> None:
-        await self.workers.wait_for_complete()
+    def on_unmount(self) -> None:
+        # Not waiting for a read under way: quitting while a slow server answers is immediate
+        # (the read ends on its own, its answer unused).
         self.data.close()
 
     # -- refreshing
@@ -98,19 +100,26 @@ class DashboardApp(App):
         from a team server, one read at a time), then whatever pane is on screen."""
         self.data.reconcile()
         screen = self.screen
+        live = screen if isinstance(screen, LiveScreen) else None
         if not self.data.runs.remote:
-            self._show(screen, self._read(screen))
+            self._show(screen, self._read(live, live.take_due() if live else False))
         elif not self.reading:
             self.reading = True
+            due = live.take_due() if live else False
 
             def done(got: Any) -> None:
                 self.reading = False
-                if got is not None:
-                    self._show(screen, got)
+                if got is None:  # it failed: the next refresh reads the screen's all again
+                    if live is not None:
+                        live.due = live.due or due
+                    return
+                self._show(screen, got)
+                if isinstance(self.screen, LiveScreen) and self.screen.due:
+                    self.refresh_data()  # opened, or asked for, while this read was under way
 
-            work = lambda: self._read(screen)  # noqa: E731
+            work = lambda: self._read(live, due)  # noqa: E731
             self.background(work, "Refresh", done=done, always=True, quiet=True)
-        if isinstance(screen, RunScreen | CompareScreen):
+        if live is not None:
             return
         if self.active_pane == "queue":
             self.query_one(QueuePane).refresh_data()
@@ -119,20 +128,26 @@ class DashboardApp(App):
         elif self.active_pane == "tuning":
             self.query_one(TuningPane).refresh_data()
 
-    def _read(self, screen: Screen) -> tuple[Any, RunsDelta, Any]:
-        """What changed: the runs table's delta, and what the open screen needs of it."""
+    def _read(self, live: LiveScreen | None, due: bool) -> tuple[Any, RunsDelta, Any]:
+        """What changed: the runs table's delta, and what the open run or comparison needs of it
+        (all of it when `due`)."""
         feed, delta = self.runs.poll()
-        fetched = None
-        if isinstance(screen, RunScreen):
-            fetched = screen.read(delta.records)
-        elif isinstance(screen, CompareScreen):
-            fetched = screen.read(delta.records, delta.metrics)
+        fetched = live.read(delta.records, delta.metrics, due) if live is not None else None
         return feed, delta, fetched
+
+    def read(self, work: Callable[[], Any], done: Callable[[Any], None], title: str) -> None:
+        """`work` reads what a pane shows: from a team server in the background (the pane says
+        it is loading), from this project's registry here; then `done(result)` on the UI thread
+        (None after an error, which a notice shows)."""
+        if self.data.runs.remote:
+            self.background(work, title, done=done, always=True, quiet=True)
+        else:
+            done(work())
 
     def _show(self, screen: Screen, got: tuple[Any, RunsDelta, Any]) -> None:
         feed, delta, fetched = got
         self.runs.show_delta(feed, delta)
-        if isinstance(screen, RunScreen | CompareScreen) and screen in self.screen_stack:
+        if isinstance(screen, LiveScreen) and screen in self.screen_stack:
             screen.show(fetched)
 
     @property
@@ -141,13 +156,13 @@ class DashboardApp(App):
 
     def action_refresh(self) -> None:
         self.refresh_data()
-        if self.active_pane == "deployments" and not isinstance(self.screen, RunScreen):
+        if self.active_pane == "deployments" and not isinstance(self.screen, LiveScreen):
             self.query_one(DeploymentsPane).refresh_data(force=True)
-        if self.active_pane == "tuning" and not isinstance(self.screen, RunScreen):
+        if self.active_pane == "tuning" and not isinstance(self.screen, LiveScreen):
             self.query_one(TuningPane).refresh_data(force=True)
 
     def action_pane(self, pane: str) -> None:
-        if isinstance(self.screen, RunScreen | CompareScreen):
+        if isinstance(self.screen, LiveScreen):
             self.pop_screen()
         # Focus leaves the old pane first: a focused widget inside it would switch back to it.
         self.set_focus(None)
@@ -272,7 +287,7 @@ class DashboardApp(App):
         )  # fmt: skip
         yield SystemCommand("Refresh", "Read everything again now (r)", self.action_refresh)
         runs = self.runs
-        if screen is self.screen and not isinstance(screen, RunScreen | CompareScreen):
+        if screen is self.screen and not isinstance(screen, LiveScreen):
             yield SystemCommand(
                 "Filter runs", "Status, model, user or text (/)", runs.action_filter
             )

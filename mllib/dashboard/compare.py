@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from mllib.dashboard.data import DashboardData
 from mllib.dashboard.plot import Chart, Series
+from mllib.dashboard.screen import LiveScreen
 from mllib.dashboard.text import clean, safe
 
 SECTIONS = ("params", "metrics", "eval_metrics")
@@ -29,7 +29,7 @@ class Comparison:
     series: dict[str, tuple[list[int], list[float]]]
 
 
-class CompareScreen(Screen):
+class CompareScreen(LiveScreen):
     """The runs `run_ids`; redrawn when one of them changes."""
 
     DEFAULT_CSS = """
@@ -44,8 +44,7 @@ class CompareScreen(Screen):
     ]
 
     def __init__(self, data: DashboardData, run_ids: list[str]) -> None:
-        super().__init__()
-        self.data = data
+        super().__init__(data)
         self.run_ids = run_ids
         self.result: dict = {}
         self.metric: str | None = None
@@ -61,21 +60,23 @@ class CompareScreen(Screen):
         yield Chart(id="compare-chart")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.reload()
-
-    def read(self, records: set[str], metrics: set[str]) -> Comparison | None:
+    def read(self, records: set[str], metrics: set[str], due: bool) -> Comparison | None:
         """The comparison again when a run's record changed, and for new points at most every
         few seconds (a comparison reads every point's summary); off the UI thread for a team
         server, then `show` draws it."""
         ids = set(self.result.get("runs", self.run_ids))
-        due = time.monotonic() - self.read_at >= METRICS_EVERY_S
-        if ids & records or (ids & metrics and due):
+        every = time.monotonic() - self.read_at >= METRICS_EVERY_S
+        if due or ids & records or (ids & metrics and every):
             return self._compare()
         return None
 
-    def reload(self) -> None:
-        self.show(self._compare())
+    def show_loading(self) -> None:
+        what = f"{self.metric} " if self.metric else ""
+        if not self.result:
+            self.query_one("#compare-title", Static).update(
+                Text(f"Compare {len(self.run_ids)} runs: loading from the team server…")
+            )
+        self.query_one(Chart).show([], clean(f"loading {what}…"))
 
     def _compare(self) -> Comparison:
         self.read_at = time.monotonic()
@@ -118,13 +119,11 @@ class CompareScreen(Screen):
                 table.add_row(Text("  ") + safe(name), *cells)
         self._draw(comparison.series)
 
-    def _draw(self, found: dict[str, tuple[list[int], list[float]]] | None = None) -> None:
+    def _draw(self, found: dict[str, tuple[list[int], list[float]]]) -> None:
         chart = self.query_one(Chart)
         if self.metric is None:
             chart.show([], "no metrics to overlay")
             return
-        if found is None:
-            found = self.data.runs.series(self.run_ids, self.metric)
         chart.show(
             [Series(run_id, *points) for run_id, points in found.items()],
             clean(f"{self.metric} (n: next metric)"),
@@ -139,4 +138,4 @@ class CompareScreen(Screen):
             return
         index = names.index(self.metric) + 1 if self.metric in names else 0
         self.metric = names[index % len(names)]
-        self._draw()
+        self.ask()  # its curves, read as the comparison is

@@ -10,26 +10,31 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
 from mllib.dashboard.data import DashboardData
+from mllib.dashboard.data.detail import MetricCurves
 from mllib.dashboard.plot import Chart, Series
+from mllib.dashboard.screen import LiveScreen
 from mllib.dashboard.text import clean, fmt_duration, fmt_time, safe, status
 from mllib.runs.views import environment_lines
+
+NAMES_EVERY_S = 2.0  # how often the metric names of a run that logged none yet are read
 
 
 @dataclass
 class Fetched:
-    """What one refresh read of a run: its record when it changed, whether new points came, and
-    new log lines."""
+    """What one refresh read of a run: its record when it changed, its metric names when read,
+    the shown metric's curve and whether new points came to it, and new log lines."""
 
     info: dict | None
+    names: list[str] | None
+    curves: MetricCurves | None
     points: bool
     lines: list[str]
 
 
-class RunScreen(Screen):
+class RunScreen(LiveScreen):
     """The run `run_id`, refreshed by the app's poll."""
 
     DEFAULT_CSS = """
@@ -49,14 +54,15 @@ class RunScreen(Screen):
     ]
 
     def __init__(self, data: DashboardData, run_id: str, *, clock=time.time) -> None:
-        super().__init__()
-        self.data = data
+        super().__init__(data)
         self.run_id = run_id
         self.clock = clock
         self.info: dict = {}
-        self.curves = data.runs.curves(run_id)
+        self.names: list[str] = []  # the metrics the run logged, in first-seen order
+        self.names_at = 0.0
+        self.metric: str | None = None  # the one shown, whose points alone are read
+        self.curves: MetricCurves | None = None  # its curve
         self.tail = data.runs.log_tail(run_id)
-        self.metric: str | None = None
         self.follow = True
 
     def compose(self) -> ComposeResult:
@@ -68,14 +74,30 @@ class RunScreen(Screen):
         yield Log(id="log", max_lines=2000, auto_scroll=True)
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.show(self.read({self.run_id}))
+    def read(self, records: set[str], metrics: set[str], due: bool) -> Fetched:
+        """New points of the metric shown (no other's are read), new log lines, and the record
+        again when it changed (off the UI thread for a team server); `show` draws them."""
+        runs = self.data.runs
+        info = runs.show(self.run_id) if due or self.run_id in records else None
+        names = None  # read on opening and on `n`; until the run logs any, every few seconds
+        if due or (not self.names and time.monotonic() - self.names_at > NAMES_EVERY_S):
+            self.names_at = time.monotonic()
+            names = runs.metric_choices([self.run_id])
+        metric = self.metric or (names[0] if names else None)
+        curves = self.curves
+        if metric is not None and (curves is None or curves.name != metric):
+            curves = runs.curves(self.run_id, metric)  # another metric's: read from its start
+        points = curves.update() if curves is not None else False
+        return Fetched(info, names, curves, points, self.tail.read())
 
-    def read(self, records: set[str]) -> Fetched:
-        """New points, new log lines, and the record again when it changed (off the UI thread
-        for a team server); `show` draws them."""
-        info = self.data.runs.show(self.run_id) if self.run_id in records else None
-        return Fetched(info, self.curves.update(), self.tail.read())
+    def show_loading(self) -> None:
+        if not self.info:
+            self.query_one("#title", Static).update(
+                Text(f"Run {self.run_id}  loading from the team server…", style="bold")
+            )
+        self.query_one(Chart).show(
+            [], clean(f"loading {self.metric}…" if self.metric else "loading…")
+        )
 
     def show(self, fetched: Fetched) -> None:
         if fetched.info is not None:  # it changed: status, phase, evaluation, artifacts
@@ -84,22 +106,28 @@ class RunScreen(Screen):
             self.query_one("#info-text", Static).update(self._details())
         elif self.info.get("status") in ("queued", "running"):
             self.query_one("#title", Static).update(self._title())  # the duration ticks
-        if fetched.points or self.metric is None:
-            if self.metric is None and self.curves.curves:
-                self.metric = next(iter(self.curves.curves))
+        if fetched.names is not None:
+            self.names = fetched.names
+        curves = fetched.curves
+        if curves is not None and curves is not self.curves and self.metric in (None, curves.name):
+            self.metric, self.curves = curves.name, curves  # not when `n` chose another meanwhile
+            self._draw()
+        elif (curves is self.curves and fetched.points) or fetched.names is not None:
             self._draw()
         if fetched.lines:
             self.query_one(Log).write_lines([clean(line) for line in fetched.lines])
 
     def _draw(self) -> None:
         chart = self.query_one(Chart)
-        curve = self.curves.curves.get(self.metric or "")
+        if self.curves is not None and self.curves.name != self.metric:
+            return  # the chosen metric's points are on their way (`n`)
+        curve = self.curves.curves.get(self.metric or "") if self.curves else None
         if curve is None:
             chart.show([], "no metrics logged yet")
             return
         steps, values = curve.points()
         last = curve.last[1] if curve.last else None
-        names = list(self.curves.curves)
+        names = self.names if self.metric in self.names else [*self.names, self.metric]
         title = f"{self.metric} = {safe(last).plain}  ({names.index(self.metric) + 1}/{len(names)}, n: next)"
         chart.show([Series(self.metric or "", steps, values)], title)
 
@@ -186,12 +214,12 @@ class RunScreen(Screen):
         self.app.pop_screen()
 
     def action_next_metric(self) -> None:
-        names = list(self.curves.curves)
+        names = self.names
         if not names:
             return
         index = names.index(self.metric) + 1 if self.metric in names else 0
         self.metric = names[index % len(names)]
-        self._draw()
+        self.ask()  # its points alone, read from its start
 
     def action_follow(self) -> None:
         log = self.query_one(Log)

@@ -74,6 +74,7 @@ class RunsPane(Vertical):
         self.pick_metric = metric is None  # the newest runs' first metric, on the first load
         self.records_changed: set[str] = set()  # every run whose record changed in the last poll
         self.pending: RunsDelta | None = None  # changes not drawn yet (a screen covers the table)
+        self.reading_metrics = False  # `m` is reading the metric names (from a team server)
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -126,10 +127,7 @@ class RunsPane(Vertical):
             if window is not None and feed is self.feed:
                 self._show_window(feed, window[0])
 
-        if self.data.runs.remote:
-            self.app.background(read, "Runs", done=done, quiet=True)
-        else:
-            done(read())
+        self.app.read(read, done, "Runs")
 
     def _show_window(self, feed: RunsFeed, rows: list[RunRow]) -> None:
         self.shown_feed = feed
@@ -231,6 +229,8 @@ class RunsPane(Vertical):
             parts.append(f"metric: {self.metric}")
         if self.marked:
             parts.append(f"{len(self.marked)} marked for compare")
+        if self.reading_metrics:
+            parts.append("reading the metric names…")
         self.query_one("#runs-status", Static).update(Text(clean(" · ".join(parts))))
 
     # -- actions
@@ -282,17 +282,28 @@ class RunsPane(Vertical):
     def action_metric(self) -> None:
         from mllib.dashboard.dialogs import Pick
 
-        choices = self.data.runs.metric_choices(list(self.rows)[:50])
-        if not choices:
-            self.app.notify("No run in the table has logged a metric yet.", title="Metric")
+        if self.reading_metrics:
             return
+        run_ids = list(self.rows)[:50]
 
         def chosen(name: str | None) -> None:
             if name and name != self.metric:
                 self.metric = name
                 self.load()
 
-        self.app.push_screen(Pick("Metric to show", choices, self.metric), chosen)
+        def offer(choices: list[str] | None) -> None:
+            self.reading_metrics = False
+            self._status()
+            if choices is None or self.screen is not self.app.screen:
+                return  # it failed (a notice says why), or the user went elsewhere meanwhile
+            if not choices:
+                self.app.notify("No run in the table has logged a metric yet.", title="Metric")
+                return
+            self.app.push_screen(Pick("Metric to show", choices, self.metric), chosen)
+
+        self.reading_metrics = True
+        self._status()
+        self.app.read(lambda: self.data.runs.metric_choices(run_ids), offer, "Metric")
 
     def action_cancel_run(self) -> None:
         if self.current:

@@ -443,15 +443,21 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
     @app.get(f"{PREFIX}/runs/{{run_id}}/metrics", tags=["runs"])
     def run_metrics(
-        run_id: str, who: Who, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+        run_id: str,
+        who: Who,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        name: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="This metric's alone")
+        ] = None,
     ) -> dict[str, Any]:
         """The run's metric points logged after `after` (a seq), in logging order: `points` as
-        [seq, name, step, value] (non-finite values by name), at most 50,000 an answer."""
+        [seq, name, step, value] (non-finite values by name), at most 50,000 an answer; `name`:
+        one metric's (a chart of one metric reads no other's points)."""
         from mllib.registry.metrics import points_after
 
         with ctx.registry() as reg:
             run = own_run(reg, who, run_id)
-            return {"points": json_safe(points_after(reg, run.id, after))}
+            return {"points": json_safe(points_after(reg, run.id, after, name=name))}
 
     @app.post(f"{PREFIX}/runs/{{run_id}}/cancel", tags=["runs"])
     def cancel_run(run_id: str, who: Who) -> dict[str, Any]:

@@ -294,7 +294,7 @@ def test_the_dashboards_runs_pane_reads_the_team_server_live_and_cancels_there(
     from mllib.client.views import runs_window
     from mllib.display import fmt_value
     from mllib.workspace import Workspace
-    from tests.dashboard.conftest import cells, drive, make_app
+    from tests.dashboard.conftest import cells, drive, make_app, until
 
     server = dispatching
     ana, ana_env = person(tmp_path, server, "ana")
@@ -314,15 +314,6 @@ def test_the_dashboards_runs_pane_reads_the_team_server_live_and_cancels_there(
     app = make_app(Workspace.find(laptop), now=time.time(), metric="loss")
     assert app.data.runs.remote
 
-    async def until(pilot, ready, what: str, tries: int = 300):
-        for _ in range(tries):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause(0.05)
-            if found := ready():
-                return found
-            pilot.app.refresh_data()  # as the timer does: read in the background
-        raise AssertionError(f"timed out waiting for {what}")
-
     async def steps(pilot):
         table = app.runs.table
         rows = await until(pilot, lambda: len(table.rows) == 2 and cells(table), "the window")
@@ -338,7 +329,8 @@ def test_the_dashboards_runs_pane_reads_the_team_server_live_and_cancels_there(
         await pilot.press("down", "enter")  # bo's run
         screen = app.screen
         assert screen.run_id == bos
-        assert "steps: 120" in str(screen.query_one("#info-text").render())
+        info = screen.query_one("#info-text")  # read in the background
+        await until(pilot, lambda: "steps: 120" in str(info.render()), "the run's params")
         log = screen.query_one("#log")
         await until(pilot, lambda: any(line.startswith("step ") for line in log.lines), "log")
         assert screen.metric == "loss" and screen.curves.curves["loss"].count >= 2

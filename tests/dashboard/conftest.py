@@ -32,6 +32,18 @@ def seeded(tmp_path: Path):
 STUDY_TIME = "2026-03-01T12:58:00.000000Z"  # two minutes before the seed's NOW
 
 
+@pytest.fixture
+def team_server(tmp_path: Path):
+    """A running team server (SQLite) with users ana (admin) and bo, and one agent, `far`
+    (2 GPUs), that does not answer, so what is submitted stays queued."""
+    from tests.server.conftest import with_a_silent_agent
+
+    server, address = with_a_silent_agent(tmp_path)
+    server.far = address  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project (folder `tuned`) with study `quad`: 4 trials of tests/tuning's model, each a
@@ -86,6 +98,18 @@ async def refresh(pilot) -> None:
     """One refresh, as the timer would do it, then let the screen catch up."""
     pilot.app.refresh_data()
     await pilot.pause()
+
+
+async def until(pilot, ready: Callable[[], object], what: str, tries: int = 300):
+    """Refresh as the timer does (reading in the background from a team server), each read let
+    finish, until `ready()` is truthy; its value."""
+    for _ in range(tries):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.05)
+        if found := ready():
+            return found
+        pilot.app.refresh_data()
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cells(table) -> list[list[str]]:

@@ -104,6 +104,9 @@ def test_the_run_screen_follows_points_evaluation_and_the_log_as_they_arrive(see
         assert list(log.lines)[-1] == "epoch 3"  # the unfinished line waits for its end
         await pilot.press("n")
         assert screen.metric == "accuracy"
+        assert list(screen.curves.curves) == ["accuracy"]  # only the shown metric's points read
+        assert screen.curves.curves["accuracy"].count == 30
+        assert "accuracy = 0.99  (2/2, n: next)" in screen.query_one(Chart).title
         await pilot.press("f")
         assert log.auto_scroll is False
         await pilot.press("f")

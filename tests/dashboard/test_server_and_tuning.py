@@ -4,7 +4,6 @@ runs, driven by Pilot."""
 
 from __future__ import annotations
 
-import pytest
 from textual.widgets import DataTable
 
 from mllib.dashboard.data.queue import LocalQueue, ServerQueue
@@ -12,18 +11,7 @@ from mllib.display import fmt_duration, fmt_value
 from mllib.workspace import Workspace
 from tests.conftest import Project
 from tests.dashboard.conftest import cells, drive, make_app
-from tests.server.conftest import with_a_silent_agent
 from tests.tuning.test_tune import MODEL as QUAD
-
-
-@pytest.fixture
-def team_server(tmp_path):
-    """A running team server with users ana (admin) and bo, and one agent, `far` (2 GPUs), that
-    does not answer, so what is submitted stays queued."""
-    server, address = with_a_silent_agent(tmp_path)
-    server.far = address
-    yield server
-    server.stop()
 
 
 def _epoch(text: str) -> float:

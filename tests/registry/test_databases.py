@@ -20,8 +20,10 @@ from mllib.registry.evaluations import latest_evaluations
 from mllib.registry.metrics import (
     get_eval_metrics,
     insert_points,
+    metric_names,
     metric_series,
     metric_summary,
+    points_after,
     set_eval_metrics,
 )
 from mllib.registry.models import (
@@ -113,6 +115,10 @@ def test_metrics_keep_nan_and_infinity_and_summarise_alike(reg: Registry) -> Non
     assert math.isnan(summary["odd"]["min"]) and math.isnan(summary["odd"]["last"])
     series = metric_series(reg, "m1", "loss")
     assert series[0] == (0, 1.0) and math.isnan(series[1][1])
+    assert metric_names(reg, "m1") == ["loss", "acc", "odd"]  # in the order first logged
+    later = points_after(reg, "m1", 1, name="loss")  # one metric's points alone
+    assert [(seq, name, step) for seq, name, step, _ in later] == [(2, "loss", 1), (3, "loss", 2)]
+    assert points_after(reg, "m1", 0, name="nothing") == []
     set_eval_metrics(reg, "m1", {"accuracy": 0.9})
     set_eval_metrics(reg, "m1", {"accuracy": 0.95})
     assert get_eval_metrics(reg, "m1") == {"accuracy": 0.95}

@@ -25,11 +25,13 @@ POINTS_PER_READ = (
 
 
 class MetricCurves:
-    """A run's metric curves, read point by point as they arrive and thinned to CURVE_POINTS each,
-    so a run logging for hours costs the same memory as one logging for a minute."""
+    """A run's metric curves (`name`: that metric's alone), read point by point as they arrive
+    and thinned to CURVE_POINTS each, so a run logging for hours costs the same memory as one
+    logging for a minute."""
 
-    def __init__(self, read: ReadPoints) -> None:
+    def __init__(self, read: ReadPoints, name: str | None = None) -> None:
         self.read = read
+        self.name = name
         self.after_seq = 0
         self.curves: dict[str, Curve] = {}
 

@@ -41,7 +41,9 @@ class RunsSource(WindowSource, Protocol):
         """Each run's curve of `metric` (thinned as a live curve is); runs without it left out."""
         ...
 
-    def curves(self, run_id: str) -> MetricCurves: ...
+    def curves(self, run_id: str, name: str | None = None) -> MetricCurves:
+        """The run's curves as points arrive (`name`: that metric's alone)."""
+        ...
 
     def log_tail(self, run_id: str) -> LogLines: ...
 
@@ -99,9 +101,10 @@ class LocalRuns:
         found = {r: thinned(metric_series(self.ws.registry, r, metric)) for r in run_ids}
         return {run_id: points for run_id, points in found.items() if points is not None}
 
-    def curves(self, run_id: str) -> MetricCurves:
+    def curves(self, run_id: str, name: str | None = None) -> MetricCurves:
         return MetricCurves(
-            lambda after, limit: points_after(self.ws.registry, run_id, after, limit)
+            lambda after, limit: points_after(self.ws.registry, run_id, after, limit, name=name),
+            name,
         )
 
     def log_tail(self, run_id: str) -> LogLines:
@@ -173,17 +176,19 @@ class ServerRuns:
         found = {}
         for run_id in run_ids:
             points, after = [], 0
-            while batch := metric_points(self.server(), run_id, after):
-                points += [(step, value) for _, name, step, value in batch if name == metric]
+            while batch := metric_points(self.server(), run_id, after, name=metric):
+                points += [(step, value) for _, _, step, value in batch]
                 after = batch[-1][0]
             if curve := thinned(points):
                 found[run_id] = curve
         return found
 
-    def curves(self, run_id: str) -> MetricCurves:
+    def curves(self, run_id: str, name: str | None = None) -> MetricCurves:
         from mllib.client.views import metric_points
 
-        return MetricCurves(lambda after, _: metric_points(self.server(), run_id, after))
+        return MetricCurves(
+            lambda after, _: metric_points(self.server(), run_id, after, name=name), name
+        )
 
     def log_tail(self, run_id: str) -> LogLines:
         from mllib.client.views import read_log
