@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.runs} rounds on {result['address']} (warm), submit → worker started, p50:")
     for name, value in result["p50_s"].items():
-        print(f"  {name:<30} {value:6.3f} s")
+        print(f"  {name:<42} {value:6.3f} s")
     mllib_p50 = result["p50_s"]["mllib train --runtime ray"]
     print(f"  ({result['p50_s']['bare submit_job → RUNNING']:.3f} s of the bare path is Ray's own")
     print("   submit → RUNNING; the worker's own start is the process runtime's line)")

@@ -292,3 +292,28 @@ def test_rays_messages_are_shown_without_its_colours_or_control_characters() -> 
     message = RuntimeError("\x1b[36mray::JobSupervisor\x1b[39m died\x07 \u202eevil\nsecond line")
 
     assert first_line(message) == "ray::JobSupervisor died\\x07 \\u202eevil"
+
+
+def test_predict_on_ray_with_max_pending_is_submitted_and_answers(
+    tmp_path: Path, ray_head: Any
+) -> None:
+    """`mllib predict` reads the job's output before it waits for its end: the held job is
+    submitted from there (it used to wait for a submission nothing made)."""
+    project = _project(tmp_path, ray_head, ray={"address": ray_head.address, "max_pending": 50})
+    run = project.train()
+    assert run.status == "succeeded", run.error
+
+    answer = project.cli(
+        "predict",
+        "model.py",
+        "--run",
+        run.id,
+        "--runtime",
+        "ray",
+        "--input",
+        '{"x": 4}',
+        timeout=180,
+    )
+
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["y"] == 8

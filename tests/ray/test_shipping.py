@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mllib.registry.runs import get_run
 from mllib.runs import views
 from mllib.workspace import Workspace
@@ -42,11 +44,14 @@ def _uploads() -> Iterator[list[str]]:
         sent.append(record.getMessage()) if "Uploading package" in record.getMessage() else None
     )
     logger = logging.getLogger("ray.dashboard.modules.dashboard_sdk")
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         yield sent
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _probe(
@@ -61,9 +66,12 @@ def _probe(
 
 
 def test_a_shipped_run_reads_its_data_sent_once_and_keeps_secrets_out_of_the_job_table(
-    ray_shipped_folder: Path, ray_head: Any
+    ray_shipped_folder: Path, ray_head: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ray.job_submission import JobSubmissionClient
+
+    # mllib quiets the logger that says what Ray uploads: this test counts its lines
+    monkeypatch.setattr("mllib.runtime.ray.client.QUIET_LOGGERS", ())
 
     tmp_path = ray_shipped_folder
     project = _probe(tmp_path, ray_head)
@@ -126,6 +134,7 @@ def test_outputs_over_max_output_mb_fail_the_run_saying_so(
     result = project.cli("train", "model.py", "--mode=big_artifact")
 
     assert result.returncode == 1, result.stderr
+    assert "Uploading package" not in result.stderr  # Ray's INFO lines are not the user's
     run = views.list_dicts(Workspace.find(project.root), limit=1)[0]
     assert (run["status"], run["failure_class"]) == ("failed", "user_error")
     assert "MB compressed, over [ray] max_output_mb = 1, the most a shipped run" in run["error"]

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # ANSI SGR sequences
+QUIET_LOGGERS = (
+    "ray.dashboard.modules.job.sdk",
+    "ray.dashboard.modules.dashboard_sdk",
+    "ray._private.runtime_env.packaging",
+)
 INSTALL_HINT = "Install Ray beside mllib: pip install 'mllib[ray]'"
 
 
@@ -46,8 +51,10 @@ def connect(settings: RaySettings) -> JobSubmissionClient:
     os.environ.setdefault("RAY_AUTH_MODE", settings.auth)
     from ray.job_submission import JobSubmissionClient
 
-    # The client logs each closed log stream at INFO on the terminal: mllib says what matters.
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    # The client logs each closed log stream, and each package it builds and uploads (a shipped
+    # run's), at INFO on the terminal: mllib says what matters.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return JobSubmissionClient(settings.cluster)
     except Exception as exc:  # ConnectionError, an auth RuntimeError: one line each

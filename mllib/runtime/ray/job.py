@@ -229,6 +229,9 @@ class RayJob:
         # (Ray cannot stop a PENDING job: ray-project/ray#58353, so a cancelled run's stays).
         self.counts: Callable[[str], bool] = lambda run_id: True
         self.submitted = threading.Event()  # the job exists on the cluster: its log can be read
+        # Held jobs are released by wait() or by output(), whichever runs (predict reads the
+        # output first): one at a time, and never once cancel() has dropped the job.
+        self.releasing = threading.Lock()
 
     # -- RunHandle -----------------------------------------------------------------------------
     def output(self) -> Iterator[bytes]:
@@ -260,6 +263,8 @@ class RayJob:
                             break
                 if ended:
                     return  # cancelled, or its submission failed, before the job started
+                if self.hold is not None:
+                    self._release()
                 time.sleep(POLL_S)
             for text in self._stream():
                 received += len(text)
@@ -326,10 +331,12 @@ class RayJob:
 
     def cancel(self, grace_s: float) -> None:
         """mllib's SIGTERM first (a worker on this machine), Ray's stop_job after `grace_s`."""
-        if self.hold is not None:  # never submitted: nothing runs
-            self.folder.discard_secret_params()
-            self.status = ExitStatus(None, signal.SIGTERM)
-            return
+        with self.releasing:
+            if self.hold is not None:  # never submitted: nothing runs
+                self.hold = None
+                self.folder.discard_secret_params()
+                self.status = ExitStatus(None, signal.SIGTERM)
+                return
         pid = self.pid or (None if self.collector else self._local_worker(now_=True))
         if pid is not None and grace_s > 0:
             try:
@@ -377,6 +384,11 @@ class RayJob:
     def _release(self) -> None:
         """Submit the held job once the cluster holds fewer pending jobs (looked at every
         HOLD_POLL_S); a submission that fails ends the run as a system error."""
+        with self.releasing:
+            if self.hold is not None:
+                self._release_held()
+
+    def _release_held(self) -> None:
         if self.held_at and time.monotonic() - self.held_at < HOLD_POLL_S:
             return
         self.held_at = time.monotonic()
