@@ -4,7 +4,7 @@ job's submit → RUNNING (Ray's own part) and `mllib train --runtime process` (t
 without Ray) beside them.
 
 "Worker started" is the moment the worker's first event reaches the run folder (it has read its
-spec and started recording): for mllib, from the call to `mllib.train` (the run is recorded,
+spec and started recording; a shipped run's, once the job's log has brought it back): for mllib, from the call to `mllib.train` (the run is recorded,
 its code snapshotted, the job submitted); for the bare client, from `submit_job` of the very
 entrypoint mllib's job had (read back from Ray), on a copy of that run's folder. Both wait for
 their job to end before the next round.
@@ -31,11 +31,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.005
+SHIPPED = "mllib train --runtime ray, files shipped"
 SERIES = (  # the two compared, then Ray's own part and the worker's start as a local process
     "bare submit_job",
     "mllib train --runtime ray",
     "bare submit_job → RUNNING",
     "mllib train --runtime process",
+    SHIPPED,  # [ray] files = "ship": code and inputs uploaded, events back through the log
 )
 
 
@@ -115,13 +117,17 @@ def measure(runs: int, address: str | None = None) -> dict[str, Any]:
 
         from mllib.scaffold import init_project
 
-        project = scratch / "project"
-        init_project(project, "minimal")
-        with (project / "mllib.toml").open("a") as toml:
-            toml.write(f'\n[ray]\naddress = "{address}"\n')
-        model = str(project / "model.py")
+        models = {}
+        for files in ("shared", "ship"):
+            project = scratch / files
+            init_project(project, "minimal")
+            with (project / "mllib.toml").open("a") as toml:
+                toml.write(f'\n[ray]\naddress = "{address}"\nfiles = "{files}"\n')
+            models[files] = str(project / "model.py")
+        model, project = models["shared"], scratch / "shared"
         client = JobSubmissionClient(address)
         _, warm_run = _mllib_round(model)  # warm: Ray's job supervisor, mllib's imports
+        _mllib_round(models["ship"])
         template_dir = project / ".mllib" / "runs" / warm_run
         entrypoint = next(
             j.entrypoint
@@ -136,6 +142,7 @@ def measure(runs: int, address: str | None = None) -> dict[str, Any]:
             samples["bare submit_job"].append(started)
             samples["mllib train --runtime ray"].append(_mllib_round(model)[0])
             samples["mllib train --runtime process"].append(_mllib_round(model, "process")[0])
+            samples[SHIPPED].append(_mllib_round(models["ship"])[0])
         p50 = {name: statistics.median(values) for name, values in samples.items()}
         return {
             "runs": runs,
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.runs} rounds on {result['address']} (warm), submit → worker started, p50:")
     for name, value in result["p50_s"].items():
-        print(f"  {name:<30} {value:6.3f} s")
+        print(f"  {name:<42} {value:6.3f} s")
     mllib_p50 = result["p50_s"]["mllib train --runtime ray"]
     print(f"  ({result['p50_s']['bare submit_job → RUNNING']:.3f} s of the bare path is Ray's own")
     print("   submit → RUNNING; the worker's own start is the process runtime's line)")

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -356,11 +357,26 @@ def mounts() -> Iterator[Mounts]:
 
 
 @pytest.fixture(scope="session")
-def ray_head() -> Iterator:
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """One real Ray head on loopback for the whole session, started when a test first needs it
-    (tests/ray/head.py); needs Ray installed (fails under CI=true, else skips)."""
-    with running_head() as head:
+    (tests/ray/head.py); needs Ray installed (fails under CI=true, else skips). It serves both
+    kinds of node: it sees this machine's files (`[ray] files = "shared"`) except one folder,
+    `head.hidden`, which is empty for it and its jobs, where shipped runs' projects live
+    (`ray_shipped_folder`), as on nodes that do not share this machine's filesystem."""
+    hidden = tmp_path_factory.mktemp("hidden-from-ray")
+    with running_head(hide=(hidden,)) as head:
+        assert list(Path(f"/proc/{head.process.pid}/root{hidden}").iterdir()) == []
+        head.hidden = hidden
         yield head
+
+
+@pytest.fixture
+def ray_shipped_folder(ray_head: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder the session's Ray head cannot see (its `hidden` one), for a test's project
+    shipped to it; MLLIB_HOME is moved there too, so nothing of the test is visible to its jobs."""
+    folder = Path(tempfile.mkdtemp(prefix="t-", dir=ray_head.hidden))
+    monkeypatch.setenv("MLLIB_HOME", str(folder / "mllib-home"))
+    return folder
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from mllib.protocol.folder import RunFolder
 from mllib.registry.runs import RunRecord, finish_run, get_run, update_run
 from mllib.runs.backend import Supervision
 from mllib.runs.retry import RetryPolicy
+from mllib.safetext import printable
 
 POLL_S = 0.3
 SYNC_EVERY_S = 1.0
@@ -164,7 +165,8 @@ class RemoteRun:
                 self.reg.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (self.run_id,))
             banner = (
                 f"\n--- mllib: attempt {number} of {self.policy.max_attempts} on agent {agent} "
-                f"(attempt {previous['attempt']} on {previous['agent']}: {previous['reason']}) ---\n"
+                f"(attempt {previous['attempt']} on {printable(previous['agent'])}: "
+                f"{printable(previous['reason'])}) ---\n"
             ).encode()
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as log:

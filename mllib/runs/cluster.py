@@ -29,6 +29,7 @@ from mllib.registry.runs import RunRecord, get_run, now, update_run
 from mllib.runs.backend import StartFailed, Supervision
 from mllib.runs.local import LocalBackend, Worker
 from mllib.runs.retry import RetryPolicy
+from mllib.safetext import printable
 from mllib.workspace import Workspace
 
 WAITING = "waiting for the cluster to start its job"
@@ -151,7 +152,8 @@ class ClusterBackend(LocalBackend):
             pause = policy.pause_after(attempt)
             note = (
                 f"\n--- mllib: attempt {attempt} of {policy.max_attempts} failed "
-                f"({outcome.message}); attempt {attempt + 1} starts in {pause:.0f} s ---\n"
+                f"({printable(outcome.message)}); attempt {attempt + 1} starts in {pause:.0f} s "
+                "---\n"
             ).encode()
             with open(ctx.folder.log_file, "ab") as log:
                 log.write(note)

@@ -16,6 +16,7 @@ def test_benchmark_short_mode(ray_head: Any) -> None:
         "mllib train --runtime ray",
         "bare submit_job → RUNNING",
         "mllib train --runtime process",
+        "mllib train --runtime ray, files shipped",
     }
     assert all(value > 0 for value in result["p50_s"].values())
     assert result["mllib_overhead_s"] == (

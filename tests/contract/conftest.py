@@ -67,22 +67,26 @@ def agent_host(agent_lab) -> Iterator[AgentHost]:
                 pass
 
 
-@pytest.fixture(params=["process", "venv", "docker", "ssh", "ray"])
+@pytest.fixture(params=["process", "venv", "docker", "ssh", "ray", "ray-ship"])
 def runtime(request: pytest.FixtureRequest) -> RuntimeUnderTest:
     """Each runtime in turn; docker needs a reachable engine, ssh root and sshd, ray Ray (each
     fails under CI=true, else skips). ssh is an agent without Docker: its runs run in a venv
-    there. ray submits jobs to the session's head on loopback (tests/ray/head.py)."""
+    there. ray submits jobs to the session's head on loopback (tests/ray/head.py), whose nodes
+    share this machine's files; ray-ship to the same head with `[ray] files = "ship"`, from a
+    project in the one folder that head cannot see (its nodes get only what the job ships)."""
     if request.param in ("process", "venv"):
         return RuntimeUnderTest(request.param, process_leftovers)
-    if request.param == "ray":
+    if request.param.startswith("ray"):
         head = request.getfixturevalue("ray_head")
+        ships = request.param == "ray-ship"
         return RuntimeUnderTest(
             "ray",
             lambda run: ray_leftovers(head, run),
             tables={
-                "ray": {"address": head.address},
+                "ray": {"address": head.address, "files": "ship" if ships else "shared"},
                 "retry": {"max_attempts": 1},  # a failure is the run's outcome, not retried
             },
+            ships=ships,
         )
     if request.param == "ssh":
         agent = request.getfixturevalue("agent_host")
@@ -104,5 +108,8 @@ def runtime(request: pytest.FixtureRequest) -> RuntimeUnderTest:
 
 
 @pytest.fixture
-def project(tmp_path: Path, runtime: RuntimeUnderTest) -> ProbeProject:
-    return make_project(tmp_path, runtime)
+def project(
+    request: pytest.FixtureRequest, tmp_path: Path, runtime: RuntimeUnderTest
+) -> ProbeProject:
+    folder = request.getfixturevalue("ray_shipped_folder") if runtime.ships else tmp_path
+    return make_project(folder, runtime)

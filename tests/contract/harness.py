@@ -38,8 +38,10 @@ class RuntimeUnderTest:
 
     A local runtime runs in the project folder; the ssh runtime (`agent` set) runs on an agent
     host, in the agent's working copy of the project, with .env.remote, and what a run reads by
-    absolute path must be on that host. The differences are properties here, each saying why, so
-    every scenario runs on every runtime.
+    absolute path must be on that host; a shipping runtime (`ships`: Ray with `[ray] files =
+    "ship"`) runs on a node that has none of this machine's files, in a copy of the code that
+    the job brought, reading its data files from packages the job brought too. The differences
+    are properties here, each saying why, so every scenario runs on every runtime.
     """
 
     name: str
@@ -47,6 +49,7 @@ class RuntimeUnderTest:
     settings: dict[str, Any] = field(default_factory=dict)  # its [runtime] keys in mllib.toml
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # other mllib.toml tables
     agent: AgentHost | None = None
+    ships: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
@@ -75,21 +78,31 @@ class RuntimeUnderTest:
             return f"agent {self.agent.name}, venv runtime there ([runtime] local = 'process'"
         return f"[runtime] local = '{self.name}'"
 
-    def workdir(self, project_root: Path, run_id: str) -> Path:
-        """The folder the run works in: the project's, or the agent's working copy of it."""
+    def workdir(self, project_root: Path, run_id: str) -> Path | None:
+        """The folder the run works in: the project's, or the agent's working copy of it; None
+        where it is the node's own copy, named by Ray (a shipped run's)."""
+        if self.ships:
+            return None
         return self.agent.root / "work" / run_id if self.agent else project_root
 
     @property
     def keeps_workdir(self) -> bool:
         """False where the run's working folder goes when it ends: an agent removes its working
         copy once the run is synced (its files written there go with it)."""
-        return self.agent is None
+        return self.agent is None and not self.ships
 
     @property
     def absolute_project_paths(self) -> bool:
         """Whether this machine's absolute path into the project names the same file for the run:
-        not on an agent, whose run works in its own copy elsewhere (a relative path does)."""
-        return self.agent is None
+        not on an agent or a node, whose run works in its own copy elsewhere (a relative path
+        does)."""
+        return self.agent is None and not self.ships
+
+    @property
+    def same_data_paths(self) -> bool:
+        """Whether a data path given to a run is the path the run reads: not where the file
+        travels in a package of the job's, unpacked where the node's Ray puts it."""
+        return not self.ships
 
     def data_dir(self, project_root: Path) -> Path:
         """Where datasets given to runs are copied: the project's state, or the agent's."""

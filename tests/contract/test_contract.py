@@ -52,16 +52,25 @@ def test_environment_contract(project: ProbeProject, monkeypatch: pytest.MonkeyP
     shown = _show(project, run.id)
     env_artifact = next(a for a in shown["artifacts"] if a["path"] == "artifacts/env.json")
     seen = json.loads(_blob(project, env_artifact["sha256"]))
+    data_path, workdir = (
+        str(project.outside / "train.txt"),
+        project.runtime.workdir(project.root, run.id),
+    )
+    if not project.runtime.same_data_paths:  # the node's copy of the file the job brought
+        assert seen["DATA_PATH"].endswith("/train.txt") and seen["DATA_PATH"] != data_path
+        data_path = seen["DATA_PATH"]
+    if workdir is None:  # the node's copy of the code the job brought
+        assert seen["cwd"].endswith("/code") and not seen["cwd"].startswith(str(project.root))
     assert seen == {
         "MLLIB_RUN_ID": run.id,
         "PYTHONHASHSEED": "7",
         "SECRET_SETTING": "s3cret",
         "EXTRA": "from-the-shell",
-        "DATA_PATH": str(project.outside / "train.txt"),  # readable where the host has it
+        "DATA_PATH": data_path,  # readable where the host has it
         # an agent's runs take the agent host's own numeric environment (its CPU, its cores)
         "OMP_NUM_THREADS": None if project.runtime.agent else "3",
         # paths into the project mean what they mean on the host (an agent's working copy)
-        "cwd": str(project.runtime.workdir(project.root, run.id)),
+        "cwd": str(workdir or seen["cwd"]),
     }
     assert shown["params"]["extra"] == "from-the-shell"
     assert shown["metrics"]["data_chars"] == len("outside data\nsecond line\nthird\n")
@@ -129,8 +138,9 @@ def test_user_error_shows_the_users_traceback(project: ProbeProject) -> None:
     assert run["failure_class"] == "user_error"
     assert run["error"] == "ValueError: bad value in train"
     log = (project.root / ".mllib" / "runs" / run["id"] / "output.log").read_text()
-    model_path = str(project.runtime.workdir(project.root, run["id"]) / "model.py")
-    assert f'File "{model_path}", line' in log and "in _fail" in log
+    workdir = project.runtime.workdir(project.root, run["id"])
+    model_path = f"{workdir}/model.py" if workdir else "/code/model.py"  # the node's copy
+    assert f'{model_path}", line' in log and "in _fail" in log
     assert "mllib/worker" not in log  # mllib's own frames are left out
 
 

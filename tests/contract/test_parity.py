@@ -161,15 +161,19 @@ def test_probe_model_is_identical_under_every_local_runtime(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("files", ["shared", "ship"])
 @pytest.mark.parametrize("template", sorted(NEEDS))
 def test_template_trains_identically_on_ray(
-    template: str, tmp_path: Path, image_repository: str, ray_head: Any
+    template: str, files: str, request: pytest.FixtureRequest, image_repository: str, ray_head: Any
 ) -> None:
     """A process run and a job on the session's Ray head (tests/ray/head.py), each predicting
-    where it trained: the same metrics, evaluation, model bytes and prediction."""
-    root = _template(template, tmp_path, image_repository)
+    where it trained: the same metrics, evaluation, model bytes and prediction; with the files
+    shipped, from a project the head cannot see (the job brings the code and takes the model
+    back through its log)."""
+    folder = request.getfixturevalue("ray_shipped_folder" if files == "ship" else "tmp_path")
+    root = _template(template, folder, image_repository)
     with (root / "mllib.toml").open("a") as toml:
-        toml.write(f'\n[ray]\naddress = "{ray_head.address}"\n')
+        toml.write(f'\n[ray]\naddress = "{ray_head.address}"\nfiles = "{files}"\n')
     model = str(root / "model.py")
 
     runs = {
@@ -180,3 +184,5 @@ def test_template_trains_identically_on_ray(
     _assert_identical(_results(root, runs, {"process": "process", "ray": "ray"}))
     ws = Workspace.find(root)
     assert views.show(ws, runs["ray"].id)["environment"]["runtime"] == "ray"
+    log = (root / ".mllib" / "runs" / runs["ray"].id / "output.log").read_text()
+    assert "mllib-ray" not in log  # a shipped job's channel records are taken out of its output

@@ -65,6 +65,7 @@ class RayHead:
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None  # the head's output file, closed when it stops
     ports: list[int] = field(default_factory=list)
+    hidden: Path | None = None  # a folder it and its jobs see empty (tests/conftest.py)
 
     @classmethod
     def start(

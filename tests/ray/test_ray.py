@@ -12,7 +12,7 @@ from typing import Any
 
 from mllib.registry.runs import get_run
 from mllib.runs import views
-from mllib.runtime.processes import find_process
+from mllib.runtime.processes import find_process, is_alive
 from mllib.workspace import Workspace
 from tests.conftest import wait_for
 from tests.contract.harness import RuntimeUnderTest, make_project, ray_leftovers
@@ -83,6 +83,8 @@ def test_a_job_lost_with_its_supervisor_is_a_system_error_and_retried(
     assert (run.status, run.attempt) == ("succeeded", 2), run.error
     first = views.show(Workspace.find(project.root), run_id)["attempts"][0]
     assert (first["status"], first["failure_class"]) == ("failed", "system_error")
+    log = (Path(views.show(Workspace.find(project.root), run_id)["log_path"])).read_text()
+    assert first["reason"].isprintable() and "\x1b" not in log  # Ray's colours left out
     assert ray_leftovers(ray_head, run) == []
 
 
@@ -199,6 +201,17 @@ def test_a_job_ray_holds_for_resources_is_queued_with_rays_reason_until_cancelle
     # nothing of it runs; Ray cannot stop a PENDING job (ray-project/ray#58353): its stop_job
     # is a call queued for the job's supervisor actor, which has not started
     assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []
+    _supervisor_ends(run)
+
+
+def _supervisor_ends(run: Any) -> None:
+    """The run's `mllib runs supervise` process exits (it would wait for Ray forever)."""
+    assert run.supervisor_pid
+    wait_for(
+        lambda: not is_alive(run.supervisor_pid, run.supervisor_ctime),
+        timeout=30,
+        what=f"the supervisor of {run.id} to exit",
+    )
 
 
 def test_a_job_ray_starts_makes_the_run_running(tmp_path: Path, ray_head: Any) -> None:
@@ -268,3 +281,39 @@ def test_runs_past_max_pending_wait_here_unsubmitted_in_their_order(
         run = get_run(registry, run_id)
         assert run.status == "cancelled"
         assert [left for left in ray_leftovers(ray_head, run) if "(PENDING)" not in left] == []
+        _supervisor_ends(run)
+
+
+def test_rays_messages_are_shown_without_its_colours_or_control_characters() -> None:
+    """Ray's job messages (a lost job's reason, a PENDING job's) colour actor names and may
+    quote what the job printed: `runs show`, `runs list` and the run's log get them plain."""
+    from mllib.runtime.ray.client import first_line
+
+    message = RuntimeError("\x1b[36mray::JobSupervisor\x1b[39m died\x07 \u202eevil\nsecond line")
+
+    assert first_line(message) == "ray::JobSupervisor died\\x07 \\u202eevil"
+
+
+def test_predict_on_ray_with_max_pending_is_submitted_and_answers(
+    tmp_path: Path, ray_head: Any
+) -> None:
+    """`mllib predict` reads the job's output before it waits for its end: the held job is
+    submitted from there (it used to wait for a submission nothing made)."""
+    project = _project(tmp_path, ray_head, ray={"address": ray_head.address, "max_pending": 50})
+    run = project.train()
+    assert run.status == "succeeded", run.error
+
+    answer = project.cli(
+        "predict",
+        "model.py",
+        "--run",
+        run.id,
+        "--runtime",
+        "ray",
+        "--input",
+        '{"x": 4}',
+        timeout=180,
+    )
+
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["y"] == 8

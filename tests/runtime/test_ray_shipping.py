@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def test_the_collector_writes_events_and_unpacks_outputs_into_the_run_folder(
 ) -> None:
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    collector = Collector(folder, "n0nce")
+    collector = Collector(folder, "n0nce", limit=1_000_000)
     encoded = _outputs({"model/model.pkl": b"weights", "artifacts/notes.txt": b"lr=0.1\n"})
     event = json.dumps({"type": "metric", "name": "loss", "value": 0.5})
 
@@ -84,13 +85,35 @@ def test_the_collector_writes_events_and_unpacks_outputs_into_the_run_folder(
 def test_outputs_that_would_leave_the_run_folder_are_refused_in_the_log(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    collector = Collector(folder, "n0nce")
+    collector = Collector(folder, "n0nce", limit=1_000_000)
     encoded = _outputs({"../escaped.txt": b"x"})
 
     out = collector.feed(record("n0nce", OUTPUTS, encoded) + record("n0nce", END, {}))
 
     assert out.startswith("mllib: the job's outputs came back damaged: ")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_the_collector_keeps_no_more_outputs_than_max_output_mb(tmp_path: Path) -> None:
+    """A node that does not keep to the limit (another mllib's) cannot fill this machine."""
+    small, large = RunFolder(tmp_path / "small"), RunFolder(tmp_path / "large")
+    for folder in (small, large):
+        folder.path.mkdir()
+
+    def send(folder: RunFolder, size: int) -> str:
+        encoded = _outputs({"artifacts/big.bin": os.urandom(size)})  # no compression shrinks it
+        chunks = [encoded[i : i + 48_000] for i in range(0, len(encoded), 48_000)]
+        log = "".join(record("n0nce", OUTPUTS, chunk) for chunk in chunks)
+        return Collector(folder, "n0nce", limit=100_000).feed(log + record("n0nce", END, {}))
+
+    assert send(small, 50_000) == ""
+    said = send(large, 150_000)
+
+    assert (small.artifact_dir / "big.bin").stat().st_size == 50_000
+    assert said == (
+        "mllib: the job's outputs were not kept: they are over [ray] max_output_mb (0.1 MB)\n"
+    )
+    assert list(large.path.iterdir()) == []  # nothing of them, and no spool file left
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mllib.errors import RuntimeUnavailableError
 from mllib.runtime.ray.settings import RaySettings
+from mllib.safetext import printable
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # ANSI SGR sequences
+QUIET_LOGGERS = (
+    "ray.dashboard.modules.job.sdk",
+    "ray.dashboard.modules.dashboard_sdk",
+    "ray._private.runtime_env.packaging",
+)
 INSTALL_HINT = "Install Ray beside mllib: pip install 'mllib[ray]'"
 
 
@@ -43,8 +51,10 @@ def connect(settings: RaySettings) -> JobSubmissionClient:
     os.environ.setdefault("RAY_AUTH_MODE", settings.auth)
     from ray.job_submission import JobSubmissionClient
 
-    # The client logs each closed log stream at INFO on the terminal: mllib says what matters.
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    # The client logs each closed log stream, and each package it builds and uploads (a shipped
+    # run's), at INFO on the terminal: mllib says what matters.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return JobSubmissionClient(settings.cluster)
     except Exception as exc:  # ConnectionError, an auth RuntimeError: one line each
@@ -56,9 +66,15 @@ def connect(settings: RaySettings) -> JobSubmissionClient:
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's first line, for one-line errors (Ray's messages run to pages)."""
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    """An exception's first line, for one-line errors (Ray's messages run to pages), as text a
+    terminal shows as it is: without Ray's colours (its messages colour actor names), any other
+    control character escaped (a job's message may quote what its entrypoint printed).
+
+    >>> first_line(RuntimeError("\\x1b[36mray::JobSupervisor\\x1b[39m died\\x07\\nmore"))
+    'ray::JobSupervisor died\\\\x07'
+    """
+    text = COLOURS.sub("", str(exc)).strip().splitlines()
+    return printable(text[0][:300]) if text else type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 NODE_MODULE = "mllib.runtime.ray.node"  # a shipped job's entrypoint (node.py)
 RUN_METADATA = "mllib_run"  # the job's metadata key naming its run (reap finds jobs by it)
 POLL_S = 0.1
+PENDING_POLL_S = 0.5  # how often output() asks Ray whether a PENDING job has started
 NOT_STARTED = "the job is submitted; Ray has not started it yet"
 COLLECT_S = 30.0  # how long an ended shipped job's log may take to bring its outputs
 HOLD_POLL_S = 2.0  # how often a held job looks at the cluster's pending jobs
@@ -89,7 +90,7 @@ class RayRuntime:
 
         def submit() -> None:
             try:
-                with self._files(client, job, own, nonce, python, settings.ships) as (entry, files):
+                with self._files(client, job, own, nonce, python, settings) as (entry, files):
                     client.submit_job(
                         entrypoint=entry,
                         submission_id=submission_id,
@@ -114,7 +115,7 @@ class RayRuntime:
                     f"the Ray cluster at {settings.cluster} refused the job: {first_line(exc)}"
                 ) from exc
 
-        collector = Collector(folder, nonce) if settings.ships else None
+        collector = Collector(folder, nonce, settings.max_output_bytes) if settings.ships else None
         handle = RayJob(client, submission_id, folder, settings, collector)
         if settings.max_pending:  # submitted by wait() once the cluster holds few enough
             handle.hold, handle.waiting = submit, f"counting the cluster's pending jobs{LIMIT}"
@@ -131,12 +132,12 @@ class RayRuntime:
         variables: dict[str, str],
         nonce: str,
         python: str,
-        ships: bool,
+        settings: RaySettings,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """The job's entrypoint and how its files reach it: shipped in its runtime_env
         (shipping.py), or read at this machine's paths (a filesystem the nodes share)."""
-        if ships:
-            with shipped(client, job, variables, nonce) as files:
+        if settings.ships:
+            with shipped(client, job, variables, nonce, settings.max_output_bytes) as files:
                 yield f"exec {shlex.join([python, '-u', '-m', NODE_MODULE])}", files
             return
         RunFolder(job.run_dir).write_job_env(variables)
@@ -228,6 +229,9 @@ class RayJob:
         # (Ray cannot stop a PENDING job: ray-project/ray#58353, so a cancelled run's stays).
         self.counts: Callable[[str], bool] = lambda run_id: True
         self.submitted = threading.Event()  # the job exists on the cluster: its log can be read
+        # Held jobs are released by wait() or by output(), whichever runs (predict reads the
+        # output first): one at a time, and never once cancel() has dropped the job.
+        self.releasing = threading.Lock()
 
     # -- RunHandle -----------------------------------------------------------------------------
     def output(self) -> Iterator[bytes]:
@@ -245,13 +249,33 @@ class RayJob:
 
         received = 0
         try:
-            while not self.submitted.wait(POLL_S):  # held: no job yet
-                if self.status is not None:
-                    return  # cancelled while held, or its submission failed: no log
+            # held (no job yet), then PENDING (no log yet: Ray's stream would wait for the job
+            # to start, however long, even for a run cancelled meanwhile)
+            looked = 0.0
+            while True:
+                ended = self.status is not None  # read first: wait() clears `waiting` before
+                if self.submitted.is_set():
+                    if self.waiting is None:
+                        break
+                    if time.monotonic() - looked > PENDING_POLL_S:  # wait() may not be running
+                        looked = time.monotonic()
+                        if self._left_pending():
+                            break
+                if ended:
+                    return  # cancelled, or its submission failed, before the job started
+                if self.hold is not None:
+                    self._release()
+                time.sleep(POLL_S)
             for text in self._stream():
                 received += len(text)
                 if out := plain(text):
                     yield out
+            if collector is not None and collector.complete:
+                # the node's last record came: nothing is missing, and a log that carried the
+                # outputs (up to [ray] max_output_mb) is not read again whole
+                if out := plain("", end=True):
+                    yield out
+                return
             while True:  # the stream has ended: the rest of the log, once the job has
                 try:
                     ended = self.client.get_job_status(self.ident).is_terminal()
@@ -307,10 +331,12 @@ class RayJob:
 
     def cancel(self, grace_s: float) -> None:
         """mllib's SIGTERM first (a worker on this machine), Ray's stop_job after `grace_s`."""
-        if self.hold is not None:  # never submitted: nothing runs
-            self.folder.discard_secret_params()
-            self.status = ExitStatus(None, signal.SIGTERM)
-            return
+        with self.releasing:
+            if self.hold is not None:  # never submitted: nothing runs
+                self.hold = None
+                self.folder.discard_secret_params()
+                self.status = ExitStatus(None, signal.SIGTERM)
+                return
         pid = self.pid or (None if self.collector else self._local_worker(now_=True))
         if pid is not None and grace_s > 0:
             try:
@@ -322,9 +348,22 @@ class RayJob:
         try:
             self.client.stop_job(self.ident)
         except Exception:  # the head is gone: wait() reports the run lost
-            pass
+            return
+        # Ray cannot stop a PENDING job (ray-project/ray#58353): its stop_job is a call queued
+        # for the job's supervisor actor, which has not started. Nothing of the run runs, so
+        # the run ends now, and its supervisor with it (it would wait for Ray forever).
+        with contextlib.suppress(Exception):
+            if self.status is None and self.client.get_job_status(self.ident).value == "PENDING":
+                self.status = ExitStatus(None, signal.SIGTERM)
 
     # -- its parts ----------------------------------------------------------------------------
+    def _left_pending(self) -> bool:
+        """Whether Ray has started the job (or cannot say: its log stream then tells)."""
+        try:
+            return bool(self.client.get_job_status(self.ident).value != "PENDING")
+        except Exception:
+            return True
+
     def pending_limit(self) -> str | None:
         """Why the job must wait before it is submitted (`[ray] max_pending` of mllib's jobs
         are PENDING on the cluster), or None."""
@@ -345,6 +384,11 @@ class RayJob:
     def _release(self) -> None:
         """Submit the held job once the cluster holds fewer pending jobs (looked at every
         HOLD_POLL_S); a submission that fails ends the run as a system error."""
+        with self.releasing:
+            if self.hold is not None:
+                self._release_held()
+
+    def _release_held(self) -> None:
         if self.held_at and time.monotonic() - self.held_at < HOLD_POLL_S:
             return
         self.held_at = time.monotonic()

@@ -6,15 +6,16 @@ the same hash, so nothing is written into it and the secrets are taken out of it
 variables are pointed at the packages Ray unpacked for the job's py_modules, and the one worker
 command runs in the code folder. Its output goes to the job's log as it comes; each event it
 writes goes there too as a record (mllib.runtime.ray.channel), then the model, artifacts and
-prediction as a tar.gz in base64 records. This exits as the worker did (its code, or its
-killing signal), so Ray's driver_exit_code is the worker's; a SIGTERM (Ray's stop_job) is
-passed on to the worker, whose outputs so far still come back.
+prediction as a tar.gz in base64 records, at most `[ray] max_output_mb` of it (the manifest's
+max_output_bytes): larger outputs are not sent, and a run that succeeded fails as a user error
+saying so (the head keeps the job's log whole, on its disk). This exits as the worker
+did (its code, or its killing signal), so Ray's driver_exit_code is the worker's; a SIGTERM
+(Ray's stop_job) is passed on to the worker, whose outputs so far still come back.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -29,16 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from mllib.protocol.argv import worker_argv
-from mllib.protocol.failure import EXIT_SYSTEM_ERROR
+from mllib.protocol.events import PARAMS, report_failure
+from mllib.protocol.failure import EXIT_SYSTEM_ERROR, EXIT_USER_ERROR, USER_ERROR
 from mllib.protocol.folder import RunFolder
 from mllib.runtime.ray.channel import END, EVENT, OUTPUTS, record
+from mllib.runtime.ray.sealed import sealed_copy
 
 MANIFEST = "mllib-ship.json"  # in the working_dir: the attempt's nonce and its data packages
 CODE = "code"
 RUN = "run"
 RETURNED = (RunFolder.MODEL, RunFolder.ARTIFACTS, "output")  # what comes back, if made
-CHUNK = 48_000  # base64 characters per outputs record
+CHUNK = 36_000  # bytes per outputs record (48,000 in base64: a multiple of 3 bytes, no padding)
+OUTPUTS_TAR = "outputs.tar.gz"  # in the scratch folder, beside the run folder
 TAIL_S = 0.2
+DEFAULT_MAX_OUTPUT = 256_000_000  # [ray] max_output_mb's default, for a manifest without it
 
 
 class Relay:
@@ -51,6 +56,7 @@ class Relay:
         self.partial = b""
         self.lock = threading.Lock()
         self.out = sys.stdout.buffer
+        self.given: dict[str, str] = {}  # a data path here -> the path the run was given
 
     def write(self, data: bytes) -> None:
         with self.lock:
@@ -77,23 +83,48 @@ class Relay:
         *lines, self.partial = (self.partial + data).split(b"\n")
         for line in lines:
             if line.strip():
-                self.send(EVENT, line.decode("utf-8", errors="replace"))
+                self.send(EVENT, self._as_given(line.decode("utf-8", errors="replace")))
 
-    def send_outputs(self, run_dir: Path) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    def _as_given(self, line: str) -> str:
+        """A params event with each data path of this node as the run was given it."""
+        if not self.given or f'"{PARAMS}"' not in line:
+            return line
+        try:
+            event = json.loads(line)
+            if event.get("type") != PARAMS:
+                return line
+            values = event["values"]
+            event["values"] = {
+                k: self.given.get(v, v) if isinstance(v, str) else v for k, v in values.items()
+            }
+        except (ValueError, KeyError, AttributeError, TypeError):
+            return line
+        return json.dumps(event)
+
+    def send_outputs(self, run_dir: Path, limit: int) -> str | None:
+        """Send the run's outputs as a tar.gz, unless it is over `limit` bytes: then why not."""
+        packed = run_dir.parent / OUTPUTS_TAR
+        with tarfile.open(packed, mode="w:gz") as tar:
             for name in RETURNED:
                 if (run_dir / name).exists():
                     tar.add(run_dir / name, arcname=name)
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-        for start in range(0, len(encoded), CHUNK):
-            self.send(OUTPUTS, encoded[start : start + CHUNK])
-        self.send(END, {"bytes": len(buffer.getvalue())})
+        size = packed.stat().st_size
+        if size > limit:
+            return (
+                f"the run's model, artifacts and prediction are {size / 1e6:.1f} MB compressed, "
+                f"over [ray] max_output_mb = {limit / 1e6:g}, the most a shipped run sends back "
+                "through its job's log"
+            )
+        with open(packed, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                self.send(OUTPUTS, base64.b64encode(chunk).decode("ascii"))
+        self.send(END, {"bytes": size})
+        return None
 
 
 def data_paths(data: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Each data variable's path on this node: its package (a py_modules entry Ray unpacked and
-    put on PYTHONPATH), then the file or folder's own name."""
+    """Each data variable's path on this node: the read-only copy (sealed.py) of its package (a
+    py_modules entry Ray unpacked and put on PYTHONPATH), then the file or folder's own name."""
     entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     found = {}
     for variable, package in data.items():
@@ -101,7 +132,7 @@ def data_paths(data: dict[str, dict[str, str]]) -> dict[str, str]:
         folder = next((e for e in entries if Path(e).name == name), None)
         if folder is None:
             raise LookupError(f"Ray did not unpack the package of {variable} ({package['uri']})")
-        found[variable] = str(Path(folder) / package["name"])
+        found[variable] = str(sealed_copy(Path(folder)) / package["name"])
     return found
 
 
@@ -113,12 +144,15 @@ def run(package: Path, manifest: dict[str, Any], scratch: Path) -> int:
     shipped.discard_secret_params()  # this attempt's copy has them; Ray's cache keeps none
     folder = RunFolder(run_dir)
     relay = Relay(manifest["nonce"], folder.events_file)
+    given = folder.take_job_env()
     try:
-        variables = {**folder.take_job_env(), **data_paths(manifest["data"])}
-    except LookupError as exc:
+        here = data_paths(manifest["data"])
+    except (LookupError, OSError) as exc:
         relay.write(f"mllib: {exc}\n".encode())
         return EXIT_SYSTEM_ERROR
-    folder.write_job_env(variables)
+    # the params record the data paths as the run was given them, not this node's copies
+    relay.given = {path: given[name] for name, path in here.items() if name in given}
+    folder.write_job_env({**given, **here})
     code = package / CODE
     worker = subprocess.Popen(
         worker_argv(sys.executable, run_dir, code),
@@ -136,8 +170,20 @@ def run(package: Path, manifest: dict[str, Any], scratch: Path) -> int:
         time.sleep(TAIL_S)
     copier.join()
     relay.forward_events()
-    relay.send_outputs(run_dir)
-    return worker.returncode
+    refused = relay.send_outputs(run_dir, manifest.get("max_output_bytes", DEFAULT_MAX_OUTPUT))
+    if refused is None:
+        return worker.returncode
+    if worker.returncode != 0:  # the run failed already: that is its outcome
+        relay.write(f"mllib: {refused}: not sent\n".encode())
+        return worker.returncode
+    report_failure(
+        folder.events_file,
+        USER_ERROR,
+        f"{refused}. Raise it in mllib.toml, keep large files out of the model and artifacts, "
+        'or give the nodes a filesystem they share with this machine ([ray] files = "shared")',
+    )
+    relay.forward_events()
+    return EXIT_USER_ERROR
 
 
 def main() -> None:
@@ -150,7 +196,8 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if code < 0:  # end as the worker ended: Ray reads the signal as the job's exit
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # their handlers cannot be set
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     sys.exit(code)
 

@@ -34,6 +34,10 @@ class RaySettings:
     # At most this many of mllib's jobs PENDING on the cluster at once (0: no limit): a run
     # beyond it stays queued here, in mllib's order, and is submitted once fewer are.
     max_pending: int = 0
+    # The most a shipped run's model, artifacts and prediction may weigh (compressed, in MB):
+    # they come back through the job's log, which the head keeps whole. A run
+    # with more fails as a user error naming this key.
+    max_output_mb: float = 256.0
 
     @classmethod
     def from_config(cls, config: Config) -> RaySettings:
@@ -48,6 +52,10 @@ class RaySettings:
                 f"got {settings.files!r}"
             )
         return settings
+
+    @property
+    def max_output_bytes(self) -> int:
+        return int(self.max_output_mb * 1e6)
 
     @property
     def cluster(self) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 import shutil
 import tarfile
@@ -33,7 +32,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mllib.protocol.folder import RunFolder
 from mllib.runtime.base import Job
@@ -50,10 +49,15 @@ INPUTS = (RunFolder.SPEC, "input")  # what of the run folder the worker reads
 
 @contextmanager
 def shipped(
-    client: JobSubmissionClient, job: Job, variables: dict[str, str], nonce: str
+    client: JobSubmissionClient,
+    job: Job,
+    variables: dict[str, str],
+    nonce: str,
+    max_output_bytes: int,
 ) -> Iterator[dict[str, Any]]:
     """The runtime_env entries that ship `job` (uploaded now), and the node's entrypoint."""
-    data = {name: upload_path(client, name, path) for name, path in job.data_mounts.items()}
+    paths = {**job.data_mounts, **left_out_of_code(job, variables)}
+    data = {name: upload_path(client, name, path) for name, path in paths.items()}
     folder = RunFolder(job.run_dir)
     with tempfile.TemporaryDirectory(prefix="mllib-ship-") as tmp:
         root = Path(tmp)
@@ -69,11 +73,51 @@ def shipped(
         staged.write_job_env(variables)
         staged.write_secret_params(folder.read_secret_params(remove=True))
         (root / MANIFEST).write_text(
-            json.dumps({"nonce": nonce, "run_id": job.run_id, "data": data}), encoding="utf-8"
+            json.dumps(
+                {
+                    "nonce": nonce,
+                    "run_id": job.run_id,
+                    "data": data,
+                    "max_output_bytes": max_output_bytes,
+                }
+            ),
+            encoding="utf-8",
         )
         uri = _upload(client, root, "the run's code and inputs", parent=False)
         modules = [entry["uri"] for entry in data.values()]
         yield {"working_dir": uri, **({"py_modules": modules} if modules else {})}
+
+
+def left_out_of_code(job: Job, variables: dict[str, str]) -> dict[str, Path]:
+    """The variables naming, by a path relative to the project, a file or folder that the run's
+    code leaves out (ignored, `[code] exclude`, over `[code] max_file_mb`): the node has no
+    project to find it in, so it travels as data, like a path outside the project."""
+    root = job.work_dir.resolve()
+    code = set(job.code_files) if job.code_files is not None else None
+    found = {}
+    for name, value in variables.items():
+        if name in job.data_mounts or not value or "\0" in value or Path(value).is_absolute():
+            continue
+        try:
+            path = (root / value).resolve()
+            inside = path.is_relative_to(root) and path != root and path.exists()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if inside and not _in_code(job, code, path.relative_to(root)):
+            found[name] = path
+    return found
+
+
+def _in_code(job: Job, code: set[str] | None, relative: Path) -> bool:
+    """Whether every file of the project's `relative` is in the code the job ships."""
+    if code is None:  # a stored snapshot, copied whole
+        return (job.code_dir / relative).exists()
+    source = job.work_dir / relative
+    if source.is_file():
+        return relative.as_posix() in code
+    return all(
+        f.relative_to(job.work_dir).as_posix() in code for f in source.rglob("*") if f.is_file()
+    )
 
 
 def _copy_code(job: Job, target: Path) -> None:
@@ -130,12 +174,18 @@ def _size(path: Path) -> int:
 
 class Collector:
     """Takes a shipped attempt's records out of its log: events into the run folder's events
-    file as they come, outputs unpacked into the run folder once whole."""
+    file as they come, outputs spooled to a file there and unpacked once whole. More than
+    `limit` bytes of outputs (a node that did not keep to `[ray] max_output_mb`) are not kept."""
 
-    def __init__(self, folder: RunFolder, nonce: str) -> None:
+    def __init__(self, folder: RunFolder, nonce: str, limit: int) -> None:
         self.folder = folder
         self.reader = Reader(nonce)
-        self.outputs: list[str] = []
+        self.limit = limit
+        self.spool: IO[bytes] | None = None
+        self.received = 0
+        self.damaged: str | None = None
+        self.complete = False  # the node's last record (END) has come
+        self.partial = ""  # base64 characters of a group the next chunk completes
 
     def feed(self, text: str) -> str:
         """The worker's output in `text`; its records applied."""
@@ -146,10 +196,31 @@ class Collector:
                 handle.write("".join(f"{line}\n" for line in events))
         for kind, payload in records:
             if kind == OUTPUTS:
-                self.outputs.append(payload)
+                self._keep(payload)
             elif kind == END:
                 out += self._unpack()
+                self.complete = True
         return out
+
+    def _keep(self, chunk: Any) -> None:
+        """Decode a chunk as it comes (whole 4-character groups; the rest waits for the next)."""
+        if self.damaged:
+            return
+        text = self.partial + str(chunk)
+        whole = len(text) - len(text) % 4
+        self.partial = text[whole:]
+        try:
+            data = base64.b64decode(text[:whole], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            self.damaged = f"a chunk is not base64 ({exc})"
+            return
+        self.received += len(data)
+        if self.received > self.limit:
+            self.damaged = f"they are over [ray] max_output_mb ({self.limit / 1e6:g} MB)"
+            return
+        if self.spool is None:
+            self.spool = tempfile.TemporaryFile(dir=self.folder.path)  # noqa: SIM115 - closed in _unpack
+        self.spool.write(data)
 
     def flush(self) -> str:
         return self.reader.flush()
@@ -157,10 +228,21 @@ class Collector:
     def _unpack(self) -> str:
         """Unpack the outputs; a line for the log when they cannot be (the run then lacks them,
         and storing them fails it as a system error)."""
-        data, self.outputs = "".join(self.outputs), []
+        spool, self.spool, damaged, self.damaged = self.spool, None, self.damaged, None
+        if self.partial and not damaged:
+            damaged = f"they end in {len(self.partial)} stray base64 characters"
+        self.received, self.partial = 0, ""
         try:
-            with tarfile.open(fileobj=io.BytesIO(base64.b64decode(data, validate=True))) as tar:
+            if damaged:
+                return f"mllib: the job's outputs were not kept: {damaged}\n"
+            if spool is None:
+                return "mllib: the job's outputs came back empty\n"
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r:gz") as tar:
                 tar.extractall(self.folder.path, filter="data")
-        except (binascii.Error, tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError) as exc:
             return f"mllib: the job's outputs came back damaged: {exc}\n"
+        finally:
+            if spool is not None:
+                spool.close()
         return ""

@@ -16,7 +16,8 @@ class Probe:
     def __init__(self):
         self.lr = mllib.Param(0.1)
         self.epochs = mllib.Param(3)
-        self.mode = mllib.Param("ok")  # ok | raise | sigkill | sleep | nap | oom | write_data
+        # ok | raise | sigkill | sleep | nap | oom | write_data | big_artifact
+        self.mode = mllib.Param("ok")
         self.data_path = mllib.Param("data/train.txt", env="DATA_PATH")
         self.extra = mllib.Param("default", env="EXTRA")
         self.tag = mllib.Param("none")
@@ -59,6 +60,8 @@ class Probe:
         mllib.log_artifact(str(logged))
         if self.mode == "write_data":
             self._try_write(Path(self.data_path))
+        if self.mode == "big_artifact":  # 2 MB that no compression makes smaller
+            (out / "big.bin").write_bytes(os.urandom(2_000_000))
         Path("written-in-project.txt").write_text("hello\n")
         self.weights = [random.random() for _ in range(3)]
 
