@@ -523,10 +523,20 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         dataset it read (but those `data` pins); the server queues each run itself."""
         from mllib.server import schedules
 
-        with ctx.registry() as reg:
-            return schedules.create(
-                reg, who, body.run_id, body.every, gates=body.gates, data=body.data
+        if (body.run_id is None) == (body.model is None):
+            raise UsageError(
+                "Give one of run_id (an evaluation to repeat) and model (a name to evaluate)"
             )
+        with ctx.registry() as reg:
+            if body.model is not None:
+                return schedules.create_for_model(
+                    reg, who, commits, ctx, body.model, body.every,
+                    gates=body.gates, data=body.data, env=body.env,
+                )  # fmt: skip
+            return schedules.create(
+                reg, who, body.run_id or "", body.every,
+                gates=body.gates, data=body.data, env=body.env, home=ctx.home,
+            )  # fmt: skip
 
     @app.get(f"{PREFIX}/schedules", tags=["schedules"])
     def list_schedules(
