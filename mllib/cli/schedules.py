@@ -109,13 +109,9 @@ def _server(local: bool) -> Any:
 
 def _ask(local: bool, request: Any, *args: Any) -> Any:
     """`request(server, *args)` against the team server, or None when there is none."""
-    server = _server(local)
-    if server is None:
-        return None
-    try:
-        return request(server, *args)
-    finally:
-        server.close()
+    from mllib.cli.account import ask_team_server
+
+    return ask_team_server(local, request, *args)
 
 
 @app.command()

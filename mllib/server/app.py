@@ -17,6 +17,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
+from mllib.server.models import add_routes as add_model_routes
 from mllib.server.studies import add_routes as add_study_routes
 from mllib.server.submit import Accepted, Conflict, Submission
 
@@ -112,6 +113,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
     Who = Annotated[User, Depends(user)]
     add_study_routes(app, ctx, user, PREFIX)  # tuning studies' journals (mllib.server.studies)
+    add_model_routes(
+        app, ctx, user, PREFIX
+    )  # model versions and their trends (mllib.server.models)
 
     def own_run(reg: "Registry", who: User, run_id: str) -> Any:
         from mllib.registry.runs import get_run

@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from mllib import error_reports, sentry_plugin
 from mllib.registry.metrics import get_eval_metrics
 from mllib.registry.runs import now
-from mllib.runs.gates import breaches
-from mllib.schedules.runner import ALERT_CLASS, EvaluationBelowThreshold
+from mllib.runs.gates import ALERT_CLASS, alert, breaches
 from mllib.server import evaluations
 
 if TYPE_CHECKING:
@@ -67,11 +65,5 @@ def check(reg: Registry, ctx: ServerContext) -> list[str]:
 def report(
     ctx: ServerContext, message: str, *, failure_class: str = ALERT_CLASS, **tags: object
 ) -> None:
-    """One Sentry event from the server (nothing without a DSN)."""
-    dsn = sentry_plugin.environment(ctx.project).get(sentry_plugin.DSN_VARIABLE)
-    if not dsn or not sentry_plugin.enable(dsn):
-        return
-    error_reports.report(
-        EvaluationBelowThreshold(message), failure_class=failure_class, action="evaluate", **tags
-    )
-    error_reports.flush()
+    """One Sentry event from the server, with its DSN (nothing without one)."""
+    alert(ctx.project, message, failure_class=failure_class, **tags)

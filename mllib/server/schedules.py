@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from mllib.datasets.catalog import get_version
 from mllib.datasets.refs import DatasetRef, parse_binding
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import MllibError, NotFoundError, UsageError
 from mllib.periods import every_seconds, next_time
 from mllib.registry import Registry
 from mllib.registry.metrics import get_eval_metrics
@@ -307,7 +307,7 @@ def _not_queued(reg: Registry, ctx: ServerContext, row: dict[str, Any], exc: Exc
     from mllib.error_reports import USER_ERROR
     from mllib.server import schedule_alerts
 
-    reason = str(exc)
+    reason = exc.message if isinstance(exc, MllibError) else str(exc)  # one line, no hint
     _log(ctx, f"schedule {row['id']}: its run could not be queued: {reason}")
     _set_error(reg, row["id"], reason)
     schedule_alerts.report(

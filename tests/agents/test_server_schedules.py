@@ -1,10 +1,11 @@
 """Scheduled evaluations on a team server whose agents are the sshd lab's hosts: `mllib evaluate
---model NAME --every 1d` registers the schedule on the server, which evaluates the version the
-name means at each of its runs (a newer version trained meanwhile) on the newest version of the
-dataset, each a real run on an agent, shows how each went in `mllib schedules list|show`, and
-reports a broken gate to Sentry (a local HTTP endpoint stands in for Sentry's ingest: its cloud
-cannot be reached from tests). Each run gets the user's `.env.remote` values, which the server
-keeps sealed and never answers."""
+--model NAME@prod --every 1d` registers the schedule on the server, which evaluates the version
+the name means at each of its runs (`mllib models alias NAME:2 prod` moved it meanwhile) on the
+newest version of the dataset, each a real run on an agent; it shows how each went in `mllib
+schedules list|show` and the trend in `mllib models show` (read from the server), and reports a
+broken gate to Sentry (a local HTTP endpoint stands in for Sentry's ingest: its cloud cannot be
+reached from tests). Each run gets the user's `.env.remote` values, which the server keeps
+sealed and never answers."""
 
 from __future__ import annotations
 
@@ -77,8 +78,10 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     _upload(ana, env, "x\n1\n")
     first = _trained(server, ana, env, "--steps=3")  # v1: evaluate() gives total 3
     model = first["model"]
+    promoted = cli(ana, env, "models", "alias", f"{model}:1", "prod")  # on the server
+    assert promoted.returncode == 0 and f"{model}@prod now names v1." in promoted.stderr
 
-    made = cli(ana, env, "evaluate", "--model", model, "--data", "eval=evals",
+    made = cli(ana, env, "evaluate", "--model", f"{model}@prod", "--data", "eval=evals",
                "--fail-under", "total=5", "--every", "1d")  # fmt: skip
     assert made.returncode == 0, made.stderr
     schedule_id = made.stdout.strip().splitlines()[-1]
@@ -87,12 +90,12 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     # its first evaluation runs now, on an agent: v1 breaks the gate
     row = wait_for(lambda: (r := _last(ana, env))["last"]["status"] in TERMINAL and r,
                    timeout=300, interval=1.0, what="the first evaluation to end")  # fmt: skip
-    assert row["model_ref"] == model and row["every"] == "1d"
+    assert row["model_ref"] == f"{model}@prod" and row["every"] == "1d"
     assert row["last"]["status"] == "breached" and row["last"]["version"] == 1
     assert row["last"]["eval_metrics"] == {"total": 3.0, "token": 1.0}
     assert row["last"]["breaches"] == ["total 3 is under 5"]
     table = cli(ana, env, "schedules", "list")
-    assert schedule_id in table.stdout and f"{model} (v1)" in table.stdout
+    assert schedule_id in table.stdout and f"{model}@prod (v1)" in table.stdout
     assert "breached" in table.stdout and "total=3 (total 3 is under 5)" in table.stdout
     [event] = ingest.wait_events(1)  # the server alerts, once
     assert exception_of(event)["type"] == "EvaluationBelowThreshold"
@@ -102,8 +105,10 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     assert (tags["schedule"], tags["run_id"]) == (schedule_id, row["last"]["run_id"])
     assert (tags["model"], tags["version"], tags["user"]) == (model, "1", "ana")
 
-    # a newer version and a newer dataset meanwhile: the next run evaluates them
+    # a newer version promoted and a newer dataset meanwhile: the next run evaluates them
     _trained(server, ana, env, "--steps=5")  # v2: total 10
+    moved = cli(ana, env, "models", "alias", f"{model}:2", "prod")
+    assert f"{model}@prod now names v2 (moved from v1)." in moved.stderr
     _upload(ana, env, "x\n1\n2\n")
     make_due(server, schedule_id, 5)
 
@@ -131,6 +136,18 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
 
     queued = cli(ana, env, "schedules", "run-now", schedule_id)
     assert queued.returncode == 0, queued.stderr
+    again = queued.stdout.strip().splitlines()[-1]
+    wait_for(lambda: show(server, "ana", again)["status"] in TERMINAL[:3], timeout=300,
+             interval=1.0, what="the run-now evaluation to end")  # fmt: skip
+    # the trend in `mllib models show`: each version's evaluations the server ran
+    v1 = _json(cli(ana, env, "models", "show", f"{model}:1", "--json"))
+    assert [h["eval_metrics"]["total"] for h in v1["history"]] == [3.0]
+    v2 = _json(cli(ana, env, "models", "show", f"{model}:2", "--json"))
+    assert [h["run_id"] for h in v2["history"]] == [ticked["run_id"], again]
+    text = cli(ana, env, "models", "show", f"{model}:2").stdout
+    assert "Trend (2 evaluations" in text and "total  ▅▅  10 → 10" in text
+    [listed] = _json(cli(ana, env, "models", "list", "--json"))
+    assert (listed["name"], listed["versions"], listed["aliases"]) == (model, 2, {"prod": 2})
     removed = cli(ana, env, "schedules", "rm", schedule_id)
     assert removed.returncode == 0 and schedule_id in removed.stderr
     assert _json(cli(ana, env, "schedules", "list", "--json")) == []
