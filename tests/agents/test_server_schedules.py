@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from conftest import MODEL
 from sshlab import wait_for
 from test_team_server import cli, person, show, submit
@@ -63,6 +64,7 @@ def _last(root, env) -> dict:
     return row
 
 
+@pytest.mark.timeout(900)  # three trainings, four evaluations and some thirty `mllib` commands
 def test_evaluate_every_on_the_server_follows_the_newest_version_and_dataset(request, tmp_path):
     server = request.getfixturevalue("dispatching")
     with SentryIngest() as ingest:
