@@ -84,7 +84,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "tuning": ("runs",),
     "agents": ("runs",),
     "queue": ("registry",),
-    "server": ("agents", "queue"),
+    "server": ("agents", "queue", "models"),  # models: `models list|show` answered on the server
     "client": ("runs",),
     "serving": ("runs", "worker"),
     "schedules": ("serving",),
@@ -133,7 +133,7 @@ HEAVY: dict[str, tuple[str, ...]] = {
                "mllib.runtime.image_build", "mllib.runtime.base_image"),
     "paramiko": ("mllib.agents",),
     "litserve": ("mllib.serving.server",),
-    "fastapi": ("mllib.serving", "mllib.server.app", "mllib.server.studies"),
+    "fastapi": ("mllib.serving", "mllib.server.app", "mllib.server.studies", "mllib.server.models"),
     "starlette": ("mllib.serving", "mllib.server.app"),
     "uvicorn": ("mllib.serving.server", "mllib.server.main"),
     "prometheus_client": ("mllib.serving", "mllib.server.metrics"),

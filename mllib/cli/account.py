@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -86,3 +86,15 @@ def team_server(local: bool = False) -> Server | None:
     from mllib.project import Project
 
     return Server.connect(Project.find().config)
+
+
+def ask_team_server(local: bool, request: Any, *args: Any) -> Any:
+    """`request(server, *args)` against the team server, or None when there is none (or
+    `local`)."""
+    server = team_server(local)
+    if server is None:
+        return None
+    try:
+        return request(server, *args)
+    finally:
+        server.close()

@@ -268,16 +268,8 @@ def evaluate(
                 " cannot go with it",
                 hint="For example: mllib evaluate --model iris@prod --data eval=reviews --every 1d",
             )
-        from mllib.cli.account import server_url
-
-        if server_url(local) is not None:
-            raise UsageError(
-                "With a team server, the server runs schedules: --every schedules on this "
-                "machine only with --local",
-                hint="Queue the evaluation there (`mllib evaluate ... --remote --detach`), then "
-                "`mllib schedules add RUN_ID --every 1d`.",
-            )
         options = {"best": best, "data": data, "fail_under": fail_under, "runtime": runtime}
+        options["local"] = local
         _schedule(ctx, model, param, version, every, **options)
         return
     options = {"run": run, "version": version, "best": best, "json_": json_}
@@ -304,7 +296,8 @@ def _schedule(
     if params:
         raise params_refused(sorted(params))
     ref = version or (target.name if target is not None else "")
-    schedule_evaluation(ref, every, **options)
+    param_env = target.param_env if target is not None else []
+    schedule_evaluation(ref, every, param_env=param_env, **options)
 
 
 def predict(

@@ -33,12 +33,22 @@ def _reading():
     return reading()
 
 
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="This project's models, not the team server's.")
+]
+
+
 @app.command("list")
-def list_(json_: JsonOpt = False) -> None:
-    """Every model with its number of versions, the newest, its aliases and deployments."""
+def list_(json_: JsonOpt = False, local: LocalOpt = False) -> None:
+    """Every model with its number of versions, the newest, its aliases and deployments (on a
+    team server: the versions its runs made)."""
+    from mllib.cli.account import ask_team_server
+    from mllib.client import views
     from mllib.models.catalog import list_models
 
-    found = list_models(_reading())
+    found = ask_team_server(local, views.models)
+    if found is None:
+        found = list_models(_reading())
     if json_:
         output.print_json(found)
         return
@@ -70,11 +80,17 @@ def show(
         ),
     ],
     json_: JsonOpt = False,
+    local: LocalOpt = False,
 ) -> None:
-    """A model's versions, newest first: their runs, latest evaluations, aliases, deployments."""
+    """A model's versions, newest first: their runs, latest evaluations, aliases, deployments
+    (on a team server: its versions, and the trend of the evaluations it ran)."""
+    from mllib.cli.account import ask_team_server
+    from mllib.client import views
     from mllib.models.catalog import show as show_model
 
-    data = show_model(_reading(), ref)
+    data = ask_team_server(local, views.model, ref)
+    if data is None:
+        data = show_model(_reading(), ref)
     if json_:
         output.print_json(data)
         return
@@ -164,24 +180,33 @@ def alias(
         typer.Argument(metavar="ALIAS", help="The alias, e.g. champion.", show_default=False),
     ] = None,
     rm: Annotated[bool, typer.Option("--rm", help="Remove the alias instead.")] = False,
+    local: LocalOpt = False,
 ) -> None:
-    """Name a version with an alias (`mllib models alias iris:3 champion`), used as NAME@ALIAS."""
+    """Name a version with an alias (`mllib models alias iris:3 champion`), used as NAME@ALIAS
+    (on a team server: its versions' aliases, which its schedules of NAME@ALIAS follow)."""
+    from mllib.cli.account import ask_team_server
+    from mllib.client import views
     from mllib.errors import UsageError
-    from mllib.models.aliases import remove_alias, set_alias
+    from mllib.models.aliases import AliasChange, remove_alias, set_alias
 
     console = output.err()
-    if rm:
-        change = remove_alias(_ws(), ref, name)
-        console.print(
-            f"Removed {change.model}@{change.alias} (it named v{change.before}).", markup=False
-        )
-        return
-    if name is None:
+    if name is None and not rm:
         raise UsageError(
             "Which alias? Give it after the version",
             hint=f"For example: mllib models alias {ref} champion",
         )
-    change = set_alias(_ws(), ref, name)
+    answer = ask_team_server(local, views.alias, ref, name, rm)
+    if answer is not None:
+        change = AliasChange(**answer)
+    elif rm:
+        change = remove_alias(_ws(), ref, name)
+    else:
+        change = set_alias(_ws(), ref, name or "")
+    if rm:
+        console.print(
+            f"Removed {change.model}@{change.alias} (it named v{change.before}).", markup=False
+        )
+        return
     moved = f" (moved from v{change.before})" if change.before not in (None, change.version) else ""
     console.print(
         f"{change.model}@{change.alias} now names v{change.version}{moved}.", markup=False

@@ -10,6 +10,7 @@ import typer
 
 from mllib.cli import output
 from mllib.cli.output import fmt_time, fmt_value, styled
+from mllib.errors import UsageError
 
 app = typer.Typer(
     help="Scheduled evaluations (`mllib evaluate --model NAME@prod --every 1d`): list, remove, "
@@ -36,12 +37,28 @@ def schedule_evaluation(
     data: list[str] | None,
     fail_under: list[str] | None,
     runtime: str | None,
+    local: bool = False,
+    param_env: list[str] | None = None,
 ) -> None:
-    """Store `mllib evaluate --model REF ... --every PERIOD` as a schedule; prints its id."""
+    """Store `mllib evaluate --model REF ... --every PERIOD` as a schedule, on the team server
+    when one is configured (and not `local`); prints its id."""
+    from mllib.client import schedules as remote
     from mllib.runs.gates import parse_gates
     from mllib.schedules.runner import create
 
     gates = parse_gates(fail_under)
+    if _server(local) is not None:
+        if best or runtime:
+            raise UsageError(
+                f"{'--best' if best else '--runtime'} schedules on this machine only: add --local",
+                hint="The team server evaluates NAME, NAME:VERSION or NAME@ALIAS on its agents.",
+            )
+        from mllib.project import Project
+
+        env = remote.run_env(Project.find(), param_env or [])
+        made = _ask(local, remote.create_for_model, ref, every, gates, data, env)
+        _print_server_schedule(made)
+        return
     schedule, now = create(_ws(), ref, every, best=best, data=data, gates=gates, runtime=runtime)
     deployed = f", deployed in {now.env}" if now.env else ""
     console = output.err()
@@ -58,6 +75,26 @@ def schedule_evaluation(
     print(schedule.id)
 
 
+def _print_server_schedule(made: dict[str, Any]) -> None:
+    console = output.err()
+    console.print(
+        styled(
+            "[green]✔[/] Scheduled [bold]{}[/] on the team server: every {}",
+            made["id"],
+            made["every"],
+        )
+    )
+    console.print(f"  {made['command']}", markup=False, highlight=False)
+    console.print(
+        f"  Now that is {made['version']}: its first evaluation is run {made['first_run_id']}.",
+        markup=False,
+        highlight=False,
+    )
+    console.print(f"  Next: {fmt_time(made['next_due_at'])}", markup=False)
+    console.print(f"  Run it now:       mllib schedules run-now {made['id']}", markup=False)
+    print(made["id"])
+
+
 LocalOpt = Annotated[
     bool, typer.Option("--local", help="This project's schedules, not the team server's.")
 ]
@@ -72,13 +109,9 @@ def _server(local: bool) -> Any:
 
 def _ask(local: bool, request: Any, *args: Any) -> Any:
     """`request(server, *args)` against the team server, or None when there is none."""
-    server = _server(local)
-    if server is None:
-        return None
-    try:
-        return request(server, *args)
-    finally:
-        server.close()
+    from mllib.cli.account import ask_team_server
+
+    return ask_team_server(local, request, *args)
 
 
 @app.command()
@@ -112,11 +145,12 @@ def add(
     """Have the team server repeat one of your evaluation runs every PERIOD, on the newest
     version of each dataset it read (but those --data pins with @VERSION). Prints its id."""
     from mllib.client import schedules as remote
-    from mllib.errors import UsageError
+    from mllib.project import Project
     from mllib.runs.gates import parse_gates
 
     gates = parse_gates(fail_under)
-    made = _ask(False, remote.create, run_id, every, gates, data)
+    env = remote.run_env(Project.find(), [])
+    made = _ask(False, remote.create, run_id, every, gates, data, env)
     if made is None:
         raise UsageError(
             "`mllib schedules add` schedules a run on a team server, and none is configured",
@@ -157,6 +191,8 @@ def list_(
         metrics = " ".join(
             f"{k}={fmt_value(v)}" for k, v in (last.get("eval_metrics") or {}).items()
         )
+        problems = "; ".join([*(last.get("breaches") or []), *filter(None, [s.get("last_error")])])
+        metrics = f"{metrics} ({problems})" if metrics and problems else metrics or problems
         version = f" (v{last['version']})" if last.get("version") else ""
         table.add_row(
             s["id"],

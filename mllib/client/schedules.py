@@ -8,10 +8,14 @@ commands and `--json` keys as local ones, each a request.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mllib.client.http import Server
+
+if TYPE_CHECKING:
+    from mllib.project import Project
 
 PATH = "/api/v1/schedules"
 
@@ -22,11 +26,38 @@ def create(
     every: str,
     gates: dict[str, float] | None = None,
     data: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Have the server repeat evaluation run `run_id` every `every`."""
+    """Have the server repeat evaluation run `run_id` every `every`, each run with the
+    variables `env` (which the server keeps sealed)."""
     body = {"run_id": run_id, "every": every, "gates": gates or {}, "data": data or []}
+    body["env"] = env or {}
     answer: dict[str, Any] = server.post(PATH, body, retry=False)
     return answer
+
+
+def create_for_model(
+    server: Server,
+    model: str,
+    every: str,
+    gates: dict[str, float] | None = None,
+    data: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Have the server evaluate the version `model` (NAME@ALIAS) names every `every`, its first
+    evaluation queued now, each run with the variables `env` (which the server keeps sealed):
+    the schedule, with `first_run_id` and `version`."""
+    body = {"model": model, "every": every, "gates": gates or {}, "data": data or []}
+    body["env"] = env or {}
+    answer: dict[str, Any] = server.post(PATH, body, retry=False)
+    return answer
+
+
+def run_env(project: Project, param_env: list[str]) -> dict[str, str]:
+    """The variables a schedule's runs get, as a `--remote` submission's: the `.env.remote`
+    values, and those of `param_env` (the variables the model's params read) set here."""
+    env = dict(project.env_values("remote"))
+    return env | {name: os.environ[name] for name in param_env if name in os.environ}
 
 
 def list_schedules(server: Server, everyone: bool = False) -> list[dict[str, Any]]:

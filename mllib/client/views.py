@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from mllib.client.http import Server
 
@@ -166,3 +167,23 @@ def metric_choices(server: Server, run_ids: list[str]) -> list[str]:
         return []
     names: list[str] = server.post("/api/v1/runs/metric-names", {"run_ids": run_ids[:100]})
     return names
+
+
+def models(server: Server) -> list[dict[str, Any]]:
+    """The server's models (`mllib models list --json`)."""
+    found: list[dict[str, Any]] = server.get("/api/v1/models")
+    return found
+
+
+def model(server: Server, ref: str) -> dict[str, Any]:
+    """A model or one version on the server (`mllib models show --json`), with its trend."""
+    found: dict[str, Any] = server.get(f"/api/v1/models/{quote(ref, safe='')}")
+    return found
+
+
+def alias(server: Server, ref: str, name: str | None, remove: bool = False) -> dict[str, Any]:
+    """Set (or `remove`) an alias of a model version on the server: `{model, alias, version,
+    before}` as mllib.models.aliases.AliasChange."""
+    body = {"ref": ref, "alias": name, "remove": remove}
+    changed: dict[str, Any] = server.post("/api/v1/models/aliases", body, retry=False)
+    return changed

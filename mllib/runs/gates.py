@@ -10,8 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from mllib.errors import UsageError
+
+if TYPE_CHECKING:
+    from mllib.project import Project
+
+ALERT_CLASS = "evaluation_below_threshold"  # the failure_class tag of a breach's Sentry event
+
+
+class EvaluationBelowThreshold(Exception):
+    """What a Sentry event of a scheduled evaluation's broken gate reports (never raised)."""
 
 
 def parse_gates(texts: list[str] | None) -> dict[str, float]:
@@ -53,3 +63,19 @@ def _number(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]  # "NaN" spelled as text reads back too
     except (TypeError, ValueError):
         return None
+
+
+def alert(
+    project: Project, message: str, *, failure_class: str = ALERT_CLASS, **tags: object
+) -> None:
+    """A Sentry event `EvaluationBelowThreshold` for a scheduled evaluation (a broken gate, or a
+    schedule that could not run), with the DSN configured for `project`; nothing without one."""
+    from mllib import error_reports, sentry_plugin
+
+    dsn = sentry_plugin.environment(project).get(sentry_plugin.DSN_VARIABLE)
+    if not dsn or not sentry_plugin.enable(dsn):
+        return
+    error_reports.report(
+        EvaluationBelowThreshold(message), failure_class=failure_class, action="evaluate", **tags
+    )
+    error_reports.flush()

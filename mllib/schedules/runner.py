@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mllib import error_reports, sentry_plugin
+from mllib import error_reports
 from mllib.errors import MllibError, NotFoundError
 from mllib.periods import every_seconds
 from mllib.registry import models
 from mllib.registry.runs import RunRecord
+from mllib.runs.gates import ALERT_CLASS, alert
 from mllib.runs.model_choice import Chosen, choose_version, parse_ref
 from mllib.schedules import metrics, records
 from mllib.schedules.records import Schedule
@@ -27,11 +28,6 @@ from mllib.workspace import Workspace
 
 BREACHED = "breached"  # the run succeeded, and a gate broke
 ERROR = "error"  # the run could not start (no deployment, no such model or dataset...)
-ALERT_CLASS = "evaluation_below_threshold"  # the failure_class tag of a breach's Sentry event
-
-
-class EvaluationBelowThreshold(Exception):
-    """What a Sentry event of a breached gate reports (never raised)."""
 
 
 @dataclass(frozen=True)
@@ -175,15 +171,13 @@ def _record(ws: Workspace, result: Outcome) -> None:
 def _report(ws: Workspace, result: Outcome) -> None:
     """A Sentry event for a breach or a schedule that could not run (with a DSN configured): the
     run's own failures are the worker's to report."""
-    dsn = sentry_plugin.environment(ws.project).get(sentry_plugin.DSN_VARIABLE)
-    if not dsn or not sentry_plugin.enable(dsn):
-        return
     resolved = result.resolved
     what = resolved.ref if resolved else result.schedule.model_ref
     where = f" ({resolved.env})" if resolved and resolved.env else ""
     problem = "; ".join(result.breaches) if result.breaches else (result.error or "")
-    error_reports.report(
-        EvaluationBelowThreshold(f"Scheduled evaluation of {what}{where}: {problem}"),
+    alert(
+        ws.project,
+        f"Scheduled evaluation of {what}{where}: {problem}",
         failure_class=ALERT_CLASS if result.breaches else error_reports.USER_ERROR,
         schedule=result.schedule.id,
         run_id=result.run.id if result.run else None,
@@ -191,6 +185,4 @@ def _report(ws: Workspace, result: Outcome) -> None:
         version=resolved.chosen.version if resolved else None,
         deployment=resolved.deployment_id if resolved else None,
         env=resolved.env if resolved else None,
-        action="evaluate",
     )
-    error_reports.flush()

@@ -139,9 +139,24 @@ class RerunBody(Strict):
 
 
 class ScheduleBody(Strict):
-    """Repeat one of your evaluation runs every period (`mllib evaluate ... --every`)."""
+    """Repeat one of your evaluation runs every period (`mllib schedules add`), or evaluate the
+    version a model name means at each period (`mllib evaluate --model NAME@ALIAS --every`):
+    give one of `run_id` and `model`."""
 
-    run_id: str = Field(..., pattern=r"^[0-9a-z]{8,32}$", description="The evaluation repeated")
+    run_id: str | None = Field(
+        None, pattern=r"^[0-9a-z]{8,32}$", description="The evaluation repeated"
+    )
+    model: str | None = Field(
+        None,
+        max_length=200,
+        examples=["iris@prod"],
+        description="NAME, NAME:VERSION or NAME@ALIAS, resolved on the server at each run",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="The `.env.remote` values each run gets: kept sealed, never answered",
+    )
     every: str = Field(..., max_length=16, examples=["1d"], description="30m, 6h, 1d or 1w")
     gates: dict[str, float] = Field(default_factory=dict, description="--fail-under thresholds")
     data: list[str] = Field(

@@ -17,6 +17,7 @@ from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
+from mllib.server.models import add_routes as add_model_routes
 from mllib.server.studies import add_routes as add_study_routes
 from mllib.server.submit import Accepted, Conflict, Submission
 
@@ -112,6 +113,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
     Who = Annotated[User, Depends(user)]
     add_study_routes(app, ctx, user, PREFIX)  # tuning studies' journals (mllib.server.studies)
+    add_model_routes(
+        app, ctx, user, PREFIX
+    )  # model versions and their trends (mllib.server.models)
 
     def own_run(reg: "Registry", who: User, run_id: str) -> Any:
         from mllib.registry.runs import get_run
@@ -529,10 +533,20 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         dataset it read (but those `data` pins); the server queues each run itself."""
         from mllib.server import schedules
 
-        with ctx.registry() as reg:
-            return schedules.create(
-                reg, who, body.run_id, body.every, gates=body.gates, data=body.data
+        if (body.run_id is None) == (body.model is None):
+            raise UsageError(
+                "Give one of run_id (an evaluation to repeat) and model (a name to evaluate)"
             )
+        with ctx.registry() as reg:
+            if body.model is not None:
+                return schedules.create_for_model(
+                    reg, who, commits, ctx, body.model, body.every,
+                    gates=body.gates, data=body.data, env=body.env,
+                )  # fmt: skip
+            return schedules.create(
+                reg, who, body.run_id or "", body.every,
+                gates=body.gates, data=body.data, env=body.env, home=ctx.home,
+            )  # fmt: skip
 
     @app.get(f"{PREFIX}/schedules", tags=["schedules"])
     def list_schedules(

@@ -1,14 +1,16 @@
 """Scheduled evaluations on the team server: the server, not a timer on someone's laptop, runs
 them.
 
-A schedule repeats one evaluation run its user queued on the server (its template: the same
-code, model version, params and resources, as `runs rerun` does) every period, each time on the
-newest version of every dataset the template read, except those its `data` pins with
-`@VERSION`. The server's ticker (`Ticker`, a thread of `mllib server start`) queues each due
-schedule's run as its user's, through the same group commit as any submission; a schedule is
-claimed by moving its next time on first, so a restart or two tickers never queue one twice.
-The template's `.env.remote` values and secret params are not kept (they leave the database
-when its run ends), so scheduled runs get none.
+A schedule evaluates the version a model name means at each of its runs (`mllib evaluate
+--model NAME@ALIAS --every 1d`: mllib.server.evaluations), or repeats one evaluation run its user
+queued on the server (`mllib schedules add`; its template: the same code, model version, params
+and resources, as `runs rerun` does), every period, each time on the newest version of every
+dataset, except those its `data` pins with `@VERSION`. The server's ticker (`Ticker`, a thread
+of `mllib server start`) queues each due schedule's run as its user's, through the same group
+commit as any submission; a schedule is claimed by moving its next time on first, so a restart
+or two tickers never queue one twice, and alerts on the runs that ended
+(mllib.server.schedule_alerts). The `.env.remote` values the user gave are kept sealed
+(mllib.server.sealed) and handed to each run's job, which drops them when the run ends.
 
 >>> create(reg, who, "k3x9...", "1d", gates={"accuracy": 0.9}, data=[])  # doctest: +SKIP
 {'id': 's5f0c2ab1', 'every': '1d', 'next_due_at': '2026-12-08T10:00:00.000000Z', ...}
@@ -25,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from mllib.datasets.catalog import get_version
 from mllib.datasets.refs import DatasetRef, parse_binding
-from mllib.errors import NotFoundError, UsageError
+from mllib.errors import MllibError, NotFoundError, UsageError
 from mllib.periods import every_seconds, next_time
 from mllib.registry import Registry
 from mllib.registry.metrics import get_eval_metrics
 from mllib.registry.runs import get_run, iso, new_run_id, now
 from mllib.runs.gates import breaches
+from mllib.server import evaluations, sealed
 from mllib.server.accounts import User, get_user
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
     from mllib.server.commits import GroupCommit
     from mllib.server.context import ServerContext
+    from mllib.server.settings import ServerHome
     from mllib.server.submit import Accepted
 
 TICK_S = 5.0  # how often the ticker looks for due schedules
@@ -78,7 +82,47 @@ def migrations() -> sqlite_utils.Migrations:
             "CREATE INDEX server_schedule_runs_of ON server_schedule_runs (schedule_id, started_at)"
         )
 
+    @migrations_(name="0002_server_schedules_model_ref_and_alerts")
+    def model_ref(db: sqlite_utils.Database) -> None:
+        # NAME@ALIAS as given to `mllib evaluate --every`: resolved again at each run (NULL: a
+        # schedule of `mllib schedules add`, repeating its template's version)
+        db.table("server_schedules").add_column("model_ref", str)
+        # why its last run could not be queued (NULL: it was)
+        db.table("server_schedules").add_column("last_error", str)
+        # when the run's end was checked for an alert (mllib.server.schedule_alerts); the runs
+        # there before are not alerted
+        db.table("server_schedule_runs").add_column("alerted_at", str)
+        db.execute("UPDATE server_schedule_runs SET alerted_at = started_at")
+        # the `.env.remote` values each run gets, sealed (mllib.server.sealed)
+        db.table("server_schedules").add_column("sealed_env", str)
+
     return migrations_
+
+
+def create_for_model(
+    reg: Registry,
+    who: User,
+    commits: GroupCommit,
+    ctx: ServerContext,
+    model_ref: str,
+    every: str,
+    *,
+    gates: dict[str, float] | None = None,
+    data: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the version `model_ref` names on the server every `every` (`mllib evaluate
+    --model NAME@ALIAS --every 1d`): its first evaluation is queued now, and each later one
+    evaluates the version the name means then. `env` (`.env.remote` values), sealed, is what
+    each run gets. Nothing is stored when the name, a dataset or the period means nothing now."""
+    row = _new_row(who, every, gates, data, model_ref=model_ref)
+    version = evaluations.resolve(reg, model_ref)
+    row["sealed_env"] = sealed.seal(ctx.home, env or {})
+    key = f"schedule-{row['id']}-first"
+    accepted = _queue(reg, commits, ctx, {**row, "template_run_id": ""}, key, env=env)
+    row["template_run_id"] = accepted.run.id  # the first evaluation
+    _store(reg, row)
+    return {**_public(row), "first_run_id": accepted.run.id, "version": version.ref}
 
 
 def create(
@@ -89,9 +133,12 @@ def create(
     *,
     gates: dict[str, float] | None = None,
     data: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    home: ServerHome | None = None,
 ) -> dict[str, Any]:
     """Repeat the evaluation run `run_id` (the caller's) every `every`; its first repeat is due
-    one period after now (the template is this period's evaluation)."""
+    one period after now (the template is this period's evaluation). `env` (`.env.remote`
+    values) is sealed with the key in `home`, and each repeat gets it."""
     from mllib.queue.jobs import get_job
 
     run = _own_run(reg, who, run_id)
@@ -100,14 +147,35 @@ def create(
             f"Run {run.id} is not an evaluation queued on this server",
             hint="Schedule an evaluation: mllib evaluate --model NAME --every 1d.",
         )
-    every_s = every_seconds(every)
     for binding in data or []:
         parse_binding(binding)  # a usage error for a malformed one
+    row = _new_row(who, every, gates, data, template_run_id=run.id)
+    row["sealed_env"] = sealed.seal(home, env) if home is not None and env else None
+    _store(reg, row)
+    return _public(row)
+
+
+def _store(reg: Registry, row: dict[str, Any]) -> None:
+    """Record a new schedule with its template as its first run."""
+    first = {"run_id": row["template_run_id"], "schedule_id": row["id"]}
+    with reg.transaction():
+        reg.db.table("server_schedules").insert(row)
+        reg.db.table("server_schedule_runs").insert(first | {"started_at": row["created_at"]})
+
+
+def _new_row(
+    who: User,
+    every: str,
+    gates: dict[str, float] | None,
+    data: list[str] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A new schedule's row, its first repeat due one period from now."""
+    every_s = every_seconds(every)
     created = now()
-    row = {
+    return {
         "id": "s" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8)),
         "user": who.name,
-        "template_run_id": run.id,
         "every": every,
         "every_s": every_s,
         "gates": json.dumps(gates or {}),
@@ -115,13 +183,8 @@ def create(
         "created_at": created,
         "next_due_at": iso(_epoch(created) + every_s),
         "last_run_at": created,
+        **fields,
     }
-    with reg.transaction():
-        reg.db.table("server_schedules").insert(row)
-        reg.db.table("server_schedule_runs").insert(
-            {"run_id": run.id, "schedule_id": row["id"], "started_at": created}
-        )
-    return _public(row)
 
 
 def list_schedules(reg: Registry, who: User, *, everyone: bool = False) -> list[dict[str, Any]]:
@@ -151,13 +214,20 @@ def remove(reg: Registry, who: User, schedule_id: str) -> dict[str, Any]:
     return _public(row)
 
 
-def submission(reg: Registry, schedule: dict[str, Any], key: str) -> Any:
-    """The run a schedule queues now (idempotency key `key`): its template again, on the newest
-    version of each dataset the template read that `data` does not pin."""
+def submission(
+    reg: Registry, schedule: dict[str, Any], key: str, env: dict[str, str] | None = None
+) -> Any:
+    """The run a schedule queues now (idempotency key `key`, variables `env`): its template
+    again, on the newest version of each dataset the template read that `data` does not pin;
+    or, for a model name, the evaluation of the version it means now."""
     from mllib.server.submit import rerun_of
 
+    body = {"run_id": new_run_id(), "idempotency_key": key, "env": env or {}}
+    if schedule.get("model_ref"):  # the version the name means now
+        version = evaluations.resolve(reg, schedule["model_ref"])
+        return evaluations.evaluation(reg, version, evaluations.data_of(schedule), body)
     template = get_run(reg, schedule["template_run_id"])
-    sub = rerun_of(reg, template, {"run_id": new_run_id(), "idempotency_key": key})
+    sub = rerun_of(reg, template, body)
     bindings = [parse_binding(b) for b in json.loads(schedule["data"] or "[]")]
     pinned = {env for env, ref in bindings if ref.version is not None}
     for binding in sub.datasets:
@@ -170,9 +240,7 @@ def queue_now(
     reg: Registry, commits: GroupCommit, ctx: ServerContext, schedule: dict[str, Any], key: str
 ) -> Accepted:
     """Queue one run of `schedule` as its user's, and record it as the schedule's."""
-    user = get_user(reg, schedule["user"])
-    limit = user.max_queued if user.max_queued is not None else ctx.settings.max_queued
-    accepted = commits.submit(user, submission(reg, schedule, key), limit)
+    accepted = _queue(reg, commits, ctx, schedule, key)
     with reg.transaction():
         reg.conn.execute(
             "INSERT INTO server_schedule_runs (run_id, schedule_id, started_at) VALUES (?, ?, ?) "
@@ -180,6 +248,23 @@ def queue_now(
             (accepted.run.id, schedule["id"], now()),
         )
     return accepted
+
+
+def _queue(
+    reg: Registry,
+    commits: GroupCommit,
+    ctx: ServerContext,
+    schedule: dict[str, Any],
+    key: str,
+    env: dict[str, str] | None = None,
+) -> Accepted:
+    """Queue the schedule's run with its variables (`env`, else its sealed ones): its job holds
+    them until the run ends, as any submission's."""
+    user = get_user(reg, schedule["user"])
+    limit = user.max_queued if user.max_queued is not None else ctx.settings.max_queued
+    if env is None:
+        env = sealed.unseal(ctx.home, schedule.get("sealed_env"))
+    return commits.submit(user, submission(reg, schedule, key, env), limit)
 
 
 def run_now(
@@ -211,8 +296,34 @@ def tick(reg: Registry, commits: GroupCommit, ctx: ServerContext) -> list[Accept
             try:
                 queued.append(queue_now(reg, commits, ctx, row, key))
             except Exception as exc:  # one schedule's failure stops no other
-                _log(ctx, f"schedule {row['id']}: its run could not be queued: {exc}")
+                _not_queued(reg, ctx, row, exc)
+                continue
+            _set_error(reg, row["id"], None)
     return queued
+
+
+def _not_queued(reg: Registry, ctx: ServerContext, row: dict[str, Any], exc: Exception) -> None:
+    """Record and report why a due schedule's run could not be queued."""
+    from mllib.error_reports import USER_ERROR
+    from mllib.server import schedule_alerts
+
+    reason = exc.message if isinstance(exc, MllibError) else str(exc)  # one line, no hint
+    _log(ctx, f"schedule {row['id']}: its run could not be queued: {reason}")
+    _set_error(reg, row["id"], reason)
+    schedule_alerts.report(
+        ctx,
+        f"Scheduled evaluation {row['id']} could not run: {reason}",
+        failure_class=USER_ERROR,
+        schedule=row["id"],
+        user=row["user"],
+    )
+
+
+def _set_error(reg: Registry, schedule_id: str, reason: str | None) -> None:
+    with reg.transaction():
+        reg.conn.execute(
+            "UPDATE server_schedules SET last_error = ? WHERE id = ?", (reason, schedule_id)
+        )
 
 
 class Ticker:
@@ -231,10 +342,13 @@ class Ticker:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
+        from mllib.server import schedule_alerts
+
         while not self.stopping.is_set():
             try:
                 with self.ctx.registry() as reg:
                     tick(reg, self.commits, self.ctx)
+                    schedule_alerts.check(reg, self.ctx)
             except Exception as exc:  # the database went away: the next tick tries again
                 _log(self.ctx, f"schedules: {exc}")
             self.stopping.wait(TICK_S)
@@ -276,14 +390,19 @@ def _epoch(text: str) -> float:
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """A schedule as the API answers it (`model_ref` and `command` as a local one's)."""
     gates = json.loads(row["gates"] or "{}")
-    words = [f"mllib schedules: rerun of {row['template_run_id']}"]
+    model_ref = row.get("model_ref")
+    words = (
+        [f"mllib evaluate --model {model_ref}"]
+        if model_ref
+        else [f"mllib schedules: rerun of {row['template_run_id']}"]
+    )
     words += [f"--data {d}" for d in json.loads(row["data"] or "[]")]
     words += [f"--fail-under {k}={v:g}" for k, v in gates.items()]
     return {
         "id": row["id"],
         "user": row["user"],
         "template_run_id": row["template_run_id"],
-        "model_ref": f"run {row['template_run_id']}",
+        "model_ref": model_ref or f"run {row['template_run_id']}",
         "command": " ".join([*words, f"--every {row['every']}"]),
         "every": row["every"],
         "gates": json.loads(row["gates"] or "{}"),
@@ -291,6 +410,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "next_due_at": row["next_due_at"],
         "last_run_at": row["last_run_at"],
+        "last_error": row.get("last_error"),  # why its last run could not be queued
     }
 
 
@@ -308,14 +428,15 @@ def _runs(reg: Registry, row: dict[str, Any], limit: int) -> list[dict[str, Any]
         values = get_eval_metrics(reg, r["run_id"]) if r["status"] == "succeeded" else {}
         broken = breaches(values, gates) if values else []
         status = "breached" if broken else r["status"]
+        version = evaluations.evaluated_version(reg, r["run_id"])
         out.append(
             {
                 **r,
                 "status": status,
                 "eval_metrics": values,
                 "breaches": broken,
-                "version": None,  # as a local schedule's runs: no deployment is involved
-                "deployment_id": None,
+                "version": version.version if version else None,
+                "deployment_id": None,  # the team server knows no deployments
                 "env": None,
             }
         )

@@ -14,8 +14,23 @@ from mllib.registry.runs import iso
 from mllib.server.main import database
 from mllib.server.settings import ServerHome
 from tests.conftest import Project, wait_for
+from tests.monitoring.sentry_ingest import SentryIngest, exception_of
+from tests.server.conftest import make_server
 from tests.server.test_api import _epoch, login, submit_detached
 from tests.server.test_datasets import folder
+
+
+def make_due(server, schedule_id: str, ago_s: float) -> None:
+    """Time passes: the schedule was due `ago_s` seconds ago (its ticker queues it next)."""
+    reg = database(ServerHome(server.home))
+    try:
+        with reg.transaction():
+            reg.conn.execute(
+                "UPDATE server_schedules SET next_due_at = ? WHERE id = ?",
+                (iso(time.time() - ago_s), schedule_id),
+            )
+    finally:
+        reg.close()
 
 
 def _versions(project: Project, run_id: str) -> list[tuple[str, int]]:
@@ -47,7 +62,7 @@ def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     too_often = model_project.mllib("schedules", "add", template, "--every", "5s")
     assert too_often.returncode == 2 and "a minute or more" in too_often.stderr
     here = model_project.mllib("evaluate", "--model", "basic", "--every", "1d")
-    assert here.returncode == 2 and "schedules add RUN_ID" in here.stderr
+    assert here.returncode == 4 and "No model 'basic' on the team server" in here.stderr
     with team_server.client("ivy") as http:
         assert len(http.get("/api/v1/schedules").json()) == 1
     (model_project.root.parent / "evals" / "more.csv").write_text("3,4\n")
@@ -70,15 +85,7 @@ def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     assert _versions(model_project, again) == [("evals", 2)]  # the newest version now
 
     # time passes: the server's own ticker queues the due run, once, and moves the time on
-    reg = database(ServerHome(team_server.home))
-    try:
-        with reg.transaction():
-            reg.conn.execute(
-                "UPDATE server_schedules SET next_due_at = ? WHERE id = ?",
-                (iso(time.time() - 3 * 86400 - 5), schedule["id"]),
-            )
-    finally:
-        reg.close()
+    make_due(team_server, schedule["id"], 3 * 86400 + 5)
     runs = wait_for(
         lambda: (
             (r := model_project.mllib("schedules", "show", schedule["id"], "--json").json())[
@@ -111,3 +118,32 @@ def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     assert model_project.mllib("runs", "show", ticked, "--json").returncode == 0  # runs stay
     gone = model_project.mllib("schedules", "run-now", schedule["id"])
     assert gone.returncode == 4 and len(gone.stderr.strip().splitlines()) == 2
+
+
+def test_a_due_run_the_server_cannot_queue_is_shown_and_reported_to_sentry(
+    model_project: Project, tmp_path
+):
+    """ivy may have one run queued: her template holds it, so the ticker cannot queue the due
+    run. `schedules list` says why, and the server reports it with its own DSN (a local HTTP
+    endpoint stands in for Sentry's ingest, whose cloud cannot be reached from tests)."""
+    with SentryIngest() as ingest:
+        server = make_server(tmp_path, "sqlite")
+        server.add_user("ivy", "--max-queued", "1")
+        server.start({"SENTRY_DSN": ingest.dsn})
+        try:
+            login(model_project, server, "ivy")
+            template = submit_detached(model_project, "--evaluate")
+            made = model_project.mllib("schedules", "add", template, "--every", "1h")
+            assert made.returncode == 0, made.output
+            schedule_id = made.stdout.strip()
+            make_due(server, schedule_id, 5)
+            [event] = ingest.wait_events(1)
+            row = model_project.mllib("schedules", "list", "--json").json()[0]
+        finally:
+            server.stop()
+    assert row["last_error"] == "ivy already has 1 runs queued (the limit is 1)"
+    assert exception_of(event)["value"] == (
+        f"Scheduled evaluation {schedule_id} could not run: {row['last_error']}"
+    )
+    assert event["tags"]["failure_class"] == "user_error"
+    assert (event["tags"]["schedule"], event["tags"]["user"]) == (schedule_id, "ivy")

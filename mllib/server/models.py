@@ -1,0 +1,66 @@
+"""The team server's model versions (`mllib models list|show` with a server configured): those
+its agents' runs made, with their evaluations there, so a version's trend holds the evaluations
+the server's schedules ran (mllib.server.schedules). Versions are the team's: anyone logged in
+reads them, as `mllib evaluate --model NAME --every` evaluates them, and anyone may move an alias
+(`mllib models alias NAME:3 prod`), which a schedule of `NAME@prod` follows from its next run."""
+
+# no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mllib.metric_values import json_safe
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mllib.server.context import ServerContext
+
+
+class AliasBody(BaseModel):
+    """`mllib models alias REF ALIAS` (`remove`: `--rm`, REF as NAME@ALIAS or NAME and ALIAS)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ref: str = Field(..., max_length=200, examples=["iris:3"])
+    alias: str | None = Field(None, max_length=64, examples=["prod"])
+    remove: bool = False
+
+
+def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], prefix: str) -> None:
+    """The models' routes on `app`; `who` is the app's dependency giving the request's user."""
+    from fastapi import Depends, Path
+
+    from mllib.models import catalog
+
+    Who = Annotated[Any, Depends(who)]
+
+    @app.get(f"{prefix}/models", tags=["models"])
+    def list_models(user: Who) -> list[dict[str, Any]]:
+        """Every model with a version on this server (`mllib models list --json`)."""
+        with ctx.registry() as reg:
+            return list(json_safe(catalog.list_models(ctx.workspace(reg))))
+
+    @app.get(f"{prefix}/models/{{ref}}", tags=["models"])
+    def show_model(ref: Annotated[str, Path(max_length=200)], user: Who) -> dict[str, Any]:
+        """`NAME`: a model and its versions; `NAME:VERSION` or `NAME@ALIAS`: that version with
+        its params, metrics and evaluation history (`mllib models show --json`)."""
+        with ctx.registry() as reg:
+            return dict(json_safe(catalog.show(ctx.workspace(reg), ref)))
+
+    @app.post(f"{prefix}/models/aliases", tags=["models"])
+    def alias_model(body: AliasBody, user: Who) -> dict[str, Any]:
+        """Point NAME@ALIAS at the version `ref` names, or remove it: what it named before
+        (`before`) and after (`version`, null when removed)."""
+        from dataclasses import asdict
+
+        from mllib.errors import UsageError
+        from mllib.models.aliases import remove_alias, set_alias
+
+        with ctx.registry() as reg:
+            ws = ctx.workspace(reg)
+            if body.remove:
+                return asdict(remove_alias(ws, body.ref, body.alias))
+            if body.alias is None:
+                raise UsageError("Which alias? Give `alias`")
+            return asdict(set_alias(ws, body.ref, body.alias, user=user.name))
