@@ -13,6 +13,7 @@ User(name='ana', ...)
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -40,12 +41,11 @@ class TokenCache:
 
     async def user(self, token: str) -> User:
         """The user `token` belongs to: from the cache, else checked (on a thread of the
-        event loop's pool, as it reads the database) and kept; AuthError when it is not valid."""
+        event loop's executor, as it reads the database) and kept; AuthError when it is not
+        valid."""
         found = self.get(token)
         if found is None:
-            from starlette.concurrency import run_in_threadpool
-
-            found = await run_in_threadpool(self.check, token)
+            found = await asyncio.to_thread(self.check, token)
             self.put(token, found)
         return found
 
