@@ -5,13 +5,18 @@
   (`--mlflow PATH`: its `mlflow` in .venv-bench) on a SQLite backend;
 - a day's load: submissions from 20 users with bursty arrival times, replayed through the API as
   fast as it takes them, none lost (the replay's speed over real time is reported);
-- the scheduler's decision p99 with that many queued;
+- the scheduler's decision p99 with that many queued, and with 100,000 queued straight into the
+  database (`scheduler`, seconds where the day takes an hour);
 - enqueue -> claimed by an idle dispatcher (woken by the server's event on SQLite, by
   LISTEN/NOTIFY on PostgreSQL), p50/p99;
 - fair share over 10,000 claims of 20 users on 8 GPU slots (each user's share of claims);
 - enqueue -> worker started on an idle agent (a real agent of the sshd lab; root only), p50.
 
-`--short` runs each briefly (the test suite's mode). Prints the results as JSON.
+`--short` runs each briefly (the test suite's mode); `--only PART` runs some parts alone.
+`--baseline-src DIR` (another checkout's source, e.g. `git archive main | tar -x -C DIR`)
+measures that checkout's server too, in the submissions part: `--rounds N` rounds, each running
+the baseline's server and this one's in turn on each database, so a loaded machine's swings
+touch both alike; the medians are compared. Prints the results as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 CLIENTS = 4
 USERS = 20
+PARTS = ("submissions", "day", "scheduler", "claim", "fair", "worker")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -43,7 +50,9 @@ def pct(values: list[float], q: float) -> float:
 
 # -- a server process --------------------------------------------------------------------------
 class Server:
-    def __init__(self, root: Path, database: str | None) -> None:
+    """`mllib server start` of this checkout, or of the source in `src` (a baseline)."""
+
+    def __init__(self, root: Path, database: str | None, src: Path | None = None) -> None:
         from tests.server.conftest import free_port
 
         self.home = root / f"home-{uuid.uuid4().hex[:6]}"
@@ -53,10 +62,13 @@ class Server:
             args += ["--database", database]
         self._cli(*args)
         self.tokens = self._add_users()
+        env = {**os.environ, "PYTHONPATH": str(src)} if src else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mllib", "server", "start", "--dir", str(self.home)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=src,  # `python -m` puts the working folder first on the path
         )
         self._wait()
         self.code_tree = self._upload_code()
@@ -126,19 +138,17 @@ class Server:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def body(self) -> dict:
-        run_id = uuid.uuid4().hex[:16]
-        return {
-            "run_id": run_id,
-            "idempotency_key": f"bench-{run_id}",
-            "model": "m",
-            "action": "train",
-            "model_class": "M",
-            "model_file": "model.py",
-            "code_tree": self.code_tree,
-            "spec": {"actions": ["train"], "model_file": "model.py", "model_class": "M"},
-            "params": {"lr": 0.1},
-            "sources": {"lr": "cli"},
-        }
+        from tests.server.conftest import submission_body
+
+        return submission_body(self.code_tree, params={"lr": 0.1}, sources={"lr": "cli"})
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the server process has used so far: a loaded machine
+        stretches its wall times, much less what each submission costs it."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -220,23 +230,64 @@ def day_schedule(total: int, speedup: float) -> list[tuple[float, str]]:
 
 
 # -- the parts ------------------------------------------------------------------------------------
-def bench_submissions(root: Path, databases: dict[str, str], per_db: int) -> dict:
-    results = {}
-    for name, location in databases.items():
-        server = Server(root, location if location.startswith("postgresql") else None)
-        try:
-            submit_burst(server, 50)  # warm up
-            latencies, elapsed, acked = submit_burst(server, per_db)
-            db = location if location.startswith("postgresql") else str(server.home / "registry.db")
-            results[name] = {
-                "submissions": len(acked),
-                "per_s": round(len(acked) / elapsed, 1),
-                "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
-                "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
-                "all_present": count_runs(db, acked) == len(acked),
-            }
-        finally:
-            server.stop()
+def submission_round(root: Path, location: str, per_db: int, src: Path | None = None) -> dict:
+    """One server (this checkout's, or `src`'s) on a fresh database: `per_db` submissions."""
+    server = Server(root, location if location.startswith("postgresql") else None, src)
+    try:
+        submit_burst(server, 50)  # warm up
+        load = os.getloadavg()[0]
+        cpu = server.cpu_s()
+        latencies, elapsed, acked = submit_burst(server, per_db)
+        cpu = server.cpu_s() - cpu
+        db = location if location.startswith("postgresql") else str(server.home / "registry.db")
+        return {
+            "submissions": len(acked),
+            "per_s": round(len(acked) / elapsed, 1),
+            "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
+            "all_present": count_runs(db, acked) == len(acked),
+            "server_cpu_ms_each": round(cpu * 1000 / max(len(acked), 1), 3),
+            "load_average": round((load + os.getloadavg()[0]) / 2, 1),
+        }
+    finally:
+        server.stop()
+
+
+def bench_submissions(
+    root: Path,
+    databases: dict[str, Callable[[], str]],
+    per_db: int,
+    baselines: Sequence[Path] = (),
+    rounds: int = 1,
+) -> dict:
+    """Per database (a factory of fresh ones), `rounds` interleaved rounds of this checkout's
+    server and each baseline's; the median round of each, and this one's rate over each
+    baseline's."""
+    servers: dict[str, Path | None] = {"this": None, **{f"baseline {b}": b for b in baselines}}
+    measured: dict[str, dict[str, list[dict]]] = {}
+    for _ in range(rounds):
+        for db_name, new_database in databases.items():
+            for label, src in servers.items():
+                figures = submission_round(root, new_database(), per_db, src)
+                measured.setdefault(db_name, {}).setdefault(label, []).append(figures)
+    results: dict = {}
+    for db_name, by_server in measured.items():
+        for label, runs in by_server.items():
+            middle = sorted(runs, key=lambda r: r["per_s"])[len(runs) // 2]
+            name = db_name if label == "this" else f"{db_name} ({label})"
+            results[name] = {**middle, "all_present": all(r["all_present"] for r in runs)}
+            cpu = sorted(r["server_cpu_ms_each"] for r in runs)
+            results[name]["server_cpu_ms_each"] = cpu[len(cpu) // 2]
+            if rounds > 1:
+                results[name]["rounds_per_s"] = [r["per_s"] for r in runs]
+                results[name]["rounds_p99_ms"] = [r["p99_ms"] for r in runs]
+            if label != "this":
+                ours = results[db_name]["per_s"]
+                results[name]["this_over_it"] = round(ours / middle["per_s"], 2)
+                ours_cpu = results[db_name]["server_cpu_ms_each"]
+                results[name]["cpu_this_over_it"] = round(
+                    ours_cpu / results[name]["server_cpu_ms_each"], 2
+                )
     return results
 
 
@@ -301,7 +352,6 @@ def bench_day(root: Path, database: str, total: int, speedup: float) -> dict:
     """A day of `total` submissions replayed as fast as the API takes them (the schedule
     compressed `speedup` times), then the scheduler's decision time with all of them queued."""
     from mllib.plugins import SERVER_MIGRATIONS
-    from mllib.queue.scheduler import pick
     from mllib.registry import Registry
 
     server = Server(root, database if database.startswith("postgresql") else None)
@@ -316,13 +366,8 @@ def bench_day(root: Path, database: str, total: int, speedup: float) -> dict:
     reg = Registry.connect(location, SERVER_MIGRATIONS)
     try:
         present = count_runs(location, acked)
-        decisions = []
-        free = {f"gpu{i}": 8 for i in range(4)}
-        for _ in range(min(2000, total // 2)):  # each decision claims one job (none ends)
-            began = time.perf_counter()
-            pick(reg, free)
-            decisions.append(time.perf_counter() - began)
         queued = reg.query("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'")[0]["n"]
+        decided = time_decisions(reg, min(2000, total // 2))
     finally:
         reg.close()
     return {
@@ -334,9 +379,71 @@ def bench_day(root: Path, database: str, total: int, speedup: float) -> dict:
         "times_real_time": round(86400 / elapsed, 1),
         "ack_p99_ms": round(pct(latencies, 0.99) * 1000, 2),
         "queued_while_deciding": int(queued),
-        "decision_p50_ms": round(pct(decisions, 0.5) * 1000, 3),
-        "decision_p99_ms": round(pct(decisions, 0.99) * 1000, 3),
-        "claims_per_s": round(len(decisions) / sum(decisions), 1),
+        **decided,
+    }
+
+
+def time_decisions(reg, count: int) -> dict:
+    """`count` scheduler decisions on 4 agents of 8 free slots, each claiming one job (none
+    ends): their wall time, the CPU each takes here, and beside each a trivial query's (on a
+    loaded machine a tail is the wait for a core, not the query)."""
+    from mllib.queue.scheduler import pick
+
+    free = {f"gpu{i}": 8 for i in range(4)}
+    times, floor, cpu = [], [], 0.0
+    for _ in range(count):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        pick(reg, free)
+        times.append(time.perf_counter() - began)
+        cpu += time.process_time() - began_cpu
+        began = time.perf_counter()
+        reg.query("SELECT 1 AS one")
+        floor.append(time.perf_counter() - began)
+    return {
+        "decision_p50_ms": round(pct(times, 0.5) * 1000, 3),
+        "decision_p99_ms": round(pct(times, 0.99) * 1000, 3),
+        "decision_cpu_ms": round(cpu * 1000 / max(count, 1), 3),  # this process's (mean)
+        "select_1_p99_ms": round(pct(floor, 0.99) * 1000, 3),
+        "claims_per_s": round(len(times) / sum(times), 1) if times else 0.0,
+    }
+
+
+def bench_scheduler(database: str, queued: int, decisions: int) -> dict:
+    """The scheduler's decision with `queued` jobs waiting (20 users, priorities mixed), filled
+    straight into the database (the day's part fills it through the API, for an hour); each
+    decision claims one job. Beside it, a trivial query's tail in the same loop: on a loaded
+    machine the p99 is the wait for a core, not the query."""
+    from mllib.plugins import SERVER_MIGRATIONS
+    from mllib.registry import Registry
+
+    reg = Registry.connect(database, SERVER_MIGRATIONS)
+    rng = random.Random(5)
+    now = time.time()
+    with reg.transaction():
+        reg.conn.executemany(
+            "INSERT INTO runs (id, model, action, status, created_at) "
+            "VALUES (?, 'm', 'train', 'queued', '2026-01-01T00:00:00Z')",
+            [(f"s{i:07d}",) for i in range(queued)],
+        )
+        reg.conn.executemany(
+            'INSERT INTO jobs (run_id, "user", priority, gpus, state, enqueued_at, not_before, '
+            "attempt) VALUES (?, ?, ?, 1, 'queued', ?, 0, 1)",
+            [(f"s{i:07d}", f"u{rng.randrange(USERS):02d}", rng.choice([0, 0, 1]), now + i * 1e-3)
+             for i in range(queued)],
+        )  # fmt: skip
+    if reg.is_postgres:
+        reg.conn.execute("ANALYZE jobs")  # as autovacuum would have by now
+    try:
+        decided = time_decisions(reg, decisions)
+        claimed = reg.query("SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'")[0]["n"]
+    finally:
+        reg.close()
+    return {
+        "queued": queued,
+        "decisions": decisions,
+        "claimed": int(claimed),
+        **decided,
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -523,7 +630,15 @@ def main() -> None:
     parser.add_argument(
         "--postgres", help="a cluster's URL to make databases in (default: a new one)"
     )
+    parser.add_argument("--only", action="append", choices=PARTS, help="these parts alone")
+    parser.add_argument(
+        "--baseline-src", action="append", default=[], type=Path, metavar="DIR",
+        help="another checkout's source: its server measured too (submissions), interleaved",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved submission rounds")
+    parser.add_argument("--submissions", type=int, help="per round and database (5,000)")
     opts = parser.parse_args()
+    parts = set(opts.only or PARTS)
     from tests.pgcluster import Cluster
 
     root = Path(tempfile.mkdtemp(prefix="mllib-bench-server-"))
@@ -536,23 +651,37 @@ def main() -> None:
         print(json.dumps({part: {name: result}}), file=sys.stderr, flush=True)
 
     try:
-        per_db = 150 if opts.short else 5000
+        per_db = opts.submissions or (150 if opts.short else 5000)
         day = 200 if opts.short else opts.day
-        dbs = {"sqlite": "sqlite", "postgresql": cluster.new_database()}
-        for name, result in bench_submissions(root, dbs, per_db).items():
-            record("submissions", name, result)
-        if opts.mlflow:
-            record("submissions", "mlflow create_run", bench_mlflow(root, opts.mlflow, per_db))
+        dbs = {"sqlite": lambda: "sqlite", "postgresql": cluster.new_database}
+        if "submissions" in parts:
+            found = bench_submissions(root, dbs, per_db, opts.baseline_src, opts.rounds)
+            for name, result in found.items():
+                record("submissions", name, result)
+            if opts.mlflow:
+                mlflow = bench_mlflow(root, opts.mlflow, per_db)
+                record("submissions", "mlflow create_run", mlflow)
         speedup = 20_000.0 if opts.short else 1000.0
-        record("day", "sqlite", bench_day(root, "sqlite", day, speedup))
-        record("day", "postgresql", bench_day(root, cluster.new_database(), day, speedup))
+        if "day" in parts:
+            record("day", "sqlite", bench_day(root, "sqlite", day, speedup))
+            record("day", "postgresql", bench_day(root, cluster.new_database(), day, speedup))
+        if "scheduler" in parts:
+            queued, decisions = (2000, 100) if opts.short else (100_000, 1000)
+            found = bench_scheduler(str(root / "scheduler.db"), queued, decisions)
+            record("scheduler", "sqlite", found)
+            found = bench_scheduler(cluster.new_database(), queued, decisions)
+            record("scheduler", "postgresql", found)
         jobs = 20 if opts.short else 500
-        record("enqueue_to_claim", "sqlite", bench_claim_latency(str(root / "claims.db"), jobs))
-        record("enqueue_to_claim", "postgresql", bench_claim_latency(cluster.new_database(), jobs))
+        if "claim" in parts:
+            claims = bench_claim_latency(str(root / "claims.db"), jobs)
+            record("enqueue_to_claim", "sqlite", claims)
+            claims = bench_claim_latency(cluster.new_database(), jobs)
+            record("enqueue_to_claim", "postgresql", claims)
         n = 400 if opts.short else 10_000
-        record("fair_share", "sqlite", bench_fair_share(str(root / "fair.db"), n))
-        record("fair_share", "postgresql", bench_fair_share(cluster.new_database(), n))
-        if not opts.no_agents:
+        if "fair" in parts:
+            record("fair_share", "sqlite", bench_fair_share(str(root / "fair.db"), n))
+            record("fair_share", "postgresql", bench_fair_share(cluster.new_database(), n))
+        if "worker" in parts and not opts.no_agents:
             runs = 3 if opts.short else 20
             results["enqueue_to_worker_started"] = bench_worker_start(root, runs)
     finally:

@@ -137,6 +137,8 @@ def link_run(reg: Registry, run_id: str, links: Iterable[tuple[str, str, int, st
         {"run_id": run_id, "env": env, "name": name, "version": version, "sha256": sha256}
         for env, name, version, sha256 in links
     ]
+    if not rows:  # most runs read none: no statement (a team server records many at once)
+        return
     with reg.transaction():
         reg.db["run_datasets"].insert_all(rows, pk=("run_id", "env"), replace=True)
 

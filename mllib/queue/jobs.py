@@ -14,7 +14,7 @@ there wakes at once instead of polling.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from mllib.errors import MllibError
@@ -68,20 +68,24 @@ def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None, wake: boo
     QuotaExceeded when the user already has `max_queued` jobs waiting. `wake=False`: the caller
     notifies once for a batch (`notify`)."""
     with reg.transaction():
-        if max_queued is not None:
-            waiting = queued_count(reg, job.user)
-            if waiting >= max_queued:
-                raise QuotaExceeded(
-                    f"{job.user} already has {waiting} runs queued (the limit is {max_queued})",
-                    hint="Wait for some to start, or cancel some with `mllib runs cancel RUN_ID`.",
-                    retry_after_s=30,
-                )
         job.enqueued_at = job.enqueued_at or time.time()
-        row = {k: v for k, v in asdict(job).items() if v is not None}
-        reg.conn.execute(
-            f"INSERT INTO jobs ({', '.join(_quoted(row))}) VALUES ({', '.join('?' for _ in row)})",
-            tuple(row.values()),
-        )
+        row = {k: v for k, v in vars(job).items() if v is not None}  # flat: no asdict copy
+        values = f"VALUES ({', '.join('?' for _ in row)})"
+        args: tuple[Any, ...] = tuple(row.values())
+        if max_queued is not None:  # the quota checked in the insert: one statement
+            values = (
+                f"SELECT {', '.join('?' for _ in row)} WHERE (SELECT COUNT(*) FROM jobs "
+                'WHERE state = ? AND "user" = ?) < ?'
+            )
+            args += (QUEUED, job.user, max_queued)
+        cursor = reg.conn.execute(f"INSERT INTO jobs ({', '.join(_quoted(row))}) {values}", args)
+        if cursor.rowcount == 0:
+            waiting = queued_count(reg, job.user)
+            raise QuotaExceeded(
+                f"{job.user} already has {waiting} runs queued (the limit is {max_queued})",
+                hint="Wait for some to start, or cancel some with `mllib runs cancel RUN_ID`.",
+                retry_after_s=30,
+            )
         if wake:
             notify(reg)
     return job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
@@ -116,7 +117,8 @@ def create_run(
             tuple(row.values()),
         )
         set_params(reg, record.id, params, sources, secret)
-        save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
+        if record.run_dir and os.path.isdir(record.run_dir):  # not yet: a queued server run's
+            save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
 
 def set_params(

@@ -20,6 +20,7 @@ from mllib.server.accounts import AuthError, User, authenticate, revoke_token
 from mllib.server.models import add_routes as add_model_routes
 from mllib.server.studies import add_routes as add_study_routes
 from mllib.server.submit import Accepted, Conflict, Submission
+from mllib.server.tokencache import TokenCache
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -40,7 +41,7 @@ STATUS = {
 }
 MEAN_TTL_S = 10.0
 ROUND_TTL_S = 1.0  # a submission's answered place reads the fair share's round this stale at most
-AUTH_TTL_S = 2.0
+AUTH_TTL_S = 1.0
 
 
 def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> "FastAPI":
@@ -48,8 +49,6 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     from fastapi import Depends, FastAPI, Path, Query, Request
     from fastapi.responses import JSONResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-    from mllib.registry.postgres import DatabaseUnavailable
 
     app = FastAPI(
         title="mllib team server",
@@ -60,56 +59,39 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     from mllib.server.commits import GroupCommit
 
     bearer = HTTPBearer(auto_error=False)
-    commits = GroupCommit(ctx)
-    app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)
     mean_cache: dict[str, float | None] = {}
     round_cache: dict[str, Any] = {}
-    checked: dict[str, tuple[User, float]] = {}  # sha256(token) -> its user, until when
+
+    def look_up(token: str) -> User:
+        with ctx.registry() as reg:
+            return authenticate(reg, token)
+
+    tokens = TokenCache(AUTH_TTL_S, look_up)
+    app.state.tokens = tokens
 
     @app.exception_handler(MllibError)
     def _known(request: Request, exc: MllibError) -> JSONResponse:
-        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
-        if isinstance(exc, DatabaseUnavailable):
-            status = 503
-        headers = {}
-        if isinstance(exc, QuotaExceeded):
-            headers["Retry-After"] = str(exc.retry_after_s)
-        if status == 503:
-            headers["Retry-After"] = "2"
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse({"error": exc.message, "hint": exc.hint}, status, headers=headers)
+        status, body, headers = error_answer(exc)
+        return JSONResponse(body, status, headers=headers)
 
     @app.exception_handler(Exception)
     def _database_down(request: Request, exc: Exception) -> JSONResponse:
         if _is_connection_error(exc):
-            return JSONResponse(
-                {"error": "The server's database is unreachable", "hint": "Try again shortly."},
-                503,
-                headers={"Retry-After": "2"},
-            )
+            status, body, headers = error_answer(exc)
+            return JSONResponse(body, status, headers=headers)
         raise exc
 
     Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
-    def user(credentials: Credentials) -> User:
-        """The request's user. A token checked in the last AUTH_TTL_S is not looked up again
-        (a revocation or a disabled user takes effect within that)."""
+    async def user(credentials: Credentials) -> User:
+        """The request's user. A token checked in the last AUTH_TTL_S is not looked up again,
+        nor is a thread taken for it (a token revoked through this server is refused at once;
+        one revoked or a user disabled elsewhere, by `mllib server users`, within AUTH_TTL_S)."""
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise AuthError(
                 "This server needs a login token", hint="Log in with `mllib login URL`."
             )
-        token = credentials.credentials
-        key = hashlib.sha256(token.encode()).hexdigest()
-        known = checked.get(key)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
-        with ctx.registry() as reg:
-            found = authenticate(reg, token)
-        if len(checked) > 10_000:
-            checked.clear()
-        checked[key] = (found, time.monotonic() + AUTH_TTL_S)
-        return found
+        return await tokens.user(credentials.credentials)
 
     Who = Annotated[User, Depends(user)]
     add_study_routes(app, ctx, user, PREFIX)  # tuning studies' journals (mllib.server.studies)
@@ -140,6 +122,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
         if time.monotonic() - round_cache.get("at", -1e9) > ROUND_TTL_S:
             round_cache["value"] = current_round(reg)
+            round_cache["slots"] = capacity()  # the fleet's slots (its agents read from mllib.toml)
             round_cache["at"] = time.monotonic()
         return round_cache["value"]
 
@@ -148,6 +131,18 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
     def capacity() -> int:
         return dispatcher.capacity() if dispatcher is not None else 1
+
+    def place(reg: "Registry", accepted: Accepted) -> tuple[int | None, float | None]:
+        """A submission's place in the queue and estimated start, read in its batch."""
+        from mllib.queue.views import position
+
+        fair = fair_round(reg)
+        return position(
+            reg, accepted.job, capacity=round_cache["slots"], mean_s=mean_s(reg), fair=fair
+        )
+
+    commits = GroupCommit(ctx, place)
+    app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)
 
     @app.get("/health", tags=["server"])
     def health() -> dict[str, str]:
@@ -178,7 +173,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         assert credentials is not None
         with ctx.registry() as reg:
             revoke_token(reg, credentials.credentials)
-        checked.pop(hashlib.sha256(credentials.credentials.encode()).hexdigest(), None)
+        tokens.drop(credentials.credentials)
         return Response(status_code=204)
 
     def lacking(store: "LocalBlobStore", shas: list[str]) -> api.Missing:
@@ -300,21 +295,25 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         with ctx.registry() as reg:
             return remove(reg, ctx.datasets, cache_dir(project.config, project.state_dir), who, ref)
 
-    @app.post(f"{PREFIX}/runs", response_model=api.SubmittedRun, tags=["runs"])
-    def submit_run(body: api.SubmissionBody, response: Response, who: Who) -> api.SubmittedRun:
-        """Queue a run; answered once it is durable. A retry with the same idempotency key
-        answers with the run the first submission made (`created`: false)."""
-        from mllib.queue.views import position
-
+    @app.post(
+        f"{PREFIX}/runs",
+        response_model=api.SubmittedRun,
+        status_code=201,
+        tags=["runs"],
+        responses={200: {"model": api.SubmittedRun, "description": "A retried submission"}},
+    )
+    async def submit_run(body: api.SubmissionBody, who: Who) -> Response:
+        """Queue a run; answered (201) once it is durable. A retry with the same idempotency
+        key answers (200) with the run the first submission made (`created`: false)."""
         sub = Submission(**{**body.model_dump(), "spec": body.spec.model_dump()})
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
-        accepted = commits.submit(who, sub, limit)  # durable once this returns
-        with ctx.registry() as reg:
-            place, wait = position(
-                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
-            )
-        response.status_code = 201 if accepted.created else 200
-        return _submitted(accepted, place, wait)
+        accepted = await commits.submit_async(who, sub, limit)  # durable once this returns
+        answer = submitted(accepted)  # the answer's model, already checked: encoded once
+        return Response(
+            answer.model_dump_json(),
+            201 if accepted.created else 200,
+            media_type="application/json",
+        )
 
     @app.get(f"{PREFIX}/runs", tags=["runs"])
     def list_runs_(
@@ -484,19 +483,14 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         run_id: str, body: api.RerunBody, response: Response, who: Who
     ) -> api.SubmittedRun:
         """Queue one of your runs again with its recorded code, params, seed and spec."""
-        from mllib.queue.views import position
         from mllib.server.submit import rerun_of
 
         with ctx.registry() as reg:
             sub = rerun_of(reg, own_run(reg, who, run_id), body.model_dump())
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
         accepted = commits.submit(who, sub, limit)
-        with ctx.registry() as reg:
-            place, wait = position(
-                reg, accepted.job, capacity=capacity(), mean_s=mean_s(reg), fair=fair_round(reg)
-            )
         response.status_code = 201 if accepted.created else 200
-        return _submitted(accepted, place, wait)
+        return submitted(accepted)
 
     @app.post(f"{PREFIX}/runs/compare", tags=["runs"])
     def compare_runs(body: api.CompareBody, who: Who) -> dict[str, Any]:
@@ -590,7 +584,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
         with ctx.registry() as reg:
             accepted = schedules.run_now(reg, who, commits, ctx, schedule_id)
-        return _submitted(accepted, None, None)
+        return submitted(accepted)
 
     @app.get(f"{PREFIX}/agents", response_model=list[api.Agent], tags=["agents"])
     def list_agents(
@@ -615,8 +609,32 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     return app
 
 
-def _submitted(accepted: "Accepted", place: int | None, wait: float | None) -> api.SubmittedRun:
+def error_answer(exc: BaseException) -> tuple[int, dict[str, str | None], dict[str, str]]:
+    """The status, JSON body and headers that answer a request failed by `exc`: a known error
+    (MllibError) or the database gone (503); anything else is a 500."""
+    from mllib.registry.postgres import DatabaseUnavailable
+
+    if not isinstance(exc, MllibError):
+        if _is_connection_error(exc):
+            down: dict[str, str | None] = {"error": "The server's database is unreachable"}
+            return 503, {**down, "hint": "Try again shortly."}, {"Retry-After": "2"}
+        return 500, {"error": "Internal server error", "hint": None}, {}
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    if isinstance(exc, DatabaseUnavailable):
+        status = 503
+    headers = {}
+    if isinstance(exc, QuotaExceeded):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 503:
+        headers["Retry-After"] = "2"
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return status, {"error": exc.message, "hint": exc.hint}, headers
+
+
+def submitted(accepted: "Accepted") -> api.SubmittedRun:
     """The answer to a run queued (`api.SubmittedRun`): its id, status, place and wait."""
+    place, wait = accepted.position
     return api.SubmittedRun(
         id=accepted.run.id,
         status=accepted.run.status,

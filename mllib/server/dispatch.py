@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 IDLE_WAIT_S = 1.0
 DOWN_S = 5.0  # an agent that did not answer gets no new job for this long
 CHECK_EVERY_S = 2.0  # `check` asks an agent again only when its last contact is older than this
-BUSY_WAIT_S = 1.0  # `check` leaves alone an agent the dispatcher talks to longer (a run starting)
+BUSY_WAIT_S = 1.0
+AGENTS_TTL_S = 1.0  # the agents' configuration is read again at most this often  # `check` leaves alone an agent the dispatcher talks to longer (a run starting)
 
 
 def cancel_queued(reg: Registry, runs_dir: Path, run_id: str) -> bool:
@@ -75,6 +76,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.last_follow = 0.0
         self.threads: list[threading.Thread] = []
+        self._agents: tuple[float, list[Any]] | None = None  # until when, the agents read
 
     # -- the loop ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,12 +112,11 @@ class Dispatcher:
         """One turn: expire leases, start one job if one fits, follow running ones when due.
         True when it started a job (there may be more to start at once)."""
         self._expire()
-        placement = pick(
-            self.reg,
-            self.free(),
-            lease_s=self.ctx.settings.lease_s,
-            max_running=self._quotas(),
-        )
+        free, placement = self.free(), None
+        if any(left > 0 for left in free.values()):  # else no need to read quotas or queue
+            placement = pick(
+                self.reg, free, lease_s=self.ctx.settings.lease_s, max_running=self._quotas()
+            )
         if placement is not None:
             self._start(placement)
         if time.monotonic() - self.last_follow >= self.ctx.settings.heartbeat_s:
@@ -152,13 +153,24 @@ class Dispatcher:
 
     # -- capacity ----------------------------------------------------------------------------------
     def agents(self) -> list[Any]:
-        return load_agents(self.ws.project.config)
+        """The agents configured (read again at most every AGENTS_TTL_S: a burst of
+        submissions wakes the loop for each commit, and an agent added shows up within it)."""
+        read = self._agents
+        if read is None or time.monotonic() >= read[0]:
+            read = self._agents = (
+                time.monotonic() + AGENTS_TTL_S,
+                load_agents(self.ws.project.config),
+            )
+        return read[1]
 
     def capacity(self) -> int:
         return sum(self.slots.get(spec.name, spec.slots(None)) for spec in self.agents()) or 1
 
     def free(self) -> dict[str, int]:
         """Agent -> free GPU slots: its slots less those its running jobs hold."""
+        specs = self.agents()
+        if not specs:
+            return {}
         used: dict[str, int] = {}
         for job in q.running(self.reg):
             if job.agent:
@@ -166,7 +178,7 @@ class Dispatcher:
         now_ = time.monotonic()
         return {
             spec.name: self.slots.get(spec.name, spec.slots(None)) - used.get(spec.name, 0)
-            for spec in self.agents()
+            for spec in specs
             if self.down.get(spec.name, 0.0) <= now_  # one that stopped answering: later
         }
 

@@ -63,6 +63,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     from mllib.server.context import ServerContext
     from mllib.server.dispatch import Dispatcher
     from mllib.server.schedules import Ticker
+    from mllib.server.submit_route import SubmitRoute
 
     os.environ["MLLIB_HOME"] = str(home.root)  # the server's agents.json and known_hosts
     ctx = ServerContext.open(home)
@@ -78,7 +79,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     dispatcher.start()
     ticker.start()
     config = uvicorn.Config(
-        app,
+        SubmitRoute(app, app.state.commits, app.state.tokens, ctx.settings.max_queued),
         host=host,
         port=port,
         log_level="warning",

@@ -70,15 +70,35 @@ class Accepted:
     run: RunRecord
     job: Job
     created: bool  # False: a retry of a submission already recorded
+    position: tuple[int | None, float | None] = (None, None)  # place, estimated start (s)
 
 
 def submit(
     reg: Registry, store: Any, runs_dir: Any, user: User, sub: Submission, max_queued: int
 ) -> Accepted:
-    """Record `sub` as a queued run of `user` with its job, or find the one its key made."""
-    existing = find_by_key(reg, user.name, sub.idempotency_key)
-    if existing is not None:
-        return Accepted(get_run(reg, existing.run_id), existing, False)
+    """Record `sub` as a queued run of `user` with its job, or find the one its key made.
+
+    A retry is told apart only when the submission is refused (its run id or key already
+    taken, or a check it would now fail, a quota full since): the common case, a new
+    submission, costs no look-up first."""
+    try:
+        return _record(reg, store, runs_dir, user, sub, max_queued)
+    except Exception as exc:
+        if not isinstance(exc, MllibError) and not _is_duplicate(exc):
+            raise
+        again = find_by_key(reg, user.name, sub.idempotency_key)  # a retry of one recorded
+        if again is not None:
+            return Accepted(get_run(reg, again.run_id), again, False)
+        if isinstance(exc, MllibError):
+            raise
+        raise Conflict(
+            f"Run id {sub.run_id} is taken", hint="Submit again: a new id is chosen."
+        ) from None
+
+
+def _record(
+    reg: Registry, store: Any, runs_dir: Any, user: User, sub: Submission, max_queued: int
+) -> Accepted:
     _check(store, sub)
     datasets = dataset_uses(reg, sub.datasets)
     spec = RunSpec(**{**sub.spec, "run_id": sub.run_id})
@@ -115,20 +135,10 @@ def submit(
         secrets=json.dumps({"env": sub.env, "secret_params": sub.secret_params}),
         env_plan=json.dumps(sub.env_plan) if sub.env_plan is not None else None,
     )
-    try:
-        with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
-            create_run(reg, record, sub.params, sub.sources, set(sub.secret))
-            record_uses(reg, sub.run_id, datasets)  # what the dispatcher sends its agent
-            enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
-    except Exception as exc:
-        if not _is_duplicate(exc):
-            raise
-        again = find_by_key(reg, user.name, sub.idempotency_key)  # a retry raced the first
-        if again is None:
-            raise Conflict(
-                f"Run id {sub.run_id} is taken", hint="Submit again: a new id is chosen."
-            ) from None
-        return Accepted(get_run(reg, again.run_id), again, False)
+    with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
+        create_run(reg, record, sub.params, sub.sources, set(sub.secret))
+        record_uses(reg, sub.run_id, datasets)  # what the dispatcher sends its agent
+        enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
     return Accepted(record, job, True)
 
 

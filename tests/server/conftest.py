@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,40 @@ class TeamServer:
         assert result.returncode == 0, result.output
         self.tokens[name] = result.stdout.strip()
         return self.tokens[name]
+
+
+def upload_code_tree(server: TeamServer, user: str = "ana") -> str:
+    """Upload a small code tree, as a client does before submitting."""
+    from mllib.store import LocalBlobStore
+    from mllib.store.trees import put_tree, read_tree
+
+    folder = server.home.parent / "code"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.py").write_text("class M:\n    def train(self):\n        pass\n")
+    store = LocalBlobStore(server.home.parent / "client-store")
+    tree = put_tree(store, folder)
+    with server.client(user) as http:
+        shas = [*(f.sha256 for f in read_tree(store, tree.sha256).files), tree.sha256]
+        for sha in http.post("/api/v1/blobs/missing", json={"shas": shas}).json()["missing"]:
+            http.put(f"/api/v1/blobs/{sha}", content=store.get_bytes(sha)).raise_for_status()
+    return tree.sha256
+
+
+def submission_body(code_tree: str, **fields: object) -> dict[str, object]:
+    """What `mllib train --remote` posts for a run of a small model (a new run id and key)."""
+    run_id = uuid.uuid4().hex[:16]
+    return {
+        "run_id": run_id,
+        "idempotency_key": f"key-{run_id}",
+        "model": "m",
+        "action": "train",
+        "model_class": "M",
+        "model_file": "model.py",
+        "code_tree": code_tree,
+        "spec": {"actions": ["train"], "model_file": "model.py", "model_class": "M"},
+        "params": {"lr": 0.5},
+        **fields,
+    }
 
 
 def make_server(root: Path, database: str, *init: str) -> TeamServer:

@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import httpx
 import pytest
 
 from mllib.registry import Registry
-from tests.server.conftest import make_server
+from tests.server.conftest import make_server, submission_body, upload_code_tree
 
 CLIENTS = 4
-
-
-def _code_tree(server) -> str:
-    """Upload a small code tree, as a client does before submitting."""
-    from mllib.store import LocalBlobStore
-    from mllib.store.trees import put_tree, read_tree
-
-    folder = server.home.parent / "code"
-    folder.mkdir(exist_ok=True)
-    (folder / "model.py").write_text("class M:\n    def train(self):\n        pass\n")
-    store = LocalBlobStore(server.home.parent / "client-store")
-    tree = put_tree(store, folder)
-    with server.client("ana") as http:
-        shas = [*(f.sha256 for f in read_tree(store, tree.sha256).files), tree.sha256]
-        for sha in http.post("/api/v1/blobs/missing", json={"shas": shas}).json()["missing"]:
-            http.put(f"/api/v1/blobs/{sha}", content=store.get_bytes(sha)).raise_for_status()
-    return tree.sha256
 
 
 class Burst:
@@ -59,18 +41,8 @@ class Burst:
 
     def _client(self) -> None:
         while not self.stopping.is_set():
-            run_id = uuid.uuid4().hex[:16]
-            body = {
-                "run_id": run_id,
-                "idempotency_key": f"burst-{run_id}",
-                "model": "m",
-                "action": "train",
-                "model_class": "M",
-                "model_file": "model.py",
-                "code_tree": self.code_tree,
-                "spec": {"actions": ["train"], "model_file": "model.py", "model_class": "M"},
-                "params": {"lr": 0.5},
-            }
+            body = submission_body(self.code_tree)
+            run_id = body["run_id"]
             with self.lock:
                 self.tried.append(run_id)
             while True:
@@ -126,7 +98,7 @@ def test_kill_9_of_the_server_during_a_burst_loses_no_acknowledged_submission(
     server.add_user("ana")
     server.start()
     try:
-        code = _code_tree(server)
+        code = upload_code_tree(server)
         with Burst(server, code) as burst:
             burst.wait_for(40)
             server.kill()
@@ -147,7 +119,7 @@ def test_kill_9_of_postgresql_during_a_burst_loses_no_acknowledged_submission(pg
     server.add_user("ana")
     server.start()
     try:
-        code = _code_tree(server)
+        code = upload_code_tree(server)
         with Burst(server, code) as burst:
             burst.wait_for(40)
             pg_cluster.crash()  # as kill -9 of the postmaster leaves it: recovery at start
