@@ -663,40 +663,12 @@ class Controller:
         )  # fmt: skip
 
     def _record_promotion(self, candidate: Candidate) -> str:
-        """A deployments row for the promoted version (same deployment, port and folder), the
-        old one stopped and replaced by it: what `deploy status` and `rollback` read."""
         from mllib.registry.db import Registry
-        from mllib.registry.runs import now as now_iso
         from mllib.serving.control import records
 
-        servable = candidate.servable
         reg = Registry.open(Path(self.spec.registry_path))
         try:
-            old = records.get(reg, self.row)
-            new = dataclasses.replace(
-                old,
-                id=records.new_deployment_id(),
-                action="promote",
-                state="live",
-                model=servable.model,
-                version=servable.version,
-                run_id=servable.run_id,
-                model_sha256=servable.model_sha256,
-                code_hash=servable.code_hash,
-                artifact=servable.artifact,
-                user=candidate.user,
-                forced=0,
-                reason=None,
-                error=None,
-                previous_id=old.id,
-                replaced_by=None,
-                created_at=now_iso(),
-                live_at=now_iso(),
-                stopped_at=None,
-            )
-            records.insert(reg, new)
-            records.update(reg, old.id, state="stopped", stopped_at=now_iso(), replaced_by=new.id)
-            return new.id
+            return records.promoted(reg, self.row, candidate.servable, candidate.user)
         finally:
             reg.close()
 
