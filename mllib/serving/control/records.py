@@ -76,12 +76,7 @@ class Deployment:
             env=spec.env,
             action=action,
             state="starting",
-            model=servable.model,
-            version=servable.version,
-            run_id=servable.run_id,
-            model_sha256=servable.model_sha256,
-            code_hash=servable.code_hash,
-            artifact=servable.artifact,
+            **servable_fields(servable),
             host=spec.host,
             port=spec.port,
             url=spec.url,
@@ -202,12 +197,7 @@ def promoted(reg: Registry, row: str, servable: Servable, user: str) -> str:
         id=new_deployment_id(),
         action="promote",
         state="live",
-        model=servable.model,
-        version=servable.version,
-        run_id=servable.run_id,
-        model_sha256=servable.model_sha256,
-        code_hash=servable.code_hash,
-        artifact=servable.artifact,
+        **servable_fields(servable),
         user=user,
         forced=0,
         reason=None,
@@ -221,3 +211,15 @@ def promoted(reg: Registry, row: str, servable: Servable, user: str) -> str:
     insert(reg, new)
     update(reg, old.id, state="stopped", stopped_at=now(), replaced_by=new.id)
     return new.id
+
+
+def servable_fields(servable: Servable) -> dict[str, Any]:
+    """A row's fields that say what it serves."""
+    return {
+        "model": servable.model,
+        "version": servable.version,
+        "run_id": servable.run_id,
+        "model_sha256": servable.model_sha256,
+        "code_hash": servable.code_hash,
+        "artifact": servable.artifact,
+    }
