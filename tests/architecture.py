@@ -86,7 +86,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "queue": ("registry",),
     "server": ("agents", "queue", "models"),  # models: `models list|show` answered on the server
     "client": ("runs",),
-    "serving": ("runs", "worker"),
+    "serving": ("runs", "worker", "agents"),  # agents: a deployment's replicas on agent hosts
     "schedules": ("serving",),
     "monitoring": ("schedules",),
     "models": ("serving",),
@@ -105,7 +105,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "monitoring",
         "schedules",
     ),
-    "agent program": ("runs",),
+    "agent program": ("runs", "serving"),  # serving: it starts a deployment's replicas
 }
 
 

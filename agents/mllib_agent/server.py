@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mllib_agent import PROTOCOL, feed, housekeeping
+from mllib_agent import PROTOCOL, feed, housekeeping, replicas
 
 
 @dataclass
@@ -264,6 +264,23 @@ class Agent:
             )
         report["disk_free_bytes"] = shutil.disk_usage(self.root).free
         return report
+
+    # -- a deployment's replicas (replicas.py) -------------------------------------------------
+    def h_serve(self, **request: Any) -> dict[str, Any]:
+        """Start a replica of a deployment here (see replicas.start)."""
+        return replicas.start(self.root, self.store, request)
+
+    def h_serve_status(self, deployment: str, server: str) -> dict[str, Any]:
+        return replicas.status(self.root, deployment, server)
+
+    def h_serve_stop(
+        self, deployment: str, grace_s: float = 10.0, server: str | None = None
+    ) -> dict[str, Any]:
+        return replicas.stop(self.root, deployment, grace_s, server)
+
+    def h_serving(self) -> dict[str, int]:
+        """Deployments with processes running here, and how many."""
+        return replicas.running(self.root)
 
     def h_status(self, run_id: str) -> dict[str, Any] | None:
         from mllib.runs.control import reconcile

@@ -9,7 +9,13 @@ import typer
 from typer.core import TyperGroup
 
 from mllib.cli import completion, output, step_summary
-from mllib.cli.deploy_args import EnvOpt, OnlyEnvOpt, deploy_context, parse_duration
+from mllib.cli.deploy_args import (
+    EnvOpt,
+    OnlyEnvOpt,
+    agent_names,
+    deploy_context,
+    parse_duration,
+)
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import COUNT, PERCENT, REPLICAS, Range
@@ -102,6 +108,16 @@ def ship(
             show_default=False,
         ),
     ] = None,
+    agents: Annotated[
+        str | None,
+        typer.Option(
+            "--agents",
+            metavar="NAME,NAME",
+            help="Run one replica on each of these agents, behind the gateway here "
+            '([serve] placement = "agents").',
+            show_default=False,
+        ),
+    ] = None,
     canary: Annotated[
         float | None,
         number_option(
@@ -162,6 +178,7 @@ def ship(
         progress=_say,
         strategy=strategy,
         replicas=(min_replicas, max_replicas),
+        agents=agent_names(agents),
     )
     dep = outcome.deployment
     console = output.err()

@@ -51,3 +51,17 @@ def parse_duration(text: str, option: str, allowed: Range = NON_NEGATIVE) -> flo
     except ValueError:
         raise UsageError(f"{option} must be a duration like 30s, 5m or 1h, not {text!r}") from None
     return float(allowed.check(seconds, option, given=text))
+
+
+def agent_names(text: str | None) -> list[str] | None:
+    """`--agents a1,a2` as a list of agent names (None when not given)."""
+    if text is None:
+        return None
+    from mllib.agents.config import check_name
+
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        from mllib.errors import UsageError
+
+        raise UsageError(f"--agents takes agent names separated by commas, not {text!r}")
+    return [check_name(name) for name in names]

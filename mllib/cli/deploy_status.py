@@ -39,6 +39,9 @@ def _replicas(row: dict[str, Any]) -> str:
     if not count:
         return "-"
     text = f"{count} ({row['inference']})" if row.get("inference") else str(count)
+    agents = sorted({r["host"] for r in ready if r["host"] != "local"})
+    if agents:
+        text += f" · on agents {', '.join(agents)} (and this machine's gateway)"
     for variant in row.get("variants") or []:
         if variant["name"] != "stable":
             share = f"{variant['weight']:g}%"

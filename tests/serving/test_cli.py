@@ -202,3 +202,20 @@ def test_deploy_takes_aliases_and_best_and_models_show_where_each_version_runs(p
     stopped = cli(project, "deploy", "stop", "--env", "staging")
     assert stopped.returncode == 0 and "Stopped served v2" in stopped.output
     assert cli(project, "models", "list", "--json").json()[0]["deployed"] == {}
+
+
+def test_bad_agents_for_a_deployment_are_one_line_errors_that_start_nothing(project):
+    before = cli(project, "deploy", "status", "--env", "staging", "--json").json()
+    unknown = cli(project, "deploy", "served", "--env", "staging", "--agents", "nosuch")
+    assert unknown.returncode == 4 and "No agent named 'nosuch'" in unknown.output
+    empty = cli(project, "deploy", "served", "--env", "staging", "--agents", "a,,b")
+    assert empty.returncode == 2 and "--agents takes agent names" in empty.output
+    with_canary = cli(
+        project, "deploy", "served", "--env", "staging", "--agents", "a", "--canary", "10"
+    )
+    assert with_canary.returncode == 2
+    assert "a rollout runs beside the deployment it joins" in with_canary.output
+    after = cli(project, "deploy", "status", "--env", "staging", "--json").json()
+    assert [(r.get("deployment_id"), r["state"]) for r in after] == [
+        (r.get("deployment_id"), r["state"]) for r in before
+    ]

@@ -84,3 +84,16 @@ def test_overrides_are_read_and_typos_or_bad_values_are_errors():
         Settings.from_config(
             Config(Path("mllib.toml"), {"deploy": {"prod": {"require_keys": False}}})
         ).deploy.env("prod")
+
+
+def test_placement_on_agents_needs_their_names():
+    where = Config(Path("mllib.toml"), {"serve": {"placement": "agents", "agents": ["gpu1"]}})
+    assert Settings.from_config(where).serve.agents == ["gpu1"]
+    with pytest.raises(ConfigError, match=r'\[serve\] placement must be "local" or "agents"'):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"placement": "cloud"}}))
+    with pytest.raises(ConfigError, match=r'placement = "agents" needs agents = \["NAME"'):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"placement": "agents"}}))
+    with pytest.raises(ConfigError, match=r"`serve.agents` must be a list"):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"agents": "gpu1"}}))
+    with pytest.raises(ConfigError, match=r"\[serve\] agents must be a list of agent names"):
+        Settings.from_config(Config(Path("mllib.toml"), {"serve": {"agents": [1]}}))

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mllib.serving.control.agentservers import AgentReplicas, ReplicaFailed
 from mllib.serving.control.autoscale import Autoscaler, Scaling, share_replicas
 from mllib.serving.control.fleet import (
     Candidate,
@@ -104,6 +105,11 @@ class Controller:
         self._stopping: list[threading.Thread] = []
         self._last_abort: dict[str, Any] | None = None  # the latest rollout taken down
         self._next_rotation = 0.0
+        self.remote = (  # replicas on agent hosts (agentservers.py)
+            AgentReplicas(spec, free_slot=self._free_slot, event=self._event)
+            if spec.agents
+            else None
+        )
 
     # -- start and stop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -112,7 +118,7 @@ class Controller:
         try:
             if not self._adopt():
                 self._start_fresh()
-        except StartFailed as exc:
+        except (StartFailed, ReplicaFailed) as exc:
             log.error(f"the deployment could not start: {exc}", extra={"event": "start_failed"})
             self._shutdown()
             write_status(self.folder, "failed", error=str(exc))
@@ -149,6 +155,9 @@ class Controller:
                 )
             time.sleep(0.05)
         self._went_live(server)
+        if self.remote is not None:
+            self.remote.start_all(deadline)
+            self._write_routes()
 
     def _start_server(
         self, variant: str, template: ServerSpec, *, public: bool, processes: int = 0
@@ -189,6 +198,9 @@ class Controller:
         """Stop every server: each drains (stops accepting, finishes what it holds) first."""
         self.state = "stopping"
         self._write_state(force=True)
+        if self.remote is not None:  # the gateway answers while they drain
+            self.remote.stop_all(self.spec.stop_grace_s)
+            self._write_routes()
         threads = [
             threading.Thread(target=self.backend.stop, args=(s, self.spec.stop_grace_s))
             for s in self.servers.values()
@@ -225,6 +237,8 @@ class Controller:
         if state.get("candidate"):
             self.candidate = Candidate.from_dict(state["candidate"])
             self.candidate_id = state.get("candidate_id")
+        if self.remote is not None:
+            self.remote.adopt(state.get("remote") or [], state.get("remote_next_id", 1))
         if state.get("successor") in self.servers:  # a promotion's stable server, starting
             self.successor = state["successor"]
         self._event("controller", "restarted", "took over the running servers")
@@ -240,6 +254,8 @@ class Controller:
         self._promote(now)
         self._scale(now, figures)
         self._retire(now)
+        if self.remote is not None and self.remote.tick(now):
+            self._dirty = True
         self._write_routes()
         self._write_state()
         self._rotate_log(now)
@@ -647,40 +663,12 @@ class Controller:
         )  # fmt: skip
 
     def _record_promotion(self, candidate: Candidate) -> str:
-        """A deployments row for the promoted version (same deployment, port and folder), the
-        old one stopped and replaced by it: what `deploy status` and `rollback` read."""
         from mllib.registry.db import Registry
-        from mllib.registry.runs import now as now_iso
         from mllib.serving.control import records
 
-        servable = candidate.servable
         reg = Registry.open(Path(self.spec.registry_path))
         try:
-            old = records.get(reg, self.row)
-            new = dataclasses.replace(
-                old,
-                id=records.new_deployment_id(),
-                action="promote",
-                state="live",
-                model=servable.model,
-                version=servable.version,
-                run_id=servable.run_id,
-                model_sha256=servable.model_sha256,
-                code_hash=servable.code_hash,
-                artifact=servable.artifact,
-                user=candidate.user,
-                forced=0,
-                reason=None,
-                error=None,
-                previous_id=old.id,
-                replaced_by=None,
-                created_at=now_iso(),
-                live_at=now_iso(),
-                stopped_at=None,
-            )
-            records.insert(reg, new)
-            records.update(reg, old.id, state="stopped", stopped_at=now_iso(), replaced_by=new.id)
-            return new.id
+            return records.promoted(reg, self.row, candidate.servable, candidate.user)
         finally:
             reg.close()
 
@@ -794,10 +782,13 @@ class Controller:
                     host=server.host,
                 )
                 found.append((server.variant, replica) if with_variant else replica)
+        for replica in self.remote.routes() if self.remote is not None else ():
+            found.append((STABLE, replica) if with_variant else replica)
         return found
 
     def _free_slot(self) -> int:
         used = {slot for s in self.servers.values() for slot in s.slots.values()}
+        used |= self.remote.slots() if self.remote is not None else set()
         return next(i for i in range(1, self.spec.slots) if i not in used)
 
     def _routes(self) -> Routes:
@@ -818,7 +809,9 @@ class Controller:
             weight = candidate.weight if live else 0.0
             variants.append(Variant(name, version, weight, replicas))
         sticky = candidate.sticky_by if candidate else None
-        extra = {"salt": candidate.salt} if candidate else {}
+        extra: dict[str, Any] = {"salt": candidate.salt} if candidate else {}
+        if self.remote is not None:
+            extra["placement"] = "agents"  # the gateway's own process answers only as a fallback
         return Routes(0, tuple(variants), sticky_by=sticky, model=self.model, extra=extra)
 
     @property
@@ -858,6 +851,8 @@ class Controller:
             "candidate": candidate.to_dict() if candidate else None,
             "last_abort": self._last_abort,
             "servers": {k: dataclasses.asdict(v) for k, v in self.servers.items()},
+            "remote": self.remote.to_state() if self.remote is not None else [],
+            "remote_next_id": self.remote.next_id if self.remote is not None else 1,
             "processes": processes,
             "desired": {k: c.desired for k, c in self.counters.items()},
             "updated": time.time(),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mllib.errors import DeployFailedError, MllibError, NotFoundError, PolicyError, UsageError
 from mllib.registry.runs import get_run, now
@@ -21,7 +22,7 @@ from mllib.serving import audit
 from mllib.serving.clock import human_duration
 from mllib.serving.control import policy, process, records, stopping
 from mllib.serving.control.context import DeployContext, Progress
-from mllib.serving.control.environment import ServingEnvError, serving_python
+from mllib.serving.control.environment import ServingEnvError, serving_plan, serving_python
 from mllib.serving.control.fleet import SPEC_FILE as FLEET_SPEC_FILE
 from mllib.serving.control.fleet import start_controller, takes_over
 from mllib.serving.control.paths import LOG_FILE, deployment_dir, serving_dir
@@ -31,7 +32,7 @@ from mllib.serving.control.rollout import Strategy, start_candidate
 from mllib.serving.control.rollout import abort as abort_candidate
 from mllib.serving.control.servable import from_run, materialize, resolve
 from mllib.serving.control.settings import EnvSettings, check_replicas
-from mllib.serving.control.specs import fleet_spec
+from mllib.serving.control.specs import fleet_spec, placement
 from mllib.serving.control.stopping import deploying, halt, reconcile_lock, records_of
 from mllib.serving.spec import PythonEnv, Servable, read_status
 from mllib.workspace import Workspace
@@ -69,11 +70,13 @@ def deploy(
     progress: Progress | None = None,
     strategy: Strategy | None = None,
     replicas: tuple[int | None, int | None] = (None, None),
+    agents: list[str] | None = None,
 ) -> Outcome:
     """Deploy `ref` (MODEL, MODEL:VERSION, MODEL@ALIAS or a run id; MODEL with `best`: its
     version with the best evaluation of that metric) to `env` under the deploy rules: in
     place of what is live, or beside it for a share of requests (`strategy`: a canary, an
-    A/B test, a shadow). `replicas`: (min, max) over the settings'."""
+    A/B test, a shadow). `replicas`: (min, max) over the settings'; `agents`: one replica on
+    each of these agents (over [serve] placement)."""
     env_settings = ctx.settings.env(env)
     if force and not (reason and reason.strip()):
         raise UsageError(
@@ -88,6 +91,12 @@ def deploy(
             "--min-replicas/--max-replicas set a new deployment's replicas; a rollout runs "
             "with those of the deployment it joins"
         )
+    if strategy is not None and agents:
+        raise UsageError(
+            "--agents places a new deployment's replicas; a rollout runs beside the "
+            "deployment it joins, on this machine"
+        )
+    placed = placement(ctx, agents) if strategy is None else []
     check_replicas(
         env_settings.min_replicas if low is None else low,
         env_settings.max_replicas if high is None else high,
@@ -116,6 +125,7 @@ def deploy(
             progress=progress,
             strategy=strategy,
             replicas=replicas,
+            agents=placed,
         )
 
 
@@ -129,6 +139,7 @@ def _deploy(
     progress: Progress | None,
     strategy: Strategy | None,
     replicas: tuple[int | None, int | None],
+    agents: list[dict[str, Any]],
 ) -> Outcome:
     env = env_settings.name
     reconcile(ctx.ws)
@@ -192,6 +203,7 @@ def _deploy(
         reason=reason,
         progress=progress,
         replicas=replicas,
+        agents=agents,
     )
 
 
@@ -405,18 +417,23 @@ def _roll_out(
     reason: str | None,
     progress: Progress | None,
     replicas: tuple[int | None, int | None] = (None, None),
+    agents: list[dict[str, Any]] | None = None,
 ) -> Outcome:
     """Start a new deployment of `servable` (its controller, front and replicas) beside
     `current`, on the same port, with the Python it needs (mllib's, or a venv of its own
-    dependencies); once it answers, stop `current`."""
+    dependencies); once it answers, stop `current`. `agents`: where its replicas run (None:
+    as [serve] placement says)."""
     say = progress or (lambda message: None)
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ctx.ws, servable)
+    if agents is None:
+        agents = placement(ctx, None)
     try:
         with serving_python(ctx.ws, servable, bundle, say=say) as python_env:
             return _start_deployment(
                 ctx, servable, env, current, bundle, python_env,
                 action=action, forced=forced, reason=reason, say=say, replicas=replicas,
+                agents=agents,
             )  # fmt: skip
     except ServingEnvError as exc:  # what is live stays live
         common = dict(env=env.name, model=servable.model, version=servable.version)
@@ -437,6 +454,7 @@ def _start_deployment(
     reason: str | None,
     say: Callable[[str], None],
     replicas: tuple[int | None, int | None],
+    agents: list[dict[str, Any]],
 ) -> Outcome:
     ws, reg = ctx.ws, ctx.ws.registry
     port = port_for(ws, env, current)
@@ -453,6 +471,8 @@ def _start_deployment(
         deployment_id=deployment_id,
         replicas=replicas,
         python_env=python_env,
+        agents=agents,
+        env_plan=serving_plan(ws, bundle).to_json() if agents else None,
     )
     fleet.write(folder / FLEET_SPEC_FILE)
     dep = Deployment.starting(
@@ -475,10 +495,16 @@ def _start_deployment(
     common = dict(
         env=env.name, model=servable.model, version=servable.version, deployment_id=dep.id
     )
-    say(
-        f"Starting {fleet.scaling.min_replicas} replica(s) of {env.workers} {env.inference} "
-        f"process(es) behind port {port} (up to {fleet.scaling.ceiling} replicas)"
-    )
+    if agents:
+        names = ", ".join(a["name"] for a in agents)
+        say(
+            f"Starting a replica on each of {names} (the first builds its venv there), behind port {port}"
+        )
+    else:
+        say(
+            f"Starting {fleet.scaling.min_replicas} replica(s) of {env.workers} {env.inference} "
+            f"process(es) behind port {port} (up to {fleet.scaling.ceiling} replicas)"
+        )
     pid = start_controller(ws, folder, marker=dep.id)
     from mllib.runtime.processes import create_time
 

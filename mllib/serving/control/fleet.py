@@ -53,6 +53,11 @@ class FleetSpec:
     restart_window_s: float = 300.0
     restart_backoff_s: float = 1.0
     slots: int = 64  # replica slots in the counters (running, starting and draining ones)
+    # Replicas on agents (agentservers.py): each agent's AgentSpec (one replica on each), the
+    # store their blobs are sent from, and the plan of the server's venv built there.
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    store: str = ""
+    env_plan: dict[str, Any] | None = None
 
     @property
     def url(self) -> str:

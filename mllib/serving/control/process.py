@@ -173,12 +173,13 @@ def stop(
     return Stopped(False, len(found))
 
 
-def stop_recorded(records: Path, *, grace_s: float) -> Stopped:
-    """SIGTERM every recorded process (but this one), SIGKILL whatever is left after
-    `grace_s`: a deployment given up on by its supervisor."""
+def stop_recorded(records: Path, *, grace_s: float, server: str | None = None) -> Stopped:
+    """SIGTERM every recorded process (but this one; those of `server` alone when given),
+    SIGKILL whatever is left after `grace_s`: a deployment given up on by its supervisor, or
+    stopped on an agent."""
     import psutil
 
-    found = pids.alive(records)
+    found = pids.alive(records, server=server)
     terminate_all(found)
     _, still = psutil.wait_procs(found, timeout=grace_s)
     kill_all(still)

@@ -5,13 +5,13 @@ failed / crashed), so `deploy status`, `history` and `rollback` read what really
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mllib.registry.db import Registry
 from mllib.registry.runs import now
 from mllib.serving.control import targets
-from mllib.serving.spec import ServerSpec
+from mllib.serving.spec import Servable, ServerSpec
 from mllib.terminal import notice
 
 ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -76,12 +76,7 @@ class Deployment:
             env=spec.env,
             action=action,
             state="starting",
-            model=servable.model,
-            version=servable.version,
-            run_id=servable.run_id,
-            model_sha256=servable.model_sha256,
-            code_hash=servable.code_hash,
-            artifact=servable.artifact,
+            **servable_fields(servable),
             host=spec.host,
             port=spec.port,
             url=spec.url,
@@ -191,3 +186,40 @@ def last_port(reg: Registry, env: str) -> int | None:
         (env,),
     )
     return rows[0]["port"] if rows else None
+
+
+def promoted(reg: Registry, row: str, servable: Servable, user: str) -> str:
+    """A row for the version a promotion made stable (same deployment, port and folder), the
+    old one (`row`) stopped and replaced by it: what `deploy status` and `rollback` read."""
+    old = get(reg, row)
+    new = replace(
+        old,
+        id=new_deployment_id(),
+        action="promote",
+        state="live",
+        **servable_fields(servable),
+        user=user,
+        forced=0,
+        reason=None,
+        error=None,
+        previous_id=old.id,
+        replaced_by=None,
+        created_at=now(),
+        live_at=now(),
+        stopped_at=None,
+    )
+    insert(reg, new)
+    update(reg, old.id, state="stopped", stopped_at=now(), replaced_by=new.id)
+    return new.id
+
+
+def servable_fields(servable: Servable) -> dict[str, Any]:
+    """A row's fields that say what it serves."""
+    return {
+        "model": servable.model,
+        "version": servable.version,
+        "run_id": servable.run_id,
+        "model_sha256": servable.model_sha256,
+        "code_hash": servable.code_hash,
+        "artifact": servable.artifact,
+    }

@@ -82,15 +82,19 @@ class LocalServers:
         processes: int,
         ceiling: int,
         public: tuple[str, int] | None = None,
+        link_host: str | None = None,
     ) -> ServerState:
         """Start server `server` of `template` (its servable, keys, limits) as `variant`, with
         `processes` HTTP processes (at most `ceiling`); on the environment's `public` host and
         port (shared with the server it replaces, listening once its model is loaded), else on
-        its link alone."""
+        its link alone: a unix name, or TCP on `link_host` (a replica on an agent host, one
+        process)."""
         folder = self.folder / SERVERS_DIR / server
         folder.mkdir(parents=True, exist_ok=True)
         Counters.create(folder / COUNTERS_FILE, processes=ceiling, slots=self.slots)
         address = f"unix:@mllib-{self.deployment}-{server}-{secrets.token_hex(4)}"
+        if link_host is not None:
+            address = f"tcp:{link_host}:{free_port(link_host)}"
         host, port = public or ("127.0.0.1", free_port("127.0.0.1"))
         spec = dataclasses.replace(
             template,

@@ -18,6 +18,7 @@ from mllib.serving.control.judge import Rollout, parse_steps
 from mllib.serving.spec import INFERENCE_MODES, INLINE, http_processes
 
 ENVS = ("staging", "prod")
+PLACEMENTS = ("local", "agents")
 T = TypeVar("T")
 
 
@@ -55,6 +56,10 @@ class ServeSettings:
     target_inflight: float = 4.0  # requests in flight per replica
     p99_objective_ms: float = 100.0  # latency objective: nearing it adds a replica sooner
     scale_down_after_s: float = 300.0  # quiet this long before a replica is removed
+    # Where a deployment's replicas run: "local" (this machine), or "agents": one on each of
+    # `agents` (names from `mllib agents list`), behind the gateway on this machine.
+    placement: str = "local"
+    agents: list = field(default_factory=list)
 
     def scaling(self, min_replicas: int, max_replicas: int) -> Scaling:
         return Scaling(
@@ -195,6 +200,23 @@ def check_replicas(min_replicas: int, max_replicas: int, where: str) -> None:
         )
 
 
+def check_placement(serve: ServeSettings, where: str) -> None:
+    """placement is "local" or "agents", the latter with a list of agent names."""
+    if serve.placement not in PLACEMENTS:
+        raise ConfigError(
+            f'{where}: [serve] placement must be "local" or "agents", not {serve.placement!r}',
+            hint='"agents" runs one replica on each agent in [serve] agents.',
+        )
+    names = serve.agents
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f'{where}: [serve] agents must be a list of agent names, like ["gpu1"]')
+    if serve.placement == "agents" and not names:
+        raise ConfigError(
+            f'{where}: [serve] placement = "agents" needs agents = ["NAME", ...]',
+            hint="Name them from `mllib agents list`.",
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     serve: ServeSettings
@@ -216,6 +238,7 @@ class Settings:
         if serve.min_replicas < 1:
             raise ConfigError(f"{config.where}: [serve] min_replicas must be ≥ 1")
         check_replicas(serve.min_replicas, serve.max_replicas, f"{config.where}: [serve]")
+        check_placement(serve, config.where)
         if serve.target_inflight <= 0:
             raise ConfigError(f"{config.where}: [serve] target_inflight must be more than 0")
         rollout = read_table(Rollout, config, "rollout", non_negative=True)

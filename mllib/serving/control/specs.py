@@ -4,7 +4,9 @@ of every replica of a version (ServerSpec), from the settings of its environment
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from mllib.errors import UsageError
 from mllib.serving.control.context import DeployContext
 from mllib.serving.control.fleet import FleetSpec
 from mllib.serving.control.servable import server_spec
@@ -58,6 +60,8 @@ def fleet_spec(
     deployment_id: str,
     replicas: tuple[int | None, int | None],
     python_env: PythonEnv,
+    agents: list[dict[str, Any]] | None = None,
+    env_plan: dict[str, Any] | None = None,
 ) -> FleetSpec:
     """The spec of a deployment's controller: its servers' spec, the environment's port (its
     stable server shares it with the deployment it replaces), how it scales and judges rollouts."""
@@ -89,4 +93,20 @@ def fleet_spec(
         restart_limit=rules.restart_limit,
         restart_window_s=rules.restart_window_s,
         restart_backoff_s=rules.restart_backoff_s,
+        agents=agents or [],
+        store=str(ctx.ws.project.store_path) if agents else "",
+        env_plan=env_plan,
     )
+
+
+def placement(ctx: DeployContext, agents: list[str] | None) -> list[dict[str, Any]]:
+    """The agents a new deployment's replicas run on, one each (`--agents`, else [serve]
+    placement = "agents"; none: this machine), as their AgentSpecs' fields."""
+    from mllib.agents.config import get_agent
+
+    serve = ctx.settings.serve
+    names = agents if agents else (serve.agents if serve.placement == "agents" else [])
+    if len(set(names)) != len(names):
+        raise UsageError(f"--agents names an agent twice: {','.join(names)}")
+    specs = [get_agent(name, ctx.ws.project.config) for name in names]
+    return [{**spec.to_json()} for spec in specs]

@@ -166,9 +166,27 @@ def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                     "connections": process["connections"] if server["public"] else None,
                 }
             )
+    stable_spec = state.get("stable_spec") or {}
+    version = stable_spec.get("servable", {}).get("version")
+    for remote in state.get("remote") or []:  # on agents (agentservers.py)
+        server = remote.get("server") or {}
+        replicas.append(
+            {
+                "id": remote["id"],
+                "server": remote["id"],
+                "variant": "stable",
+                "version": str(version) if version else server.get("version"),
+                "host": remote["agent"],
+                "pid": server.get("pid"),
+                "state": "ready" if remote["state"] == "live" else remote["state"],
+                "in_flight": None,
+                "connections": None,
+                "address": remote["server"].get("link") if remote["state"] == "live" else None,
+                "error": remote.get("error"),
+            }
+        )
     candidate = state.get("candidate")
     variants = []
-    stable_spec = state.get("stable_spec") or {}
     if stable_spec:
         variants.append(
             _variant("stable", stable_spec["servable"], replicas, 100.0 - _share(candidate))

@@ -33,8 +33,24 @@ def halt(
     intend_stop(dep, state=state, replaced_by=replaced_by)
     if dep.pid:
         process.stop(dep.pid, marker=dep.marker, grace_s=grace_s, records=records_of(dep))
+    stop_on_agents(dep, grace_s)
     records.update(ws.registry, dep.id, state=state, stopped_at=now(), replaced_by=replaced_by)
     done(dep)
+
+
+def stop_on_agents(dep: Deployment, grace_s: float) -> None:
+    """What `dep` runs on agents stopped too (its controller stops them; this is for one that
+    was killed first)."""
+    from mllib.serving.control.fleet import SPEC_FILE, FleetSpec
+
+    try:
+        spec = FleetSpec.read(Path(dep.dir or "") / SPEC_FILE)
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    if spec.agents:
+        from mllib.serving.control.agentservers import stop_on_agents as stop_there
+
+        stop_there(spec.deployment, spec.agents, grace_s)
 
 
 def records_of(dep: Deployment) -> Path | None:

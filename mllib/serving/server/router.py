@@ -142,10 +142,13 @@ class Router:
         return Target(variant, replica)
 
     def _stable_replica(self) -> Replica | None:
-        """None (this process) unless a remote stable replica is less loaded per process."""
+        """None (this process) unless a remote stable replica is less loaded per process; with
+        replicas placed on agents, the least loaded of them (this process: none is live)."""
         remote = self.stable.live
         if not remote:
             return None
+        if self.routes.extra.get("placement") == "agents":  # replicas on agents answer
+            return self.pick(self.stable)
         mine = self.counters.counters.process_totals(self.counters.index, 0).in_flight
         if mine == 0:
             return None
