@@ -37,20 +37,26 @@ def model_artifact(reg: Registry, run_id: str) -> dict[str, Any] | None:
 
 
 def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
-    """Record a new version of model `name` made by `run_id`; returns the version number, one
-    past any this name was ever given (a removed version's number is not reused)."""
+    """Record a new version of model `name` made by `run_id`; returns the version number: the
+    one this run was given before (a run recorded again), else one past any this name was ever
+    given (a removed version's number is never given to another run)."""
     with reg.transaction():
-        row = reg.conn.execute(
-            "SELECT MAX(version), (SELECT last FROM model_numbers WHERE name = ?) FROM models"
-            " WHERE name = ?",
-            (name, name),
+        given = reg.conn.execute(
+            "SELECT version FROM model_numbers WHERE name = ? AND run_id = ?", (name, run_id)
         ).fetchone()
-        version = max(row[0] or 0, row[1] or 0) + 1
-        reg.conn.execute(
-            "INSERT INTO model_numbers (name, last) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET last = excluded.last",
-            (name, version),
-        )
+        if given:
+            version = given[0]
+        else:
+            row = reg.conn.execute(
+                "SELECT MAX(version), (SELECT MAX(version) FROM model_numbers WHERE name = ?)"
+                " FROM models WHERE name = ?",
+                (name, name),
+            ).fetchone()
+            version = max(row[0] or 0, row[1] or 0) + 1
+            reg.conn.execute(
+                "INSERT INTO model_numbers (name, version, run_id) VALUES (?, ?, ?)",
+                (name, version, run_id),
+            )
         reg.db.table("models").insert(
             {
                 "name": name,

@@ -139,11 +139,17 @@ def migrations() -> sqlite_utils.Migrations:
 
     @migrations(name="0004_model_numbers")
     def model_numbers(db: sqlite_utils.Database) -> None:
-        # The newest version number each model name has been given: a removed version's number
-        # is never given again (deploy history, aliases and links in notes keep naming it).
-        db.execute("CREATE TABLE model_numbers (name TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+        # Every version number each model name has been given, and to which run: a removed
+        # version's number is never given to another run (deploy history, aliases and links in
+        # notes keep naming it), while a run recorded again (synced anew) gets its own back.
         db.execute(
-            "INSERT INTO model_numbers (name, last) SELECT name, MAX(version) FROM models GROUP BY name"
+            "CREATE TABLE model_numbers (name TEXT NOT NULL, version INTEGER NOT NULL,"
+            " run_id TEXT NOT NULL, PRIMARY KEY (name, version))"
+        )
+        db.execute("CREATE INDEX model_numbers_run ON model_numbers (run_id)")
+        db.execute(
+            "INSERT INTO model_numbers (name, version, run_id) SELECT name, version, run_id"
+            " FROM models"
         )
 
     return migrations

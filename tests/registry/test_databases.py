@@ -192,6 +192,10 @@ def test_model_versions_aliases_evaluations_and_environments(reg: Registry) -> N
     _run(reg, "v3")
     assert register_model(reg, "clf", "v3", "c" * 64) == 3
     assert newest_version(reg, "clf").version == 3
+    # a run recorded again (its rows lost, then synced anew from its agent) gets its own back
+    with reg.transaction():
+        reg.conn.execute("DELETE FROM models WHERE run_id = ?", ("v1",))
+    assert register_model(reg, "clf", "v1", "a" * 64) == 1
 
 
 def test_the_change_feed_names_changed_runs(reg: Registry) -> None:
