@@ -45,7 +45,7 @@ def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
             "SELECT version FROM model_numbers WHERE name = ? AND run_id = ?", (name, run_id)
         ).fetchone()
         if given:
-            version = given[0]
+            version = int(given[0])
         else:
             row = reg.conn.execute(
                 "SELECT MAX(version), (SELECT MAX(version) FROM model_numbers WHERE name = ?)"
