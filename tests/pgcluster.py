@@ -71,7 +71,10 @@ class Cluster:
     def _run(self, argv: list[str]) -> None:
         if os.geteuid() == 0:
             argv = ["runuser", "-u", self.user, "--", *argv]
-        subprocess.run(argv, check=True, capture_output=True, timeout=120, cwd="/")
+        # The cluster outlives the tests that start or restart it (a session's, or a benchmark's):
+        # it must not carry the serving tests' marker, whose check finds servers left running.
+        env = {k: v for k, v in os.environ.items() if k != "MLLIB_TEST_SERVING"}
+        subprocess.run(argv, check=True, capture_output=True, timeout=120, cwd="/", env=env)
 
     def start(self) -> None:
         assert self.pg_ctl
