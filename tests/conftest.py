@@ -85,7 +85,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         yield
         return
     import fcntl
-    import tempfile
 
     base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(item.config)[:10]}.docker"
     with open(f"{base}.gate", "a") as gate, open(base, "a") as engine:
@@ -102,8 +101,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     ran the tests, or with workers in the controller after all of them ended."""
     if hasattr(session.config, "workerinput"):
         return
-    import tempfile
-
     turns = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(session.config)[:10]}.docker"
     for path in (turns, Path(f"{turns}.gate")):  # the Docker engine's turns (above)
         path.unlink(missing_ok=True)
