@@ -30,10 +30,7 @@ def create(
 ) -> dict[str, Any]:
     """Have the server repeat evaluation run `run_id` every `every`, each run with the
     variables `env` (which the server keeps sealed)."""
-    body = {"run_id": run_id, "every": every, "gates": gates or {}, "data": data or []}
-    body["env"] = env or {}
-    answer: dict[str, Any] = server.post(PATH, body, retry=False)
-    return answer
+    return _post(server, {"run_id": run_id}, every, gates, data, env)
 
 
 def create_for_model(
@@ -47,8 +44,19 @@ def create_for_model(
     """Have the server evaluate the version `model` (NAME@ALIAS) names every `every`, its first
     evaluation queued now, each run with the variables `env` (which the server keeps sealed):
     the schedule, with `first_run_id` and `version`."""
-    body = {"model": model, "every": every, "gates": gates or {}, "data": data or []}
-    body["env"] = env or {}
+    return _post(server, {"model": model}, every, gates, data, env)
+
+
+def _post(
+    server: Server,
+    target: dict[str, str],
+    every: str,
+    gates: dict[str, float] | None,
+    data: list[str] | None,
+    env: dict[str, str] | None,
+) -> dict[str, Any]:
+    """POST a new schedule of `target` (a run id or a model name) to the server."""
+    body = {**target, "every": every, "gates": gates or {}, "data": data or [], "env": env or {}}
     answer: dict[str, Any] = server.post(PATH, body, retry=False)
     return answer
 
