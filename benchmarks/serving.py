@@ -7,7 +7,7 @@ adaptive batching and a worker per core (--bentoml).
 python benchmarks/serving.py [--duration 8] [--rounds 3] [--processes 1,2]
                              [--mlflow .venv-bench/bin/mlflow] [--ray .venv-bench/bin/python]
                              [--bentoml .venv-bench-bento/bin/bentoml]
-                             [--baseline-src DIR ...] [--json]
+                             [--baseline-src DIR ...] [--only loadtest] [--json]
 
 Rows:
   mllib defaults      `mllib deploy` with nothing set: inline, 1 replica scaled by its
@@ -20,7 +20,9 @@ Rows:
   Ray Serve           2.60, RAY_SERVE_THROUGHPUT_OPTIMIZED=1 + HAProxy, one replica per core,
                       @serve.batch (benchmarks/ray_serve_model.py)
   BentoML             1.4, batchable API, workers="cpu_count" (benchmarks/bentoml_model.py)
-and `mllib loadtest`'s load engine beside wrk on the mllib defaults row, at 8 and 64 connections.
+and `mllib loadtest`'s load engine beside wrk on the mllib defaults row, at 8 and 64 connections,
+with each client's own CPU per request (`--only loadtest`: just these, the engine also with 1 and
+2 processes).
 With --baseline-src DIR (another checkout's source, e.g. `git archive main`; may be repeated),
 its mllib prod path rows too (deployed through its own CLI, same venv), to compare a change with
 main in one run. Each is measured at concurrency 8 (payload rows: both MLflow formats) and 64, in interleaved
@@ -35,6 +37,7 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -71,6 +74,7 @@ class Target:
     c64: bool = True  # also measured at concurrency 64
     baseline_for: str | None = None  # --baseline-src: the name of this checkout's same row
     engine: str = "wrk"  # what sends the load: wrk, or mllib loadtest's engine ("loadgen")
+    load_workers: int | None = None  # loadgen's processes (None: its default)
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -116,7 +120,8 @@ def loadgen(target: Target, *, connections: int, duration: float) -> dict:
         timeout_s=30.0,
     )
     cpu_before = cpu_seconds(target.pgid)
-    tally = engine.run(load).tally
+    generated = engine.run(load, workers=target.load_workers)
+    tally = generated.tally
     cpu = cpu_seconds(target.pgid) - cpu_before
     latencies = sorted(tally.latencies)
     return {
@@ -124,6 +129,8 @@ def loadgen(target: Target, *, connections: int, duration: float) -> dict:
         "p50_ms": (percentile(latencies, 0.50) or 0.0) * 1000,
         "p99_ms": (percentile(latencies, 0.99) or 0.0) * 1000,
         "cpu_us_per_request": round(cpu / max(1, len(latencies)) * 1e6, 1),
+        "client_cpu_us_per_request": round(tally.cpu_s / max(1, len(latencies)) * 1e6, 1),
+        "load_workers": generated.workers,
         "requests": tally.requests,
         "non_2xx": tally.errors,
         "socket_errors": sum(v for k, v in tally.statuses.items() if k.startswith("error:")),
@@ -133,7 +140,8 @@ def loadgen(target: Target, *, connections: int, duration: float) -> dict:
 
 def wrk(target: Target, *, connections: int, duration: float) -> dict:
     """Run wrk against POST url; req/s, p50/p99 (ms), how many answers were not 2xx, and the
-    server's CPU time per request (steadier than req/s on a machine shared with other work)."""
+    server's CPU time per request (steadier than req/s on a machine shared with other work) and
+    wrk's own (from its rusage: on 2 cores, a client's CPU is taken from the server)."""
     headers = {"Content-Type": "application/json"}
     if target.key:
         headers["Authorization"] = f"Bearer {target.key}"
@@ -144,10 +152,15 @@ def wrk(target: Target, *, connections: int, duration: float) -> dict:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     try:
         cpu_before = cpu_seconds(target.pgid)
+        client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(
             [*argv, "-s", script.name, target.url], capture_output=True, text=True, check=True
         ).stdout
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = cpu_seconds(target.pgid) - cpu_before
+        client_cpu = (client.ru_utime - client_before.ru_utime) + (
+            client.ru_stime - client_before.ru_stime
+        )
     finally:
         os.unlink(script.name)
 
@@ -163,6 +176,7 @@ def wrk(target: Target, *, connections: int, duration: float) -> dict:
         "p50_ms": ms("50"),
         "p99_ms": ms("99"),
         "cpu_us_per_request": round(cpu / max(1, requests) * 1e6, 1),
+        "client_cpu_us_per_request": round(client_cpu / max(1, requests) * 1e6, 1),
         "requests": requests,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
@@ -266,6 +280,13 @@ def main() -> None:
     parser.add_argument(
         "--bentoml", metavar="BENTOML", help="a bentoml executable (its venv has scikit-learn)"
     )
+    parser.add_argument(
+        "--only",
+        choices=("all", "loadtest"),
+        default="all",
+        help="loadtest: only wrk beside mllib loadtest's engine (its default, 1 and 2 processes)"
+        " on the mllib defaults row, with each client's CPU per request",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.processes = [int(p) for p in args.processes.split(",")]
@@ -293,7 +314,9 @@ def main() -> None:
                     say(
                         f"  {target.label:<46} c={connections:<3} {row['rps']:>7,.0f} req/s"
                         f"  p50 {row['p50_ms']:6.2f}ms  p99 {row['p99_ms']:7.2f}ms"
-                        f"  {row['cpu_us_per_request']:5.0f}us CPU/req  non-2xx {row['non_2xx']}"
+                        f"  {row['cpu_us_per_request']:5.0f}us CPU/req"
+                        f"  client {row.get('client_cpu_us_per_request', 0):4.0f}us/req"
+                        f"  non-2xx {row['non_2xx']}"
                         f"  (rounds: {', '.join(f'{r:,.0f}' for r in row['rounds_rps'])})"
                     )
                 if target.log_path:
@@ -307,7 +330,7 @@ def main() -> None:
         for label, value in results["ratios"].items():
             print(f"{label}: {value:.2f}x")
         for name in targets:
-            if name.startswith("mllib"):
+            if name.startswith("mllib") and "c64" in results[name]:
                 print(f"{targets[name].label} p99 at c=64: {results[name]['c64']['p99_ms']:.1f}ms")
         print(f"load average at the end: {results['load_after'][0]:.2f} (other work here)")
     finally:
@@ -341,6 +364,17 @@ def ratios(results: dict, targets: dict[str, Target], processes: list[int]) -> d
         return results[name]["c8"]["rps"]
 
     out = {}
+    for name, target in targets.items():  # mllib loadtest's engine beside wrk on the same server
+        if target.engine == "loadgen":
+            engine = "mllib loadtest"
+            if target.load_workers:
+                engine += f", {target.load_workers} process(es)"
+            for c in ("c8", "c64"):
+                out[f"{engine} / wrk, {c.replace('c', 'c=')}"] = (
+                    results[name][c]["rps"] / results["mllib_default"][c]["rps"]
+                )
+    if "bare_litserve" not in targets:  # --only loadtest
+        return {label: round(value, 2) for label, value in out.items()}
     defaults = targets["mllib_default"].label
     for name, target in targets.items():  # the goals: mllib at its defaults over each peer
         if name.startswith(("ray", "bentoml", "bare")):
@@ -348,10 +382,6 @@ def ratios(results: dict, targets: dict[str, Target], processes: list[int]) -> d
         if name.startswith("mlflow"):
             plain = targets["mllib_default_plain"].label
             out[f"{plain} / {target.label}"] = rps("mllib_default_plain") / rps(name)
-    for c in ("c8", "c64"):  # mllib loadtest's engine beside wrk on the same server
-        out[f"mllib loadtest / wrk, {c.replace('c', 'c=')}"] = (
-            results["loadtest_default"][c]["rps"] / results["mllib_default"][c]["rps"]
-        )
     for p in processes:
         inline = f"mllib_inline_{p}"
         for name, target in targets.items():
@@ -386,6 +416,14 @@ def start_servers(stack: ExitStack, tmp: Path, args) -> dict[str, Target]:
     targets["loadtest_default"] = dataclasses.replace(
         targets["mllib_default"], label="mllib loadtest's engine, same server", engine="loadgen"
     )
+    if args.only == "loadtest":
+        for workers in (1, 2):
+            targets[f"loadtest_{workers}"] = dataclasses.replace(
+                targets["loadtest_default"],
+                label=f"mllib loadtest's engine, {workers} process(es)",
+                load_workers=workers,
+            )
+        return targets
     targets["mllib_default_plain"] = deploy_prod(stack, template, tmp, None, 0, plain=True)
     for p in args.processes:
         targets[f"mllib_inline_{p}"] = deploy_prod(stack, template, tmp, "inline", p)

@@ -60,7 +60,7 @@ def loadtest(
         number_option(
             "--workers",
             COUNT,
-            help="Processes sending the load (default: one per CPU core).",
+            help="Processes sending the load (default: one per 4 CPU cores).",
             show_default=False,
         ),
     ] = None,

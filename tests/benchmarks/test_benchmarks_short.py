@@ -68,6 +68,8 @@ def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():
         for row in (result[server]["c8"], result[server]["c64"]):
             assert row["rps"] > 0 and row["requests"] > 0
             assert row["non_2xx"] == 0 and row["socket_errors"] == 0
+    for server in ("mllib_default", "loadtest_default"):  # each client's own CPU, wrk's too
+        assert result[server]["c8"]["client_cpu_us_per_request"] > 0
     for mode in ("mllib_worker", "mllib_inline_1"):
         assert result[mode]["c64"]["connections"] == 64
         requests = result[mode]["c8"]["requests"] + result[mode]["c64"]["requests"]

@@ -1,6 +1,9 @@
-"""The load generator behind `mllib loadtest`: several worker processes, each an event loop
-(uvloop) of raw keep-alive HTTP/1.1 connections sending one prebuilt request and parsing answers
-with httptools (C), so that the client, not the server, is rarely what is measured.
+"""The load generator behind `mllib loadtest`: worker processes, each an event loop (uvloop) of
+raw keep-alive HTTP/1.1 connections sending one prebuilt request and reading only each answer's
+status line and length (httptools, in C, for anything else), so that the client, not the server,
+is rarely what is measured. Per answer it keeps a latency in an array and a count by status.
+A process costs about what wrk does per request; a second one on the same cores costs more (more
+wake-ups, each with less to read), so there is one per four CPU cores.
 
 Two models of load:
 - closed (`concurrency`): each connection sends its next request as soon as the last is
@@ -18,6 +21,7 @@ a client that used all of its CPUs was itself the limit, which `loadtest` says.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -25,6 +29,7 @@ import time
 from array import array
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,72 +109,110 @@ class Tally:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; `send` one request, `done` gets (status, seconds)."""
+    """One keep-alive connection: `send` writes the request; each answer is counted by its
+    status and latency, and in the closed model the next request leaves at once.
+
+    A whole answer in one read with a `content-length` and no `connection` header (what
+    mllib's servers send) is taken from its status line and length alone; anything else
+    (split over reads, chunked, closing) goes through httptools' parser (C)."""
+
+    __slots__ = ("client", "closed", "codes", "parser", "pending", "started", "transport")
 
     def __init__(self, client: _Client) -> None:
-        import httptools
-
         self.client = client
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.started: float | None = None
+        self.codes = client.codes
+        self.parser: Any = None  # httptools' parser, made on the first answer that needs it
+        self.pending = False  # an answer is part-way through the parser
+        self.transport: Any = None
+        self.started = 0.0  # when the request in flight left (0: none in flight)
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         import socket
 
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, started: float) -> None:
         self.started = started
-        self.transport.write(self.client.request)  # type: ignore[union-attr]
+        self.transport.write(self.client.request)
 
     def data_received(self, data: bytes) -> None:
+        if not self.pending:
+            end = data.find(b"\r\n\r\n")
+            at = data.find(b"\r\ncontent-length: ", 0, end)
+            if at > 0 and data.find(b"\r\nconnection:", 0, end) < 0:
+                stop = data.find(b"\r\n", at + 18)
+                started = self.started
+                if started and stop > 0 and len(data) == end + 4 + int(data[at + 18 : stop]):
+                    now = perf_counter()
+                    status = data[9:12]
+                    codes = self.codes
+                    codes[status] = codes.get(status, 0) + 1
+                    client = self.client
+                    client.append(now - started)
+                    if client.closed_model and now < client.deadline:
+                        self.started = now
+                        self.transport.write(client.request)
+                    else:
+                        self.started = 0.0
+                        client.idle.append(self)
+                    return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         import httptools
 
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
+        self.pending = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self._fail("error:bad_response")
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     def on_message_complete(self) -> None:
-        started, self.started = self.started, None
-        status = self.parser.get_status_code()
-        keep = self.parser.should_keep_alive()
-        if not keep:
+        self.pending = False
+        started, self.started = self.started, 0.0
+        status = str(self.parser.get_status_code()).encode()
+        if not self.parser.should_keep_alive():
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
         self.client.answered(self, status, started)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.started is not None:
+        if self.started:
             self._fail("error:connection_lost")
         self.client.lost(self)
 
     def _fail(self, kind: str) -> None:
-        started, self.started = self.started, None
-        if started is not None:
-            self.client.failed(self, kind)
+        started, self.started = self.started, 0.0
+        if started:
+            self.client.failed(kind)
 
 
 class _Client:
-    """One worker's connections and what they got back."""
+    """One worker's connections and what they got back: a latency per answer in an array,
+    counts by status; nothing else is kept per request."""
 
     def __init__(self, load: Load, tally: Tally, progress: Any) -> None:
         self.load = load
         self.request = load.request()
         self.tally = tally
+        self.append = tally.latencies.append
+        self.codes: dict[bytes, int] = {}  # answers by status, as the status line has it
+        self.failures: Counter = Counter()  # "error:refused", ...: no answer
+        self.closed_model = not load.open
         self.progress = progress
+        self.reported = 0
         self.idle: deque[_Connection] = deque()
         self.open = 0
         self.deadline = 0.0
         self.loop = asyncio.get_running_loop()
         parts = urlsplit(load.url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self._count = 0
 
     async def connect(self) -> _Connection | None:
         self.open += 1
@@ -181,26 +224,26 @@ class _Client:
             return conn  # type: ignore[return-value]
         except (OSError, TimeoutError) as exc:
             self.open -= 1
-            kind = "error:refused" if isinstance(exc, ConnectionRefusedError) else "error:connect"
-            self.tally.statuses[kind] += 1
-            self.tally.errors += 1
+            self.failed(
+                "error:refused" if isinstance(exc, ConnectionRefusedError) else "error:connect"
+            )
             return None
 
-    def answered(self, conn: _Connection, status: int, started: float | None) -> None:
-        now = time.perf_counter()
-        tally = self.tally
-        if started is not None:
-            tally.latencies.append(now - started)
-            tally.statuses[str(status)] += 1
-            if status >= 400:
-                tally.errors += 1
-        self._tick()
-        self.next(conn, now)
+    def answered(self, conn: _Connection, status: bytes, started: float) -> None:
+        """An answer the parser read (the fast path in data_received does the same inline)."""
+        now = perf_counter()
+        if started:
+            self.codes[status] = self.codes.get(status, 0) + 1
+            self.append(now - started)
+        if conn.closed:
+            return
+        if self.closed_model and now < self.deadline:
+            conn.send(now)
+        else:
+            self.idle.append(conn)
 
-    def failed(self, conn: _Connection, kind: str) -> None:
-        self.tally.statuses[kind] += 1
-        self.tally.errors += 1
-        self._tick()
+    def failed(self, kind: str) -> None:
+        self.failures[kind] += 1
 
     def lost(self, conn: _Connection) -> None:
         self.open -= 1
@@ -208,33 +251,41 @@ class _Client:
             self.idle.remove(conn)
         except ValueError:
             pass
-        if not self.load.open and time.perf_counter() < self.deadline:
+        if self.closed_model and perf_counter() < self.deadline:
             self.loop.create_task(self._replace())  # closed model: keep the concurrency
 
     async def _replace(self) -> None:
         conn = await self.connect()
-        if conn is not None and time.perf_counter() < self.deadline:
-            conn.send(time.perf_counter())
+        if conn is not None and perf_counter() < self.deadline:
+            conn.send(perf_counter())
 
-    def next(self, conn: _Connection, now: float) -> None:
-        if conn.closed:
-            return
-        if not self.load.open and now < self.deadline:
-            conn.send(now)
-        else:
-            self.idle.append(conn)
-
-    def _tick(self) -> None:
-        self._count += 1
-        if self._count >= 16:
-            with self.progress.get_lock():
-                self.progress.value += self._count
-            self._count = 0
-
-    def flush(self) -> None:
+    def report(self) -> None:
+        """Add what was done since the last report to the shared progress count (every
+        PROGRESS_S, not per answer)."""
+        done = len(self.tally.latencies) + sum(self.failures.values())
         with self.progress.get_lock():
-            self.progress.value += self._count
-        self._count = 0
+            self.progress.value += done - self.reported
+        self.reported = done
+
+    def settle(self) -> None:
+        """Move the counts into the tally (statuses as text; errors: no answer, or >= 400)."""
+        tally = self.tally
+        for status, count in self.codes.items():
+            tally.statuses[status.decode("latin-1")] += count
+            if not status.isdigit() or int(status) >= 400:
+                tally.errors += count
+        tally.statuses.update(self.failures)
+        tally.errors += sum(self.failures.values())
+        self.report()
+
+
+PROGRESS_S = 0.25
+
+
+async def _reporting(client: _Client) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_S)
+        client.report()
 
 
 async def _closed(client: _Client, connections: int, go: Any) -> None:
@@ -242,7 +293,7 @@ async def _closed(client: _Client, connections: int, go: Any) -> None:
     start = await go()
     client.deadline = start + client.load.duration_s
     for conn in conns:
-        conn.send(time.perf_counter())
+        conn.send(perf_counter())
     await _drain(client)
 
 
@@ -257,7 +308,7 @@ async def _open(client: _Client, arrivals: list[float], go: Any) -> None:
     client.deadline = start + load.duration_s
     pending = deque(start + t for t in arrivals)
     while pending:
-        now = time.perf_counter()
+        now = perf_counter()
         while pending and pending[0] <= now:
             due = pending.popleft()
             if client.idle:
@@ -267,7 +318,7 @@ async def _open(client: _Client, arrivals: list[float], go: Any) -> None:
             else:
                 client.tally.skipped += 1
         if pending:
-            await asyncio.sleep(max(0.0, pending[0] - time.perf_counter()))
+            await asyncio.sleep(max(0.0, pending[0] - perf_counter()))
     await _drain(client)
 
 
@@ -279,14 +330,13 @@ async def _send_new(client: _Client, due: float) -> None:
 
 async def _drain(client: _Client) -> None:
     """Wait for the answers still due (each at most the request timeout)."""
-    give_up = time.perf_counter() + client.load.duration_s + client.load.timeout_s
-    while time.perf_counter() < max(client.deadline, 0) or client.open > len(client.idle):
-        if time.perf_counter() > give_up:
-            client.tally.statuses["error:timeout"] += client.open - len(client.idle)
-            client.tally.errors += client.open - len(client.idle)
+    give_up = perf_counter() + client.load.duration_s + client.load.timeout_s
+    while perf_counter() < max(client.deadline, 0) or client.open > len(client.idle):
+        if perf_counter() > give_up:
+            client.failures["error:timeout"] += client.open - len(client.idle)
             break
         await asyncio.sleep(0.01)
-    client.flush()
+    client.settle()
 
 
 def _worker(
@@ -307,23 +357,29 @@ def _worker(
         await asyncio.get_running_loop().run_in_executor(None, gate.wait)
         while not start_at.value:  # the parent sets it once everyone is at the gate
             await asyncio.sleep(0.001)
-        start = time.perf_counter() + (start_at.value - time.time())
-        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        start = perf_counter() + (start_at.value - time.time())
+        await asyncio.sleep(max(0.0, start - perf_counter()))
         began.extend((start, *os.times()[:2]))
         return start
 
     async def main() -> None:
         client = _Client(load, tally, progress)
-        if load.open:
-            await _open(client, load.arrivals(share), go)
-        else:
-            await _closed(client, connections, go)
+        reporting = asyncio.ensure_future(_reporting(client))
+        try:
+            if load.open:
+                await _open(client, load.arrivals(share), go)
+            else:
+                await _closed(client, connections, go)
+        finally:
+            reporting.cancel()
 
+    # Nothing kept per answer makes reference cycles: the collector would only cost time.
+    gc.disable()
     runner(main())
     used = os.times()
     start, user, system = began
     tally.cpu_s = (used.user - user) + (used.system - system)
-    tally.wall_s = time.perf_counter() - start
+    tally.wall_s = perf_counter() - start
     out.send(
         (
             dict(tally.statuses),
@@ -337,10 +393,14 @@ def _worker(
     out.close()
 
 
+CORES_PER_WORKER = 4
+
+
 def workers_for(load: Load) -> int:
-    """Worker processes: one per CPU core, no more than connections in the closed model."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, load.concurrency) if not load.open else cores)
+    """Worker processes: one per CORES_PER_WORKER CPU cores (the server under test, often on
+    the same machine, needs the rest), no more than connections in the closed model."""
+    wanted = max(1, (os.cpu_count() or 1) // CORES_PER_WORKER)
+    return max(1, min(wanted, load.concurrency) if not load.open else wanted)
 
 
 @dataclass
@@ -353,7 +413,7 @@ class Generated:
 
 
 def run(load: Load, *, workers: int | None = None, on_progress: Any = None) -> Generated:
-    """Send `load` from `workers` processes (default: one per core); what came back."""
+    """Send `load` from `workers` processes (default: workers_for); what came back."""
     count = workers or workers_for(load)
     ctx = mp.get_context("spawn")  # nothing of this process (threads, a terminal) goes along
     progress = ctx.Value("q", 0)
