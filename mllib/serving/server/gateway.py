@@ -450,21 +450,21 @@ class ServingMiddleware:
         elapsed = time.perf_counter() - started
         route = reply.route
         gw.metrics_for(route).record(reply.status, elapsed, reply.reason)
-        line = gw.static.copy()
-        line["time"] = logs.now_iso()
         status = reply.status
-        line.update(
-            level="info" if status < 400 else "warning" if status < 500 else "error",
-            event="request",
-            method=scope["method"],
-            path=scope["path"],
-            status=reply.status,
-            latency_ms=round(elapsed * 1000, 3),
-            key_id=key.id if key else None,
-            request_id=request_id,
-        )
+        line = {
+            **gw.static,  # "time" first, then the server's labels
+            "time": logs.now_iso(),
+            "level": "info" if status < 400 else "warning" if status < 500 else "error",
+            "event": "request",
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+            "key_id": key.id if key else None,
+            "request_id": request_id,
+        }
         if route is not None:
-            line.update(variant=route.variant, version=route.version, replica=route.replica)
+            line["variant"], line["version"], line["replica"] = route
         gw.log.write(line)
 
 

@@ -37,6 +37,37 @@ def use_dir(path: Path, *, afresh: bool = True) -> None:
         shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    _values_with_cached_pid()
+
+
+_pid = os.getpid()
+_cached_values: Any = None
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _cached_pid() -> int:
+    return _pid
+
+
+def _values_with_cached_pid() -> None:
+    """prometheus_client's multiprocess values ask os.getpid() on every increment, to notice a
+    fork (a system call, five per request); they get the pid kept here instead, which
+    os.register_at_fork renews in each forked child. Only before this process made any value:
+    two value classes would map the same file twice."""
+    global _cached_values
+    from prometheus_client import values
+
+    if values.ValueClass is not values.MutexValue and values.ValueClass is not _cached_values:
+        _cached_values = values.ValueClass = values.MultiProcessValue(
+            process_identifier=_cached_pid
+        )
 
 
 class HttpMetrics:

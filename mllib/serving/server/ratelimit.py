@@ -22,6 +22,9 @@ class Decision:
     flag: bool = False  # the first refusal for this key in a while: report it
 
 
+ALLOWED = Decision(True)  # one object for every request let through
+
+
 def refill(tokens: float, last: float, now: float, rate: float, burst: float) -> float:
     """Tokens in a bucket after refilling at `rate` per second since `last`, capped at `burst`."""
     return min(burst, tokens + max(0.0, now - last) * rate)
@@ -66,7 +69,7 @@ class SharedBuckets:
             self._stamps[slot] = now
             if tokens >= 1.0:
                 self._tokens[slot] = tokens - 1.0
-                return Decision(True)
+                return ALLOWED
             self._tokens[slot] = tokens
             flag = now - self._flagged[slot] >= self.flag_interval_s
             if flag:

@@ -68,6 +68,7 @@ class Router:
         self.generation = -1
         self.routes = Routes(0)
         self.stable = Variant(STABLE, "", 100.0)
+        self.here = Target(self.stable, None)  # stable, in this process: most requests' target
         self.canary: Variant | None = None
         self.shadow: Variant | None = None
         self.clients: dict[tuple[str, str], LinkClient] = {}  # (replica id, address) -> link
@@ -87,6 +88,7 @@ class Router:
             self._relink(routes)
             self.routes = routes
             self.stable = routes.variant(STABLE) or self.stable
+            self.here = Target(self.stable, None)
             canary = routes.variant(CANARY)
             self.canary = canary if canary and canary.live and canary.weight > 0 else None
             shadow = routes.variant(SHADOW)
@@ -126,7 +128,8 @@ class Router:
                 replica = self.pick(canary)
                 if replica is not None:
                     return Target(canary, replica)
-        return Target(self.stable, self._stable_replica())
+        replica = self._stable_replica()
+        return self.here if replica is None else Target(self.stable, replica)
 
     def _forced(self, name: str, key: KnownKey | None) -> Target:
         if key is None or not key.admin:
@@ -134,7 +137,7 @@ class Router:
                 f"Only an admin API key may choose a variant with X-Mllib-Variant ({name})."
             )
         if name == STABLE:
-            return Target(self.stable, None)
+            return self.here
         variant = self.canary if name == CANARY else None
         replica = self.pick(variant) if variant is not None else None
         if variant is None or replica is None:
