@@ -233,13 +233,11 @@ ACCEPT_DRAIN_S = 0.1  # connections accepted a moment before closing the listene
 
 
 def http_config(app: Any, *, drain_s: float, **kwargs: Any) -> uvicorn.Config:
-    """uvicorn's settings for one of mllib's HTTP processes: one write per response, and no
-    `server: uvicorn` header (it tells a caller what to attack, and costs every response)."""
+    """uvicorn's settings for one of mllib's HTTP processes: one write per response."""
     return uvicorn.Config(
         app=app,
         http=OneWriteHttpToolsProtocol,
         proxy_headers=False,  # nothing here reads the client's address
-        server_header=False,
         timeout_graceful_shutdown=drain_s,
         **kwargs,
     )
