@@ -19,9 +19,11 @@ RETRY_FOR_S = 60.0
 
 
 class ServerError(MllibError):
-    """The server refused a request (401, 409, 429...): its own message, and its HTTP status."""
+    """The server refused a request (401, 409, 429...): its own message, its HTTP status, and
+    the rest of its JSON answer (`details`)."""
 
     status: int | None = None
+    details: dict[str, Any] | None = None
 
 
 class Server:
@@ -108,4 +110,5 @@ def _error(response: Any) -> MllibError:
         return RuntimeUnavailableError(message, hint=hint)
     refused = ServerError(message, hint=hint)
     refused.status = response.status_code
+    refused.details = body if isinstance(body, dict) else None
     return refused
