@@ -187,7 +187,13 @@ def finish_run(
 
 def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool:
     """Make process `pid` the supervisor of an active run; False if the run has already ended
-    (cancelled before this supervisor took over: it must not start it)."""
+    (cancelled before this supervisor took over: it must not start it). A run recorded with
+    `pid` as its supervisor already (the process that prepared it supervises it) is only read."""
+    row = reg.conn.execute(
+        "SELECT status, supervisor_pid, supervisor_ctime FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if row is not None and row[0] not in TERMINAL and (row[1], row[2]) == (pid, ctime):
+        return True
     with reg.transaction():
         if not _active(reg, run_id):
             return False
