@@ -140,9 +140,10 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     # run-now follows the run there and says how it went, as a local run-now does
     queued = cli(ana, env, "schedules", "run-now", schedule_id, timeout=300)
     assert queued.returncode == 0, queued.stderr
-    [again] = re.findall(
-        rf"✔ {schedule_id} succeeded: {model} v2 run (\w+) total=10", queued.stderr
+    [(again, values)] = re.findall(
+        rf"✔ {schedule_id} succeeded: {model} v2 run (\w+) (.*)", queued.stderr
     )
+    assert sorted(values.split()) == ["token=1", "total=10"]
     assert show(server, "ana", again)["status"] == "succeeded"
     # the trend in `mllib models show`: each version's evaluations the server ran
     v1 = _json(cli(ana, env, "models", "show", f"{model}:1", "--json"))
