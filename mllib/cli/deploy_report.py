@@ -31,20 +31,14 @@ def report_deployments(ws: Workspace) -> None:
         return
     console = output.err()
     dep = pending[0]
+    known: dict[tuple[str, str], bool] = {}  # the newest of each model and env: a version there?
     try:
         server = Server.connect(ws.project.config, timeout=TIMEOUT_S)
         try:
             for dep in pending:
                 answer = record(server, _body(dep))
                 records.reported(ws.registry, dep.id)
-                if not answer["known"]:
-                    console.print(
-                        f"The team server has no {dep.model} v{dep.version} to evaluate: its "
-                        f"schedules of {dep.model}@{dep.env} fail until one it trained "
-                        "(--remote) is deployed.",
-                        markup=False,
-                        highlight=False,
-                    )
+                known[(dep.model, dep.env)] = bool(answer["known"])
         finally:
             server.close()
         console.print(
@@ -52,6 +46,14 @@ def report_deployments(ws: Workspace) -> None:
             markup=False,
             highlight=False,
         )
+        for (model, env), held in known.items():
+            if not held:
+                console.print(
+                    f"  The team server holds no such version of {model}: its schedules of "
+                    f"{model}@{env} cannot evaluate what {env} serves (deploy one it trained).",
+                    markup=False,
+                    highlight=False,
+                )
     except MllibError as exc:
         console.print(
             f"Not recorded on the team server yet ({exc.message}): {dep.label} on {dep.env}; "

@@ -7,6 +7,10 @@ of NAME@prod through them."""
 from __future__ import annotations
 
 import httpx
+import pytest
+
+from tests.conftest import Project
+from tests.server.test_api import login
 
 PATH = "/api/v1/deployments"
 BODY = {
@@ -40,3 +44,44 @@ def test_a_deployment_is_recorded_once_and_a_malformed_one_is_refused(team_serve
         assert extra.status_code == 422
     anonymous = httpx.post(team_server.url + PATH, json=BODY | {"id": "d0test000005"})
     assert anonymous.status_code == 401
+
+
+# One replica of one process: the deployment here only needs to go live.
+SERVING = """[serve]
+workers = 1
+api_servers = 1
+
+[deploy]
+ready_timeout_s = 180
+stop_grace_s = 15
+"""
+
+
+@pytest.mark.parametrize("team_server", ["sqlite"], indirect=True)
+def test_a_deploy_is_sent_to_the_server_once_and_says_when_it_holds_no_such_version(
+    model_project: Project, team_server
+):
+    """A real `mllib deploy` to staging with the server configured: the server records it (this
+    project's own version, which no run of the server's made: the deploy says its schedules
+    cannot evaluate it), and nothing is sent twice."""
+    login(model_project, team_server, "bo")
+    model_project.write("mllib.toml", SERVING)
+    trained = model_project.mllib("train", "model.py", "--local")
+    assert trained.returncode == 0, trained.output
+    try:
+        done = model_project.mllib("deploy", "Basic:1", "--env", "staging", "--json")
+        assert done.returncode == 0, done.output
+        deployment = done.json()
+        assert "  Recorded on the team server: Basic v1 on staging." in done.stderr
+        assert (
+            "  The team server holds no such version of Basic: its schedules of Basic@staging "
+            "cannot evaluate what staging serves (deploy one it trained)."
+        ) in done.stderr
+        status = model_project.mllib("deploy", "status")
+        assert status.returncode == 0 and "team server" not in status.stderr  # nothing left
+        with team_server.client("bo") as http:
+            again = http.post(PATH, json=BODY | {"id": deployment["deployment_id"]})
+        assert again.json()["created"] is False and again.json()["model"] == "Basic"
+        assert again.json()["env"] == "staging" and again.json()["version"] == 1
+    finally:
+        model_project.mllib("deploy", "stop", "--env", "staging")
