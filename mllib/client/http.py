@@ -42,7 +42,9 @@ class Server:
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
     @classmethod
-    def connect(cls, config: Any = None, url: str | None = None) -> Server:
+    def connect(
+        cls, config: Any = None, url: str | None = None, *, timeout: float = 30.0
+    ) -> Server:
         """The configured server with this user's token (a clear error when not logged in)."""
         url = url or configured_server(config)
         if url is None:
@@ -50,7 +52,7 @@ class Server:
         token = token_for(url)
         if token is None:
             raise UsageError(f"Not logged in to {url}", hint=f"Log in with `mllib login {url}`.")
-        return cls(url, token)
+        return cls(url, token, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()

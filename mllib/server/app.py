@@ -303,6 +303,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         from mllib.queue.jobs import get_job
         from mllib.queue.views import position
         from mllib.runs.views import run_dict
+        from mllib.server.schedules import deployment_of_run
 
         with ctx.registry() as reg:
             run = own_run(reg, who, run_id)
@@ -312,6 +313,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             if job is not None:
                 place, wait = position(reg, job, capacity=capacity(), mean_s=mean_s(reg))
             data["queue"] = {"position": place, "estimated_start_s": wait}
+            data["deployment"] = deployment_of_run(reg, run.id)  # a scheduled evaluation's
             return dict(json_safe(data))
 
     @app.get(f"{PREFIX}/runs/{{run_id}}/log", tags=["runs"])
