@@ -81,6 +81,9 @@ class CandidateLoop(ScalingLoop):
         self.scalers.pop(candidate.variant, None)
         now = time.monotonic()
         self._retire_server(self.candidate_id, now)
+        if self.remote is not None:  # its replicas on agents, if it has them, drain
+            for replica in self.remote.drop_variant(candidate.variant):
+                self.leaving.setdefault(replica.id, now)
         self.candidate_id = None
         if self.successor is not None:  # a promotion's stable server, still starting, goes too
             self._retire_server(self.successor, now)
@@ -138,11 +141,16 @@ class CandidateLoop(ScalingLoop):
         if candidate.variant == SHADOW:  # a shadow promoted takes real traffic from now on
             candidate.variant = CANARY
             self.scalers.pop(SHADOW, None)
+            if self.remote is not None:
+                self.remote.rename_variant(SHADOW, CANARY)
         candidate.weight = weight
         candidate.next_step_at = now + candidate.interval_s
         counters = self.counters.get(self.candidate_id or "")
         if counters is not None and candidate.spec.inline:  # its replicas grow with its share
             counters.desired = max(counters.desired, self._share(candidate))
+        elif self.remote is not None:  # on agents: more replicas of it placed there
+            for _ in range(self._share(candidate) - self.remote.count(candidate.variant)):
+                self.remote.grow(candidate.variant)
         self._dirty = True
         self._event(
             "promote", "step", f"{candidate.servable.label} now takes {weight:g}% of requests",
@@ -167,6 +175,9 @@ class CandidateLoop(ScalingLoop):
         previous = self.stable
         self._retire_server(self.stable_id, now)
         self._retire_server(self.candidate_id, now)
+        if self.remote is not None:  # its replicas on agents are stable's now; stable's drain
+            for replica in self.remote.promote_variant(candidate.variant):
+                self.leaving.setdefault(replica.id, now)
         self.stable_id, self.successor = server.id, None
         self.stable, self.candidate, self.candidate_id = candidate.spec, None, None
         self.scalers = {}

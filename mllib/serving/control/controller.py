@@ -146,7 +146,11 @@ class Controller(OrderLoop):
             self.candidate = Candidate.from_dict(state["candidate"])
             self.candidate_id = state.get("candidate_id")
         if self.remote is not None:
-            self.remote.adopt(state.get("remote") or [], state.get("remote_next_id", 1))
+            self.remote.adopt(
+                state.get("remote") or [],
+                state.get("remote_next_id", 1),
+                state.get("remote_templates"),
+            )
         if state.get("successor") in self.servers:  # a promotion's stable server, starting
             self.successor = state["successor"]
         self._event("controller", "restarted", "took over the running servers")

@@ -139,8 +139,8 @@ class LiveDeployment:
                     host=server.host,
                 )
                 found.append((server.variant, replica) if with_variant else replica)
-        for replica in self.remote.routes() if self.remote is not None else ():
-            found.append((STABLE, replica) if with_variant else replica)
+        for variant, replica in self.remote.routes() if self.remote is not None else ():
+            found.append((variant, replica) if with_variant else replica)
         return found
 
     def _free_slot(self) -> int:
@@ -149,12 +149,13 @@ class LiveDeployment:
         return next(i for i in range(1, self.spec.slots) if i not in used)
 
     def _routes(self) -> Routes:
-        stable = Variant(
-            STABLE, self.stable.servable.version_label, 100.0, (), self.stable.servable.run_id
-        )
         by_variant: dict[str, list[Replica]] = {}
         for variant, replica in self._replicas(with_variant=True):
             by_variant.setdefault(variant, []).append(replica)
+        stable = Variant(  # its replicas reached over links: those on agents
+            STABLE, self.stable.servable.version_label, 100.0,
+            tuple(by_variant.get(STABLE, ())), self.stable.servable.run_id,
+        )  # fmt: skip
         variants = [stable]
         candidate = self.candidate
         for name in (CANARY, SHADOW):
@@ -210,6 +211,7 @@ class LiveDeployment:
             "servers": {k: dataclasses.asdict(v) for k, v in self.servers.items()},
             "remote": self.remote.to_state() if self.remote is not None else [],
             "remote_next_id": self.remote.next_id if self.remote is not None else 1,
+            "remote_templates": self.remote.templates_state() if self.remote is not None else {},
             "processes": processes,
             "desired": {k: c.desired for k, c in self.counters.items()},
             "updated": time.time(),
@@ -229,6 +231,9 @@ class LiveDeployment:
                 counters = self.counters.get(server.id)
                 if counters is not None and server.state == "live" and server.variant in counts:
                     counts[server.variant] += sum(1 for i in counters.infos() if i.state == "ready")
+            if self.remote is not None:
+                for name in counts:
+                    counts[name] += self.remote.live(name)
             for name, count in counts.items():
                 replicas.labels(self.spec.env, self.model, name).set(count)
 

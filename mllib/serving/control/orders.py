@@ -72,16 +72,22 @@ class OrderLoop(CandidateLoop):
             started_at=time.time(),
             sticky_by=order.get("sticky_by"),
         )
-        server = self._start_server(
-            variant, spec, public=False, processes=self._share(self.candidate)
-        )
-        self.candidate_id = server.id
+        count = self._share(self.candidate)
+        placed = ""
+        if self.remote is not None:  # its replicas go where stable's are: on the agents
+            plan = order.get("env_plan") or self.spec.env_plan
+            placed = "; " + "; ".join(self.remote.add_variant(variant, spec, plan, count))
+            self.candidate_id = f"r{self.next_id}"  # its replicas on agents, as one
+            self.next_id += 1
+        else:
+            self.candidate_id = self._start_server(variant, spec, public=False, processes=count).id
         sticky = f", sticky by {order['sticky_by']}" if order.get("sticky_by") else ""
         self._event(
-            "rollout", "started", f"{order['mode']} of {spec.servable.label}: {order['weight']:g}%{sticky}",
+            "rollout", "started",
+            f"{order['mode']} of {spec.servable.label}: {order['weight']:g}%{sticky}{placed}",
             user=order["user"], model_version=spec.servable.version,
         )  # fmt: skip
-        return {"variant": variant, "server": server.id}
+        return {"variant": variant, "server": self.candidate_id}
 
     def _order_promote(self, order: dict[str, Any]) -> dict[str, Any]:
         env = self.spec.env

@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Any
 
+from mllib.serving.control.agentservers import AgentReplicas
 from mllib.serving.control.autoscale import Autoscaler, Scaling, share_replicas
 from mllib.serving.control.fleet import Candidate
 from mllib.serving.control.live import LiveDeployment
@@ -86,19 +87,26 @@ class ScalingLoop(LiveDeployment):
             if server is None or counters is None or server.state != "live" or data is None:
                 continue
             template = self.stable if name == STABLE else self.candidate.spec  # type: ignore[union-attr]
-            if not template.inline:
+            remote = self.remote if name == STABLE else None  # its replicas are on agents
+            if not template.inline and remote is None:
                 continue  # worker mode: its LitServe workers are fixed (see the README)
             if name == STABLE and self.failures and now - self.failures[-1] < self._retry_s():
                 continue
             scaler = self.scalers.get(name)
             if scaler is None:
-                scaler = self.scalers[name] = Autoscaler(self._scaling(server))
-            current = counters.desired
+                scaling = self._scaling(server)
+                if remote is not None:
+                    scaling = dataclasses.replace(scaling, max_replicas=remote.ceiling())
+                scaler = self.scalers[name] = Autoscaler(scaling)
+            current = counters.desired if remote is None else remote.count()
             p99 = quantile(0.99, data["second"].buckets)
             decision = scaler.observe(now, in_flight=data["in_flight"], p99_s=p99, replicas=current)
             if decision is None:
                 continue
-            if decision.direction == "up" or name == STABLE:
+            placed: list[str] = []
+            if remote is not None:
+                placed = self._scale_on_agents(remote, current, decision.replicas, now)
+            elif decision.direction == "up" or name == STABLE:
                 counters.desired = decision.replicas  # the server drains its newest process
             else:
                 self._shrink_candidate(server, decision.replicas, now)
@@ -110,16 +118,35 @@ class ScalingLoop(LiveDeployment):
                 "p99_ms": None if p99 is None else round(p99 * 1000, 2),
             }
             reason = f"{name} {current} → {decision.replicas} replicas: {decision.reason}"
+            reason += "".join(f"; {where}" for where in placed)
             self._event("scale", decision.direction, reason, **detail)
             self._metrics["events"].labels(
                 self.spec.env, self.model, name, decision.direction
             ).inc()
 
+    def _scale_on_agents(
+        self, remote: AgentReplicas, current: int, wanted: int, now: float
+    ) -> list[str]:
+        """Start replicas on the agents with the most free capacity, or drain some (each is
+        stopped on its agent once nothing is in flight to it, _retire); where each went."""
+        placed = [remote.grow() for _ in range(wanted - current)]
+        for _ in range(current - wanted):
+            leaving = remote.shrink()
+            if leaving is not None:
+                self.leaving.setdefault(leaving.id, now)
+                placed.append(f"{leaving.id} on agent {leaving.agent} drains")
+        self._dirty = True
+        return placed
+
     def _share(self, candidate: Candidate) -> int:
         """Replicas for the candidate's share of requests, beside stable's replicas now."""
         stable = self.counters.get(self.stable_id)
+        if self.remote is not None:  # stable's replicas are on agents (the gateway's aside)
+            replicas = self.remote.count(STABLE)
+        else:
+            replicas = stable.desired if stable is not None else 1
         return share_replicas(
-            stable.desired if stable is not None else 1,
+            replicas,
             candidate.weight,
             self.spec.scaling,
             copies=candidate.variant == SHADOW,
@@ -144,12 +171,17 @@ class ScalingLoop(LiveDeployment):
         for replica_id, since in list(self.leaving.items()):
             server_id, _, index = replica_id.partition(".")
             server = self.servers.get(server_id)
-            slot = server.slots.get(index) if server else None
+            if server is not None:
+                slot = server.slots.get(index)
+            else:  # a replica on an agent, scaled down
+                slot = self.remote.leaving_slot(replica_id) if self.remote is not None else None
             busy = counters is not None and slot is not None and counters.in_flight(slot) > 0
             if now - since < DRAIN_MIN_S or (busy and now - since < self.spec.timeout_s + 1):
                 continue
             del self.leaving[replica_id]
             if server is None:
+                if self.remote is not None:
+                    self.remote.retire(replica_id, self.spec.stop_grace_s)
                 continue
             server.slots.pop(index, None)
             if server.state == "live" and server.id != self.stable_id:
