@@ -114,8 +114,8 @@ def ship(
         typer.Option(
             "--agents",
             metavar="NAME,NAME",
-            help="Run one replica on each of these agents, behind the gateway here "
-            '([serve] placement = "agents").',
+            help="Run the replicas on these agents, behind the gateway here: one on each to "
+            'begin with, more where most capacity is free ([serve] placement = "agents").',
             show_default=False,
         ),
     ] = None,

@@ -122,8 +122,8 @@ def _end_local_supervisors(root: Path) -> None:
     import psutil
 
     for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "supervise" in cmd and str(root) in cmd:
+        cmd = " ".join(proc.info["cmdline"] or [])  # python -m ...control.supervisor ROOT/.../spec
+        if "mllib.serving.control.supervisor" in cmd and str(root) in cmd:
             _kill(proc.pid)
 
 
