@@ -158,7 +158,7 @@ def usage(reg: Registry, now: float | None = None) -> dict[str, float]:
 
 def decayed(given: float, at: float, now: float) -> float:
     """A usage recorded `at` as it stands `now` (halving every HALF_LIFE_S)."""
-    return float(given) * 0.5 ** ((now - float(at)) / HALF_LIFE_S)
+    return float(given) * float(0.5 ** ((now - float(at)) / HALF_LIFE_S))
 
 
 def renew(reg: Registry, run_ids: list[str], lease_s: float) -> None:

@@ -104,8 +104,8 @@ def _one_write_protocol() -> type:
     from mllib.serving.server.wire import HeldHeadTransport
 
     class OneWrite(HttpToolsProtocol):
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(HeldHeadTransport(transport, self.loop))
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(HeldHeadTransport(transport, self.loop))  # type: ignore[arg-type]
 
     return OneWrite
 
