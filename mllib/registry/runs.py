@@ -143,13 +143,16 @@ def set_params(
     ]
     if not rows:
         return
+    sql = (
+        "INSERT INTO params (run_id, name, value, type, source) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
+        "type = excluded.type, source = excluded.source"
+    )
     with reg.transaction():
-        reg.conn.executemany(
-            "INSERT INTO params (run_id, name, value, type, source) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
-            "type = excluded.type, source = excluded.source",
-            rows,
-        )
+        if len(rows) == 1:  # one statement (psycopg's executemany sets up a pipeline)
+            reg.conn.execute(sql, rows[0])
+        else:
+            reg.conn.executemany(sql, rows)
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:

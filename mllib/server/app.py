@@ -201,7 +201,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     async def submit_run(body: api.SubmissionBody, who: Who) -> Response:
         """Queue a run; answered (201) once it is durable. A retry with the same idempotency
         key answers (200) with the run the first submission made (`created`: false)."""
-        sub = Submission(**{**body.model_dump(), "spec": body.spec.model_dump()})
+        sub = submission_of(body)
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
         accepted = await commits.submit_async(who, sub, limit)  # durable once this returns
         answer = submitted(accepted)  # the answer's model, already checked: encoded once
@@ -531,6 +531,15 @@ def error_answer(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str
     if isinstance(exc, ChunksMissingError):
         body["missing"] = exc.missing
     return status, body, headers
+
+
+def submission_of(body: api.SubmissionBody) -> Submission:
+    """The submission a validated body describes (its nested models as plain dicts; the rest
+    taken as they are, not dumped and copied)."""
+    fields = dict(body)
+    fields["spec"] = body.spec.model_dump()
+    fields["datasets"] = [binding.model_dump() for binding in body.datasets]
+    return Submission(**fields)
 
 
 def submitted(accepted: "Accepted") -> api.SubmittedRun:
