@@ -14,6 +14,10 @@
 3. Re-uploading identical content: bytes written to the store. Goal: 0.
 4. Resume: an upload killed with SIGKILL at ~50%, then run again; bytes written twice
    (complete chunks written again, plus the partial chunk the kill cut off). Goal: <= 1 chunk.
+5. Upload to a team server: `mllib data upload` of a file to a real server on loopback (SQLite,
+   `mllib server start`) vs the same command with `--local` (this project's store), MiB/s of the
+   whole command (median of the rounds, a new file each round), then the same file to the server
+   again: bytes sent. Goal: 0 (the server has every chunk).
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ from pathlib import Path
 from mllib.datasets.manifest import CHUNK_SIZE
 
 MIB = 1024 * 1024
-GOALS = {"speed_ratio": 0.8, "rss_mb": 100.0, "reupload_bytes": 0, "resent_chunks": 1}
+GOALS = {
+    "speed_ratio": 0.8,
+    "rss_mb": 100.0,
+    "reupload_bytes": 0,
+    "resent_chunks": 1,
+    "server_resent_bytes": 0,
+}
 
 
 def make_file(path: Path, size: int, *, sparse: bool = False) -> None:
@@ -240,6 +250,93 @@ def _journaled(folder: Path) -> int:
     return sum(p.read_bytes().count(b'{"chunk"') for p in folder.glob("*.jsonl"))
 
 
+def bench_server_upload(root: Path, size: int, rounds: int) -> dict:
+    """MiB/s of `mllib data upload` to a team server on loopback and to the local store, side by
+    side; then the server's re-upload of the same file (bytes sent)."""
+    home = root / "server"
+    port = _free_port()
+    env = {**os.environ, "MLLIB_HOME": str(root / "mllib-home"), "CI": "true"}
+    mllib = [sys.executable, "-m", "mllib"]
+    subprocess.run(
+        [*mllib, "server", "init", "--dir", str(home), "--port", str(port)],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    token = subprocess.run(
+        [*mllib, "server", "users", "add", "bench", "--dir", str(home)],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [*mllib, "server", "start", "--dir", str(home)], env=env, stdout=log, stderr=log
+        )
+    saved = os.environ.get("MLLIB_HOME")
+    os.environ["MLLIB_HOME"] = env["MLLIB_HOME"]  # the `mllib data` commands' login
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, server, root / "server.log")
+        project = new_project(root, "to-server")
+        subprocess.run(
+            [*mllib, "login", url], input=token + "\n", text=True, cwd=project, env=env,
+            check=True, capture_output=True,
+        )  # fmt: skip
+        local_s, server_s = [], []
+        path = root / "upload.bin"
+        for i in range(rounds):
+            make_file(path, size)  # new bytes each round: the server has none of them
+            subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+            _, wall, _ = run_cli(project, "upload", str(path), "--name", f"l{i}", "--local")
+            local_s.append(wall)
+            sent, wall, _ = run_cli(project, "upload", str(path), "--name", f"s{i}")
+            server_s.append(wall)
+            if sent["bytes_stored"] < size:
+                raise SystemExit(f"the server upload sent {sent['bytes_stored']} of {size} bytes")
+        again, again_s, _ = run_cli(project, "upload", str(path), "--name", "again")
+        path.unlink()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if saved is None:
+            os.environ.pop("MLLIB_HOME", None)
+        else:
+            os.environ["MLLIB_HOME"] = saved
+    local, remote = statistics.median(local_s), statistics.median(server_s)
+    return {
+        "size_mib": size // MIB,
+        "rounds": rounds,
+        "local_s": round(local, 2),
+        "server_s": round(remote, 2),
+        "local_mib_s": round(size / MIB / local),
+        "server_mib_s": round(size / MIB / remote),
+        "server_vs_local": round(local / remote, 2),
+        "again_s": round(again_s, 2),
+        "again_mib_s": round(size / MIB / again_s),
+        "again_sent_bytes": again["bytes_stored"],
+        "again_skipped_chunks": again["chunks_skipped"] + again["files_resumed"],
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the team server did not start:\n{log.read_text(errors='replace')}")
+
+
 def run(short: bool, workdir: str | None = None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="mllib-bench-data-", dir=workdir))
     try:
@@ -251,6 +348,9 @@ def run(short: bool, workdir: str | None = None) -> dict:
             "speed": bench_speed(root, speed_size, 3 if short else 5),
             "rss": bench_rss(root, rss_size),
             "resume": bench_resume(root, resume_size),
+            "server_upload": bench_server_upload(
+                root, 32 * MIB if short else 256 * MIB, 1 if short else 3
+            ),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -262,6 +362,8 @@ def verdicts(figures: dict) -> dict[str, bool]:
         "peak RSS < 100 MB": figures["rss"]["rss_mb"] < GOALS["rss_mb"],
         "re-upload stores 0 bytes": figures["rss"]["reupload_bytes"] == GOALS["reupload_bytes"],
         "resume re-sends <= 1 chunk": figures["resume"]["resent_chunks"] <= GOALS["resent_chunks"],
+        "server re-upload sends 0 bytes": figures["server_upload"]["again_sent_bytes"]
+        == GOALS["server_resent_bytes"],
     }
 
 

@@ -70,8 +70,9 @@ class NullHandle:
 
 class NullRuntime:
     """Starts no worker: it writes the one metric point the trivial model logs, (x - 2)^2, as the
-    worker would, and the run ends. What is left is mllib's own bookkeeping (prepare, record,
-    supervise, ingest, finish)."""
+    worker's EventWriter writes it (one line, without the writer's flushing thread, which lives
+    in the worker's process), and the run ends. What is left is mllib's own bookkeeping
+    (prepare, record, supervise, ingest, finish)."""
 
     name = "null"
 
@@ -79,12 +80,14 @@ class NullRuntime:
         return None
 
     def start(self, job: Any) -> NullHandle:
-        from mllib.protocol.events import EVENTS_FILE, EventWriter
+        from mllib.protocol.events import EVENTS_FILE, METRIC
 
         spec = json.loads((job.run_dir / "spec.json").read_text())
-        events = EventWriter(job.run_dir / EVENTS_FILE)
-        events.metric("loss", (float(spec["cli_params"].get("x", 0.0)) - 2) ** 2, 0)
-        events.close()
+        loss = (float(spec["cli_params"].get("x", 0.0)) - 2) ** 2
+        point = {"type": METRIC, "name": "loss", "value": loss, "step": 0, "seq": 1,
+                 "ts": time.time()}  # fmt: skip
+        with open(job.run_dir / EVENTS_FILE, "ab") as events:
+            events.write(json.dumps(point).encode() + b"\n")
         return NullHandle()
 
 

@@ -31,20 +31,23 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, *, durable: bool = True) -> None:
     """Make `path` a file holding `text` that only this user can read (0600 from its first byte).
 
-    The text goes to a new temporary file beside it, which then replaces `path`: a reader sees
-    the old content or the new, never half, and a symlink planted at `path` is replaced, not
-    written through.
+    The text goes to a new temporary file beside it, which then replaces `path`: a reader (and a
+    kill -9 of the writer) sees the old content or the new, never half, and a symlink planted at
+    `path` is replaced, not written through. `durable` flushes it to disk first (fsync), so a
+    power cut leaves the old content or the new too; without it (a cache, or a copy of rows a
+    database keeps) a power cut may lose the last seconds of writes, or leave the file empty.
     """
     # mkstemp creates the file 0600 with O_EXCL | O_NOFOLLOW, under a name nobody can guess.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -152,11 +152,12 @@ def file_lock(
 
 
 @contextlib.contextmanager
-def try_lock(path: Path, *, shared: bool = False) -> Iterator[bool]:
+def try_lock(path: Path, *, shared: bool = False, timeout: float = 0.0) -> Iterator[bool]:
     """Hold the lock on `path` for the block if no other process holds it (True); else False at
-    once, for callers that do something else when another process is at work."""
+    once (or after `timeout` seconds), for callers that do something else when another process
+    is at work."""
     lock = FileLock(path, shared=shared)
-    held = lock.acquire(0)
+    held = lock.acquire(timeout)
     try:
         yield held
     finally:

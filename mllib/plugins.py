@@ -33,6 +33,7 @@ SERVER_MIGRATIONS: tuple[str, ...] = (
     "mllib.queue.schema:migrations",  # jobs
     "mllib.server.accounts:migrations",  # users, tokens
     "mllib.server.schedules:migrations",  # scheduled evaluations the server runs
+    "mllib.server.deployments:migrations",  # what clients deployed, which NAME@prod follows
     "mllib.server.studies:migrations",  # tuning studies' Optuna journals
 )
 

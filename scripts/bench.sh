@@ -45,7 +45,7 @@ bench_agents() {
 }
 
 bench_data() {
-  say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9"
+  say "Datasets: ingest vs sha256sum, peak RSS, re-upload, resume after kill -9, upload to a team server"
   "$VENV/bin/python" benchmarks/dataset_ingest.py "$@"
 }
 

@@ -11,7 +11,9 @@ import threading
 class SlowProxy:
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream`. `hold()`: requests wait at the proxy
     (`waiting` counts them) until `release()`, or `hold_s` at most, so a program that blocks on
-    one makes its test fail rather than hang."""
+    one makes its test fail rather than hang. `hold(prefix)` holds only the requests whose first
+    bytes are `prefix` (b"POST /api/v1/datasets HTTP": that request line), the rest pass.
+    While the upstream is down, a connection to the proxy is closed at once (as a refused one)."""
 
     def __init__(self, upstream: int, *, hold_s: float = 20.0) -> None:
         self.upstream = upstream
@@ -21,6 +23,7 @@ class SlowProxy:
         self.open = threading.Event()
         self.open.set()
         self.waiting = 0
+        self.prefix: bytes | None = None
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -29,7 +32,8 @@ class SlowProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def hold(self) -> None:
+    def hold(self, prefix: bytes | None = None) -> None:
+        self.prefix = prefix
         self.open.clear()
 
     def release(self) -> None:
@@ -48,7 +52,11 @@ class SlowProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return  # closed
-            server = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+            except OSError:
+                client.close()  # the upstream is down: the client sees its connection end
+                continue
             server.settimeout(None)
             with self._lock:
                 self._sockets += [client, server]
@@ -58,7 +66,8 @@ class SlowProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket, gated: bool) -> None:
         try:
             while data := source.recv(65536):
-                if gated and not self.open.is_set():
+                held = self.prefix is None or data.startswith(self.prefix)
+                if gated and held and not self.open.is_set():
                     with self._lock:
                         self.waiting += 1
                     self.open.wait(self.hold_s)

@@ -1,5 +1,5 @@
-"""A deployment's replicas on this agent host: the agent's `serve`, `serve_status` and
-`serve_stop` requests.
+"""A deployment's replicas on this agent host: the agent's `serve`, `serve_status`, `serve_stop`
+and `serve_capacity` requests.
 
 mllib's controller (on the user's machine) sends the model's code and saved model as blobs, the
 server's spec and the plan of its venv (the model's dependencies and LitServe's, pinned to the
@@ -143,3 +143,39 @@ def running(root: Path) -> dict[str, int]:
         if count:
             found[folder.parent.name] = count
     return found
+
+
+def capacity(
+    root: Path, deployment: str, *, active_runs: int, gpus: list[str] | None
+) -> dict[str, Any]:
+    """What this host has free for another replica of `deployment`, as the controller weighs it:
+    its CPUs, the memory available, its GPUs (None without nvidia-smi), the runs it runs now and
+    the replicas of every deployment served here; and `servers`, the replicas of `deployment`
+    with a process running here (the controller stops those it no longer knows of)."""
+    import os
+
+    from mllib.serving import pids
+
+    replicas = 0
+    for folder in sorted((root / SERVING_DIR).glob("*/" + pids.PIDS_DIR)):
+        replicas += len(pids.servers(folder))
+    mine = pids.servers(pids.folder_of(deployment_dir(root, deployment)))
+    return {
+        "cpus": os.cpu_count() or 1,
+        "memory_free_bytes": _memory_available(),
+        "gpus": gpus,
+        "active_runs": active_runs,
+        "replicas": replicas,
+        "servers": sorted(mine),
+    }
+
+
+def _memory_available() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -278,6 +278,13 @@ class Agent:
     ) -> dict[str, Any]:
         return replicas.stop(self.root, deployment, grace_s, server)
 
+    def h_serve_capacity(self, deployment: str) -> dict[str, Any]:
+        """What this host has free for another replica (see replicas.capacity)."""
+        from mllib.registry.runs import active_runs
+
+        active = len(active_runs(self.ws.registry))
+        return replicas.capacity(self.root, deployment, active_runs=active, gpus=gpu_names())
+
     def h_serving(self) -> dict[str, int]:
         """Deployments with processes running here, and how many."""
         return replicas.running(self.root)

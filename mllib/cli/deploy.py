@@ -16,6 +16,7 @@ from mllib.cli.deploy_args import (
     deploy_context,
     parse_duration,
 )
+from mllib.cli.deploy_report import report_deployments
 from mllib.cli.numbers import number_option
 from mllib.cli.output import styled
 from mllib.ranges import COUNT, PERCENT, REPLICAS, Range
@@ -113,8 +114,8 @@ def ship(
         typer.Option(
             "--agents",
             metavar="NAME,NAME",
-            help="Run one replica on each of these agents, behind the gateway here "
-            '([serve] placement = "agents").',
+            help="Run the replicas on these agents, behind the gateway here: one on each to "
+            'begin with, more where most capacity is free ([serve] placement = "agents").',
             show_default=False,
         ),
     ] = None,
@@ -180,6 +181,13 @@ def ship(
         replicas=(min_replicas, max_replicas),
         agents=agent_names(agents),
     )
+    try:
+        _print_outcome(outcome, env, reason, json_)
+    finally:
+        report_deployments(ctx.ws)
+
+
+def _print_outcome(outcome, env: str, reason: str | None, json_: bool) -> None:
     dep = outcome.deployment
     console = output.err()
     if json_:
@@ -286,7 +294,9 @@ def promote(
     from mllib.serving.control.promote import promote as do_promote
 
     seconds = None if interval is None else parse_duration(interval, "--interval")
-    answer = do_promote(deploy_context(), env, steps=steps, interval_s=seconds)
+    ctx = deploy_context()
+    answer = do_promote(ctx, env, steps=steps, interval_s=seconds)
+    report_deployments(ctx.ws)  # what went live since (this promotion: when its steps end)
     if json_:
         output.print_json(answer)
     console = output.err()
@@ -315,7 +325,10 @@ def status(
     from mllib.cli.deploy_status import print_status
     from mllib.serving.control.status import status as read_status
 
-    rows = read_status(deploy_context(read_only=True), env, window_s=window)
+    ctx = deploy_context(read_only=True)
+    rows = read_status(ctx, env, window_s=window)
+    if ctx.ws.recorded:  # what went live and the team server was not told of yet
+        report_deployments(deploy_context().ws)
     if json_:
         output.print_json(rows)
         return
@@ -338,7 +351,9 @@ def rollback(
     from mllib.serving.clock import human_duration
     from mllib.serving.control.deploy import rollback as do_rollback
 
-    outcome = do_rollback(deploy_context(), env, reason=reason, progress=_say)
+    ctx = deploy_context()
+    outcome = do_rollback(ctx, env, reason=reason, progress=_say)
+    report_deployments(ctx.ws)
     if json_:
         output.print_json(outcome_dict(env, outcome))
     console = output.err()

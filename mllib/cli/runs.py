@@ -89,6 +89,14 @@ def list_(
     output.print_table(table)
 
 
+def _deployed(deployment: dict | None) -> str | None:
+    """The deployment a scheduled evaluation on a team server evaluated the version of."""
+    if not deployment:
+        return None
+    d = deployment
+    return f"{d['model']} v{d['version']} on {d['env']} (deployment {d['id']} by {d['user']})"
+
+
 @app.command()
 def show(
     run_id: RunIdArg,
@@ -139,6 +147,7 @@ def show(
         ("seed", data["seed"]),
         ("code hash", data["code_hash"]),
         ("evaluated", data["source_run_id"]),
+        ("deployed", _deployed(data.get("deployment"))),
         ("rerun of", data["rerun_of"]),
         ("log", data["log_path"]),
     ]

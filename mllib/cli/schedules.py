@@ -85,8 +85,11 @@ def _print_server_schedule(made: dict[str, Any]) -> None:
         )
     )
     console.print(f"  {made['command']}", markup=False, highlight=False)
+    deployed = made.get("deployment")
+    where = f", deployed in {deployed['env']} by {deployed['user']}" if deployed else ""
     console.print(
-        f"  Now that is {made['version']}: its first evaluation is run {made['first_run_id']}.",
+        f"  Now that is {made['version']}{where}: its first evaluation is run "
+        f"{made['first_run_id']}.",
         markup=False,
         highlight=False,
     )
@@ -250,23 +253,80 @@ def rm(schedule_id: IdArg, local: LocalOpt = False) -> None:
     output.err().print(f"Removed {schedule.id}: {schedule.command()}", markup=False)
 
 
+DetachOpt = Annotated[
+    bool,
+    typer.Option(
+        "--detach", help="On a team server: queue the run, print its id and return at once."
+    ),
+]
+
+
 @app.command("run-now")
-def run_now(schedule_id: IdArg, local: LocalOpt = False) -> None:
-    """Run a schedule now (its next time stays as it was); exit 1 when a --fail-under gate breaks
-    or the evaluation fails. On a team server: queue its run there and print the run's id
-    (`mllib runs show` and `schedules show` follow it)."""
-    from mllib.client import schedules as remote
+def run_now(schedule_id: IdArg, local: LocalOpt = False, detach: DetachOpt = False) -> None:
+    """Run a schedule now (its next time stays as it was), showing its output, then how it went;
+    exit 1 when a --fail-under gate breaks or the evaluation fails. On a team server the run is
+    queued there and followed here (Ctrl-C detaches; it goes on there)."""
     from mllib.schedules.records import get
     from mllib.schedules.runner import run
 
-    queued = _ask(local, remote.run_now, schedule_id)
-    if queued is not None:
-        output.err().print(f"Queued {queued['id']} for {schedule_id} on the team server.")
-        print(queued["id"])
+    server = _server(local)
+    if server is not None:
+        _run_now_on_server(server, schedule_id, detach)
         return
+    if detach:
+        raise UsageError(
+            "--detach queues a run on the team server; this project's schedules run here",
+            hint="Drop --detach.",
+        )
     ws = _ws()
     outcome = run(ws, get(ws.registry, schedule_id))
     _print_outcomes([outcome])
+
+
+def _run_now_on_server(server: Any, schedule_id: str, detach: bool) -> None:
+    """Queue the schedule's run on the team server; unless `detach`, follow its log and print
+    how it went as a local run-now does (exit 1 when it did not pass)."""
+    import sys
+
+    from mllib.client import schedules as remote
+    from mllib.client.views import follow_log
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+    console = output.err()
+    with server.http:
+        queued = remote.run_now(server, schedule_id)
+        run_id = queued["id"]
+        if detach:
+            console.print(
+                f"Queued {run_id} for {schedule_id} on the team server.",
+                markup=False,
+                highlight=False,
+            )
+            print(run_id)
+            return
+        console.print(
+            f"Queued {run_id} for {schedule_id} on {server.url} (Ctrl-C detaches).",
+            markup=False,
+            highlight=False,
+        )
+        try:
+            follow_log(server, run_id, write, follow=True)
+            ended = remote.ended_run(server, schedule_id, run_id)
+        except KeyboardInterrupt:
+            console.print(f"\nDetached; run {run_id} goes on on the server.", markup=False)
+            raise typer.Exit(0) from None
+    version = ended.get("version")
+    what = f"{ended['model']} v{version}" if version else ended["model"]
+    metrics = ended.get("eval_metrics") or {}
+    problems = ended.get("breaches") or ([ended["error"]] if ended.get("error") else [])
+    passed = _print_outcome(
+        schedule_id, ended["status"], what, ended.get("env"), run_id, metrics, problems
+    )
+    if not passed:
+        raise typer.Exit(EXIT_BREACHED)
 
 
 @app.command("run-due")
@@ -324,18 +384,42 @@ def install(
 
 def _print_outcomes(outcomes: list[Any]) -> None:
     """One line per run of a schedule; exit 1 when any did not pass."""
-    console = output.err()
     if not outcomes:
-        console.print("No schedule is due.")
-    for o in outcomes:
-        what = o.resolved.chosen.label if o.resolved else o.schedule.model_ref
-        where = f" in {o.resolved.env}" if o.resolved and o.resolved.env else ""
-        run = f" run {o.run.id}" if o.run else ""
-        metrics = " ".join(f"{k}={fmt_value(v)}" for k, v in o.eval_metrics.items())
-        mark = "[green]✔[/]" if o.ok else "[red]✘[/]"
-        text = f"{o.schedule.id} {o.status}: {what}{where}{run} {metrics}".rstrip()
-        console.print(styled(mark + " {}", text), highlight=False)
-        for problem in o.breaches or ([o.error] if o.error else []):
-            console.print(f"  {problem}", markup=False, highlight=False)
-    if any(not o.ok for o in outcomes):
+        output.err().print("No schedule is due.")
+    passed = [
+        _print_outcome(
+            o.schedule.id,
+            o.status,
+            o.resolved.chosen.label if o.resolved else o.schedule.model_ref,
+            o.resolved.env if o.resolved else None,
+            o.run.id if o.run else None,
+            o.eval_metrics,
+            o.breaches or ([o.error] if o.error else []),
+        )
+        for o in outcomes
+    ]
+    if not all(passed):
         raise typer.Exit(EXIT_BREACHED)
+
+
+def _print_outcome(
+    schedule_id: str,
+    status: str,
+    what: str,
+    env: str | None,
+    run_id: str | None,
+    metrics: dict[str, Any],
+    problems: list[str],
+) -> bool:
+    """How one run of a schedule went, in one line and its problems below; whether it passed."""
+    where = f" in {env}" if env else ""
+    run = f" run {run_id}" if run_id else ""
+    values = " ".join(f"{k}={fmt_value(v)}" for k, v in metrics.items())
+    ok = status == "succeeded"
+    mark = "[green]✔[/]" if ok else "[red]✘[/]"
+    text = f"{schedule_id} {status}: {what}{where}{run} {values}".rstrip()
+    console = output.err()
+    console.print(styled(mark + " {}", text), highlight=False)
+    for problem in problems:
+        console.print(f"  {problem}", markup=False, highlight=False)
+    return ok

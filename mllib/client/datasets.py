@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mllib.client.http import Server
+from mllib.client.http import Server, ServerError
 from mllib.datasets.api import state_dirs, upload_settings
 from mllib.datasets.binding import Lookup
 from mllib.datasets.catalog import Version
+from mllib.datasets.errors import ChunksMissingError
 from mllib.datasets.manifest import Manifest
 from mllib.datasets.progress import Progress
 from mllib.datasets.refs import DatasetRef, parse_ref
@@ -34,17 +35,21 @@ CHUNKS = "/api/v1/datasets/chunks"
 
 
 class ServerChunkStore:
-    """The server's dataset chunks as a ChunkStore (mllib.datasets.chunkstore)."""
+    """The server's dataset chunks as a ChunkStore (mllib.datasets.chunkstore). With `upload`
+    (an upload's id), what the server has or receives is kept for that upload until it is
+    recorded, whatever `mllib data rm` frees meanwhile."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, upload: str | None = None) -> None:
         self.server = server
+        self.upload = upload
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         wanted = list(dict.fromkeys(digests))
         lacking: list[str] = []
+        lease = {"upload": self.upload} if self.upload else {}
         for i in range(0, len(wanted), MISSING_BATCH):
             batch = wanted[i : i + MISSING_BATCH]
-            lacking += self.server.post(f"{CHUNKS}/missing", {"shas": batch})["missing"]
+            lacking += self.server.post(f"{CHUNKS}/missing", {"shas": batch, **lease})["missing"]
         return lacking
 
     def size(self, digest: str) -> int | None:
@@ -56,7 +61,8 @@ class ServerChunkStore:
     def put(self, data: bytes | memoryview, digest: str) -> bool:
         if not self.missing([digest]):
             return False
-        self.server.request("PUT", f"{CHUNKS}/{digest}", content=bytes(data))
+        lease = {"upload": self.upload} if self.upload else {}
+        self.server.request("PUT", f"{CHUNKS}/{digest}", content=bytes(data), params=lease)
         return True
 
     def read(self, digest: str) -> bytes:
@@ -80,19 +86,28 @@ class ServerDestination:
         return contextlib.nullcontext()
 
     def admit(self, name: str, size: int | None) -> None:
-        self.server.post("/api/v1/datasets/check", {"name": name, "size": size})
+        """Refused (409, 413) before anything is sent; else the upload's lease starts."""
+        started = self.server.post("/api/v1/datasets/uploads", {"name": name, "size": size})
+        self.store.upload = started["upload"]
 
     def record(self, name: str, manifest: Manifest, label: str) -> tuple[Version, bool, int]:
         raw = manifest.to_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         self.store.put(raw, digest)
-        body = {"name": name, "manifest": digest, "source": label}
-        data = self.server.post("/api/v1/datasets", body)
+        body = {"name": name, "manifest": digest, "source": label, "upload": self.store.upload}
+        try:
+            data = self.server.post("/api/v1/datasets", body)
+        except ServerError as exc:
+            missing = (exc.details or {}).get("missing")
+            if exc.status == 409 and isinstance(missing, list):
+                raise ChunksMissingError(exc.message, missing, hint=exc.hint) from None
+            raise
         version = Version.from_row({"entry": None, **data})  # entry: only runs need it
         return version, bool(data["created"]), int(data["versions"])
 
     def abandon(self) -> None:
-        """Nothing to free: the server keeps chunks (content-addressed, shared by the team)."""
+        """Nothing to free: the server keeps chunks (content-addressed, shared by the team)
+        until a collection after the upload's lease expires."""
 
 
 def upload(

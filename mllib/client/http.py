@@ -19,9 +19,11 @@ RETRY_FOR_S = 60.0
 
 
 class ServerError(MllibError):
-    """The server refused a request (401, 409, 429...): its own message, and its HTTP status."""
+    """The server refused a request (401, 409, 429...): its own message, its HTTP status, and
+    the rest of its JSON answer (`details`)."""
 
     status: int | None = None
+    details: dict[str, Any] | None = None
 
 
 class Server:
@@ -40,7 +42,9 @@ class Server:
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
     @classmethod
-    def connect(cls, config: Any = None, url: str | None = None) -> Server:
+    def connect(
+        cls, config: Any = None, url: str | None = None, *, timeout: float = 30.0
+    ) -> Server:
         """The configured server with this user's token (a clear error when not logged in)."""
         url = url or configured_server(config)
         if url is None:
@@ -48,7 +52,7 @@ class Server:
         token = token_for(url)
         if token is None:
             raise UsageError(f"Not logged in to {url}", hint=f"Log in with `mllib login {url}`.")
-        return cls(url, token)
+        return cls(url, token, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
@@ -108,4 +112,5 @@ def _error(response: Any) -> MllibError:
         return RuntimeUnavailableError(message, hint=hint)
     refused = ServerError(message, hint=hint)
     refused.status = response.status_code
+    refused.details = body if isinstance(body, dict) else None
     return refused

@@ -9,15 +9,19 @@ commands and `--json` keys as local ones, each a request.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mllib.client.http import Server
+from mllib.errors import NotFoundError
 
 if TYPE_CHECKING:
     from mllib.project import Project
 
 PATH = "/api/v1/schedules"
+ENDED = ("succeeded", "failed", "cancelled", "breached")  # a schedule's run's final statuses
+POLL_S = 0.5
 
 
 def create(
@@ -88,3 +92,16 @@ def run_now(server: Server, schedule_id: str) -> dict[str, Any]:
     """Queue the schedule's run now: the queued run (`id`, `status`)."""
     queued: dict[str, Any] = server.post(f"{PATH}/{quote(schedule_id, safe='')}/run", retry=False)
     return queued
+
+
+def ended_run(server: Server, schedule_id: str, run_id: str) -> dict[str, Any]:
+    """The schedule's run `run_id` as `schedules show` gives it, once its status and gates are
+    final (a run that ended reads `breached` when a gate broke)."""
+    while True:
+        runs = show(server, schedule_id)["runs"]
+        found: dict[str, Any] | None = next((r for r in runs if r["run_id"] == run_id), None)
+        if found is None:
+            raise NotFoundError(f"Run {run_id} is not among schedule {schedule_id}'s newest runs")
+        if found["status"] in ENDED:
+            return found
+        time.sleep(POLL_S)

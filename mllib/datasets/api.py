@@ -117,7 +117,7 @@ def state_dirs(ws: Workspace) -> list[Path]:
 
 def _collect(ws: Workspace, store: LocalChunkStore) -> Collected:
     cache = cache_dir(ws.project.config, ws.project.state_dir)
-    return collect(store, catalog.live_digests(ws.registry), cache)
+    return collect(store, lambda: catalog.live_digests(ws.registry), cache)
 
 
 def _user() -> str:
@@ -194,9 +194,11 @@ def remove_versions(
     cache: Path,
     versions: list[Version],
     in_use: Callable[[list[str]], str] = ", ".join,
+    wait_s: float = 0.0,
 ) -> RemoveResult:
-    """Mark `versions` removed, then free what no live version needs from `store` and `cache`.
-    Refused while a queued or running run reads one (`in_use` words their ids for the message)."""
+    """Mark `versions` removed, then free what no live version needs from `store` and `cache`
+    (`wait_s`: collect's). Refused while a queued or running run reads one (`in_use` words
+    their ids for the message)."""
     # What stays must be readable before anything goes: a failure leaves every version as it was.
     removed = {(v.name, v.version) for v in versions}
     remaining = {v.sha256 for v in catalog.all_live(reg) if (v.name, v.version) not in removed}
@@ -212,4 +214,5 @@ def remove_versions(
                 hint="Wait for them to end, or stop them with `mllib runs cancel RUN_ID`.",
             )
         catalog.mark_deleted(reg, versions)
-    return RemoveResult(versions, collect(store, catalog.live_digests(reg), cache))
+    collected = collect(store, lambda: catalog.live_digests(reg), cache, wait_s)
+    return RemoveResult(versions, collected)

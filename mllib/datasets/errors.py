@@ -21,6 +21,15 @@ class DatasetChangedError(MllibError):
     """A file changed while it was read, or a stored chunk no longer matches its hash."""
 
 
+class ChunksMissingError(DatasetChangedError):
+    """A version's chunks are not all stored when it is recorded (lost, or never sent):
+    `missing` names them, and an upload sends them again once by itself."""
+
+    def __init__(self, message: str, missing: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing
+
+
 class DatasetInUseError(UsageError):
     """A dataset version cannot be removed while a run that uses it is active."""
 

@@ -1,9 +1,12 @@
 """Freeing what no dataset version needs: chunks, manifests, materialised folders, stale temp files.
 
-Uploads hold a shared lock on the chunk store for their whole length; collection takes it
+Uploads hold a shared lock on the chunk store (a local upload for its whole length, a team
+server's requests while they pin and store chunks: mllib.datasets.leases); collection takes it
 exclusively and without waiting, so it never deletes a chunk an upload has just found present
-and is about to rely on. Chunks of interrupted uploads stay (they are what a resume skips)
-until their journal is older than PENDING_DAYS.
+and is about to rely on. Which versions are live is read under that lock too, so a version
+recorded just before is kept. Chunks of interrupted uploads stay (they are what a resume skips)
+until their journal is older than PENDING_DAYS; those of a server's uploads, until their lease
+expires.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 from mllib.datasets.chunkstore import LocalChunkStore
 from mllib.datasets.errors import DatasetChangedError
 from mllib.datasets.journal import UPLOADS_DIR, pinned_chunks
+from mllib.datasets.leases import Leases
 from mllib.datasets.manifest import Manifest, ManifestError
 from mllib.datasets.materialize import remove_materialized, remove_tree
 from mllib.datasets.settings import PENDING_DAYS
@@ -45,23 +49,29 @@ class Collected:
     skipped: bool = False  # an upload was running: nothing was collected this time
 
 
-def collect(store: LocalChunkStore, live: set[str], cache: Path) -> Collected:
-    """Delete chunks and manifests no live version (`live`: manifest digests) or pending upload needs."""
+def collect(
+    store: LocalChunkStore, live: Callable[[], set[str]], cache: Path, wait_s: float = 0.0
+) -> Collected:
+    """Delete chunks and manifests no live version (`live()`: their manifest digests, read once
+    the lock is held) or pending upload needs. `wait_s`: how long to wait for uploads' requests
+    to let go of the lock (a server's hold it briefly; a local upload, for its whole length)."""
     result = Collected()
     if not store.root.is_dir():
         return result
-    with try_lock(store.root / LOCK_FILE) as held:
+    with try_lock(store.root / LOCK_FILE, timeout=wait_s) as held:
         if not held:
             result.skipped = True
             return result
-        keep = keep_set(store, live)
+        versions = live()
+        keep = keep_set(store, versions)
         keep.update(pinned_chunks(store.root / UPLOADS_DIR, PENDING_DAYS * 86400))
+        keep.update(Leases.of(store).pinned())
         for digest in list(store.digests()):
             if digest not in keep:
                 result.bytes += store.delete(digest)
                 result.chunks += 1
         shutil.rmtree(store.blobs.tmp, ignore_errors=True)  # writes cut off by a kill
-        _collect_cache(cache, live)
+        _collect_cache(cache, versions)
     return result
 
 

@@ -22,6 +22,7 @@ from mllib.datasets.chunker import TransferStats
 from mllib.datasets.chunkstore import ChunkStore
 from mllib.datasets.download import Download, is_url, redact
 from mllib.datasets.errors import (
+    ChunksMissingError,
     DatasetChangedError,
     DatasetTooLargeError,
     SourceError,
@@ -104,9 +105,9 @@ def upload_to(
             dest.admit(name, src.size)
             journal = UploadJournal.open(dest.journals, name, src.key, src.header)
             try:
-                entries = src.ingest(journal, progress or NoProgress(), stats)
-                manifest = Manifest(src.kind, tuple(entries))
-                version, created, versions = dest.record(name, manifest, src.label)
+                version, created, versions = _ingest_and_record(
+                    dest, src, name, journal, progress or NoProgress(), stats
+                )
             except BaseException as exc:
                 if _permanent(exc):
                     journal.discard()
@@ -128,6 +129,31 @@ def upload_to(
                 dest.abandon()  # leave nothing behind of an upload that can never succeed
         raise
     return UploadResult(version, created, stats, versions)
+
+
+def _ingest_and_record(
+    dest: Destination,
+    src: _Source,
+    name: str,
+    journal: UploadJournal,
+    progress: Progress,
+    stats: TransferStats,
+) -> tuple[Version, bool, int]:
+    """Store the source's chunks, then record the version. Chunks the destination lost
+    meanwhile (a damaged disk; a server whose lease on them ran out) are sent again, once."""
+    entries = src.ingest(journal, progress, stats)
+    try:
+        return dest.record(name, Manifest(src.kind, tuple(entries)), src.label)
+    except ChunksMissingError as exc:
+        progress.note(
+            f"{len(exc.missing)} chunk(s) went missing from {dest.where} before {name} was "
+            "recorded; sending them again"
+        )
+    again = TransferStats()  # what the second pass sends is counted as sent, nothing else
+    entries = src.ingest(journal, progress, again)
+    stats.chunks_stored += again.chunks_stored
+    stats.bytes_stored += again.bytes_stored
+    return dest.record(name, Manifest(src.kind, tuple(entries)), src.label)
 
 
 @dataclass(frozen=True)
@@ -203,17 +229,20 @@ def record_version(
     return add_version(reg, row)
 
 
-def check_stored(store: ChunkStore, manifest: Manifest) -> None:
+def check_stored(store: ChunkStore, manifest: Manifest, where: str = "the dataset store") -> None:
+    """Raise ChunksMissingError naming every chunk of `manifest` not stored whole in `store`."""
     expected: dict[str, int] = {}
     for entry in manifest.files:
         for i, digest in enumerate(entry.chunks):
             expected[digest] = min(manifest.chunk_size, entry.size - i * manifest.chunk_size)
-    for digest, size in expected.items():
-        if store.size(digest) != size:
-            raise DatasetChangedError(
-                f"Chunk {digest[:16]} is missing or incomplete in the dataset store",
-                hint="Run the same upload again; it stores what is missing.",
-            )
+    missing = [digest for digest, size in expected.items() if store.size(digest) != size]
+    if missing:
+        what = f"Chunk {missing[0][:16]} is" if len(missing) == 1 else f"{len(missing)} chunks are"
+        raise ChunksMissingError(
+            f"{what} missing or incomplete in {where}",
+            missing,
+            hint="Run the same upload again; it sends what is missing.",
+        )
 
 
 def version_dict(v: Version) -> dict[str, Any]:

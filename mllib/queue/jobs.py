@@ -73,11 +73,8 @@ def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None, wake: boo
         values = f"VALUES ({', '.join('?' for _ in row)})"
         args: tuple[Any, ...] = tuple(row.values())
         if max_queued is not None:  # the quota checked in the insert: one statement
-            values = (
-                f"SELECT {', '.join('?' for _ in row)} WHERE (SELECT COUNT(*) FROM jobs "
-                'WHERE state = ? AND "user" = ?) < ?'
-            )
-            args += (QUEUED, job.user, max_queued)
+            values = f"SELECT {', '.join('?' for _ in row)} WHERE {_WAITING_SUM} < ?"
+            args += (job.user, max_queued)
         cursor = reg.conn.execute(f"INSERT INTO jobs ({', '.join(_quoted(row))}) {values}", args)
         if cursor.rowcount == 0:
             waiting = queued_count(reg, job.user)
@@ -102,11 +99,12 @@ def notify(reg: Registry) -> None:
         reg.conn.execute(f"NOTIFY {CHANNEL}")
 
 
+# A user's jobs waiting: a sum of their rows of the queue's counts (mllib.queue.schema).
+_WAITING_SUM = '(SELECT COALESCE(SUM(queued), 0) FROM queue_waiting WHERE "user" = ?)'
+
+
 def queued_count(reg: Registry, user: str) -> int:
-    rows = reg.query(
-        'SELECT COUNT(*) AS n FROM jobs WHERE state = ? AND "user" = ?', (QUEUED, user)
-    )
-    return int(rows[0]["n"])
+    return int(reg.query(f"SELECT {_WAITING_SUM} AS n", (user,))[0]["n"])
 
 
 def find_by_key(reg: Registry, user: str, key: str) -> Job | None:
@@ -121,6 +119,10 @@ def get_job(reg: Registry, run_id: str) -> Job | None:
 
 
 HALF_LIFE_S = 3600.0  # how fast what a user was given is forgotten
+# PostgreSQL: the queued row, unless another claimer holds it (skipped, not waited on).
+_FREE_ROW = (
+    "run_id = (SELECT run_id FROM jobs WHERE run_id = ? AND state = ? FOR UPDATE SKIP LOCKED)"
+)
 
 
 def claim(reg: Registry, job: Job, agent: str, lease_s: float) -> bool:
@@ -128,16 +130,9 @@ def claim(reg: Registry, job: Job, agent: str, lease_s: float) -> bool:
     another claimer took it first (on PostgreSQL one holding its row is skipped, not waited on)."""
     now = time.time()
     with reg.transaction():
-        if reg.is_postgres:
-            free = reg.conn.execute(
-                "SELECT run_id FROM jobs WHERE run_id = ? AND state = ? FOR UPDATE SKIP LOCKED",
-                (job.run_id, QUEUED),
-            ).fetchone()
-            if free is None:
-                return False
         cursor = reg.conn.execute(
-            "UPDATE jobs SET state = ?, agent = ?, claimed_at = ?, lease_until = ? "
-            "WHERE run_id = ? AND state = ?",
+            "UPDATE jobs SET state = ?, agent = ?, claimed_at = ?, lease_until = ? WHERE "
+            + (_FREE_ROW if reg.is_postgres else "run_id = ? AND state = ?"),
             (RUNNING, agent, now, now + lease_s, job.run_id, QUEUED),
         )
         if cursor.rowcount != 1:
@@ -156,9 +151,14 @@ def usage(reg: Registry, now: float | None = None) -> dict[str, float]:
     """What each user was given lately: GPU slots claimed, halving every HALF_LIFE_S."""
     now = now or time.time()
     return {
-        r["user"]: float(r["usage"]) * 0.5 ** ((now - float(r["updated_at"])) / HALF_LIFE_S)
+        r["user"]: decayed(r["usage"], r["updated_at"], now)
         for r in reg.query('SELECT "user", usage, updated_at FROM queue_usage')
     }
+
+
+def decayed(given: float, at: float, now: float) -> float:
+    """A usage recorded `at` as it stands `now` (halving every HALF_LIFE_S)."""
+    return float(given) * float(0.5 ** ((now - float(at)) / HALF_LIFE_S))
 
 
 def renew(reg: Registry, run_ids: list[str], lease_s: float) -> None:

@@ -4,10 +4,12 @@ agent with enough free GPUs that is fullest (best fit keeps whole agents free fo
 Among the users with a job waiting, the one holding the fewest running GPU slots goes first; a
 tie goes to the user given the fewest slots lately (decaying usage, so over many claims each
 waiting user gets an equal share, whatever the order their runs arrived in), then to the more
-urgent head job (priority), then the older. The waiting users and each one's best job are read
-in one query (a skip through the `jobs_pick` index, then one seek per user), so a decision costs
-a few dozen index seeks however long the queue. On PostgreSQL the chosen row is taken `FOR
-UPDATE SKIP LOCKED`: two dispatchers never wait on, or both take, the same job.
+urgent head job (priority), then the older. One statement reads the waiting users (from the
+queue's per-user counts, mllib.queue.schema's queue_waiting, a few rows however long the queue),
+each one's best job (one seek of the `jobs_pick` index per user), and what each user holds and
+was given: a decision costs in waiting users, not queued jobs, and a claim is one more
+statement. On PostgreSQL the chosen row is taken `FOR UPDATE SKIP LOCKED`: two dispatchers never
+wait on, or both take, the same job.
 
 >>> pick(reg, {"gpu1": 2, "gpu2": 0}, max_running={"ana": 4})  # doctest: +SKIP
 Placement(job=Job(run_id='k3x9...', user='bo', ...), agent='gpu1')
@@ -19,24 +21,27 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mllib.queue.jobs import RUNNING, Job, claim, usage
+from mllib.queue.jobs import RUNNING, Job, claim, decayed
 from mllib.registry import Registry
 
-_WAITING = """
-WITH RECURSIVE waiting(name) AS (
-  SELECT MIN("user") FROM jobs WHERE state = 'queued'
-  UNION ALL
-  SELECT (SELECT MIN("user") FROM jobs WHERE state = 'queued' AND "user" > waiting.name)
-  FROM waiting WHERE waiting.name IS NOT NULL
+# The users with a job waiting: the queue's per-user counts (mllib.queue.schema's
+# queue_waiting, kept by triggers), a few rows however long the queue is.
+_WAITING = 'SELECT DISTINCT "user" AS name FROM queue_waiting WHERE queued > 0'
+_WAITING_USERS = _WAITING + " ORDER BY name"
+_RUNNING = (
+    'SELECT "user", SUM(CASE WHEN gpus < 1 THEN 1 ELSE gpus END) AS slots, COUNT(*) AS n '
+    "FROM jobs WHERE state = 'running' GROUP BY \"user\""
 )
-"""
-_WAITING_USERS = _WAITING + "SELECT name FROM waiting WHERE name IS NOT NULL"
-_HEADS = _WAITING + (
-    "SELECT j.* FROM waiting w JOIN jobs j ON j.run_id = ("
-    "SELECT h.run_id FROM jobs h WHERE h.state = 'queued' AND h.\"user\" = w.name "
-    "AND h.gpus <= ? AND h.not_before <= ? "
-    "ORDER BY h.priority DESC, h.enqueued_at, h.run_id LIMIT 1) "
-    "WHERE w.name IS NOT NULL"
+# Each waiting user's best job, with what the fair share weighs it by (the user's running GPU
+# slots and runs, and the slots given lately): one statement, one round trip.
+_HEADS = (
+    "SELECT j.*, h.slots AS held_slots, h.n AS held_runs, u.usage AS given, "
+    f"u.updated_at AS given_at FROM ({_WAITING}) w JOIN jobs j ON j.run_id = ("
+    "SELECT c.run_id FROM jobs c WHERE c.state = 'queued' AND c.\"user\" = w.name "
+    "AND c.gpus <= ? AND c.not_before <= ? "
+    "ORDER BY c.priority DESC, c.enqueued_at, c.run_id LIMIT 1) "
+    f'LEFT JOIN ({_RUNNING}) h ON h."user" = j."user" '
+    'LEFT JOIN queue_usage u ON u."user" = j."user"'
 )
 
 
@@ -52,29 +57,23 @@ def waiting_users(reg: Registry) -> list[str]:
 
 def running_slots(reg: Registry) -> dict[str, tuple[int, int]]:
     """user -> (GPU slots held, jobs running)."""
-    rows = reg.query(
-        'SELECT "user", SUM(CASE WHEN gpus < 1 THEN 1 ELSE gpus END) AS slots, COUNT(*) AS n '
-        'FROM jobs WHERE state = ? GROUP BY "user"',
-        (RUNNING,),
-    )
-    return {r["user"]: (int(r["slots"]), int(r["n"])) for r in rows}
+    return {r["user"]: (int(r["slots"]), int(r["n"])) for r in reg.query(_RUNNING)}
 
 
 def order(reg: Registry, biggest: int, max_running: Mapping[str, int | None]) -> list[Job]:
     """Each waiting user's best job that fits in `biggest` free slots, in fair-share order;
     users at their `max_running` quota are left out."""
-    held = running_slots(reg)
-    given = usage(reg)
+    now = time.time()
     heads = []
-    for row in reg.query(_HEADS, (max(biggest, 1), time.time())):
+    for row in reg.query(_HEADS, (max(biggest, 1), now)):
         job = Job.from_row(row)
-        slots, count = held.get(job.user, (0, 0))
         limit = max_running.get(job.user)
-        if limit is not None and count >= limit:
+        if limit is not None and (row["held_runs"] or 0) >= limit:
             continue
+        given = 0.0 if row["given"] is None else decayed(row["given"], row["given_at"], now)
         key = (
-            slots,
-            round(given.get(job.user, 0.0), 6),
+            int(row["held_slots"] or 0),
+            round(given, 6),
             -job.priority,
             job.enqueued_at,
             job.run_id,

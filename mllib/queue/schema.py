@@ -57,4 +57,82 @@ def migrations() -> sqlite_utils.Migrations:
         # machine and written into the run's folder at dispatch, as `spec` is.
         db.table("jobs").add_column("env_plan", str)
 
+    @migrations_(name="0003_queue_waiting")
+    def waiting(db: sqlite_utils.Database) -> None:
+        # How many jobs each user has waiting, by priority, kept by triggers on every change of
+        # a job's state (any writer, any path): the scheduler reads the waiting users from here
+        # and a quota or a place in the queue is a sum of a few rows, not a count of the queue.
+        db.execute(
+            'CREATE TABLE queue_waiting ("user" TEXT NOT NULL, priority BIGINT NOT NULL, '
+            'queued BIGINT NOT NULL, PRIMARY KEY ("user", priority))'
+        )
+        db.execute(
+            'INSERT INTO queue_waiting ("user", priority, queued) SELECT "user", priority, '
+            "COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY \"user\", priority"
+        )
+        if getattr(db, "dialect", None) == "postgresql":
+            _postgres_waiting_triggers(db)
+        else:
+            _sqlite_waiting_triggers(db)
+
     return migrations_
+
+
+# A job leaving the queue (OLD) and one joining it (NEW), for the triggers below.
+_LEAVE = (
+    'UPDATE queue_waiting SET queued = queued - 1 WHERE "user" = OLD."user" '
+    "AND priority = OLD.priority"
+)
+_NEW_QUEUED = "NEW.state = 'queued'"
+_CHANGED = (
+    "(OLD.state = 'queued') <> (NEW.state = 'queued') OR (NEW.state = 'queued' AND "
+    '(OLD."user" <> NEW."user" OR OLD.priority <> NEW.priority))'
+)
+
+
+def _sqlite_join(when: str) -> str:
+    """NEW joins the queue (when `when`): its row counted up, or made. No conflict clause (the
+    firing statement's own would override it): an update, else an insert."""
+    return (
+        'UPDATE queue_waiting SET queued = queued + 1 WHERE "user" = NEW."user" '
+        f"AND priority = NEW.priority AND {when}; "
+        'INSERT INTO queue_waiting ("user", priority, queued) SELECT NEW."user", NEW.priority, 1 '
+        f"WHERE {when} AND NOT EXISTS (SELECT 1 FROM queue_waiting "
+        'WHERE "user" = NEW."user" AND priority = NEW.priority);'
+    )
+
+
+def _sqlite_waiting_triggers(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TRIGGER jobs_waiting_insert AFTER INSERT ON jobs WHEN NEW.state = 'queued' "
+        f"BEGIN {_sqlite_join('1')} END"
+    )
+    db.execute(
+        "CREATE TRIGGER jobs_waiting_delete AFTER DELETE ON jobs WHEN OLD.state = 'queued' "
+        f"BEGIN {_LEAVE}; END"
+    )
+    db.execute(
+        'CREATE TRIGGER jobs_waiting_update AFTER UPDATE OF state, "user", priority ON jobs '
+        f"WHEN {_CHANGED} BEGIN {_LEAVE} AND OLD.state = 'queued'; "
+        f"{_sqlite_join(_NEW_QUEUED)} END"
+    )
+
+
+def _postgres_waiting_triggers(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE FUNCTION queue_waiting_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF TG_OP <> 'INSERT' AND OLD.state = 'queued' THEN {_LEAVE}; END IF; "
+        "IF TG_OP <> 'DELETE' AND NEW.state = 'queued' THEN "
+        'INSERT INTO queue_waiting ("user", priority, queued) VALUES (NEW."user", NEW.priority, 1) '
+        'ON CONFLICT ("user", priority) DO UPDATE SET queued = queue_waiting.queued + 1; '
+        "END IF; RETURN NULL; END $$"
+    )
+    for name, event, when in (
+        ("insert", "INSERT", _NEW_QUEUED),
+        ("delete", "DELETE", "OLD.state = 'queued'"),
+        ("update", 'UPDATE OF state, "user", priority', _CHANGED),
+    ):
+        db.execute(
+            f"CREATE TRIGGER jobs_waiting_{name} AFTER {event} ON jobs FOR EACH ROW "
+            f"WHEN ({when}) EXECUTE FUNCTION queue_waiting_count()"
+        )

@@ -102,30 +102,39 @@ def position(
     mean_s: float | None = None,
     fair: Round | None = None,
 ) -> tuple[int | None, float | None]:
-    """A queued job's place and estimated start (None, None once it is not queued), from a
-    count of its user's jobs ahead of it: cheap enough to answer every submission with.
+    """A queued job's place and estimated start (None, None once it is not queued), from how
+    many of its user's jobs are ahead of it: cheap enough to answer every submission with.
     `fair`: `current_round(reg)` read a moment ago (a server answering many submissions reads
     it once a second); else it is read now."""
     if job.state != QUEUED:
         return None, None
     fair = fair or current_round(reg)
-    ahead = reg.query(
-        'SELECT COUNT(*) AS n FROM jobs WHERE state = ? AND "user" = ? AND '
-        "(priority > ? OR (priority = ? AND (enqueued_at < ? OR "
-        "(enqueued_at = ? AND run_id < ?))))",
-        (
-            QUEUED,
-            job.user,
-            job.priority,
-            job.priority,
-            job.enqueued_at,
-            job.enqueued_at,
-            job.run_id,
-        ),
-    )[0]["n"]
+    ahead = _ahead(reg, job)
     place = int(ahead) * max(fair.users, 1) + fair.turns.get(job.user, fair.users) + 1
     wait = None if mean_s is None else math.floor((place - 1) / max(capacity, 1)) * mean_s
     return place, wait
+
+
+_NEWEST = (
+    'SELECT (SELECT COALESCE(SUM(queued), 0) FROM queue_waiting WHERE "user" = ? '
+    'AND priority >= ?) AS waiting, (SELECT run_id FROM jobs WHERE state = ? AND "user" = ? '
+    "AND priority = ? ORDER BY enqueued_at DESC, run_id DESC LIMIT 1) AS newest"
+)
+_COUNT_AHEAD = (
+    'SELECT COUNT(*) AS n FROM jobs WHERE state = ? AND "user" = ? AND '
+    "(priority > ? OR (priority = ? AND (enqueued_at < ? OR (enqueued_at = ? AND run_id < ?))))"
+)
+
+
+def _ahead(reg: Registry, job: Job) -> int:
+    """How many of its user's queued jobs go before `job`. The newest of its priority (a
+    submission just recorded) has all of them with that priority or a higher one ahead: a sum
+    of the queue's per-user counts, however long the queue; an older one is counted."""
+    row = reg.query(_NEWEST, (job.user, job.priority, QUEUED, job.user, job.priority))[0]
+    if row["newest"] == job.run_id:
+        return int(row["waiting"]) - 1
+    args = (QUEUED, job.user, job.priority, job.priority, job.enqueued_at, job.enqueued_at)
+    return int(reg.query(_COUNT_AHEAD, (*args, job.run_id))[0]["n"])
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,12 @@ def alias_version(reg: Registry, name: str, alias: str) -> int | None:
     return rows[0]["version"] if rows else None
 
 
+def alias_set_at(reg: Registry, name: str, alias: str) -> str | None:
+    """When `NAME@ALIAS` was last pointed at a version (None when the model has no such alias)."""
+    rows = reg.query("SELECT set_at FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
+    return rows[0]["set_at"] if rows else None
+
+
 def set_alias(reg: Registry, name: str, alias: str, version: int, user: str | None) -> int | None:
     """Point `NAME@ALIAS` at `version`; returns the version it named before (None if new)."""
     with reg.transaction():

@@ -143,13 +143,16 @@ def set_params(
     ]
     if not rows:
         return
+    sql = (
+        "INSERT INTO params (run_id, name, value, type, source) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
+        "type = excluded.type, source = excluded.source"
+    )
     with reg.transaction():
-        reg.conn.executemany(
-            "INSERT INTO params (run_id, name, value, type, source) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
-            "type = excluded.type, source = excluded.source",
-            rows,
-        )
+        if len(rows) == 1:  # one statement (psycopg's executemany sets up a pipeline)
+            reg.conn.execute(sql, rows[0])
+        else:
+            reg.conn.executemany(sql, rows)
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:
@@ -187,7 +190,13 @@ def finish_run(
 
 def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool:
     """Make process `pid` the supervisor of an active run; False if the run has already ended
-    (cancelled before this supervisor took over: it must not start it)."""
+    (cancelled before this supervisor took over: it must not start it). A run recorded with
+    `pid` as its supervisor already (the process that prepared it supervises it) is only read."""
+    row = reg.conn.execute(
+        "SELECT status, supervisor_pid, supervisor_ctime FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if row is not None and row[0] not in TERMINAL and (row[1], row[2]) == (pid, ctime):
+        return True
     with reg.transaction():
         if not _active(reg, run_id):
             return False

@@ -7,15 +7,24 @@ import signal
 import time
 from collections.abc import Callable
 
+_own: tuple[int, float | None] = (0, None)  # this process's pid and start time, read once
+
 
 def create_time(pid: int) -> float | None:
-    """When `pid` started (to recognise it later despite pid reuse); None if it does not exist."""
+    """When `pid` started (to recognise it later despite pid reuse); None if it does not exist.
+    This process's own is read once (each run records it as its supervisor's, twice)."""
+    global _own
+    if pid == _own[0]:
+        return _own[1]
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        found = psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+    if pid == os.getpid():  # a forked child has another pid, so it reads its own
+        _own = (pid, found)
+    return found
 
 
 def is_alive(pid: int | None, ctime: float | None = None) -> bool:

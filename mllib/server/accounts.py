@@ -17,6 +17,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,14 @@ def issue_token(reg: Registry, name: str, *, expires_in_s: float | None = None) 
             }
         )
     return f"{PREFIX}_{token_id}_{secret}"
+
+
+def lock_users(reg: Registry, names: Iterable[str]) -> None:
+    """PostgreSQL: hold these users' rows until the transaction ends, taken in name order (two
+    transactions locking some of the same users never wait on each other in a cycle)."""
+    reg.conn.execute(
+        "SELECT name FROM users WHERE name = ANY(?) ORDER BY name FOR UPDATE", (sorted(names),)
+    )
 
 
 def get_user(reg: Registry, name: str) -> User:

@@ -89,11 +89,28 @@ class Missing(BaseModel):
     missing: list[str]
 
 
+UPLOAD_ID = r"^[0-9a-f]{32}$"
+UPLOAD_FIELD = Field(
+    None,
+    pattern=UPLOAD_ID,
+    description="The upload's id (POST /datasets/uploads): the chunks are pinned to its lease",
+)
+
+
+class ChunkShas(Shas):
+    upload: str | None = UPLOAD_FIELD
+
+
 class DatasetCheck(Strict):
     """An upload about to start: refused (409, 413) before anything is sent."""
 
     name: str = Field(..., min_length=1, max_length=100)
     size: int | None = Field(None, ge=0, description="Bytes, when known (not for a URL)")
+
+
+class UploadStarted(BaseModel):
+    upload: str = Field(..., description="Sent with the upload's requests (`upload`)")
+    expire_s: float = Field(..., description="How long the lease outlives its last request")
 
 
 class DatasetRecord(Strict):
@@ -102,6 +119,7 @@ class DatasetRecord(Strict):
     name: str = Field(..., min_length=1, max_length=100)
     manifest: str = Field(..., pattern=SHA256, description="The manifest's sha256 (uploaded)")
     source: str | None = Field(None, max_length=4096, description="The path or URL uploaded")
+    upload: str | None = UPLOAD_FIELD
 
 
 class DatasetVersion(BaseModel):
@@ -208,3 +226,7 @@ class Agent(BaseModel):
 class Error(BaseModel):
     error: str
     hint: str | None = None
+
+
+class ChunksMissing(Error):
+    missing: list[str] = Field(..., description="The chunks to send again, then record again")

@@ -7,17 +7,18 @@ yours), 409 a conflicting id, 413 too large, 422 a malformed body, 429 over a qu
 Retry-After), 503 the database is unreachable (with Retry-After).
 """
 
-import hashlib
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from mllib.datasets.errors import DatasetTooLargeError
+from mllib.datasets.errors import ChunksMissingError, DatasetTooLargeError
 from mllib.errors import MllibError, NotFoundError, UsageError
 from mllib.metric_values import json_safe
 from mllib.queue.jobs import QuotaExceeded
 from mllib.server import api
 from mllib.server.accounts import AuthError, User, authenticate, revoke_token
+from mllib.server.dataset_routes import add_routes as add_dataset_routes
 from mllib.server.models import add_routes as add_model_routes
+from mllib.server.receiving import BlobTooLarge, check_shas, read_blob
 from mllib.server.studies import add_routes as add_study_routes
 from mllib.server.submit import Accepted, Conflict, Submission
 from mllib.server.tokencache import TokenCache
@@ -28,14 +29,15 @@ if TYPE_CHECKING:
     from mllib.registry.db import Registry
     from mllib.server.context import ServerContext
     from mllib.server.dispatch import Dispatcher
-    from mllib.store import LocalBlobStore
 
 PREFIX = "/api/v1"
 STATUS = {
     AuthError: 401,
     NotFoundError: 404,
     Conflict: 409,
-    DatasetTooLargeError: 413,  # before UsageError, which it is
+    ChunksMissingError: 409,
+    DatasetTooLargeError: 413,  # before UsageError, which these are
+    BlobTooLarge: 413,
     QuotaExceeded: 429,
     UsageError: 400,
 }
@@ -47,6 +49,7 @@ AUTH_TTL_S = 1.0
 def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> "FastAPI":
     """The API of the server `ctx` describes; `dispatcher` cancels running runs on agents."""
     from fastapi import Depends, FastAPI, Path, Query, Request
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -98,6 +101,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     add_model_routes(
         app, ctx, user, PREFIX
     )  # model versions and their trends (mllib.server.models)
+    add_dataset_routes(app, ctx, user, PREFIX)  # uploads and the catalog (mllib.server.datasets)
 
     def own_run(reg: "Registry", who: User, run_id: str) -> Any:
         from mllib.registry.runs import get_run
@@ -125,9 +129,6 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             round_cache["slots"] = capacity()  # the fleet's slots (its agents read from mllib.toml)
             round_cache["at"] = time.monotonic()
         return round_cache["value"]
-
-    def dataset_limit() -> int:
-        return int(ctx.settings.max_dataset_gb * 1e9)
 
     def capacity() -> int:
         return dispatcher.capacity() if dispatcher is not None else 1
@@ -176,124 +177,19 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         tokens.drop(credentials.credentials)
         return Response(status_code=204)
 
-    def lacking(store: "LocalBlobStore", shas: list[str]) -> api.Missing:
-        bad = [s for s in shas if len(s) != 64 or not _hex(s)]
-        if bad:
-            raise UsageError(f"Not a sha256: {bad[0][:80]!r}")
-        return api.Missing(missing=[s for s in dict.fromkeys(shas) if not store.has(s)])
-
-    async def receive(store: "LocalBlobStore", sha256: str, request: Request) -> Response:
-        """Store the request's body as blob `sha256` (413 past `max_upload_mb`)."""
-        if len(sha256) != 64 or not _hex(sha256):
-            raise UsageError(f"Not a sha256: {sha256[:80]!r}")
-        limit = int(ctx.settings.max_upload_mb * 1e6)
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                return JSONResponse(
-                    {"error": f"The blob is over the server's {ctx.settings.max_upload_mb:g} MB"},
-                    413,
-                )
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise UsageError("The blob's content does not match its sha256 (it arrived damaged)")
-        if not store.has(sha256):
-            store.put_bytes(bytes(data))
-        return Response(status_code=204)
-
     @app.post(f"{PREFIX}/blobs/missing", response_model=api.Missing, tags=["blobs"])
     def missing(body: api.Shas, who: Who) -> api.Missing:
         """Which of these blobs (code files and trees, models) the server lacks."""
-        return lacking(ctx.store, body.shas)
+        check_shas(body.shas)
+        return api.Missing(missing=[s for s in dict.fromkeys(body.shas) if not ctx.store.has(s)])
 
     @app.put(f"{PREFIX}/blobs/{{sha256}}", status_code=204, tags=["blobs"])
     async def put_blob(sha256: str, request: Request, who: Who) -> Response:
-        """Store one blob; its body must hash to `sha256`."""
-        return await receive(ctx.store, sha256, request)
-
-    @app.post(f"{PREFIX}/datasets/chunks/missing", response_model=api.Missing, tags=["datasets"])
-    def missing_chunks(body: api.Shas, who: Who) -> api.Missing:
-        """Which of these dataset chunks (and manifests) the server lacks: an upload sends only
-        those."""
-        return lacking(ctx.datasets.blobs, body.shas)
-
-    @app.put(f"{PREFIX}/datasets/chunks/{{sha256}}", status_code=204, tags=["datasets"])
-    async def put_chunk(sha256: str, request: Request, who: Who) -> Response:
-        """Store one dataset chunk or manifest; its body must hash to `sha256`."""
-        return await receive(ctx.datasets.blobs, sha256, request)
-
-    @app.get(f"{PREFIX}/datasets/chunks/{{sha256}}", tags=["datasets"])
-    def get_chunk(sha256: str, who: Who) -> Response:
-        """One stored chunk (an interrupted URL upload reads its chunks back to resume)."""
-        if len(sha256) != 64 or not _hex(sha256) or not ctx.datasets.blobs.has(sha256):
-            raise NotFoundError(f"No chunk {sha256[:80]!r} on this server")
-        return Response(ctx.datasets.read(sha256), media_type="application/octet-stream")
-
-    @app.post(f"{PREFIX}/datasets/check", status_code=204, tags=["datasets"])
-    def check_dataset(body: api.DatasetCheck, who: Who) -> Response:
-        """Whether an upload of `size` bytes as dataset `name` would be recorded: 409 when the
-        name is another user's, 413 over the server's `max_dataset_gb`."""
-        from mllib.server.datasets import admit
-
-        with ctx.registry() as reg:
-            admit(reg, who, body.name, body.size, dataset_limit())
+        """Store one blob; its body must hash to `sha256` (413 past `max_upload_mb`)."""
+        data = await read_blob(request.stream(), sha256, ctx.settings.max_upload_mb)
+        if not ctx.store.has(sha256):
+            await run_in_threadpool(ctx.store.put_bytes, data, sha256=sha256)
         return Response(status_code=204)
-
-    @app.post(
-        f"{PREFIX}/datasets",
-        response_model=api.DatasetRecorded,
-        status_code=201,
-        tags=["datasets"],
-        responses={409: {"model": api.Error}, 413: {"model": api.Error}},
-    )
-    def record_dataset(body: api.DatasetRecord, response: Response, who: Who) -> dict[str, Any]:
-        """Record a version whose manifest and chunks are uploaded (200 and `created`: false
-        when the latest version already holds this content)."""
-        from mllib.server.datasets import record
-
-        with ctx.registry() as reg:
-            data = record(
-                reg, ctx.datasets, who, body.name, body.manifest, body.source, dataset_limit()
-            )
-        response.status_code = 201 if data["created"] else 200
-        return data
-
-    @app.get(f"{PREFIX}/datasets", response_model=list[api.DatasetListed], tags=["datasets"])
-    def list_datasets(who: Who) -> list[dict[str, Any]]:
-        """The team's datasets, each with its latest version (`mllib data list --json`)."""
-        from mllib.server.datasets import list_datasets
-
-        with ctx.registry() as reg:
-            return list_datasets(reg)
-
-    @app.get(f"{PREFIX}/datasets/{{ref}}", tags=["datasets"])
-    def show_dataset(
-        ref: Annotated[str, Path(max_length=120)], who: Who, files: bool = True
-    ) -> dict[str, Any]:
-        """One version (`NAME`: the latest, or `NAME@VERSION`): `mllib data show --json`, with
-        the caller's runs that read it; `files=false`: its `data list` keys only."""
-        from mllib.server.datasets import show, version
-
-        with ctx.registry() as reg:
-            if not files:
-                return version(reg, ref)
-            return show(reg, ctx.datasets, who, ref)
-
-    @app.delete(
-        f"{PREFIX}/datasets/{{ref}}",
-        tags=["datasets"],
-        responses={409: {"model": api.Error}},
-    )
-    def remove_dataset(ref: Annotated[str, Path(max_length=120)], who: Who) -> dict[str, Any]:
-        """Remove a version (`NAME@VERSION`) or every version (`NAME`) of a dataset you
-        uploaded first (admins: any), freeing chunks no other version uses (`mllib data rm
-        --json`); 400 while a queued or running run reads one, 409 another user's dataset."""
-        from mllib.datasets.settings import cache_dir
-        from mllib.server.datasets import remove
-
-        project = ctx.project
-        with ctx.registry() as reg:
-            return remove(reg, ctx.datasets, cache_dir(project.config, project.state_dir), who, ref)
 
     @app.post(
         f"{PREFIX}/runs",
@@ -305,7 +201,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     async def submit_run(body: api.SubmissionBody, who: Who) -> Response:
         """Queue a run; answered (201) once it is durable. A retry with the same idempotency
         key answers (200) with the run the first submission made (`created`: false)."""
-        sub = Submission(**{**body.model_dump(), "spec": body.spec.model_dump()})
+        sub = submission_of(body)
         limit = who.max_queued if who.max_queued is not None else ctx.settings.max_queued
         accepted = await commits.submit_async(who, sub, limit)  # durable once this returns
         answer = submitted(accepted)  # the answer's model, already checked: encoded once
@@ -407,6 +303,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
         from mllib.queue.jobs import get_job
         from mllib.queue.views import position
         from mllib.runs.views import run_dict
+        from mllib.server.schedules import deployment_of_run
 
         with ctx.registry() as reg:
             run = own_run(reg, who, run_id)
@@ -416,6 +313,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
             if job is not None:
                 place, wait = position(reg, job, capacity=capacity(), mean_s=mean_s(reg))
             data["queue"] = {"position": place, "estimated_start_s": wait}
+            data["deployment"] = deployment_of_run(reg, run.id)  # a scheduled evaluation's
             return dict(json_safe(data))
 
     @app.get(f"{PREFIX}/runs/{{run_id}}/log", tags=["runs"])
@@ -609,7 +507,7 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
     return app
 
 
-def error_answer(exc: BaseException) -> tuple[int, dict[str, str | None], dict[str, str]]:
+def error_answer(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The status, JSON body and headers that answer a request failed by `exc`: a known error
     (MllibError) or the database gone (503); anything else is a 500."""
     from mllib.registry.postgres import DatabaseUnavailable
@@ -629,7 +527,19 @@ def error_answer(exc: BaseException) -> tuple[int, dict[str, str | None], dict[s
         headers["Retry-After"] = "2"
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return status, {"error": exc.message, "hint": exc.hint}, headers
+    body: dict[str, Any] = {"error": exc.message, "hint": exc.hint}
+    if isinstance(exc, ChunksMissingError):
+        body["missing"] = exc.missing
+    return status, body, headers
+
+
+def submission_of(body: api.SubmissionBody) -> Submission:
+    """The submission a validated body describes (its nested models as plain dicts; the rest
+    taken as they are, not dumped and copied)."""
+    fields = dict(body)
+    fields["spec"] = body.spec.model_dump()
+    fields["datasets"] = [binding.model_dump() for binding in body.datasets]
+    return Submission(**fields)
 
 
 def submitted(accepted: "Accepted") -> api.SubmittedRun:
@@ -642,10 +552,6 @@ def submitted(accepted: "Accepted") -> api.SubmittedRun:
         position=place,
         estimated_start_s=wait,
     )
-
-
-def _hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -6,6 +6,11 @@ its data; the chunks are content-addressed, so one upload serves everyone. A nam
 whoever uploaded its first version: only they (or an admin) add versions to it, so nobody else
 changes what `--data train=mnist` (the latest) gives your next run. Runs stay per user: `show`
 lists the runs of the caller that read a version (an admin's: everyone's).
+
+An upload holds a lease (mllib.datasets.leases) from its start to its version's record: every
+chunk the server says it has, or receives, is pinned there first, so a `data rm` racing the upload
+cannot free it; the record checks every chunk is there (409 naming those that are not, which the
+client sends again) before the version is written.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from mllib.datasets.api import describe
 from mllib.datasets.chunkstore import LocalChunkStore
 from mllib.datasets.errors import DatasetChangedError, DatasetTooLargeError
 from mllib.datasets.format import human_bytes
-from mllib.datasets.manifest import ManifestError
+from mllib.datasets.gc import upload_lock
+from mllib.datasets.leases import Leases
+from mllib.datasets.manifest import Manifest, ManifestError
 from mllib.datasets.materialize import load_manifest
 from mllib.datasets.refs import check_name, parse_ref
-from mllib.datasets.uploading import record_version, version_dict
+from mllib.datasets.uploading import check_stored, record_version, version_dict
 from mllib.errors import UsageError
 from mllib.registry import Registry
 from mllib.server.accounts import User
 from mllib.server.submit import Conflict
+
+COLLECT_WAIT_S = 5.0  # uploads' requests hold the store's lock briefly: a removal waits them out
 
 
 def admit(reg: Registry, user: User, name: str, size: int | None, limit: int) -> None:
@@ -46,6 +55,41 @@ def admit(reg: Registry, user: User, name: str, size: int | None, limit: int) ->
         )
 
 
+def start_upload(
+    reg: Registry,
+    store: LocalChunkStore,
+    user: User,
+    name: str,
+    size: int | None,
+    limit: int,
+    expire_s: float,
+) -> dict[str, Any]:
+    """Admit an upload (`admit`) and give it a lease: `upload`, the id its requests carry, and
+    `expire_s`, how long the lease outlives the upload's last request."""
+    admit(reg, user, name, size, limit)
+    with upload_lock(store):  # a collection never sees the lease half-written
+        upload = Leases.of(store).start(name, user.name, expire_s)
+    return {"upload": upload, "expire_s": expire_s}
+
+
+def lacking(store: LocalChunkStore, user: User, shas: list[str], upload: str | None) -> list[str]:
+    """The chunks among `shas` the server lacks, once all of them are pinned to `upload`: those
+    it has stay until the upload records its version (or its lease expires)."""
+    with upload_lock(store):
+        _pin(store, user, upload, shas)
+        return [s for s in dict.fromkeys(shas) if not store.blobs.has(s)]
+
+
+def receive(
+    store: LocalChunkStore, user: User, sha256: str, data: bytes, upload: str | None
+) -> None:
+    """Store a chunk (or manifest) whose bytes hash to `sha256`, pinned to `upload` first."""
+    with upload_lock(store):
+        _pin(store, user, upload, [sha256])
+        if not store.blobs.has(sha256, len(data)):
+            store.blobs.put_bytes(data, sha256=sha256)
+
+
 def record(
     reg: Registry,
     store: LocalChunkStore,
@@ -54,23 +98,49 @@ def record(
     manifest_sha: str,
     source: str | None,
     limit: int,
+    upload: str | None = None,
+    expire_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Record the version whose manifest (and every chunk) was uploaded; `mllib data upload
-    --json`'s keys but the transfer's."""
+    --json`'s keys but the transfer's. The manifest and its chunks are pinned (to `upload`'s
+    lease, else to one of this request's own) and checked present before the version is
+    written: ChunksMissingError (409) names any that are not."""
     admit(reg, user, name, None, limit)
-    try:
-        manifest = load_manifest(store, manifest_sha)
-    except (DatasetChangedError, ManifestError) as exc:
-        raise UsageError(exc.message, hint="Upload the manifest's blob first.") from None
-    admit(reg, user, name, manifest.size, limit)
-    try:
-        version, created = record_version(reg, store, name, manifest, source, user.name)
-    except DatasetChangedError as exc:
-        raise UsageError(
-            exc.message, hint="Upload the missing chunks, then record it again."
-        ) from None
+    leases = Leases.of(store)
+    with upload_lock(store):
+        lease = upload if upload and leases.pin(upload, user.name, []) else None
+        lease = lease or leases.start(name, user.name, expire_s)
+        try:
+            leases.pin(lease, user.name, [manifest_sha])
+            manifest = _manifest(store, manifest_sha)
+            admit(reg, user, name, manifest.size, limit)
+            leases.pin(lease, user.name, manifest.chunk_digests)
+            check_stored(store, manifest, "the team server")
+        except BaseException:
+            if lease != upload:
+                leases.finish(lease)
+            raise
+    version, created = record_version(reg, store, name, manifest, source, user.name)
+    leases.finish(lease)  # the version holds its chunks now
     versions = len(catalog.versions_of(reg, name))
     return {**version_dict(version), "versions": versions, "created": created}
+
+
+def _manifest(store: LocalChunkStore, digest: str) -> Manifest:
+    try:
+        return load_manifest(store, digest)
+    except (DatasetChangedError, ManifestError) as exc:
+        raise UsageError(exc.message, hint="Upload the manifest's blob first.") from None
+
+
+def _pin(store: LocalChunkStore, user: User, upload: str | None, shas: list[str]) -> None:
+    """Pin `shas` to the caller's upload (none: a client that holds no lease, pinned nothing)."""
+    if upload is not None and not Leases.of(store).pin(upload, user.name, shas):
+        raise Conflict(
+            f"No upload {upload[:32]!r} of yours is in progress on this server (an upload "
+            "unused for longer than the server's upload_expiry_h expires)",
+            hint="Run the same `mllib data upload` again: it sends only what the server lacks.",
+        )
 
 
 def list_datasets(reg: Registry) -> list[dict[str, Any]]:
@@ -114,7 +184,7 @@ def remove(
         others = len(rows) - len(mine)
         return ", ".join([*mine, *([f"{others} of other users"] if others else [])])
 
-    return remove_versions(reg, store, cache, versions, in_use).as_dict()
+    return remove_versions(reg, store, cache, versions, in_use, COLLECT_WAIT_S).as_dict()
 
 
 def _owner(reg: Registry, name: str) -> str | None:

@@ -75,6 +75,7 @@ class Dispatcher:
         self.contacts: dict[str, Contact] = {}  # agent -> what it last answered (GET /agents)
         self.stopping = threading.Event()
         self.last_follow = 0.0
+        self.last_expire = 0.0
         self.threads: list[threading.Thread] = []
         self._agents: tuple[float, list[Any]] | None = None  # until when, the agents read
 
@@ -109,9 +110,13 @@ class Dispatcher:
                 self.ctx.wake.clear()
 
     def step(self) -> bool:
-        """One turn: expire leases, start one job if one fits, follow running ones when due.
-        True when it started a job (there may be more to start at once)."""
-        self._expire()
+        """One turn: expire leases and follow running jobs when due, start one job if one fits.
+        True when it started a job (there may be more to start at once). A burst of
+        submissions wakes it at each commit: leases are read at most every heartbeat, not at
+        each wake."""
+        if time.monotonic() - self.last_expire >= self.ctx.settings.heartbeat_s:
+            self.last_expire = time.monotonic()
+            self._expire()
         free, placement = self.free(), None
         if any(left > 0 for left in free.values()):  # else no need to read quotas or queue
             placement = pick(

@@ -3,8 +3,9 @@ queues (`mllib evaluate --model NAME@ALIAS --every 1d` with a team server).
 
 The server's model versions are those its agents' runs made (mllib.agents.sync). `NAME` is the
 newest version, `NAME:VERSION` that one, `NAME@ALIAS` the version the alias names on the server
-when asked: a schedule resolves its name again at each of its runs, so a new version or a moved
-alias is what the next run evaluates. The evaluation runs the version's own code with its
+when asked; `NAME@prod` and `NAME@staging` the version deployed there (mllib.server.deployments)
+or the alias of that name, whichever was set last. A schedule resolves its name again at each of
+its runs, so a new version, a deploy or a moved alias is what the next run evaluates. The evaluation runs the version's own code with its
 params and seed on its saved model, as `mllib evaluate --model` does on a client.
 
 >>> resolve(reg, "iris@prod").version  # doctest: +SKIP
@@ -14,6 +15,7 @@ params and seed on its saved model, as `mllib evaluate --model` does on a client
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mllib.datasets.catalog import get_version, run_links
@@ -24,14 +26,30 @@ from mllib.registry import models
 from mllib.registry.models import ModelVersion
 from mllib.registry.runs import get_run
 from mllib.runs.model_choice import LATEST, parse_ref
+from mllib.server import deployments
+from mllib.serving.control.settings import ENVS
 
 if TYPE_CHECKING:
     from mllib.registry import Registry
     from mllib.server.submit import Submission
 
 
+@dataclass(frozen=True)
+class Target:
+    """The version a name means on the server now, and the deployment serving it when the name
+    followed one (`NAME@prod` after a `mllib deploy`)."""
+
+    version: ModelVersion
+    deployment: dict[str, Any] | None = None
+
+
 def resolve(reg: Registry, ref: str) -> ModelVersion:
     """The version `ref` (NAME, NAME:VERSION, NAME@ALIAS) names on the server now."""
+    return target(reg, ref).version
+
+
+def target(reg: Registry, ref: str) -> Target:
+    """What `ref` (NAME, NAME:VERSION, NAME@ALIAS) names on the server now (see the module)."""
     parsed = parse_ref(ref)
     if not models.versions(reg, parsed.name):
         raise NotFoundError(
@@ -41,11 +59,16 @@ def resolve(reg: Registry, ref: str) -> ModelVersion:
         )
     number: int | None = parsed.version
     if parsed.alias and parsed.alias != LATEST:
+        deployed = _deployed(reg, parsed.name, parsed.alias)
+        if deployed is not None:
+            return deployed
         number = models.alias_version(reg, parsed.name, parsed.alias)
         if number is None:
             raise NotFoundError(
                 f"Model {parsed.name!r} has no alias {parsed.alias!r} on the team server",
-                hint=f"Name a version ({parsed.name}:VERSION) or the newest ({parsed.name}).",
+                hint=f"Name a version ({parsed.name}:VERSION) or the newest ({parsed.name}); "
+                f"`mllib deploy {parsed.name}:VERSION --env ENV` records what staging or prod "
+                "serves there.",
             )
     found = (
         models.newest_version(reg, parsed.name)
@@ -57,7 +80,27 @@ def resolve(reg: Registry, ref: str) -> ModelVersion:
             f"No version {number} of model {parsed.name!r} on the team server",
             hint=f"Its newest: {parsed.name}; `mllib models list` shows the versions.",
         )
-    return found
+    return Target(found)
+
+
+def _deployed(reg: Registry, name: str, env: str) -> Target | None:
+    """The version deployed in `env` (prod, staging), unless the alias of that name was set
+    after that deploy; None when the alias decides."""
+    if env not in ENVS:
+        return None
+    row = deployments.latest(reg, name, env)
+    set_at = models.alias_set_at(reg, name, env)
+    if row is None or (set_at is not None and set_at > row["deployed_at"]):
+        return None
+    version = deployments.served(reg, row)
+    if version is None:
+        raise NotFoundError(
+            f"{name}@{env}: v{row['version']} is deployed there (by {row['user']}), and the "
+            "team server has no such version to evaluate",
+            hint=f"Deploy a version the server trained (`mllib train model.py --remote`), or "
+            f"point the alias at one: mllib models alias {name}:VERSION {env}.",
+        )
+    return Target(version, deployments.public(row))
 
 
 def evaluation(

@@ -82,6 +82,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
         SubmitRoute(app, app.state.commits, app.state.tokens, ctx.settings.max_queued),
         host=host,
         port=port,
+        http=_one_write_protocol(),
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -93,6 +94,20 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
         app.state.commits.stop()
         dispatcher.stop()
         ctx.close()
+
+
+def _one_write_protocol() -> type:
+    """uvicorn's httptools protocol sending each answer's head and body in one write, not two
+    (mllib.serving.server.wire says why): a submission's answer is one small JSON body."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from mllib.serving.server.wire import HeldHeadTransport
+
+    class OneWrite(HttpToolsProtocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(HeldHeadTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    return OneWrite
 
 
 def _check_address(host: str, port: int) -> None:

@@ -2,7 +2,9 @@
 its agents' runs made, with their evaluations there, so a version's trend holds the evaluations
 the server's schedules ran (mllib.server.schedules). Versions are the team's: anyone logged in
 reads them, as `mllib evaluate --model NAME --every` evaluates them, and anyone may move an alias
-(`mllib models alias NAME:3 prod`), which a schedule of `NAME@prod` follows from its next run."""
+(`mllib models alias NAME:3 prod`) or record a deployment (`mllib deploy`, which a client sends:
+mllib.server.deployments); a schedule of `NAME@prod` follows the later of the two from its next
+run."""
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
 from collections.abc import Callable
@@ -27,6 +29,20 @@ class AliasBody(BaseModel):
     remove: bool = False
 
 
+class DeploymentBody(BaseModel):
+    """A deployment that went live on a client's staging or prod (`mllib deploy`, `rollback`,
+    a finished `promote`): its id makes a retry harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, max_length=64, examples=["d3k9x0a7b2c1"])
+    model: str = Field(..., min_length=1, max_length=200, examples=["iris"])
+    version: int | None = Field(None, ge=1, le=2**62, examples=[3])
+    run_id: str = Field(..., min_length=1, max_length=64)
+    env: str = Field(..., max_length=32, examples=["prod"])
+    action: str = Field("deploy", max_length=32, examples=["deploy", "rollback", "promote"])
+    deployed_at: str = Field(..., max_length=40, examples=["2026-12-07T22:00:00.000000Z"])
+
+
 def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], prefix: str) -> None:
     """The models' routes on `app`; `who` is the app's dependency giving the request's user."""
     from fastapi import Depends, Path
@@ -47,6 +63,16 @@ def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], pr
         its params, metrics and evaluation history (`mllib models show --json`)."""
         with ctx.registry() as reg:
             return dict(json_safe(catalog.show(ctx.workspace(reg), ref)))
+
+    @app.post(f"{prefix}/deployments", tags=["models"])
+    def record_deployment(body: DeploymentBody, user: Who) -> dict[str, Any]:
+        """Record that a version went live on a client's staging or prod, so `NAME@ENV` names it
+        here (unless an alias of that name is set later): the record, `created` false when it
+        was recorded already, `known` false when this server has no such version."""
+        from mllib.server.deployments import record
+
+        with ctx.registry() as reg:
+            return record(reg, user, body.model_dump())
 
     @app.post(f"{prefix}/models/aliases", tags=["models"])
     def alias_model(body: AliasBody, user: Who) -> dict[str, Any]:

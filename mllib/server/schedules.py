@@ -33,7 +33,7 @@ from mllib.registry import Registry
 from mllib.registry.metrics import get_eval_metrics
 from mllib.registry.runs import get_run, iso, new_run_id, now
 from mllib.runs.gates import breaches
-from mllib.server import evaluations, sealed
+from mllib.server import deployments, evaluations, sealed
 from mllib.server.accounts import User, get_user
 
 if TYPE_CHECKING:
@@ -96,6 +96,11 @@ def migrations() -> sqlite_utils.Migrations:
         # the `.env.remote` values each run gets, sealed (mllib.server.sealed)
         db.table("server_schedules").add_column("sealed_env", str)
 
+    @migrations_(name="0003_server_schedule_runs_deployment")
+    def deployment(db: sqlite_utils.Database) -> None:
+        # the deployment whose version the run evaluated (mllib.server.deployments), if any
+        db.table("server_schedule_runs").add_column("deployment_id", str)
+
     return migrations_
 
 
@@ -116,13 +121,19 @@ def create_for_model(
     evaluates the version the name means then. `env` (`.env.remote` values), sealed, is what
     each run gets. Nothing is stored when the name, a dataset or the period means nothing now."""
     row = _new_row(who, every, gates, data, model_ref=model_ref)
-    version = evaluations.resolve(reg, model_ref)
+    evaluations.target(reg, model_ref)  # a usage error before anything is sealed or queued
     row["sealed_env"] = sealed.seal(ctx.home, env or {})
     key = f"schedule-{row['id']}-first"
-    accepted = _queue(reg, commits, ctx, {**row, "template_run_id": ""}, key, env=env)
+    accepted, target = _queue(reg, commits, ctx, {**row, "template_run_id": ""}, key, env=env)
     row["template_run_id"] = accepted.run.id  # the first evaluation
-    _store(reg, row)
-    return {**_public(row), "first_run_id": accepted.run.id, "version": version.ref}
+    deployment = target.deployment if target else None
+    _store(reg, row, deployment["id"] if deployment else None)
+    return {
+        **_public(row),
+        "first_run_id": accepted.run.id,
+        "version": target.version.ref if target else None,
+        "deployment": deployment,
+    }
 
 
 def create(
@@ -155,9 +166,12 @@ def create(
     return _public(row)
 
 
-def _store(reg: Registry, row: dict[str, Any]) -> None:
-    """Record a new schedule with its template as its first run."""
+def _store(reg: Registry, row: dict[str, Any], deployment_id: str | None = None) -> None:
+    """Record a new schedule with its template as its first run (which evaluated the version
+    deployment `deployment_id` serves, if any)."""
     first = {"run_id": row["template_run_id"], "schedule_id": row["id"]}
+    if deployment_id is not None:
+        first["deployment_id"] = deployment_id
     with reg.transaction():
         reg.db.table("server_schedules").insert(row)
         reg.db.table("server_schedule_runs").insert(first | {"started_at": row["created_at"]})
@@ -215,17 +229,22 @@ def remove(reg: Registry, who: User, schedule_id: str) -> dict[str, Any]:
 
 
 def submission(
-    reg: Registry, schedule: dict[str, Any], key: str, env: dict[str, str] | None = None
+    reg: Registry,
+    schedule: dict[str, Any],
+    key: str,
+    env: dict[str, str] | None = None,
+    target: evaluations.Target | None = None,
 ) -> Any:
     """The run a schedule queues now (idempotency key `key`, variables `env`): its template
     again, on the newest version of each dataset the template read that `data` does not pin;
-    or, for a model name, the evaluation of the version it means now."""
+    or, for a model name, the evaluation of the version it means now (`target`, when resolved
+    already)."""
     from mllib.server.submit import rerun_of
 
     body = {"run_id": new_run_id(), "idempotency_key": key, "env": env or {}}
     if schedule.get("model_ref"):  # the version the name means now
-        version = evaluations.resolve(reg, schedule["model_ref"])
-        return evaluations.evaluation(reg, version, evaluations.data_of(schedule), body)
+        target = target or evaluations.target(reg, schedule["model_ref"])
+        return evaluations.evaluation(reg, target.version, evaluations.data_of(schedule), body)
     template = get_run(reg, schedule["template_run_id"])
     sub = rerun_of(reg, template, body)
     bindings = [parse_binding(b) for b in json.loads(schedule["data"] or "[]")]
@@ -239,13 +258,15 @@ def submission(
 def queue_now(
     reg: Registry, commits: GroupCommit, ctx: ServerContext, schedule: dict[str, Any], key: str
 ) -> Accepted:
-    """Queue one run of `schedule` as its user's, and record it as the schedule's."""
-    accepted = _queue(reg, commits, ctx, schedule, key)
+    """Queue one run of `schedule` as its user's, and record it as the schedule's, with the
+    deployment whose version it evaluates."""
+    accepted, target = _queue(reg, commits, ctx, schedule, key)
+    deployment = target.deployment if target else None
     with reg.transaction():
         reg.conn.execute(
-            "INSERT INTO server_schedule_runs (run_id, schedule_id, started_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (run_id) DO NOTHING",
-            (accepted.run.id, schedule["id"], now()),
+            "INSERT INTO server_schedule_runs (run_id, schedule_id, started_at, deployment_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+            (accepted.run.id, schedule["id"], now(), deployment["id"] if deployment else None),
         )
     return accepted
 
@@ -257,14 +278,18 @@ def _queue(
     schedule: dict[str, Any],
     key: str,
     env: dict[str, str] | None = None,
-) -> Accepted:
+) -> tuple[Accepted, evaluations.Target | None]:
     """Queue the schedule's run with its variables (`env`, else its sealed ones): its job holds
-    them until the run ends, as any submission's."""
+    them until the run ends, as any submission's. With it, what its model name meant (None for
+    a rerun of a template)."""
     user = get_user(reg, schedule["user"])
     limit = user.max_queued if user.max_queued is not None else ctx.settings.max_queued
     if env is None:
         env = sealed.unseal(ctx.home, schedule.get("sealed_env"))
-    return commits.submit(user, submission(reg, schedule, key, env), limit)
+    ref = schedule.get("model_ref")
+    target = evaluations.target(reg, ref) if ref else None
+    sub = submission(reg, schedule, key, env, target)
+    return commits.submit(user, sub, limit), target
 
 
 def run_now(
@@ -418,7 +443,8 @@ def _runs(reg: Registry, row: dict[str, Any], limit: int) -> list[dict[str, Any]
     """The schedule's runs, newest first, with their eval metrics and the gates they broke."""
     gates = json.loads(row["gates"] or "{}")
     found = reg.query(
-        "SELECT s.run_id, s.started_at, r.status, r.error, r.model FROM server_schedule_runs s "
+        "SELECT s.run_id, s.started_at, s.deployment_id, r.status, r.error, r.model "
+        "FROM server_schedule_runs s "
         "JOIN runs r ON r.id = s.run_id WHERE s.schedule_id = ? "
         "ORDER BY s.started_at DESC LIMIT ?",
         (row["id"], limit),
@@ -429,6 +455,7 @@ def _runs(reg: Registry, row: dict[str, Any], limit: int) -> list[dict[str, Any]
         broken = breaches(values, gates) if values else []
         status = "breached" if broken else r["status"]
         version = evaluations.evaluated_version(reg, r["run_id"])
+        deployment = deployments.get(reg, r["deployment_id"])
         out.append(
             {
                 **r,
@@ -436,8 +463,15 @@ def _runs(reg: Registry, row: dict[str, Any], limit: int) -> list[dict[str, Any]
                 "eval_metrics": values,
                 "breaches": broken,
                 "version": version.version if version else None,
-                "deployment_id": None,  # the team server knows no deployments
-                "env": None,
+                "deployment_id": r["deployment_id"],  # the deployment serving that version
+                "env": deployment["env"] if deployment else None,
             }
         )
     return out
+
+
+def deployment_of_run(reg: Registry, run_id: str) -> dict[str, Any] | None:
+    """The deployment whose version scheduled evaluation `run_id` evaluated (`runs show`)."""
+    rows = reg.query("SELECT deployment_id FROM server_schedule_runs WHERE run_id = ?", (run_id,))
+    found = deployments.get(reg, rows[0]["deployment_id"]) if rows else None
+    return deployments.public(found) if found else None

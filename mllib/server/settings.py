@@ -36,6 +36,7 @@ class ServerSettings:
     heartbeat_s: float = 1.0  # how often running jobs' agents are asked
     max_upload_mb: float = 512.0  # one blob (a code file, a dataset chunk)
     max_dataset_gb: float = 100.0  # one dataset version (its files together)
+    upload_expiry_h: float = 24.0  # an upload's lease on its chunks, past its last request
     max_body_kb: float = 1024.0  # a submission's JSON
 
 

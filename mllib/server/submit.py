@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from mllib._version import __version__
@@ -99,9 +99,8 @@ def submit(
 def _record(
     reg: Registry, store: Any, runs_dir: Any, user: User, sub: Submission, max_queued: int
 ) -> Accepted:
-    _check(store, sub)
+    spec = _check(store, sub)
     datasets = dataset_uses(reg, sub.datasets)
-    spec = RunSpec(**{**sub.spec, "run_id": sub.run_id})
     folder = RunFolder(runs_dir / sub.run_id)
     record = RunRecord(
         id=sub.run_id,
@@ -131,7 +130,7 @@ def _record(
         priority=sub.priority,
         gpus=sub.gpus,
         idem_key=sub.idempotency_key,
-        spec=json.dumps(asdict(spec)),
+        spec=json.dumps(vars(spec)),  # JSON values already: no deep copy (asdict) needed
         secrets=json.dumps({"env": sub.env, "secret_params": sub.secret_params}),
         env_plan=json.dumps(sub.env_plan) if sub.env_plan is not None else None,
     )
@@ -164,8 +163,8 @@ def _is_duplicate(exc: Exception) -> bool:
     return type(exc).__name__ in ("UniqueViolation", "IntegrityError")
 
 
-def _check(store: Any, sub: Submission) -> None:
-    """Refuse what cannot run, before anything is written."""
+def _check(store: Any, sub: Submission) -> RunSpec:
+    """Refuse what cannot run, before anything is written; the run's spec."""
     if not RUN_ID.match(sub.run_id):
         raise UsageError(f"Invalid run id {sub.run_id!r}: 8 to 32 lower-case letters and digits")
     if sub.action not in ACTIONS:
@@ -180,7 +179,7 @@ def _check(store: Any, sub: Submission) -> None:
     if set(sub.secret_params) - set(sub.secret):
         raise UsageError("secret_params names params that are not listed in secret")
     try:
-        RunSpec(**{**sub.spec, "run_id": sub.run_id})
+        spec = RunSpec(**{**sub.spec, "run_id": sub.run_id})
     except TypeError as exc:
         raise UsageError(f"The run's spec is not valid: {exc}") from None
     if sub.env_plan is not None and not _valid_env_plan(sub.env_plan):
@@ -188,6 +187,7 @@ def _check(store: Any, sub: Submission) -> None:
             "The run's env_plan is not valid",
             hint="Send what mllib.runtime.env_plan.EnvPlan.to_json() gives, or leave it out.",
         )
+    return spec
 
 
 def _valid_env_plan(data: dict[str, Any]) -> bool:

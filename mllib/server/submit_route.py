@@ -21,9 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from mllib.server.api import SubmissionBody
-from mllib.server.app import error_answer, submitted
+from mllib.server.app import error_answer, submission_of, submitted
 from mllib.server.commits import GroupCommit
-from mllib.server.submit import Submission
 from mllib.server.tokencache import TokenCache
 
 PATH = "/api/v1/runs"
@@ -56,7 +55,7 @@ class SubmitRoute:
             parsed = SubmissionBody.model_validate_json(body)
         except ValidationError:  # FastAPI answers 422, naming the field
             return await self.app(scope, _replay(body, receive), send)
-        sub = Submission(**{**parsed.model_dump(), "spec": parsed.spec.model_dump()})
+        sub = submission_of(parsed)
         try:
             user = await self.tokens.user(token)
             limit = user.max_queued if user.max_queued is not None else self.max_queued

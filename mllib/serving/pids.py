@@ -89,6 +89,11 @@ def alive(folder: Path, *, server: str | None = None) -> list:
     return found
 
 
+def servers(folder: Path) -> set[str]:
+    """The servers (replica ids) with a recorded process still running."""
+    return {e["server"] for e in entries(folder) if e.get("server") and _process(e) is not None}
+
+
 def _process(entry: dict[str, Any]) -> Any:
     """The running process a record names, or None (ended, a zombie, or its pid reused)."""
     import psutil

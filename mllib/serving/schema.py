@@ -152,4 +152,10 @@ def migrations() -> sqlite_utils.Migrations:
         ):
             table.add_column(column, kind)
 
+    @migrations(name="0004_deployments_reported")
+    def reported(db: sqlite_utils.Database) -> None:
+        # when the team server was told this deployment went live (NULL: not yet; those that
+        # went live before reach it with the next `mllib deploy` command)
+        db["deployments"].add_column("reported_at", str)
+
     return migrations

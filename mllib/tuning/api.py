@@ -145,35 +145,39 @@ def run(
     with _driving(ws, study):
         optuna_study = open_study(ws, study, create=not resume)
         publish(optuna_study, get_study(ws.registry, name))  # a server study: its record too
-        if resume:
-            reconcile(ws)  # runs whose supervisor died with it: failed as system errors
-            _reseed(optuna_study, study)
-        evaluate = "evaluate" in target.info.methods or not target.info.complete
-        attempts = ws.project.config.retry.max_attempts
         presence = Presence(optuna_study) if on_server(study) else None
-        driver = Driver(
-            target,
-            study,
-            optuna_study,
-            space,
-            evaluate=evaluate,
-            progress=progress,
-            max_attempts=attempts,
-            presence=presence,
-        )
-        with presence or nullcontext():  # beating before it takes over trials of others
-            if resume:
-                _take_over(ws, driver, optuna_study, name)
-            try:
-                with _warm_workers(target, driver.launch):
-                    tally = driver.run()
-            except KeyboardInterrupt:
-                _ended(ws, optuna_study, name, status="interrupted")
-                raise
-            except Exception as exc:
-                _ended(ws, optuna_study, name, status="stopped", error=str(exc).splitlines()[0])
-                raise
-        _ended(ws, optuna_study, name, status="finished", error=None)
+        ended: dict[str, Any] | None = None  # how this drive ended, once it has
+        try:
+            with presence or nullcontext():  # beating before it takes over trials of others
+                if resume:
+                    reconcile(ws)  # runs whose supervisor died with it: failed as system errors
+                _reseed(optuna_study, study, presence, resumed=resume)
+                driver = Driver(
+                    target,
+                    study,
+                    optuna_study,
+                    space,
+                    evaluate="evaluate" in target.info.methods or not target.info.complete,
+                    progress=progress,
+                    max_attempts=ws.project.config.retry.max_attempts,
+                    presence=presence,
+                )
+                if resume:
+                    _take_over(ws, driver, optuna_study, name)
+                try:
+                    with _warm_workers(target, driver.launch):
+                        tally = driver.run()
+                except KeyboardInterrupt:
+                    ended = {"status": "interrupted"}
+                    raise
+                except Exception as exc:
+                    why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    ended = {"status": "stopped", "error": why}
+                    raise
+                ended = {"status": "finished", "error": None}
+        finally:
+            if ended is not None:  # after this driver's beat has ended (see _ended)
+                _ended(ws, optuna_study, study, presence, **ended)
     return tally
 
 
@@ -292,24 +296,42 @@ def _driving(ws: Workspace, study: StudyRecord) -> Iterator[None]:
         yield
 
 
-def _ended(ws: Workspace, optuna_study: optuna.Study, name: str, **values: Any) -> None:
-    """Record how the study's drive ended (here, and with its journal on a server)."""
-    update_study(ws.registry, name, **values)
-    publish(optuna_study, get_study(ws.registry, name))
+def _ended(
+    ws: Workspace,
+    optuna_study: optuna.Study,
+    study: StudyRecord,
+    presence: Presence | None,
+    **values: Any,
+) -> None:
+    """Record how the study's drive ended (here, and with its journal on a server). Of a study
+    other drivers still drive, a finished drive leaves it running unless its trial budget is
+    reached with no trial left running; a stopped one leaves it to them (mllib.tuning.drivers)."""
+    from mllib.tuning.drivers import ends_study
+
+    if presence is not None:
+        if values["status"] == "finished":
+            target = int(get_study(ws.registry, study.name).settings["trials"])
+            if not ends_study(optuna_study, target, presence):
+                return
+        elif presence.others_driving():
+            return
+    update_study(ws.registry, study.name, **values)
+    publish(optuna_study, get_study(ws.registry, study.name))
 
 
-def _reseed(optuna_study: optuna.Study, study: StudyRecord) -> None:
-    """A resumed study's sampler, seeded past the trials it has (samplers keep no state)."""
-    from mllib.tuning.storage import sampler
+def _reseed(
+    optuna_study: optuna.Study, study: StudyRecord, presence: Presence | None, *, resumed: bool
+) -> None:
+    """The sampler of this drive (samplers keep no state, so a resumed study must not draw the
+    points it drew before): of a study kept on a server, the study's seed plus this driver's
+    number (the order the server's journal gives drivers, so the same drivers in the same order
+    draw the same points); of a resumed local one, plus the number of trials it has."""
+    from mllib.tuning.storage import reseed
 
-    seed = study.settings.get("seed")
-    if seed is not None:
-        offset = len(optuna_study.get_trials(deepcopy=False))
-        if on_server(study):  # two machines resuming it at once must not draw the same points
-            offset += os.getpid()
-        optuna_study.sampler = sampler(
-            study.settings["sampler"], seed + offset, study.settings["parallel"]
-        )
+    if presence is not None:
+        reseed(optuna_study, study, presence.number)
+    elif resumed:
+        reseed(optuna_study, study, len(optuna_study.get_trials(deepcopy=False)))
 
 
 def _take_over(ws: Workspace, driver: Driver, optuna_study: optuna.Study, name: str) -> None:

@@ -12,6 +12,14 @@ on each): the server's journal is the one order they all see, and its lock arbit
   when it stops. A driver that resumes the study leaves alone the running trials of drivers
   whose beat moved while it watched (their own driver tells Optuna how they end), and settles or
   follows the others as before (their driver died).
+- **Which driver.** A driver's number is its place among the drivers of the study in the order
+  the server's journal holds their first beats (0: the first ever): the server hands them out
+  in turn. Its sampler is seeded with the study's seed plus that number, so the same sequence of
+  drivers draws the same points, and no two drivers draw the same ones.
+- **When the study is finished.** A driver that runs out of trials to start marks the study
+  finished only when its trial budget is reached with none of its trials running or waiting to
+  be retried, or when no other driver drives it; otherwise the drivers still at it do, when
+  they end. A driver stopped (Ctrl-C, an error) while others drive leaves the study to them.
 """
 
 from __future__ import annotations
@@ -40,11 +48,13 @@ class Presence:
     def __init__(self, optuna_study: optuna.Study) -> None:
         self.study = optuna_study
         self.id = uuid.uuid4().hex[:12]
+        self.number = 0  # this driver's place in the order drivers joined (set on entering)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Presence:
         self._beat(0)
+        self.number = _driver_ids(self.study).index(self.id)
         self._thread = threading.Thread(target=self._run, name="tune-beat", daemon=True)
         self._thread.start()
         return self
@@ -57,6 +67,11 @@ class Presence:
             self._beat(ENDED)
         except Exception:  # the server is down: the beat stops moving, which says as much
             pass
+
+    def others_driving(self) -> bool:
+        """Whether another driver of the study has not ended (a dead one's beat stays, so it
+        counts until the study is resumed: the trial it left is not settled either)."""
+        return bool(set(_beats(self.study)) - {self.id})
 
     def claim(self, trial: optuna.Trial) -> None:
         """Name this driver on `trial`, which it runs."""
@@ -101,12 +116,34 @@ def has_room(target: int) -> Callable[[list[FrozenTrial]], bool]:
     return room
 
 
+def ends_study(optuna_study: optuna.Study, target: int, me: Presence) -> bool:
+    """Whether driver `me`, which ran out of trials to start and has stopped beating, finishes
+    the study: no other driver drives it, or `target` trials were counted and none of them runs
+    or waits to be retried. (Each driver stops beating before it asks, so of two ending at once
+    the later sees the earlier gone.)"""
+    if not me.others_driving():
+        return True
+    states = import_optuna().trial.TrialState
+    trials = optuna_study.get_trials(deepcopy=False)
+    if any(t.state in (states.RUNNING, states.WAITING) for t in trials):
+        return False
+    return sum(1 for t in trials if counts(t)) >= target
+
+
 def counts(frozen: FrozenTrial) -> bool:
     """Whether a trial counts toward the study's target (a failed one tried again does not)."""
     states = import_optuna().trial.TrialState
     if frozen.state == states.FAIL:
         return not bool(frozen.user_attrs.get("retried"))
     return True
+
+
+def _driver_ids(optuna_study: optuna.Study) -> list[str]:
+    """Every driver's id, in the order of their first beats in the journal (Optuna replays a
+    study's attributes in journal order, and a dict keeps the order its keys came in)."""
+    with quiet_warnings():
+        attrs = optuna_study.user_attrs
+    return [key[len(BEAT_ATTR) :] for key in attrs if key.startswith(BEAT_ATTR)]
 
 
 def _beats(optuna_study: optuna.Study) -> dict[str, Any]:

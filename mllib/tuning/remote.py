@@ -36,6 +36,16 @@ def publish(optuna_study: optuna.Study, study: StudyRecord) -> None:
         optuna_study.set_user_attr(RECORD_ATTR, study.to_row())
 
 
+def shared_record(optuna_study: optuna.Study, study: StudyRecord) -> StudyRecord:
+    """`study` as every machine sees it: of a study kept on a server, the record its drivers keep
+    with its journal there (how it stands: another machine may drive it, or have finished it),
+    else `study` itself."""
+    if not on_server(study):
+        return study
+    row = optuna_study.user_attrs.get(RECORD_ATTR)
+    return StudyRecord.from_row(row) if isinstance(row, dict) else study
+
+
 def find_study(ws: Workspace, name: str) -> StudyRecord:
     """The study `name`: this project's record of it, else the one kept on the configured team
     server (read only: nothing is written here)."""

@@ -202,14 +202,9 @@ def pruner(name: str) -> BasePruner:
     return pruners.NopPruner()
 
 
-def open_study(
-    ws: Workspace, study: StudyRecord, *, create: bool, seed_offset: int = 0
-) -> optuna.Study:
-    """The Optuna study behind `study` (created when `create`), with its sampler and pruner.
-
-    A sampler's state is not stored: a resumed study gets one seeded with the seed plus the
-    number of trials it already has (`seed_offset`), so it does not draw the same points again.
-    """
+def open_study(ws: Workspace, study: StudyRecord, *, create: bool) -> optuna.Study:
+    """The Optuna study behind `study` (created when `create`), with its sampler and pruner
+    (seeded with the study's seed; a resumed one is given another with `reseed`)."""
     import_optuna()
     import optuna
 
@@ -217,9 +212,7 @@ def open_study(
     seed = settings.get("seed")
     with quiet_warnings():
         storage = study_storage(ws, study)
-        chosen = sampler(
-            settings["sampler"], None if seed is None else seed + seed_offset, settings["parallel"]
-        )
+        chosen = sampler(settings["sampler"], seed, settings["parallel"])
         if create:
             made = optuna.create_study(
                 study_name=study.name,
@@ -242,6 +235,16 @@ def open_study(
     if storage in _IN_TURN:
         _IN_TURN[made] = _IN_TURN[storage]
     return made
+
+
+def reseed(optuna_study: optuna.Study, study: StudyRecord, offset: int) -> None:
+    """Give `optuna_study` a sampler seeded with the study's seed plus `offset`. A sampler's
+    state is not stored, so a resumed study must not start over from the seed: it would draw
+    the same points again (mllib.tuning.api says which offset a drive gets)."""
+    seed = study.settings.get("seed")
+    if seed is not None:
+        settings = study.settings
+        optuna_study.sampler = sampler(settings["sampler"], seed + offset, settings["parallel"])
 
 
 def load_study(ws: Workspace, name: str) -> optuna.Study:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from mllib.registry.runs import RunRecord
 from mllib.tuning.records import StudyRecord, list_studies, trial_runs
-from mllib.tuning.remote import RUN_ATTR, find_study, server_studies
+from mllib.tuning.remote import RUN_ATTR, find_study, server_studies, shared_record
 from mllib.tuning.storage import import_optuna, open_study, quiet_warnings
 from mllib.workspace import Workspace
 
@@ -70,6 +70,7 @@ def study_dict(ws: Workspace, name: str, *, detail: bool = True) -> dict[str, An
     """The JSON object of one study; `detail` adds its trials and parameter importances."""
     study = find_study(ws, name)
     optuna_study = open_study(ws, study, create=False)
+    study = shared_record(optuna_study, study)
     rows = trials(ws, study, optuna_study)
     best = _best(rows, study.direction)
     counts = {state: 0 for state in STATES.values()}

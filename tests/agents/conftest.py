@@ -108,12 +108,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     _end_local_supervisors(root)
 
 
+@pytest.fixture
+def staging_stopped(project: Path) -> Iterator[None]:
+    """`mllib deploy stop --env staging` after the test, failed or not: a deployment left
+    running would go on replacing its replicas on the lab's hosts in the next tests."""
+    from helpers import mllib
+
+    yield
+    mllib("deploy", "stop", "--env", "staging", cwd=project, timeout=120)
+
+
 def _end_local_supervisors(root: Path) -> None:
     import psutil
 
     for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "supervise" in cmd and str(root) in cmd:
+        cmd = " ".join(proc.info["cmdline"] or [])  # python -m ...control.supervisor ROOT/.../spec
+        if "mllib.serving.control.supervisor" in cmd and str(root) in cmd:
             _kill(proc.pid)
 
 

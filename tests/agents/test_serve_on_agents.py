@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from deployed import Traffic, deploy, on_agents, prepare, servers, status
 from helpers import mllib
 from sshlab import wait_for
 
@@ -26,6 +26,7 @@ STAGING_WITH_KEYS = """
 [serve]
 drain_s = 1.0
 timeout_s = 10.0
+min_replicas = 2  # one on each agent all along (test_scale_on_agents.py scales them)
 
 [deploy]
 ready_timeout_s = 600
@@ -36,30 +37,10 @@ require_keys = true
 """
 
 
-def _status(project: Path) -> dict:
-    result = mllib("deploy", "status", "--env", "staging", "--json", cwd=project)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (row,) = json.loads(result.stdout)
-    return row
-
-
-def _on_agents(row: dict) -> dict[str, str]:
-    """Ready replicas on agents: replica id -> agent."""
-    return {
-        r["id"]: r["host"]
-        for r in row["replicas"]
-        if r["host"] != "local" and r["state"] == "ready"
-    }
-
-
-def _servers(host) -> list:
-    return [p for p in host.processes() if "mllib.serving.server" in (p.info["cmdline"] or [])]
-
-
 def _wait_placed(project: Path, where: list[str], traffic: Traffic) -> None:
     """Until the ready agent replicas are on `where`, and some answers came after."""
     wait_for(
-        lambda: sorted(_on_agents(_status(project)).values()) == where,
+        lambda: sorted(on_agents(status(project)).values()) == where,
         timeout=300,
         interval=1.0,
         what=f"replicas on {where}",
@@ -68,60 +49,24 @@ def _wait_placed(project: Path, where: list[str], traffic: Traffic) -> None:
     wait_for(lambda: len(traffic.statuses) >= before + 20, timeout=60, what="more answers")
 
 
-class Traffic:
-    """One client posting through the gateway with a key until stopped; every status kept."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self.url, self.key = url, key
-        self.statuses: list[int] = []
-        self.errors: list[str] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        with httpx.Client(timeout=30, headers=headers) as client:
-            while not self.done.is_set():
-                try:
-                    reply = client.post(f"{self.url}/predict", json={"x": 1})
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                    continue
-                self.statuses.append(reply.status_code)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.thread.join()
-
-
 @pytest.mark.timeout(1200)  # the lab, a training run, and the server's venv built on each agent
 def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stopped(
-    lab, agents, project: Path
+    lab, agents, project: Path, staging_stopped
 ) -> None:
     from mllib.serving.clock import SystemClock
     from mllib.serving.control import keys
     from mllib.serving.control.settings import KeySettings
     from mllib.workspace import Workspace
 
-    for host in lab.hosts:
-        host.use_package_sources()
-    with open(project / "mllib.toml", "a") as config:
-        config.write(STAGING_WITH_KEYS)
-    trained = mllib("train", "model.py", cwd=project, timeout=300)
-    assert trained.returncode == 0, trained.stdout + trained.stderr
+    prepare(lab, project, STAGING_WITH_KEYS)
     ws = Workspace.find(project)
     key = keys.create_key(
         ws.registry, SystemClock(), KeySettings(), env="staging", user="alice", rps=1000.0
     ).token
 
-    deployed = mllib(
-        "deploy", "steps", "--env", "staging", "--agents", ",".join(agents), cwd=project,
-        timeout=900,
-    )  # fmt: skip
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    row = _status(project)
-    placed = _on_agents(row)
+    deploy(project, "steps", "--agents", ",".join(agents))
+    row = status(project)
+    placed = on_agents(row)
     assert sorted(placed.values()) == sorted(agents), row["replicas"]
     shown = mllib("deploy", "status", "--env", "staging", cwd=project).stdout
     assert f"on agents {', '.join(sorted(agents))}" in shown, shown
@@ -135,7 +80,7 @@ def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stop
         assert set(placed) <= answered_by, answered_by  # each agent's replica answered some
 
         # h0's server is killed: its replica is started again on h1, answers keep coming.
-        for proc in _servers(lab.hosts[0]):
+        for proc in servers(lab.hosts[0]):
             os.kill(proc.pid, signal.SIGKILL)
         _wait_placed(project, [agents[1], agents[1]], traffic)
 
@@ -147,7 +92,7 @@ def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stop
         lab.hosts[1].start()  # back, for the stop to find nothing of the deployment left
     finally:
         traffic.stop()
-    failed = [s for s in traffic.statuses if s != 200]
+    failed = traffic.failed()
     print(f"answers: {len(traffic.statuses)}, non-2xx: {len(failed)}, errors: {traffic.errors}")
     assert not failed and not traffic.errors
     history = mllib("deploy", "history", "--env", "staging", "--json", cwd=project)
@@ -157,5 +102,5 @@ def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stop
     stopped = mllib("deploy", "stop", "--env", "staging", cwd=project, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     for host in lab.hosts:
-        assert _servers(host) == []
+        assert servers(host) == []
         assert not list((host.agent_root / "serving").glob("d*")), "a deployment's folder is left"

@@ -10,6 +10,7 @@ sealed and never answers."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -136,11 +137,14 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     shown_schedule = cli(ana, env, "schedules", "show", schedule_id, "--json")
     assert TOKEN not in shown_schedule.stdout and TOKEN not in ticked_log(ana, env, ticked)
 
-    queued = cli(ana, env, "schedules", "run-now", schedule_id)
+    # run-now follows the run there and says how it went, as a local run-now does
+    queued = cli(ana, env, "schedules", "run-now", schedule_id, timeout=300)
     assert queued.returncode == 0, queued.stderr
-    again = queued.stdout.strip().splitlines()[-1]
-    wait_for(lambda: show(server, "ana", again)["status"] in TERMINAL[:3], timeout=300,
-             interval=1.0, what="the run-now evaluation to end")  # fmt: skip
+    [(again, values)] = re.findall(
+        rf"✔ {schedule_id} succeeded: {model} v2 run (\w+) (.*)", queued.stderr
+    )
+    assert sorted(values.split()) == ["token=1", "total=10"]
+    assert show(server, "ana", again)["status"] == "succeeded"
     # the trend in `mllib models show`: each version's evaluations the server ran
     v1 = _json(cli(ana, env, "models", "show", f"{model}:1", "--json"))
     assert [h["eval_metrics"]["total"] for h in v1["history"]] == [3.0]
@@ -157,3 +161,126 @@ def _schedule_and_follow(server, ingest: SentryIngest, tmp_path) -> None:
     unknown = cli(ana, env, "evaluate", "--model", "nothing@prod", "--every", "1d")
     assert unknown.returncode == 4 and "No model 'nothing' on the team server" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 2
+
+
+# One replica of one process: the deployments here only need to go live.
+DEPLOYING = """name = "steps"
+
+[serve]
+workers = 1
+api_servers = 1
+
+[deploy]
+ready_timeout_s = 180
+stop_grace_s = 15
+"""
+
+
+def _deploy(root, env, ref: str, reason: str) -> tuple[dict, str]:
+    """`mllib deploy REF --env prod --force` (no staging load test: these are the test's); its
+    --json answer and what it said on stderr."""
+    done = cli(root, env, "deploy", ref, "--env", "prod", "--force", "--reason", reason,
+               "--json", timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+@pytest.mark.timeout(1200)  # two trainings on agents and two here, three deploys, five evaluations
+def test_a_schedule_of_prod_follows_mllib_deploy_and_run_now_waits_for_its_gate(
+    dispatching, tmp_path
+):
+    """`mllib deploy` tells the server what went live on prod, so a schedule of NAME@prod there
+    evaluates the version deployed (each run records the deployment); an alias set later wins,
+    as does a deploy after it; a deploy while the server is down goes live all the same, says
+    so, and the next `mllib deploy` command sends it. `schedules run-now` on the server waits
+    for its run and gate, as a local one does."""
+    server = dispatching
+    ana, env = person(tmp_path, server, "ana")
+    (ana / "mllib.toml").write_text(DEPLOYING)
+    # the same versions on the server (its agents train them) and here (which deploys them)
+    model = _trained(server, ana, env, "--steps=3")["model"]  # v1: evaluate() gives total 3
+    _trained(server, ana, env, "--steps=5")  # v2: total 10
+    for steps in ("--steps=3", "--steps=5"):
+        done = cli(ana, env, "train", "model.py", "--local", steps, timeout=300)
+        assert done.returncode == 0, done.stderr
+    try:
+        _follow_deploys(server, ana, env, model)
+    finally:
+        cli(ana, env, "deploy", "stop", "--env", "prod", timeout=180)
+
+
+def _follow_deploys(server, ana, env, model: str) -> None:
+    first, said = _deploy(ana, env, f"{model}:1", "the first release")
+    assert f"Recorded on the team server: {model} v1 on prod." in said
+    made = cli(ana, env, "evaluate", "--model", f"{model}@prod", "--fail-under", "total=5",
+               "--every", "1d")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    schedule_id = made.stdout.strip().splitlines()[-1]
+    assert f"Now that is {model}:1, deployed in prod by ana" in made.stderr
+    row = wait_for(lambda: (r := _last(ana, env))["last"]["status"] in TERMINAL and r,
+                   timeout=300, interval=1.0, what="the first evaluation to end")  # fmt: skip
+    last = row["last"]
+    assert (last["status"], last["version"]) == ("breached", 1)
+    assert (last["deployment_id"], last["env"]) == (first["deployment_id"], "prod")
+    shown = _json(cli(ana, env, "runs", "show", last["run_id"], "--json"))
+    deployed = shown["deployment"]
+    assert (deployed["id"], deployed["model"], deployed["version"], deployed["env"]) == (
+        first["deployment_id"], model, 1, "prod",
+    )  # fmt: skip
+    text = cli(ana, env, "runs", "show", last["run_id"]).stdout
+    assert f"deployed:  {model} v1 on prod (deployment {first['deployment_id']} by ana)" in text
+
+    # v2 deployed on prod: the next tick evaluates v2, and its run says which deployment
+    second, said = _deploy(ana, env, f"{model}:2", "v2 is better")
+    assert f"Recorded on the team server: {model} v2 on prod." in said
+    make_due(server, schedule_id, 5)
+
+    def ticked() -> dict | None:
+        runs = _json(cli(ana, env, "schedules", "show", schedule_id, "--json"))["runs"]
+        return runs[0] if len(runs) == 2 and runs[0]["status"] in TERMINAL else None
+
+    run = wait_for(ticked, timeout=300, interval=1.0, what="the ticker's evaluation to end")
+    assert (run["status"], run["version"], run["eval_metrics"]) == ("succeeded", 2, {"total": 10})
+    assert (run["deployment_id"], run["env"]) == (second["deployment_id"], "prod")
+    listed = _json(cli(ana, env, "runs", "list", "--json"))
+    assert run["run_id"] in [r["id"] for r in listed if r["action"] == "evaluate"]
+    shown = _json(cli(ana, env, "runs", "show", run["run_id"], "--json"))
+    assert (shown["deployment"]["id"], shown["deployment"]["version"]) == (
+        second["deployment_id"], 2,
+    )  # fmt: skip
+    last = _last(ana, env)["last"]
+    assert (last["run_id"], last["version"]) == (run["run_id"], 2)
+    table = cli(ana, env, "schedules", "list").stdout
+    assert f"{model}@prod (v2)" in table and "succeeded" in table
+
+    # run-now waits for its run and gate there, and exits as a local run-now does
+    passed = cli(ana, env, "schedules", "run-now", schedule_id, timeout=300)
+    assert passed.returncode == 0, passed.stderr
+    assert re.search(
+        rf"✔ {schedule_id} succeeded: {model} v2 in prod run \w+ total=10", passed.stderr
+    )
+    moved = cli(ana, env, "models", "alias", f"{model}:1", "prod")  # after the deploy: it wins
+    assert moved.returncode == 0, moved.stderr
+    broken = cli(ana, env, "schedules", "run-now", schedule_id, timeout=300)
+    assert broken.returncode == 1, broken.stderr
+    assert re.search(rf"✘ {schedule_id} breached: {model} v1 run \w+ total=3\n", broken.stderr)
+    assert "  total 3 is under 5" in broken.stderr
+    detached = cli(ana, env, "schedules", "run-now", schedule_id, "--detach")
+    assert detached.returncode == 0, detached.stderr
+    assert show(server, "ana", detached.stdout.strip().splitlines()[-1])["action"] == "evaluate"
+
+    # the server down: the deploy goes live all the same and says so in one line; the next
+    # `mllib deploy` command sends it, and NAME@prod follows it again (later than the alias)
+    server.stop()
+    third, said = _deploy(ana, env, f"{model}:1", "back to v1")
+    assert third["version"] == 1 and third["state"] == "live"
+    [line] = [x for x in said.splitlines() if "Not recorded on the team server yet" in x]
+    assert f"{model} v1 on prod; the next `mllib deploy` command" in line
+    server.start()
+    status = cli(ana, env, "deploy", "status")
+    assert status.returncode == 0 and f"Recorded on the team server: {model} v1 on prod." in (
+        status.stderr
+    )
+    again = cli(ana, env, "schedules", "run-now", schedule_id, "--detach")
+    queued = _json(cli(ana, env, "runs", "show", again.stdout.strip().splitlines()[-1], "--json"))
+    assert queued["deployment"]["id"] == third["deployment_id"]

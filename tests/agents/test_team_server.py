@@ -414,10 +414,21 @@ def test_two_machines_driving_one_study_run_each_trial_once_and_reach_its_trials
         )
         for root, env in ((ana, ana_env), (laptop, laptop_env))
     ]
+    # The first to run out of trials to start does not mark the study finished while the other
+    # still runs one (its own show, read on the other machine, says running).
+    deadline = time.monotonic() + 800
+    while all(d.poll() is None for d in drivers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = next(i for i, d in enumerate(drivers) if d.poll() is not None)
+    meanwhile = cli(laptop, laptop_env, "tune", "show", "both", "--json")
+    if drivers[1 - first].poll() is None:  # still driving after the show was read
+        assert json.loads(meanwhile.stdout)["status"] == "running", meanwhile.stdout
     outputs = [driver.communicate(timeout=800) for driver in drivers]
     for driver, (_, stderr) in zip(drivers, outputs, strict=True):
         assert driver.returncode == 0, stderr
     study = json.loads(cli(ana, ana_env, "tune", "show", "both", "--json").stdout)
+    there = json.loads(cli(laptop, laptop_env, "tune", "show", "both", "--json").stdout)
+    assert study["status"] == there["status"] == "finished"
     trials = study["trials"]
     # Exactly the study's 10 trials, each numbered once, each its own run that ran once.
     assert [t["number"] for t in trials] == list(range(10)), trials

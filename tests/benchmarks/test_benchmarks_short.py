@@ -50,6 +50,10 @@ def test_dataset_benchmark_meets_its_memory_and_transfer_goals():
     assert result["goals"]["re-upload stores 0 bytes"], result["rss"]
     assert result["goals"]["resume re-sends <= 1 chunk"], result["resume"]
     assert 25 <= result["resume"]["killed_at_pct"] <= 75
+    upload = result["server_upload"]  # to a real server on loopback, beside --local
+    print(f"dataset upload to a team server (short): {upload}")
+    assert result["goals"]["server re-upload sends 0 bytes"], upload
+    assert upload["again_skipped_chunks"] == upload["size_mib"] // 8  # every 8 MiB chunk
 
 
 def test_serving_benchmark_measures_the_prod_path_beside_bare_litserve():

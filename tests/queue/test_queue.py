@@ -125,3 +125,42 @@ def test_competing_claimers_never_take_one_job_twice(database: str) -> None:
         t.join()
     assert errors == []
     assert sorted(taken) == [f"j{i:03d}" for i in range(60)]
+
+
+def test_the_waiting_counts_follow_every_change_of_a_job(reg) -> None:
+    # The scheduler's waiting users, quotas and places read the per-user counts that triggers
+    # keep: whatever moves a job (enqueue, claim, requeue, cancel, a row written by hand), they
+    # equal a count of the queue itself.
+    def counts() -> dict[tuple[str, int], int]:
+        rows = reg.query('SELECT "user", priority, queued FROM queue_waiting WHERE queued > 0')
+        return {(r["user"], int(r["priority"])): int(r["queued"]) for r in rows}
+
+    def counted() -> dict[tuple[str, int], int]:
+        rows = reg.query(
+            'SELECT "user", priority, COUNT(*) AS n FROM jobs WHERE state = ? '
+            'GROUP BY "user", priority',
+            (q.QUEUED,),
+        )
+        return {(r["user"], int(r["priority"])): int(r["n"]) for r in rows}
+
+    for i in range(4):
+        submit(reg, f"w{i}", "ana", enqueued_at=float(i) + 1, priority=i % 2)
+    submit(reg, "wb", "bo", enqueued_at=9.0)
+    assert counts() == counted() == {("ana", 0): 2, ("ana", 1): 2, ("bo", 0): 1}
+    assert q.queued_count(reg, "ana") == 4
+    placed = pick(reg, {"a": 1})
+    assert placed.job.run_id == "w1"  # the more urgent head
+    assert counts() == counted() and q.queued_count(reg, "ana") == 3
+    q.requeue(reg, placed.job.run_id, attempt=2, not_before=0.0)
+    assert counts() == counted()
+    q.done(reg, "w1")  # cancelled while queued
+    with reg.transaction():
+        reg.conn.execute("UPDATE jobs SET priority = 7 WHERE run_id = 'w2'")
+        reg.conn.execute("DELETE FROM jobs WHERE run_id = 'wb'")
+    assert counts() == counted() == {("ana", 0): 1, ("ana", 1): 1, ("ana", 7): 1}
+    assert q.queued_count(reg, "bo") == 0
+    # the newest job's place comes from the counts; an older one's from a count: the same order
+    submit(reg, "w9", "ana", enqueued_at=20.0, priority=1)
+    places = {r["run_id"]: r["position"] for r in queue(reg)["queued"]}
+    assert position(reg, q.get_job(reg, "w9"))[0] == places["w9"] == 3
+    assert position(reg, q.get_job(reg, "w3"))[0] == places["w3"] == 2

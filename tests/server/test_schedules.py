@@ -76,7 +76,7 @@ def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     table = model_project.mllib("schedules", "list")
     assert schedule["id"] in table.stdout and f"run {template}" in table.stdout
 
-    now = model_project.mllib("schedules", "run-now", schedule["id"])
+    now = model_project.mllib("schedules", "run-now", schedule["id"], "--detach")
     assert now.returncode == 0, now.output
     again = now.stdout.strip().splitlines()[-1]
     shown = model_project.mllib("runs", "show", again, "--json").json()
@@ -116,7 +116,7 @@ def test_the_server_runs_a_users_schedule_and_the_cli_lists_runs_and_removes_it(
     assert removed.returncode == 0 and schedule["id"] in removed.stderr
     assert model_project.mllib("schedules", "list", "--json").json() == []
     assert model_project.mllib("runs", "show", ticked, "--json").returncode == 0  # runs stay
-    gone = model_project.mllib("schedules", "run-now", schedule["id"])
+    gone = model_project.mllib("schedules", "run-now", schedule["id"], "--detach")
     assert gone.returncode == 4 and len(gone.stderr.strip().splitlines()) == 2
 
 

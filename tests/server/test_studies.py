@@ -162,3 +162,88 @@ def test_two_machines_asking_in_turn_create_the_studys_trials_and_no_more(team_s
     seen = optuna.load_study(study_name=name, storage=server_storage(team_server.url, name))
     assert sorted(t.number for t in seen.get_trials()) == list(range(10))
     assert sorted(asked[0] + asked[1]) == list(range(10)) and asked[0] and asked[1]
+
+
+def _server_record(server, name: str, sampler: str = "random"):
+    from mllib.tuning.records import StudyRecord
+
+    return StudyRecord(
+        name=name, model="m", model_ref="model.py", metric="loss", direction="minimize",
+        settings={"trials": 4, "parallel": 1, "sampler": sampler, "pruner": "none", "seed": 7,
+                  "server": server.url},
+        space={}, fixed={}, launch={}, status="created", user="ana",
+    )  # fmt: skip
+
+
+def _drive(study, presence, trials: int) -> list[float]:
+    """What a driver does with its trials here: ask, tell (a trivial objective)."""
+    from mllib.tuning.drivers import has_room
+    from mllib.tuning.storage import ask_in_turn
+
+    x = import_optuna().distributions.FloatDistribution(-5, 5)
+    drawn = []
+    for _ in range(trials):
+        trial = ask_in_turn(study, {"x": x}, has_room(100))
+        presence.claim(trial)
+        drawn.append(trial.params["x"])
+        study.tell(trial, (trial.params["x"] - 2) ** 2)
+    return drawn
+
+
+def test_drivers_are_numbered_in_the_order_they_join_and_the_same_drivers_draw_the_same_points(
+    team_server,
+) -> None:
+    from mllib.tuning.drivers import Presence
+    from mllib.tuning.storage import open_study, reseed
+
+    save_login(team_server.url, team_server.tokens["ana"])
+
+    def study_of_two_drivers(name: str) -> tuple[list[int], list[list[float]]]:
+        """The machine that started it drives 2 trials, then another machine 2 more."""
+        record = _server_record(team_server, name)
+        numbers, drawn = [], []
+        for create in (True, False):
+            study = open_study(None, record, create=create)  # type: ignore[arg-type]
+            with Presence(study) as presence:
+                reseed(study, record, presence.number)  # what mllib tune does as it starts
+                numbers.append(presence.number)
+                drawn.append(_drive(study, presence, 2))
+        return numbers, drawn
+
+    first = study_of_two_drivers(f"seq-{uuid.uuid4().hex[:8]}")
+    again = study_of_two_drivers(f"seq-{uuid.uuid4().hex[:8]}")
+
+    assert first[0] == [0, 1]
+    assert first[1] == again[1]  # the same drivers in the same order: the same points
+    assert not set(first[1][0]) & set(first[1][1])  # the second did not draw the first's again
+
+
+def test_a_driver_that_runs_out_of_trials_finishes_the_study_only_when_its_last_trial_ended(
+    team_server,
+) -> None:
+    from mllib.tuning.drivers import Presence, ends_study, has_room
+    from mllib.tuning.storage import ask_in_turn, open_study
+
+    save_login(team_server.url, team_server.tokens["ana"])
+    record = _server_record(team_server, f"end-{uuid.uuid4().hex[:8]}")
+    mine = open_study(None, record, create=True)  # type: ignore[arg-type]
+    theirs = open_study(None, record, create=False)  # type: ignore[arg-type]
+    x = {"x": import_optuna().distributions.FloatDistribution(-5, 5)}
+    me, other = Presence(mine), Presence(theirs)
+    with other:
+        with me:
+            _drive(mine, me, 3)
+            assert not ends_study(mine, 4, me)  # under budget, and another driver is at it
+            last = ask_in_turn(theirs, x, has_room(4))  # the other machine's 4th trial
+            other.claim(last)
+            assert ask_in_turn(mine, x, has_room(4)) is None  # nothing left for this one
+        # this driver has stopped; the other still drives, and its trial runs
+        assert not ends_study(mine, 4, me)
+        theirs.tell(last, 1.0)
+        assert ends_study(mine, 4, me)  # the 4 trials ended: finished
+    alone = open_study(
+        None, _server_record(team_server, f"end-{uuid.uuid4().hex[:8]}"), create=True
+    )  # type: ignore[arg-type]
+    with Presence(alone) as only:
+        _drive(alone, only, 1)
+    assert ends_study(alone, 4, only)  # under budget, but no driver is left: finished

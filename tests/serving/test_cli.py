@@ -213,8 +213,10 @@ def test_bad_agents_for_a_deployment_are_one_line_errors_that_start_nothing(proj
     with_canary = cli(
         project, "deploy", "served", "--env", "staging", "--agents", "a", "--canary", "10"
     )
-    assert with_canary.returncode == 2
-    assert "a rollout runs beside the deployment it joins" in with_canary.output
+    assert with_canary.returncode == 2  # a canary runs where the deployment it joins runs
+    live = [r for r in before if r["env"] == "staging" and r["state"] == "live"]
+    said = "--agents a: a canary runs where" if live else "needs a version live on staging"
+    assert said in with_canary.output, with_canary.output
     after = cli(project, "deploy", "status", "--env", "staging", "--json").json()
     assert [(r.get("deployment_id"), r["state"]) for r in after] == [
         (r.get("deployment_id"), r["state"]) for r in before

@@ -76,7 +76,8 @@ def deploy(
     version with the best evaluation of that metric) to `env` under the deploy rules: in
     place of what is live, or beside it for a share of requests (`strategy`: a canary, an
     A/B test, a shadow). `replicas`: (min, max) over the settings'; `agents`: one replica on
-    each of these agents (over [serve] placement)."""
+    each of these agents to begin with (over [serve] placement); with a strategy, where the
+    deployment it joins runs (its candidate's replicas run there too)."""
     env_settings = ctx.settings.env(env)
     if force and not (reason and reason.strip()):
         raise UsageError(
@@ -91,11 +92,8 @@ def deploy(
             "--min-replicas/--max-replicas set a new deployment's replicas; a rollout runs "
             "with those of the deployment it joins"
         )
-    if strategy is not None and agents:
-        raise UsageError(
-            "--agents places a new deployment's replicas; a rollout runs beside the "
-            "deployment it joins, on this machine"
-        )
+    if strategy is not None and agents:  # said again: checked against where it joins
+        strategy = dataclasses.replace(strategy, agents=tuple(agents))
     placed = placement(ctx, agents) if strategy is None else []
     check_replicas(
         env_settings.min_replicas if low is None else low,

@@ -168,6 +168,22 @@ def latest(reg: Registry, env: str) -> Deployment | None:
     return Deployment.from_row(rows[0]) if rows else None
 
 
+def unreported(reg: Registry) -> list[Deployment]:
+    """Deployments that went live here and the team server was not told of yet, oldest first
+    (mllib.server.deployments: what its `NAME@prod` follows)."""
+    rows = reg.query(
+        "SELECT * FROM deployments WHERE live_at IS NOT NULL AND reported_at IS NULL"
+        " ORDER BY live_at, rowid"
+    )
+    return [Deployment.from_row(r) for r in rows]
+
+
+def reported(reg: Registry, deployment_id: str) -> None:
+    """The team server has recorded this deployment."""
+    with reg.transaction():
+        reg.db["deployments"].update(deployment_id, {"reported_at": now()})
+
+
 def previous_artifact(reg: Registry, env: str, current: Deployment) -> Deployment | None:
     """The newest earlier deployment of `env` that went live with a different artifact."""
     rows = reg.query(

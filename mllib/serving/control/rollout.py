@@ -32,6 +32,7 @@ class Strategy:
     mode: str  # canary, ab or shadow
     percent: float  # of requests (shadow: copied)
     sticky_by: str | None = None  # ab: key, or header:NAME
+    agents: tuple[str, ...] = ()  # --agents: where the deployment it joins runs, said again
 
     @classmethod
     def of(
@@ -78,7 +79,7 @@ def start_candidate(
 ) -> dict[str, Any]:
     """Ask the controller of `current` to run `servable` beside it; wait until the candidate
     takes requests (or why it could not). Returns what the controller reported."""
-    from mllib.serving.control.environment import serving_python
+    from mllib.serving.control.environment import serving_plan, serving_python
     from mllib.serving.control.servable import materialize
     from mllib.serving.control.specs import replica_spec
 
@@ -94,12 +95,15 @@ def start_candidate(
             hint=f"Deploy it again first: mllib deploy {current.model}:{current.version} "
             f"--env {env.name} --force --reason 'upgrade'",
         )
+    placed = _placement(folder, current, strategy)
     say(f"Preparing {servable.label} (run {servable.run_id})")
     bundle = materialize(ctx.ws, servable)
+    extra = {"env_plan": serving_plan(ctx.ws, bundle).to_json()} if placed else {}
     with serving_python(ctx.ws, servable, bundle, say=say) as python_env:  # held till it is up
         spec = replica_spec(ctx, servable, env, bundle, current.marker, python_env)
         alive = controller_alive(current)
-        say(f"Starting its server beside {current.label} ({_describe(strategy)})")
+        where = f" on agents {', '.join(placed)}" if placed else ""
+        say(f"Starting its server{where} beside {current.label} ({_describe(strategy)})")
         started = send_order(
             folder,
             "candidate",
@@ -110,6 +114,7 @@ def start_candidate(
             weight=strategy.percent,
             sticky_by=strategy.sticky_by,
             user=ctx.user,
+            **extra,
         )
         timeout_s = ctx.settings.deploy.ready_timeout_s
         error = _wait_candidate(folder, started["server"], timeout_s, alive)
@@ -124,6 +129,23 @@ def start_candidate(
     return read_state(folder).get("candidate") or {}
 
 
+def _placement(folder: Path, current: records.Deployment, strategy: Strategy) -> list[str]:
+    """The agents the candidate's replicas run on: those of the deployment it joins (none: this
+    machine); UsageError when --agents names others."""
+    from mllib.serving.control.fleet import SPEC_FILE, FleetSpec
+
+    placed = sorted(a["name"] for a in FleetSpec.read(folder / SPEC_FILE).agents)
+    if strategy.agents and sorted(strategy.agents) != placed:
+        where = f"on agents {', '.join(placed)}" if placed else "on this machine"
+        raise UsageError(
+            f"--agents {','.join(strategy.agents)}: a {strategy.mode} runs where "
+            f"{current.label} runs, {where}",
+            hint="Leave --agents out (or name those agents), or deploy it in place of "
+            f"{current.label} with --agents.",
+        )
+    return placed
+
+
 def _wait_candidate(folder: Path, server: str, timeout_s: float, alive: Any) -> str | None:
     """None once a process of the candidate's server `server` is ready; else why it will not be.
     Only this candidate's own abort counts: the state file may still show an earlier rollout of
@@ -134,6 +156,9 @@ def _wait_candidate(folder: Path, server: str, timeout_s: float, alive: Any) -> 
         if state.get("candidate") and state.get("candidate_id") == server:
             processes = state.get("processes", {}).get(server, [])
             if any(p["state"] == "ready" for p in processes):
+                return None
+            remote = state.get("remote") or []  # its replicas on agents
+            if any(r.get("variant", "stable") != "stable" and r["state"] == "live" for r in remote):
                 return None
         abort = state.get("last_abort") or {}
         if abort.get("server") == server:

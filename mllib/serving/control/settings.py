@@ -56,8 +56,8 @@ class ServeSettings:
     target_inflight: float = 4.0  # requests in flight per replica
     p99_objective_ms: float = 100.0  # latency objective: nearing it adds a replica sooner
     scale_down_after_s: float = 300.0  # quiet this long before a replica is removed
-    # Where a deployment's replicas run: "local" (this machine), or "agents": one on each of
-    # `agents` (names from `mllib agents list`), behind the gateway on this machine.
+    # Where a deployment's replicas run: "local" (this machine), or "agents": on `agents` (names
+    # from `mllib agents list`), one on each, then placed by free capacity as they scale.
     placement: str = "local"
     agents: list = field(default_factory=list)
 

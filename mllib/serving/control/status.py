@@ -168,14 +168,19 @@ def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             )
     stable_spec = state.get("stable_spec") or {}
     version = stable_spec.get("servable", {}).get("version")
+    candidate = state.get("candidate")
     for remote in state.get("remote") or []:  # on agents (agentservers.py)
         server = remote.get("server") or {}
+        variant = remote.get("variant", "stable")
+        served = version
+        if variant != "stable" and candidate:
+            served = candidate["spec"]["servable"].get("version")
         replicas.append(
             {
                 "id": remote["id"],
                 "server": remote["id"],
-                "variant": "stable",
-                "version": str(version) if version else server.get("version"),
+                "variant": "retiring" if remote["state"] == "leaving" else variant,
+                "version": str(served) if served else server.get("version"),
                 "host": remote["agent"],
                 "pid": server.get("pid"),
                 "state": "ready" if remote["state"] == "live" else remote["state"],
@@ -185,7 +190,6 @@ def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                 "error": remote.get("error"),
             }
         )
-    candidate = state.get("candidate")
     variants = []
     if stable_spec:
         variants.append(

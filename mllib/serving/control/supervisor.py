@@ -6,8 +6,8 @@ A controller that exits on its own (stopped: 0; its first start failed: 3) is no
 One that dies otherwise (killed, a crash) is started again after [deploy] restart_backoff_s,
 doubled by each further failure (at most MAX_BACKOFF_S); the new controller takes over the
 running servers (fleet.json). After restart_limit failures within restart_window_s it gives up:
-every process of the deployment still running is stopped (by its records) and the deployment is
-marked `failed` with the reason. Each restart and the give-up are in `mllib deploy history`;
+every process of the deployment still running is stopped (by its records, here and on its
+agents) and the deployment is marked `failed` with the reason. Each restart and the give-up are in `mllib deploy history`;
 supervisor.json says what it is doing, which `mllib deploy status` shows ("restarting (attempt
 2, next in 4s)").
 
@@ -104,7 +104,7 @@ class Supervisor:
             self._write("restarting", next_at=time.time() + delay, reason=why)
             log.warning(f"{why}; starting it again in {delay:g}s", extra={"event": "restart"})
             if self.stop_requested.wait(delay):  # stopped with no controller: its servers drain
-                process.stop_recorded(self.records, grace_s=self.spec.stop_grace_s)
+                self._stop_everything()
                 self._write("stopped")
                 return 0
             self.restarts += 1
@@ -145,11 +145,24 @@ class Supervisor:
         )
         self._write("failed", reason=reason)
         log.error(reason, extra={"event": "restart"})
-        process.stop_recorded(self.records, grace_s=self.spec.stop_grace_s)
+        on_agents = self._stop_everything()
+        if on_agents:
+            reason += f"; its replicas on agents stopped ({on_agents})"
         row = self._row()
         self._event("failed", reason, row=row)
         self._mark_failed(row, reason)
         return 1
+
+    def _stop_everything(self) -> str:
+        """Every process of the deployment stopped: here by its records, and on its agents by
+        theirs (the controller that ran them is gone); what happened on each agent."""
+        process.stop_recorded(self.records, grace_s=self.spec.stop_grace_s)
+        if not self.spec.agents:
+            return ""
+        from mllib.serving.control.agentservers import stop_on_agents
+
+        outcome = stop_on_agents(self.spec.deployment, self.spec.agents, self.spec.stop_grace_s)
+        return ", ".join(f"{name}: {what}" for name, what in sorted(outcome.items()))
 
     def _row(self) -> str:
         return read_state(self.folder).get("row") or self.spec.deployment
