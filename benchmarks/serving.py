@@ -485,11 +485,7 @@ def deploy_prod(
     shutil.copytree(template, project)
     config = project / "mllib.toml"
     if inference is not None:
-        config.write_text(
-            config.read_text()
-            + f'\n[deploy]\ninference = "{inference}"\nworkers = 1\napi_servers = 1\n'
-            + f"\n[deploy.prod]\nmin_replicas = {replicas}\nmax_replicas = {replicas}\n"
-        )
+        config.write_text(config.read_text() + fixed_settings(inference, replicas))
     if plain:
         model = project / "model.py"
         source = model.read_text()
@@ -522,6 +518,15 @@ def deploy_prod(
     return target
 
 
+def fixed_settings(inference: str, replicas: int) -> str:
+    """mllib.toml lines for a deployment in `inference` mode with `replicas` fixed (no
+    autoscaling: a baseline checkout's row must run as many replicas as this one's)."""
+    return (
+        f'\n[deploy]\ninference = "{inference}"\nworkers = 1\napi_servers = 1\n'
+        f"\n[deploy.prod]\nmin_replicas = {replicas}\nmax_replicas = {replicas}\n"
+    )
+
+
 def deploy_prod_from(
     src: Path, template: Path, tmp: Path, inference: str, workers: int, stack: ExitStack
 ) -> Target:
@@ -529,10 +534,8 @@ def deploy_prod_from(
     project = tmp / f"baseline-{src.name}-{inference}-{workers}"
     shutil.copytree(template, project)
     config = project / "mllib.toml"
-    config.write_text(
-        config.read_text()
-        + f'\n[deploy]\ninference = "{inference}"\nworkers = {workers}\napi_servers = 1\n'
-    )
+    replicas = workers if inference == "inline" else 1
+    config.write_text(config.read_text() + fixed_settings(inference, replicas))
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
 
     def cli(*args: str) -> str:
