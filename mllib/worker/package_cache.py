@@ -3,10 +3,8 @@
 Reading every installed distribution's metadata (`importlib.metadata`) costs a worker ~100 ms
 of CPU, the largest part of a short run's own cost. The answer depends only on the
 distributions Python finds on `sys.path`, so it is kept in the environment cache
-(`packages/<hash of sys.prefix, the interpreter and MLLIB_RUNTIME_ID>.json` in `MLLIB_ENV_CACHE`,
-where the venv runtime keeps its venvs; the Docker runtime mounts that folder into its
-containers, so the runs of one image read it once between them, not once per container) with
-a fingerprint of those distributions: for every `sys.path` entry,
+(`packages/<hash of sys.prefix and the interpreter>.json` in `MLLIB_ENV_CACHE`, where the venv
+runtime keeps its venvs) with a fingerprint of those distributions: for every `sys.path` entry,
 the names of its `*.dist-info`, `*.egg-info` and `*.egg` entries (a name carries its version) with
 their inode and mtime. Installing, removing or upgrading a package changes the fingerprint, and
 the next run reads the metadata again. Computing it is a listing of each folder (~1 ms).
@@ -28,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mllib.filemodes import private_dir, write_private
-from mllib.userdirs import packages_cache_dir
+from mllib.userdirs import env_cache_dir
 
+FOLDER = "packages"  # inside the environment cache
 RECIPE = "1"  # bump when what a record holds changes
 DISTRIBUTION_SUFFIXES = (".dist-info", ".egg-info", ".egg")
 
@@ -51,8 +50,7 @@ def cached_packages(read: Callable[[], dict[str, str]]) -> dict[str, str]:
     packages = read()
     try:
         private_dir(path.parent)
-        record = json.dumps({"fingerprint": mark, "packages": packages})
-        write_private(path, record, durable=False)  # a cache: a power cut costs a new read
+        write_private(path, json.dumps({"fingerprint": mark, "packages": packages}))
     except OSError:
         pass  # a read-only or full cache: the next run reads the metadata again
     return packages
@@ -60,12 +58,10 @@ def cached_packages(read: Callable[[], dict[str, str]]) -> dict[str, str]:
 
 def record_path() -> Path:
     """Where this interpreter's environment keeps its record: one file per (sys.prefix,
-    interpreter, runtime id: a Docker image's tag, a venv's key), replaced when the environment
-    changes, so the folder does not grow with runs."""
-    runtime_id = os.environ.get("MLLIB_RUNTIME_ID", "")
-    who = f"{sys.prefix}\0{sys.executable}\0{sys.version}\0{runtime_id}"
+    interpreter), replaced when the environment changes, so the folder does not grow with runs."""
+    who = f"{sys.prefix}\0{sys.executable}\0{sys.version}"
     name = hashlib.sha256(who.encode()).hexdigest()[:24]
-    return packages_cache_dir() / f"{name}.json"
+    return env_cache_dir() / FOLDER / f"{name}.json"
 
 
 def fingerprint() -> str:
