@@ -73,27 +73,52 @@ def _images_repository(config: pytest.Config) -> str:
     return f"mllib-test-{_test_run_id(config)[:10]}/env"
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: waiting is not the test's time
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Under pytest-xdist, tests that check the shared Docker engine for leftovers (marked
-    `docker_alone`: no new volume, dangling layer or build container) hold it alone, while the
-    other tests that use the engine share it: a check never sees another worker's build."""
-    alone = item.get_closest_marker("docker_alone") is not None
-    if not hasattr(item.config, "workerinput") or not (
-        alone or "docker_client" in getattr(item, "fixturenames", ())
-    ):
-        yield
-        return
+_machine_held: list[Any] = []  # this worker's exclusive hold of the machine (`machine_alone`)
+
+
+def _turn(base: Path, exclusive: bool) -> Any:
+    """Take `base`'s lock (exclusive or shared) through its gate, one waiter at a time, so a
+    test waiting to hold it alone is not starved by shared holders that keep overlapping (flock
+    favours no one); the lock lasts until the returned file is closed."""
     import fcntl
 
-    base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(item.config)[:10]}.docker"
-    with open(f"{base}.gate", "a") as gate, open(base, "a") as engine:
-        # Through the gate one at a time, so a test waiting to hold the engine alone is not
-        # starved by the shared holders that keep overlapping (flock favours no one).
+    held = open(base, "a")  # noqa: SIM115 (closed by the caller: that releases the lock)
+    with open(f"{base}.gate", "a") as gate:
         fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(engine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        yield  # closing the files releases the locks
+        fcntl.flock(held, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    return held
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: waiting is not the test's time
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under pytest-xdist, two kinds of turns. The machine: the tests of a file marked
+    `machine_alone` (rollouts judged on latency, which other workers' load skews) run with no
+    other test running, from their first test to their last; every other test shares it. The
+    Docker engine: tests that check it for leftovers (marked `docker_alone`: no new volume,
+    dangling layer or build container) hold it alone, while the other tests that use the engine
+    share it: a check never sees another worker's build."""
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(item.config)[:10]}"
+    machine_alone = item.get_closest_marker("machine_alone") is not None
+    machine = None
+    if not machine_alone:
+        machine = _turn(Path(f"{base}.machine"), exclusive=False)
+    elif not _machine_held:
+        _machine_held.append(_turn(Path(f"{base}.machine"), exclusive=True))
+    docker_alone = item.get_closest_marker("docker_alone") is not None
+    engine = None
+    if docker_alone or "docker_client" in getattr(item, "fixturenames", ()):
+        engine = _turn(Path(f"{base}.docker"), exclusive=docker_alone)
+    try:
+        yield
+    finally:
+        for held in (engine, machine):
+            if held is not None:
+                held.close()
+        if _machine_held and (nextitem is None or not nextitem.get_closest_marker("machine_alone")):
+            _machine_held.pop().close()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -101,9 +126,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     ran the tests, or with workers in the controller after all of them ended."""
     if hasattr(session.config, "workerinput"):
         return
-    turns = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(session.config)[:10]}.docker"
-    for path in (turns, Path(f"{turns}.gate")):  # the Docker engine's turns (above)
-        path.unlink(missing_ok=True)
+    base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(session.config)[:10]}"
+    for kind in (".docker", ".machine"):  # the turns (above)
+        for path in (Path(f"{base}{kind}"), Path(f"{base}{kind}.gate")):
+            path.unlink(missing_ok=True)
     try:
         client = connect(timeout=120)
     except DockerRuntimeError:
