@@ -86,7 +86,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "queue": ("registry",),
     "server": ("agents", "queue", "models"),  # models: `models list|show` answered on the server
     "client": ("runs",),
-    "serving": ("runs", "worker", "agents"),  # agents: a deployment's replicas on agent hosts
+    # agents: a deployment's replicas on agent hosts; client: what went live, told to the server
+    "serving": ("runs", "worker", "agents", "client"),
     "schedules": ("serving",),
     "monitoring": ("schedules",),
     "models": ("serving",),

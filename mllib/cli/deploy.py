@@ -381,9 +381,11 @@ def stop(env: EnvOpt, json_: JsonOpt = False) -> None:
     """Stop the environment's server and every process it started."""
     from mllib.serving.control.deploy import stop as do_stop
 
-    stopped = do_stop(deploy_context(), env, progress=_say)
+    ctx = deploy_context()
+    stopped = do_stop(ctx, env, progress=_say)
     for dep in stopped:
         output.err().print(f"Stopped {dep.label} on {env}.")
+    report_deployments(ctx.ws)  # the server's NAME@ENV: nothing deployed there now
     if json_:
         output.print_json(
             [{"env": env, "deployment_id": d.id, "model": d.model, "version": d.version,

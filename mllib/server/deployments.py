@@ -4,9 +4,16 @@
 `NAME@prod` follows each deploy.
 
 A record is the client's deployment (its id, which makes sending it again harmless), who sent
-it, the model and version, the run that made that version, the environment and when it went
-live there. `NAME@ENV` is the version of the newest record of NAME in ENV, unless `mllib models
-alias NAME:V ENV` was set on the server after it: the later of the two wins.
+it, the model and version, the run that made that version, the identity of what it serves (the
+model files' tree hash and the code's), the environment and when it went live there; or a stop
+(`mllib deploy stop`), after which nothing is deployed there. `NAME@ENV` is the version of the
+newest record of NAME in ENV, unless `mllib models alias NAME:V ENV` was set on the server after
+it: the later of the two wins.
+
+The server's version a deployment serves is found by identity only, never by its number (a
+laptop's v1 and the server's v1 may be different models): the version the deployed run made
+(trained with --remote), else the version whose model files and code are the same as those
+deployed. When there is none, the server holds no version of what is deployed and says so.
 
 >>> record(reg, who, {"id": "d1a2...", "model": "iris", "version": 2, "env": "prod", ...})  # doctest: +SKIP
 {'id': 'd1a2...', 'model': 'iris', 'version': 2, 'env': 'prod', 'created': True, 'known': True}
@@ -58,15 +65,31 @@ def migrations() -> sqlite_utils.Migrations:
             "CREATE INDEX server_deployments_of ON server_deployments (model, env, deployed_at)"
         )
 
+    @migrations_(name="0002_server_deployments_identity")
+    def identity(db: sqlite_utils.Database) -> None:
+        # what the deployment serves, by content: its model tree's and its code tree's hashes
+        # (NULL for records sent before: those match by their run only)
+        table = db.table("server_deployments")
+        table.add_column("model_sha256", str)
+        table.add_column("code_hash", str)
+
     return migrations_
+
+
+STOP = "stop"  # the action of a record saying nothing is deployed there any more
+ACTIONS = ("deploy", "rollback", "promote", STOP)
 
 
 def record(reg: Registry, who: User, body: dict[str, Any]) -> dict[str, Any]:
     """Record that `body`'s deployment went live (once: sending it again changes nothing). The
     record, with `created` (false when it was there already) and `known` (whether the server
-    has the version it serves, which its schedules can then evaluate)."""
+    has the version it serves, which its schedules can then evaluate; true for a stop)."""
     if body["env"] not in ENVS:
         raise UsageError(f"Unknown environment {body['env']!r}", hint="One of: staging, prod.")
+    if (body.get("action") or "deploy") not in ACTIONS:
+        raise UsageError(
+            f"Unknown action {body['action']!r}", hint=f"One of: {', '.join(ACTIONS)}."
+        )
     try:  # the client's time, as the registry writes it
         at = iso(datetime.fromisoformat(body["deployed_at"].replace("Z", "+00:00")).timestamp())
     except ValueError:
@@ -81,6 +104,8 @@ def record(reg: Registry, who: User, body: dict[str, Any]) -> dict[str, Any]:
         "action": body.get("action") or "deploy",
         "deployed_at": at,
         "recorded_at": now(),
+        "model_sha256": body.get("model_sha256"),
+        "code_hash": body.get("code_hash"),
     }
     names = ", ".join(f'"{k}"' for k in row)
     with reg.transaction():
@@ -90,7 +115,8 @@ def record(reg: Registry, who: User, body: dict[str, Any]) -> dict[str, Any]:
             tuple(row.values()),
         ).rowcount
     [stored] = reg.query("SELECT * FROM server_deployments WHERE id = ?", (row["id"],))
-    return public(stored) | {"created": created == 1, "known": served(reg, stored) is not None}
+    held = stored["action"] == STOP or served(reg, stored) is not None
+    return public(stored) | {"created": created == 1, "known": held}
 
 
 def latest(reg: Registry, model: str, env: str) -> dict[str, Any] | None:
@@ -112,17 +138,25 @@ def get(reg: Registry, deployment_id: str | None) -> dict[str, Any] | None:
 
 
 def served(reg: Registry, row: dict[str, Any]) -> models.ModelVersion | None:
-    """The server's version a deployment serves: the one its run made when that run is the
-    server's (trained with --remote), else the version of that number."""
+    """The server's version a deployment serves, by identity only (see the module): the one its
+    run made when that run is the server's, else the one with the same model files and code;
+    None when the server holds no such version, or the record is a stop."""
+    if row["action"] == STOP:
+        return None
     made = models.version_of_run(reg, row["run_id"])
     if made is not None and made.name == row["model"]:
         return made
-    if row["version"] is None:
+    if not row.get("model_sha256") or not row.get("code_hash"):
         return None
-    return models.get_version(reg, row["model"], int(row["version"]))
+    same = reg.query(
+        "SELECT m.version FROM models m JOIN runs r ON r.id = m.run_id WHERE m.name = ? "
+        "AND m.sha256 = ? AND r.code_hash = ? ORDER BY m.version DESC LIMIT 1",
+        (row["model"], row["model_sha256"], row.get("code_hash")),
+    )
+    return models.get_version(reg, row["model"], same[0]["version"]) if same else None
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
     """A record as the API answers it."""
     keys = ("id", "user", "model", "version", "run_id", "env", "action", "deployed_at")
-    return {k: row[k] for k in keys}
+    return {k: row[k] for k in keys} | {"model_sha256": row.get("model_sha256")}

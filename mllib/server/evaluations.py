@@ -3,8 +3,9 @@ queues (`mllib evaluate --model NAME@ALIAS --every 1d` with a team server).
 
 The server's model versions are those its agents' runs made (mllib.agents.sync). `NAME` is the
 newest version, `NAME:VERSION` that one, `NAME@ALIAS` the version the alias names on the server
-when asked; `NAME@prod` and `NAME@staging` the version deployed there (mllib.server.deployments)
-or the alias of that name, whichever was set last. A schedule resolves its name again at each of
+when asked; `NAME@prod` and `NAME@staging` the version deployed there (mllib.server.deployments:
+found by identity, never by number; nothing after `mllib deploy stop`) or the alias of that name,
+whichever was set last. A schedule resolves its name again at each of
 its runs, so a new version, a deploy or a moved alias is what the next run evaluates. The evaluation runs the version's own code with its
 params and seed on its saved model, as `mllib evaluate --model` does on a client.
 
@@ -92,11 +93,18 @@ def _deployed(reg: Registry, name: str, env: str) -> Target | None:
     set_at = models.alias_set_at(reg, name, env)
     if row is None or (set_at is not None and set_at > row["deployed_at"]):
         return None
+    if row["action"] == deployments.STOP:
+        raise NotFoundError(
+            f"{name}@{env}: nothing is deployed there (stopped by {row['user']} at "
+            f"{row['deployed_at'][:19]}Z)",
+            hint=f"Deploy a version (`mllib deploy {name}:VERSION --env {env}`), or point the "
+            f"alias at one: mllib models alias {name}:VERSION {env}.",
+        )
     version = deployments.served(reg, row)
     if version is None:
         raise NotFoundError(
-            f"{name}@{env}: v{row['version']} is deployed there (by {row['user']}), and the "
-            "team server has no such version to evaluate",
+            f"{name}@{env} serves a version the team server does not hold ({row['user']}'s "
+            f"v{row['version']}, run {row['run_id']}): it cannot evaluate it",
             hint=f"Deploy a version the server trained (`mllib train model.py --remote`), or "
             f"point the alias at one: mllib models alias {name}:VERSION {env}.",
         )

@@ -31,7 +31,7 @@ class AliasBody(BaseModel):
 
 class DeploymentBody(BaseModel):
     """A deployment that went live on a client's staging or prod (`mllib deploy`, `rollback`,
-    a finished `promote`): its id makes a retry harmless."""
+    a finished `promote`), or a stop (`mllib deploy stop`): its id makes a retry harmless."""
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., min_length=1, max_length=64, examples=["d3k9x0a7b2c1"])
@@ -39,8 +39,11 @@ class DeploymentBody(BaseModel):
     version: int | None = Field(None, ge=1, le=2**62, examples=[3])
     run_id: str = Field(..., min_length=1, max_length=64)
     env: str = Field(..., max_length=32, examples=["prod"])
-    action: str = Field("deploy", max_length=32, examples=["deploy", "rollback", "promote"])
+    action: str = Field("deploy", max_length=32, examples=["deploy", "rollback", "promote", "stop"])
     deployed_at: str = Field(..., max_length=40, examples=["2026-12-07T22:00:00.000000Z"])
+    # what it serves, by content (the server finds its own version by these, never by number)
+    model_sha256: str | None = Field(None, max_length=64, pattern="^[0-9a-f]{64}$")
+    code_hash: str | None = Field(None, max_length=64, pattern="^[0-9a-f]{64}$")
 
 
 def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], prefix: str) -> None:

@@ -158,4 +158,11 @@ def migrations() -> sqlite_utils.Migrations:
         # went live before reach it with the next `mllib deploy` command)
         db["deployments"].add_column("reported_at", str)
 
+    @migrations(name="0005_deployments_stop_reported")
+    def stop_reported(db: sqlite_utils.Database) -> None:
+        # when the team server was told `mllib deploy stop` stopped it (NULL: not yet); the
+        # stops made before the server was told of stops are not sent again
+        db["deployments"].add_column("stop_reported_at", str)
+        db.execute("UPDATE deployments SET stop_reported_at = stopped_at")
+
     return migrations

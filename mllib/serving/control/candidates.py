@@ -184,6 +184,7 @@ class CandidateLoop(ScalingLoop):
         self.history = []
         self._write_routes()
         self.row = self._record_promotion(candidate)
+        self.reporter.due()  # the team server's NAME@ENV follows it (reporting.py)
         self._event(
             "promote", "ok",
             f"{candidate.servable.label} is stable (100%); {previous.servable.label} drains",

@@ -171,6 +171,7 @@ class Controller(OrderLoop):
         self._write_routes()
         self._write_state()
         self._rotate_log(now)
+        self.reporter.tick(now)
 
     def _rotate_log(self, now: float) -> None:
         """Past [deploy] log_max_mb, server.log is copied aside and emptied (every few seconds

@@ -58,6 +58,7 @@ class FleetSpec:
     agents: list[dict[str, Any]] = field(default_factory=list)
     store: str = ""
     env_plan: dict[str, Any] | None = None
+    team_server: str | None = None  # where what it promotes is told (reporting.py), if any
 
     @property
     def url(self) -> str:

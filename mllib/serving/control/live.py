@@ -16,6 +16,7 @@ from typing import Any
 from mllib.serving.control.agentservers import AgentReplicas
 from mllib.serving.control.autoscale import Autoscaler, Scaling
 from mllib.serving.control.fleet import Candidate, FleetSpec, write_state
+from mllib.serving.control.reporting import Reporter
 from mllib.serving.control.servers import LocalServers, ServerState
 from mllib.serving.counters import Counters, Totals
 from mllib.serving.routes import (
@@ -66,6 +67,7 @@ class LiveDeployment:
         self._stopping: list[threading.Thread] = []
         self._last_abort: dict[str, Any] | None = None  # the latest rollout taken down
         self._next_rotation = 0.0
+        self.reporter = Reporter(spec.registry_path, spec.team_server)  # what it promotes
         self.remote = (  # replicas on agent hosts (agentservers.py)
             AgentReplicas(spec, free_slot=self._free_slot, event=self._event)
             if spec.agents

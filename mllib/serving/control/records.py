@@ -168,20 +168,52 @@ def latest(reg: Registry, env: str) -> Deployment | None:
     return Deployment.from_row(rows[0]) if rows else None
 
 
-def unreported(reg: Registry) -> list[Deployment]:
-    """Deployments that went live here and the team server was not told of yet, oldest first
-    (mllib.server.deployments: what its `NAME@prod` follows)."""
+@dataclass(frozen=True)
+class Change:
+    """What the team server is told of a deployment (mllib.serving.control.reporting): it went
+    live (`action` its own: deploy, rollback, promote), or `mllib deploy stop` stopped it."""
+
+    deployment: Deployment
+    stopped: bool = False
+
+    @property
+    def at(self) -> str:
+        at = self.deployment.stopped_at if self.stopped else self.deployment.live_at
+        return at or ""
+
+    @property
+    def action(self) -> str:
+        return "stop" if self.stopped else self.deployment.action
+
+    @property
+    def id(self) -> str:
+        """Its id on the server: the deployment's, `-stop` added for its stop."""
+        return f"{self.deployment.id}-stop" if self.stopped else self.deployment.id
+
+
+def unreported(reg: Registry) -> list[Change]:
+    """What went live here, or was stopped by `mllib deploy stop` after it went live, and the
+    team server was not told of yet, oldest first (mllib.server.deployments: what its
+    `NAME@prod` follows). A deployment replaced by another, or crashed, is no stop."""
     rows = reg.query(
         "SELECT * FROM deployments WHERE live_at IS NOT NULL AND reported_at IS NULL"
         " ORDER BY live_at, rowid"
     )
-    return [Deployment.from_row(r) for r in rows]
+    stops = reg.query(
+        "SELECT * FROM deployments WHERE live_at IS NOT NULL AND state = 'stopped'"
+        " AND replaced_by IS NULL AND stopped_at IS NOT NULL AND stop_reported_at IS NULL"
+        " ORDER BY stopped_at, rowid"
+    )
+    changes = [Change(Deployment.from_row(r)) for r in rows]
+    changes += [Change(Deployment.from_row(r), stopped=True) for r in stops]
+    return sorted(changes, key=lambda c: c.at)
 
 
-def reported(reg: Registry, deployment_id: str) -> None:
-    """The team server has recorded this deployment."""
+def reported(reg: Registry, change: Change) -> None:
+    """The team server has recorded this change."""
+    column = "stop_reported_at" if change.stopped else "reported_at"
     with reg.transaction():
-        reg.db["deployments"].update(deployment_id, {"reported_at": now()})
+        reg.db["deployments"].update(change.deployment.id, {column: now()})
 
 
 def previous_artifact(reg: Registry, env: str, current: Deployment) -> Deployment | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mllib.credentials import configured_server
 from mllib.errors import UsageError
 from mllib.serving.control.context import DeployContext
 from mllib.serving.control.fleet import FleetSpec
@@ -96,6 +97,7 @@ def fleet_spec(
         agents=agents or [],
         store=str(ctx.ws.project.store_path) if agents else "",
         env_plan=env_plan,
+        team_server=configured_server(ctx.ws.project.config),
     )
 
 
