@@ -155,6 +155,14 @@ def ship(
             help="Copy requests to it ([rollout] shadow_percent): answers compared, not returned.",
         ),
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="This project's versions, not the team server's (those `mllib models list` "
+            "shows when a server is configured).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Deploy MODEL[:VERSION], MODEL@ALIAS, MODEL --best METRIC, a run id or a LitServe API
@@ -163,6 +171,8 @@ def ship(
     from mllib.serving.control.rollout import Strategy
 
     ctx = deploy_context()
+    if not local and best is None:
+        ref = _server_version(ctx.ws, ref)
     strategy = Strategy.of(
         canary=canary,
         ab=ab,
@@ -185,6 +195,43 @@ def ship(
         _print_outcome(outcome, env, reason, json_)
     finally:
         report_deployments(ctx.ws)
+
+
+def _server_version(ws, ref: str) -> str:
+    """With a team server configured, the run id of the server's version `ref` names (NAME,
+    NAME:VERSION, NAME@ALIAS), fetched here once (mllib.client.model_fetch); a model file or a
+    run id of this project's stays as it is, and so does every ref with no server."""
+    from mllib.cli.account import server_url
+    from mllib.errors import NotFoundError
+    from mllib.registry.runs import get_run
+    from mllib.serving.control.servable import is_file_ref
+
+    url = server_url()
+    if url is None or is_file_ref(ref):
+        return ref
+    try:
+        return get_run(ws.registry, ref).id  # a run id here
+    except NotFoundError:
+        pass
+    from mllib.client.http import Server
+    from mllib.client.model_fetch import fetch_version
+    from mllib.datasets.format import human_bytes
+
+    server = Server.connect(ws.project.config)
+    try:
+        fetched = fetch_version(server, ws, ref)
+    finally:
+        server.close()
+    brought = (
+        f"fetched {fetched.files} file(s), {human_bytes(fetched.bytes)}"
+        if fetched.files
+        else "here already"
+    )
+    _say(
+        f"{ref} on the team server is {fetched.name} v{fetched.server_version} (run "
+        f"{fetched.run_id}): {brought}; here it is {fetched.ref}"
+    )
+    return fetched.run_id
 
 
 def _print_outcome(outcome, env: str, reason: str | None, json_: bool) -> None:

@@ -36,16 +36,33 @@ def model_artifact(reg: Registry, run_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def register_model(reg: Registry, name: str, run_id: str, sha256: str) -> int:
+def register_model(
+    reg: Registry, name: str, run_id: str, sha256: str, *, prefer: int | None = None
+) -> int:
     """Record a new version of model `name` made by `run_id`; returns the version number: the
-    one this run was given before (a run recorded again), else one past any this name was ever
-    given (a removed version's number is never given to another run)."""
+    one this run was given before (a run recorded again), else `prefer` when this name never
+    had it (a version fetched from the team server keeps its number there), else one past any
+    this name was ever given (a removed version's number is never given to another run)."""
     with reg.transaction():
         given = reg.conn.execute(
             "SELECT version FROM model_numbers WHERE name = ? AND run_id = ?", (name, run_id)
         ).fetchone()
+        taken = (
+            prefer is not None
+            and reg.conn.execute(
+                "SELECT 1 FROM model_numbers WHERE name = ? AND version = ? UNION "
+                "SELECT 1 FROM models WHERE name = ? AND version = ?",
+                (name, prefer, name, prefer),
+            ).fetchone()
+        )
         if given:
             version = int(given[0])
+        elif prefer is not None and not taken:
+            version = prefer
+            reg.conn.execute(
+                "INSERT INTO model_numbers (name, version, run_id) VALUES (?, ?, ?)",
+                (name, version, run_id),
+            )
         else:
             row = reg.conn.execute(
                 "SELECT MAX(version), (SELECT MAX(version) FROM model_numbers WHERE name = ?)"

@@ -67,6 +67,31 @@ def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], pr
         with ctx.registry() as reg:
             return dict(json_safe(catalog.show(ctx.workspace(reg), ref)))
 
+    @app.get(f"{prefix}/models/{{ref}}/files", tags=["models"])
+    def model_files(ref: Annotated[str, Path(max_length=200)], user: Who) -> dict[str, Any]:
+        """What the version `ref` names now is made of (its run, model file and class, its
+        model's and code's trees), for `mllib deploy` to fetch what it lacks of them."""
+        from mllib.server.model_files import describe
+
+        with ctx.registry() as reg:
+            return describe(reg, ref)
+
+    @app.get(f"{prefix}/models/{{name}}/versions/{{number}}/blobs/{{sha256}}", tags=["models"])
+    def model_blob(
+        name: Annotated[str, Path(max_length=200)],
+        number: Annotated[int, Path(ge=1, le=2**62)],
+        sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+        user: Who,
+    ) -> Any:
+        """One blob of a version's trees (a manifest or a file), by its hash; no other."""
+        from fastapi.responses import FileResponse
+
+        from mllib.server.model_files import blob
+
+        with ctx.registry() as reg:
+            path = blob(reg, ctx.store, name, number, sha256)
+        return FileResponse(path, media_type="application/octet-stream")
+
     @app.post(f"{prefix}/deployments", tags=["models"])
     def record_deployment(body: DeploymentBody, user: Who) -> dict[str, Any]:
         """Record that a version went live on a client's staging or prod, so `NAME@ENV` names it

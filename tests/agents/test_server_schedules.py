@@ -185,33 +185,45 @@ def _deploy(root, env, ref: str, reason: str) -> tuple[dict, str]:
     return json.loads(done.stdout), done.stderr
 
 
-@pytest.mark.timeout(1200)  # two trainings on agents and two here, three deploys, five evaluations
+@pytest.mark.timeout(1200)  # two trainings on agents, three deploys, five evaluations
 def test_a_schedule_of_prod_follows_mllib_deploy_and_run_now_waits_for_its_gate(
     dispatching, tmp_path
 ):
-    """`mllib deploy` tells the server what went live on prod, so a schedule of NAME@prod there
-    evaluates the version deployed (each run records the deployment); an alias set later wins,
-    as does a deploy after it; a deploy while the server is down goes live all the same, says
-    so, and the next `mllib deploy` command sends it. `schedules run-now` on the server waits
-    for its run and gate, as a local one does."""
+    """A laptop deploys the versions the server's agents trained (`mllib deploy NAME:V` names
+    the server's versions, fetched once and registered there with their run) and tells the
+    server what went live on prod, so a schedule of NAME@prod there evaluates the version
+    deployed (each run records the deployment); an alias set later wins, as does a deploy after
+    it; a deploy while the server is down goes live all the same (by run id: a name needs the
+    server), says so, and the next `mllib deploy` command sends it; `mllib deploy stop` leaves
+    NAME@prod naming nothing. `schedules run-now` on the server waits for its run and gate, as
+    a local one does."""
     server = dispatching
     ana, env = person(tmp_path, server, "ana")
-    (ana / "mllib.toml").write_text(DEPLOYING)
-    # the same versions on the server (its agents train them) and here (which deploys them)
     model = _trained(server, ana, env, "--steps=3")["model"]  # v1: evaluate() gives total 3
     _trained(server, ana, env, "--steps=5")  # v2: total 10
-    for steps in ("--steps=3", "--steps=5"):
-        done = cli(ana, env, "train", "model.py", "--local", steps, timeout=300)
-        assert done.returncode == 0, done.stderr
+    laptop, env = person(tmp_path, server, "ana", machine="laptop")  # it never trained
+    (laptop / "mllib.toml").write_text(DEPLOYING)
+    missing = cli(laptop, env, "deploy", f"{model}:9", "--env", "prod")
+    assert missing.returncode == 2, missing.stderr
+    [line] = missing.stderr.strip().splitlines()
+    assert f"No version 9 of model {model!r} on the team server (its versions of {model}: " in line
+    assert "v2, v1; see `mllib models list`)" in line
     try:
-        _follow_deploys(server, ana, env, model)
+        _follow_deploys(server, laptop, env, model)
     finally:
-        cli(ana, env, "deploy", "stop", "--env", "prod", timeout=180)
+        cli(laptop, env, "deploy", "stop", "--env", "prod", timeout=180)
 
 
 def _follow_deploys(server, ana, env, model: str) -> None:
     first, said = _deploy(ana, env, f"{model}:1", "the first release")
+    v1 = _json(cli(ana, env, "models", "show", f"{model}:1", "--local", "--json"))["run_id"]
+    assert re.search(
+        rf"{model}:1 on the team server is {model} v1 \(run {v1}\): fetched \d+ file\(s\), "
+        rf".*; here it is {model}:1",
+        said,
+    ), said
     assert f"Recorded on the team server: {model} v1 on prod." in said
+    assert "does not hold" not in said  # its run is the server's
     made = cli(ana, env, "evaluate", "--model", f"{model}@prod", "--fail-under", "total=5",
                "--every", "1d")  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -232,7 +244,7 @@ def _follow_deploys(server, ana, env, model: str) -> None:
 
     # v2 deployed on prod: the next tick evaluates v2, and its run says which deployment
     second, said = _deploy(ana, env, f"{model}:2", "v2 is better")
-    assert f"Recorded on the team server: {model} v2 on prod." in said
+    assert f"Recorded on the team server: {model} v2 on prod." in said and "fetched" in said
     make_due(server, schedule_id, 5)
 
     def ticked() -> dict | None:
@@ -272,7 +284,11 @@ def _follow_deploys(server, ana, env, model: str) -> None:
     # the server down: the deploy goes live all the same and says so in one line; the next
     # `mllib deploy` command sends it, and NAME@prod follows it again (later than the alias)
     server.stop()
-    third, said = _deploy(ana, env, f"{model}:1", "back to v1")
+    down = cli(ana, env, "deploy", f"{model}:1", "--env", "prod", "--force", "--reason", "v1")
+    assert down.returncode == 1, down.stderr
+    [line] = down.stderr.strip().splitlines()
+    assert "Cannot reach the team server at" in line and line.endswith("nothing was deployed")
+    third, said = _deploy(ana, env, v1, "back to v1")  # its run id: here already
     assert third["version"] == 1 and third["state"] == "live"
     [line] = [x for x in said.splitlines() if "Not recorded on the team server yet" in x]
     assert f"{model} v1 on prod; the next `mllib deploy` command" in line
@@ -284,3 +300,10 @@ def _follow_deploys(server, ana, env, model: str) -> None:
     again = cli(ana, env, "schedules", "run-now", schedule_id, "--detach")
     queued = _json(cli(ana, env, "runs", "show", again.stdout.strip().splitlines()[-1], "--json"))
     assert queued["deployment"]["id"] == third["deployment_id"]
+
+    # stopped: the server's NAME@prod names nothing, and the schedule says so in one line
+    stopped = cli(ana, env, "deploy", "stop", "--env", "prod", timeout=180)
+    assert f"Recorded on the team server: stopped {model} v1 on prod." in stopped.stderr
+    nothing = cli(ana, env, "schedules", "run-now", schedule_id, "--detach")
+    assert nothing.returncode == 4, nothing.stderr
+    assert f"{model}@prod: nothing is deployed there (stopped by ana at " in nothing.stderr

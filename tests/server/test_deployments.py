@@ -17,6 +17,7 @@ from mllib.registry.runs import RunRecord, create_run, now
 from mllib.server import evaluations
 from mllib.server.main import database
 from mllib.server.settings import ServerHome
+from mllib.store import LocalBlobStore, put_tree
 from tests.conftest import Project, wait_for
 from tests.server.test_api import login
 
@@ -121,6 +122,45 @@ def test_a_deployment_names_the_servers_version_by_identity_and_a_stop_means_non
         assert _prod(team_server).version.ref == "ident:1"  # the alias, set after the stop
 
 
+def test_a_versions_files_are_answered_and_no_other_blob(team_server, tmp_path):
+    """`mllib deploy NAME:V` fetches a server version's two trees blob by blob
+    (mllib.client.model_fetch, run for real by tests/agents/test_server_schedules.py): the
+    server answers what the version is and each blob of its trees, and no other of its store."""
+    store = LocalBlobStore(ServerHome(team_server.home).store_path)
+    trees = {}
+    for name, text in (("model", "weights"), ("code", "class M: ..."), ("other", "a secret")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(text)
+        trees[name] = put_tree(store, tmp_path / name)
+    reg = database(ServerHome(team_server.home))
+    try:
+        run = RunRecord(id="rsrvfiles1", model="files", action="train", status="succeeded",
+                        created_at=now(), code_hash=trees["code"].sha256, model_file="model.py",
+                        model_class="M", user="ana")  # fmt: skip
+        create_run(reg, run, {}, {})
+        register_model(reg, "files", run.id, trees["model"].sha256)
+    finally:
+        reg.close()
+    with team_server.client("bo") as http:
+        info = http.get("/api/v1/models/files@latest/files").json()
+        assert (info["name"], info["version"], info["run_id"]) == ("files", 1, "rsrvfiles1")
+        assert (info["model_sha256"], info["code_hash"]) == (
+            trees["model"].sha256, trees["code"].sha256,
+        )  # fmt: skip
+        blobs = "/api/v1/models/files/versions/1/blobs/"
+        for tree in (trees["model"], trees["code"]):
+            assert http.get(blobs + tree.sha256).status_code == 200  # its manifest
+            [entry] = tree.files
+            assert http.get(blobs + entry.sha256).content == store.get_bytes(entry.sha256)
+        [secret] = trees["other"].files
+        refused = http.get(blobs + secret.sha256)
+        assert refused.status_code == 404 and "a secret" not in refused.text
+        assert http.get(blobs + trees["other"].sha256).status_code == 404
+        gone = http.get("/api/v1/models/files:4/files")
+        assert gone.status_code == 404
+        assert gone.json()["error"] == "No version 4 of model 'files' on the team server"
+
+
 # One replica of one process: the deployment here only needs to go live.
 SERVING = """[serve]
 workers = 1
@@ -158,7 +198,8 @@ def test_deploys_a_promotion_and_a_stop_reach_the_server_once(model_project: Pro
         trained = model_project.mllib("train", "model.py", "--local", epochs)
         assert trained.returncode == 0, trained.output
     try:
-        done = model_project.mllib("deploy", "Basic:1", "--env", "staging", "--json")
+        # this project's versions: --local (with a server configured, names are the server's)
+        done = model_project.mllib("deploy", "Basic:1", "--env", "staging", "--local", "--json")
         assert done.returncode == 0, done.output
         deployment = done.json()
         run_id = model_project.mllib("models", "show", "Basic:1", "--local", "--json").json()
@@ -174,7 +215,9 @@ def test_deploys_a_promotion_and_a_stop_reach_the_server_once(model_project: Pro
         assert again.json()["created"] is False and again.json()["model"] == "Basic"
         assert again.json()["env"] == "staging" and again.json()["version"] == 1
 
-        canary = model_project.mllib("deploy", "Basic:2", "--env", "staging", "--canary", "50")
+        canary = model_project.mllib(
+            "deploy", "Basic:2", "--env", "staging", "--canary", "50", "--local"
+        )
         assert canary.returncode == 0, canary.output
         promoted = model_project.mllib(
             "deploy", "promote", "--env", "staging", "--steps", "100", "--interval", "0"
