@@ -105,6 +105,17 @@ def show(
         markup=False,
         highlight=False,
     )
+    for s in data.get("served", []):  # the team server's: what clients deployed
+        held = s["held_version"]
+        console.print(
+            f"{s['env']} serves v{held} (deployed by {s['user']})"
+            if held is not None
+            else f"{s['env']} serves a version the team server does not hold ({s['user']}'s "
+            f"v{s['version']}, run {s['run_id']}): its schedules of {data['name']}@{s['env']} "
+            "cannot evaluate it",
+            markup=False,
+            highlight=False,
+        )
     table = output.table(
         "VERSION", "RUN", "CREATED", "ALIASES", "DEPLOYED", "EVALUATION", whole=("RUN",)
     )

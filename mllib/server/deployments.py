@@ -129,6 +129,20 @@ def latest(reg: Registry, model: str, env: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def serving(reg: Registry, model: str) -> list[dict[str, Any]]:
+    """What each environment serves of `model`, as the newest record there says (none after a
+    stop): the record, with `held_version`, the server's version it is (None: one the server
+    does not hold). `mllib models show NAME` prints it."""
+    found = []
+    for env in ENVS:
+        row = latest(reg, model, env)
+        if row is None or row["action"] == STOP:
+            continue
+        version = served(reg, row)
+        found.append(public(row) | {"held_version": version.version if version else None})
+    return found
+
+
 def get(reg: Registry, deployment_id: str | None) -> dict[str, Any] | None:
     """The record of deployment `deployment_id` (None: none, or no id)."""
     if deployment_id is None:

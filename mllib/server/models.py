@@ -62,10 +62,16 @@ def add_routes(app: "FastAPI", ctx: "ServerContext", who: Callable[..., Any], pr
 
     @app.get(f"{prefix}/models/{{ref}}", tags=["models"])
     def show_model(ref: Annotated[str, Path(max_length=200)], user: Who) -> dict[str, Any]:
-        """`NAME`: a model and its versions; `NAME:VERSION` or `NAME@ALIAS`: that version with
-        its params, metrics and evaluation history (`mllib models show --json`)."""
+        """`NAME`: a model and its versions, and what clients' staging and prod serve of it
+        (`served`); `NAME:VERSION` or `NAME@ALIAS`: that version with its params, metrics and
+        evaluation history (`mllib models show --json`)."""
+        from mllib.server.deployments import serving
+
         with ctx.registry() as reg:
-            return dict(json_safe(catalog.show(ctx.workspace(reg), ref)))
+            shown = dict(json_safe(catalog.show(ctx.workspace(reg), ref)))
+            if "versions" in shown:  # what clients' staging and prod serve of it
+                shown["served"] = serving(reg, shown["name"])
+            return shown
 
     @app.get(f"{prefix}/models/{{ref}}/files", tags=["models"])
     def model_files(ref: Annotated[str, Path(max_length=200)], user: Who) -> dict[str, Any]:

@@ -82,7 +82,9 @@ def _prod(team_server) -> evaluations.Target:
         reg.close()
 
 
-def test_a_deployment_names_the_servers_version_by_identity_and_a_stop_means_none(team_server):
+def test_a_deployment_names_the_servers_version_by_identity_and_a_stop_means_none(
+    team_server, model_project: Project
+):
     """A laptop's v1 is not the server's v1: only the run that made it, or the same model files
     and code, name a server version; after a stop, NAME@prod names nothing until an alias or a
     deploy is set after it."""
@@ -98,11 +100,22 @@ def test_a_deployment_names_the_servers_version_by_identity_and_a_stop_means_non
             "ident@prod serves a version the team server does not hold (bo's v1, run "
             "rlaptop00001): it cannot evaluate it"
         )
+        [served] = http.get("/api/v1/models/ident").json()["served"]
+        assert (served["env"], served["held_version"], served["user"]) == ("prod", None, "bo")
+        login(model_project, team_server, "bo")
+        shown = model_project.mllib("models", "show", "ident")
+        assert shown.returncode == 0, shown.output
+        assert (
+            "prod serves a version the team server does not hold (bo's v1, run rlaptop00001): "
+            "its schedules of ident@prod cannot evaluate it"
+        ) in shown.stdout
         same = other | {"id": "dident000002", "version": 7, "model_sha256": "2" * 64}
         same |= {"deployed_at": "2026-12-07T22:05:00Z"}
         assert http.post(PATH, json=same).json()["known"] is True  # its files and code
         target = _prod(team_server)
         assert target.version.ref == "ident:2" and target.deployment["id"] == "dident000002"
+        [served] = http.get("/api/v1/models/ident").json()["served"]
+        assert (served["version"], served["held_version"]) == (7, 2)  # its number here: 2
         # the same files built with other code are another version
         rebuilt = same | {"id": "dident000003", "code_hash": "d" * 64}
         assert http.post(PATH, json=rebuilt | {"deployed_at": "2026-12-07T22:06:00Z"}).json()[
@@ -112,6 +125,7 @@ def test_a_deployment_names_the_servers_version_by_identity_and_a_stop_means_non
         stop = same | {"id": "dident000003-stop", "action": "stop"}
         stopped = http.post(PATH, json=stop | {"deployed_at": "2026-12-07T22:10:00Z"})
         assert stopped.status_code == 200 and stopped.json()["action"] == "stop"
+        assert http.get("/api/v1/models/ident").json()["served"] == []
         with pytest.raises(NotFoundError) as none:
             _prod(team_server)
         assert none.value.message == (
