@@ -11,14 +11,19 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from mllib.credentials import save_login
 from mllib.errors import NotFoundError
 from mllib.registry.artifacts import register_model
+from mllib.registry.db import Registry
 from mllib.registry.runs import RunRecord, create_run, now
 from mllib.server import evaluations
 from mllib.server.main import database
 from mllib.server.settings import ServerHome
+from mllib.serving.control import records
+from mllib.serving.control.reporting import RETRY_S, Reporter
 from mllib.store import LocalBlobStore, put_tree
 from tests.conftest import Project, wait_for
+from tests.server.conftest import free_port
 from tests.server.test_api import login
 
 PATH = "/api/v1/deployments"
@@ -173,6 +178,41 @@ def test_a_versions_files_are_answered_and_no_other_blob(team_server, tmp_path):
         gone = http.get("/api/v1/models/files:4/files")
         assert gone.status_code == 404
         assert gone.json()["error"] == "No version 4 of model 'files' on the team server"
+
+
+def test_a_controller_sends_in_the_background_and_an_unreachable_server_loses_nothing(
+    team_server, tmp_path, monkeypatch
+):
+    """A controller's Reporter (what it finished by itself: a promotion) sends from a thread of
+    its own; a server that cannot be reached leaves the record pending and is tried again
+    RETRY_S later (never sooner), and then records it once."""
+    monkeypatch.setenv("MLLIB_HOME", str(tmp_path / "home"))
+    dead = f"http://127.0.0.1:{free_port()}"  # logged in, but nothing listens there
+    save_login(dead, "tok-dead")
+    save_login(team_server.url, team_server.tokens["bo"])
+    path = tmp_path / "registry.db"
+    reg = Registry.open(path)
+    try:
+        records.insert(reg, records.Deployment(
+            id="dreport00001", env="prod", action="promote", state="live", model="rep",
+            run_id="rrep00000001", artifact="a:b", created_at=now(), version=3,
+            live_at=now(),
+        ))  # fmt: skip
+        reporter = Reporter(str(path), dead)
+        reporter.due()
+        reporter.tick(100.0)
+        reporter.join(30)
+        assert [c.id for c in records.unreported(reg)] == ["dreport00001"]  # kept
+        reporter.url = team_server.url  # the server is back
+        reporter.tick(100.0 + RETRY_S - 1)  # too soon: nothing is tried
+        reporter.join(30)
+        assert records.unreported(reg) != []
+        reporter.tick(100.0 + RETRY_S)
+        reporter.join(30)
+        assert records.unreported(reg) == []
+    finally:
+        reg.close()
+    assert _server_records(team_server, "rep") == [("promote", "prod", 3)]
 
 
 # One replica of one process: the deployment here only needs to go live.

@@ -112,6 +112,11 @@ class Reporter:
         self._thread = threading.Thread(target=self._send, name="report", daemon=True)
         self._thread.start()
 
+    def join(self, timeout: float) -> None:
+        """Wait for a sending under way to end (at most `timeout` seconds)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def _send(self) -> None:
         from mllib.registry.db import Registry
 
