@@ -8,9 +8,9 @@ expired lease is not scanned.
 
 from __future__ import annotations
 
-import sys
-import threading
 from typing import TYPE_CHECKING
+
+from mllib.server.periodic import Periodic, log
 
 if TYPE_CHECKING:
     from mllib.server.context import ServerContext
@@ -18,28 +18,17 @@ if TYPE_CHECKING:
 SWEEP_S = 600.0  # how often a running server looks for expired upload leases
 
 
-class Housekeeping:
+class Housekeeping(Periodic):
     """The thread of `mllib server start` that sweeps every SWEEP_S (the first at once)."""
+
+    name, every_s = "housekeeping", SWEEP_S
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+        super().__init__()
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sweep(self.ctx)
-            except Exception as exc:  # a busy store or a lost database: the next sweep retries
-                _log(f"housekeeping: {exc}")
-            self.stopping.wait(SWEEP_S)
+    def step(self) -> None:
+        sweep(self.ctx)
 
 
 def sweep(ctx: ServerContext) -> None:
@@ -52,8 +41,4 @@ def sweep(ctx: ServerContext) -> None:
     with ctx.registry() as reg:
         freed = collect_abandoned(reg, ctx.datasets, cache_dir(project.config, project.state_dir))
     if freed is not None and freed.chunks:
-        _log(f"freed {freed.chunks} chunk(s), {human_bytes(freed.bytes)}, of abandoned uploads")
-
-
-def _log(line: str) -> None:
-    print(f"mllib server: {line}", file=sys.stderr, flush=True)
+        log(f"freed {freed.chunks} chunk(s), {human_bytes(freed.bytes)}, of abandoned uploads")
