@@ -10,7 +10,8 @@ exclusively, reads every lease, then deletes. So a chunk an upload relies on is 
 the collection looks, or was deleted before the server looked (and is reported missing).
 
 A lease unused for its `expire_s` (the server's `upload_expiry_h`) belongs to an abandoned upload
-(a client gone, a server killed mid-upload): the next collection removes it and frees its chunks.
+(a client gone, a server killed mid-upload): the next collection removes it and frees its chunks
+(a team server runs one itself when it finds one: mllib.server.housekeeping).
 
 >>> leases = Leases.of(store)  # doctest: +SKIP
 >>> upload = leases.start("images", "ana", 86400)  # doctest: +SKIP
@@ -84,6 +85,20 @@ class Leases:
         if UPLOAD_ID.match(upload):
             self._path(upload).unlink(missing_ok=True)
 
+    def any_expired(self) -> bool:
+        """Whether a lease has gone unused past its `expire_s` (an abandoned upload, whose
+        chunks the next collection frees). Reads only each lease's header: cheap to ask often."""
+        for path in self.root.glob("*.jsonl") if self.root.is_dir() else []:
+            try:
+                with path.open("rb") as f:
+                    header = _record(f.readline())
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if _expired(header, age):
+                return True
+        return False
+
     def pinned(self) -> set[str]:
         """Every chunk a live lease pins; expired leases are removed on the way (their chunks
         are freed by the collection that asked). Hold the upload lock exclusively."""
@@ -95,9 +110,7 @@ class Leases:
             except FileNotFoundError:
                 continue
             records = [_record(line) for line in lines]
-            header = records[0] if records else None
-            expire_s = header.get("expire_s") if header else None
-            if not isinstance(expire_s, int | float) or age > expire_s:
+            if _expired(records[0] if records else None, age):
                 path.unlink(missing_ok=True)  # abandoned (or not a lease mllib wrote)
                 continue
             for record in records[1:]:
@@ -121,6 +134,12 @@ def _record(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def _expired(header: dict[str, Any] | None, age: float) -> bool:
+    """Whether a lease with this header, unused for `age` seconds, is gone (or not mllib's)."""
+    expire_s = header.get("expire_s") if header else None
+    return not isinstance(expire_s, int | float) or age > expire_s
 
 
 def _header(fd: int) -> dict[str, Any] | None:

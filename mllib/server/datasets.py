@@ -23,7 +23,7 @@ from mllib.datasets.api import describe
 from mllib.datasets.chunkstore import LocalChunkStore
 from mllib.datasets.errors import DatasetChangedError, DatasetTooLargeError
 from mllib.datasets.format import human_bytes
-from mllib.datasets.gc import upload_lock
+from mllib.datasets.gc import Collected, collect, upload_lock
 from mllib.datasets.leases import Leases
 from mllib.datasets.manifest import Manifest, ManifestError
 from mllib.datasets.materialize import load_manifest
@@ -185,6 +185,14 @@ def remove(
         return ", ".join([*mine, *([f"{others} of other users"] if others else [])])
 
     return remove_versions(reg, store, cache, versions, in_use, COLLECT_WAIT_S).as_dict()
+
+
+def collect_abandoned(reg: Registry, store: LocalChunkStore, cache: Path) -> Collected | None:
+    """Free what only abandoned uploads kept (their leases unused past `upload_expiry_h`), as
+    a removal's collection would: None when no lease has expired (nothing is scanned)."""
+    if not Leases.of(store).any_expired():
+        return None
+    return collect(store, lambda: catalog.live_digests(reg), cache, COLLECT_WAIT_S)
 
 
 def _owner(reg: Registry, name: str) -> str | None:

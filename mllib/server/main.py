@@ -1,9 +1,9 @@
 """`mllib server init|start` and the admin's commands on the server host, as library functions.
 
-`start` runs the HTTP API (uvicorn, one process: SQLite's one writer), the dispatcher and the
-schedules' ticker in the foreground until SIGTERM or Ctrl-C. The server's home is its
-MLLIB_HOME, so its agents (added with `mllib server agents add`) and their host keys live there (config/),
-apart from any person's.
+`start` runs the HTTP API (uvicorn, one process: SQLite's one writer), the dispatcher, the
+schedules' ticker and the housekeeping (mllib.server.housekeeping) in the foreground until
+SIGTERM or Ctrl-C. The server's home is its MLLIB_HOME, so its agents (added with `mllib server
+agents add`) and their host keys live there (config/), apart from any person's.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     from mllib.server.app import create_app
     from mllib.server.context import ServerContext
     from mllib.server.dispatch import Dispatcher
+    from mllib.server.housekeeping import Housekeeping
     from mllib.server.schedules import Ticker
     from mllib.server.submit_route import SubmitRoute
 
@@ -76,8 +77,10 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     dispatcher = Dispatcher(ctx)
     app = create_app(ctx, dispatcher)
     ticker = Ticker(ctx, app.state.commits)  # queues due scheduled evaluations
+    housekeeping = Housekeeping(ctx)  # frees what abandoned uploads kept
     dispatcher.start()
     ticker.start()
+    housekeeping.start()
     config = uvicorn.Config(
         SubmitRoute(app, app.state.commits, app.state.tokens, ctx.settings.max_queued),
         host=host,
@@ -90,6 +93,7 @@ def start(home: ServerHome, *, host: str | None = None, port: int | None = None)
     try:
         uvicorn.Server(config).run()
     finally:
+        housekeeping.stop()
         ticker.stop()
         app.state.commits.stop()
         dispatcher.stop()

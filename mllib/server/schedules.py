@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from mllib.registry.runs import get_run, iso, new_run_id, now
 from mllib.runs.gates import breaches
 from mllib.server import deployments, evaluations, sealed
 from mllib.server.accounts import User, get_user
+from mllib.server.periodic import Periodic, log
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -333,7 +333,7 @@ def _not_queued(reg: Registry, ctx: ServerContext, row: dict[str, Any], exc: Exc
     from mllib.server import schedule_alerts
 
     reason = exc.message if isinstance(exc, MllibError) else str(exc)  # one line, no hint
-    _log(ctx, f"schedule {row['id']}: its run could not be queued: {reason}")
+    log(f"schedule {row['id']}: its run could not be queued: {reason}")
     _set_error(reg, row["id"], reason)
     schedule_alerts.report(
         ctx,
@@ -351,38 +351,21 @@ def _set_error(reg: Registry, schedule_id: str, reason: str | None) -> None:
         )
 
 
-class Ticker:
+class Ticker(Periodic):
     """The thread of `mllib server start` that queues due schedules every TICK_S."""
+
+    name, every_s = "schedules", TICK_S
 
     def __init__(self, ctx: ServerContext, commits: GroupCommit) -> None:
         self.ctx, self.commits = ctx, commits
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="schedules", daemon=True)
+        super().__init__()
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
+    def step(self) -> None:
         from mllib.server import schedule_alerts
 
-        while not self.stopping.is_set():
-            try:
-                with self.ctx.registry() as reg:
-                    tick(reg, self.commits, self.ctx)
-                    schedule_alerts.check(reg, self.ctx)
-            except Exception as exc:  # the database went away: the next tick tries again
-                _log(self.ctx, f"schedules: {exc}")
-            self.stopping.wait(TICK_S)
-
-
-def _log(ctx: ServerContext, line: str) -> None:
-    import sys
-
-    print(f"mllib server: {line}", file=sys.stderr, flush=True)
+        with self.ctx.registry() as reg:
+            tick(reg, self.commits, self.ctx)
+            schedule_alerts.check(reg, self.ctx)
 
 
 def _own_run(reg: Registry, who: User, run_id: str) -> Any:

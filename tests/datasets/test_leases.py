@@ -50,10 +50,12 @@ def test_an_expired_or_torn_lease_is_removed_and_frees_its_chunks(tmp_path: Path
     os.utime(leases.root / f"{abandoned}.jsonl", (past, past))
     (leases.root / f"{'0' * 32}.jsonl").write_bytes(b'{"format":1,"upl')  # killed mid-write
 
+    assert leases.any_expired()  # what a server's sweep asks before it collects
     collect(store, set, tmp_path / "cache")
     assert sorted(p.stem for p in leases.root.iterdir()) == [live]
     assert store.missing([old, fresh]) == [old]
     assert not leases.pin(abandoned, "ana", [old])  # its upload has to start again
+    assert not leases.any_expired()  # the live lease alone is left: no sweep needed
 
 
 def test_a_lease_is_pinned_only_by_its_own_user(tmp_path: Path) -> None:
