@@ -37,7 +37,8 @@ def report_deployments(ws: Workspace) -> None:
     for (model, env), dep in report.unheld.items():
         say(
             f"  The team server does not hold {dep.label} (run {dep.run_id}): its schedules of "
-            f"{model}@{env} cannot evaluate what {env} serves (deploy a version it trained)."
+            f"{model}@{env} cannot evaluate what {env} serves (`mllib deploy {model}:VERSION` "
+            "deploys one it holds)."
         )
     if report.error is not None and report.left is not None:
         left = report.left

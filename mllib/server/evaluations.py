@@ -105,8 +105,8 @@ def _deployed(reg: Registry, name: str, env: str) -> Target | None:
         raise NotFoundError(
             f"{name}@{env} serves a version the team server does not hold ({row['user']}'s "
             f"v{row['version']}, run {row['run_id']}): it cannot evaluate it",
-            hint=f"Deploy a version the server trained (`mllib train model.py --remote`), or "
-            f"point the alias at one: mllib models alias {name}:VERSION {env}.",
+            hint=f"Deploy one of the server's versions (`mllib deploy {name}:VERSION --env {env}` "
+            f"names them), or point the alias at one: mllib models alias {name}:VERSION {env}.",
         )
     return Target(version, deployments.public(row))
 

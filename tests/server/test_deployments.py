@@ -260,7 +260,8 @@ def test_deploys_a_promotion_and_a_stop_reach_the_server_once(model_project: Pro
         assert "  Recorded on the team server: Basic v1 on staging." in done.stderr
         assert (
             f"  The team server does not hold Basic v1 (run {run_id['run_id']}): its schedules "
-            "of Basic@staging cannot evaluate what staging serves (deploy a version it trained)."
+            "of Basic@staging cannot evaluate what staging serves (`mllib deploy Basic:VERSION` "
+            "deploys one it holds)."
         ) in done.stderr
         status = model_project.mllib("deploy", "status")
         assert status.returncode == 0 and "team server" not in status.stderr  # nothing left
