@@ -3,9 +3,10 @@ started with `--agents h0,h1`): the candidate's replicas run on the agents too, 
 stable's are. Real sshd hosts (sshlab.py), the real agent program and LitServe servers on them,
 the gateway and controller here, real HTTP clients.
 
-What a user sees is asserted: a slow canary's replicas on the agents (`deploy status`), its
-automatic rollback (`deploy history`) with no failed request and its replicas stopped on the
-agents; `--agents` naming other agents refused in one line (exit 2); a sound canary promoted,
+What a user sees is asserted: the gateway here runs one process beside min_replicas = 2 on the
+agents (`deploy status`); a slow canary's replicas on the agents, which it scales up on its own
+load as stable's are, then its automatic rollback (`deploy history`) with no failed request and
+all of its replicas stopped on the agents; `--agents` naming other agents refused in one line (exit 2); a sound canary promoted,
 its replicas on the agents becoming stable's while the old ones drain and stop, with no failed
 request and every answer after it from the new version.
 """
@@ -25,7 +26,8 @@ CONFIG = """
 drain_s = 1.0
 timeout_s = 10.0
 min_replicas = 2  # one on each agent all along
-max_replicas = 2
+max_replicas = 3  # the slow canary's third replica, on its own load
+target_inflight = 2  # stable's light traffic stays under it; the slow canary's does not
 
 [rollout]
 window_s = 5.0
@@ -54,12 +56,16 @@ def test_a_canary_on_agents_rolls_back_with_no_failed_request_and_another_is_pro
     prepare(lab, project, CONFIG, (), ("--bias=2", "--slow_s=0.2"), ("--bias=3",), model=SERVED)
     deploy(project, "steps:1", "--agents", ",".join(agents))
     assert _variants(project) == {"stable": [(agents[0], "1"), (agents[1], "1")]}
-    url = status(project)["url"]
+    row = status(project)
+    here = [r for r in row["replicas"] if r["host"] == "local"]
+    assert len(here) == 1 and here[0]["variant"] == "stable", here  # the gateway, not 2 replicas
+    url = row["url"]
 
     traffic = Traffic(url, clients=8, pause_s=0.05)
     try:
         # v2 answers in 0.2 s (its 2 replicas: 10 requests/s, enough to be judged within the
-        # 5 s window): its replicas start on the agents, then it is rolled back.
+        # 5 s window): its replicas start on the agents; the clients' requests wait on it (more
+        # than 2 in flight per replica), so it gains a third there; then it is rolled back.
         deploy(project, "steps:2", "--canary", "50")
         wait_for(
             lambda: [e for e in history(project) if e["action"] == "rollback"],
@@ -71,12 +77,19 @@ def test_a_canary_on_agents_rolls_back_with_no_failed_request_and_another_is_pro
         (started,) = [e for e in events if e["action"] == "rollout"]
         assert f"starts on agent {agents[0]}" in started["reason"], started
         assert f"starts on agent {agents[1]}" in started["reason"], started
+        (grew,) = [e for e in events if e["action"] == "scale"]  # stable's stayed at 2
+        assert grew["result"] == "up" and grew["detail"]["variant"] == "canary", grew
+        assert grew["reason"].startswith("canary 2 → 3 replicas") and " starts on agent " in grew["reason"], grew  # fmt: skip
         wait_for(
             lambda: all(_one_server(host) for host in lab.hosts),
             timeout=120, what="the canary's replicas stopped on the agents",
         )  # fmt: skip
+        wait_for(
+            lambda: len([e for e in history(project) if e["action"] == "rollback" and e["result"] == "stopped"]) == 3,
+            timeout=60, what="its 3 replicas stopped, in the history",
+        )  # fmt: skip
         stopped = [e for e in history(project) if e["action"] == "rollback" and e["result"] == "stopped"]  # fmt: skip
-        assert len(stopped) == 2 and all("(canary)" in e["reason"] for e in stopped), stopped
+        assert all("(canary)" in e["reason"] for e in stopped), stopped
         assert _variants(project) == {"stable": [(agents[0], "1"), (agents[1], "1")]}
 
         refused = mllib(

@@ -78,11 +78,14 @@ class LiveDeployment:
         self, variant: str, template: ServerSpec, *, public: bool, processes: int = 0
     ) -> ServerState:
         """Start a server of `template`: initial_processes, or `processes` where inline and
-        more (a candidate sized to its share)."""
+        more (a candidate sized to its share). With replicas on agents, the stable server here
+        is the gateway: its `workers` processes, not min_replicas (those run on the agents)."""
         server_id = f"s{self.next_id}"
         self.next_id += 1
         ceiling = max(self.spec.scaling.ceiling, template.workers)
         count = initial_processes(template, self.spec.scaling)
+        if public and self.remote is not None:
+            count = template.workers
         if template.inline:
             count = min(ceiling, max(count, processes))
         server = self.backend.start(
