@@ -6,9 +6,10 @@ the gateway and controller here, real HTTP clients.
 What a user sees is asserted: the gateway here runs one process beside min_replicas = 2 on the
 agents (`deploy status`); a slow canary's replicas on the agents, which it scales up on its own
 load as stable's are, then its automatic rollback (`deploy history`) with no failed request and
-all of its replicas stopped on the agents; `--agents` naming other agents refused in one line (exit 2); a sound canary promoted,
-its replicas on the agents becoming stable's while the old ones drain and stop, with no failed
-request and every answer after it from the new version.
+all of its replicas stopped on the agents; `--agents` naming other agents refused in one line
+(exit 2); a sound version's shadow scaled up on its load and down by draining a replica on its
+agent, then promoted, its replicas on the agents becoming stable's while the old ones drain and
+stop, with no failed request and every answer after it from the new version.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ timeout_s = 10.0
 min_replicas = 2  # one on each agent all along
 max_replicas = 3  # the slow canary's third replica, on its own load
 target_inflight = 2  # stable's light traffic stays under it; the slow canary's does not
+scale_down_after_s = 5
+p99_objective_ms = 1000  # the lab's busy CPUs neither add replicas nor hold a scale-down back
 
 [rollout]
 window_s = 5.0
@@ -101,8 +104,27 @@ def test_a_canary_on_agents_rolls_back_with_no_failed_request_and_another_is_pro
             refused.stdout + refused.stderr
         )
 
-        # v3 is sound: promoted at once, its replicas on the agents are stable's from then.
-        deploy(project, "steps:3", "--canary", "50", "--agents", ",".join(agents))
+        # v3 as a shadow (copies of every request, never judged): a load that keeps each
+        # variant busy (6 requests in flight, 2 per replica wanted) gives it a third replica
+        # on the agents, as it gives stable; the load gone, it drains one and stops it on its
+        # agent. Then it is promoted at once: its replicas on the agents are stable's.
+        deploy(project, "steps:3", "--shadow", "--agents", ",".join(agents))
+        load = Traffic(url, clients=12, body={"x": 1, "sleep": 0.3})
+        try:
+            wait_for(
+                lambda: len(_variants(project).get("shadow", [])) == 3,
+                timeout=120, interval=1.0, what="v3's third replica ready",
+            )  # fmt: skip
+        finally:
+            load.stop()
+        assert load.statuses and not load.failed() and not load.errors, load.errors[:3]
+        wait_for(lambda: _scaled(project, "shadow", "down"), timeout=120, what="v3 down")
+        (down,) = _scaled(project, "shadow", "down")
+        assert down["reason"].startswith("shadow 3 → 2 replicas") and " drains" in down["reason"]
+        wait_for(
+            lambda: [e for e in history(project) if e["action"] == "scale" and e["result"] == "stopped" and "(shadow)" in e["reason"]],
+            timeout=60, interval=1.0, what="its replica stopped on its agent",
+        )  # fmt: skip
         promoted = mllib("deploy", "promote", "--env", "staging", "--steps", "100", cwd=project)
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         wait_for(
@@ -123,6 +145,14 @@ def test_a_canary_on_agents_rolls_back_with_no_failed_request_and_another_is_pro
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     for host in lab.hosts:
         assert servers(host) == []
+
+
+def _scaled(project: Path, variant: str, result: str) -> list[dict]:
+    """The scaling events of `variant` with `result` (up, down)."""
+    return [
+        e for e in history(project)
+        if e["action"] == "scale" and e["result"] == result and e["detail"]["variant"] == variant
+    ]  # fmt: skip
 
 
 def _one_server(host) -> bool:
