@@ -363,7 +363,7 @@ def breach(bench: Bench) -> dict:
     start = time.time()
     bench.deploy("paced:3", canary=CANARY)
     wait(lambda: bench.seen(3, start), 30, "the canary's first answer")
-    time.sleep(bench.ctx.settings.rollout.window_s + 1)  # its warm-up window is never judged
+    time.sleep(bench.ctx.settings.rollout.window_s + 1)  # past its warm-up (never judged)
     breached = time.time()
     bench.delay("canary.txt", BREACH_DELAY_S)
     rolled = wait(lambda: bench.events("rollback", breached, "auto"), 60, "the automatic rollback")

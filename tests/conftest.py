@@ -73,9 +73,6 @@ def _images_repository(config: pytest.Config) -> str:
     return f"mllib-test-{_test_run_id(config)[:10]}/env"
 
 
-_machine_held: list[Any] = []  # this worker's exclusive hold of the machine (`machine_alone`)
-
-
 def _turn(base: Path, exclusive: bool) -> Any:
     """Take `base`'s lock (exclusive or shared) through its gate, one waiter at a time, so a
     test waiting to hold it alone is not starved by shared holders that keep overlapping (flock
@@ -91,22 +88,13 @@ def _turn(base: Path, exclusive: bool) -> Any:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outermost: waiting is not the test's time
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Under pytest-xdist, two kinds of turns. The machine: the tests of a file marked
-    `machine_alone` (rollouts judged on latency, which other workers' load skews) run with no
-    other test running, from their first test to their last; every other test shares it. The
-    Docker engine: tests that check it for leftovers (marked `docker_alone`: no new volume,
-    dangling layer or build container) hold it alone, while the other tests that use the engine
-    share it: a check never sees another worker's build."""
+    """Under pytest-xdist, the Docker engine's turns: tests that check it for leftovers (marked
+    `docker_alone`: no new volume, dangling layer or build container) hold it alone, while the
+    other tests that use the engine share it: a check never sees another worker's build."""
     if not hasattr(item.config, "workerinput"):
         yield
         return
     base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(item.config)[:10]}"
-    machine_alone = item.get_closest_marker("machine_alone") is not None
-    machine = None
-    if not machine_alone:
-        machine = _turn(Path(f"{base}.machine"), exclusive=False)
-    elif not _machine_held:
-        _machine_held.append(_turn(Path(f"{base}.machine"), exclusive=True))
     docker_alone = item.get_closest_marker("docker_alone") is not None
     engine = None
     if docker_alone or "docker_client" in getattr(item, "fixturenames", ()):
@@ -114,11 +102,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         yield
     finally:
-        for held in (engine, machine):
-            if held is not None:
-                held.close()
-        if _machine_held and (nextitem is None or not nextitem.get_closest_marker("machine_alone")):
-            _machine_held.pop().close()
+        if engine is not None:
+            engine.close()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -127,9 +112,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     base = Path(tempfile.gettempdir()) / f"mllib-test-{_test_run_id(session.config)[:10]}"
-    for kind in (".docker", ".machine"):  # the turns (above)
-        for path in (Path(f"{base}{kind}"), Path(f"{base}{kind}.gate")):
-            path.unlink(missing_ok=True)
+    for path in (Path(f"{base}.docker"), Path(f"{base}.docker.gate")):  # the turns (above)
+        path.unlink(missing_ok=True)
     try:
         client = connect(timeout=120)
     except DockerRuntimeError:

@@ -31,7 +31,7 @@ timeout_s = 10.0
 min_replicas = 1
 max_replicas = 4
 target_inflight = 1
-scale_down_after_s = 20  # long enough for the load to begin before any goes
+scale_down_after_s = 10  # long enough for the load to begin before any goes
 
 [deploy]
 ready_timeout_s = 600

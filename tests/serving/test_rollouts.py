@@ -28,9 +28,6 @@ from mllib.workspace import Workspace
 from tests.conftest import wait_for
 from tests.serving.conftest import CONFIG, copy_project, train
 
-# Judged on latency and shares: other workers' load skews both (tests/conftest.py).
-pytestmark = pytest.mark.machine_alone
-
 ROLLOUT = """
 [rollout]
 window_s = 2.0

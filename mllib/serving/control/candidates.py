@@ -16,6 +16,7 @@ from mllib.serving.control.judge import figures as judged
 from mllib.serving.control.judge import judge
 from mllib.serving.control.scaling import ScalingLoop
 from mllib.serving.control.servers import ServerState
+from mllib.serving.control.warmup import Warmup
 from mllib.serving.routes import CANARY, SHADOW, STABLE, Replica
 
 log = logging.getLogger("mllib.serving.controller")
@@ -25,7 +26,7 @@ class CandidateLoop(ScalingLoop):
     """A candidate's life beside stable: judged, rolled back, or promoted and handed over."""
 
     def _judge(self, figures: dict[str, dict[str, Any]]) -> None:
-        """Judge a canary over the latest window, leaving out its first window (its first
+        """Judge a canary over the latest window, once it is warm (warmup.py: its first
         requests pay for cold starts: imports, caches, connections)."""
         candidate = self.candidate
         if candidate is not None and candidate.variant == SHADOW and SHADOW in figures:
@@ -40,16 +41,18 @@ class CandidateLoop(ScalingLoop):
                 "stable": judged(figures[STABLE]["window"]),
             }
         if candidate is None or candidate.variant != CANARY or CANARY not in figures:
-            self.canary_since = None
+            self.warmup = None
             return
         now = time.monotonic()
-        window = self.spec.rollout.window_s
-        if self.canary_since is None:
-            self.canary_since = now
-        if now - self.canary_since < window:
-            return  # its first window is its warm-up, never judged
         reading = self.history[-1][1]
-        since = self.canary_since + window
+        if self.warmup is None:
+            self.warmup = Warmup()
+        since = self.warmup.update(
+            now, {i: reading[i] for i in figures[CANARY]["ids"] if i in reading}
+        )
+        if since is None:
+            return  # still warming up: never judged
+        window = self.spec.rollout.window_s
         canary = self._window(now, window, figures[CANARY]["ids"], reading, since)
         own = self._window(now, window, [f"own:{self.candidate_id}"], reading, since)
         if own.requests:

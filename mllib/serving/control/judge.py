@@ -1,6 +1,6 @@
 """Whether a canary is worse than the stable version it runs beside, judged by the controller every
-tick over the last `window_s` of both variants' traffic (a canary's first window is its
-warm-up: never judged): requests and errors as the stable server's processes saw them, latency as
+tick over the last `window_s` of both variants' traffic (a canary's warm-up, warmup.py, is
+never judged): requests and errors as the stable server's processes saw them, latency as
 each version's own processes measured it (the hop to the candidate's server is not the version's).
 
 A canary fails when, with at least `min_requests` of its own requests in the window, its error

@@ -18,6 +18,7 @@ from mllib.serving.control.autoscale import Autoscaler, Scaling
 from mllib.serving.control.fleet import Candidate, FleetSpec, write_state
 from mllib.serving.control.reporting import Reporter
 from mllib.serving.control.servers import LocalServers, ServerState
+from mllib.serving.control.warmup import Warmup
 from mllib.serving.counters import Counters, Totals
 from mllib.serving.routes import (
     CANARY,
@@ -50,7 +51,7 @@ class LiveDeployment:
         self.successor: str | None = None  # the stable server a promotion is starting
         self.replacing: dict[str, str] = {}  # a stable server starting -> the dead one it replaces
         self.restart_stable_at: float | None = None  # after a replacement failed to start
-        self.canary_since: float | None = None  # when a canary began taking requests
+        self.warmup: Warmup | None = None  # a canary's cold start, left out of its judging
         self.row = spec.deployment  # the deployments row of what stable serves
         self.next_id = 1
         self.generation = 0
@@ -61,6 +62,7 @@ class LiveDeployment:
         self.stop_requested = threading.Event()
         self.state = "starting"
         self._routes_key: Any = None
+        self._routed: dict[str, list[str]] = {}  # per variant, the live replicas routes name
         self._last_write = 0.0
         self._dirty = True
         self._metrics: dict[str, Any] = {}
@@ -78,11 +80,14 @@ class LiveDeployment:
         self, variant: str, template: ServerSpec, *, public: bool, processes: int = 0
     ) -> ServerState:
         """Start a server of `template`: initial_processes, or `processes` where inline and
-        more (a candidate sized to its share)."""
+        more (a candidate sized to its share). With replicas on agents, the stable server here
+        is the gateway: its `workers` processes, not min_replicas (those run on the agents)."""
         server_id = f"s{self.next_id}"
         self.next_id += 1
         ceiling = max(self.spec.scaling.ceiling, template.workers)
         count = initial_processes(template, self.spec.scaling)
+        if public and self.remote is not None:
+            count = template.workers
         if template.inline:
             count = min(ceiling, max(count, processes))
         server = self.backend.start(
@@ -188,6 +193,9 @@ class LiveDeployment:
         for counters in self.counters.values():
             counters.generation = self.generation
         self._routes_key = key
+        self._routed = {  # what the gateway's processes route to from their next request on
+            v.name: [r.id for r in v.live] for v in routes.variants if v.live and v.weight > 0
+        }
         self._dirty = True
 
     def _public_state(self) -> dict[str, Any]:
@@ -206,6 +214,7 @@ class LiveDeployment:
             "successor": self.successor,
             "next_id": self.next_id,
             "generation": self.generation,
+            "routed": self._routed,
             "row": self.row,
             "stable_spec": dataclasses.asdict(self.stable),
             "candidate": candidate.to_dict() if candidate else None,

@@ -36,6 +36,10 @@ class OrderLoop(CandidateLoop):
                 )
                 answer_order(path, ok=False, error=f"{type(exc).__name__}: {exc}")
             else:
+                # What it changed in the routes is served before the command hears back: a
+                # promotion's step takes its share from the caller's next request on.
+                self._write_routes()
+                self._write_state(force=True)
                 answer_order(path, ok=True, result=result)
 
     def _carry_out(self, order: dict[str, Any]) -> Any:

@@ -147,25 +147,25 @@ def _placement(folder: Path, current: records.Deployment, strategy: Strategy) ->
 
 
 def _wait_candidate(folder: Path, server: str, timeout_s: float, alive: Any) -> str | None:
-    """None once a process of the candidate's server `server` is ready; else why it will not be.
-    Only this candidate's own abort counts: the state file may still show an earlier rollout of
-    the same version taken down (it is written a moment after the order is answered)."""
+    """None once the gateway routes the candidate's share to it (the routes naming a live
+    replica of it are published: the next request takes them); else why it will not be. A
+    replica merely ready is not enough: under load its routes reached the gateway later, and
+    a caller's first requests all went to stable. Only this candidate's own abort counts: the
+    state file may still show an earlier rollout of the same version taken down (it is
+    written a moment after the order is answered)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = read_state(folder)
-        if state.get("candidate") and state.get("candidate_id") == server:
-            processes = state.get("processes", {}).get(server, [])
-            if any(p["state"] == "ready" for p in processes):
-                return None
-            remote = state.get("remote") or []  # its replicas on agents
-            if any(r.get("variant", "stable") != "stable" and r["state"] == "live" for r in remote):
-                return None
+        candidate = state.get("candidate") or {}
+        routed = state.get("routed") or {}
+        if state.get("candidate_id") == server and routed.get(candidate.get("variant")):
+            return None
         abort = state.get("last_abort") or {}
         if abort.get("server") == server:
             return abort.get("why") or "it was taken down"
         if not alive():
             return "the deployment's controller exited"
-        time.sleep(0.1)
+        time.sleep(0.05)
     return f"not ready after {timeout_s:g}s ([deploy] ready_timeout_s)"
 
 

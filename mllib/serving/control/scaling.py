@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from mllib.serving.control.agentservers import AgentReplicas
-from mllib.serving.control.autoscale import Autoscaler, Scaling, share_replicas
+from mllib.serving.control.autoscale import Autoscaler, Decision, Scaling, share_replicas
 from mllib.serving.control.fleet import Candidate
 from mllib.serving.control.live import LiveDeployment
 from mllib.serving.control.servers import ServerState
@@ -81,57 +81,83 @@ class ScalingLoop(LiveDeployment):
         targets = [(STABLE, self.stable_id)]
         if self.candidate is not None and self.candidate_id:
             targets.append((self.candidate.variant, self.candidate_id))
+        gateway = self.servers.get(self.stable_id)  # its counters measure every variant
         for name, server_id in targets:
-            server, counters = self.servers.get(server_id), self.counters.get(server_id)
             data = figures.get(name)
-            if server is None or counters is None or server.state != "live" or data is None:
+            if gateway is None or gateway.state != "live" or data is None:
                 continue
-            template = self.stable if name == STABLE else self.candidate.spec  # type: ignore[union-attr]
-            remote = self.remote if name == STABLE else None  # its replicas are on agents
-            if not template.inline and remote is None:
-                continue  # worker mode: its LitServe workers are fixed (see the README)
             if name == STABLE and self.failures and now - self.failures[-1] < self._retry_s():
                 continue
-            scaler = self.scalers.get(name)
-            if scaler is None:
-                scaling = self._scaling(server)
-                if remote is not None:
-                    scaling = dataclasses.replace(scaling, max_replicas=remote.ceiling())
-                scaler = self.scalers[name] = Autoscaler(scaling)
-            current = counters.desired if remote is None else remote.count()
-            p99 = quantile(0.99, data["second"].buckets)
-            decision = scaler.observe(now, in_flight=data["in_flight"], p99_s=p99, replicas=current)
+            if self.remote is not None:  # each variant's replicas are on the agents
+                if name != STABLE and not self.remote.live(name):
+                    continue  # a candidate's first replicas are still starting
+                self._scale_variant_on_agents(self.remote, name, data, now)
+                continue
+            server, counters = self.servers.get(server_id), self.counters.get(server_id)
+            if server is None or counters is None or server.state != "live":
+                continue
+            template = self.stable if name == STABLE else self.candidate.spec  # type: ignore[union-attr]
+            if not template.inline:
+                continue  # worker mode: its LitServe workers are fixed (see the README)
+            decision = self._decide(name, self._scaling(server), counters.desired, data, now)
             if decision is None:
                 continue
-            placed: list[str] = []
-            if remote is not None:
-                placed = self._scale_on_agents(remote, current, decision.replicas, now)
-            elif decision.direction == "up" or name == STABLE:
+            current = counters.desired
+            if decision.direction == "up" or name == STABLE:
                 counters.desired = decision.replicas  # the server drains its newest process
             else:
                 self._shrink_candidate(server, decision.replicas, now)
-            detail = {
-                "variant": name,
-                "from": current,
-                "to": decision.replicas,
-                "in_flight": data["in_flight"],
-                "p99_ms": None if p99 is None else round(p99 * 1000, 2),
-            }
-            reason = f"{name} {current} → {decision.replicas} replicas: {decision.reason}"
-            reason += "".join(f"; {where}" for where in placed)
-            self._event("scale", decision.direction, reason, **detail)
-            self._metrics["events"].labels(
-                self.spec.env, self.model, name, decision.direction
-            ).inc()
+            self._scaled(name, current, decision, data, [])
+
+    def _scale_variant_on_agents(
+        self, remote: AgentReplicas, name: str, data: dict[str, Any], now: float
+    ) -> None:
+        """Scale one variant's replicas on the agents (a candidate's as stable's, each on its
+        own in-flight load): start them where there is most room, or drain some."""
+        current = remote.count(name)
+        scaling = dataclasses.replace(self.spec.scaling, max_replicas=remote.ceiling())
+        decision = self._decide(name, scaling, current, data, now)
+        if decision is None:
+            return
+        placed = self._scale_on_agents(remote, name, current, decision.replicas, now)
+        self._scaled(name, current, decision, data, placed)
+
+    def _decide(
+        self, name: str, scaling: Scaling, current: int, data: dict[str, Any], now: float
+    ) -> Decision | None:
+        """The autoscaler of variant `name` (made on first use) on what it measured now."""
+        scaler = self.scalers.get(name)
+        if scaler is None:
+            scaler = self.scalers[name] = Autoscaler(scaling)
+        p99 = quantile(0.99, data["second"].buckets)
+        return scaler.observe(now, in_flight=data["in_flight"], p99_s=p99, replicas=current)
+
+    def _scaled(
+        self, name: str, current: int, decision: Decision, data: dict[str, Any], placed: list[str]
+    ) -> None:
+        """A scaling event: into `deploy history` (with where replicas went) and the metrics."""
+        p99 = quantile(0.99, data["second"].buckets)
+        detail = {
+            "variant": name,
+            "from": current,
+            "to": decision.replicas,
+            "in_flight": data["in_flight"],
+            "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        }
+        reason = f"{name} {current} → {decision.replicas} replicas: {decision.reason}"
+        reason += "".join(f"; {where}" for where in placed)
+        self._event("scale", decision.direction, reason, **detail)
+        self._metrics["events"].labels(self.spec.env, self.model, name, decision.direction).inc()
 
     def _scale_on_agents(
-        self, remote: AgentReplicas, current: int, wanted: int, now: float
+        self, remote: AgentReplicas, variant: str, current: int, wanted: int, now: float
     ) -> list[str]:
-        """Start replicas on the agents with the most free capacity, or drain some (each is
-        stopped on its agent once nothing is in flight to it, _retire); where each went."""
-        placed = [remote.grow() for _ in range(wanted - current)]
+        """Start replicas of `variant` on the agents with the most free capacity, or drain some
+        (each is stopped on its agent once nothing is in flight to it, _retire); where each
+        went."""
+        placed = [remote.grow(variant) for _ in range(wanted - current)]
         for _ in range(current - wanted):
-            leaving = remote.shrink()
+            leaving = remote.shrink(variant)
             if leaving is not None:
                 self.leaving.setdefault(leaving.id, now)
                 placed.append(f"{leaving.id} on agent {leaving.agent} drains")
