@@ -5,7 +5,7 @@ was trained with. Blobs are asked for one by one, by hash, and only those of the
 trees are answered: a version's files are the team's (as `mllib models show` is), nothing else
 in the store is.
 
->>> describe(reg, store, "iris:2")["model_sha256"]  # doctest: +SKIP
+>>> describe(reg, "iris:2")["model_sha256"]  # doctest: +SKIP
 '5f1c...'
 """
 
