@@ -19,6 +19,7 @@ from pathlib import Path
 from mllib.errors import MllibError, UsageError
 from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR, ExitStatus, Outcome, classify
 from mllib.protocol.folder import RunFolder
+from mllib.protocol.spec import RunSpec
 from mllib.redaction import Redactor, secret_values
 from mllib.registry.health import RegistryError
 from mllib.registry.runs import RunRecord, finish_run, update_run
@@ -56,8 +57,9 @@ class LocalBackend(Backend[Worker]):
 
     def _start(self, ctx: Supervision) -> Worker:
         run = ctx.run
+        spec = ctx.folder.spec_or_none()  # read once: the job and the redactor read it
         try:
-            job = job_for(ctx.ws, run)
+            job = job_for(ctx.ws, run, spec=spec)
         except MllibError as exc:
             raise StartFailed(
                 Outcome("failed", SYSTEM_ERROR, f"could not prepare the run: {exc}")
@@ -65,7 +67,7 @@ class LocalBackend(Backend[Worker]):
         progress = PrepareProgress(ctx.folder.log_file, show=ctx.echo is not None)
         job.progress = progress
         # read before the worker takes the command line's secrets from the run folder
-        redactor = redactor_for(ctx.folder, job.code_dir, {**os.environ, **job.env})
+        redactor = redactor_for(ctx.folder, job.code_dir, {**os.environ, **job.env}, spec)
         try:
             handle = get_runtime(run.runtime or "process").start(job)
         except MllibError as exc:
@@ -164,13 +166,16 @@ def _not_collected(outcome: Outcome, exc: Exception, ctx: Supervision) -> Outcom
     return Outcome(outcome.status, outcome.failure_class, f"{outcome.message}; {note}")
 
 
-def redactor_for(folder: RunFolder, code_dir: Path, environ: Mapping[str, str]) -> Redactor:
+def redactor_for(
+    folder: RunFolder, code_dir: Path, environ: Mapping[str, str], spec: RunSpec | None = None
+) -> Redactor:
     """The redactor of a run about to start (its worker has not yet taken the command line's
     secrets from the run folder): the values its model's secret params may hold, the params
-    read from its source, `environ` the run's environment."""
+    read from its source, `environ` the run's environment; `spec` its spec.json (read here when
+    not given)."""
     from mllib.discovery import find_model
 
-    spec = folder.read_spec()
+    spec = spec or folder.read_spec()
     try:
         specs = find_model(code_dir / spec.model_file, spec.model_class).params
     except MllibError:  # the worker reports what is wrong with the model
