@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from mllib.runs.job import job_for
 from mllib.runs.outputs import collect_outputs
 from mllib.runs.progress import PrepareProgress
 from mllib.runs.recorder import Recorder
+from mllib.runs.threads import Task, spawn
 from mllib.runtime import RUNTIMES, get_runtime
 from mllib.runtime.base import Job, RunHandle
 from mllib.runtime.processes import create_time, is_alive, kill_tree
@@ -45,7 +45,7 @@ class Worker:
     handle: RunHandle
     progress: PrepareProgress
     recorder: Recorder
-    pump: threading.Thread
+    pump: Task
     status: ExitStatus | None = None
     pid: int | None = None  # the worker's pid, as recorded
 
@@ -80,8 +80,7 @@ class LocalBackend(Backend[Worker]):
         pid = getattr(handle, "pid", None)
         self._started(ctx, worker_pid=pid, worker_ctime=create_time(pid) if pid else None)
         recorder = Recorder(ctx.ws.registry, run.id, ctx.folder.events_file)
-        pump = threading.Thread(target=_pump, args=(ctx, handle, progress, redactor), daemon=True)
-        pump.start()
+        pump = spawn(_pump, ctx, handle, progress, redactor, name=f"pump-{run.id}")
         return Worker(job, handle, progress, recorder, pump, pid=pid)
 
     def _poll(self, ctx: Supervision, worker: Worker) -> bool:
