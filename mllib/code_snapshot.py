@@ -8,11 +8,17 @@ included (they may hold secrets), nor large files, which belong in datasets.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mllib.config import Config
 from mllib.store import BlobStore, Tree, put_files
+
+if TYPE_CHECKING:
+    import pathspec
 
 ALWAYS_EXCLUDED = [
     ".mllib/",
@@ -43,13 +49,11 @@ class CodeFiles:
 
 def project_files(root: Path, config: Config) -> CodeFiles:
     """The files of a project a run's code consists of, and the large ones left out."""
-    import pathspec
-
     lines = list(ALWAYS_EXCLUDED) + list(config.code.exclude)
     for name in IGNORE_FILES:
         if (root / name).is_file():
             lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
-    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    spec = _ignore_spec(tuple(lines))
     max_bytes = int(config.code.max_file_mb * 1024 * 1024)
     paths, large = [], []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -59,15 +63,28 @@ def project_files(root: Path, config: Config) -> CodeFiles:
         )
         for name in filenames:
             rel = (rel_dir / name).as_posix()
-            full = Path(dirpath) / name
-            if spec.match_file(rel) or not full.is_file() or full.is_symlink():
+            if spec.match_file(rel):
                 continue
-            size = full.stat().st_size
+            try:  # one lstat: a regular file, not a symlink
+                info = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            size = info.st_size
             if size > max_bytes:
                 large.append((rel, size))
             else:
                 paths.append(rel)
     return CodeFiles(sorted(paths), large)
+
+
+@lru_cache(maxsize=16)
+def _ignore_spec(lines: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+    """The patterns compiled once per process (every run of a study stores the same project)."""
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def snapshot(store: BlobStore, root: Path, config: Config) -> tuple[Tree, CodeFiles]:

@@ -126,7 +126,12 @@ class Table(Generic[T]):
         self.name = name
 
     def __get__(self, config: Config, owner: type | None = None) -> T:
-        return read_table(self.cls, config, self.name)
+        value = read_table(self.cls, config, self.name)
+        # Kept on the instance, which shadows this descriptor from then on: a Config's data does
+        # not change, and a study reads its tables for every trial. A table in error is read
+        # (and raises) on each access.
+        config.__dict__[self.name] = value
+        return value
 
 
 @dataclass(frozen=True)

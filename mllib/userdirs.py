@@ -56,6 +56,12 @@ def env_cache_dir() -> Path:
     return Path(configured) if configured else cache_dir() / "envs"
 
 
+def packages_cache_dir() -> Path:
+    """Where workers record what each environment has installed (mllib.worker.package_cache):
+    `packages/` in the environment cache; the Docker runtime lends it to its containers."""
+    return env_cache_dir() / "packages"
+
+
 def legacy_dir() -> Path:
     """The old single folder: `MLLIB_HOME` itself, else ~/.mllib."""
     return _override() or Path.home() / LEGACY_DIR

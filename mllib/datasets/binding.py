@@ -90,6 +90,9 @@ def materialize_uses(
     ws: Workspace, uses: Iterable[DatasetUse], progress: Progress | None = None
 ) -> dict[str, Path]:
     """Build (or find intact) each version's read-only local copy; env variable -> path."""
+    uses = list(uses)
+    if not uses:  # most runs read no dataset: no store to open
+        return {}
     store = dataset_store(ws.project.store_path)
     cache = _cache(ws)
     paths = {}

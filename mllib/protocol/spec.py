@@ -9,7 +9,7 @@ which the worker removes as it reads it (see mllib.protocol.folder).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ class RunSpec:
 
     def write(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # JSON copies them anyway
+        (run_dir / SPEC_FILE).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def read(cls, run_dir: Path) -> RunSpec:

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,13 +132,22 @@ class Registry:
         sets = migration_sets(refs)
         if not any(m.pending(self.db) for m in sets):
             return
-        with self.transaction():
-            if (
-                self.is_postgres
-            ):  # one process migrates at a time; the others wait, then see it done
-                self.conn.execute("SELECT pg_advisory_xact_lock(7244901)")
-            for m in sets:
-                m.apply(self.db)
+        try:
+            with self.transaction():
+                if (
+                    self.is_postgres
+                ):  # one process migrates at a time; the others wait, then see it done
+                    self.conn.execute("SELECT pg_advisory_xact_lock(7244901)")
+                for m in sets:
+                    m.apply(self.db)
+        finally:
+            self.__dict__.pop("tables", None)  # read again: the migrations added theirs
+
+    @cached_property
+    def tables(self) -> frozenset[str]:
+        """The names of the registry's tables, read once (a run's record.json is written from
+        them twice a run); `migrate` reads them again."""
+        return frozenset(self.db.table_names())
 
     @contextmanager
     def transaction(self) -> Iterator[Registry]:

@@ -30,8 +30,12 @@ RUN_TABLES = ("params", "eval_metrics", "artifacts", "models", "run_datasets", "
 OPTIONAL_RUN_TABLES = ("agent_attempts", "agent_pins")  # features whose schema may be absent
 
 
-def save_record(reg: Registry, run_id: str) -> None:
-    """Write the run's record.json (when its folder exists) from what the registry holds now."""
+def save_record(reg: Registry, run_id: str, *, fresh: bool = False) -> None:
+    """Write the run's record.json (when its folder exists) from what the registry holds now.
+
+    `fresh`: the run was inserted in this transaction with its params and nothing else, so only
+    those two tables are read (the others hold no row of a run that new): one copy written each
+    time a run is recorded, so two queries instead of a dozen."""
     from mllib.filemodes import write_private
 
     rows = reg.query("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -40,23 +44,26 @@ def save_record(reg: Registry, run_id: str) -> None:
     run_dir = Path(rows[0]["run_dir"])
     if not run_dir.is_dir():
         return
+
+    def rows_of(sql: str) -> list[dict[str, Any]]:
+        return [] if fresh else reg.query(sql, (run_id,))
+
     tables: dict[str, list[dict[str, Any]]] = {"runs": rows}
-    present = set(reg.db.table_names())
+    present = reg.tables
     for table in (*RUN_TABLES, *OPTIONAL_RUN_TABLES):
         if table in present:
-            tables[table] = reg.query(f"SELECT * FROM {table} WHERE run_id = ?", (run_id,))
-    tables["model_aliases"] = reg.query(  # the aliases naming its model version
+            sql = f"SELECT * FROM {table} WHERE run_id = ?"
+            tables[table] = reg.query(sql, (run_id,)) if table == "params" else rows_of(sql)
+    tables["model_aliases"] = rows_of(  # the aliases naming its model version
         "SELECT a.* FROM model_aliases a JOIN models m ON a.name = m.name"
-        " AND a.version = m.version WHERE m.run_id = ?",
-        (run_id,),
+        " AND a.version = m.version WHERE m.run_id = ?"
     )
-    tables["datasets"] = reg.query(
+    tables["datasets"] = rows_of(
         "SELECT d.* FROM datasets d JOIN run_datasets r ON d.name = r.name "
-        "AND d.version = r.version WHERE r.run_id = ?",
-        (run_id,),
+        "AND d.version = r.version WHERE r.run_id = ?"
     )
     if not (run_dir / EVENTS_FILE).is_file():
-        tables["metrics"] = reg.query("SELECT * FROM metrics WHERE run_id = ?", (run_id,))
+        tables["metrics"] = rows_of("SELECT * FROM metrics WHERE run_id = ?")
     record = {"format": FORMAT, "tables": tables}
     write_private(run_dir / RECORD_FILE, json.dumps(record, default=str), durable=False)
 

@@ -118,7 +118,8 @@ def create_run(
         )
         set_params(reg, record.id, params, sources, secret)
         if record.run_dir and os.path.isdir(record.run_dir):  # not yet: a queued server run's
-            save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
+            # the run folder's own copy, for `mllib doctor --repair`
+            save_record(reg, record.id, fresh=True)
 
 
 def set_params(
@@ -156,8 +157,19 @@ def set_params(
 
 
 def update_run(reg: Registry, run_id: str, **values: Any) -> None:
+    """Set columns of a run's row (nothing when the run is not recorded)."""
     with reg.transaction():
-        reg.db.table("runs").update(run_id, values)
+        _set(reg, run_id, values)
+
+
+def _set(reg: Registry, run_id: str, values: Mapping[str, Any]) -> None:
+    """One plain UPDATE of a runs row: every run moves through several, so no table
+    introspection per call (sqlite-utils' `update` reads the table's columns and row first)."""
+    if not values:
+        return
+    # Quoted: `user` is a column here and a keyword (the session's user) to PostgreSQL.
+    sets = ", ".join(f'"{name}" = ?' for name in values)
+    reg.conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*values.values(), run_id))
 
 
 def finish_run(
@@ -174,7 +186,8 @@ def finish_run(
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db.table("runs").update(
+        _set(
+            reg,
             run_id,
             {
                 "status": status,
@@ -200,7 +213,7 @@ def claim_run(reg: Registry, run_id: str, pid: int, ctime: float | None) -> bool
     with reg.transaction():
         if not _active(reg, run_id):
             return False
-        reg.db.table("runs").update(run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
+        _set(reg, run_id, {"supervisor_pid": pid, "supervisor_ctime": ctime})
         return True
 
 

@@ -9,14 +9,18 @@ from pathlib import Path
 from mllib import sentry_plugin
 from mllib.errors import MllibError
 from mllib.protocol.numeric_env import numeric_environment
+from mllib.protocol.spec import RunSpec
 from mllib.registry.runs import RunRecord
 from mllib.runtime.base import Job
 from mllib.runtime.data_paths import env_data_paths
 from mllib.workspace import Workspace
 
 
-def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
-    """The Job of `run`: folders and environment (env file values are read now).
+def job_for(
+    ws: Workspace, run: RunRecord, *, with_data: bool = True, spec: RunSpec | None = None
+) -> Job:
+    """The Job of `run`: folders and environment (env file values are read now); `spec`: its
+    spec.json when the caller has read it already (else it is read here).
 
     The run's variables are the env file's, overridden by the real environment (for them and for
     the variables the model's params read with `env=`), as when the params were resolved.
@@ -28,7 +32,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     from mllib.datasets.binding import dataset_uses, materialize_uses
 
     folder = ws.run_folder(run)
-    spec = folder.spec_or_none()
+    spec = spec or folder.spec_or_none()
     # A Ray cluster's workers read this machine's files (a shared filesystem), --remote or not.
     local = with_data and ((run.env_target or "local") == "local" or run.runtime == "ray")
     datasets = materialize_uses(ws, dataset_uses(ws, run.id)) if local else {}
@@ -37,7 +41,7 @@ def job_for(ws: Workspace, run: RunRecord, *, with_data: bool = True) -> Job:
     # to every runtime alike, so a container computes what a process computes.
     variables = {
         **ws.project.env_under_shell(run.env_target or "local"),
-        **param_variables(ws, run),
+        **_variables(ws, run, spec),
         **{name: str(path) for name, path in datasets.items()},
     }
     env = {
@@ -80,11 +84,13 @@ def _report_tags(run: RunRecord) -> dict[str, str | None]:
 def param_variables(ws: Workspace, run: RunRecord) -> dict[str, str]:
     """The real environment's values of the variables the model's params declare with `env=`
     (the run's spec lists them, as they were when the run was prepared)."""
-    folder = ws.run_folder(run)
-    spec = folder.spec_or_none()
+    return _variables(ws, run, ws.run_folder(run).spec_or_none())
+
+
+def _variables(ws: Workspace, run: RunRecord, spec: RunSpec | None) -> dict[str, str]:
     names = spec.param_env if spec is not None else None
     if names is None:  # a spec from an mllib that did not record them: read the model's source
-        names = _declared_env(folder.code_dir(ws.project.root), run)
+        names = _declared_env(ws.run_folder(run).code_dir(ws.project.root), run)
     return {name: os.environ[name] for name in names if name in os.environ}
 
 

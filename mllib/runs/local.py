@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from mllib.errors import MllibError, UsageError
 from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR, ExitStatus, Outcome, classify
 from mllib.protocol.folder import RunFolder
+from mllib.protocol.spec import RunSpec
 from mllib.redaction import Redactor, secret_values
 from mllib.registry.health import RegistryError
 from mllib.registry.runs import RunRecord, finish_run, update_run
@@ -27,6 +27,7 @@ from mllib.runs.job import job_for
 from mllib.runs.outputs import collect_outputs
 from mllib.runs.progress import PrepareProgress
 from mllib.runs.recorder import Recorder
+from mllib.runs.threads import Task, spawn
 from mllib.runtime import RUNTIMES, get_runtime
 from mllib.runtime.base import Job, RunHandle
 from mllib.runtime.processes import create_time, is_alive, kill_tree
@@ -44,7 +45,7 @@ class Worker:
     handle: RunHandle
     progress: PrepareProgress
     recorder: Recorder
-    pump: threading.Thread
+    pump: Task
     status: ExitStatus | None = None
     pid: int | None = None  # the worker's pid, as recorded
 
@@ -56,8 +57,9 @@ class LocalBackend(Backend[Worker]):
 
     def _start(self, ctx: Supervision) -> Worker:
         run = ctx.run
+        spec = ctx.folder.spec_or_none()  # read once: the job and the redactor read it
         try:
-            job = job_for(ctx.ws, run)
+            job = job_for(ctx.ws, run, spec=spec)
         except MllibError as exc:
             raise StartFailed(
                 Outcome("failed", SYSTEM_ERROR, f"could not prepare the run: {exc}")
@@ -65,7 +67,7 @@ class LocalBackend(Backend[Worker]):
         progress = PrepareProgress(ctx.folder.log_file, show=ctx.echo is not None)
         job.progress = progress
         # read before the worker takes the command line's secrets from the run folder
-        redactor = redactor_for(ctx.folder, job.code_dir, {**os.environ, **job.env})
+        redactor = redactor_for(ctx.folder, job.code_dir, {**os.environ, **job.env}, spec)
         try:
             handle = get_runtime(run.runtime or "process").start(job)
         except MllibError as exc:
@@ -78,8 +80,7 @@ class LocalBackend(Backend[Worker]):
         pid = getattr(handle, "pid", None)
         self._started(ctx, worker_pid=pid, worker_ctime=create_time(pid) if pid else None)
         recorder = Recorder(ctx.ws.registry, run.id, ctx.folder.events_file)
-        pump = threading.Thread(target=_pump, args=(ctx, handle, progress, redactor), daemon=True)
-        pump.start()
+        pump = spawn(_pump, ctx, handle, progress, redactor, name=f"pump-{run.id}")
         return Worker(job, handle, progress, recorder, pump, pid=pid)
 
     def _poll(self, ctx: Supervision, worker: Worker) -> bool:
@@ -164,13 +165,16 @@ def _not_collected(outcome: Outcome, exc: Exception, ctx: Supervision) -> Outcom
     return Outcome(outcome.status, outcome.failure_class, f"{outcome.message}; {note}")
 
 
-def redactor_for(folder: RunFolder, code_dir: Path, environ: Mapping[str, str]) -> Redactor:
+def redactor_for(
+    folder: RunFolder, code_dir: Path, environ: Mapping[str, str], spec: RunSpec | None = None
+) -> Redactor:
     """The redactor of a run about to start (its worker has not yet taken the command line's
     secrets from the run folder): the values its model's secret params may hold, the params
-    read from its source, `environ` the run's environment."""
+    read from its source, `environ` the run's environment; `spec` its spec.json (read here when
+    not given)."""
     from mllib.discovery import find_model
 
-    spec = folder.read_spec()
+    spec = spec or folder.read_spec()
     try:
         specs = find_model(code_dir / spec.model_file, spec.model_class).params
     except MllibError:  # the worker reports what is wrong with the model

@@ -11,6 +11,9 @@ A run becomes one container of the image mllib builds from the project's depende
     data paths      env values naming files or folders outside the project, read-only, at the
                     same path as on the host (under /mllib/data/VAR when that path is a system
                     folder of the image, and the variable is rewritten to match)
+    /mllib/cache/packages  the user's record of what each environment has installed
+                    (mllib.worker.package_cache), read-write: the runs of one image read their
+                    packages' metadata once between them, not once per container
 
 A host path is used as is unless it is, or is inside, a folder the image needs (/usr, /etc,
 /opt/venv, /mllib...), or is a whole top-level folder such as /tmp or /home.
@@ -66,6 +69,7 @@ RUN_DIR = "/mllib/run"
 CODE_DIR = "/mllib/code"
 PROJECT_DIR = "/mllib/project"
 DATA_DIR = "/mllib/data"
+CACHE_DIR = "/mllib/cache"  # MLLIB_ENV_CACHE in the container; only its packages/ is mounted
 RUN_LABEL = "org.mllib.run"
 # Host paths that cannot appear at the same path in the container: the image's own folders
 # (and anything inside them), and top-level folders a mount would hide whole.
@@ -164,6 +168,11 @@ def container_options(
         CODE_DIR: Mount(CODE_DIR, str(job.code_dir), type="bind"),
         PROJECT_DIR: Mount(PROJECT_DIR, str(job.work_dir), type="bind"),
     }
+    packages = _packages_cache()
+    if packages is not None:
+        target = f"{CACHE_DIR}/{packages.name}"
+        mounts[target] = Mount(target, str(packages), type="bind")
+        env["MLLIB_ENV_CACHE"] = CACHE_DIR
     project = PurePosixPath(job.work_dir)
     working_dir = str(project) if same_path_ok(project) else PROJECT_DIR
     mounts.setdefault(working_dir, Mount(working_dir, str(job.work_dir), type="bind"))
@@ -204,6 +213,18 @@ def container_options(
         if job.gpus is not None:  # the container sees only these, numbered from 0
             env["NVIDIA_VISIBLE_DEVICES"] = ",".join(job.gpus)
     return options
+
+
+def _packages_cache() -> Path | None:
+    """The user's folder of installed-package records (mllib.worker.package_cache), created if
+    needed; None where it cannot be (a read-only home): the worker then reads the metadata."""
+    from mllib.filemodes import private_dir
+    from mllib.userdirs import packages_cache_dir
+
+    try:
+        return private_dir(packages_cache_dir())
+    except OSError:
+        return None
 
 
 def _device_request(gpus: list[str] | None) -> Any:

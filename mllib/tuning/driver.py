@@ -31,6 +31,7 @@ from mllib.protocol.failure import SYSTEM_ERROR, USER_ERROR
 from mllib.registry.metrics import get_eval_metrics, metric_summary, points_after
 from mllib.registry.runs import RunRecord, get_run
 from mllib.runs.backend import CancelFlag
+from mllib.runs.threads import Task, spawn
 from mllib.tuning.drivers import Presence, counts, has_room
 from mllib.tuning.records import (
     PRUNED,
@@ -65,7 +66,7 @@ class Trial:
     run_id: str | None = None
     record: RunRecord | None = None
     error: BaseException | None = None
-    thread: threading.Thread | None = None
+    thread: Task | None = None  # None: adopted, its run followed through the registry
     seq: int = 0  # the last metric point read
     steps: set[int] = field(default_factory=set)  # steps reported to the pruner
     pruned: str | None = None  # why the pruner stopped it
@@ -252,10 +253,7 @@ class Driver:
     def _start(self, item: Trial) -> None:
         self.running[item.number] = item
         self.tally.running += 1
-        item.thread = threading.Thread(
-            target=self._run_trial, args=(item,), name=f"trial-{item.number}", daemon=True
-        )
-        item.thread.start()
+        item.thread = spawn(self._run_trial, item, name=f"trial-{item.number}")
         self.progress.update(self.tally)
 
     def _run_trial(self, item: Trial) -> None:

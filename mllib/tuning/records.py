@@ -83,17 +83,14 @@ def update_study(reg: Registry, name: str, **values: Any) -> None:
 
 
 def link_trial(reg: Registry, study: str, number: int, run_id: str, retry_of: int | None) -> None:
-    """Record that trial `number` of `study` is run `run_id`."""
+    """Record that trial `number` of `study` is run `run_id` (plain SQL: once a trial)."""
     with reg.transaction():
-        reg.db.table("study_trials").insert(
-            {
-                "study": study,
-                "number": number,
-                "run_id": run_id,
-                "retry_of": retry_of,
-                "created_at": now(),
-            },
-            replace=True,
+        reg.conn.execute(
+            "INSERT INTO study_trials (study, number, run_id, retry_of, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (study, number) DO UPDATE SET"
+            " run_id = excluded.run_id, retry_of = excluded.retry_of,"
+            " created_at = excluded.created_at",
+            (study, number, run_id, retry_of, now()),
         )
 
 

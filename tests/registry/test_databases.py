@@ -99,6 +99,20 @@ def test_a_finished_run_writes_its_own_record_into_its_folder(reg: Registry, tmp
     assert [m["name"] for m in tables["eval_metrics"]] == ["acc"]
 
 
+def test_the_record_written_when_a_run_is_recorded_is_the_whole_record(
+    reg: Registry, tmp_path
+) -> None:
+    """The copy written as a run is recorded reads only its runs and params rows (the other
+    tables hold nothing of a run that new): it is what a full read of the registry writes."""
+    from mllib.registry.runfolder import read_record, save_record
+
+    _run(reg, "new11111", run_dir=str(tmp_path))
+    written = read_record(tmp_path)
+    save_record(reg, "new11111")
+    assert written is not None and written == read_record(tmp_path)
+    assert {p["name"] for p in written["params"]} == {"lr", "layers", "token"}
+
+
 def test_metrics_keep_nan_and_infinity_and_summarise_alike(reg: Registry) -> None:
     _run(reg, "m1")
     points = [(1, "loss", 0, 1.0, 0.0), (2, "loss", 1, math.nan, 0.0), (3, "loss", 2, 0.5, 0.0)]

@@ -138,6 +138,31 @@ def test_image_pins_the_hosts_versions(
     assert output.decode().split() == host
 
 
+def test_the_runs_of_one_image_read_its_installed_packages_once_between_them(
+    docker_project: ProbeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's own cache goes with it: the record of what the image has installed is
+    kept in the user's cache on the host, so the second run reads it rather than the metadata."""
+    cache = tmp_path / "env-cache"
+    monkeypatch.setenv("MLLIB_ENV_CACHE", str(cache))
+    first = docker_project.train()
+    assert first.status == "succeeded", first.error
+    (record,) = (cache / "packages").glob("*.json")  # one entry, for the image
+    written = record.stat()
+
+    second = docker_project.train()
+
+    assert second.status == "succeeded", second.error
+    assert list((cache / "packages").glob("*.json")) == [record]
+    after = record.stat()  # read, not written again (it is replaced whole when written)
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    ws = Workspace.find(docker_project.root)
+    envs = [views.show(ws, run.id)["environment"] for run in (first, second)]
+    assert envs[0]["runtime"] == "docker" and "cloudpickle" in envs[0]["packages"]
+    assert envs[1]["packages"] == envs[0]["packages"]
+    assert envs[1]["packages_hash"] == envs[0]["packages_hash"]
+
+
 def test_bad_requirement_is_a_user_error_naming_its_line(docker_project: ProbeProject) -> None:
     (docker_project.root / "requirements.txt").write_text(
         "cloudpickle\nmllib-no-such-package-for-tests==0.0.1\n"

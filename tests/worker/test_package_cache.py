@@ -93,3 +93,22 @@ def test_an_unwritable_cache_still_records_the_packages(venv: Path, tmp_path: Pa
 
     packages, _ = _record(venv, blocked / "cache")
     assert packages == {}
+
+
+def test_the_fingerprint_ignores_folders_that_install_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker puts the model's folder first on sys.path while its environment thread takes
+    the fingerprint: whether it is there yet, or which project it is, must not make one
+    environment's runs disagree (each would write the record again). A folder that does hold a
+    distribution counts."""
+    from mllib.worker.package_cache import fingerprint
+
+    before = fingerprint()
+    code = tmp_path / "code"
+    (code / "model_pkg").mkdir(parents=True)
+    (code / "model.py").write_text("")
+    monkeypatch.setattr(sys, "path", [str(code), str(tmp_path / "absent"), *sys.path])
+    assert fingerprint() == before
+    (code / "extra-1.0.dist-info").mkdir()
+    assert fingerprint() != before
