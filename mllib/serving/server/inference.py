@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -128,7 +129,7 @@ class InlineInference:
             for many in group
             if now <= many.deadline
             for i in range(len(many.items))
-            if many.futures is None or not many.futures[i].done()
+            if many.calls is None or not many.calls[i].done()
         ]
         items = [many.items[i] for many, i in live]
         answers: list = []
@@ -177,7 +178,14 @@ class InlineInference:
         return self.api.loaded
 
     async def answer(self, request_id: str, body: bytes) -> Reply | None:
-        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile).
+        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile)."""
+        future = asyncio.get_running_loop().create_future()
+        self.submit(request_id, body, functools.partial(_settle, future))
+        return await future
+
+    def submit(self, request_id: str, body: bytes, done: Callable[[Reply | None], None]) -> None:
+        """Ask for the model's reply: `done` gets it on the event loop, once (None: none within
+        timeout_s; the prediction goes on meanwhile).
 
         Requests that arrive in the same pass of the event loop are handed to the predict thread
         together (one wake-up of it, and one of the loop for all their replies), which also
@@ -185,26 +193,20 @@ class InlineInference:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        future = loop.create_future()
         if not self._pending:
             loop.call_soon(self._hand_over)
-        self._pending.append(((request_id, body), future))
-        timer = loop.call_later(self.timeout_s, _settle, future, None)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        self._pending.append(((request_id, body), _Call(done, loop, self.timeout_s)))
 
     def _hand_over(self) -> None:
         pending, self._pending = self._pending, []
-        futures = [future for _, future in pending]
+        calls = [call for _, call in pending]
         self._jobs.put(
             (
                 _Many(
                     [item for item, _ in pending],
-                    lambda replies: _settle_all(futures, replies),
+                    lambda replies: _settle_calls(calls, replies),
                     time.monotonic() + self.timeout_s,
-                    futures,
+                    calls,
                 ),
                 None,
                 (),
@@ -212,24 +214,51 @@ class InlineInference:
         )
 
 
+class _Call:
+    """One request's wait for its reply: `done` gets the predict thread's reply or, after
+    `timeout_s`, None, whichever comes first."""
+
+    __slots__ = ("_done", "_timer", "settled")
+
+    def __init__(
+        self,
+        done: Callable[[Reply | None], None],
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float,
+    ) -> None:
+        self._done = done
+        self.settled = False
+        self._timer = loop.call_later(timeout_s, self.settle, None)
+
+    def done(self) -> bool:
+        return self.settled
+
+    def settle(self, reply: Reply | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        self._timer.cancel()
+        self._done(reply)
+
+
 class _Many:
     """A hand-over of several requests at once: `done` gets their replies, in order, on the
-    event loop (None for one not predicted: it waited past the deadline, or its future, when
+    event loop (None for one not predicted: it waited past the deadline, or its call, when
     given, was settled meanwhile by its timeout)."""
 
-    __slots__ = ("deadline", "done", "futures", "items")
+    __slots__ = ("calls", "deadline", "done", "items")
 
     def __init__(
         self,
         items: list,
         done: Callable[[list], None],
         deadline: float,
-        futures: list[asyncio.Future] | None = None,
+        calls: list[_Call] | None = None,
     ) -> None:
         self.items = items
         self.done = done
         self.deadline = deadline
-        self.futures = futures
+        self.calls = calls
 
 
 def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
@@ -237,9 +266,9 @@ def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
         done(replies)
 
 
-def _settle_all(futures: list[asyncio.Future], results: list[Any]) -> None:
-    for future, result in zip(futures, results, strict=True):
-        _settle(future, result)
+def _settle_calls(calls: list[_Call], replies: list[Reply | None]) -> None:
+    for call, reply in zip(calls, replies, strict=True):
+        call.settle(reply)
 
 
 def _settle(future: asyncio.Future, result: Any) -> None:
