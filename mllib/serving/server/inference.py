@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ from mllib.serving.server.litserve_internals import WorkerChannel
 from mllib.serving.server.modelapi import ModelAPI
 
 Reply = tuple[int, bytes]  # HTTP status and JSON body
+log = logging.getLogger("mllib.serving")
 
 
 class Predictor(Protocol):
@@ -121,29 +123,23 @@ class InlineInference:
     def _run_many(self, group: list[_Many]) -> None:
         """Requests handed over together (those that arrived in one pass of the event loop, or
         in one read of a link, and any others already waiting): in predict_batch() calls of up
-        to max_batch where the model has one, else one by one. Those that timed out while
-        queued are not predicted."""
-        now = time.monotonic()
-        live = [
-            (many, i)
-            for many in group
-            if now <= many.deadline
-            for i in range(len(many.items))
-            if many.calls is None or not many.calls[i].done()
-        ]
-        items = [many.items[i] for many, i in live]
-        answers: list = []
-        try:
-            if self.max_batch > 1 and self.api.batches:
-                for at in range(0, len(items), self.max_batch):
-                    answers += self.api.answer_batch(items[at : at + self.max_batch])
-            else:
-                answers = [self._answer(request_id, body) for request_id, body in items]
-        except BaseException as exc:  # answer_batch() never raises; kept as a guard
-            answers = [(500, repr(exc).encode())] * len(items)
-        replies = {id(many): [None] * len(many.items) for many in group}
-        for (many, i), answer in zip(live, answers, strict=True):
-            replies[id(many)][i] = answer
+        to max_batch where the model has one, else one by one. Those that timed out before
+        their turn (while queued, or while the ones before them were predicted) are not."""
+        pending = [(many, i) for many in group for i in range(len(many.items))]
+        size = self.max_batch if self.max_batch > 1 and self.api.batches else 1
+        replies: dict[int, list] = {id(many): [None] * len(many.items) for many in group}
+        for at in range(0, len(pending), size):
+            now = time.monotonic()
+            live = [(many, i) for many, i in pending[at : at + size] if not many.gone(i, now)]
+            if not live:
+                continue
+            items = [many.items[i] for many, i in live]
+            try:
+                answers = self.api.answer_batch(items) if size > 1 else [self._answer(*items[0])]
+            except BaseException as exc:  # answer_batch() never raises; kept as a guard
+                answers = [(500, repr(exc).encode())] * len(items)
+            for (many, i), answer in zip(live, answers, strict=True):
+                replies[id(many)][i] = answer
         self._reply(_done_all, [(many.done, replies[id(many)]) for many in group])
 
     def answer_many(
@@ -238,7 +234,10 @@ class _Call:
             return
         self.settled = True
         self._timer.cancel()
-        self._done(reply)
+        try:
+            self._done(reply)
+        except Exception:  # one request's failure must not keep the others of its pass waiting
+            log.exception("answering a request failed")
 
 
 class _Many:
@@ -259,6 +258,10 @@ class _Many:
         self.done = done
         self.deadline = deadline
         self.calls = calls
+
+    def gone(self, i: int, now: float) -> bool:
+        """Whether request `i` is past its deadline, or its caller stopped waiting."""
+        return now > self.deadline or (self.calls is not None and self.calls[i].done())
 
 
 def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
