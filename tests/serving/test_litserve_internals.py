@@ -63,6 +63,13 @@ CALLED = [
     (uvicorn.Server, "shutdown", ["self", "sockets"]),
     (uvicorn.Config, "bind_socket", ["self"]),
     (HttpToolsProtocol, "connection_made", ["self", "transport"]),
+    # OneWriteHttpToolsProtocol answers /predict as an Exchange in place of uvicorn's cycle:
+    (HttpToolsProtocol, "on_headers_complete", ["self"]),
+    (HttpToolsProtocol, "on_body", ["self", "body"]),
+    (HttpToolsProtocol, "on_message_complete", ["self"]),
+    (HttpToolsProtocol, "on_response_complete", ["self"]),
+    (HttpToolsProtocol, "_start_asgi_task", ["self", "cycle", "app"]),
+    (HttpToolsProtocol, "_unset_keepalive_if_required", ["self"]),
     (MessageTransport, "send", ["self", "item", "consumer_id"]),
 ]
 LOOP_ARGS = [

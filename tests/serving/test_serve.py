@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -213,6 +214,147 @@ def test_a_prediction_slower_than_the_timeout_gets_504_and_the_server_goes_on(de
     assert slow.json()["error"] == "No prediction within 4s."
     assert get(f"{dev.url}/health").status_code == 200
     assert predict(dev, {"x": [1]}).status_code == 200
+
+
+class Connection:
+    """One raw HTTP/1.1 connection to the server: what a client sends, byte for byte, and the
+    responses it reads back (status, headers, body)."""
+
+    def __init__(self, dev) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", dev.port), timeout=15)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection (nothing more to read, within 1 s)."""
+        self.sock.settimeout(1)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, f"the server closed the connection; unread: {self.buffer!r}"
+        self.buffer += chunk
+
+
+def post(path: str, body: bytes, *headers: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_one_connection_carries_pipelined_requests_answered_in_order_then_more(dev):
+    """Requests sent back to back before any answer (pipelining) get their answers in the order
+    sent, /health among them; the connection stays open for the next ones (keep-alive)."""
+    conn = Connection(dev)
+    try:
+        conn.send(
+            post("/predict", b'{"x": [1]}', "X-Request-Id: first")
+            + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+            + post("/predict?debug=1", b'{"x": [2]}')
+            + post("/predict", b"{not json")
+        )
+        answers = [conn.read() for _ in range(4)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 400]
+        assert json.loads(answers[0][2])["y"] == [2.0]
+        assert answers[0][1]["x-request-id"] == "first"
+        assert json.loads(answers[1][2])["status"] == "ok"
+        assert json.loads(answers[2][2])["y"] == [4.0]
+        assert answers[2][1]["content-type"] == "application/json"
+        assert "not valid JSON" in json.loads(answers[3][2])["error"]
+        conn.send(post("/predict", b'{"x": [3]}'))
+        status, headers, body = conn.read()
+        assert (status, json.loads(body)["y"]) == (200, [6.0])
+        assert "connection" not in headers
+        assert not conn.closed()
+        conn.send(post("/predict", b'{"x": [4]}', "Connection: close"))
+        status, headers, body = conn.read()
+        assert (status, headers["connection"], json.loads(body)["y"]) == (200, "close", [8.0])
+        assert conn.closed()
+    finally:
+        conn.close()
+
+
+def test_a_request_that_asks_for_100_continue_gets_it_then_its_answer(dev):
+    conn = Connection(dev)
+    try:
+        body = b'{"x": [1]}'
+        conn.send(post("/predict", body, "Expect: 100-continue")[: -len(body)])
+        while b"\r\n\r\n" not in conn.buffer:
+            conn._more()
+        interim, conn.buffer = conn.buffer.split(b"\r\n\r\n", 1)
+        assert interim == b"HTTP/1.1 100 Continue"
+        conn.send(body)
+        status, _, answer = conn.read()
+        assert (status, json.loads(answer)["y"]) == (200, [2.0])
+    finally:
+        conn.close()
+
+
+def test_a_body_over_the_limit_gets_413_and_the_connection_goes_on(dev):
+    conn = Connection(dev)
+    try:
+        conn.send(post("/predict", b"[" + b"1," * 5_000_000 + b"1]"))  # 10 MB + 3 bytes
+        status, _, body = conn.read()
+        assert status == 413
+        assert json.loads(body)["error"] == "The request body is larger than 10 MB."
+        conn.send(post("/predict", b'{"x": [1]}'))
+        assert conn.read()[0] == 200
+    finally:
+        conn.close()
+
+
+def test_a_malformed_request_gets_400_and_its_connection_is_closed(dev):
+    for request in (
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    ):
+        conn = Connection(dev)
+        try:
+            conn.send(request)
+            status, headers, body = conn.read()
+            assert (status, headers["connection"]) == (400, "close")
+            assert body == b"Invalid HTTP request received."
+            assert conn.closed()
+        finally:
+            conn.close()
+
+
+def test_clients_that_go_away_mid_request_leave_the_server_answering(dev, tmp_path):
+    """One hangs up halfway through its body, one while its prediction runs: the server answers
+    the next requests, and logs no error for either."""
+    tracebacks = dev.output().count("Traceback")
+    halfway = Connection(dev)
+    halfway.send(post("/predict", b'{"x": [1, 2, 3]}')[:-5])
+    halfway.close()
+    started = tmp_path / "started"
+    waiting = Connection(dev)
+    waiting.send(
+        post("/predict", json.dumps({"x": [1], "sleep": 1, "started": str(started)}).encode())
+    )
+    wait_for(started.exists, what="the prediction to start")
+    waiting.close()
+    assert predict(dev, {"x": [5]}).json()["y"] == [10.0]
+    assert get(f"{dev.url}/health").status_code == 200
+    assert dev.output().count("Traceback") == tracebacks
 
 
 @pytest.mark.parametrize("inference", INFERENCE_MODES)

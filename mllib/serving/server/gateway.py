@@ -2,8 +2,9 @@
 (Gateway), and the same app in a deployment's front, which sends requests on to replicas
 (front.py's FrontGateway).
 
-It answers POST /predict itself: request id, API key, per-key rate limit (Admission), body size,
-the answer (a prediction made in this process or by a worker process, see inference.py; in a
+It answers POST /predict itself, on the connection (an Exchange, see wire.py; through ASGI
+only for a request that asks for 100 Continue): request id, API key, per-key rate limit
+(Admission), body size, the answer (a prediction made in this process or by a worker process, see inference.py; in a
 front, a replica's), metrics and one JSON log line per request. It also answers GET /health
 (truthful: every worker loaded and alive, not draining) and GET /metrics (every process's
 metrics added up). Everything else (/docs, /openapi.json, /info) goes on to LitServe's FastAPI
@@ -15,6 +16,7 @@ on a link (link.py) with the same model path, without HTTP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
@@ -39,7 +41,8 @@ from mllib.serving.server.litserve_internals import OneWriteHttpToolsProtocol
 from mllib.serving.server.logwriter import LineWriter
 from mllib.serving.server.modelapi import ModelAPI
 from mllib.serving.server.ratelimit import SharedBuckets
-from mllib.serving.server.router import Forbidden, NoVariant, Router
+from mllib.serving.server.router import Forbidden, NoVariant, Router, Target
+from mllib.serving.server.wire import Answering, Exchange
 from mllib.serving.spec import CODE_DIR, LITAPI, KeyCheck, ServerSpec
 
 Scope = dict[str, Any]
@@ -164,6 +167,7 @@ class Gateway:
         self.counters: ProcessCounters | None = None
         self.router: Router | None = None
         self.predict_paths = predict_paths(spec)
+        self.local_route = Route(self.labels["variant"], self.labels["version"], "local")
 
     def per_process(self, slot: int, load_first: bool) -> None:
         """Set up what API server number `slot` needs of its own, in its process before it
@@ -179,6 +183,11 @@ class Gateway:
         # API servers end with os._exit: multiprocessing runs its finalizers, not atexit's.
         Finalize(self, self.log.close, exitpriority=10)
         self.admission.start()
+        OneWriteHttpToolsProtocol.answering = Answering(
+            frozenset(path.encode() for path in self.predict_paths),
+            self.max_body_bytes,
+            self.exchange,
+        )
         self.metrics = metrics.HttpMetrics(self.labels)
         self._metrics: dict[tuple[str, str], metrics.HttpMetrics] = {}
         self.predictor: Predictor
@@ -234,6 +243,81 @@ class Gateway:
     def health(self) -> Health:
         return check_health(self.board, partial=self.counters is not None)
 
+    def exchange(self, exchange: Exchange) -> None:
+        """Answer a request to /predict taken straight off the connection (wire.py): request
+        id, key, rate limit, body size, the answer, then metrics and the log line."""
+        started = time.perf_counter()
+        headers = exchange.headers
+        request_id, extra, key, refusal = self.admit(exchange.method, headers)
+
+        def done(reply: Reply) -> None:
+            exchange.respond(reply.status, reply.body, extra)
+            self.record(exchange.method, exchange.path, started, request_id, key, reply)
+
+        if refusal is not None:
+            done(refusal)
+            return
+        body = exchange.body
+        if body is None:
+            done(self.too_large(request_id))
+            return
+        self.reply_soon(request_id, body, key, headers, done)
+
+    def admit(
+        self, method: str, headers: dict[bytes, bytes]
+    ) -> tuple[str, list[tuple[bytes, bytes]], KnownKey | None, Reply | None]:
+        """A request's id, the headers its answer carries, its caller's key, and its refusal
+        (None: admitted; its body is read next)."""
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = (
+            given if _REQUEST_ID.fullmatch(given) else f"{self.id_prefix}{next(self.uids):x}"
+        )
+        extra = [(b"x-request-id", request_id.encode())]
+        if method != "POST":
+            extra.append((b"allow", b"POST"))
+            return (
+                request_id,
+                extra,
+                None,
+                Reply(405, error_json("Use POST for /predict.", request_id), "method"),
+            )
+        key, refusal = self.admission.admit(headers, request_id, extra)
+        return request_id, extra, key, None if refusal is None else Reply(*refusal)
+
+    def too_large(self, request_id: str) -> Reply:
+        message = f"The request body is larger than {self.max_body_bytes / 1e6:g} MB."
+        return Reply(413, error_json(message, request_id), "too_large")
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        started: float,
+        request_id: str,
+        key: KnownKey | None,
+        reply: Reply,
+    ) -> None:
+        """Count an answered request in the metrics (under its variant) and log its line."""
+        elapsed = time.perf_counter() - started
+        route = reply.route
+        self.metrics_for(route).record(reply.status, elapsed, reply.reason)
+        status = reply.status
+        line = {
+            **self.static,  # "time" first, then the server's labels
+            "time": logs.now_iso(),
+            "level": "info" if status < 400 else "warning" if status < 500 else "error",
+            "event": "request",
+            "method": method,
+            "path": path,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+            "key_id": key.id if key else None,
+            "request_id": request_id,
+        }
+        if route is not None:
+            line["variant"], line["version"], line["replica"] = route
+        self.log.write(line)
+
     def metrics_for(self, route: Route | None) -> metrics.HttpMetrics:
         if route is None or route.variant == self.labels["variant"]:
             return self.metrics
@@ -252,13 +336,54 @@ class Gateway:
             if self.counters is None:
                 return _reply(*await self.link_answer(request_id, body))
             return await self._local(request_id, body, None)
+        target = self._target(router, request_id, key, headers)
+        if isinstance(target, Reply):
+            return target
+        return await self._routed(router, target, request_id, body)
+
+    def reply_soon(
+        self,
+        request_id: str,
+        body: bytes,
+        key: KnownKey | None,
+        headers: dict[bytes, bytes],
+        done: Callable[[Reply], None],
+    ) -> None:
+        """`reply`, with the answer given to `done` on the event loop. A prediction by this
+        process's own model (inline: most requests) takes no task, future or coroutine."""
+        router = self.router
+        if isinstance(self.predictor, InlineInference):
+            if router is None:
+                self._local_soon(request_id, body, None, done)
+                return
+            target = self._target(router, request_id, key, headers)
+            if isinstance(target, Reply):
+                done(target)
+                return
+            if target.replica is None:
+                live = router.copy_to_shadow(request_id, body)
+                self._local_soon(request_id, body, live, done)
+                return
+            routed = self._routed(router, target, request_id, body)
+        else:
+            routed = self.reply(request_id, body, key, headers)
+        task = asyncio.ensure_future(routed)
+        task.add_done_callback(functools.partial(_replied, done, request_id))
+
+    def _target(
+        self, router: Router, request_id: str, key: KnownKey | None, headers: dict[bytes, bytes]
+    ) -> Target | Reply:
+        """Where the routes send this request, or the refusal of a variant it may not force."""
         router.refresh()
         try:
-            target = router.target(key, headers)
+            return router.target(key, headers)
         except Forbidden as exc:
             return Reply(403, error_json(str(exc), request_id), "forbidden")
         except NoVariant as exc:
             return Reply(409, error_json(str(exc), request_id), "bad_request")
+
+    async def _routed(self, router: Router, target: Target, request_id: str, body: bytes) -> Reply:
+        """The answer of the target's replica (or of this process when it cannot answer)."""
         live = router.copy_to_shadow(request_id, body)
         replica = target.replica
         reply = None
@@ -290,9 +415,36 @@ class Gateway:
         counters.end(LOCAL, status, time.perf_counter() - started)
         if live is not None:
             live.set_result((status, payload))
-        return _reply(
-            status, payload, Route(self.labels["variant"], self.labels["version"], "local")
-        )
+        return _reply(status, payload, self.local_route)
+
+    def _local_soon(
+        self,
+        request_id: str,
+        body: bytes,
+        live: asyncio.Future | None,
+        done: Callable[[Reply], None],
+    ) -> None:
+        """`_local` (or, with no counters, `link_answer`) for an inline model, by callbacks."""
+        counters = self.counters
+        predictor = self.predictor
+        assert isinstance(predictor, InlineInference)
+        route = self.local_route if counters is not None else None
+        started = time.perf_counter()
+        if counters is not None:
+            counters.begin(LOCAL)
+
+        def answered(answer: tuple[int, bytes] | None) -> None:
+            status, payload = self._late(request_id) if answer is None else answer
+            if counters is not None:
+                counters.end(LOCAL, status, time.perf_counter() - started)
+            if live is not None:
+                live.set_result((status, payload))
+            done(_reply(status, payload, route))
+
+        if predictor.ready():
+            predictor.submit(request_id, body, answered)
+        else:
+            answered(self._not_ready(request_id))
 
     def _shadow_answered(
         self, variant: Any, replica: Any, status: int | None, seconds: float, differed: bool | None
@@ -355,6 +507,16 @@ class Gateway:
             return self._not_ready(request_id)
         answer = await self.predictor.answer(request_id, body)
         return self._late(request_id) if answer is None else answer
+
+
+def _replied(done: Callable[[Reply], None], request_id: str, task: asyncio.Future) -> None:
+    """A routed request's task ended: its reply to `done` (a 500 if it failed)."""
+    if not task.cancelled() and task.exception() is None:
+        done(task.result())
+        return
+    error = "cancelled" if task.cancelled() else repr(task.exception())
+    log.error(f"request {request_id} failed: {error}", extra={"event": "request_failed"})
+    done(Reply(500, error_json("The request failed in the server.", request_id), "predict_error"))
 
 
 def _reply(status: int, payload: bytes, route: Route | None = None) -> Reply:
@@ -424,48 +586,21 @@ class ServingMiddleware:
         await _respond(send, 200 if state.ok else 503, orjson.dumps(body), [JSON_TYPE])
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """/predict through ASGI: a request that asks for `100 Continue` (see Gateway.exchange
+        for the others)."""
         gw = self.gw
         started = time.perf_counter()
+        method = scope["method"]
         headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else f"{gw.id_prefix}{next(gw.uids):x}"
-        extra = [(b"x-request-id", request_id.encode())]
-        key = None
-        if scope["method"] != "POST":
-            reply = Reply(405, error_json("Use POST for /predict.", request_id), "method")
-            extra.append((b"allow", b"POST"))
-        else:
-            key, refusal = gw.admission.admit(headers, request_id, extra)
-            if refusal is not None:
-                reply = Reply(*refusal)
+        request_id, extra, key, reply = gw.admit(method, headers)
+        if reply is None:
+            body = await _read_body(receive, gw.max_body_bytes)
+            if body is None:
+                reply = gw.too_large(request_id)
             else:
-                body = await _read_body(receive, gw.max_body_bytes)
-                if body is None:
-                    mb = gw.max_body_bytes / 1e6
-                    message = f"The request body is larger than {mb:g} MB."
-                    reply = Reply(413, error_json(message, request_id), "too_large")
-                else:
-                    reply = await gw.reply(request_id, body, key, headers)
+                reply = await gw.reply(request_id, body, key, headers)
         await _respond(send, reply.status, reply.body, [JSON_TYPE, *extra])
-        elapsed = time.perf_counter() - started
-        route = reply.route
-        gw.metrics_for(route).record(reply.status, elapsed, reply.reason)
-        status = reply.status
-        line = {
-            **gw.static,  # "time" first, then the server's labels
-            "time": logs.now_iso(),
-            "level": "info" if status < 400 else "warning" if status < 500 else "error",
-            "event": "request",
-            "method": scope["method"],
-            "path": scope["path"],
-            "status": status,
-            "latency_ms": round(elapsed * 1000, 3),
-            "key_id": key.id if key else None,
-            "request_id": request_id,
-        }
-        if route is not None:
-            line["variant"], line["version"], line["replica"] = route
-        gw.log.write(line)
+        gw.record(method, scope["path"], started, request_id, key, reply)
 
 
 RESERVED_PATHS = ("/health", "/metrics", "/metrics/", "/docs", "/openapi.json")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import queue
 import threading
 import time
@@ -25,6 +27,7 @@ from mllib.serving.server.litserve_internals import WorkerChannel
 from mllib.serving.server.modelapi import ModelAPI
 
 Reply = tuple[int, bytes]  # HTTP status and JSON body
+log = logging.getLogger("mllib.serving")
 
 
 class Predictor(Protocol):
@@ -120,29 +123,23 @@ class InlineInference:
     def _run_many(self, group: list[_Many]) -> None:
         """Requests handed over together (those that arrived in one pass of the event loop, or
         in one read of a link, and any others already waiting): in predict_batch() calls of up
-        to max_batch where the model has one, else one by one. Those that timed out while
-        queued are not predicted."""
-        now = time.monotonic()
-        live = [
-            (many, i)
-            for many in group
-            if now <= many.deadline
-            for i in range(len(many.items))
-            if many.futures is None or not many.futures[i].done()
-        ]
-        items = [many.items[i] for many, i in live]
-        answers: list = []
-        try:
-            if self.max_batch > 1 and self.api.batches:
-                for at in range(0, len(items), self.max_batch):
-                    answers += self.api.answer_batch(items[at : at + self.max_batch])
-            else:
-                answers = [self._answer(request_id, body) for request_id, body in items]
-        except BaseException as exc:  # answer_batch() never raises; kept as a guard
-            answers = [(500, repr(exc).encode())] * len(items)
-        replies = {id(many): [None] * len(many.items) for many in group}
-        for (many, i), answer in zip(live, answers, strict=True):
-            replies[id(many)][i] = answer
+        to max_batch where the model has one, else one by one. Those that timed out before
+        their turn (while queued, or while the ones before them were predicted) are not."""
+        pending = [(many, i) for many in group for i in range(len(many.items))]
+        size = self.max_batch if self.max_batch > 1 and self.api.batches else 1
+        replies: dict[int, list] = {id(many): [None] * len(many.items) for many in group}
+        for at in range(0, len(pending), size):
+            now = time.monotonic()
+            live = [(many, i) for many, i in pending[at : at + size] if not many.gone(i, now)]
+            if not live:
+                continue
+            items = [many.items[i] for many, i in live]
+            try:
+                answers = self.api.answer_batch(items) if size > 1 else [self._answer(*items[0])]
+            except BaseException as exc:  # answer_batch() never raises; kept as a guard
+                answers = [(500, repr(exc).encode())] * len(items)
+            for (many, i), answer in zip(live, answers, strict=True):
+                replies[id(many)][i] = answer
         self._reply(_done_all, [(many.done, replies[id(many)]) for many in group])
 
     def answer_many(
@@ -177,7 +174,14 @@ class InlineInference:
         return self.api.loaded
 
     async def answer(self, request_id: str, body: bytes) -> Reply | None:
-        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile).
+        """The model's reply (None: none within timeout_s; the prediction goes on meanwhile)."""
+        future = asyncio.get_running_loop().create_future()
+        self.submit(request_id, body, functools.partial(_settle, future))
+        return await future
+
+    def submit(self, request_id: str, body: bytes, done: Callable[[Reply | None], None]) -> None:
+        """Ask for the model's reply: `done` gets it on the event loop, once (None: none within
+        timeout_s; the prediction goes on meanwhile).
 
         Requests that arrive in the same pass of the event loop are handed to the predict thread
         together (one wake-up of it, and one of the loop for all their replies), which also
@@ -185,26 +189,20 @@ class InlineInference:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        future = loop.create_future()
         if not self._pending:
             loop.call_soon(self._hand_over)
-        self._pending.append(((request_id, body), future))
-        timer = loop.call_later(self.timeout_s, _settle, future, None)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        self._pending.append(((request_id, body), _Call(done, loop, self.timeout_s)))
 
     def _hand_over(self) -> None:
         pending, self._pending = self._pending, []
-        futures = [future for _, future in pending]
+        calls = [call for _, call in pending]
         self._jobs.put(
             (
                 _Many(
                     [item for item, _ in pending],
-                    lambda replies: _settle_all(futures, replies),
+                    lambda replies: _settle_calls(calls, replies),
                     time.monotonic() + self.timeout_s,
-                    futures,
+                    calls,
                 ),
                 None,
                 (),
@@ -212,24 +210,58 @@ class InlineInference:
         )
 
 
+class _Call:
+    """One request's wait for its reply: `done` gets the predict thread's reply or, after
+    `timeout_s`, None, whichever comes first."""
+
+    __slots__ = ("_done", "_timer", "settled")
+
+    def __init__(
+        self,
+        done: Callable[[Reply | None], None],
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float,
+    ) -> None:
+        self._done = done
+        self.settled = False
+        self._timer = loop.call_later(timeout_s, self.settle, None)
+
+    def done(self) -> bool:
+        return self.settled
+
+    def settle(self, reply: Reply | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        self._timer.cancel()
+        try:
+            self._done(reply)
+        except Exception:  # one request's failure must not keep the others of its pass waiting
+            log.exception("answering a request failed")
+
+
 class _Many:
     """A hand-over of several requests at once: `done` gets their replies, in order, on the
-    event loop (None for one not predicted: it waited past the deadline, or its future, when
+    event loop (None for one not predicted: it waited past the deadline, or its call, when
     given, was settled meanwhile by its timeout)."""
 
-    __slots__ = ("deadline", "done", "futures", "items")
+    __slots__ = ("calls", "deadline", "done", "items")
 
     def __init__(
         self,
         items: list,
         done: Callable[[list], None],
         deadline: float,
-        futures: list[asyncio.Future] | None = None,
+        calls: list[_Call] | None = None,
     ) -> None:
         self.items = items
         self.done = done
         self.deadline = deadline
-        self.futures = futures
+        self.calls = calls
+
+    def gone(self, i: int, now: float) -> bool:
+        """Whether request `i` is past its deadline, or its caller stopped waiting."""
+        return now > self.deadline or (self.calls is not None and self.calls[i].done())
 
 
 def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
@@ -237,9 +269,9 @@ def _done_all(calls: list[tuple[Callable[[list], None], list]]) -> None:
         done(replies)
 
 
-def _settle_all(futures: list[asyncio.Future], results: list[Any]) -> None:
-    for future, result in zip(futures, results, strict=True):
-        _settle(future, result)
+def _settle_calls(calls: list[_Call], replies: list[Reply | None]) -> None:
+    for call, reply in zip(calls, replies, strict=True):
+        call.settle(reply)
 
 
 def _settle(future: asyncio.Future, result: Any) -> None:

@@ -22,9 +22,12 @@ What is used, and why (the rest of mllib.serving.server uses LitServe's public A
   the reply tuple `response_queue_to_buffer` reads, `ResponseBufferItem`, `MessageTransport`,
   and `LITSERVE_WORKER_ID` (ModelLoop, PipeTransport, WorkerChannel).
 - `uvicorn.Config.bind_socket`, replaced while LitServe binds (SO_REUSEPORT; reuse_port), and
-  uvicorn's `HttpToolsProtocol`, subclassed for one write per response (server/wire.py) and to
+  uvicorn's `HttpToolsProtocol`, subclassed for one write per response (server/wire.py), to
   close a connection after its next response (its `cycle`, `cycle.keep_alive`,
-  `cycle.response_complete`, `on_headers_complete` and `connection_lost`).
+  `cycle.response_complete`, `on_headers_complete` and `connection_lost`), and to answer
+  /predict as a wire.Exchange in place of its request cycle (its parser callbacks, `url`,
+  `headers`, `expect_100_continue`, `pipeline`, `flow`, `_start_asgi_task`,
+  `on_response_complete`, `_unset_keepalive_if_required` and `server_state.default_headers`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: TID253
 
 from mllib.serving import pids
-from mllib.serving.server.wire import HeldHeadTransport
+from mllib.serving.server.wire import Answering, Exchange, HeldHeadTransport
 
 REQUIREMENTS = {"litserve": ">=0.2.19,<0.2.20", "uvicorn": ">=0.29,<0.56"}
 API_PATH = "/predict"  # the one LitAPI's path: LitServe keys its request queue by it
@@ -433,6 +436,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     live: ClassVar[set[OneWriteHttpToolsProtocol]] = set()
     on_connection: ClassVar[Callable[[int], None] | None] = None  # called with +1 / -1
+    answering: ClassVar[Answering | None] = None  # the requests answered as Exchanges
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeldHeadTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -449,9 +453,60 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 self.on_connection(-1)
 
     def on_headers_complete(self) -> None:
+        answering = self.answering
+        if answering is not None and not self.expect_100_continue:
+            path = self.url.partition(b"?")[0]
+            if path in answering.paths and not self.parser.should_upgrade():
+                self._exchange(answering, path)
+                return
         super().on_headers_complete()
         if self.close_after and self.cycle is not None:
             self.cycle.keep_alive = False
+
+    def _exchange(self, answering: Answering, path: bytes) -> None:
+        """This request, answered as an Exchange: now, or after those before it (pipelined)."""
+        parser = self.parser
+        exchange = Exchange(
+            parser.get_method().decode("ascii"),
+            path.decode("ascii"),
+            dict(self.headers),
+            not self.close_after
+            and parser.get_http_version() != "1.0"
+            and parser.should_keep_alive(),
+            answering,
+            self.transport,  # type: ignore[arg-type]
+            self.server_state.default_headers,
+            self.on_response_complete,
+        )
+        existing = self.cycle
+        self.cycle = exchange  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._unset_keepalive_if_required()
+            exchange.start()
+        else:
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if isinstance(cycle, Exchange):
+            self._unset_keepalive_if_required()
+            cycle.start(later=True)
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, Exchange):
+            cycle.received(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, Exchange):
+            cycle.ended()
+        else:
+            super().on_message_complete()
 
     def close_after_response(self) -> None:
         """Answer the current (or next) request with `Connection: close`, then close."""
