@@ -1,11 +1,11 @@
 """The HTTP front of a server: an ASGI app in front of LitServe's FastAPI app in each API server
-(Gateway), and the same app in a deployment's front, which sends requests on to replicas
-(front.py's FrontGateway).
+(Gateway); in a deployment, each API server is also where requests are sent on to other
+replicas and variants (router.py, link.py).
 
 It answers POST /predict itself, on the connection (an Exchange, see wire.py; through ASGI
 only for a request that asks for 100 Continue): request id, API key, per-key rate limit
-(Admission), body size, the answer (a prediction made in this process or by a worker process, see inference.py; in a
-front, a replica's), metrics and one JSON log line per request. It also answers GET /health
+(Admission), body size, the answer (a prediction made in this process or by a worker process,
+see inference.py; or another replica's), metrics and one JSON log line per request. It also answers GET /health
 (truthful: every worker loaded and alive, not draining) and GET /metrics (every process's
 metrics added up). Everything else (/docs, /openapi.json, /info) goes on to LitServe's FastAPI
 app. Skipping FastAPI's routing, validation and response encoding on the hot path is where much
