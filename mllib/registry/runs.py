@@ -109,7 +109,7 @@ def create_run(
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
     from mllib.registry.runfolder import save_record
 
-    row = {k: v for k, v in record.__dict__.items() if v is not None}
+    row = run_row(record)
     columns = ", ".join(f'"{k}"' for k in row)  # plain SQL: this is a team server's hot path
     with reg.transaction():
         reg.conn.execute(
@@ -121,17 +121,22 @@ def create_run(
             save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
 
 
-def set_params(
-    reg: Registry,
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """A new run's row of the runs table: its fields that are set."""
+    return {k: v for k, v in record.__dict__.items() if v is not None}
+
+
+def param_rows(
     run_id: str,
     params: Mapping[str, Any],
     sources: Mapping[str, str],
     secret: Collection[str] = (),
-) -> None:
-    """Record a run's params; those named in `secret` as SECRET_MARKER with the type `secret`."""
+) -> list[tuple[str, str, str, str, str]]:
+    """A run's rows of the params table (run_id, name, value, type, source); those named in
+    `secret` as SECRET_MARKER with the type `secret`."""
     from mllib.params import SECRET_MARKER, SECRET_TYPE, type_name_of
 
-    rows = [
+    return [
         (
             run_id,
             name,
@@ -141,6 +146,17 @@ def set_params(
         )
         for name, value in params.items()
     ]
+
+
+def set_params(
+    reg: Registry,
+    run_id: str,
+    params: Mapping[str, Any],
+    sources: Mapping[str, str],
+    secret: Collection[str] = (),
+) -> None:
+    """Record a run's params; those named in `secret` as SECRET_MARKER with the type `secret`."""
+    rows = param_rows(run_id, params, sources, secret)
     if not rows:
         return
     sql = (

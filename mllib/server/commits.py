@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 from mllib.queue.jobs import notify
 from mllib.server.accounts import User, lock_users
-from mllib.server.submit import Accepted, Submission, submit
+from mllib.server.batched import record_batch
+from mllib.server.submit import Accepted, Submission
 
 if TYPE_CHECKING:
     from mllib.registry import Registry
@@ -125,17 +126,11 @@ class GroupCommit:
             reg.close()
 
     def _record(self, reg: Registry, batch: list[Item]) -> list[Accepted | BaseException]:
-        outcomes: list[Accepted | BaseException] = []
         with reg.transaction():
             if len(self.threads) > 1:
                 lock_users(reg, {user.name for user, *_ in batch})
-            for user, sub, max_queued, _ in batch:
-                try:
-                    outcomes.append(
-                        submit(reg, self.ctx.store, self.ctx.home.runs_dir, user, sub, max_queued)
-                    )
-                except Exception as exc:  # this one alone: its savepoint was rolled back
-                    outcomes.append(exc)
+            items = [(user, sub, max_queued) for user, sub, max_queued, _ in batch]
+            outcomes = record_batch(reg, self.ctx.store, self.ctx.home.runs_dir, items)
             if self.place is not None:
                 for outcome in outcomes:
                     if isinstance(outcome, Accepted):
