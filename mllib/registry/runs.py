@@ -107,15 +107,11 @@ def create_run(
     secret: Collection[str] = (),
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
+    from mllib.registry.bulk import insert_rows
     from mllib.registry.runfolder import save_record
 
-    row = run_row(record)
-    columns = ", ".join(f'"{k}"' for k in row)  # plain SQL: this is a team server's hot path
     with reg.transaction():
-        reg.conn.execute(
-            f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' for _ in row)})",
-            tuple(row.values()),
-        )
+        insert_rows(reg, "runs", [run_row(record)])  # plain SQL: a team server's hot path
         set_params(reg, record.id, params, sources, secret)
         if record.run_dir and os.path.isdir(record.run_dir):  # not yet: a queued server run's
             save_record(reg, record.id)  # the run folder's own copy, for `mllib doctor --repair`
