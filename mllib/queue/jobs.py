@@ -14,6 +14,7 @@ there wakes at once instead of polling.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -68,8 +69,7 @@ def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None, wake: boo
     QuotaExceeded when the user already has `max_queued` jobs waiting. `wake=False`: the caller
     notifies once for a batch (`notify`)."""
     with reg.transaction():
-        job.enqueued_at = job.enqueued_at or time.time()
-        row = {k: v for k, v in vars(job).items() if v is not None}  # flat: no asdict copy
+        row = job_row(job)
         values = f"VALUES ({', '.join('?' for _ in row)})"
         args: tuple[Any, ...] = tuple(row.values())
         if max_queued is not None:  # the quota checked in the insert: one statement
@@ -86,6 +86,27 @@ def enqueue(reg: Registry, job: Job, *, max_queued: int | None = None, wake: boo
         if wake:
             notify(reg)
     return job
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    """A new job's row of the jobs table (its fields that are set), stamped with the time it
+    joins the queue unless it has one."""
+    job.enqueued_at = job.enqueued_at or time.time()
+    return {k: v for k, v in vars(job).items() if v is not None}  # flat: no asdict copy
+
+
+def waiting_counts(reg: Registry, users: Iterable[str]) -> dict[tuple[str, int], int]:
+    """How many jobs each of `users` has waiting, by (user, priority): a few rows of the
+    queue's counts, read once for a batch of submissions."""
+    names = sorted(set(users))
+    if not names:
+        return {}
+    cursor = reg.conn.execute(  # fetched alone: it may be read in a pipeline (registry.bulk)
+        'SELECT "user", priority, queued FROM queue_waiting WHERE "user" IN '
+        f"({', '.join('?' for _ in names)})",
+        names,
+    )
+    return {(user, int(priority)): int(n) for user, priority, n in cursor.fetchall()}
 
 
 def _quoted(names: Any) -> list[str]:

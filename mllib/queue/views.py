@@ -101,15 +101,17 @@ def position(
     capacity: int = 1,
     mean_s: float | None = None,
     fair: Round | None = None,
+    ahead: int | None = None,
 ) -> tuple[int | None, float | None]:
     """A queued job's place and estimated start (None, None once it is not queued), from how
     many of its user's jobs are ahead of it: cheap enough to answer every submission with.
     `fair`: `current_round(reg)` read a moment ago (a server answering many submissions reads
-    it once a second); else it is read now."""
+    it once a second); else it is read now. `ahead`: how many of its user's queued jobs go
+    before it, when the caller knows (a batch of submissions counts its own); else counted."""
     if job.state != QUEUED:
         return None, None
     fair = fair or current_round(reg)
-    ahead = _ahead(reg, job)
+    ahead = _ahead(reg, job) if ahead is None else ahead
     place = int(ahead) * max(fair.users, 1) + fair.turns.get(job.user, fair.users) + 1
     wait = None if mean_s is None else math.floor((place - 1) / max(capacity, 1)) * mean_s
     return place, wait

@@ -107,19 +107,42 @@ def create_run(
     secret: Collection[str] = (),
 ) -> None:
     """Insert a run and its params in one transaction, so a run is never half-recorded."""
+    from mllib.registry.bulk import insert_rows
     from mllib.registry.runfolder import save_record
 
-    row = {k: v for k, v in record.__dict__.items() if v is not None}
-    columns = ", ".join(f'"{k}"' for k in row)  # plain SQL: this is a team server's hot path
     with reg.transaction():
-        reg.conn.execute(
-            f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' for _ in row)})",
-            tuple(row.values()),
-        )
+        insert_rows(reg, "runs", [run_row(record)])  # plain SQL: a team server's hot path
         set_params(reg, record.id, params, sources, secret)
         if record.run_dir and os.path.isdir(record.run_dir):  # not yet: a queued server run's
             # the run folder's own copy, for `mllib doctor --repair`
             save_record(reg, record.id, fresh=True)
+
+
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """A new run's row of the runs table: its fields that are set."""
+    return {k: v for k, v in record.__dict__.items() if v is not None}
+
+
+def param_rows(
+    run_id: str,
+    params: Mapping[str, Any],
+    sources: Mapping[str, str],
+    secret: Collection[str] = (),
+) -> list[tuple[str, str, str, str, str]]:
+    """A run's rows of the params table (run_id, name, value, type, source); those named in
+    `secret` as SECRET_MARKER with the type `secret`."""
+    from mllib.params import SECRET_MARKER, SECRET_TYPE, type_name_of
+
+    return [
+        (
+            run_id,
+            name,
+            json.dumps(SECRET_MARKER if name in secret else value),
+            SECRET_TYPE if name in secret else type_name_of(value),
+            sources.get(name, "default"),
+        )
+        for name, value in params.items()
+    ]
 
 
 def set_params(
@@ -130,18 +153,7 @@ def set_params(
     secret: Collection[str] = (),
 ) -> None:
     """Record a run's params; those named in `secret` as SECRET_MARKER with the type `secret`."""
-    from mllib.params import SECRET_MARKER, SECRET_TYPE, type_name_of
-
-    rows = [
-        (
-            run_id,
-            name,
-            json.dumps(SECRET_MARKER if name in secret else value),
-            SECRET_TYPE if name in secret else type_name_of(value),
-            sources.get(name, "default"),
-        )
-        for name, value in params.items()
-    ]
+    rows = param_rows(run_id, params, sources, secret)
     if not rows:
         return
     sql = (

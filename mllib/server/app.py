@@ -139,8 +139,9 @@ def create_app(ctx: "ServerContext", dispatcher: "Dispatcher | None" = None) -> 
 
         fair = fair_round(reg)
         return position(
-            reg, accepted.job, capacity=round_cache["slots"], mean_s=mean_s(reg), fair=fair
-        )
+            reg, accepted.job, capacity=round_cache["slots"], mean_s=mean_s(reg), fair=fair,
+            ahead=accepted.ahead,
+        )  # fmt: skip
 
     commits = GroupCommit(ctx, place)
     app.state.commits = commits  # stopped by whoever serves the app (mllib.server.main)

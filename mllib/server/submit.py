@@ -71,6 +71,7 @@ class Accepted:
     job: Job
     created: bool  # False: a retry of a submission already recorded
     position: tuple[int | None, float | None] = (None, None)  # place, estimated start (s)
+    ahead: int | None = None  # its user's jobs queued before it, when known without a query
 
 
 def submit(
@@ -99,8 +100,19 @@ def submit(
 def _record(
     reg: Registry, store: Any, runs_dir: Any, user: User, sub: Submission, max_queued: int
 ) -> Accepted:
-    spec = _check(store, sub)
+    record, job = prepare(store, runs_dir, user, sub)
     datasets = dataset_uses(reg, sub.datasets)
+    with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
+        create_run(reg, record, sub.params, sub.sources, set(sub.secret))
+        record_uses(reg, sub.run_id, datasets)  # what the dispatcher sends its agent
+        enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
+    return Accepted(record, job, True)
+
+
+def prepare(store: Any, runs_dir: Any, user: User, sub: Submission) -> tuple[RunRecord, Job]:
+    """The run record and job `sub` makes, once it is found able to run (a UsageError
+    otherwise); nothing is read from the database or written."""
+    spec = _check(store, sub)
     folder = RunFolder(runs_dir / sub.run_id)
     record = RunRecord(
         id=sub.run_id,
@@ -134,11 +146,7 @@ def _record(
         secrets=json.dumps({"env": sub.env, "secret_params": sub.secret_params}),
         env_plan=json.dumps(sub.env_plan) if sub.env_plan is not None else None,
     )
-    with reg.savepoint():  # a part of a group commit (mllib.server.commits), or alone
-        create_run(reg, record, sub.params, sub.sources, set(sub.secret))
-        record_uses(reg, sub.run_id, datasets)  # what the dispatcher sends its agent
-        enqueue(reg, job, max_queued=max_queued, wake=False)  # notify: once per commit
-    return Accepted(record, job, True)
+    return record, job
 
 
 def dataset_uses(reg: Registry, bindings: list[dict[str, Any]]) -> list[DatasetUse]:
