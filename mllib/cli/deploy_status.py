@@ -33,20 +33,35 @@ def print_status(rows: list[dict[str, Any]], console: Console) -> None:
 
 
 def _replicas(row: dict[str, Any]) -> str:
-    """`2 (inline)`: ready replicas of stable; with a rollout, `+ 1 canary v4 (10%)`."""
+    """`2 (inline)`: ready replicas of stable, and where they run when on agents (`2 (worker) on
+    agents gpu1, gpu2`; the gateway here is no replica); with a rollout, `+ 1 canary v4 (10%)`."""
     ready = [r for r in row.get("replicas") or [] if r["state"] == "ready"]
-    count = sum(1 for r in ready if r["variant"] == "stable") if ready else row.get("workers")
-    if not count:
+    gateway = row.get("gateway") or []
+    variants = row.get("variants") or []
+    if ready or gateway:
+        count = sum(1 for r in ready if r["variant"] == "stable")
+    else:  # a deployment of one server, before replicas: its workers
+        count = row.get("workers")
+    if not count and not gateway:
         return "-"
     text = f"{count} ({row['inference']})" if row.get("inference") else str(count)
-    agents = sorted({r["host"] for r in ready if r["host"] != "local"})
-    if agents:
-        text += f" · on agents {', '.join(agents)} (and this machine's gateway)"
-    for variant in row.get("variants") or []:
+    stable = next((v for v in variants if v["name"] == "stable"), {})
+    text += _where(stable.get("hosts") or {})
+    if gateway and not count:
+        text += " · the gateway here answers until one is ready"
+    for variant in variants:
         if variant["name"] != "stable":
             share = f"{variant['weight']:g}%"
             text += f" + {variant['replicas']} {variant['name']} v{variant['version']} ({share})"
+            text += _where(variant.get("hosts") or {})
     return text
+
+
+def _where(hosts: dict[str, int]) -> str:
+    """` on agents gpu1 (2), gpu2`: the agents of a variant's ready replicas, with how many
+    where more than one; "" when they all run here."""
+    agents = [f"{h} ({n})" if n > 1 else h for h, n in sorted(hosts.items()) if h != "local"]
+    return f" on agents {', '.join(agents)}" if agents else ""
 
 
 def _fields(row: dict[str, Any]) -> dict[str, str]:

@@ -4,8 +4,8 @@ stable's are. Real sshd hosts (sshlab.py), the real agent program and LitServe s
 the gateway and controller here, real HTTP clients.
 
 What a user sees is asserted: the gateway here runs one process beside min_replicas = 2 on the
-agents (`deploy status`); a slow canary's replicas on the agents, which it scales up on its own
-load as stable's are, then its automatic rollback (`deploy history`) with no failed request and
+agents (`deploy status --json`: its `gateway`, apart from `replicas`); a slow canary's replicas
+on the agents, which it scales up on its own load as stable's are, then its automatic rollback (`deploy history`) with no failed request and
 all of its replicas stopped on the agents; `--agents` naming other agents refused in one line
 (exit 2); a sound version's shadow scaled up on its load and down by draining a replica on its
 agent, then promoted, its replicas on the agents becoming stable's while the old ones drain and
@@ -60,8 +60,8 @@ def test_a_canary_on_agents_rolls_back_with_no_failed_request_and_another_is_pro
     deploy(project, "steps:1", "--agents", ",".join(agents))
     assert _variants(project) == {"stable": [(agents[0], "1"), (agents[1], "1")]}
     row = status(project)
-    here = [r for r in row["replicas"] if r["host"] == "local"]
-    assert len(here) == 1 and here[0]["variant"] == "stable", here  # the gateway, not 2 replicas
+    assert [r for r in row["replicas"] if r["host"] == "local"] == [], row["replicas"]
+    assert len(row["gateway"]) == 1, row["gateway"]  # the gateway's process, not 2 replicas
     url = row["url"]
 
     traffic = Traffic(url, clients=8, pause_s=0.05)

@@ -3,10 +3,11 @@ real sshd hosts (sshlab.py), the real agent program, real LitServe servers on th
 on this machine, a real API key and HTTP client.
 
 What a user sees is asserted: answers through the gateway (each agent's replica answers some,
-by the request log), `deploy status --json` saying where each replica runs, a replica whose
-server is killed, then both of a host that disappears (its sshd and processes gone), replaced on
-the other agent while answers keep coming (every answer counted: none failed), and `deploy stop`
-leaving nothing running on either agent.
+by the request log), `deploy status` (and `--json`) saying where each replica runs and listing
+the gateway here apart, not as a replica, a replica whose server is killed, then both of a host
+that disappears (its sshd and processes gone), replaced on the other agent while answers keep
+coming (every answer counted: none failed), and `deploy stop` leaving nothing running on either
+agent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pytest
 from deployed import Traffic, deploy, on_agents, prepare, servers, status
 from helpers import mllib
 from sshlab import wait_for
+
+from tests.serving.test_replicas import metric
 
 STAGING_WITH_KEYS = """
 [serve]
@@ -68,9 +71,19 @@ def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stop
     row = status(project)
     placed = on_agents(row)
     assert sorted(placed.values()) == sorted(agents), row["replicas"]
+    # The replicas are the agents' alone; this machine's gateway process is listed apart.
+    assert [r for r in row["replicas"] if r["host"] == "local"] == [], row["replicas"]
+    (gateway,) = row["gateway"]
+    assert gateway["host"] == "local" and gateway["state"] == "ready", gateway
+    (stable,) = row["variants"]
+    assert stable["replicas"] == 2 and stable["hosts"] == dict.fromkeys(agents, 1), stable
     shown = mllib("deploy", "status", "--env", "staging", cwd=project).stdout
-    assert f"on agents {', '.join(sorted(agents))}" in shown, shown
+    assert f"2 ({row['inference']}) on agents {', '.join(sorted(agents))}" in shown, shown
     url = row["url"]
+    wait_for(  # the metric counts them alike (it is written every half second)
+        lambda: metric(url, "mllib_replicas", variant="stable") == 2, timeout=30,
+        what="mllib_replicas 2",
+    )  # fmt: skip
     assert httpx.post(f"{url}/predict", json={"x": 1}).status_code == 401  # keys still checked
     traffic = Traffic(url, key)
     try:
@@ -89,6 +102,8 @@ def test_replicas_on_two_agents_answer_through_the_gateway_are_replaced_and_stop
         for proc in lab.hosts[1].processes():
             os.kill(proc.pid, signal.SIGKILL)
         _wait_placed(project, [agents[0], agents[0]], traffic)
+        (stable,) = status(project)["variants"]
+        assert stable["replicas"] == 2 and stable["hosts"] == {agents[0]: 2}, stable
         lab.hosts[1].start()  # back, for the stop to find nothing of the deployment left
     finally:
         traffic.stop()

@@ -110,12 +110,14 @@ def test_a_canary_takes_its_share_and_status_shows_both_variants(prod):
     assert (found["stable"]["version"], found["stable"]["weight"]) == (1, 70.0)
     assert (found["canary"]["version"], found["canary"]["weight"]) == (2, 30.0)
     assert found["canary"]["replicas"] == 1 and found["canary"]["mode"] == "canary"
+    assert found["canary"]["hosts"] == {"local": 1}  # on this machine: no gateway apart
     assert found["canary"]["stats"]["requests_total"] == seen[1.0]
     assert found["stable"]["stats"]["requests_total"] >= seen[0.0]
     with pytest.raises(MllibError, match="already being rolled out"):
         deploy(ctx, "served:4", "prod", strategy=Strategy.of(canary=5), **force)
     (row,) = status(ctx, "prod", window_s=0.05)
     assert sorted({r["variant"] for r in row["replicas"]}) == ["canary", "stable"]
+    assert row["gateway"] == []  # the stable server here is a replica, not only a gateway
 
 
 def test_promotion_moves_to_every_request_in_steps_without_a_failed_request(prod):

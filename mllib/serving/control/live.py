@@ -239,6 +239,8 @@ class LiveDeployment:
         if replicas is not None:
             counts = {STABLE: 0, CANARY: 0, SHADOW: 0}
             for server in self.servers.values():
+                if server.public and self.remote is not None:
+                    continue  # the gateway: its replicas are on the agents
                 counters = self.counters.get(server.id)
                 if counters is not None and server.state == "live" and server.variant in counts:
                     counts[server.variant] += sum(1 for i in counters.infos() if i.state == "ready")

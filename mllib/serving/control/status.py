@@ -26,15 +26,26 @@ FIELDS = (
 EXTRA = ("inference", "environment")  # read from the deployment's server spec
 
 
+def _fleet_spec(folder: Path) -> dict[str, Any]:
+    """The deployment's fleet-spec.json as its controller was started with it ({} when absent:
+    a deployment of one server, before replicas, or its folder gone)."""
+    import json
+
+    try:
+        spec = json.loads((folder / FLEET_SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
 def _replica_spec(dep: records.Deployment) -> dict[str, Any] | None:
     """The spec the deployment's replicas were started with (None if its folder is gone). A
     deployment of one server (before replicas) has its spec in server.json."""
     import json
 
     folder = Path(dep.dir or "")
-    try:
-        spec = json.loads((folder / FLEET_SPEC_FILE).read_text())["stable"]
-    except (OSError, ValueError, KeyError):
+    spec = _fleet_spec(folder).get("stable")
+    if spec is None:
         try:
             spec = json.loads((folder / SPEC_FILE).read_text())
         except (OSError, ValueError):
@@ -107,7 +118,7 @@ def status(
     for row in live:
         before, after = first[row["env"]], scrape(row["url"])
         row["stats"] = live_stats(before, after, window_s)
-        row["replicas"], row["variants"] = fleet_view(Path(row["log_path"]).parent)
+        row.update(fleet_view(Path(row["log_path"]).parent))
         for variant in row["variants"]:
             name = variant["name"]
             variant["stats"] = live_stats(
@@ -116,8 +127,8 @@ def status(
                 window_s,
             )
     for row in rows:
-        row.setdefault("replicas", [])
-        row.setdefault("variants", [])
+        for key in ("replicas", "variants", "gateway"):
+            row.setdefault(key, [])
     return rows
 
 
@@ -141,19 +152,23 @@ def restart_view(dep: records.Deployment) -> dict[str, Any] | None:
     }
 
 
-def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(replicas, variants) of the deployment in `folder`, as its controller last wrote them:
-    each replica (an HTTP process of one of its servers) with its variant, version, host, pid,
-    state and requests in flight; each variant with its version, share of traffic and replicas."""
+def fleet_view(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """`replicas`, `variants` and `gateway` of the deployment in `folder`, as its controller last
+    wrote them: each replica (an HTTP process of one of its servers here, or a server on an
+    agent) with its variant, version, host, pid, state and requests in flight; each variant with
+    its version, share of traffic, replicas and their hosts. With replicas on agents, this
+    machine's servers are the gateway (keys, limits, routing; they answer only while no agent
+    replica is ready): their processes are `gateway`, not replicas; else `gateway` is []."""
     state = read_state(folder)
     servers = state.get("servers", {})
-    replicas = []
+    on_agents = bool(_fleet_spec(folder).get("agents"))
+    replicas, gateway = [], []
     for server_id, processes in sorted(state.get("processes", {}).items()):
         server = servers.get(server_id)
         if server is None:
             continue
         for process in processes:
-            replicas.append(
+            (gateway if on_agents and server["public"] else replicas).append(
                 {
                     "id": f"{server_id}.{process['index']}",
                     "server": server_id,
@@ -207,7 +222,7 @@ def fleet_view(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             judged=candidate.get("verdict") or {},
         )
         variants.append(entry)
-    return replicas, variants
+    return {"replicas": replicas, "variants": variants, "gateway": gateway}
 
 
 def _share(candidate: dict[str, Any] | None) -> float:
@@ -220,13 +235,20 @@ def _share(candidate: dict[str, Any] | None) -> float:
 def _variant(
     name: str, servable: dict[str, Any], replicas: list[dict[str, Any]], weight: float
 ) -> dict[str, Any]:
+    """A variant's entry: what it serves, its share, and its ready replicas (`hosts`: how many
+    on each host, `local` for this machine)."""
+    hosts: dict[str, int] = {}
+    for replica in replicas:
+        if replica["variant"] == name and replica["state"] == "ready":
+            hosts[replica["host"]] = hosts.get(replica["host"], 0) + 1
     return {
         "name": name,
         "model": servable["model"],
         "version": servable["version"],
         "run_id": servable["run_id"],
         "weight": weight,
-        "replicas": sum(1 for r in replicas if r["variant"] == name and r["state"] == "ready"),
+        "replicas": sum(hosts.values()),
+        "hosts": dict(sorted(hosts.items())),
     }
 
 
