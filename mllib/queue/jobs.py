@@ -101,12 +101,12 @@ def waiting_counts(reg: Registry, users: Iterable[str]) -> dict[tuple[str, int],
     names = sorted(set(users))
     if not names:
         return {}
-    cursor = reg.conn.execute(  # fetched alone: it may be read in a pipeline (registry.bulk)
+    rows = reg.query(
         'SELECT "user", priority, queued FROM queue_waiting WHERE "user" IN '
         f"({', '.join('?' for _ in names)})",
         names,
     )
-    return {(user, int(priority)): int(n) for user, priority, n in cursor.fetchall()}
+    return {(r["user"], int(r["priority"])): int(r["queued"]) for r in rows}
 
 
 def _quoted(names: Any) -> list[str]:

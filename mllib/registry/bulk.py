@@ -1,16 +1,13 @@
 """Many new rows of one table in as few INSERT statements as SQLite and PostgreSQL take (each
-statement Python's work on both, and a round trip to PostgreSQL): rows with the same columns
-share a multi-row VALUES list, at most MAX_VALUES placeholders a statement; and, on PostgreSQL,
-statements sent together (`pipelined`), so a batch of them waits for one answer, not one each.
+statement a round trip to PostgreSQL, and Python's work per statement on both): rows with the
+same columns share a multi-row VALUES list, at most MAX_VALUES placeholders a statement.
 
->>> with pipelined(reg):  # doctest: +SKIP
-...     insert_rows(reg, "params", [{"run_id": "a1", "name": "lr", ...}, ...])
+>>> insert_rows(reg, "params", [{"run_id": "a1", "name": "lr", ...}, ...])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mllib.registry.db import Registry
@@ -41,20 +38,3 @@ def insert_tuples(
                 f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(chunk))}",
                 [value for row in chunk for value in row],
             )
-
-
-@contextmanager
-def pipelined(reg: Registry) -> Iterator[None]:
-    """PostgreSQL: the statements inside sent without waiting for each one's answer (psycopg's
-    pipeline mode: fetching a result waits for those before it; an error is raised by the end of
-    the block at the latest, and the statements after it are skipped). SQLite: as they are. Read
-    a result with the cursor's fetch methods, not `rowcount` or `description` before them."""
-    if not reg.is_postgres:
-        yield
-        return
-    from mllib.registry.postgres import PgConnection
-
-    conn: Any = reg.conn
-    assert isinstance(conn, PgConnection)
-    with conn.raw.pipeline():
-        yield

@@ -10,10 +10,8 @@ that fails a check or is over its quota (a retry with its key is told apart ther
 datasets, and, when the rows written together are refused (a run id or an idempotency key
 already taken: a retry), every one of them, after their savepoint is rolled back.
 
-On PostgreSQL the batch's users are locked first (`lock`: several writers), so their counts do
-not change under a batch, and its statements are sent in two pipelines (mllib.registry.bulk):
-the locks and counts, then the rows, a round trip each; on SQLite its one writer holds the
-database.
+On PostgreSQL the batch's users are locked first (mllib.server.commits), so their counts do
+not change under a batch; on SQLite its one writer holds the database.
 
 >>> outcomes = record_batch(reg, store, runs_dir, [(user, submission, 1000)])  # doctest: +SKIP
 """
@@ -27,9 +25,9 @@ from typing import Any
 from mllib.errors import MllibError
 from mllib.queue.jobs import Job, job_row, waiting_counts
 from mllib.registry import Registry
-from mllib.registry.bulk import insert_rows, insert_tuples, pipelined
+from mllib.registry.bulk import insert_rows, insert_tuples
 from mllib.registry.runs import RunRecord, param_rows, run_row
-from mllib.server.accounts import User, lock_users
+from mllib.server.accounts import User
 from mllib.server.submit import Accepted, Submission, prepare, submit
 
 Item = tuple[User, Submission, int]  # who, what, their quota of queued runs
@@ -47,20 +45,16 @@ class _Plain:
 
 
 def record_batch(
-    reg: Registry, store: Any, runs_dir: Any, items: list[Item], *, lock: bool = False
+    reg: Registry, store: Any, runs_dir: Any, items: list[Item]
 ) -> list[Accepted | BaseException]:
     """Record `items` inside the caller's transaction: each one's outcome, in order (an
-    Accepted, or the error that refused it alone). `lock`: their users' rows are locked first
-    (PostgreSQL's writers side by side: mllib.server.commits)."""
+    Accepted, or the error that refused it alone)."""
     outcomes: list[Accepted | BaseException | None] = [None] * len(items)
     counts: dict[tuple[str, int], int] = {}
     together = _plain(store, runs_dir, items)
-    with pipelined(reg):  # PostgreSQL: the users' locks and counts in one round trip
-        if lock:
-            lock_users(reg, {user.name for user, *_ in items})
-        if together:
-            counts = waiting_counts(reg, {p.job.user for p in together})
-    together = _within_quota(together, counts, items)
+    if together:
+        counts = waiting_counts(reg, {p.job.user for p in together})
+        together = _within_quota(together, counts, items)
     if together and _write(reg, together):
         for p in together:
             outcomes[p.index] = Accepted(p.record, p.job, True)
@@ -115,16 +109,12 @@ def _write(reg: Registry, plain: list[_Plain]) -> bool:
         params += param_rows(p.record.id, p.sub.params, p.sub.sources, set(p.sub.secret))
         jobs.append(job_row(p.job))
     try:
-        with pipelined(reg):  # PostgreSQL: one round trip for them all
-            reg.conn.execute("SAVEPOINT together")
+        with reg.savepoint():
             insert_rows(reg, "runs", runs)
             if params:
                 insert_tuples(reg, "params", PARAM_COLUMNS, params)
             insert_rows(reg, "jobs", jobs)
-            reg.conn.execute("RELEASE SAVEPOINT together")
     except Exception:  # a key taken (a retry) or any other refusal: each goes one by one
-        reg.conn.execute("ROLLBACK TO SAVEPOINT together")  # fails too if the database went
-        reg.conn.execute("RELEASE SAVEPOINT together")
         return False
     return True
 

@@ -3,15 +3,14 @@ acknowledged once that transaction is durable.
 
 A durable commit costs one flush of the disk (fsync: 0.1 to 4 ms here), so committing each
 submission alone caps a server near one submission per flush. One writer thread takes every
-submission waiting, records the plain ones together (mllib.server.batched: one INSERT a table
-for them all) and any other in a savepoint of its own (a refused one, over a quota or a
+submission waiting, records each in a savepoint of its own (a refused one, over a quota or a
 duplicate, is rolled back alone), reads each accepted one's place in the queue in the same
 transaction, commits once, and answers them all. A lone submission is committed at once:
 batching adds no waiting, it only shares the flush when requests overlap. The API's event loop
 awaits its answer (`submit_async`) without holding a thread of the pool.
 
-SQLite has one writer. On PostgreSQL a batch waits on round trips (a few, its statements
-sent in pipelines), so WRITERS threads, each on its own connection, record batches side by side (PostgreSQL flushes
+SQLite has one writer. On PostgreSQL a batch spends most of its time waiting on round trips,
+so WRITERS threads, each on its own connection, record batches side by side (PostgreSQL flushes
 their commits together). Each batch first locks its users' rows, in name order: two batches of
 one user take turns, so a quota is checked against the other's commit, and two batches never
 wait on each other in a cycle.
@@ -32,7 +31,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from mllib.queue.jobs import notify
-from mllib.server.accounts import User
+from mllib.server.accounts import User, lock_users
 from mllib.server.batched import record_batch
 from mllib.server.submit import Accepted, Submission
 
@@ -128,10 +127,10 @@ class GroupCommit:
 
     def _record(self, reg: Registry, batch: list[Item]) -> list[Accepted | BaseException]:
         with reg.transaction():
+            if len(self.threads) > 1:
+                lock_users(reg, {user.name for user, *_ in batch})
             items = [(user, sub, max_queued) for user, sub, max_queued, _ in batch]
-            outcomes = record_batch(
-                reg, self.ctx.store, self.ctx.home.runs_dir, items, lock=len(self.threads) > 1
-            )
+            outcomes = record_batch(reg, self.ctx.store, self.ctx.home.runs_dir, items)
             if self.place is not None:
                 for outcome in outcomes:
                     if isinstance(outcome, Accepted):

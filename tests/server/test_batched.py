@@ -41,8 +41,7 @@ def test_a_batch_answers_each_submission_as_one_by_one_would(reg, tmp_path) -> N
 
     ana, bo = User("ana"), User("bo")
     first = sub(priority=1)
-    with reg.transaction():
-        (earlier,) = record_batch(reg, store, tmp_path / "runs", [(ana, first, 10)])
+    (earlier,) = record_batch(reg, store, tmp_path / "runs", [(ana, first, 10)])
     assert isinstance(earlier, Accepted) and earlier.ahead == 0
     items = [
         (ana, sub(), 3),  # ana has 1 queued: fits
